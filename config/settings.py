@@ -1,0 +1,172 @@
+"""Settings for crm-automation, read from environment variables (see README)."""
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DEBUG", True)
+SECRET_KEY = env_str("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_q",
+    "django_fsm",
+    "crm_automation.crm",
+    "crm_automation.automation",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+# --- Database ---------------------------------------------------------------------------------
+def _database_from_env() -> dict:
+    url = env_str("DATABASE_URL", "")
+    if not url:
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{VAR_DIR / 'crm.sqlite3'}"
+    try:
+        config = dj_database_url.parse(url, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL is not a database URL we understand: {exc}")
+    engine = config["ENGINE"]
+    if engine == "django.db.backends.sqlite3":
+        # A web server and several workers write at once: WAL lets readers run beside the
+        # writer, IMMEDIATE takes the write lock at BEGIN (no lock-upgrade deadlocks) and the
+        # timeout makes a writer wait for the lock instead of failing with "database is locked".
+        config["OPTIONS"] = {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": env_int("SQLITE_TIMEOUT", 30, minimum=1),
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+        config["CONN_MAX_AGE"] = 0 if config["NAME"] == ":memory:" else config["CONN_MAX_AGE"]
+        # Tests use a file too, so a real qcluster process can share the test database.
+        config["TEST"] = {"NAME": str(VAR_DIR / "test_crm.sqlite3")}
+    elif engine != "django.db.backends.postgresql":
+        raise ImproperlyConfigured(f"DATABASE_URL engine {engine} is not supported; use sqlite or postgres.")
+    return config
+
+
+DATABASES = {"default": _database_from_env()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+
+LOGIN_URL = "admin:login"
+
+# --- Email ------------------------------------------------------------------------------------
+# Any Django email backend plugs in here (SMTP, django-anymail providers, ...). The default writes
+# each message to a file a developer can read.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(VAR_DIR / "sent-emails"))
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "automation@crm.localhost")
+
+# --- django-q2 --------------------------------------------------------------------------------
+Q_TIMEOUT = env_int("Q_TIMEOUT", 120, minimum=10)
+Q_CLUSTER = {
+    "name": env_str("Q_CLUSTER_NAME", "crm-automation"),
+    "workers": env_int("Q_WORKERS", 2, minimum=1),
+    "timeout": Q_TIMEOUT,
+    # The ORM broker hands a task out again after `retry` seconds, so it must exceed `timeout`
+    # or a slow task would run twice at once.
+    "retry": Q_TIMEOUT + 60,
+    "max_attempts": 5,
+    "catch_up": False,
+    "poll": 0.05,
+    "bulk": 4,
+    "save_limit": 500,
+    "ack_failures": False,
+    "label": "Django Q2",
+}
+REDIS_URL = env_str("REDIS_URL", "")
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- Automation engine ------------------------------------------------------------------------
+AUTOMATION = {
+    # Send a coalesced "events are waiting" task to the workers after commit. Off in tests,
+    # which call the worker steps directly.
+    "NUDGE": env_bool("AUTOMATION_NUDGE", True),
+    "EVENT_BATCH_SIZE": env_int("AUTOMATION_EVENT_BATCH", 50, minimum=1),
+    # A run (or claimed event batch) whose worker vanished is picked up again after this.
+    "LEASE_SECONDS": env_int("AUTOMATION_LEASE_SECONDS", Q_TIMEOUT + 30, minimum=5),
+    "MAX_CHAIN_DEPTH": env_int("AUTOMATION_MAX_CHAIN_DEPTH", 3, minimum=0),
+    "DRAIN_TIME_BUDGET": env_int("AUTOMATION_DRAIN_SECONDS", 30, minimum=1),
+}
+if AUTOMATION["DRAIN_TIME_BUDGET"] >= Q_TIMEOUT:
+    raise ImproperlyConfigured("AUTOMATION_DRAIN_SECONDS must be shorter than Q_TIMEOUT.")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.BasicAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}

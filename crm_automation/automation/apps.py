@@ -1,0 +1,28 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+SWEEP_TASK = "crm_automation.automation.tasks.sweep"
+
+
+def ensure_sweep_schedule(**kwargs) -> None:
+    """The sweep runs every minute on any cluster: created once, idempotently."""
+    from django_q.models import Schedule
+
+    Schedule.objects.update_or_create(
+        name="automation-sweep",
+        defaults={"func": SWEEP_TASK, "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
+    )
+
+
+class AutomationConfig(AppConfig):
+    name = "crm_automation.automation"
+    label = "automation"
+    verbose_name = "Automation"
+
+    def ready(self) -> None:
+        from crm_automation.automation.triggers import record_changes
+        from crm_automation.crm.changes import records_changed
+
+        # A module-level function: no weak-reference surprises, but be explicit anyway.
+        records_changed.connect(record_changes, weak=False, dispatch_uid="automation-record-changes")
+        post_migrate.connect(ensure_sweep_schedule, sender=self, weak=False)

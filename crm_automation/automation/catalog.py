@@ -1,0 +1,88 @@
+"""What a workflow may refer to: trigger types, fields and operators (the allow-lists).
+
+Templates, conditions and `update_field` only ever see the paths listed here; everything
+else resolves to nothing (invariant 9).
+"""
+
+from crm_automation.crm.changes import DEAL_CREATED, DEAL_STAGE_CHANGE, LEAD_CONVERTED, LEAD_CREATED
+
+TRIGGER_CHOICES = [
+    (DEAL_STAGE_CHANGE, "Deal stage changes"),
+    (DEAL_CREATED, "Deal created"),
+    (LEAD_CONVERTED, "Lead converted"),
+    (LEAD_CREATED, "Lead created"),
+]
+TRIGGER_TYPES = {value for value, _ in TRIGGER_CHOICES}
+TRIGGER_ENTITY = {
+    DEAL_STAGE_CHANGE: "deal",
+    DEAL_CREATED: "deal",
+    LEAD_CONVERTED: "lead",
+    LEAD_CREATED: "lead",
+}
+# Triggers whose config may name a from/to stage.
+STAGE_CONFIG = {DEAL_STAGE_CHANGE: ("from_stage", "to_stage"), DEAL_CREATED: ("to_stage",)}
+
+# Field types: str, number, date, stage (a stage slug of the organization).
+_TRIGGER_FIELDS = {"trigger.type": "str", "trigger.from_stage": "stage", "trigger.to_stage": "stage"}
+_DEAL_FIELDS = {
+    "deal.id": "str",
+    "deal.title": "str",
+    "deal.amount": "number",
+    "deal.stage": "stage",
+    "deal.stage_name": "str",
+    "deal.probability": "number",
+    "deal.close_date": "date",
+    "deal.contact.first_name": "str",
+    "deal.contact.last_name": "str",
+    "deal.contact.email": "str",
+    "deal.contact.phone": "str",
+    "deal.contact.company": "str",
+    "deal.owner.username": "str",
+    "deal.owner.email": "str",
+    "deal.owner.first_name": "str",
+}
+_LEAD_FIELDS = {
+    "lead.id": "str",
+    "lead.name": "str",
+    "lead.email": "str",
+    "lead.company": "str",
+    "lead.status": "str",
+    "lead.owner.username": "str",
+    "lead.owner.email": "str",
+}
+
+
+def fields_for(trigger_type: str) -> dict[str, str]:
+    """The paths a workflow on this trigger may read, with their types."""
+    fields = dict(_TRIGGER_FIELDS)
+    if TRIGGER_ENTITY.get(trigger_type) == "deal":
+        fields.update(_DEAL_FIELDS)
+    elif trigger_type == LEAD_CONVERTED:
+        fields.update(_LEAD_FIELDS)
+        fields.update(_DEAL_FIELDS)  # the deal the conversion created
+    elif trigger_type == LEAD_CREATED:
+        fields.update(_LEAD_FIELDS)
+    return fields
+
+
+OPERATORS = {
+    "eq": "equals",
+    "neq": "does not equal",
+    "gt": "is greater than",
+    "gte": "is at least",
+    "lt": "is less than",
+    "lte": "is at most",
+    "contains": "contains",
+    "in": "is one of",
+    "is_empty": "is empty",
+    "is_not_empty": "is not empty",
+}
+ORDERING_OPERATORS = {"gt", "gte", "lt", "lte"}
+VALUELESS_OPERATORS = {"is_empty", "is_not_empty"}
+
+# Fields `update_field` may change, per entity: name → type.
+UPDATABLE_FIELDS = {
+    "deal": {"title": "str", "amount": "number", "probability": "percent", "close_date": "date",
+             "stage": "stage"},
+    "lead": {"name": "str", "email": "email", "company": "str", "status": "lead_status"},
+}

@@ -1,0 +1,81 @@
+"""Plain dicts of allow-listed values: what templates and conditions can see (invariant 9)."""
+
+from crm_automation.automation.models import AutomationEvent
+from crm_automation.crm.models import Deal, Lead, Stage
+
+
+def _person(user) -> dict | None:
+    if user is None:
+        return None
+    return {"username": user.username, "email": user.email, "first_name": user.first_name,
+            "last_name": user.last_name}
+
+
+def deal_dict(deal: Deal) -> dict:
+    contact = deal.contact
+    return {
+        "id": str(deal.pk),
+        "title": deal.title,
+        "amount": deal.amount,
+        "stage": deal.stage.slug,
+        "stage_name": deal.stage.name,
+        "probability": deal.probability,
+        "close_date": deal.close_date,
+        "contact": None if contact is None else {
+            "first_name": contact.first_name, "last_name": contact.last_name,
+            "email": contact.email, "phone": contact.phone, "company": contact.company,
+        },
+        "owner": _person(deal.owner),
+    }
+
+
+def lead_dict(lead: Lead) -> dict:
+    return {
+        "id": str(lead.pk), "name": lead.name, "email": lead.email, "company": lead.company,
+        "status": lead.status, "owner": _person(lead.owner),
+    }
+
+
+def stage_slugs(events: list[AutomationEvent]) -> dict[int, str]:
+    ids = set()
+    for e in events:
+        ids.update(v for k, v in e.payload.items() if k.endswith("_stage_id") and v)
+    return dict(Stage.objects.filter(pk__in=ids).values_list("pk", "slug")) if ids else {}
+
+
+def trigger_dict(event: AutomationEvent, slugs: dict[int, str]) -> dict:
+    return {
+        "type": event.kind,
+        "from_stage": slugs.get(event.payload.get("from_stage_id")),
+        "to_stage": slugs.get(event.payload.get("to_stage_id")),
+        "occurred_at": event.created_at,
+    }
+
+
+_DEAL_RELATED = ("stage", "contact", "owner")
+
+
+def load_records(events: list[AutomationEvent]) -> dict:
+    """{entity id: Deal or Lead} for a batch of events, in two queries at most."""
+    deal_ids = [e.entity_id for e in events if e.entity_type == "deal"]
+    lead_ids = [e.entity_id for e in events if e.entity_type == "lead"]
+    found: dict = {}
+    if deal_ids:
+        found.update({d.pk: d for d in Deal.objects.filter(pk__in=deal_ids).select_related(*_DEAL_RELATED)})
+    if lead_ids:
+        leads = Lead.objects.filter(pk__in=lead_ids).select_related(
+            "owner", *(f"converted_deal__{r}" for r in _DEAL_RELATED)
+        )
+        found.update({lead.pk: lead for lead in leads})
+    return found
+
+
+def full_context(event: AutomationEvent, record, trigger: dict) -> dict:
+    context = {"trigger": trigger}
+    if isinstance(record, Deal):
+        context["deal"] = deal_dict(record)
+    elif isinstance(record, Lead):
+        context["lead"] = lead_dict(record)
+        if record.converted_deal is not None:
+            context["deal"] = deal_dict(record.converted_deal)
+    return context

@@ -1,0 +1,159 @@
+"""Worker step 1: claim a batch of events, decide for every candidate workflow, create runs."""
+
+import logging
+from collections import defaultdict
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from crm_automation.automation import conditions, context, plans
+from crm_automation.automation.models import (
+    AutomationEvent,
+    Workflow,
+    WorkflowDecision,
+    WorkflowRun,
+    WorkflowStatus,
+)
+from crm_automation.crm.models import Organization
+
+logger = logging.getLogger(__name__)
+Outcome = WorkflowDecision.Outcome
+
+
+def claim_events(limit: int) -> list[AutomationEvent]:
+    """Claim up to `limit` unprocessed events for this worker (a lease, not a lock).
+
+    PostgreSQL skips rows another worker holds (SKIP LOCKED); SQLite serialises writers
+    (IMMEDIATE transactions), so the SELECT and UPDATE below cannot interleave there either.
+    """
+    now = timezone.now()
+    lease = timedelta(seconds=settings.AUTOMATION["LEASE_SECONDS"])
+    with transaction.atomic():
+        ids = list(
+            AutomationEvent.objects.select_for_update(skip_locked=True)
+            .filter(processed_at__isnull=True)
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+            .order_by("id").values_list("id", flat=True)[:limit]
+        )
+        if not ids:
+            return []
+        AutomationEvent.objects.filter(pk__in=ids).update(claimed_until=now + lease)
+    return list(AutomationEvent.objects.filter(pk__in=ids).order_by("id"))
+
+
+def _stage_filter(workflow_config: dict, trigger: dict) -> str | None:
+    """Why the trigger's from/to stages do not match the workflow's, or None if they do."""
+    for key in ("from_stage", "to_stage"):
+        wanted = workflow_config.get(key)
+        if wanted and trigger.get(key) != wanted:
+            label = key.replace("_", " ")
+            return f"{label} is {trigger.get(key)!r}; the workflow listens for {wanted!r}"
+    return None
+
+
+def _decide(event, workflow, org, trigger, load) -> tuple[str, str]:
+    max_depth = settings.AUTOMATION["MAX_CHAIN_DEPTH"]
+    if not plans.includes_automation(org.plan):
+        return Outcome.PLAN, f"the {org.get_plan_display()} plan does not include automation"
+    if workflow.status == WorkflowStatus.PAUSED:
+        return Outcome.PAUSED, "the workflow is paused"
+    if event.depth > max_depth:
+        return Outcome.LOOP_GUARD, (f"this change is {event.depth} steps down a chain of workflow "
+                                    f"changes (run {event.caused_by_run_id}); the limit is {max_depth}")
+    definition = workflow.current_version.definition
+    mismatch = _stage_filter(definition.get("trigger_config") or {}, trigger)
+    if mismatch:
+        return Outcome.STAGE_FILTER, mismatch
+    full = load()
+    if full is None:
+        return Outcome.RECORD_MISSING, f"the {event.entity_type} was deleted before the workflow ran"
+    outcome = conditions.evaluate(definition.get("conditions"), event.kind, {"trigger": trigger},
+                                  lambda: full)
+    if not outcome.passed:
+        return Outcome.CONDITION_FALSE, outcome.explanation
+    return Outcome.MATCHED, outcome.explanation
+
+
+def _metadata(event, trigger, full) -> dict:
+    meta = {"from_stage": trigger.get("from_stage"), "to_stage": trigger.get("to_stage")}
+    if full and "deal" in full:
+        meta["deal_title"] = full["deal"]["title"]
+    if full and "lead" in full:
+        meta["lead_name"] = full["lead"]["name"]
+    return meta
+
+
+def dispatch_events(events: list[AutomationEvent]) -> list[int]:
+    """Record a decision per (event, candidate workflow), create the runs, mark events done.
+
+    One transaction: either all of it is recorded or none (and the events are claimed again
+    after their lease). Returns the ids of runs to execute.
+    """
+    if not events:
+        return []
+    org_ids = {e.organization_id for e in events}
+    kinds = {e.kind for e in events}
+    workflows = defaultdict(list)
+    for wf in (Workflow.objects.filter(organization_id__in=org_ids, trigger_type__in=kinds,
+                                       status__in=[WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED],
+                                       current_version__isnull=False)
+               .select_related("current_version").order_by("pk")):
+        workflows[(wf.organization_id, wf.trigger_type)].append(wf)
+    orgs = Organization.objects.in_bulk(org_ids)
+    slugs = context.stage_slugs(events)
+    records = None  # loaded only if some event gets past the cheap checks
+
+    decisions, matched = [], []
+    for event in events:
+        trigger = context.trigger_dict(event, slugs)
+        cache: dict = {}
+
+        def load(event=event, trigger=trigger, cache=cache):
+            nonlocal records
+            if "full" not in cache:
+                if records is None:
+                    records = context.load_records(events)
+                record = records.get(event.entity_id)
+                cache["full"] = None if record is None else context.full_context(event, record, trigger)
+            return cache["full"]
+
+        for wf in workflows.get((event.organization_id, event.kind), []):
+            outcome, reason = _decide(event, wf, orgs[event.organization_id], trigger, load)
+            decisions.append(WorkflowDecision(event=event, workflow=wf, version=wf.current_version,
+                                              outcome=outcome, reason=reason[:2000]))
+            if outcome == Outcome.MATCHED:
+                matched.append((event, wf, decisions[-1], _metadata(event, trigger, cache.get("full"))))
+
+    with transaction.atomic():
+        per_org = defaultdict(list)
+        for item in matched:
+            per_org[item[0].organization_id].append(item)
+        runs = []
+        for org_id, items in per_org.items():
+            keep = plans.reserve_history(organization=orgs[org_id], runs=len(items))
+            for i, (event, wf, decision, meta) in enumerate(items):
+                suppressed = i >= keep
+                if suppressed:
+                    decision.outcome = Outcome.MATCHED_UNLOGGED
+                    decision.reason = ("ran, but its history is not kept: the plan's monthly quota "
+                                       "of logged runs is used up")
+                runs.append(WorkflowRun(
+                    organization_id=org_id, workflow=wf, version=wf.current_version, event=event,
+                    trigger_type=event.kind, trigger_entity_type=event.entity_type,
+                    trigger_entity_id=event.entity_id, metadata=meta, history_suppressed=suppressed,
+                ))
+        WorkflowDecision.objects.bulk_create(decisions, ignore_conflicts=True)
+        WorkflowRun.objects.bulk_create(runs, ignore_conflicts=True)
+        event_ids = [e.pk for e in events]
+        AutomationEvent.objects.filter(pk__in=event_ids, processed_at__isnull=True).update(
+            processed_at=timezone.now()
+        )
+    if not runs:
+        return []
+    return list(WorkflowRun.objects.filter(event_id__in=event_ids, status="started")
+                .order_by("pk").values_list("pk", flat=True))
+
+

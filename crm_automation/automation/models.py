@@ -1,0 +1,282 @@
+"""Automation data: workflows and their versions, the event outbox, decisions and run history."""
+
+from django.conf import settings
+from django.db import models
+from django_fsm import FSMField, transition
+
+from crm_automation.automation import catalog
+from crm_automation.crm.models import Organization
+
+
+class WorkflowStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    ACTIVATED = "activated", "Activated"
+    PAUSED = "paused", "Paused"
+    ARCHIVED = "archived", "Archived"
+
+
+def _can_manage(instance: "Workflow", user) -> bool:
+    # Imported here: selectors import crm models, which is fine, but keep the model module light.
+    from crm_automation.crm.selectors import user_has_role
+
+    return user_has_role(user, instance.organization_id, "admin")
+
+
+class Workflow(models.Model):
+    class ErrorHandling(models.TextChoices):
+        STOP = "stop", "Stop at the first failed action"
+        CONTINUE = "continue", "Continue with the next action"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="workflows")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    trigger_type = models.CharField(max_length=40, choices=catalog.TRIGGER_CHOICES)
+    trigger_config = models.JSONField(
+        default=dict, blank=True,
+        help_text='For deal triggers: {"from_stage": "proposal", "to_stage": "won"}; each optional (any).',
+    )
+    conditions = models.JSONField(
+        default=dict, blank=True,
+        help_text='{"combinator": "and", "rules": [{"field": "deal.amount", "operator": "gt", "value": 5000}]}',
+    )
+    error_handling = models.CharField(max_length=10, choices=ErrorHandling.choices, default=ErrorHandling.STOP)
+    timeout_seconds = models.PositiveIntegerField(default=60)
+    status = FSMField(default=WorkflowStatus.DRAFT, choices=WorkflowStatus.choices, protected=False)
+    version = models.PositiveIntegerField(default=0, editable=False)
+    current_version = models.ForeignKey(
+        "WorkflowVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+", editable=False
+    )
+    run_count = models.PositiveIntegerField(default=0, editable=False)
+    success_count = models.PositiveIntegerField(default=0, editable=False)
+    failure_count = models.PositiveIntegerField(default=0, editable=False)
+    last_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        editable=False,
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(fields=["organization", "trigger_type", "status"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+    # The transitions only move the state; `services.workflow_transition` checks the reasons
+    # (valid definition, plan limit) under a lock and is the only caller.
+    @transition(field=status, source=[WorkflowStatus.DRAFT, WorkflowStatus.PAUSED],
+                target=WorkflowStatus.ACTIVATED, permission=_can_manage,
+                custom={"label": "Activate", "admin": True})
+    def activate(self) -> None:
+        pass
+
+    @transition(field=status, source=WorkflowStatus.ACTIVATED, target=WorkflowStatus.PAUSED,
+                permission=_can_manage, custom={"label": "Pause", "admin": True})
+    def pause(self) -> None:
+        pass
+
+    @transition(field=status,
+                source=[WorkflowStatus.DRAFT, WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED],
+                target=WorkflowStatus.ARCHIVED, permission=_can_manage,
+                custom={"label": "Archive", "admin": True})
+    def archive(self) -> None:
+        pass
+
+
+class WorkflowAction(models.Model):
+    class Type(models.TextChoices):
+        SEND_EMAIL = "send_email", "Send email"
+        UPDATE_FIELD = "update_field", "Update field"
+        CREATE_TASK = "create_task", "Create task"
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="actions")
+    position = models.PositiveSmallIntegerField(default=0)
+    action_type = models.CharField(max_length=30, choices=Type.choices)
+    config = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.position}. {self.get_action_type_display()}"
+
+
+class WorkflowVersion(models.Model):
+    """An immutable snapshot of a workflow's definition. Runs point at the one they executed."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    definition = models.JSONField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [models.UniqueConstraint(fields=["workflow", "number"], name="uniq_workflow_version")]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id} v{self.number}"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise ValueError("Workflow versions are immutable; create a new one instead.")
+        super().save(*args, **kwargs)
+
+
+class AutomationEvent(models.Model):
+    """The outbox: one row per trigger, written in the same transaction as the change."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=40, choices=catalog.TRIGGER_CHOICES)
+    entity_type = models.CharField(max_length=10)
+    entity_id = models.UUIDField()
+    payload = models.JSONField(default=dict)
+    # Loop guard: 0 for a change made by a person; a change made by a run carries depth + 1.
+    depth = models.PositiveSmallIntegerField(default=0)
+    caused_by_run_id = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["id"], name="event_pending_idx", condition=models.Q(processed_at__isnull=True)),
+            models.Index(fields=["entity_id"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.entity_type} {self.entity_id}"
+
+
+class WorkflowDecision(models.Model):
+    """Why a candidate workflow did or did not run for an event (invariant 6)."""
+
+    class Outcome(models.TextChoices):
+        MATCHED = "matched", "Matched: run started"
+        MATCHED_UNLOGGED = "matched_unlogged", "Matched: ran without history (monthly quota)"
+        STAGE_FILTER = "stage_filter", "Stage filter did not match"
+        CONDITION_FALSE = "condition_false", "Condition was false"
+        PAUSED = "paused", "Workflow paused"
+        PLAN = "plan", "Plan does not include automation"
+        LOOP_GUARD = "loop_guard", "Loop guard: chain too deep"
+        RECORD_MISSING = "record_missing", "Record no longer exists"
+
+    event = models.ForeignKey(AutomationEvent, on_delete=models.CASCADE, related_name="decisions")
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="decisions")
+    version = models.ForeignKey(WorkflowVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["event", "workflow"], name="uniq_decision")]
+        indexes = [models.Index(fields=["workflow", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_outcome_display()}: {self.reason}"
+
+
+class RunStatus(models.TextChoices):
+    STARTED = "started", "Started"
+    COMPLETED = "completed", "Completed"
+    PARTIAL = "partial", "Partial"
+    FAILED = "failed", "Failed"
+
+
+class WorkflowRun(models.Model):
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="runs")
+    version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="runs")
+    event = models.ForeignKey(AutomationEvent, on_delete=models.CASCADE, related_name="runs")
+    trigger_type = models.CharField(max_length=40, choices=catalog.TRIGGER_CHOICES)
+    trigger_entity_type = models.CharField(max_length=10)
+    trigger_entity_id = models.UUIDField()
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.STARTED)
+    metadata = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    # Over the plan's monthly quota the run still executes, but its history is not kept: its
+    # rows are removed when it finishes and the month's suppressed counter goes up.
+    history_suppressed = models.BooleanField(default=False)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        db_table = "workflow_runs"
+        ordering = ["-started_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["event", "workflow"], name="uniq_run_per_event_workflow")]
+        indexes = [
+            models.Index(fields=["organization", "-started_at", "-id"]),
+            models.Index(fields=["workflow", "-started_at"]),
+            models.Index(fields=["trigger_entity_id"]),
+            models.Index(fields=["started_at"], name="run_unfinished_idx",
+                         condition=models.Q(status="started")),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} of {self.workflow_id} ({self.status})"
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+
+
+class WorkflowRunAction(models.Model):
+    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="actions")
+    position = models.PositiveSmallIntegerField()
+    action_type = models.CharField(max_length=30)
+    status = models.CharField(max_length=10, choices=StepStatus.choices, default=StepStatus.PENDING)
+    input = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "workflow_run_actions"
+        ordering = ["position"]
+        constraints = [models.UniqueConstraint(fields=["run", "position"], name="uniq_run_step")]
+
+    def __str__(self) -> str:
+        return f"{self.position}. {self.action_type}: {self.status}"
+
+
+class FieldChange(models.Model):
+    """Audit of a field a workflow changed (old and new value); its key makes it happen once."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    entity_type = models.CharField(max_length=10)
+    entity_id = models.UUIDField()
+    field = models.CharField(max_length=50)
+    old_value = models.JSONField(null=True)
+    new_value = models.JSONField(null=True)
+    run_id = models.BigIntegerField(null=True)
+    automation_key = models.CharField(max_length=100, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.entity_type}.{self.field}: {self.old_value!r} → {self.new_value!r}"
+
+
+class MonthlyUsage(models.Model):
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    month = models.DateField(help_text="First day of the month.")
+    logged_runs = models.PositiveIntegerField(default=0)
+    suppressed_runs = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "month"], name="uniq_usage_month")]
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.month:%Y-%m}: {self.logged_runs} logged"

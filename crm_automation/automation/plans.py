@@ -1,0 +1,37 @@
+"""What each plan allows (seed 000): Free hides automation, Pro has limits, Enterprise none."""
+
+from django.db.models import F
+from django.utils import timezone
+
+from crm_automation.automation.models import MonthlyUsage
+from crm_automation.crm.models import Organization
+
+Plan = Organization.Plan
+ACTIVE_WORKFLOW_LIMIT = {Plan.FREE: 0, Plan.PRO: 10, Plan.ENTERPRISE: None}
+MONTHLY_LOGGED_RUNS = {Plan.FREE: 0, Plan.PRO: 500, Plan.ENTERPRISE: None}
+
+
+def includes_automation(plan: str) -> bool:
+    return plan != Plan.FREE
+
+
+def month_start(now=None):
+    now = timezone.localdate(now or timezone.now())
+    return now.replace(day=1)
+
+
+def reserve_history(*, organization: Organization, runs: int) -> int:
+    """Count `runs` against this month's quota; return how many of them may keep history.
+
+    Call inside the dispatch transaction: the usage row is locked, so two workers can never
+    both take the last slot.
+    """
+    limit = MONTHLY_LOGGED_RUNS.get(organization.plan)
+    month = month_start()
+    usage, _ = MonthlyUsage.objects.get_or_create(organization=organization, month=month)
+    usage = MonthlyUsage.objects.select_for_update().get(pk=usage.pk)
+    logged = runs if limit is None else max(0, min(runs, limit - usage.logged_runs))
+    MonthlyUsage.objects.filter(pk=usage.pk).update(
+        logged_runs=F("logged_runs") + logged, suppressed_runs=F("suppressed_runs") + (runs - logged)
+    )
+    return logged

@@ -1,0 +1,73 @@
+"""django-q2 tasks: thin wrappers that call the worker steps. Arguments are ids, never objects.
+
+django-q2 delivers at least once (the ORM broker hands a task out again after `retry`
+seconds; Redis loses a task whose worker dies). Nothing here relies on a delivery: events are
+claimed with leases, runs are claimed with leases, and the sweep picks up whatever a lost or
+dead task left behind.
+"""
+
+import logging
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from crm_automation.automation.dispatch import claim_events, dispatch_events
+from crm_automation.automation.engine import execute_run
+from crm_automation.automation.models import AutomationEvent, RunStatus, WorkflowRun
+
+logger = logging.getLogger(__name__)
+DRAIN_TASK = "crm_automation.automation.tasks.drain_events"
+
+
+def enqueue_drain() -> None:
+    async_task(DRAIN_TASK, save=False, group="automation-drain")
+
+
+def drain_events(fan_out: bool = True) -> int:
+    """Claim and process event batches until none is left or the time budget is spent.
+
+    A full batch means more may be waiting: one more drain task is queued first, so every
+    worker of the cluster helps with a burst. Returns the number of runs executed.
+    """
+    batch_size = settings.AUTOMATION["EVENT_BATCH_SIZE"]
+    stop_at = time.monotonic() + settings.AUTOMATION["DRAIN_TIME_BUDGET"]
+    executed = 0
+    while True:
+        events = claim_events(batch_size)
+        if not events:
+            return executed
+        if fan_out and len(events) == batch_size:
+            enqueue_drain()
+            fan_out = False  # one helper per drain is enough; each helper fans out again
+        for run_id in dispatch_events(events):
+            if execute_run(run_id) is not None:
+                executed += 1
+        if time.monotonic() > stop_at:
+            if fan_out:
+                enqueue_drain()
+            return executed
+
+
+def execute_run_task(run_id: int) -> str | None:
+    return execute_run(run_id)
+
+
+def sweep(fan_out: bool = True) -> dict:
+    """Periodic safety net: events nobody was told about, runs whose worker vanished."""
+    now = timezone.now()
+    lease = timedelta(seconds=settings.AUTOMATION["LEASE_SECONDS"])
+    abandoned = list(
+        WorkflowRun.objects.filter(status=RunStatus.STARTED)
+        .filter(Q(lease_until__lt=now) | Q(lease_until__isnull=True, started_at__lt=now - lease))
+        .order_by("pk").values_list("pk", flat=True)[:500]
+    )
+    resumed = sum(1 for run_id in abandoned if execute_run(run_id) is not None)
+    pending = AutomationEvent.objects.filter(processed_at__isnull=True).exists()
+    executed = drain_events(fan_out=fan_out) if pending else 0
+    if resumed or executed:
+        logger.info("Sweep resumed %s runs and executed %s new ones", resumed, executed)
+    return {"resumed": resumed, "executed": executed}

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class CrmConfig(AppConfig):
+    name = "crm_automation.crm"
+    label = "crm"
+    verbose_name = "CRM"

@@ -1,0 +1,109 @@
+"""Load the demo organization (idempotent): stages, a user, records and two workflows."""
+
+import os
+import secrets
+from decimal import Decimal
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organization, Stage
+
+STAGES = [("new", "New"), ("qualified", "Qualified"), ("proposal", "Proposal"),
+          ("negotiation", "Negotiation"), ("won", "Won"), ("lost", "Lost")]
+CONTACTS = [("Ada", "Lovelace", "ada@example.com", "Analytical Ltd"),
+            ("Grace", "Hopper", "grace@example.com", "Compiler Co"),
+            ("Alan", "Turing", "alan@example.com", "Bletchley Digital")]
+DEALS = [("Analytical website redesign", "12000", "proposal", 0),
+         ("Compiler Co brand refresh", "8500", "negotiation", 1),
+         ("Bletchley SEO retainer", "3000", "qualified", 2)]
+LEADS = [("Katherine Johnson", "katherine@example.com", "Orbital Partners"),
+         ("Margaret Hamilton", "margaret@example.com", "Apollo Software"),
+         ("Edsger Dijkstra", "edsger@example.com", "Shortest Path BV")]
+
+
+class Command(BaseCommand):
+    help = "Create or refresh the demo organization 'Demo Agency' (safe to run again)."
+
+    def step(self, text: str) -> None:
+        self.stdout.write(f"  • {text}")
+
+    @transaction.atomic
+    def handle(self, *args, **options) -> None:
+        from crm_automation.automation.models import Workflow
+        from crm_automation.automation.services import workflow_create, workflow_transition
+
+        self.stdout.write("Seeding demo data…")
+        org, created = Organization.objects.get_or_create(
+            slug="demo", defaults={"name": "Demo Agency", "plan": Organization.Plan.PRO}
+        )
+        self.step(f"organization {org.name} ({'created' if created else 'exists'})")
+        stages = {}
+        for order, (slug, name) in enumerate(STAGES):
+            stages[slug], _ = Stage.objects.get_or_create(
+                organization=org, slug=slug,
+                defaults={"name": name, "order": order, "is_won": slug == "won", "is_lost": slug == "lost"},
+            )
+        self.step(f"{len(stages)} stages")
+
+        User = get_user_model()
+        user = User.objects.filter(username="demo").first()
+        password = os.environ.get("DEMO_PASSWORD")
+        if user is None:
+            generated = not password
+            password = password or secrets.token_urlsafe(9)
+            user = User.objects.create_user("demo", "demo@example.com", password, is_staff=True,
+                                            first_name="Demo")
+            note = f"password: {password}" if generated else "password from DEMO_PASSWORD"
+            self.step(f"user 'demo' created ({note})")
+        else:
+            if password:
+                user.set_password(password)
+                user.save(update_fields=["password"])
+            self.step("user 'demo' exists" + (" (password reset from DEMO_PASSWORD)" if password else ""))
+        Membership.objects.get_or_create(user=user, organization=org,
+                                         defaults={"role": Membership.Role.ADMIN})
+
+        if not Contact.objects.filter(organization=org).exists():
+            contacts = [Contact.objects.create(organization=org, first_name=f, last_name=last,
+                                               email=e, company=c) for f, last, e, c in CONTACTS]
+            for title, amount, stage, contact in DEALS:
+                Deal.objects.create(organization=org, title=title, amount=Decimal(amount),
+                                    stage=stages[stage], contact=contacts[contact], owner=user)
+            for name, email, company in LEADS:
+                Lead.objects.create(organization=org, name=name, email=email, company=company, owner=user)
+            self.step(f"{len(CONTACTS)} contacts, {len(DEALS)} deals, {len(LEADS)} leads")
+        else:
+            self.step("contacts, deals and leads exist")
+
+        if not Workflow.objects.filter(organization=org, name="Won deal kickoff").exists():
+            kickoff = workflow_create(
+                organization=org, name="Won deal kickoff", created_by=user,
+                description="When a deal is won: kickoff task, probability 100, email the client.",
+                trigger_type="deal_stage_change", trigger_config={"to_stage": "won"},
+                actions=[
+                    {"type": "create_task", "config": {"title": "Kick off {{deal.title}}",
+                                                       "due_in_days": 2, "priority": "high",
+                                                       "assignee": "owner"}},
+                    {"type": "update_field", "config": {"field": "probability", "value": 100}},
+                    {"type": "send_email", "config": {
+                        "to": "{{deal.contact.email}}",
+                        "subject": "Welcome aboard: {{deal.title}}",
+                        "body": "Hi {{deal.contact.first_name}},\n\nThanks for choosing us for "
+                                "{{deal.title}}. We will be in touch to schedule the kickoff.\n"}},
+                ],
+            )
+            workflow_transition(workflow_id=kickoff.pk, name="activate", by=None)
+            self.step("workflow 'Won deal kickoff' (activated)")
+        if not Workflow.objects.filter(organization=org, name="Lead welcome email").exists():
+            workflow_create(
+                organization=org, name="Lead welcome email", created_by=user,
+                description="Draft: welcome a converted lead.",
+                trigger_type="lead_converted",
+                actions=[{"type": "send_email", "config": {
+                    "to": "{{lead.email}}", "subject": "Welcome, {{lead.name}}",
+                    "body": "Hi {{lead.name}}, great to start working with {{lead.company}}."}}],
+            )
+            self.step("workflow 'Lead welcome email' (draft)")
+        self.stdout.write(self.style.SUCCESS("Demo data ready. Log in at /admin/ as 'demo'."))

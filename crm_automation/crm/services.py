@@ -1,0 +1,146 @@
+"""Writes to CRM records. Each service is one transaction and fires the automation triggers."""
+
+import logging
+from datetime import timedelta
+from decimal import Decimal
+
+from django.core import mail
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from crm_automation.crm import changes
+from crm_automation.crm.models import Contact, Deal, EmailMessage, Lead, Stage, lead_converted_change
+
+logger = logging.getLogger(__name__)
+
+
+def stage_for(*, organization_id: int, slug: str) -> Stage:
+    try:
+        return Stage.objects.get(organization_id=organization_id, slug=slug)
+    except Stage.DoesNotExist:
+        raise ValidationError({"stage": f"Unknown stage '{slug}' for this organization."}) from None
+
+
+@transaction.atomic
+def deal_move_to_stage(*, deal: Deal, stage: Stage) -> Deal:
+    """Move a deal to another stage of its organization; fires `deal_stage_change`."""
+    if stage.organization_id != deal.organization_id:
+        raise ValidationError({"stage": "That stage belongs to another organization."})
+    if deal.stage_id == stage.pk:
+        return deal
+    deal.stage = stage
+    deal.save(update_fields=["stage", "updated_at"])
+    return deal
+
+
+def _first_stage(organization_id: int) -> Stage:
+    stage = Stage.objects.filter(organization_id=organization_id, is_won=False, is_lost=False).first()
+    if stage is None:
+        raise ValidationError({"stage": "The organization has no open stage to put the deal in."})
+    return stage
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    first, _, last = name.strip().partition(" ")
+    return first or name, last
+
+
+@transaction.atomic
+def lead_convert(*, lead: Lead, stage: Stage | None = None, amount: Decimal = Decimal("0")) -> Deal:
+    """Convert a lead: create its Contact and Deal, link them, fire `lead_converted`."""
+    lead = Lead.objects.select_for_update().get(pk=lead.pk)
+    if lead.converted_at is not None:
+        raise ValidationError({"lead": "This lead is already converted."})
+    stage = stage or _first_stage(lead.organization_id)
+    first, last = _split_name(lead.name)
+    contact = Contact.objects.create(
+        organization_id=lead.organization_id, first_name=first, last_name=last,
+        email=lead.email, company=lead.company,
+    )
+    deal = Deal.objects.create(
+        organization_id=lead.organization_id, title=lead.company or lead.name, amount=amount,
+        stage=stage, contact=contact, owner_id=lead.owner_id,
+    )
+    lead.converted_at = timezone.now()
+    lead.converted_contact = contact
+    lead.converted_deal = deal
+    lead.status = Lead.Status.CONVERTED
+    lead.save()
+    return deal
+
+
+@transaction.atomic
+def leads_convert_bulk(*, organization_id: int, lead_ids: list) -> int:
+    """Convert many leads in one transaction with bulk inserts; fires one change per record.
+
+    Returns how many leads were converted (already converted ones are left alone).
+    """
+    leads = list(
+        Lead.objects.select_for_update()
+        .filter(organization_id=organization_id, pk__in=lead_ids, converted_at__isnull=True)
+        .order_by("pk")
+    )
+    if not leads:
+        return 0
+    stage = _first_stage(organization_id)
+    now = timezone.now()
+    contacts = []
+    for lead in leads:
+        first, last = _split_name(lead.name)
+        contacts.append(Contact(organization_id=organization_id, first_name=first, last_name=last,
+                                email=lead.email, company=lead.company))
+    contacts = Contact.objects.bulk_create(contacts, batch_size=500)
+    deals = [
+        Deal(organization_id=organization_id, title=lead.company or lead.name, stage=stage,
+             contact=contact, owner_id=lead.owner_id)
+        for lead, contact in zip(leads, contacts, strict=True)
+    ]
+    Deal.objects.bulk_create(deals, batch_size=500)
+    for lead, contact, deal in zip(leads, contacts, deals, strict=True):
+        lead.converted_at, lead.converted_contact, lead.converted_deal = now, contact, deal
+        lead.status = Lead.Status.CONVERTED
+    Lead.objects.bulk_update(
+        leads, ["converted_at", "converted_contact", "converted_deal", "status"], batch_size=500
+    )
+    found = [
+        changes.RecordChange(changes.DEAL_CREATED, organization_id, "deal", d.pk, {"to_stage_id": stage.pk})
+        for d in deals
+    ] + [lead_converted_change(lead) for lead in leads]
+    changes.records_changed.send(sender=Lead, changes=found)
+    return len(leads)
+
+
+# --- Email outbox -----------------------------------------------------------------------------
+
+def email_deliver(*, email_id: int, stale_after: timedelta) -> EmailMessage:
+    """Send one queued email through Django's email backend, at most once.
+
+    1. Claim it with a conditional UPDATE (queued → sending); if another worker got there
+       first, return the row as it is.
+    2. Send. 3. Record sent or failed.
+    A row left in `sending` past `stale_after` (its worker died mid-send) is marked failed,
+    never re-sent: we cannot know whether the provider accepted it, and a duplicate email to a
+    client is worse than an ops user pressing "resend".
+    """
+    now = timezone.now()
+    claimed = EmailMessage.objects.filter(pk=email_id, status=EmailMessage.Status.QUEUED).update(
+        status=EmailMessage.Status.SENDING, sending_since=now
+    )
+    if not claimed:
+        EmailMessage.objects.filter(
+            pk=email_id, status=EmailMessage.Status.SENDING, sending_since__lt=now - stale_after
+        ).update(status=EmailMessage.Status.FAILED,
+                 error="Delivery was interrupted; not re-sent to avoid a duplicate.")
+        return EmailMessage.objects.get(pk=email_id)
+    email = EmailMessage.objects.get(pk=email_id)
+    try:
+        mail.EmailMessage(subject=email.subject, body=email.body, to=[email.to]).send()
+    except Exception as exc:  # any provider error: record it, the run shows it
+        logger.warning("Email %s failed: %s", email_id, exc)
+        email.status, email.error = EmailMessage.Status.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
+        EmailMessage.objects.filter(pk=email_id).update(status=email.status, error=email.error)
+        return email
+    email.status, email.sent_at = EmailMessage.Status.SENT, timezone.now()
+    EmailMessage.objects.filter(pk=email_id).update(status=email.status, sent_at=email.sent_at)
+    return email
