@@ -1,0 +1,138 @@
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import Count
+from django_fsm.admin import FSMAdminMixin
+
+from crm_automation.automation.admin.forms import ActionInlineFormSet, WorkflowForm
+from crm_automation.automation.models import Workflow, WorkflowAction, WorkflowStatus, WorkflowVersion
+from crm_automation.automation.services import workflow_snapshot, workflow_transition
+from crm_automation.crm.admin_scoping import OrgScopedAdmin, ReadOnlyInline
+from crm_automation.crm.selectors import user_has_role
+
+
+class WorkflowActionInline(admin.TabularInline):
+    model = WorkflowAction
+    formset = ActionInlineFormSet
+    fields = ("position", "action_type", "config")
+    extra = 0
+    ordering = ("position", "id")
+
+    # The parent WorkflowAdmin decides; an inline has no separate rights.
+    def _parent_allows(self, request, obj) -> bool:
+        return self.admin_site._registry[Workflow].has_change_permission(request, obj)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return self._parent_allows(request, obj)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return self._parent_allows(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self._parent_allows(request, obj)
+
+
+class WorkflowVersionInline(ReadOnlyInline):
+    model = WorkflowVersion
+    fields = ("number", "created_at", "created_by", "definition")
+    readonly_fields = fields
+    ordering = ("-number",)
+    verbose_name_plural = "Versions (immutable; runs point at the one they executed)"
+
+
+@admin.register(Workflow)
+class WorkflowAdmin(FSMAdminMixin, OrgScopedAdmin):
+    form = WorkflowForm
+    fsm_fields = ["status"]
+    hide_free_plan = True
+    list_display = ("name", "trigger_type", "action_count", "status", "last_run_at", "run_count",
+                    "success_rate", "organization")
+    list_filter = ("status", "trigger_type", "organization")
+    search_fields = ("name", "description")
+    list_select_related = ("organization",)
+    readonly_fields = ("status", "version", "run_count", "success_count", "failure_count", "last_run_at",
+                       "created_by", "created_at", "updated_at")
+    inlines = [WorkflowActionInline, WorkflowVersionInline]
+    fieldsets = [
+        (None, {"fields": ("organization", "name", "description", "status", "version")}),
+        ("Trigger", {"fields": ("trigger_type", "trigger_config", "conditions")}),
+        ("Execution", {"fields": ("error_handling", "timeout_seconds")}),
+        ("Activity", {"fields": ("run_count", "success_count", "failure_count", "last_run_at",
+                                 "created_by", "created_at", "updated_at")}),
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_action_count=Count("actions"))
+
+    @admin.display(description="Actions", ordering="_action_count")
+    def action_count(self, obj) -> int:
+        return obj._action_count
+
+    @admin.display(description="Success rate")
+    def success_rate(self, obj) -> str:
+        if not obj.run_count:
+            return "-"
+        return f"{100 * obj.success_count / obj.run_count:.0f}%"
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        """Admins edit anything not archived; ops edit drafts; archived is read-only for all."""
+        if obj is None:
+            return super().has_change_permission(request, obj)
+        if obj.status == WorkflowStatus.ARCHIVED:
+            return False
+        if user_has_role(request.user, obj.organization_id, "admin") or request.user.is_superuser:
+            return super().has_change_permission(request, obj)
+        return obj.status == WorkflowStatus.DRAFT and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Archive instead: runs and decisions refer to the workflow.
+        return False
+
+    def save_model(self, request, obj, form, change) -> None:
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change) -> None:
+        super().save_related(request, form, formsets, change)
+        workflow_snapshot(workflow=form.instance, by=request.user)
+
+    # Transition buttons: django-fsm-2's mixin applies a transition without asking who clicked,
+    # so every transition goes through the service, which checks the role and the reasons.
+    def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None) -> bool:
+        try:
+            workflow = workflow_transition(workflow_id=obj.pk, name=transition_name, by=request.user)
+        except PermissionError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return False
+        except ValidationError as exc:
+            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+            return False
+        self.message_user(request, f"“{workflow.name}” is now {workflow.get_status_display().lower()}.",
+                          messages.SUCCESS)
+        return True
+
+    @admin.action(description="Pause selected workflows")
+    def pause_selected(self, request, queryset) -> None:
+        self._bulk_transition(request, queryset, "pause")
+
+    @admin.action(description="Activate selected workflows")
+    def activate_selected(self, request, queryset) -> None:
+        self._bulk_transition(request, queryset, "activate")
+
+    actions = ["activate_selected", "pause_selected"]
+
+    def _bulk_transition(self, request, queryset, name) -> None:
+        done, problems = 0, []
+        for workflow in queryset:
+            try:
+                workflow_transition(workflow_id=workflow.pk, name=name, by=request.user)
+                done += 1
+            except (PermissionError, ValidationError) as exc:
+                problems.append(" ".join(getattr(exc, "messages", [str(exc)])))
+        if done:
+            self.message_user(request, f"{name.capitalize()}d {done} workflow(s).", messages.SUCCESS)
+        for problem in problems:
+            self.message_user(request, problem, messages.ERROR)

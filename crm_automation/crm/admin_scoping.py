@@ -1,0 +1,131 @@
+"""Admin base classes that scope every page to the user's organizations and roles.
+
+Roles: org admins do everything, ops edit, viewers read. A user sees only rows of the
+organizations they are a member of; superusers see all. Django's model permissions are not
+consulted: membership roles are the single source of truth for organization users.
+"""
+
+from django.contrib import admin
+from django.core.paginator import Paginator
+from django.utils.functional import cached_property
+
+from crm_automation.crm.models import Membership, Organization
+from crm_automation.crm.selectors import user_has_role, user_org_roles
+
+ORG_SCOPED_MODELS = {"Organization", "Stage", "Contact", "Deal", "Lead", "Task", "EmailMessage",
+                     "Workflow", "WorkflowVersion", "WorkflowRun", "AutomationEvent"}
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most `cap` rows, so a changelist over millions of rows never runs a full COUNT."""
+
+    cap = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list.order_by()[: self.cap].count()
+
+
+class OrgScopedAdmin(admin.ModelAdmin):
+    org_path = "organization"  # the lookup from this model to its Organization
+    view_role = Membership.Role.VIEWER
+    edit_role = Membership.Role.OPS
+    add_role = Membership.Role.OPS
+    delete_role = Membership.Role.ADMIN
+    hide_free_plan = False
+
+    def visible_org_ids(self, request) -> list[int]:
+        roles = user_org_roles(request.user)
+        ids = list(roles)
+        if self.hide_free_plan and ids:
+            ids = list(Organization.objects.filter(pk__in=ids).exclude(plan=Organization.Plan.FREE)
+                       .values_list("pk", flat=True))
+        return ids
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        if request.user.is_superuser:
+            return qs
+        return qs.filter(**{f"{self.org_path}__in": self.visible_org_ids(request)})
+
+    def org_id_of(self, obj) -> int | None:
+        value = obj
+        for part in self.org_path.split("__"):
+            value = getattr(value, part, None)
+        return getattr(value, "pk", None)
+
+    def _allowed(self, request, obj, role) -> bool:
+        if request.user.is_superuser:
+            return True
+        if obj is None:
+            ids = self.visible_org_ids(request)
+            return any(user_has_role(request.user, org_id, role) for org_id in ids)
+        org_id = self.org_id_of(obj)
+        return org_id in self.visible_org_ids(request) and user_has_role(request.user, org_id, role)
+
+    def has_module_permission(self, request) -> bool:
+        return request.user.is_active and request.user.is_staff and self._allowed(request, None, self.view_role)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return self._allowed(request, obj, self.view_role)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return self._allowed(request, obj, self.edit_role)
+
+    def has_add_permission(self, request) -> bool:
+        return self._allowed(request, None, self.add_role)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self._allowed(request, obj, self.delete_role)
+
+    def editable_org_ids(self, request) -> list[int]:
+        return [o for o in self.visible_org_ids(request) if user_has_role(request.user, o, self.edit_role)]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        """Only offer records of organizations the user may edit (no cross-tenant links)."""
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if request.user.is_superuser or field is None:
+            return field
+        model = db_field.related_model
+        org_ids = self.editable_org_ids(request)
+        if model is Organization:
+            field.queryset = field.queryset.filter(pk__in=org_ids)
+        elif model.__name__ in ORG_SCOPED_MODELS:
+            field.queryset = field.queryset.filter(organization_id__in=org_ids)
+        elif model.__name__ == "User":
+            field.queryset = field.queryset.filter(memberships__organization_id__in=org_ids).distinct()
+        return field
+
+
+class ReadOnlyOrgScopedAdmin(OrgScopedAdmin):
+    """Logs and history: nobody adds, changes or deletes them from the admin."""
+
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return True  # the parent page already checked the organization and role
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

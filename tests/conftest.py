@@ -1,0 +1,109 @@
+"""Shared fixtures: an organization with stages, and the three people every view test needs —
+an owner (org admin), a teammate (ops) and an outsider with an organization of their own."""
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from crm_automation.automation.services import workflow_create, workflow_transition
+from crm_automation.automation.tasks import drain_events
+from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organization, Stage
+
+STAGES = ["new", "qualified", "proposal", "negotiation", "won", "lost"]
+
+
+@pytest.fixture(autouse=True)
+def _no_nudges(settings):
+    # Tests call the worker steps directly; the e2e test turns nudges back on.
+    settings.AUTOMATION = {**settings.AUTOMATION, "NUDGE": False}
+
+
+def make_org(slug: str, plan: str = Organization.Plan.PRO) -> Organization:
+    org = Organization.objects.create(name=slug.title(), slug=slug, plan=plan)
+    for order, s in enumerate(STAGES):
+        Stage.objects.create(organization=org, slug=s, name=s.title(), order=order,
+                             is_won=s == "won", is_lost=s == "lost")
+    return org
+
+
+def make_user(username: str, org: Organization | None, role: str | None, **extra):
+    user = get_user_model().objects.create_user(username, f"{username}@example.com", "pw-123456",
+                                                is_staff=True, **extra)
+    if org is not None:
+        Membership.objects.create(user=user, organization=org, role=role)
+    return user
+
+
+@pytest.fixture
+def org(db):
+    return make_org("acme")
+
+
+@pytest.fixture
+def other_org(db):
+    return make_org("rival")
+
+
+@pytest.fixture
+def owner(org):
+    return make_user("owner", org, Membership.Role.ADMIN, first_name="Olive")
+
+
+@pytest.fixture
+def teammate(org):
+    return make_user("teammate", org, Membership.Role.OPS)
+
+
+@pytest.fixture
+def viewer(org):
+    return make_user("viewer", org, Membership.Role.VIEWER)
+
+
+@pytest.fixture
+def outsider(other_org):
+    return make_user("outsider", other_org, Membership.Role.ADMIN)
+
+
+def stage(org, slug: str) -> Stage:
+    return Stage.objects.get(organization=org, slug=slug)
+
+
+@pytest.fixture
+def contact(org):
+    return Contact.objects.create(organization=org, first_name="Ada", last_name="Lovelace",
+                                  email="ada@example.com", company="Analytical")
+
+
+@pytest.fixture
+def deal(org, contact, owner):
+    return Deal.objects.create(organization=org, title="Website", amount=12000,
+                               stage=stage(org, "proposal"), contact=contact, owner=owner)
+
+
+@pytest.fixture
+def lead(org, owner):
+    return Lead.objects.create(organization=org, name="Grace Hopper", email="grace@example.com",
+                               company="Compiler Co", owner=owner)
+
+
+KICKOFF_ACTIONS = [
+    {"type": "create_task", "config": {"title": "Kick off {{deal.title}}", "assignee": "owner"}},
+    {"type": "update_field", "config": {"field": "probability", "value": 100}},
+    {"type": "send_email", "config": {"to": "{{deal.contact.email}}", "subject": "Welcome {{deal.title}}",
+                                      "body": "Hi {{deal.contact.first_name}}"}},
+]
+
+
+def make_workflow(org, *, activate=True, trigger_type="deal_stage_change", trigger_config=None,
+                  actions=None, **kwargs):
+    if trigger_config is None and trigger_type == "deal_stage_change":
+        trigger_config = {"to_stage": "won"}
+    workflow = workflow_create(organization=org, name=kwargs.pop("name", "Kickoff"),
+                               trigger_type=trigger_type, trigger_config=trigger_config,
+                               actions=KICKOFF_ACTIONS if actions is None else actions, **kwargs)
+    if activate:
+        workflow = workflow_transition(workflow_id=workflow.pk, name="activate", by=None)
+    return workflow
+
+
+def drain() -> int:
+    return drain_events(fan_out=False)

@@ -1,0 +1,143 @@
+"""Matching: one decision per candidate workflow, explaining why it ran or did not."""
+
+from crm_automation.automation.dispatch import claim_events, dispatch_events
+from crm_automation.automation.models import AutomationEvent, MonthlyUsage, WorkflowDecision, WorkflowRun
+from crm_automation.automation.plans import month_start
+from crm_automation.automation.services import workflow_transition
+from crm_automation.automation.triggers import caused_by
+from crm_automation.crm.models import Organization
+from crm_automation.crm.services import deal_move_to_stage, lead_convert
+from tests.conftest import drain, make_workflow, stage
+
+
+def decision_for(workflow):
+    return WorkflowDecision.objects.get(workflow=workflow, event__kind=workflow.trigger_type)
+
+
+def test_a_matching_workflow_runs_and_says_why(org, deal):
+    wf = make_workflow(org)
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    assert drain() == 1
+    assert decision_for(wf).outcome == "matched"
+    run = WorkflowRun.objects.get()
+    assert run.status == "completed" and run.trigger_entity_id == deal.pk
+    assert run.metadata == {"from_stage": "proposal", "to_stage": "won", "deal_title": "Website"}
+    assert run.version == wf.current_version
+
+
+def test_a_stage_filter_mismatch_is_explained(org, deal):
+    wf = make_workflow(org, trigger_config={"from_stage": "negotiation", "to_stage": "won"})
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    decision = decision_for(wf)
+    assert decision.outcome == "stage_filter"
+    assert "from stage is 'proposal'; the workflow listens for 'negotiation'" in decision.reason
+    assert not WorkflowRun.objects.exists()
+
+
+def test_a_false_condition_is_explained(org, deal):
+    wf = make_workflow(org, conditions={"rules": [{"field": "deal.amount", "operator": "gt", "value": 50000}]})
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    assert decision_for(wf).outcome == "condition_false"
+    assert "deal.amount gt 50000 was false" in decision_for(wf).reason
+
+
+def test_a_paused_workflow_does_not_run(org, deal):
+    wf = make_workflow(org)
+    workflow_transition(workflow_id=wf.pk, name="pause", by=None)
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    assert decision_for(wf).outcome == "paused" and not WorkflowRun.objects.exists()
+
+
+def test_draft_and_archived_workflows_are_not_candidates(org, deal):
+    make_workflow(org, activate=False)
+    archived = make_workflow(org, name="Old")
+    workflow_transition(workflow_id=archived.pk, name="archive", by=None)
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    assert not WorkflowDecision.objects.exists()
+
+
+def test_free_plan_fires_nothing(org, deal):
+    wf = make_workflow(org)
+    Organization.objects.filter(pk=org.pk).update(plan="free")
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    assert decision_for(wf).outcome == "plan" and not WorkflowRun.objects.exists()
+
+
+def test_workflows_of_another_organization_never_match(org, other_org, deal):
+    theirs = make_workflow(other_org)
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    assert not WorkflowDecision.objects.filter(workflow=theirs).exists()
+
+
+def test_the_loop_guard_stops_deep_chains(org, deal, settings):
+    wf = make_workflow(org)
+    with caused_by(run_id=99, depth=settings.AUTOMATION["MAX_CHAIN_DEPTH"]):
+        deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    decision = decision_for(wf)
+    assert decision.outcome == "loop_guard" and "run 99" in decision.reason
+    assert not WorkflowRun.objects.exists()
+
+
+def test_a_workflow_that_moves_deals_in_a_circle_stops(org, deal):
+    to_won = make_workflow(org, name="to won", trigger_config={"to_stage": "negotiation"},
+                           actions=[{"type": "update_field", "config": {"field": "stage", "value": "won"}}])
+    back = make_workflow(org, name="back", trigger_config={"to_stage": "won"},
+                         actions=[{"type": "update_field", "config": {"field": "stage", "value": "negotiation"}}])
+    deal_move_to_stage(deal=deal, stage=stage(org, "negotiation"))
+    for _ in range(10):
+        drain()
+    guarded = WorkflowDecision.objects.filter(outcome="loop_guard")
+    assert guarded.exists()
+    assert WorkflowRun.objects.filter(workflow__in=[to_won, back]).count() <= 4
+
+
+def test_one_run_per_event_and_workflow_even_if_dispatched_twice(org, deal):
+    make_workflow(org)
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    events = claim_events(10)
+    dispatch_events(events)
+    AutomationEvent.objects.update(processed_at=None, claimed_until=None)  # a redelivered batch
+    dispatch_events(claim_events(10))
+    assert WorkflowRun.objects.count() == 1
+
+
+def test_lead_converted_runs_with_lead_and_deal_values(org, lead):
+    make_workflow(org, trigger_type="lead_converted", trigger_config={}, actions=[
+        {"type": "send_email", "config": {"to": "{{lead.email}}", "subject": "Welcome {{lead.name}}",
+                                          "body": "Deal {{deal.title}}"}}])
+    lead_convert(lead=lead)
+    assert drain() == 1
+    run = WorkflowRun.objects.get()
+    assert run.trigger_entity_id == lead.pk and run.status == "completed"
+    assert run.actions.get().result["to"] == "grace@example.com"
+
+
+def test_pro_quota_suppresses_history_but_still_fires(org, deal, contact):
+    wf = make_workflow(org)
+    MonthlyUsage.objects.create(organization=org, month=month_start(), logged_runs=500)
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    assert drain() == 1
+    deal.refresh_from_db()
+    assert deal.probability == 100 and deal.tasks.count() == 1  # the actions happened
+    assert not WorkflowRun.objects.exists()  # ... without history
+    assert decision_for(wf).outcome == "matched_unlogged"
+    usage = MonthlyUsage.objects.get(organization=org)
+    assert (usage.logged_runs, usage.suppressed_runs) == (500, 1)
+    wf.refresh_from_db()
+    assert (wf.run_count, wf.success_count) == (1, 1)
+
+
+def test_enterprise_has_no_quota(org, deal):
+    Organization.objects.filter(pk=org.pk).update(plan="enterprise")
+    make_workflow(org)
+    MonthlyUsage.objects.create(organization=org, month=month_start(), logged_runs=5000)
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    assert WorkflowRun.objects.count() == 1

@@ -1,0 +1,173 @@
+"""Execution: durable, resumable, idempotent; history never blocks work."""
+
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.db import DatabaseError
+from django.utils import timezone
+
+from crm_automation.automation import engine
+from crm_automation.automation.actions import REGISTRY
+from crm_automation.automation.dispatch import claim_events, dispatch_events
+from crm_automation.automation.models import FieldChange, WorkflowRun, WorkflowRunAction
+from crm_automation.automation.tasks import sweep
+from crm_automation.crm.models import Deal, EmailMessage, Task
+from crm_automation.crm.services import deal_move_to_stage
+from tests.conftest import drain, make_workflow, stage
+
+
+def win(org, deal):
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+
+
+def dispatched_run(org, deal) -> int:
+    win(org, deal)
+    (run_id,) = dispatch_events(claim_events(10))
+    return run_id
+
+
+def effects(deal):
+    return (Task.objects.filter(deal=deal).count(), EmailMessage.objects.filter(deal=deal).count(),
+            FieldChange.objects.filter(entity_id=deal.pk).count())
+
+
+def test_the_kickoff_workflow_does_all_three_things(org, deal, owner):
+    make_workflow(org)
+    win(org, deal)
+    drain()
+    run = WorkflowRun.objects.get()
+    assert run.status == "completed" and run.duration_ms is not None
+    steps = list(run.actions.values_list("action_type", "status"))
+    assert steps == [("create_task", "completed"), ("update_field", "completed"), ("send_email", "completed")]
+    task = Task.objects.get()
+    assert (task.title, task.assignee, task.deal_id) == ("Kick off Website", owner, deal.pk)
+    assert Deal.objects.get(pk=deal.pk).probability == 100
+    assert len(mail.outbox) == 1 and mail.outbox[0].to == ["ada@example.com"]
+    assert mail.outbox[0].body == "Hi Ada"
+
+
+def test_a_redelivered_run_does_not_repeat_its_actions(org, deal):
+    make_workflow(org)
+    run_id = dispatched_run(org, deal)
+    assert engine.execute_run(run_id) == "completed"
+    assert engine.execute_run(run_id) is None  # finished: nothing to do
+    WorkflowRun.objects.filter(pk=run_id).update(status="started", lease_until=None)  # redelivered
+    WorkflowRunAction.objects.filter(run_id=run_id).delete()  # even with its history lost
+    engine.execute_run(run_id)
+    assert effects(deal) == (1, 1, 1) and len(mail.outbox) == 1
+
+
+def test_a_run_held_by_another_worker_is_left_alone(org, deal):
+    make_workflow(org)
+    run_id = dispatched_run(org, deal)
+    assert engine.claim_run(run_id)
+    assert engine.execute_run(run_id) is None
+    assert effects(deal) == (0, 0, 0)
+
+
+def test_a_run_whose_worker_died_is_resumed_from_its_last_step(org, deal, monkeypatch):
+    make_workflow(org)
+    run_id = dispatched_run(org, deal)
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt("worker killed")
+
+    monkeypatch.setattr(REGISTRY["update_field"], "execute", die)
+    with pytest.raises(KeyboardInterrupt):
+        engine.execute_run(run_id)
+    monkeypatch.undo()
+    run = WorkflowRun.objects.get(pk=run_id)
+    assert run.status == "started" and list(run.actions.values_list("status", flat=True)) == ["completed"]
+    assert sweep(fan_out=False)["resumed"] == 0  # lease still held
+    WorkflowRun.objects.filter(pk=run_id).update(lease_until=timezone.now() - timedelta(seconds=1))
+    assert sweep(fan_out=False)["resumed"] == 1
+    run.refresh_from_db()
+    assert run.status == "completed" and run.attempts == 2
+    assert effects(deal) == (1, 1, 1)
+
+
+def test_stop_on_error_skips_the_rest_and_fails_the_run(org, deal):
+    wf = make_workflow(org, actions=[
+        {"type": "send_email", "config": {"to": "{{deal.owner.username}}", "subject": "Hi"}},
+        {"type": "create_task", "config": {"title": "Never"}}])
+    win(org, deal)
+    drain()
+    run = WorkflowRun.objects.get()
+    assert run.status == "failed"
+    first, second = run.actions.all()
+    assert first.status == "failed" and "is not an email address" in first.error
+    assert second.status == "skipped" and "action 1 failed" in second.error
+    wf.refresh_from_db()
+    assert (wf.run_count, wf.success_count, wf.failure_count) == (1, 0, 1)
+
+
+def test_continue_on_error_gives_a_partial_run(org, deal):
+    make_workflow(org, error_handling="continue", actions=[
+        {"type": "update_field", "config": {"field": "title", "value": "{{deal.contact.first_name}}"}},
+        {"type": "update_field", "config": {"field": "amount", "value": 5}},
+        {"type": "send_email", "config": {"to": "{{deal.contact.phone}}", "subject": "x"}}])
+    win(org, deal)
+    drain()
+    run = WorkflowRun.objects.get()
+    assert run.status == "partial"
+    assert list(run.actions.values_list("status", flat=True)) == ["completed", "completed", "failed"]
+    assert Deal.objects.get(pk=deal.pk).title == "Ada"
+
+
+def test_a_provider_failure_is_recorded_on_the_email_and_the_step(org, deal, settings, monkeypatch):
+    make_workflow(org)
+
+    def refuse(self, *a, **k):
+        raise ConnectionRefusedError("smtp down")
+
+    monkeypatch.setattr("django.core.mail.EmailMessage.send", refuse)
+    win(org, deal)
+    drain()
+    step = WorkflowRunAction.objects.get(action_type="send_email")
+    assert step.status == "failed" and "smtp down" in step.error
+    assert EmailMessage.objects.get().status == "failed"
+
+
+def test_failing_to_write_history_does_not_block_the_actions(org, deal, monkeypatch):
+    wf = make_workflow(org)
+
+    def broken(*args, **kwargs):
+        raise DatabaseError("history table unavailable")
+
+    monkeypatch.setattr(WorkflowRunAction.objects, "update_or_create", broken)
+    win(org, deal)
+    drain()
+    assert effects(deal) == (1, 1, 1)
+    assert WorkflowRun.objects.get().status == "completed"
+    wf.refresh_from_db()
+    assert (wf.run_count, wf.success_count) == (1, 1)
+
+
+def test_a_deleted_record_fails_the_run_with_a_reason(org, deal):
+    make_workflow(org)
+    run_id = dispatched_run(org, deal)
+    Deal.objects.filter(pk=deal.pk).delete()
+    assert engine.execute_run(run_id) == "failed"
+    run = WorkflowRun.objects.get(pk=run_id)
+    assert "no longer exists" in run.error
+    assert set(run.actions.values_list("status", flat=True)) == {"skipped"}
+
+
+def test_unknown_template_paths_are_noted_in_the_result(org, deal):
+    make_workflow(org, actions=[{"type": "create_task", "config": {"title": "Call {{deal.contact.phone}} now"}}])
+    win(org, deal)
+    drain()
+    step = WorkflowRunAction.objects.get()
+    assert step.status == "completed" and step.result["title"] == "Call  now"
+
+
+def test_runs_execute_the_version_they_were_created_with(org, deal):
+    from crm_automation.automation.services import workflow_update
+
+    wf = make_workflow(org)
+    run_id = dispatched_run(org, deal)
+    workflow_update(workflow=wf, actions=[{"type": "create_task", "config": {"title": "v2 only"}}])
+    engine.execute_run(run_id)
+    assert Task.objects.get().title == "Kick off Website"
+    assert WorkflowRun.objects.get(pk=run_id).version.number == 1
