@@ -70,7 +70,7 @@ def _database_from_env() -> dict:
     try:
         config = dj_database_url.parse(url, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))
     except ValueError as exc:
-        raise ImproperlyConfigured(f"DATABASE_URL is not a database URL we understand: {exc}")
+        raise ImproperlyConfigured(f"DATABASE_URL is not a database URL we understand: {exc}") from None
     engine = config["ENGINE"]
     if engine == "django.db.backends.sqlite3":
         # A web server and several workers write at once: WAL lets readers run beside the

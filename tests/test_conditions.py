@@ -61,12 +61,18 @@ def test_cheap_rules_run_first_and_skip_loading_the_record():
 
 
 @pytest.mark.parametrize(("conditions", "where", "message"), [
-    ({"rules": [{"field": "deal.secret", "operator": "eq", "value": 1}]}, "conditions.rules[0].field", "unknown field"),
-    ({"rules": [{"field": "deal.amount", "operator": "like", "value": 1}]}, "conditions.rules[0].operator", "unknown operator"),
-    ({"rules": [{"field": "deal.amount", "operator": "gt", "value": "lots"}]}, "conditions.rules[0].value", "not a number"),
-    ({"rules": [{"field": "deal.title", "operator": "gt", "value": "a"}]}, "conditions.rules[0].operator", "compares numbers"),
-    ({"rules": [{"field": "deal.stage", "operator": "in", "value": "won"}]}, "conditions.rules[0].value", "non-empty list"),
-    ({"rules": [{"field": "deal.amount", "operator": "eq"}]}, "conditions.rules[0].value", "needs a value"),
+    ({"rules": [{"field": "deal.secret", "operator": "eq", "value": 1}]},
+     "conditions.rules[0].field", "unknown field"),
+    ({"rules": [{"field": "deal.amount", "operator": "like", "value": 1}]},
+     "conditions.rules[0].operator", "unknown operator"),
+    ({"rules": [{"field": "deal.amount", "operator": "gt", "value": "lots"}]},
+     "conditions.rules[0].value", "not a number"),
+    ({"rules": [{"field": "deal.title", "operator": "gt", "value": "a"}]},
+     "conditions.rules[0].operator", "compares numbers"),
+    ({"rules": [{"field": "deal.stage", "operator": "in", "value": "won"}]},
+     "conditions.rules[0].value", "non-empty list"),
+    ({"rules": [{"field": "deal.amount", "operator": "eq"}]},
+     "conditions.rules[0].value", "needs a value"),
     ({"combinator": "xor", "rules": []}, "conditions.combinator", "'and' or 'or'"),
     ({"rules": [{"field": "lead.name", "operator": "eq", "value": "x"}]}, "conditions.rules[0].field", "unknown field"),
 ])

@@ -36,6 +36,24 @@ def runs_table(entity_id) -> str:
                        rows)
 
 
+def decisions_table(entity_id) -> str:
+    """Why each candidate workflow did or did not run for this record's recent changes."""
+    from crm_automation.automation.models import WorkflowDecision
+
+    decisions = list(WorkflowDecision.objects.filter(event__entity_id=entity_id)
+                     .select_related("workflow", "event").order_by("-event_id", "workflow_id")[:RUNS_SHOWN])
+    if not decisions:
+        return "No workflow has considered this record yet."
+    rows = format_html_join(
+        "", "<tr><td><a href='{}'>{}</a></td><td>{}</td><td>{}</td><td>{}: {}</td></tr>",
+        ((reverse("admin:automation_automationevent_change", args=[d.event_id]),
+          d.event.created_at.strftime("%Y-%m-%d %H:%M:%S"), d.event.get_kind_display(), d.workflow.name,
+          d.get_outcome_display(), d.reason) for d in decisions),
+    )
+    return format_html("<table><tr><th>Change</th><th>Trigger</th><th>Workflow</th><th>Decision</th></tr>{}</table>",
+                       rows)
+
+
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
     list_display = ("name", "slug", "plan", "created_at")
@@ -72,12 +90,16 @@ class DealAdmin(OrgScopedAdmin):
     list_filter = ("stage__slug", "organization")
     search_fields = ("title",)
     list_select_related = ("stage", "contact", "owner", "organization")
-    readonly_fields = ("automation_runs",)
+    readonly_fields = ("automation_runs", "automation_decisions")
     show_full_result_count = False
 
     @admin.display(description="Workflow runs")
     def automation_runs(self, obj) -> str:
         return runs_table(obj.pk) if obj.pk else "-"
+
+    @admin.display(description="Why workflows ran or not")
+    def automation_decisions(self, obj) -> str:
+        return decisions_table(obj.pk) if obj.pk else "-"
 
 
 @admin.register(Lead)
@@ -86,12 +108,17 @@ class LeadAdmin(OrgScopedAdmin):
     list_filter = ("status", "organization")
     search_fields = ("name", "email", "company")
     list_select_related = ("organization",)
-    readonly_fields = ("converted_at", "converted_contact", "converted_deal", "automation_runs")
+    readonly_fields = ("converted_at", "converted_contact", "converted_deal", "automation_runs",
+                       "automation_decisions")
     actions = ["convert_leads"]
 
     @admin.display(description="Workflow runs")
     def automation_runs(self, obj) -> str:
         return runs_table(obj.pk) if obj.pk else "-"
+
+    @admin.display(description="Why workflows ran or not")
+    def automation_decisions(self, obj) -> str:
+        return decisions_table(obj.pk) if obj.pk else "-"
 
     @admin.action(description="Convert selected leads to contacts and deals")
     def convert_leads(self, request, queryset) -> None:

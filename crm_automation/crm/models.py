@@ -93,11 +93,6 @@ class Deal(models.Model):
     def __str__(self) -> str:
         return self.title
 
-    @classmethod
-    def from_db(cls, db, field_names, values):
-        instance = super().from_db(db, field_names, values)
-        instance._loaded_stage_id = instance.__dict__.get("stage_id")
-        return instance
 
     def save(self, *args, **kwargs) -> None:
         """Save, and announce a creation or a stage change in the same transaction."""
@@ -122,6 +117,12 @@ class Deal(models.Model):
             if change is not None:
                 changes.records_changed.send(sender=Deal, changes=[change])
         self._loaded_stage_id = self.stage_id
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._loaded_stage_id = instance.__dict__.get("stage_id")
+        return instance
 
 
 class Lead(models.Model):
@@ -152,11 +153,6 @@ class Lead(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    @classmethod
-    def from_db(cls, db, field_names, values):
-        instance = super().from_db(db, field_names, values)
-        instance._was_converted = instance.__dict__.get("converted_at") is not None
-        return instance
 
     def save(self, *args, **kwargs) -> None:
         """Save, and announce a creation or a conversion in the same transaction."""
@@ -172,6 +168,12 @@ class Lead(models.Model):
             if found:
                 changes.records_changed.send(sender=Lead, changes=found)
         self._was_converted = self.converted_at is not None
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._was_converted = instance.__dict__.get("converted_at") is not None
+        return instance
 
 
 def lead_converted_change(lead: Lead) -> changes.RecordChange:

@@ -31,10 +31,10 @@ class CreateTask(Action):
         if priority is not None and priority not in Task.Priority.values:
             errors.append(("config.priority", f"must be one of {', '.join(Task.Priority.values)}"))
         assignee = config.get("assignee")
-        if assignee not in (None, "", OWNER):
-            if not Membership.objects.filter(organization_id=organization_id,
-                                             user__username=assignee).exists():
-                errors.append(("config.assignee",
+        if assignee not in (None, "", OWNER) and not Membership.objects.filter(
+            organization_id=organization_id, user__username=assignee
+        ).exists():
+            errors.append(("config.assignee",
                                f"'{assignee}' is not a member of this organization (or use 'owner')"))
         return errors
 

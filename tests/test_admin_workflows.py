@@ -1,0 +1,118 @@
+"""The workflow pages of the admin, as an owner, a teammate (ops), a viewer and an outsider."""
+
+import json
+
+from django.urls import reverse
+
+from crm_automation.automation.models import Workflow
+from crm_automation.crm.models import Organization
+from tests.admin_helpers import workflow_form_data
+from tests.conftest import make_workflow
+
+LIST = reverse("admin:automation_workflow_changelist")
+
+
+def change_url(wf):
+    return reverse("admin:automation_workflow_change", args=[wf.pk])
+
+
+def test_the_list_shows_the_columns_ops_need(client, org, owner):
+    make_workflow(org)
+    client.force_login(owner)
+    page = client.get(LIST).content.decode()
+    for text in ("Kickoff", "Deal stage changes", "Activated", "Success rate", "Actions"):
+        assert text in page
+
+
+def test_outsiders_see_none_of_it(client, org, outsider):
+    wf = make_workflow(org)
+    client.force_login(outsider)
+    assert "Kickoff" not in client.get(LIST).content.decode()
+    response = client.get(change_url(wf))
+    assert response.status_code == 302  # the admin's "does not exist" redirect, not the page
+    assert change_url(wf) not in client.get(LIST + "?q=Kickoff").content.decode()
+
+
+def test_the_owner_sees_transition_buttons_the_teammate_does_not(client, org, owner, teammate):
+    wf = make_workflow(org, activate=False)
+    client.force_login(owner)
+    assert 'name="_fsm_transition_to"' in client.get(change_url(wf)).content.decode()
+    client.force_login(teammate)
+    page = client.get(change_url(wf)).content.decode()
+    assert 'name="_fsm_transition_to"' not in page and 'name="_save"' in page  # ops edit drafts
+
+
+def test_the_owner_activates_from_the_change_page(client, org, owner):
+    wf = make_workflow(org, activate=False)
+    client.force_login(owner)
+    response = client.post(change_url(wf), workflow_form_data(wf, _fsm_transition_to="activate"), follow=True)
+    assert "is now activated" in response.content.decode()
+    assert Workflow.objects.get(pk=wf.pk).status == "activated"
+
+
+def test_a_forged_transition_from_a_teammate_is_refused(client, org, teammate):
+    wf = make_workflow(org, activate=False)
+    client.force_login(teammate)
+    response = client.post(change_url(wf), workflow_form_data(wf, _fsm_transition_to="activate"), follow=True)
+    assert "You may not activate" in response.content.decode()
+    assert Workflow.objects.get(pk=wf.pk).status == "draft"
+
+
+def test_activation_refusals_show_the_reason(client, org, owner):
+    wf = make_workflow(org, activate=False, actions=[])
+    client.force_login(owner)
+    response = client.post(change_url(wf), workflow_form_data(wf, _fsm_transition_to="activate"), follow=True)
+    assert "has no action" in response.content.decode()
+
+
+def test_teammates_cannot_edit_an_activated_workflow(client, org, teammate):
+    wf = make_workflow(org)
+    client.force_login(teammate)
+    assert client.post(change_url(wf), workflow_form_data(wf, name="Hijacked")).status_code == 403
+    assert Workflow.objects.get(pk=wf.pk).name == "Kickoff"
+
+
+def test_viewers_read_but_cannot_change(client, org, viewer):
+    wf = make_workflow(org, activate=False)
+    client.force_login(viewer)
+    assert client.get(change_url(wf)).status_code == 200
+    assert client.post(change_url(wf), workflow_form_data(wf, name="x")).status_code == 403
+
+
+def test_editing_saves_a_new_version(client, org, owner):
+    wf = make_workflow(org, activate=False)
+    client.force_login(owner)
+    data = workflow_form_data(wf, conditions=json.dumps(
+        {"rules": [{"field": "deal.amount", "operator": "gte", "value": 1000}]}))
+    assert client.post(change_url(wf), data).status_code == 302
+    assert Workflow.objects.get(pk=wf.pk).version == 2
+
+
+def test_bad_input_is_shown_on_the_form_and_changes_nothing(client, org, owner):
+    wf = make_workflow(org, activate=False)
+    client.force_login(owner)
+    data = workflow_form_data(wf, conditions=json.dumps({"rules": [{"field": "deal.x", "operator": "eq", "value": 1}]}))
+    data["actions-0-config"] = json.dumps({"title": ""})
+    page = client.post(change_url(wf), data).content.decode()
+    assert "conditions.rules[0].field: unknown field" in page
+    assert "config.title: is required" in page
+    assert Workflow.objects.get(pk=wf.pk).version == 1
+
+
+def test_adding_a_workflow_in_another_org_is_refused(client, org, other_org, owner):
+    client.force_login(owner)
+    data = {"organization": other_org.pk, "name": "Sneaky", "trigger_type": "deal_created",
+            "trigger_config": "{}", "conditions": "{}", "error_handling": "stop", "timeout_seconds": 60,
+            "actions-TOTAL_FORMS": 0, "actions-INITIAL_FORMS": 0, "versions-TOTAL_FORMS": 0,
+            "versions-INITIAL_FORMS": 0}
+    page = client.post(reverse("admin:automation_workflow_add"), data).content.decode()
+    assert "Select a valid choice" in page and not Workflow.objects.exists()
+    data["organization"] = org.pk
+    assert client.post(reverse("admin:automation_workflow_add"), data).status_code == 302
+    assert Workflow.objects.get().versions.count() == 1
+
+
+def test_free_plans_do_not_see_automation(client, org, owner):
+    Organization.objects.filter(pk=org.pk).update(plan="free")
+    client.force_login(owner)
+    assert "Workflows" not in client.get(reverse("admin:index")).content.decode()

@@ -1,0 +1,42 @@
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+
+from config import env
+from crm_automation.automation.models import Workflow
+from crm_automation.crm.models import Deal, Organization
+
+
+def test_seed_demo_is_idempotent(db, monkeypatch, capsys):
+    monkeypatch.setenv("DEMO_PASSWORD", "demo-pass-123")
+    call_command("seed_demo")
+    call_command("seed_demo")
+    out = capsys.readouterr().out
+    assert "Demo data ready" in out
+    org = Organization.objects.get(slug="demo")
+    assert org.plan == "pro" and org.stages.count() == 6
+    kickoff = Workflow.objects.get(organization=org, name="Won deal kickoff")
+    assert kickoff.status == "activated" and kickoff.actions.count() == 3
+    assert Workflow.objects.get(organization=org, trigger_type="lead_converted").status == "draft"
+    assert Deal.objects.filter(organization=org).count() == 3
+
+
+@pytest.mark.parametrize(("helper", "raw"), [
+    (lambda: env.env_bool("X_FLAG", False), "maybe"),
+    (lambda: env.env_int("X_NUM", 1), "ten"),
+    (lambda: env.env_int("X_NUM", 1, minimum=1), "0"),
+])
+def test_malformed_environment_values_fail_loudly(monkeypatch, helper, raw):
+    monkeypatch.setenv("X_FLAG", raw)
+    monkeypatch.setenv("X_NUM", raw)
+    with pytest.raises(ImproperlyConfigured, match="X_"):
+        helper()
+
+
+def test_well_formed_values_are_read(monkeypatch):
+    monkeypatch.setenv("X_FLAG", "yes")
+    monkeypatch.setenv("X_NUM", "7")
+    monkeypatch.setenv("X_LIST", "a, b,")
+    assert env.env_bool("X_FLAG", False) is True
+    assert env.env_int("X_NUM", 1) == 7
+    assert env.env_list("X_LIST", []) == ["a", "b"]

@@ -1,0 +1,103 @@
+"""The status machine: draft → activated ⇄ paused → archived, with reasons for refusals."""
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from crm_automation.automation.models import Workflow, WorkflowVersion
+from crm_automation.automation.services import workflow_transition, workflow_update
+from crm_automation.crm.models import Organization
+from tests.conftest import make_workflow
+
+
+def go(wf, name, by=None):
+    return workflow_transition(workflow_id=wf.pk, name=name, by=by)
+
+
+def test_the_allowed_path(org):
+    wf = make_workflow(org, activate=False)
+    assert wf.status == "draft"
+    assert go(wf, "activate").status == "activated"
+    assert go(wf, "pause").status == "paused"
+    assert go(wf, "activate").status == "activated"
+    assert go(wf, "archive").status == "archived"
+
+
+@pytest.mark.parametrize(("path", "refused", "message"), [
+    ([], "pause", "Cannot pause a workflow that is draft"),
+    (["archive"], "activate", "Cannot activate a workflow that is archived"),
+    (["archive"], "pause", "Cannot pause"),
+    (["archive"], "archive", "Cannot archive"),
+    (["activate"], "activate", "Cannot activate a workflow that is activated"),
+])
+def test_refused_transitions_say_why(org, path, refused, message):
+    wf = make_workflow(org, activate=False)
+    for name in path:
+        go(wf, name)
+    with pytest.raises(ValidationError, match=message):
+        go(wf, refused)
+
+
+def test_activation_needs_an_action(org):
+    wf = make_workflow(org, activate=False, actions=[])
+    with pytest.raises(ValidationError, match="has no action"):
+        go(wf, "activate")
+    assert Workflow.objects.get(pk=wf.pk).status == "draft"
+
+
+def test_activation_is_refused_when_a_stage_disappeared(org):
+    wf = make_workflow(org, activate=False)
+    Workflow.objects.filter(pk=wf.pk).update(trigger_config={"to_stage": "gone"})
+    with pytest.raises(ValidationError, match="'gone' is not a stage"):
+        go(wf, "activate")
+
+
+def test_the_pro_plan_allows_ten_activated_workflows(org):
+    for i in range(10):
+        make_workflow(org, name=f"wf {i}")
+    eleventh = make_workflow(org, name="one too many", activate=False)
+    with pytest.raises(ValidationError, match="allows 10 activated workflows"):
+        go(eleventh, "activate")
+    go(Workflow.objects.get(name="wf 0"), "pause")
+    assert go(eleventh, "activate").status == "activated"
+
+
+def test_free_plan_cannot_activate(org):
+    Organization.objects.filter(pk=org.pk).update(plan="free")
+    wf = make_workflow(org, activate=False)
+    with pytest.raises(ValidationError, match="does not include automation"):
+        go(wf, "activate")
+
+
+def test_only_org_admins_may_transition(org, owner, teammate, viewer, outsider):
+    wf = make_workflow(org, activate=False)
+    for person in (teammate, viewer, outsider):
+        with pytest.raises(PermissionError):
+            go(wf, "activate", by=person)
+    assert go(wf, "activate", by=owner).status == "activated"
+
+
+def test_every_change_creates_an_immutable_version(org):
+    wf = make_workflow(org, activate=False)
+    workflow_update(workflow=wf, name="Renamed only")  # name is not part of the definition
+    workflow_update(workflow=wf, conditions={"rules": [{"field": "deal.amount", "operator": "gt", "value": 1}]})
+    wf.refresh_from_db()
+    assert wf.version == 2 and list(wf.versions.values_list("number", flat=True)) == [2, 1]
+    first = WorkflowVersion.objects.get(workflow=wf, number=1)
+    assert first.definition["conditions"] == {}
+    with pytest.raises(ValueError, match="immutable"):
+        first.save()
+
+
+def test_an_invalid_update_changes_nothing(org):
+    wf = make_workflow(org, activate=False)
+    with pytest.raises(ValidationError, match="trigger_config.to_stage"):
+        workflow_update(workflow=wf, trigger_config={"to_stage": "nowhere"})
+    wf.refresh_from_db()
+    assert wf.trigger_config == {"to_stage": "won"} and wf.version == 1
+
+
+def test_an_archived_workflow_is_frozen(org):
+    wf = make_workflow(org)
+    go(wf, "archive")
+    with pytest.raises(ValidationError, match="archived"):
+        workflow_update(workflow=wf, name="x")
