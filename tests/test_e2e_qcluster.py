@@ -34,7 +34,7 @@ def qcluster(transactional_db):
     proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     yield proc
-    os.killpg(proc.pid, signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)  # the cluster's own shutdown stops its workers
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:

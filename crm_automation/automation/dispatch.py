@@ -123,7 +123,7 @@ def dispatch_events(events: list[AutomationEvent]) -> list[int]:
         for wf in workflows.get((event.organization_id, event.kind), []):
             outcome, reason = _decide(event, wf, orgs[event.organization_id], trigger, load)
             decisions.append(WorkflowDecision(event=event, workflow=wf, version=wf.current_version,
-                                              outcome=outcome, reason=reason[:2000]))
+                                              entity_id=event.entity_id, outcome=outcome, reason=reason[:2000]))
             if outcome == Outcome.MATCHED:
                 matched.append((event, wf, decisions[-1], _metadata(event, trigger, cache.get("full"))))
 

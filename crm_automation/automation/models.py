@@ -130,7 +130,11 @@ class WorkflowVersion(models.Model):
 class AutomationEvent(models.Model):
     """The outbox: one row per trigger, written in the same transaction as the change."""
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    # The outbox sits on every save path, so it carries no secondary index and no foreign-key
+    # check: the row is written from a record that exists, in the same transaction. Lookups by
+    # record go through WorkflowDecision.entity_id, written by the workers.
+    organization = models.ForeignKey(Organization, on_delete=models.DO_NOTHING, related_name="+",
+                                     db_index=False, db_constraint=False)
     kind = models.CharField(max_length=40, choices=catalog.TRIGGER_CHOICES)
     entity_type = models.CharField(max_length=10)
     entity_id = models.UUIDField()
@@ -145,7 +149,6 @@ class AutomationEvent(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["id"], name="event_pending_idx", condition=models.Q(processed_at__isnull=True)),
-            models.Index(fields=["entity_id"]),
         ]
 
     def __str__(self) -> str:
@@ -168,6 +171,7 @@ class WorkflowDecision(models.Model):
     event = models.ForeignKey(AutomationEvent, on_delete=models.CASCADE, related_name="decisions")
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="decisions")
     version = models.ForeignKey(WorkflowVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    entity_id = models.UUIDField(db_index=True, help_text="The deal or lead the event is about.")
     outcome = models.CharField(max_length=20, choices=Outcome.choices)
     reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

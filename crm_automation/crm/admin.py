@@ -40,7 +40,7 @@ def decisions_table(entity_id) -> str:
     """Why each candidate workflow did or did not run for this record's recent changes."""
     from crm_automation.automation.models import WorkflowDecision
 
-    decisions = list(WorkflowDecision.objects.filter(event__entity_id=entity_id)
+    decisions = list(WorkflowDecision.objects.filter(entity_id=entity_id)
                      .select_related("workflow", "event").order_by("-event_id", "workflow_id")[:RUNS_SHOWN])
     if not decisions:
         return "No workflow has considered this record yet."

@@ -37,7 +37,7 @@ class Command(BaseCommand):
         finally:
             for child in children:
                 if child.poll() is None:
-                    os.killpg(child.pid, signal.SIGTERM)
+                    child.send_signal(signal.SIGTERM)  # qcluster stops its own workers
             deadline = time.monotonic() + 15
             for child in children:
                 try:

@@ -1,0 +1,227 @@
+#!/usr/bin/env python
+"""Automation benchmarks on PostgreSQL. Prints medians and ratios measured in the same run.
+
+    make bench                       # or: .venv/bin/python benchmarks/run.py [--only a,b,c,d]
+
+(a) save overhead: a deal stage change with 0, 1 and 50 activated workflows listening,
+    against the same save with automation switched off (receiver disconnected);
+(b) throughput: 5,000 stage changes → time until every run (3 actions, fully logged) completes;
+(c) bulk: 5,000 leads converted in one operation → time until all their runs complete;
+(d) latency: trigger → run completed, p50 and p99, at light load.
+
+It creates (and drops) its own database, BENCH_DATABASE_URL, default
+postgres://postgres@127.0.0.1:5432/crm_bench, and starts a real `qcluster` for (b)–(d).
+"""
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crm_bench")
+os.environ["DATABASE_URL"] = DB_URL
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ["EMAIL_BACKEND"] = "django.core.mail.backends.locmem.EmailBackend"
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+
+def recreate_database() -> None:
+    import psycopg
+
+    name = DB_URL.rsplit("/", 1)[1]
+    admin_url = DB_URL.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+recreate_database()
+import django  # noqa: E402
+
+django.setup()
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+
+call_command("migrate", verbosity=0)
+
+from crm_automation.automation.models import WorkflowRun  # noqa: E402
+from crm_automation.automation.services import workflow_create, workflow_transition  # noqa: E402
+from crm_automation.automation.triggers import record_changes  # noqa: E402
+from crm_automation.crm.changes import records_changed  # noqa: E402
+from crm_automation.crm.models import Contact, Deal, Lead, Organization, Stage  # noqa: E402
+from crm_automation.crm.services import deal_move_to_stage, leads_convert_bulk  # noqa: E402
+
+STAGES = ["new", "qualified", "proposal", "negotiation", "won", "lost"]
+THREE_ACTIONS = [
+    {"type": "create_task", "config": {"title": "Kick off {{deal.title}}", "due_in_days": 2}},
+    {"type": "update_field", "config": {"field": "probability", "value": 100}},
+    {"type": "send_email", "config": {"to": "{{deal.contact.email}}", "subject": "Welcome {{deal.title}}",
+                                      "body": "Hi {{deal.contact.first_name}}"}},
+]
+
+
+def make_org(slug: str, plan: str = "enterprise") -> tuple[Organization, dict]:
+    org = Organization.objects.create(name=slug, slug=slug, plan=plan)
+    stages = {s: Stage.objects.create(organization=org, slug=s, name=s, order=i, is_won=s == "won")
+              for i, s in enumerate(STAGES)}
+    return org, stages
+
+
+def make_deals(org, stages, n: int, stage="proposal") -> list[Deal]:
+    contact = Contact.objects.create(organization=org, first_name="Ada", email="ada@example.com")
+    deals = [Deal(organization=org, title=f"Deal {i}", stage=stages[stage], contact=contact) for i in range(n)]
+    Deal.objects.bulk_create(deals, batch_size=1000)
+    return list(Deal.objects.filter(organization=org).select_related("stage"))
+
+
+def add_workflows(org, n: int, trigger="deal_stage_change", actions=THREE_ACTIONS, config=None) -> None:
+    for i in range(n):
+        wf = workflow_create(organization=org, name=f"wf {i}", trigger_type=trigger,
+                             trigger_config={"to_stage": "won"} if config is None else config, actions=actions)
+        workflow_transition(workflow_id=wf.pk, name="activate", by=None)
+
+
+def pct(values, p) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+# --- (a) ----------------------------------------------------------------------------------------
+def bench_save_overhead(rounds: int = 10, per_round: int = 200) -> None:
+    # Nudges stay on, as in production: each save also registers an on-commit poke and the
+    # nudger thread enqueues (coalesced) drain tasks; no cluster runs yet, so they just queue.
+    setups = {}
+    for label, n in (("off", 0), ("0 workflows", 0), ("1 workflow", 1), ("50 workflows", 50)):
+        org, stages = make_org(f"save-{n}-{label[:3]}")
+        add_workflows(org, n, config={"to_stage": "won"})
+        setups[label] = (make_deals(org, stages, per_round), stages)
+    samples = {label: [] for label in setups}
+    for r in range(rounds):
+        for label, (deals, stages) in setups.items():
+            target = stages["negotiation" if r % 2 == 0 else "proposal"]
+            if label == "off":
+                records_changed.disconnect(record_changes, dispatch_uid="automation-record-changes")
+            try:
+                for deal in deals:
+                    t0 = time.perf_counter()
+                    deal_move_to_stage(deal=deal, stage=target)
+                    samples[label].append(time.perf_counter() - t0)
+            finally:
+                records_changed.connect(record_changes, weak=False, dispatch_uid="automation-record-changes")
+    base = statistics.median(samples["off"])
+    print("\n(a) save overhead: deal_move_to_stage, median of", len(samples["off"]), "saves each")
+    for label, values in samples.items():
+        med = statistics.median(values)
+        print(f"    {label:<14} median {med * 1000:6.3f} ms   p99 {pct(values, 99) * 1000:6.3f} ms"
+              f"   ratio vs off {med / base:4.2f}x")
+    flat = statistics.median(samples["50 workflows"]) / statistics.median(samples["1 workflow"])
+    print(f"    50 vs 1 workflow: {flat:4.2f}x (flat = 1.00)")
+
+
+# --- the worker cluster -------------------------------------------------------------------------
+class Cluster:
+    def __init__(self, workers: int) -> None:
+        env = {**os.environ, "Q_WORKERS": str(workers), "AUTOMATION_NUDGE": "1"}
+        self.proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
+                                     start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        time.sleep(3)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def wait_for_runs(org, expected: int, timeout: float = 600) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = WorkflowRun.objects.filter(organization=org).exclude(status="started").count()
+        if done >= expected:
+            return time.perf_counter()
+        time.sleep(0.05)
+    raise SystemExit(f"only {done} of {expected} runs completed in {timeout}s")
+
+
+def bench_throughput(n: int = 5000) -> None:
+    org, stages = make_org("throughput")
+    add_workflows(org, 1)
+    deals = make_deals(org, stages, n)
+    t0 = time.perf_counter()
+    for deal in deals:
+        deal_move_to_stage(deal=deal, stage=stages["won"])
+    saved = time.perf_counter() - t0
+    t_end = wait_for_runs(org, n)
+    total = t_end - t0
+    failed = WorkflowRun.objects.filter(organization=org).exclude(status="completed").count()
+    print(f"\n(b) throughput: {n} stage changes, 3 actions each, fully logged")
+    print(f"    saves took {saved:.2f} s; all runs completed after {total:.2f} s → {n / total:.0f} runs/s"
+          f" ({failed} not completed)")
+
+
+def bench_bulk(n: int = 5000) -> None:
+    org, stages = make_org("bulk")
+    add_workflows(org, 1, trigger="lead_converted", config={}, actions=[
+        {"type": "create_task", "config": {"title": "Onboard {{lead.company}}"}},
+        {"type": "update_field", "config": {"field": "deal.probability", "value": 50}},
+        {"type": "send_email", "config": {"to": "{{lead.email}}", "subject": "Welcome {{lead.name}}"}}])
+    Lead.objects.bulk_create([Lead(organization=org, name=f"Lead {i}", email=f"l{i}@example.com",
+                                   company=f"Co {i}") for i in range(n)], batch_size=1000)
+    ids = list(Lead.objects.filter(organization=org).values_list("pk", flat=True))
+    t0 = time.perf_counter()
+    leads_convert_bulk(organization_id=org.pk, lead_ids=ids)
+    converted = time.perf_counter() - t0
+    total = wait_for_runs(org, n) - t0
+    print(f"\n(c) bulk: {n} leads converted in one operation ({converted:.2f} s)")
+    print(f"    all runs completed after {total:.2f} s → {n / total:.0f} runs/s")
+
+
+def bench_latency(samples: int = 60, gap: float = 0.25) -> None:
+    org, stages = make_org("latency")
+    add_workflows(org, 1)
+    deals = make_deals(org, stages, samples)
+    latencies = []
+    for deal in deals:
+        time.sleep(gap)
+        t0 = time.perf_counter()
+        deal_move_to_stage(deal=deal, stage=stages["won"])
+        while not WorkflowRun.objects.filter(trigger_entity_id=deal.pk).exclude(status="started").exists():
+            time.sleep(0.005)
+        latencies.append(time.perf_counter() - t0)
+    print(f"\n(d) latency, trigger → run completed, {samples} changes {gap}s apart")
+    print(f"    p50 {statistics.median(latencies) * 1000:.0f} ms   p99 {pct(latencies, 99) * 1000:.0f} ms"
+          f"   max {max(latencies) * 1000:.0f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default="a,b,c,d")
+    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("Q_WORKERS", "2")))
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    print(f"PostgreSQL {DB_URL}; {os.cpu_count()} cores; Q_WORKERS={args.workers}")
+    if "a" in only:
+        bench_save_overhead()
+    if only & {"b", "c", "d"}:
+        cluster = Cluster(args.workers)
+        try:
+            if "d" in only:
+                bench_latency()
+            if "b" in only:
+                bench_throughput(args.n)
+            if "c" in only:
+                bench_bulk(args.n)
+        finally:
+            cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
