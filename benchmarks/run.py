@@ -45,7 +45,6 @@ recreate_database()
 import django  # noqa: E402
 
 django.setup()
-from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 call_command("migrate", verbosity=0)

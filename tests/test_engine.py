@@ -14,6 +14,7 @@ from crm_automation.automation.models import FieldChange, WorkflowRun, WorkflowR
 from crm_automation.automation.tasks import sweep
 from crm_automation.crm.models import Deal, EmailMessage, Task
 from crm_automation.crm.services import deal_move_to_stage
+from tests.conftest import KICKOFF_ACTIONS as KICKOFF
 from tests.conftest import drain, make_workflow, stage
 
 
@@ -66,25 +67,62 @@ def test_a_run_held_by_another_worker_is_left_alone(org, deal):
     assert effects(deal) == (0, 0, 0)
 
 
+EMAIL_FIRST = [KICKOFF[2], KICKOFF[0], KICKOFF[1]]
+
+
+def expire_leases():
+    WorkflowRun.objects.update(lease_until=timezone.now() - timedelta(seconds=1))
+
+
+def die(*args, **kwargs):
+    raise KeyboardInterrupt("worker killed")
+
+
 def test_a_run_whose_worker_died_is_resumed_from_its_last_step(org, deal, monkeypatch):
-    make_workflow(org)
+    make_workflow(org, actions=EMAIL_FIRST)
     run_id = dispatched_run(org, deal)
-
-    def die(*args, **kwargs):
-        raise KeyboardInterrupt("worker killed")
-
-    monkeypatch.setattr(REGISTRY["update_field"], "execute", die)
+    monkeypatch.setattr(REGISTRY["create_task"], "apply", die)
     with pytest.raises(KeyboardInterrupt):
-        engine.execute_run(run_id)
+        engine.execute_run(run_id)  # the email went out, then the worker died
     monkeypatch.undo()
     run = WorkflowRun.objects.get(pk=run_id)
-    assert run.status == "started" and list(run.actions.values_list("status", flat=True)) == ["completed"]
-    assert sweep(fan_out=False)["resumed"] == 0  # lease still held
-    WorkflowRun.objects.filter(pk=run_id).update(lease_until=timezone.now() - timedelta(seconds=1))
+    assert run.status == "started" and len(mail.outbox) == 1
+    assert sweep(fan_out=False)["resumed"] == 0  # its lease is still held
+    expire_leases()
     assert sweep(fan_out=False)["resumed"] == 1
     run.refresh_from_db()
     assert run.status == "completed" and run.attempts == 2
-    assert effects(deal) == (1, 1, 1)
+    assert list(run.actions.values_list("status", flat=True)) == ["completed"] * 3
+    assert effects(deal) == (1, 1, 1) and len(mail.outbox) == 1  # the email was not sent again
+
+
+def test_an_email_interrupted_mid_send_is_never_sent_twice(org, deal, monkeypatch):
+    make_workflow(org, actions=EMAIL_FIRST, error_handling="continue")
+    run_id = dispatched_run(org, deal)
+    monkeypatch.setattr("crm_automation.automation.actions.send_email.emails_send_claimed", die)
+    with pytest.raises(KeyboardInterrupt):
+        engine.execute_run(run_id)
+    monkeypatch.undo()
+    expire_leases()
+    sweep(fan_out=False)
+    run = WorkflowRun.objects.get(pk=run_id)
+    email_step = run.actions.get(position=0)
+    assert email_step.status == "failed" and "interrupted" in email_step.error
+    assert EmailMessage.objects.get().status == "failed" and mail.outbox == []
+    assert run.status == "partial" and Task.objects.count() == 1
+
+
+def test_a_crash_inside_a_segment_leaves_nothing_half_done(org, deal, monkeypatch):
+    make_workflow(org)
+    run_id = dispatched_run(org, deal)
+    monkeypatch.setattr(REGISTRY["update_field"], "apply", die)
+    with pytest.raises(KeyboardInterrupt):
+        engine.execute_run(run_id)
+    monkeypatch.undo()
+    assert effects(deal) == (0, 0, 0) and not WorkflowRunAction.objects.exists()
+    expire_leases()
+    sweep(fan_out=False)
+    assert effects(deal) == (1, 1, 1) and WorkflowRun.objects.get().status == "completed"
 
 
 def test_stop_on_error_skips_the_rest_and_fails_the_run(org, deal):
@@ -135,7 +173,7 @@ def test_failing_to_write_history_does_not_block_the_actions(org, deal, monkeypa
     def broken(*args, **kwargs):
         raise DatabaseError("history table unavailable")
 
-    monkeypatch.setattr(WorkflowRunAction.objects, "update_or_create", broken)
+    monkeypatch.setattr(WorkflowRunAction.objects, "bulk_create", broken)
     win(org, deal)
     drain()
     assert effects(deal) == (1, 1, 1)

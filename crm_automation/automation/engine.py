@@ -1,18 +1,26 @@
-"""Worker step 2: execute one run, step by step, durably and idempotently.
+"""Worker step 2: execute runs, many at once, durably and idempotently.
 
-1. Claim the run with a conditional UPDATE (a lease). Another worker holding a live lease
-   means "someone else is on it": return.
-2. Walk the actions of the run's immutable version. A step already recorded as finished is
-   not executed again; a step whose side effect exists (found by its (run, step) key) is
-   recorded from that effect instead of repeating it.
-3. Each action runs in its own transaction together with its history row; writing history
-   happens in a savepoint, so a failure to log never undoes or stops the action (invariant 7).
-4. Finish with a conditional UPDATE (started → final), which also moves the workflow's
-   counters exactly once, however often the run is delivered.
+Runs claimed together are advanced step by step as a group, so each kind of action writes
+the whole group's effects with one bulk statement. The work is cut into transactions
+("segments") that end where an external side effect must happen:
+
+1. Claim the runs with a conditional UPDATE that sets a lease (owner token + expiry). A run
+   whose live lease belongs to someone else is not ours: skip it.
+2. Walk every run's actions of its immutable version. A step whose history says it finished is
+   not executed again; on a redelivered run, a step whose effect exists (found by its
+   (run, step) key) is recorded from that effect instead of being repeated.
+3. Database-only steps commit together with their history rows, so an effect and its record
+   can never disagree. History is written in a savepoint: failing to log never undoes or stops
+   the work (invariant 7). An external step (email) commits its claimed outbox row, is
+   delivered after the commit, and its outcome is recorded in the next segment.
+4. Finishing moves started → final and the workflow's counters in one transaction, guarded by
+   the lease owner, so counters move exactly once however often a run is delivered.
 """
 
 import logging
 import time
+import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
@@ -22,151 +30,300 @@ from django.utils import timezone
 
 from crm_automation.automation import context
 from crm_automation.automation.actions import REGISTRY, ActionFailed, ExecutionContext
-from crm_automation.automation.models import (
-    RunStatus,
-    StepStatus,
-    Workflow,
-    WorkflowRun,
-    WorkflowRunAction,
-)
-from crm_automation.automation.triggers import caused_by
+from crm_automation.automation.models import RunStatus, StepStatus, Workflow, WorkflowRun, WorkflowRunAction
 
 logger = logging.getLogger(__name__)
 FINISHED_STEPS = {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED}
 
 
-def claim_run(run_id: int) -> bool:
+@dataclass
+class RunState:
+    run: WorkflowRun
+    record: object
+    template_context: dict
+    deadline: float
+    history: dict[int, WorkflowRunAction] = field(default_factory=dict)
+    position: int = 0
+    outcomes: list[str] = field(default_factory=list)
+    halted: str = ""
+    external: tuple | None = None  # (position, ctx, result) waiting for delivery after commit
+    finished: bool = False
+
+    @property
+    def steps(self) -> list[dict]:
+        return self.run.version.definition["actions"]
+
+    @property
+    def stop_on_error(self) -> bool:
+        return self.run.version.definition.get("error_handling") == "stop"
+
+
+class Segment:
+    """History rows written at the end of one transaction."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[RunState, int, str, dict]] = []
+
+    def record(self, state: RunState, position: int, status: str, *, result=None, error="",
+               ctx: ExecutionContext | None = None, started=None) -> None:
+        if status in FINISHED_STEPS:
+            state.outcomes.append(status)
+        if state.run.history_suppressed:
+            return
+        result = dict(result or {})
+        if ctx is not None and ctx.notes:
+            result["notes"] = ctx.notes
+        previous = state.history.get(position)
+        now = timezone.now()
+        values = {"action_type": state.steps[position]["type"], "status": status, "result": result,
+                  "error": error[:4000], "attempts": (previous.attempts if previous else 0) + 1,
+                  "started_at": started or (previous.started_at if previous else now),
+                  "finished_at": now if status in FINISHED_STEPS else None}
+        self.rows.append((state, position, status, values))
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        try:
+            with transaction.atomic():
+                new, changed = [], []
+                for state, position, _, values in self.rows:
+                    row = state.history.get(position)
+                    if row is None:
+                        row = WorkflowRunAction(run=state.run, position=position, **values)
+                        new.append(row)
+                    else:
+                        for key, value in values.items():
+                            setattr(row, key, value)
+                        changed.append(row)
+                    state.history[position] = row
+                WorkflowRunAction.objects.bulk_create(new)
+                if changed:
+                    WorkflowRunAction.objects.bulk_update(
+                        changed, ["status", "result", "error", "attempts", "started_at", "finished_at"])
+        except DatabaseError:
+            logger.exception("Could not write run history; the actions themselves are unaffected")
+            for state, position, _, _ in self.rows:
+                row = state.history.get(position)
+                if row is not None and row.pk is None:
+                    del state.history[position]
+        self.rows = []
+
+
+def claim_runs(run_ids: list[int]) -> tuple[str, list[WorkflowRun]]:
+    """Lease the runs that are free: unfinished, and never leased or with an expired lease."""
+    token = uuid.uuid4().hex
     now = timezone.now()
     lease = timedelta(seconds=settings.AUTOMATION["LEASE_SECONDS"])
-    return bool(
-        WorkflowRun.objects.filter(pk=run_id, status=RunStatus.STARTED)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_until=now + lease, attempts=F("attempts") + 1)
-    )
+    WorkflowRun.objects.filter(pk__in=run_ids, status=RunStatus.STARTED).filter(
+        Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+    ).update(lease_until=now + lease, lease_owner=token, attempts=F("attempts") + 1)
+    runs = list(WorkflowRun.objects.filter(pk__in=run_ids, lease_owner=token, status=RunStatus.STARTED)
+                .select_related("version", "event").order_by("pk"))
+    return token, runs
 
 
-def log_step(run: WorkflowRun, position: int, action_type: str, **values) -> None:
-    """Write one step's history row. Never raises: history must not block work."""
-    if run.history_suppressed:
-        return
+def claim_run(run_id: int) -> bool:
+    return bool(claim_runs([run_id])[1])
+
+
+def _load_states(runs: list[WorkflowRun]) -> list[RunState]:
+    events = [r.event for r in runs]
+    records = context.load_records(events)
+    slugs = context.stage_slugs(events)
+    history: dict[int, dict] = {}
+    retried = [r.pk for r in runs if r.attempts > 1 and not r.history_suppressed]
+    if retried:
+        for row in WorkflowRunAction.objects.filter(run_id__in=retried):
+            history.setdefault(row.run_id, {})[row.position] = row
+    now = time.monotonic()
+    states = []
+    for run in runs:
+        record = records.get(run.trigger_entity_id)
+        ctx = {} if record is None else context.full_context(run.event, record, context.trigger_dict(run.event, slugs))
+        states.append(RunState(run=run, record=record, template_context=ctx, history=history.get(run.pk, {}),
+                               deadline=now + run.version.definition.get("timeout_seconds", 60)))
+    return states
+
+
+def _context(state: RunState, position: int) -> ExecutionContext:
+    run = state.run
+    return ExecutionContext(run_id=run.pk, position=position, organization_id=run.organization_id,
+                            trigger_type=run.trigger_type, depth=run.event.depth,
+                            template_context=state.template_context, record=state.record)
+
+
+def _advance(state: RunState, ok: bool) -> None:
+    state.position += 1
+    if not ok and state.stop_on_error:
+        state.halted = f"skipped: action {state.position} failed and the workflow stops on errors"
+
+
+def _apply_group(action, items: list[tuple[RunState, ExecutionContext, object]], segment: Segment, started):
+    """Apply one action for many runs with bulk writes; if that fails, one by one, so a
+    single bad item fails its own step and nothing else."""
     try:
         with transaction.atomic():
-            WorkflowRunAction.objects.update_or_create(
-                run=run, position=position, defaults={"action_type": action_type, **values}
-            )
-    except DatabaseError:
-        logger.exception("Could not write history for run %s step %s", run.pk, position)
+            results = action.apply([(ctx, prepared) for _, ctx, prepared in items])
+        outcomes = [(state, ctx, True, result, "") for (state, ctx, _), result in zip(items, results, strict=True)]
+    except Exception:
+        outcomes = [_apply_one(action, *item) for item in items]
+    for state, ctx, ok, result, error in outcomes:
+        if ok and action.external:
+            state.external = (state.position, ctx, result)
+            segment.record(state, state.position, StepStatus.RUNNING, result=result, ctx=ctx, started=started)
+        else:
+            segment.record(state, state.position, StepStatus.COMPLETED if ok else StepStatus.FAILED,
+                           result=result, error=error, ctx=ctx, started=started)
+            _advance(state, ok)
 
 
-def _load_record(run: WorkflowRun):
-    return context.load_records([run.event]).get(run.trigger_entity_id)
-
-
-def execute_run(run_id: int) -> str | None:
-    """Execute (or resume) a run. Returns its final status, or None if not ours to run."""
-    if not claim_run(run_id):
-        return None
-    run = WorkflowRun.objects.select_related("version", "event").get(pk=run_id)
-    definition = run.version.definition
-    done = {a.position: a for a in run.actions.all()} if not run.history_suppressed else {}
-    record = _load_record(run)
-    slugs = context.stage_slugs([run.event])
-    template_context = (context.full_context(run.event, record, context.trigger_dict(run.event, slugs))
-                        if record is not None else {})
-    stop_on_error = definition.get("error_handling") == "stop"
-    deadline = time.monotonic() + definition.get("timeout_seconds", 60)
-    outcomes: list[str] = []
-    halted = ""
-
-    with caused_by(run.pk, run.event.depth):
-        for position, item in enumerate(definition["actions"]):
-            action_type = item["type"]
-            previous = done.get(position)
-            if previous is not None and previous.status in FINISHED_STEPS:
-                outcomes.append(previous.status)
-                continue
-            if halted:
-                log_step(run, position, action_type, status=StepStatus.SKIPPED, error=halted)
-                outcomes.append(StepStatus.SKIPPED)
-                continue
-            if record is None:
-                halted = f"the triggering {run.trigger_entity_type} no longer exists"
-            elif time.monotonic() > deadline:
-                halted = f"the workflow's timeout of {definition.get('timeout_seconds')}s was reached"
-            if halted:
-                log_step(run, position, action_type, status=StepStatus.SKIPPED, error=halted)
-                outcomes.append(StepStatus.SKIPPED)
-                continue
-            status = _run_step(run, position, action_type, item.get("config") or {}, record,
-                               template_context, previous)
-            outcomes.append(status)
-            if status == StepStatus.FAILED and stop_on_error:
-                halted = f"skipped: action {position + 1} failed and the workflow stops on errors"
-    return finish_run(run, outcomes, error=halted if record is None else "")
-
-
-def _run_step(run, position, action_type, config, record, template_context, previous) -> str:
-    action = REGISTRY[action_type]
-    ctx = ExecutionContext(run_id=run.pk, position=position, organization_id=run.organization_id,
-                           trigger_type=run.trigger_type, template_context=template_context,
-                           record=record)
-    started = timezone.now()
-    attempts = (previous.attempts if previous else 0) + 1
+def _apply_one(action, state, ctx, prepared):
     try:
         with transaction.atomic():
-            result = action.execute(config, ctx)
-            ok, error = True, ""
-            if action_type != "send_email":
-                _log_result(run, position, action_type, ok, result, error, ctx, started, attempts)
+            (result,) = action.apply([(ctx, prepared)])
+        return state, ctx, True, result, ""
     except ActionFailed as exc:
-        ok, result, error = False, {}, str(exc)
-    except Exception as exc:  # a bug or an outage: record it on the step, keep the run going
-        logger.exception("Action %s of run %s crashed", position, run.pk)
-        ok, result, error = False, {}, f"internal error: {type(exc).__name__}: {exc}"
-    else:
-        if action_type != "send_email":
-            return StepStatus.COMPLETED
-        ok, result, error = action.after_commit(result, ctx)
-    _log_result(run, position, action_type, ok, result, error, ctx, started, attempts)
-    return StepStatus.COMPLETED if ok else StepStatus.FAILED
+        return state, ctx, False, {}, str(exc)
+    except Exception as exc:  # a bug or an outage: record it on the step, keep the others going
+        logger.exception("Action %s of run %s crashed", ctx.position, ctx.run_id)
+        return state, ctx, False, {}, f"internal error: {type(exc).__name__}: {exc}"
 
 
-def _log_result(run, position, action_type, ok, result, error, ctx, started, attempts) -> None:
-    if ctx.notes:
-        result = {**result, "notes": ctx.notes}
-    log_step(run, position, action_type, status=StepStatus.COMPLETED if ok else StepStatus.FAILED,
-             result=result, error=error[:4000], attempts=attempts, started_at=started,
-             finished_at=timezone.now(), input={"template_notes": len(ctx.notes)})
+def _step_all(states: list[RunState], segment: Segment) -> None:
+    """Advance every runnable state by one step; repeat until all wait or are done."""
+    while True:
+        groups: dict[str, list] = {}
+        moved = False
+        for state in states:
+            if state.finished or state.external is not None or state.position >= len(state.steps):
+                continue
+            position = state.position
+            previous = state.history.get(position)
+            moved = True
+            if previous is not None and previous.status in FINISHED_STEPS:
+                state.outcomes.append(previous.status)
+                _advance(state, previous.status != StepStatus.FAILED)
+                continue
+            if not state.halted and state.record is None:
+                state.halted = f"the triggering {state.run.trigger_entity_type} no longer exists"
+            elif not state.halted and time.monotonic() > state.deadline:
+                timeout = state.run.version.definition.get("timeout_seconds")
+                state.halted = f"the workflow's timeout of {timeout}s was reached"
+            if state.halted:
+                segment.record(state, position, StepStatus.SKIPPED, error=state.halted)
+                state.position += 1
+                continue
+            groups.setdefault(state.steps[position]["type"], []).append(state)
+        if not moved:
+            return
+        for action_type, group in groups.items():
+            _run_group(REGISTRY[action_type], group, segment)
 
 
-def final_status(outcomes: list[str]) -> str:
-    failed = outcomes.count(StepStatus.FAILED) + outcomes.count(StepStatus.SKIPPED)
-    if failed == 0:
+def _run_group(action, group: list[RunState], segment: Segment) -> None:
+    started = timezone.now()
+    contexts = {state.run.pk: _context(state, state.position) for state in group}
+    retried = [contexts[s.run.pk].key for s in group if s.run.attempts > 1]
+    found = action.existing(retried) if retried else {}
+    items = []
+    for state in group:
+        ctx = contexts[state.run.pk]
+        if ctx.key in found:
+            ok, result, error = True, found[ctx.key], ""
+            if action.external:
+                ok, result, error = action.settle_existing(result)
+            segment.record(state, state.position, StepStatus.COMPLETED if ok else StepStatus.FAILED,
+                           result=result, error=error, started=started)
+            _advance(state, ok)
+            continue
+        try:
+            items.append((state, ctx, action.prepare(state.steps[state.position].get("config") or {}, ctx)))
+        except ActionFailed as exc:
+            segment.record(state, state.position, StepStatus.FAILED, error=str(exc), ctx=ctx, started=started)
+            _advance(state, False)
+    if items:
+        _apply_group(action, items, segment, started)
+
+
+def _deliver(states: list[RunState], segment: Segment) -> None:
+    waiting: dict[str, list[RunState]] = {}
+    for state in states:
+        if state.external is not None:
+            waiting.setdefault(state.steps[state.external[0]]["type"], []).append(state)
+    for action_type, group in waiting.items():
+        action = REGISTRY[action_type]
+        outcomes = action.deliver([(s.external[1], s.external[2]) for s in group])
+        for state, (ok, result, error) in zip(group, outcomes, strict=True):
+            position, ctx, _ = state.external
+            state.external = None
+            segment.record(state, position, StepStatus.COMPLETED if ok else StepStatus.FAILED,
+                           result=result, error=error, ctx=ctx)
+            _advance(state, ok)
+
+
+def final_status(outcomes: list[str], stop_on_error: bool) -> str:
+    """completed: every step did its job; partial: some failed and the workflow continues on
+    errors; failed: nothing was done, or it stopped on an error."""
+    if all(o == StepStatus.COMPLETED for o in outcomes):
         return RunStatus.COMPLETED
-    if outcomes.count(StepStatus.COMPLETED) == 0:
+    if stop_on_error or StepStatus.COMPLETED not in outcomes or StepStatus.SKIPPED in outcomes:
         return RunStatus.FAILED
-    if StepStatus.SKIPPED in outcomes:
-        return RunStatus.FAILED  # stopped on an error: the run did not do its job
     return RunStatus.PARTIAL
 
 
-@transaction.atomic
-def finish_run(run: WorkflowRun, outcomes: list[str], error: str = "") -> str | None:
-    status = final_status(outcomes)
+def _finish(states: list[RunState], token: str) -> dict[int, str]:
+    done = [s for s in states if not s.finished and s.external is None and s.position >= len(s.steps)]
+    if not done:
+        return {}
+    ids = list(WorkflowRun.objects.select_for_update().filter(
+        pk__in=[s.run.pk for s in done], status=RunStatus.STARTED, lease_owner=token).values_list("pk", flat=True))
     now = timezone.now()
-    duration = int((now - run.started_at).total_seconds() * 1000)
-    moved = WorkflowRun.objects.filter(pk=run.pk, status=RunStatus.STARTED).update(
-        status=status, finished_at=now, duration_ms=duration, lease_until=None, error=error
-    )
-    if not moved:
-        return None
-    success = status == RunStatus.COMPLETED
-    Workflow.objects.filter(pk=run.workflow_id).update(
-        run_count=F("run_count") + 1,
-        success_count=F("success_count") + (1 if success else 0),
-        failure_count=F("failure_count") + (0 if success else 1),
-        last_run_at=now,
-    )
-    if run.history_suppressed:
-        WorkflowRun.objects.filter(pk=run.pk).delete()
-    return status
+    finished, counters, suppressed = {}, {}, []
+    for state in done:
+        state.finished = True
+        if state.run.pk not in ids:
+            continue  # our lease expired and someone else finished it
+        run = state.run
+        run.status = final_status(state.outcomes, state.stop_on_error)
+        run.finished_at, run.lease_until = now, None
+        run.duration_ms = int((now - run.started_at).total_seconds() * 1000)
+        if state.record is None:
+            run.error = state.halted
+        finished[run.pk] = run.status
+        total, ok = counters.get(run.workflow_id, (0, 0))
+        counters[run.workflow_id] = (total + 1, ok + (run.status == RunStatus.COMPLETED))
+        if run.history_suppressed:
+            suppressed.append(run.pk)
+    WorkflowRun.objects.bulk_update([s.run for s in done if s.run.pk in finished],
+                                    ["status", "finished_at", "lease_until", "duration_ms", "error"])
+    for workflow_id, (total, ok) in counters.items():
+        Workflow.objects.filter(pk=workflow_id).update(
+            run_count=F("run_count") + total, success_count=F("success_count") + ok,
+            failure_count=F("failure_count") + (total - ok), last_run_at=now)
+    if suppressed:
+        WorkflowRun.objects.filter(pk__in=suppressed).delete()
+    return finished
+
+
+def execute_runs(run_ids: list[int]) -> dict[int, str]:
+    """Execute (or resume) runs. Returns {run id: final status} for the runs finished here."""
+    token, runs = claim_runs(run_ids)
+    if not runs:
+        return {}
+    states = _load_states(runs)
+    segment = Segment()
+    finished: dict[int, str] = {}
+    while True:
+        with transaction.atomic():
+            _step_all(states, segment)
+            segment.flush()
+            finished.update(_finish(states, token))
+        if not any(s.external is not None for s in states):
+            return finished
+        _deliver(states, segment)  # outside any transaction; outcomes are written by the next segment
+
+
+def execute_run(run_id: int) -> str | None:
+    """Execute (or resume) one run. Returns its final status, or None if not ours to run."""
+    return execute_runs([run_id]).get(run_id)

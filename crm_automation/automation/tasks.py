@@ -16,7 +16,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from crm_automation.automation.dispatch import claim_events, dispatch_events
-from crm_automation.automation.engine import execute_run
+from crm_automation.automation.engine import execute_runs
 from crm_automation.automation.models import AutomationEvent, RunStatus, WorkflowRun
 
 logger = logging.getLogger(__name__)
@@ -43,17 +43,17 @@ def drain_events(fan_out: bool = True) -> int:
         if fan_out and len(events) == batch_size:
             enqueue_drain()
             fan_out = False  # one helper per drain is enough; each helper fans out again
-        for run_id in dispatch_events(events):
-            if execute_run(run_id) is not None:
-                executed += 1
+        run_ids = dispatch_events(events)
+        if run_ids:
+            executed += len(execute_runs(run_ids))
         if time.monotonic() > stop_at:
             if fan_out:
                 enqueue_drain()
             return executed
 
 
-def execute_run_task(run_id: int) -> str | None:
-    return execute_run(run_id)
+def execute_runs_task(run_ids: list[int]) -> int:
+    return len(execute_runs(run_ids))
 
 
 def sweep(fan_out: bool = True) -> dict:
@@ -65,7 +65,7 @@ def sweep(fan_out: bool = True) -> dict:
         .filter(Q(lease_until__lt=now) | Q(lease_until__isnull=True, started_at__lt=now - lease))
         .order_by("pk").values_list("pk", flat=True)[:500]
     )
-    resumed = sum(1 for run_id in abandoned if execute_run(run_id) is not None)
+    resumed = len(execute_runs(abandoned)) if abandoned else 0
     pending = AutomationEvent.objects.filter(processed_at__isnull=True).exists()
     executed = drain_events(fan_out=fan_out) if pending else 0
     if resumed or executed:

@@ -1,7 +1,6 @@
 """Writes to CRM records. Each service is one transaction and fires the automation triggers."""
 
 import logging
-from datetime import timedelta
 from decimal import Decimal
 
 from django.core import mail
@@ -113,34 +112,49 @@ def leads_convert_bulk(*, organization_id: int, lead_ids: list) -> int:
 
 # --- Email outbox -----------------------------------------------------------------------------
 
-def email_deliver(*, email_id: int, stale_after: timedelta) -> EmailMessage:
-    """Send one queued email through Django's email backend, at most once.
+INTERRUPTED = "Delivery was interrupted; not re-sent to avoid a duplicate. Resend it if needed."
 
-    1. Claim it with a conditional UPDATE (queued → sending); if another worker got there
-       first, return the row as it is.
-    2. Send. 3. Record sent or failed.
-    A row left in `sending` past `stale_after` (its worker died mid-send) is marked failed,
-    never re-sent: we cannot know whether the provider accepted it, and a duplicate email to a
-    client is worse than an ops user pressing "resend".
-    """
-    now = timezone.now()
-    claimed = EmailMessage.objects.filter(pk=email_id, status=EmailMessage.Status.QUEUED).update(
-        status=EmailMessage.Status.SENDING, sending_since=now
-    )
-    if not claimed:
-        EmailMessage.objects.filter(
-            pk=email_id, status=EmailMessage.Status.SENDING, sending_since__lt=now - stale_after
-        ).update(status=EmailMessage.Status.FAILED,
-                 error="Delivery was interrupted; not re-sent to avoid a duplicate.")
-        return EmailMessage.objects.get(pk=email_id)
-    email = EmailMessage.objects.get(pk=email_id)
+
+def _send(email: EmailMessage, connection) -> None:
+    """Send one claimed email and record the outcome on the instance (not saved)."""
     try:
-        mail.EmailMessage(subject=email.subject, body=email.body, to=[email.to]).send()
+        mail.EmailMessage(subject=email.subject, body=email.body, to=[email.to], connection=connection).send()
     except Exception as exc:  # any provider error: record it, the run shows it
-        logger.warning("Email %s failed: %s", email_id, exc)
+        logger.warning("Email %s failed: %s", email.pk, exc)
         email.status, email.error = EmailMessage.Status.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
-        EmailMessage.objects.filter(pk=email_id).update(status=email.status, error=email.error)
-        return email
-    email.status, email.sent_at = EmailMessage.Status.SENT, timezone.now()
-    EmailMessage.objects.filter(pk=email_id).update(status=email.status, sent_at=email.sent_at)
-    return email
+    else:
+        email.status, email.sent_at = EmailMessage.Status.SENT, timezone.now()
+
+
+def emails_send_claimed(*, email_ids: list[int]) -> dict[int, EmailMessage]:
+    """Send emails already claimed (status `sending`, committed) over one provider connection.
+
+    Returns {id: email} with the final status. Rows in any other status are left alone.
+    """
+    emails = EmailMessage.objects.in_bulk(email_ids)
+    claimed = [e for e in emails.values() if e.status == EmailMessage.Status.SENDING]
+    if claimed:
+        connection = mail.get_connection()
+        for email in claimed:
+            _send(email, connection)
+        EmailMessage.objects.bulk_update(claimed, ["status", "sent_at", "error"])
+    return emails
+
+
+def email_mark_interrupted(*, email_id: int) -> EmailMessage:
+    """A claimed email whose sender died: we cannot know whether the provider accepted it, and
+    a duplicate email to a client is worse than an ops user pressing "resend"."""
+    EmailMessage.objects.filter(pk=email_id, status=EmailMessage.Status.SENDING).update(
+        status=EmailMessage.Status.FAILED, error=INTERRUPTED
+    )
+    return EmailMessage.objects.get(pk=email_id)
+
+
+def email_resend(*, email_id: int) -> EmailMessage:
+    """Send a failed or queued email (again), claiming it first so two clicks send it once."""
+    claimed = EmailMessage.objects.filter(
+        pk=email_id, status__in=[EmailMessage.Status.QUEUED, EmailMessage.Status.FAILED]
+    ).update(status=EmailMessage.Status.SENDING, sending_since=timezone.now(), error="")
+    if not claimed:
+        return EmailMessage.objects.get(pk=email_id)
+    return emails_send_claimed(email_ids=[email_id])[email_id]

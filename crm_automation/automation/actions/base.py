@@ -14,6 +14,7 @@ class ExecutionContext:
     position: int
     organization_id: int
     trigger_type: str
+    depth: int  # depth of the triggering event (the loop guard's counter)
     template_context: dict
     record: object  # the triggering Deal or Lead
     notes: list[str] = field(default_factory=list)
@@ -32,8 +33,14 @@ class ExecutionContext:
 
 
 class Action:
+    """One kind of step. The engine runs steps of many runs together, so an action works in
+    three parts: `prepare` one item (render and check, no writes), `apply` a list of prepared
+    items with bulk writes, and `existing` to find effects already made under the same keys
+    (a redelivered run). External actions also `deliver` after the transaction commits."""
+
     type: str = ""
     label: str = ""
+    external = False
     required: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
     templated: tuple[str, ...] = ()
@@ -63,9 +70,17 @@ class Action:
                     errors.append((f"config.{name}", f"{{{{{path}}}}} is not a field this trigger provides"))
         return errors
 
-    def execute(self, config: dict, ctx: ExecutionContext) -> dict:
+    def prepare(self, config: dict, ctx: ExecutionContext):
         raise NotImplementedError
 
-    def after_commit(self, result: dict, ctx: ExecutionContext) -> tuple[bool, dict, str]:
-        """Work that must happen outside the transaction (e.g. talking to a mail provider)."""
-        return True, result, ""
+    def apply(self, items: list[tuple[ExecutionContext, object]]) -> list[dict]:
+        """Write the prepared items; return one result per item, in order."""
+        raise NotImplementedError
+
+    def existing(self, keys: list[str]) -> dict[str, dict]:
+        """Results of effects already made under these keys."""
+        raise NotImplementedError
+
+    def deliver(self, items: list[tuple[ExecutionContext, dict]]) -> list[tuple[bool, dict, str]]:
+        """External work after commit: (ok, result, error) per item."""
+        return [(True, result, "") for _, result in items]

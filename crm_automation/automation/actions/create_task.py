@@ -9,8 +9,12 @@ from crm_automation.crm.models import Deal, Lead, Membership, Task
 OWNER = "owner"
 
 
-def _owner_of(record):
-    return getattr(record, "owner", None)
+def linked_deal(record):
+    return record if isinstance(record, Deal) else getattr(record, "converted_deal", None)
+
+
+def linked_lead(record):
+    return record if isinstance(record, Lead) else None
 
 
 class CreateTask(Action):
@@ -34,8 +38,7 @@ class CreateTask(Action):
         if assignee not in (None, "", OWNER) and not Membership.objects.filter(
             organization_id=organization_id, user__username=assignee
         ).exists():
-            errors.append(("config.assignee",
-                               f"'{assignee}' is not a member of this organization (or use 'owner')"))
+            errors.append(("config.assignee", f"'{assignee}' is not a member of this organization (or use 'owner')"))
         return errors
 
     def _assignee(self, config, ctx: ExecutionContext):
@@ -43,7 +46,7 @@ class CreateTask(Action):
         if not assignee:
             return None
         if assignee == OWNER:
-            return _owner_of(ctx.record)
+            return getattr(ctx.record, "owner", None)
         user = get_user_model().objects.filter(
             username=assignee, memberships__organization_id=ctx.organization_id
         ).first()
@@ -51,25 +54,32 @@ class CreateTask(Action):
             raise ActionFailed(f"assignee '{assignee}' is no longer a member of this organization")
         return user
 
-    def execute(self, config, ctx):
-        existing = Task.objects.filter(automation_key=ctx.key).first()
-        if existing is not None:
-            return {"task_id": existing.pk, "title": existing.title, "repeated_delivery": True}
+    def prepare(self, config, ctx):
         title = ctx.render("title", config["title"]).strip()
         if not title:
             raise ActionFailed("the task title rendered empty")
         due = config.get("due_in_days")
-        record = ctx.record
-        task = Task.objects.create(
+        return Task(
             organization_id=ctx.organization_id,
             title=title[:300],
             description=ctx.render("description", config.get("description", "")),
             due_date=None if due is None else timezone.localdate() + timedelta(days=due),
             priority=config.get("priority") or Task.Priority.NORMAL,
             assignee=self._assignee(config, ctx),
-            deal=record if isinstance(record, Deal) else getattr(record, "converted_deal", None),
-            lead=record if isinstance(record, Lead) else None,
+            deal=linked_deal(ctx.record),
+            lead=linked_lead(ctx.record),
             automation_key=ctx.key,
         )
+
+    @staticmethod
+    def _result(task: Task) -> dict:
         return {"task_id": task.pk, "title": task.title,
-                "assignee": task.assignee.username if task.assignee else None}
+                "assignee": task.assignee.username if task.assignee_id else None}
+
+    def apply(self, items):
+        tasks = Task.objects.bulk_create([task for _, task in items])
+        return [self._result(task) for task in tasks]
+
+    def existing(self, keys):
+        tasks = Task.objects.filter(automation_key__in=keys).select_related("assignee")
+        return {t.automation_key: {**self._result(t), "repeated_delivery": True} for t in tasks}

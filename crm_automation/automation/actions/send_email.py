@@ -1,17 +1,21 @@
-from datetime import timedelta
-
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from django.utils import timezone
 
 from crm_automation.automation.actions.base import Action, ActionFailed, ExecutionContext
-from crm_automation.crm.models import Deal, EmailMessage, Lead
-from crm_automation.crm.services import email_deliver
+from crm_automation.automation.actions.create_task import linked_deal, linked_lead
+from crm_automation.crm.models import EmailMessage
+from crm_automation.crm.services import email_mark_interrupted, emails_send_claimed
 
 
 class SendEmail(Action):
+    """Writes an outbox row already claimed for sending (committed with the run's other
+    steps), then sends it after commit. A crash between the two leaves the row in `sending`,
+    which is reported as interrupted and never re-sent (at most once, see email_deliver)."""
+
     type = "send_email"
     label = "Send email"
+    external = True
     required = ("to", "subject")
     optional = ("body",)
     templated = ("to", "subject", "body")
@@ -26,30 +30,53 @@ class SendEmail(Action):
                 errors.append(("config.to", f"'{to}' is not an email address"))
         return errors
 
-    def execute(self, config, ctx: ExecutionContext) -> dict:
-        existing = EmailMessage.objects.filter(automation_key=ctx.key).first()
-        if existing is None:
-            to = ctx.render("to", config["to"]).strip()
-            try:
-                validate_email(to)
-            except ValidationError:
-                raise ActionFailed(f"recipient {to!r} is not an email address") from None
-            record = ctx.record
-            existing = EmailMessage.objects.create(
-                organization_id=ctx.organization_id,
-                to=to,
-                subject=ctx.render("subject", config["subject"])[:300],
-                body=ctx.render("body", config.get("body", "")),
-                deal=record if isinstance(record, Deal) else getattr(record, "converted_deal", None),
-                lead=record if isinstance(record, Lead) else None,
-                automation_key=ctx.key,
-            )
-        return {"email_id": existing.pk, "to": existing.to, "subject": existing.subject}
+    def prepare(self, config, ctx: ExecutionContext):
+        to = ctx.render("to", config["to"]).strip()
+        try:
+            validate_email(to)
+        except ValidationError:
+            raise ActionFailed(f"recipient {to!r} is not an email address") from None
+        return EmailMessage(
+            organization_id=ctx.organization_id, to=to,
+            subject=ctx.render("subject", config["subject"])[:300],
+            body=ctx.render("body", config.get("body", "")),
+            deal=linked_deal(ctx.record), lead=linked_lead(ctx.record),
+            status=EmailMessage.Status.SENDING, sending_since=timezone.now(), automation_key=ctx.key,
+        )
 
-    def after_commit(self, result, ctx):
-        stale = timedelta(seconds=settings.AUTOMATION["LEASE_SECONDS"])
-        email = email_deliver(email_id=result["email_id"], stale_after=stale)
-        result = {**result, "delivery": email.status}
-        if email.status == EmailMessage.Status.FAILED:
-            return False, result, f"email could not be sent: {email.error}"
-        return True, result, ""
+    @staticmethod
+    def _result(email: EmailMessage) -> dict:
+        return {"email_id": email.pk, "to": email.to, "subject": email.subject}
+
+    def apply(self, items):
+        return [self._result(e) for e in EmailMessage.objects.bulk_create([email for _, email in items])]
+
+    def existing(self, keys):
+        found = {}
+        for email in EmailMessage.objects.filter(automation_key__in=keys):
+            found[email.automation_key] = {**self._result(email), "repeated_delivery": True,
+                                           "delivery": email.status, "error": email.error}
+        return found
+
+    def deliver(self, items):
+        ids = [result["email_id"] for _, result in items]
+        emails = emails_send_claimed(email_ids=ids)
+        outcomes = []
+        for _, result in items:
+            email = emails[result["email_id"]]
+            result = {k: v for k, v in result.items() if k != "error"} | {"delivery": email.status}
+            if email.status == EmailMessage.Status.SENT:
+                outcomes.append((True, result, ""))
+            else:
+                outcomes.append((False, result, f"email could not be sent: {email.error}"))
+        return outcomes
+
+    def settle_existing(self, result: dict) -> tuple[bool, dict, str]:
+        """A redelivered run found this step's email: report it, never send it twice."""
+        email = EmailMessage.objects.get(pk=result["email_id"])
+        if email.status == EmailMessage.Status.SENDING:
+            email = email_mark_interrupted(email_id=email.pk)
+        result = {k: v for k, v in result.items() if k != "error"} | {"delivery": email.status}
+        if email.status == EmailMessage.Status.SENT:
+            return True, result, ""
+        return False, result, f"email could not be sent: {email.error}"

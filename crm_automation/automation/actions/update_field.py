@@ -1,12 +1,15 @@
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from django.utils import timezone
 
 from crm_automation.automation import catalog
 from crm_automation.automation.actions.base import Action, ActionFailed, ExecutionContext
 from crm_automation.automation.models import FieldChange
+from crm_automation.automation.triggers import caused_by
 from crm_automation.crm.models import Deal, Lead, Stage
 from crm_automation.crm.services import deal_move_to_stage
 
@@ -99,11 +102,7 @@ class UpdateField(Action):
             errors.append(("config.value", str(exc)))
         return errors
 
-    def execute(self, config, ctx: ExecutionContext) -> dict:
-        done = FieldChange.objects.filter(automation_key=ctx.key).first()
-        if done is not None:
-            return {"field": done.field, "old": done.old_value, "new": done.new_value,
-                    "repeated_delivery": True}
+    def prepare(self, config, ctx: ExecutionContext):
         entity, name = _target(ctx.trigger_type, str(config["field"]))
         kind = catalog.UPDATABLE_FIELDS[entity][name]
         record = ctx.record
@@ -118,19 +117,61 @@ class UpdateField(Action):
             value = coerce(kind, raw, organization_id=ctx.organization_id)
         except ValueError as exc:
             raise ActionFailed(f"{name}: {exc}") from None
-        # Lock the row so two workflows updating the same record do not interleave.
-        model = Deal if entity == "deal" else Lead
-        record = model.objects.select_for_update().get(pk=record.pk)
-        old = getattr(record, name)
-        if kind == "stage":
-            old = record.stage.slug
-            deal_move_to_stage(deal=record, stage=value)
-        else:
-            setattr(record, name, value)
-            record.save(update_fields=[name, "updated_at"])
-        FieldChange.objects.create(
-            organization_id=ctx.organization_id, entity_type=entity, entity_id=record.pk, field=name,
-            old_value=_as_json(old), new_value=_as_json(value), run_id=ctx.run_id,
-            automation_key=ctx.key,
-        )
-        return {"field": f"{entity}.{name}", "old": _as_json(old), "new": _as_json(value)}
+        return Change(model=Deal if entity == "deal" else Lead, pk=record.pk, entity=entity, name=name,
+                      kind=kind, value=value)
+
+    def apply(self, items):
+        """Lock every touched row (in primary-key order, so two workers cannot deadlock), apply
+        the changes in order (two changes to one record behave as if made one after the other),
+        then write each model's rows back with one UPDATE per field set."""
+        locked = {}
+        for model in {change.model for _, change in items}:
+            pks = sorted({c.pk for _, c in items if c.model is model})
+            for row in model.objects.select_for_update().filter(pk__in=pks).select_related(
+                    *(["stage"] if model is Deal else [])).order_by("pk"):
+                locked[(model, row.pk)] = row
+        results, audit, dirty = [], [], {}
+        for ctx, change in items:
+            row = locked.get((change.model, change.pk))
+            if row is None:
+                raise ActionFailed(f"the {change.entity} no longer exists")
+            if change.kind == "stage":
+                old = row.stage.slug
+                with caused_by(ctx.run_id, ctx.depth):  # the move fires an event: mark its cause
+                    deal_move_to_stage(deal=row, stage=change.value)
+            else:
+                old = getattr(row, change.name)
+                setattr(row, change.name, change.value)
+                dirty.setdefault(change.model, {}).setdefault(row.pk, set()).add(change.name)
+            audit.append(FieldChange(
+                organization_id=ctx.organization_id, entity_type=change.entity, entity_id=row.pk,
+                field=change.name, old_value=_as_json(old), new_value=_as_json(change.value),
+                run_id=ctx.run_id, automation_key=ctx.key))
+            results.append({"field": f"{change.entity}.{change.name}", "old": _as_json(old),
+                            "new": _as_json(change.value)})
+        now = timezone.now()
+        for model, rows in dirty.items():
+            by_fields = {}
+            for pk, names in rows.items():
+                by_fields.setdefault(tuple(sorted(names)), []).append(locked[(model, pk)])
+            for names, objs in by_fields.items():
+                for obj in objs:
+                    obj.updated_at = now
+                model.objects.bulk_update(objs, [*names, "updated_at"])
+        FieldChange.objects.bulk_create(audit)
+        return results
+
+    def existing(self, keys):
+        return {c.automation_key: {"field": f"{c.entity_type}.{c.field}", "old": c.old_value, "new": c.new_value,
+                                   "repeated_delivery": True}
+                for c in FieldChange.objects.filter(automation_key__in=keys)}
+
+
+@dataclass
+class Change:
+    model: type
+    pk: object
+    entity: str
+    name: str
+    kind: str
+    value: object
