@@ -82,31 +82,25 @@ class Segment:
         self.rows.append((state, position, status, values))
 
     def flush(self) -> None:
+        """Write this segment's history rows: new ones in one INSERT; a step recorded again
+        (an email moving from running to completed) replaces its row (one DELETE, one INSERT)."""
         if not self.rows:
             return
         try:
             with transaction.atomic():
-                new, changed = [], []
-                for state, position, _, values in self.rows:
-                    row = state.history.get(position)
-                    if row is None:
-                        row = WorkflowRunAction(run=state.run, position=position, **values)
-                        new.append(row)
-                    else:
-                        for key, value in values.items():
-                            setattr(row, key, value)
-                        changed.append(row)
+                latest = {(state.run.pk, position): (state, position, values)
+                          for state, position, _, values in self.rows}
+                replaced = [state.history[pos].pk for state, pos, _ in latest.values()
+                            if pos in state.history and state.history[pos].pk]
+                if replaced:
+                    WorkflowRunAction.objects.filter(pk__in=replaced).delete()
+                rows = [WorkflowRunAction(run=state.run, position=position, **values)
+                        for state, position, values in latest.values()]
+                WorkflowRunAction.objects.bulk_create(rows)
+                for row, (state, position, _) in zip(rows, latest.values(), strict=True):
                     state.history[position] = row
-                WorkflowRunAction.objects.bulk_create(new)
-                if changed:
-                    WorkflowRunAction.objects.bulk_update(
-                        changed, ["status", "result", "error", "attempts", "started_at", "finished_at"])
         except DatabaseError:
             logger.exception("Could not write run history; the actions themselves are unaffected")
-            for state, position, _, _ in self.rows:
-                row = state.history.get(position)
-                if row is not None and row.pk is None:
-                    del state.history[position]
         self.rows = []
 
 
@@ -279,7 +273,7 @@ def _finish(states: list[RunState], token: str) -> dict[int, str]:
     ids = list(WorkflowRun.objects.select_for_update().filter(
         pk__in=[s.run.pk for s in done], status=RunStatus.STARTED, lease_owner=token).values_list("pk", flat=True))
     now = timezone.now()
-    finished, counters, suppressed = {}, {}, []
+    finished, counters, suppressed, by_status = {}, {}, [], {}
     for state in done:
         state.finished = True
         if state.run.pk not in ids:
@@ -287,16 +281,17 @@ def _finish(states: list[RunState], token: str) -> dict[int, str]:
         run = state.run
         run.status = final_status(state.outcomes, state.stop_on_error)
         run.finished_at, run.lease_until = now, None
-        run.duration_ms = int((now - run.started_at).total_seconds() * 1000)
+        finished[run.pk] = run.status
+        by_status.setdefault(run.status, []).append(run.pk)
         if state.record is None:
             run.error = state.halted
-        finished[run.pk] = run.status
+            WorkflowRun.objects.filter(pk=run.pk).update(error=run.error)
         total, ok = counters.get(run.workflow_id, (0, 0))
         counters[run.workflow_id] = (total + 1, ok + (run.status == RunStatus.COMPLETED))
         if run.history_suppressed:
             suppressed.append(run.pk)
-    WorkflowRun.objects.bulk_update([s.run for s in done if s.run.pk in finished],
-                                    ["status", "finished_at", "lease_until", "duration_ms", "error"])
+    for status, run_ids in by_status.items():
+        WorkflowRun.objects.filter(pk__in=run_ids).update(status=status, finished_at=now, lease_until=None)
     for workflow_id, (total, ok) in counters.items():
         Workflow.objects.filter(pk=workflow_id).update(
             run_count=F("run_count") + total, success_count=F("success_count") + ok,

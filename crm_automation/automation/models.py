@@ -210,7 +210,6 @@ class WorkflowRun(models.Model):
     lease_owner = models.CharField(max_length=32, blank=True, editable=False)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    duration_ms = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         db_table = "workflow_runs"
@@ -226,6 +225,12 @@ class WorkflowRun(models.Model):
 
     def __str__(self) -> str:
         return f"Run {self.pk} of {self.workflow_id} ({self.status})"
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.finished_at is None or self.started_at is None:
+            return None
+        return int((self.finished_at - self.started_at).total_seconds() * 1000)
 
 
 class StepStatus(models.TextChoices):

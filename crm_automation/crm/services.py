@@ -6,6 +6,7 @@ from decimal import Decimal
 from django.core import mail
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from crm_automation.crm import changes
@@ -55,11 +56,11 @@ def lead_convert(*, lead: Lead, stage: Stage | None = None, amount: Decimal = De
     first, last = _split_name(lead.name)
     contact = Contact.objects.create(
         organization_id=lead.organization_id, first_name=first, last_name=last,
-        email=lead.email, company=lead.company,
+        email=lead.email, company=lead.company, source_lead=lead,
     )
     deal = Deal.objects.create(
         organization_id=lead.organization_id, title=lead.company or lead.name, amount=amount,
-        stage=stage, contact=contact, owner_id=lead.owner_id,
+        stage=stage, contact=contact, owner_id=lead.owner_id, source_lead=lead,
     )
     lead.converted_at = timezone.now()
     lead.converted_contact = contact
@@ -88,20 +89,23 @@ def leads_convert_bulk(*, organization_id: int, lead_ids: list) -> int:
     for lead in leads:
         first, last = _split_name(lead.name)
         contacts.append(Contact(organization_id=organization_id, first_name=first, last_name=last,
-                                email=lead.email, company=lead.company))
-    contacts = Contact.objects.bulk_create(contacts, batch_size=500)
+                                email=lead.email, company=lead.company, source_lead_id=lead.pk))
+    contacts = Contact.objects.bulk_create(contacts, batch_size=1000)
     deals = [
         Deal(organization_id=organization_id, title=lead.company or lead.name, stage=stage,
-             contact=contact, owner_id=lead.owner_id)
+             contact=contact, owner_id=lead.owner_id, source_lead_id=lead.pk)
         for lead, contact in zip(leads, contacts, strict=True)
     ]
-    Deal.objects.bulk_create(deals, batch_size=500)
-    for lead, contact, deal in zip(leads, contacts, deals, strict=True):
-        lead.converted_at, lead.converted_contact, lead.converted_deal = now, contact, deal
-        lead.status = Lead.Status.CONVERTED
-    Lead.objects.bulk_update(
-        leads, ["converted_at", "converted_contact", "converted_deal", "status"], batch_size=500
+    Deal.objects.bulk_create(deals, batch_size=1000)
+    # One set-based UPDATE links every lead to what it became (bulk_update's per-row CASE
+    # took seconds for thousands of leads).
+    Lead.objects.filter(pk__in=[lead.pk for lead in leads]).update(
+        converted_at=now, status=Lead.Status.CONVERTED,
+        converted_contact=Subquery(Contact.objects.filter(source_lead=OuterRef("pk")).values("pk")[:1]),
+        converted_deal=Subquery(Deal.objects.filter(source_lead=OuterRef("pk")).values("pk")[:1]),
     )
+    for lead, deal in zip(leads, deals, strict=True):
+        lead.converted_deal_id = deal.pk
     found = [
         changes.RecordChange(changes.DEAL_CREATED, organization_id, "deal", d.pk, {"to_stage_id": stage.pk})
         for d in deals
@@ -123,7 +127,7 @@ def _send(email: EmailMessage, connection) -> None:
         logger.warning("Email %s failed: %s", email.pk, exc)
         email.status, email.error = EmailMessage.Status.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
     else:
-        email.status, email.sent_at = EmailMessage.Status.SENT, timezone.now()
+        email.status = EmailMessage.Status.SENT
 
 
 def emails_send_claimed(*, email_ids: list[int]) -> dict[int, EmailMessage]:
@@ -133,11 +137,19 @@ def emails_send_claimed(*, email_ids: list[int]) -> dict[int, EmailMessage]:
     """
     emails = EmailMessage.objects.in_bulk(email_ids)
     claimed = [e for e in emails.values() if e.status == EmailMessage.Status.SENDING]
-    if claimed:
-        connection = mail.get_connection()
-        for email in claimed:
-            _send(email, connection)
-        EmailMessage.objects.bulk_update(claimed, ["status", "sent_at", "error"])
+    if not claimed:
+        return emails
+    connection = mail.get_connection()
+    for email in claimed:
+        _send(email, connection)
+    now = timezone.now()
+    sent = [e.pk for e in claimed if e.status == EmailMessage.Status.SENT]
+    EmailMessage.objects.filter(pk__in=sent).update(status=EmailMessage.Status.SENT, sent_at=now)
+    for email in claimed:
+        if email.status == EmailMessage.Status.SENT:
+            email.sent_at = now
+        else:
+            EmailMessage.objects.filter(pk=email.pk).update(status=email.status, error=email.error)
     return emails
 
 

@@ -149,15 +149,17 @@ class UpdateField(Action):
                 run_id=ctx.run_id, automation_key=ctx.key))
             results.append({"field": f"{change.entity}.{change.name}", "old": _as_json(old),
                             "new": _as_json(change.value)})
+        # Rows that end with the same new values (the usual case: a constant in the config)
+        # share one UPDATE ... WHERE pk IN (...).
         now = timezone.now()
         for model, rows in dirty.items():
-            by_fields = {}
+            by_values: dict[tuple, list] = {}
             for pk, names in rows.items():
-                by_fields.setdefault(tuple(sorted(names)), []).append(locked[(model, pk)])
-            for names, objs in by_fields.items():
-                for obj in objs:
-                    obj.updated_at = now
-                model.objects.bulk_update(objs, [*names, "updated_at"])
+                row = locked[(model, pk)]
+                values = tuple(sorted((name, getattr(row, name)) for name in names))
+                by_values.setdefault(values, []).append(pk)
+            for values, pks in by_values.items():
+                model.objects.filter(pk__in=pks).update(**dict(values), updated_at=now)
         FieldChange.objects.bulk_create(audit)
         return results
 

@@ -37,7 +37,7 @@ class WorkflowRunAdmin(ReadOnlyOrgScopedAdmin):
     ordering = ("-started_at", "-id")
     inlines = [RunActionInline]
     fields = ("workflow", "version", "event", "trigger_type", "trigger_entity_type", "entity", "status",
-              "metadata", "error", "attempts", "started_at", "finished_at", "duration_ms")
+              "metadata", "error", "attempts", "started_at", "finished_at", "duration")
     readonly_fields = fields
 
     def get_queryset(self, request):
@@ -52,7 +52,7 @@ class WorkflowRunAdmin(ReadOnlyOrgScopedAdmin):
     def entity(self, obj) -> str:
         return entity_link(obj.trigger_entity_type, obj.trigger_entity_id)
 
-    @admin.display(description="Duration", ordering="duration_ms")
+    @admin.display(description="Duration")
     def duration(self, obj) -> str:
         return "-" if obj.duration_ms is None else f"{obj.duration_ms} ms"
 
