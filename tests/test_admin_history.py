@@ -96,3 +96,21 @@ def test_email_outbox_and_tasks_are_listed(client, org, deal, owner):
     client.force_login(owner)
     assert "ada@example.com" in client.get(reverse("admin:crm_emailmessage_changelist")).content.decode()
     assert "Kick off Website" in client.get(reverse("admin:crm_task_changelist")).content.decode()
+
+
+def test_a_failed_email_can_be_sent_again_from_the_outbox(client, org, deal, owner, monkeypatch):
+    from django.core import mail
+
+    from crm_automation.crm.models import EmailMessage
+
+    make_workflow(org)
+    monkeypatch.setattr("django.core.mail.EmailMessage.send", lambda *a, **k: (_ for _ in ()).throw(OSError("down")))
+    won(org, deal)
+    monkeypatch.undo()
+    email = EmailMessage.objects.get()
+    assert email.status == "failed"
+    client.force_login(owner)
+    response = client.post(reverse("admin:crm_emailmessage_changelist"),
+                           {"action": "resend", "_selected_action": [email.pk]}, follow=True)
+    assert "Sent 1 email(s) again" in response.content.decode()
+    assert EmailMessage.objects.get().status == "sent" and len(mail.outbox) == 1

@@ -141,3 +141,18 @@ def test_enterprise_has_no_quota(org, deal):
     deal_move_to_stage(deal=deal, stage=stage(org, "won"))
     drain()
     assert WorkflowRun.objects.count() == 1
+
+
+def test_deal_created_and_lead_created_triggers_run(org, owner):
+    from crm_automation.crm.models import Deal, Lead, Task
+
+    make_workflow(org, name="new deal", trigger_type="deal_created", trigger_config={"to_stage": "new"},
+                  actions=[{"type": "create_task", "config": {"title": "Qualify {{deal.title}}"}}])
+    make_workflow(org, name="new lead", trigger_type="lead_created", trigger_config={},
+                  actions=[{"type": "create_task", "config": {"title": "Call {{lead.name}}"}}])
+    Deal.objects.create(organization=org, title="Fresh", stage=stage(org, "new"))
+    Deal.objects.create(organization=org, title="Late", stage=stage(org, "proposal"))
+    Lead.objects.create(organization=org, name="Linus")
+    assert drain() == 2
+    assert sorted(Task.objects.values_list("title", flat=True)) == ["Call Linus", "Qualify Fresh"]
+    assert WorkflowDecision.objects.filter(outcome="stage_filter").count() == 1

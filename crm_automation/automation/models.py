@@ -217,6 +217,7 @@ class WorkflowRun(models.Model):
         constraints = [models.UniqueConstraint(fields=["event", "workflow"], name="uniq_run_per_event_workflow")]
         indexes = [
             models.Index(fields=["organization", "-started_at", "-id"]),
+            models.Index(fields=["-started_at", "-id"], name="run_recent_idx"),
             models.Index(fields=["workflow", "-started_at"]),
             models.Index(fields=["trigger_entity_id"]),
             models.Index(fields=["started_at"], name="run_unfinished_idx",

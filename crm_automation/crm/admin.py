@@ -14,7 +14,7 @@ from crm_automation.crm.models import (
     Task,
 )
 from crm_automation.crm.selectors import user_has_role
-from crm_automation.crm.services import leads_convert_bulk
+from crm_automation.crm.services import email_resend, leads_convert_bulk
 
 RUNS_SHOWN = 20
 
@@ -157,6 +157,18 @@ class EmailMessageAdmin(OrgScopedAdmin):
     list_select_related = ("organization",)
     readonly_fields = ("status", "sent_at", "error", "automation_key", "deal", "lead")
     show_full_result_count = False
+    actions = ["resend"]
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False  # the outbox is a log
+
+    @admin.action(description="Send selected failed emails again")
+    def resend(self, request, queryset) -> None:
+        sent, skipped = 0, 0
+        for email in queryset.filter(status=EmailMessage.Status.FAILED):
+            if not user_has_role(request.user, email.organization_id, "ops"):
+                skipped += 1
+                continue
+            sent += email_resend(email_id=email.pk).status == EmailMessage.Status.SENT
+        self.message_user(request, f"Sent {sent} email(s) again; {skipped} skipped (not yours to send).",
+                          messages.SUCCESS if sent else messages.WARNING)
