@@ -7,7 +7,8 @@
     against the same save with automation switched off (receiver disconnected);
 (b) throughput: 5,000 stage changes → time until every run (3 actions, fully logged) completes;
 (c) bulk: 5,000 leads converted in one operation → time until all their runs complete;
-(d) latency: trigger → run completed, p50 and p99, at light load.
+(d) latency: trigger → run completed, p50 and p99, at light load;
+(e) admin: the run list and a run's page with 1,000,000 runs in the table (--only e).
 
 It creates (and drops) its own database, BENCH_DATABASE_URL, default
 postgres://postgres@127.0.0.1:5432/crm_bench, and starts a real `qcluster` for (b)–(d).
@@ -214,14 +215,65 @@ def bench_latency(samples: int = 60, gap: float = 0.25) -> None:
           f"   max {max(latencies) * 1000:.0f} ms")
 
 
+def bench_admin_million(total: int = 1_000_000) -> None:
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from crm_automation.crm.models import Membership
+
+    org, stages = make_org("million")
+    add_workflows(org, 1)
+    deal = make_deals(org, stages, 1)[0]
+    wf = org.workflows.get()
+    t0 = time.perf_counter()
+    with connection.cursor() as c:
+        c.execute("""INSERT INTO automation_automationevent
+                     (organization_id, kind, entity_type, entity_id, payload, depth, created_at, processed_at)
+                     SELECT %s, 'deal_stage_change', 'deal', %s, '{}', 0, now() - g * interval '1 second', now()
+                     FROM generate_series(1, %s) g""", [org.pk, deal.pk, total])
+        c.execute("""INSERT INTO workflow_runs (organization_id, workflow_id, version_id, event_id, trigger_type,
+                     trigger_entity_type, trigger_entity_id, status, metadata, error, history_suppressed, attempts,
+                     lease_owner, started_at, finished_at)
+                     SELECT e.organization_id, %s, %s, e.id, e.kind, 'deal', e.entity_id, 'completed',
+                     '{"to_stage": "won"}', '', false, 1, '', e.created_at, e.created_at + interval '40 ms'
+                     FROM automation_automationevent e WHERE e.organization_id = %s""",
+                  [wf.pk, wf.current_version_id, org.pk])
+        c.execute("ANALYZE workflow_runs")
+    print(f"\n(e) admin with {total:,} runs (inserted in {time.perf_counter() - t0:.1f} s)")
+    admin_user = get_user_model().objects.create_user("bench-admin", is_staff=True, password="x")
+    Membership.objects.create(user=admin_user, organization=org, role="admin")
+    root = get_user_model().objects.create_superuser("bench-root", password="x")
+    run_id = WorkflowRun.objects.filter(organization=org).order_by("-started_at").values_list("pk", flat=True)[0]
+    for label, user in (("org admin", admin_user), ("superuser", root)):
+        client = Client()
+        client.force_login(user)
+        for name, url in (("run list", "/admin/automation/workflowrun/"),
+                          ("list, status filter", "/admin/automation/workflowrun/?status__exact=completed"),
+                          ("run page", f"/admin/automation/workflowrun/{run_id}/change/")):
+            client.get(url)
+            times = []
+            for _ in range(5):
+                with CaptureQueriesContext(connection) as queries:
+                    t = time.perf_counter()
+                    response = client.get(url)
+                    times.append(time.perf_counter() - t)
+            assert response.status_code == 200, response.status_code
+            print(f"    {label:<10} {name:<20} median {statistics.median(times) * 1000:6.0f} ms"
+                  f"   {len(queries)} queries")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="a,b,c,d")
+    parser.add_argument("--only", default="a,b,c,d", help="any of a,b,c,d,e (e: admin with 1M runs)")
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=int(os.environ.get("Q_WORKERS", "2")))
     args = parser.parse_args()
     only = set(args.only.split(","))
     print(f"PostgreSQL {DB_URL}; {os.cpu_count()} cores; Q_WORKERS={args.workers}")
+    if "e" in only:
+        bench_admin_million()
     if "a" in only:
         bench_save_overhead()
     if "b" in only:

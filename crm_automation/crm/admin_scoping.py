@@ -35,12 +35,15 @@ class OrgScopedAdmin(admin.ModelAdmin):
     hide_free_plan = False
 
     def visible_org_ids(self, request) -> list[int]:
-        roles = user_org_roles(request.user)
-        ids = list(roles)
-        if self.hide_free_plan and ids:
-            ids = list(Organization.objects.filter(pk__in=ids).exclude(plan=Organization.Plan.FREE)
-                       .values_list("pk", flat=True))
-        return ids
+        # Asked many times per page (every permission check): computed once per request.
+        cache = request.__dict__.setdefault("_visible_org_ids", {})
+        if self.hide_free_plan not in cache:
+            ids = list(user_org_roles(request.user))
+            if self.hide_free_plan and ids:
+                ids = list(Organization.objects.filter(pk__in=ids).exclude(plan=Organization.Plan.FREE)
+                           .values_list("pk", flat=True))
+            cache[self.hide_free_plan] = ids
+        return cache[self.hide_free_plan]
 
     def get_queryset(self, request):
         qs = super().get_queryset(request)

@@ -16,6 +16,10 @@ from crm_automation.crm.admin_scoping import ReadOnlyInline, ReadOnlyOrgScopedAd
 ENTITY_ADMIN = {"deal": "admin:crm_deal_change", "lead": "admin:crm_lead_change"}
 
 
+def badge(value: str, label: str) -> str:
+    return format_html('<span class="status-badge status-{}">{}</span>', value, label)
+
+
 def entity_link(entity_type: str, entity_id) -> str:
     url = reverse(ENTITY_ADMIN[entity_type], args=[entity_id]) if entity_type in ENTITY_ADMIN else None
     label = f"{entity_type} {str(entity_id)[:8]}"
@@ -31,7 +35,7 @@ class RunActionInline(ReadOnlyInline):
 @admin.register(WorkflowRun)
 class WorkflowRunAdmin(ReadOnlyOrgScopedAdmin):
     hide_free_plan = True
-    list_display = ("started_at", "status", "workflow_link", "trigger_type", "entity", "duration")
+    list_display = ("started_at", "status_badge", "workflow_link", "trigger_type", "entity", "duration")
     list_filter = ("status", "trigger_type")
     list_select_related = ("workflow",)
     ordering = ("-started_at", "-id")
@@ -42,6 +46,10 @@ class WorkflowRunAdmin(ReadOnlyOrgScopedAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(history_suppressed=False)
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj) -> str:
+        return badge(obj.status, obj.get_status_display())
 
     @admin.display(description="Workflow", ordering="workflow__name")
     def workflow_link(self, obj) -> str:

@@ -4,6 +4,7 @@ from django.db.models import Count
 from django_fsm.admin import FSMAdminMixin
 
 from crm_automation.automation.admin.forms import ActionInlineFormSet, WorkflowForm
+from crm_automation.automation.admin.history import badge
 from crm_automation.automation.models import Workflow, WorkflowAction, WorkflowStatus, WorkflowVersion
 from crm_automation.automation.services import workflow_snapshot, workflow_transition
 from crm_automation.crm.admin_scoping import OrgScopedAdmin, ReadOnlyInline
@@ -47,7 +48,7 @@ class WorkflowAdmin(FSMAdminMixin, OrgScopedAdmin):
     form = WorkflowForm
     fsm_fields = ["status"]
     hide_free_plan = True
-    list_display = ("name", "trigger_type", "action_count", "status", "last_run_at", "run_count",
+    list_display = ("name", "trigger_type", "action_count", "status_badge", "last_run_at", "run_count",
                     "success_rate", "organization")
     list_filter = ("status", "trigger_type", "organization")
     search_fields = ("name", "description")
@@ -65,6 +66,10 @@ class WorkflowAdmin(FSMAdminMixin, OrgScopedAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(_action_count=Count("actions"))
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj) -> str:
+        return badge(obj.status, obj.get_status_display())
 
     @admin.display(description="Actions", ordering="_action_count")
     def action_count(self, obj) -> int:
