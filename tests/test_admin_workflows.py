@@ -42,27 +42,30 @@ def test_the_owner_sees_transition_buttons_the_teammate_does_not(client, org, ow
     assert 'name="_fsm_transition_to"' not in page and 'name="_save"' in page  # ops edit drafts
 
 
+def press(client, wf, transition: str) -> str:
+    """Press a transition button on the change page; the page shown afterwards."""
+    data = workflow_form_data(wf, _fsm_transition_to=transition)
+    return client.post(change_url(wf), data, follow=True).content.decode()
+
+
 def test_the_owner_activates_from_the_change_page(client, org, owner):
     wf = make_workflow(org, activate=False)
     client.force_login(owner)
-    response = client.post(change_url(wf), workflow_form_data(wf, _fsm_transition_to="activate"), follow=True)
-    assert "is now activated" in response.content.decode()
+    assert "is now activated" in press(client, wf, "activate")
     assert Workflow.objects.get(pk=wf.pk).status == "activated"
 
 
 def test_a_forged_transition_from_a_teammate_is_refused(client, org, teammate):
     wf = make_workflow(org, activate=False)
     client.force_login(teammate)
-    response = client.post(change_url(wf), workflow_form_data(wf, _fsm_transition_to="activate"), follow=True)
-    assert "You may not activate" in response.content.decode()
+    assert "You may not activate" in press(client, wf, "activate")
     assert Workflow.objects.get(pk=wf.pk).status == "draft"
 
 
 def test_activation_refusals_show_the_reason(client, org, owner):
     wf = make_workflow(org, activate=False, actions=[])
     client.force_login(owner)
-    response = client.post(change_url(wf), workflow_form_data(wf, _fsm_transition_to="activate"), follow=True)
-    assert "has no action" in response.content.decode()
+    assert "has no action" in press(client, wf, "activate")
 
 
 def test_teammates_cannot_edit_an_activated_workflow(client, org, teammate):

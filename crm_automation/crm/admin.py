@@ -54,6 +54,18 @@ def decisions_table(entity_id) -> str:
                        rows)
 
 
+class AutomationPanels:
+    """Read-only fields for a deal's or lead's page: its runs, and why workflows did not run."""
+
+    @admin.display(description="Workflow runs")
+    def automation_runs(self, obj) -> str:
+        return runs_table(obj.pk) if obj.pk else "-"
+
+    @admin.display(description="Why workflows ran or not")
+    def automation_decisions(self, obj) -> str:
+        return decisions_table(obj.pk) if obj.pk else "-"
+
+
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
     list_display = ("name", "slug", "plan", "created_at")
@@ -85,7 +97,7 @@ class ContactAdmin(OrgScopedAdmin):
 
 
 @admin.register(Deal)
-class DealAdmin(OrgScopedAdmin):
+class DealAdmin(AutomationPanels, OrgScopedAdmin):
     list_display = ("title", "stage", "amount", "probability", "contact", "owner", "organization")
     list_filter = ("stage__slug", "organization")
     search_fields = ("title",)
@@ -93,17 +105,9 @@ class DealAdmin(OrgScopedAdmin):
     readonly_fields = ("automation_runs", "automation_decisions")
     show_full_result_count = False
 
-    @admin.display(description="Workflow runs")
-    def automation_runs(self, obj) -> str:
-        return runs_table(obj.pk) if obj.pk else "-"
-
-    @admin.display(description="Why workflows ran or not")
-    def automation_decisions(self, obj) -> str:
-        return decisions_table(obj.pk) if obj.pk else "-"
-
 
 @admin.register(Lead)
-class LeadAdmin(OrgScopedAdmin):
+class LeadAdmin(AutomationPanels, OrgScopedAdmin):
     list_display = ("name", "email", "company", "status", "converted_at", "organization")
     list_filter = ("status", "organization")
     search_fields = ("name", "email", "company")
@@ -111,14 +115,6 @@ class LeadAdmin(OrgScopedAdmin):
     readonly_fields = ("converted_at", "converted_contact", "converted_deal", "automation_runs",
                        "automation_decisions")
     actions = ["convert_leads"]
-
-    @admin.display(description="Workflow runs")
-    def automation_runs(self, obj) -> str:
-        return runs_table(obj.pk) if obj.pk else "-"
-
-    @admin.display(description="Why workflows ran or not")
-    def automation_decisions(self, obj) -> str:
-        return decisions_table(obj.pk) if obj.pk else "-"
 
     @admin.action(description="Convert selected leads to contacts and deals")
     def convert_leads(self, request, queryset) -> None:

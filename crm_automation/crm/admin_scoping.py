@@ -100,11 +100,8 @@ class OrgScopedAdmin(admin.ModelAdmin):
         return field
 
 
-class ReadOnlyOrgScopedAdmin(OrgScopedAdmin):
-    """Logs and history: nobody adds, changes or deletes them from the admin."""
-
-    paginator = CappedCountPaginator
-    show_full_result_count = False
+class ReadOnlyMixin:
+    """Nobody adds, changes or deletes these rows from the admin."""
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -116,7 +113,14 @@ class ReadOnlyOrgScopedAdmin(OrgScopedAdmin):
         return False
 
 
-class ReadOnlyInline(admin.TabularInline):
+class ReadOnlyOrgScopedAdmin(ReadOnlyMixin, OrgScopedAdmin):
+    """Logs and history: nobody adds, changes or deletes them from the admin."""
+
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+
+
+class ReadOnlyInline(ReadOnlyMixin, admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = False
@@ -124,11 +128,3 @@ class ReadOnlyInline(admin.TabularInline):
     def has_view_permission(self, request, obj=None) -> bool:
         return True  # the parent page already checked the organization and role
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
