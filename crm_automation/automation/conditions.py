@@ -140,7 +140,7 @@ def evaluate(conditions, trigger_type: str, cheap_context: dict,
     """Evaluate cheap rules first; call `load_context` only if an expensive rule is needed."""
     rules = list((conditions or EMPTY).get("rules", []))
     if not rules:
-        return Outcome(True, "no conditions")
+        return Outcome(True, "no conditions to check")
     combinator = conditions.get("combinator", "and")
     fields = catalog.fields_for(trigger_type)
     rules.sort(key=lambda r: not _is_cheap(r))

@@ -119,7 +119,7 @@ class WorkflowVersion(models.Model):
         constraints = [models.UniqueConstraint(fields=["workflow", "number"], name="uniq_workflow_version")]
 
     def __str__(self) -> str:
-        return f"{self.workflow_id} v{self.number}"
+        return f"v{self.number}"
 
     def save(self, *args, **kwargs) -> None:
         if not self._state.adding:
@@ -225,7 +225,7 @@ class WorkflowRun(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Run {self.pk} of {self.workflow_id} ({self.status})"
+        return f"Run #{self.pk} ({self.get_status_display().lower()})"
 
     @property
     def duration_ms(self) -> int | None:

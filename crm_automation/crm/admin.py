@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.timezone import localtime
 
 from crm_automation.crm.admin_scoping import OrgScopedAdmin
 from crm_automation.crm.models import (
@@ -29,7 +30,7 @@ def runs_table(entity_id) -> str:
         return "No workflow has run for this record yet."
     rows = format_html_join(
         "", "<tr><td><a href='{}'>{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-        ((reverse("admin:automation_workflowrun_change", args=[r.pk]), r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+        ((reverse("admin:automation_workflowrun_change", args=[r.pk]), localtime(r.started_at).strftime("%Y-%m-%d %H:%M:%S"),
           r.workflow.name, r.get_status_display(), r.get_trigger_type_display()) for r in runs),
     )
     return format_html("<table><tr><th>Started</th><th>Workflow</th><th>Status</th><th>Trigger</th></tr>{}</table>",
@@ -47,7 +48,7 @@ def decisions_table(entity_id) -> str:
     rows = format_html_join(
         "", "<tr><td><a href='{}'>{}</a></td><td>{}</td><td>{}</td><td>{}: {}</td></tr>",
         ((reverse("admin:automation_automationevent_change", args=[d.event_id]),
-          d.event.created_at.strftime("%Y-%m-%d %H:%M:%S"), d.event.get_kind_display(), d.workflow.name,
+          localtime(d.event.created_at).strftime("%Y-%m-%d %H:%M:%S"), d.event.get_kind_display(), d.workflow.name,
           d.get_outcome_display(), d.reason) for d in decisions),
     )
     return format_html("<table><tr><th>Change</th><th>Trigger</th><th>Workflow</th><th>Decision</th></tr>{}</table>",

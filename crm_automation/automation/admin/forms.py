@@ -17,6 +17,11 @@ class WorkflowForm(forms.ModelForm):
         model = Workflow
         fields = ["organization", "name", "description", "trigger_type", "trigger_config",
                   "conditions", "error_handling", "timeout_seconds"]
+        widgets = {
+            "description": forms.Textarea(attrs={"rows": 2, "cols": 80}),
+            "trigger_config": forms.Textarea(attrs={"rows": 2, "cols": 80}),
+            "conditions": forms.Textarea(attrs={"rows": 4, "cols": 80}),
+        }
 
     def clean_timeout_seconds(self) -> int:
         value = self.cleaned_data["timeout_seconds"]

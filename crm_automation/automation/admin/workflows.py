@@ -1,5 +1,7 @@
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.db.models import Count
 from django_fsm.admin import FSMAdminMixin
 
@@ -17,6 +19,7 @@ class WorkflowActionInline(admin.TabularInline):
     fields = ("position", "action_type", "config")
     extra = 0
     ordering = ("position", "id")
+    formfield_overrides = {models.JSONField: {"widget": forms.Textarea(attrs={"rows": 3, "cols": 70})}}
 
     # The parent WorkflowAdmin decides; an inline has no separate rights.
     def _parent_allows(self, request, obj) -> bool:
