@@ -30,8 +30,9 @@ def runs_table(entity_id) -> str:
         return "No workflow has run for this record yet."
     rows = format_html_join(
         "", "<tr><td><a href='{}'>{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-        ((reverse("admin:automation_workflowrun_change", args=[r.pk]), localtime(r.started_at).strftime("%Y-%m-%d %H:%M:%S"),
-          r.workflow.name, r.get_status_display(), r.get_trigger_type_display()) for r in runs),
+        ((reverse("admin:automation_workflowrun_change", args=[r.pk]),
+          localtime(r.started_at).strftime("%Y-%m-%d %H:%M:%S"), r.workflow.name, r.get_status_display(),
+          r.get_trigger_type_display()) for r in runs),
     )
     return format_html("<table><tr><th>Started</th><th>Workflow</th><th>Status</th><th>Trigger</th></tr>{}</table>",
                        rows)
