@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Now
 from django_fsm import FSMField, transition
 
 from crm_automation.automation import catalog
@@ -142,7 +143,7 @@ class AutomationEvent(models.Model):
     # Loop guard: 0 for a change made by a person; a change made by a run carries depth + 1.
     depth = models.PositiveSmallIntegerField(default=0)
     caused_by_run_id = models.BigIntegerField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(db_default=Now())
     claimed_until = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 

@@ -31,4 +31,4 @@ class RecordChange:
     payload: dict = field(default_factory=dict)
 
 
-records_changed = Signal()
+records_changed = Signal(use_caching=True)  # sent on every save: cache the receiver lookup
