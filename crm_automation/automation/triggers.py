@@ -5,6 +5,7 @@ services). After commit it pokes the in-process nudger, which tells the workers 
 background thread, so a request never waits for the broker.
 """
 
+import atexit
 import contextvars
 import logging
 import os
@@ -81,8 +82,9 @@ def record_changes(sender, changes, **kwargs) -> None:
 class Nudger:
     """Coalesces "events are waiting" pokes into at most one worker task per interval.
 
-    Runs in a daemon thread per process (re-created after a fork). If the broker is down or
-    the process dies before it nudges, the periodic sweep still finds the events.
+    Runs in a daemon thread per process (re-created after a fork). A poke still pending when
+    the process exits (a management command, a script) is sent at exit. If the broker is down
+    or the process dies before it nudges, the periodic sweep still finds the events.
     """
 
     interval = 0.02
@@ -90,32 +92,52 @@ class Nudger:
 
     def __init__(self) -> None:
         self._wake = threading.Event()
+        self._pending = threading.Event()
         self._pid: int | None = None
         self._lock = threading.Lock()
+        self._sending = threading.Lock()
 
     def poke(self) -> None:
         if self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():
                     self._wake = threading.Event()
+                    self._pending = threading.Event()
+                    self._sending = threading.Lock()
                     threading.Thread(target=self._loop, name="automation-nudger", daemon=True).start()
+                    if self._pid is None:
+                        atexit.register(self.flush)
                     self._pid = os.getpid()
+        self._pending.set()
         self._wake.set()
 
-    def _loop(self) -> None:
+    def _send(self) -> None:
         from crm_automation.automation.tasks import enqueue_drain
 
+        with self._sending:
+            if not self._pending.is_set():
+                return
+            try:
+                enqueue_drain()
+            except Exception:  # the sweep will pick the events up
+                logger.warning("Could not nudge the automation workers", exc_info=True)
+                close_old_connections()
+            self._pending.clear()  # only now: a process exiting mid-send still sends at exit
+
+    def flush(self) -> None:
+        """At exit: wait for a send in progress, then send what is still pending."""
+        if self._pid == os.getpid() and self._pending.is_set() and self._sending.acquire(timeout=5):
+            self._sending.release()
+            self._send()
+
+    def _loop(self) -> None:
         wake = self._wake
         while True:
             if not wake.wait(timeout=self.idle_close):
                 connections.close_all()  # idle: give this thread's database connection back
                 wake.wait()
             wake.clear()
-            try:
-                enqueue_drain()
-            except Exception:  # the sweep will pick the events up
-                logger.warning("Could not nudge the automation workers", exc_info=True)
-                close_old_connections()
+            self._send()
             time.sleep(self.interval)
 
 
