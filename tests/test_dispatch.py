@@ -156,3 +156,23 @@ def test_deal_created_and_lead_created_triggers_run(org, owner):
     assert drain() == 2
     assert sorted(Task.objects.values_list("title", flat=True)) == ["Call Linus", "Qualify Fresh"]
     assert WorkflowDecision.objects.filter(outcome="stage_filter").count() == 1
+
+
+def test_an_event_that_cannot_be_dispatched_is_set_aside_with_its_error(org, deal, monkeypatch):
+    from crm_automation.automation import dispatch
+
+    make_workflow(org)
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    broken = AutomationEvent.objects.get(kind="deal_stage_change")
+    original = dispatch._decide
+
+    def decide(event, *args):
+        if event.pk == broken.pk:
+            raise ValueError("corrupt payload")
+        return original(event, *args)
+
+    monkeypatch.setattr(dispatch, "_decide", decide)
+    drain()
+    broken.refresh_from_db()
+    assert broken.processed_at is not None and "corrupt payload" in broken.error
+    assert AutomationEvent.objects.filter(processed_at__isnull=True).count() == 0

@@ -209,3 +209,16 @@ def test_runs_execute_the_version_they_were_created_with(org, deal):
     engine.execute_run(run_id)
     assert Task.objects.get().title == "Kick off Website"
     assert WorkflowRun.objects.get(pk=run_id).version.number == 1
+
+
+def test_a_run_that_keeps_crashing_is_given_up_after_five_attempts(org, deal, monkeypatch):
+    make_workflow(org)
+    run_id = dispatched_run(org, deal)
+    monkeypatch.setattr(REGISTRY["create_task"], "apply", die)
+    for _ in range(engine.MAX_ATTEMPTS):
+        with pytest.raises(KeyboardInterrupt):
+            engine.execute_run(run_id)
+        expire_leases()
+    assert engine.execute_run(run_id) == "failed"
+    run = WorkflowRun.objects.get(pk=run_id)
+    assert "gave up after 5 attempts" in run.error and effects(deal) == (0, 0, 0)

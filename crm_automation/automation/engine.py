@@ -121,6 +121,9 @@ def claim_run(run_id: int) -> bool:
     return bool(claim_runs([run_id])[1])
 
 
+MAX_ATTEMPTS = 5
+
+
 def _load_states(runs: list[WorkflowRun]) -> list[RunState]:
     events = [r.event for r in runs]
     records = context.load_records(events)
@@ -135,8 +138,13 @@ def _load_states(runs: list[WorkflowRun]) -> list[RunState]:
     for run in runs:
         record = records.get(run.trigger_entity_id)
         ctx = {} if record is None else context.full_context(run.event, record, context.trigger_dict(run.event, slugs))
-        states.append(RunState(run=run, record=record, template_context=ctx, history=history.get(run.pk, {}),
-                               deadline=now + run.version.definition.get("timeout_seconds", 60)))
+        state = RunState(run=run, record=record, template_context=ctx, history=history.get(run.pk, {}),
+                         deadline=now + run.version.definition.get("timeout_seconds", 60))
+        if run.attempts > MAX_ATTEMPTS:
+            # Delivered again and again without finishing (a crash we cannot get past): stop
+            # retrying, and say so on every remaining step instead of looping forever.
+            state.halted = f"gave up after {MAX_ATTEMPTS} attempts; the worker kept stopping mid-run"
+        states.append(state)
     return states
 
 
@@ -283,7 +291,7 @@ def _finish(states: list[RunState], token: str) -> dict[int, str]:
         run.finished_at, run.lease_until = now, None
         finished[run.pk] = run.status
         by_status.setdefault(run.status, []).append(run.pk)
-        if state.record is None:
+        if state.halted and (state.record is None or run.attempts > MAX_ATTEMPTS):
             run.error = state.halted
             WorkflowRun.objects.filter(pk=run.pk).update(error=run.error)
         total, ok = counters.get(run.workflow_id, (0, 0))

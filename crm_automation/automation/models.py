@@ -146,6 +146,7 @@ class AutomationEvent(models.Model):
     created_at = models.DateTimeField(db_default=Now())
     claimed_until = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, db_default="", help_text="Why this event could not be dispatched.")
 
     class Meta:
         indexes = [

@@ -8,6 +8,7 @@ dead task left behind.
 
 import logging
 import time
+import traceback
 from datetime import timedelta
 
 from django.conf import settings
@@ -30,26 +31,44 @@ def enqueue_drain() -> None:
 def drain_events(fan_out: bool = True) -> int:
     """Claim and process event batches until none is left or the time budget is spent.
 
-    A full batch means more may be waiting: one more drain task is queued first, so every
-    worker of the cluster helps with a burst. Returns the number of runs executed.
+    With `fan_out` (in a worker), a full batch means more may be waiting: one more drain task
+    is queued first, so every worker of the cluster helps with a burst; and a drain that runs
+    out of time queues its own continuation. Returns the number of runs executed.
     """
     batch_size = settings.AUTOMATION["EVENT_BATCH_SIZE"]
     stop_at = time.monotonic() + settings.AUTOMATION["DRAIN_TIME_BUDGET"]
+    helper_queued = not fan_out
     executed = 0
     while True:
         events = claim_events(batch_size)
         if not events:
             return executed
-        if fan_out and len(events) == batch_size:
+        if not helper_queued and len(events) == batch_size:
             enqueue_drain()
-            fan_out = False  # one helper per drain is enough; each helper fans out again
-        run_ids = dispatch_events(events)
+            helper_queued = True  # one helper per drain is enough; each helper fans out again
+        run_ids = dispatch_safely(events)
         if run_ids:
             executed += len(execute_runs(run_ids))
         if time.monotonic() > stop_at:
             if fan_out:
                 enqueue_drain()
             return executed
+
+
+def dispatch_safely(events: list[AutomationEvent]) -> list[int]:
+    """Dispatch a batch; if it fails, dispatch its events one by one so that a single event
+    that cannot be dispatched (a bug, bad data) is marked with its error instead of blocking
+    the batch or being retried forever."""
+    try:
+        return dispatch_events(events)
+    except Exception:
+        if len(events) == 1:
+            event = events[0]
+            logger.exception("Event %s cannot be dispatched; it is set aside", event.pk)
+            AutomationEvent.objects.filter(pk=event.pk).update(
+                processed_at=timezone.now(), error=traceback.format_exc(limit=5)[-4000:])
+            return []
+        return [run_id for event in events for run_id in dispatch_safely([event])]
 
 
 def execute_runs_task(run_ids: list[int]) -> int:

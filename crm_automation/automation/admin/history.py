@@ -80,7 +80,7 @@ class AutomationEventAdmin(ReadOnlyOrgScopedAdmin):
     list_filter = ("kind",)
     ordering = ("-id",)
     inlines = [DecisionInline]
-    fields = ("kind", "entity", "payload", "depth", "caused_by_run_id", "created_at", "processed_at")
+    fields = ("kind", "entity", "payload", "depth", "caused_by_run_id", "created_at", "processed_at", "error")
     readonly_fields = fields
 
     @admin.display(description="Record")
