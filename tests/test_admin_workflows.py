@@ -119,3 +119,12 @@ def test_free_plans_do_not_see_automation(client, org, owner):
     Organization.objects.filter(pk=org.pk).update(plan="free")
     client.force_login(owner)
     assert "Workflows" not in client.get(reverse("admin:index")).content.decode()
+
+
+def test_the_change_page_lists_the_fields_and_operators_a_trigger_offers(client, org, owner):
+    wf = make_workflow(org, activate=False, trigger_type="lead_converted", trigger_config={},
+                       actions=[{"type": "create_task", "config": {"title": "Hi {{lead.name}}"}}])
+    client.force_login(owner)
+    page = client.get(change_url(wf)).content.decode()
+    assert "<code>lead.company</code>" in page and "<code>deal.amount</code>" in page
+    assert "<code>is_not_empty</code>" in page and "<code>update_field</code>" in page

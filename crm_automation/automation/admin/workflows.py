@@ -3,14 +3,24 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Count
+from django.utils.html import format_html, format_html_join
 from django_fsm.admin import FSMAdminMixin
 
+from crm_automation.automation import catalog
 from crm_automation.automation.admin.forms import ActionInlineFormSet, WorkflowForm
 from crm_automation.automation.admin.history import badge
 from crm_automation.automation.models import Workflow, WorkflowAction, WorkflowStatus, WorkflowVersion
 from crm_automation.automation.services import workflow_snapshot, workflow_transition
 from crm_automation.crm.admin_scoping import OrgScopedAdmin, ReadOnlyInline
 from crm_automation.crm.selectors import user_has_role
+
+ACTION_EXAMPLES = [
+    ("send_email", '{"to": "{{deal.contact.email}}", "subject": "Welcome", "body": "Hi {{deal.contact.first_name}}"}'),
+    ("create_task", '{"title": "Kick off {{deal.title}}", "due_in_days": 2, "priority": "high", '
+                    '"assignee": "owner" or a username}'),
+    ("update_field", '{"field": "probability", "value": 100}; deal fields: title, amount, probability, '
+                     'close_date, stage; lead fields: name, email, company, status'),
+]
 
 
 class WorkflowActionInline(admin.TabularInline):
@@ -57,11 +67,11 @@ class WorkflowAdmin(FSMAdminMixin, OrgScopedAdmin):
     search_fields = ("name", "description")
     list_select_related = ("organization",)
     readonly_fields = ("status", "version", "run_count", "success_count", "failure_count", "last_run_at",
-                       "created_by", "created_at", "updated_at")
+                       "created_by", "created_at", "updated_at", "authoring_help")
     inlines = [WorkflowActionInline, WorkflowVersionInline]
     fieldsets = [
         (None, {"fields": ("organization", "name", "description", "status", "version")}),
-        ("Trigger", {"fields": ("trigger_type", "trigger_config", "conditions")}),
+        ("Trigger", {"fields": ("trigger_type", "trigger_config", "conditions", "authoring_help")}),
         ("Execution", {"fields": ("error_handling", "timeout_seconds")}),
         ("Activity", {"fields": ("run_count", "success_count", "failure_count", "last_run_at",
                                  "created_by", "created_at", "updated_at")}),
@@ -77,6 +87,17 @@ class WorkflowAdmin(FSMAdminMixin, OrgScopedAdmin):
     @admin.display(description="Actions", ordering="_action_count")
     def action_count(self, obj) -> int:
         return obj._action_count
+
+    @admin.display(description="Fields, operators and actions")
+    def authoring_help(self, obj) -> str:
+        trigger_type = obj.trigger_type if obj and obj.trigger_type else "deal_stage_change"
+        fields = format_html_join(", ", "<code>{}</code>", ((f,) for f in catalog.fields_for(trigger_type)))
+        operators = format_html_join(", ", "<code>{}</code> ({})", catalog.OPERATORS.items())
+        actions = format_html_join("", "<li><code>{}</code>: {}</li>", ACTION_EXAMPLES)
+        return format_html(
+            "<p>Fields for <code>{}</code> (in conditions and as <code>{{{{field}}}}</code> in texts): {}</p>"
+            "<p>Operators: {}</p><p>Action configs:</p><ul>{}</ul>",
+            trigger_type, fields, operators, actions)
 
     @admin.display(description="Success rate")
     def success_rate(self, obj) -> str:
