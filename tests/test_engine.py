@@ -39,8 +39,8 @@ def test_the_kickoff_workflow_does_all_three_things(org, deal, owner):
     drain()
     run = WorkflowRun.objects.get()
     assert run.status == "completed" and run.duration_ms is not None
-    steps = list(run.actions.values_list("action_type", "status"))
-    assert steps == [("create_task", "completed"), ("update_field", "completed"), ("send_email", "completed")]
+    steps = list(run.actions.values_list("action_type", "status", "attempts"))
+    assert steps == [("create_task", "completed", 1), ("update_field", "completed", 1), ("send_email", "completed", 1)]
     task = Task.objects.get()
     assert (task.title, task.assignee, task.deal_id) == ("Kick off Website", owner, deal.pk)
     assert Deal.objects.get(pk=deal.pk).probability == 100

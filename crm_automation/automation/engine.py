@@ -65,7 +65,7 @@ class Segment:
         self.rows: list[tuple[RunState, int, str, dict]] = []
 
     def record(self, state: RunState, position: int, status: str, *, result=None, error="",
-               ctx: ExecutionContext | None = None, started=None) -> None:
+               ctx: ExecutionContext | None = None, started=None, new_attempt: bool = True) -> None:
         if status in FINISHED_STEPS:
             state.outcomes.append(status)
         if state.run.history_suppressed:
@@ -75,8 +75,9 @@ class Segment:
             result["notes"] = ctx.notes
         previous = state.history.get(position)
         now = timezone.now()
+        attempts = (previous.attempts if previous else 0) + (1 if new_attempt or not previous else 0)
         values = {"action_type": state.steps[position]["type"], "status": status, "result": result,
-                  "error": error[:4000], "attempts": (previous.attempts if previous else 0) + 1,
+                  "error": error[:4000], "attempts": attempts,
                   "started_at": started or (previous.started_at if previous else now),
                   "finished_at": now if status in FINISHED_STEPS else None}
         self.rows.append((state, position, status, values))
@@ -260,7 +261,7 @@ def _deliver(states: list[RunState], segment: Segment) -> None:
             position, ctx, _ = state.external
             state.external = None
             segment.record(state, position, StepStatus.COMPLETED if ok else StepStatus.FAILED,
-                           result=result, error=error, ctx=ctx)
+                           result=result, error=error, ctx=ctx, new_attempt=False)
             _advance(state, ok)
 
 
