@@ -71,10 +71,6 @@ def dispatch_safely(events: list[AutomationEvent]) -> list[int]:
         return [run_id for event in events for run_id in dispatch_safely([event])]
 
 
-def execute_runs_task(run_ids: list[int]) -> int:
-    return len(execute_runs(run_ids))
-
-
 def sweep(fan_out: bool = True) -> dict:
     """Periodic safety net: events nobody was told about, runs whose worker vanished."""
     now = timezone.now()
