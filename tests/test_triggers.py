@@ -89,3 +89,22 @@ def test_bulk_conversion_records_one_event_per_record(org, owner):
     assert converted == 5
     assert kinds().count("lead_converted") == 5 and kinds().count("deal_created") == 5
     assert leads_convert_bulk(organization_id=org.pk, lead_ids=[x.pk for x in leads]) == 0
+
+
+def test_the_save_path_adds_one_insert_whatever_the_number_of_workflows(org, deal):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries_for_a_move(to):
+        with CaptureQueriesContext(connection) as captured:
+            deal_move_to_stage(deal=deal, stage=stage(org, to))
+        return [q["sql"] for q in captured.captured_queries]
+
+    plain = queries_for_a_move("negotiation")
+    for i in range(5):
+        make_workflow(org, name=f"wf {i}")
+    with_workflows = queries_for_a_move("won")
+    assert len(with_workflows) == len(plain)
+    inserts = [sql for sql in with_workflows if sql.startswith("INSERT")]
+    assert len(inserts) == 1 and "automation_automationevent" in inserts[0]
+    assert not any("automation_workflow" in sql for sql in with_workflows)

@@ -119,6 +119,13 @@ class WorkflowAdmin(FSMAdminMixin, OrgScopedAdmin):
         # Archive instead: runs and decisions refer to the workflow.
         return False
 
+    def get_changeform_initial_data(self, request) -> dict:
+        initial = super().get_changeform_initial_data(request)
+        orgs = self.editable_org_ids(request)
+        if len(orgs) == 1:  # most people belong to one organization: do not make them pick it
+            initial.setdefault("organization", orgs[0])
+        return initial
+
     def save_model(self, request, obj, form, change) -> None:
         if not change:
             obj.created_by = request.user
