@@ -301,7 +301,7 @@ def _finish(states: list[RunState], token: str) -> dict[int, str]:
             suppressed.append(run.pk)
     for status, run_ids in by_status.items():
         WorkflowRun.objects.filter(pk__in=run_ids).update(status=status, finished_at=now, lease_until=None)
-    for workflow_id, (total, ok) in counters.items():
+    for workflow_id, (total, ok) in sorted(counters.items()):  # one lock order: no deadlocks
         Workflow.objects.filter(pk=workflow_id).update(
             run_count=F("run_count") + total, success_count=F("success_count") + ok,
             failure_count=F("failure_count") + (total - ok), last_run_at=now)
