@@ -128,3 +128,19 @@ def test_the_change_page_lists_the_fields_and_operators_a_trigger_offers(client,
     page = client.get(change_url(wf)).content.decode()
     assert "<code>lead.company</code>" in page and "<code>deal.amount</code>" in page
     assert "<code>is_not_empty</code>" in page and "<code>update_field</code>" in page
+
+
+def test_a_teammate_builds_a_workflow_with_actions_in_one_go(client, org, teammate):
+    client.force_login(teammate)
+    data = {"organization": org.pk, "name": "Won → kickoff", "trigger_type": "deal_stage_change",
+            "trigger_config": json.dumps({"to_stage": "won"}), "conditions": "{}", "error_handling": "continue",
+            "timeout_seconds": 30, "actions-TOTAL_FORMS": 2, "actions-INITIAL_FORMS": 0,
+            "actions-0-position": 0, "actions-0-action_type": "create_task",
+            "actions-0-config": json.dumps({"title": "Kick off {{deal.title}}"}),
+            "actions-1-position": 1, "actions-1-action_type": "update_field",
+            "actions-1-config": json.dumps({"field": "probability", "value": 100}),
+            "versions-TOTAL_FORMS": 0, "versions-INITIAL_FORMS": 0}
+    assert client.post(reverse("admin:automation_workflow_add"), data).status_code == 302
+    wf = Workflow.objects.get()
+    assert (wf.status, wf.created_by, wf.version) == ("draft", teammate, 1)
+    assert [a["type"] for a in wf.current_version.definition["actions"]] == ["create_task", "update_field"]
