@@ -114,3 +114,26 @@ def test_a_failed_email_can_be_sent_again_from_the_outbox(client, org, deal, own
                            {"action": "resend", "_selected_action": [email.pk]}, follow=True)
     assert "Sent 1 email(s) again" in response.content.decode()
     assert EmailMessage.objects.get().status == "sent" and len(mail.outbox) == 1
+
+
+def test_leads_are_converted_from_the_list_and_their_page_shows_the_runs(client, org, lead, owner):
+    make_workflow(org, trigger_type="lead_converted", trigger_config={},
+                  actions=[{"type": "create_task", "config": {"title": "Onboard {{lead.company}}"}}])
+    client.force_login(owner)
+    response = client.post(reverse("admin:crm_lead_changelist"),
+                           {"action": "convert_leads", "_selected_action": [lead.pk]}, follow=True)
+    assert "Converted 1 lead(s)" in response.content.decode()
+    drain()
+    page = client.get(reverse("admin:crm_lead_change", args=[lead.pk])).content.decode()
+    assert "Completed" in page and "Kickoff" in page
+
+
+def test_outsiders_see_no_events_of_another_organization(client, org, deal, outsider):
+    make_workflow(org)
+    won(org, deal)
+    client.force_login(outsider)
+    events = client.get(reverse("admin:automation_automationevent_changelist")).content.decode()
+    assert reverse("admin:crm_deal_change", args=[deal.pk]) not in events
+    event = AutomationEvent.objects.first()
+    response = client.get(reverse("admin:automation_automationevent_change", args=[event.pk]))
+    assert response.status_code == 302

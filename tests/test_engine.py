@@ -222,3 +222,15 @@ def test_a_run_that_keeps_crashing_is_given_up_after_five_attempts(org, deal, mo
     assert engine.execute_run(run_id) == "failed"
     run = WorkflowRun.objects.get(pk=run_id)
     assert "gave up after 5 attempts" in run.error and effects(deal) == (0, 0, 0)
+
+
+def test_a_run_past_its_timeout_skips_the_remaining_steps(org, deal, monkeypatch):
+    make_workflow(org, timeout_seconds=5)
+    run_id = dispatched_run(org, deal)
+    clock = iter([0.0] + [100.0] * 50)  # the run starts at 0 s; every later look says 100 s
+    monkeypatch.setattr(engine.time, "monotonic", lambda: next(clock))
+    assert engine.execute_run(run_id) == "failed"
+    steps = WorkflowRunAction.objects.filter(run_id=run_id)
+    assert {s.status for s in steps} == {"skipped"}
+    assert "timeout of 5s was reached" in steps.first().error
+    assert effects(deal) == (0, 0, 0)
