@@ -1,8 +1,6 @@
 """Reads about who may see and do what in which organization."""
 
-from django.db.models import QuerySet
-
-from crm_automation.crm.models import Membership, Organization
+from crm_automation.crm.models import Membership
 
 ROLE_RANK = {Membership.Role.VIEWER: 0, Membership.Role.OPS: 1, Membership.Role.ADMIN: 2}
 
@@ -23,16 +21,3 @@ def user_has_role(user, organization_id: int, minimum: str) -> bool:
         return True
     role = user_org_roles(user).get(organization_id)
     return role is not None and ROLE_RANK[role] >= ROLE_RANK[minimum]
-
-
-def user_has_role_anywhere(user, minimum: str) -> bool:
-    if getattr(user, "is_superuser", False):
-        return True
-    return any(ROLE_RANK[r] >= ROLE_RANK[minimum] for r in user_org_roles(user).values())
-
-
-def organizations_for(user, minimum: str = Membership.Role.VIEWER) -> QuerySet[Organization]:
-    if getattr(user, "is_superuser", False):
-        return Organization.objects.all()
-    ids = [o for o, r in user_org_roles(user).items() if ROLE_RANK[r] >= ROLE_RANK[minimum]]
-    return Organization.objects.filter(pk__in=ids)

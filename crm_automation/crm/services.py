@@ -15,13 +15,6 @@ from crm_automation.crm.models import Contact, Deal, EmailMessage, Lead, Stage, 
 logger = logging.getLogger(__name__)
 
 
-def stage_for(*, organization_id: int, slug: str) -> Stage:
-    try:
-        return Stage.objects.get(organization_id=organization_id, slug=slug)
-    except Stage.DoesNotExist:
-        raise ValidationError({"stage": f"Unknown stage '{slug}' for this organization."}) from None
-
-
 @transaction.atomic
 def deal_move_to_stage(*, deal: Deal, stage: Stage) -> Deal:
     """Move a deal to another stage of its organization; fires `deal_stage_change`."""
