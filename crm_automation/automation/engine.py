@@ -62,7 +62,7 @@ class Segment:
     """History rows written at the end of one transaction."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[RunState, int, str, dict]] = []
+        self.rows: list[tuple[RunState, int, dict]] = []
 
     def record(self, state: RunState, position: int, status: str, *, result=None, error="",
                ctx: ExecutionContext | None = None, started=None, new_attempt: bool = True) -> None:
@@ -80,7 +80,7 @@ class Segment:
                   "error": error[:4000], "attempts": attempts,
                   "started_at": started or (previous.started_at if previous else now),
                   "finished_at": now if status in FINISHED_STEPS else None}
-        self.rows.append((state, position, status, values))
+        self.rows.append((state, position, values))
 
     def flush(self) -> None:
         """Write this segment's history rows: new ones in one INSERT; a step recorded again
@@ -90,7 +90,7 @@ class Segment:
         try:
             with transaction.atomic():
                 latest = {(state.run.pk, position): (state, position, values)
-                          for state, position, _, values in self.rows}
+                          for state, position, values in self.rows}
                 replaced = [state.history[pos].pk for state, pos, _ in latest.values()
                             if pos in state.history and state.history[pos].pk]
                 if replaced:

@@ -1,6 +1,5 @@
 """What each plan allows (seed 000): Free hides automation, Pro has limits, Enterprise none."""
 
-from django.db.models import F
 from django.utils import timezone
 
 from crm_automation.automation.models import MonthlyUsage
@@ -27,11 +26,9 @@ def reserve_history(*, organization: Organization, runs: int) -> int:
     both take the last slot.
     """
     limit = MONTHLY_LOGGED_RUNS.get(organization.plan)
-    month = month_start()
-    usage, _ = MonthlyUsage.objects.get_or_create(organization=organization, month=month)
-    usage = MonthlyUsage.objects.select_for_update().get(pk=usage.pk)
+    usage, _ = MonthlyUsage.objects.select_for_update().get_or_create(organization=organization, month=month_start())
     logged = runs if limit is None else max(0, min(runs, limit - usage.logged_runs))
-    MonthlyUsage.objects.filter(pk=usage.pk).update(
-        logged_runs=F("logged_runs") + logged, suppressed_runs=F("suppressed_runs") + (runs - logged)
-    )
+    usage.logged_runs += logged
+    usage.suppressed_runs += runs - logged
+    usage.save(update_fields=["logged_runs", "suppressed_runs"])
     return logged

@@ -52,31 +52,23 @@ class SendEmail(Action):
         return [self._result(e) for e in EmailMessage.objects.bulk_create([email for _, email in items])]
 
     def existing(self, keys):
-        found = {}
-        for email in EmailMessage.objects.filter(automation_key__in=keys):
-            found[email.automation_key] = {**self._result(email), "repeated_delivery": True,
-                                           "delivery": email.status, "error": email.error}
-        return found
+        return {email.automation_key: {**self._result(email), "repeated_delivery": True}
+                for email in EmailMessage.objects.filter(automation_key__in=keys)}
+
+    @staticmethod
+    def _outcome(result: dict, email: EmailMessage) -> tuple[bool, dict, str]:
+        result = {**result, "delivery": email.status}
+        if email.status == EmailMessage.Status.SENT:
+            return True, result, ""
+        return False, result, f"email could not be sent: {email.error}"
 
     def deliver(self, items):
-        ids = [result["email_id"] for _, result in items]
-        emails = emails_send_claimed(email_ids=ids)
-        outcomes = []
-        for _, result in items:
-            email = emails[result["email_id"]]
-            result = {k: v for k, v in result.items() if k != "error"} | {"delivery": email.status}
-            if email.status == EmailMessage.Status.SENT:
-                outcomes.append((True, result, ""))
-            else:
-                outcomes.append((False, result, f"email could not be sent: {email.error}"))
-        return outcomes
+        emails = emails_send_claimed(email_ids=[result["email_id"] for _, result in items])
+        return [self._outcome(result, emails[result["email_id"]]) for _, result in items]
 
     def settle_existing(self, result: dict) -> tuple[bool, dict, str]:
         """A redelivered run found this step's email: report it, never send it twice."""
         email = EmailMessage.objects.get(pk=result["email_id"])
         if email.status == EmailMessage.Status.SENDING:
             email = email_mark_interrupted(email_id=email.pk)
-        result = {k: v for k, v in result.items() if k != "error"} | {"delivery": email.status}
-        if email.status == EmailMessage.Status.SENT:
-            return True, result, ""
-        return False, result, f"email could not be sent: {email.error}"
+        return self._outcome(result, email)
