@@ -51,8 +51,8 @@ from django.core.management import call_command  # noqa: E402
 call_command("migrate", verbosity=0)
 
 from crm_automation.automation.models import WorkflowRun  # noqa: E402
+from crm_automation.automation.outbox import record_changes  # noqa: E402
 from crm_automation.automation.services import workflow_create, workflow_transition  # noqa: E402
-from crm_automation.automation.triggers import record_changes  # noqa: E402
 from crm_automation.crm.changes import records_changed  # noqa: E402
 from crm_automation.crm.models import Contact, Deal, Lead, Organization, Stage  # noqa: E402
 from crm_automation.crm.services import deal_move_to_stage, leads_convert_bulk  # noqa: E402

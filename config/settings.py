@@ -1,6 +1,7 @@
 """Settings for crm-automation, read from environment variables (see README)."""
 
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -121,6 +122,9 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "automation@crm.localhost")
 
 # --- django-q2 --------------------------------------------------------------------------------
 Q_TIMEOUT = env_int("Q_TIMEOUT", 120, minimum=10)
+# A stalled SMTP server must not hold a worker until the task timeout: every socket operation
+# of the SMTP backend gives up after this many seconds.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", min(10, Q_TIMEOUT // 4), minimum=1)
 Q_CLUSTER = {
     "name": env_str("Q_CLUSTER_NAME", "crm-automation"),
     "workers": env_int("Q_WORKERS", 2, minimum=1),
@@ -137,8 +141,21 @@ Q_CLUSTER = {
     "label": "Django Q2",
 }
 REDIS_URL = env_str("REDIS_URL", "")
+
+
+def _with_socket_timeouts(url: str) -> str:
+    """A Redis server that accepts connections but never answers must not hang a request, a
+    worker or a process exit: give every connection and command a timeout unless the URL sets
+    its own. (The broker's blocking pop waits 1 s, well under the command timeout.)"""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("socket_connect_timeout", str(env_int("REDIS_CONNECT_TIMEOUT", 2, minimum=1)))
+    query.setdefault("socket_timeout", str(env_int("REDIS_TIMEOUT", 5, minimum=2)))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 if REDIS_URL:
-    Q_CLUSTER["redis"] = REDIS_URL
+    Q_CLUSTER["redis"] = _with_socket_timeouts(REDIS_URL)
 else:
     Q_CLUSTER["orm"] = "default"
 
@@ -148,13 +165,21 @@ AUTOMATION = {
     # which call the worker steps directly.
     "NUDGE": env_bool("AUTOMATION_NUDGE", True),
     "EVENT_BATCH_SIZE": env_int("AUTOMATION_EVENT_BATCH", 50, minimum=1),
-    # A run (or claimed event batch) whose worker vanished is picked up again after this.
-    "LEASE_SECONDS": env_int("AUTOMATION_LEASE_SECONDS", Q_TIMEOUT + 30, minimum=5),
+    # A run (or claimed event batch) whose worker vanished is free again after this; a live
+    # worker renews its leases every third of it (a heartbeat), so long runs keep theirs.
+    "LEASE_SECONDS": env_int("AUTOMATION_LEASE_SECONDS", 15, minimum=6),
+    # Each worker process looks for abandoned runs and un-nudged events this often.
+    "WATCHDOG_SECONDS": env_int("AUTOMATION_WATCHDOG_SECONDS", 5, minimum=1),
     "MAX_CHAIN_DEPTH": env_int("AUTOMATION_MAX_CHAIN_DEPTH", 3, minimum=0),
-    "DRAIN_TIME_BUDGET": env_int("AUTOMATION_DRAIN_SECONDS", 30, minimum=1),
+    # A task stops starting new work after this and hands the rest to a new task, so it always
+    # ends well before Q_TIMEOUT kills it (even with a slow email provider).
+    "DRAIN_TIME_BUDGET": env_int("AUTOMATION_DRAIN_SECONDS", max(1, min(30, Q_TIMEOUT // 4)), minimum=1),
 }
-if AUTOMATION["DRAIN_TIME_BUDGET"] >= Q_TIMEOUT:
-    raise ImproperlyConfigured("AUTOMATION_DRAIN_SECONDS must be shorter than Q_TIMEOUT.")
+AUTOMATION["RUN_TIME_BUDGET"] = AUTOMATION["DRAIN_TIME_BUDGET"]
+if AUTOMATION["DRAIN_TIME_BUDGET"] + EMAIL_TIMEOUT >= Q_TIMEOUT:
+    raise ImproperlyConfigured(
+        f"AUTOMATION_DRAIN_SECONDS ({AUTOMATION['DRAIN_TIME_BUDGET']}) plus EMAIL_TIMEOUT ({EMAIL_TIMEOUT}) must be "
+        f"shorter than Q_TIMEOUT ({Q_TIMEOUT}): a task must finish its last email before it is killed.")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -1,26 +1,61 @@
-import json
+"""Post admin forms the way a browser does: what the page rendered, plus what the person typed."""
 
-from crm_automation.automation.models import Workflow
+from html.parser import HTMLParser
 
 
-def workflow_form_data(wf: Workflow, **overrides) -> dict:
-    """What the workflow change form posts: the fields plus both inlines' management forms."""
-    actions = list(wf.actions.all())
-    versions = list(wf.versions.all())
-    data = {
-        "organization": wf.organization_id, "name": wf.name, "description": wf.description,
-        "trigger_type": wf.trigger_type, "trigger_config": json.dumps(wf.trigger_config),
-        "conditions": json.dumps(wf.conditions), "error_handling": wf.error_handling,
-        "timeout_seconds": wf.timeout_seconds,
-        "actions-TOTAL_FORMS": len(actions), "actions-INITIAL_FORMS": len(actions),
-        "actions-MIN_NUM_FORMS": 0, "actions-MAX_NUM_FORMS": 1000,
-        "versions-TOTAL_FORMS": len(versions), "versions-INITIAL_FORMS": len(versions),
-        "versions-MIN_NUM_FORMS": 0, "versions-MAX_NUM_FORMS": 1000,
-    }
-    for i, a in enumerate(actions):
-        data.update({f"actions-{i}-id": a.pk, f"actions-{i}-workflow": wf.pk, f"actions-{i}-position": a.position,
-                     f"actions-{i}-action_type": a.action_type, f"actions-{i}-config": json.dumps(a.config)})
-    for i, v in enumerate(versions):
-        data.update({f"versions-{i}-id": v.pk, f"versions-{i}-workflow": wf.pk})
+class _FormFields(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, list[str]] = {}
+        self._select: str | None = None
+        self._textarea: str | None = None
+        self._text = ""
+        self._selected_any = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        name = a.get("name")
+        if tag == "input" and name:
+            if a.get("type") in ("checkbox", "radio") and "checked" not in a:
+                return
+            if a.get("type") in ("submit", "button", "image", "file"):
+                return
+            self.values.setdefault(name, []).append(a.get("value", ""))
+        elif tag == "select" and name:
+            self._select, self._selected_any = name, False
+        elif tag == "option" and self._select and "selected" in a:
+            self.values.setdefault(self._select, []).append(a.get("value", ""))
+            self._selected_any = True
+        elif tag == "textarea" and name:
+            self._textarea, self._text = name, ""
+
+    def handle_data(self, data):
+        if self._textarea:
+            self._text += data
+
+    def handle_endtag(self, tag):
+        if tag == "select":
+            self._select = None
+        elif tag == "textarea" and self._textarea:
+            text = self._text[1:] if self._text.startswith("\n") else self._text
+            self.values.setdefault(self._textarea, []).append(text)
+            self._textarea = None
+
+
+def page_form(client, url: str, **overrides) -> dict:
+    """The fields of the admin form at `url` as rendered (hidden initial values included),
+    with `overrides` applied as a person's edits."""
+    parser = _FormFields()
+    response = client.get(url)
+    assert response.status_code == 200, response.status_code
+    parser.feed(response.content.decode())
+    data = {name: values if len(values) > 1 else values[0] for name, values in parser.values.items()}
+    data.pop("csrfmiddlewaretoken", None)
     data.update(overrides)
     return data
+
+
+def workflow_form_data(client, wf, **overrides) -> dict:
+    from django.urls import reverse
+
+    return page_form(client, reverse("admin:automation_workflow_change", args=[wf.pk]), **overrides)

@@ -12,9 +12,11 @@ STAGES = ["new", "qualified", "proposal", "negotiation", "won", "lost"]
 
 
 @pytest.fixture(autouse=True)
-def _no_nudges(settings):
+def _test_settings(settings):
     # Tests call the worker steps directly; the e2e test turns nudges back on.
     settings.AUTOMATION = {**settings.AUTOMATION, "NUDGE": False}
+    # A slow password hasher was 90 % of the suite's time; nothing here tests hashing.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def make_org(slug: str, plan: str = Organization.Plan.PRO) -> Organization:

@@ -6,10 +6,11 @@ from django.urls import reverse
 
 from crm_automation.automation.models import Workflow
 from crm_automation.crm.models import Organization
-from tests.admin_helpers import workflow_form_data
+from tests.admin_helpers import page_form, workflow_form_data
 from tests.conftest import make_workflow
 
 LIST = reverse("admin:automation_workflow_changelist")
+ADD = reverse("admin:automation_workflow_add")
 
 
 def change_url(wf):
@@ -44,7 +45,7 @@ def test_the_owner_sees_transition_buttons_the_teammate_does_not(client, org, ow
 
 def press(client, wf, transition: str) -> str:
     """Press a transition button on the change page; the page shown afterwards."""
-    data = workflow_form_data(wf, _fsm_transition_to=transition)
+    data = workflow_form_data(client, wf, _fsm_transition_to=transition)
     return client.post(change_url(wf), data, follow=True).content.decode()
 
 
@@ -58,7 +59,7 @@ def test_the_owner_activates_from_the_change_page(client, org, owner):
 def test_a_forged_transition_from_a_teammate_is_refused(client, org, teammate):
     wf = make_workflow(org, activate=False)
     client.force_login(teammate)
-    assert "You may not activate" in press(client, wf, "activate")
+    assert "Only admins of Acme can activate workflows" in press(client, wf, "activate")
     assert Workflow.objects.get(pk=wf.pk).status == "draft"
 
 
@@ -71,7 +72,7 @@ def test_activation_refusals_show_the_reason(client, org, owner):
 def test_teammates_cannot_edit_an_activated_workflow(client, org, teammate):
     wf = make_workflow(org)
     client.force_login(teammate)
-    assert client.post(change_url(wf), workflow_form_data(wf, name="Hijacked")).status_code == 403
+    assert client.post(change_url(wf), workflow_form_data(client, wf, name="Hijacked")).status_code == 403
     assert Workflow.objects.get(pk=wf.pk).name == "Kickoff"
 
 
@@ -79,13 +80,13 @@ def test_viewers_read_but_cannot_change(client, org, viewer):
     wf = make_workflow(org, activate=False)
     client.force_login(viewer)
     assert client.get(change_url(wf)).status_code == 200
-    assert client.post(change_url(wf), workflow_form_data(wf, name="x")).status_code == 403
+    assert client.post(change_url(wf), workflow_form_data(client, wf, name="x")).status_code == 403
 
 
 def test_editing_saves_a_new_version(client, org, owner):
     wf = make_workflow(org, activate=False)
     client.force_login(owner)
-    data = workflow_form_data(wf, conditions=json.dumps(
+    data = workflow_form_data(client, wf, conditions=json.dumps(
         {"rules": [{"field": "deal.amount", "operator": "gte", "value": 1000}]}))
     assert client.post(change_url(wf), data).status_code == 302
     assert Workflow.objects.get(pk=wf.pk).version == 2
@@ -94,7 +95,8 @@ def test_editing_saves_a_new_version(client, org, owner):
 def test_bad_input_is_shown_on_the_form_and_changes_nothing(client, org, owner):
     wf = make_workflow(org, activate=False)
     client.force_login(owner)
-    data = workflow_form_data(wf, conditions=json.dumps({"rules": [{"field": "deal.x", "operator": "eq", "value": 1}]}))
+    rules = {"rules": [{"field": "deal.x", "operator": "eq", "value": 1}]}
+    data = workflow_form_data(client, wf, conditions=json.dumps(rules))
     data["actions-0-config"] = json.dumps({"title": ""})
     page = client.post(change_url(wf), data).content.decode()
     assert "conditions.rules[0].field: unknown field" in page
@@ -104,14 +106,12 @@ def test_bad_input_is_shown_on_the_form_and_changes_nothing(client, org, owner):
 
 def test_adding_a_workflow_in_another_org_is_refused(client, org, other_org, owner):
     client.force_login(owner)
-    data = {"organization": other_org.pk, "name": "Sneaky", "trigger_type": "deal_created",
-            "trigger_config": "{}", "conditions": "{}", "error_handling": "stop", "timeout_seconds": 60,
-            "actions-TOTAL_FORMS": 0, "actions-INITIAL_FORMS": 0, "versions-TOTAL_FORMS": 0,
-            "versions-INITIAL_FORMS": 0}
-    page = client.post(reverse("admin:automation_workflow_add"), data).content.decode()
+    data = page_form(client, ADD, organization=other_org.pk, name="Sneaky", trigger_type="deal_created",
+                     trigger_config="{}")
+    page = client.post(ADD, data).content.decode()
     assert "Select a valid choice" in page and not Workflow.objects.exists()
     data["organization"] = org.pk
-    assert client.post(reverse("admin:automation_workflow_add"), data).status_code == 302
+    assert client.post(ADD, data).status_code == 302
     assert Workflow.objects.get().versions.count() == 1
 
 
@@ -132,15 +132,15 @@ def test_the_change_page_lists_the_fields_and_operators_a_trigger_offers(client,
 
 def test_a_teammate_builds_a_workflow_with_actions_in_one_go(client, org, teammate):
     client.force_login(teammate)
-    data = {"organization": org.pk, "name": "Won → kickoff", "trigger_type": "deal_stage_change",
-            "trigger_config": json.dumps({"to_stage": "won"}), "conditions": "{}", "error_handling": "continue",
-            "timeout_seconds": 30, "actions-TOTAL_FORMS": 2, "actions-INITIAL_FORMS": 0,
-            "actions-0-position": 0, "actions-0-action_type": "create_task",
-            "actions-0-config": json.dumps({"title": "Kick off {{deal.title}}"}),
-            "actions-1-position": 1, "actions-1-action_type": "update_field",
-            "actions-1-config": json.dumps({"field": "probability", "value": 100}),
-            "versions-TOTAL_FORMS": 0, "versions-INITIAL_FORMS": 0}
-    assert client.post(reverse("admin:automation_workflow_add"), data).status_code == 302
+    data = page_form(client, ADD, name="Won → kickoff", trigger_type="deal_stage_change",
+                     trigger_config=json.dumps({"to_stage": "won"}), error_handling="continue",
+                     timeout_seconds=30, **{"actions-TOTAL_FORMS": 2,
+                     "actions-0-position": 0, "actions-0-action_type": "create_task",
+                     "actions-0-config": json.dumps({"title": "Kick off {{deal.title}}"}),
+                     "actions-1-position": 1, "actions-1-action_type": "update_field",
+                     "actions-1-config": json.dumps({"field": "probability", "value": 100})})
+    assert data["organization"] == str(org.pk)  # preselected: the teammate belongs to one organization
+    assert client.post(ADD, data).status_code == 302
     wf = Workflow.objects.get()
     assert (wf.status, wf.created_by, wf.version) == ("draft", teammate, 1)
     assert [a["type"] for a in wf.current_version.definition["actions"]] == ["create_task", "update_field"]

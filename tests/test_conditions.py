@@ -57,7 +57,7 @@ def test_cheap_rules_run_first_and_skip_loading_the_record():
     outcome = evaluate(conditions, "deal_stage_change", {"trigger": CTX["trigger"]},
                        lambda: loads.append(1) or CTX)
     assert not outcome.passed and loads == []
-    assert "trigger.from_stage eq 'new' was false" in outcome.explanation
+    assert outcome.explanation == "condition “trigger.from_stage equals new” was false: trigger.from_stage is proposal"
 
 
 @pytest.mark.parametrize(("conditions", "where", "message"), [

@@ -1,10 +1,10 @@
 """Matching: one decision per candidate workflow, explaining why it ran or did not."""
 
+from crm_automation.automation.cause import caused_by
 from crm_automation.automation.dispatch import claim_events, dispatch_events
 from crm_automation.automation.models import AutomationEvent, MonthlyUsage, WorkflowDecision, WorkflowRun
 from crm_automation.automation.plans import month_start
 from crm_automation.automation.services import workflow_transition
-from crm_automation.automation.triggers import caused_by
 from crm_automation.crm.models import Organization
 from crm_automation.crm.services import deal_move_to_stage, lead_convert
 from tests.conftest import drain, make_workflow, stage
@@ -31,7 +31,7 @@ def test_a_stage_filter_mismatch_is_explained(org, deal):
     drain()
     decision = decision_for(wf)
     assert decision.outcome == "stage_filter"
-    assert "from stage is 'proposal'; the workflow listens for 'negotiation'" in decision.reason
+    assert "the deal moved from “proposal”; the workflow listens for “negotiation”" in decision.reason
     assert not WorkflowRun.objects.exists()
 
 
@@ -40,7 +40,8 @@ def test_a_false_condition_is_explained(org, deal):
     deal_move_to_stage(deal=deal, stage=stage(org, "won"))
     drain()
     assert decision_for(wf).outcome == "condition_false"
-    assert "deal.amount gt 50000 was false" in decision_for(wf).reason
+    assert decision_for(wf).reason == ("condition “deal.amount is greater than 50000” was false: "
+                                       "deal.amount is 12000.00")
 
 
 def test_a_paused_workflow_does_not_run(org, deal):
@@ -51,13 +52,17 @@ def test_a_paused_workflow_does_not_run(org, deal):
     assert decision_for(wf).outcome == "paused" and not WorkflowRun.objects.exists()
 
 
-def test_draft_and_archived_workflows_are_not_candidates(org, deal):
-    make_workflow(org, activate=False)
+def test_a_draft_that_would_have_run_says_so_and_archived_ones_are_silent(org, deal):
+    draft = make_workflow(org, activate=False)
+    make_workflow(org, name="Draft for lost deals", activate=False, trigger_config={"to_stage": "lost"})
     archived = make_workflow(org, name="Old")
     workflow_transition(workflow_id=archived.pk, name="archive", by=None)
     deal_move_to_stage(deal=deal, stage=stage(org, "won"))
     drain()
-    assert not WorkflowDecision.objects.exists()
+    (decision,) = WorkflowDecision.objects.all()  # the draft for lost deals would not have run: no row
+    assert decision.workflow == draft and decision.outcome == "draft"
+    assert decision.reason.startswith("draft — not activated")
+    assert not WorkflowRun.objects.exists()
 
 
 def test_free_plan_fires_nothing(org, deal):

@@ -96,20 +96,38 @@ def test_a_run_whose_worker_died_is_resumed_from_its_last_step(org, deal, monkey
     assert effects(deal) == (1, 1, 1) and len(mail.outbox) == 1  # the email was not sent again
 
 
-def test_an_email_interrupted_mid_send_is_never_sent_twice(org, deal, monkeypatch):
+def test_an_email_interrupted_mid_send_is_reported_unknown_and_never_sent_again(org, deal, monkeypatch):
     make_workflow(org, actions=EMAIL_FIRST, error_handling="continue")
     run_id = dispatched_run(org, deal)
-    monkeypatch.setattr("crm_automation.automation.actions.send_email.emails_send_claimed", die)
+    monkeypatch.setattr("django.core.mail.EmailMessage.send", die)  # killed while the provider has it
     with pytest.raises(KeyboardInterrupt):
         engine.execute_run(run_id)
     monkeypatch.undo()
+    assert EmailMessage.objects.get().status == "sending"
     expire_leases()
     sweep(fan_out=False)
     run = WorkflowRun.objects.get(pk=run_id)
     email_step = run.actions.get(position=0)
-    assert email_step.status == "failed" and "interrupted" in email_step.error
-    assert EmailMessage.objects.get().status == "failed" and mail.outbox == []
+    assert email_step.status == "failed" and "outcome unknown" in email_step.error
+    email = EmailMessage.objects.get()
+    assert email.status == "unknown" and "may or may not have been sent" in email.error and mail.outbox == []
     assert run.status == "partial" and Task.objects.count() == 1
+    assert "Step 1 (Send email) failed: email outcome unknown" in run.error
+
+
+def test_an_email_the_worker_never_handed_over_is_sent_once_on_resume(org, deal, monkeypatch):
+    make_workflow(org, actions=EMAIL_FIRST)
+    run_id = dispatched_run(org, deal)
+    monkeypatch.setattr("crm_automation.crm.email_delivery._claim", die)  # died after the commit
+    with pytest.raises(KeyboardInterrupt):
+        engine.execute_run(run_id)
+    monkeypatch.undo()
+    assert EmailMessage.objects.get().status == "queued"
+    expire_leases()
+    sweep(fan_out=False)
+    assert WorkflowRun.objects.get(pk=run_id).status == "completed"
+    assert EmailMessage.objects.get().status == "sent" and len(mail.outbox) == 1
+    assert effects(deal) == (1, 1, 1)
 
 
 def test_a_crash_inside_a_segment_leaves_nothing_half_done(org, deal, monkeypatch):
@@ -135,7 +153,8 @@ def test_stop_on_error_skips_the_rest_and_fails_the_run(org, deal):
     assert run.status == "failed"
     first, second = run.actions.all()
     assert first.status == "failed" and "is not an email address" in first.error
-    assert second.status == "skipped" and "action 1 failed" in second.error
+    assert second.status == "skipped" and "step 1 failed" in second.error
+    assert run.error.startswith("Step 1 (Send email) failed: the recipient “owner” is not an email address")
     wf.refresh_from_db()
     assert (wf.run_count, wf.success_count, wf.failure_count) == (1, 0, 1)
 
@@ -205,7 +224,7 @@ def test_runs_execute_the_version_they_were_created_with(org, deal):
 
     wf = make_workflow(org)
     run_id = dispatched_run(org, deal)
-    workflow_update(workflow=wf, actions=[{"type": "create_task", "config": {"title": "v2 only"}}])
+    workflow_update(workflow_id=wf.pk, actions=[{"type": "create_task", "config": {"title": "v2 only"}}])
     engine.execute_run(run_id)
     assert Task.objects.get().title == "Kick off Website"
     assert WorkflowRun.objects.get(pk=run_id).version.number == 1
@@ -227,8 +246,15 @@ def test_a_run_that_keeps_crashing_is_given_up_after_five_attempts(org, deal, mo
 def test_a_run_past_its_timeout_skips_the_remaining_steps(org, deal, monkeypatch):
     make_workflow(org, timeout_seconds=5)
     run_id = dispatched_run(org, deal)
-    clock = iter([0.0] + [100.0] * 50)  # the run starts at 0 s; every later look says 100 s
-    monkeypatch.setattr(engine.time, "monotonic", lambda: next(clock))
+    load = engine._load_states
+
+    def already_late(runs):  # as if the run had started 100 s ago
+        states = load(runs)
+        for state in states:
+            state.deadline = engine.time.monotonic() - 95
+        return states
+
+    monkeypatch.setattr(engine, "_load_states", already_late)
     assert engine.execute_run(run_id) == "failed"
     steps = WorkflowRunAction.objects.filter(run_id=run_id)
     assert {s.status for s in steps} == {"skipped"}

@@ -1,7 +1,7 @@
 """The status machine: draft → activated ⇄ paused → archived, with reasons for refusals."""
 
 import pytest
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 
 from crm_automation.automation.models import Workflow, WorkflowVersion
 from crm_automation.automation.services import workflow_transition, workflow_update
@@ -23,11 +23,12 @@ def test_the_allowed_path(org):
 
 
 @pytest.mark.parametrize(("path", "refused", "message"), [
-    ([], "pause", "Cannot pause a workflow that is draft"),
-    (["archive"], "activate", "Cannot activate a workflow that is archived"),
-    (["archive"], "pause", "Cannot pause"),
-    (["archive"], "archive", "Cannot archive"),
-    (["activate"], "activate", "Cannot activate a workflow that is activated"),
+    ([], "pause", "a draft cannot be paused; activate it first"),
+    (["archive"], "activate", "archived workflows cannot be activated"),
+    (["archive"], "pause", "archived workflows cannot be paused"),
+    (["archive"], "archive", "it is already archived"),
+    (["activate"], "activate", "it is already activated"),
+    (["activate", "pause"], "pause", "it is already paused"),
 ])
 def test_refused_transitions_say_why(org, path, refused, message):
     wf = make_workflow(org, activate=False)
@@ -47,7 +48,7 @@ def test_activation_needs_an_action(org):
 def test_activation_is_refused_when_a_stage_disappeared(org):
     wf = make_workflow(org, activate=False)
     Workflow.objects.filter(pk=wf.pk).update(trigger_config={"to_stage": "gone"})
-    with pytest.raises(ValidationError, match="'gone' is not a stage"):
+    with pytest.raises(ValidationError, match="“gone” is not a stage of this organization; use one of new, "):
         go(wf, "activate")
 
 
@@ -71,15 +72,16 @@ def test_free_plan_cannot_activate(org):
 def test_only_org_admins_may_transition(org, owner, teammate, viewer, outsider):
     wf = make_workflow(org, activate=False)
     for person in (teammate, viewer, outsider):
-        with pytest.raises(PermissionError):
+        with pytest.raises(PermissionDenied, match="Only admins of Acme can activate workflows"):
             go(wf, "activate", by=person)
     assert go(wf, "activate", by=owner).status == "activated"
 
 
 def test_every_change_creates_an_immutable_version(org):
     wf = make_workflow(org, activate=False)
-    workflow_update(workflow=wf, name="Renamed only")  # name is not part of the definition
-    workflow_update(workflow=wf, conditions={"rules": [{"field": "deal.amount", "operator": "gt", "value": 1}]})
+    workflow_update(workflow_id=wf.pk, changes={"name": "Renamed only"})  # not part of the definition
+    workflow_update(workflow_id=wf.pk, changes={
+        "conditions": {"rules": [{"field": "deal.amount", "operator": "gt", "value": 1}]}})
     wf.refresh_from_db()
     assert wf.version == 2 and list(wf.versions.values_list("number", flat=True)) == [2, 1]
     first = WorkflowVersion.objects.get(workflow=wf, number=1)
@@ -91,7 +93,7 @@ def test_every_change_creates_an_immutable_version(org):
 def test_an_invalid_update_changes_nothing(org):
     wf = make_workflow(org, activate=False)
     with pytest.raises(ValidationError, match="trigger_config.to_stage"):
-        workflow_update(workflow=wf, trigger_config={"to_stage": "nowhere"})
+        workflow_update(workflow_id=wf.pk, changes={"trigger_config": {"to_stage": "nowhere"}})
     wf.refresh_from_db()
     assert wf.trigger_config == {"to_stage": "won"} and wf.version == 1
 
@@ -100,4 +102,4 @@ def test_an_archived_workflow_is_frozen(org):
     wf = make_workflow(org)
     go(wf, "archive")
     with pytest.raises(ValidationError, match="archived"):
-        workflow_update(workflow=wf, name="x")
+        workflow_update(workflow_id=wf.pk, changes={"name": "x"})

@@ -1,12 +1,12 @@
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
-SWEEP_TASK = "crm_automation.automation.tasks.sweep"
-
 
 def ensure_sweep_schedule(**kwargs) -> None:
     """The sweep runs every minute on any cluster: created once, idempotently."""
     from django_q.models import Schedule
+
+    from crm_automation.automation.queue import SWEEP_TASK
 
     Schedule.objects.update_or_create(
         name="automation-sweep",
@@ -20,9 +20,15 @@ class AutomationConfig(AppConfig):
     verbose_name = "Automation"
 
     def ready(self) -> None:
-        from crm_automation.automation.triggers import record_changes
+        from crm_automation.automation.outbox import record_changes
         from crm_automation.crm.changes import records_changed
 
         # A module-level function: no weak-reference surprises, but be explicit anyway.
         records_changed.connect(record_changes, weak=False, dispatch_uid="automation-record-changes")
         post_migrate.connect(ensure_sweep_schedule, sender=self, weak=False)
+
+        from django_q.signals import post_spawn
+
+        from crm_automation.automation.watchdog import start_watchdog
+
+        post_spawn.connect(start_watchdog, weak=False, dispatch_uid="automation-watchdog")

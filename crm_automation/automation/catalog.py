@@ -4,6 +4,8 @@ Templates, conditions and `update_field` only ever see the paths listed here; ev
 else resolves to nothing (invariant 9).
 """
 
+import difflib
+
 from crm_automation.crm.changes import DEAL_CREATED, DEAL_STAGE_CHANGE, LEAD_CONVERTED, LEAD_CREATED
 
 TRIGGER_CHOICES = [
@@ -65,6 +67,14 @@ def fields_for(trigger_type: str) -> dict[str, str]:
     return fields
 
 
+def suggest(name, known) -> str:
+    """"; did you mean deal.title?" for a near miss, else an empty string."""
+    if not isinstance(name, str):
+        return ""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 OPERATORS = {
     "eq": "equals",
     "neq": "does not equal",
@@ -86,3 +96,5 @@ UPDATABLE_FIELDS = {
              "stage": "stage"},
     "lead": {"name": "str", "email": "email", "company": "str", "status": "lead_status"},
 }
+# Fields a record cannot be without: update_field never writes an empty value into them.
+REQUIRED_FIELDS = {"deal": ("title",), "lead": ("name",)}

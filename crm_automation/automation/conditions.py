@@ -12,7 +12,8 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 
 from crm_automation.automation import catalog
-from crm_automation.automation.templating import resolve
+from crm_automation.automation.templating import format_value, resolve
+from crm_automation.crm.selectors import shown, stage_slugs
 
 EMPTY = {"combinator": "and", "rules": []}
 
@@ -33,21 +34,25 @@ def _coerce(kind: str, value):
         return None
     if kind == "number":
         try:
-            return Decimal(str(value))
+            number = Decimal(str(value))
         except InvalidOperation:
-            raise ValueError(f"{value!r} is not a number") from None
+            raise ValueError(f"{shown(value)} is not a number") from None
+        if isinstance(value, bool) or not number.is_finite():
+            raise ValueError(f"{shown(value)} is not a number")
+        return number
     if kind == "date":
         if isinstance(value, date):
             return value
         try:
             return date.fromisoformat(str(value))
         except ValueError:
-            raise ValueError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+            raise ValueError(f"{shown(value)} is not a date (YYYY-MM-DD)") from None
     return str(value).casefold()
 
 
-def validate(conditions, trigger_type: str) -> list[tuple[str, str]]:
-    """Errors as (where, message); empty when the conditions are valid for this trigger."""
+def validate(conditions, trigger_type: str, *, organization_id: int | None = None) -> list[tuple[str, str]]:
+    """Errors as (where, message); empty when the conditions are valid for this trigger (and,
+    given the organization, name only stages it has)."""
     if conditions in (None, {}, ""):
         return []
     if not isinstance(conditions, dict):
@@ -62,18 +67,20 @@ def validate(conditions, trigger_type: str) -> list[tuple[str, str]]:
     if not isinstance(rules, list):
         return [*errors, ("conditions.rules", "must be a list")]
     fields = catalog.fields_for(trigger_type)
+    stages = None
     for i, rule in enumerate(rules):
         where = f"conditions.rules[{i}]"
         if not isinstance(rule, dict):
             errors.append((where, "must be an object with field, operator and value"))
             continue
         field, op = rule.get("field"), rule.get("operator")
-        if field not in fields:
-            errors.append((f"{where}.field", f"unknown field {field!r} for trigger {trigger_type}"))
+        if not isinstance(field, str) or field not in fields:
+            errors.append((f"{where}.field", f"unknown field {shown(field)} for trigger {trigger_type}"
+                                             f"{catalog.suggest(field, fields)}"))
             continue
-        if op not in catalog.OPERATORS:
+        if not isinstance(op, str) or op not in catalog.OPERATORS:
             errors.append((f"{where}.operator",
-                           f"unknown operator {op!r}; use one of {', '.join(catalog.OPERATORS)}"))
+                           f"unknown operator {shown(op)}; use one of {', '.join(catalog.OPERATORS)}"))
             continue
         kind = fields[field]
         if op in catalog.VALUELESS_OPERATORS:
@@ -101,6 +108,12 @@ def validate(conditions, trigger_type: str) -> list[tuple[str, str]]:
             except ValueError as exc:
                 errors.append((f"{where}.value", str(exc)))
                 break
+            if kind == "stage" and organization_id is not None:
+                stages = stage_slugs(organization_id) if stages is None else stages
+                if str(v).casefold() not in {s.casefold() for s in stages}:
+                    errors.append((f"{where}.value", f"{shown(v)} is not a stage of this organization; "
+                                                     f"use one of {', '.join(stages)}"))
+                    break
     return errors
 
 
@@ -128,10 +141,17 @@ def _rule_holds(rule: dict, kind: str, actual) -> bool:
     return {"gt": left > right, "gte": left >= right, "lt": left < right, "lte": left <= right}[op]
 
 
+def _value_text(value) -> str:
+    if isinstance(value, list):
+        return ", ".join(_value_text(v) for v in value)
+    return format_value(value) if not isinstance(value, str) else value
+
+
 def describe(rule: dict) -> str:
-    text = f"{rule['field']} {rule['operator']}"
+    """A rule in words: deal.amount is greater than 5000."""
+    text = f"{rule['field']} {catalog.OPERATORS.get(rule['operator'], rule['operator'])}"
     if rule["operator"] not in catalog.VALUELESS_OPERATORS:
-        text += f" {rule.get('value')!r}"
+        text += f" {_value_text(rule.get('value'))}"
     return text
 
 
@@ -151,9 +171,10 @@ def evaluate(conditions, trigger_type: str, cheap_context: dict,
         actual = resolve(context, rule["field"])
         holds = _rule_holds(rule, fields.get(rule["field"], "str"), actual)
         if combinator == "and" and not holds:
-            return Outcome(False, f"condition {describe(rule)} was false ({rule['field']} = {actual!r})")
+            now = "empty" if actual in (None, "") else format_value(actual)
+            return Outcome(False, f"condition “{describe(rule)}” was false: {rule['field']} is {now}")
         if combinator == "or" and holds:
-            return Outcome(True, f"condition {describe(rule)} was true")
+            return Outcome(True, f"condition “{describe(rule)}” was true")
     if combinator == "and":
         return Outcome(True, "all conditions were true")
     return Outcome(False, "none of the conditions was true")

@@ -1,13 +1,19 @@
 """A workflow's definition as plain data, and its validation (what and where is wrong)."""
 
+import math
+
 from django.core.exceptions import ValidationError
 
 from crm_automation.automation import catalog, conditions
 from crm_automation.automation.actions import REGISTRY
 from crm_automation.automation.models import Workflow
-from crm_automation.crm.models import Stage
+from crm_automation.crm.selectors import shown, stage_slugs
 
 MAX_ACTIONS = 25
+MAX_TEXT = 20_000
+MAX_DEPTH = 8
+DEFINITION_FIELDS = ("trigger_type", "trigger_config", "conditions", "error_handling", "reenrollment",
+                     "timeout_seconds")
 
 
 def definition_of(workflow: Workflow, actions=None) -> dict:
@@ -19,18 +25,46 @@ def definition_of(workflow: Workflow, actions=None) -> dict:
         "trigger_config": workflow.trigger_config or {},
         "conditions": workflow.conditions or {},
         "error_handling": workflow.error_handling,
+        "reenrollment": workflow.reenrollment,
         "timeout_seconds": workflow.timeout_seconds,
         "actions": actions,
     }
 
 
+def plain_data_errors(value, where: str, depth: int = 0) -> list[tuple[str, str]]:
+    """JSON a database can store and our code can compare: no NUL characters (PostgreSQL
+    refuses them), no NaN or Infinity, bounded size and nesting."""
+    if depth > MAX_DEPTH:
+        return [(where, "is nested too deeply")]
+    if isinstance(value, str):
+        if "\x00" in value:
+            return [(where, "contains a NUL character")]
+        if len(value) > MAX_TEXT:
+            return [(where, f"is longer than {MAX_TEXT} characters")]
+        return []
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(where, f"{value} is not a number")]
+    if isinstance(value, dict):
+        errors = []
+        for key, item in value.items():
+            if not isinstance(key, str) or "\x00" in key:
+                return [(where, "has a key that is not plain text")]
+            errors += plain_data_errors(item, f"{where}.{key}" if where else key, depth + 1)
+        return errors
+    if isinstance(value, list):
+        return [e for i, item in enumerate(value) for e in plain_data_errors(item, f"{where}[{i}]", depth + 1)]
+    if value is None or isinstance(value, bool | int | float):
+        return []
+    return [(where, f"{type(value).__name__} is not a JSON value")]
+
+
 def validate_trigger(trigger_type, trigger_config, organization_id: int) -> list[tuple[str, str]]:
-    if trigger_type not in catalog.TRIGGER_TYPES:
-        return [("trigger_type", f"unknown trigger {trigger_type!r}; use one of "
+    if not isinstance(trigger_type, str) or trigger_type not in catalog.TRIGGER_TYPES:
+        return [("trigger_type", f"unknown trigger {shown(trigger_type)}; use one of "
                                  f"{', '.join(sorted(catalog.TRIGGER_TYPES))}")]
     config = trigger_config or {}
     if not isinstance(config, dict):
-        return [("trigger_config", "must be an object")]
+        return [("trigger_config", "must be an object, e.g. {\"to_stage\": \"won\"}")]
     allowed = catalog.STAGE_CONFIG.get(trigger_type, ())
     errors = []
     for key in sorted(set(config) - set(allowed)):
@@ -38,35 +72,49 @@ def validate_trigger(trigger_type, trigger_config, organization_id: int) -> list
         errors.append((f"trigger_config.{key}", f"unknown setting ({hint})"))
     wanted = {k: config[k] for k in allowed if config.get(k) not in (None, "")}
     if wanted:
-        known = set(Stage.objects.filter(organization_id=organization_id).values_list("slug", flat=True))
+        known = stage_slugs(organization_id)
         for key, slug in wanted.items():
-            if slug not in known:
-                errors.append((f"trigger_config.{key}", f"{slug!r} is not a stage of this organization"))
+            if not isinstance(slug, str) or slug not in known:
+                errors.append((f"trigger_config.{key}", f"{shown(slug)} is not a stage of this organization; "
+                                                        f"use one of {', '.join(known)}"))
     return errors
 
 
 def validate_action(action_type, config, *, trigger_type, organization_id, where="") -> list[tuple[str, str]]:
-    action = REGISTRY.get(action_type)
+    action = REGISTRY.get(action_type) if isinstance(action_type, str) else None
     if action is None:
-        return [(f"{where}type", f"unknown action {action_type!r}; use one of {', '.join(REGISTRY)}")]
+        choices = ", ".join(REGISTRY)
+        if action_type in (None, ""):
+            return [(f"{where}type", f"choose an action type ({choices})")]
+        return [(f"{where}type", f"unknown action {shown(action_type)}; use one of {choices}")]
     return [(f"{where}{loc}", msg) for loc, msg in
             action.validate(config, trigger_type=trigger_type, organization_id=organization_id)]
 
 
 def validate_definition(definition: dict, organization_id: int) -> list[tuple[str, str]]:
+    errors = plain_data_errors(definition, "")
+    if errors:
+        return errors  # nothing below may compare NaN or store NUL: say this first
     trigger_type = definition.get("trigger_type")
     errors = validate_trigger(trigger_type, definition.get("trigger_config"), organization_id)
     if trigger_type in catalog.TRIGGER_TYPES:
-        errors += conditions.validate(definition.get("conditions"), trigger_type)
+        errors += conditions.validate(definition.get("conditions"), trigger_type, organization_id=organization_id)
     if definition.get("error_handling") not in Workflow.ErrorHandling.values:
         errors.append(("error_handling", "must be 'stop' or 'continue'"))
+    if definition.get("reenrollment", Workflow.Reenrollment.EVERY_TIME) not in Workflow.Reenrollment.values:
+        errors.append(("reenrollment", f"must be one of {', '.join(Workflow.Reenrollment.values)}"))
     timeout = definition.get("timeout_seconds")
-    if not isinstance(timeout, int) or not 1 <= timeout <= 3600:
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= 3600:
         errors.append(("timeout_seconds", "must be a whole number of seconds from 1 to 3600"))
     actions = definition.get("actions") or []
+    if not isinstance(actions, list):
+        return [*errors, ("actions", "must be a list")]
     if len(actions) > MAX_ACTIONS:
-        errors.append(("actions", f"at most {MAX_ACTIONS} actions"))
+        errors.append(("actions", f"at most {MAX_ACTIONS} actions ({len(actions)} given)"))
     for i, item in enumerate(actions):
+        if not isinstance(item, dict):
+            errors.append((f"actions[{i}]", "must be an object with type and config"))
+            continue
         errors += validate_action(item.get("type"), item.get("config"), trigger_type=trigger_type,
                                   organization_id=organization_id, where=f"actions[{i}].")
     return errors
@@ -74,7 +122,7 @@ def validate_definition(definition: dict, organization_id: int) -> list[tuple[st
 
 def raise_if_invalid(errors: list[tuple[str, str]]) -> None:
     if errors:
-        raise ValidationError([f"{where}: {message}" for where, message in errors])
+        raise ValidationError([f"{where}: {message}" if where else message for where, message in errors])
 
 
 def activation_problems(definition: dict, organization_id: int) -> list[str]:

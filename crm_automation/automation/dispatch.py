@@ -12,6 +12,7 @@ from django.utils import timezone
 from crm_automation.automation import conditions, context, plans
 from crm_automation.automation.models import (
     AutomationEvent,
+    Enrollment,
     Workflow,
     WorkflowDecision,
     WorkflowRun,
@@ -21,6 +22,7 @@ from crm_automation.crm.models import Organization
 
 logger = logging.getLogger(__name__)
 Outcome = WorkflowDecision.Outcome
+Reenrollment = Workflow.Reenrollment
 
 
 def claim_events(limit: int) -> list[AutomationEvent]:
@@ -28,6 +30,8 @@ def claim_events(limit: int) -> list[AutomationEvent]:
 
     PostgreSQL skips rows another worker holds (SKIP LOCKED); SQLite serialises writers
     (IMMEDIATE transactions), so the SELECT and UPDATE below cannot interleave there either.
+    A dispatch that outlives its lease is harmless: decisions and runs are unique per
+    (event, workflow), so a second dispatch of the same events adds nothing.
     """
     now = timezone.now()
     lease = timedelta(seconds=settings.AUTOMATION["LEASE_SECONDS"])
@@ -50,11 +54,34 @@ def _stage_filter(workflow_config: dict, trigger: dict) -> str | None:
         wanted = workflow_config.get(key)
         if wanted and trigger.get(key) != wanted:
             label = key.replace("_", " ")
-            return f"{label} is {trigger.get(key)!r}; the workflow listens for {wanted!r}"
+            return f"the deal moved {label.split()[0]} “{trigger.get(key)}”; the workflow listens for “{wanted}”"
     return None
 
 
-def _decide(event, workflow, org, trigger, load) -> tuple[str, str]:
+def _match(event, definition: dict, trigger: dict, load) -> tuple[str, str]:
+    """Whether the definition's stage filter and conditions match this event."""
+    mismatch = _stage_filter(definition.get("trigger_config") or {}, trigger)
+    if mismatch:
+        return Outcome.STAGE_FILTER, mismatch
+    full = load()
+    if full is None:
+        return Outcome.RECORD_MISSING, f"the {event.entity_type} was deleted before the workflow ran"
+    outcome = conditions.evaluate(definition.get("conditions"), event.kind, {"trigger": trigger}, lambda: full)
+    if not outcome.passed:
+        return Outcome.CONDITION_FALSE, outcome.explanation
+    return Outcome.MATCHED, outcome.explanation
+
+
+def _decide(event, workflow, org, trigger, load) -> tuple[str, str] | None:
+    """The decision for one candidate workflow; None for a draft that would not have run anyway
+    (drafts are listed only when they are the answer to "why didn't it run?")."""
+    if workflow.status == WorkflowStatus.DRAFT:
+        if not plans.includes_automation(org.plan):
+            return None
+        outcome, _ = _match(event, workflow.current_version.definition, trigger, load)
+        if outcome != Outcome.MATCHED:
+            return None
+        return Outcome.DRAFT, "draft — not activated: it would have run if it were activated"
     max_depth = settings.AUTOMATION["MAX_CHAIN_DEPTH"]
     if not plans.includes_automation(org.plan):
         return Outcome.PLAN, f"the {org.get_plan_display()} plan does not include automation"
@@ -63,18 +90,7 @@ def _decide(event, workflow, org, trigger, load) -> tuple[str, str]:
     if event.depth > max_depth:
         return Outcome.LOOP_GUARD, (f"this change is {event.depth} steps down a chain of workflow "
                                     f"changes (run {event.caused_by_run_id}); the limit is {max_depth}")
-    definition = workflow.current_version.definition
-    mismatch = _stage_filter(definition.get("trigger_config") or {}, trigger)
-    if mismatch:
-        return Outcome.STAGE_FILTER, mismatch
-    full = load()
-    if full is None:
-        return Outcome.RECORD_MISSING, f"the {event.entity_type} was deleted before the workflow ran"
-    outcome = conditions.evaluate(definition.get("conditions"), event.kind, {"trigger": trigger},
-                                  lambda: full)
-    if not outcome.passed:
-        return Outcome.CONDITION_FALSE, outcome.explanation
-    return Outcome.MATCHED, outcome.explanation
+    return _match(event, workflow.current_version.definition, trigger, load)
 
 
 def _metadata(event, trigger, full) -> dict:
@@ -86,6 +102,52 @@ def _metadata(event, trigger, full) -> dict:
     return meta
 
 
+def _candidates(events) -> dict[tuple[int, str], list[Workflow]]:
+    found = defaultdict(list)
+    statuses = [WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED, WorkflowStatus.DRAFT]
+    for wf in (Workflow.objects.filter(organization_id__in={e.organization_id for e in events},
+                                       trigger_type__in={e.kind for e in events}, status__in=statuses,
+                                       current_version__isnull=False)
+               .select_related("current_version").order_by("pk")):
+        found[(wf.organization_id, wf.trigger_type)].append(wf)
+    return found
+
+
+def _enroll(matched: list) -> list:
+    """Keep the matched candidates that may enroll their record; the others get the decision
+    "already enrolled". The unique (workflow, record) row decides races between workers."""
+    wanted = []
+    for item in matched:
+        event, wf, _, _ = item
+        policy = wf.current_version.definition.get("reenrollment", Reenrollment.EVERY_TIME)
+        if policy != Reenrollment.EVERY_TIME:
+            wanted.append(Enrollment(workflow=wf, entity_id=event.entity_id, event_id=event.pk,
+                                     until_finished=policy == Reenrollment.NOT_WHILE_RUNNING))
+    if not wanted:
+        return matched
+    Enrollment.objects.bulk_create(wanted, ignore_conflicts=True)
+    match = Q()
+    for row in wanted:
+        match |= Q(workflow_id=row.workflow_id, entity_id=row.entity_id)
+    holders = {(w, e): ev for w, e, ev in Enrollment.objects.filter(match)
+               .values_list("workflow_id", "entity_id", "event_id")}
+    kept = []
+    for item in matched:
+        event, wf, decision, _ = item
+        holder = holders.get((wf.pk, event.entity_id), event.pk)
+        if holder == event.pk:
+            kept.append(item)
+            continue
+        decision.outcome = Outcome.ALREADY_ENROLLED
+        if wf.current_version.definition.get("reenrollment") == Reenrollment.ONCE:
+            decision.reason = (f"already enrolled: this {event.entity_type} went through the workflow before "
+                               "and it enrolls a record only once")
+        else:
+            decision.reason = (f"already enrolled: this {event.entity_type} still has an unfinished run of "
+                               "the workflow (started by an earlier change)")
+    return kept
+
+
 def dispatch_events(events: list[AutomationEvent]) -> list[int]:
     """Record a decision per (event, candidate workflow), create the runs, mark events done.
 
@@ -94,15 +156,8 @@ def dispatch_events(events: list[AutomationEvent]) -> list[int]:
     """
     if not events:
         return []
-    org_ids = {e.organization_id for e in events}
-    kinds = {e.kind for e in events}
-    workflows = defaultdict(list)
-    for wf in (Workflow.objects.filter(organization_id__in=org_ids, trigger_type__in=kinds,
-                                       status__in=[WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED],
-                                       current_version__isnull=False)
-               .select_related("current_version").order_by("pk")):
-        workflows[(wf.organization_id, wf.trigger_type)].append(wf)
-    orgs = Organization.objects.in_bulk(org_ids)
+    workflows = _candidates(events)
+    orgs = Organization.objects.in_bulk({e.organization_id for e in events})
     slugs = context.stage_slugs(events)
     records = None  # loaded only if some event gets past the cheap checks
 
@@ -121,13 +176,23 @@ def dispatch_events(events: list[AutomationEvent]) -> list[int]:
             return cache["full"]
 
         for wf in workflows.get((event.organization_id, event.kind), []):
-            outcome, reason = _decide(event, wf, orgs[event.organization_id], trigger, load)
+            decided = _decide(event, wf, orgs[event.organization_id], trigger, load)
+            if decided is None:
+                continue
+            outcome, reason = decided
             decisions.append(WorkflowDecision(event=event, workflow=wf, version=wf.current_version,
                                               entity_id=event.entity_id, outcome=outcome, reason=reason[:2000]))
             if outcome == Outcome.MATCHED:
                 matched.append((event, wf, decisions[-1], _metadata(event, trigger, cache.get("full"))))
 
     with transaction.atomic():
+        # A second dispatch of the same events (a worker that outlived its lease) waits here for
+        # the first one and then finds nothing left to do.
+        pending = set(AutomationEvent.objects.select_for_update()
+                      .filter(pk__in=[e.pk for e in events], processed_at__isnull=True)
+                      .values_list("pk", flat=True))
+        decisions = [d for d in decisions if d.event.pk in pending]
+        matched = _enroll([m for m in matched if m[0].pk in pending])
         per_org = defaultdict(list)
         for item in matched:
             per_org[item[0].organization_id].append(item)
@@ -155,5 +220,3 @@ def dispatch_events(events: list[AutomationEvent]) -> list[int]:
         return []
     return list(WorkflowRun.objects.filter(event_id__in=event_ids, status="started")
                 .order_by("pk").values_list("pk", flat=True))
-
-

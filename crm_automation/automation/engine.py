@@ -1,39 +1,50 @@
-"""Worker step 2: execute runs, many at once, durably and idempotently.
+"""Worker step 2: execute runs, many at once, durably, idempotently and in isolation.
 
-Runs claimed together are advanced step by step as a group, so each kind of action writes
-the whole group's effects with one bulk statement. The work is cut into transactions
-("segments") that end where an external side effect must happen:
+Runs are executed in groups: the fresh runs of one organization together (so each kind of
+action writes the whole group's effects with one bulk statement), and a run that was delivered
+before without finishing on its own, so a run that crashes or hangs its worker can only ever
+take itself down (invariant 13). Within a group the work is cut into transactions ("segments")
+that end where an external side effect must happen:
 
-1. Claim the runs with a conditional UPDATE that sets a lease (owner token + expiry). A run
-   whose live lease belongs to someone else is not ours: skip it.
-2. Walk every run's actions of its immutable version. A step whose history says it finished is
-   not executed again; on a redelivered run, a step whose effect exists (found by its
-   (run, step) key) is recorded from that effect instead of being repeated.
-3. Database-only steps commit together with their history rows, so an effect and its record
-   can never disagree. History is written in a savepoint: failing to log never undoes or stops
-   the work (invariant 7). An external step (email) commits its claimed outbox row, is
-   delivered after the commit, and its outcome is recorded in the next segment.
-4. Finishing moves started → final and the workflow's counters in one transaction, guarded by
+1. Claim the group's runs with a lease (see leases.py); a heartbeat keeps it while we work.
+2. Each segment first locks the records the runs act on, so a record deleted meanwhile fails
+   only its own run (and a delete waits for the segment instead of failing at commit).
+3. Walk every run's actions of its immutable version. A step whose history says it finished is
+   not executed again; for a step not yet finished, an effect that already exists under its
+   (run, step) key is recorded instead of being repeated.
+4. Database-only steps commit together with their history rows. History is written in a
+   savepoint: failing to log never undoes or stops the work (invariant 7). An email is
+   committed as a queued outbox row and delivered after the commit, one message at a time.
+5. Finishing moves started → final and the workflow's counters in one transaction, guarded by
    the lease owner, so counters move exactly once however often a run is delivered.
+6. When the time budget is spent, unfinished runs are handed back (released, not counted as an
+   attempt) for another task to continue; when a group raises, its runs are retried one by one.
 """
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
-from django.db.models import F, Q
+from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
-from crm_automation.automation import context
+from crm_automation.automation import context, leases
 from crm_automation.automation.actions import REGISTRY, ActionFailed, ExecutionContext
-from crm_automation.automation.models import RunStatus, StepStatus, Workflow, WorkflowRun, WorkflowRunAction
+from crm_automation.automation.history import FINISHED_STEPS, Segment
+from crm_automation.automation.models import (
+    Enrollment,
+    RunStatus,
+    StepStatus,
+    Workflow,
+    WorkflowRun,
+    WorkflowRunAction,
+)
+from crm_automation.crm.models import Deal, Lead
 
 logger = logging.getLogger(__name__)
-FINISHED_STEPS = {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED}
+MAX_ATTEMPTS = 5
 
 
 @dataclass
@@ -46,6 +57,7 @@ class RunState:
     position: int = 0
     outcomes: list[str] = field(default_factory=list)
     halted: str = ""
+    failure: str = ""  # the first thing that went wrong, in words, for the run's error
     external: tuple | None = None  # (position, ctx, result) waiting for delivery after commit
     finished: bool = False
 
@@ -57,72 +69,23 @@ class RunState:
     def stop_on_error(self) -> bool:
         return self.run.version.definition.get("error_handling") == "stop"
 
-
-class Segment:
-    """History rows written at the end of one transaction."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[RunState, int, dict]] = []
-
-    def record(self, state: RunState, position: int, status: str, *, result=None, error="",
-               ctx: ExecutionContext | None = None, started=None, new_attempt: bool = True) -> None:
-        if status in FINISHED_STEPS:
-            state.outcomes.append(status)
-        if state.run.history_suppressed:
-            return
-        result = dict(result or {})
-        if ctx is not None and ctx.notes:
-            result["notes"] = ctx.notes
-        previous = state.history.get(position)
-        now = timezone.now()
-        attempts = (previous.attempts if previous else 0) + (1 if new_attempt or not previous else 0)
-        values = {"action_type": state.steps[position]["type"], "status": status, "result": result,
-                  "error": error[:4000], "attempts": attempts,
-                  "started_at": started or (previous.started_at if previous else now),
-                  "finished_at": now if status in FINISHED_STEPS else None}
-        self.rows.append((state, position, values))
-
-    def flush(self) -> None:
-        """Write this segment's history rows: new ones in one INSERT; a step recorded again
-        (an email moving from running to completed) replaces its row (one DELETE, one INSERT)."""
-        if not self.rows:
-            return
-        try:
-            with transaction.atomic():
-                latest = {(state.run.pk, position): (state, position, values)
-                          for state, position, values in self.rows}
-                replaced = [state.history[pos].pk for state, pos, _ in latest.values()
-                            if pos in state.history and state.history[pos].pk]
-                if replaced:
-                    WorkflowRunAction.objects.filter(pk__in=replaced).delete()
-                rows = [WorkflowRunAction(run=state.run, position=position, **values)
-                        for state, position, values in latest.values()]
-                WorkflowRunAction.objects.bulk_create(rows)
-                for row, (state, position, _) in zip(rows, latest.values(), strict=True):
-                    state.history[position] = row
-        except DatabaseError:
-            logger.exception("Could not write run history; the actions themselves are unaffected")
-        self.rows = []
+    @property
+    def done(self) -> bool:
+        return self.finished or (self.external is None and self.position >= len(self.steps))
 
 
-def claim_runs(run_ids: list[int]) -> tuple[str, list[WorkflowRun]]:
-    """Lease the runs that are free: unfinished, and never leased or with an expired lease."""
-    token = uuid.uuid4().hex
-    now = timezone.now()
-    lease = timedelta(seconds=settings.AUTOMATION["LEASE_SECONDS"])
-    WorkflowRun.objects.filter(pk__in=run_ids, status=RunStatus.STARTED).filter(
-        Q(lease_until__isnull=True) | Q(lease_until__lt=now)
-    ).update(lease_until=now + lease, lease_owner=token, attempts=F("attempts") + 1)
-    runs = list(WorkflowRun.objects.filter(pk__in=run_ids, lease_owner=token, status=RunStatus.STARTED)
-                .select_related("version", "event").order_by("pk"))
-    return token, runs
+@dataclass
+class Report:
+    finished: dict[int, str] = field(default_factory=dict)
+    handed_back: list[int] = field(default_factory=list)
+
+    def merge(self, other: "Report") -> None:
+        self.finished.update(other.finished)
+        self.handed_back += other.handed_back
 
 
 def claim_run(run_id: int) -> bool:
-    return bool(claim_runs([run_id])[1])
-
-
-MAX_ATTEMPTS = 5
+    return bool(leases.claim_runs([run_id])[1])
 
 
 def _load_states(runs: list[WorkflowRun]) -> list[RunState]:
@@ -130,10 +93,8 @@ def _load_states(runs: list[WorkflowRun]) -> list[RunState]:
     records = context.load_records(events)
     slugs = context.stage_slugs(events)
     history: dict[int, dict] = {}
-    retried = [r.pk for r in runs if r.attempts > 1 and not r.history_suppressed]
-    if retried:
-        for row in WorkflowRunAction.objects.filter(run_id__in=retried):
-            history.setdefault(row.run_id, {})[row.position] = row
+    for row in WorkflowRunAction.objects.filter(run_id__in=[r.pk for r in runs if not r.history_suppressed]):
+        history.setdefault(row.run_id, {})[row.position] = row
     now = time.monotonic()
     states = []
     for run in runs:
@@ -144,9 +105,36 @@ def _load_states(runs: list[WorkflowRun]) -> list[RunState]:
         if run.attempts > MAX_ATTEMPTS:
             # Delivered again and again without finishing (a crash we cannot get past): stop
             # retrying, and say so on every remaining step instead of looping forever.
-            state.halted = f"gave up after {MAX_ATTEMPTS} attempts; the worker kept stopping mid-run"
+            state.halted = (f"gave up after {MAX_ATTEMPTS} attempts: the worker stopped each time while "
+                            "running this workflow")
         states.append(state)
     return states
+
+
+def _lock_records(states: list[RunState]) -> None:
+    """Lock the deals and leads the unfinished runs act on (in key order: no deadlocks), and
+    halt the runs whose record is gone. A user's delete (services.record_delete locks first)
+    then waits for this segment instead of colliding with the rows it inserts."""
+    active = [s for s in states if not s.done and not s.halted and s.record is not None]
+    deal_ids, lead_ids = set(), set()
+    for state in active:
+        if isinstance(state.record, Deal):
+            deal_ids.add(state.record.pk)
+        elif isinstance(state.record, Lead):
+            lead_ids.add(state.record.pk)
+            if state.record.converted_deal_id:
+                deal_ids.add(state.record.converted_deal_id)
+    present = set()
+    for model, ids in ((Deal, deal_ids), (Lead, lead_ids)):
+        if ids:
+            present.update(model.objects.select_for_update(no_key=True).filter(pk__in=ids)
+                           .order_by("pk").values_list("pk", flat=True))
+    for state in active:
+        gone = state.record.pk not in present or (
+            isinstance(state.record, Lead) and state.record.converted_deal_id
+            and state.record.converted_deal_id not in present)
+        if gone:
+            state.halted = f"the {state.run.trigger_entity_type} was deleted while the workflow was running"
 
 
 def _context(state: RunState, position: int) -> ExecutionContext:
@@ -159,7 +147,7 @@ def _context(state: RunState, position: int) -> ExecutionContext:
 def _advance(state: RunState, ok: bool) -> None:
     state.position += 1
     if not ok and state.stop_on_error:
-        state.halted = f"skipped: action {state.position} failed and the workflow stops on errors"
+        state.halted = f"skipped: step {state.position} failed and the workflow stops on errors"
 
 
 def _apply_group(action, items: list[tuple[RunState, ExecutionContext, object]], segment: Segment, started):
@@ -199,13 +187,15 @@ def _step_all(states: list[RunState], segment: Segment) -> None:
         groups: dict[str, list] = {}
         moved = False
         for state in states:
-            if state.finished or state.external is not None or state.position >= len(state.steps):
+            if state.done or state.external is not None:
                 continue
             position = state.position
             previous = state.history.get(position)
             moved = True
             if previous is not None and previous.status in FINISHED_STEPS:
                 state.outcomes.append(previous.status)
+                if previous.status == StepStatus.FAILED and not state.failure:
+                    state.failure = segment.failure_text(state, position, previous.error)
                 _advance(state, previous.status != StepStatus.FAILED)
                 continue
             if not state.halted and state.record is None:
@@ -227,18 +217,14 @@ def _step_all(states: list[RunState], segment: Segment) -> None:
 def _run_group(action, group: list[RunState], segment: Segment) -> None:
     started = timezone.now()
     contexts = {state.run.pk: _context(state, state.position) for state in group}
-    retried = [contexts[s.run.pk].key for s in group if s.run.attempts > 1]
-    found = action.existing(retried) if retried else {}
+    # One indexed lookup per action and segment: an effect made by an earlier delivery of the
+    # run (whose history may be missing: quota-suppressed, or lost with a crash) is reused.
+    found = action.existing([ctx.key for ctx in contexts.values()])
     items = []
     for state in group:
         ctx = contexts[state.run.pk]
         if ctx.key in found:
-            ok, result, error = True, found[ctx.key], ""
-            if action.external:
-                ok, result, error = action.settle_existing(result)
-            segment.record(state, state.position, StepStatus.COMPLETED if ok else StepStatus.FAILED,
-                           result=result, error=error, started=started)
-            _advance(state, ok)
+            _settle_found(action, state, ctx, found[ctx.key], segment, started)
             continue
         try:
             items.append((state, ctx, action.prepare(state.steps[state.position].get("config") or {}, ctx)))
@@ -249,15 +235,33 @@ def _run_group(action, group: list[RunState], segment: Segment) -> None:
         _apply_group(action, items, segment, started)
 
 
-def _deliver(states: list[RunState], segment: Segment) -> None:
+def _settle_found(action, state: RunState, ctx, result: dict, segment: Segment, started) -> None:
+    if action.external:
+        settled = action.settle_existing(result)
+        if settled is None:  # made but not yet delivered: deliver it after this segment
+            state.external = (state.position, ctx, result)
+            return
+        ok, result, error = settled
+    else:
+        ok, result, error = True, {**result, "repeated_delivery": True}, ""
+    segment.record(state, state.position, StepStatus.COMPLETED if ok else StepStatus.FAILED,
+                   result=result, error=error, started=started)
+    _advance(state, ok)
+
+
+def _deliver(states: list[RunState], segment: Segment, deadline: float) -> None:
+    """Outside any transaction: hand waiting messages over, each outcome recorded as it
+    happens. Those the deadline leaves unsent keep waiting (their run is handed back)."""
     waiting: dict[str, list[RunState]] = {}
     for state in states:
         if state.external is not None:
             waiting.setdefault(state.steps[state.external[0]]["type"], []).append(state)
     for action_type, group in waiting.items():
-        action = REGISTRY[action_type]
-        outcomes = action.deliver([(s.external[1], s.external[2]) for s in group])
-        for state, (ok, result, error) in zip(group, outcomes, strict=True):
+        outcomes = REGISTRY[action_type].deliver([(s.external[1], s.external[2]) for s in group], deadline)
+        for state, outcome in zip(group, outcomes, strict=True):
+            if outcome is None:
+                continue
+            ok, result, error = outcome
             position, ctx, _ = state.external
             state.external = None
             segment.record(state, position, StepStatus.COMPLETED if ok else StepStatus.FAILED,
@@ -276,13 +280,13 @@ def final_status(outcomes: list[str], stop_on_error: bool) -> str:
 
 
 def _finish(states: list[RunState], token: str) -> dict[int, str]:
-    done = [s for s in states if not s.finished and s.external is None and s.position >= len(s.steps)]
+    done = [s for s in states if not s.finished and s.done]
     if not done:
         return {}
-    ids = list(WorkflowRun.objects.select_for_update().filter(
+    ids = set(WorkflowRun.objects.select_for_update().filter(
         pk__in=[s.run.pk for s in done], status=RunStatus.STARTED, lease_owner=token).values_list("pk", flat=True))
     now = timezone.now()
-    finished, counters, suppressed, by_status = {}, {}, [], {}
+    finished, counters, suppressed, by_status, errors = {}, {}, [], {}, {}
     for state in done:
         state.finished = True
         if state.run.pk not in ids:
@@ -292,42 +296,99 @@ def _finish(states: list[RunState], token: str) -> dict[int, str]:
         run.finished_at, run.lease_until = now, None
         finished[run.pk] = run.status
         by_status.setdefault(run.status, []).append(run.pk)
-        if state.halted and (state.record is None or run.attempts > MAX_ATTEMPTS):
-            run.error = state.halted
-            WorkflowRun.objects.filter(pk=run.pk).update(error=run.error)
+        if run.status != RunStatus.COMPLETED:
+            run.error = (state.failure or state.halted)[:4000]
+            errors[run.pk] = run.error
         total, ok = counters.get(run.workflow_id, (0, 0))
         counters[run.workflow_id] = (total + 1, ok + (run.status == RunStatus.COMPLETED))
         if run.history_suppressed:
             suppressed.append(run.pk)
     for status, run_ids in by_status.items():
         WorkflowRun.objects.filter(pk__in=run_ids).update(status=status, finished_at=now, lease_until=None)
+    for run_id, error in errors.items():
+        WorkflowRun.objects.filter(pk=run_id).update(error=error)
     for workflow_id, (total, ok) in sorted(counters.items()):  # one lock order: no deadlocks
         Workflow.objects.filter(pk=workflow_id).update(
             run_count=F("run_count") + total, success_count=F("success_count") + ok,
             failure_count=F("failure_count") + (total - ok), last_run_at=now)
+    Enrollment.release(runs=[s.run for s in done if s.run.pk in ids])
     if suppressed:
         WorkflowRun.objects.filter(pk__in=suppressed).delete()
     return finished
 
 
-def execute_runs(run_ids: list[int]) -> dict[int, str]:
-    """Execute (or resume) runs. Returns {run id: final status} for the runs finished here."""
-    token, runs = claim_runs(run_ids)
+def _execute_group(run_ids: list[int], stop_at: float) -> Report:
+    token, runs = leases.claim_runs(run_ids)
+    report = Report()
     if not runs:
-        return {}
+        return report
+    with leases.heartbeat(token):
+        try:
+            _advance_group(runs, token, stop_at, report)
+            return report
+        except Exception:
+            logger.exception("Executing runs %s failed", [r.pk for r in runs])
+    unfinished = [r for r in runs if r.pk not in report.finished and r.pk not in report.handed_back]
+    if len(runs) == 1:
+        leases.back_off(token, [r.pk for r in unfinished], runs[0].attempts)  # retried later, counted
+        return report
+    # Something in this group broke the whole group: isolate, then retry one by one, so the run
+    # that caused it fails alone and the others go on.
+    WorkflowRun.objects.filter(pk__in=[r.pk for r in unfinished], lease_owner=token).update(
+        lease_until=None, lease_owner="")
+    for run in unfinished:
+        report.merge(_execute_group([run.pk], stop_at))
+    return report
+
+
+def _advance_group(runs: list[WorkflowRun], token: str, stop_at: float, report: Report) -> None:
     states = _load_states(runs)
     segment = Segment()
-    finished: dict[int, str] = {}
     while True:
         with transaction.atomic():
+            _lock_records(states)
             _step_all(states, segment)
             segment.flush()
-            finished.update(_finish(states, token))
-        if not any(s.external is not None for s in states):
-            return finished
-        _deliver(states, segment)  # outside any transaction; outcomes are written by the next segment
+            finished = _finish(states, token)
+        report.finished.update(finished)  # only once committed
+        waiting = [s.run.pk for s in states if s.external is not None]
+        if not waiting:
+            return
+        if time.monotonic() >= stop_at:
+            leases.hand_back(token, waiting)
+            report.handed_back += waiting
+            return
+        _deliver(states, segment, stop_at)
+
+
+def plan_groups(run_ids: list[int]) -> list[list[int]]:
+    """Fresh runs of one organization together; a run delivered before without finishing alone."""
+    rows = (WorkflowRun.objects.filter(pk__in=run_ids, status=RunStatus.STARTED)
+            .order_by("pk").values_list("pk", "organization_id", "attempts"))
+    by_org: dict[int, list[int]] = {}
+    alone = []
+    for pk, org_id, attempts in rows:
+        if attempts:
+            alone.append([pk])
+        else:
+            by_org.setdefault(org_id, []).append(pk)
+    return [*by_org.values(), *alone]
+
+
+def execute_runs(run_ids: list[int], *, budget: float | None = None) -> Report:
+    """Execute (or resume) runs within a time budget. Returns what finished and what was
+    handed back unfinished (its caller queues a continuation); groups never started because
+    the budget was spent are left unclaimed and are in neither list."""
+    stop_at = time.monotonic() + (budget if budget is not None else settings.AUTOMATION["RUN_TIME_BUDGET"])
+    report = Report()
+    for group in plan_groups(run_ids):
+        if time.monotonic() >= stop_at:
+            report.handed_back += group
+            continue
+        report.merge(_execute_group(group, stop_at))
+    return report
 
 
 def execute_run(run_id: int) -> str | None:
     """Execute (or resume) one run. Returns its final status, or None if not ours to run."""
-    return execute_runs([run_id]).get(run_id)
+    return execute_runs([run_id]).finished.get(run_id)

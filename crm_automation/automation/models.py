@@ -28,6 +28,11 @@ class Workflow(models.Model):
         STOP = "stop", "Stop at the first failed action"
         CONTINUE = "continue", "Continue with the next action"
 
+    class Reenrollment(models.TextChoices):
+        NOT_WHILE_RUNNING = "not_while_running", "Not while the record has an unfinished run of it"
+        ONCE = "once", "Only once per record, ever"
+        EVERY_TIME = "every_time", "Every time the trigger fires"
+
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="workflows")
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
@@ -41,6 +46,9 @@ class Workflow(models.Model):
         help_text='{"combinator": "and", "rules": [{"field": "deal.amount", "operator": "gt", "value": 5000}]}',
     )
     error_handling = models.CharField(max_length=10, choices=ErrorHandling.choices, default=ErrorHandling.STOP)
+    reenrollment = models.CharField(
+        "re-enrollment", max_length=20, choices=Reenrollment.choices, default=Reenrollment.NOT_WHILE_RUNNING,
+        help_text="Whether a record that already went through this workflow may go through it again.")
     timeout_seconds = models.PositiveIntegerField(default=60)
     status = FSMField(default=WorkflowStatus.DRAFT, choices=WorkflowStatus.choices, protected=False)
     version = models.PositiveIntegerField(default=0, editable=False)
@@ -169,6 +177,8 @@ class WorkflowDecision(models.Model):
         PLAN = "plan", "Plan does not include automation"
         LOOP_GUARD = "loop_guard", "Loop guard: chain too deep"
         RECORD_MISSING = "record_missing", "Record no longer exists"
+        ALREADY_ENROLLED = "already_enrolled", "Already enrolled"
+        DRAFT = "draft", "Draft: not activated"
 
     event = models.ForeignKey(AutomationEvent, on_delete=models.CASCADE, related_name="decisions")
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="decisions")
@@ -184,6 +194,37 @@ class WorkflowDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_outcome_display()}: {self.reason}"
+
+
+class Enrollment(models.Model):
+    """A record enrolled in a workflow that does not enroll it again (see Workflow.reenrollment).
+
+    The unique (workflow, record) pair is what makes "not again" hold when several workers
+    dispatch events of one record at once. Rows of "not while running" workflows are removed
+    when the run finishes; rows of "once" workflows stay.
+    """
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
+    entity_id = models.UUIDField()
+    event_id = models.BigIntegerField(help_text="The event whose run enrolled the record.")
+    until_finished = models.BooleanField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workflow", "entity_id"], name="uniq_enrollment")]
+
+    def __str__(self) -> str:
+        return f"{self.entity_id} in workflow {self.workflow_id}"
+
+    @classmethod
+    def release(cls, *, runs) -> None:
+        """Runs finished: their records may enter "not while running" workflows again."""
+        if not runs:
+            return
+        match = models.Q()
+        for run in runs:
+            match |= models.Q(workflow_id=run.workflow_id, event_id=run.event_id)
+        cls.objects.filter(match, until_finished=True).delete()
 
 
 class RunStatus(models.TextChoices):

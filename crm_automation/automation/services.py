@@ -1,11 +1,17 @@
-"""Writes to workflows: create, change the definition (a new version), status transitions."""
+"""Writes to workflows: create, change the definition (a new version), status transitions.
 
-from django.core.exceptions import ValidationError
+The one write path (invariant 12): the admin, and later the pages, the API and YAML import,
+call these and nothing else. Each checks the caller's role, validates the whole definition and
+writes only what it was asked to change. `by=None` means the system itself (a management
+command, a data migration); every surface a person uses passes the person.
+"""
+
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django_fsm import has_transition_perm
 
 from crm_automation.automation import plans
 from crm_automation.automation.definitions import (
+    DEFINITION_FIELDS,
     activation_problems,
     definition_of,
     raise_if_invalid,
@@ -13,6 +19,9 @@ from crm_automation.automation.definitions import (
 )
 from crm_automation.automation.models import Workflow, WorkflowAction, WorkflowStatus, WorkflowVersion
 from crm_automation.crm.models import Organization
+from crm_automation.crm.selectors import shown, user_has_role
+
+EDITABLE_FIELDS = ("name", "description", *DEFINITION_FIELDS)
 
 
 def _replace_actions(workflow: Workflow, actions: list[dict]) -> None:
@@ -37,51 +46,107 @@ def workflow_snapshot(*, workflow: Workflow, by=None) -> WorkflowVersion:
     return version
 
 
+def can_edit(user, workflow: Workflow) -> bool:
+    """Org admins edit any workflow that is not archived; ops edit drafts; viewers read."""
+    if user is None:
+        return workflow.status != WorkflowStatus.ARCHIVED
+    if workflow.status == WorkflowStatus.ARCHIVED:
+        return False
+    if workflow.status == WorkflowStatus.DRAFT:
+        return user_has_role(user, workflow.organization_id, "ops")
+    return user_has_role(user, workflow.organization_id, "admin")
+
+
+def _check_edit(by, workflow: Workflow) -> None:
+    if workflow.status == WorkflowStatus.ARCHIVED:
+        raise ValidationError("An archived workflow cannot be changed; clone it instead.")
+    if not can_edit(by, workflow):
+        if user_has_role(by, workflow.organization_id, "ops"):
+            raise PermissionDenied(f"Only admins of this organization can change a workflow that is "
+                                   f"{workflow.get_status_display().lower()}; ops members edit drafts.")
+        raise PermissionDenied("You can read this workflow but not change it.")
+
+
+def _validate(workflow: Workflow, actions: list[dict]) -> None:
+    errors = validate_definition(definition_of(workflow, actions), workflow.organization_id)
+    if workflow.status == WorkflowStatus.ACTIVATED and not actions:
+        errors.append(("actions", "an activated workflow needs at least one action; pause it first"))
+    if not str(workflow.name or "").strip():
+        errors.append(("name", "a workflow needs a name"))
+    raise_if_invalid(errors)
+
+
 @transaction.atomic
-def workflow_create(*, organization: Organization, name: str, trigger_type: str,
-                    actions: list[dict], trigger_config: dict | None = None,
-                    conditions: dict | None = None, error_handling: str = Workflow.ErrorHandling.STOP,
-                    timeout_seconds: int = 60, description: str = "", created_by=None) -> Workflow:
+def workflow_create(*, organization: Organization, name: str, trigger_type: str, actions: list[dict],
+                    by=None, trigger_config: dict | None = None, conditions: dict | None = None,
+                    error_handling: str = Workflow.ErrorHandling.STOP,
+                    reenrollment: str = Workflow.Reenrollment.NOT_WHILE_RUNNING,
+                    timeout_seconds: int = 60, description: str = "") -> Workflow:
+    """A new draft with its first version. Ops members and admins of the organization may."""
+    if by is not None and not user_has_role(by, organization.pk, "ops"):
+        raise PermissionDenied(f"Only ops members and admins of {organization.name} can create workflows.")
     workflow = Workflow(organization=organization, name=name, description=description,
                         trigger_type=trigger_type, trigger_config=trigger_config or {},
-                        conditions=conditions or {}, error_handling=error_handling,
-                        timeout_seconds=timeout_seconds, created_by=created_by)
-    raise_if_invalid(validate_definition(definition_of(workflow, actions), organization.pk))
-    if not name.strip():
-        raise ValidationError({"name": "A workflow needs a name."})
-    workflow.save()
-    _replace_actions(workflow, actions)
-    workflow_snapshot(workflow=workflow, by=created_by)
-    return workflow
-
-
-@transaction.atomic
-def workflow_update(*, workflow: Workflow, by=None, actions: list[dict] | None = None, **fields) -> Workflow:
-    """Change a workflow's definition; creates a new version. Archived workflows are frozen."""
-    workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
-    if workflow.status == WorkflowStatus.ARCHIVED:
-        raise ValidationError("An archived workflow cannot be changed.")
-    editable = {"name", "description", "trigger_type", "trigger_config", "conditions",
-                "error_handling", "timeout_seconds"}
-    unknown = set(fields) - editable
-    if unknown:
-        raise ValidationError(f"Unknown workflow field(s): {', '.join(sorted(unknown))}")
-    for key, value in fields.items():
-        setattr(workflow, key, value)
-    if actions is None:
-        actions = [{"type": a.action_type, "config": a.config} for a in workflow.actions.all()]
-    definition = definition_of(workflow, actions)
-    errors = validate_definition(definition, workflow.organization_id)
-    if workflow.status == WorkflowStatus.ACTIVATED and not actions:
-        errors.append(("actions", "an activated workflow needs at least one action"))
-    raise_if_invalid(errors)
+                        conditions=conditions or {}, error_handling=error_handling, reenrollment=reenrollment,
+                        timeout_seconds=timeout_seconds, created_by=by)
+    _validate(workflow, actions)
     workflow.save()
     _replace_actions(workflow, actions)
     workflow_snapshot(workflow=workflow, by=by)
     return workflow
 
 
+@transaction.atomic
+def workflow_update(*, workflow_id: int, by=None, changes: dict | None = None, actions: list[dict] | None = None,
+                    expected: dict | None = None, expected_version: int | None = None) -> Workflow:
+    """Change a workflow: only the fields in `changes` (and the actions, if given) are written,
+    under a row lock; counters and status are never touched here. A definition change creates
+    a new version.
+
+    Lost updates are refused, not made: `expected` holds, for each changed field, the value the
+    caller saw when it started (a form's initial value); if someone changed it since, nothing
+    is written. `expected_version` does the same for the actions.
+    """
+    changes = dict(changes or {})
+    workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
+    _check_edit(by, workflow)
+    unknown = set(changes) - set(EDITABLE_FIELDS)
+    if "organization" in unknown or "organization_id" in unknown:
+        raise ValidationError({"organization": "A workflow stays in the organization it was created in; "
+                                               "clone it into the other organization instead."})
+    if unknown:
+        raise ValidationError(f"These fields cannot be changed here: {', '.join(sorted(unknown))}.")
+    conflicts = {name: f"Changed by someone else to {shown(getattr(workflow, name))} since you opened "
+                       "this page; your change was not saved. Check the value and save again."
+                 for name, seen in (expected or {}).items()
+                 if name in changes and getattr(workflow, name) != seen}
+    if actions is not None and expected_version is not None and workflow.version != expected_version:
+        conflicts["actions"] = (f"The actions were changed by someone else (now version {workflow.version}, "
+                                f"you opened version {expected_version}); your changes were not saved. "
+                                "Reload the page and apply them again.")
+    if conflicts:
+        raise ValidationError(conflicts)
+    for name, value in changes.items():
+        setattr(workflow, name, value)
+    current_actions = [{"type": a.action_type, "config": a.config} for a in workflow.actions.all()]
+    _validate(workflow, current_actions if actions is None else actions)
+    if changes:
+        workflow.save(update_fields=[*changes, "updated_at"])
+    if actions is not None and actions != current_actions:
+        _replace_actions(workflow, actions)
+    workflow_snapshot(workflow=workflow, by=by)
+    return workflow
+
+
 TRANSITIONS = ("activate", "pause", "archive")
+_REFUSED = {
+    ("pause", WorkflowStatus.DRAFT): "a draft cannot be paused; activate it first",
+    ("pause", WorkflowStatus.PAUSED): "it is already paused",
+    ("pause", WorkflowStatus.ARCHIVED): "archived workflows cannot be paused",
+    ("activate", WorkflowStatus.ACTIVATED): "it is already activated",
+    ("activate", WorkflowStatus.ARCHIVED): "archived workflows cannot be activated; clone it to use it again",
+    ("archive", WorkflowStatus.ARCHIVED): "it is already archived",
+}
 
 
 @transaction.atomic
@@ -93,17 +158,15 @@ def workflow_transition(*, workflow_id: int, name: str, by) -> Workflow:
     a transition from a state the workflow has already left.
     """
     if name not in TRANSITIONS:
-        raise ValidationError(f"Unknown transition {name!r}.")
+        raise ValidationError(f"Unknown transition {shown(name)}; use one of {', '.join(TRANSITIONS)}.")
     organization_id = Workflow.objects.values_list("organization_id", flat=True).get(pk=workflow_id)
     organization = Organization.objects.select_for_update().get(pk=organization_id)
     workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
-    method = getattr(workflow, name)
-    if by is not None and not has_transition_perm(method, by):
-        raise PermissionError(f"You may not {name} workflows in {organization.name}.")
-    from django_fsm import can_proceed
-
-    if not can_proceed(method):
-        raise ValidationError(f"Cannot {name} a workflow that is {workflow.get_status_display().lower()}.")
+    if by is not None and not user_has_role(by, organization.pk, "admin"):
+        raise PermissionDenied(f"Only admins of {organization.name} can {name} workflows.")
+    refused = _REFUSED.get((name, workflow.status))
+    if refused:
+        raise ValidationError(f"Cannot {name} “{workflow.name}”: {refused}.")
     if name == "activate":
         problems = []
         if not plans.includes_automation(organization.plan):
@@ -113,11 +176,11 @@ def workflow_transition(*, workflow_id: int, name: str, by) -> Workflow:
             active = Workflow.objects.filter(organization=organization, status=WorkflowStatus.ACTIVATED).count()
             if active >= limit:
                 problems.append(f"the {organization.get_plan_display()} plan allows {limit} activated "
-                                f"workflows and {active} already are")
+                                f"workflows and {active} already are; pause one first")
         workflow_snapshot(workflow=workflow, by=by)
         problems += activation_problems(workflow.current_version.definition, organization.pk)
         if problems:
             raise ValidationError(f"Cannot activate “{workflow.name}”: " + "; ".join(problems) + ".")
-    method()
+    getattr(workflow, name)()
     workflow.save(update_fields=["status", "updated_at"])
     return workflow

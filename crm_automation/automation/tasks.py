@@ -2,8 +2,8 @@
 
 django-q2 delivers at least once (the ORM broker hands a task out again after `retry`
 seconds; Redis loses a task whose worker dies). Nothing here relies on a delivery: events are
-claimed with leases, runs are claimed with leases, and the sweep picks up whatever a lost or
-dead task left behind.
+claimed with leases, runs are claimed with leases, and the watchdog (watchdog.py) and the
+periodic sweep pick up whatever a lost or dead task left behind.
 """
 
 import logging
@@ -14,18 +14,28 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
-from django_q.tasks import async_task
 
 from crm_automation.automation.dispatch import claim_events, dispatch_events
 from crm_automation.automation.engine import execute_runs
+from crm_automation.automation.leases import lease_length
 from crm_automation.automation.models import AutomationEvent, RunStatus, WorkflowRun
+from crm_automation.automation.queue import enqueue_continue, enqueue_drain
 
 logger = logging.getLogger(__name__)
-DRAIN_TASK = "crm_automation.automation.tasks.drain_events"
 
 
-def enqueue_drain() -> None:
-    async_task(DRAIN_TASK, save=False, group="automation-drain")
+def _execute(run_ids: list[int], *, budget: float, fan_out: bool) -> int:
+    """Execute runs; what the budget did not allow is continued by another task (in a worker)
+    or right here (when called directly, as tests and commands do)."""
+    report = execute_runs(run_ids, budget=budget)
+    finished = len(report.finished)
+    while report.handed_back:
+        if fan_out:
+            enqueue_continue(report.handed_back)
+            break
+        report = execute_runs(report.handed_back)
+        finished += len(report.finished)
+    return finished
 
 
 def drain_events(fan_out: bool = True) -> int:
@@ -33,7 +43,7 @@ def drain_events(fan_out: bool = True) -> int:
 
     With `fan_out` (in a worker), a full batch means more may be waiting: one more drain task
     is queued first, so every worker of the cluster helps with a burst; and a drain that runs
-    out of time queues its own continuation. Returns the number of runs executed.
+    out of time queues its own continuation. Returns the number of runs finished.
     """
     batch_size = settings.AUTOMATION["EVENT_BATCH_SIZE"]
     stop_at = time.monotonic() + settings.AUTOMATION["DRAIN_TIME_BUDGET"]
@@ -48,11 +58,16 @@ def drain_events(fan_out: bool = True) -> int:
             helper_queued = True  # one helper per drain is enough; each helper fans out again
         run_ids = dispatch_safely(events)
         if run_ids:
-            executed += len(execute_runs(run_ids))
+            executed += _execute(run_ids, budget=max(0.0, stop_at - time.monotonic()), fan_out=fan_out)
         if time.monotonic() > stop_at:
             if fan_out:
                 enqueue_drain()
             return executed
+
+
+def continue_runs(run_ids: list[int]) -> int:
+    """Continue runs a task handed back when its time was up."""
+    return _execute(run_ids, budget=settings.AUTOMATION["RUN_TIME_BUDGET"], fan_out=True)
 
 
 def dispatch_safely(events: list[AutomationEvent]) -> list[int]:
@@ -71,16 +86,27 @@ def dispatch_safely(events: list[AutomationEvent]) -> list[int]:
         return [run_id for event in events for run_id in dispatch_safely([event])]
 
 
-def sweep(fan_out: bool = True) -> dict:
-    """Periodic safety net: events nobody was told about, runs whose worker vanished."""
+def abandoned_runs():
+    """Unfinished runs nobody holds: a lease that expired (its worker died or was killed), or
+    never leased although dispatched a lease ago (its dispatcher died before executing it)."""
     now = timezone.now()
-    lease = timedelta(seconds=settings.AUTOMATION["LEASE_SECONDS"])
-    abandoned = list(
-        WorkflowRun.objects.filter(status=RunStatus.STARTED)
-        .filter(Q(lease_until__lt=now) | Q(lease_until__isnull=True, started_at__lt=now - lease))
-        .order_by("pk").values_list("pk", flat=True)[:500]
-    )
-    resumed = len(execute_runs(abandoned)) if abandoned else 0
+    return WorkflowRun.objects.filter(status=RunStatus.STARTED).filter(
+        Q(lease_until__lt=now) | Q(lease_until__isnull=True, started_at__lt=now - lease_length()))
+
+
+def forgotten_events(age: timedelta = timedelta(seconds=2)):
+    """Events waiting longer than `age` that no worker holds: their nudge was lost."""
+    now = timezone.now()
+    return AutomationEvent.objects.filter(processed_at__isnull=True, created_at__lt=now - age).filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+
+
+def sweep(fan_out: bool = True) -> dict:
+    """Safety net, run by the watchdog when it sees work nobody does, and every minute: resume
+    abandoned runs, process events nobody was told about."""
+    abandoned = list(abandoned_runs().order_by("pk").values_list("pk", flat=True)[:500])
+    resumed = _execute(abandoned, budget=settings.AUTOMATION["RUN_TIME_BUDGET"], fan_out=fan_out) \
+        if abandoned else 0
     pending = AutomationEvent.objects.filter(processed_at__isnull=True).exists()
     executed = drain_events(fan_out=fan_out) if pending else 0
     if resumed or executed:

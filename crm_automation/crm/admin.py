@@ -1,9 +1,11 @@
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils.html import format_html, format_html_join
-from django.utils.timezone import localtime
+from django.utils.html import format_html
 
 from crm_automation.crm.admin_scoping import OrgScopedAdmin
+from crm_automation.crm.email_delivery import email_resend
 from crm_automation.crm.models import (
     Contact,
     Deal,
@@ -15,58 +17,25 @@ from crm_automation.crm.models import (
     Task,
 )
 from crm_automation.crm.selectors import user_has_role
-from crm_automation.crm.services import email_resend, leads_convert_bulk
-
-RUNS_SHOWN = 20
+from crm_automation.crm.services import leads_convert_bulk
 
 
-def runs_table(entity_id) -> str:
-    """The runs a deal or lead triggered, newest first (read through the runs' index)."""
-    from crm_automation.automation.models import WorkflowRun
+class StageFilter(admin.SimpleListFilter):
+    """The person's own stages, in pipeline order (never other tenants' stage names)."""
 
-    runs = list(WorkflowRun.objects.filter(trigger_entity_id=entity_id)
-                .select_related("workflow").order_by("-started_at")[:RUNS_SHOWN])
-    if not runs:
-        return "No workflow has run for this record yet."
-    rows = format_html_join(
-        "", "<tr><td><a href='{}'>{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-        ((reverse("admin:automation_workflowrun_change", args=[r.pk]),
-          localtime(r.started_at).strftime("%Y-%m-%d %H:%M:%S"), r.workflow.name, r.get_status_display(),
-          r.get_trigger_type_display()) for r in runs),
-    )
-    return format_html("<table><tr><th>Started</th><th>Workflow</th><th>Status</th><th>Trigger</th></tr>{}</table>",
-                       rows)
+    title = "stage"
+    parameter_name = "stage"
 
+    def lookups(self, request, model_admin):
+        stages = Stage.objects.select_related("organization").order_by("organization__name", "order")
+        org_ids = model_admin.visible_org_ids(request)
+        if not request.user.is_superuser:
+            stages = stages.filter(organization_id__in=org_ids)
+        several = request.user.is_superuser or len(org_ids) > 1
+        return [(str(s.pk), f"{s.name} ({s.organization.name})" if several else s.name) for s in stages]
 
-def decisions_table(entity_id) -> str:
-    """Why each candidate workflow did or did not run for this record's recent changes."""
-    from crm_automation.automation.models import WorkflowDecision
-
-    decisions = list(WorkflowDecision.objects.filter(entity_id=entity_id)
-                     .select_related("workflow", "event").order_by("-event_id", "workflow_id")[:RUNS_SHOWN])
-    if not decisions:
-        return "No workflow has considered this record yet."
-    rows = format_html_join(
-        "", "<tr><td><a href='{}'>{}</a></td><td>{}</td><td>{}</td><td>{}: {}</td></tr>",
-        ((reverse("admin:automation_automationevent_change", args=[d.event_id]),
-          localtime(d.event.created_at).strftime("%Y-%m-%d %H:%M:%S"), d.event.get_kind_display(), d.workflow.name,
-          d.get_outcome_display(), d.reason) for d in decisions),
-    )
-    return format_html("<table><tr><th>Change</th><th>Trigger</th><th>Workflow</th><th>Decision</th></tr>{}</table>",
-                       rows)
-
-
-class AutomationPanels:
-    """Read-only fields for a deal's or lead's page: its runs, and why workflows did not run."""
-
-    @admin.display(description="Workflow runs")
-    def automation_runs(self, obj) -> str:
-        return runs_table(obj.pk) if obj.pk else "-"
-
-    @admin.display(description="Why workflows ran or not")
-    def automation_decisions(self, obj) -> str:
-        return decisions_table(obj.pk) if obj.pk else "-"
-
+    def queryset(self, request, queryset):
+        return queryset.filter(stage_id=self.value()) if self.value() else queryset
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
@@ -99,24 +68,32 @@ class ContactAdmin(OrgScopedAdmin):
 
 
 @admin.register(Deal)
-class DealAdmin(AutomationPanels, OrgScopedAdmin):
+class DealAdmin(OrgScopedAdmin):
     list_display = ("title", "stage", "amount", "probability", "contact", "owner", "organization")
-    list_filter = ("stage__slug", "organization")
+    list_filter = (StageFilter, "organization")
     search_fields = ("title",)
     list_select_related = ("stage", "contact", "owner", "organization")
-    readonly_fields = ("automation_runs", "automation_decisions")
     show_full_result_count = False
 
 
 @admin.register(Lead)
-class LeadAdmin(AutomationPanels, OrgScopedAdmin):
+class LeadAdmin(OrgScopedAdmin):
     list_display = ("name", "email", "company", "status", "converted_at", "organization")
     list_filter = ("status", "organization")
     search_fields = ("name", "email", "company")
     list_select_related = ("organization",)
-    readonly_fields = ("converted_at", "converted_contact", "converted_deal", "automation_runs",
-                       "automation_decisions")
+    readonly_fields = ("converted_at", "converted_contact", "converted_deal")
     actions = ["convert_leads"]
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        return [*fields, "status"] if obj is not None and obj.converted_at is not None else fields
+
+    def formfield_for_choice_field(self, db_field, request, **kwargs):
+        if db_field.name == "status":  # "Converted" comes only from converting the lead
+            kwargs["choices"] = [c for c in db_field.choices if c[0] != Lead.Status.CONVERTED]
+            kwargs["help_text"] = "To convert a lead, use “Convert selected leads” in the lead list."
+        return super().formfield_for_choice_field(db_field, request, **kwargs)
 
     @admin.action(description="Convert selected leads to contacts and deals")
     def convert_leads(self, request, queryset) -> None:
@@ -153,20 +130,51 @@ class EmailMessageAdmin(OrgScopedAdmin):
     list_filter = ("status", "organization")
     search_fields = ("to", "subject")
     list_select_related = ("organization",)
-    readonly_fields = ("status", "sent_at", "error", "automation_key", "deal", "lead")
+    readonly_fields = ("status", "sent_at", "error", "attempts", "automation_key", "deal", "lead")
     show_full_result_count = False
-    actions = ["resend"]
+    actions = ["resend", "resend_unknown"]
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False  # the outbox is a log
 
-    @admin.action(description="Send selected failed emails again")
-    def resend(self, request, queryset) -> None:
-        sent, skipped = 0, 0
-        for email in queryset.filter(status=EmailMessage.Status.FAILED):
-            if not user_has_role(request.user, email.organization_id, "ops"):
+    def _resend(self, request, queryset, *, include_unknown: bool) -> tuple[int, int, int]:
+        sent = failed = skipped = 0
+        for email in queryset:
+            try:
+                email = email_resend(email_id=email.pk, by=request.user, include_unknown=include_unknown)
+            except PermissionDenied:
                 skipped += 1
                 continue
-            sent += email_resend(email_id=email.pk).status == EmailMessage.Status.SENT
-        self.message_user(request, f"Sent {sent} email(s) again; {skipped} skipped (not yours to send).",
-                          messages.SUCCESS if sent else messages.WARNING)
+            sent += email.status == EmailMessage.Status.SENT
+            failed += email.status != EmailMessage.Status.SENT
+        return sent, failed, skipped
+
+    def _report(self, request, sent: int, failed: int, skipped: int) -> None:
+        text = f"Sent {sent} email(s) again."
+        if failed:
+            text += f" {failed} failed again: see their error."
+        if skipped:
+            text += f" {skipped} skipped (not yours to send)."
+        self.message_user(request, text, messages.SUCCESS if sent and not failed else messages.WARNING)
+
+    @admin.action(description="Send selected failed emails again")
+    def resend(self, request, queryset) -> None:
+        failed = queryset.filter(status=EmailMessage.Status.FAILED)
+        others = queryset.count() - failed.count()
+        self._report(request, *self._resend(request, failed, include_unknown=False))
+        if others:
+            self.message_user(request, f"{others} selected email(s) were not failed and were left alone; an email "
+                                       "whose outcome is unknown is resent only with “Resend emails whose outcome "
+                                       "is unknown”.", messages.WARNING)
+
+    @admin.action(description="Resend emails whose outcome is unknown (may reach the client twice)…")
+    def resend_unknown(self, request, queryset):
+        unknown = queryset.filter(status=EmailMessage.Status.UNKNOWN)
+        if request.POST.get("confirm") != "yes":
+            return TemplateResponse(request, "admin/crm/emailmessage/confirm_resend_unknown.html", {
+                **self.admin_site.each_context(request), "title": "Resend emails whose outcome is unknown?",
+                "emails": list(unknown[:200]), "opts": self.model._meta,
+                "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+            })
+        self._report(request, *self._resend(request, unknown, include_unknown=True))
+        return None

@@ -9,11 +9,30 @@ from django.contrib import admin
 from django.core.paginator import Paginator
 from django.utils.functional import cached_property
 
+from crm_automation.crm.admin_forms import ConcurrentEditForm
 from crm_automation.crm.models import Membership, Organization
 from crm_automation.crm.selectors import user_has_role, user_org_roles
+from crm_automation.crm.services import record_delete, record_update
 
-ORG_SCOPED_MODELS = {"Organization", "Stage", "Contact", "Deal", "Lead", "Task", "EmailMessage",
-                     "Workflow", "WorkflowVersion", "WorkflowRun", "AutomationEvent"}
+
+def is_org_scoped(model) -> bool:
+    return any(f.name == "organization" and f.is_relation for f in model._meta.fields)
+
+
+class OrganizationFilter(admin.SimpleListFilter):
+    """Lists only the organizations the person belongs to (never other tenants' names)."""
+
+    title = "organization"
+    parameter_name = "organization"
+
+    def lookups(self, request, model_admin):
+        orgs = Organization.objects.order_by("name")
+        if not request.user.is_superuser:
+            orgs = orgs.filter(pk__in=model_admin.visible_org_ids(request))
+        return [(str(o.pk), o.name) for o in orgs]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(organization_id=self.value()) if self.value() else queryset
 
 
 class CappedCountPaginator(Paginator):
@@ -27,6 +46,7 @@ class CappedCountPaginator(Paginator):
 
 
 class OrgScopedAdmin(admin.ModelAdmin):
+    form = ConcurrentEditForm
     org_path = "organization"  # the lookup from this model to its Organization
     view_role = Membership.Role.VIEWER
     edit_role = Membership.Role.OPS
@@ -84,6 +104,49 @@ class OrgScopedAdmin(admin.ModelAdmin):
     def editable_org_ids(self, request) -> list[int]:
         return [o for o in self.visible_org_ids(request) if user_has_role(request.user, o, self.edit_role)]
 
+    def get_list_filter(self, request):
+        """"organization" in list_filter becomes a filter that lists only the person's own
+        organizations, and only when they see more than one."""
+        filters = []
+        for item in super().get_list_filter(request):
+            if item == "organization":
+                if request.user.is_superuser or len(self.visible_org_ids(request)) > 1:
+                    filters.append(OrganizationFilter)
+            else:
+                filters.append(item)
+        return filters
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and self.org_path == "organization" and "organization" not in fields:
+            fields.append("organization")  # a record never moves to another organization
+        return fields
+
+    def get_changeform_initial_data(self, request) -> dict:
+        initial = super().get_changeform_initial_data(request)
+        orgs = self.editable_org_ids(request)
+        if len(orgs) == 1:  # most people belong to one organization: do not make them pick it
+            initial.setdefault("organization", orgs[0])
+        return initial
+
+    # Writes go through the services: only what the person changed, refused if someone else
+    # changed the same field meanwhile (the form already said so), links checked by the model.
+    def save_model(self, request, obj, form, change) -> None:
+        if not change:
+            obj.full_clean()
+            obj.save()
+            return
+        saved = record_update(record=obj, by=request.user, changes=form.changes(), expected=form.expected(),
+                              role=self.edit_role)
+        obj.__dict__.update({k: v for k, v in saved.__dict__.items() if k != "_state"})
+
+    def delete_model(self, request, obj) -> None:
+        record_delete(record=obj, by=request.user, role=self.delete_role)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for obj in queryset:
+            record_delete(record=obj, by=request.user, role=self.delete_role)
+
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         """Only offer records of organizations the user may edit (no cross-tenant links)."""
         field = super().formfield_for_foreignkey(db_field, request, **kwargs)
@@ -93,7 +156,7 @@ class OrgScopedAdmin(admin.ModelAdmin):
         org_ids = self.editable_org_ids(request)
         if model is Organization:
             field.queryset = field.queryset.filter(pk__in=org_ids)
-        elif model.__name__ in ORG_SCOPED_MODELS:
+        elif is_org_scoped(model):
             field.queryset = field.queryset.filter(organization_id__in=org_ids)
         elif model.__name__ == "User":
             field.queryset = field.queryset.filter(memberships__organization_id__in=org_ids).distinct()

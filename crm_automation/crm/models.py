@@ -3,10 +3,12 @@
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 
 from crm_automation.crm import changes
+from crm_automation.crm.tenancy import TenantOwned
 
 
 class Organization(models.Model):
@@ -41,7 +43,7 @@ class Membership(models.Model):
         return f"{self.user} @ {self.organization} ({self.role})"
 
 
-class Stage(models.Model):
+class Stage(TenantOwned):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="stages")
     slug = models.SlugField()
     name = models.CharField(max_length=100)
@@ -57,7 +59,9 @@ class Stage(models.Model):
         return self.name
 
 
-class Contact(models.Model):
+class Contact(TenantOwned):
+    tenant_links = ("source_lead",)
+
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="contacts")
     first_name = models.CharField(max_length=100)
     last_name = models.CharField(max_length=100, blank=True)
@@ -72,7 +76,10 @@ class Contact(models.Model):
         return f"{self.first_name} {self.last_name}".strip()
 
 
-class Deal(models.Model):
+class Deal(TenantOwned):
+    tenant_links = ("stage", "contact", "source_lead")
+    member_links = ("owner",)
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="deals")
     title = models.CharField(max_length=200)
@@ -99,25 +106,26 @@ class Deal(models.Model):
 
 
     def save(self, *args, **kwargs) -> None:
-        """Save, and announce a creation or a stage change in the same transaction."""
+        """Save, and announce a creation or a stage change in the same transaction.
+
+        Whether the stage changed is decided under a row lock against the stored value, never
+        against this instance's possibly stale copy: four processes moving the same deal to
+        "won" at once give one event, with the true from-stage. (`deal_move_to_stage` does the
+        same with one conditional UPDATE; this path is for plain saves.)"""
         creating = self._state.adding
-        previous_stage_id = getattr(self, "_loaded_stage_id", None)
         update_fields = kwargs.get("update_fields")
+        writes_stage = update_fields is None or "stage" in update_fields or "stage_id" in update_fields
         with transaction.atomic(using=kwargs.get("using"), savepoint=False):
+            previous_stage_id = None
+            if not creating and writes_stage:
+                previous_stage_id = (Deal.objects.select_for_update().filter(pk=self.pk)
+                                     .values_list("stage_id", flat=True).first())
             super().save(*args, **kwargs)
             change = None
             if creating:
-                change = changes.RecordChange(
-                    changes.DEAL_CREATED, self.organization_id, "deal", self.pk,
-                    {"to_stage_id": self.stage_id},
-                )
-            elif self.stage_id != previous_stage_id and (
-                update_fields is None or "stage" in update_fields or "stage_id" in update_fields
-            ):
-                change = changes.RecordChange(
-                    changes.DEAL_STAGE_CHANGE, self.organization_id, "deal", self.pk,
-                    {"from_stage_id": previous_stage_id, "to_stage_id": self.stage_id},
-                )
+                change = deal_created_change(self)
+            elif writes_stage and previous_stage_id is not None and previous_stage_id != self.stage_id:
+                change = deal_stage_change(self, previous_stage_id)
             if change is not None:
                 changes.records_changed.send(sender=Deal, changes=[change])
         self._loaded_stage_id = self.stage_id
@@ -129,7 +137,20 @@ class Deal(models.Model):
         return instance
 
 
-class Lead(models.Model):
+def deal_created_change(deal: "Deal") -> changes.RecordChange:
+    return changes.RecordChange(changes.DEAL_CREATED, deal.organization_id, "deal", deal.pk,
+                                {"to_stage_id": deal.stage_id})
+
+
+def deal_stage_change(deal: "Deal", from_stage_id: int) -> changes.RecordChange:
+    return changes.RecordChange(changes.DEAL_STAGE_CHANGE, deal.organization_id, "deal", deal.pk,
+                                {"from_stage_id": from_stage_id, "to_stage_id": deal.stage_id})
+
+
+class Lead(TenantOwned):
+    tenant_links = ("converted_contact", "converted_deal")
+    member_links = ("owner",)
+
     class Status(models.TextChoices):
         NEW = "new", "New"
         CONTACTED = "contacted", "Contacted"
@@ -158,8 +179,26 @@ class Lead(models.Model):
         return self.name
 
 
+    def status_errors(self) -> dict[str, str]:
+        """"Converted" means a contact and a deal were made: never a status set by hand."""
+        if self.status == self.Status.CONVERTED and self.converted_at is None:
+            return {"status": "A lead becomes Converted only by converting it (the “Convert” action creates "
+                              "its contact and deal); choose another status, or convert it."}
+        if self.converted_at is not None and self.status != self.Status.CONVERTED:
+            return {"status": "This lead was converted; its status stays Converted."}
+        return {}
+
+    def clean(self) -> None:
+        super().clean()
+        errors = self.status_errors()
+        if errors:
+            raise ValidationError(errors)
+
     def save(self, *args, **kwargs) -> None:
         """Save, and announce a creation or a conversion in the same transaction."""
+        errors = self.status_errors()
+        if errors:
+            raise ValidationError(errors)
         creating = self._state.adding
         was_converted = getattr(self, "_was_converted", False)
         with transaction.atomic(using=kwargs.get("using"), savepoint=False):
@@ -188,7 +227,10 @@ def lead_converted_change(lead: Lead) -> changes.RecordChange:
     )
 
 
-class Task(models.Model):
+class Task(TenantOwned):
+    tenant_links = ("deal", "lead")
+    member_links = ("assignee",)
+
     class Priority(models.TextChoices):
         LOW = "low", "Low"
         NORMAL = "normal", "Normal"
@@ -219,14 +261,19 @@ class Task(models.Model):
         return self.title
 
 
-class EmailMessage(models.Model):
+class EmailMessage(TenantOwned):
     """An outbox row. Delivery goes through Django's email backend (SMTP, anymail, file...)."""
+
+    tenant_links = ("deal", "lead")
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         SENDING = "sending", "Sending"
         SENT = "sent", "Sent"
-        FAILED = "failed", "Failed"
+        FAILED = "failed", "Failed (not sent)"
+        # The sender stopped while the provider had the message: it may or may not have gone out.
+        # Never re-sent automatically; resending it is an explicit, warned choice.
+        UNKNOWN = "unknown", "Outcome unknown"
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="emails")
     to = models.EmailField()
@@ -239,7 +286,14 @@ class EmailMessage(models.Model):
     lead = models.ForeignKey(Lead, on_delete=models.SET_NULL, null=True, blank=True, related_name="emails")
     automation_key = models.CharField(max_length=100, null=True, blank=True, unique=True, editable=False)
     sending_since = models.DateTimeField(null=True, blank=True, editable=False)
+    attempts = models.PositiveSmallIntegerField(default=0, editable=False,
+                                                help_text="How many times it was handed to the provider.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
         return f"{self.subject} → {self.to}"
+
+    @property
+    def message_id(self) -> str:
+        """The same Message-ID every time this row is sent, so a resend is recognisable."""
+        return f"<email-{self.pk}.{self.organization_id}@crm-automation>"

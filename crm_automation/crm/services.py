@@ -3,27 +3,42 @@
 import logging
 from decimal import Decimal
 
-from django.core import mail
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from crm_automation.crm import changes
-from crm_automation.crm.models import Contact, Deal, EmailMessage, Lead, Stage, lead_converted_change
+from crm_automation.crm.models import Contact, Deal, Lead, Stage, deal_stage_change, lead_converted_change
+from crm_automation.crm.selectors import shown, user_has_role
 
 logger = logging.getLogger(__name__)
 
 
 @transaction.atomic
 def deal_move_to_stage(*, deal: Deal, stage: Stage) -> Deal:
-    """Move a deal to another stage of its organization; fires `deal_stage_change`."""
+    """Move a deal to another stage of its organization; fires `deal_stage_change` exactly once
+    per real change, with the true from-stage, however many callers move it at once.
+
+    One conditional UPDATE ("where the stage is still the one I loaded") decides it under the
+    row lock the UPDATE takes; only if someone moved the deal meanwhile is the row read again."""
     if stage.organization_id != deal.organization_id:
         raise ValidationError({"stage": "That stage belongs to another organization."})
-    if deal.stage_id == stage.pk:
-        return deal
-    deal.stage = stage
-    deal.save(update_fields=["stage", "updated_at"])
+    now = timezone.now()
+    seen = getattr(deal, "_loaded_stage_id", deal.stage_id)
+    moved = seen != stage.pk and Deal.objects.filter(pk=deal.pk, stage_id=seen).update(
+        stage=stage, updated_at=now)
+    if not moved:
+        current = Deal.objects.select_for_update().filter(pk=deal.pk).values_list("stage_id", flat=True).first()
+        if current is None:
+            raise ValidationError({"deal": "This deal no longer exists."})
+        if current == stage.pk:  # already there (someone else moved it): nothing happened
+            deal.stage, deal._loaded_stage_id = stage, stage.pk
+            return deal
+        Deal.objects.filter(pk=deal.pk).update(stage=stage, updated_at=now)
+        seen = current
+    deal.stage, deal.updated_at, deal._loaded_stage_id = stage, now, stage.pk
+    changes.records_changed.send(sender=Deal, changes=[deal_stage_change(deal, seen)])
     return deal
 
 
@@ -107,59 +122,48 @@ def leads_convert_bulk(*, organization_id: int, lead_ids: list) -> int:
     return len(leads)
 
 
-# --- Email outbox -----------------------------------------------------------------------------
+# --- Edits and deletes from the admin (and, later, pages and the API) --------------------------
 
-INTERRUPTED = "Delivery was interrupted; not re-sent to avoid a duplicate. Resend it if needed."
-
-
-def _send(email: EmailMessage, connection) -> None:
-    """Send one claimed email and record the outcome on the instance (not saved)."""
-    try:
-        mail.EmailMessage(subject=email.subject, body=email.body, to=[email.to], connection=connection).send()
-    except Exception as exc:  # any provider error: record it, the run shows it
-        logger.warning("Email %s failed: %s", email.pk, exc)
-        email.status, email.error = EmailMessage.Status.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
-    else:
-        email.status = EmailMessage.Status.SENT
+def _check_role(by, organization_id: int, role: str, verb: str) -> None:
+    if by is not None and not user_has_role(by, organization_id, role):
+        raise PermissionDenied(f"You may not {verb} records of this organization.")
 
 
-def emails_send_claimed(*, email_ids: list[int]) -> dict[int, EmailMessage]:
-    """Send emails already claimed (status `sending`, committed) over one provider connection.
+@transaction.atomic
+def record_update(*, record, by, changes: dict, expected: dict | None = None, role: str = "ops"):
+    """Write only the fields in `changes`, under a row lock, and refuse to overwrite a field
+    someone else changed since the caller read it (`expected`: field → value seen then).
 
-    Returns {id: email} with the final status. Rows in any other status are left alone.
-    """
-    emails = EmailMessage.objects.in_bulk(email_ids)
-    claimed = [e for e in emails.values() if e.status == EmailMessage.Status.SENDING]
-    if not claimed:
-        return emails
-    connection = mail.get_connection()
-    for email in claimed:
-        _send(email, connection)
-    now = timezone.now()
-    sent = [e.pk for e in claimed if e.status == EmailMessage.Status.SENT]
-    EmailMessage.objects.filter(pk__in=sent).update(status=EmailMessage.Status.SENT, sent_at=now)
-    for email in claimed:
-        if email.status == EmailMessage.Status.SENT:
-            email.sent_at = now
-        else:
-            EmailMessage.objects.filter(pk=email.pk).update(status=email.status, error=email.error)
-    return emails
-
-
-def email_mark_interrupted(*, email_id: int) -> EmailMessage:
-    """A claimed email whose sender died: we cannot know whether the provider accepted it, and
-    a duplicate email to a client is worse than an ops user pressing "resend"."""
-    EmailMessage.objects.filter(pk=email_id, status=EmailMessage.Status.SENDING).update(
-        status=EmailMessage.Status.FAILED, error=INTERRUPTED
-    )
-    return EmailMessage.objects.get(pk=email_id)
+    The stage of a deal is written through `Deal.save`, which decides the stage change under
+    the same lock. Returns the saved record."""
+    model = type(record)
+    current = model._default_manager.select_for_update().get(pk=record.pk)
+    _check_role(by, current.organization_id, role, "change")
+    conflicts = {name: f"Changed by someone else to {shown(getattr(current, name))} since you opened this "
+                       "page; your change was not saved. Check the value and save again."
+                 for name, seen in (expected or {}).items()
+                 if name in changes and getattr(current, name) != seen}
+    if conflicts:
+        raise ValidationError(conflicts)
+    if not changes:
+        return current
+    for name, value in changes.items():
+        setattr(current, name, value)
+    current.full_clean(exclude=[f.name for f in model._meta.fields if f.name not in changes])
+    fields = [model._meta.get_field(name).name for name in changes]
+    if any(f.name == "updated_at" for f in model._meta.fields):
+        fields.append("updated_at")
+    current.save(update_fields=fields)
+    return current
 
 
-def email_resend(*, email_id: int) -> EmailMessage:
-    """Send a failed or queued email (again), claiming it first so two clicks send it once."""
-    claimed = EmailMessage.objects.filter(
-        pk=email_id, status__in=[EmailMessage.Status.QUEUED, EmailMessage.Status.FAILED]
-    ).update(status=EmailMessage.Status.SENDING, sending_since=timezone.now(), error="")
-    if not claimed:
-        return EmailMessage.objects.get(pk=email_id)
-    return emails_send_claimed(email_ids=[email_id])[email_id]
+@transaction.atomic
+def record_delete(*, record, by, role: str = "admin") -> None:
+    """Delete a CRM record after locking it, so a workflow run that is writing rows linked to it
+    finishes first and its rows are deleted with it (instead of the delete failing at commit)."""
+    model = type(record)
+    current = model._default_manager.select_for_update().filter(pk=record.pk).first()
+    if current is None:
+        return
+    _check_role(by, current.organization_id, role, "delete")
+    current.delete()

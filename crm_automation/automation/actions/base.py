@@ -1,11 +1,21 @@
 from dataclasses import dataclass, field
 
 from crm_automation.automation import catalog
-from crm_automation.automation.templating import MAX_TEMPLATE, Rendered, render, template_paths
+from crm_automation.automation.templating import MAX_TEMPLATE, Rendered, missing_link, render, template_paths
 
 
 class ActionFailed(Exception):
     """An action could not do its work; the message is shown to the ops user."""
+
+
+def describe_missing(path: str) -> str:
+    """"deal.contact" → "the deal has no contact"; "deal.contact.email" → "the deal's contact
+    has no email"."""
+    parts = [p.replace("_", " ") for p in path.split(".")]
+    if len(parts) == 1:
+        return f"there is no {parts[0]}"
+    owner = f"the {parts[0]}" + "".join(f"'s {p}" for p in parts[1:-1])
+    return f"{owner} has no {parts[-1]}"
 
 
 @dataclass
@@ -23,13 +33,26 @@ class ExecutionContext:
     def key(self) -> str:
         return f"run:{self.run_id}:step:{self.position}"
 
-    def render(self, name: str, template: str) -> str:
+    def render(self, name: str, template: str, *, strict: bool = False) -> str:
+        """Render a config value. With `strict`, a placeholder that is not a known value fails
+        the step instead of rendering empty (for values written into records)."""
         rendered: Rendered = render(template, self.template_context)
+        if strict and rendered.unresolved:
+            paths = ", ".join(f"{{{{{p}}}}}" for p in rendered.unresolved)
+            raise ActionFailed(f"{name}: {paths} is not a value this workflow knows; nothing was changed")
         for path in rendered.unresolved:
             self.notes.append(f"{name}: {{{{{path}}}}} is not a known value and rendered empty")
         if rendered.truncated:
             self.notes.append(f"{name}: output was cut to {len(rendered.text)} characters")
         return rendered.text
+
+    def why_empty(self, template: str) -> str | None:
+        """Why a template rendered empty, in words ("the deal has no contact"), if we can tell."""
+        for path in template_paths(template):
+            missing = missing_link(self.template_context, path)
+            if missing:
+                return describe_missing(missing)
+        return None
 
 
 class Action:
@@ -46,28 +69,20 @@ class Action:
     templated: tuple[str, ...] = ()
 
     def validate(self, config, *, trigger_type: str, organization_id: int) -> list[tuple[str, str]]:
+        allowed = (*self.required, *self.optional)
         if not isinstance(config, dict):
-            return [("config", "must be an object")]
+            return [("config", f"must be an object with the settings of “{self.label}” "
+                               f"({', '.join(allowed)}), e.g. {{\"{self.required[0]}\": …}}")]
         errors = []
-        allowed = set(self.required) | set(self.optional)
-        for name in sorted(set(config) - allowed):
+        for name in sorted(set(config) - set(allowed)):
             errors.append((f"config.{name}", f"unknown setting; {self.type} takes {', '.join(sorted(allowed))}"))
         for name in self.required:
             if config.get(name) in (None, ""):
                 errors.append((f"config.{name}", "is required"))
-        known = catalog.fields_for(trigger_type)
         for name in self.templated:
             value = config.get(name)
-            if value is None:
-                continue
-            if not isinstance(value, str):
-                errors.append((f"config.{name}", "must be text"))
-                continue
-            if len(value) > MAX_TEMPLATE:
-                errors.append((f"config.{name}", f"is longer than {MAX_TEMPLATE} characters"))
-            for path in template_paths(value):
-                if path not in known:
-                    errors.append((f"config.{name}", f"{{{{{path}}}}} is not a field this trigger provides"))
+            if value is not None:
+                errors += template_errors(f"config.{name}", value, trigger_type)
         return errors
 
     def prepare(self, config: dict, ctx: ExecutionContext):
@@ -81,6 +96,13 @@ class Action:
         """Results of effects already made under these keys."""
         raise NotImplementedError
 
-    def deliver(self, items: list[tuple[ExecutionContext, dict]]) -> list[tuple[bool, dict, str]]:
-        """External work after commit: (ok, result, error) per item."""
-        return [(True, result, "") for _, result in items]
+
+def template_errors(where: str, value, trigger_type: str) -> list[tuple[str, str]]:
+    """A templated text must be text, not too long, and name only fields the trigger provides."""
+    if not isinstance(value, str):
+        return [(where, "must be text")]
+    if len(value) > MAX_TEMPLATE:  # checked before scanning: a huge template is never parsed
+        return [(where, f"is longer than {MAX_TEMPLATE} characters")]
+    known = catalog.fields_for(trigger_type)
+    return [(where, f"{{{{{path}}}}} is not a field this trigger provides{catalog.suggest(path, known)}")
+            for path in template_paths(value) if path not in known]

@@ -1,17 +1,19 @@
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.utils import timezone
 
 from crm_automation.automation.actions.base import Action, ActionFailed, ExecutionContext
 from crm_automation.automation.actions.create_task import linked_deal, linked_lead
+from crm_automation.crm.email_delivery import email_mark_unknown, emails_deliver
 from crm_automation.crm.models import EmailMessage
-from crm_automation.crm.services import email_mark_interrupted, emails_send_claimed
+
+Status = EmailMessage.Status
 
 
 class SendEmail(Action):
-    """Writes an outbox row already claimed for sending (committed with the run's other
-    steps), then sends it after commit. A crash between the two leaves the row in `sending`,
-    which is reported as interrupted and never re-sent (at most once, see email_deliver)."""
+    """Writes a queued outbox row (committed with the run's other steps); after the commit the
+    engine delivers it through `email_delivery`, one message at a time, each outcome recorded as
+    it happens. A run resumed after a crash sends what is still queued and reports a message
+    left in `sending` as unknown, never sending it twice."""
 
     type = "send_email"
     label = "Send email"
@@ -22,26 +24,34 @@ class SendEmail(Action):
 
     def validate(self, config, *, trigger_type, organization_id):
         errors = super().validate(config, trigger_type=trigger_type, organization_id=organization_id)
-        to = config.get("to") if isinstance(config, dict) else None
+        if not isinstance(config, dict):
+            return errors
+        to, subject = config.get("to"), config.get("subject")
         if isinstance(to, str) and to and "{{" not in to:
             try:
                 validate_email(to)
             except ValidationError:
-                errors.append(("config.to", f"'{to}' is not an email address"))
+                errors.append(("config.to", f"“{to}” is not an email address"))
+        if isinstance(subject, str) and ("\n" in subject or "\r" in subject):
+            errors.append(("config.subject", "must be a single line (no line breaks)"))
         return errors
 
     def prepare(self, config, ctx: ExecutionContext):
         to = ctx.render("to", config["to"]).strip()
+        if not to:
+            why = ctx.why_empty(config["to"])
+            raise ActionFailed(f"{why}, so there is no recipient" if why else "the recipient rendered empty")
         try:
             validate_email(to)
         except ValidationError:
-            raise ActionFailed(f"recipient {to!r} is not an email address") from None
+            raise ActionFailed(f"the recipient “{to}” is not an email address") from None
+        # A value with a line break would be refused by the provider as a header injection.
+        subject = " ".join(ctx.render("subject", config["subject"]).split())
         return EmailMessage(
-            organization_id=ctx.organization_id, to=to,
-            subject=ctx.render("subject", config["subject"])[:300],
+            organization_id=ctx.organization_id, to=to, subject=subject[:300],
             body=ctx.render("body", config.get("body", "")),
             deal=linked_deal(ctx.record), lead=linked_lead(ctx.record),
-            status=EmailMessage.Status.SENDING, sending_since=timezone.now(), automation_key=ctx.key,
+            status=Status.QUEUED, automation_key=ctx.key,
         )
 
     @staticmethod
@@ -52,23 +62,33 @@ class SendEmail(Action):
         return [self._result(e) for e in EmailMessage.objects.bulk_create([email for _, email in items])]
 
     def existing(self, keys):
-        return {email.automation_key: {**self._result(email), "repeated_delivery": True}
+        return {email.automation_key: self._result(email)
                 for email in EmailMessage.objects.filter(automation_key__in=keys)}
 
     @staticmethod
-    def _outcome(result: dict, email: EmailMessage) -> tuple[bool, dict, str]:
+    def outcome(result: dict, email: EmailMessage) -> tuple[bool, dict, str] | None:
+        """(ok, result, error) for a settled email; None while it still waits to be sent."""
         result = {**result, "delivery": email.status}
-        if email.status == EmailMessage.Status.SENT:
+        if email.status == Status.SENT:
             return True, result, ""
-        return False, result, f"email could not be sent: {email.error}"
+        if email.status == Status.QUEUED:
+            return None
+        if email.status == Status.UNKNOWN:
+            return False, result, f"email outcome unknown: {email.error}"
+        return False, result, f"email not sent: {email.error}"
 
-    def deliver(self, items):
-        emails = emails_send_claimed(email_ids=[result["email_id"] for _, result in items])
-        return [self._outcome(result, emails[result["email_id"]]) for _, result in items]
+    def deliver(self, items, deadline: float | None = None):
+        """Send each waiting email (outside any transaction); None for those the deadline left
+        unsent: they stay queued and the run is continued by another task."""
+        ids = [result["email_id"] for _, result in items]
+        sent = emails_deliver(email_ids=ids, deadline=deadline)
+        return [None if result["email_id"] not in sent else self.outcome(result, sent[result["email_id"]])
+                for _, result in items]
 
-    def settle_existing(self, result: dict) -> tuple[bool, dict, str]:
-        """A redelivered run found this step's email: report it, never send it twice."""
+    def settle_existing(self, result: dict):
+        """A resumed run found this step's email. The run's lease is ours, so an email still in
+        `sending` was left by a worker that is gone: its outcome is unknown, never re-sent."""
         email = EmailMessage.objects.get(pk=result["email_id"])
-        if email.status == EmailMessage.Status.SENDING:
-            email = email_mark_interrupted(email_id=email.pk)
-        return self._outcome(result, email)
+        if email.status == Status.SENDING:
+            email = email_mark_unknown(email_id=email.pk)
+        return self.outcome(result, email)

@@ -7,10 +7,11 @@ from django.core.validators import validate_email
 from django.utils import timezone
 
 from crm_automation.automation import catalog
-from crm_automation.automation.actions.base import Action, ActionFailed, ExecutionContext
+from crm_automation.automation.actions.base import Action, ActionFailed, ExecutionContext, template_errors
+from crm_automation.automation.cause import caused_by
 from crm_automation.automation.models import FieldChange
-from crm_automation.automation.triggers import caused_by
 from crm_automation.crm.models import Deal, Lead, Stage
+from crm_automation.crm.selectors import shown, stage_slugs
 from crm_automation.crm.services import deal_move_to_stage
 
 
@@ -28,7 +29,9 @@ def _target(trigger_type: str, field: str) -> tuple[str, str]:
 
 
 def coerce(kind: str, value, *, organization_id: int):
-    """The value as the field's type, or ValueError saying why not."""
+    """The value as the field's type, or ValueError saying why not (in words)."""
+    if isinstance(value, dict | list):
+        raise ValueError("must be a single value, not a list or an object")
     if kind == "str":
         text = str(value)
         if len(text) > 200:
@@ -38,33 +41,40 @@ def coerce(kind: str, value, *, organization_id: int):
         try:
             number = Decimal(str(value))
         except InvalidOperation:
-            raise ValueError(f"{value!r} is not a number") from None
-        if not number.is_finite() or abs(number) >= Decimal("1e12"):
-            raise ValueError(f"{value!r} is out of range")
+            raise ValueError(f"{shown(value)} is not a number") from None
+        if isinstance(value, bool) or not number.is_finite():
+            raise ValueError(f"{shown(value)} is not a number")
+        if abs(number) >= Decimal("1e12"):
+            raise ValueError(f"{shown(value)} is too large")
         return number.quantize(Decimal("0.01"))
     if kind == "percent":
         if isinstance(value, bool) or not str(value).strip().isdigit() or not 0 <= int(str(value)) <= 100:
-            raise ValueError(f"{value!r} is not a whole number from 0 to 100")
+            raise ValueError(f"{shown(value)} is not a whole number from 0 to 100")
         return int(str(value))
     if kind == "date":
         try:
             return date.fromisoformat(str(value))
         except ValueError:
-            raise ValueError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+            raise ValueError(f"{shown(value)} is not a date (YYYY-MM-DD)") from None
     if kind == "email":
         try:
             validate_email(str(value))
         except ValidationError:
-            raise ValueError(f"{value!r} is not an email address") from None
+            raise ValueError(f"{shown(value)} is not an email address") from None
         return str(value)
     if kind == "lead_status":
-        if value not in Lead.Status.values:
-            raise ValueError(f"{value!r} is not a lead status ({', '.join(Lead.Status.values)})")
+        settable = [v for v in Lead.Status.values if v != Lead.Status.CONVERTED]
+        if value == Lead.Status.CONVERTED:
+            raise ValueError("a lead becomes converted only by converting it (which creates its contact and "
+                             f"deal); use one of {', '.join(settable)}")
+        if value not in settable:
+            raise ValueError(f"{shown(value)} is not a lead status; use one of {', '.join(settable)}")
         return value
     if kind == "stage":
         stage = Stage.objects.filter(organization_id=organization_id, slug=value).first()
         if stage is None:
-            raise ValueError(f"{value!r} is not a stage of this organization")
+            raise ValueError(f"{shown(value)} is not a stage of this organization; use one of "
+                             f"{', '.join(stage_slugs(organization_id))}")
         return stage
     raise ValueError(f"unsupported field type {kind}")
 
@@ -86,16 +96,18 @@ class UpdateField(Action):
         errors = super().validate(config, trigger_type=trigger_type, organization_id=organization_id)
         if errors or not isinstance(config, dict):
             return errors
-        entity, name = _target(trigger_type, str(config["field"]))
+        if not isinstance(config["field"], str):
+            return [("config.field", "must be the name of a field, e.g. \"probability\"")]
+        entity, name = _target(trigger_type, config["field"])
         fields = catalog.UPDATABLE_FIELDS.get(entity, {})
         if name not in fields:
             allowed = ", ".join(sorted(fields)) or "none"
-            return [("config.field", f"{config['field']!r} cannot be updated; allowed: {allowed}")]
+            return [("config.field", f"“{config['field']}” cannot be updated; allowed: {allowed}")]
         value = config["value"]
         if isinstance(value, str) and "{{" in value:
             if fields[name] != "str":
-                errors.append(("config.value", "templates are only allowed for text fields"))
-            return errors
+                return [("config.value", "templates are only allowed for text fields")]
+            return template_errors("config.value", value, trigger_type)
         try:
             coerce(fields[name], value, organization_id=organization_id)
         except ValueError as exc:
@@ -112,7 +124,13 @@ class UpdateField(Action):
             raise ActionFailed(f"there is no {entity} to update")
         raw = config["value"]
         if isinstance(raw, str) and "{{" in raw:
-            raw = ctx.render("value", raw)
+            # A value written into a record must not silently become "" because a placeholder
+            # did not resolve: that would blank the field while the run says "completed".
+            raw = ctx.render("value", raw, strict=True)
+            if not raw.strip() and name in catalog.REQUIRED_FIELDS.get(entity, ()):
+                why = ctx.why_empty(config["value"])
+                raise ActionFailed(f"the new {entity} {name} rendered empty"
+                                   + (f" ({why})" if why else "") + f"; the {name} was left unchanged")
         try:
             value = coerce(kind, raw, organization_id=ctx.organization_id)
         except ValueError as exc:

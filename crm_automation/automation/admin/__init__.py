@@ -1,1 +1,1 @@
-from crm_automation.automation.admin import history, workflows  # noqa: F401  (registers)
+from crm_automation.automation.admin import history, record_panels, workflows  # noqa: F401  (registers)

@@ -1,66 +1,104 @@
-"""Admin forms that validate a workflow's definition where the ops user types it."""
+"""Admin forms that validate a workflow's definition where the ops user types it.
+
+They validate with the same functions the services use, so every error shows on its field
+before anything is written; the save itself then goes through the services (workflows.py).
+"""
 
 from django import forms
 from django.core.exceptions import ValidationError
 
-from crm_automation.automation import conditions
-from crm_automation.automation.definitions import validate_action, validate_trigger
+from crm_automation.automation.definitions import (
+    DEFINITION_FIELDS,
+    MAX_ACTIONS,
+    plain_data_errors,
+    validate_action,
+    validate_definition,
+)
 from crm_automation.automation.models import Workflow, WorkflowStatus
+from crm_automation.crm.admin_forms import ConcurrentEditForm
 
 
-def _as_errors(errors: list[tuple[str, str]]) -> list[str]:
-    return [f"{where}: {message}" for where, message in errors]
+def _field_of(where: str) -> str:
+    """"conditions.rules[0].value" → "conditions"; "" → None (the whole form)."""
+    head = where.split(".", 1)[0].split("[", 1)[0]
+    return head if head in DEFINITION_FIELDS else None
 
 
-class WorkflowForm(forms.ModelForm):
+class WorkflowForm(ConcurrentEditForm):
+    # The version the page showed: a change to the actions is refused if someone else has saved
+    # a newer version since (the actions inline has no per-field hidden values of its own).
+    base_version = forms.IntegerField(widget=forms.HiddenInput, required=False)
+
     class Meta:
         model = Workflow
         fields = ["organization", "name", "description", "trigger_type", "trigger_config",
-                  "conditions", "error_handling", "timeout_seconds"]
+                  "conditions", "error_handling", "reenrollment", "timeout_seconds"]
         widgets = {
             "description": forms.Textarea(attrs={"rows": 2, "cols": 80}),
             "trigger_config": forms.Textarea(attrs={"rows": 2, "cols": 80}),
             "conditions": forms.Textarea(attrs={"rows": 4, "cols": 80}),
         }
 
-    def clean_timeout_seconds(self) -> int:
-        value = self.cleaned_data["timeout_seconds"]
-        if not 1 <= value <= 3600:
-            raise ValidationError("Use a timeout from 1 to 3600 seconds.")
-        return value
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["base_version"].initial = self.instance.version
+
+    def organization_id(self) -> int | None:
+        if self.instance.organization_id:
+            return self.instance.organization_id
+        org = self.cleaned_data.get("organization")
+        return org.pk if org else None
 
     def clean(self):
         data = super().clean()
-        org, trigger_type = data.get("organization"), data.get("trigger_type")
-        if org is None or trigger_type is None:
+        org_id = self.organization_id()
+        if org_id is None or not data.get("trigger_type"):
             return data
-        if data.get("trigger_config") is None:
-            data["trigger_config"] = {}
-        if data.get("conditions") is None:
-            data["conditions"] = {}
-        errors = validate_trigger(trigger_type, data.get("trigger_config"), org.pk)
-        for where, message in errors:
-            self.add_error("trigger_config" if where.startswith("trigger_config") else "trigger_type",
-                           f"{where}: {message}")
-        for where, message in conditions.validate(data.get("conditions"), trigger_type):
-            self.add_error("conditions", f"{where}: {message}")
+        for name in ("trigger_config", "conditions"):
+            if data.get(name) is None:
+                data[name] = {}
+        definition = {name: data.get(name, getattr(self.instance, name)) for name in DEFINITION_FIELDS}
+        definition["actions"] = []  # the actions inline validates its own rows
+        for where, message in validate_definition(definition, org_id):
+            field = _field_of(where)
+            if field in self.fields and field not in self.errors:
+                self.add_error(field, f"{where}: {message}")
+            elif field is None:
+                self.add_error(None, f"{where}: {message}" if where else message)
         return data
 
 
 class ActionInlineFormSet(forms.BaseInlineFormSet):
+    def kept_forms(self) -> list:
+        kept = [f for f in self.forms if getattr(f, "cleaned_data", None) and not f.cleaned_data.get("DELETE")]
+        return sorted(kept, key=lambda f: (f.cleaned_data.get("position") or 0, self.forms.index(f)))
+
+    def actions(self) -> list[dict]:
+        """The actions as the definition stores them, in the order the person set."""
+        return [{"type": f.cleaned_data["action_type"], "config": f.cleaned_data.get("config")}
+                for f in self.kept_forms()]
+
     def clean(self) -> None:
         super().clean()
         workflow: Workflow = self.instance
         if not workflow.organization_id or not workflow.trigger_type:
             return
-        kept = 0
-        for form in self.forms:
-            if not getattr(form, "cleaned_data", None) or form.cleaned_data.get("DELETE"):
-                continue
-            kept += 1
-            errors = validate_action(form.cleaned_data.get("action_type"), form.cleaned_data.get("config") or {},
-                                     trigger_type=workflow.trigger_type, organization_id=workflow.organization_id)
-            for message in _as_errors(errors):
-                form.add_error("config", message)
-        if kept == 0 and workflow.status == WorkflowStatus.ACTIVATED:
+        kept = self.kept_forms()
+        for form in kept:
+            config = form.cleaned_data.get("config")
+            errors = plain_data_errors(config, "config") or validate_action(
+                form.cleaned_data.get("action_type"), config,
+                trigger_type=workflow.trigger_type, organization_id=workflow.organization_id)
+            for where, message in errors:
+                form.add_error("config" if where.startswith("config") else "action_type", f"{where}: {message}")
+        if len(kept) > MAX_ACTIONS:
+            raise ValidationError(f"A workflow has at most {MAX_ACTIONS} actions; this one has {len(kept)}.")
+        if not kept and workflow.status == WorkflowStatus.ACTIVATED:
             raise ValidationError("An activated workflow needs at least one action; pause it first.")
+        if workflow.pk and self.has_changed():
+            seen = self.data.get("base_version")
+            now = Workflow.objects.select_for_update().values_list("version", flat=True).get(pk=workflow.pk)
+            if seen not in (None, "") and str(now) != str(seen):
+                raise ValidationError(
+                    f"Someone else saved a new version of this workflow (version {now}; you opened version "
+                    f"{seen}), so your changes to the actions were not saved. Reload the page and make them again.")

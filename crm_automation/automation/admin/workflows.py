@@ -1,8 +1,9 @@
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.db.models import Count
+from django.http import HttpResponseRedirect
 from django.utils.html import format_html, format_html_join
 from django_fsm.admin import FSMAdminMixin
 
@@ -10,9 +11,14 @@ from crm_automation.automation import catalog
 from crm_automation.automation.admin.forms import ActionInlineFormSet, WorkflowForm
 from crm_automation.automation.admin.history import badge
 from crm_automation.automation.models import Workflow, WorkflowAction, WorkflowStatus, WorkflowVersion
-from crm_automation.automation.services import workflow_snapshot, workflow_transition
+from crm_automation.automation.services import (
+    EDITABLE_FIELDS,
+    can_edit,
+    workflow_create,
+    workflow_transition,
+    workflow_update,
+)
 from crm_automation.crm.admin_scoping import OrgScopedAdmin, ReadOnlyInline
-from crm_automation.crm.selectors import user_has_role
 
 ACTION_EXAMPLES = [
     ("send_email", '{"to": "{{deal.contact.email}}", "subject": "Welcome", "body": "Hi {{deal.contact.first_name}}"}'),
@@ -64,15 +70,16 @@ class WorkflowAdmin(FSMAdminMixin, OrgScopedAdmin):
     list_display = ("name", "trigger_type", "action_count", "status_badge", "last_run_at", "run_count",
                     "success_rate", "organization")
     list_filter = ("status", "trigger_type", "organization")
+    show_full_result_count = False
     search_fields = ("name", "description")
     list_select_related = ("organization",)
     readonly_fields = ("status", "version", "run_count", "success_count", "failure_count", "last_run_at",
                        "created_by", "created_at", "updated_at", "authoring_help")
     inlines = [WorkflowActionInline, WorkflowVersionInline]
     fieldsets = [
-        (None, {"fields": ("organization", "name", "description", "status", "version")}),
+        (None, {"fields": ("organization", "name", "description", "status", "version", "base_version")}),
         ("Trigger", {"fields": ("trigger_type", "trigger_config", "conditions", "authoring_help")}),
-        ("Execution", {"fields": ("error_handling", "timeout_seconds")}),
+        ("Execution", {"fields": ("error_handling", "reenrollment", "timeout_seconds")}),
         ("Activity", {"fields": ("run_count", "success_count", "failure_count", "last_run_at",
                                  "created_by", "created_at", "updated_at")}),
     ]
@@ -109,42 +116,64 @@ class WorkflowAdmin(FSMAdminMixin, OrgScopedAdmin):
         """Admins edit anything not archived; ops edit drafts; archived is read-only for all."""
         if obj is None:
             return super().has_change_permission(request, obj)
-        if obj.status == WorkflowStatus.ARCHIVED:
-            return False
-        if user_has_role(request.user, obj.organization_id, "admin") or request.user.is_superuser:
-            return super().has_change_permission(request, obj)
-        return obj.status == WorkflowStatus.DRAFT and super().has_change_permission(request, obj)
+        allowed = request.user.is_superuser or can_edit(request.user, obj)
+        return allowed and obj.status != WorkflowStatus.ARCHIVED and super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request, obj=None) -> bool:
         # Archive instead: runs and decisions refer to the workflow.
         return False
 
-    def get_changeform_initial_data(self, request) -> dict:
-        initial = super().get_changeform_initial_data(request)
-        orgs = self.editable_org_ids(request)
-        if len(orgs) == 1:  # most people belong to one organization: do not make them pick it
-            initial.setdefault("organization", orgs[0])
-        return initial
-
+    # Every write goes through the services (one write path): nothing is saved by the form or
+    # the inline themselves. The forms have already validated with the services' own checks
+    # and locked the row, so the service call below cannot fail on what the person typed.
     def save_model(self, request, obj, form, change) -> None:
-        if not change:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
+        pass
+
+    def save_formset(self, request, form, formset, change) -> None:
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
     def save_related(self, request, form, formsets, change) -> None:
-        super().save_related(request, form, formsets, change)
-        workflow_snapshot(workflow=form.instance, by=request.user)
+        actions_formset = next(f for f in formsets if isinstance(f, ActionInlineFormSet))
+        for formset in formsets:
+            self.save_formset(request, form, formset, change)
+        by = None if request.user.is_superuser else request.user
+        if not change:
+            data = {name: form.cleaned_data[name] for name in EDITABLE_FIELDS if name in form.cleaned_data}
+            workflow = workflow_create(organization=form.cleaned_data["organization"], by=by,
+                                       actions=actions_formset.actions(), **data)
+        else:
+            changes = {name: value for name, value in form.changes().items() if name in EDITABLE_FIELDS}
+            expected = {name: value for name, value in form.expected().items() if name in changes}
+            actions = actions_formset.actions() if actions_formset.has_changed() else None
+            if not changes and actions is None:
+                return
+            workflow = workflow_update(workflow_id=form.instance.pk, by=by, changes=changes, actions=actions,
+                                       expected=expected, expected_version=form.cleaned_data.get("base_version"))
+        form.instance.__dict__.update({k: v for k, v in workflow.__dict__.items() if k != "_state"})
+        form.instance._state.adding = False
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        if add:
+            return [{"added": {}}]
+        changed = [name for name in form.changed_data if name != "base_version"]
+        if any(f.has_changed() for f in formsets if isinstance(f, ActionInlineFormSet)):
+            changed.append("actions")
+        return [{"changed": {"fields": changed}}] if changed else []
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ValidationError as exc:  # a race the form could not see: say so, change nothing
+            self.message_user(request, "Not saved: " + " ".join(exc.messages), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
     # Transition buttons: django-fsm-2's mixin applies a transition without asking who clicked,
     # so every transition goes through the service, which checks the role and the reasons.
     def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None) -> bool:
         try:
             workflow = workflow_transition(workflow_id=obj.pk, name=transition_name, by=request.user)
-        except PermissionError as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return False
-        except ValidationError as exc:
-            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+        except (PermissionDenied, ValidationError) as exc:
+            self.message_user(request, " ".join(getattr(exc, "messages", [str(exc)])), messages.ERROR)
             return False
         self.message_user(request, f"“{workflow.name}” is now {workflow.get_status_display().lower()}.",
                           messages.SUCCESS)
@@ -166,7 +195,7 @@ class WorkflowAdmin(FSMAdminMixin, OrgScopedAdmin):
             try:
                 workflow_transition(workflow_id=workflow.pk, name=name, by=request.user)
                 done += 1
-            except (PermissionError, ValidationError) as exc:
+            except (PermissionDenied, ValidationError) as exc:
                 problems.append(" ".join(getattr(exc, "messages", [str(exc)])))
         if done:
             self.message_user(request, f"{name.capitalize()}d {done} workflow(s).", messages.SUCCESS)

@@ -8,6 +8,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from crm_automation.automation.models import Workflow
+from crm_automation.automation.services import workflow_create, workflow_transition
 from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organization, Stage
 
 STAGES = [("new", "New"), ("qualified", "Qualified"), ("proposal", "Proposal"),
@@ -31,9 +33,6 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args, **options) -> None:
-        from crm_automation.automation.models import Workflow
-        from crm_automation.automation.services import workflow_create, workflow_transition
-
         self.stdout.write("Seeding demo data…")
         org, created = Organization.objects.get_or_create(
             slug="demo", defaults={"name": "Demo Agency", "plan": Organization.Plan.PRO}
@@ -79,7 +78,7 @@ class Command(BaseCommand):
 
         if not Workflow.objects.filter(organization=org, name="Won deal kickoff").exists():
             kickoff = workflow_create(
-                organization=org, name="Won deal kickoff", created_by=user,
+                organization=org, name="Won deal kickoff", by=user, reenrollment=Workflow.Reenrollment.ONCE,
                 description="When a deal is won: kickoff task, probability 100, email the client.",
                 trigger_type="deal_stage_change", trigger_config={"to_stage": "won"},
                 actions=[
@@ -94,11 +93,11 @@ class Command(BaseCommand):
                                 "{{deal.title}}. We will be in touch to schedule the kickoff.\n"}},
                 ],
             )
-            workflow_transition(workflow_id=kickoff.pk, name="activate", by=None)
+            workflow_transition(workflow_id=kickoff.pk, name="activate", by=user)
             self.step("workflow 'Won deal kickoff' (activated)")
         if not Workflow.objects.filter(organization=org, name="Lead welcome email").exists():
             workflow_create(
-                organization=org, name="Lead welcome email", created_by=user,
+                organization=org, name="Lead welcome email", by=user,
                 description="Draft: welcome a converted lead.",
                 trigger_type="lead_converted",
                 actions=[{"type": "send_email", "config": {

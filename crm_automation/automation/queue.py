@@ -1,0 +1,20 @@
+"""What we put on the django-q2 broker. Kept apart from the task bodies so that the save
+path's nudger can enqueue without importing the engine."""
+
+from django_q.tasks import async_task
+
+DRAIN_TASK = "crm_automation.automation.tasks.drain_events"
+CONTINUE_TASK = "crm_automation.automation.tasks.continue_runs"
+SWEEP_TASK = "crm_automation.automation.tasks.sweep"
+
+
+def enqueue_drain() -> None:
+    async_task(DRAIN_TASK, save=False, group="automation-drain")
+
+
+def enqueue_continue(run_ids: list[int]) -> None:
+    async_task(CONTINUE_TASK, run_ids, save=False, group="automation-continue")
+
+
+def enqueue_sweep() -> None:
+    async_task(SWEEP_TASK, save=False, group="automation-sweep")

@@ -1,0 +1,93 @@
+"""Tenants never mix (invariant 8): a record's links stay inside its organization.
+
+Form choices are not enough (a person in two organizations could still post another one's
+ids, and code paths other than forms exist), so the model checks on every save: each link
+that is new or changed must point at a row of the record's own organization (for users: a
+member of it), and a record never moves to another organization.
+
+The check costs nothing when a link is unchanged, and nothing when the related object is
+already in memory (the usual `deal.stage = stage`); otherwise one small query per changed link.
+"""
+
+from typing import ClassVar
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+
+class TenantOwned(models.Model):
+    # Foreign keys to organization-scoped rows, and to users who must be members.
+    tenant_links: ClassVar[tuple[str, ...]] = ()
+    member_links: ClassVar[tuple[str, ...]] = ()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs) -> None:
+        self.check_links(kwargs.get("update_fields"))
+        super().save(*args, **kwargs)
+        self._remember_links()
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._remember_links()
+        return instance
+
+    def _link_attnames(self) -> list[str]:
+        names = ["organization", *self.tenant_links, *self.member_links]
+        return [self._meta.get_field(name).attname for name in names]
+
+    def _remember_links(self) -> None:
+        self._loaded_links = {a: self.__dict__.get(a) for a in self._link_attnames()}
+
+    def _changed(self, attname: str, update_fields) -> bool:
+        if update_fields is not None and attname not in update_fields and attname.removesuffix("_id") not in \
+                update_fields:
+            return False
+        loaded = getattr(self, "_loaded_links", None)
+        return loaded is None or loaded.get(attname) != getattr(self, attname)
+
+    def _organization_of(self, field) -> int | None:
+        value = getattr(self, field.attname)
+        if field.is_cached(self):
+            target = field.get_cached_value(self)
+            if target is not None and target.pk == value:
+                return target.organization_id
+        return field.related_model._default_manager.filter(pk=value).values_list(
+            "organization_id", flat=True).first()
+
+    def link_errors(self, update_fields=None) -> dict[str, str]:
+        from crm_automation.crm.models import Membership
+
+        errors = {}
+        loaded = getattr(self, "_loaded_links", None)
+        if loaded is not None and loaded.get("organization_id") != self.organization_id:
+            errors["organization"] = ("A record stays in the organization it was created in; create it again "
+                                      "in the other organization instead.")
+            return errors
+        for name in self.tenant_links:
+            field = self._meta.get_field(name)
+            if getattr(self, field.attname) is None or not self._changed(field.attname, update_fields):
+                continue
+            if self._organization_of(field) != self.organization_id:
+                errors[name] = f"That {field.verbose_name} belongs to another organization."
+        for name in self.member_links:
+            field = self._meta.get_field(name)
+            user_id = getattr(self, field.attname)
+            if user_id is None or not self._changed(field.attname, update_fields):
+                continue
+            if not Membership.objects.filter(user_id=user_id, organization_id=self.organization_id).exists():
+                errors[name] = f"That {field.verbose_name} is not a member of this organization."
+        return errors
+
+    def clean(self) -> None:
+        super().clean()
+        errors = self.link_errors()
+        if errors:
+            raise ValidationError(errors)
+
+    def check_links(self, update_fields=None) -> None:
+        errors = self.link_errors(update_fields)
+        if errors:
+            raise ValidationError(errors)
