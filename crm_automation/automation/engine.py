@@ -228,8 +228,11 @@ def _run_group(action, group: list[RunState], segment: Segment) -> None:
             continue
         try:
             items.append((state, ctx, action.prepare(state.steps[state.position].get("config") or {}, ctx)))
-        except ActionFailed as exc:
-            segment.record(state, state.position, StepStatus.FAILED, error=str(exc), ctx=ctx, started=started)
+        except Exception as exc:  # fails this run's step only; the group goes on
+            if not isinstance(exc, ActionFailed):
+                logger.exception("Preparing step %s of run %s crashed", state.position, state.run.pk)
+            error = str(exc) if isinstance(exc, ActionFailed) else f"internal error: {type(exc).__name__}: {exc}"
+            segment.record(state, state.position, StepStatus.FAILED, error=error, ctx=ctx, started=started)
             _advance(state, False)
     if items:
         _apply_group(action, items, segment, started)

@@ -1,7 +1,14 @@
 from dataclasses import dataclass, field
 
 from crm_automation.automation import catalog
-from crm_automation.automation.templating import MAX_TEMPLATE, Rendered, missing_link, render, template_paths
+from crm_automation.automation.templating import (
+    MAX_TEMPLATE,
+    Rendered,
+    TemplateTooLong,
+    missing_link,
+    render,
+    template_paths,
+)
 
 
 class ActionFailed(Exception):
@@ -36,7 +43,10 @@ class ExecutionContext:
     def render(self, name: str, template: str, *, strict: bool = False) -> str:
         """Render a config value. With `strict`, a placeholder that is not a known value fails
         the step instead of rendering empty (for values written into records)."""
-        rendered: Rendered = render(template, self.template_context)
+        try:
+            rendered: Rendered = render(template, self.template_context)
+        except TemplateTooLong as exc:
+            raise ActionFailed(f"{name} {exc}; nothing was rendered") from None
         if strict and rendered.unresolved:
             paths = ", ".join(f"{{{{{p}}}}}" for p in rendered.unresolved)
             raise ActionFailed(f"{name}: {paths} is not a value this workflow knows; nothing was changed")
