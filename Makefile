@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8000
 
-.PHONY: run test install install-dev lint bench clean
+.PHONY: run test install install-dev install-chaos lint bench chaos clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,13 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+$(VENV)/.installed-chaos: $(VENV)/.installed-dev
+	$(PY) -m pip install --quiet -e '.[dev,chaos]'
+	touch $@
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+install-chaos: $(VENV)/.installed-chaos
 
 run: install
 	$(PY) manage.py migrate --noinput
@@ -32,6 +37,10 @@ lint: install-dev
 
 bench: install-dev
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# Fault injection against a real qcluster (PostgreSQL + Redis on 127.0.0.1); see benchmarks/chaos/run.py.
+chaos: install-chaos
+	$(PY) benchmarks/chaos/run.py $(CHAOS_ARGS)
 
 clean:
 	rm -rf var .pytest_cache

@@ -39,3 +39,35 @@ def test_output_is_bounded():
     big = {"deal": {"title": "x" * 4000}}
     out = render("{{deal.title}}" * 5, big)
     assert len(out.text) == MAX_OUTPUT and out.truncated
+
+
+def test_an_over_long_template_is_refused_before_it_is_scanned(org, monkeypatch):
+    from crm_automation.automation import templating
+    from crm_automation.automation.definitions import validate_action
+
+    def must_not_scan(template):
+        raise AssertionError("an over-long template was scanned")
+
+    monkeypatch.setattr(templating, "placeholders", must_not_scan)
+    monkeypatch.setattr("crm_automation.automation.actions.base.template_paths", must_not_scan)
+    errors = validate_action("create_task", {"title": "{{" + " " * 5000}, trigger_type="deal_stage_change",
+                             organization_id=org.pk)
+    assert errors == [("config.title", "is longer than 5000 characters")]
+
+
+def test_unclosed_and_empty_placeholders_are_plain_text():
+    # The shapes that made the old regular expression backtrack for minutes.
+    spaces = "{{" + " " * 4990
+    assert render(spaces, CTX).text == spaces
+    assert render("{{ " * 1600, CTX).text == "{{ " * 1600
+    assert render("{{}} {{ }} {{deal.title}}", CTX).text == "  Website"
+    assert render("{{{deal.title}}}", CTX).text == "}"  # "{deal.title" is not a path
+
+
+def test_a_template_longer_than_the_limit_is_not_rendered():
+    import pytest
+
+    from crm_automation.automation.templating import TemplateTooLong
+
+    with pytest.raises(TemplateTooLong):
+        render("x" * 5001, CTX)

@@ -252,9 +252,11 @@ def _settle_found(action, state: RunState, ctx, result: dict, segment: Segment, 
     _advance(state, ok)
 
 
-def _deliver(states: list[RunState], segment: Segment, deadline: float) -> None:
+def _deliver(states: list[RunState], segment: Segment, deadline: float) -> int:
     """Outside any transaction: hand waiting messages over, each outcome recorded as it
-    happens. Those the deadline leaves unsent keep waiting (their run is handed back)."""
+    happens. Those the deadline leaves unsent keep waiting (their run is handed back).
+    Returns how many were settled."""
+    settled = 0
     waiting: dict[str, list[RunState]] = {}
     for state in states:
         if state.external is not None:
@@ -270,6 +272,8 @@ def _deliver(states: list[RunState], segment: Segment, deadline: float) -> None:
             segment.record(state, position, StepStatus.COMPLETED if ok else StepStatus.FAILED,
                            result=result, error=error, ctx=ctx, new_attempt=False)
             _advance(state, ok)
+            settled += 1
+    return settled
 
 
 def final_status(outcomes: list[str], stop_on_error: bool) -> str:
@@ -357,11 +361,11 @@ def _advance_group(runs: list[WorkflowRun], token: str, stop_at: float, report: 
         waiting = [s.run.pk for s in states if s.external is not None]
         if not waiting:
             return
-        if time.monotonic() >= stop_at:
+        if time.monotonic() >= stop_at or not _deliver(states, segment, stop_at):
+            # Out of time (nothing could be sent before the deadline): another task continues.
             leases.hand_back(token, waiting)
             report.handed_back += waiting
             return
-        _deliver(states, segment, stop_at)
 
 
 def plan_groups(run_ids: list[int]) -> list[list[int]]:

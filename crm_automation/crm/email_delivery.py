@@ -15,8 +15,8 @@ import contextlib
 import logging
 import smtplib
 import socket
-import time
 from collections.abc import Iterable
+from time import monotonic
 
 from django.core import mail
 from django.core.exceptions import PermissionDenied
@@ -129,7 +129,7 @@ def emails_deliver(*, email_ids: Iterable[int], deadline: float | None = None) -
     done = {}
     try:
         for email_id in email_ids:
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and monotonic() >= deadline:
                 break
             done[email_id] = email_deliver(email_id=email_id, provider=provider)
     finally:

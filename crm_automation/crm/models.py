@@ -115,12 +115,13 @@ class Deal(TenantOwned):
         creating = self._state.adding
         update_fields = kwargs.get("update_fields")
         writes_stage = update_fields is None or "stage" in update_fields or "stage_id" in update_fields
+        self.check_links(update_fields)
         with transaction.atomic(using=kwargs.get("using"), savepoint=False):
             previous_stage_id = None
             if not creating and writes_stage:
                 previous_stage_id = (Deal.objects.select_for_update().filter(pk=self.pk)
                                      .values_list("stage_id", flat=True).first())
-            super().save(*args, **kwargs)
+            super().save(*args, links_checked=True, **kwargs)
             change = None
             if creating:
                 change = deal_created_change(self)
@@ -199,10 +200,11 @@ class Lead(TenantOwned):
         errors = self.status_errors()
         if errors:
             raise ValidationError(errors)
+        self.check_links(kwargs.get("update_fields"))
         creating = self._state.adding
         was_converted = getattr(self, "_was_converted", False)
         with transaction.atomic(using=kwargs.get("using"), savepoint=False):
-            super().save(*args, **kwargs)
+            super().save(*args, links_checked=True, **kwargs)
             found = []
             if creating:
                 found.append(changes.RecordChange(changes.LEAD_CREATED, self.organization_id, "lead", self.pk))

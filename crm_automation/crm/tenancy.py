@@ -23,8 +23,11 @@ class TenantOwned(models.Model):
     class Meta:
         abstract = True
 
-    def save(self, *args, **kwargs) -> None:
-        self.check_links(kwargs.get("update_fields"))
+    def save(self, *args, links_checked: bool = False, **kwargs) -> None:
+        """`links_checked`: the caller already ran check_links, before opening a transaction
+        of its own (an error raised inside `atomic(savepoint=False)` would break the caller's)."""
+        if not links_checked:
+            self.check_links(kwargs.get("update_fields"))
         super().save(*args, **kwargs)
         self._remember_links()
 

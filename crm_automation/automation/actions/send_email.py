@@ -71,7 +71,7 @@ class SendEmail(Action):
         result = {**result, "delivery": email.status}
         if email.status == Status.SENT:
             return True, result, ""
-        if email.status == Status.QUEUED:
+        if email.status in (Status.QUEUED, Status.SENDING):  # not settled yet
             return None
         if email.status == Status.UNKNOWN:
             return False, result, f"email outcome unknown: {email.error}"

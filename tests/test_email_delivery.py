@@ -1,0 +1,141 @@
+"""Email delivery: each message claimed, sent and recorded on its own; unknown outcomes are
+never re-sent silently; a slow provider never holds a task past its budget."""
+
+import smtplib
+import time
+
+import pytest
+from django.conf import settings
+from django.core import mail
+from django.urls import reverse
+
+from crm_automation.automation import engine
+from crm_automation.automation.models import WorkflowRun
+from crm_automation.automation.tasks import continue_runs, sweep
+from crm_automation.crm import email_delivery
+from crm_automation.crm.models import EmailMessage
+from tests.conftest import make_workflow
+from tests.test_engine import expire_leases
+from tests.test_isolation import dispatched, won_deals
+
+EMAIL_ONLY = [{"type": "send_email", "config": {"to": "{{deal.contact.email}}", "subject": "Hi {{deal.title}}"}}]
+
+
+def statuses() -> list[str]:
+    return list(EmailMessage.objects.order_by("pk").values_list("status", flat=True))
+
+
+def test_a_kill_mid_delivery_leaves_one_unknown_email_and_sends_the_rest_once(org, monkeypatch):
+    make_workflow(org, actions=EMAIL_ONLY)
+    won_deals(org, 4)
+    run_ids = dispatched()
+    real_send, calls = mail.EmailMessage.send, []
+
+    def killed_on_the_second(self, *args, **kwargs):
+        calls.append(self.subject)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("kill -9 while the provider has the message")
+        return real_send(self, *args, **kwargs)
+
+    monkeypatch.setattr(mail.EmailMessage, "send", killed_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        engine.execute_runs(run_ids)
+    assert statuses() == ["sent", "sending", "queued", "queued"]  # each outcome recorded as it happened
+    monkeypatch.undo()
+    expire_leases()
+    sweep(fan_out=False)
+    assert statuses() == ["sent", "unknown", "sent", "sent"]
+    assert sorted(m.subject for m in mail.outbox) == ["Hi Deal 0", "Hi Deal 2", "Hi Deal 3"]  # none twice
+    unknown = EmailMessage.objects.get(status="unknown")
+    assert "may or may not have been sent" in unknown.error and unknown.attempts == 1
+
+
+def test_a_slow_provider_hands_the_rest_to_another_task_instead_of_timing_out(org, monkeypatch):
+    make_workflow(org, actions=EMAIL_ONLY)
+    won_deals(org, 5)
+    run_ids = dispatched()
+    start = time.monotonic()
+    clock = (start + 10 * i for i in range(1000))  # each email takes the provider ten seconds
+    monkeypatch.setattr(email_delivery, "monotonic", lambda: next(clock))
+    report = engine.execute_runs(run_ids, budget=30)
+    monkeypatch.undo()
+    assert 0 < len(mail.outbox) < 5 and report.handed_back
+    assert "queued" in statuses() and "sending" not in statuses()
+    handed = WorkflowRun.objects.filter(pk__in=report.handed_back)
+    assert set(handed.values_list("attempts", flat=True)) == {0}  # a hand-back is not a failed attempt
+    assert set(handed.values_list("lease_owner", flat=True)) == {""}
+    continue_runs(report.handed_back)
+    assert statuses() == ["sent"] * 5 and len(mail.outbox) == 5
+    assert set(WorkflowRun.objects.values_list("status", flat=True)) == {"completed"}
+
+
+def test_a_provider_that_cannot_be_reached_is_stored_as_the_real_error(org, monkeypatch):
+    make_workflow(org, actions=EMAIL_ONLY)
+    won_deals(org, 1)
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr("django.core.mail.backends.locmem.EmailBackend.open", unreachable, raising=False)
+    monkeypatch.setattr(email_delivery.mail, "get_connection", unreachable)
+    engine.execute_runs(dispatched())
+    email = EmailMessage.objects.get()
+    assert email.status == "failed" and "could not connect to the email provider" in email.error
+    assert "Connection refused" in email.error
+    run = WorkflowRun.objects.get()
+    assert "could not connect to the email provider: ConnectionRefusedError" in run.error
+
+
+@pytest.mark.parametrize(("error", "status"), [
+    (smtplib.SMTPRecipientsRefused({"x@y.z": (550, b"no such user")}), "failed"),
+    (ConnectionRefusedError(111, "refused"), "failed"),
+    (TimeoutError("timed out"), "unknown"),
+    (smtplib.SMTPServerDisconnected("gone"), "unknown"),
+])
+def test_errors_say_whether_the_email_may_have_gone_out(org, monkeypatch, error, status):
+    make_workflow(org, actions=EMAIL_ONLY)
+    won_deals(org, 1)
+
+    def fail(self, *args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(mail.EmailMessage, "send", fail)
+    engine.execute_runs(dispatched())
+    assert statuses() == [status]
+
+
+def test_the_smtp_connection_has_a_timeout():
+    connection = mail.get_connection("django.core.mail.backends.smtp.EmailBackend")
+    assert connection.timeout == settings.EMAIL_TIMEOUT and settings.EMAIL_TIMEOUT <= 10
+
+
+def test_an_unknown_email_is_resent_only_after_a_warning(client, org, owner, monkeypatch):
+    make_workflow(org, actions=EMAIL_ONLY)
+    won_deals(org, 1)
+    monkeypatch.setattr(mail.EmailMessage, "send", lambda *a, **k: (_ for _ in ()).throw(TimeoutError("slow")))
+    engine.execute_runs(dispatched())
+    monkeypatch.undo()
+    email = EmailMessage.objects.get()
+    assert email.status == "unknown"
+    client.force_login(owner)
+    outbox = reverse("admin:crm_emailmessage_changelist")
+    page = client.post(outbox, {"action": "resend", "_selected_action": [email.pk]}, follow=True).content.decode()
+    assert "were not failed and were left alone" in page and mail.outbox == []
+    warning = client.post(outbox, {"action": "resend_unknown", "_selected_action": [email.pk]}).content.decode()
+    assert "may already have reached their recipients" in warning and mail.outbox == []
+    client.post(outbox, {"action": "resend_unknown", "_selected_action": [email.pk], "confirm": "yes"})
+    assert EmailMessage.objects.get().status == "sent" and len(mail.outbox) == 1
+
+
+def test_a_viewer_cannot_resend(client, org, viewer, monkeypatch):
+    make_workflow(org, actions=EMAIL_ONLY)
+    won_deals(org, 1)
+    monkeypatch.setattr(mail.EmailMessage, "send", lambda *a, **k: (_ for _ in ()).throw(ConnectionRefusedError()))
+    engine.execute_runs(dispatched())
+    monkeypatch.undo()
+    client.force_login(viewer)
+    email = EmailMessage.objects.get()
+    response = client.post(reverse("admin:crm_emailmessage_changelist"),
+                           {"action": "resend", "_selected_action": [email.pk]}, follow=True)
+    assert response.status_code in (200, 403) and mail.outbox == []
+    assert EmailMessage.objects.get().status == "failed"

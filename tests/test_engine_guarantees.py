@@ -1,0 +1,148 @@
+"""What the engine promises about leases, claims and fan-out, tested directly."""
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from crm_automation.automation import engine, leases, tasks, watchdog
+from crm_automation.automation.actions import REGISTRY, ActionFailed
+from crm_automation.automation.dispatch import claim_events
+from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowRun
+from crm_automation.crm.models import Task
+from tests.conftest import make_workflow
+from tests.test_isolation import dispatched, won_deals
+
+TASK_ONLY = [{"type": "create_task", "config": {"title": "Kick off {{deal.title}}"}}]
+
+
+def test_a_bulk_write_that_fails_falls_back_to_one_by_one_and_fails_only_the_bad_item(org, monkeypatch):
+    make_workflow(org, actions=TASK_ONLY)
+    won_deals(org, 3)
+    apply = REGISTRY["create_task"].apply
+
+    def picky(items):
+        if len(items) > 1:
+            raise RuntimeError("bulk insert refused")
+        if items[0][1].title.endswith("1"):
+            raise ActionFailed("this one is bad")
+        return apply(items)
+
+    monkeypatch.setattr(REGISTRY["create_task"], "apply", picky)
+    report = engine.execute_runs(dispatched())
+    assert sorted(report.finished.values()) == ["completed", "completed", "failed"]
+    assert sorted(Task.objects.values_list("title", flat=True)) == ["Kick off Deal 0", "Kick off Deal 2"]
+
+
+def test_a_worker_that_lost_its_lease_does_not_finish_the_run(org, monkeypatch):
+    wf = make_workflow(org, actions=TASK_ONLY)
+    won_deals(org, 1)
+    (run_id,) = dispatched()
+    finish = engine._finish
+
+    def stolen_meanwhile(states, token):  # another worker took the run over while we worked
+        WorkflowRun.objects.filter(pk=run_id).update(lease_owner="someone-else")
+        return finish(states, token)
+
+    monkeypatch.setattr(engine, "_finish", stolen_meanwhile)
+    assert engine.execute_runs([run_id]).finished == {}
+    monkeypatch.undo()
+    WorkflowRun.objects.filter(pk=run_id).update(lease_until=timezone.now() - timedelta(seconds=1))
+    assert engine.execute_run(run_id) == "completed"  # the other worker finishes it, once
+    wf.refresh_from_db()
+    assert (wf.run_count, Task.objects.count()) == (1, 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_claiming_at_once_never_share_an_event_or_a_run(org):
+    make_workflow(org, actions=TASK_ONLY)
+    won_deals(org, 20)
+    start, claimed = threading.Barrier(2), []
+
+    def claim_events_and_runs():
+        start.wait()
+        try:
+            events = claim_events(25)
+            claimed.append(("events", {e.pk for e in events}))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claim_events_and_runs) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    (_, a), (_, b) = claimed
+    assert not a & b and len(a | b) == AutomationEvent.objects.count()
+
+    AutomationEvent.objects.update(claimed_until=None)
+    run_ids = tasks.dispatch_events(list(AutomationEvent.objects.order_by("pk")))
+    start, runs = threading.Barrier(2), []
+
+    def claim_runs():
+        start.wait()
+        try:
+            runs.append({r.pk for r in leases.claim_runs(run_ids)[1]})
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claim_runs) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not runs[0] & runs[1] and len(runs[0] | runs[1]) == 20
+
+
+def test_a_full_batch_fans_out_and_handed_back_runs_are_continued(org, settings, monkeypatch):
+    settings.AUTOMATION = {**settings.AUTOMATION, "EVENT_BATCH_SIZE": 5}
+    make_workflow(org, actions=TASK_ONLY)
+    won_deals(org, 4)  # 8 events: a full batch of 5, then 3
+    queued = []
+    monkeypatch.setattr(tasks, "enqueue_drain", lambda: queued.append("drain"))
+    monkeypatch.setattr(tasks, "enqueue_continue", lambda ids: queued.append(("continue", tuple(ids))))
+    handed = []
+    execute = tasks.execute_runs
+
+    def hand_back_the_first_time(run_ids, budget):
+        if not handed:
+            handed.extend(run_ids)
+            return engine.Report(handed_back=list(run_ids))
+        return execute(run_ids, budget=budget)
+
+    monkeypatch.setattr(tasks, "execute_runs", hand_back_the_first_time)
+    tasks.drain_events(fan_out=True)
+    assert queued.count("drain") == 1  # one helper for the burst, not one per batch
+    assert ("continue", tuple(handed)) in queued
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_keeps_a_long_runs_lease(org, settings):
+    settings.AUTOMATION = {**settings.AUTOMATION, "LEASE_SECONDS": 0.6}  # a beat every 0.2 s
+    make_workflow(org, actions=TASK_ONLY)
+    won_deals(org, 1)
+    token, (run,) = leases.claim_runs(dispatched())
+    first = WorkflowRun.objects.get(pk=run.pk).lease_until
+    with leases.heartbeat(token):
+        time.sleep(1.0)  # longer than the lease: without a beat it would have expired
+        renewed = WorkflowRun.objects.get(pk=run.pk).lease_until
+    assert renewed > first + timedelta(seconds=0.3)
+
+
+def test_the_watchdog_sees_abandoned_runs_and_forgotten_events(org):
+    make_workflow(org, actions=TASK_ONLY)
+    won_deals(org, 1)
+    assert not watchdog.work_is_waiting()  # fresh events: their nudge may still be on its way
+    AutomationEvent.objects.update(created_at=timezone.now() - timedelta(seconds=3))
+    assert watchdog.work_is_waiting()  # nobody was told about them
+    run_ids = dispatched()
+    assert not watchdog.work_is_waiting()  # dispatched: the drain executes them now
+    leases.claim_runs(run_ids)
+    WorkflowRun.objects.update(lease_until=timezone.now() - timedelta(seconds=1))  # its worker died
+    assert watchdog.work_is_waiting()
+    assert tasks.sweep(fan_out=False)["resumed"] == 1
+    assert not watchdog.work_is_waiting()
+    assert Workflow.objects.get().run_count == 1

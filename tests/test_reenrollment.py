@@ -1,0 +1,60 @@
+"""Re-enrollment: a record goes through a workflow again only when the workflow says so."""
+
+import pytest
+
+from crm_automation.automation.dispatch import claim_events, dispatch_events
+from crm_automation.automation.engine import execute_runs
+from crm_automation.automation.models import Enrollment, WorkflowDecision, WorkflowRun
+from crm_automation.crm.models import Task
+from crm_automation.crm.services import deal_move_to_stage
+from tests.conftest import drain, make_workflow, stage
+
+
+def bounce(org, deal, *, drain_between: bool) -> None:
+    """Won → Negotiation → Won, as a sales rep correcting a mistake does."""
+    for slug in ("won", "negotiation", "won"):
+        deal_move_to_stage(deal=deal, stage=stage(org, slug))
+        if drain_between:
+            drain()
+    drain()
+
+
+def test_by_default_a_record_is_not_enrolled_while_its_run_is_unfinished(org, deal):
+    make_workflow(org)
+    bounce(org, deal, drain_between=False)  # both wins dispatched before the first run finished
+    assert WorkflowRun.objects.count() == 1 and Task.objects.count() == 1
+    decision = WorkflowDecision.objects.get(outcome="already_enrolled")
+    assert decision.reason.startswith("already enrolled: this deal still has an unfinished run")
+
+
+def test_by_default_a_record_may_go_through_again_once_its_run_finished(org, deal):
+    make_workflow(org)
+    bounce(org, deal, drain_between=True)
+    assert WorkflowRun.objects.count() == 2 and not Enrollment.objects.exists()
+
+
+def test_once_means_never_again(org, deal):
+    make_workflow(org, reenrollment="once")
+    bounce(org, deal, drain_between=True)
+    assert WorkflowRun.objects.count() == 1 and Task.objects.count() == 1
+    decision = WorkflowDecision.objects.get(outcome="already_enrolled")
+    assert "enrolls a record only once" in decision.reason
+
+
+def test_every_time_runs_for_every_trigger(org, deal):
+    make_workflow(org, reenrollment="every_time")
+    bounce(org, deal, drain_between=False)
+    assert WorkflowRun.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_dispatchers_of_the_same_record_enroll_it_once(org, deal):
+    """Two workers each hold one of the record's events: the unique enrollment decides."""
+    make_workflow(org, reenrollment="once")
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    deal_move_to_stage(deal=deal, stage=stage(org, "negotiation"))
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    first, second = claim_events(2), claim_events(10)  # two batches, as two workers would claim them
+    runs = dispatch_events(first) + dispatch_events(second)
+    execute_runs(runs)
+    assert WorkflowRun.objects.count() == 1
