@@ -3,31 +3,40 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8000
+SHELL  := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 
 .PHONY: run test install install-dev install-chaos lint bench chaos clean
 
+PIP    := $(PY) -m pip install --disable-pip-version-check --progress-bar on
+
 $(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e .
-	touch $@
+	@echo "== Creating the virtualenv in $(VENV) and installing the project (about 20 s the first time)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) --quiet --upgrade pip
+	@$(PIP) -e . 2>&1 | awk '/^(Collecting|Successfully installed|ERROR)/'
+	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $@
+	@echo "== Installing the test tools"
+	@$(PIP) -e '.[dev]' 2>&1 | awk '/^(Collecting|Successfully installed|ERROR)/'
+	@touch $@
 
 $(VENV)/.installed-chaos: $(VENV)/.installed-dev
-	$(PY) -m pip install --quiet -e '.[dev,chaos]'
-	touch $@
+	@echo "== Installing what the fault harness needs"
+	@$(PIP) --quiet -e '.[dev,chaos]'
+	@touch $@
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 install-chaos: $(VENV)/.installed-chaos
 
 run: install
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py seed_demo
-	PORT=$(PORT) $(PY) manage.py serve
+	@echo "== Migrating the database"
+	@$(PY) manage.py migrate --noinput
+	@echo "== Loading the demo organization"
+	@$(PY) manage.py seed_demo
+	@PORT=$(PORT) $(PY) manage.py serve
 
 test: install-dev
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -8,6 +8,7 @@ holds, an event nobody was told about? — and if so queues one sweep. Dies with
 """
 
 import logging
+import os
 import random
 import threading
 import time
@@ -42,4 +43,4 @@ def start_watchdog(sender=None, proc_name: str = "", **kwargs) -> None:
     """Receiver of django-q2's `post_spawn`, sent in each new worker process."""
     interval = settings.AUTOMATION["WATCHDOG_SECONDS"]
     threading.Thread(target=_watch, args=(interval,), name="automation-watchdog", daemon=True).start()
-    logger.info("Automation worker %s is up (watchdog every %ss)", proc_name or "", interval)
+    logger.info("Automation worker (pid %s) is up; it checks for waiting work every %s s", os.getpid(), interval)

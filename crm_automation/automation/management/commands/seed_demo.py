@@ -3,6 +3,9 @@
 import os
 import secrets
 from decimal import Decimal
+from pathlib import Path
+
+from django.conf import settings
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -23,6 +26,17 @@ DEALS = [("Analytical website redesign", "12000", "proposal", 0),
 LEADS = [("Katherine Johnson", "katherine@example.com", "Orbital Partners"),
          ("Margaret Hamilton", "margaret@example.com", "Apollo Software"),
          ("Edsger Dijkstra", "edsger@example.com", "Shortest Path BV")]
+
+
+def demo_password_file() -> Path:
+    return Path(settings.VAR_DIR) / "demo-password.txt"
+
+
+def remember_demo_password(password: str) -> None:
+    path = demo_password_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(password + "\n")
+    path.chmod(0o600)
 
 
 class Command(BaseCommand):
@@ -55,6 +69,8 @@ class Command(BaseCommand):
             user = User.objects.create_user("demo", "demo@example.com", password, is_staff=True,
                                             first_name="Demo")
             note = f"password: {password}" if generated else "password from DEMO_PASSWORD"
+            if generated:  # so `make run` can show it again once everything is up (var/ is not committed)
+                remember_demo_password(password)
             self.step(f"user 'demo' created ({note})")
         else:
             if password:
