@@ -6,7 +6,6 @@ from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
-
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
