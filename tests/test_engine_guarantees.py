@@ -1,11 +1,9 @@
 """What the engine promises about leases, claims and fan-out, tested directly."""
 
-import threading
 import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from crm_automation.automation import engine, leases, tasks, watchdog
@@ -14,6 +12,7 @@ from crm_automation.automation.dispatch import claim_events
 from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowRun
 from crm_automation.crm.models import Task
 from tests.conftest import make_workflow
+from tests.test_concurrent_moves import race
 from tests.test_isolation import dispatched, won_deals
 
 TASK_ONLY = [{"type": "create_task", "config": {"title": "Kick off {{deal.title}}"}}]
@@ -60,40 +59,14 @@ def test_a_worker_that_lost_its_lease_does_not_finish_the_run(org, monkeypatch):
 def test_two_workers_claiming_at_once_never_share_an_event_or_a_run(org):
     make_workflow(org, actions=TASK_ONLY)
     won_deals(org, 20)
-    start, claimed = threading.Barrier(2), []
-
-    def claim_events_and_runs():
-        start.wait()
-        try:
-            events = claim_events(25)
-            claimed.append(("events", {e.pk for e in events}))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=claim_events_and_runs) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    (_, a), (_, b) = claimed
-    assert not a & b and len(a | b) == AutomationEvent.objects.count()
+    events: list[set] = []
+    assert race(2, lambda i: events.append({e.pk for e in claim_events(25)})) == []
+    assert not events[0] & events[1] and len(events[0] | events[1]) == AutomationEvent.objects.count()
 
     AutomationEvent.objects.update(claimed_until=None)
     run_ids = tasks.dispatch_events(list(AutomationEvent.objects.order_by("pk")))
-    start, runs = threading.Barrier(2), []
-
-    def claim_runs():
-        start.wait()
-        try:
-            runs.append({r.pk for r in leases.claim_runs(run_ids)[1]})
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=claim_runs) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    runs: list[set] = []
+    assert race(2, lambda i: runs.append({r.pk for r in leases.claim_runs(run_ids)[1]})) == []
     assert not runs[0] & runs[1] and len(runs[0] | runs[1]) == 20
 
 

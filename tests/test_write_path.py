@@ -55,13 +55,18 @@ def test_an_update_refuses_to_overwrite_a_value_changed_since_it_was_read(org, o
     assert Workflow.objects.get(pk=wf.pk).name == "Theirs"
 
 
+def spy(monkeypatch, module, name: str) -> list[dict]:
+    """Record the keyword arguments of every call to module.name, and still make the call."""
+    calls, real = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda **kw: calls.append(kw) or real(**kw))
+    return calls
+
+
 def test_the_admin_saves_workflows_through_the_service(client, org, owner, monkeypatch):
-    wf = make_workflow(org, activate=False)
-    calls = []
     import crm_automation.automation.admin.workflows as admin_workflows
 
-    real = admin_workflows.workflow_update
-    monkeypatch.setattr(admin_workflows, "workflow_update", lambda **kw: calls.append(kw) or real(**kw))
+    wf = make_workflow(org, activate=False)
+    calls = spy(monkeypatch, admin_workflows, "workflow_update")
     client.force_login(owner)
     url = reverse("admin:automation_workflow_change", args=[wf.pk])
     assert client.post(url, page_form(client, url, description="via the admin")).status_code == 302
@@ -70,11 +75,9 @@ def test_the_admin_saves_workflows_through_the_service(client, org, owner, monke
 
 
 def test_the_admin_saves_records_through_the_service(client, org, owner, deal, monkeypatch):
-    calls = []
     import crm_automation.crm.admin_scoping as scoping
 
-    real = scoping.record_update
-    monkeypatch.setattr(scoping, "record_update", lambda **kw: calls.append(kw) or real(**kw))
+    calls = spy(monkeypatch, scoping, "record_update")
     client.force_login(owner)
     url = reverse("admin:crm_deal_change", args=[deal.pk])
     assert client.post(url, page_form(client, url, title="Renamed")).status_code == 302

@@ -35,7 +35,8 @@ class RunActionInline(ReadOnlyInline):
 @admin.register(WorkflowRun)
 class WorkflowRunAdmin(ReadOnlyOrgScopedAdmin):
     hide_free_plan = True
-    list_display = ("started_at", "status_badge", "workflow_link", "trigger_type", "entity", "duration")
+    list_display = ("started_at", "status_badge", "workflow_link", "trigger_type", "entity", "duration",
+                    "what_went_wrong")
     list_filter = ("status", "trigger_type")
     list_select_related = ("workflow",)
     ordering = ("-started_at", "-id")
@@ -63,6 +64,10 @@ class WorkflowRunAdmin(ReadOnlyOrgScopedAdmin):
     @admin.display(description="Duration")
     def duration(self, obj) -> str:
         return "-" if obj.duration_ms is None else f"{obj.duration_ms} ms"
+
+    @admin.display(description="What went wrong")
+    def what_went_wrong(self, obj) -> str:
+        return obj.error if len(obj.error) <= 120 else obj.error[:117] + "…"
 
 
 class DecisionInline(ReadOnlyInline):
