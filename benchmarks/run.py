@@ -8,7 +8,8 @@
 (b) throughput: 5,000 stage changes → time until every run (3 actions, fully logged) completes;
 (c) bulk: 5,000 leads converted in one operation → time until all their runs complete;
 (d) latency: trigger → run completed, p50 and p99, at light load;
-(e) admin: the run list and a run's page with 1,000,000 runs in the table (--only e).
+(e) admin: the run list and a run's page with 1,000,000 runs in the table (--only e);
+(f) template scan: the audit's hostile template, old regex against the linear scanner.
 
 It creates (and drops) its own database, BENCH_DATABASE_URL, default
 postgres://postgres@127.0.0.1:5432/crm_bench, and starts a real `qcluster` for (b)–(d).
@@ -264,14 +265,44 @@ def bench_admin_million(total: int = 1_000_000) -> None:
                   f"   {len(queries)} queries")
 
 
+# --- (f) ----------------------------------------------------------------------------------------
+def bench_template_scan() -> None:
+    """The audit's hostile template, "{{" then spaces: the old backtracking regex against the
+    linear scanner, same inputs, same run."""
+    import re
+
+    from crm_automation.automation.templating import template_paths
+
+    old = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+    print("\n(f) template scan of '{{' + N spaces (median of 3)")
+    for n in (250, 500, 1000, 4998):
+        text = "{{" + " " * n
+        new_t = statistics.median(_timed(lambda text=text: template_paths(text)) for _ in range(3))
+        if n <= 1000:  # the old regex grows ~cubically: 1,000 chars take ~1 s, 5,000 took 91 s
+            scan_old = lambda text=text: [m.group(1) for m in old.finditer(text)]  # noqa: E731
+            old_t = statistics.median(_timed(scan_old) for _ in range(3))
+            print(f"    N={n:<5} regex {old_t * 1000:9.1f} ms   linear {new_t * 1000:7.3f} ms   "
+                  f"ratio {old_t / new_t:,.0f}x")
+        else:
+            print(f"    N={n:<5} regex (not run: ~90 s)   linear {new_t * 1000:7.3f} ms")
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="a,b,c,d", help="any of a,b,c,d,e (e: admin with 1M runs)")
+    parser.add_argument("--only", default="a,b,c,d,f", help="any of a,b,c,d,e,f (e: admin with 1M runs)")
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=int(os.environ.get("Q_WORKERS", "2")))
     args = parser.parse_args()
     only = set(args.only.split(","))
     print(f"PostgreSQL {DB_URL}; {os.cpu_count()} cores; Q_WORKERS={args.workers}")
+    if "f" in only:
+        bench_template_scan()
     if "e" in only:
         bench_admin_million()
     if "a" in only:
