@@ -91,3 +91,39 @@ def test_moving_a_deal_in_the_admin_fires_the_trigger_once(client, org, owner, d
     data = page_form(client, deal_url(deal), stage=stage(org, "won").pk)
     assert client.post(deal_url(deal), data).status_code == 302
     assert drain() == 1
+
+
+def test_saving_again_after_a_conflict_replaces_the_value_deliberately(client, org, owner, deal):
+    make_workflow(org)
+    client.force_login(owner)
+    opened = page_form(client, deal_url(deal), probability="20")
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    conflict = client.post(deal_url(deal), opened)
+    assert "Someone else changed this to 100" in conflict.content.decode()
+    again = page_form_from(conflict)  # what the error page now holds, as the browser posts it
+    assert client.post(deal_url(deal), again).status_code == 302
+    assert Deal.objects.get(pk=deal.pk).probability == 20
+
+
+def test_line_breaks_as_browsers_send_them_are_not_a_change_or_a_conflict(client, org, owner, deal):
+    from crm_automation.crm.models import Task
+
+    task = Task.objects.create(organization=org, title="Call", description="line one\nline two", deal=deal)
+    client.force_login(owner)
+    url = reverse("admin:crm_task_change", args=[task.pk])
+    data = page_form(client, url)
+    crlf = {k: v.replace("\n", "\r\n") if isinstance(v, str) else v for k, v in data.items()}  # as browsers do
+    crlf["description"] = "line one\r\nline two\r\nline three"
+    assert client.post(url, crlf).status_code == 302
+    assert Task.objects.get(pk=task.pk).description.replace("\r\n", "\n") == "line one\nline two\nline three"
+
+
+def page_form_from(response) -> dict:
+    from tests.admin_helpers import _FormFields
+
+    parser = _FormFields()
+    parser.feed(response.content.decode())
+    data = {name: values if len(values) > 1 else values[0] for name, values in parser.values.items()}
+    data.pop("csrfmiddlewaretoken", None)
+    return data

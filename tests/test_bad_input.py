@@ -104,3 +104,15 @@ def test_an_invalid_change_to_an_existing_workflow_changes_nothing(client, org, 
     assert response.status_code == 200 and "is not a stage of this organization" in response.content.decode()
     wf.refresh_from_db()
     assert (wf.name, wf.trigger_config, wf.version) == ("Kickoff", {"to_stage": "won"}, 1)
+
+
+def test_a_json_number_too_long_to_parse_is_a_named_error(client, org, owner):
+    client.force_login(owner)
+    status, page = post_workflow(client, conditions='{"rules": [{"field": "deal.amount", "operator": "gt", '
+                                                     '"value": ' + "9" * 5000 + "}]}")
+    assert status == 200 and "Enter valid JSON" in page and not Workflow.objects.exists()
+
+
+def test_nobody_adds_rows_to_the_email_outbox_by_hand(client, org, teammate):
+    client.force_login(teammate)
+    assert client.get(reverse("admin:crm_emailmessage_add")).status_code == 403

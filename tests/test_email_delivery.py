@@ -139,3 +139,60 @@ def test_a_viewer_cannot_resend(client, org, viewer, monkeypatch):
                            {"action": "resend", "_selected_action": [email.pk]}, follow=True)
     assert response.status_code in (200, 403) and mail.outbox == []
     assert EmailMessage.objects.get().status == "failed"
+
+
+def test_a_run_that_stops_before_sending_fails_its_queued_email_instead_of_leaving_it(org, monkeypatch):
+    from crm_automation.crm.models import Deal
+
+    make_workflow(org, actions=EMAIL_ONLY)
+    (deal,) = won_deals(org, 1)
+    run_ids = dispatched()
+    monkeypatch.setattr(email_delivery, "_claim", lambda email_id: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        engine.execute_runs(run_ids)  # the email is queued; the worker dies before handing it over
+    monkeypatch.undo()
+    Deal.objects.filter(pk=deal.pk).delete()
+    expire_leases()
+    sweep(fan_out=False)
+    email = EmailMessage.objects.get()
+    assert email.status == "failed"
+    assert email.error == "not sent because the run stopped: the triggering deal no longer exists"
+    assert mail.outbox == []
+
+
+def test_an_email_left_sending_by_a_killed_resend_becomes_unknown(org, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    email = EmailMessage.objects.create(organization=org, to="a@b.co", subject="Hi", status="sending",
+                                        sending_since=timezone.now() - timedelta(minutes=5))
+    fresh = EmailMessage.objects.create(organization=org, to="c@d.co", subject="Hi", status="sending",
+                                        sending_since=timezone.now())
+    assert sweep(fan_out=False)["stale_emails"] == 1
+    assert EmailMessage.objects.get(pk=email.pk).status == "unknown"
+    assert EmailMessage.objects.get(pk=fresh.pk).status == "sending"  # its sender may still be at it
+
+
+def test_a_stalling_organization_gets_a_slice_and_the_next_one_goes_on(org, other_org, monkeypatch):
+    make_workflow(org, actions=EMAIL_ONLY)
+    make_workflow(other_org, actions=EMAIL_ONLY)
+    won_deals(org, 3, "Slow")  # to client@acme.example: its provider takes 10 s a message
+    won_deals(other_org, 3, "Quick")
+    stalled = [0.0]
+    monkeypatch.setattr(email_delivery, "monotonic", lambda: time.monotonic() + stalled[0])
+    send = mail.EmailMessage.send
+
+    def slow_for_acme(self, *args, **kwargs):
+        if self.to[0].endswith("@acme.example"):
+            stalled[0] += 10
+        return send(self, *args, **kwargs)
+
+    monkeypatch.setattr(mail.EmailMessage, "send", slow_for_acme)
+    run_ids = dispatched()
+    slow_first = sorted(run_ids, key=lambda r: WorkflowRun.objects.get(pk=r).organization_id != org.pk)
+    report = engine.execute_runs(slow_first, budget=30)
+    quick = WorkflowRun.objects.filter(pk__in=report.finished, organization=other_org)
+    assert quick.count() == 3  # not held up behind the stalling organization
+    assert report.handed_back and set(report.handed_back) <= set(
+        WorkflowRun.objects.filter(organization=org).values_list("pk", flat=True))

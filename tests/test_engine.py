@@ -7,7 +7,7 @@ from django.core import mail
 from django.db import DatabaseError
 from django.utils import timezone
 
-from crm_automation.automation import engine
+from crm_automation.automation import engine, leases
 from crm_automation.automation.actions import REGISTRY
 from crm_automation.automation.dispatch import claim_events, dispatch_events
 from crm_automation.automation.models import FieldChange, WorkflowRun, WorkflowRunAction
@@ -62,7 +62,7 @@ def test_a_redelivered_run_does_not_repeat_its_actions(org, deal):
 def test_a_run_held_by_another_worker_is_left_alone(org, deal):
     make_workflow(org)
     run_id = dispatched_run(org, deal)
-    assert engine.claim_run(run_id)
+    assert leases.claim_runs([run_id])[1]
     assert engine.execute_run(run_id) is None
     assert effects(deal) == (0, 0, 0)
 

@@ -1,9 +1,12 @@
 """What the engine promises about leases, claims and fan-out, tested directly."""
 
+import contextlib
+import threading
 import time
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from crm_automation.automation import engine, leases, tasks, watchdog
@@ -119,3 +122,36 @@ def test_the_watchdog_sees_abandoned_runs_and_forgotten_events(org):
     assert tasks.sweep(fan_out=False)["resumed"] == 1
     assert not watchdog.work_is_waiting()
     assert Workflow.objects.get().run_count == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_dispatches_naming_organizations_in_opposite_order_do_not_deadlock(org, other_org, monkeypatch):
+    """PostgreSQL: each dispatch locks its organizations' usage rows; in one order for all."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite serialises writers: two dispatches cannot interleave there")
+    from crm_automation.automation import dispatch, plans
+    from crm_automation.crm.models import Deal
+    from crm_automation.crm.services import deal_move_to_stage
+    from tests.conftest import stage
+
+    for o in (org, other_org):
+        make_workflow(o, actions=TASK_ONLY, reenrollment="every_time", trigger_config={})  # any stage
+    a = Deal.objects.create(organization=org, title="a", stage=stage(org, "proposal"))
+    b = Deal.objects.create(organization=other_org, title="b", stage=stage(other_org, "proposal"))
+    AutomationEvent.objects.update(processed_at=timezone.now())
+    for deal, o in ((a, org), (b, other_org), (b, other_org), (a, org)):  # batches: [A, B] and [B, A]
+        deal_move_to_stage(deal=deal, stage=stage(o, "negotiation" if deal.stage.slug == "won" else "won"))
+    first, second = claim_events(2), claim_events(2)
+    assert [e.organization_id for e in first] == [org.pk, other_org.pk]
+    assert [e.organization_id for e in second] == [other_org.pk, org.pk]
+    both_hold_one, reserve = threading.Barrier(2, timeout=2), plans.reserve_history
+
+    def reserve_then_wait(*, organization, runs):  # each holds its first usage row before the second
+        kept = reserve(organization=organization, runs=runs)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_hold_one.wait()
+        return kept
+
+    monkeypatch.setattr(dispatch.plans, "reserve_history", reserve_then_wait)
+    assert race(2, lambda i: dispatch.dispatch_events([first, second][i])) == []
+    assert WorkflowRun.objects.count() == 4

@@ -142,3 +142,29 @@ def test_a_delete_waits_for_the_runs_segment_and_takes_its_rows_along(org, monke
     deleter.join(20)
     assert errors == []
     assert not Deal.objects.filter(pk=deal.pk).exists() and not Task.objects.exists()
+
+
+def test_a_workflow_cannot_take_a_converted_lead_out_of_converted(client, org, owner, lead):
+    from crm_automation.crm.services import lead_convert
+
+    make_workflow(org, trigger_type="lead_converted", trigger_config={},
+                  actions=[{"type": "update_field", "config": {"field": "status", "value": "qualified"}}])
+    lead_convert(lead=lead)
+    drain()
+    step = WorkflowRunAction.objects.get()
+    assert step.status == "failed" and "its status stays Converted" in step.error
+    assert Lead.objects.get(pk=lead.pk).status == "converted"
+    client.force_login(owner)
+    url = reverse("admin:crm_lead_change", args=[lead.pk])
+    assert client.post(url, page_form(client, url, name="Grace B. Hopper")).status_code == 302
+
+
+def test_a_model_error_about_a_read_only_field_is_shown_not_a_crash(client, org, owner, lead):
+    from django.utils import timezone
+
+    # The half state older code let a workflow write: converted, with another status.
+    Lead.objects.filter(pk=lead.pk).update(converted_at=timezone.now(), status="qualified")
+    client.force_login(owner)
+    url = reverse("admin:crm_lead_change", args=[lead.pk])
+    response = client.post(url, page_form(client, url, name="Renamed"))
+    assert response.status_code == 200 and "its status stays Converted" in response.content.decode()

@@ -58,3 +58,30 @@ def test_two_dispatchers_of_the_same_record_enroll_it_once(org, deal):
     runs = dispatch_events(first) + dispatch_events(second)
     execute_runs(runs)
     assert WorkflowRun.objects.count() == 1
+
+
+@pytest.mark.parametrize(("new_policy", "runs"), [("not_while_running", 2), ("every_time", 2), ("once", 1)])
+def test_changing_the_policy_applies_to_records_already_enrolled(org, deal, new_policy, runs):
+    from crm_automation.automation.services import workflow_update
+
+    wf = make_workflow(org, reenrollment="once")
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    workflow_update(workflow_id=wf.pk, changes={"reenrollment": new_policy})
+    deal_move_to_stage(deal=deal, stage=stage(org, "negotiation"))
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    assert WorkflowRun.objects.count() == runs
+
+
+def test_switching_to_once_remembers_who_already_went_through(org, deal):
+    from crm_automation.automation.services import workflow_update
+
+    wf = make_workflow(org, reenrollment="every_time")
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    workflow_update(workflow_id=wf.pk, changes={"reenrollment": "once"})
+    deal_move_to_stage(deal=deal, stage=stage(org, "negotiation"))
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    assert WorkflowRun.objects.count() == 1

@@ -51,7 +51,7 @@ def test_an_update_refuses_to_overwrite_a_value_changed_since_it_was_read(org, o
     workflow_update(workflow_id=wf.pk, by=owner, changes={"name": "Theirs"})
     with pytest.raises(ValidationError) as caught:
         workflow_update(workflow_id=wf.pk, by=owner, changes={"name": "Mine"}, expected={"name": "Kickoff"})
-    assert "Changed by someone else to “Theirs”" in str(caught.value.message_dict["name"])
+    assert "Someone else changed this to “Theirs”" in str(caught.value.message_dict["name"])
     assert Workflow.objects.get(pk=wf.pk).name == "Theirs"
 
 

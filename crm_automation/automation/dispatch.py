@@ -10,9 +10,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from crm_automation.automation import conditions, context, plans
+from crm_automation.automation.enrollment import enroll
 from crm_automation.automation.models import (
     AutomationEvent,
-    Enrollment,
     Workflow,
     WorkflowDecision,
     WorkflowRun,
@@ -22,7 +22,6 @@ from crm_automation.crm.models import Organization
 
 logger = logging.getLogger(__name__)
 Outcome = WorkflowDecision.Outcome
-Reenrollment = Workflow.Reenrollment
 
 
 def claim_events(limit: int) -> list[AutomationEvent]:
@@ -113,41 +112,6 @@ def _candidates(events) -> dict[tuple[int, str], list[Workflow]]:
     return found
 
 
-def _enroll(matched: list) -> list:
-    """Keep the matched candidates that may enroll their record; the others get the decision
-    "already enrolled". The unique (workflow, record) row decides races between workers."""
-    wanted = []
-    for item in matched:
-        event, wf, _, _ = item
-        policy = wf.current_version.definition.get("reenrollment", Reenrollment.EVERY_TIME)
-        if policy != Reenrollment.EVERY_TIME:
-            wanted.append(Enrollment(workflow=wf, entity_id=event.entity_id, event_id=event.pk,
-                                     until_finished=policy == Reenrollment.NOT_WHILE_RUNNING))
-    if not wanted:
-        return matched
-    Enrollment.objects.bulk_create(wanted, ignore_conflicts=True)
-    match = Q()
-    for row in wanted:
-        match |= Q(workflow_id=row.workflow_id, entity_id=row.entity_id)
-    holders = {(w, e): ev for w, e, ev in Enrollment.objects.filter(match)
-               .values_list("workflow_id", "entity_id", "event_id")}
-    kept = []
-    for item in matched:
-        event, wf, decision, _ = item
-        holder = holders.get((wf.pk, event.entity_id), event.pk)
-        if holder == event.pk:
-            kept.append(item)
-            continue
-        decision.outcome = Outcome.ALREADY_ENROLLED
-        if wf.current_version.definition.get("reenrollment") == Reenrollment.ONCE:
-            decision.reason = (f"already enrolled: this {event.entity_type} went through the workflow before "
-                               "and it enrolls a record only once")
-        else:
-            decision.reason = (f"already enrolled: this {event.entity_type} still has an unfinished run of "
-                               "the workflow (started by an earlier change)")
-    return kept
-
-
 def dispatch_events(events: list[AutomationEvent]) -> list[int]:
     """Record a decision per (event, candidate workflow), create the runs, mark events done.
 
@@ -192,12 +156,12 @@ def dispatch_events(events: list[AutomationEvent]) -> list[int]:
                       .filter(pk__in=[e.pk for e in events], processed_at__isnull=True)
                       .values_list("pk", flat=True))
         decisions = [d for d in decisions if d.event.pk in pending]
-        matched = _enroll([m for m in matched if m[0].pk in pending])
+        matched = enroll([m for m in matched if m[0].pk in pending])
         per_org = defaultdict(list)
         for item in matched:
             per_org[item[0].organization_id].append(item)
         runs = []
-        for org_id, items in per_org.items():
+        for org_id, items in sorted(per_org.items()):  # one lock order for the usage rows
             keep = plans.reserve_history(organization=orgs[org_id], runs=len(items))
             for i, (event, wf, decision, meta) in enumerate(items):
                 suppressed = i >= keep

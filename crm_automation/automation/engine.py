@@ -30,11 +30,10 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from crm_automation.automation import context, leases
+from crm_automation.automation import context, enrollment, leases
 from crm_automation.automation.actions import REGISTRY, ActionFailed, ExecutionContext
 from crm_automation.automation.history import FINISHED_STEPS, Segment
 from crm_automation.automation.models import (
-    Enrollment,
     RunStatus,
     StepStatus,
     Workflow,
@@ -84,10 +83,6 @@ class Report:
         self.handed_back += other.handed_back
 
 
-def claim_run(run_id: int) -> bool:
-    return bool(leases.claim_runs([run_id])[1])
-
-
 def _load_states(runs: list[WorkflowRun]) -> list[RunState]:
     events = [r.event for r in runs]
     records = context.load_records(events)
@@ -125,7 +120,7 @@ def _lock_records(states: list[RunState]) -> None:
             if state.record.converted_deal_id:
                 deal_ids.add(state.record.converted_deal_id)
     present = set()
-    for model, ids in ((Deal, deal_ids), (Lead, lead_ids)):
+    for model, ids in ((Lead, lead_ids), (Deal, deal_ids)):  # the order record_delete locks them in
         if ids:
             present.update(model.objects.select_for_update(no_key=True).filter(pk__in=ids)
                            .order_by("pk").values_list("pk", flat=True))
@@ -204,6 +199,9 @@ def _step_all(states: list[RunState], segment: Segment) -> None:
                 timeout = state.run.version.definition.get("timeout_seconds")
                 state.halted = f"the workflow's timeout of {timeout}s was reached"
             if state.halted:
+                action = REGISTRY.get(state.steps[position]["type"])
+                if action is not None:  # a step begun before may have made something: settle it
+                    action.cancel(_context(state, position).key, state.halted)
                 segment.record(state, position, StepStatus.SKIPPED, error=state.halted)
                 state.position += 1
                 continue
@@ -318,7 +316,7 @@ def _finish(states: list[RunState], token: str) -> dict[int, str]:
         Workflow.objects.filter(pk=workflow_id).update(
             run_count=F("run_count") + total, success_count=F("success_count") + ok,
             failure_count=F("failure_count") + (total - ok), last_run_at=now)
-    Enrollment.release(runs=[s.run for s in done if s.run.pk in ids])
+    enrollment.release(runs=[s.run for s in done if s.run.pk in ids])
     if suppressed:
         WorkflowRun.objects.filter(pk__in=suppressed).delete()
     return finished
@@ -340,11 +338,14 @@ def _execute_group(run_ids: list[int], stop_at: float) -> Report:
         leases.back_off(token, [r.pk for r in unfinished], runs[0].attempts)  # retried later, counted
         return report
     # Something in this group broke the whole group: isolate, then retry one by one, so the run
-    # that caused it fails alone and the others go on.
+    # that caused it fails alone and the others go on (those the budget leaves, another task).
     WorkflowRun.objects.filter(pk__in=[r.pk for r in unfinished], lease_owner=token).update(
         lease_until=None, lease_owner="")
     for run in unfinished:
-        report.merge(_execute_group([run.pk], stop_at))
+        if time.monotonic() >= stop_at:
+            report.handed_back.append(run.pk)
+        else:
+            report.merge(_execute_group([run.pk], stop_at))
     return report
 
 
@@ -388,11 +389,16 @@ def execute_runs(run_ids: list[int], *, budget: float | None = None) -> Report:
     the budget was spent are left unclaimed and are in neither list."""
     stop_at = time.monotonic() + (budget if budget is not None else settings.AUTOMATION["RUN_TIME_BUDGET"])
     report = Report()
-    for group in plan_groups(run_ids):
-        if time.monotonic() >= stop_at:
+    groups = plan_groups(run_ids)
+    for i, group in enumerate(groups):
+        now = time.monotonic()
+        if now >= stop_at:
             report.handed_back += group
             continue
-        report.merge(_execute_group(group, stop_at))
+        # Other groups wait behind this one: it gets a slice, then hands back what is left.
+        last = i == len(groups) - 1
+        report.merge(_execute_group(group, stop_at if last else min(stop_at, now + settings.AUTOMATION[
+            "GROUP_SLICE_SECONDS"])))
     return report
 
 

@@ -216,17 +216,6 @@ class Enrollment(models.Model):
     def __str__(self) -> str:
         return f"{self.entity_id} in workflow {self.workflow_id}"
 
-    @classmethod
-    def release(cls, *, runs) -> None:
-        """Runs finished: their records may enter "not while running" workflows again."""
-        if not runs:
-            return
-        match = models.Q()
-        for run in runs:
-            match |= models.Q(workflow_id=run.workflow_id, event_id=run.event_id)
-        cls.objects.filter(match, until_finished=True).delete()
-
-
 class RunStatus(models.TextChoices):
     STARTED = "started", "Started"
     COMPLETED = "completed", "Completed"

@@ -9,7 +9,7 @@ command, a data migration); every surface a person uses passes the person.
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
-from crm_automation.automation import plans
+from crm_automation.automation import enrollment, plans
 from crm_automation.automation.definitions import (
     DEFINITION_FIELDS,
     activation_problems,
@@ -18,6 +18,7 @@ from crm_automation.automation.definitions import (
     validate_definition,
 )
 from crm_automation.automation.models import Workflow, WorkflowAction, WorkflowStatus, WorkflowVersion
+from crm_automation.crm.concurrency import conflicts
 from crm_automation.crm.models import Organization
 from crm_automation.crm.selectors import shown, user_has_role
 
@@ -116,22 +117,22 @@ def workflow_update(*, workflow_id: int, by=None, changes: dict | None = None, a
                                                "clone it into the other organization instead."})
     if unknown:
         raise ValidationError(f"These fields cannot be changed here: {', '.join(sorted(unknown))}.")
-    conflicts = {name: f"Changed by someone else to {shown(getattr(workflow, name))} since you opened "
-                       "this page; your change was not saved. Check the value and save again."
-                 for name, seen in (expected or {}).items()
-                 if name in changes and getattr(workflow, name) != seen}
+    found = conflicts(workflow, expected, changes)
     if actions is not None and expected_version is not None and workflow.version != expected_version:
-        conflicts["actions"] = (f"The actions were changed by someone else (now version {workflow.version}, "
+        found["actions"] = (f"The actions were changed by someone else (now version {workflow.version}, "
                                 f"you opened version {expected_version}); your changes were not saved. "
                                 "Reload the page and apply them again.")
-    if conflicts:
-        raise ValidationError(conflicts)
+    if found:
+        raise ValidationError(found)
     for name, value in changes.items():
         setattr(workflow, name, value)
     current_actions = [{"type": a.action_type, "config": a.config} for a in workflow.actions.all()]
     _validate(workflow, current_actions if actions is None else actions)
     if changes:
+        previous_policy = Workflow.objects.values_list("reenrollment", flat=True).get(pk=workflow.pk)
         workflow.save(update_fields=[*changes, "updated_at"])
+        if workflow.reenrollment != previous_policy:
+            enrollment.adopt_policy(workflow_id=workflow.pk, policy=workflow.reenrollment)
     if actions is not None and actions != current_actions:
         _replace_actions(workflow, actions)
     workflow_snapshot(workflow=workflow, by=by)

@@ -8,7 +8,6 @@ periodic sweep pick up whatever a lost or dead task left behind.
 
 import logging
 import time
-import traceback
 from datetime import timedelta
 
 from django.conf import settings
@@ -20,6 +19,7 @@ from crm_automation.automation.engine import execute_runs
 from crm_automation.automation.leases import lease_length
 from crm_automation.automation.models import AutomationEvent, RunStatus, WorkflowRun
 from crm_automation.automation.queue import enqueue_continue, enqueue_drain
+from crm_automation.crm.email_delivery import emails_mark_stale_unknown
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def _execute(run_ids: list[int], *, budget: float, fan_out: bool) -> int:
     return finished
 
 
-def drain_events(fan_out: bool = True) -> int:
+def drain_events(fan_out: bool = True, *, stop_at: float | None = None) -> int:
     """Claim and process event batches until none is left or the time budget is spent.
 
     With `fan_out` (in a worker), a full batch means more may be waiting: one more drain task
@@ -46,7 +46,8 @@ def drain_events(fan_out: bool = True) -> int:
     out of time queues its own continuation. Returns the number of runs finished.
     """
     batch_size = settings.AUTOMATION["EVENT_BATCH_SIZE"]
-    stop_at = time.monotonic() + settings.AUTOMATION["DRAIN_TIME_BUDGET"]
+    if stop_at is None:
+        stop_at = time.monotonic() + settings.AUTOMATION["DRAIN_TIME_BUDGET"]
     helper_queued = not fan_out
     executed = 0
     while True:
@@ -76,12 +77,14 @@ def dispatch_safely(events: list[AutomationEvent]) -> list[int]:
     the batch or being retried forever."""
     try:
         return dispatch_events(events)
-    except Exception:
+    except Exception as exc:
         if len(events) == 1:
             event = events[0]
-            logger.exception("Event %s cannot be dispatched; it is set aside", event.pk)
+            logger.exception("Event %s cannot be dispatched; it is set aside", event.pk)  # traceback: logs only
             AutomationEvent.objects.filter(pk=event.pk).update(
-                processed_at=timezone.now(), error=traceback.format_exc(limit=5)[-4000:])
+                processed_at=timezone.now(),
+                error=f"This change could not be matched to workflows ({type(exc).__name__}: {exc}); it was set "
+                      "aside so the others go on. The worker log has the details."[:2000])
             return []
         return [run_id for event in events for run_id in dispatch_safely([event])]
 
@@ -103,12 +106,15 @@ def forgotten_events(age: timedelta = timedelta(seconds=2)):
 
 def sweep(fan_out: bool = True) -> dict:
     """Safety net, run by the watchdog when it sees work nobody does, and every minute: resume
-    abandoned runs, process events nobody was told about."""
+    abandoned runs, process events nobody was told about, settle emails nobody is sending.
+    One time budget for all of it, like any task."""
+    stop_at = time.monotonic() + settings.AUTOMATION["DRAIN_TIME_BUDGET"]
     abandoned = list(abandoned_runs().order_by("pk").values_list("pk", flat=True)[:500])
-    resumed = _execute(abandoned, budget=settings.AUTOMATION["RUN_TIME_BUDGET"], fan_out=fan_out) \
-        if abandoned else 0
+    resumed = _execute(abandoned, budget=stop_at - time.monotonic(), fan_out=fan_out) if abandoned else 0
     pending = AutomationEvent.objects.filter(processed_at__isnull=True).exists()
-    executed = drain_events(fan_out=fan_out) if pending else 0
-    if resumed or executed:
-        logger.info("Sweep resumed %s runs and executed %s new ones", resumed, executed)
-    return {"resumed": resumed, "executed": executed}
+    executed = drain_events(fan_out=fan_out, stop_at=stop_at) if pending else 0
+    stale = emails_mark_stale_unknown(older_than=lease_length() + timedelta(seconds=4 * settings.EMAIL_TIMEOUT))
+    if resumed or executed or stale:
+        logger.info("Sweep resumed %s runs, executed %s new ones, marked %s stalled emails unknown",
+                    resumed, executed, stale)
+    return {"resumed": resumed, "executed": executed, "stale_emails": stale}

@@ -134,8 +134,11 @@ class EmailMessageAdmin(OrgScopedAdmin):
     show_full_result_count = False
     actions = ["resend", "resend_unknown"]
 
+    def has_add_permission(self, request) -> bool:
+        return False  # the outbox is a log: emails come from workflows
+
     def has_change_permission(self, request, obj=None) -> bool:
-        return False  # the outbox is a log
+        return False
 
     def _resend(self, request, queryset, *, include_unknown: bool) -> tuple[int, int, int]:
         sent = failed = skipped = 0

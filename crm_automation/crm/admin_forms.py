@@ -7,7 +7,8 @@ Every field renders its value as the page showed it in a hidden `initial-<name>`
   showed (not from the row as it is now, which a workflow may have changed meanwhile);
 - for each of them, the row is read under a lock (the admin's save runs in one transaction):
   if its value is no longer what the page showed, someone else changed that same field, and
-  the form says so instead of overwriting it;
+  the form says so instead of overwriting it; the page then carries the current value as
+  "what you saw", so saving again replaces it deliberately;
 - only the changed fields are written (see `changes()` and `expected()`), so a workflow that
   set the probability to 100 while the page was open keeps its 100 when the title is saved.
 
@@ -15,11 +16,36 @@ A post without the hidden inputs (a script) falls back to comparing with the cur
 """
 
 from django import forms
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.forms.models import model_to_dict
 from django.utils.functional import cached_property
 
-from crm_automation.crm.selectors import shown
+from crm_automation.crm.concurrency import comparable, conflict_message
+
+
+class SafeJSONField(forms.JSONField):
+    """Django's JSONField lets json.loads' ValueError through (a number of 5,000 digits gives a
+    500); say what is wrong instead."""
+
+    def to_python(self, value):
+        try:
+            return super().to_python(value)
+        except ValidationError:
+            raise
+        except ValueError as exc:
+            raise ValidationError(f"Enter valid JSON ({exc}).", code="invalid") from None
+
+    def bound_data(self, data, initial):
+        try:
+            return super().bound_data(data, initial)
+        except ValueError:
+            return forms.fields.InvalidJSONInput(data)
+
+    def has_changed(self, initial, data):
+        try:
+            return super().has_changed(initial, data)
+        except ValueError:
+            return True
 
 
 class ConcurrentEditForm(forms.ModelForm):
@@ -43,14 +69,11 @@ class ConcurrentEditForm(forms.ModelForm):
                 continue
             raw = self._opened_raw(name)
             bound = self[name]
-            if raw is None:
-                has_changed = field.has_changed(bound.initial, bound.data)
-            else:
-                try:
-                    has_changed = field.has_changed(field.to_python(raw), bound.data)
-                except ValidationError:
-                    has_changed = True
-            if has_changed:
+            try:
+                opened = bound.initial if raw is None else field.to_python(comparable(raw))
+                if field.has_changed(opened, comparable(bound.data)):
+                    changed.append(name)
+            except (ValidationError, ValueError):
                 changed.append(name)
         return changed
 
@@ -60,7 +83,7 @@ class ConcurrentEditForm(forms.ModelForm):
         for name in self.changed_data:
             raw = self._opened_raw(name)
             if raw is not None:
-                values[name] = self.fields[name].to_python(raw)
+                values[name] = self.fields[name].to_python(comparable(raw))
         return values
 
     def changes(self) -> dict:
@@ -74,13 +97,29 @@ class ConcurrentEditForm(forms.ModelForm):
         # check and the save.
         current = type(self.instance)._default_manager.select_for_update().get(pk=self.instance.pk)
         now = model_to_dict(current, fields=self.changed_data)
+        seen_now = {}
         for name in self.changed_data:
             raw = self._opened_raw(name)
-            field = self.fields[name]
             if raw is None or name not in now:
                 continue
-            if field.has_changed(now[name], raw):
-                self.add_error(name, f"Someone else changed this to {shown(getattr(current, name))} since you "
-                                     "opened this page, so your change was not saved. Save again to replace "
-                                     "it with yours, or reload the page to keep theirs.")
+            field = self.fields[name]
+            if field.has_changed(comparable(now[name]), comparable(raw)):
+                self.add_error(name, conflict_message(getattr(current, name)))
+                seen_now[self[name].html_initial_name] = field.hidden_widget().format_value(
+                    field.prepare_value(now[name]))
+        if seen_now:  # the page now shows theirs as "what you saw": saving again is deliberate
+            self.data = self.data.copy()
+            for key, value in seen_now.items():
+                self.data[key] = "" if value is None else value
         return data
+
+    def _update_errors(self, errors) -> None:
+        """A model check may name a field this form does not show (read-only here): show its
+        message at the top instead of failing with "has no field named …"."""
+        if hasattr(errors, "error_dict"):
+            moved = {}
+            for name, messages in errors.error_dict.items():
+                key = name if name == NON_FIELD_ERRORS or name in self.fields else NON_FIELD_ERRORS
+                moved.setdefault(key, []).extend(messages)
+            errors = ValidationError(moved)
+        super()._update_errors(errors)

@@ -16,6 +16,7 @@ import logging
 import smtplib
 import socket
 from collections.abc import Iterable
+from datetime import timedelta
 from time import monotonic
 
 from django.core import mail
@@ -143,6 +144,14 @@ def email_mark_unknown(*, email_id: int) -> EmailMessage:
     EmailMessage.objects.filter(pk=email_id, status=Status.SENDING).update(
         status=Status.UNKNOWN, error=UNKNOWN_OUTCOME)
     return EmailMessage.objects.get(pk=email_id)
+
+
+def emails_mark_stale_unknown(*, older_than: timedelta) -> int:
+    """Emails left in `sending` longer than any live sender could take (a resend whose web
+    request was killed, a worker that died outside a run): their outcome is unknown. A sender
+    that is in fact still alive records the truth over this when it finishes."""
+    return EmailMessage.objects.filter(status=Status.SENDING, sending_since__lt=timezone.now() - older_than).update(
+        status=Status.UNKNOWN, error=UNKNOWN_OUTCOME)
 
 
 def email_resend(*, email_id: int, by, include_unknown: bool = False) -> EmailMessage:

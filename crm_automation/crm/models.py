@@ -295,6 +295,10 @@ class EmailMessage(TenantOwned):
     def __str__(self) -> str:
         return f"{self.subject} → {self.to}"
 
+    class Meta:
+        indexes = [models.Index(fields=["sending_since"], name="email_sending_idx",
+                                condition=models.Q(status="sending"))]
+
     @property
     def message_id(self) -> str:
         """The same Message-ID every time this row is sent, so a resend is recognisable."""

@@ -5,12 +5,13 @@ from decimal import Decimal
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from crm_automation.crm import changes
+from crm_automation.crm.concurrency import conflicts
 from crm_automation.crm.models import Contact, Deal, Lead, Stage, deal_stage_change, lead_converted_change
-from crm_automation.crm.selectors import shown, user_has_role
+from crm_automation.crm.selectors import user_has_role
 
 logger = logging.getLogger(__name__)
 
@@ -139,12 +140,9 @@ def record_update(*, record, by, changes: dict, expected: dict | None = None, ro
     model = type(record)
     current = model._default_manager.select_for_update().get(pk=record.pk)
     _check_role(by, current.organization_id, role, "change")
-    conflicts = {name: f"Changed by someone else to {shown(getattr(current, name))} since you opened this "
-                       "page; your change was not saved. Check the value and save again."
-                 for name, seen in (expected or {}).items()
-                 if name in changes and getattr(current, name) != seen}
-    if conflicts:
-        raise ValidationError(conflicts)
+    found = conflicts(current, expected, changes)
+    if found:
+        raise ValidationError(found)
     if not changes:
         return current
     for name, value in changes.items():
@@ -162,8 +160,15 @@ def record_delete(*, record, by, role: str = "admin") -> None:
     """Delete a CRM record after locking it, so a workflow run that is writing rows linked to it
     finishes first and its rows are deleted with it (instead of the delete failing at commit)."""
     model = type(record)
+    # Leads before deals, the order a workflow run locks them in: deleting a deal also updates
+    # the leads converted into it, deleting a lead the deals made from it.
+    if model is Deal:
+        list(Lead.objects.select_for_update().filter(converted_deal_id=record.pk).order_by("pk").values_list("pk"))
     current = model._default_manager.select_for_update().filter(pk=record.pk).first()
     if current is None:
         return
     _check_role(by, current.organization_id, role, "delete")
+    if model is Lead:
+        list(Deal.objects.select_for_update().filter(Q(source_lead_id=current.pk) | Q(pk=current.converted_deal_id))
+             .order_by("pk").values_list("pk"))
     current.delete()

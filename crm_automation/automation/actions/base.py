@@ -106,6 +106,10 @@ class Action:
         """Results of effects already made under these keys."""
         raise NotImplementedError
 
+    def cancel(self, key: str, reason: str) -> None:
+        """The run stopped before this step finished: settle an effect made but not completed
+        (an external action's queued message). Database-only effects are already complete."""
+
 
 def template_errors(where: str, value, trigger_type: str) -> list[tuple[str, str]]:
     """A templated text must be text, not too long, and name only fields the trigger provides."""

@@ -85,6 +85,15 @@ class SendEmail(Action):
         return [None if result["email_id"] not in sent else self.outcome(result, sent[result["email_id"]])
                 for _, result in items]
 
+    def cancel(self, key: str, reason: str) -> None:
+        """A queued email of a run that stopped is never sent: say why; one caught mid-handover
+        is unknown, as on any resume."""
+        EmailMessage.objects.filter(automation_key=key, status=Status.QUEUED).update(
+            status=Status.FAILED, error=f"not sent because the run stopped: {reason}")
+        for email_id in EmailMessage.objects.filter(automation_key=key, status=Status.SENDING).values_list(
+                "pk", flat=True):
+            email_mark_unknown(email_id=email_id)
+
     def settle_existing(self, result: dict):
         """A resumed run found this step's email. The run's lease is ours, so an email still in
         `sending` was left by a worker that is gone: its outcome is unknown, never re-sent."""

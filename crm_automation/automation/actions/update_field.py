@@ -48,7 +48,7 @@ def coerce(kind: str, value, *, organization_id: int):
             raise ValueError(f"{shown(value)} is too large")
         return number.quantize(Decimal("0.01"))
     if kind == "percent":
-        if isinstance(value, bool) or not str(value).strip().isdigit() or not 0 <= int(str(value)) <= 100:
+        if isinstance(value, bool) or not str(value).strip().isdecimal() or not 0 <= int(str(value)) <= 100:
             raise ValueError(f"{shown(value)} is not a whole number from 0 to 100")
         return int(str(value))
     if kind == "date":
@@ -143,7 +143,8 @@ class UpdateField(Action):
         the changes in order (two changes to one record behave as if made one after the other),
         then write each model's rows back with one UPDATE per field set."""
         locked = {}
-        for model in {change.model for _, change in items}:
+        models = {change.model for _, change in items}
+        for model in [m for m in (Lead, Deal) if m in models]:  # leads before deals, as everywhere
             pks = sorted({c.pk for _, c in items if c.model is model})
             for row in model.objects.select_for_update().filter(pk__in=pks).select_related(
                     *(["stage"] if model is Deal else [])).order_by("pk"):
@@ -153,6 +154,9 @@ class UpdateField(Action):
             row = locked.get((change.model, change.pk))
             if row is None:
                 raise ActionFailed(f"the {change.entity} no longer exists")
+            if change.kind == "lead_status" and row.converted_at is not None:
+                # Checked under the row lock: the lead may have been converted after the run began.
+                raise ActionFailed("the lead is converted, so its status stays Converted; nothing was changed")
             if change.kind == "stage":
                 old = row.stage.slug
                 with caused_by(ctx.run_id, ctx.depth):  # the move fires an event: mark its cause

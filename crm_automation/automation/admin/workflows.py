@@ -18,6 +18,7 @@ from crm_automation.automation.services import (
     workflow_transition,
     workflow_update,
 )
+from crm_automation.crm.admin_forms import SafeJSONField
 from crm_automation.crm.admin_scoping import OrgScopedAdmin, ReadOnlyInline
 
 ACTION_EXAMPLES = [
@@ -35,7 +36,8 @@ class WorkflowActionInline(admin.TabularInline):
     fields = ("position", "action_type", "config")
     extra = 0
     ordering = ("position", "id")
-    formfield_overrides = {models.JSONField: {"widget": forms.Textarea(attrs={"rows": 3, "cols": 70})}}
+    formfield_overrides = {models.JSONField: {"widget": forms.Textarea(attrs={"rows": 3, "cols": 70}),
+                                              "form_class": SafeJSONField}}
 
     # The parent WorkflowAdmin decides; an inline has no separate rights.
     def _parent_allows(self, request, obj) -> bool:
@@ -65,6 +67,7 @@ class WorkflowVersionInline(ReadOnlyInline):
 @admin.register(Workflow)
 class WorkflowAdmin(FSMAdminMixin, OrgScopedAdmin):
     form = WorkflowForm
+    formfield_overrides = {models.JSONField: {"form_class": SafeJSONField}}
     fsm_fields = ["status"]
     hide_free_plan = True
     list_display = ("name", "trigger_type", "action_count", "status_badge", "last_run_at", "run_count",

@@ -27,5 +27,9 @@ class Migration(migrations.Migration):
             name='status',
             field=models.CharField(choices=[('queued', 'Queued'), ('sending', 'Sending'), ('sent', 'Sent'), ('failed', 'Failed (not sent)'), ('unknown', 'Outcome unknown')], default='queued', max_length=10),
         ),
+        migrations.AddIndex(
+            model_name='emailmessage',
+            index=models.Index(condition=models.Q(('status', 'sending')), fields=['sending_since'], name='email_sending_idx'),
+        ),
         migrations.RunPython(interrupted_to_unknown, migrations.RunPython.noop),
     ]

@@ -1,0 +1,85 @@
+"""Re-enrollment: whether a record may go through a workflow again (Workflow.reenrollment).
+
+A record enrolled in a workflow that does not take it again holds an Enrollment row, unique per
+(workflow, record): the database, not a check-then-insert, decides when two workers dispatch
+events of the same record at once. "Not while running" rows are removed when the run finishes;
+"once" rows stay. When a workflow's policy changes, its rows are brought in line with the new
+policy, so no record stays blocked by a rule that no longer applies.
+"""
+
+from django.db.models import Q
+
+from crm_automation.automation.models import Enrollment, RunStatus, Workflow, WorkflowDecision, WorkflowRun
+
+Policy = Workflow.Reenrollment
+Outcome = WorkflowDecision.Outcome
+
+
+def policy_of(workflow: Workflow) -> str:
+    return workflow.current_version.definition.get("reenrollment", Policy.EVERY_TIME)
+
+
+def enroll(matched: list) -> list:
+    """Keep the matched (event, workflow, decision, metadata) items that may enroll their
+    record; the others get the decision "already enrolled"."""
+    wanted = []
+    for event, wf, _, _ in matched:
+        policy = policy_of(wf)
+        if policy != Policy.EVERY_TIME:
+            wanted.append(Enrollment(workflow=wf, entity_id=event.entity_id, event_id=event.pk,
+                                     until_finished=policy == Policy.NOT_WHILE_RUNNING))
+    if not wanted:
+        return matched
+    # One insert order for every worker (no lock-order deadlocks between two dispatches).
+    wanted.sort(key=lambda row: (row.workflow_id, str(row.entity_id), row.event_id))
+    Enrollment.objects.bulk_create(wanted, ignore_conflicts=True)
+    match = Q()
+    for row in wanted:
+        match |= Q(workflow_id=row.workflow_id, entity_id=row.entity_id)
+    holders = {(w, e): ev for w, e, ev in Enrollment.objects.filter(match)
+               .values_list("workflow_id", "entity_id", "event_id")}
+    kept = []
+    for item in matched:
+        event, wf, decision, _ = item
+        if holders.get((wf.pk, event.entity_id), event.pk) == event.pk:
+            kept.append(item)
+            continue
+        decision.outcome = Outcome.ALREADY_ENROLLED
+        if policy_of(wf) == Policy.ONCE:
+            decision.reason = (f"already enrolled: this {event.entity_type} went through the workflow before "
+                               "and it enrolls a record only once")
+        else:
+            decision.reason = (f"already enrolled: this {event.entity_type} still has an unfinished run of "
+                               "the workflow (started by an earlier change)")
+    return kept
+
+
+def release(*, runs) -> None:
+    """Runs finished: their records may enter "not while running" workflows again."""
+    if not runs:
+        return
+    match = Q()
+    for run in runs:
+        match |= Q(workflow_id=run.workflow_id, event_id=run.event_id)
+    Enrollment.objects.filter(match, until_finished=True).delete()
+
+
+def adopt_policy(*, workflow_id: int, policy: str) -> None:
+    """Bring a workflow's enrollment rows in line with its new policy."""
+    rows = Enrollment.objects.filter(workflow_id=workflow_id)
+    if policy == Policy.EVERY_TIME:
+        rows.delete()
+        return
+    runs = WorkflowRun.objects.filter(workflow_id=workflow_id)
+    unfinished = runs.filter(status=RunStatus.STARTED).values_list("event_id", flat=True)
+    if policy == Policy.NOT_WHILE_RUNNING:
+        rows.exclude(event_id__in=unfinished).delete()
+        rows.update(until_finished=True)
+        return
+    rows.update(until_finished=False)  # once: every record that went through stays enrolled
+    seen = {}
+    for entity_id, event_id in runs.order_by("pk").values_list("trigger_entity_id", "event_id"):
+        seen.setdefault(entity_id, event_id)
+    Enrollment.objects.bulk_create(
+        [Enrollment(workflow_id=workflow_id, entity_id=e, event_id=ev, until_finished=False)
+         for e, ev in seen.items()], ignore_conflicts=True)
