@@ -1,0 +1,1 @@
+"""Fault harness (`make chaos`): see run.py."""
