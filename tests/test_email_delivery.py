@@ -2,6 +2,8 @@
 never re-sent silently; a slow provider never holds a task past its budget."""
 
 import smtplib
+import socket
+import threading
 import time
 
 import pytest
@@ -196,3 +198,71 @@ def test_a_stalling_organization_gets_a_slice_and_the_next_one_goes_on(org, othe
     assert quick.count() == 3  # not held up behind the stalling organization
     assert report.handed_back and set(report.handed_back) <= set(
         WorkflowRun.objects.filter(organization=org).values_list("pk", flat=True))
+
+
+class StallingSMTP:
+    """A real SMTP server on 127.0.0.1 that answers the greeting, EHLO and MAIL FROM, then
+    stalls on RCPT TO (or, with stall_on="data", after the message's final dot)."""
+
+    def __init__(self, stall_on: str) -> None:
+        self.stall_on, self.sessions = stall_on, []
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(5)
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.sessions.append(conn)
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn) -> None:
+        reader = conn.makefile("rb")
+        conn.sendall(b"220 stall.test ESMTP\r\n")
+        in_data = False
+        for line in reader:
+            if in_data:
+                if line == b".\r\n":
+                    return  # stall_on == "data": the message is in, the answer never comes
+                continue
+            command = line[:4].upper()
+            if command in (b"EHLO", b"HELO"):
+                conn.sendall(b"250 stall.test\r\n")
+            elif command == b"MAIL":
+                conn.sendall(b"250 ok\r\n")
+            elif command == b"RCPT":
+                if self.stall_on == "rcpt":
+                    return
+                conn.sendall(b"250 ok\r\n")
+            elif command == b"DATA":
+                conn.sendall(b"354 go on\r\n")
+                in_data = True
+            else:
+                conn.sendall(b"250 ok\r\n")
+
+    def close(self) -> None:
+        self.server.close()
+        for conn in self.sessions:
+            conn.close()
+
+
+@pytest.mark.parametrize(("stall_on", "status"), [("rcpt", "failed"), ("data", "unknown")])
+def test_a_real_smtp_stall_is_failed_before_the_handover_and_unknown_after(org, settings, stall_on, status):
+    server = StallingSMTP(stall_on)
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", server.port, 1
+    try:
+        email = EmailMessage.objects.create(organization=org, to="client@stall.example", subject="Hi")
+        email = email_delivery.email_deliver(email_id=email.pk)
+    finally:
+        server.close()
+    assert email.status == status
+    if status == "failed":
+        assert email.error.startswith("the email provider did not take it")
+    else:
+        assert "may or may not have been sent" in email.error

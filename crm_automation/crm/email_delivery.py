@@ -6,9 +6,9 @@ attempted and is safe to send later. A message found in `sending` by the next ho
 is marked `unknown` (it may or may not have gone out) and is never re-sent automatically.
 
 Errors are classified by what they tell us: a refusal before or instead of accepting the
-message (connection refused, recipient refused, authentication) means it was not sent
-(`failed`, safe to resend); a timeout or dropped connection while the provider had the message
-means we cannot know (`unknown`).
+message (connection refused, recipient refused, authentication, or any error before the SMTP
+DATA command) means it was not sent (`failed`, safe to resend); a timeout or dropped
+connection while the provider had the message means we cannot know (`unknown`).
 """
 
 import contextlib
@@ -45,17 +45,37 @@ def _describe(exc: BaseException) -> str:
 
 class Provider:
     """One lazily opened connection to the email backend, reused for a batch of messages and
-    dropped after an error (the next message opens a fresh one)."""
+    dropped after an error (the next message opens a fresh one).
+
+    With Django's SMTP backend it also knows whether the current message reached the DATA
+    command: an error before that (a recipient the server stalls on, say) means the message was
+    never handed over, so it is "failed" and safe to send again, not "unknown"."""
 
     def __init__(self) -> None:
         self._connection = None
+        self._watching = False
+        self.handed_over: bool | None = None  # None: this backend cannot tell
 
     def open(self):
         if self._connection is None:
             connection = mail.get_connection(fail_silently=False)
             connection.open()
+            self._watch_data(connection)
             self._connection = connection
+        self.handed_over = False if self._watching else None
         return self._connection
+
+    def _watch_data(self, connection) -> None:
+        smtp = getattr(connection, "connection", None)
+        self._watching = smtp is not None and callable(getattr(smtp, "data", None))
+        if self._watching:
+            data = smtp.data
+
+            def data_and_note(msg):
+                self.handed_over = True
+                return data(msg)
+
+            smtp.data = data_and_note
 
     def discard(self) -> None:
         if self._connection is not None:
@@ -106,13 +126,13 @@ def email_deliver(*, email_id: int, provider: Provider | None = None) -> EmailMe
             return EmailMessage.objects.get(pk=email_id)
         try:
             _message(email, connection).send()
-        except NOT_SENT as exc:
+        except Exception as exc:
             provider.discard()
-            logger.warning("Email %s refused: %s", email_id, exc)
-            _record(email_id, Status.FAILED, f"the email provider refused it: {_describe(exc)}")
-        except Exception as exc:  # timeout or dropped connection mid-transfer: we cannot know
-            provider.discard()
-            logger.warning("Email %s outcome unknown: %s", email_id, exc)
+            if isinstance(exc, NOT_SENT) or provider.handed_over is False:
+                logger.warning("Email %s not sent: %s", email_id, exc)
+                _record(email_id, Status.FAILED, f"the email provider did not take it: {_describe(exc)}")
+                return EmailMessage.objects.get(pk=email_id)
+            logger.warning("Email %s outcome unknown: %s", email_id, exc)  # it had the message: we cannot know
             _record(email_id, Status.UNKNOWN, f"the email provider did not confirm it ({_describe(exc)}); "
                                               "it may or may not have been sent")
         else:
