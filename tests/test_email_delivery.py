@@ -149,7 +149,7 @@ def test_a_run_that_stops_before_sending_fails_its_queued_email_instead_of_leavi
     make_workflow(org, actions=EMAIL_ONLY)
     (deal,) = won_deals(org, 1)
     run_ids = dispatched()
-    monkeypatch.setattr(email_delivery, "_claim", lambda email_id: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(email_delivery, "_claim", lambda email: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         engine.execute_runs(run_ids)  # the email is queued; the worker dies before handing it over
     monkeypatch.undo()

@@ -155,3 +155,16 @@ def test_two_dispatches_naming_organizations_in_opposite_order_do_not_deadlock(o
     monkeypatch.setattr(dispatch.plans, "reserve_history", reserve_then_wait)
     assert race(2, lambda i: dispatch.dispatch_events([first, second][i])) == []
     assert WorkflowRun.objects.count() == 4
+
+
+def test_the_watchdog_sweeps_at_once_for_a_dead_worker_and_after_two_looks_for_a_stuck_event(org):
+    make_workflow(org, actions=TASK_ONLY)
+    won_deals(org, 1)
+    watch = watchdog.Watch()
+    AutomationEvent.objects.update(created_at=timezone.now() - timedelta(seconds=3))  # its nudge was lost
+    assert not watch.work_is_stuck()  # first look: maybe a drain is about to take it
+    assert watch.work_is_stuck()  # still the same oldest event: nobody is moving it
+    run_ids = dispatched()
+    leases.claim_runs(run_ids)
+    WorkflowRun.objects.update(lease_until=timezone.now() - timedelta(seconds=1))  # its worker died
+    assert watchdog.Watch().work_is_stuck()  # at the first look

@@ -215,9 +215,12 @@ def _step_all(states: list[RunState], segment: Segment) -> None:
 def _run_group(action, group: list[RunState], segment: Segment) -> None:
     started = timezone.now()
     contexts = {state.run.pk: _context(state, state.position) for state in group}
-    # One indexed lookup per action and segment: an effect made by an earlier delivery of the
-    # run (whose history may be missing: quota-suppressed, or lost with a crash) is reused.
-    found = action.existing([ctx.key for ctx in contexts.values()])
+    # An effect made by an earlier delivery of the run is reused, never made again. Only a step
+    # that may have begun before needs the lookup: one with a history row, or any step of a run
+    # that crashed before or keeps no history (over the quota).
+    maybe_begun = [contexts[s.run.pk].key for s in group
+                   if s.position in s.history or s.run.attempts > 1 or s.run.history_suppressed]
+    found = action.existing(maybe_begun) if maybe_begun else {}
     items = []
     for state in group:
         ctx = contexts[state.run.pk]

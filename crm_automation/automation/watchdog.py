@@ -2,9 +2,14 @@
 
 django-q2's scheduler runs schedules at most once a minute, so the minute sweep alone would
 leave a run whose worker died waiting up to 1½ minutes (after its 15 s lease). Each worker
-process therefore starts this thread when django-q2 spawns it (the `post_spawn` signal): every
-AUTOMATION_WATCHDOG_SECONDS it asks two indexed questions — is there an unfinished run nobody
-holds, an event nobody was told about? — and if so queues one sweep. Dies with its process.
+process therefore starts this thread when django-q2 spawns it (the `post_spawn` signal). Every
+AUTOMATION_WATCHDOG_SECONDS it asks indexed questions and queues one sweep when work is stuck:
+
+- a run whose lease expired: its worker is dead (live workers renew theirs) — sweep now;
+- the oldest event nobody holds, or the oldest run nobody leased, is the same one as at the
+  last look: nothing is moving it (its nudge or its continuation task was lost) — sweep.
+  During a busy backlog the oldest waiting item changes from look to look as the drains take
+  them in order, so a backlog that is being worked on does not set off extra sweeps.
 """
 
 import logging
@@ -12,28 +17,54 @@ import os
 import random
 import threading
 import time
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import close_old_connections
+from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
 
+class Watch:
+    def __init__(self) -> None:
+        self.last_event: int | None = None
+        self.last_run: int | None = None
+
+    def work_is_stuck(self) -> bool:
+        from crm_automation.automation.leases import lease_length
+        from crm_automation.automation.models import RunStatus, WorkflowRun
+        from crm_automation.automation.tasks import forgotten_events
+
+        now = timezone.now()
+        runs = WorkflowRun.objects.filter(status=RunStatus.STARTED)
+        if runs.filter(lease_until__lt=now).exists():
+            return True
+        event = forgotten_events().order_by("pk").values_list("pk", flat=True).first()
+        run = (runs.filter(lease_until__isnull=True, started_at__lt=now - lease_length())
+               .order_by("pk").values_list("pk", flat=True).first())
+        stuck = (event is not None and event == self.last_event) or (run is not None and run == self.last_run)
+        self.last_event, self.last_run = event, run
+        return stuck
+
+
 def work_is_waiting() -> bool:
+    """For operators and tests: is anything waiting that no worker holds right now?"""
     from crm_automation.automation.tasks import abandoned_runs, forgotten_events
 
-    return abandoned_runs().exists() or forgotten_events().exists()
+    return abandoned_runs().exists() or forgotten_events(timedelta(seconds=2)).exists()
 
 
 def _watch(interval: float) -> None:
     from crm_automation.automation.queue import enqueue_sweep
 
+    watch = Watch()
     while True:
         # Jitter spreads the workers' checks, so N workers do not all ask at the same instant.
         time.sleep(interval * random.uniform(0.8, 1.2))
         try:
             close_old_connections()
-            if work_is_waiting():
+            if watch.work_is_stuck():
                 enqueue_sweep()
         except Exception:  # a database or broker outage: look again next time
             logger.warning("Automation watchdog check failed", exc_info=True)

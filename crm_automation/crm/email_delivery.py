@@ -21,7 +21,7 @@ from time import monotonic
 
 from django.core import mail
 from django.core.exceptions import PermissionDenied
-from django.db.models import F
+from django.db import connections, router
 from django.utils import timezone
 
 from crm_automation.crm.models import EmailMessage
@@ -86,17 +86,70 @@ class Provider:
     close = discard
 
 
-def _claim(email_id: int) -> bool:
-    return bool(EmailMessage.objects.filter(pk=email_id, status=Status.QUEUED).update(
-        status=Status.SENDING, sending_since=timezone.now(), error="", attempts=F("attempts") + 1))
+# --- State changes: the hot path, one plain statement each (as the outbox insert) ---------------
+# A message costs one round trip and one commit: its outcome and the next message's claim are
+# one UPDATE. The ORM's CASE expressions cost more to compile than the database took to run them.
+
+_TABLE = EmailMessage._meta.db_table
+_CLAIM = (f"UPDATE {_TABLE} SET status = %s, sending_since = %s, error = '', attempts = attempts + 1 "
+          f"WHERE id = %s AND status = %s")
+_RECORD = (f"UPDATE {_TABLE} SET status = %s, error = %s, sent_at = COALESCE(%s, sent_at) "
+           f"WHERE id = %s AND status IN (%s, %s)")
+_RECORD_AND_CLAIM = (
+    f"UPDATE {_TABLE} SET "
+    f"status = CASE WHEN id = %s THEN %s ELSE %s END, "
+    f"error = CASE WHEN id = %s THEN %s ELSE '' END, "
+    f"sent_at = CASE WHEN id = %s THEN COALESCE(%s, sent_at) ELSE sent_at END, "
+    f"sending_since = CASE WHEN id = %s THEN %s ELSE sending_since END, "
+    f"attempts = CASE WHEN id = %s THEN attempts + 1 ELSE attempts END "
+    f"WHERE (id = %s AND status IN (%s, %s)) OR (id = %s AND status = %s)")
 
 
-def _record(email_id: int, status: str, error: str = "") -> None:
-    # From `sending`, or from `unknown` if someone gave up on us meanwhile: the truth wins.
-    values = {"status": status, "error": error}
+def _execute(sql: str, params: list) -> int:
+    connection = connections[router.db_for_write(EmailMessage)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def _when(value):
+    connection = connections[router.db_for_write(EmailMessage)]
+    return EmailMessage._meta.get_field("sent_at").get_db_prep_value(value, connection)
+
+
+def _claim(email: EmailMessage) -> bool:
+    """queued → sending: once committed, a crash leaves this one message unknown."""
+    now = timezone.now()
+    if not _execute(_CLAIM, [Status.SENDING, _when(now), email.pk, Status.QUEUED]):
+        return False
+    email.status, email.sending_since, email.error, email.attempts = Status.SENDING, now, "", email.attempts + 1
+    return True
+
+
+def _record(email: EmailMessage, status: str, error: str = "", *, then_claim: EmailMessage | None = None) -> bool:
+    """Write a message's outcome and, in the same statement, claim the next one. Returns whether
+    `then_claim` was claimed. The outcome is written from `sending`, or from `unknown` if someone
+    gave up on us meanwhile: the truth wins."""
+    now = timezone.now()
+    sent_at = _when(now) if status == Status.SENT else None
+    mine = [email.pk, Status.SENDING, Status.UNKNOWN]
+    email.status, email.error = status, error
     if status == Status.SENT:
-        values["sent_at"] = timezone.now()
-    EmailMessage.objects.filter(pk=email_id, status__in=[Status.SENDING, Status.UNKNOWN]).update(**values)
+        email.sent_at = now
+    if then_claim is None:
+        _execute(_RECORD, [status, error, sent_at, *mine])
+        return False
+    nxt = then_claim.pk
+    updated = _execute(_RECORD_AND_CLAIM, [
+        email.pk, status, Status.SENDING, email.pk, error, email.pk, sent_at, nxt, _when(now), nxt,
+        *mine, nxt, Status.QUEUED])
+    # Our own message is always ours to settle, so a second row means the next one is claimed.
+    claimed = updated == 2 or (updated == 1 and EmailMessage.objects.filter(
+        pk=nxt, status=Status.SENDING, sending_since=now).exists())
+    if claimed:
+        then_claim.status, then_claim.sending_since, then_claim.error = Status.SENDING, now, ""
+        then_claim.attempts += 1
+    return claimed
 
 
 def _message(email: EmailMessage, connection) -> mail.EmailMessage:
@@ -104,55 +157,70 @@ def _message(email: EmailMessage, connection) -> mail.EmailMessage:
                              headers={"Message-ID": email.message_id})
 
 
-def email_deliver(*, email_id: int, provider: Provider | None = None) -> EmailMessage:
-    """Send one queued email: claim it, hand it over, record the outcome (three commits).
+def _hand_over(email: EmailMessage, provider: Provider) -> tuple[str, str]:
+    """Give one claimed message to the provider: (status, error). No database work."""
+    try:
+        connection = provider.open()
+    except Exception as exc:  # could not reach the provider: nothing was handed over
+        provider.discard()
+        logger.warning("Email %s not sent: %s", email.pk, exc)
+        return Status.FAILED, f"could not connect to the email provider: {_describe(exc)}"
+    try:
+        _message(email, connection).send()
+    except Exception as exc:
+        provider.discard()
+        if isinstance(exc, NOT_SENT) or provider.handed_over is False:
+            logger.warning("Email %s not sent: %s", email.pk, exc)
+            return Status.FAILED, f"the email provider did not take it: {_describe(exc)}"
+        logger.warning("Email %s outcome unknown: %s", email.pk, exc)  # it had the message: we cannot know
+        return Status.UNKNOWN, (f"the email provider did not confirm it ({_describe(exc)}); "
+                                "it may or may not have been sent")
+    return Status.SENT, ""
+
+
+def email_deliver(*, email_id: int) -> EmailMessage:
+    """Send one queued email: claim it, hand it over, record the outcome.
 
     Returns the row as it ends; an email in any other status than `queued` is left alone.
     Call it outside a transaction (the engine and the admin do), so each step is durable on its
     own: inside one, a crash would undo the claim and the record of a message already sent.
     """
-    own = provider is None
-    provider = provider or Provider()
-    try:
-        if not _claim(email_id):
-            return EmailMessage.objects.get(pk=email_id)
-        email = EmailMessage.objects.get(pk=email_id)
-        try:
-            connection = provider.open()
-        except Exception as exc:  # could not reach the provider: nothing was handed over
-            provider.discard()
-            logger.warning("Email %s not sent: %s", email_id, exc)
-            _record(email_id, Status.FAILED, f"could not connect to the email provider: {_describe(exc)}")
-            return EmailMessage.objects.get(pk=email_id)
-        try:
-            _message(email, connection).send()
-        except Exception as exc:
-            provider.discard()
-            if isinstance(exc, NOT_SENT) or provider.handed_over is False:
-                logger.warning("Email %s not sent: %s", email_id, exc)
-                _record(email_id, Status.FAILED, f"the email provider did not take it: {_describe(exc)}")
-                return EmailMessage.objects.get(pk=email_id)
-            logger.warning("Email %s outcome unknown: %s", email_id, exc)  # it had the message: we cannot know
-            _record(email_id, Status.UNKNOWN, f"the email provider did not confirm it ({_describe(exc)}); "
-                                              "it may or may not have been sent")
-        else:
-            _record(email_id, Status.SENT)
-        return EmailMessage.objects.get(pk=email_id)
-    finally:
-        if own:
-            provider.close()
+    return emails_deliver(email_ids=[email_id]).get(email_id) or EmailMessage.objects.get(pk=email_id)
 
 
 def emails_deliver(*, email_ids: Iterable[int], deadline: float | None = None) -> dict[int, EmailMessage]:
-    """Deliver emails one by one over one connection, until done or `deadline` (time.monotonic)
-    passes. Returns {id: row} for the emails attempted; the others stay queued."""
+    """Deliver emails one at a time over one connection, until done or `deadline` passes.
+
+    Each message is claimed (committed), handed over, and its outcome written by the same
+    statement that claims the next one: one round trip and one commit per message, and never
+    more than one message in `sending` at any instant. Returns {id: row} for the emails
+    attempted; the others stay queued.
+    """
+    waiting = [e for e in map(EmailMessage.objects.in_bulk(list(email_ids)).get, email_ids) if e is not None]
+    done: dict[int, EmailMessage] = {}
+
+    def in_time() -> bool:
+        return deadline is None or monotonic() < deadline
+
+    def claim_next() -> EmailMessage | None:
+        while waiting and in_time():
+            email = waiting.pop(0)
+            if _claim(email):
+                return email
+            done[email.pk] = EmailMessage.objects.get(pk=email.pk)  # someone else has it, or it is settled
+        return None
+
     provider = Provider()
-    done = {}
     try:
-        for email_id in email_ids:
-            if deadline is not None and monotonic() >= deadline:
-                break
-            done[email_id] = email_deliver(email_id=email_id, provider=provider)
+        current = claim_next()
+        while current is not None:
+            status, error = _hand_over(current, provider)
+            following = waiting.pop(0) if waiting and in_time() else None
+            claimed = _record(current, status, error, then_claim=following)
+            done[current.pk] = current
+            if following is not None and not claimed:
+                done[following.pk] = EmailMessage.objects.get(pk=following.pk)
+            current = following if claimed else claim_next()
     finally:
         provider.close()
     return done
