@@ -168,7 +168,8 @@ def exit_after_commit(h: Harness) -> list[Row]:
             row.recovery = max(latencies)
             row.notes.append(f"commit → run finished: min {min(latencies):.1f} s, median "
                              f"{statistics.median(latencies):.1f} s, max {max(latencies):.1f} s (a watchdog "
-                             "looks every ~5 s for events older than 2 s; its sweep then takes every waiting event)")
+                             "looks every ~5 s; when the oldest waiting event is the same at two looks, its sweep "
+                             "takes every waiting event)")
         measure(row, scope, sink.messages())
     finally:
         if cluster is not None:
