@@ -19,7 +19,7 @@ DEFINITION_FIELDS = ("trigger_type", "trigger_config", "conditions", "error_hand
 def definition_of(workflow: Workflow, actions=None) -> dict:
     """The versioned part of a workflow. `actions` defaults to the saved ones, in order."""
     if actions is None:
-        actions = [{"type": a.action_type, "config": a.config} for a in workflow.actions.all()]
+        actions = [{"id": a.node_id, "type": a.action_type, "config": a.config} for a in workflow.actions.all()]
     return {
         "trigger_type": workflow.trigger_type,
         "trigger_config": workflow.trigger_config or {},

@@ -35,6 +35,8 @@ class Workflow(models.Model):
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="workflows")
     name = models.CharField(max_length=200)
+    key = models.SlugField(
+        max_length=80, help_text="The workflow's id in YAML (kebab-case), unique in the organization.")
     description = models.TextField(blank=True)
     trigger_type = models.CharField(max_length=40, choices=catalog.TRIGGER_CHOICES)
     trigger_config = models.JSONField(
@@ -69,6 +71,7 @@ class Workflow(models.Model):
     class Meta:
         ordering = ["name"]
         indexes = [models.Index(fields=["organization", "trigger_type", "status"])]
+        constraints = [models.UniqueConstraint(fields=["organization", "key"], name="uniq_workflow_key")]
 
     def __str__(self) -> str:
         return self.name
@@ -101,6 +104,8 @@ class WorkflowAction(models.Model):
         CREATE_TASK = "create_task", "Create task"
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="actions")
+    node_id = models.SlugField(max_length=60, blank=True, editable=False,
+                               help_text="The step's node id in YAML: stable across versions.")
     position = models.PositiveSmallIntegerField(default=0)
     action_type = models.CharField(max_length=30, choices=Type.choices)
     config = models.JSONField(default=dict, blank=True)

@@ -8,8 +8,9 @@ command, a data migration); every surface a person uses passes the person.
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.utils.text import slugify
 
-from crm_automation.automation import enrollment, plans
+from crm_automation.automation import documents, enrollment, plans
 from crm_automation.automation.definitions import (
     DEFINITION_FIELDS,
     activation_problems,
@@ -28,9 +29,21 @@ EDITABLE_FIELDS = ("name", "description", *DEFINITION_FIELDS)
 def _replace_actions(workflow: Workflow, actions: list[dict]) -> None:
     workflow.actions.all().delete()
     WorkflowAction.objects.bulk_create([
-        WorkflowAction(workflow=workflow, position=i, action_type=a["type"], config=a.get("config") or {})
-        for i, a in enumerate(actions)
+        WorkflowAction(workflow=workflow, position=i, node_id=a["id"], action_type=a["type"],
+                       config=a.get("config") or {})
+        for i, a in enumerate(documents.with_node_ids(actions))
     ])
+
+
+def _free_key(organization_id: int, wanted: str, exclude: int | None = None) -> str:
+    """`wanted` as a kebab-case key, with -2, -3 … if another workflow of the organization has it."""
+    base = slugify(wanted)[:70].strip("-") or "workflow"
+    taken = set(Workflow.objects.filter(organization_id=organization_id, key__startswith=base)
+                .exclude(pk=exclude).values_list("key", flat=True))
+    key, n = base, 2
+    while key in taken:
+        key, n = f"{base}-{n}", n + 1
+    return key
 
 
 def workflow_snapshot(*, workflow: Workflow, by=None) -> WorkflowVersion:
@@ -82,11 +95,13 @@ def workflow_create(*, organization: Organization, name: str, trigger_type: str,
                     by=None, trigger_config: dict | None = None, conditions: dict | None = None,
                     error_handling: str = Workflow.ErrorHandling.STOP,
                     reenrollment: str = Workflow.Reenrollment.NOT_WHILE_RUNNING,
-                    timeout_seconds: int = 60, description: str = "") -> Workflow:
-    """A new draft with its first version. Ops members and admins of the organization may."""
+                    timeout_seconds: int = 60, description: str = "", key: str = "") -> Workflow:
+    """A new draft with its first version. Ops members and admins of the organization may.
+    `key` (the YAML id) defaults to the name; a taken one gets a -2, -3 … suffix."""
     if by is not None and not user_has_role(by, organization.pk, "ops"):
         raise PermissionDenied(f"Only ops members and admins of {organization.name} can create workflows.")
     workflow = Workflow(organization=organization, name=name, description=description,
+                        key=_free_key(organization.pk, key or name),
                         trigger_type=trigger_type, trigger_config=trigger_config or {},
                         conditions=conditions or {}, error_handling=error_handling, reenrollment=reenrollment,
                         timeout_seconds=timeout_seconds, created_by=by)
@@ -126,7 +141,9 @@ def workflow_update(*, workflow_id: int, by=None, changes: dict | None = None, a
         raise ValidationError(found)
     for name, value in changes.items():
         setattr(workflow, name, value)
-    current_actions = [{"type": a.action_type, "config": a.config} for a in workflow.actions.all()]
+    current_actions = [{"id": a.node_id, "type": a.action_type, "config": a.config} for a in workflow.actions.all()]
+    if actions is not None:
+        actions = documents.with_node_ids(actions)
     _validate(workflow, current_actions if actions is None else actions)
     if changes:
         previous_policy = Workflow.objects.values_list("reenrollment", flat=True).get(pk=workflow.pk)

@@ -75,8 +75,8 @@ class ActionInlineFormSet(forms.BaseInlineFormSet):
 
     def actions(self) -> list[dict]:
         """The actions as the definition stores them, in the order the person set."""
-        return [{"type": f.cleaned_data["action_type"], "config": f.cleaned_data.get("config")}
-                for f in self.kept_forms()]
+        return [{"id": f.instance.node_id if f.instance.pk else None, "type": f.cleaned_data["action_type"],
+                 "config": f.cleaned_data.get("config")} for f in self.kept_forms()]
 
     def clean(self) -> None:
         super().clean()

@@ -1,0 +1,166 @@
+"""Workflows as seed-001 YAML documents: export, import, errors with their place and line,
+version comparison, rollback and clone."""
+
+import pytest
+import yaml
+from django.core.exceptions import PermissionDenied
+
+from crm_automation.automation import documents
+from crm_automation.automation.models import Workflow
+from crm_automation.automation.services import workflow_update
+from crm_automation.automation.versioning import (
+    parse_yaml,
+    versions_compare,
+    workflow_clone,
+    workflow_document,
+    workflow_export_yaml,
+    workflow_import_yaml,
+    workflow_rollback,
+)
+from tests.conftest import make_workflow
+
+GOOD = """\
+id: won-deal-kickoff
+name: Won deal kickoff
+_status: draft
+settings:
+  errorPolicy: abort
+  reenrollment: once
+  timeoutSeconds: 60
+nodes:
+- id: trigger
+  type: workflow
+  data:
+    subtype: chat-app
+    label: Deal won
+    config:
+      event: deal_stage_change
+      to_stage: won
+- id: kickoff-task
+  type: workflow
+  data:
+    subtype: tool-call
+    label: Kickoff task
+    config:
+      toolName: crm/create_task
+      defaults:
+        title: Kick off {{deal.title}}
+        due_in_days: 2
+- id: welcome-email
+  type: workflow
+  data:
+    subtype: tool-call
+    label: Welcome email
+    config:
+      toolName: crm/send_email
+      defaults:
+        to: '{{deal.contact.email}}'
+        subject: Welcome aboard
+edges:
+- source: trigger
+  target: kickoff-task
+- source: kickoff-task
+  target: welcome-email
+"""
+
+
+def test_a_workflow_exports_as_a_seed_001_chain(org):
+    wf = make_workflow(org, conditions={"rules": [{"field": "deal.amount", "operator": "gt", "value": 100}]})
+    document = yaml.safe_load(workflow_export_yaml(wf))
+    assert (document["id"], document["name"], document["_status"]) == ("kickoff", "Kickoff", "production")
+    assert [n["data"]["subtype"] for n in document["nodes"]] == ["chat-app", "tool-call", "tool-call", "tool-call"]
+    assert all(n["type"] == "workflow" for n in document["nodes"])
+    trigger = document["nodes"][0]["data"]["config"]
+    assert trigger == {"event": "deal_stage_change", "to_stage": "won",
+                       "conditions": {"rules": [{"field": "deal.amount", "operator": "gt", "value": 100}]}}
+    assert document["nodes"][1]["data"]["config"]["toolName"] == "crm/create_task"
+    assert [(e["source"], e["target"]) for e in document["edges"]] == [
+        ("trigger", "create-task"), ("create-task", "update-field"), ("update-field", "send-email")]
+
+
+def test_export_then_import_gives_the_same_definition_and_text(org, owner):
+    wf = make_workflow(org, activate=False)
+    text = workflow_export_yaml(wf)
+    copy, notes = workflow_import_yaml(organization=org, by=owner, text=text)
+    assert copy.key == "kickoff-2" and "is taken" in notes[0]
+    assert copy.current_version.definition == {**wf.current_version.definition}
+    assert workflow_export_yaml(copy).replace("kickoff-2", "kickoff") == text  # exact round trip
+
+
+def test_importing_makes_a_draft_and_production_goes_through_the_activation_checks(org, owner, teammate):
+    wf, notes = workflow_import_yaml(organization=org, by=owner, text=GOOD.replace("_status: draft",
+                                                                                  "_status: production"))
+    assert (wf.status, wf.key, notes) == ("activated", "won-deal-kickoff", [])
+    assert [a["id"] for a in wf.current_version.definition["actions"]] == ["kickoff-task", "welcome-email"]
+    other, notes = workflow_import_yaml(organization=org, by=teammate, text=GOOD.replace(
+        "_status: draft", "_status: production"))
+    assert other.status == "draft" and "Only admins of Acme can activate" in notes[-1]
+
+
+@pytest.mark.parametrize(("change", "place", "line", "message"), [
+    (("toolName: crm/send_email", "toolName: crm/send_sms"), "nodes[welcome-email].data.config.toolName", 33,
+     "“crm/send_sms” is not a tool"),
+    (("title: Kick off {{deal.title}}", "title: Kick off {{deal.titel}}"),
+     "nodes[kickoff-task].data.config.defaults.title", 25, "did you mean deal.title?"),
+    (("to_stage: won", "to_stage: closed"), "nodes[trigger].data.config.to_stage", 16,
+     "“closed” is not a stage of this organization"),
+    (("  target: welcome-email", "  target: nowhere"), "edges[1].target", 41, "“nowhere” is not a node"),
+    (("subtype: tool-call\n    label: Welcome email", "subtype: wait\n    label: Welcome email"),
+     "nodes[welcome-email].data.subtype", 30, "do not run in this version yet"),
+    (("label: Welcome email", "label: Kickoff task"), "nodes[welcome-email].data.label", 31, "labels must be unique"),
+])
+def test_errors_name_the_place_and_the_line(org, change, place, line, message):
+    with pytest.raises(documents.DocumentError) as caught:
+        parse_yaml(GOOD.replace(*change), org.pk)
+    ((where, text, at),) = caught.value.errors
+    assert (where, at) == (place, line) and message in text
+
+
+def test_unreadable_yaml_says_where(org):
+    with pytest.raises(documents.DocumentError, match=r"line 4: this is not valid YAML"):
+        parse_yaml("id: x\nname: y\nnodes: [\n", org.pk)
+
+
+def test_an_unreachable_node_and_a_second_trigger_are_refused(org):
+    extra = GOOD + "- source: welcome-email\n  target: trigger\n"
+    with pytest.raises(documents.DocumentError, match="circle|second edge|exactly one trigger"):
+        parse_yaml(extra, org.pk)
+    orphan = GOOD.replace("- source: kickoff-task\n  target: welcome-email\n", "")
+    with pytest.raises(documents.DocumentError, match=r"nodes\[welcome-email\]: cannot be reached from the trigger"):
+        parse_yaml(orphan, org.pk)
+
+
+def test_node_ids_stay_the_same_across_edits_so_versions_compare_node_by_node(org, owner):
+    wf = make_workflow(org, activate=False)
+    first = [n["id"] for n in workflow_document(wf)["nodes"]]
+    actions = wf.current_version.definition["actions"]
+    workflow_update(workflow_id=wf.pk, by=owner, actions=[
+        actions[2], {**actions[0], "config": {"title": "Kick off now"}},
+        {"type": "create_task", "config": {"title": "x"}}])
+    wf.refresh_from_db()
+    diff = versions_compare(wf, 1, 2)
+    assert [n["id"] for n in diff["nodes_removed"]] == ["update-field"]
+    assert [n["id"] for n in diff["nodes_added"]] == ["create-task-2"]
+    assert [old["id"] for old, _ in diff["nodes_changed"]] == ["create-task"]
+    assert ("trigger", "send-email", None) in diff["edges_added"]
+    assert "-        title: Kick off {{deal.title}}" in diff["text"] and "+        title: Kick off now" in diff["text"]
+    assert first == ["trigger", "create-task", "update-field", "send-email"]
+
+
+def test_rollback_makes_a_new_version_and_keeps_history(org, owner):
+    wf = make_workflow(org, activate=False)
+    workflow_update(workflow_id=wf.pk, by=owner, changes={"trigger_config": {"to_stage": "lost"}},
+                    actions=[{"type": "create_task", "config": {"title": "Ask why"}}])
+    rolled = workflow_rollback(workflow_id=wf.pk, by=owner, number=1)
+    assert rolled.version == 3 and list(rolled.versions.values_list("number", flat=True)) == [3, 2, 1]
+    assert rolled.current_version.definition == Workflow.objects.get(pk=wf.pk).versions.get(number=1).definition
+    assert rolled.trigger_config == {"to_stage": "won"} and rolled.actions.count() == 3
+
+
+def test_clone_is_a_new_draft_with_a_new_id(org, owner, viewer):
+    wf = make_workflow(org)
+    copy = workflow_clone(workflow_id=wf.pk, by=owner)
+    assert (copy.status, copy.name, copy.key) == ("draft", "Copy of Kickoff", "copy-of-kickoff")
+    assert copy.current_version.definition == wf.current_version.definition
+    with pytest.raises(PermissionDenied):
+        workflow_clone(workflow_id=wf.pk, by=viewer)
