@@ -4,12 +4,14 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.db.models import Count
 from django.http import HttpResponseRedirect
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django_fsm.admin import FSMAdminMixin
 
 from crm_automation.automation import catalog
 from crm_automation.automation.admin.forms import ActionInlineFormSet, WorkflowForm
 from crm_automation.automation.admin.history import badge
+from crm_automation.automation.admin.workflow_documents import WorkflowDocumentViews
 from crm_automation.automation.models import Workflow, WorkflowAction, WorkflowStatus, WorkflowVersion
 from crm_automation.automation.services import (
     EDITABLE_FIELDS,
@@ -58,14 +60,20 @@ class WorkflowActionInline(admin.TabularInline):
 
 class WorkflowVersionInline(ReadOnlyInline):
     model = WorkflowVersion
-    fields = ("number", "created_at", "created_by", "definition")
+    fields = ("number", "created_at", "created_by", "changes")
     readonly_fields = fields
     ordering = ("-number",)
     verbose_name_plural = "Versions (immutable; runs point at the one they executed)"
 
+    @admin.display(description="Changes")
+    def changes(self, obj) -> str:
+        url = reverse("admin:automation_workflow_version", args=[obj.workflow_id, obj.number])
+        return format_html("<a href='{}'>compare, roll back</a>", url)
+
 
 @admin.register(Workflow)
-class WorkflowAdmin(FSMAdminMixin, OrgScopedAdmin):
+class WorkflowAdmin(WorkflowDocumentViews, FSMAdminMixin, OrgScopedAdmin):
+    change_form_template = "admin/automation/workflow/change_form.html"
     form = WorkflowForm
     formfield_overrides = {models.JSONField: {"form_class": SafeJSONField}}
     fsm_fields = ["status"]

@@ -1,0 +1,126 @@
+"""Admin pages for a workflow's documents and versions: export and import YAML, compare two
+versions, roll back, clone. Thin views: the services in versioning.py do the work."""
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.text import slugify
+from django.views.decorators.http import require_POST
+
+from crm_automation.automation import documents
+from crm_automation.automation.versioning import (
+    versions_compare,
+    workflow_clone,
+    workflow_export_yaml,
+    workflow_import_yaml,
+    workflow_rollback,
+)
+from crm_automation.crm.models import Organization
+
+MAX_UPLOAD = 200_000
+
+
+class WorkflowDocumentViews:
+    """Mixed into WorkflowAdmin: every view checks the same permissions as the change page."""
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("import/", view(self.import_view), name="automation_workflow_import"),
+            path("<int:object_id>/export/", view(self.export_view), name="automation_workflow_export"),
+            path("<int:object_id>/clone/", view(require_POST(self.clone_view)), name="automation_workflow_clone"),
+            path("<int:object_id>/versions/<int:number>/", view(self.version_view),
+                 name="automation_workflow_version"),
+            path("<int:object_id>/versions/<int:number>/rollback/", view(require_POST(self.rollback_view)),
+                 name="automation_workflow_rollback"),
+            *super().get_urls(),
+        ]
+
+    def _workflow(self, request, object_id):
+        """The workflow if this person may see it; 404 otherwise (another tenant's id included)."""
+        workflow = self.get_object(request, str(object_id))
+        if workflow is None or not self.has_view_permission(request, workflow):
+            raise Http404("No such workflow.")
+        return workflow
+
+    def _change_url(self, workflow) -> str:
+        return reverse("admin:automation_workflow_change", args=[workflow.pk])
+
+    def _refused(self, request, exc) -> None:
+        self.message_user(request, " ".join(getattr(exc, "messages", [str(exc)])), messages.ERROR)
+
+    def export_view(self, request, object_id):
+        workflow = self._workflow(request, object_id)
+        response = HttpResponse(workflow_export_yaml(workflow), content_type="application/yaml; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{workflow.key}.yaml"'
+        return response
+
+    def clone_view(self, request, object_id):
+        workflow = self._workflow(request, object_id)
+        try:
+            copy = workflow_clone(workflow_id=workflow.pk, by=request.user)
+        except PermissionDenied as exc:
+            self._refused(request, exc)
+            return HttpResponseRedirect(self._change_url(workflow))
+        self.message_user(request, f"“{copy.name}” is a new draft copied from “{workflow.name}”.", messages.SUCCESS)
+        return HttpResponseRedirect(self._change_url(copy))
+
+    def version_view(self, request, object_id, number):
+        workflow = self._workflow(request, object_id)
+        previous = workflow.versions.filter(number__lt=number).order_by("-number").values_list("number", flat=True)
+        against = int(request.GET.get("against") or (previous[0] if previous else number))
+        try:
+            diff = versions_compare(workflow, against, number)
+        except ValidationError as exc:
+            raise Http404(" ".join(exc.messages)) from None
+        return TemplateResponse(request, "admin/automation/workflow/version.html", {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "original": workflow,
+            "title": f"{workflow.name}: version {number} against version {against}",
+            "workflow": workflow, "number": number, "against": against, "diff": diff,
+            "numbers": list(workflow.versions.values_list("number", flat=True)),
+            "can_roll_back": self.has_change_permission(request, workflow) and number != workflow.version,
+        })
+
+    def rollback_view(self, request, object_id, number):
+        workflow = self._workflow(request, object_id)
+        try:
+            workflow = workflow_rollback(workflow_id=workflow.pk, by=request.user, number=number)
+        except (PermissionDenied, ValidationError) as exc:
+            self._refused(request, exc)
+        else:
+            self.message_user(request, f"Rolled back: version {workflow.version} has the definition of version "
+                                       f"{number}. Earlier versions are kept.", messages.SUCCESS)
+        return HttpResponseRedirect(self._change_url(workflow))
+
+    def import_view(self, request):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        orgs = Organization.objects.filter(pk__in=self.editable_org_ids(request)).order_by("name")
+        if request.user.is_superuser:
+            orgs = Organization.objects.order_by("name")
+        errors, text = [], ""
+        if request.method == "POST":
+            upload = request.FILES.get("file")
+            text = upload.read(MAX_UPLOAD + 1).decode("utf-8", "replace") if upload else request.POST.get("text", "")
+            org = orgs.filter(pk=request.POST.get("organization") or 0).first() or (orgs[0] if len(orgs) == 1 else None)
+            if len(text) > MAX_UPLOAD:
+                errors = [f"The file is larger than {MAX_UPLOAD // 1000} kB."]
+            elif org is None:
+                errors = ["Choose the organization the workflow goes into."]
+            else:
+                try:
+                    workflow, notes = workflow_import_yaml(organization=org, by=request.user, text=text)
+                except documents.DocumentError as exc:
+                    errors = exc.messages
+                except (PermissionDenied, ValidationError) as exc:
+                    errors = list(getattr(exc, "messages", [str(exc)]))
+                else:
+                    self.message_user(request, f"Imported “{workflow.name}” ({workflow.get_status_display().lower()})"
+                                      + "".join(f"; {n}" for n in notes) + ".", messages.SUCCESS)
+                    return HttpResponseRedirect(self._change_url(workflow))
+        return TemplateResponse(request, "admin/automation/workflow/import.html", {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "title": "Import a workflow (YAML)",
+            "errors": errors, "text": text, "orgs": orgs, "chosen": slugify(request.POST.get("organization", "")),
+        })
