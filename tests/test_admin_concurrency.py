@@ -56,7 +56,7 @@ def test_actions_saved_by_someone_else_are_not_overwritten(client, org, owner):
     opened = page_form(client, workflow_url(wf), **{"actions-0-config": json.dumps({"title": "Mine"})})
     workflow_update(workflow_id=wf.pk, by=owner, actions=[{"type": "create_task", "config": {"title": "Theirs"}}])
     page = client.post(workflow_url(wf), opened).content.decode()
-    assert "Someone else saved a new version of this workflow" in page
+    assert "Someone else saved changes to this workflow since you opened it" in page
     assert Workflow.objects.get(pk=wf.pk).current_version.definition["actions"][0]["config"]["title"] == "Theirs"
 
 

@@ -62,12 +62,13 @@ def test_two_dispatchers_of_the_same_record_enroll_it_once(org, deal):
 
 @pytest.mark.parametrize(("new_policy", "runs"), [("not_while_running", 2), ("every_time", 2), ("once", 1)])
 def test_changing_the_policy_applies_to_records_already_enrolled(org, deal, new_policy, runs):
-    from crm_automation.automation.services import workflow_update
+    from crm_automation.automation.services import workflow_publish, workflow_update
 
     wf = make_workflow(org, reenrollment="once")
     deal_move_to_stage(deal=deal, stage=stage(org, "won"))
     drain()
     workflow_update(workflow_id=wf.pk, changes={"reenrollment": new_policy})
+    workflow_publish(workflow_id=wf.pk, by=None)
     deal_move_to_stage(deal=deal, stage=stage(org, "negotiation"))
     deal_move_to_stage(deal=deal, stage=stage(org, "won"))
     drain()
@@ -75,12 +76,13 @@ def test_changing_the_policy_applies_to_records_already_enrolled(org, deal, new_
 
 
 def test_switching_to_once_remembers_who_already_went_through(org, deal):
-    from crm_automation.automation.services import workflow_update
+    from crm_automation.automation.services import workflow_publish, workflow_update
 
     wf = make_workflow(org, reenrollment="every_time")
     deal_move_to_stage(deal=deal, stage=stage(org, "won"))
     drain()
     workflow_update(workflow_id=wf.pk, changes={"reenrollment": "once"})
+    workflow_publish(workflow_id=wf.pk, by=None)
     deal_move_to_stage(deal=deal, stage=stage(org, "negotiation"))
     deal_move_to_stage(deal=deal, stage=stage(org, "won"))
     drain()

@@ -54,6 +54,9 @@ class Workflow(models.Model):
     timeout_seconds = models.PositiveIntegerField(default=60)
     status = FSMField(default=WorkflowStatus.DRAFT, choices=WorkflowStatus.choices, protected=False)
     version = models.PositiveIntegerField(default=0, editable=False)
+    # Counts saved edits of the draft (the fields and actions below): a page that opened an
+    # older revision cannot overwrite newer edits of the actions.
+    draft_revision = models.PositiveIntegerField(default=0, editable=False)
     current_version = models.ForeignKey(
         "WorkflowVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+", editable=False
     )

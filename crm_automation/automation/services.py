@@ -47,17 +47,34 @@ def _free_key(organization_id: int, wanted: str, exclude: int | None = None) -> 
 
 
 def workflow_snapshot(*, workflow: Workflow, by=None) -> WorkflowVersion:
-    """Record the current definition as a new immutable version, unless it is unchanged."""
+    """Make the saved definition the live one, as a new immutable version (unless unchanged).
+    New triggers use it; runs in flight finish on the version they started with."""
     definition = definition_of(workflow)
     latest = workflow.versions.order_by("-number").first()
     if latest is not None and latest.definition == definition:
+        if workflow.current_version_id != latest.pk:
+            Workflow.objects.filter(pk=workflow.pk).update(version=latest.number, current_version=latest)
+            workflow.version, workflow.current_version = latest.number, latest
         return latest
     number = (latest.number if latest else 0) + 1
     version = WorkflowVersion.objects.create(workflow=workflow, number=number, definition=definition,
                                              created_by=by)
     Workflow.objects.filter(pk=workflow.pk).update(version=number, current_version=version)
     workflow.version, workflow.current_version = number, version
+    before = latest.definition.get("reenrollment", Workflow.Reenrollment.EVERY_TIME) if latest else None
+    if before is not None and definition["reenrollment"] != before:
+        enrollment.adopt_policy(workflow_id=workflow.pk, policy=definition["reenrollment"])
     return version
+
+
+def is_live(workflow: Workflow) -> bool:
+    """Activated or paused: edits are a draft until published."""
+    return workflow.status in (WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED)
+
+
+def has_unpublished_changes(workflow: Workflow) -> bool:
+    return (is_live(workflow) and workflow.current_version is not None
+            and definition_of(workflow) != workflow.current_version.definition)
 
 
 def can_edit(user, workflow: Workflow) -> bool:
@@ -114,14 +131,15 @@ def workflow_create(*, organization: Organization, name: str, trigger_type: str,
 
 @transaction.atomic
 def workflow_update(*, workflow_id: int, by=None, changes: dict | None = None, actions: list[dict] | None = None,
-                    expected: dict | None = None, expected_version: int | None = None) -> Workflow:
+                    expected: dict | None = None, expected_revision: int | None = None) -> Workflow:
     """Change a workflow: only the fields in `changes` (and the actions, if given) are written,
-    under a row lock; counters and status are never touched here. A definition change creates
-    a new version.
+    under a row lock; counters and status are never touched here. A draft's change becomes a
+    new version at once; a live (activated or paused) workflow's change waits for
+    `workflow_publish`, so a half-finished edit never runs.
 
     Lost updates are refused, not made: `expected` holds, for each changed field, the value the
     caller saw when it started (a form's initial value); if someone changed it since, nothing
-    is written. `expected_version` does the same for the actions.
+    is written. `expected_revision` does the same for the actions.
     """
     changes = dict(changes or {})
     workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
@@ -133,10 +151,9 @@ def workflow_update(*, workflow_id: int, by=None, changes: dict | None = None, a
     if unknown:
         raise ValidationError(f"These fields cannot be changed here: {', '.join(sorted(unknown))}.")
     found = conflicts(workflow, expected, changes)
-    if actions is not None and expected_version is not None and workflow.version != expected_version:
-        found["actions"] = (f"The actions were changed by someone else (now version {workflow.version}, "
-                                f"you opened version {expected_version}); your changes were not saved. "
-                                "Reload the page and apply them again.")
+    if actions is not None and expected_revision is not None and workflow.draft_revision != expected_revision:
+        found["actions"] = ("Someone else saved changes to this workflow since you opened it, so your changes to "
+                            "the actions were not saved. Reload the page and make them again.")
     if found:
         raise ValidationError(found)
     for name, value in changes.items():
@@ -145,13 +162,30 @@ def workflow_update(*, workflow_id: int, by=None, changes: dict | None = None, a
     if actions is not None:
         actions = documents.with_node_ids(actions)
     _validate(workflow, current_actions if actions is None else actions)
-    if changes:
-        previous_policy = Workflow.objects.values_list("reenrollment", flat=True).get(pk=workflow.pk)
-        workflow.save(update_fields=[*changes, "updated_at"])
-        if workflow.reenrollment != previous_policy:
-            enrollment.adopt_policy(workflow_id=workflow.pk, policy=workflow.reenrollment)
-    if actions is not None and actions != current_actions:
+    actions_changed = actions is not None and actions != current_actions
+    if changes or actions_changed:
+        workflow.draft_revision += 1
+        workflow.save(update_fields=[*changes, "draft_revision", "updated_at"])
+    if actions_changed:
         _replace_actions(workflow, actions)
+    if not is_live(workflow):
+        workflow_snapshot(workflow=workflow, by=by)
+    return workflow
+
+
+@transaction.atomic
+def workflow_publish(*, workflow_id: int, by) -> Workflow:
+    """Make a live workflow's saved edits the version new triggers run. Org admins may."""
+    workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
+    if by is not None and not user_has_role(by, workflow.organization_id, "admin"):
+        raise PermissionDenied("Only admins of this organization can publish workflows.")
+    if not is_live(workflow):
+        raise ValidationError(f"“{workflow.name}” is {workflow.get_status_display().lower()}: "
+                              + ("activate it to make it live." if workflow.status == WorkflowStatus.DRAFT
+                                 else "archived workflows do not run; clone it to use it again."))
+    problems = activation_problems(definition_of(workflow), workflow.organization_id)
+    if problems:
+        raise ValidationError(f"Cannot publish “{workflow.name}”: " + "; ".join(problems) + ".")
     workflow_snapshot(workflow=workflow, by=by)
     return workflow
 
@@ -195,7 +229,8 @@ def workflow_transition(*, workflow_id: int, name: str, by) -> Workflow:
             if active >= limit:
                 problems.append(f"the {organization.get_plan_display()} plan allows {limit} activated "
                                 f"workflows and {active} already are; pause one first")
-        workflow_snapshot(workflow=workflow, by=by)
+        if workflow.status == WorkflowStatus.DRAFT or workflow.current_version is None:
+            workflow_snapshot(workflow=workflow, by=by)  # going live for the first time
         problems += activation_problems(workflow.current_version.definition, organization.pk)
         if problems:
             raise ValidationError(f"Cannot activate “{workflow.name}”: " + "; ".join(problems) + ".")

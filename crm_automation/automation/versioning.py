@@ -8,7 +8,13 @@ from django.db import transaction
 from crm_automation.automation import documents
 from crm_automation.automation.definitions import DEFINITION_FIELDS, definition_of, validate_definition
 from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
-from crm_automation.automation.services import workflow_create, workflow_transition, workflow_update
+from crm_automation.automation.services import (
+    is_live,
+    workflow_create,
+    workflow_publish,
+    workflow_transition,
+    workflow_update,
+)
 from crm_automation.crm.models import Organization
 
 
@@ -85,7 +91,10 @@ def workflow_rollback(*, workflow_id: int, by, number: int) -> Workflow:
         raise ValidationError(f"This workflow has no version {number}.")
     definition = version.definition
     changes = {name: definition[name] for name in DEFINITION_FIELDS if name in definition}
-    return workflow_update(workflow_id=workflow_id, by=by, changes=changes, actions=definition.get("actions") or [])
+    workflow = workflow_update(workflow_id=workflow_id, by=by, changes=changes, actions=definition.get("actions") or [])
+    if is_live(workflow):  # rolling back a live workflow is meant to take effect
+        workflow = workflow_publish(workflow_id=workflow_id, by=by)
+    return workflow
 
 
 @transaction.atomic

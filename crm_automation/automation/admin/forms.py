@@ -25,9 +25,9 @@ def _field_of(where: str) -> str:
 
 
 class WorkflowForm(ConcurrentEditForm):
-    # The version the page showed: a change to the actions is refused if someone else has saved
-    # a newer version since (the actions inline has no per-field hidden values of its own).
-    base_version = forms.IntegerField(widget=forms.HiddenInput, required=False)
+    # The draft revision the page showed: a change to the actions is refused if someone else has
+    # saved the workflow since (the actions inline has no per-field hidden values of its own).
+    base_revision = forms.IntegerField(widget=forms.HiddenInput, required=False)
 
     class Meta:
         model = Workflow
@@ -41,7 +41,7 @@ class WorkflowForm(ConcurrentEditForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["base_version"].initial = self.instance.version
+        self.fields["base_revision"].initial = self.instance.draft_revision
 
     def organization_id(self) -> int | None:
         if self.instance.organization_id:
@@ -96,9 +96,8 @@ class ActionInlineFormSet(forms.BaseInlineFormSet):
         if not kept and workflow.status == WorkflowStatus.ACTIVATED:
             raise ValidationError("An activated workflow needs at least one action; pause it first.")
         if workflow.pk and self.has_changed():
-            seen = self.data.get("base_version")
-            now = Workflow.objects.select_for_update().values_list("version", flat=True).get(pk=workflow.pk)
+            seen = self.data.get("base_revision")
+            now = Workflow.objects.select_for_update().values_list("draft_revision", flat=True).get(pk=workflow.pk)
             if seen not in (None, "") and str(now) != str(seen):
-                raise ValidationError(
-                    f"Someone else saved a new version of this workflow (version {now}; you opened version "
-                    f"{seen}), so your changes to the actions were not saved. Reload the page and make them again.")
+                raise ValidationError("Someone else saved changes to this workflow since you opened it, so your "
+                                      "changes to the actions were not saved. Reload the page and make them again.")

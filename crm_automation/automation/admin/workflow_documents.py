@@ -10,9 +10,11 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
 from crm_automation.automation import documents
+from crm_automation.automation.services import has_unpublished_changes, workflow_publish
 from crm_automation.automation.versioning import (
     versions_compare,
     workflow_clone,
+    workflow_document,
     workflow_export_yaml,
     workflow_import_yaml,
     workflow_rollback,
@@ -35,6 +37,7 @@ class WorkflowDocumentViews:
                  name="automation_workflow_version"),
             path("<int:object_id>/versions/<int:number>/rollback/", view(require_POST(self.rollback_view)),
                  name="automation_workflow_rollback"),
+            path("<int:object_id>/publish/", view(self.publish_view), name="automation_workflow_publish"),
             *super().get_urls(),
         ]
 
@@ -50,6 +53,33 @@ class WorkflowDocumentViews:
 
     def _refused(self, request, exc) -> None:
         self.message_user(request, " ".join(getattr(exc, "messages", [str(exc)])), messages.ERROR)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        workflow = self.get_object(request, object_id)
+        extra = {**(extra_context or {}),
+                 "unpublished": workflow is not None and has_unpublished_changes(workflow)}
+        return super().change_view(request, object_id, form_url, extra)
+
+    def publish_view(self, request, object_id):
+        """GET: what publishing would change (live version → saved edits); POST: publish."""
+        workflow = self._workflow(request, object_id)
+        if request.method == "POST":
+            try:
+                workflow = workflow_publish(workflow_id=workflow.pk, by=request.user)
+            except (PermissionDenied, ValidationError) as exc:
+                self._refused(request, exc)
+            else:
+                self.message_user(request, f"“{workflow.name}” is live: version {workflow.version} runs for new "
+                                           "triggers; runs already under way finish on their version.",
+                                  messages.SUCCESS)
+            return HttpResponseRedirect(self._change_url(workflow))
+        live = workflow_document(workflow, workflow.current_version) if workflow.current_version else {}
+        return TemplateResponse(request, "admin/automation/workflow/publish.html", {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "original": workflow,
+            "title": f"Publish “{workflow.name}”?", "workflow": workflow,
+            "diff": documents.compare(live, workflow_document(workflow)),
+            "can_publish": has_unpublished_changes(workflow),
+        })
 
     def export_view(self, request, object_id):
         workflow = self._workflow(request, object_id)

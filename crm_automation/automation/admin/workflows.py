@@ -88,7 +88,7 @@ class WorkflowAdmin(WorkflowDocumentViews, FSMAdminMixin, OrgScopedAdmin):
                        "created_by", "created_at", "updated_at", "authoring_help")
     inlines = [WorkflowActionInline, WorkflowVersionInline]
     fieldsets = [
-        (None, {"fields": ("organization", "name", "description", "status", "version", "base_version")}),
+        (None, {"fields": ("organization", "name", "description", "status", "version", "base_revision")}),
         ("Trigger", {"fields": ("trigger_type", "trigger_config", "conditions", "authoring_help")}),
         ("Execution", {"fields": ("error_handling", "reenrollment", "timeout_seconds")}),
         ("Activity", {"fields": ("run_count", "success_count", "failure_count", "last_run_at",
@@ -159,14 +159,14 @@ class WorkflowAdmin(WorkflowDocumentViews, FSMAdminMixin, OrgScopedAdmin):
             if not changes and actions is None:
                 return
             workflow = workflow_update(workflow_id=form.instance.pk, by=by, changes=changes, actions=actions,
-                                       expected=expected, expected_version=form.cleaned_data.get("base_version"))
+                                       expected=expected, expected_revision=form.cleaned_data.get("base_revision"))
         form.instance.__dict__.update({k: v for k, v in workflow.__dict__.items() if k != "_state"})
         form.instance._state.adding = False
 
     def construct_change_message(self, request, form, formsets, add=False):
         if add:
             return [{"added": {}}]
-        changed = [name for name in form.changed_data if name != "base_version"]
+        changed = [name for name in form.changed_data if name != "base_revision"]
         if any(f.has_changed() for f in formsets if isinstance(f, ActionInlineFormSet)):
             changed.append("actions")
         return [{"changed": {"fields": changed}}] if changed else []
