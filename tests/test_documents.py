@@ -105,7 +105,7 @@ def test_importing_makes_a_draft_and_production_goes_through_the_activation_chec
     (("to_stage: won", "to_stage: closed"), "nodes[trigger].data.config.to_stage", 16,
      "“closed” is not a stage of this organization"),
     (("  target: welcome-email", "  target: nowhere"), "edges[1].target", 41, "“nowhere” is not a node"),
-    (("subtype: tool-call\n    label: Welcome email", "subtype: wait\n    label: Welcome email"),
+    (("subtype: tool-call\n    label: Welcome email", "subtype: loop\n    label: Welcome email"),
      "nodes[welcome-email].data.subtype", 30, "do not run in this version yet"),
     (("label: Welcome email", "label: Kickoff task"), "nodes[welcome-email].data.label", 31, "labels must be unique"),
 ])
@@ -164,3 +164,74 @@ def test_clone_is_a_new_draft_with_a_new_id(org, owner, viewer):
     assert copy.current_version.definition == wf.current_version.definition
     with pytest.raises(PermissionDenied):
         workflow_clone(workflow_id=wf.pk, by=viewer)
+
+
+FOLLOW_UP_YAML = """\
+id: proposal-follow-up
+name: Proposal follow-up
+nodes:
+- id: trigger
+  type: workflow
+  data:
+    subtype: chat-app
+    label: Proposal sent
+    config:
+      event: deal_stage_change
+      to_stage: proposal
+- id: wait-1d
+  type: workflow
+  data:
+    subtype: wait
+    label: Wait 1 day
+    config:
+      delayAmount: 1
+      delayUnit: days
+- id: still-open
+  type: workflow
+  data:
+    subtype: condition
+    label: Still in proposal
+    config:
+      combinator: and
+      rules:
+      - field: deal.stage
+        operator: eq
+        value: proposal
+- id: reminder
+  type: workflow
+  data:
+    subtype: tool-call
+    label: Reminder
+    config:
+      toolName: crm/send_email
+      defaults:
+        to: '{{deal.contact.email}}'
+        subject: Any questions about {{deal.title}}?
+edges:
+- source: trigger
+  target: wait-1d
+- source: wait-1d
+  target: still-open
+- source: still-open
+  target: reminder
+  sourceHandle: condition-true
+"""
+
+
+def test_waits_and_conditions_round_trip_as_seed_nodes(org, owner):
+    wf, _ = workflow_import_yaml(organization=org, by=owner, text=FOLLOW_UP_YAML)
+    steps = wf.current_version.definition["actions"]
+    assert [(s["id"], s["type"]) for s in steps] == [("wait-1d", "wait"), ("still-open", "condition"),
+                                                    ("reminder", "send_email")]
+    exported = yaml.safe_load(workflow_export_yaml(wf))
+    assert exported["edges"][2] == {"source": "still-open", "target": "reminder", "sourceHandle": "condition-true"}
+    assert [n["data"]["subtype"] for n in exported["nodes"]] == ["chat-app", "wait", "condition", "tool-call"]
+
+
+def test_the_false_side_of_a_condition_is_refused_for_now_with_the_reason(org):
+    text = FOLLOW_UP_YAML.replace("sourceHandle: condition-true", "sourceHandle: condition-false")
+    with pytest.raises(documents.DocumentError, match="false side of a condition run from the next version"):
+        parse_yaml(text, org.pk)
+    bad_wait = FOLLOW_UP_YAML.replace("delayUnit: days", "delayUnit: fortnights")
+    with pytest.raises(documents.DocumentError, match=r"line \d+: nodes\[wait-1d\]\.data\.config\.delayUnit"):
+        parse_yaml(bad_wait, org.pk)

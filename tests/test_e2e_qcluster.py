@@ -73,3 +73,18 @@ def test_a_real_worker_cluster_completes_the_run(qcluster, org, deal):
     assert run.status == "completed"
     assert Task.objects.get().title == "Kick off Website"
     assert Deal.objects.get(pk=deal.pk).probability == 100
+
+
+@pytest.mark.e2e
+def test_a_wait_is_woken_by_the_running_cluster(qcluster, org, deal):
+    """Nothing pokes the cluster after the wait: its watchdog notices the wake-up time."""
+    make_workflow(org, actions=[{"type": "wait", "config": {"delayAmount": 2, "delayUnit": "seconds"}},
+                                {"type": "create_task", "config": {"title": "After the wait"}}])
+    subprocess.run([sys.executable, "manage.py", "shell", "-c", MOVE.format(pk=deal.pk)], cwd=ROOT,
+                   env=qcluster, check=True, capture_output=True, timeout=60)
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline and not Task.objects.exists():
+        time.sleep(0.2)
+    run = WorkflowRun.objects.get()
+    assert Task.objects.get().title == "After the wait", run.status
+    assert run.actions.get(position=0).status == "completed"

@@ -4,7 +4,7 @@ import math
 
 from django.core.exceptions import ValidationError
 
-from crm_automation.automation import catalog, conditions
+from crm_automation.automation import catalog, conditions, control
 from crm_automation.automation.actions import REGISTRY
 from crm_automation.automation.models import Workflow
 from crm_automation.crm.selectors import shown, stage_slugs
@@ -81,9 +81,12 @@ def validate_trigger(trigger_type, trigger_config, organization_id: int) -> list
 
 
 def validate_action(action_type, config, *, trigger_type, organization_id, where="") -> list[tuple[str, str]]:
+    if control.is_control(action_type):
+        return [(f"{where}{loc}", msg) for loc, msg in
+                control.validate(action_type, config, trigger_type=trigger_type, organization_id=organization_id)]
     action = REGISTRY.get(action_type) if isinstance(action_type, str) else None
     if action is None:
-        choices = ", ".join(REGISTRY)
+        choices = ", ".join([*REGISTRY, *control.LABELS])
         if action_type in (None, ""):
             return [(f"{where}type", f"choose an action type ({choices})")]
         return [(f"{where}type", f"unknown action {shown(action_type)}; use one of {choices}")]

@@ -5,7 +5,9 @@ A workflow's definition is written out in the seed-001 format: a header (`id`, `
 and a `data.config`) and `edges` (`source`, `target`, optional `sourceHandle`). Today's
 workflows are chains: a `chat-app` trigger node (the CRM event, its stage filter and
 conditions) followed by `tool-call` nodes (`crm/send_email`, `crm/create_task`,
-`crm/update_record`) whose arguments are in `config.defaults`, as in the seed. Node ids are the
+`crm/update_record`) whose arguments are in `config.defaults`, as in the seed, `wait` nodes
+(`delayAmount` + `delayUnit`, or `until` a date field) and `condition` nodes whose
+`condition-true` edge goes on (the false side ends the run). Node ids are the
 actions' stable ids, so two versions compare node by node.
 
 Our additions to the header, both optional on import: `description` and `settings`
@@ -21,7 +23,7 @@ import re
 
 import yaml
 
-from crm_automation.automation import catalog
+from crm_automation.automation import catalog, control
 
 TRIGGER_ID = "trigger"
 TOOLS = {"send_email": "crm/send_email", "create_task": "crm/create_task", "update_field": "crm/update_record"}
@@ -32,8 +34,9 @@ STATUS_OUT = {"draft": "draft", "activated": "production", "paused": "paused", "
 STATUS_IN = {"draft": "draft", "production": "activated", "paused": "paused", "archive": "archived"}
 # Seed-001 node types this version does not run yet: accepted by the format, refused on import
 # with a message saying so.
-LATER = {"schedule", "manual", "agent", "router", "function", "condition", "wait", "loop", "parallel", "merge",
+LATER = {"schedule", "manual", "agent", "router", "function", "loop", "parallel", "merge",
          "sub-workflow", "user-input", "desktop-notification", "response"}
+TRUE_HANDLE, FALSE_HANDLE = "condition-true", "condition-false"
 NODE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
@@ -116,11 +119,21 @@ def document_of(*, key: str, name: str, definition: dict, description: str = "",
         "subtype": "chat-app", "label": _unique(_trigger_label(config["event"], trigger_config), used),
         "config": config}}]
     for action in with_node_ids(list(definition.get("actions") or [])):
+        if control.is_control(action.get("type")):
+            nodes.append({"id": action["id"], "type": "workflow", "data": {
+                "subtype": action["type"], "label": _unique(control.label(action["type"], action.get("config")), used),
+                "config": action.get("config") or {}}})
+            continue
         nodes.append({"id": action["id"], "type": "workflow", "data": {
             "subtype": "tool-call", "label": _unique(_action_label(action), used),
             "config": {"toolName": TOOLS.get(action.get("type"), action.get("type")),
                        "defaults": action.get("config") or {}}}})
-    edges = [{"source": a["id"], "target": b["id"]} for a, b in zip(nodes, nodes[1:], strict=False)]
+    edges = []
+    for a, b in zip(nodes, nodes[1:], strict=False):
+        edge = {"source": a["id"], "target": b["id"]}
+        if a["data"]["subtype"] == control.CONDITION:
+            edge["sourceHandle"] = TRUE_HANDLE  # the false side ends the run: no edge
+        edges.append(edge)
     document = {"id": key, "name": name}
     if status:
         document["_status"] = STATUS_OUT.get(status, status)
@@ -255,9 +268,16 @@ def _chain(document: dict, by_id: dict[str, dict]) -> tuple[list[tuple[str, str]
         for end in ("source", "target"):
             if edge.get(end) not in by_id:
                 errors.append((f"{place}.{end}", f"“{edge.get(end)}” is not a node of this workflow"))
-        if edge.get("sourceHandle") not in (None, ""):
-            errors.append((f"{place}.sourceHandle", f"“{edge['sourceHandle']}”: chat-app and tool-call nodes have "
-                                                    "one way out and take no handle"))
+        handle, source = edge.get("sourceHandle"), by_id.get(edge.get("source"))
+        is_gate = source is not None and source["data"].get("subtype") == control.CONDITION
+        if is_gate and handle == FALSE_HANDLE:
+            errors.append((f"{place}.sourceHandle", "steps on the false side of a condition run from the next "
+                                                    "version; for now the false side ends the run (leave it "
+                                                    "unconnected)"))
+        elif is_gate and handle != TRUE_HANDLE:
+            errors.append((f"{place}.sourceHandle", f"a condition's ways out are {TRUE_HANDLE} and {FALSE_HANDLE}"))
+        elif not is_gate and handle not in (None, ""):
+            errors.append((f"{place}.sourceHandle", f"“{handle}”: this node has one way out and takes no handle"))
         if edge.get("source") in nxt:
             errors.append((place, f"a second edge out of “{edge['source']}”: branching needs a condition or "
                                   "parallel node, which this version does not run yet"))
@@ -291,7 +311,7 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
         if subtype in LATER:
             errors.append((f"nodes[{node_id}].data.subtype", f"“{subtype}” nodes are part of the seed-001 format "
                                                              "but do not run in this version yet"))
-        elif subtype not in ("chat-app", "tool-call"):
+        elif subtype not in ("chat-app", "tool-call", control.WAIT, control.CONDITION):
             errors.append((f"nodes[{node_id}].data.subtype", f"unknown subtype “{subtype}”"))
     if errors:
         return {}, errors
@@ -314,6 +334,10 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
                                                                "conditions)"))
     for node_id in order[1:]:
         config = by_id[node_id]["data"].get("config") or {}
+        subtype = by_id[node_id]["data"].get("subtype")
+        if control.is_control(subtype):
+            definition["actions"].append({"id": node_id, "type": subtype, "config": config})
+            continue
         tool = config.get("toolName")
         if tool not in ACTIONS:
             errors.append((f"nodes[{node_id}].data.config.toolName", f"“{tool}” is not a tool; use one of "
@@ -333,7 +357,10 @@ def place_in_document(where: str, definition: dict) -> str:
     actions = definition.get("actions") or []
     if match and int(match.group(1)) < len(actions):
         rest = match.group(2)
-        node = f"nodes[{actions[int(match.group(1))]['id']}].data"
+        action = actions[int(match.group(1))]
+        node = f"nodes[{action['id']}].data"
+        if rest.startswith("config") and control.is_control(action.get("type")):
+            return f"{node}.{rest}"
         if rest.startswith("config"):
             return f"{node}.config.defaults{rest[len('config'):]}"
         return f"{node}.config.toolName" if rest == "type" else f"{node}.{rest}" if rest else node

@@ -24,13 +24,14 @@ that end where an external side effect must happen:
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from crm_automation.automation import context, enrollment, leases
+from crm_automation.automation import context, control, enrollment, leases
 from crm_automation.automation.actions import REGISTRY, ActionFailed, ExecutionContext
 from crm_automation.automation.history import FINISHED_STEPS, Segment
 from crm_automation.automation.models import (
@@ -59,6 +60,8 @@ class RunState:
     failure: str = ""  # the first thing that went wrong, in words, for the run's error
     external: tuple | None = None  # (position, ctx, result) waiting for delivery after commit
     finished: bool = False
+    off_path: str = ""  # a gate was false: the remaining steps are not on the path (not a failure)
+    wait_until: datetime | None = None  # a wait step parks the run until then
 
     @property
     def steps(self) -> list[dict]:
@@ -70,7 +73,13 @@ class RunState:
 
     @property
     def done(self) -> bool:
-        return self.finished or (self.external is None and self.position >= len(self.steps))
+        return self.finished or (self.external is None and self.wait_until is None
+                                 and self.position >= len(self.steps))
+
+    @property
+    def blocked(self) -> bool:
+        """Waiting for a delivery after this segment, or parked by a wait step."""
+        return self.external is not None or self.wait_until is not None
 
 
 @dataclass
@@ -88,7 +97,7 @@ def _load_states(runs: list[WorkflowRun]) -> list[RunState]:
     records = context.load_records(events)
     slugs = context.stage_slugs(events)
     history: dict[int, dict] = {}
-    for row in WorkflowRunAction.objects.filter(run_id__in=[r.pk for r in runs if not r.history_suppressed]):
+    for row in WorkflowRunAction.objects.filter(run_id__in=[r.pk for r in runs]):
         history.setdefault(row.run_id, {})[row.position] = row
     now = time.monotonic()
     states = []
@@ -182,16 +191,18 @@ def _step_all(states: list[RunState], segment: Segment) -> None:
         groups: dict[str, list] = {}
         moved = False
         for state in states:
-            if state.done or state.external is not None:
+            if state.done or state.blocked:
                 continue
             position = state.position
             previous = state.history.get(position)
             moved = True
             if previous is not None and previous.status in FINISHED_STEPS:
-                state.outcomes.append(previous.status)
-                if previous.status == StepStatus.FAILED and not state.failure:
-                    state.failure = segment.failure_text(state, position, previous.error)
-                _advance(state, previous.status != StepStatus.FAILED)
+                _read_back(state, position, previous, segment)
+                continue
+            if state.off_path and not state.halted:
+                segment.record(state, position, StepStatus.SKIPPED, error=state.off_path, result={"off_path": True},
+                               counts=False)
+                state.position += 1
                 continue
             if not state.halted and state.record is None:
                 state.halted = f"the triggering {state.run.trigger_entity_type} no longer exists"
@@ -205,11 +216,60 @@ def _step_all(states: list[RunState], segment: Segment) -> None:
                 segment.record(state, position, StepStatus.SKIPPED, error=state.halted)
                 state.position += 1
                 continue
+            if control.is_control(state.steps[position]["type"]):
+                _control_step(state, position, previous, segment)
+                continue
             groups.setdefault(state.steps[position]["type"], []).append(state)
         if not moved:
             return
         for action_type, group in groups.items():
             _run_group(REGISTRY[action_type], group, segment)
+
+
+def _read_back(state: RunState, position: int, previous: WorkflowRunAction, segment: Segment) -> None:
+    """A step that finished in an earlier delivery: its outcome is read, never decided again."""
+    if previous.status == StepStatus.SKIPPED and (previous.result or {}).get("off_path"):
+        state.position += 1
+        return
+    state.outcomes.append(previous.status)
+    if previous.status == StepStatus.FAILED and not state.failure:
+        state.failure = segment.failure_text(state, position, previous.error)
+    if state.steps[position]["type"] == control.CONDITION and (previous.result or {}).get("passed") is False:
+        state.off_path = f"not on the path: {previous.result.get('explanation', 'the condition was false')}"
+    _advance(state, previous.status != StepStatus.FAILED)
+
+
+def _control_step(state: RunState, position: int, previous, segment: Segment) -> None:
+    """Run a wait or a gate for one run (no side effect: nothing to batch or to key)."""
+    step, now = state.steps[position], timezone.now()
+    config = step.get("config") or {}
+    if step["type"] == control.CONDITION:
+        outcome = control.gate(config, state.run.trigger_type, state.template_context)
+        segment.record(state, position, StepStatus.COMPLETED,
+                       result={"passed": outcome.passed, "explanation": outcome.explanation})
+        if not outcome.passed:
+            state.off_path = f"not on the path: {outcome.explanation}"
+        _advance(state, True)
+        return
+    if previous is not None and previous.status == StepStatus.WAITING:
+        wake = datetime.fromisoformat(previous.result["wake_at"])
+        if state.run.wake_at is not None:  # woken early on purpose ("go on now"): the run's time wins
+            wake = min(wake, state.run.wake_at)
+    else:
+        try:
+            wake = control.wake_time(config, state.template_context, now)
+        except ActionFailed as exc:
+            segment.record(state, position, StepStatus.FAILED, error=str(exc))
+            _advance(state, False)
+            return
+    if wake <= now:
+        segment.record(state, position, StepStatus.COMPLETED, result={"waited_until": wake.isoformat()},
+                       new_attempt=previous is None)
+        _advance(state, True)
+        return
+    if previous is None or previous.status != StepStatus.WAITING:
+        segment.record(state, position, StepStatus.WAITING, result={"wake_at": wake.isoformat()})
+    state.wait_until = wake
 
 
 def _run_group(action, group: list[RunState], segment: Segment) -> None:
@@ -287,7 +347,18 @@ def final_status(outcomes: list[str], stop_on_error: bool) -> str:
     return RunStatus.PARTIAL
 
 
+def _park(states: list[RunState], token: str) -> None:
+    """Runs a wait step stopped: `waiting` until their wake-up time, holding no lease; their
+    crash counter starts again when they wake (attempts count running work only)."""
+    for state in states:
+        if state.wait_until is not None and not state.finished:
+            state.finished = True
+            WorkflowRun.objects.filter(pk=state.run.pk, status=RunStatus.STARTED, lease_owner=token).update(
+                status=RunStatus.WAITING, wake_at=state.wait_until, lease_until=None, lease_owner="", attempts=0)
+
+
 def _finish(states: list[RunState], token: str) -> dict[int, str]:
+    _park(states, token)
     done = [s for s in states if not s.finished and s.done]
     if not done:
         return {}

@@ -29,13 +29,14 @@ class Segment:
         return f"Step {position + 1} ({label}) failed: {error}"
 
     def record(self, state, position: int, status: str, *, result=None, error="", ctx=None, started=None,
-               new_attempt: bool = True) -> None:
-        if status in FINISHED_STEPS:
+               new_attempt: bool = True, counts: bool = True) -> None:
+        """Note a step's status. Rows are written for every run, even one whose history the plan's
+        quota does not keep: they are its cursor (a run that waits or crashes resumes from them)
+        and go with the run when it finishes. `counts=False`: not on the path, not an outcome."""
+        if status in FINISHED_STEPS and counts:
             state.outcomes.append(status)
         if status == StepStatus.FAILED and not state.failure:
             state.failure = self.failure_text(state, position, error)
-        if state.run.history_suppressed:
-            return
         result = dict(result or {})
         if ctx is not None and ctx.notes:
             result["notes"] = ctx.notes

@@ -105,6 +105,8 @@ class WorkflowAction(models.Model):
         SEND_EMAIL = "send_email", "Send email"
         UPDATE_FIELD = "update_field", "Update field"
         CREATE_TASK = "create_task", "Create task"
+        WAIT = "wait", "Wait"
+        CONDITION = "condition", "Continue only if"
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="actions")
     node_id = models.SlugField(max_length=60, blank=True, editable=False,
@@ -226,6 +228,7 @@ class Enrollment(models.Model):
 
 class RunStatus(models.TextChoices):
     STARTED = "started", "Started"
+    WAITING = "waiting", "Waiting"  # parked by a wait step until wake_at; holds no lease
     COMPLETED = "completed", "Completed"
     PARTIAL = "partial", "Partial"
     FAILED = "failed", "Failed"
@@ -248,6 +251,7 @@ class WorkflowRun(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     lease_until = models.DateTimeField(null=True, blank=True)
     lease_owner = models.CharField(max_length=32, blank=True, editable=False)
+    wake_at = models.DateTimeField(null=True, blank=True, help_text="When a waiting run goes on.")
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -262,6 +266,7 @@ class WorkflowRun(models.Model):
             models.Index(fields=["trigger_entity_id"]),
             models.Index(fields=["started_at"], name="run_unfinished_idx",
                          condition=models.Q(status="started")),
+            models.Index(fields=["wake_at"], name="run_waiting_idx", condition=models.Q(status="waiting")),
         ]
 
     def __str__(self) -> str:
@@ -277,6 +282,7 @@ class WorkflowRun(models.Model):
 class StepStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     RUNNING = "running", "Running"
+    WAITING = "waiting", "Waiting"
     COMPLETED = "completed", "Completed"
     FAILED = "failed", "Failed"
     SKIPPED = "skipped", "Skipped"

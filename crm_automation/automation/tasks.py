@@ -104,12 +104,25 @@ def forgotten_events(age: timedelta = timedelta(seconds=2)):
         Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
 
 
+def wake_due_runs(limit: int = 500) -> list[int]:
+    """Waiting runs whose time has come: back to `started` (free for any worker to claim).
+    One indexed query however many runs wait; precision: the watchdog's look (≈ 5 s)."""
+    due = list(WorkflowRun.objects.filter(status=RunStatus.WAITING, wake_at__lte=timezone.now())
+               .order_by("wake_at").values_list("pk", flat=True)[:limit])
+    if due:
+        WorkflowRun.objects.filter(pk__in=due, status=RunStatus.WAITING).update(
+            status=RunStatus.STARTED, lease_until=None, lease_owner="")  # wake_at stays: it is the time
+    return due
+
+
 def sweep(fan_out: bool = True) -> dict:
     """Safety net, run by the watchdog when it sees work nobody does, and every minute: resume
     abandoned runs, process events nobody was told about, settle emails nobody is sending.
     One time budget for all of it, like any task."""
     stop_at = time.monotonic() + settings.AUTOMATION["DRAIN_TIME_BUDGET"]
-    abandoned = list(abandoned_runs().order_by("pk").values_list("pk", flat=True)[:500])
+    woken = wake_due_runs()
+    stuck = abandoned_runs().exclude(pk__in=woken).order_by("pk").values_list("pk", flat=True)[:500]
+    abandoned = [*woken, *stuck]
     resumed = _execute(abandoned, budget=stop_at - time.monotonic(), fan_out=fan_out) if abandoned else 0
     pending = AutomationEvent.objects.filter(processed_at__isnull=True).exists()
     executed = drain_events(fan_out=fan_out, stop_at=stop_at) if pending else 0

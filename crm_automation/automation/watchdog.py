@@ -6,6 +6,7 @@ process therefore starts this thread when django-q2 spawns it (the `post_spawn` 
 AUTOMATION_WATCHDOG_SECONDS it asks indexed questions and queues one sweep when work is stuck:
 
 - a run whose lease expired: its worker is dead (live workers renew theirs) — sweep now;
+- a waiting run whose wake-up time has come — sweep now (it wakes it);
 - the oldest event nobody holds, or the oldest run nobody leased, is the same one as at the
   last look: nothing is moving it (its nudge or its continuation task was lost) — sweep.
   During a busy backlog the oldest waiting item changes from look to look as the drains take
@@ -40,6 +41,8 @@ class Watch:
         runs = WorkflowRun.objects.filter(status=RunStatus.STARTED)
         if runs.filter(lease_until__lt=now).exists():
             return True
+        if WorkflowRun.objects.filter(status=RunStatus.WAITING, wake_at__lte=now).exists():
+            return True  # a wait is over
         event = forgotten_events().order_by("pk").values_list("pk", flat=True).first()
         run = (runs.filter(lease_until__isnull=True, started_at__lt=now - lease_length())
                .order_by("pk").values_list("pk", flat=True).first())

@@ -29,6 +29,10 @@ ACTION_EXAMPLES = [
                     '"assignee": "owner" or a username}'),
     ("update_field", '{"field": "probability", "value": 100}; deal fields: title, amount, probability, '
                      'close_date, stage; lead fields: name, email, company, status'),
+    ("wait", '{"delayAmount": 24, "delayUnit": "hours"} (seconds, minutes, hours, days), or '
+             '{"until": "{{deal.close_date}}", "offsetAmount": -1, "offsetUnit": "days"}'),
+    ("condition", '{"rules": [{"field": "deal.stage", "operator": "eq", "value": "proposal"}]}: '
+                  'continue only if true (checked when the step is reached, e.g. after a wait); else the run ends'),
 ]
 
 

@@ -1,0 +1,104 @@
+"""Control steps: wait, and continue-only-if (a condition gate).
+
+They run inside the engine (no side effect, no outbox row): a wait parks the run until its
+wake-up time, durably (the run is `waiting` with an indexed `wake_at`, and nothing runs or
+polls for it meanwhile); a gate evaluates its rules against the record as it is *now* (after a
+wait: "is the deal still in Proposal?") and, when false, ends the run there — the remaining
+steps are not on the path. Each outcome is recorded on its step row and read back on resume,
+never decided again.
+
+Configs (seed-001 names):
+- wait: {"delayAmount": 24, "delayUnit": "hours"}, or {"until": "{{deal.close_date}}",
+  "offsetAmount": -1, "offsetUnit": "days"} (a date means the start of that day in TIME_ZONE).
+- condition: {"combinator": "and", "rules": [{"field": "deal.stage", "operator": "eq",
+  "value": "proposal"}]}, the same rules as a workflow's conditions.
+"""
+
+from datetime import date, datetime, time, timedelta
+
+from django.utils import timezone
+
+from crm_automation.automation import catalog, conditions
+from crm_automation.automation.actions.base import ActionFailed, describe_missing
+from crm_automation.automation.templating import missing_link, resolve, template_paths
+
+WAIT, CONDITION = "wait", "condition"
+LABELS = {WAIT: "Wait", CONDITION: "Continue only if"}
+UNITS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
+MAX_WAIT = timedelta(days=366)
+
+
+def is_control(step_type) -> bool:
+    return step_type in LABELS
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate(step_type: str, config, *, trigger_type: str, organization_id: int) -> list[tuple[str, str]]:
+    if not isinstance(config, dict):
+        example = ('{"delayAmount": 24, "delayUnit": "hours"}' if step_type == WAIT
+                   else '{"rules": [{"field": "deal.stage", "operator": "eq", "value": "proposal"}]}')
+        return [("config", f"must be an object, e.g. {example}")]
+    if step_type == CONDITION:
+        if not config.get("rules"):
+            return [("config.rules", "a “continue only if” step needs at least one rule")]
+        return [(f"config.{w.removeprefix('conditions.')}" if w != "conditions" else "config", m)
+                for w, m in conditions.validate(config, trigger_type, organization_id=organization_id)]
+    return _validate_wait(config, trigger_type)
+
+
+def _validate_wait(config: dict, trigger_type: str) -> list[tuple[str, str]]:
+    allowed = {"delayAmount", "delayUnit", "until", "offsetAmount", "offsetUnit"}
+    errors = [(f"config.{k}", f"unknown setting; a wait takes {', '.join(sorted(allowed))}")
+              for k in sorted(set(config) - allowed)]
+    units = ", ".join(UNITS)
+    if "until" in config:
+        until = config["until"]
+        paths = template_paths(until) if isinstance(until, str) and len(until) <= 200 else []
+        fields = catalog.fields_for(trigger_type)
+        if len(paths) != 1 or until.strip() != f"{{{{{paths[0]}}}}}" or fields.get(paths[0]) != "date":
+            dates = ", ".join(f"{{{{{f}}}}}" for f, kind in fields.items() if kind == "date") or "none"
+            errors.append(("config.until", f"must be one date field of the record; this trigger has {dates}"))
+        amount, unit = config.get("offsetAmount", 0), config.get("offsetUnit", "days")
+        if not _whole(amount) or unit not in UNITS:
+            errors.append(("config.offsetAmount", f"must be a whole number (negative for before) of {units}"))
+        return errors
+    amount, unit = config.get("delayAmount"), config.get("delayUnit")
+    if not _whole(amount) or amount < 0:
+        errors.append(("config.delayAmount", "must be a whole number, 0 or more"))
+    if unit not in UNITS:
+        errors.append(("config.delayUnit", f"must be one of {units}"))
+    if not errors and timedelta(seconds=amount * UNITS[unit]) > MAX_WAIT:
+        errors.append(("config.delayAmount", "a wait is at most 366 days"))
+    return errors
+
+
+def label(step_type: str, config: dict) -> str:
+    if step_type == WAIT and isinstance(config, dict):
+        if "until" in config:
+            return f"Wait until {str(config['until']).strip('{} ')}"
+        return f"Wait {config.get('delayAmount')} {config.get('delayUnit')}"
+    return LABELS.get(step_type, step_type)
+
+
+def wake_time(config: dict, context: dict, now: datetime) -> datetime:
+    """When a wait that starts `now` ends; ActionFailed when the date it waits for is missing."""
+    if "until" not in config:
+        return now + timedelta(seconds=config["delayAmount"] * UNITS[config["delayUnit"]])
+    path = template_paths(config["until"])[0]
+    value = resolve(context, path)
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = timezone.make_aware(datetime.combine(value, time.min))
+    else:
+        missing = missing_link(context, path)
+        raise ActionFailed(f"{describe_missing(missing) if missing else f'{path} is empty'}, so there is no date "
+                           "to wait for")
+    return moment + timedelta(seconds=config.get("offsetAmount", 0) * UNITS[config.get("offsetUnit", "days")])
+
+
+def gate(config: dict, trigger_type: str, context: dict) -> conditions.Outcome:
+    return conditions.evaluate(config, trigger_type, context, lambda: context)
