@@ -9,7 +9,9 @@
 (c) bulk: 5,000 leads converted in one operation → time until all their runs complete;
 (d) latency: trigger → run completed, p50 and p99, at light load;
 (e) admin: the run list and a run's page with 1,000,000 runs in the table (--only e);
-(f) template scan: the audit's hostile template, old regex against the linear scanner.
+(f) waits: 100,000 runs waiting cost one indexed query per wake-up pass (time and queries of a
+    pass with nothing due, and with 200 due); 10,000 runs that wait 1 s then run 2 actions;
+(t) template scan: the audit's hostile template, old regex against the linear scanner.
 
 It creates (and drops) its own database, BENCH_DATABASE_URL, default
 postgres://postgres@127.0.0.1:5432/crm_bench, and starts a real `qcluster` for (b)–(d).
@@ -144,7 +146,7 @@ class Cluster:
 def wait_for_runs(org, expected: int, timeout: float = 600) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = WorkflowRun.objects.filter(organization=org).exclude(status="started").count()
+        done = WorkflowRun.objects.filter(organization=org).exclude(status__in=["started", "waiting"]).count()
         if done >= expected:
             return time.perf_counter()
         time.sleep(0.05)
@@ -266,6 +268,76 @@ def bench_admin_million(total: int = 1_000_000) -> None:
 
 
 # --- (f) ----------------------------------------------------------------------------------------
+WAIT_THEN_TWO = [
+    {"type": "wait", "config": {"delayAmount": 1, "delayUnit": "seconds"}},
+    {"type": "create_task", "config": {"title": "After the wait: {{deal.title}}"}},
+    {"type": "update_field", "config": {"field": "probability", "value": 100}},
+]
+
+
+def bench_waiting_cost(parked: int = 100_000) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from crm_automation.automation.tasks import WAKE_BATCH, wake_due_runs
+
+    org, stages = make_org("waits-parked")
+    add_workflows(org, 1, actions=WAIT_THEN_TWO)
+    deal = make_deals(org, stages, 1)[0]
+    wf = org.workflows.get()
+    t0 = time.perf_counter()
+    with connection.cursor() as c:
+        c.execute("""INSERT INTO automation_automationevent
+                     (organization_id, kind, entity_type, entity_id, payload, depth, created_at, processed_at)
+                     SELECT %s, 'deal_stage_change', 'deal', %s, '{}', 0, now(), now()
+                     FROM generate_series(1, %s) g""", [org.pk, deal.pk, parked])
+        c.execute("""INSERT INTO workflow_runs (organization_id, workflow_id, version_id, event_id, trigger_type,
+                     trigger_entity_type, trigger_entity_id, status, metadata, error, history_suppressed, attempts,
+                     lease_owner, started_at, wake_at)
+                     SELECT e.organization_id, %s, %s, e.id, e.kind, 'deal', e.entity_id, 'waiting', '{}', '',
+                     false, 0, '', now(), now() + interval '365 days'
+                     FROM automation_automationevent e WHERE e.organization_id = %s""",
+                  [wf.pk, wf.current_version_id, org.pk])
+        c.execute("ANALYZE workflow_runs")
+    print(f"\n(f) waits: {parked:,} runs waiting (inserted in {time.perf_counter() - t0:.1f} s)")
+    for label, due in (("nothing due", 0), (f"{WAKE_BATCH} due", WAKE_BATCH)):
+        times, counts = [], []
+        for _ in range(5):
+            if due:
+                ids = list(WorkflowRun.objects.filter(organization=org).values_list("pk", flat=True)[:due])
+                WorkflowRun.objects.filter(pk__in=ids).update(status="waiting", wake_at=timezone_now())
+            with CaptureQueriesContext(connection) as queries:
+                t = time.perf_counter()
+                woken = wake_due_runs()
+                times.append(time.perf_counter() - t)
+            counts.append(len(queries))
+            WorkflowRun.objects.filter(pk__in=woken).update(status="waiting")  # park them again
+        print(f"    one wake-up pass, {label:<12} median {statistics.median(times) * 1000:6.2f} ms, "
+              f"{max(counts)} queries, woke {len(woken)}")
+    WorkflowRun.objects.filter(organization=org).delete()
+
+
+def timezone_now():
+    from django.utils import timezone
+
+    return timezone.now()
+
+
+def bench_waits(n: int = 10_000) -> None:
+    org, stages = make_org("waits-live")
+    add_workflows(org, 1, actions=WAIT_THEN_TWO)
+    deals = make_deals(org, stages, n)
+    t0 = time.perf_counter()
+    for deal in deals:
+        deal_move_to_stage(deal=deal, stage=stages["won"])
+    saved = time.perf_counter() - t0
+    total = wait_for_runs(org, n) - t0
+    print(f"\n(f) {n} runs that wait 1 s, then create a task and update a field (saves made one by one)")
+    print(f"    saves took {saved:.2f} s; every run completed {total:.2f} s after the first save"
+          f" → {n / total:.0f} runs/s; the last trigger waited {total - saved:.2f} s in all")
+
+
+# --- (t) ----------------------------------------------------------------------------------------
 def bench_template_scan() -> None:
     """The audit's hostile template, "{{" then spaces: the old backtracking regex against the
     linear scanner, same inputs, same run."""
@@ -274,7 +346,7 @@ def bench_template_scan() -> None:
     from crm_automation.automation.templating import template_paths
 
     old = re.compile(r"\{\{\s*(.*?)\s*\}\}")
-    print("\n(f) template scan of '{{' + N spaces (median of 3)")
+    print("\n(t) template scan of '{{' + N spaces (median of 3)")
     for n in (250, 500, 1000, 4998):
         text = "{{" + " " * n
         new_t = statistics.median(_timed(lambda text=text: template_paths(text)) for _ in range(3))
@@ -295,14 +367,16 @@ def _timed(fn) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="a,b,c,d,f", help="any of a,b,c,d,e,f (e: admin with 1M runs)")
+    parser.add_argument("--only", default="a,b,c,d,f,t", help="any of a,b,c,d,e,f,t (e: admin with 1M runs)")
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=int(os.environ.get("Q_WORKERS", "2")))
     args = parser.parse_args()
     only = set(args.only.split(","))
     print(f"PostgreSQL {DB_URL}; {os.cpu_count()} cores; Q_WORKERS={args.workers}")
-    if "f" in only:
+    if "t" in only:
         bench_template_scan()
+    if "f" in only:
+        bench_waiting_cost()
     if "e" in only:
         bench_admin_million()
     if "a" in only:
@@ -318,6 +392,8 @@ def main() -> None:
                 bench_throughput_live(args.n)
             if "c" in only:
                 bench_bulk(args.n)
+            if "f" in only:
+                bench_waits(args.n * 2)
         finally:
             cluster.stop()
 

@@ -18,7 +18,7 @@ from crm_automation.automation.dispatch import claim_events, dispatch_events
 from crm_automation.automation.engine import execute_runs
 from crm_automation.automation.leases import lease_length
 from crm_automation.automation.models import AutomationEvent, RunStatus, WorkflowRun
-from crm_automation.automation.queue import enqueue_continue, enqueue_drain
+from crm_automation.automation.queue import enqueue_continue, enqueue_drain, enqueue_sweep
 from crm_automation.crm.email_delivery import emails_mark_stale_unknown
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,10 @@ def forgotten_events(age: timedelta = timedelta(seconds=2)):
         Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
 
 
-def wake_due_runs(limit: int = 500) -> list[int]:
+WAKE_BATCH = 200
+
+
+def wake_due_runs(limit: int = WAKE_BATCH) -> list[int]:
     """Waiting runs whose time has come: back to `started` (free for any worker to claim).
     One indexed query however many runs wait; precision: the watchdog's look (≈ 5 s)."""
     due = list(WorkflowRun.objects.filter(status=RunStatus.WAITING, wake_at__lte=timezone.now())
@@ -120,7 +123,9 @@ def sweep(fan_out: bool = True) -> dict:
     abandoned runs, process events nobody was told about, settle emails nobody is sending.
     One time budget for all of it, like any task."""
     stop_at = time.monotonic() + settings.AUTOMATION["DRAIN_TIME_BUDGET"]
-    woken = wake_due_runs()
+    woken = wake_due_runs(WAKE_BATCH)
+    if fan_out and len(woken) == WAKE_BATCH:
+        enqueue_sweep()  # more are due: another worker helps, as a full event batch does for drains
     stuck = abandoned_runs().exclude(pk__in=woken).order_by("pk").values_list("pk", flat=True)[:500]
     abandoned = [*woken, *stuck]
     resumed = _execute(abandoned, budget=stop_at - time.monotonic(), fan_out=fan_out) if abandoned else 0
