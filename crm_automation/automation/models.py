@@ -232,6 +232,7 @@ class RunStatus(models.TextChoices):
     COMPLETED = "completed", "Completed"
     PARTIAL = "partial", "Partial"
     FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"  # by a person; counted neither as a success nor as a failure
 
 
 class WorkflowRun(models.Model):

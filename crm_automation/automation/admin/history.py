@@ -1,16 +1,22 @@
 """Read-only history: runs with their actions, events with their decisions, monthly usage."""
 
-from django.contrib import admin
+from datetime import timedelta
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from crm_automation.automation.models import (
     AutomationEvent,
     MonthlyUsage,
+    Workflow,
     WorkflowDecision,
     WorkflowRun,
     WorkflowRunAction,
 )
+from crm_automation.automation.run_controls import run_cancel, run_retry, run_wake_now
 from crm_automation.crm.admin_scoping import ReadOnlyInline, ReadOnlyOrgScopedAdmin
 
 ENTITY_ADMIN = {"deal": "admin:crm_deal_change", "lead": "admin:crm_lead_change"}
@@ -32,21 +38,84 @@ class RunActionInline(ReadOnlyInline):
     readonly_fields = fields
 
 
+class WorkflowFilter(admin.SimpleListFilter):
+    """The person's own workflows (never other tenants' names)."""
+
+    title = "workflow"
+    parameter_name = "workflow"
+
+    def lookups(self, request, model_admin):
+        workflows = Workflow.objects.order_by("name")
+        if not request.user.is_superuser:
+            workflows = workflows.filter(organization_id__in=model_admin.visible_org_ids(request))
+        return [(str(w.pk), w.name) for w in workflows[:200]]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(workflow_id=self.value()) if self.value() else queryset
+
+
+class StartedFilter(admin.SimpleListFilter):
+    """"Since when": with the status filter, the failed runs since an outage, to retry at once."""
+
+    title = "started"
+    parameter_name = "since"
+    SPANS = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+
+    def lookups(self, request, model_admin):
+        return [("1h", "In the last hour"), ("24h", "In the last 24 hours"), ("7d", "In the last 7 days"),
+                ("30d", "In the last 30 days")]
+
+    def queryset(self, request, queryset):
+        span = self.SPANS.get(self.value() or "")
+        return queryset.filter(started_at__gte=timezone.now() - span) if span else queryset
+
+
 @admin.register(WorkflowRun)
 class WorkflowRunAdmin(ReadOnlyOrgScopedAdmin):
     hide_free_plan = True
     list_display = ("started_at", "status_badge", "workflow_link", "trigger_type", "entity", "duration",
                     "what_went_wrong")
-    list_filter = ("status", "trigger_type")
+    list_filter = ("status", WorkflowFilter, StartedFilter, "trigger_type")
     list_select_related = ("workflow",)
     ordering = ("-started_at", "-id")
     inlines = [RunActionInline]
     fields = ("workflow", "version", "event", "trigger_type", "trigger_entity_type", "entity", "status",
-              "metadata", "error", "attempts", "started_at", "finished_at", "duration")
+              "wake_at", "metadata", "error", "attempts", "started_at", "finished_at", "duration")
     readonly_fields = fields
+    actions = ["retry_runs", "cancel_runs", "wake_runs"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(history_suppressed=False)
+
+    def lookup_allowed(self, lookup, value, request=None) -> bool:
+        # The deal and lead pages link here with ?trigger_entity_id=… (their runs, to cancel).
+        return lookup == "trigger_entity_id" or super().lookup_allowed(lookup, value, request)
+
+    def _control(self, request, queryset, service, done_text: str) -> None:
+        done, problems = 0, []
+        for run_id in queryset.values_list("pk", flat=True)[:500]:
+            try:
+                service(run_id=run_id, by=request.user)
+                done += 1
+            except (PermissionDenied, ValidationError) as exc:
+                problems.append(" ".join(getattr(exc, "messages", [str(exc)])))
+        if done:
+            self.message_user(request, f"{done} run(s) {done_text}.", messages.SUCCESS)
+        for problem in sorted(set(problems))[:10]:
+            self.message_user(request, problem, messages.WARNING)
+
+    @admin.action(description="Retry selected failed runs from their failed steps")
+    def retry_runs(self, request, queryset) -> None:
+        self._control(request, queryset, run_retry, "will be retried from their failed steps (completed steps "
+                                                    "are not repeated)")
+
+    @admin.action(description="Cancel selected unfinished runs")
+    def cancel_runs(self, request, queryset) -> None:
+        self._control(request, queryset, run_cancel, "cancelled")
+
+    @admin.action(description="Let selected waiting runs go on now")
+    def wake_runs(self, request, queryset) -> None:
+        self._control(request, queryset, run_wake_now, "will go on within seconds")
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj) -> str:

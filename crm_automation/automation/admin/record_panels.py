@@ -26,8 +26,10 @@ def runs_table(record) -> str:
         ((reverse("admin:automation_workflowrun_change", args=[r.pk]), _when(r.started_at), r.workflow.name,
           r.get_status_display(), r.get_trigger_type_display(), r.error) for r in runs),
     )
+    all_runs = reverse("admin:automation_workflowrun_changelist") + f"?trigger_entity_id={record.pk}"
     return format_html("<table><tr><th>Started</th><th>Workflow</th><th>Status</th><th>Trigger</th>"
-                       "<th>What went wrong</th></tr>{}</table>", rows)
+                       "<th>What went wrong</th></tr>{}</table><p><a href='{}'>All runs of this record</a> "
+                       "(to retry, cancel or let waiting ones go on)</p>", rows, all_runs)
 
 
 def decisions_table(record) -> str:
