@@ -218,6 +218,28 @@ def bench_latency(samples: int = 60, gap: float = 0.25) -> None:
           f"   max {max(latencies) * 1000:.0f} ms")
 
 
+def insert_runs(org, deal, wf, total: int, *, status: str, finished: bool) -> None:
+    """`total` events and one run each, written by SQL (the ORM would take minutes): finished
+    runs 40 ms long, or runs waiting a year."""
+    from django.db import connection
+
+    end = ("'', e.created_at, e.created_at + interval '40 ms', NULL" if finished
+           else "'', now(), NULL, now() + interval '365 days'")
+    with connection.cursor() as c:
+        c.execute("""INSERT INTO automation_automationevent
+                     (organization_id, kind, entity_type, entity_id, payload, depth, created_at, processed_at)
+                     SELECT %s, 'deal_stage_change', 'deal', %s, '{}', 0, now() - g * interval '1 second', now()
+                     FROM generate_series(1, %s) g""", [org.pk, deal.pk, total])
+        c.execute(f"""INSERT INTO workflow_runs (organization_id, workflow_id, version_id, event_id, trigger_type,
+                     trigger_entity_type, trigger_entity_id, status, metadata, error, history_suppressed, attempts,
+                     lease_owner, started_at, finished_at, wake_at)
+                     SELECT e.organization_id, %s, %s, e.id, e.kind, 'deal', e.entity_id, %s,
+                     '{{"to_stage": "won"}}', '', false, 1, {end}
+                     FROM automation_automationevent e WHERE e.organization_id = %s""",
+                  [wf.pk, wf.current_version_id, status, org.pk])
+        c.execute("ANALYZE workflow_runs")
+
+
 def bench_admin_million(total: int = 1_000_000) -> None:
     from django.contrib.auth import get_user_model
     from django.db import connection
@@ -231,19 +253,7 @@ def bench_admin_million(total: int = 1_000_000) -> None:
     deal = make_deals(org, stages, 1)[0]
     wf = org.workflows.get()
     t0 = time.perf_counter()
-    with connection.cursor() as c:
-        c.execute("""INSERT INTO automation_automationevent
-                     (organization_id, kind, entity_type, entity_id, payload, depth, created_at, processed_at)
-                     SELECT %s, 'deal_stage_change', 'deal', %s, '{}', 0, now() - g * interval '1 second', now()
-                     FROM generate_series(1, %s) g""", [org.pk, deal.pk, total])
-        c.execute("""INSERT INTO workflow_runs (organization_id, workflow_id, version_id, event_id, trigger_type,
-                     trigger_entity_type, trigger_entity_id, status, metadata, error, history_suppressed, attempts,
-                     lease_owner, started_at, finished_at)
-                     SELECT e.organization_id, %s, %s, e.id, e.kind, 'deal', e.entity_id, 'completed',
-                     '{"to_stage": "won"}', '', false, 1, '', e.created_at, e.created_at + interval '40 ms'
-                     FROM automation_automationevent e WHERE e.organization_id = %s""",
-                  [wf.pk, wf.current_version_id, org.pk])
-        c.execute("ANALYZE workflow_runs")
+    insert_runs(org, deal, wf, total, status="completed", finished=True)
     print(f"\n(e) admin with {total:,} runs (inserted in {time.perf_counter() - t0:.1f} s)")
     admin_user = get_user_model().objects.create_user("bench-admin", is_staff=True, password="x")
     Membership.objects.create(user=admin_user, organization=org, role="admin")
@@ -286,19 +296,7 @@ def bench_waiting_cost(parked: int = 100_000) -> None:
     deal = make_deals(org, stages, 1)[0]
     wf = org.workflows.get()
     t0 = time.perf_counter()
-    with connection.cursor() as c:
-        c.execute("""INSERT INTO automation_automationevent
-                     (organization_id, kind, entity_type, entity_id, payload, depth, created_at, processed_at)
-                     SELECT %s, 'deal_stage_change', 'deal', %s, '{}', 0, now(), now()
-                     FROM generate_series(1, %s) g""", [org.pk, deal.pk, parked])
-        c.execute("""INSERT INTO workflow_runs (organization_id, workflow_id, version_id, event_id, trigger_type,
-                     trigger_entity_type, trigger_entity_id, status, metadata, error, history_suppressed, attempts,
-                     lease_owner, started_at, wake_at)
-                     SELECT e.organization_id, %s, %s, e.id, e.kind, 'deal', e.entity_id, 'waiting', '{}', '',
-                     false, 0, '', now(), now() + interval '365 days'
-                     FROM automation_automationevent e WHERE e.organization_id = %s""",
-                  [wf.pk, wf.current_version_id, org.pk])
-        c.execute("ANALYZE workflow_runs")
+    insert_runs(org, deal, wf, parked, status="waiting", finished=False)
     print(f"\n(f) waits: {parked:,} runs waiting (inserted in {time.perf_counter() - t0:.1f} s)")
     for label, due in (("nothing due", 0), (f"{WAKE_BATCH} due", WAKE_BATCH)):
         times, counts = [], []
