@@ -32,7 +32,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from crm_automation.automation import context, control, enrollment, leases
-from crm_automation.automation.actions import REGISTRY, ActionFailed, ExecutionContext
+from crm_automation.automation.actions import REGISTRY, ActionFailed, ExecutionContext, effect_key
 from crm_automation.automation.history import FINISHED_STEPS, Segment
 from crm_automation.automation.models import (
     RunStatus,
@@ -187,6 +187,7 @@ def _apply_one(action, state, ctx, prepared):
 
 def _step_all(states: list[RunState], segment: Segment) -> None:
     """Advance every runnable state by one step; repeat until all wait or are done."""
+    now = timezone.now()  # one clock per pass: runs that wait alike wake alike (one UPDATE parks them)
     while True:
         groups: dict[str, list] = {}
         moved = False
@@ -212,12 +213,12 @@ def _step_all(states: list[RunState], segment: Segment) -> None:
             if state.halted:
                 action = REGISTRY.get(state.steps[position]["type"])
                 if action is not None:  # a step begun before may have made something: settle it
-                    action.cancel(_context(state, position).key, state.halted)
+                    action.cancel(effect_key(state.run.pk, position), state.halted)
                 segment.record(state, position, StepStatus.SKIPPED, error=state.halted)
                 state.position += 1
                 continue
             if control.is_control(state.steps[position]["type"]):
-                _control_step(state, position, previous, segment)
+                _control_step(state, position, previous, segment, now)
                 continue
             groups.setdefault(state.steps[position]["type"], []).append(state)
         if not moved:
@@ -239,9 +240,9 @@ def _read_back(state: RunState, position: int, previous: WorkflowRunAction, segm
     _advance(state, previous.status != StepStatus.FAILED)
 
 
-def _control_step(state: RunState, position: int, previous, segment: Segment) -> None:
+def _control_step(state: RunState, position: int, previous, segment: Segment, now: datetime) -> None:
     """Run a wait or a gate for one run (no side effect: nothing to batch or to key)."""
-    step, now = state.steps[position], timezone.now()
+    step = state.steps[position]
     config = step.get("config") or {}
     if step["type"] == control.CONDITION:
         outcome = control.gate(config, state.run.trigger_type, state.template_context)
@@ -350,11 +351,14 @@ def final_status(outcomes: list[str], stop_on_error: bool) -> str:
 def _park(states: list[RunState], token: str) -> None:
     """Runs a wait step stopped: `waiting` until their wake-up time, holding no lease; their
     crash counter starts again when they wake (attempts count running work only)."""
+    by_wake: dict[datetime, list[int]] = {}
     for state in states:
         if state.wait_until is not None and not state.finished:
             state.finished = True
-            WorkflowRun.objects.filter(pk=state.run.pk, status=RunStatus.STARTED, lease_owner=token).update(
-                status=RunStatus.WAITING, wake_at=state.wait_until, lease_until=None, lease_owner="", attempts=0)
+            by_wake.setdefault(state.wait_until, []).append(state.run.pk)
+    for wake, run_ids in by_wake.items():
+        WorkflowRun.objects.filter(pk__in=run_ids, status=RunStatus.STARTED, lease_owner=token).update(
+            status=RunStatus.WAITING, wake_at=wake, lease_until=None, lease_owner="", attempts=0)
 
 
 def _finish(states: list[RunState], token: str) -> dict[int, str]:
@@ -365,7 +369,7 @@ def _finish(states: list[RunState], token: str) -> dict[int, str]:
     ids = set(WorkflowRun.objects.select_for_update().filter(
         pk__in=[s.run.pk for s in done], status=RunStatus.STARTED, lease_owner=token).values_list("pk", flat=True))
     now = timezone.now()
-    finished, counters, suppressed, by_status, errors = {}, {}, [], {}, {}
+    finished, counters, suppressed, by_outcome = {}, {}, [], {}
     for state in done:
         state.finished = True
         if state.run.pk not in ids:
@@ -374,18 +378,19 @@ def _finish(states: list[RunState], token: str) -> dict[int, str]:
         run.status = final_status(state.outcomes, state.stop_on_error)
         run.finished_at, run.lease_until = now, None
         finished[run.pk] = run.status
-        by_status.setdefault(run.status, []).append(run.pk)
         if run.status != RunStatus.COMPLETED:
             run.error = (state.failure or state.halted)[:4000]
-            errors[run.pk] = run.error
+        # An outage fails many runs with the same words: one UPDATE per (status, error).
+        by_outcome.setdefault((run.status, run.error if run.status != RunStatus.COMPLETED else ""), []).append(run.pk)
         total, ok = counters.get(run.workflow_id, (0, 0))
         counters[run.workflow_id] = (total + 1, ok + (run.status == RunStatus.COMPLETED))
         if run.history_suppressed:
             suppressed.append(run.pk)
-    for status, run_ids in by_status.items():
-        WorkflowRun.objects.filter(pk__in=run_ids).update(status=status, finished_at=now, lease_until=None)
-    for run_id, error in errors.items():
-        WorkflowRun.objects.filter(pk=run_id).update(error=error)
+    for (status, error), run_ids in by_outcome.items():
+        values = {"status": status, "finished_at": now, "lease_until": None}
+        if error:
+            values["error"] = error
+        WorkflowRun.objects.filter(pk__in=run_ids).update(**values)
     for workflow_id, (total, ok) in sorted(counters.items()):  # one lock order: no deadlocks
         Workflow.objects.filter(pk=workflow_id).update(
             run_count=F("run_count") + total, success_count=F("success_count") + ok,

@@ -14,7 +14,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from crm_automation.automation import enrollment
-from crm_automation.automation.actions import REGISTRY
+from crm_automation.automation.actions import REGISTRY, effect_key
 from crm_automation.automation.models import (
     Enrollment,
     RunStatus,
@@ -68,7 +68,7 @@ def run_cancel(*, run_id: int, by) -> WorkflowRun:
             continue
         action = REGISTRY.get(step["type"])
         if action is not None:
-            action.cancel(f"run:{run.pk}:step:{position}", reason)
+            action.cancel(effect_key(run.pk, position), reason)
         WorkflowRunAction.objects.update_or_create(run=run, position=position, defaults={
             "action_type": step["type"], "status": StepStatus.SKIPPED, "error": f"skipped: the run was {reason}",
             "finished_at": now})
@@ -100,9 +100,8 @@ def run_retry(*, run_id: int, by) -> WorkflowRun:
     rows = list(run.actions.filter(Q(status=StepStatus.FAILED) | Q(status=StepStatus.SKIPPED)))
     redo = [r for r in rows if not (r.result or {}).get("off_path")]
     for row in redo:
-        key = f"run:{run.pk}:step:{row.position}"
         if row.action_type == "send_email":
-            email = EmailMessage.objects.filter(automation_key=key).first()
+            email = EmailMessage.objects.filter(automation_key=effect_key(run.pk, row.position)).first()
             if email is not None and email.status == EmailMessage.Status.UNKNOWN:
                 raise ValidationError(f"Run #{run.pk}: the email of step {row.position + 1} may already have "
                                       "reached its recipient (outcome unknown), so the run is not retried. "

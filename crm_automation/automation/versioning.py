@@ -18,6 +18,14 @@ from crm_automation.automation.services import (
 from crm_automation.crm.models import Organization
 
 
+def _create_from(definition: dict, *, organization: Organization, by, name: str, description: str,
+                 key: str = "") -> Workflow:
+    """A new draft holding `definition` (through the one write path)."""
+    fields = {name_: definition[name_] for name_ in DEFINITION_FIELDS if name_ in definition}
+    return workflow_create(organization=organization, by=by, name=name, key=key, description=description,
+                           actions=definition.get("actions") or [], **fields)
+
+
 def workflow_document(workflow: Workflow, version: WorkflowVersion | None = None) -> dict:
     """The workflow (as saved now, or as `version` was) in the seed-001 format."""
     definition = version.definition if version is not None else definition_of(workflow)
@@ -50,12 +58,8 @@ def workflow_import_yaml(*, organization: Organization, by, text: str) -> tuple[
     draft stays. Returns the workflow and notes for the person."""
     parsed = parse_yaml(text, organization.pk)
     document, definition = parsed["document"], parsed["definition"]
-    workflow = workflow_create(
-        organization=organization, by=by, name=document["name"].strip(), key=document["id"],
-        description=str(document.get("description") or ""), trigger_type=definition["trigger_type"],
-        trigger_config=definition["trigger_config"], conditions=definition["conditions"],
-        error_handling=definition["error_handling"], reenrollment=definition["reenrollment"],
-        timeout_seconds=definition["timeout_seconds"], actions=definition["actions"])
+    workflow = _create_from(definition, organization=organization, by=by, name=document["name"].strip(),
+                            key=document["id"], description=str(document.get("description") or ""))
     notes = []
     if workflow.key != document["id"]:
         notes.append(f"the id “{document['id']}” is taken in this organization, so this one is “{workflow.key}”")
@@ -101,10 +105,5 @@ def workflow_rollback(*, workflow_id: int, by, number: int) -> Workflow:
 def workflow_clone(*, workflow_id: int, by, name: str | None = None) -> Workflow:
     """A new draft with the workflow's current definition, a new name and a new id."""
     source = Workflow.objects.get(pk=workflow_id)
-    definition = definition_of(source)
-    return workflow_create(
-        organization=source.organization, by=by, name=name or f"Copy of {source.name}"[:200],
-        description=source.description, trigger_type=definition["trigger_type"],
-        trigger_config=definition["trigger_config"], conditions=definition["conditions"],
-        error_handling=definition["error_handling"], reenrollment=definition["reenrollment"],
-        timeout_seconds=definition["timeout_seconds"], actions=definition["actions"])
+    return _create_from(definition_of(source), organization=source.organization, by=by,
+                        name=name or f"Copy of {source.name}"[:200], description=source.description)

@@ -33,19 +33,16 @@ class Watch:
         self.last_run: int | None = None
 
     def work_is_stuck(self) -> bool:
-        from crm_automation.automation.leases import lease_length
         from crm_automation.automation.models import RunStatus, WorkflowRun
-        from crm_automation.automation.tasks import forgotten_events
+        from crm_automation.automation.tasks import abandoned_runs, forgotten_events
 
         now = timezone.now()
-        runs = WorkflowRun.objects.filter(status=RunStatus.STARTED)
-        if runs.filter(lease_until__lt=now).exists():
-            return True
+        if WorkflowRun.objects.filter(status=RunStatus.STARTED, lease_until__lt=now).exists():
+            return True  # a worker died
         if WorkflowRun.objects.filter(status=RunStatus.WAITING, wake_at__lte=now).exists():
             return True  # a wait is over
         event = forgotten_events().order_by("pk").values_list("pk", flat=True).first()
-        run = (runs.filter(lease_until__isnull=True, started_at__lt=now - lease_length())
-               .order_by("pk").values_list("pk", flat=True).first())
+        run = abandoned_runs().filter(lease_until__isnull=True).order_by("pk").values_list("pk", flat=True).first()
         stuck = (event is not None and event == self.last_event) or (run is not None and run == self.last_run)
         self.last_event, self.last_run = event, run
         return stuck

@@ -4,7 +4,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from crm_automation.crm.admin_scoping import OrgScopedAdmin
+from crm_automation.crm.admin_scoping import OrgScopedAdmin, OwnRowsFilter
 from crm_automation.crm.email_delivery import email_resend
 from crm_automation.crm.models import (
     Contact,
@@ -20,22 +20,18 @@ from crm_automation.crm.selectors import user_has_role
 from crm_automation.crm.services import leads_convert_bulk
 
 
-class StageFilter(admin.SimpleListFilter):
-    """The person's own stages, in pipeline order (never other tenants' stage names)."""
+class StageFilter(OwnRowsFilter):
+    """The person's own stages, in pipeline order."""
 
-    title = "stage"
-    parameter_name = "stage"
+    title = parameter_name = "stage"
+    model, field, ordering, limit = Stage, "stage_id", ("organization__name", "order"), None
 
-    def lookups(self, request, model_admin):
-        stages = Stage.objects.select_related("organization").order_by("organization__name", "order")
-        org_ids = model_admin.visible_org_ids(request)
-        if not request.user.is_superuser:
-            stages = stages.filter(organization_id__in=org_ids)
-        several = request.user.is_superuser or len(org_ids) > 1
-        return [(str(s.pk), f"{s.name} ({s.organization.name})" if several else s.name) for s in stages]
+    def own_rows(self, request, model_admin):
+        rows, several = super().own_rows(request, model_admin)
+        return rows.select_related("organization"), several
 
-    def queryset(self, request, queryset):
-        return queryset.filter(stage_id=self.value()) if self.value() else queryset
+    def label(self, row, several_orgs: bool) -> str:
+        return f"{row.name} ({row.organization.name})" if several_orgs else row.name
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):

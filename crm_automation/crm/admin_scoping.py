@@ -19,20 +19,38 @@ def is_org_scoped(model) -> bool:
     return any(f.name == "organization" and f.is_relation for f in model._meta.fields)
 
 
-class OrganizationFilter(admin.SimpleListFilter):
-    """Lists only the organizations the person belongs to (never other tenants' names)."""
+class OwnRowsFilter(admin.SimpleListFilter):
+    """A list filter over a related model that offers only rows of the person's own
+    organizations (never other tenants' names). Subclasses say which model, which field of the
+    listed rows it filters, and how a choice reads."""
 
-    title = "organization"
-    parameter_name = "organization"
+    model = Organization
+    field = "organization_id"  # on the listed rows
+    scope = "organization_id"  # on `model`: the path to its organization
+    ordering: tuple[str, ...] = ("name",)
+    limit = 200
+
+    def label(self, row, several_orgs: bool) -> str:
+        return str(row)
+
+    def own_rows(self, request, model_admin):
+        rows = self.model._default_manager.order_by(*self.ordering)
+        org_ids = model_admin.visible_org_ids(request)
+        if not request.user.is_superuser:
+            rows = rows.filter(**{f"{self.scope}__in": org_ids})
+        return rows[:self.limit], request.user.is_superuser or len(org_ids) > 1
 
     def lookups(self, request, model_admin):
-        orgs = Organization.objects.order_by("name")
-        if not request.user.is_superuser:
-            orgs = orgs.filter(pk__in=model_admin.visible_org_ids(request))
-        return [(str(o.pk), o.name) for o in orgs]
+        rows, several = self.own_rows(request, model_admin)
+        return [(str(row.pk), self.label(row, several)) for row in rows]
 
     def queryset(self, request, queryset):
-        return queryset.filter(organization_id=self.value()) if self.value() else queryset
+        return queryset.filter(**{self.field: self.value()}) if self.value() else queryset
+
+
+class OrganizationFilter(OwnRowsFilter):
+    title = parameter_name = "organization"
+    scope = "pk"
 
 
 class CappedCountPaginator(Paginator):

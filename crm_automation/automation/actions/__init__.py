@@ -1,11 +1,11 @@
 """Workflow actions. Each one validates its config when saved and executes idempotently:
 its side effect is keyed by (run, step), so a redelivered run never repeats it."""
 
-from crm_automation.automation.actions.base import Action, ActionFailed, ExecutionContext
+from crm_automation.automation.actions.base import Action, ActionFailed, ExecutionContext, effect_key
 from crm_automation.automation.actions.create_task import CreateTask
 from crm_automation.automation.actions.send_email import SendEmail
 from crm_automation.automation.actions.update_field import UpdateField
 
 REGISTRY: dict[str, Action] = {a.type: a for a in (SendEmail(), UpdateField(), CreateTask())}
 
-__all__ = ["REGISTRY", "Action", "ActionFailed", "ExecutionContext"]
+__all__ = ["REGISTRY", "Action", "ActionFailed", "ExecutionContext", "effect_key"]

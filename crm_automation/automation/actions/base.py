@@ -11,6 +11,11 @@ from crm_automation.automation.templating import (
 )
 
 
+def effect_key(run_id: int, position: int) -> str:
+    """The unique key of a step's side effect: a redelivered run finds it instead of repeating it."""
+    return f"run:{run_id}:step:{position}"
+
+
 class ActionFailed(Exception):
     """An action could not do its work; the message is shown to the ops user."""
 
@@ -38,7 +43,7 @@ class ExecutionContext:
 
     @property
     def key(self) -> str:
-        return f"run:{self.run_id}:step:{self.position}"
+        return effect_key(self.run_id, self.position)
 
     def render(self, name: str, template: str, *, strict: bool = False) -> str:
         """Render a config value. With `strict`, a placeholder that is not a known value fails

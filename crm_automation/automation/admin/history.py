@@ -17,7 +17,7 @@ from crm_automation.automation.models import (
     WorkflowRunAction,
 )
 from crm_automation.automation.run_controls import run_cancel, run_retry, run_wake_now
-from crm_automation.crm.admin_scoping import ReadOnlyInline, ReadOnlyOrgScopedAdmin
+from crm_automation.crm.admin_scoping import OwnRowsFilter, ReadOnlyInline, ReadOnlyOrgScopedAdmin
 
 ENTITY_ADMIN = {"deal": "admin:crm_deal_change", "lead": "admin:crm_lead_change"}
 
@@ -38,20 +38,11 @@ class RunActionInline(ReadOnlyInline):
     readonly_fields = fields
 
 
-class WorkflowFilter(admin.SimpleListFilter):
-    """The person's own workflows (never other tenants' names)."""
+class WorkflowFilter(OwnRowsFilter):
+    """The person's own workflows."""
 
-    title = "workflow"
-    parameter_name = "workflow"
-
-    def lookups(self, request, model_admin):
-        workflows = Workflow.objects.order_by("name")
-        if not request.user.is_superuser:
-            workflows = workflows.filter(organization_id__in=model_admin.visible_org_ids(request))
-        return [(str(w.pk), w.name) for w in workflows[:200]]
-
-    def queryset(self, request, queryset):
-        return queryset.filter(workflow_id=self.value()) if self.value() else queryset
+    title = parameter_name = "workflow"
+    model, field = Workflow, "workflow_id"
 
 
 class StartedFilter(admin.SimpleListFilter):
