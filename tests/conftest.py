@@ -109,3 +109,19 @@ def make_workflow(org, *, activate=True, trigger_type="deal_stage_change", trigg
 
 def drain() -> int:
     return drain_events(fan_out=False)
+
+
+def time_passes(**runs) -> None:
+    """The waits of waiting runs (all, or those matching `runs`) are over: as if their time came."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from crm_automation.automation.models import WorkflowRun, WorkflowRunAction
+
+    past = timezone.now() - timedelta(seconds=1)
+    waiting = WorkflowRun.objects.filter(status="waiting", **runs)
+    for step in WorkflowRunAction.objects.filter(run__in=waiting, status="waiting"):
+        step.result = {**step.result, "wake_at": past.isoformat()}
+        step.save(update_fields=["result"])
+    waiting.update(wake_at=past)

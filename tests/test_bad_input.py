@@ -54,12 +54,12 @@ def test_a_nul_character_in_an_action_config_is_refused(client, org, owner):
 
 def test_more_than_25_actions_are_refused_in_the_admin(client, org, owner):
     client.force_login(owner)
-    actions = {"actions-TOTAL_FORMS": 26}
-    for i in range(26):
+    actions = {"actions-TOTAL_FORMS": 51}
+    for i in range(51):
         actions.update({f"actions-{i}-position": i, f"actions-{i}-action_type": "create_task",
                         f"actions-{i}-config": json.dumps({"title": f"Task {i}"})})
     status, page = post_workflow(client, **actions)
-    assert status == 200 and "at most 25 actions" in page and not Workflow.objects.exists()
+    assert status == 200 and "at most 50 actions" in page and not Workflow.objects.exists()
 
 
 @pytest.mark.parametrize("config", [[], None, "title"])

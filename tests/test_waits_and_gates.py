@@ -11,7 +11,7 @@ from crm_automation.automation.tasks import sweep, wake_due_runs
 from crm_automation.automation.watchdog import Watch
 from crm_automation.crm.models import Deal, EmailMessage, Task
 from crm_automation.crm.services import deal_move_to_stage
-from tests.conftest import drain, make_workflow, stage
+from tests.conftest import drain, make_workflow, stage, time_passes
 
 FOLLOW_UP = [
     {"type": "wait", "config": {"delayAmount": 24, "delayUnit": "hours"}},
@@ -27,10 +27,6 @@ def proposal_sent(org, deal, actions=FOLLOW_UP):
     deal_move_to_stage(deal=Deal.objects.get(pk=deal.pk), stage=stage(org, "proposal"))
     drain()
     return WorkflowRun.objects.get()
-
-
-def time_passes():
-    WorkflowRun.objects.filter(status="waiting").update(wake_at=timezone.now() - timedelta(seconds=1))
 
 
 def test_a_wait_parks_the_run_without_a_lease(org, deal):
@@ -61,8 +57,9 @@ def test_a_false_gate_ends_the_run_as_completed_and_says_why(org, deal):
     sweep(fan_out=False)
     run.refresh_from_db()
     assert run.status == "completed" and not Task.objects.exists()
-    skipped = run.actions.get(position=2)
-    assert skipped.status == "skipped" and skipped.error.startswith("not on the path: condition “deal.stage")
+    gate = run.actions.get(node_id="condition")
+    assert gate.result["passed"] is False and gate.result["explanation"].startswith("condition “deal.stage")
+    assert not run.actions.filter(node_id="create-task").exists()  # not on the path taken
     assert run.workflow.success_count == 1
 
 

@@ -5,6 +5,9 @@ else resolves to nothing (invariant 9).
 """
 
 import difflib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from crm_automation.crm.changes import DEAL_CREATED, DEAL_STAGE_CHANGE, LEAD_CONVERTED, LEAD_CREATED
 
@@ -54,9 +57,44 @@ _LEAD_FIELDS = {
 }
 
 
+OPEN = "object"  # a value whose sub-fields are not known in advance (a loop's current item)
+# What a node may read besides the trigger's fields (loop variables inside a loop body). Set
+# by the graph validator around each node's checks, so every action's and condition's
+# validator sees it without each of them taking the node's place as an argument.
+_node_fields: ContextVar[dict[str, str] | None] = ContextVar("node_fields", default=None)
+
+
+@contextmanager
+def node_scope(fields: dict[str, str]) -> Iterator[None]:
+    token = _node_fields.set(fields)
+    try:
+        yield
+    finally:
+        _node_fields.reset(token)
+
+
+class Fields(dict):
+    """Paths and their types; a sub-path of an OPEN value (loop.current.first_name) is known as text."""
+
+    def _open(self, path) -> bool:
+        return isinstance(path, str) and any(
+            kind == OPEN and path.startswith(f"{name}.") for name, kind in self.items())
+
+    def __contains__(self, path) -> bool:
+        return dict.__contains__(self, path) or self._open(path)
+
+    def __getitem__(self, path):
+        return dict.__getitem__(self, path) if dict.__contains__(self, path) else "str" if self._open(path) else \
+            dict.__getitem__(self, path)
+
+    def get(self, path, default=None):
+        return self[path] if path in self else default  # noqa: SIM401 (dict.get would skip open paths)
+
+
 def fields_for(trigger_type: str) -> dict[str, str]:
     """The paths a workflow on this trigger may read, with their types."""
-    fields = dict(_TRIGGER_FIELDS)
+    fields = Fields(_TRIGGER_FIELDS)
+    fields.update(_node_fields.get() or {})
     if TRIGGER_ENTITY.get(trigger_type) == "deal":
         fields.update(_DEAL_FIELDS)
     elif trigger_type == LEAD_CONVERTED:

@@ -18,12 +18,14 @@ from datetime import date, datetime, time, timedelta
 
 from django.utils import timezone
 
-from crm_automation.automation import catalog, conditions
+from crm_automation.automation import catalog, conditions, graph
 from crm_automation.automation.actions.base import ActionFailed, describe_missing
-from crm_automation.automation.templating import missing_link, resolve, template_paths
+from crm_automation.automation.templating import lookup, missing_link, resolve, template_paths
 
-WAIT, CONDITION = "wait", "condition"
-LABELS = {WAIT: "Wait", CONDITION: "Continue only if"}
+WAIT, CONDITION, PARALLEL, MERGE, LOOP = "wait", "condition", "parallel", "merge", "loop"
+LABELS = {WAIT: "Wait", CONDITION: "Continue only if", PARALLEL: "Parallel", MERGE: "Merge", LOOP: "Loop"}
+MERGE_STRATEGIES = ("wait-all", "first")
+DEFAULT_ITERATIONS = 100
 UNITS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
 MAX_WAIT = timedelta(days=366)
 
@@ -38,9 +40,21 @@ def _whole(value) -> bool:
 
 def validate(step_type: str, config, *, trigger_type: str, organization_id: int) -> list[tuple[str, str]]:
     if not isinstance(config, dict):
-        example = ('{"delayAmount": 24, "delayUnit": "hours"}' if step_type == WAIT
-                   else '{"rules": [{"field": "deal.stage", "operator": "eq", "value": "proposal"}]}')
+        example = {WAIT: '{"delayAmount": 24, "delayUnit": "hours"}', MERGE: '{"strategy": "wait-all"}',
+                   LOOP: '{"loopMode": "count", "count": 3}', PARALLEL: "{}"}.get(
+            step_type, '{"rules": [{"field": "deal.stage", "operator": "eq", "value": "proposal"}]}')
         return [("config", f"must be an object, e.g. {example}")]
+    if step_type == PARALLEL:
+        return [(f"config.{k}", "unknown setting; a parallel node takes none (its branches are its edges)")
+                for k in sorted(config)]
+    if step_type == MERGE:
+        errors = [(f"config.{k}", "unknown setting; a merge takes strategy")
+                  for k in sorted(set(config) - {"strategy"})]
+        if config.get("strategy", "wait-all") not in MERGE_STRATEGIES:
+            errors.append(("config.strategy", f"must be one of {', '.join(MERGE_STRATEGIES)}"))
+        return errors
+    if step_type == LOOP:
+        return _validate_loop(config, trigger_type)
     if step_type == CONDITION:
         if not config.get("rules"):
             return [("config.rules", "a “continue only if” step needs at least one rule")]
@@ -73,6 +87,52 @@ def _validate_wait(config: dict, trigger_type: str) -> list[tuple[str, str]]:
     if not errors and timedelta(seconds=amount * UNITS[unit]) > MAX_WAIT:
         errors.append(("config.delayAmount", "a wait is at most 366 days"))
     return errors
+
+
+def _validate_loop(config: dict, trigger_type: str) -> list[tuple[str, str]]:
+    allowed = {"loopMode", "items", "count", "maxIterations"}
+    errors = [(f"config.{k}", f"unknown setting; a loop takes {', '.join(sorted(allowed))}")
+              for k in sorted(set(config) - allowed)]
+    mode = config.get("loopMode", "for-each" if "items" in config else "count")
+    cap = config.get("maxIterations", DEFAULT_ITERATIONS)
+    if not _whole(cap) or not 1 <= cap <= graph.MAX_ITERATIONS:
+        errors.append(("config.maxIterations", f"must be a whole number from 1 to {graph.MAX_ITERATIONS}"))
+    if mode == "count":
+        count = config.get("count")
+        if not _whole(count) or not 0 <= count <= graph.MAX_ITERATIONS:
+            errors.append(("config.count", f"must be a whole number from 0 to {graph.MAX_ITERATIONS}"))
+    elif mode == "for-each":
+        items = config.get("items")
+        if isinstance(items, str):
+            paths = template_paths(items) if len(items) <= 200 else []
+            if len(paths) != 1 or items.strip() != f"{{{{{paths[0]}}}}}":
+                errors.append(("config.items", "must be one value in braces, e.g. {{Find Deals.rows}}, or a list"))
+            elif paths[0] not in catalog.fields_for(trigger_type):
+                errors.append(("config.items", f"{{{{{paths[0]}}}}} is not a value this node can read"))
+        elif not isinstance(items, list):
+            errors.append(("config.items", "is required: a list, or one value in braces that is a list"))
+    else:
+        errors.append(("config.loopMode", "must be for-each or count"))
+    return errors
+
+
+def loop_items(config: dict, context: dict) -> list:
+    """The items a loop goes over, capped at maxIterations; ActionFailed if they are not a list."""
+    cap = config.get("maxIterations", DEFAULT_ITERATIONS)
+    if config.get("loopMode", "for-each" if "items" in config else "count") == "count":
+        return list(range(min(config.get("count", 0), cap)))
+    items = config.get("items")
+    if isinstance(items, str):
+        path = template_paths(items)[0]
+        value = lookup(context, path)
+        if value is None:
+            missing = missing_link(context, path)
+            raise ActionFailed(f"{describe_missing(missing) if missing else f'{path} is empty'}, so there is "
+                               "nothing to loop over")
+        if not isinstance(value, list | tuple):
+            raise ActionFailed(f"{{{{{path}}}}} is not a list, so there is nothing to loop over")
+        items = list(value)
+    return items[:cap]
 
 
 def label(step_type: str, config: dict) -> str:

@@ -4,23 +4,33 @@ import math
 
 from django.core.exceptions import ValidationError
 
-from crm_automation.automation import catalog, conditions, control
+from crm_automation.automation import catalog, conditions, control, graph
 from crm_automation.automation.actions import REGISTRY
 from crm_automation.automation.models import Workflow
 from crm_automation.crm.selectors import shown, stage_slugs
 
-MAX_ACTIONS = 25
+MAX_ACTIONS = 50
 MAX_TEXT = 20_000
 MAX_DEPTH = 8
 DEFINITION_FIELDS = ("trigger_type", "trigger_config", "conditions", "error_handling", "reenrollment",
-                     "timeout_seconds")
+                     "timeout_seconds", "graph")
+LOOP_FIELDS = {"loop.index": "number", "loop.current": catalog.OPEN}
+
+
+def action_dict(action) -> dict:
+    """A saved node as definition data; the label only when set (older versions have none)."""
+    data = {"id": action.node_id, "type": action.action_type, "config": action.config}
+    if action.label:
+        data["label"] = action.label
+    return data
 
 
 def definition_of(workflow: Workflow, actions=None) -> dict:
-    """The versioned part of a workflow. `actions` defaults to the saved ones, in order."""
+    """The versioned part of a workflow. `actions` defaults to the saved ones, in order; the
+    graph part (trigger node, edges) only when the workflow is not a plain chain."""
     if actions is None:
-        actions = [{"id": a.node_id, "type": a.action_type, "config": a.config} for a in workflow.actions.all()]
-    return {
+        actions = [action_dict(a) for a in workflow.actions.all()]
+    definition = {
         "trigger_type": workflow.trigger_type,
         "trigger_config": workflow.trigger_config or {},
         "conditions": workflow.conditions or {},
@@ -29,6 +39,9 @@ def definition_of(workflow: Workflow, actions=None) -> dict:
         "timeout_seconds": workflow.timeout_seconds,
         "actions": actions,
     }
+    if workflow.graph:
+        definition["graph"] = workflow.graph
+    return definition
 
 
 def plain_data_errors(value, where: str, depth: int = 0) -> list[tuple[str, str]]:
@@ -114,13 +127,19 @@ def validate_definition(definition: dict, organization_id: int) -> list[tuple[st
         return [*errors, ("actions", "must be a list")]
     if len(actions) > MAX_ACTIONS:
         errors.append(("actions", f"at most {MAX_ACTIONS} actions ({len(actions)} given)"))
+    shape = graph.problems(definition) if all(isinstance(a, dict) for a in actions) else []
+    loops = graph.build(definition).loop_of if not shape else {}
     for i, item in enumerate(actions):
         if not isinstance(item, dict):
             errors.append((f"actions[{i}]", "must be an object with type and config"))
             continue
-        errors += validate_action(item.get("type"), item.get("config"), trigger_type=trigger_type,
-                                  organization_id=organization_id, where=f"actions[{i}].")
-    return errors
+        if item.get("label") is not None and not (isinstance(item["label"], str) and len(item["label"]) <= 200):
+            errors.append((f"actions[{i}].label", "must be text of at most 200 characters"))
+        # Inside a loop's body a node may read the loop's variables.
+        with catalog.node_scope(LOOP_FIELDS if graph.node_id_at(item, i) in loops else {}):
+            errors += validate_action(item.get("type"), item.get("config"), trigger_type=trigger_type,
+                                      organization_id=organization_id, where=f"actions[{i}].")
+    return errors + shape
 
 
 def raise_if_invalid(errors: list[tuple[str, str]]) -> None:

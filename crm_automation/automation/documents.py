@@ -23,7 +23,7 @@ import re
 
 import yaml
 
-from crm_automation.automation import catalog, control
+from crm_automation.automation import catalog, control, graph
 
 TRIGGER_ID = "trigger"
 TOOLS = {"send_email": "crm/send_email", "create_task": "crm/create_task", "update_field": "crm/update_record"}
@@ -34,8 +34,8 @@ STATUS_OUT = {"draft": "draft", "activated": "production", "paused": "paused", "
 STATUS_IN = {"draft": "draft", "production": "activated", "paused": "paused", "archive": "archived"}
 # Seed-001 node types this version does not run yet: accepted by the format, refused on import
 # with a message saying so.
-LATER = {"schedule", "manual", "agent", "router", "function", "loop", "parallel", "merge",
-         "sub-workflow", "user-input", "desktop-notification", "response"}
+LATER = {"schedule", "manual", "agent", "router", "function", "sub-workflow", "user-input",
+         "desktop-notification", "response"}
 TRUE_HANDLE, FALSE_HANDLE = "condition-true", "condition-false"
 NODE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
@@ -107,33 +107,41 @@ def _unique(label: str, used: set[str]) -> str:
     return candidate
 
 
+def _subtype(action_type: str) -> str:
+    return action_type if control.is_control(action_type) else "tool-call"
+
+
+def _auto_label(action: dict) -> str:
+    if control.is_control(action.get("type")):
+        return control.label(action["type"], action.get("config"))
+    return _action_label(action)
+
+
 def document_of(*, key: str, name: str, definition: dict, description: str = "", status: str | None = None) -> dict:
-    """A workflow definition (trigger, conditions, ordered actions) as a seed-001 chain."""
+    """A workflow definition (trigger, conditions, nodes, edges) as a seed-001 document."""
     trigger_config = definition.get("trigger_config") or {}
     config = {"event": definition.get("trigger_type")}
     config.update({k: v for k, v in trigger_config.items() if v not in (None, "")})
     if (definition.get("conditions") or {}).get("rules"):
         config["conditions"] = definition["conditions"]
-    used = {TRIGGER_ID}
-    nodes = [{"id": TRIGGER_ID, "type": "workflow", "data": {
-        "subtype": "chat-app", "label": _unique(_trigger_label(config["event"], trigger_config), used),
+    actions = with_node_ids(list(definition.get("actions") or []))
+    trigger = (definition.get("graph") or {}).get("trigger") or {}
+    used = {TRIGGER_ID, *(str(a["label"]).casefold() for a in actions if a.get("label"))}
+    if trigger.get("label"):
+        used.add(trigger["label"].casefold())
+    nodes = [{"id": graph.trigger_id(definition), "type": "workflow", "data": {
+        "subtype": "chat-app", "label": trigger.get("label") or _unique(_trigger_label(config["event"], trigger_config),
+                                                                        used),
         "config": config}}]
-    for action in with_node_ids(list(definition.get("actions") or [])):
-        if control.is_control(action.get("type")):
-            nodes.append({"id": action["id"], "type": "workflow", "data": {
-                "subtype": action["type"], "label": _unique(control.label(action["type"], action.get("config")), used),
-                "config": action.get("config") or {}}})
-            continue
+    for action in actions:
+        node_config = action.get("config") or {}
+        if not control.is_control(action.get("type")):
+            node_config = {"toolName": TOOLS.get(action.get("type"), action.get("type")), "defaults": node_config}
         nodes.append({"id": action["id"], "type": "workflow", "data": {
-            "subtype": "tool-call", "label": _unique(_action_label(action), used),
-            "config": {"toolName": TOOLS.get(action.get("type"), action.get("type")),
-                       "defaults": action.get("config") or {}}}})
-    edges = []
-    for a, b in zip(nodes, nodes[1:], strict=False):
-        edge = {"source": a["id"], "target": b["id"]}
-        if a["data"]["subtype"] == control.CONDITION:
-            edge["sourceHandle"] = TRUE_HANDLE  # the false side ends the run: no edge
-        edges.append(edge)
+            "subtype": _subtype(action.get("type")), "label": action.get("label") or _unique(_auto_label(action), used),
+            "config": node_config}})
+    edges = [{k: edge[k] for k in ("source", "target", "sourceHandle") if edge.get(k)}
+             for edge in graph.edges_of({**definition, "actions": actions})]
     document = {"id": key, "name": name}
     if status:
         document["_status"] = STATUS_OUT.get(status, status)
@@ -254,52 +262,23 @@ def _check_nodes(nodes: list) -> tuple[list[tuple[str, str]], dict[str, dict]]:
     return errors, by_id
 
 
-def _chain(document: dict, by_id: dict[str, dict]) -> tuple[list[tuple[str, str]], list[str]]:
-    """Check the edges and return the node ids in execution order (a chain from the trigger)."""
-    errors, nxt = [], {}
-    triggers = [i for i, n in by_id.items() if n["data"].get("subtype") in ("chat-app", "schedule", "manual")]
-    if len(triggers) != 1:
-        return [("nodes", f"a workflow has exactly one trigger node (subtype chat-app); found {len(triggers)}")], []
+def _edges(document: dict) -> tuple[list[tuple[str, str]], list[dict]]:
+    errors, edges = [], []
     for i, edge in enumerate(document["edges"]):
-        place = f"edges[{i}]"
         if not isinstance(edge, dict):
-            errors.append((place, "must have source and target"))
+            errors.append((f"edges[{i}]", "must have source and target"))
             continue
-        for end in ("source", "target"):
-            if edge.get(end) not in by_id:
-                errors.append((f"{place}.{end}", f"“{edge.get(end)}” is not a node of this workflow"))
-        handle, source = edge.get("sourceHandle"), by_id.get(edge.get("source"))
-        is_gate = source is not None and source["data"].get("subtype") == control.CONDITION
-        if is_gate and handle == FALSE_HANDLE:
-            errors.append((f"{place}.sourceHandle", "steps on the false side of a condition run from the next "
-                                                    "version; for now the false side ends the run (leave it "
-                                                    "unconnected)"))
-        elif is_gate and handle != TRUE_HANDLE:
-            errors.append((f"{place}.sourceHandle", f"a condition's ways out are {TRUE_HANDLE} and {FALSE_HANDLE}"))
-        elif not is_gate and handle not in (None, ""):
-            errors.append((f"{place}.sourceHandle", f"“{handle}”: this node has one way out and takes no handle"))
-        if edge.get("source") in nxt:
-            errors.append((place, f"a second edge out of “{edge['source']}”: branching needs a condition or "
-                                  "parallel node, which this version does not run yet"))
-        elif edge.get("source") in by_id and edge.get("target") in by_id:
-            nxt[edge["source"]] = edge["target"]
-    if errors:
-        return errors, []
-    order, node_id = [], triggers[0]
-    while node_id is not None and node_id not in order:
-        order.append(node_id)
-        node_id = nxt.get(node_id)
-    if node_id is not None:
-        return [("edges", f"the edges go round in a circle at “{node_id}”")], []
-    for node_id in by_id:
-        if node_id not in order:
-            errors.append((f"nodes[{node_id}]", "cannot be reached from the trigger: connect it with an edge"))
-    return errors, order
+        unknown = sorted(set(edge) - {"source", "target", "sourceHandle"})
+        if unknown:
+            errors.append((f"edges[{i}].{unknown[0]}", "unknown key (source, target, sourceHandle)"))
+        edges.append({k: edge[k] for k in ("source", "target", "sourceHandle") if edge.get(k) not in (None, "")})
+    return errors, edges
 
 
 def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
-    """Today's definition (trigger, conditions, ordered actions with their node ids) from a
-    document, and what is wrong with it, named by place. Only chains run in this version."""
+    """The definition (trigger, conditions, nodes with their ids and labels, edges) of a
+    document, and what is wrong with its format, named by place. The graph's shape and the
+    nodes' configs are checked with the definition (definitions.validate_definition)."""
     errors = _check_shape(document)
     if errors:
         return {}, errors
@@ -311,14 +290,17 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
         if subtype in LATER:
             errors.append((f"nodes[{node_id}].data.subtype", f"“{subtype}” nodes are part of the seed-001 format "
                                                              "but do not run in this version yet"))
-        elif subtype not in ("chat-app", "tool-call", control.WAIT, control.CONDITION):
+        elif subtype not in ("chat-app", "tool-call", *control.LABELS):
             errors.append((f"nodes[{node_id}].data.subtype", f"unknown subtype “{subtype}”"))
+    triggers = [i for i, n in by_id.items() if n["data"].get("subtype") == "chat-app"]
+    if not errors and len(triggers) != 1:
+        errors.append(("nodes", f"a workflow has exactly one trigger node (subtype chat-app); found {len(triggers)}"))
+    edge_errors, edges = _edges(document)
+    errors += edge_errors
     if errors:
         return {}, errors
-    errors, order = _chain(document, by_id)
-    if errors:
-        return {}, errors
-    trigger = by_id[order[0]]["data"].get("config") or {}
+    trigger_node = by_id[triggers[0]]
+    trigger = trigger_node["data"].get("config") or {}
     settings = document.get("settings") or {}
     definition = {
         "trigger_type": trigger.get("event"),
@@ -330,24 +312,52 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
         "actions": [],
     }
     for key in sorted(set(trigger) - {"event", "from_stage", "to_stage", "conditions"}):
-        errors.append((f"nodes[{order[0]}].data.config.{key}", "unknown setting (event, from_stage, to_stage, "
-                                                               "conditions)"))
-    for node_id in order[1:]:
-        config = by_id[node_id]["data"].get("config") or {}
-        subtype = by_id[node_id]["data"].get("subtype")
-        if control.is_control(subtype):
-            definition["actions"].append({"id": node_id, "type": subtype, "config": config})
+        errors.append((f"nodes[{trigger_node['id']}].data.config.{key}", "unknown setting (event, from_stage, "
+                                                                         "to_stage, conditions)"))
+    for node_id, node in by_id.items():
+        if node is trigger_node:
             continue
-        tool = config.get("toolName")
-        if tool not in ACTIONS:
-            errors.append((f"nodes[{node_id}].data.config.toolName", f"“{tool}” is not a tool; use one of "
-                                                                     f"{', '.join(ACTIONS)}"))
-            continue
-        unknown = sorted(set(config) - {"toolName", "defaults"})
-        if unknown:
-            errors.append((f"nodes[{node_id}].data.config.{unknown[0]}", "unknown setting (toolName, defaults)"))
-        definition["actions"].append({"id": node_id, "type": ACTIONS[tool], "config": config.get("defaults") or {}})
+        config, subtype = node["data"].get("config") or {}, node["data"].get("subtype")
+        action = {"id": node_id, "type": subtype, "config": config, "label": node["data"]["label"].strip()}
+        if subtype == "tool-call":
+            tool = config.get("toolName")
+            if tool not in ACTIONS:
+                errors.append((f"nodes[{node_id}].data.config.toolName", f"“{tool}” is not a tool; use one of "
+                                                                         f"{', '.join(ACTIONS)}"))
+                continue
+            unknown = sorted(set(config) - {"toolName", "defaults"})
+            if unknown:
+                errors.append((f"nodes[{node_id}].data.config.{unknown[0]}", "unknown setting (toolName, defaults)"))
+            action.update(type=ACTIONS[tool], config=config.get("defaults") or {})
+        definition["actions"].append(action)
+    _drop_automatic_labels(definition)
+    # Only what a plain chain would not reproduce is kept: the trigger's own id and label, and
+    # the edges when they are not the chain of the nodes in order.
+    graph_part = {}
+    label = trigger_node["data"]["label"].strip()
+    if trigger_node["id"] != TRIGGER_ID or label != _trigger_label(definition["trigger_type"],
+                                                                   definition["trigger_config"]):
+        graph_part["trigger"] = {"id": trigger_node["id"], "label": label}
+    if edges != graph.chain_edges({**definition, "graph": graph_part}):
+        graph_part["edges"] = edges
+    if graph_part:
+        definition["graph"] = graph_part
     return definition, errors
+
+
+def _drop_automatic_labels(definition: dict) -> None:
+    """Labels equal to the ones export would write anyway are not stored: a workflow imported
+    from its own export has the same definition (and versions compare equal)."""
+    labelled = definition["actions"]
+    bare = [{k: v for k, v in a.items() if k != "label"} for a in labelled]
+    automatic = {n["id"]: n["data"]["label"] for n in document_of(key="x", name="x",
+                                                                 definition={**definition, "actions": bare})["nodes"]}
+    kept = [a if a.get("label") != automatic.get(a["id"]) else {k: v for k, v in a.items() if k != "label"}
+            for a in labelled]
+    again = {n["id"]: n["data"]["label"] for n in document_of(key="x", name="x",
+                                                             definition={**definition, "actions": kept})["nodes"]}
+    if all(again[a["id"]] == a["label"] for a in labelled):
+        definition["actions"] = kept
 
 
 def place_in_document(where: str, definition: dict) -> str:

@@ -23,6 +23,7 @@ that end where an external side effect must happen:
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -31,8 +32,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from crm_automation.automation import context, control, enrollment, leases
-from crm_automation.automation.actions import REGISTRY, ActionFailed, ExecutionContext, effect_key
+from crm_automation.automation import context, control, enrollment, graph, leases
+from crm_automation.automation.actions import REGISTRY, ActionFailed, ExecutionContext, effect_key, step_name
 from crm_automation.automation.history import FINISHED_STEPS, Segment
 from crm_automation.automation.models import (
     RunStatus,
@@ -46,40 +47,77 @@ from crm_automation.crm.models import Deal, Lead
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 
+Place = tuple[str, str]  # (node id, token): one step row of a run
+
 
 @dataclass
 class RunState:
+    """A run being walked. Everything here is rebuilt from the step rows on every delivery by
+    walking the graph again from the trigger: finished steps are read back, never decided again
+    (a condition's side, a loop's items and a merge are recorded on their rows)."""
+
     run: WorkflowRun
+    graph: graph.Graph
     record: object
     template_context: dict
     deadline: float
-    history: dict[int, WorkflowRunAction] = field(default_factory=dict)
-    position: int = 0
+    history: dict[Place, WorkflowRunAction] = field(default_factory=dict)
+    next_position: int = 0
+    frontier: deque = field(default_factory=deque)  # places reached, not yet handled
+    queued: set = field(default_factory=set)  # places in the frontier or handed to a group
+    seen: set = field(default_factory=set)  # places reached in this delivery: each runs once
+    waiting: dict[Place, datetime] = field(default_factory=dict)  # wait steps not over yet
+    external: dict[Place, tuple] = field(default_factory=dict)  # (ctx, result) to deliver after commit
+    merges: dict[Place, set] = field(default_factory=dict)  # merge nodes waiting: the sources arrived
+    loops: dict[Place, int] = field(default_factory=dict)  # loop instances running: current iteration
+    loop_items: dict[Place, list] = field(default_factory=dict)
     outcomes: list[str] = field(default_factory=list)
     halted: str = ""
     failure: str = ""  # the first thing that went wrong, in words, for the run's error
-    external: tuple | None = None  # (position, ctx, result) waiting for delivery after commit
     finished: bool = False
-    off_path: str = ""  # a gate was false: the remaining steps are not on the path (not a failure)
-    wait_until: datetime | None = None  # a wait step parks the run until then
-
-    @property
-    def steps(self) -> list[dict]:
-        return self.run.version.definition["actions"]
 
     @property
     def stop_on_error(self) -> bool:
         return self.run.version.definition.get("error_handling") == "stop"
 
     @property
-    def done(self) -> bool:
-        return self.finished or (self.external is None and self.wait_until is None
-                                 and self.position >= len(self.steps))
+    def live(self) -> bool:
+        return bool(self.frontier or self.queued or self.waiting or self.external or self.merges or self.loops)
 
     @property
-    def blocked(self) -> bool:
-        """Waiting for a delivery after this segment, or parked by a wait step."""
-        return self.external is not None or self.wait_until is not None
+    def done(self) -> bool:
+        return self.finished or not self.live
+
+    @property
+    def wait_until(self) -> datetime | None:
+        """When only wait steps are left: the earliest end of one (the run parks until then)."""
+        if self.waiting and not (self.frontier or self.queued or self.external):
+            return min(self.waiting.values())
+        return None
+
+    def node(self, node_id: str) -> graph.Node:
+        return self.graph.nodes[node_id]
+
+    def step(self, place: Place) -> str:
+        node = self.node(place[0])
+        return step_name(legacy=self.run.legacy_keys, index=node.index, node_id=node.id, token=place[1])
+
+    def context_at(self, place: Place) -> dict:
+        """The template values at a place: the trigger's, plus the loop's inside a loop body."""
+        loop_id = self.graph.loop_of.get(place[0])
+        if loop_id is None or not place[1]:
+            return self.template_context
+        instance = (loop_id, graph.parent_token(place[1]))
+        index = int(place[1].rpartition(".")[2])
+        items = self.loop_items.get(instance) or []
+        current = items[index] if index < len(items) else None
+        return {**self.template_context, "loop": {"current": current, "index": index}}
+
+    def reach(self, place: Place) -> None:
+        if place not in self.seen:
+            self.seen.add(place)
+            self.queued.add(place)
+            self.frontier.append(place)
 
 
 @dataclass
@@ -98,14 +136,20 @@ def _load_states(runs: list[WorkflowRun]) -> list[RunState]:
     slugs = context.stage_slugs(events)
     history: dict[int, dict] = {}
     for row in WorkflowRunAction.objects.filter(run_id__in=[r.pk for r in runs]):
-        history.setdefault(row.run_id, {})[row.position] = row
+        history.setdefault(row.run_id, {})[(row.node_id, row.token)] = row
+    graphs: dict[int, graph.Graph] = {}
     now = time.monotonic()
     states = []
     for run in runs:
+        if run.version_id not in graphs:
+            graphs[run.version_id] = graph.build(run.version.definition)
         record = records.get(run.trigger_entity_id)
         ctx = {} if record is None else context.full_context(run.event, record, context.trigger_dict(run.event, slugs))
-        state = RunState(run=run, record=record, template_context=ctx, history=history.get(run.pk, {}),
+        rows = history.get(run.pk, {})
+        state = RunState(run=run, graph=graphs[run.version_id], record=record, template_context=ctx, history=rows,
+                         next_position=max((r.position for r in rows.values()), default=-1) + 1,
                          deadline=now + run.version.definition.get("timeout_seconds", 60))
+        _follow(state, (state.graph.trigger, ""), None)
         if run.attempts > MAX_ATTEMPTS:
             # Delivered again and again without finishing (a crash we cannot get past): stop
             # retrying, and say so on every remaining step instead of looping forever.
@@ -141,177 +185,346 @@ def _lock_records(states: list[RunState]) -> None:
             state.halted = f"the {state.run.trigger_entity_type} was deleted while the workflow was running"
 
 
-def _context(state: RunState, position: int) -> ExecutionContext:
+def _context(state: RunState, place: Place) -> ExecutionContext:
     run = state.run
-    return ExecutionContext(run_id=run.pk, position=position, organization_id=run.organization_id,
+    return ExecutionContext(run_id=run.pk, step=state.step(place), organization_id=run.organization_id,
                             trigger_type=run.trigger_type, depth=run.event.depth,
-                            template_context=state.template_context, record=state.record)
+                            template_context=state.context_at(place), record=state.record)
 
 
-def _advance(state: RunState, ok: bool) -> None:
-    state.position += 1
-    if not ok and state.stop_on_error:
-        state.halted = f"skipped: step {state.position} failed and the workflow stops on errors"
+# --- Walking the graph --------------------------------------------------------------------------
+def _follow(state: RunState, place: Place, handles: set[str] | None) -> None:
+    """A step finished: reach the nodes after it (through `handles`; None: its one way out)."""
+    node_id, token = place
+    for handle, target in state.graph.targets(node_id, handles if handles is not None else {""}):
+        if state.graph.ends_iteration(node_id, target):
+            continue  # back to the loop node: this path of the iteration is over
+        next_token = token
+        if handle == graph.DONE:
+            next_token = token  # the loop node's own token: the loop is behind us
+        target_place = (target, next_token)
+        if target_place in state.seen:
+            continue  # a node runs once per token: the first arrival wins
+        if state.node(target).type == control.MERGE and target_place not in state.history:
+            state.merges.setdefault(target_place, set()).add(node_id)
+            if (state.node(target).config.get("strategy") == "first"
+                    or state.merges[target_place] >= set(state.graph.incoming.get(target, []))):
+                state.reach(target_place)
+            continue
+        state.reach(target_place)
 
 
-def _apply_group(action, items: list[tuple[RunState, ExecutionContext, object]], segment: Segment, started):
+def _finished_step(state: RunState, place: Place, ok: bool) -> None:
+    """After an action or a wait: go on (on an error too, when the workflow continues on errors)."""
+    if not ok and state.stop_on_error and not state.halted:
+        node = state.node(place[0])
+        state.halted = f"skipped: step {node.index + 1} failed and the workflow stops on errors"
+    _follow(state, place, None)
+
+
+def _walk(state: RunState, segment: Segment, now: datetime, groups: dict[str, list]) -> bool:
+    """Handle the run's reached places: read back finished steps, run control steps, and hand
+    action steps to `groups` (run together with other runs' steps of the same kind)."""
+    moved = False
+    while state.frontier:
+        place = state.frontier.popleft()
+        moved = True
+        previous = state.history.get(place)
+        node = state.node(place[0])
+        if previous is not None and previous.status in FINISHED_STEPS:
+            state.queued.discard(place)
+            _read_back(state, place, previous, segment)
+            continue
+        if not state.halted and state.record is None:
+            state.halted = f"the triggering {state.run.trigger_entity_type} no longer exists"
+        elif not state.halted and time.monotonic() > state.deadline:
+            timeout = state.run.version.definition.get("timeout_seconds")
+            state.halted = f"the workflow's timeout of {timeout}s was reached"
+        if state.halted:
+            state.queued.discard(place)
+            _skip(state, place, segment)
+            continue
+        if control.is_control(node.type):
+            state.queued.discard(place)
+            _control_step(state, place, previous, segment, now)
+            continue
+        groups.setdefault(node.type, []).append((state, place))
+    if state.halted and state.live:
+        _halt_rest(state, segment)
+    return moved
+
+
+def _skip(state: RunState, place: Place, segment: Segment) -> None:
+    action = REGISTRY.get(state.node(place[0]).type)
+    if action is not None:  # a step begun before may have made something: settle it
+        action.cancel(effect_key(state.run.pk, state.step(place)), state.halted)
+    segment.record(state, place, StepStatus.SKIPPED, error=state.halted)
+    # What comes after it is not reached either: say so on those steps too (one level of a
+    # loop: its body is not entered).
+    for handle, target in state.graph.targets(place[0]):
+        after = (target, place[1])
+        if handle == graph.BODY or state.graph.ends_iteration(place[0], target):
+            continue
+        if after not in state.history and not segment.has(state, after):
+            _skip(state, after, segment)
+
+
+def _halt_rest(state: RunState, segment: Segment) -> None:
+    """The run stops: every step under way or waiting is skipped with the reason."""
+    places = list(dict.fromkeys([*state.frontier, *state.queued, *state.waiting, *state.external,
+                                 *state.merges, *state.loops]))
+    state.frontier.clear()
+    state.queued.clear()
+    state.waiting.clear()
+    state.external.clear()
+    state.merges.clear()
+    state.loops.clear()
+    for place in places:
+        previous = state.history.get(place)
+        if (previous is None or previous.status not in FINISHED_STEPS) and not segment.has(state, place,
+                                                                                               finished=True):
+            _skip(state, place, segment)
+
+
+def _read_back(state: RunState, place: Place, previous: WorkflowRunAction, segment: Segment) -> None:
+    """A step that finished in an earlier delivery: its outcome is read, never decided again."""
+    result = previous.result or {}
+    if previous.status == StepStatus.SKIPPED:
+        if not result.get("off_path"):
+            state.outcomes.append(previous.status)
+        return  # nothing after a skipped step runs
+    node = state.node(place[0])
+    state.outcomes.append(previous.status)
+    if previous.status == StepStatus.FAILED:
+        if not state.failure:
+            state.failure = segment.failure_text(state, place, previous.error)
+        if node.type in (control.CONDITION, control.LOOP):
+            return  # no side was chosen
+        _finished_step(state, place, False)
+        return
+    if node.type == control.CONDITION:
+        _follow(state, place, {graph.TRUE if result.get("passed") else graph.FALSE})
+    elif node.type == control.PARALLEL:
+        _follow(state, place, {h for h, _ in state.graph.targets(place[0])})
+    elif node.type == control.LOOP:
+        state.loop_items[place] = result.get("items") or []
+        _follow(state, place, {graph.DONE})
+    else:
+        _follow(state, place, None)
+
+
+def _control_step(state: RunState, place: Place, previous, segment: Segment, now: datetime) -> None:
+    """Run a control step for one run: no side effect, nothing to batch or to key."""
+    node = state.node(place[0])
+    config = node.config
+    if node.type == control.CONDITION:
+        outcome = control.gate(config, state.run.trigger_type, state.context_at(place))
+        segment.record(state, place, StepStatus.COMPLETED,
+                       result={"passed": outcome.passed, "explanation": outcome.explanation,
+                               "handle": graph.TRUE if outcome.passed else graph.FALSE})
+        _follow(state, place, {graph.TRUE if outcome.passed else graph.FALSE})
+    elif node.type == control.PARALLEL:
+        branches = sorted({h for h, _ in state.graph.targets(node.id)})
+        segment.record(state, place, StepStatus.COMPLETED, result={"branches": branches})
+        _follow(state, place, set(branches))
+    elif node.type == control.MERGE:
+        arrived = sorted(state.merges.pop(place, set()))
+        segment.record(state, place, StepStatus.COMPLETED,
+                       result={"arrived_from": arrived, "strategy": config.get("strategy", "wait-all")})
+        _follow(state, place, None)
+    elif node.type == control.LOOP:
+        _start_loop(state, place, previous, segment)
+    else:
+        _wait_step(state, place, previous, segment, now)
+
+
+def _start_loop(state: RunState, place: Place, previous, segment: Segment) -> None:
+    if previous is not None and previous.status == StepStatus.RUNNING:
+        items = (previous.result or {}).get("items") or []  # begun before: the same items
+    else:
+        try:
+            items = control.loop_items(state.node(place[0]).config, state.context_at(place))
+        except ActionFailed as exc:
+            segment.record(state, place, StepStatus.FAILED, error=str(exc))
+            if state.stop_on_error:
+                _finished_step(state, place, False)
+            return
+        segment.record(state, place, StepStatus.RUNNING, result={"items": items, "count": len(items)},
+                       counts=False)
+    state.loop_items[place] = items
+    if not items:
+        _end_loop(state, place, segment)
+        return
+    state.loops[place] = 0
+    _start_iteration(state, place, 0)
+
+
+def _start_iteration(state: RunState, place: Place, index: int) -> None:
+    token = graph.child_token(place[1], index)
+    for _, target in state.graph.targets(place[0], {graph.BODY}):
+        state.reach((target, token))
+
+
+def _end_loop(state: RunState, place: Place, segment: Segment) -> None:
+    state.loops.pop(place, None)
+    items = state.loop_items.get(place) or []
+    segment.record(state, place, StepStatus.COMPLETED, result={"items": items, "count": len(items)},
+                   new_attempt=False)
+    _follow(state, place, {graph.DONE})
+
+
+def _busy_within(state: RunState, token: str, *, merges: bool = True) -> bool:
+    """Whether work at or below `token` (an iteration, or "" for the whole run) is under way.
+    Merges waiting are passive (they go on only when something arrives): a merge does not
+    wait for another merge."""
+    places = [*state.frontier, *state.queued, *state.waiting, *state.external, *state.loops]
+    if merges:
+        places += list(state.merges)
+    return any(graph.within(t, token) for _, t in places)
+
+
+def _settle(state: RunState, segment: Segment) -> bool:
+    """When a run's reached steps are all handled: let merges whose other branches will not come
+    go on, and start a loop's next iteration (or what follows the loop) once one is over."""
+    if state.done or state.halted:
+        return False
+    for place in sorted(state.merges, key=lambda p: -len(p[1])):
+        if not _busy_within(state, place[1], merges=False):
+            state.reach(place)  # wait-all, but nothing else can arrive: go on with what came
+            return True
+    for place, index in sorted(state.loops.items(), key=lambda item: -len(item[0][1])):
+        if _busy_within(state, graph.child_token(place[1], index)):
+            continue
+        if index + 1 < len(state.loop_items.get(place) or []):
+            state.loops[place] = index + 1
+            _start_iteration(state, place, index + 1)
+        else:
+            _end_loop(state, place, segment)
+        return True
+    return False
+
+
+def _wait_step(state: RunState, place: Place, previous, segment: Segment, now: datetime) -> None:
+    config = state.node(place[0]).config
+    if previous is not None and previous.status == StepStatus.WAITING:
+        wake = datetime.fromisoformat(previous.result["wake_at"])
+        woken = (state.run.metadata or {}).get("woken_at")
+        if woken and previous.started_at and datetime.fromisoformat(woken) >= previous.started_at:
+            wake = min(wake, datetime.fromisoformat(woken))  # someone said "go on now"
+    else:
+        try:
+            wake = control.wake_time(config, state.context_at(place), now)
+        except ActionFailed as exc:
+            segment.record(state, place, StepStatus.FAILED, error=str(exc))
+            _finished_step(state, place, False)
+            return
+    if wake <= now:
+        state.waiting.pop(place, None)
+        segment.record(state, place, StepStatus.COMPLETED, result={"waited_until": wake.isoformat()},
+                       new_attempt=previous is None)
+        _finished_step(state, place, True)
+        return
+    if previous is None or previous.status != StepStatus.WAITING:
+        segment.record(state, place, StepStatus.WAITING, result={"wake_at": wake.isoformat()})
+    state.waiting[place] = wake
+
+
+def _apply_group(action, items: list[tuple[RunState, Place, ExecutionContext, object]], segment: Segment,
+                 started):
     """Apply one action for many runs with bulk writes; if that fails, one by one, so a
     single bad item fails its own step and nothing else."""
     try:
         with transaction.atomic():
-            results = action.apply([(ctx, prepared) for _, ctx, prepared in items])
-        outcomes = [(state, ctx, True, result, "") for (state, ctx, _), result in zip(items, results, strict=True)]
+            results = action.apply([(ctx, prepared) for _, _, ctx, prepared in items])
+        outcomes = [(state, place, ctx, True, result, "")
+                    for (state, place, ctx, _), result in zip(items, results, strict=True)]
     except Exception:
         outcomes = [_apply_one(action, *item) for item in items]
-    for state, ctx, ok, result, error in outcomes:
+    for state, place, ctx, ok, result, error in outcomes:
         if ok and action.external:
-            state.external = (state.position, ctx, result)
-            segment.record(state, state.position, StepStatus.RUNNING, result=result, ctx=ctx, started=started)
+            state.external[place] = (ctx, result)
+            segment.record(state, place, StepStatus.RUNNING, result=result, ctx=ctx, started=started)
         else:
-            segment.record(state, state.position, StepStatus.COMPLETED if ok else StepStatus.FAILED,
+            state.queued.discard(place)
+            segment.record(state, place, StepStatus.COMPLETED if ok else StepStatus.FAILED,
                            result=result, error=error, ctx=ctx, started=started)
-            _advance(state, ok)
+            _finished_step(state, place, ok)
 
 
-def _apply_one(action, state, ctx, prepared):
+def _apply_one(action, state, place, ctx, prepared):
     try:
         with transaction.atomic():
             (result,) = action.apply([(ctx, prepared)])
-        return state, ctx, True, result, ""
+        return state, place, ctx, True, result, ""
     except ActionFailed as exc:
-        return state, ctx, False, {}, str(exc)
+        return state, place, ctx, False, {}, str(exc)
     except Exception as exc:  # a bug or an outage: record it on the step, keep the others going
-        logger.exception("Action %s of run %s crashed", ctx.position, ctx.run_id)
-        return state, ctx, False, {}, f"internal error: {type(exc).__name__}: {exc}"
+        logger.exception("Step %s of run %s crashed", ctx.step, ctx.run_id)
+        return state, place, ctx, False, {}, f"internal error: {type(exc).__name__}: {exc}"
 
 
 def _step_all(states: list[RunState], segment: Segment) -> None:
-    """Advance every runnable state by one step; repeat until all wait or are done."""
+    """Advance every run as far as it can go in this segment: until each one is done, waits
+    for a delivery after the commit, or waits for time to pass."""
     now = timezone.now()  # one clock per pass: runs that wait alike wake alike (one UPDATE parks them)
     while True:
         groups: dict[str, list] = {}
         moved = False
         for state in states:
-            if state.done or state.blocked:
-                continue
-            position = state.position
-            previous = state.history.get(position)
-            moved = True
-            if previous is not None and previous.status in FINISHED_STEPS:
-                _read_back(state, position, previous, segment)
-                continue
-            if state.off_path and not state.halted:
-                segment.record(state, position, StepStatus.SKIPPED, error=state.off_path, result={"off_path": True},
-                               counts=False)
-                state.position += 1
-                continue
-            if not state.halted and state.record is None:
-                state.halted = f"the triggering {state.run.trigger_entity_type} no longer exists"
-            elif not state.halted and time.monotonic() > state.deadline:
-                timeout = state.run.version.definition.get("timeout_seconds")
-                state.halted = f"the workflow's timeout of {timeout}s was reached"
-            if state.halted:
-                action = REGISTRY.get(state.steps[position]["type"])
-                if action is not None:  # a step begun before may have made something: settle it
-                    action.cancel(effect_key(state.run.pk, position), state.halted)
-                segment.record(state, position, StepStatus.SKIPPED, error=state.halted)
-                state.position += 1
-                continue
-            if control.is_control(state.steps[position]["type"]):
-                _control_step(state, position, previous, segment, now)
-                continue
-            groups.setdefault(state.steps[position]["type"], []).append(state)
-        if not moved:
-            return
+            if not state.finished:
+                moved |= _walk(state, segment, now, groups)
         for action_type, group in groups.items():
             _run_group(REGISTRY[action_type], group, segment)
-
-
-def _read_back(state: RunState, position: int, previous: WorkflowRunAction, segment: Segment) -> None:
-    """A step that finished in an earlier delivery: its outcome is read, never decided again."""
-    if previous.status == StepStatus.SKIPPED and (previous.result or {}).get("off_path"):
-        state.position += 1
-        return
-    state.outcomes.append(previous.status)
-    if previous.status == StepStatus.FAILED and not state.failure:
-        state.failure = segment.failure_text(state, position, previous.error)
-    if state.steps[position]["type"] == control.CONDITION and (previous.result or {}).get("passed") is False:
-        state.off_path = f"not on the path: {previous.result.get('explanation', 'the condition was false')}"
-    _advance(state, previous.status != StepStatus.FAILED)
-
-
-def _control_step(state: RunState, position: int, previous, segment: Segment, now: datetime) -> None:
-    """Run a wait or a gate for one run (no side effect: nothing to batch or to key)."""
-    step = state.steps[position]
-    config = step.get("config") or {}
-    if step["type"] == control.CONDITION:
-        outcome = control.gate(config, state.run.trigger_type, state.template_context)
-        segment.record(state, position, StepStatus.COMPLETED,
-                       result={"passed": outcome.passed, "explanation": outcome.explanation})
-        if not outcome.passed:
-            state.off_path = f"not on the path: {outcome.explanation}"
-        _advance(state, True)
-        return
-    if previous is not None and previous.status == StepStatus.WAITING:
-        wake = datetime.fromisoformat(previous.result["wake_at"])
-        if state.run.wake_at is not None:  # woken early on purpose ("go on now"): the run's time wins
-            wake = min(wake, state.run.wake_at)
-    else:
-        try:
-            wake = control.wake_time(config, state.template_context, now)
-        except ActionFailed as exc:
-            segment.record(state, position, StepStatus.FAILED, error=str(exc))
-            _advance(state, False)
+        if groups or moved:
+            continue
+        if not any([_settle(state, segment) for state in states if not state.finished]):
             return
-    if wake <= now:
-        segment.record(state, position, StepStatus.COMPLETED, result={"waited_until": wake.isoformat()},
-                       new_attempt=previous is None)
-        _advance(state, True)
+
+
+def _run_group(action, group: list[tuple[RunState, Place]], segment: Segment) -> None:
+    group = [(s, p) for s, p in group if p in s.queued]  # not those of a run halted meanwhile
+    if not group:
         return
-    if previous is None or previous.status != StepStatus.WAITING:
-        segment.record(state, position, StepStatus.WAITING, result={"wake_at": wake.isoformat()})
-    state.wait_until = wake
-
-
-def _run_group(action, group: list[RunState], segment: Segment) -> None:
     started = timezone.now()
-    contexts = {state.run.pk: _context(state, state.position) for state in group}
+    contexts = {(state.run.pk, place): _context(state, place) for state, place in group}
     # An effect made by an earlier delivery of the run is reused, never made again. Only a step
     # that may have begun before needs the lookup: one with a history row, or any step of a run
     # that crashed before or keeps no history (over the quota).
-    maybe_begun = [contexts[s.run.pk].key for s in group
-                   if s.position in s.history or s.run.attempts > 1 or s.run.history_suppressed]
+    maybe_begun = [contexts[(s.run.pk, p)].key for s, p in group
+                   if p in s.history or s.run.attempts > 1 or s.run.history_suppressed]
     found = action.existing(maybe_begun) if maybe_begun else {}
     items = []
-    for state in group:
-        ctx = contexts[state.run.pk]
+    for state, place in group:
+        ctx = contexts[(state.run.pk, place)]
         if ctx.key in found:
-            _settle_found(action, state, ctx, found[ctx.key], segment, started)
+            _settle_found(action, state, place, ctx, found[ctx.key], segment, started)
             continue
         try:
-            items.append((state, ctx, action.prepare(state.steps[state.position].get("config") or {}, ctx)))
+            items.append((state, place, ctx, action.prepare(state.node(place[0]).config, ctx)))
         except Exception as exc:  # fails this run's step only; the group goes on
             if not isinstance(exc, ActionFailed):
-                logger.exception("Preparing step %s of run %s crashed", state.position, state.run.pk)
+                logger.exception("Preparing step %s of run %s crashed", ctx.step, state.run.pk)
             error = str(exc) if isinstance(exc, ActionFailed) else f"internal error: {type(exc).__name__}: {exc}"
-            segment.record(state, state.position, StepStatus.FAILED, error=error, ctx=ctx, started=started)
-            _advance(state, False)
+            state.queued.discard(place)
+            segment.record(state, place, StepStatus.FAILED, error=error, ctx=ctx, started=started)
+            _finished_step(state, place, False)
     if items:
         _apply_group(action, items, segment, started)
 
 
-def _settle_found(action, state: RunState, ctx, result: dict, segment: Segment, started) -> None:
+def _settle_found(action, state: RunState, place: Place, ctx, result: dict, segment: Segment, started) -> None:
     if action.external:
         settled = action.settle_existing(result)
         if settled is None:  # made but not yet delivered: deliver it after this segment
-            state.external = (state.position, ctx, result)
+            state.external[place] = (ctx, result)
             return
         ok, result, error = settled
     else:
         ok, result, error = True, {**result, "repeated_delivery": True}, ""
-    segment.record(state, state.position, StepStatus.COMPLETED if ok else StepStatus.FAILED,
+    state.queued.discard(place)
+    segment.record(state, place, StepStatus.COMPLETED if ok else StepStatus.FAILED,
                    result=result, error=error, started=started)
-    _advance(state, ok)
+    _finished_step(state, place, ok)
 
 
 def _deliver(states: list[RunState], segment: Segment, deadline: float) -> int:
@@ -319,21 +532,21 @@ def _deliver(states: list[RunState], segment: Segment, deadline: float) -> int:
     happens. Those the deadline leaves unsent keep waiting (their run is handed back).
     Returns how many were settled."""
     settled = 0
-    waiting: dict[str, list[RunState]] = {}
+    waiting: dict[str, list[tuple[RunState, Place]]] = {}
     for state in states:
-        if state.external is not None:
-            waiting.setdefault(state.steps[state.external[0]]["type"], []).append(state)
+        for place in state.external:
+            waiting.setdefault(state.node(place[0]).type, []).append((state, place))
     for action_type, group in waiting.items():
-        outcomes = REGISTRY[action_type].deliver([(s.external[1], s.external[2]) for s in group], deadline)
-        for state, outcome in zip(group, outcomes, strict=True):
+        outcomes = REGISTRY[action_type].deliver([s.external[p] for s, p in group], deadline)
+        for (state, place), outcome in zip(group, outcomes, strict=True):
             if outcome is None:
                 continue
             ok, result, error = outcome
-            position, ctx, _ = state.external
-            state.external = None
-            segment.record(state, position, StepStatus.COMPLETED if ok else StepStatus.FAILED,
+            ctx, _ = state.external.pop(place)
+            state.queued.discard(place)
+            segment.record(state, place, StepStatus.COMPLETED if ok else StepStatus.FAILED,
                            result=result, error=error, ctx=ctx, new_attempt=False)
-            _advance(state, ok)
+            _finished_step(state, place, ok)
             settled += 1
     return settled
 
@@ -349,13 +562,14 @@ def final_status(outcomes: list[str], stop_on_error: bool) -> str:
 
 
 def _park(states: list[RunState], token: str) -> None:
-    """Runs a wait step stopped: `waiting` until their wake-up time, holding no lease; their
+    """Runs that only wait for time: `waiting` until their wake-up time, holding no lease; their
     crash counter starts again when they wake (attempts count running work only)."""
     by_wake: dict[datetime, list[int]] = {}
     for state in states:
-        if state.wait_until is not None and not state.finished:
+        wake = state.wait_until
+        if wake is not None and not state.finished and not state.halted:
             state.finished = True
-            by_wake.setdefault(state.wait_until, []).append(state.run.pk)
+            by_wake.setdefault(wake, []).append(state.run.pk)
     for wake, run_ids in by_wake.items():
         WorkflowRun.objects.filter(pk__in=run_ids, status=RunStatus.STARTED, lease_owner=token).update(
             status=RunStatus.WAITING, wake_at=wake, lease_until=None, lease_owner="", attempts=0)
@@ -438,7 +652,7 @@ def _advance_group(runs: list[WorkflowRun], token: str, stop_at: float, report: 
             segment.flush()
             finished = _finish(states, token)
         report.finished.update(finished)  # only once committed
-        waiting = [s.run.pk for s in states if s.external is not None]
+        waiting = [s.run.pk for s in states if s.external and not s.finished]
         if not waiting:
             return
         if time.monotonic() >= stop_at or not _deliver(states, segment, stop_at):

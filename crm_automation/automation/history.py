@@ -20,34 +20,49 @@ class Segment:
     """History rows written at the end of one transaction."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[object, int, dict]] = []
+        self.rows: dict[tuple[int, tuple[str, str]], tuple[object, tuple[str, str], dict]] = {}
 
     @staticmethod
-    def failure_text(state, position: int, error: str) -> str:
-        action = REGISTRY.get(state.steps[position]["type"])
-        label = action.label if action else state.steps[position]["type"]
-        return f"Step {position + 1} ({label}) failed: {error}"
+    def failure_text(state, place: tuple[str, str], error: str) -> str:
+        node = state.node(place[0])
+        action = REGISTRY.get(node.type)
+        label = node.label or (action.label if action else node.type)
+        where = f" in iteration {place[1]}" if place[1] else ""
+        return f"Step {node.index + 1} ({label}){where} failed: {error}"
 
-    def record(self, state, position: int, status: str, *, result=None, error="", ctx=None, started=None,
-               new_attempt: bool = True, counts: bool = True) -> None:
+    def has(self, state, place: tuple[str, str], *, finished: bool = False) -> bool:
+        """Whether this segment recorded the place (as finished, if asked)."""
+        entry = self.rows.get((state.run.pk, place))
+        return entry is not None and (not finished or entry[2]["status"] in FINISHED_STEPS)
+
+    def record(self, state, place: tuple[str, str], status: str, *, result=None, error="", ctx=None,
+               started=None, new_attempt: bool = True, counts: bool = True) -> None:
         """Note a step's status. Rows are written for every run, even one whose history the plan's
         quota does not keep: they are its cursor (a run that waits or crashes resumes from them)
-        and go with the run when it finishes. `counts=False`: not on the path, not an outcome."""
+        and go with the run when it finishes. `counts=False`: not an outcome of the run."""
         if status in FINISHED_STEPS and counts:
             state.outcomes.append(status)
         if status == StepStatus.FAILED and not state.failure:
-            state.failure = self.failure_text(state, position, error)
+            state.failure = self.failure_text(state, place, error)
         result = dict(result or {})
         if ctx is not None and ctx.notes:
             result["notes"] = ctx.notes
-        previous = state.history.get(position)
+        previous = state.history.get(place)
+        earlier = self.rows.get((state.run.pk, place))
         now = timezone.now()
         attempts = (previous.attempts if previous else 0) + (1 if new_attempt or not previous else 0)
-        values = {"action_type": state.steps[position]["type"], "status": status, "result": result,
-                  "error": error[:4000], "attempts": attempts,
-                  "started_at": started or (previous.started_at if previous else now),
+        if earlier is not None:  # recorded twice in one segment (a loop's start and end)
+            attempts, position, first = earlier[2]["attempts"], earlier[2]["position"], earlier[2]["started_at"]
+        else:
+            position = previous.position if previous else state.next_position
+            if previous is None:
+                state.next_position += 1
+            first = previous.started_at if previous else now
+        values = {"action_type": state.node(place[0]).type, "status": status, "result": result,
+                  "error": error[:4000], "attempts": attempts, "position": position,
+                  "started_at": started or first,
                   "finished_at": now if status in FINISHED_STEPS else None}
-        self.rows.append((state, position, values))
+        self.rows[(state.run.pk, place)] = (state, place, values)
 
     def flush(self) -> None:
         """Write this segment's history rows: new ones in one INSERT; a step recorded again
@@ -56,17 +71,16 @@ class Segment:
             return
         try:
             with transaction.atomic():
-                latest = {(state.run.pk, position): (state, position, values)
-                          for state, position, values in self.rows}
-                replaced = [state.history[pos].pk for state, pos, _ in latest.values()
-                            if pos in state.history and state.history[pos].pk]
+                latest = list(self.rows.values())
+                replaced = [state.history[place].pk for state, place, _ in latest
+                            if place in state.history and state.history[place].pk]
                 if replaced:
                     WorkflowRunAction.objects.filter(pk__in=replaced).delete()
-                rows = [WorkflowRunAction(run=state.run, position=position, **values)
-                        for state, position, values in latest.values()]
+                rows = [WorkflowRunAction(run=state.run, node_id=place[0], token=place[1], **values)
+                        for state, place, values in latest]
                 WorkflowRunAction.objects.bulk_create(rows)
-                for row, (state, position, _) in zip(rows, latest.values(), strict=True):
-                    state.history[position] = row
+                for row, (state, place, _) in zip(rows, latest, strict=True):
+                    state.history[place] = row
         except DatabaseError:
             logger.exception("Could not write run history; the actions themselves are unaffected")
-        self.rows = []
+        self.rows = {}

@@ -47,6 +47,11 @@ class Workflow(models.Model):
         default=dict, blank=True,
         help_text='{"combinator": "and", "rules": [{"field": "deal.amount", "operator": "gt", "value": 5000}]}',
     )
+    # The trigger node's id and label and the edges, when the workflow is not a plain chain of its
+    # actions (see graph.py); {} for a chain.
+    graph = models.JSONField(default=dict, blank=True, help_text=(
+        'For workflows that branch: {"trigger": {"id": "trigger", "label": "…"}, "edges": [{"source": "trigger", '
+        '"target": "send-email"}, …]}. Empty: the actions run one after the other.'))
     error_handling = models.CharField(max_length=10, choices=ErrorHandling.choices, default=ErrorHandling.STOP)
     reenrollment = models.CharField(
         "re-enrollment", max_length=20, choices=Reenrollment.choices, default=Reenrollment.NOT_WHILE_RUNNING,
@@ -107,10 +112,15 @@ class WorkflowAction(models.Model):
         CREATE_TASK = "create_task", "Create task"
         WAIT = "wait", "Wait"
         CONDITION = "condition", "Continue only if"
+        PARALLEL = "parallel", "Parallel branches"
+        MERGE = "merge", "Merge branches"
+        LOOP = "loop", "Loop"
+        NOTIFY = "notify", "Desktop notification"
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="actions")
     node_id = models.SlugField(max_length=60, blank=True, editable=False,
                                help_text="The step's node id in YAML: stable across versions.")
+    label = models.CharField(max_length=200, blank=True, help_text="The node's name; templates may refer to it.")
     position = models.PositiveSmallIntegerField(default=0)
     action_type = models.CharField(max_length=30, choices=Type.choices)
     config = models.JSONField(default=dict, blank=True)
@@ -128,6 +138,8 @@ class WorkflowVersion(models.Model):
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()
     definition = models.JSONField()
+    # The same version in the seed-001 format (what export writes and compare shows).
+    document = models.JSONField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -253,6 +265,8 @@ class WorkflowRun(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     lease_owner = models.CharField(max_length=32, blank=True, editable=False)
     wake_at = models.DateTimeField(null=True, blank=True, help_text="When a waiting run goes on.")
+    # Runs begun before node keys existed keep their effects' run:<id>:step:<n> keys.
+    legacy_keys = models.BooleanField(default=False, editable=False)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -290,8 +304,13 @@ class StepStatus(models.TextChoices):
 
 
 class WorkflowRunAction(models.Model):
+    """One node of a run at one token (loop iteration): the engine's cursor and what users see."""
+
     run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="actions")
-    position = models.PositiveSmallIntegerField()
+    node_id = models.CharField(max_length=60, default="")
+    token = models.CharField(max_length=60, blank=True, default="",
+                             help_text="Which loop iteration: empty outside loops, 2.0 in nested ones.")
+    position = models.PositiveSmallIntegerField(help_text="The order in which the run reached its steps.")
     action_type = models.CharField(max_length=30)
     status = models.CharField(max_length=10, choices=StepStatus.choices, default=StepStatus.PENDING)
     input = models.JSONField(default=dict, blank=True)
@@ -304,7 +323,7 @@ class WorkflowRunAction(models.Model):
     class Meta:
         db_table = "workflow_run_actions"
         ordering = ["position"]
-        constraints = [models.UniqueConstraint(fields=["run", "position"], name="uniq_run_step")]
+        constraints = [models.UniqueConstraint(fields=["run", "node_id", "token"], name="uniq_run_node_token")]
 
     def __str__(self) -> str:
         return f"{self.position}. {self.action_type}: {self.status}"

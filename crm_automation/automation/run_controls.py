@@ -13,8 +13,8 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from crm_automation.automation import enrollment
-from crm_automation.automation.actions import REGISTRY, effect_key
+from crm_automation.automation import enrollment, graph
+from crm_automation.automation.actions import REGISTRY, effect_key, step_name
 from crm_automation.automation.models import (
     Enrollment,
     RunStatus,
@@ -29,6 +29,7 @@ from crm_automation.crm.selectors import user_has_role
 
 UNFINISHED = (RunStatus.STARTED, RunStatus.WAITING)
 RETRYABLE = (RunStatus.FAILED, RunStatus.PARTIAL)
+FINISHED = (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED)
 
 
 def _locked(run_id: int, by) -> WorkflowRun:
@@ -46,6 +47,10 @@ def _who(by) -> str:
     return f"cancelled by {by.get_username()}" if by is not None else "cancelled"
 
 
+def _key(run: WorkflowRun, node: graph.Node, token: str) -> str:
+    return effect_key(run.pk, step_name(legacy=run.legacy_keys, index=node.index, node_id=node.id, token=token))
+
+
 def _nudge(run_ids: list[int]) -> None:
     if settings.AUTOMATION["NUDGE"]:
         transaction.on_commit(lambda: enqueue_continue(run_ids))
@@ -60,18 +65,25 @@ def run_cancel(*, run_id: int, by) -> WorkflowRun:
     if _held(run):
         raise ValidationError(f"Run #{run.pk} is executing right now; cancel it again in a few seconds.")
     reason = _who(by)
-    done = set(run.actions.filter(status__in=[StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED])
-               .values_list("position", flat=True))
     now = timezone.now()
-    for position, step in enumerate(run.version.definition["actions"]):
-        if position in done:
-            continue
-        action = REGISTRY.get(step["type"])
-        if action is not None:
-            action.cancel(effect_key(run.pk, position), reason)
-        WorkflowRunAction.objects.update_or_create(run=run, position=position, defaults={
-            "action_type": step["type"], "status": StepStatus.SKIPPED, "error": f"skipped: the run was {reason}",
-            "finished_at": now})
+    flow = graph.build(run.version.definition)
+    rows = {(r.node_id, r.token): r for r in run.actions.all()}
+    position = max((r.position for r in rows.values()), default=-1) + 1
+    skipped = f"skipped: the run was {reason}"
+    # The steps under way (a queued email, a wait, a loop) are skipped, and so are the steps
+    # after them, so the run's page shows what will not happen.
+    for row in [r for r in rows.values() if r.status not in FINISHED]:
+        action = REGISTRY.get(row.action_type)
+        if action is not None and row.node_id in flow.nodes:
+            action.cancel(_key(run, flow.nodes[row.node_id], row.token), reason)
+        row.status, row.error, row.finished_at = StepStatus.SKIPPED, skipped, now
+        row.save(update_fields=["status", "error", "finished_at"])
+        for node_id in graph.downstream(flow, row.node_id) if row.node_id in flow.nodes else []:
+            if (node_id, row.token) not in rows:
+                rows[(node_id, row.token)] = WorkflowRunAction.objects.create(
+                    run=run, node_id=node_id, token=row.token, position=position, status=StepStatus.SKIPPED,
+                    action_type=flow.nodes[node_id].type, error=skipped, finished_at=now)
+                position += 1
     run.status, run.error, run.finished_at = RunStatus.CANCELLED, f"The run was {reason}.", now
     run.lease_until, run.lease_owner, run.wake_at = None, "", None
     run.save(update_fields=["status", "error", "finished_at", "lease_until", "lease_owner", "wake_at"])
@@ -85,8 +97,11 @@ def run_wake_now(*, run_id: int, by) -> WorkflowRun:
     run = _locked(run_id, by)
     if run.status != RunStatus.WAITING:
         raise ValidationError(f"Run #{run.pk} is not waiting ({run.get_status_display().lower()}).")
-    run.wake_at = timezone.now()
-    run.save(update_fields=["wake_at"])
+    now = timezone.now()
+    run.wake_at = now
+    # Waits that began before this moment end now (not those the run starts later).
+    run.metadata = {**(run.metadata or {}), "woken_at": now.isoformat()}
+    run.save(update_fields=["wake_at", "metadata"])
     return run
 
 
@@ -99,11 +114,13 @@ def run_retry(*, run_id: int, by) -> WorkflowRun:
                               "runs are retried.")
     rows = list(run.actions.filter(Q(status=StepStatus.FAILED) | Q(status=StepStatus.SKIPPED)))
     redo = [r for r in rows if not (r.result or {}).get("off_path")]
+    nodes = graph.build(run.version.definition).nodes
     for row in redo:
-        if row.action_type == "send_email":
-            email = EmailMessage.objects.filter(automation_key=effect_key(run.pk, row.position)).first()
+        if row.action_type == "send_email" and row.node_id in nodes:
+            email = EmailMessage.objects.filter(automation_key=_key(run, nodes[row.node_id], row.token)).first()
             if email is not None and email.status == EmailMessage.Status.UNKNOWN:
-                raise ValidationError(f"Run #{run.pk}: the email of step {row.position + 1} may already have "
+                step = nodes[row.node_id].index + 1
+                raise ValidationError(f"Run #{run.pk}: the email of step {step} may already have "
                                       "reached its recipient (outcome unknown), so the run is not retried. "
                                       "Resend that email from the outbox if you are sure it did not arrive.")
             if email is not None and email.status == EmailMessage.Status.FAILED:

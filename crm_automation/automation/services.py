@@ -13,6 +13,7 @@ from django.utils.text import slugify
 from crm_automation.automation import documents, enrollment, plans
 from crm_automation.automation.definitions import (
     DEFINITION_FIELDS,
+    action_dict,
     activation_problems,
     definition_of,
     raise_if_invalid,
@@ -30,7 +31,7 @@ def _replace_actions(workflow: Workflow, actions: list[dict]) -> None:
     workflow.actions.all().delete()
     WorkflowAction.objects.bulk_create([
         WorkflowAction(workflow=workflow, position=i, node_id=a["id"], action_type=a["type"],
-                       config=a.get("config") or {})
+                       config=a.get("config") or {}, label=a.get("label") or "")
         for i, a in enumerate(documents.with_node_ids(actions))
     ])
 
@@ -57,8 +58,10 @@ def workflow_snapshot(*, workflow: Workflow, by=None) -> WorkflowVersion:
             workflow.version, workflow.current_version = latest.number, latest
         return latest
     number = (latest.number if latest else 0) + 1
+    document = documents.document_of(key=workflow.key, name=workflow.name, description=workflow.description,
+                                      definition=definition)
     version = WorkflowVersion.objects.create(workflow=workflow, number=number, definition=definition,
-                                             created_by=by)
+                                             document=document, created_by=by)
     Workflow.objects.filter(pk=workflow.pk).update(version=number, current_version=version)
     workflow.version, workflow.current_version = number, version
     before = latest.definition.get("reenrollment", Workflow.Reenrollment.EVERY_TIME) if latest else None
@@ -112,7 +115,8 @@ def workflow_create(*, organization: Organization, name: str, trigger_type: str,
                     by=None, trigger_config: dict | None = None, conditions: dict | None = None,
                     error_handling: str = Workflow.ErrorHandling.STOP,
                     reenrollment: str = Workflow.Reenrollment.NOT_WHILE_RUNNING,
-                    timeout_seconds: int = 60, description: str = "", key: str = "") -> Workflow:
+                    timeout_seconds: int = 60, description: str = "", key: str = "",
+                    graph: dict | None = None) -> Workflow:
     """A new draft with its first version. Ops members and admins of the organization may.
     `key` (the YAML id) defaults to the name; a taken one gets a -2, -3 … suffix."""
     if by is not None and not user_has_role(by, organization.pk, "ops"):
@@ -121,7 +125,7 @@ def workflow_create(*, organization: Organization, name: str, trigger_type: str,
                         key=_free_key(organization.pk, key or name),
                         trigger_type=trigger_type, trigger_config=trigger_config or {},
                         conditions=conditions or {}, error_handling=error_handling, reenrollment=reenrollment,
-                        timeout_seconds=timeout_seconds, created_by=by)
+                        timeout_seconds=timeout_seconds, graph=graph or {}, created_by=by)
     _validate(workflow, actions)
     workflow.save()
     _replace_actions(workflow, actions)
@@ -158,7 +162,7 @@ def workflow_update(*, workflow_id: int, by=None, changes: dict | None = None, a
         raise ValidationError(found)
     for name, value in changes.items():
         setattr(workflow, name, value)
-    current_actions = [{"id": a.node_id, "type": a.action_type, "config": a.config} for a in workflow.actions.all()]
+    current_actions = [action_dict(a) for a in workflow.actions.all()]
     if actions is not None:
         actions = documents.with_node_ids(actions)
     _validate(workflow, current_actions if actions is None else actions)

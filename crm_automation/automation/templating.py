@@ -61,16 +61,25 @@ def is_path(text: str) -> bool:
     return len(text) <= MAX_PATH and PATH_RE.fullmatch(text) is not None
 
 
-def resolve(context: dict, path: str):
-    """The value at `path`, or None when the path is not a plain, allow-listed value."""
+def lookup(context: dict, path: str):
+    """The value at `path` as it is (a list or mapping too, for a loop's items), or None."""
     if not isinstance(path, str) or not is_path(path):
         return None
     value = context
     for part in path.split("."):
+        if isinstance(value, list | tuple) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+            continue
         if not isinstance(value, dict) or part not in value:
             return None
         value = value[part]
-    if isinstance(value, dict | list):
+    return value
+
+
+def resolve(context: dict, path: str):
+    """The value at `path`, or None when the path is not a plain, allow-listed value."""
+    value = lookup(context, path)
+    if isinstance(value, dict | list | tuple):
         return None
     return value
 

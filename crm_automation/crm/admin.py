@@ -12,12 +12,13 @@ from crm_automation.crm.models import (
     EmailMessage,
     Lead,
     Membership,
+    Notification,
     Organization,
     Stage,
     Task,
 )
-from crm_automation.crm.selectors import user_has_role
-from crm_automation.crm.services import leads_convert_bulk
+from crm_automation.crm.selectors import user_has_role, user_org_roles
+from crm_automation.crm.services import leads_convert_bulk, notifications_mark_read
 
 
 class StageFilter(OwnRowsFilter):
@@ -177,3 +178,82 @@ class EmailMessageAdmin(OrgScopedAdmin):
             })
         self._report(request, *self._resend(request, unknown, include_unknown=True))
         return None
+
+
+class ReadFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "read"
+
+    def lookups(self, request, model_admin):
+        return [("no", "Unread"), ("yes", "Read")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("no", "yes"):
+            return queryset.filter(read_at__isnull=self.value() == "no")  # uses the (user, read_at) index
+        return queryset
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    """A person's inbox: their own notifications, in the organizations they still belong to
+    (someone who left an organization no longer reads its deal titles). Superusers see all.
+    Notifications come from workflows and the system, so nothing is added or edited here."""
+
+    list_display = ("title", "created_at", "read_state", "open_link")
+    list_filter = (ReadFilter,)
+    list_select_related = ("user", "organization")
+    search_fields = ("title",)
+    readonly_fields = ("organization", "user", "title", "body", "open_link", "created_at", "read_at", "run_id",
+                       "automation_key")
+    fields = readonly_fields
+    actions = ["mark_read"]
+    show_full_result_count = False
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        if request.user.is_superuser:
+            return qs
+        return qs.filter(user=request.user, organization_id__in=list(user_org_roles(request.user)))
+
+    def get_list_display(self, request):
+        if request.user.is_superuser:  # the only one who sees other people's notifications
+            return (*self.list_display, "user", "organization")
+        return self.list_display
+
+    def has_module_permission(self, request) -> bool:
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        if not (request.user.is_active and request.user.is_staff):
+            return False
+        # The queryset already hides other people's rows; this also covers a direct object URL.
+        return obj is None or request.user.is_superuser or obj.user_id == request.user.pk
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="Read", boolean=True, ordering="read_at")
+    def read_state(self, obj: Notification) -> bool:
+        return obj.is_read
+
+    @admin.display(description="Link")
+    def open_link(self, obj: Notification) -> str:
+        # Only a path of this site is linked: a notification never sends a person elsewhere.
+        if not obj.link.startswith("/") or obj.link.startswith("//"):
+            return "-"
+        return format_html("<a href='{}'>Open</a>", obj.link)
+
+    @admin.action(description="Mark as read")
+    def mark_read(self, request, queryset) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        marked = notifications_mark_read(user=request.user, notification_ids=ids)
+        text = f"Marked {marked} notification(s) as read."
+        if marked < len(ids):
+            text += f" {len(ids) - marked} left as they were (already read, or someone else's to read)."
+        self.message_user(request, text, messages.SUCCESS)

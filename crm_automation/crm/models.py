@@ -303,3 +303,40 @@ class EmailMessage(TenantOwned):
     def message_id(self) -> str:
         """The same Message-ID every time this row is sent, so a resend is recognisable."""
         return f"<email-{self.pk}.{self.organization_id}@crm-automation>"
+
+
+class Notification(TenantOwned):
+    """An in-app message to one person (a workflow's "desktop-notification" step, or the system).
+
+    Read in the admin by its recipient only. A workflow's notification carries two keys:
+    `effect_key` is its step's key ("run:<run>:step:<position>"), shared by all the recipients
+    of that step, so a redelivered run finds what the step already made with one indexed
+    lookup; `automation_key` adds the recipient and is unique, so however often the run is
+    delivered, each person is notified once."""
+
+    member_links = ("user",)
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="notifications")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications",
+                             verbose_name="recipient")
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    link = models.CharField(max_length=500, blank=True,
+                            help_text="A page of this site to open, e.g. /admin/crm/deal/<id>/change/.")
+    run_id = models.BigIntegerField(null=True, blank=True, editable=False,
+                                    help_text="The workflow run that sent it, if any.")
+    effect_key = models.CharField(max_length=100, null=True, blank=True, db_index=True, editable=False)
+    automation_key = models.CharField(max_length=120, null=True, blank=True, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "read_at"], name="notification_user_read_idx")]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def is_read(self) -> bool:
+        return self.read_at is not None

@@ -10,7 +10,15 @@ from django.utils import timezone
 
 from crm_automation.crm import changes
 from crm_automation.crm.concurrency import conflicts
-from crm_automation.crm.models import Contact, Deal, Lead, Stage, deal_stage_change, lead_converted_change
+from crm_automation.crm.models import (
+    Contact,
+    Deal,
+    Lead,
+    Notification,
+    Stage,
+    deal_stage_change,
+    lead_converted_change,
+)
 from crm_automation.crm.selectors import user_has_role
 
 logger = logging.getLogger(__name__)
@@ -172,3 +180,13 @@ def record_delete(*, record, by, role: str = "admin") -> None:
         list(Deal.objects.select_for_update().filter(Q(source_lead_id=current.pk) | Q(pk=current.converted_deal_id))
              .order_by("pk").values_list("pk"))
     current.delete()
+
+
+def notifications_mark_read(*, user, notification_ids: list[int]) -> int:
+    """Mark the person's own unread notifications among these as read; returns how many.
+
+    Only the recipient reads a notification: a superuser who sees everyone's notifications
+    does not mark someone else's as read. One UPDATE, and marking twice changes nothing (the
+    first read time is kept)."""
+    return Notification.objects.filter(pk__in=notification_ids, user=user, read_at=None).update(
+        read_at=timezone.now())

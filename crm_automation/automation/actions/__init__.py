@@ -1,11 +1,12 @@
 """Workflow actions. Each one validates its config when saved and executes idempotently:
 its side effect is keyed by (run, step), so a redelivered run never repeats it."""
 
-from crm_automation.automation.actions.base import Action, ActionFailed, ExecutionContext, effect_key
+from crm_automation.automation.actions.base import Action, ActionFailed, ExecutionContext, effect_key, step_name
 from crm_automation.automation.actions.create_task import CreateTask
+from crm_automation.automation.actions.notify import Notify
 from crm_automation.automation.actions.send_email import SendEmail
 from crm_automation.automation.actions.update_field import UpdateField
 
-REGISTRY: dict[str, Action] = {a.type: a for a in (SendEmail(), UpdateField(), CreateTask())}
+REGISTRY: dict[str, Action] = {a.type: a for a in (SendEmail(), UpdateField(), CreateTask(), Notify())}
 
-__all__ = ["REGISTRY", "Action", "ActionFailed", "ExecutionContext", "effect_key"]
+__all__ = ["REGISTRY", "Action", "ActionFailed", "ExecutionContext", "effect_key", "step_name"]

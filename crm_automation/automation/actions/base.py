@@ -11,9 +11,17 @@ from crm_automation.automation.templating import (
 )
 
 
-def effect_key(run_id: int, position: int) -> str:
-    """The unique key of a step's side effect: a redelivered run finds it instead of repeating it."""
-    return f"run:{run_id}:step:{position}"
+def effect_key(run_id: int, step: str) -> str:
+    """The unique key of a step's side effect: a redelivered run finds it instead of repeating it.
+    `step` is "node:<node id>" (":<token>" in a loop); runs begun before node ids had
+    "step:<position>" and keep it (WorkflowRun.legacy_keys)."""
+    return f"run:{run_id}:{step}"
+
+
+def step_name(*, legacy: bool, index: int, node_id: str, token: str = "") -> str:
+    if legacy:
+        return f"step:{index}"
+    return f"node:{node_id}:{token}" if token else f"node:{node_id}"
 
 
 class ActionFailed(Exception):
@@ -33,7 +41,7 @@ def describe_missing(path: str) -> str:
 @dataclass
 class ExecutionContext:
     run_id: int
-    position: int
+    step: str  # see step_name
     organization_id: int
     trigger_type: str
     depth: int  # depth of the triggering event (the loop guard's counter)
@@ -43,7 +51,7 @@ class ExecutionContext:
 
     @property
     def key(self) -> str:
-        return effect_key(self.run_id, self.position)
+        return effect_key(self.run_id, self.step)
 
     def render(self, name: str, template: str, *, strict: bool = False) -> str:
         """Render a config value. With `strict`, a placeholder that is not a known value fails

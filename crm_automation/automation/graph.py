@@ -1,0 +1,251 @@
+"""A workflow version as a graph: nodes, edges with handles, loop bodies; and its checks.
+
+A definition holds its nodes as `actions` (id, type, config, optional label) and, in
+`graph`, the trigger node's id and label and the `edges` when they are not the plain chain
+(trigger → first action → …, a condition going on by its `condition-true` side). Old
+versions have no `graph`: they are chains, so they run exactly as before.
+
+Ways out of a node (edge `sourceHandle`):
+- condition: `condition-true`, `condition-false` (a side with no edge ends that path);
+- parallel: `branch-0`, `branch-1`, … (every branch runs);
+- loop: `loop-body` (the first node of each iteration) and `loop-done` (after the last one).
+  The body is every node reachable from `loop-body` without passing the loop node; an edge
+  from a body node back to the loop node ends an iteration (so does a body node with no way
+  out). Iterations run one after the other;
+- every other node: one way out, no handle.
+
+A node runs at most once per token. The token tells loop iterations apart: "" outside loops,
+"3" in the fourth iteration of a loop, "3.0" in the first iteration of a loop inside it.
+A node with several incoming edges runs on the first arrival, except a merge node, which
+waits for all its incoming edges (`strategy: wait-all`) or goes on at the first (`first`).
+"""
+
+from collections import deque
+from dataclasses import dataclass, field
+
+TRIGGER = "trigger"
+TRUE, FALSE = "condition-true", "condition-false"
+BODY, DONE = "loop-body", "loop-done"
+CONTROL_TYPES = ("wait", "condition", "parallel", "merge", "loop")
+MAX_ITERATIONS = 1000
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    type: str
+    config: dict
+    label: str
+    index: int  # position in the definition's list (the effect key of chain versions)
+
+
+@dataclass
+class Graph:
+    trigger: str
+    nodes: dict[str, Node]
+    edges: list[dict]
+    out: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # source → [(handle, target)]
+    incoming: dict[str, list[str]] = field(default_factory=dict)  # target → sources
+    body: dict[str, set[str]] = field(default_factory=dict)  # loop id → nodes of its body
+    loop_of: dict[str, str] = field(default_factory=dict)  # node → innermost loop around it
+
+    def targets(self, node_id: str, handles: set[str] | None = None) -> list[tuple[str, str]]:
+        """(handle, target) pairs out of a node; only through `handles` when given."""
+        return [(h, t) for h, t in self.out.get(node_id, []) if handles is None or h in handles]
+
+    def ends_iteration(self, source: str, target: str) -> bool:
+        return target in self.body and source in self.body[target]
+
+
+def node_id_at(action: dict, index: int) -> str:
+    return action.get("id") or f"step-{index + 1}"
+
+
+def trigger_id(definition: dict) -> str:
+    return ((definition.get("graph") or {}).get("trigger") or {}).get("id") or TRIGGER
+
+
+def chain_edges(definition: dict) -> list[dict]:
+    """The edges of a chain: each node to the next, a condition by its true side."""
+    actions = definition.get("actions") or []
+    ids = [trigger_id(definition), *(node_id_at(a, i) for i, a in enumerate(actions))]
+    types = [None, *(a.get("type") for a in actions)]
+    edges = []
+    for i in range(len(ids) - 1):
+        edge = {"source": ids[i], "target": ids[i + 1]}
+        if types[i] == "condition":
+            edge["sourceHandle"] = TRUE
+        edges.append(edge)
+    return edges
+
+
+def edges_of(definition: dict) -> list[dict]:
+    graph = definition.get("graph") or {}
+    return graph["edges"] if "edges" in graph else chain_edges(definition)
+
+
+def build(definition: dict) -> Graph:
+    """The graph of a definition that passed `problems` (or an old chain version)."""
+    nodes = {}
+    for i, action in enumerate(definition.get("actions") or []):
+        node_id = node_id_at(action, i)
+        nodes[node_id] = Node(node_id, action.get("type"), action.get("config") or {},
+                              action.get("label") or "", i)
+    graph = Graph(trigger=trigger_id(definition), nodes=nodes, edges=edges_of(definition))
+    for edge in graph.edges:
+        graph.out.setdefault(edge["source"], []).append((edge.get("sourceHandle") or "", edge["target"]))
+        graph.incoming.setdefault(edge["target"], []).append(edge["source"])
+    for node in nodes.values():
+        if node.type == "loop":
+            graph.body[node.id] = _reach(graph, [t for _, t in graph.targets(node.id, {BODY})], stop=node.id)
+    # The innermost loop is the one with the smallest body around the node.
+    for loop_id, members in sorted(graph.body.items(), key=lambda item: -len(item[1])):
+        for member in members:
+            graph.loop_of[member] = loop_id
+    return graph
+
+
+def _reach(graph: Graph, start: list[str], stop: str | None = None) -> set[str]:
+    seen, queue = set(), deque(start)
+    while queue:
+        node_id = queue.popleft()
+        if node_id in seen or node_id == stop:
+            continue
+        seen.add(node_id)
+        queue.extend(t for _, t in graph.out.get(node_id, []))
+    return seen
+
+
+def downstream(graph: Graph, node_id: str) -> list[str]:
+    """The nodes after a node on any side, in order, not entering loop bodies (a skipped loop's
+    body never starts) and not going back to a loop."""
+    order, seen, queue = [], {node_id}, deque([node_id])
+    while queue:
+        current = queue.popleft()
+        for handle, target in graph.targets(current):
+            if handle == BODY or graph.ends_iteration(current, target) or target in seen:
+                continue
+            seen.add(target)
+            order.append(target)
+            queue.append(target)
+    return order
+
+
+def child_token(token: str, iteration: int) -> str:
+    return f"{token}.{iteration}" if token else str(iteration)
+
+
+def parent_token(token: str) -> str:
+    return token.rpartition(".")[0] if "." in token else ""
+
+
+def within(token: str, scope: str) -> bool:
+    """Whether work at `token` belongs to the iteration (or top level) `scope`."""
+    return scope == "" or token == scope or token.startswith(scope + ".")
+
+
+# --- Checks -------------------------------------------------------------------------------------
+def _handles(node: Node | None) -> set[str] | None:
+    """The handles a node's edges may carry; None: any `branch-N` (a parallel node)."""
+    if node is None:  # the trigger
+        return {""}
+    return {"condition": {TRUE, FALSE}, "loop": {BODY, DONE}, "parallel": None}.get(node.type, {""})
+
+
+def problems(definition: dict) -> list[tuple[str, str]]:
+    """What is wrong with the shape of the graph, named by place (`edges[2].target`,
+    `nodes[send-email]`); the nodes' own configs are checked elsewhere."""
+    actions = definition.get("actions") or []
+    graph_part = definition.get("graph") or {}
+    if not isinstance(graph_part, dict):
+        return [("graph", "must be a mapping")]
+    ids = [node_id_at(a, i) for i, a in enumerate(actions) if isinstance(a, dict)]
+    start = trigger_id(definition)
+    if start in ids:
+        return [(f"nodes[{start}].id", "is the trigger's id; give the node another one")]
+    edges = edges_of(definition)
+    if not isinstance(edges, list):
+        return [("edges", "must be a list")]
+    errors = []
+    nodes = {node_id_at(a, i): Node(node_id_at(a, i), a.get("type"), a.get("config") or {}, "", i)
+             for i, a in enumerate(actions) if isinstance(a, dict)}
+    seen_ways: set[tuple[str, str]] = set()
+    for i, edge in enumerate(edges):
+        place = f"edges[{i}]"
+        if not isinstance(edge, dict) or not isinstance(edge.get("source"), str) \
+                or not isinstance(edge.get("target"), str):
+            errors.append((place, "must have a source and a target (node ids)"))
+            continue
+        source, target, handle = edge["source"], edge["target"], edge.get("sourceHandle") or ""
+        if source != start and source not in nodes:
+            errors.append((f"{place}.source", f"“{source}” is not a node of this workflow"))
+            continue
+        if target not in nodes:
+            what = "the trigger cannot be the target of an edge" if target == start else \
+                f"“{target}” is not a node of this workflow"
+            errors.append((f"{place}.target", what))
+            continue
+        node = nodes.get(source)
+        allowed = _handles(node)
+        if allowed is None:
+            if not (handle.startswith("branch-") and handle[7:].isdigit()):
+                errors.append((f"{place}.sourceHandle", "a parallel node's ways out are branch-0, branch-1, …"))
+        elif handle not in allowed:
+            ways = ", ".join(sorted(h for h in allowed if h)) or "one way out and takes no handle"
+            what = f"this {node.type} node's ways out are {ways}" if node and "" not in allowed else \
+                f"“{handle}”: this node has {ways}"
+            errors.append((f"{place}.sourceHandle", what))
+        if (source, handle) in seen_ways:
+            errors.append((place, f"a second edge out of “{source}”{f' ({handle})' if handle else ''}: "
+                                  "to run steps side by side, use a parallel node"))
+        seen_ways.add((source, handle))
+    if errors:
+        return errors
+    graph = build(definition)
+    errors += _reach_problems(graph)
+    errors += _cycle_problems(graph)
+    for loop_id, members in graph.body.items():
+        after = _reach(graph, [t for _, t in graph.targets(loop_id, {DONE})], stop=loop_id)
+        for node_id in sorted(members & after):
+            errors.append((f"nodes[{node_id}]", f"is both inside loop “{loop_id}” and after it; a loop's body "
+                                                "and what follows it must be separate"))
+        if not graph.targets(loop_id, {BODY}):
+            errors.append((f"nodes[{loop_id}]", "a loop needs a loop-body edge to the first step of each "
+                                                "iteration"))
+    for node in graph.nodes.values():
+        if node.type == "parallel" and not graph.targets(node.id):
+            errors.append((f"nodes[{node.id}]", "a parallel node needs branch-0, branch-1, … edges"))
+    return errors
+
+
+def _reach_problems(graph: Graph) -> list[tuple[str, str]]:
+    reached = _reach(graph, [t for _, t in graph.targets(graph.trigger)])
+    return [(f"nodes[{node_id}]", "cannot be reached from the trigger: connect it with an edge")
+            for node_id in graph.nodes if node_id not in reached]
+
+
+def _cycle_problems(graph: Graph) -> list[tuple[str, str]]:
+    """Cycles only through loop nodes: without the edges that end an iteration, no circle."""
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(node_id: str) -> str | None:
+        state[node_id] = 1
+        for _, target in graph.out.get(node_id, []):
+            if graph.ends_iteration(node_id, target):
+                continue
+            if state.get(target) == 1:
+                return target
+            if target not in state:
+                found = visit(target)
+                if found:
+                    return found
+        state[node_id] = 2
+        return None
+
+    for node_id in [graph.trigger, *graph.nodes]:
+        if node_id not in state:
+            found = visit(node_id)
+            if found:
+                return [(f"nodes[{found}]", "the edges go round in a circle here; to repeat steps, use a loop "
+                                            "node (its body's last step may lead back to it)")]
+    return []

@@ -1,0 +1,148 @@
+"""Workflows as graphs: both sides of a condition, parallel branches and merges, loops (also
+nested and of 100 items), waits inside branches, and resuming a graph where it stopped."""
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from crm_automation.automation.models import WorkflowRun
+from crm_automation.automation.tasks import sweep
+from crm_automation.crm.models import Deal, Task
+from crm_automation.crm.services import deal_move_to_stage
+from tests.conftest import drain, make_workflow, stage, time_passes
+
+
+def task(node_id: str, title: str, **extra) -> dict:
+    return {"id": node_id, "type": "create_task", "config": {"title": title}, **extra}
+
+
+def edge(source: str, target: str, handle: str | None = None) -> dict:
+    return {"source": source, "target": target, **({"sourceHandle": handle} if handle else {})}
+
+
+def win(org, deal, actions, edges, **kwargs) -> WorkflowRun:
+    make_workflow(org, actions=actions, graph={"edges": edges}, **kwargs)
+    deal_move_to_stage(deal=Deal.objects.get(pk=deal.pk), stage=stage(org, "won"))
+    drain()
+    return WorkflowRun.objects.get()
+
+
+BIG_DEAL = {"id": "big", "type": "condition", "config": {"rules": [
+    {"field": "deal.amount", "operator": "gt", "value": 1000}]}}
+
+
+@pytest.mark.parametrize(("amount", "made"), [(5000, "Big"), (10, "Small")])
+def test_a_condition_takes_one_side_and_records_which(org, deal, amount, made):
+    Deal.objects.filter(pk=deal.pk).update(amount=amount)
+    run = win(org, deal, [BIG_DEAL, task("big-task", "Big"), task("small-task", "Small")],
+              [edge("trigger", "big"), edge("big", "big-task", "condition-true"),
+               edge("big", "small-task", "condition-false")])
+    assert run.status == "completed"
+    assert list(Task.objects.values_list("title", flat=True)) == [made]
+    assert run.actions.get(node_id="big").result["handle"] == ("condition-true" if made == "Big"
+                                                                else "condition-false")
+    assert run.actions.count() == 2  # the side not taken has no step
+
+
+def test_parallel_branches_meet_at_a_merge_that_waits_for_all(org, deal):
+    run = win(org, deal, [
+        {"id": "fan-out", "type": "parallel", "config": {}},
+        task("a", "A"), task("b", "B"), {"id": "b2", "type": "wait", "config": {"delayAmount": 1,
+                                                                               "delayUnit": "hours"}},
+        {"id": "join", "type": "merge", "config": {"strategy": "wait-all"}}, task("after", "After")],
+        [edge("trigger", "fan-out"), edge("fan-out", "a", "branch-0"), edge("fan-out", "b", "branch-1"),
+         edge("b", "b2"), edge("a", "join"), edge("b2", "join"), edge("join", "after")])
+    assert run.status == "waiting"  # branch 1 waits an hour: the merge waits for it
+    assert sorted(Task.objects.values_list("title", flat=True)) == ["A", "B"]
+    time_passes()
+    sweep(fan_out=False)
+    run.refresh_from_db()
+    assert run.status == "completed" and Task.objects.filter(title="After").count() == 1
+    assert run.actions.get(node_id="join").result["arrived_from"] == ["a", "b2"]
+
+
+def test_a_first_merge_goes_on_once(org, deal):
+    run = win(org, deal, [
+        {"id": "fan-out", "type": "parallel", "config": {}}, task("a", "A"), task("b", "B"),
+        {"id": "join", "type": "merge", "config": {"strategy": "first"}}, task("after", "After")],
+        [edge("trigger", "fan-out"), edge("fan-out", "a", "branch-0"), edge("fan-out", "b", "branch-1"),
+         edge("a", "join"), edge("b", "join"), edge("join", "after")])
+    assert run.status == "completed" and Task.objects.filter(title="After").count() == 1
+
+
+def test_a_wait_all_merge_goes_on_when_a_branch_ends_on_a_false_condition(org, deal):
+    Deal.objects.filter(pk=deal.pk).update(amount=1)
+    run = win(org, deal, [
+        {"id": "fan-out", "type": "parallel", "config": {}}, task("a", "A"), BIG_DEAL, task("b", "B"),
+        {"id": "join", "type": "merge", "config": {}}, task("after", "After")],
+        [edge("trigger", "fan-out"), edge("fan-out", "a", "branch-0"), edge("fan-out", "big", "branch-1"),
+         edge("big", "b", "condition-true"), edge("a", "join"), edge("b", "join"), edge("join", "after")])
+    assert run.status == "completed" and sorted(Task.objects.values_list("title", flat=True)) == ["A", "After"]
+
+
+def test_a_loop_runs_its_body_for_each_item_then_goes_on(org, deal):
+    run = win(org, deal, [
+        {"id": "each", "type": "loop", "config": {"loopMode": "for-each", "items": ["call", "email", "visit"]}},
+        task("step", "{{loop.index}}: {{loop.current}} for {{deal.title}}"), task("after", "Done")],
+        [edge("trigger", "each"), edge("each", "step", "loop-body"), edge("step", "each"),
+         edge("each", "after", "loop-done")])
+    assert run.status == "completed"
+    assert list(Task.objects.order_by("created_at", "title").values_list("title", flat=True)) == [
+        "0: call for Website", "1: email for Website", "2: visit for Website", "Done"]
+    assert sorted(run.actions.filter(node_id="step").values_list("token", flat=True)) == ["0", "1", "2"]
+
+
+def test_a_loop_of_100_items_and_a_nested_loop(org, deal):
+    run = win(org, deal, [
+        {"id": "outer", "type": "loop", "config": {"loopMode": "count", "count": 100}},
+        {"id": "inner", "type": "loop", "config": {"loopMode": "count", "count": 2}},
+        task("step", "{{loop.index}}")],
+        [edge("trigger", "outer"), edge("outer", "inner", "loop-body"), edge("inner", "step", "loop-body")])
+    assert run.status == "completed"
+    assert Task.objects.count() == 200
+    assert run.actions.filter(node_id="step", token="99.1").exists()
+
+
+def test_a_wait_inside_a_loop_parks_and_resumes_in_the_right_iteration(org, deal):
+    run = win(org, deal, [
+        {"id": "each", "type": "loop", "config": {"loopMode": "count", "count": 2}},
+        {"id": "pause", "type": "wait", "config": {"delayAmount": 1, "delayUnit": "days"}},
+        task("step", "Iteration {{loop.index}}")],
+        [edge("trigger", "each"), edge("each", "pause", "loop-body"), edge("pause", "step")])
+    for expected in (["Iteration 0"], ["Iteration 0", "Iteration 1"]):
+        assert run.status == "waiting"
+        time_passes()
+        sweep(fan_out=False)
+        run.refresh_from_db()
+        assert sorted(Task.objects.values_list("title", flat=True)) == expected
+    assert run.status == "completed"
+
+
+def test_a_failed_step_in_a_branch_stops_the_run_and_skips_what_was_left(org, deal):
+    deal.contact.email = ""
+    deal.contact.save()
+    run = win(org, deal, [
+        {"id": "fan-out", "type": "parallel", "config": {}},
+        {"id": "bad", "type": "send_email", "config": {"to": "{{deal.contact.email}}", "subject": "Hi"}},
+        task("after-bad", "Never")],
+        [edge("trigger", "fan-out"), edge("fan-out", "bad", "branch-0"), edge("bad", "after-bad")])
+    assert run.status == "failed" and "Step 2" in run.error
+    assert run.actions.get(node_id="after-bad").status == "skipped" and not Task.objects.exists()
+
+
+@pytest.mark.parametrize(("edges", "message"), [
+    ([edge("trigger", "a"), edge("a", "b"), edge("b", "a")], "go round in a circle"),
+    ([edge("trigger", "a")], r"nodes\[b\]: cannot be reached"),
+    ([edge("trigger", "a"), edge("a", "b"), edge("a", "c")], "second edge out of “a”"),
+    ([edge("trigger", "a"), edge("a", "b", "condition-true")], "takes no handle|one way out"),
+    ([edge("trigger", "a"), edge("a", "ghost")], "“ghost” is not a node"),
+])
+def test_bad_graphs_are_refused_with_the_place(org, edges, message):
+    actions = [task("a", "A"), task("b", "B")] + ([task("c", "C")] if any(e["target"] == "c" for e in edges)
+                                                 else [])
+    with pytest.raises(ValidationError, match=message):
+        make_workflow(org, actions=actions, graph={"edges": edges}, activate=False)
+
+
+def test_loop_variables_are_known_only_inside_the_loop(org):
+    with pytest.raises(ValidationError, match=r"loop\.current.*is not a field"):
+        make_workflow(org, actions=[task("a", "{{loop.current}}")], activate=False)
