@@ -239,3 +239,115 @@ def test_the_false_side_of_a_condition_is_a_way_out_and_a_bad_handle_is_named(or
     bad_wait = FOLLOW_UP_YAML.replace("delayUnit: days", "delayUnit: fortnights")
     with pytest.raises(documents.DocumentError, match=r"line \d+: nodes\[wait-1d\]\.data\.config\.delayUnit"):
         parse_yaml(bad_wait, org.pk)
+
+
+GRAPH_YAML = """\
+id: lost-deal-feedback
+name: Lost-deal feedback
+_status: draft
+settings:
+  errorPolicy: skip
+  reenrollment: not_while_running
+  timeoutSeconds: 60
+nodes:
+- id: deal-lost
+  type: workflow
+  data:
+    subtype: chat-app
+    label: Deal Lost
+    config:
+      event: deal_stage_change
+      to_stage: lost
+- id: fan-out
+  type: workflow
+  data:
+    subtype: parallel
+    label: Both Channels
+    config: {}
+- id: ask-why
+  type: workflow
+  data:
+    subtype: tool-call
+    label: Ask Why
+    config:
+      toolName: crm/send_email
+      defaults:
+        to: '{{deal.contact.email}}'
+        subject: What could we have done better, {{deal.contact.first_name}}?
+- id: open-deals
+  type: workflow
+  data:
+    subtype: function
+    label: Open Deals
+    config:
+      functionRef: crm/query_deals
+      args:
+        filters:
+        - field: stage
+          operator: eq
+          value: proposal
+        limit: 5
+- id: each-deal
+  type: workflow
+  data:
+    subtype: loop
+    label: Each Open Deal
+    config:
+      loopMode: for-each
+      items: '{{Open Deals.rows}}'
+      maxIterations: 5
+- id: check-deal
+  type: workflow
+  data:
+    subtype: tool-call
+    label: Check Deal
+    config:
+      toolName: crm/create_task
+      defaults:
+        title: Check {{loop.current.title}} after losing {{deal.title}}
+- id: rejoin
+  type: workflow
+  data:
+    subtype: merge
+    label: Re-join
+    config:
+      strategy: wait-all
+- id: tell-team
+  type: workflow
+  data:
+    subtype: desktop-notification
+    label: Tell The Team
+    config:
+      title: '{{deal.title}} was lost'
+      recipients: admins
+edges:
+- source: deal-lost
+  target: fan-out
+- source: fan-out
+  target: ask-why
+  sourceHandle: branch-0
+- source: fan-out
+  target: open-deals
+  sourceHandle: branch-1
+- source: open-deals
+  target: each-deal
+- source: each-deal
+  target: check-deal
+  sourceHandle: loop-body
+- source: check-deal
+  target: each-deal
+- source: each-deal
+  target: rejoin
+  sourceHandle: loop-done
+- source: ask-why
+  target: rejoin
+- source: rejoin
+  target: tell-team
+"""
+
+
+def test_a_graph_with_every_running_node_type_round_trips_exactly(org, owner):
+    wf, notes = workflow_import_yaml(organization=org, by=owner, text=GRAPH_YAML)
+    assert notes == [] and wf.graph["trigger"] == {"id": "deal-lost", "label": "Deal Lost"}
+    assert workflow_export_yaml(wf) == GRAPH_YAML
+    assert wf.current_version.document["nodes"][0]["id"] == "deal-lost"

@@ -146,3 +146,42 @@ def test_bad_graphs_are_refused_with_the_place(org, edges, message):
 def test_loop_variables_are_known_only_inside_the_loop(org):
     with pytest.raises(ValidationError, match=r"loop\.current.*is not a field"):
         make_workflow(org, actions=[task("a", "{{loop.current}}")], activate=False)
+
+
+FIND_WON = {"id": "find", "type": "function", "label": "Won Deals", "config": {
+    "functionRef": "crm/query_deals", "args": {"filters": [{"field": "stage", "operator": "eq", "value": "won"}]}}}
+
+
+def test_a_function_feeds_a_condition_and_a_loop_by_the_node_label(org, deal):
+    run = win(org, deal, [
+        FIND_WON,
+        {"id": "any", "type": "condition", "config": {"rules": [
+            {"field": "won deals.count", "operator": "gt", "value": 0}]}},
+        {"id": "each", "type": "loop", "config": {"items": "{{Won Deals.rows}}"}},
+        task("step", "Thank {{loop.current.title}} ({{WON DEALS.count}} won, via {{find.count}})")],
+        [edge("trigger", "find"), edge("find", "any"), edge("any", "each", "condition-true"),
+         edge("each", "step", "loop-body")])
+    assert run.status == "completed"
+    assert list(Task.objects.values_list("title", flat=True)) == ["Thank Website (1 won, via 1)"]
+    assert run.actions.get(node_id="find").result["output"]["rows"][0]["title"] == "Website"
+
+
+def test_a_template_may_name_only_nodes_before_it(org):
+    with pytest.raises(ValidationError, match=r"actions\[0\].*\{\{Won Deals.rows\}\} is not a field"):
+        make_workflow(org, actions=[task("a", "{{Won Deals.rows}}"), FIND_WON], activate=False)
+
+
+def test_a_label_that_templates_could_not_name_is_refused(org):
+    with pytest.raises(ValidationError, match="may not contain dots"):
+        make_workflow(org, actions=[{**FIND_WON, "label": "Find v1.2"}], activate=False)
+    with pytest.raises(ValidationError, match="is a name templates already use"):
+        make_workflow(org, actions=[{**FIND_WON, "label": "Deal"}], activate=False)
+
+
+def test_a_desktop_notification_reaches_the_admins(org, deal, owner):
+    from crm_automation.crm.models import Notification
+
+    run = win(org, deal, [{"id": "tell", "type": "notify", "config": {"title": "{{deal.title}} won"}}],
+              [edge("trigger", "tell")])
+    assert run.status == "completed"
+    assert list(Notification.objects.values_list("user__username", "title")) == [("owner", "Website won")]

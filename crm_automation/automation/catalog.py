@@ -73,18 +73,29 @@ def node_scope(fields: dict[str, str]) -> Iterator[None]:
         _node_fields.reset(token)
 
 
+def normal(path):
+    """A path with its first name in lower case: node labels are matched in any case."""
+    if not isinstance(path, str):
+        return path
+    head, dot, rest = path.partition(".")
+    return head.strip().casefold() + dot + rest
+
+
 class Fields(dict):
-    """Paths and their types; a sub-path of an OPEN value (loop.current.first_name) is known as text."""
+    """Paths and their types; a sub-path of an OPEN value (loop.current.first_name) is known, of
+    type "any" (a number when it reads as one, else text)."""
 
     def _open(self, path) -> bool:
         return isinstance(path, str) and any(
             kind == OPEN and path.startswith(f"{name}.") for name, kind in self.items())
 
     def __contains__(self, path) -> bool:
+        path = normal(path)
         return dict.__contains__(self, path) or self._open(path)
 
     def __getitem__(self, path):
-        return dict.__getitem__(self, path) if dict.__contains__(self, path) else "str" if self._open(path) else \
+        path = normal(path)
+        return dict.__getitem__(self, path) if dict.__contains__(self, path) else "any" if self._open(path) else \
             dict.__getitem__(self, path)
 
     def get(self, path, default=None):

@@ -32,6 +32,11 @@ def _coerce(kind: str, value):
     """Coerce a rule value or a record value to the comparable type; ValueError if impossible."""
     if value is None or value == "":
         return None
+    if kind == "any":  # a node's output: a number when it reads as one, else text
+        try:
+            return _coerce("number", value)
+        except ValueError:
+            return str(value).casefold()
     if kind == "number":
         try:
             number = Decimal(str(value))
@@ -89,7 +94,7 @@ def validate(conditions, trigger_type: str, *, organization_id: int | None = Non
             errors.append((f"{where}.value", f"operator {op!r} needs a value"))
             continue
         value = rule["value"]
-        if op in catalog.ORDERING_OPERATORS and kind not in ("number", "date"):
+        if op in catalog.ORDERING_OPERATORS and kind not in ("number", "date", "any"):
             errors.append((f"{where}.operator", f"{op!r} compares numbers or dates; {field} is text"))
             continue
         if op == "in":
@@ -136,8 +141,8 @@ def _rule_holds(rule: dict, kind: str, actual) -> bool:
         return left != right
     if op == "contains":
         return left is not None and right is not None and str(right) in str(left)
-    if left is None or right is None:
-        return False
+    if left is None or right is None or type(left) is not type(right):
+        return False  # (a node's output that is text is not greater than a number)
     return {"gt": left > right, "gte": left >= right, "lt": left < right, "lte": left <= right}[op]
 
 
@@ -169,7 +174,7 @@ def evaluate(conditions, trigger_type: str, cheap_context: dict,
         if not _is_cheap(rule) and context is cheap_context:
             context = load_context()
         actual = resolve(context, rule["field"])
-        holds = _rule_holds(rule, fields.get(rule["field"], "str"), actual)
+        holds = _rule_holds(rule, fields.get(rule["field"], "any"), actual)
         if combinator == "and" and not holds:
             now = "empty" if actual in (None, "") else format_value(actual)
             return Outcome(False, f"condition “{describe(rule)}” was false: {rule['field']} is {now}")

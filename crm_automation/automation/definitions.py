@@ -4,8 +4,9 @@ import math
 
 from django.core.exceptions import ValidationError
 
-from crm_automation.automation import catalog, conditions, control, graph
+from crm_automation.automation import catalog, conditions, control, functions, graph
 from crm_automation.automation.actions import REGISTRY
+from crm_automation.automation.actions.base import template_errors
 from crm_automation.automation.models import Workflow
 from crm_automation.crm.selectors import shown, stage_slugs
 
@@ -15,6 +16,8 @@ MAX_DEPTH = 8
 DEFINITION_FIELDS = ("trigger_type", "trigger_config", "conditions", "error_handling", "reenrollment",
                      "timeout_seconds", "graph")
 LOOP_FIELDS = {"loop.index": "number", "loop.current": catalog.OPEN}
+FUNCTION = "function"
+RESERVED = {"trigger", "deal", "lead", "loop"}  # the first names of template paths
 
 
 def action_dict(action) -> dict:
@@ -97,14 +100,61 @@ def validate_action(action_type, config, *, trigger_type, organization_id, where
     if control.is_control(action_type):
         return [(f"{where}{loc}", msg) for loc, msg in
                 control.validate(action_type, config, trigger_type=trigger_type, organization_id=organization_id)]
+    if action_type == FUNCTION:
+        if not isinstance(config, dict):
+            return [(f"{where}config", 'must be an object, e.g. {"functionRef": "crm/query_deals", "args": {}}')]
+        found = functions.validate(config, organization_id=organization_id)
+        found += _argument_templates(config.get("args"), "config.args", trigger_type)
+        return [(f"{where}{loc}", msg) for loc, msg in found]
     action = REGISTRY.get(action_type) if isinstance(action_type, str) else None
     if action is None:
-        choices = ", ".join([*REGISTRY, *control.LABELS])
+        choices = ", ".join([*REGISTRY, FUNCTION, *control.LABELS])
         if action_type in (None, ""):
             return [(f"{where}type", f"choose an action type ({choices})")]
         return [(f"{where}type", f"unknown action {shown(action_type)}; use one of {choices}")]
     return [(f"{where}{loc}", msg) for loc, msg in
             action.validate(config, trigger_type=trigger_type, organization_id=organization_id)]
+
+
+def _argument_templates(value, where: str, trigger_type: str) -> list[tuple[str, str]]:
+    """The templates in a function's arguments name values the node can read."""
+    if isinstance(value, str):
+        return template_errors(where, value, trigger_type) if "{{" in value else []
+    if isinstance(value, dict):
+        return [e for k, v in value.items() for e in _argument_templates(v, f"{where}.{k}", trigger_type)]
+    if isinstance(value, list):
+        return [e for i, v in enumerate(value) for e in _argument_templates(v, f"{where}[{i}]", trigger_type)]
+    return []
+
+
+def _label_errors(item: dict, where: str) -> list[tuple[str, str]]:
+    label = item.get("label")
+    if label is None:
+        return []
+    if not isinstance(label, str) or len(label) > 200:
+        return [(f"{where}.label", "must be text of at most 200 characters")]
+    if any(c in label for c in ".{}"):
+        return [(f"{where}.label", "may not contain dots or braces: templates refer to nodes by label, "
+                                   "as in {{Find Deals.rows}}")]
+    if label.strip().casefold() in RESERVED:
+        return [(f"{where}.label", f"“{label}” is a name templates already use ({', '.join(sorted(RESERVED))})")]
+    return []
+
+
+def node_scopes(definition: dict) -> dict[str, dict[str, str]]:
+    """What each node may read besides the trigger's fields: the loop's variables inside a loop
+    body, and the output of every node before it, by label (any case) and by id."""
+    flow = graph.build(definition)
+    before = graph.upstream(flow)
+    scopes = {}
+    for node_id in flow.nodes:
+        fields = dict(LOOP_FIELDS) if node_id in flow.loop_of else {}
+        for earlier in before.get(node_id, ()):
+            node = flow.nodes[earlier]
+            fields[earlier] = catalog.OPEN
+            fields[(node.label or earlier).casefold()] = catalog.OPEN
+        scopes[node_id] = fields
+    return scopes
 
 
 def validate_definition(definition: dict, organization_id: int) -> list[tuple[str, str]]:
@@ -128,15 +178,15 @@ def validate_definition(definition: dict, organization_id: int) -> list[tuple[st
     if len(actions) > MAX_ACTIONS:
         errors.append(("actions", f"at most {MAX_ACTIONS} actions ({len(actions)} given)"))
     shape = graph.problems(definition) if all(isinstance(a, dict) for a in actions) else []
-    loops = graph.build(definition).loop_of if not shape else {}
+    scopes = node_scopes(definition) if not shape else {}
     for i, item in enumerate(actions):
         if not isinstance(item, dict):
             errors.append((f"actions[{i}]", "must be an object with type and config"))
             continue
-        if item.get("label") is not None and not (isinstance(item["label"], str) and len(item["label"]) <= 200):
-            errors.append((f"actions[{i}].label", "must be text of at most 200 characters"))
-        # Inside a loop's body a node may read the loop's variables.
-        with catalog.node_scope(LOOP_FIELDS if graph.node_id_at(item, i) in loops else {}):
+        errors += _label_errors(item, f"actions[{i}]")
+        if graph.node_id_at(item, i) in RESERVED:
+            errors.append((f"actions[{i}].id", f"“{item['id']}” is a name templates already use"))
+        with catalog.node_scope(scopes.get(graph.node_id_at(item, i), {})):
             errors += validate_action(item.get("type"), item.get("config"), trigger_type=trigger_type,
                                       organization_id=organization_id, where=f"actions[{i}].")
     return errors + shape

@@ -34,8 +34,10 @@ STATUS_OUT = {"draft": "draft", "activated": "production", "paused": "paused", "
 STATUS_IN = {"draft": "draft", "production": "activated", "paused": "paused", "archive": "archived"}
 # Seed-001 node types this version does not run yet: accepted by the format, refused on import
 # with a message saying so.
-LATER = {"schedule", "manual", "agent", "router", "function", "sub-workflow", "user-input",
-         "desktop-notification", "response"}
+LATER = {"schedule", "manual", "agent", "router", "sub-workflow", "user-input", "response"}
+# Node subtypes whose config is the step's config as it is (no toolName / defaults wrapping).
+PLAIN = {"desktop-notification": "notify", "function": "function"}
+PLAIN_SUBTYPE = {action: subtype for subtype, action in PLAIN.items()}
 TRUE_HANDLE, FALSE_HANDLE = "condition-true", "condition-false"
 NODE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
@@ -96,7 +98,10 @@ def _action_label(action: dict) -> str:
     config = action.get("config") or {}
     if action.get("type") == "update_field":
         return f"Update {config.get('field', 'field')}"
-    return {"send_email": "Send email", "create_task": "Create task"}.get(action.get("type"), "Step")
+    if action.get("type") == "function":
+        return f"Call {str(config.get('functionRef', 'function')).replace('/', ' ')}"
+    return {"send_email": "Send email", "create_task": "Create task", "notify": "Notify"}.get(
+        action.get("type"), "Step")
 
 
 def _unique(label: str, used: set[str]) -> str:
@@ -108,7 +113,9 @@ def _unique(label: str, used: set[str]) -> str:
 
 
 def _subtype(action_type: str) -> str:
-    return action_type if control.is_control(action_type) else "tool-call"
+    if control.is_control(action_type):
+        return action_type
+    return PLAIN_SUBTYPE.get(action_type, "tool-call")
 
 
 def _auto_label(action: dict) -> str:
@@ -135,7 +142,7 @@ def document_of(*, key: str, name: str, definition: dict, description: str = "",
         "config": config}}]
     for action in actions:
         node_config = action.get("config") or {}
-        if not control.is_control(action.get("type")):
+        if _subtype(action.get("type")) == "tool-call":
             node_config = {"toolName": TOOLS.get(action.get("type"), action.get("type")), "defaults": node_config}
         nodes.append({"id": action["id"], "type": "workflow", "data": {
             "subtype": _subtype(action.get("type")), "label": action.get("label") or _unique(_auto_label(action), used),
@@ -290,7 +297,7 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
         if subtype in LATER:
             errors.append((f"nodes[{node_id}].data.subtype", f"“{subtype}” nodes are part of the seed-001 format "
                                                              "but do not run in this version yet"))
-        elif subtype not in ("chat-app", "tool-call", *control.LABELS):
+        elif subtype not in ("chat-app", "tool-call", *PLAIN, *control.LABELS):
             errors.append((f"nodes[{node_id}].data.subtype", f"unknown subtype “{subtype}”"))
     triggers = [i for i, n in by_id.items() if n["data"].get("subtype") == "chat-app"]
     if not errors and len(triggers) != 1:
@@ -318,7 +325,8 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
         if node is trigger_node:
             continue
         config, subtype = node["data"].get("config") or {}, node["data"].get("subtype")
-        action = {"id": node_id, "type": subtype, "config": config, "label": node["data"]["label"].strip()}
+        action = {"id": node_id, "type": PLAIN.get(subtype, subtype), "config": config,
+                  "label": node["data"]["label"].strip()}
         if subtype == "tool-call":
             tool = config.get("toolName")
             if tool not in ACTIONS:

@@ -32,7 +32,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from crm_automation.automation import context, control, enrollment, graph, leases
+from crm_automation.automation import context, control, enrollment, functions, graph, leases
 from crm_automation.automation.actions import REGISTRY, ActionFailed, ExecutionContext, effect_key, step_name
 from crm_automation.automation.history import FINISHED_STEPS, Segment
 from crm_automation.automation.models import (
@@ -46,6 +46,7 @@ from crm_automation.crm.models import Deal, Lead
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
+FUNCTION = "function"
 
 Place = tuple[str, str]  # (node id, token): one step row of a run
 
@@ -71,6 +72,7 @@ class RunState:
     merges: dict[Place, set] = field(default_factory=dict)  # merge nodes waiting: the sources arrived
     loops: dict[Place, int] = field(default_factory=dict)  # loop instances running: current iteration
     loop_items: dict[Place, list] = field(default_factory=dict)
+    outputs: dict[str, object] = field(default_factory=dict)  # finished nodes' results, by id and label
     outcomes: list[str] = field(default_factory=list)
     halted: str = ""
     failure: str = ""  # the first thing that went wrong, in words, for the run's error
@@ -106,12 +108,19 @@ class RunState:
         """The template values at a place: the trigger's, plus the loop's inside a loop body."""
         loop_id = self.graph.loop_of.get(place[0])
         if loop_id is None or not place[1]:
-            return self.template_context
+            return {**self.outputs, **self.template_context} if self.outputs else self.template_context
         instance = (loop_id, graph.parent_token(place[1]))
         index = int(place[1].rpartition(".")[2])
         items = self.loop_items.get(instance) or []
         current = items[index] if index < len(items) else None
-        return {**self.template_context, "loop": {"current": current, "index": index}}
+        return {**self.outputs, **self.template_context, "loop": {"current": current, "index": index}}
+
+    def remember(self, place: Place, result: dict) -> None:
+        """A node's output, for the templates of the nodes after it ({{Label.field}}, {{node-id}})."""
+        node = self.node(place[0])
+        output = result.get("output") if node.type == FUNCTION else result
+        self.outputs[node.id] = output
+        self.outputs[(node.label or node.id).casefold()] = output
 
     def reach(self, place: Place) -> None:
         if place not in self.seen:
@@ -244,7 +253,7 @@ def _walk(state: RunState, segment: Segment, now: datetime, groups: dict[str, li
             state.queued.discard(place)
             _skip(state, place, segment)
             continue
-        if control.is_control(node.type):
+        if control.is_control(node.type) or node.type == FUNCTION:
             state.queued.discard(place)
             _control_step(state, place, previous, segment, now)
             continue
@@ -295,6 +304,8 @@ def _read_back(state: RunState, place: Place, previous: WorkflowRunAction, segme
         return  # nothing after a skipped step runs
     node = state.node(place[0])
     state.outcomes.append(previous.status)
+    if previous.status == StepStatus.COMPLETED:
+        state.remember(place, result)
     if previous.status == StepStatus.FAILED:
         if not state.failure:
             state.failure = segment.failure_text(state, place, previous.error)
@@ -334,8 +345,25 @@ def _control_step(state: RunState, place: Place, previous, segment: Segment, now
         _follow(state, place, None)
     elif node.type == control.LOOP:
         _start_loop(state, place, previous, segment)
+    elif node.type == FUNCTION:
+        _function_step(state, place, segment)
     else:
         _wait_step(state, place, previous, segment, now)
+
+
+def _function_step(state: RunState, place: Place, segment: Segment) -> None:
+    """An allow-listed function (a query, a date or number helper): it only reads, so a
+    redelivery may call it again; its output is recorded and read back from then on."""
+    started = timezone.now()
+    try:
+        output = functions.call(state.node(place[0]).config, organization_id=state.run.organization_id,
+                                context=state.context_at(place))
+    except ActionFailed as exc:
+        segment.record(state, place, StepStatus.FAILED, error=str(exc), started=started)
+        _finished_step(state, place, False)
+        return
+    segment.record(state, place, StepStatus.COMPLETED, result={"output": output}, started=started)
+    _finished_step(state, place, True)
 
 
 def _start_loop(state: RunState, place: Place, previous, segment: Segment) -> None:

@@ -131,6 +131,29 @@ def downstream(graph: Graph, node_id: str) -> list[str]:
     return order
 
 
+def upstream(graph: Graph) -> dict[str, set[str]]:
+    """For each node, the nodes that may have run before it on some path (its ancestors)."""
+    parents: dict[str, set[str]] = {}
+    for edge in graph.edges:
+        if edge["source"] != graph.trigger and not graph.ends_iteration(edge["source"], edge["target"]):
+            parents.setdefault(edge["target"], set()).add(edge["source"])
+    result: dict[str, set[str]] = {}
+
+    def ancestors(node_id: str, path: frozenset) -> set[str]:
+        if node_id in result:
+            return result[node_id]
+        found: set[str] = set()
+        for parent in parents.get(node_id, ()):
+            if parent not in path:
+                found |= {parent} | ancestors(parent, path | {node_id})
+        result[node_id] = found
+        return found
+
+    for node_id in graph.nodes:
+        ancestors(node_id, frozenset())
+    return result
+
+
 def child_token(token: str, iteration: int) -> str:
     return f"{token}.{iteration}" if token else str(iteration)
 

@@ -45,6 +45,8 @@ class Segment:
         if status == StepStatus.FAILED and not state.failure:
             state.failure = self.failure_text(state, place, error)
         result = dict(result or {})
+        if status == StepStatus.COMPLETED:
+            state.remember(place, result)
         if ctx is not None and ctx.notes:
             result["notes"] = ctx.notes
         previous = state.history.get(place)

@@ -20,7 +20,8 @@ MAX_PATH = 200
 OPEN, CLOSE = "{{", "}}"
 # No nested quantifier can overlap (names are separated by dots), so this is linear too; it is
 # only ever applied to a placeholder's text of at most MAX_PATH characters.
-PATH_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*")
+# The first name may be a node's label ("Find Deals") or id ("find-deals"): spaces and dashes.
+PATH_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_ -]*(?:\.[A-Za-z0-9][A-Za-z0-9_]*)*")
 
 
 class TemplateTooLong(ValueError):
@@ -66,7 +67,9 @@ def lookup(context: dict, path: str):
     if not isinstance(path, str) or not is_path(path):
         return None
     value = context
-    for part in path.split("."):
+    for i, part in enumerate(path.split(".")):
+        if i == 0 and part not in value:
+            part = part.strip().casefold()  # a node's label, in any case
         if isinstance(value, list | tuple) and part.isdigit() and int(part) < len(value):
             value = value[int(part)]
             continue
