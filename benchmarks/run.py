@@ -11,6 +11,8 @@
 (e) admin: the run list and a run's page with 1,000,000 runs in the table (--only e);
 (f) waits: 100,000 runs waiting cost one indexed query per wake-up pass (time and queries of a
     pass with nothing due, and with 200 due); 10,000 runs that wait 1 s then run 2 actions;
+(g) graph: a 10-node graph (condition, parallel + merge, loop over 5 items) against the 3-action
+    chain, backlogs of the same size in the same run;
 (t) template scan: the audit's hostile template, old regex against the linear scanner.
 
 It creates (and drops) its own database, BENCH_DATABASE_URL, default
@@ -53,7 +55,7 @@ from django.core.management import call_command  # noqa: E402
 
 call_command("migrate", verbosity=0)
 
-from crm_automation.automation.models import WorkflowRun  # noqa: E402
+from crm_automation.automation.models import WorkflowRun, WorkflowRunAction  # noqa: E402
 from crm_automation.automation.outbox import record_changes  # noqa: E402
 from crm_automation.automation.services import workflow_create, workflow_transition  # noqa: E402
 from crm_automation.crm.changes import records_changed  # noqa: E402
@@ -335,6 +337,65 @@ def bench_waits(n: int = 10_000) -> None:
           f" → {n / total:.0f} runs/s; the last trigger waited {total - saved:.2f} s in all")
 
 
+# --- (g) ----------------------------------------------------------------------------------------
+def _task(node_id: str, title: str) -> dict:
+    return {"id": node_id, "type": "create_task", "config": {"title": title}}
+
+
+GRAPH_NODES = [
+    {"id": "big", "type": "condition", "config": {"rules": [{"field": "deal.amount", "operator": "gte", "value": 0}]}},
+    {"id": "fan-out", "type": "parallel", "config": {}},
+    _task("kickoff", "Kick off {{deal.title}}"),
+    {"id": "probability", "type": "update_field", "config": {"field": "probability", "value": 100}},
+    {"id": "rejoin", "type": "merge", "config": {"strategy": "wait-all"}},
+    {"id": "each", "type": "loop", "config": {"items": ["brief", "plan", "design", "build", "launch"]}},
+    _task("phase", "{{loop.current}} for {{deal.title}}"),
+    {"id": "breathe", "type": "wait", "config": {"delayAmount": 0, "delayUnit": "seconds"}},
+    _task("wrap-up", "Wrap up {{deal.title}}"),
+    _task("small", "Small deal {{deal.title}}"),
+]
+GRAPH_EDGES = [
+    {"source": "trigger", "target": "big"},
+    {"source": "big", "target": "fan-out", "sourceHandle": "condition-true"},
+    {"source": "big", "target": "small", "sourceHandle": "condition-false"},
+    {"source": "fan-out", "target": "kickoff", "sourceHandle": "branch-0"},
+    {"source": "fan-out", "target": "probability", "sourceHandle": "branch-1"},
+    {"source": "kickoff", "target": "rejoin"},
+    {"source": "probability", "target": "rejoin"},
+    {"source": "rejoin", "target": "each"},
+    {"source": "each", "target": "phase", "sourceHandle": "loop-body"},
+    {"source": "each", "target": "breathe", "sourceHandle": "loop-done"},
+    {"source": "breathe", "target": "wrap-up"},
+]
+
+
+def bench_graph(n: int, workers: int) -> None:
+    """A 10-node graph (condition, parallel + merge, a loop over 5 items, a wait of 0) against
+    the 3-action chain, both as a backlog the cluster starts on, same run."""
+    results = {}
+    for name, actions, graph in (("3-action chain", THREE_ACTIONS, {}), ("10-node graph", GRAPH_NODES,
+                                                                        {"edges": GRAPH_EDGES})):
+        org, stages = make_org(f"graph-{len(results)}")
+        wf = workflow_create(organization=org, name=name, trigger_type="deal_stage_change",
+                             trigger_config={"to_stage": "won"}, actions=actions, graph=graph)
+        workflow_transition(workflow_id=wf.pk, name="activate", by=None)
+        for deal in make_deals(org, stages, n):
+            deal_move_to_stage(deal=deal, stage=stages["won"])
+        t0 = time.perf_counter()
+        cluster = Cluster(workers, settle=0)
+        try:
+            total = wait_for_runs(org, n) - t0
+        finally:
+            cluster.stop()
+        steps = WorkflowRunAction.objects.filter(run__organization=org).count()
+        bad = WorkflowRun.objects.filter(organization=org).exclude(status="completed").count()
+        results[name] = (total, steps)
+        print(f"    {name}: {n} runs ({steps} steps) in {total:.2f} s → {n / total:.0f} runs/s, "
+              f"{steps / total:.0f} steps/s ({bad} not completed)")
+    (chain_t, chain_s), (graph_t, graph_s) = results.values()
+    print(f"    the graph takes {graph_t / chain_t:.2f}x the chain's time for {graph_s / chain_s:.1f}x its steps")
+
+
 # --- (t) ----------------------------------------------------------------------------------------
 def bench_template_scan() -> None:
     """The audit's hostile template, "{{" then spaces: the old backtracking regex against the
@@ -365,7 +426,7 @@ def _timed(fn) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="a,b,c,d,f,t", help="any of a,b,c,d,e,f,t (e: admin with 1M runs)")
+    parser.add_argument("--only", default="a,b,c,d,f,g,t", help="any of a,b,c,d,e,f,g,t (e: admin with 1M runs)")
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=int(os.environ.get("Q_WORKERS", "2")))
     args = parser.parse_args()
@@ -381,6 +442,9 @@ def main() -> None:
         bench_save_overhead()
     if "b" in only:
         bench_throughput_backlog(args.n, args.workers)
+    if "g" in only:
+        print(f"\n(g) graph: backlog of {args.n // 2} runs each, cluster started (start-up included)")
+        bench_graph(args.n // 2, args.workers)
     if only & {"b", "c", "d"}:
         cluster = Cluster(args.workers)
         try:

@@ -122,6 +122,7 @@ def time_passes(**runs) -> None:
     past = timezone.now() - timedelta(seconds=1)
     waiting = WorkflowRun.objects.filter(status="waiting", **runs)
     for step in WorkflowRunAction.objects.filter(run__in=waiting, status="waiting"):
-        step.result = {**step.result, "wake_at": past.isoformat()}
+        key = "retry_at" if "retry_at" in step.result else "wake_at"  # a retry's wait, or a wait step's
+        step.result = {**step.result, key: past.isoformat()}
         step.save(update_fields=["result"])
     waiting.update(wake_at=past)

@@ -4,7 +4,7 @@ import math
 
 from django.core.exceptions import ValidationError
 
-from crm_automation.automation import catalog, conditions, control, functions, graph
+from crm_automation.automation import catalog, conditions, control, error_policy, functions, graph
 from crm_automation.automation.actions import REGISTRY
 from crm_automation.automation.actions.base import template_errors
 from crm_automation.automation.models import Workflow
@@ -25,6 +25,8 @@ def action_dict(action) -> dict:
     data = {"id": action.node_id, "type": action.action_type, "config": action.config}
     if action.label:
         data["label"] = action.label
+    if action.on_error:
+        data["on_error"] = action.on_error
     return data
 
 
@@ -166,7 +168,7 @@ def validate_definition(definition: dict, organization_id: int) -> list[tuple[st
     if trigger_type in catalog.TRIGGER_TYPES:
         errors += conditions.validate(definition.get("conditions"), trigger_type, organization_id=organization_id)
     if definition.get("error_handling") not in Workflow.ErrorHandling.values:
-        errors.append(("error_handling", "must be 'stop' or 'continue'"))
+        errors.append(("error_handling", "must be 'stop', 'continue' or 'pause'"))
     if definition.get("reenrollment", Workflow.Reenrollment.EVERY_TIME) not in Workflow.Reenrollment.values:
         errors.append(("reenrollment", f"must be one of {', '.join(Workflow.Reenrollment.values)}"))
     timeout = definition.get("timeout_seconds")
@@ -186,6 +188,7 @@ def validate_definition(definition: dict, organization_id: int) -> list[tuple[st
         errors += _label_errors(item, f"actions[{i}]")
         if graph.node_id_at(item, i) in RESERVED:
             errors.append((f"actions[{i}].id", f"“{item['id']}” is a name templates already use"))
+        errors += error_policy.validate(item.get("on_error"), f"actions[{i}].on_error")
         with catalog.node_scope(scopes.get(graph.node_id_at(item, i), {})):
             errors += validate_action(item.get("type"), item.get("config"), trigger_type=trigger_type,
                                       organization_id=organization_id, where=f"actions[{i}].")

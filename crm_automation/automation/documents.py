@@ -28,7 +28,7 @@ from crm_automation.automation import catalog, control, graph
 TRIGGER_ID = "trigger"
 TOOLS = {"send_email": "crm/send_email", "create_task": "crm/create_task", "update_field": "crm/update_record"}
 ACTIONS = {tool: action for action, tool in TOOLS.items()}
-ERROR_POLICY = {"stop": "abort", "continue": "skip"}
+ERROR_POLICY = {"stop": "abort", "continue": "skip", "pause": "pause"}
 ERROR_HANDLING = {policy: handling for handling, policy in ERROR_POLICY.items()}
 STATUS_OUT = {"draft": "draft", "activated": "production", "paused": "paused", "archived": "archive"}
 STATUS_IN = {"draft": "draft", "production": "activated", "paused": "paused", "archive": "archived"}
@@ -144,9 +144,11 @@ def document_of(*, key: str, name: str, definition: dict, description: str = "",
         node_config = action.get("config") or {}
         if _subtype(action.get("type")) == "tool-call":
             node_config = {"toolName": TOOLS.get(action.get("type"), action.get("type")), "defaults": node_config}
-        nodes.append({"id": action["id"], "type": "workflow", "data": {
-            "subtype": _subtype(action.get("type")), "label": action.get("label") or _unique(_auto_label(action), used),
-            "config": node_config}})
+        data = {"subtype": _subtype(action.get("type")),
+                "label": action.get("label") or _unique(_auto_label(action), used), "config": node_config}
+        if action.get("on_error"):
+            data["onError"] = action["on_error"]
+        nodes.append({"id": action["id"], "type": "workflow", "data": data})
     edges = [{k: edge[k] for k in ("source", "target", "sourceHandle") if edge.get(k)}
              for edge in graph.edges_of({**definition, "actions": actions})]
     document = {"id": key, "name": name}
@@ -327,6 +329,8 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
         config, subtype = node["data"].get("config") or {}, node["data"].get("subtype")
         action = {"id": node_id, "type": PLAIN.get(subtype, subtype), "config": config,
                   "label": node["data"]["label"].strip()}
+        if node["data"].get("onError") is not None:
+            action["on_error"] = node["data"]["onError"]
         if subtype == "tool-call":
             tool = config.get("toolName")
             if tool not in ACTIONS:
@@ -377,7 +381,9 @@ def place_in_document(where: str, definition: dict) -> str:
         rest = match.group(2)
         action = actions[int(match.group(1))]
         node = f"nodes[{action['id']}].data"
-        if rest.startswith("config") and control.is_control(action.get("type")):
+        if rest.startswith("on_error"):
+            return f"{node}.onError{rest[len('on_error'):]}"
+        if rest.startswith("config") and _subtype(action.get("type")) != "tool-call":
             return f"{node}.{rest}"
         if rest.startswith("config"):
             return f"{node}.config.defaults{rest[len('config'):]}"

@@ -32,7 +32,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from crm_automation.automation import context, control, enrollment, functions, graph, leases
+from crm_automation.automation import alerts, context, control, enrollment, error_policy, functions, graph, leases
 from crm_automation.automation.actions import REGISTRY, ActionFailed, ExecutionContext, effect_key, step_name
 from crm_automation.automation.history import FINISHED_STEPS, Segment
 from crm_automation.automation.models import (
@@ -74,13 +74,16 @@ class RunState:
     loop_items: dict[Place, list] = field(default_factory=dict)
     outputs: dict[str, object] = field(default_factory=dict)  # finished nodes' results, by id and label
     outcomes: list[str] = field(default_factory=list)
+    aborted: bool = False  # a step failed under the abort policy
+    paused: str = ""  # a step failed under the pause policy: why (the run waits for a person)
     halted: str = ""
     failure: str = ""  # the first thing that went wrong, in words, for the run's error
     finished: bool = False
 
     @property
-    def stop_on_error(self) -> bool:
-        return self.run.version.definition.get("error_handling") == "stop"
+    def handling(self) -> str:
+        """The workflow's error policy (stop | continue | pause), for steps without their own."""
+        return self.run.version.definition.get("error_handling", "stop")
 
     @property
     def live(self) -> bool:
@@ -223,12 +226,51 @@ def _follow(state: RunState, place: Place, handles: set[str] | None) -> None:
         state.reach(target_place)
 
 
-def _finished_step(state: RunState, place: Place, ok: bool) -> None:
-    """After an action or a wait: go on (on an error too, when the workflow continues on errors)."""
-    if not ok and state.stop_on_error and not state.halted:
-        node = state.node(place[0])
-        state.halted = f"skipped: step {node.index + 1} failed and the workflow stops on errors"
+def _finished_step(state: RunState, place: Place) -> None:
+    """After a step that did its job: go on."""
     _follow(state, place, None)
+
+
+def _fail(state: RunState, place: Place, error: str, segment: Segment, *, result: dict | None = None,
+          ctx=None, started=None, new_attempt: bool = True, made_effect: bool = False) -> None:
+    """A step failed: apply its error policy (error_policy.py) and record what was decided.
+    `made_effect`: the step's effect exists (an email the provider refused): a retry first asks
+    the action to make it ready again, which it refuses when that could repeat it."""
+    node = state.node(place[0])
+    previous = state.history.get(place)
+    attempt = (previous.attempts if previous else 0) + (1 if new_attempt or previous is None else 0)
+    retrying = (node.on_error or {}).get("policy") == "retry"
+    safe = True
+    if retrying and made_effect and REGISTRY.get(node.type) is not None:
+        safe = REGISTRY[node.type].retry(effect_key(state.run.pk, state.step(place)))
+    decision = error_policy.decide(node.on_error, state.handling, attempt=attempt, retry_safe=safe,
+                                   now=timezone.now())
+    info = {**(result or {}), "policy": decision.policy}
+    if decision.note:
+        info["decided"] = decision.note
+    state.queued.discard(place)
+    if decision.policy == "retry":
+        info["retry_at"] = decision.retry_at.isoformat()
+        segment.record(state, place, StepStatus.WAITING, result=info, error=error, ctx=ctx, started=started,
+                       new_attempt=new_attempt)
+        state.waiting[place] = decision.retry_at
+        return
+    segment.record(state, place, StepStatus.FAILED, result=info, error=error, ctx=ctx, started=started,
+                   new_attempt=new_attempt)
+    _after_failure(state, place, decision.policy)
+
+
+def _after_failure(state: RunState, place: Place, policy: str) -> None:
+    node = state.node(place[0])
+    if policy == "skip":
+        _follow(state, place, {graph.DONE} if node.type == control.LOOP else None)
+    elif policy == "pause":
+        state.paused = state.paused or state.failure
+    else:
+        state.aborted = True
+        if not state.halted:
+            state.halted = f"skipped: step {node.index + 1} failed and the workflow stops on errors"
+        _follow(state, place, None)
 
 
 def _walk(state: RunState, segment: Segment, now: datetime, groups: dict[str, list]) -> bool:
@@ -257,10 +299,32 @@ def _walk(state: RunState, segment: Segment, now: datetime, groups: dict[str, li
             state.queued.discard(place)
             _control_step(state, place, previous, segment, now)
             continue
+        if previous is not None and previous.status == StepStatus.WAITING:
+            retry_at = _due(state, previous, datetime.fromisoformat(previous.result["retry_at"]))
+            if retry_at > now:  # its next try is later: the run waits for it
+                state.queued.discard(place)
+                state.waiting[place] = retry_at
+                continue
+            state.waiting.pop(place, None)
+            # A new try begins (counted once however many rows this segment writes for it).
+            segment.record(state, place, StepStatus.RUNNING, result=previous.result, error=previous.error)
         groups.setdefault(node.type, []).append((state, place))
-    if state.halted and state.live:
+    if state.paused:
+        # A person decides how this run goes on: what is under way elsewhere in it is picked up
+        # again when it resumes (deliveries already handed over finish first).
+        for pending in (state.frontier, state.queued, state.waiting, state.merges, state.loops):
+            pending.clear()
+    elif state.halted and state.live:
         _halt_rest(state, segment)
     return moved
+
+
+def _due(state: RunState, previous, at: datetime) -> datetime:
+    """When a waiting step is due: its time, or earlier if a person said "go on now" after it began."""
+    woken = (state.run.metadata or {}).get("woken_at")
+    if woken and previous.started_at and datetime.fromisoformat(woken) >= previous.started_at:
+        return min(at, datetime.fromisoformat(woken))
+    return at
 
 
 def _skip(state: RunState, place: Place, segment: Segment) -> None:
@@ -298,20 +362,23 @@ def _halt_rest(state: RunState, segment: Segment) -> None:
 def _read_back(state: RunState, place: Place, previous: WorkflowRunAction, segment: Segment) -> None:
     """A step that finished in an earlier delivery: its outcome is read, never decided again."""
     result = previous.result or {}
+    node = state.node(place[0])
     if previous.status == StepStatus.SKIPPED:
-        if not result.get("off_path"):
+        if result.get("continued"):  # a person skipped the failed step and let the run go on
+            state.outcomes.append(StepStatus.FAILED)
+            state.failure = state.failure or segment.failure_text(state, place, previous.error)
+            _follow(state, place, {graph.DONE} if node.type == control.LOOP else None)
+        elif not result.get("off_path"):
             state.outcomes.append(previous.status)
         return  # nothing after a skipped step runs
-    node = state.node(place[0])
     state.outcomes.append(previous.status)
     if previous.status == StepStatus.COMPLETED:
         state.remember(place, result)
     if previous.status == StepStatus.FAILED:
         if not state.failure:
             state.failure = segment.failure_text(state, place, previous.error)
-        if node.type in (control.CONDITION, control.LOOP):
-            return  # no side was chosen
-        _finished_step(state, place, False)
+        policy = result.get("policy") or error_policy.WORKFLOW_POLICY.get(state.handling, "abort")
+        _after_failure(state, place, policy)
         return
     if node.type == control.CONDITION:
         _follow(state, place, {graph.TRUE if result.get("passed") else graph.FALSE})
@@ -359,11 +426,10 @@ def _function_step(state: RunState, place: Place, segment: Segment) -> None:
         output = functions.call(state.node(place[0]).config, organization_id=state.run.organization_id,
                                 context=state.context_at(place))
     except ActionFailed as exc:
-        segment.record(state, place, StepStatus.FAILED, error=str(exc), started=started)
-        _finished_step(state, place, False)
+        _fail(state, place, str(exc), segment, started=started)
         return
     segment.record(state, place, StepStatus.COMPLETED, result={"output": output}, started=started)
-    _finished_step(state, place, True)
+    _finished_step(state, place)
 
 
 def _start_loop(state: RunState, place: Place, previous, segment: Segment) -> None:
@@ -373,9 +439,7 @@ def _start_loop(state: RunState, place: Place, previous, segment: Segment) -> No
         try:
             items = control.loop_items(state.node(place[0]).config, state.context_at(place))
         except ActionFailed as exc:
-            segment.record(state, place, StepStatus.FAILED, error=str(exc))
-            if state.stop_on_error:
-                _finished_step(state, place, False)
+            _fail(state, place, str(exc), segment)
             return
         segment.record(state, place, StepStatus.RUNNING, result={"items": items, "count": len(items)},
                        counts=False)
@@ -435,22 +499,18 @@ def _settle(state: RunState, segment: Segment) -> bool:
 def _wait_step(state: RunState, place: Place, previous, segment: Segment, now: datetime) -> None:
     config = state.node(place[0]).config
     if previous is not None and previous.status == StepStatus.WAITING:
-        wake = datetime.fromisoformat(previous.result["wake_at"])
-        woken = (state.run.metadata or {}).get("woken_at")
-        if woken and previous.started_at and datetime.fromisoformat(woken) >= previous.started_at:
-            wake = min(wake, datetime.fromisoformat(woken))  # someone said "go on now"
+        wake = _due(state, previous, datetime.fromisoformat(previous.result["wake_at"]))
     else:
         try:
             wake = control.wake_time(config, state.context_at(place), now)
         except ActionFailed as exc:
-            segment.record(state, place, StepStatus.FAILED, error=str(exc))
-            _finished_step(state, place, False)
+            _fail(state, place, str(exc), segment)
             return
     if wake <= now:
         state.waiting.pop(place, None)
         segment.record(state, place, StepStatus.COMPLETED, result={"waited_until": wake.isoformat()},
                        new_attempt=previous is None)
-        _finished_step(state, place, True)
+        _finished_step(state, place)
         return
     if previous is None or previous.status != StepStatus.WAITING:
         segment.record(state, place, StepStatus.WAITING, result={"wake_at": wake.isoformat()})
@@ -472,11 +532,12 @@ def _apply_group(action, items: list[tuple[RunState, Place, ExecutionContext, ob
         if ok and action.external:
             state.external[place] = (ctx, result)
             segment.record(state, place, StepStatus.RUNNING, result=result, ctx=ctx, started=started)
-        else:
+        elif ok:
             state.queued.discard(place)
-            segment.record(state, place, StepStatus.COMPLETED if ok else StepStatus.FAILED,
-                           result=result, error=error, ctx=ctx, started=started)
-            _finished_step(state, place, ok)
+            segment.record(state, place, StepStatus.COMPLETED, result=result, ctx=ctx, started=started)
+            _finished_step(state, place)
+        else:
+            _fail(state, place, error, segment, result=result, ctx=ctx, started=started)
 
 
 def _apply_one(action, state, place, ctx, prepared):
@@ -533,9 +594,7 @@ def _run_group(action, group: list[tuple[RunState, Place]], segment: Segment) ->
             if not isinstance(exc, ActionFailed):
                 logger.exception("Preparing step %s of run %s crashed", ctx.step, state.run.pk)
             error = str(exc) if isinstance(exc, ActionFailed) else f"internal error: {type(exc).__name__}: {exc}"
-            state.queued.discard(place)
-            segment.record(state, place, StepStatus.FAILED, error=error, ctx=ctx, started=started)
-            _finished_step(state, place, False)
+            _fail(state, place, error, segment, ctx=ctx, started=started)
     if items:
         _apply_group(action, items, segment, started)
 
@@ -549,10 +608,12 @@ def _settle_found(action, state: RunState, place: Place, ctx, result: dict, segm
         ok, result, error = settled
     else:
         ok, result, error = True, {**result, "repeated_delivery": True}, ""
+    if not ok:
+        _fail(state, place, error, segment, result=result, started=started, made_effect=True)
+        return
     state.queued.discard(place)
-    segment.record(state, place, StepStatus.COMPLETED if ok else StepStatus.FAILED,
-                   result=result, error=error, started=started)
-    _finished_step(state, place, ok)
+    segment.record(state, place, StepStatus.COMPLETED, result=result, started=started)
+    _finished_step(state, place)
 
 
 def _deliver(states: list[RunState], segment: Segment, deadline: float) -> int:
@@ -571,20 +632,22 @@ def _deliver(states: list[RunState], segment: Segment, deadline: float) -> int:
                 continue
             ok, result, error = outcome
             ctx, _ = state.external.pop(place)
-            state.queued.discard(place)
-            segment.record(state, place, StepStatus.COMPLETED if ok else StepStatus.FAILED,
-                           result=result, error=error, ctx=ctx, new_attempt=False)
-            _finished_step(state, place, ok)
+            if ok:
+                state.queued.discard(place)
+                segment.record(state, place, StepStatus.COMPLETED, result=result, ctx=ctx, new_attempt=False)
+                _finished_step(state, place)
+            else:
+                _fail(state, place, error, segment, result=result, ctx=ctx, new_attempt=False, made_effect=True)
             settled += 1
     return settled
 
 
-def final_status(outcomes: list[str], stop_on_error: bool) -> str:
-    """completed: every step did its job; partial: some failed and the workflow continues on
-    errors; failed: nothing was done, or it stopped on an error."""
+def final_status(outcomes: list[str], aborted: bool) -> str:
+    """completed: every step did its job; partial: some failed and the run went on after them;
+    failed: nothing was done, or a failure stopped it."""
     if all(o == StepStatus.COMPLETED for o in outcomes):
         return RunStatus.COMPLETED
-    if stop_on_error or StepStatus.COMPLETED not in outcomes or StepStatus.SKIPPED in outcomes:
+    if aborted or StepStatus.COMPLETED not in outcomes or StepStatus.SKIPPED in outcomes:
         return RunStatus.FAILED
     return RunStatus.PARTIAL
 
@@ -603,11 +666,33 @@ def _park(states: list[RunState], token: str) -> None:
             status=RunStatus.WAITING, wake_at=wake, lease_until=None, lease_owner="", attempts=0)
 
 
+def _pause(states: list[RunState], token: str) -> dict[int, str]:
+    """Runs a failed step paused: `paused` (no lease, not counted as finished) until a person
+    retries the step, skips it or cancels the run; the organization's admins are told."""
+    if not states:
+        return {}
+    ids = set(WorkflowRun.objects.select_for_update().filter(
+        pk__in=[s.run.pk for s in states], status=RunStatus.STARTED, lease_owner=token).values_list("pk", flat=True))
+    paused = []
+    for state in states:
+        state.finished = True
+        if state.run.pk in ids:
+            run = state.run
+            run.error = state.paused[:4000]
+            run.metadata = {**(run.metadata or {}), "pauses": (run.metadata or {}).get("pauses", 0) + 1}
+            WorkflowRun.objects.filter(pk=run.pk).update(status=RunStatus.PAUSED, error=run.error, lease_until=None,
+                                                         lease_owner="", attempts=0, metadata=run.metadata)
+            paused.append((run, state.paused))
+    alerts.run_paused(paused)
+    return {run.pk: RunStatus.PAUSED for run, _ in paused}
+
+
 def _finish(states: list[RunState], token: str) -> dict[int, str]:
     _park(states, token)
+    paused = _pause([s for s in states if not s.finished and s.done and s.paused], token)
     done = [s for s in states if not s.finished and s.done]
     if not done:
-        return {}
+        return paused
     ids = set(WorkflowRun.objects.select_for_update().filter(
         pk__in=[s.run.pk for s in done], status=RunStatus.STARTED, lease_owner=token).values_list("pk", flat=True))
     now = timezone.now()
@@ -617,7 +702,7 @@ def _finish(states: list[RunState], token: str) -> dict[int, str]:
         if state.run.pk not in ids:
             continue  # our lease expired and someone else finished it
         run = state.run
-        run.status = final_status(state.outcomes, state.stop_on_error)
+        run.status = final_status(state.outcomes, state.aborted)
         run.finished_at, run.lease_until = now, None
         finished[run.pk] = run.status
         if run.status != RunStatus.COMPLETED:
@@ -640,7 +725,7 @@ def _finish(states: list[RunState], token: str) -> dict[int, str]:
     enrollment.release(runs=[s.run for s in done if s.run.pk in ids])
     if suppressed:
         WorkflowRun.objects.filter(pk__in=suppressed).delete()
-    return finished
+    return {**paused, **finished}
 
 
 def _execute_group(run_ids: list[int], stop_at: float) -> Report:

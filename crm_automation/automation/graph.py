@@ -37,6 +37,7 @@ class Node:
     config: dict
     label: str
     index: int  # position in the definition's list (the effect key of chain versions)
+    on_error: dict | None = None  # see error_policy.py
 
 
 @dataclass
@@ -90,7 +91,7 @@ def build(definition: dict) -> Graph:
     for i, action in enumerate(definition.get("actions") or []):
         node_id = node_id_at(action, i)
         nodes[node_id] = Node(node_id, action.get("type"), action.get("config") or {},
-                              action.get("label") or "", i)
+                              action.get("label") or "", i, action.get("on_error"))
     graph = Graph(trigger=trigger_id(definition), nodes=nodes, edges=edges_of(definition))
     for edge in graph.edges:
         graph.out.setdefault(edge["source"], []).append((edge.get("sourceHandle") or "", edge["target"]))

@@ -27,6 +27,7 @@ class Workflow(models.Model):
     class ErrorHandling(models.TextChoices):
         STOP = "stop", "Stop at the first failed action"
         CONTINUE = "continue", "Continue with the next action"
+        PAUSE = "pause", "Pause the run and notify the admins"
 
     class Reenrollment(models.TextChoices):
         NOT_WHILE_RUNNING = "not_while_running", "Not while the record has an unfinished run of it"
@@ -121,6 +122,9 @@ class WorkflowAction(models.Model):
     node_id = models.SlugField(max_length=60, blank=True, editable=False,
                                help_text="The step's node id in YAML: stable across versions.")
     label = models.CharField(max_length=200, blank=True, help_text="The node's name; templates may refer to it.")
+    on_error = models.JSONField(null=True, blank=True, help_text=(
+        'What happens when this step fails, e.g. {"policy": "retry", "maxAttempts": 4, "then": "pause"}; '
+        "empty: the workflow's policy."))
     position = models.PositiveSmallIntegerField(default=0)
     action_type = models.CharField(max_length=30, choices=Type.choices)
     config = models.JSONField(default=dict, blank=True)
@@ -244,6 +248,7 @@ class RunStatus(models.TextChoices):
     COMPLETED = "completed", "Completed"
     PARTIAL = "partial", "Partial"
     FAILED = "failed", "Failed"
+    PAUSED = "paused", "Paused"  # a failed step's policy asks a person: retry it, skip it or cancel
     CANCELLED = "cancelled", "Cancelled"  # by a person; counted neither as a success nor as a failure
 
 

@@ -27,7 +27,7 @@ from crm_automation.automation.queue import enqueue_continue
 from crm_automation.crm.models import EmailMessage
 from crm_automation.crm.selectors import user_has_role
 
-UNFINISHED = (RunStatus.STARTED, RunStatus.WAITING)
+UNFINISHED = (RunStatus.STARTED, RunStatus.WAITING, RunStatus.PAUSED)
 RETRYABLE = (RunStatus.FAILED, RunStatus.PARTIAL)
 FINISHED = (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED)
 
@@ -141,6 +141,42 @@ def run_retry(*, run_id: int, by) -> WorkflowRun:
     run.attempts = 1  # counted as delivered before, so every effect is looked up before it is made
     run.lease_until, run.lease_owner = None, ""
     run.save(update_fields=["status", "error", "finished_at", "attempts", "lease_until", "lease_owner"])
+    _nudge([run.pk])
+    return run
+
+
+RESUME_WAYS = ("retry", "skip")
+
+
+@transaction.atomic
+def run_resume(*, run_id: int, by, how: str) -> WorkflowRun:
+    """Let a paused run go on: `retry` the step that paused it (its effect is made again only
+    where that cannot repeat it), or `skip` it and go on after it (the run ends partial)."""
+    if how not in RESUME_WAYS:
+        raise ValidationError(f"Resume by {', '.join(RESUME_WAYS)}, not {how!r}.")
+    run = _locked(run_id, by)
+    if run.status != RunStatus.PAUSED:
+        raise ValidationError(f"Run #{run.pk} is not paused ({run.get_status_display().lower()}).")
+    flow = graph.build(run.version.definition)
+    rows = [r for r in run.actions.filter(status=StepStatus.FAILED) if (r.result or {}).get("policy") == "pause"]
+    who = by.get_username() if by is not None else "the system"
+    for row in rows:
+        action = REGISTRY.get(row.action_type)
+        if (how == "retry" and action is not None and row.node_id in flow.nodes
+                and not action.retry(_key(run, flow.nodes[row.node_id], row.token))):
+            raise ValidationError(f"Run #{run.pk}: the step “{row.node_id}” may already have had its effect "
+                                      "(an email whose outcome is unknown), so it is not tried again; skip it, "
+                                      "or resend the email from the outbox if you are sure it did not arrive.")
+    if how == "retry":
+        WorkflowRunAction.objects.filter(pk__in=[r.pk for r in rows]).delete()
+    else:
+        for row in rows:
+            row.status, row.result = StepStatus.SKIPPED, {**(row.result or {}), "continued": True, "skipped_by": who}
+            row.save(update_fields=["status", "result"])
+    run.status, run.error = RunStatus.STARTED, ""
+    run.attempts = 1  # counted as delivered before, so every effect is looked up before it is made
+    run.lease_until, run.lease_owner = None, ""
+    run.save(update_fields=["status", "error", "attempts", "lease_until", "lease_owner"])
     _nudge([run.pk])
     return run
 

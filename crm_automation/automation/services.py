@@ -31,7 +31,7 @@ def _replace_actions(workflow: Workflow, actions: list[dict]) -> None:
     workflow.actions.all().delete()
     WorkflowAction.objects.bulk_create([
         WorkflowAction(workflow=workflow, position=i, node_id=a["id"], action_type=a["type"],
-                       config=a.get("config") or {}, label=a.get("label") or "")
+                       config=a.get("config") or {}, label=a.get("label") or "", on_error=a.get("on_error"))
         for i, a in enumerate(documents.with_node_ids(actions))
     ])
 

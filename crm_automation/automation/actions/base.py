@@ -119,6 +119,11 @@ class Action:
         """Results of effects already made under these keys."""
         raise NotImplementedError
 
+    def retry(self, key: str) -> bool:
+        """Make a failed effect ready to be tried again; False when trying again could repeat it
+        (an email whose outcome is unknown). Database-only effects fail whole: nothing to undo."""
+        return True
+
     def cancel(self, key: str, reason: str) -> None:
         """The run stopped before this step finished: settle an effect made but not completed
         (an external action's queued message). Database-only effects are already complete."""

@@ -85,6 +85,13 @@ class SendEmail(Action):
         return [None if result["email_id"] not in sent else self.outcome(result, sent[result["email_id"]])
                 for _, result in items]
 
+    def retry(self, key: str) -> bool:
+        """A refused email goes back to the queue; one whose outcome is unknown is never re-sent."""
+        if EmailMessage.objects.filter(automation_key=key, status__in=[Status.UNKNOWN, Status.SENDING]).exists():
+            return False
+        EmailMessage.objects.filter(automation_key=key, status=Status.FAILED).update(status=Status.QUEUED, error="")
+        return True
+
     def cancel(self, key: str, reason: str) -> None:
         """A queued email of a run that stopped is never sent: say why; one caught mid-handover
         is unknown, as on any resume."""

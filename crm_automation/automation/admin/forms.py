@@ -7,6 +7,7 @@ before anything is written; the save itself then goes through the services (work
 from django import forms
 from django.core.exceptions import ValidationError
 
+from crm_automation.automation import error_policy
 from crm_automation.automation.definitions import (
     DEFINITION_FIELDS,
     MAX_ACTIONS,
@@ -32,8 +33,9 @@ class WorkflowForm(ConcurrentEditForm):
     class Meta:
         model = Workflow
         fields = ["organization", "name", "description", "trigger_type", "trigger_config",
-                  "conditions", "error_handling", "reenrollment", "timeout_seconds"]
+                  "conditions", "error_handling", "reenrollment", "timeout_seconds", "graph"]
         widgets = {
+            "graph": forms.Textarea(attrs={"rows": 6, "cols": 80}),
             "description": forms.Textarea(attrs={"rows": 2, "cols": 80}),
             "trigger_config": forms.Textarea(attrs={"rows": 2, "cols": 80}),
             "conditions": forms.Textarea(attrs={"rows": 4, "cols": 80}),
@@ -57,8 +59,12 @@ class WorkflowForm(ConcurrentEditForm):
         for name in ("trigger_config", "conditions"):
             if data.get(name) is None:
                 data[name] = {}
+        if data.get("graph") is None:
+            data["graph"] = {}
         definition = {name: data.get(name, getattr(self.instance, name)) for name in DEFINITION_FIELDS}
-        definition["actions"] = []  # the actions inline validates its own rows
+        # The actions inline validates its own rows; the graph's edges are checked with them when
+        # the whole definition is saved (services.workflow_update), naming the edge.
+        definition["actions"], definition["graph"] = [], {}
         for where, message in validate_definition(definition, org_id):
             field = _field_of(where)
             if field in self.fields and field not in self.errors:
@@ -75,8 +81,16 @@ class ActionInlineFormSet(forms.BaseInlineFormSet):
 
     def actions(self) -> list[dict]:
         """The actions as the definition stores them, in the order the person set."""
-        return [{"id": f.instance.node_id if f.instance.pk else None, "type": f.cleaned_data["action_type"],
-                 "config": f.cleaned_data.get("config")} for f in self.kept_forms()]
+        actions = []
+        for form in self.kept_forms():
+            action = {"id": form.instance.node_id if form.instance.pk else None,
+                      "type": form.cleaned_data["action_type"], "config": form.cleaned_data.get("config")}
+            if form.cleaned_data.get("label"):
+                action["label"] = form.cleaned_data["label"]
+            if form.cleaned_data.get("on_error"):
+                action["on_error"] = form.cleaned_data["on_error"]
+            actions.append(action)
+        return actions
 
     def clean(self) -> None:
         super().clean()
@@ -89,8 +103,11 @@ class ActionInlineFormSet(forms.BaseInlineFormSet):
             errors = plain_data_errors(config, "config") or validate_action(
                 form.cleaned_data.get("action_type"), config,
                 trigger_type=workflow.trigger_type, organization_id=workflow.organization_id)
+            errors += error_policy.validate(form.cleaned_data.get("on_error"))
             for where, message in errors:
-                form.add_error("config" if where.startswith("config") else "action_type", f"{where}: {message}")
+                field = "on_error" if where.startswith("on_error") else "config" if where.startswith("config") else \
+                    "action_type"
+                form.add_error(field, f"{where}: {message}")
         if len(kept) > MAX_ACTIONS:
             raise ValidationError(f"A workflow has at most {MAX_ACTIONS} actions; this one has {len(kept)}.")
         if not kept and workflow.status == WorkflowStatus.ACTIVATED:

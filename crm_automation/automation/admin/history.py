@@ -1,6 +1,7 @@
 """Read-only history: runs with their actions, events with their decisions, monthly usage."""
 
 from datetime import timedelta
+from functools import partial
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -10,13 +11,14 @@ from django.utils.html import format_html
 
 from crm_automation.automation.models import (
     AutomationEvent,
+    RunStatus,
     MonthlyUsage,
     Workflow,
     WorkflowDecision,
     WorkflowRun,
     WorkflowRunAction,
 )
-from crm_automation.automation.run_controls import run_cancel, run_retry, run_wake_now
+from crm_automation.automation.run_controls import run_cancel, run_resume, run_retry, run_wake_now
 from crm_automation.crm.admin_scoping import OwnRowsFilter, ReadOnlyInline, ReadOnlyOrgScopedAdmin
 
 ENTITY_ADMIN = {"deal": "admin:crm_deal_change", "lead": "admin:crm_lead_change"}
@@ -33,9 +35,38 @@ def entity_link(entity_type: str, entity_id) -> str:
 
 
 class RunActionInline(ReadOnlyInline):
+    """A run's steps in the order it reached them: which node, which loop iteration, what went in
+    and came out, and what went wrong (with the error policy applied, in the result)."""
+
     model = WorkflowRunAction
-    fields = ("position", "action_type", "status", "result", "error", "attempts", "started_at", "finished_at")
+    fields = ("position", "node", "token", "action_type", "status", "result", "error", "attempts", "started_at",
+              "finished_at")
     readonly_fields = fields
+    verbose_name_plural = "steps"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("run__version")
+
+    @admin.display(description="Node")
+    def node(self, obj) -> str:
+        label = next((a.get("label") for a in obj.run.version.definition.get("actions") or []
+                      if a.get("id") == obj.node_id), None)
+        return f"{label} ({obj.node_id})" if label else obj.node_id
+
+
+class NeedsAttentionFilter(admin.SimpleListFilter):
+    """The dead-letter view: runs that failed or wait for a person, with their last error."""
+
+    title = "needs attention"
+    parameter_name = "attention"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Failed or paused (dead letter)")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(status__in=[RunStatus.FAILED, RunStatus.PARTIAL, RunStatus.PAUSED])
+        return queryset
 
 
 class WorkflowFilter(OwnRowsFilter):
@@ -66,14 +97,14 @@ class WorkflowRunAdmin(ReadOnlyOrgScopedAdmin):
     hide_free_plan = True
     list_display = ("started_at", "status_badge", "workflow_link", "trigger_type", "entity", "duration",
                     "what_went_wrong")
-    list_filter = ("status", WorkflowFilter, StartedFilter, "trigger_type")
+    list_filter = ("status", NeedsAttentionFilter, WorkflowFilter, StartedFilter, "trigger_type")
     list_select_related = ("workflow",)
     ordering = ("-started_at", "-id")
     inlines = [RunActionInline]
     fields = ("workflow", "version", "event", "trigger_type", "trigger_entity_type", "entity", "status",
               "wake_at", "metadata", "error", "attempts", "started_at", "finished_at", "duration")
     readonly_fields = fields
-    actions = ["retry_runs", "cancel_runs", "wake_runs"]
+    actions = ["retry_runs", "resume_retrying", "resume_skipping", "cancel_runs", "wake_runs"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(history_suppressed=False)
@@ -99,6 +130,14 @@ class WorkflowRunAdmin(ReadOnlyOrgScopedAdmin):
     def retry_runs(self, request, queryset) -> None:
         self._control(request, queryset, run_retry, "will be retried from their failed steps (completed steps "
                                                     "are not repeated)")
+
+    @admin.action(description="Paused runs: try the failed step again")
+    def resume_retrying(self, request, queryset) -> None:
+        self._control(request, queryset, partial(run_resume, how="retry"), "will try the failed step again")
+
+    @admin.action(description="Paused runs: skip the failed step and go on")
+    def resume_skipping(self, request, queryset) -> None:
+        self._control(request, queryset, partial(run_resume, how="skip"), "will go on after the failed step")
 
     @admin.action(description="Cancel selected unfinished runs")
     def cancel_runs(self, request, queryset) -> None:

@@ -39,7 +39,8 @@ ACTION_EXAMPLES = [
 class WorkflowActionInline(admin.TabularInline):
     model = WorkflowAction
     formset = ActionInlineFormSet
-    fields = ("position", "action_type", "config")
+    fields = ("position", "node_id", "label", "action_type", "config", "on_error")
+    readonly_fields = ("node_id",)
     extra = 0
     ordering = ("position", "id")
     formfield_overrides = {models.JSONField: {"widget": forms.Textarea(attrs={"rows": 3, "cols": 70}),
@@ -95,6 +96,13 @@ class WorkflowAdmin(WorkflowDocumentViews, FSMAdminMixin, OrgScopedAdmin):
         (None, {"fields": ("organization", "name", "description", "status", "version", "base_revision")}),
         ("Trigger", {"fields": ("trigger_type", "trigger_config", "conditions", "authoring_help")}),
         ("Execution", {"fields": ("error_handling", "reenrollment", "timeout_seconds")}),
+        ("Graph", {"fields": ("graph",), "classes": ("collapse",), "description": (
+            "Leave empty for steps that run one after the other. For branches, parallel paths and loops, list "
+            "the edges between node ids (shown on each step), e.g. {\"edges\": [{\"source\": \"trigger\", "
+            "\"target\": \"check-amount\"}, {\"source\": \"check-amount\", \"target\": \"big-deal-task\", "
+            "\"sourceHandle\": \"condition-true\"}]}. Handles: condition-true / condition-false, branch-0, "
+            "branch-1 … (parallel), loop-body / loop-done (loop). Editing the YAML (export, import) is easier "
+            "for large graphs.")}),
         ("Activity", {"fields": ("run_count", "success_count", "failure_count", "last_run_at",
                                  "created_by", "created_at", "updated_at")}),
     ]

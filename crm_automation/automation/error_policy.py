@@ -1,0 +1,89 @@
+"""What happens when a step fails: each node's error policy (seed 001), or the workflow's.
+
+A node's `onError` (in YAML, `data.onError`; in a definition, the action's `on_error`):
+
+    policy: retry        # retry | skip | pause | abort
+    maxAttempts: 4       # retry: tries in all, the first one included
+    baseSeconds: 5       # retry: wait before the 2nd try; each next wait is `factor` times longer
+    factor: 5            #        (5 s, 25 s, 125 s: seed 003's schedule), ±20 % jitter
+    then: pause          # retry: what happens after the last try (default: the workflow's policy)
+
+- retry: the step waits (durably, like a wait node) and runs again; only when the action says
+  trying again cannot repeat an effect (an email whose outcome is unknown is never sent twice);
+- skip: the failure is recorded and the run goes on after the step (the run ends partial);
+- pause: the run is paused and the organization's admins are notified; a person retries the
+  step, skips it, or cancels the run;
+- abort: the run stops; the steps left are skipped with the reason (the run fails).
+
+The workflow's policy (`settings.errorPolicy`) is abort, skip or pause: today's "stop at the
+first failed action" and "continue with the next action" are abort and skip.
+"""
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+POLICIES = ("retry", "skip", "pause", "abort")
+FINAL = ("skip", "pause", "abort")
+WORKFLOW_POLICY = {"stop": "abort", "continue": "skip", "pause": "pause"}
+MAX_TRIES = 10
+DEFAULT_RETRY = {"maxAttempts": 4, "baseSeconds": 5, "factor": 5}
+
+
+@dataclass(frozen=True)
+class Decision:
+    policy: str  # skip | pause | abort | retry
+    retry_at: datetime | None = None
+    note: str = ""  # what was decided, in words, for the step's row
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate(on_error, where: str = "on_error") -> list[tuple[str, str]]:
+    if on_error is None:
+        return []
+    if not isinstance(on_error, dict):
+        return [(where, 'must be a mapping, e.g. {"policy": "retry", "maxAttempts": 3}')]
+    allowed = {"policy", "maxAttempts", "baseSeconds", "factor", "then"}
+    errors = [(f"{where}.{k}", f"unknown setting; onError takes {', '.join(sorted(allowed))}")
+              for k in sorted(set(on_error) - allowed)]
+    policy = on_error.get("policy")
+    if policy not in POLICIES:
+        return [*errors, (f"{where}.policy", f"must be one of {', '.join(POLICIES)}")]
+    if policy != "retry":
+        extra = sorted(set(on_error) & {"maxAttempts", "baseSeconds", "factor", "then"})
+        return errors + [(f"{where}.{k}", "only a retry policy takes this") for k in extra]
+    tries, base, factor = (on_error.get(k, DEFAULT_RETRY[k]) for k in ("maxAttempts", "baseSeconds", "factor"))
+    if not _whole(tries) or not 2 <= tries <= MAX_TRIES:
+        errors.append((f"{where}.maxAttempts", f"must be a whole number from 2 to {MAX_TRIES} (tries in all)"))
+    if not _whole(base) or not 1 <= base <= 86400:
+        errors.append((f"{where}.baseSeconds", "must be a whole number of seconds from 1 to 86400"))
+    if not _whole(factor) or not 1 <= factor <= 10:
+        errors.append((f"{where}.factor", "must be a whole number from 1 to 10"))
+    if on_error.get("then", "abort") not in FINAL:
+        errors.append((f"{where}.then", f"must be one of {', '.join(FINAL)}"))
+    return errors
+
+
+def decide(on_error: dict | None, workflow_handling: str, *, attempt: int, retry_safe: bool,
+           now: datetime) -> Decision:
+    """What to do after the `attempt`-th try of a step failed."""
+    fallback = WORKFLOW_POLICY.get(workflow_handling, "abort")
+    rule = on_error or {"policy": fallback}
+    if rule["policy"] != "retry":
+        return Decision(rule["policy"])
+    then = rule.get("then", fallback)
+    tries = rule.get("maxAttempts", DEFAULT_RETRY["maxAttempts"])
+    if attempt >= tries:
+        return Decision(then, note=f"gave up after {attempt} tries")
+    if not retry_safe:
+        return Decision(then, note="not tried again: it may already have had its effect")
+    delay = rule.get("baseSeconds", DEFAULT_RETRY["baseSeconds"]) * rule.get("factor", DEFAULT_RETRY["factor"]) ** (
+        attempt - 1)
+    # Jitter spreads the retries of many runs that failed together (an outage); whole seconds
+    # keep runs that retry in the same second in one UPDATE when they park.
+    at = now + timedelta(seconds=round(delay * random.uniform(0.8, 1.2)))
+    return Decision("retry", retry_at=at.replace(microsecond=0) + timedelta(seconds=1),
+                    note=f"try {attempt + 1} of {tries} at {at:%H:%M:%S}")
