@@ -11,8 +11,8 @@ from django.utils.html import format_html
 
 from crm_automation.automation.models import (
     AutomationEvent,
-    RunStatus,
     MonthlyUsage,
+    RunStatus,
     Workflow,
     WorkflowDecision,
     WorkflowRun,

@@ -1,5 +1,6 @@
-"""Admin pages for a workflow's documents and versions: export and import YAML, compare two
-versions, roll back, clone. Thin views: the services in versioning.py do the work."""
+"""Admin pages for a workflow's documents and versions: export and import YAML, start from a
+ready-made template, compare two versions, roll back, clone. Thin views: the services in
+versioning.py (and workflow_templates) do the work."""
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -9,7 +10,7 @@ from django.urls import path, reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from crm_automation.automation import documents
+from crm_automation.automation import documents, workflow_templates
 from crm_automation.automation.services import has_unpublished_changes, workflow_publish
 from crm_automation.automation.versioning import (
     versions_compare,
@@ -31,6 +32,7 @@ class WorkflowDocumentViews:
         view = self.admin_site.admin_view
         return [
             path("import/", view(self.import_view), name="automation_workflow_import"),
+            path("templates/", view(self.templates_view), name="automation_workflow_templates"),
             path("<int:object_id>/export/", view(self.export_view), name="automation_workflow_export"),
             path("<int:object_id>/clone/", view(require_POST(self.clone_view)), name="automation_workflow_clone"),
             path("<int:object_id>/versions/<int:number>/", view(self.version_view),
@@ -124,12 +126,44 @@ class WorkflowDocumentViews:
                                        f"{number}. Earlier versions are kept.", messages.SUCCESS)
         return HttpResponseRedirect(self._change_url(workflow))
 
-    def import_view(self, request):
+    def _target_orgs(self, request):
+        """The organizations this person may add workflows to (ops or admin there)."""
         if not self.has_add_permission(request):
             raise PermissionDenied
-        orgs = Organization.objects.filter(pk__in=self.editable_org_ids(request)).order_by("name")
         if request.user.is_superuser:
-            orgs = Organization.objects.order_by("name")
+            return Organization.objects.order_by("name")
+        return Organization.objects.filter(pk__in=self.editable_org_ids(request)).order_by("name")
+
+    def templates_view(self, request):
+        """GET: the ready-made templates; POST (key, organization): load one as a draft."""
+        orgs = self._target_orgs(request)
+        errors = []
+        if request.method == "POST":
+            chosen = request.POST.get("organization", "")
+            org = orgs.filter(pk=int(chosen)).first() if chosen.isdigit() else orgs[0] if len(orgs) == 1 else None
+            key = request.POST.get("key", "")
+            if org is None:
+                errors = ["Choose the organization the workflow goes into."]
+            else:
+                try:
+                    workflow = workflow_templates.load(organization=org, by=request.user, key=key)
+                except workflow_templates.UnknownTemplate as exc:
+                    errors = [str(exc)]
+                except documents.DocumentError as exc:
+                    errors = [f"This template does not fit {org.name}:", *exc.messages]
+                except (PermissionDenied, ValidationError) as exc:
+                    errors = list(getattr(exc, "messages", [str(exc)]))
+                else:
+                    self.message_user(request, f"“{workflow.name}” is a new draft in {org.name}, made from a "
+                                               "template: review it, then activate it.", messages.SUCCESS)
+                    return HttpResponseRedirect(self._change_url(workflow))
+        return TemplateResponse(request, "admin/automation/workflow/templates.html", {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "title": "Start from a template",
+            "templates": workflow_templates.available(), "orgs": orgs, "errors": errors,
+        })
+
+    def import_view(self, request):
+        orgs = self._target_orgs(request)
         errors, text = [], ""
         if request.method == "POST":
             upload = request.FILES.get("file")
