@@ -122,7 +122,8 @@ def time_passes(**runs) -> None:
     past = timezone.now() - timedelta(seconds=1)
     waiting = WorkflowRun.objects.filter(status="waiting", **runs)
     for step in WorkflowRunAction.objects.filter(run__in=waiting, status="waiting"):
-        key = "retry_at" if "retry_at" in step.result else "wake_at"  # a retry's wait, or a wait step's
+        # A retry's wait, a question's timeout, or a wait step's end.
+        key = next((k for k in ("retry_at", "timeout_at") if step.result.get(k)), "wake_at")
         step.result = {**step.result, key: past.isoformat()}
         step.save(update_fields=["result"])
     waiting.update(wake_at=past)

@@ -280,21 +280,21 @@ nodes:
     subtype: function
     label: Open Deals
     config:
-      functionRef: crm/query_deals
       args:
+        limit: 5
         filters:
         - field: stage
-          operator: eq
           value: proposal
-        limit: 5
+          operator: eq
+      functionRef: crm/query_deals
 - id: each-deal
   type: workflow
   data:
     subtype: loop
     label: Each Open Deal
     config:
-      loopMode: for-each
       items: '{{Open Deals.rows}}'
+      loopMode: for-each
       maxIterations: 5
 - id: check-deal
   type: workflow

@@ -6,11 +6,23 @@ from django.urls import reverse
 from crm_automation.crm.models import Membership, Notification
 
 
-def organization_admins(organization_id: int) -> list:
+def organization_admins(organization_id: int, roles=(Membership.Role.ADMIN,)) -> list:
     # One filter(): the role and the organization hold for the same membership row.
     return list(get_user_model().objects.filter(
         is_active=True, memberships__organization_id=organization_id,
-        memberships__role=Membership.Role.ADMIN).order_by("pk"))
+        memberships__role__in=roles).order_by("pk"))
+
+
+def question_asked(run, place: tuple[str, str], asked: dict) -> None:
+    """Tell the people who may answer a user-input step that it waits for them."""
+    roles = (Membership.Role.ADMIN,) if asked["role"] == "admin" else (Membership.Role.ADMIN, Membership.Role.OPS)
+    link = reverse("admin:automation_workflowrun_answer", args=[run.pk])
+    Notification.objects.bulk_create([
+        Notification(organization_id=run.organization_id, user=user, run_id=run.pk,
+                     title=f"A workflow asks you: {asked['prompt']}"[:200],
+                     body=f"Run #{run.pk} waits for your answer.", link=link,
+                     automation_key=f"run:{run.pk}:ask:{place[0]}:{place[1]}:{user.pk}"[:120])
+        for user in organization_admins(run.organization_id, roles)], ignore_conflicts=True)
 
 
 def run_paused(runs: list[tuple[object, str]]) -> None:

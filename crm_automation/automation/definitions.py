@@ -4,7 +4,7 @@ import math
 
 from django.core.exceptions import ValidationError
 
-from crm_automation.automation import catalog, conditions, control, error_policy, functions, graph
+from crm_automation.automation import catalog, conditions, control, error_policy, functions, graph, questions
 from crm_automation.automation.actions import REGISTRY
 from crm_automation.automation.actions.base import template_errors
 from crm_automation.automation.models import Workflow
@@ -102,6 +102,8 @@ def validate_action(action_type, config, *, trigger_type, organization_id, where
     if control.is_control(action_type):
         return [(f"{where}{loc}", msg) for loc, msg in
                 control.validate(action_type, config, trigger_type=trigger_type, organization_id=organization_id)]
+    if action_type == questions.USER_INPUT:
+        return [(f"{where}{loc}", msg) for loc, msg in questions.validate(config, trigger_type=trigger_type)]
     if action_type == FUNCTION:
         if not isinstance(config, dict):
             return [(f"{where}config", 'must be an object, e.g. {"functionRef": "crm/query_deals", "args": {}}')]
@@ -110,7 +112,7 @@ def validate_action(action_type, config, *, trigger_type, organization_id, where
         return [(f"{where}{loc}", msg) for loc, msg in found]
     action = REGISTRY.get(action_type) if isinstance(action_type, str) else None
     if action is None:
-        choices = ", ".join([*REGISTRY, FUNCTION, *control.LABELS])
+        choices = ", ".join([*REGISTRY, FUNCTION, questions.USER_INPUT, *control.LABELS])
         if action_type in (None, ""):
             return [(f"{where}type", f"choose an action type ({choices})")]
         return [(f"{where}type", f"unknown action {shown(action_type)}; use one of {choices}")]

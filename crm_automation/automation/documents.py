@@ -34,9 +34,9 @@ STATUS_OUT = {"draft": "draft", "activated": "production", "paused": "paused", "
 STATUS_IN = {"draft": "draft", "production": "activated", "paused": "paused", "archive": "archived"}
 # Seed-001 node types this version does not run yet: accepted by the format, refused on import
 # with a message saying so.
-LATER = {"schedule", "manual", "agent", "router", "sub-workflow", "user-input", "response"}
+LATER = {"schedule", "manual", "agent", "router", "sub-workflow", "response"}
 # Node subtypes whose config is the step's config as it is (no toolName / defaults wrapping).
-PLAIN = {"desktop-notification": "notify", "function": "function"}
+PLAIN = {"desktop-notification": "notify", "function": "function", "user-input": "user_input"}
 PLAIN_SUBTYPE = {action: subtype for subtype, action in PLAIN.items()}
 TRUE_HANDLE, FALSE_HANDLE = "condition-true", "condition-false"
 NODE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -100,7 +100,8 @@ def _action_label(action: dict) -> str:
         return f"Update {config.get('field', 'field')}"
     if action.get("type") == "function":
         return f"Call {str(config.get('functionRef', 'function')).replace('/', ' ')}"
-    return {"send_email": "Send email", "create_task": "Create task", "notify": "Notify"}.get(
+    return {"send_email": "Send email", "create_task": "Create task", "notify": "Notify",
+            "user_input": "Ask"}.get(
         action.get("type"), "Step")
 
 
@@ -124,13 +125,24 @@ def _auto_label(action: dict) -> str:
     return _action_label(action)
 
 
+def canonical(value):
+    """Mappings with their keys in PostgreSQL's jsonb order (shorter first, then by bytes): what
+    a database stored comes out the same on SQLite and PostgreSQL, so an export is the same text
+    wherever it was made, and a file written in this order round-trips exactly."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value, key=lambda k: (len(k.encode()), k.encode()))}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
 def document_of(*, key: str, name: str, definition: dict, description: str = "", status: str | None = None) -> dict:
     """A workflow definition (trigger, conditions, nodes, edges) as a seed-001 document."""
     trigger_config = definition.get("trigger_config") or {}
     config = {"event": definition.get("trigger_type")}
-    config.update({k: v for k, v in trigger_config.items() if v not in (None, "")})
+    config.update({k: v for k, v in canonical(trigger_config).items() if v not in (None, "")})
     if (definition.get("conditions") or {}).get("rules"):
-        config["conditions"] = definition["conditions"]
+        config["conditions"] = canonical(definition["conditions"])
     actions = with_node_ids(list(definition.get("actions") or []))
     trigger = (definition.get("graph") or {}).get("trigger") or {}
     used = {TRIGGER_ID, *(str(a["label"]).casefold() for a in actions if a.get("label"))}
@@ -141,13 +153,13 @@ def document_of(*, key: str, name: str, definition: dict, description: str = "",
                                                                         used),
         "config": config}}]
     for action in actions:
-        node_config = action.get("config") or {}
+        node_config = canonical(action.get("config") or {})
         if _subtype(action.get("type")) == "tool-call":
             node_config = {"toolName": TOOLS.get(action.get("type"), action.get("type")), "defaults": node_config}
         data = {"subtype": _subtype(action.get("type")),
                 "label": action.get("label") or _unique(_auto_label(action), used), "config": node_config}
         if action.get("on_error"):
-            data["onError"] = action["on_error"]
+            data["onError"] = canonical(action["on_error"])
         nodes.append({"id": action["id"], "type": "workflow", "data": data})
     edges = [{k: edge[k] for k in ("source", "target", "sourceHandle") if edge.get(k)}
              for edge in graph.edges_of({**definition, "actions": actions})]

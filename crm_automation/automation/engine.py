@@ -32,7 +32,17 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from crm_automation.automation import alerts, context, control, enrollment, error_policy, functions, graph, leases
+from crm_automation.automation import (
+    alerts,
+    context,
+    control,
+    enrollment,
+    error_policy,
+    functions,
+    graph,
+    leases,
+    questions,
+)
 from crm_automation.automation.actions import REGISTRY, ActionFailed, ExecutionContext, effect_key, step_name
 from crm_automation.automation.history import FINISHED_STEPS, Segment
 from crm_automation.automation.models import (
@@ -94,10 +104,16 @@ class RunState:
         return self.finished or not self.live
 
     @property
+    def parked(self) -> bool:
+        """Only waits are left: for time, for an answer, for a sub-workflow."""
+        return bool(self.waiting) and not (self.frontier or self.queued or self.external)
+
+    @property
     def wait_until(self) -> datetime | None:
-        """When only wait steps are left: the earliest end of one (the run parks until then)."""
-        if self.waiting and not (self.frontier or self.queued or self.external):
-            return min(self.waiting.values())
+        """When a parked run wakes: the earliest time one of its waits ends; None when they all
+        wait for something else (an answer, a sub-workflow), which wakes the run itself."""
+        if self.parked:
+            return min((t for t in self.waiting.values() if t is not None), default=None)
         return None
 
     def node(self, node_id: str) -> graph.Node:
@@ -295,7 +311,7 @@ def _walk(state: RunState, segment: Segment, now: datetime, groups: dict[str, li
             state.queued.discard(place)
             _skip(state, place, segment)
             continue
-        if control.is_control(node.type) or node.type == FUNCTION:
+        if control.is_control(node.type) or node.type in (FUNCTION, questions.USER_INPUT):
             state.queued.discard(place)
             _control_step(state, place, previous, segment, now)
             continue
@@ -319,8 +335,10 @@ def _walk(state: RunState, segment: Segment, now: datetime, groups: dict[str, li
     return moved
 
 
-def _due(state: RunState, previous, at: datetime) -> datetime:
+def _due(state: RunState, previous, at: datetime | None) -> datetime | None:
     """When a waiting step is due: its time, or earlier if a person said "go on now" after it began."""
+    if at is None:
+        return None  # it waits for a person or a sub-workflow, not for time
     woken = (state.run.metadata or {}).get("woken_at")
     if woken and previous.started_at and datetime.fromisoformat(woken) >= previous.started_at:
         return min(at, datetime.fromisoformat(woken))
@@ -414,6 +432,8 @@ def _control_step(state: RunState, place: Place, previous, segment: Segment, now
         _start_loop(state, place, previous, segment)
     elif node.type == FUNCTION:
         _function_step(state, place, segment)
+    elif node.type == questions.USER_INPUT:
+        _question_step(state, place, previous, segment, now)
     else:
         _wait_step(state, place, previous, segment, now)
 
@@ -430,6 +450,25 @@ def _function_step(state: RunState, place: Place, segment: Segment) -> None:
         return
     segment.record(state, place, StepStatus.COMPLETED, result={"output": output}, started=started)
     _finished_step(state, place)
+
+
+def _question_step(state: RunState, place: Place, previous, segment: Segment, now: datetime) -> None:
+    """Ask a person (questions.py): the run waits, holding nothing, until a permitted user
+    answers in the admin (which wakes it) or the question times out."""
+    if previous is None or previous.status != StepStatus.WAITING:
+        asked = questions.ask(state.node(place[0]).config, state.context_at(place), now)
+        segment.record(state, place, StepStatus.WAITING, result=asked)
+        alerts.question_asked(state.run, place, asked)
+        state.waiting[place] = questions.deadline(asked)
+        return
+    decision = questions.decision(previous.result, _due(state, previous, questions.deadline(previous.result)), now)
+    if decision is None:
+        state.waiting[place] = questions.deadline(previous.result)
+        return
+    state.waiting.pop(place, None)
+    segment.record(state, place, StepStatus.COMPLETED, result={**previous.result, "decision": decision},
+                   new_attempt=False)
+    _follow(state, place, {decision})
 
 
 def _start_loop(state: RunState, place: Place, previous, segment: Segment) -> None:
@@ -655,10 +694,10 @@ def final_status(outcomes: list[str], aborted: bool) -> str:
 def _park(states: list[RunState], token: str) -> None:
     """Runs that only wait for time: `waiting` until their wake-up time, holding no lease; their
     crash counter starts again when they wake (attempts count running work only)."""
-    by_wake: dict[datetime, list[int]] = {}
+    by_wake: dict[datetime | None, list[int]] = {}
     for state in states:
         wake = state.wait_until
-        if wake is not None and not state.finished and not state.halted:
+        if state.parked and not state.finished and not state.halted and not state.paused:
             state.finished = True
             by_wake.setdefault(wake, []).append(state.run.pk)
     for wake, run_ids in by_wake.items():

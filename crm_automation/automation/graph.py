@@ -173,7 +173,8 @@ def _handles(node: Node | None) -> set[str] | None:
     """The handles a node's edges may carry; None: any `branch-N` (a parallel node)."""
     if node is None:  # the trigger
         return {""}
-    return {"condition": {TRUE, FALSE}, "loop": {BODY, DONE}, "parallel": None}.get(node.type, {""})
+    return {"condition": {TRUE, FALSE}, "loop": {BODY, DONE}, "parallel": None,
+            "user_input": {"approved", "rejected", "timed-out"}}.get(node.type, {""})
 
 
 def problems(definition: dict) -> list[tuple[str, str]]:

@@ -117,6 +117,8 @@ class WorkflowAction(models.Model):
         MERGE = "merge", "Merge branches"
         LOOP = "loop", "Loop"
         NOTIFY = "notify", "Desktop notification"
+        FUNCTION = "function", "Function"
+        USER_INPUT = "user_input", "Ask a person (approval)"
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="actions")
     node_id = models.SlugField(max_length=60, blank=True, editable=False,

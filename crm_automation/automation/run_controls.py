@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from crm_automation.automation import enrollment, graph
+from crm_automation.automation import enrollment, graph, questions
 from crm_automation.automation.actions import REGISTRY, effect_key, step_name
 from crm_automation.automation.models import (
     Enrollment,
@@ -142,6 +142,40 @@ def run_retry(*, run_id: int, by) -> WorkflowRun:
     run.lease_until, run.lease_owner = None, ""
     run.save(update_fields=["status", "error", "finished_at", "attempts", "lease_until", "lease_owner"])
     _nudge([run.pk])
+    return run
+
+
+def open_questions(run: WorkflowRun) -> list[WorkflowRunAction]:
+    """The user-input steps of a run that wait for an answer."""
+    return list(run.actions.filter(action_type=questions.USER_INPUT, status=StepStatus.WAITING).order_by("position"))
+
+
+@transaction.atomic
+def run_answer(*, run_id: int, by, node_id: str, token: str = "", decision: str, comment: str = "") -> WorkflowRun:
+    """Answer a run's question (a user-input step): approved or rejected, with a comment. Only
+    people with the step's role in the run's organization may; the run goes on at once."""
+    run = WorkflowRun.objects.select_for_update().get(pk=run_id)
+    row = run.actions.filter(node_id=node_id, token=token, action_type=questions.USER_INPUT).first()
+    if row is None or row.status != StepStatus.WAITING or (row.result or {}).get("decision"):
+        raise ValidationError(f"Run #{run.pk} has no open question “{node_id}” (answered, timed out or cancelled).")
+    role = row.result.get("role", "admin")
+    if by is None or not user_has_role(by, run.organization_id, role):
+        raise PermissionDenied(f"Only {'admins' if role == 'admin' else 'ops members and admins'} of this "
+                               "organization may answer this question.")
+    if decision not in (questions.APPROVED, questions.REJECTED):
+        raise ValidationError(f"Answer {questions.APPROVED} or {questions.REJECTED}.")
+    if len(comment) > 2000:
+        raise ValidationError("The comment is longer than 2,000 characters.")
+    if _held(run):
+        raise ValidationError(f"Run #{run.pk} is executing right now; answer again in a few seconds.")
+    now = timezone.now()
+    row.result = {**row.result, "decision": decision, "comment": comment, "answered_by": by.get_username(),
+                  "answered_at": now.isoformat()}
+    row.save(update_fields=["result"])
+    if run.status == RunStatus.WAITING:  # woken as a due wait is (tasks.wake_due_runs)
+        run.status, run.wake_at, run.lease_until, run.lease_owner = RunStatus.STARTED, now, None, ""
+        run.save(update_fields=["status", "wake_at", "lease_until", "lease_owner"])
+        _nudge([run.pk])
     return run
 
 

@@ -5,7 +5,9 @@ from functools import partial
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.urls import reverse
+from django.http import Http404, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -18,7 +20,14 @@ from crm_automation.automation.models import (
     WorkflowRun,
     WorkflowRunAction,
 )
-from crm_automation.automation.run_controls import run_cancel, run_resume, run_retry, run_wake_now
+from crm_automation.automation.run_controls import (
+    open_questions,
+    run_answer,
+    run_cancel,
+    run_resume,
+    run_retry,
+    run_wake_now,
+)
 from crm_automation.crm.admin_scoping import OwnRowsFilter, ReadOnlyInline, ReadOnlyOrgScopedAdmin
 
 ENTITY_ADMIN = {"deal": "admin:crm_deal_change", "lead": "admin:crm_lead_change"}
@@ -101,13 +110,48 @@ class WorkflowRunAdmin(ReadOnlyOrgScopedAdmin):
     list_select_related = ("workflow",)
     ordering = ("-started_at", "-id")
     inlines = [RunActionInline]
-    fields = ("workflow", "version", "event", "trigger_type", "trigger_entity_type", "entity", "status",
+    fields = ("workflow", "version", "event", "trigger_type", "trigger_entity_type", "entity", "status", "question",
               "wake_at", "metadata", "error", "attempts", "started_at", "finished_at", "duration")
     readonly_fields = fields
     actions = ["retry_runs", "resume_retrying", "resume_skipping", "cancel_runs", "wake_runs"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(history_suppressed=False)
+
+    def get_urls(self):
+        return [path("<int:object_id>/answer/", self.admin_site.admin_view(self.answer_view),
+                     name="automation_workflowrun_answer"), *super().get_urls()]
+
+    def answer_view(self, request, object_id: int):
+        """Answer a run's question (a user-input step): approve or reject, with a comment."""
+        run = self.get_object(request, str(object_id))
+        if run is None or not self.has_view_permission(request, run):
+            raise Http404("No such run.")
+        if request.method == "POST":
+            try:
+                run_answer(run_id=run.pk, by=request.user, node_id=request.POST.get("node_id", ""),
+                           token=request.POST.get("token", ""), decision=request.POST.get("decision", ""),
+                           comment=request.POST.get("comment", "").strip())
+            except PermissionDenied as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                return HttpResponseRedirect(request.path)
+            except ValidationError as exc:
+                self.message_user(request, " ".join(exc.messages), messages.ERROR)
+                return HttpResponseRedirect(request.path)
+            self.message_user(request, f"Answered: run #{run.pk} goes on.", messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:automation_workflowrun_change", args=[run.pk]))
+        return TemplateResponse(request, "admin/automation/workflowrun/answer.html", {
+            **self.admin_site.each_context(request), "run": run, "questions": open_questions(run),
+            "title": f"Answer run #{run.pk}", "record_label": str(run.trigger_entity_id)[:8],
+            "record_url": reverse(ENTITY_ADMIN[run.trigger_entity_type], args=[run.trigger_entity_id])
+            if run.trigger_entity_type in ENTITY_ADMIN else "#"})
+
+    @admin.display(description="Question")
+    def question(self, obj) -> str:
+        if not open_questions(obj):
+            return "-"
+        return format_html("<a class='button' href='{}'>Answer the open question</a>",
+                           reverse("admin:automation_workflowrun_answer", args=[obj.pk]))
 
     def lookup_allowed(self, lookup, value, request=None) -> bool:
         # The deal and lead pages link here with ?trigger_entity_id=… (their runs, to cancel).
