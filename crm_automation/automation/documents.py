@@ -34,9 +34,10 @@ STATUS_OUT = {"draft": "draft", "activated": "production", "paused": "paused", "
 STATUS_IN = {"draft": "draft", "production": "activated", "paused": "paused", "archive": "archived"}
 # Seed-001 node types this version does not run yet: accepted by the format, refused on import
 # with a message saying so.
-LATER = {"schedule", "manual", "agent", "router", "sub-workflow", "response"}
+LATER = {"schedule", "manual", "agent", "router", "response"}
 # Node subtypes whose config is the step's config as it is (no toolName / defaults wrapping).
-PLAIN = {"desktop-notification": "notify", "function": "function", "user-input": "user_input"}
+PLAIN = {"desktop-notification": "notify", "function": "function", "user-input": "user_input",
+         "sub-workflow": "sub_workflow"}
 PLAIN_SUBTYPE = {action: subtype for subtype, action in PLAIN.items()}
 TRUE_HANDLE, FALSE_HANDLE = "condition-true", "condition-false"
 NODE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -101,7 +102,7 @@ def _action_label(action: dict) -> str:
     if action.get("type") == "function":
         return f"Call {str(config.get('functionRef', 'function')).replace('/', ' ')}"
     return {"send_email": "Send email", "create_task": "Create task", "notify": "Notify",
-            "user_input": "Ask"}.get(
+            "user_input": "Ask", "sub_workflow": f"Run {config.get('workflowId', 'sub-workflow')}"}.get(
         action.get("type"), "Step")
 
 

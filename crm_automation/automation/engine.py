@@ -44,6 +44,7 @@ from crm_automation.automation import (
     questions,
 )
 from crm_automation.automation.actions import REGISTRY, ActionFailed, ExecutionContext, effect_key, step_name
+from crm_automation.automation.actions.sub_workflow import child_outcome
 from crm_automation.automation.history import FINISHED_STEPS, Segment
 from crm_automation.automation.models import (
     RunStatus,
@@ -52,11 +53,13 @@ from crm_automation.automation.models import (
     WorkflowRun,
     WorkflowRunAction,
 )
+from crm_automation.automation.queue import enqueue_continue
 from crm_automation.crm.models import Deal, Lead
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 FUNCTION = "function"
+SUB_WORKFLOW = "sub_workflow"
 
 Place = tuple[str, str]  # (node id, token): one step row of a run
 
@@ -137,7 +140,7 @@ class RunState:
     def remember(self, place: Place, result: dict) -> None:
         """A node's output, for the templates of the nodes after it ({{Label.field}}, {{node-id}})."""
         node = self.node(place[0])
-        output = result.get("output") if node.type == FUNCTION else result
+        output = result.get("output") if node.type in (FUNCTION, SUB_WORKFLOW) else result
         self.outputs[node.id] = output
         self.outputs[(node.label or node.id).casefold()] = output
 
@@ -315,6 +318,11 @@ def _walk(state: RunState, segment: Segment, now: datetime, groups: dict[str, li
             state.queued.discard(place)
             _control_step(state, place, previous, segment, now)
             continue
+        if node.type == SUB_WORKFLOW and previous is not None and previous.status == StepStatus.WAITING \
+                and "child_run" in (previous.result or {}):
+            state.queued.discard(place)
+            _child_step(state, place, previous, segment)
+            continue
         if previous is not None and previous.status == StepStatus.WAITING:
             retry_at = _due(state, previous, datetime.fromisoformat(previous.result["retry_at"]))
             if retry_at > now:  # its next try is later: the run waits for it
@@ -333,6 +341,33 @@ def _walk(state: RunState, segment: Segment, now: datetime, groups: dict[str, li
     elif state.halted and state.live:
         _halt_rest(state, segment)
     return moved
+
+
+def _child_step(state: RunState, place: Place, previous, segment: Segment) -> None:
+    """A sub-workflow this run waits for: go on when its run has finished (it wakes us)."""
+    outcome = child_outcome(previous.result["child_run"])
+    if outcome is None:
+        state.waiting[place] = None
+        return
+    status, output = outcome
+    result = {**previous.result, "output": output}
+    if status in (RunStatus.COMPLETED, RunStatus.PARTIAL):
+        segment.record(state, place, StepStatus.COMPLETED, result=result, new_attempt=False)
+        _finished_step(state, place)
+    else:
+        _fail(state, place, f"its run #{output['run']} {status}: {output.get('error') or 'no reason given'}",
+              segment, result=result, new_attempt=False)
+
+
+def _made(state: RunState, place: Place, result: dict, segment: Segment, **record) -> None:
+    """A step's effect was made: it is done, unless it is a sub-workflow this run waits for."""
+    state.queued.discard(place)
+    if state.node(place[0]).type == SUB_WORKFLOW and result.get("await"):
+        segment.record(state, place, StepStatus.WAITING, result=result, **record)
+        state.waiting[place] = None
+        return
+    segment.record(state, place, StepStatus.COMPLETED, result=result, **record)
+    _finished_step(state, place)
 
 
 def _due(state: RunState, previous, at: datetime | None) -> datetime | None:
@@ -572,9 +607,7 @@ def _apply_group(action, items: list[tuple[RunState, Place, ExecutionContext, ob
             state.external[place] = (ctx, result)
             segment.record(state, place, StepStatus.RUNNING, result=result, ctx=ctx, started=started)
         elif ok:
-            state.queued.discard(place)
-            segment.record(state, place, StepStatus.COMPLETED, result=result, ctx=ctx, started=started)
-            _finished_step(state, place)
+            _made(state, place, result, segment, ctx=ctx, started=started)
         else:
             _fail(state, place, error, segment, result=result, ctx=ctx, started=started)
 
@@ -650,9 +683,7 @@ def _settle_found(action, state: RunState, place: Place, ctx, result: dict, segm
     if not ok:
         _fail(state, place, error, segment, result=result, started=started, made_effect=True)
         return
-    state.queued.discard(place)
-    segment.record(state, place, StepStatus.COMPLETED, result=result, started=started)
-    _finished_step(state, place)
+    _made(state, place, result, segment, started=started)
 
 
 def _deliver(states: list[RunState], segment: Segment, deadline: float) -> int:
@@ -726,6 +757,17 @@ def _pause(states: list[RunState], token: str) -> dict[int, str]:
     return {run.pk: RunStatus.PAUSED for run, _ in paused}
 
 
+def wake_parents(runs: list[WorkflowRun]) -> None:
+    """Sub-workflow runs that ended: the runs waiting for them go on."""
+    parents = sorted({r.parent_run_id for r in runs if r.parent_run_id and (r.metadata or {}).get("await", True)})
+    if not parents:
+        return
+    WorkflowRun.objects.filter(pk__in=parents, status=RunStatus.WAITING).update(
+        status=RunStatus.STARTED, wake_at=timezone.now(), lease_until=None, lease_owner="")
+    if settings.AUTOMATION["NUDGE"]:
+        transaction.on_commit(lambda: enqueue_continue(parents))
+
+
 def _finish(states: list[RunState], token: str) -> dict[int, str]:
     _park(states, token)
     paused = _pause([s for s in states if not s.finished and s.done and s.paused], token)
@@ -762,6 +804,7 @@ def _finish(states: list[RunState], token: str) -> dict[int, str]:
             run_count=F("run_count") + total, success_count=F("success_count") + ok,
             failure_count=F("failure_count") + (total - ok), last_run_at=now)
     enrollment.release(runs=[s.run for s in done if s.run.pk in ids])
+    wake_parents([s.run for s in done if s.run.pk in ids])
     if suppressed:
         WorkflowRun.objects.filter(pk__in=suppressed).delete()
     return {**paused, **finished}

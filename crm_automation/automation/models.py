@@ -119,6 +119,7 @@ class WorkflowAction(models.Model):
         NOTIFY = "notify", "Desktop notification"
         FUNCTION = "function", "Function"
         USER_INPUT = "user_input", "Ask a person (approval)"
+        SUB_WORKFLOW = "sub_workflow", "Sub-workflow"
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="actions")
     node_id = models.SlugField(max_length=60, blank=True, editable=False,
@@ -272,6 +273,10 @@ class WorkflowRun(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     lease_owner = models.CharField(max_length=32, blank=True, editable=False)
     wake_at = models.DateTimeField(null=True, blank=True, help_text="When a waiting run goes on.")
+    # A sub-workflow's run: the run that started it, and that run's step key (unique: a parent
+    # delivered again finds its child instead of starting another).
+    parent_run = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children")
+    parent_key = models.CharField(max_length=100, null=True, blank=True, unique=True, editable=False)
     # Runs begun before node keys existed keep their effects' run:<id>:step:<n> keys.
     legacy_keys = models.BooleanField(default=False, editable=False)
     started_at = models.DateTimeField(auto_now_add=True)

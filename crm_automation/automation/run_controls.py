@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from crm_automation.automation import enrollment, graph, questions
 from crm_automation.automation.actions import REGISTRY, effect_key, step_name
+from crm_automation.automation.engine import wake_parents
 from crm_automation.automation.models import (
     Enrollment,
     RunStatus,
@@ -88,6 +89,7 @@ def run_cancel(*, run_id: int, by) -> WorkflowRun:
     run.lease_until, run.lease_owner, run.wake_at = None, "", None
     run.save(update_fields=["status", "error", "finished_at", "lease_until", "lease_owner", "wake_at"])
     enrollment.release(runs=[run])
+    wake_parents([run])
     return run
 
 

@@ -5,8 +5,9 @@ from crm_automation.automation.actions.base import Action, ActionFailed, Executi
 from crm_automation.automation.actions.create_task import CreateTask
 from crm_automation.automation.actions.notify import Notify
 from crm_automation.automation.actions.send_email import SendEmail
+from crm_automation.automation.actions.sub_workflow import SubWorkflow
 from crm_automation.automation.actions.update_field import UpdateField
 
-REGISTRY: dict[str, Action] = {a.type: a for a in (SendEmail(), UpdateField(), CreateTask(), Notify())}
+REGISTRY: dict[str, Action] = {a.type: a for a in (SendEmail(), UpdateField(), CreateTask(), Notify(), SubWorkflow())}
 
 __all__ = ["REGISTRY", "Action", "ActionFailed", "ExecutionContext", "effect_key", "step_name"]
