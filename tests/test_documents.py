@@ -105,8 +105,8 @@ def test_importing_makes_a_draft_and_production_goes_through_the_activation_chec
     (("to_stage: won", "to_stage: closed"), "nodes[trigger].data.config.to_stage", 16,
      "“closed” is not a stage of this organization"),
     (("  target: welcome-email", "  target: nowhere"), "edges[1].target", 41, "“nowhere” is not a node"),
-    (("subtype: tool-call\n    label: Welcome email", "subtype: sub-workflow\n    label: Welcome email"),
-     "nodes[welcome-email].data.subtype", 30, "do not run in this version yet"),
+    (("subtype: tool-call\n    label: Welcome email", "subtype: teleport\n    label: Welcome email"),
+     "nodes[welcome-email].data.subtype", 30, "unknown subtype"),
     (("label: Welcome email", "label: Kickoff task"), "nodes[welcome-email].data.label", 31, "labels must be unique"),
 ])
 def test_errors_name_the_place_and_the_line(org, change, place, line, message):

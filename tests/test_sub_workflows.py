@@ -36,8 +36,8 @@ def settle() -> None:
 
 def test_a_parent_waits_for_its_child_and_reads_its_output(org, deal):
     child(org)
-    parent = win(org, deal, [call(), task("after", "After {{Onboarding.status}}: {{Onboarding.outputs.welcome.title}}")],
-                 [edge("trigger", "call"), edge("call", "after")])
+    after = task("after", "After {{Onboarding.status}}: {{Onboarding.outputs.welcome.title}}")
+    parent = win(org, deal, [call(), after], [edge("trigger", "call"), edge("call", "after")])
     assert parent.status == "waiting" and parent.wake_at is None  # woken by its child, not by a clock
     kid = WorkflowRun.objects.get(parent_run=parent)
     assert kid.parent_key == f"run:{parent.pk}:node:call" and kid.trigger_entity_id == deal.pk
@@ -52,7 +52,8 @@ def test_a_parent_waits_for_its_child_and_reads_its_output(org, deal):
 
 def test_without_await_the_parent_goes_on_at_once(org, deal):
     child(org)
-    parent = win(org, deal, [call(wait=False), task("after", "After")], [edge("trigger", "call"), edge("call", "after")])
+    parent = win(org, deal, [call(wait=False), task("after", "After")],
+                 [edge("trigger", "call"), edge("call", "after")])
     assert parent.status == "completed" and Task.objects.get().title == "After"
     settle()
     assert WorkflowRun.objects.get(parent_run=parent).status == "completed" and Task.objects.count() == 2

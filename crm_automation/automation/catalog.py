@@ -17,12 +17,23 @@ TRIGGER_CHOICES = [
     (LEAD_CONVERTED, "Lead converted"),
     (LEAD_CREATED, "Lead created"),
 ]
+# Manual triggers (seed 001's `manual`): a person starts the workflow on a deal or a lead.
+MANUAL_DEAL, MANUAL_LEAD = "manual_deal", "manual_lead"
+MANUAL = {MANUAL_DEAL: "deal", MANUAL_LEAD: "lead"}
+TRIGGER_CHOICES += [(MANUAL_DEAL, "Started by a person on a deal"), (MANUAL_LEAD, "Started by a person on a lead")]
 TRIGGER_TYPES = {value for value, _ in TRIGGER_CHOICES}
+# Parts of the seed-001 format that come in later issues: a workflow using them is kept as a
+# draft (import, export, edit), and activation says why it cannot run yet.
+LATER_TRIGGERS = {"schedule": "schedule triggers (cron) come with the scheduling features"}
+LATER_NODES = {"agent": "AI agent nodes come with the AI features",
+               "router": "AI router nodes come with the AI features",
+               "response": "response nodes come with inbound webhooks"}
 TRIGGER_ENTITY = {
     DEAL_STAGE_CHANGE: "deal",
     DEAL_CREATED: "deal",
     LEAD_CONVERTED: "lead",
     LEAD_CREATED: "lead",
+    **MANUAL,
 }
 # Triggers whose config may name a from/to stage.
 STAGE_CONFIG = {DEAL_STAGE_CHANGE: ("from_stage", "to_stage"), DEAL_CREATED: ("to_stage",)}
@@ -111,7 +122,7 @@ def fields_for(trigger_type: str) -> dict[str, str]:
     elif trigger_type == LEAD_CONVERTED:
         fields.update(_LEAD_FIELDS)
         fields.update(_DEAL_FIELDS)  # the deal the conversion created
-    elif trigger_type == LEAD_CREATED:
+    elif trigger_type in (LEAD_CREATED, MANUAL_LEAD):
         fields.update(_LEAD_FIELDS)
     return fields
 

@@ -77,6 +77,8 @@ def plain_data_errors(value, where: str, depth: int = 0) -> list[tuple[str, str]
 
 
 def validate_trigger(trigger_type, trigger_config, organization_id: int) -> list[tuple[str, str]]:
+    if trigger_type in catalog.LATER_TRIGGERS:
+        return [] if isinstance(trigger_config or {}, dict) else [("trigger_config", "must be a mapping")]
     if not isinstance(trigger_type, str) or trigger_type not in catalog.TRIGGER_TYPES:
         return [("trigger_type", f"unknown trigger {shown(trigger_type)}; use one of "
                                  f"{', '.join(sorted(catalog.TRIGGER_TYPES))}")]
@@ -102,6 +104,8 @@ def validate_action(action_type, config, *, trigger_type, organization_id, where
     if control.is_control(action_type):
         return [(f"{where}{loc}", msg) for loc, msg in
                 control.validate(action_type, config, trigger_type=trigger_type, organization_id=organization_id)]
+    if action_type in catalog.LATER_NODES:
+        return [] if isinstance(config, dict) else [(f"{where}config", "must be a mapping")]
     if action_type == questions.USER_INPUT:
         return [(f"{where}{loc}", msg) for loc, msg in questions.validate(config, trigger_type=trigger_type)]
     if action_type == FUNCTION:
@@ -167,6 +171,9 @@ def validate_definition(definition: dict, organization_id: int) -> list[tuple[st
         return errors  # nothing below may compare NaN or store NUL: say this first
     trigger_type = definition.get("trigger_type")
     errors = validate_trigger(trigger_type, definition.get("trigger_config"), organization_id)
+    if trigger_type in catalog.MANUAL and (definition.get("conditions") or {}).get("rules"):
+        errors.append(("conditions", "a workflow started by a person has no trigger conditions; check what you "
+                                     "need with a condition node after the trigger"))
     if trigger_type in catalog.TRIGGER_TYPES:
         errors += conditions.validate(definition.get("conditions"), trigger_type, organization_id=organization_id)
     if definition.get("error_handling") not in Workflow.ErrorHandling.values:
@@ -205,6 +212,12 @@ def raise_if_invalid(errors: list[tuple[str, str]]) -> None:
 def activation_problems(definition: dict, organization_id: int) -> list[str]:
     """Why this definition cannot be activated, in words; empty when it can."""
     problems = [f"{w}: {m}" for w, m in validate_definition(definition, organization_id)]
+    if definition.get("trigger_type") in catalog.LATER_TRIGGERS:
+        problems.append(f"it cannot run yet: {catalog.LATER_TRIGGERS[definition['trigger_type']]}")
+    for i, action in enumerate(definition.get("actions") or []):
+        if isinstance(action, dict) and action.get("type") in catalog.LATER_NODES:
+            problems.append(f"node “{graph.node_id_at(action, i)}” cannot run yet: "
+                            f"{catalog.LATER_NODES[action['type']]}")
     if not definition.get("actions"):
         problems.append("the workflow has no action")
     return problems

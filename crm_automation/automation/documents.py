@@ -34,10 +34,11 @@ STATUS_OUT = {"draft": "draft", "activated": "production", "paused": "paused", "
 STATUS_IN = {"draft": "draft", "production": "activated", "paused": "paused", "archive": "archived"}
 # Seed-001 node types this version does not run yet: accepted by the format, refused on import
 # with a message saying so.
-LATER = {"schedule", "manual", "agent", "router", "response"}
+LATER: set[str] = set()  # every seed-001 subtype is accepted; catalog.LATER_* say which cannot run yet
 # Node subtypes whose config is the step's config as it is (no toolName / defaults wrapping).
 PLAIN = {"desktop-notification": "notify", "function": "function", "user-input": "user_input",
-         "sub-workflow": "sub_workflow"}
+         "sub-workflow": "sub_workflow", **{node: node for node in catalog.LATER_NODES}}
+TRIGGERS = ("chat-app", "manual", "schedule")
 PLAIN_SUBTYPE = {action: subtype for subtype, action in PLAIN.items()}
 TRUE_HANDLE, FALSE_HANDLE = "condition-true", "condition-false"
 NODE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -140,7 +141,10 @@ def canonical(value):
 def document_of(*, key: str, name: str, definition: dict, description: str = "", status: str | None = None) -> dict:
     """A workflow definition (trigger, conditions, nodes, edges) as a seed-001 document."""
     trigger_config = definition.get("trigger_config") or {}
-    config = {"event": definition.get("trigger_type")}
+    trigger_type = definition.get("trigger_type")
+    subtype = "manual" if trigger_type in catalog.MANUAL else trigger_type if trigger_type in TRIGGERS else "chat-app"
+    config = {"chat-app": {"event": trigger_type}, "manual": {"entity": catalog.MANUAL.get(trigger_type)},
+              "schedule": {}}[subtype]
     config.update({k: v for k, v in canonical(trigger_config).items() if v not in (None, "")})
     if (definition.get("conditions") or {}).get("rules"):
         config["conditions"] = canonical(definition["conditions"])
@@ -149,10 +153,9 @@ def document_of(*, key: str, name: str, definition: dict, description: str = "",
     used = {TRIGGER_ID, *(str(a["label"]).casefold() for a in actions if a.get("label"))}
     if trigger.get("label"):
         used.add(trigger["label"].casefold())
-    nodes = [{"id": graph.trigger_id(definition), "type": "workflow", "data": {
-        "subtype": "chat-app", "label": trigger.get("label") or _unique(_trigger_label(config["event"], trigger_config),
-                                                                        used),
-        "config": config}}]
+    label = trigger.get("label") or _unique(_trigger_label(trigger_type, trigger_config), used)
+    nodes = [{"id": graph.trigger_id(definition), "type": "workflow",
+              "data": {"subtype": subtype, "label": label, "config": config}}]
     for action in actions:
         node_config = canonical(action.get("config") or {})
         if _subtype(action.get("type")) == "tool-call":
@@ -312,11 +315,12 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
         if subtype in LATER:
             errors.append((f"nodes[{node_id}].data.subtype", f"“{subtype}” nodes are part of the seed-001 format "
                                                              "but do not run in this version yet"))
-        elif subtype not in ("chat-app", "tool-call", *PLAIN, *control.LABELS):
+        elif subtype not in (*TRIGGERS, "tool-call", *PLAIN, *control.LABELS):
             errors.append((f"nodes[{node_id}].data.subtype", f"unknown subtype “{subtype}”"))
-    triggers = [i for i, n in by_id.items() if n["data"].get("subtype") == "chat-app"]
+    triggers = [i for i, n in by_id.items() if n["data"].get("subtype") in TRIGGERS]
     if not errors and len(triggers) != 1:
-        errors.append(("nodes", f"a workflow has exactly one trigger node (subtype chat-app); found {len(triggers)}"))
+        errors.append(("nodes", "a workflow has exactly one trigger node (subtype chat-app, manual or schedule); "
+                                f"found {len(triggers)}"))
     edge_errors, edges = _edges(document)
     errors += edge_errors
     if errors:
@@ -324,18 +328,25 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
     trigger_node = by_id[triggers[0]]
     trigger = trigger_node["data"].get("config") or {}
     settings = document.get("settings") or {}
+    kind = trigger_node["data"]["subtype"]
+    trigger_type = {"chat-app": trigger.get("event"), "schedule": "schedule",
+                    "manual": f"manual_{trigger.get('entity', 'deal')}"}[kind]
+    stage_keys = ("from_stage", "to_stage") if kind == "chat-app" else ()
     definition = {
-        "trigger_type": trigger.get("event"),
-        "trigger_config": {k: v for k, v in trigger.items() if k in ("from_stage", "to_stage")},
+        "trigger_type": trigger_type,
+        "trigger_config": trigger if kind == "schedule" else {k: v for k, v in trigger.items() if k in stage_keys},
         "conditions": trigger.get("conditions") or {},
         "error_handling": ERROR_HANDLING.get(settings.get("errorPolicy", "abort"), settings.get("errorPolicy")),
         "reenrollment": settings.get("reenrollment", "not_while_running"),
         "timeout_seconds": settings.get("timeoutSeconds", 60),
         "actions": [],
     }
-    for key in sorted(set(trigger) - {"event", "from_stage", "to_stage", "conditions"}):
-        errors.append((f"nodes[{trigger_node['id']}].data.config.{key}", "unknown setting (event, from_stage, "
-                                                                         "to_stage, conditions)"))
+    allowed = {"chat-app": ("event", "from_stage", "to_stage", "conditions"), "manual": ("entity",),
+               "schedule": tuple(trigger)}[kind]
+    for key in sorted(set(trigger) - set(allowed)):
+        errors.append((f"nodes[{trigger_node['id']}].data.config.{key}", f"unknown setting ({', '.join(allowed)})"))
+    if kind == "manual" and trigger.get("entity", "deal") not in ("deal", "lead"):
+        errors.append((f"nodes[{trigger_node['id']}].data.config.entity", "must be deal or lead (what it starts on)"))
     for node_id, node in by_id.items():
         if node is trigger_node:
             continue

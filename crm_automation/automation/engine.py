@@ -89,6 +89,7 @@ class RunState:
     outcomes: list[str] = field(default_factory=list)
     aborted: bool = False  # a step failed under the abort policy
     paused: str = ""  # a step failed under the pause policy: why (the run waits for a person)
+    simulating: bool = False  # simulation.py: waits fast-forward, questions assume "approved", nothing is sent
     halted: str = ""
     failure: str = ""  # the first thing that went wrong, in words, for the run's error
     finished: bool = False
@@ -263,7 +264,7 @@ def _fail(state: RunState, place: Place, error: str, segment: Segment, *, result
     if retrying and made_effect and REGISTRY.get(node.type) is not None:
         safe = REGISTRY[node.type].retry(effect_key(state.run.pk, state.step(place)))
     decision = error_policy.decide(node.on_error, state.handling, attempt=attempt, retry_safe=safe,
-                                   now=timezone.now())
+                                   now=timezone.now(), simulating=state.simulating)
     info = {**(result or {}), "policy": decision.policy}
     if decision.note:
         info["decided"] = decision.note
@@ -362,7 +363,7 @@ def _child_step(state: RunState, place: Place, previous, segment: Segment) -> No
 def _made(state: RunState, place: Place, result: dict, segment: Segment, **record) -> None:
     """A step's effect was made: it is done, unless it is a sub-workflow this run waits for."""
     state.queued.discard(place)
-    if state.node(place[0]).type == SUB_WORKFLOW and result.get("await"):
+    if state.node(place[0]).type == SUB_WORKFLOW and result.get("await") and not state.simulating:
         segment.record(state, place, StepStatus.WAITING, result=result, **record)
         state.waiting[place] = None
         return
@@ -492,6 +493,11 @@ def _question_step(state: RunState, place: Place, previous, segment: Segment, no
     answers in the admin (which wakes it) or the question times out."""
     if previous is None or previous.status != StepStatus.WAITING:
         asked = questions.ask(state.node(place[0]).config, state.context_at(place), now)
+        if state.simulating:  # nobody is asked: the approved side is shown
+            segment.record(state, place, StepStatus.COMPLETED,
+                           result={**asked, "decision": questions.APPROVED, "simulated": "assumed approved"})
+            _follow(state, place, {questions.APPROVED})
+            return
         segment.record(state, place, StepStatus.WAITING, result=asked)
         alerts.question_asked(state.run, place, asked)
         state.waiting[place] = questions.deadline(asked)
@@ -580,6 +586,10 @@ def _wait_step(state: RunState, place: Place, previous, segment: Segment, now: d
         except ActionFailed as exc:
             _fail(state, place, str(exc), segment)
             return
+    if state.simulating and wake > now:  # fast-forwarded: the time it would wait is shown
+        segment.record(state, place, StepStatus.COMPLETED, result={"would_wait_until": wake.isoformat()})
+        _finished_step(state, place)
+        return
     if wake <= now:
         state.waiting.pop(place, None)
         segment.record(state, place, StepStatus.COMPLETED, result={"waited_until": wake.isoformat()},

@@ -68,7 +68,7 @@ def validate(on_error, where: str = "on_error") -> list[tuple[str, str]]:
 
 
 def decide(on_error: dict | None, workflow_handling: str, *, attempt: int, retry_safe: bool,
-           now: datetime) -> Decision:
+           now: datetime, simulating: bool = False) -> Decision:
     """What to do after the `attempt`-th try of a step failed."""
     fallback = WORKFLOW_POLICY.get(workflow_handling, "abort")
     rule = on_error or {"policy": fallback}
@@ -78,6 +78,8 @@ def decide(on_error: dict | None, workflow_handling: str, *, attempt: int, retry
     tries = rule.get("maxAttempts", DEFAULT_RETRY["maxAttempts"])
     if attempt >= tries:
         return Decision(then, note=f"gave up after {attempt} tries")
+    if simulating:
+        return Decision(then, note=f"would be tried again up to {tries} times")
     if not retry_safe:
         return Decision(then, note="not tried again: it may already have had its effect")
     delay = rule.get("baseSeconds", DEFAULT_RETRY["baseSeconds"]) * rule.get("factor", DEFAULT_RETRY["factor"]) ** (

@@ -173,7 +173,7 @@ def _handles(node: Node | None) -> set[str] | None:
     """The handles a node's edges may carry; None: any `branch-N` (a parallel node)."""
     if node is None:  # the trigger
         return {""}
-    return {"condition": {TRUE, FALSE}, "loop": {BODY, DONE}, "parallel": None,
+    return {"condition": {TRUE, FALSE}, "loop": {BODY, DONE}, "parallel": None, "router": None,
             "user_input": {"approved", "rejected", "timed-out"}}.get(node.type, {""})
 
 
@@ -213,8 +213,9 @@ def problems(definition: dict) -> list[tuple[str, str]]:
         node = nodes.get(source)
         allowed = _handles(node)
         if allowed is None:
-            if not (handle.startswith("branch-") and handle[7:].isdigit()):
-                errors.append((f"{place}.sourceHandle", "a parallel node's ways out are branch-0, branch-1, …"))
+            prefix = "route-" if node.type == "router" else "branch-"
+            if not (handle.startswith(prefix) and handle[len(prefix):].isdigit()):
+                errors.append((f"{place}.sourceHandle", f"a {node.type} node's ways out are {prefix}0, {prefix}1, …"))
         elif handle not in allowed:
             ways = ", ".join(sorted(h for h in allowed if h)) or "one way out and takes no handle"
             what = f"this {node.type} node's ways out are {ways}" if node and "" not in allowed else \

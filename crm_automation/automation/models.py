@@ -277,6 +277,9 @@ class WorkflowRun(models.Model):
     # delivered again finds its child instead of starting another).
     parent_run = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children")
     parent_key = models.CharField(max_length=100, null=True, blank=True, unique=True, editable=False)
+    # A simulation (simulation.py): its steps show what would happen; nothing happened, and it
+    # counts nowhere (workflow counters, quota, success rate).
+    simulated = models.BooleanField(default=False, editable=False)
     # Runs begun before node keys existed keep their effects' run:<id>:step:<n> keys.
     legacy_keys = models.BooleanField(default=False, editable=False)
     started_at = models.DateTimeField(auto_now_add=True)

@@ -106,11 +106,12 @@ class WorkflowRunAdmin(ReadOnlyOrgScopedAdmin):
     hide_free_plan = True
     list_display = ("started_at", "status_badge", "workflow_link", "trigger_type", "entity", "duration",
                     "what_went_wrong")
-    list_filter = ("status", NeedsAttentionFilter, WorkflowFilter, StartedFilter, "trigger_type")
+    list_filter = ("status", NeedsAttentionFilter, WorkflowFilter, StartedFilter, "trigger_type", "simulated")
     list_select_related = ("workflow",)
     ordering = ("-started_at", "-id")
     inlines = [RunActionInline]
-    fields = ("workflow", "version", "event", "trigger_type", "trigger_entity_type", "entity", "status", "question",
+    fields = ("workflow", "version", "event", "trigger_type", "trigger_entity_type", "entity", "status", "simulated",
+              "parent_run", "question",
               "wake_at", "metadata", "error", "attempts", "started_at", "finished_at", "duration")
     readonly_fields = fields
     actions = ["retry_runs", "resume_retrying", "resume_skipping", "cancel_runs", "wake_runs"]
@@ -193,7 +194,8 @@ class WorkflowRunAdmin(ReadOnlyOrgScopedAdmin):
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj) -> str:
-        return badge(obj.status, obj.get_status_display())
+        label = obj.get_status_display() + (" (simulation)" if obj.simulated else "")
+        return badge(obj.status, label)
 
     @admin.display(description="Workflow", ordering="workflow__name")
     def workflow_link(self, obj) -> str:

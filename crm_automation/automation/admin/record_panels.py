@@ -6,6 +6,9 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.timezone import localtime
 
+from crm_automation.automation import catalog
+from crm_automation.automation.launch import manual_workflows
+from crm_automation.automation.models import Workflow, WorkflowStatus
 from crm_automation.automation.selectors import decisions_of_record, runs_of_record
 from crm_automation.crm.admin import DealAdmin, LeadAdmin
 from crm_automation.crm.models import Deal, Lead
@@ -45,10 +48,30 @@ def decisions_table(record) -> str:
                        rows)
 
 
+def launch_panel(record) -> str:
+    """Start a manual workflow on this record (a confirmation page), or simulate any workflow
+    against it. Links only: the record's page is a form, and forms do not nest."""
+    entity = "deal" if isinstance(record, Deal) else "lead"
+    starts = format_html_join(" · ", "<a href='{}?record={}'>Start “{}”</a>", (
+        (reverse("admin:automation_workflow_start", args=[w.pk]), record.pk, w.name) for w in manual_workflows(record)))
+    workflows = [w for w in Workflow.objects.filter(organization_id=record.organization_id).exclude(
+        status=WorkflowStatus.ARCHIVED).order_by("name") if catalog.TRIGGER_ENTITY.get(w.trigger_type) == entity]
+    simulations = format_html_join(
+        " · ", "<a href='{}?record={}'>{}</a>",
+        ((reverse("admin:automation_workflow_simulate", args=[w.pk]), record.pk, w.name) for w in workflows))
+    return format_html("<p>{}</p><p>Simulate on this {} (nothing is sent, nothing changes): {}</p>",
+                       starts or "No workflow is started by hand on this record type.", entity,
+                       simulations or "no workflow yet")
+
+
 class AutomationPanels:
     """Read-only fields for a deal's or lead's page: its runs, and why workflows did not run."""
 
-    panels = ("automation_runs", "automation_decisions")
+    panels = ("automation_launch", "automation_runs", "automation_decisions")
+
+    @admin.display(description="Start or simulate a workflow")
+    def automation_launch(self, obj) -> str:
+        return launch_panel(obj) if obj and obj.pk else "-"
 
     def get_readonly_fields(self, request, obj=None):
         return [*super().get_readonly_fields(request, obj), *self.panels]

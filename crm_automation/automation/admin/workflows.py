@@ -12,6 +12,7 @@ from crm_automation.automation import catalog
 from crm_automation.automation.admin.forms import ActionInlineFormSet, WorkflowForm
 from crm_automation.automation.admin.history import badge
 from crm_automation.automation.admin.workflow_documents import WorkflowDocumentViews
+from crm_automation.automation.admin.workflow_launch import WorkflowLaunchViews
 from crm_automation.automation.models import Workflow, WorkflowAction, WorkflowStatus, WorkflowVersion
 from crm_automation.automation.services import (
     EDITABLE_FIELDS,
@@ -77,7 +78,7 @@ class WorkflowVersionInline(ReadOnlyInline):
 
 
 @admin.register(Workflow)
-class WorkflowAdmin(WorkflowDocumentViews, FSMAdminMixin, OrgScopedAdmin):
+class WorkflowAdmin(WorkflowLaunchViews, WorkflowDocumentViews, FSMAdminMixin, OrgScopedAdmin):
     change_form_template = "admin/automation/workflow/change_form.html"
     form = WorkflowForm
     formfield_overrides = {models.JSONField: {"form_class": SafeJSONField}}
