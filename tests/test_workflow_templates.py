@@ -16,8 +16,8 @@ from crm_automation.crm.models import Deal, EmailMessage, Lead, Notification, Or
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_org, stage, time_passes
 
-KEYS = ["lost-deal-feedback", "new-lead-welcome-sequence", "proposal-follow-up-3-touch", "stale-deal-nudge",
-        "won-deal-kickoff"]
+KEYS = ["large-deal-approval", "lost-deal-feedback", "new-lead-welcome-sequence", "proposal-follow-up-3-touch",
+        "stale-deal-nudge", "won-deal-kickoff"]
 PAGE = reverse("admin:automation_workflow_templates")
 
 
@@ -84,7 +84,7 @@ def test_a_template_loads_as_a_draft_exports_the_same_text_and_activates(org, ow
 
 def test_an_unknown_template_is_refused_with_the_choices(org, owner):
     with pytest.raises(workflow_templates.UnknownTemplate, match="no workflow template “nope”; choose one of "
-                                                                 "lost-deal-feedback, "):
+                                                                 "large-deal-approval, lost-deal-feedback, "):
         workflow_templates.load(organization=org, by=owner, key="nope")
     assert not Workflow.objects.exists()
 
@@ -100,6 +100,35 @@ def test_won_deal_kickoff(org, owner, deal):
     assert sent() == [("ada@example.com", "Welcome aboard: Website")] and len(mail.outbox) == 1
     assert list(Notification.objects.values_list("user__username", "title", "body")) == [
         ("owner", "Website was won", "Kickoff task for owner: Kick off Website.")]
+
+
+@pytest.mark.parametrize(("decision", "expected"), [
+    ("approved", [("Send the approved terms of Website (owner: fine)", "high", "owner")]),
+    ("rejected", [("Rework the terms of Website: fine", "urgent", "owner")]),
+])
+def test_large_deal_approval_waits_for_an_admin(org, owner, deal, decision, expected):
+    from crm_automation.automation.run_controls import run_answer
+    from crm_automation.automation.tasks import continue_runs
+
+    Deal.objects.filter(pk=deal.pk).update(amount=25000, probability=40)
+    activated(org, owner, "large-deal-approval")
+    deal_move_to_stage(deal=Deal.objects.get(pk=deal.pk), stage=stage(org, "negotiation"))
+    drain()
+    assert the_run().status == "waiting" and Notification.objects.get().title.startswith("A workflow asks you")
+    run_answer(run_id=the_run().pk, by=owner, node_id="approve-terms", decision=decision, comment="fine")
+    continue_runs([the_run().pk])
+    assert the_run().status == "completed" and tasks() == expected
+    assert Deal.objects.get(pk=deal.pk).probability == (80 if decision == "approved" else 40)
+
+
+def test_large_deal_approval_tells_the_admins_when_nobody_answers(org, owner, deal):
+    Deal.objects.filter(pk=deal.pk).update(amount=25000)
+    activated(org, owner, "large-deal-approval")
+    deal_move_to_stage(deal=Deal.objects.get(pk=deal.pk), stage=stage(org, "negotiation"))
+    drain()
+    later()
+    assert the_run().status == "completed" and not tasks()
+    assert Notification.objects.filter(title="Nobody approved the terms of Website in 2 days").count() == 1
 
 
 def test_won_deal_kickoff_without_a_contact_still_does_the_rest(org, owner, deal):
@@ -212,7 +241,7 @@ def test_the_command_loads_every_template_as_a_draft(org, capsys):
     call_command("load_workflow_templates", "--org", "acme")
     assert sorted(Workflow.objects.values_list("key", "status")) == [(key, "draft") for key in KEYS]
     out = capsys.readouterr().out
-    assert "won-deal-kickoff: draft “Won deal kickoff” #" in out and "Loaded 5 template(s) into Acme" in out
+    assert "won-deal-kickoff: draft “Won deal kickoff” #" in out and "Loaded 6 template(s) into Acme" in out
 
 
 def test_the_command_loads_the_named_ones_and_says_when_an_id_was_taken(org, capsys):
@@ -227,13 +256,14 @@ def test_the_command_loads_them_into_the_demo_organization(db, monkeypatch, caps
     call_command("seed_demo")
     call_command("load_workflow_templates", "--org", "demo", "--user", "demo")
     drafts = Workflow.objects.filter(organization__slug="demo", status="draft", created_by__username="demo")
-    assert drafts.exclude(name="Lead welcome email").count() == 5
+    assert drafts.exclude(name="Lead welcome email").count() == 6
     assert "(id “won-deal-kickoff-2”: “won-deal-kickoff” was taken)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--org", "nowhere"], "There is no organization “nowhere”"),
-    (["nope", "--org", "acme"], "There is no workflow template “nope”; choose one of lost-deal-feedback"),
+    (["nope", "--org", "acme"], "There is no workflow template “nope”; choose one of large-deal-approval, "
+                                "lost-deal-feedback"),
     (["--org", "acme", "--user", "ghost"], "There is no user “ghost”"),
 ])
 def test_the_command_refuses_what_does_not_exist(org, args, message):
@@ -245,8 +275,8 @@ def test_the_command_refuses_what_does_not_exist(org, args, message):
 def test_the_command_loads_nothing_when_a_template_does_not_fit(db):
     bare = Organization.objects.create(name="Bare", slug="bare", plan=Organization.Plan.PRO)
     Stage.objects.create(organization=bare, slug="new", name="New", order=0)
-    with pytest.raises(CommandError, match=r"lost-deal-feedback does not fit Bare; nothing was loaded:\n.*"
-                                           r"to_stage: “lost” is not a stage"):
+    with pytest.raises(CommandError, match=r"large-deal-approval does not fit Bare; nothing was loaded:\n.*"
+                                           r"to_stage: “negotiation” is not a stage"):
         call_command("load_workflow_templates", "--org", "bare")
     assert not Workflow.objects.exists()
 

@@ -415,7 +415,7 @@ def place_in_document(where: str, definition: dict) -> str:
     if where.startswith(("trigger_type", "trigger_config", "conditions")):
         key = where.split(".", 1)
         tail = {"trigger_type": "event"}.get(key[0], key[1] if key[0] == "trigger_config" and len(key) > 1 else where)
-        return f"nodes[{TRIGGER_ID}].data.config.{tail}"
+        return f"nodes[{graph.trigger_id(definition)}].data.config.{tail}"
     setting = {"error_handling": "errorPolicy", "reenrollment": "reenrollment", "timeout_seconds": "timeoutSeconds"}
     return f"settings.{setting[where]}" if where in setting else where
 
