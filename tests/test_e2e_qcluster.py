@@ -42,18 +42,32 @@ def environment(broker: str) -> dict:
     return env
 
 
+def start_cluster(env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def kill_cluster(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)  # kill -9, the whole cluster: nothing shuts down cleanly
+    proc.wait()
+
+
 @pytest.fixture(params=["orm", "redis"])
 def qcluster(request, transactional_db):
     env = environment(request.param)
-    proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_cluster(env)
+    env["_cluster"] = proc
     yield env
+    proc = env["_cluster"]
     proc.send_signal(signal.SIGTERM)  # the cluster's own shutdown stops its workers
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_cluster(proc)
+
+
+def child_env(env: dict) -> dict:
+    return {k: v for k, v in env.items() if not k.startswith("_")}
 
 
 @pytest.mark.e2e
@@ -61,7 +75,7 @@ def test_a_real_worker_cluster_completes_the_run(qcluster, org, deal):
     make_workflow(org)
     # A separate, short-lived process makes the change: its nudge is sent when it exits.
     subprocess.run([sys.executable, "manage.py", "shell", "-c", MOVE.format(pk=deal.pk)], cwd=ROOT,
-                   env=qcluster, check=True, capture_output=True, timeout=60)
+                   env=child_env(qcluster), check=True, capture_output=True, timeout=60)
     deadline = time.monotonic() + 30  # well under the one-minute sweep: the nudge did it
     while time.monotonic() < deadline:
         run = WorkflowRun.objects.exclude(status="started").first()
@@ -81,10 +95,32 @@ def test_a_wait_is_woken_by_the_running_cluster(qcluster, org, deal):
     make_workflow(org, actions=[{"type": "wait", "config": {"delayAmount": 2, "delayUnit": "seconds"}},
                                 {"type": "create_task", "config": {"title": "After the wait"}}])
     subprocess.run([sys.executable, "manage.py", "shell", "-c", MOVE.format(pk=deal.pk)], cwd=ROOT,
-                   env=qcluster, check=True, capture_output=True, timeout=60)
+                   env=child_env(qcluster), check=True, capture_output=True, timeout=60)
     deadline = time.monotonic() + 45
     while time.monotonic() < deadline and not Task.objects.exists():
         time.sleep(0.2)
     run = WorkflowRun.objects.get()
     assert Task.objects.get().title == "After the wait", run.status
-    assert run.actions.get(position=0).status == "completed"
+    assert run.actions.get(node_id="wait").status == "completed"
+
+
+@pytest.mark.e2e
+def test_a_wait_survives_the_cluster_being_killed_and_started_again(qcluster, org, deal):
+    """The run parks in the database: a cluster killed with -9 while it waits, and a new one
+    started after its time, still finish it, once."""
+    make_workflow(org, actions=[{"type": "wait", "config": {"delayAmount": 3, "delayUnit": "seconds"}},
+                                {"type": "create_task", "config": {"title": "After the restart"}}])
+    subprocess.run([sys.executable, "manage.py", "shell", "-c", MOVE.format(pk=deal.pk)], cwd=ROOT,
+                   env=child_env(qcluster), check=True, capture_output=True, timeout=60)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not WorkflowRun.objects.filter(status="waiting").exists():
+        time.sleep(0.1)
+    assert WorkflowRun.objects.get().status == "waiting"
+    kill_cluster(qcluster["_cluster"])
+    time.sleep(4)  # its time passes while no worker runs
+    assert not Task.objects.exists()
+    qcluster["_cluster"] = start_cluster(child_env(qcluster))
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline and not Task.objects.exists():
+        time.sleep(0.2)
+    assert Task.objects.get().title == "After the restart" and WorkflowRun.objects.get().status == "completed"

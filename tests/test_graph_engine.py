@@ -185,3 +185,46 @@ def test_a_desktop_notification_reaches_the_admins(org, deal, owner):
               [edge("trigger", "tell")])
     assert run.status == "completed"
     assert list(Notification.objects.values_list("user__username", "title")) == [("owner", "Website won")]
+
+
+def test_a_worker_killed_mid_graph_resumes_from_its_last_step_with_no_effect_twice(org, deal, monkeypatch):
+    """Parallel branches, a merge and a loop with an email per item; the worker dies while handing
+    over the second email; another one resumes: every task and every email exactly once."""
+    from datetime import timedelta
+
+    from django.core import mail
+    from django.utils import timezone
+
+    from crm_automation.crm import email_delivery
+    from crm_automation.crm.models import EmailMessage
+
+    email = {"type": "send_email", "config": {"to": "{{deal.contact.email}}", "subject": "{{loop.index}}"}}
+    claims = {"n": 0}
+    real_claim = email_delivery._claim
+
+    def dies_on_the_second(*args, **kwargs):
+        claims["n"] += 1
+        if claims["n"] == 2:
+            raise KeyboardInterrupt  # kill -9: nothing after this line runs in that worker
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(email_delivery, "_claim", dies_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        win(org, deal, [
+            {"id": "fan-out", "type": "parallel", "config": {}}, task("a", "A"), task("b", "B"),
+            {"id": "join", "type": "merge", "config": {}},
+            {"id": "each", "type": "loop", "config": {"loopMode": "count", "count": 3}},
+            task("per-item", "Item {{loop.index}}"), {"id": "mail", **email}, task("after", "After")],
+            [edge("trigger", "fan-out"), edge("fan-out", "a", "branch-0"), edge("fan-out", "b", "branch-1"),
+             edge("a", "join"), edge("b", "join"), edge("join", "each"), edge("each", "per-item", "loop-body"),
+             edge("per-item", "mail"), edge("each", "after", "loop-done")])
+    run = WorkflowRun.objects.get()
+    assert run.status == "started" and sorted(Task.objects.values_list("title", flat=True)) == [
+        "A", "B", "Item 0", "Item 1"]
+    WorkflowRun.objects.filter(pk=run.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    sweep(fan_out=False)
+    run.refresh_from_db()
+    assert run.status == "completed"
+    assert sorted(Task.objects.values_list("title", flat=True)) == ["A", "After", "B", "Item 0", "Item 1", "Item 2"]
+    assert sorted(m.subject for m in mail.outbox) == ["0", "1", "2"]
+    assert EmailMessage.objects.filter(status="sent").count() == 3
