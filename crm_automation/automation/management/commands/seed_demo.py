@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from crm_automation.automation import workflow_templates
 from crm_automation.automation.models import Workflow
 from crm_automation.automation.services import workflow_create, workflow_transition
 from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organization, Stage
@@ -25,6 +26,9 @@ DEALS = [("Analytical website redesign", "12000", "proposal", 0),
 LEADS = [("Katherine Johnson", "katherine@example.com", "Orbital Partners"),
          ("Margaret Hamilton", "margaret@example.com", "Apollo Software"),
          ("Edsger Dijkstra", "edsger@example.com", "Shortest Path BV")]
+
+
+LIVE_TEMPLATES = {"large-deal-approval", "lost-deal-feedback", "proposal-follow-up-3-touch"}
 
 
 def demo_password_file() -> Path:
@@ -120,4 +124,50 @@ class Command(BaseCommand):
                     "body": "Hi {{lead.name}}, great to start working with {{lead.company}}."}}],
             )
             self.step("workflow 'Lead welcome email' (draft)")
+        self._graph_workflows(org, user)
         self.stdout.write(self.style.SUCCESS("Demo data ready. Log in at /admin/ as 'demo'."))
+
+    def _graph_workflows(self, org, user) -> None:
+        """The flow engine's capabilities, each in a workflow: the shipped templates (waits,
+        conditions, parallel and merge, a function query, an approval), a manual workflow that
+        calls a sub-workflow."""
+        for template in workflow_templates.available():
+            if Workflow.objects.filter(organization=org, key=template.key).exists() or (
+                    template.key == "won-deal-kickoff"):  # the chain above does that job
+                continue
+            workflow = workflow_templates.load(organization=org, by=user, key=template.key)
+            live = template.key in LIVE_TEMPLATES
+            if live:
+                workflow_transition(workflow_id=workflow.pk, name="activate", by=user)
+            self.step(f"workflow '{workflow.name}' from a template ({'activated' if live else 'draft'})")
+        if not Workflow.objects.filter(organization=org, key="thank-you-note").exists():
+            note = workflow_create(
+                organization=org, name="Thank-you note", key="thank-you-note", by=user,
+                description="Started by another workflow (or by hand): a short thank-you email.",
+                trigger_type="manual_deal", actions=[{"id": "thank", "type": "send_email", "label": "Thank You Email",
+                                                      "config": {"to": "{{deal.contact.email}}",
+                                                                 "subject": "Thank you, {{deal.contact.first_name}}"}}])
+            workflow_transition(workflow_id=note.pk, name="activate", by=user)
+            check_in = workflow_create(
+                organization=org, name="Client check-in", key="client-check-in", by=user,
+                description="Started by hand from a deal: a call task and the thank-you note side by side, then "
+                            "a notification.",
+                trigger_type="manual_deal", error_handling=Workflow.ErrorHandling.CONTINUE, actions=[
+                    {"id": "both", "type": "parallel", "label": "Both", "config": {}},
+                    {"id": "call", "type": "create_task", "label": "Call Task",
+                     "config": {"title": "Call {{deal.contact.first_name}} about {{deal.title}}",
+                                "assignee": "owner", "due_in_days": 1}},
+                    {"id": "note", "type": "sub_workflow", "label": "Thank You Note",
+                     "config": {"workflowId": "thank-you-note", "awaitResponse": True}},
+                    {"id": "done", "type": "merge", "label": "Done", "config": {"strategy": "wait-all"}},
+                    {"id": "tell", "type": "notify", "label": "Tell Owner", "config": {
+                        "title": "Check-in started for {{deal.title}} (note: {{Thank You Note.status}})",
+                        "recipients": "owner"}}],
+                graph={"edges": [
+                    {"source": "trigger", "target": "both"},
+                    {"source": "both", "target": "call", "sourceHandle": "branch-0"},
+                    {"source": "both", "target": "note", "sourceHandle": "branch-1"},
+                    {"source": "call", "target": "done"}, {"source": "note", "target": "done"},
+                    {"source": "done", "target": "tell"}]})
+            workflow_transition(workflow_id=check_in.pk, name="activate", by=user)
+            self.step("workflows 'Client check-in' (manual: parallel, sub-workflow, merge) and 'Thank-you note'")
