@@ -254,8 +254,9 @@ class Task(TenantOwned):
     )
     deal = models.ForeignKey(Deal, on_delete=models.CASCADE, null=True, blank=True, related_name="tasks")
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, null=True, blank=True, related_name="tasks")
-    # Set when a workflow created the task: "run:<run id>:step:<position>". Unique, so a
-    # redelivered run can never create the same task twice.
+    # Set when a workflow created the task: "run:<run>:node:<node id>[:<loop iteration>]" (runs begun
+    # before node ids: "run:<run>:step:<position>"). Unique, so a redelivered run can never create the
+    # same task twice.
     automation_key = models.CharField(max_length=100, null=True, blank=True, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -309,7 +310,7 @@ class Notification(TenantOwned):
     """An in-app message to one person (a workflow's "desktop-notification" step, or the system).
 
     Read in the admin by its recipient only. A workflow's notification carries two keys:
-    `effect_key` is its step's key ("run:<run>:step:<position>"), shared by all the recipients
+    `effect_key` is its step's key ("run:<run>:node:<node id>"), shared by all the recipients
     of that step, so a redelivered run finds what the step already made with one indexed
     lookup; `automation_key` adds the recipient and is unique, so however often the run is
     delivered, each person is notified once."""
