@@ -124,7 +124,8 @@ class WorkflowAction(models.Model):
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="actions")
     node_id = models.SlugField(max_length=60, blank=True, editable=False,
                                help_text="The step's node id in YAML: stable across versions.")
-    label = models.CharField(max_length=200, blank=True, help_text="The node's name; templates may refer to it.")
+    label = models.CharField(max_length=200, blank=True, default="", db_default="",
+                             help_text="The node's name; templates may refer to it.")
     on_error = models.JSONField(null=True, blank=True, help_text=(
         'What happens when this step fails, e.g. {"policy": "retry", "maxAttempts": 4, "then": "pause"}; '
         "empty: the workflow's policy."))
@@ -279,9 +280,11 @@ class WorkflowRun(models.Model):
     parent_key = models.CharField(max_length=100, null=True, blank=True, unique=True, editable=False)
     # A simulation (simulation.py): its steps show what would happen; nothing happened, and it
     # counts nowhere (workflow counters, quota, success rate).
-    simulated = models.BooleanField(default=False, editable=False)
-    # Runs begun before node keys existed keep their effects' run:<id>:step:<n> keys.
-    legacy_keys = models.BooleanField(default=False, editable=False)
+    simulated = models.BooleanField(default=False, db_default=False, editable=False)
+    # Runs begun before node keys existed keep their effects' run:<id>:step:<n> keys. The database
+    # default is True on purpose: a run inserted by code from before node keys (a worker not yet
+    # upgraded during a deploy) executes with step keys there, and is read back with them here.
+    legacy_keys = models.BooleanField(default=False, db_default=True, editable=False)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -322,8 +325,8 @@ class WorkflowRunAction(models.Model):
     """One node of a run at one token (loop iteration): the engine's cursor and what users see."""
 
     run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="actions")
-    node_id = models.CharField(max_length=60, default="")
-    token = models.CharField(max_length=60, blank=True, default="",
+    node_id = models.CharField(max_length=60, default="", db_default="")
+    token = models.CharField(max_length=60, blank=True, default="", db_default="",
                              help_text="Which loop iteration: empty outside loops, 2.0 in nested ones.")
     position = models.PositiveSmallIntegerField(help_text="The order in which the run reached its steps.")
     action_type = models.CharField(max_length=30)
