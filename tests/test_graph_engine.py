@@ -228,3 +228,21 @@ def test_a_worker_killed_mid_graph_resumes_from_its_last_step_with_no_effect_twi
     assert sorted(Task.objects.values_list("title", flat=True)) == ["A", "After", "B", "Item 0", "Item 1", "Item 2"]
     assert sorted(m.subject for m in mail.outbox) == ["0", "1", "2"]
     assert EmailMessage.objects.filter(status="sent").count() == 3
+
+
+def test_versions_of_a_graph_compare_roll_back_and_clone(org, owner):
+    from crm_automation.automation.services import workflow_update
+    from crm_automation.automation.versioning import versions_compare, workflow_clone, workflow_rollback
+
+    wf = make_workflow(org, actions=[task("a", "A"), task("b", "B")], activate=False)
+    workflow_update(workflow_id=wf.pk, by=owner, actions=[BIG_DEAL, task("a", "A"), task("b", "B")],
+                    changes={"graph": {"edges": [edge("trigger", "big"), edge("big", "a", "condition-true"),
+                                                 edge("big", "b", "condition-false")]}})
+    diff = versions_compare(wf, 1, 2)
+    assert [n["id"] for n in diff["nodes_added"]] == ["big"]
+    assert ("big", "b", "condition-false") in diff["edges_added"] and ("a", "b", None) in diff["edges_removed"]
+    copy = workflow_clone(workflow_id=wf.pk, by=owner)
+    assert copy.graph == wf.__class__.objects.get(pk=wf.pk).graph and copy.key != wf.key
+    rolled = workflow_rollback(workflow_id=wf.pk, by=owner, number=1)
+    assert rolled.graph == {} and rolled.version == 3
+    assert [a["id"] for a in rolled.current_version.definition["actions"]] == ["a", "b"]

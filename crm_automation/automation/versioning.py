@@ -95,6 +95,7 @@ def workflow_rollback(*, workflow_id: int, by, number: int) -> Workflow:
         raise ValidationError(f"This workflow has no version {number}.")
     definition = version.definition
     changes = {name: definition[name] for name in DEFINITION_FIELDS if name in definition}
+    changes["graph"] = definition.get("graph") or {}  # a chain version has none: the chain comes back
     workflow = workflow_update(workflow_id=workflow_id, by=by, changes=changes, actions=definition.get("actions") or [])
     if is_live(workflow):  # rolling back a live workflow is meant to take effect
         workflow = workflow_publish(workflow_id=workflow_id, by=by)
