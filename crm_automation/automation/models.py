@@ -276,8 +276,11 @@ class WorkflowRun(models.Model):
     wake_at = models.DateTimeField(null=True, blank=True, help_text="When a waiting run goes on.")
     # A sub-workflow's run: the run that started it, and that run's step key (unique: a parent
     # delivered again finds its child instead of starting another).
-    parent_run = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children")
-    parent_key = models.CharField(max_length=100, null=True, blank=True, unique=True, editable=False)
+    # Both indexed only where set (partial indexes below): nearly every run has neither, and an
+    # index entry per run would be paid on every dispatch.
+    parent_run = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children",
+                                   db_index=False)
+    parent_key = models.CharField(max_length=100, null=True, blank=True, editable=False)
     # A simulation (simulation.py): its steps show what would happen; nothing happened, and it
     # counts nowhere (workflow counters, quota, success rate).
     simulated = models.BooleanField(default=False, db_default=False, editable=False)
@@ -291,7 +294,11 @@ class WorkflowRun(models.Model):
     class Meta:
         db_table = "workflow_runs"
         ordering = ["-started_at", "-id"]
-        constraints = [models.UniqueConstraint(fields=["event", "workflow"], name="uniq_run_per_event_workflow")]
+        constraints = [
+            models.UniqueConstraint(fields=["event", "workflow"], name="uniq_run_per_event_workflow"),
+            models.UniqueConstraint(fields=["parent_key"], name="uniq_run_parent_key",
+                                    condition=models.Q(parent_key__isnull=False)),
+        ]
         indexes = [
             models.Index(fields=["organization", "-started_at", "-id"]),
             models.Index(fields=["-started_at", "-id"], name="run_recent_idx"),
@@ -300,6 +307,7 @@ class WorkflowRun(models.Model):
             models.Index(fields=["started_at"], name="run_unfinished_idx",
                          condition=models.Q(status="started")),
             models.Index(fields=["wake_at"], name="run_waiting_idx", condition=models.Q(status="waiting")),
+            models.Index(fields=["parent_run"], name="run_children_idx", condition=models.Q(parent_run__isnull=False)),
         ]
 
     def __str__(self) -> str:
