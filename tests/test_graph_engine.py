@@ -246,3 +246,18 @@ def test_versions_of_a_graph_compare_roll_back_and_clone(org, owner):
     rolled = workflow_rollback(workflow_id=wf.pk, by=owner, number=1)
     assert rolled.graph == {} and rolled.version == 3
     assert [a["id"] for a in rolled.current_version.definition["actions"]] == ["a", "b"]
+
+
+def test_the_workflow_page_shows_the_flow_in_words(client, org, owner):
+    from django.urls import reverse
+
+    wf = make_workflow(org, actions=[
+        {**BIG_DEAL, "label": "Is Big"}, {"id": "each", "type": "loop", "config": {"count": 2}},
+        task("step", "x"), task("small", "y")],
+        graph={"edges": [edge("trigger", "big"), edge("big", "each", "condition-true"),
+                         edge("big", "small", "condition-false"), edge("each", "step", "loop-body"),
+                         edge("step", "each")]}, activate=False)
+    client.force_login(owner)
+    page = client.get(reverse("admin:automation_workflow_change", args=[wf.pk])).content.decode()
+    assert "condition-true → each" in page and "condition-false → small" in page
+    assert "back to each (next iteration)" in page and "in loop each" in page

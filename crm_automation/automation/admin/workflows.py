@@ -8,11 +8,12 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django_fsm.admin import FSMAdminMixin
 
-from crm_automation.automation import catalog
+from crm_automation.automation import catalog, graph
 from crm_automation.automation.admin.forms import ActionInlineFormSet, WorkflowForm
 from crm_automation.automation.admin.history import badge
 from crm_automation.automation.admin.workflow_documents import WorkflowDocumentViews
 from crm_automation.automation.admin.workflow_launch import WorkflowLaunchViews
+from crm_automation.automation.definitions import definition_of
 from crm_automation.automation.models import Workflow, WorkflowAction, WorkflowStatus, WorkflowVersion
 from crm_automation.automation.services import (
     EDITABLE_FIELDS,
@@ -91,12 +92,13 @@ class WorkflowAdmin(WorkflowLaunchViews, WorkflowDocumentViews, FSMAdminMixin, O
     search_fields = ("name", "description")
     list_select_related = ("organization",)
     readonly_fields = ("status", "version", "run_count", "success_count", "failure_count", "last_run_at",
-                       "created_by", "created_at", "updated_at", "authoring_help")
+                       "created_by", "created_at", "updated_at", "authoring_help", "flow")
     inlines = [WorkflowActionInline, WorkflowVersionInline]
     fieldsets = [
         (None, {"fields": ("organization", "name", "description", "status", "version", "base_revision")}),
         ("Trigger", {"fields": ("trigger_type", "trigger_config", "conditions", "authoring_help")}),
         ("Execution", {"fields": ("error_handling", "reenrollment", "timeout_seconds")}),
+        ("Flow", {"fields": ("flow",)}),
         ("Graph", {"fields": ("graph",), "classes": ("collapse",), "description": (
             "Leave empty for steps that run one after the other. For branches, parallel paths and loops, list "
             "the edges between node ids (shown on each step), e.g. {\"edges\": [{\"source\": \"trigger\", "
@@ -129,6 +131,29 @@ class WorkflowAdmin(WorkflowLaunchViews, WorkflowDocumentViews, FSMAdminMixin, O
             "<p>Fields for <code>{}</code> (in conditions and as <code>{{{{field}}}}</code> in texts): {}</p>"
             "<p>Operators: {}</p><p>Action configs:</p><ul>{}</ul>",
             trigger_type, fields, operators, actions)
+
+    @admin.display(description="Flow (as saved)")
+    def flow(self, obj) -> str:
+        """The saved graph in words: each step, what it is, and where each of its ways out leads."""
+        if obj is None or not obj.pk:
+            return "-"
+        definition = definition_of(obj)
+        if graph.problems(definition):
+            return "The edges do not fit the steps; see the errors when saving."
+        flow = graph.build(definition)
+        names = {node_id: node.label or node_id for node_id, node in flow.nodes.items()}
+        names[flow.trigger] = "Trigger"
+        rows = []
+        for node_id in [flow.trigger, *flow.nodes]:
+            node = flow.nodes.get(node_id)
+            ways = [(f"{handle} → " if handle else "→ ") + (
+                f"back to {names[target]} (next iteration)" if flow.ends_iteration(node_id, target) else names[target])
+                for handle, target in flow.targets(node_id)] or ["(ends here)"]
+            kind = node.type if node else obj.get_trigger_type_display()
+            inside = f", in loop {names[flow.loop_of[node_id]]}" if node_id in flow.loop_of else ""
+            rows.append((names[node_id], node_id, kind, inside, "; ".join(ways)))
+        return format_html("<table><tr><th>Step</th><th>Kind</th><th>Ways out</th></tr>{}</table>",
+                           format_html_join("", "<tr><td>{} <code>{}</code></td><td>{}{}</td><td>{}</td></tr>", rows))
 
     @admin.display(description="Success rate")
     def success_rate(self, obj) -> str:
