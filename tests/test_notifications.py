@@ -135,7 +135,7 @@ def test_a_title_that_renders_empty_fails_and_a_long_one_is_cut(org, deal, owner
     ({"title": "{{deal.secret}}"}, "config.title", "not a field this trigger provides"),
     ({"title": "x", "body": "{{lead.name}}"}, "config.body", "not a field this trigger provides"),
     ({"title": "x", "recipients": "everyone"}, "config.recipients", "must be one of admins, members, owner"),
-    ({"title": "x", "emailCopy": True}, "config.emailCopy", "not supported yet; add a send_email step"),
+    ({"title": "x", "emailCopy": "yes"}, "config.emailCopy", "must be true"),
     ({"title": "x", "cc": "y"}, "config.cc", "unknown setting"),
     ("x", "config", "must be an object"),
 ])
@@ -220,3 +220,51 @@ def test_notifications_are_not_added_or_changed_in_the_admin(client, org, owner)
     client.post(url, {"title": "Changed"})
     assert Notification.objects.get(pk=mine.pk).title == "Read only"
 
+
+
+def test_an_email_copy_goes_to_each_recipient_once_after_the_commit(org, deal, owner, teammate):
+    from django.core import mail
+
+    from crm_automation.crm.models import EmailMessage
+
+    owner.email, teammate.email = "olive@example.com", "tim@example.com"
+    owner.save()
+    teammate.save()
+    make_workflow(org, actions=[{"type": "notify", "config": {"title": "{{deal.title}} won", "recipients": "members",
+                                                              "emailCopy": True}}])
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    step = WorkflowRunAction.objects.get()
+    assert step.status == "completed" and step.result["copies"] == {"olive@example.com": "sent",
+                                                                    "tim@example.com": "sent"}
+    assert sorted(m.to[0] for m in mail.outbox) == ["olive@example.com", "tim@example.com"]
+    assert EmailMessage.objects.filter(status="sent").count() == 2 and Notification.objects.count() == 2
+
+
+def test_a_refused_email_copy_fails_the_step_and_a_retry_sends_it(org, deal, owner, monkeypatch):
+    from django.core import mail
+
+    from crm_automation.automation.tasks import sweep
+    from tests.conftest import time_passes
+
+    owner.email = "olive@example.com"
+    owner.save()
+    refused = [ConnectionRefusedError(111, "refused")]
+
+    def send(self, *args, **kwargs):
+        if refused:
+            raise refused.pop()
+        mail.outbox.append(self)
+        return 1
+
+    monkeypatch.setattr(mail.EmailMessage, "send", send)
+    make_workflow(org, actions=[{"type": "notify", "config": {"title": "Won", "emailCopy": True},
+                                 "on_error": {"policy": "retry", "baseSeconds": 1}}])
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    step = WorkflowRunAction.objects.get()
+    assert step.status == "waiting" and "email copy to olive@example.com not sent" in step.error
+    time_passes()
+    sweep(fan_out=False)
+    assert WorkflowRunAction.objects.get().status == "completed" and len(mail.outbox) == 1
+    assert Notification.objects.count() == 1  # the notification itself was made once

@@ -287,7 +287,7 @@ class EmailMessage(TenantOwned):
     error = models.TextField(blank=True)
     deal = models.ForeignKey(Deal, on_delete=models.SET_NULL, null=True, blank=True, related_name="emails")
     lead = models.ForeignKey(Lead, on_delete=models.SET_NULL, null=True, blank=True, related_name="emails")
-    automation_key = models.CharField(max_length=100, null=True, blank=True, unique=True, editable=False)
+    automation_key = models.CharField(max_length=150, null=True, blank=True, unique=True, editable=False)
     sending_since = models.DateTimeField(null=True, blank=True, editable=False)
     attempts = models.PositiveSmallIntegerField(default=0, editable=False,
                                                 help_text="How many times it was handed to the provider.")

@@ -5,18 +5,22 @@ One Notification row per recipient. Every row of a step carries the step's key (
 indexed) and a per-recipient `automation_key` (unique): a redelivered run finds the step's rows
 with one `IN` lookup, and even a lookup that was skipped cannot notify anyone twice.
 
-An email copy (`emailCopy`) is not offered: the outbox only sends what an external step hands to
-the engine after commit, one email per step, so copies would need the engine's delivery and
-retry paths to learn about several emails per step. A `send_email` step does it today.
+With `emailCopy: true` each recipient who has an email address also gets the notification by
+email: the copies are queued in the same transaction (keyed `<step key>:mail:<user id>`) and
+delivered after it commits, like a send_email step's message, so the step is external: it
+completes when every copy was sent, fails when one was refused (a retry sends the refused
+ones again) and is never retried when a copy's outcome is unknown.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from crm_automation.automation.actions.base import Action, ActionFailed, ExecutionContext
-from crm_automation.crm.models import Deal, Membership, Notification
+from crm_automation.automation.actions.create_task import linked_deal, linked_lead
+from crm_automation.crm.email_delivery import email_mark_unknown, emails_deliver
+from crm_automation.crm.models import Deal, EmailMessage, Membership, Notification
 
 ADMINS, MEMBERS, OWNER = "admins", "members", "owner"
 RECIPIENTS = (ADMINS, MEMBERS, OWNER)
@@ -27,6 +31,7 @@ TITLE_MAX = Notification._meta.get_field("title").max_length
 class Prepared:
     title: str
     notifications: list[Notification]  # one per recipient, ordered by username
+    emails: list[EmailMessage] = field(default_factory=list)  # the copies (emailCopy)
 
 
 def _entity(record) -> str:
@@ -41,17 +46,17 @@ def record_link(record) -> str:
 class Notify(Action):
     type = "notify"
     label = "Desktop notification"
+    external = True  # its email copies are delivered after the commit (none: it completes at once)
     required = ("title",)
-    optional = ("body", "recipients")
+    optional = ("body", "recipients", "emailCopy")
     templated = ("title", "body")
 
     def validate(self, config, *, trigger_type, organization_id):
         errors = super().validate(config, trigger_type=trigger_type, organization_id=organization_id)
         if not isinstance(config, dict):
             return errors
-        if "emailCopy" in config:  # a clearer word than "unknown setting" for what people will try
-            errors = [e for e in errors if e[0] != "config.emailCopy"]
-            errors.append(("config.emailCopy", "is not supported yet; add a send_email step to email a copy"))
+        if not isinstance(config.get("emailCopy", False), bool):
+            errors.append(("config.emailCopy", "must be true (also email each recipient) or false"))
         recipients = config.get("recipients")
         if recipients is not None and recipients not in RECIPIENTS:
             errors.append(("config.recipients", f"must be one of {', '.join(RECIPIENTS)} (default: {ADMINS})"))
@@ -98,27 +103,91 @@ class Notify(Action):
         title = self._title(config, ctx)
         body = ctx.render("body", config.get("body", ""))
         link = record_link(ctx.record)
-        return Prepared(title=title, notifications=[
+        users = self._recipients(config, ctx)
+        emails = [EmailMessage(organization_id=ctx.organization_id, to=user.email, subject=title[:300],
+                               body=f"{body}\n\n{link}".strip(), deal=linked_deal(ctx.record),
+                               lead=linked_lead(ctx.record), status=EmailMessage.Status.QUEUED,
+                               automation_key=copy_key(ctx.key, user.pk))
+                  for user in users if config.get("emailCopy") and user.email]
+        return Prepared(title=title, emails=emails, notifications=[
             Notification(organization_id=ctx.organization_id, user=user, title=title, body=body, link=link,
                          run_id=ctx.run_id, effect_key=ctx.key, automation_key=f"{ctx.key}:{user.pk}")
-            for user in self._recipients(config, ctx)
+            for user in users
         ])
 
     @staticmethod
-    def _result(title: str, usernames: list[str]) -> dict:
-        return {"notified": usernames, "count": len(usernames), "title": title}
+    def _result(title: str, usernames: list[str], email_ids: list[int] | None = None) -> dict:
+        result = {"notified": usernames, "count": len(usernames), "title": title}
+        if email_ids:
+            result["email_ids"] = email_ids
+        return result
 
     def apply(self, items):
-        # One INSERT for every recipient of every run in the group.
+        # One INSERT for every recipient of every run in the group (and one for the copies).
         Notification.objects.bulk_create([n for _, prepared in items for n in prepared.notifications])
-        return [self._result(prepared.title, [n.user.username for n in prepared.notifications])
-                for _, prepared in items]
+        EmailMessage.objects.bulk_create([e for _, prepared in items for e in prepared.emails])
+        return [self._result(prepared.title, [n.user.username for n in prepared.notifications],
+                             [e.pk for e in prepared.emails]) for _, prepared in items]
 
     def existing(self, keys):
         rows = (Notification.objects.filter(effect_key__in=keys).order_by("user__username")
-                .values_list("effect_key", "title", "user__username"))
-        found: dict[str, tuple[str, list[str]]] = {}
-        for key, title, username in rows:
-            found.setdefault(key, (title, []))[1].append(username)
-        return {key: {**self._result(title, usernames), "repeated_delivery": True}
-                for key, (title, usernames) in found.items()}
+                .values_list("effect_key", "title", "user__username", "user_id"))
+        found: dict[str, tuple[str, list[str], list[str]]] = {}
+        for key, title, username, user_id in rows:
+            entry = found.setdefault(key, (title, [], []))
+            entry[1].append(username)
+            entry[2].append(copy_key(key, user_id))
+        copies = dict(EmailMessage.objects.filter(automation_key__in=[k for e in found.values() for k in e[2]])
+                      .values_list("automation_key", "pk"))
+        return {key: {**self._result(title, usernames, [copies[k] for k in keys_ if k in copies]),
+                      "repeated_delivery": True}
+                for key, (title, usernames, keys_) in found.items()}
+
+    @staticmethod
+    def _outcome(result: dict, emails: list[EmailMessage]) -> tuple[bool, dict, str] | None:
+        statuses = [e.status for e in emails]
+        result = {**result, "copies": dict(zip([e.to for e in emails], statuses, strict=True))}
+        if any(s in (EmailMessage.Status.QUEUED, EmailMessage.Status.SENDING) for s in statuses):
+            return None
+        bad = [e for e in emails if e.status != EmailMessage.Status.SENT]
+        if not bad:
+            return True, result, ""
+        words = "outcome unknown" if any(e.status == EmailMessage.Status.UNKNOWN for e in bad) else "not sent"
+        return False, result, f"email copy to {bad[0].to} {words}: {bad[0].error}"
+
+    def deliver(self, items, deadline: float | None = None):
+        """Send the copies (one at a time, as any email); a step without copies is done at once."""
+        ids = [i for _, result in items for i in result.get("email_ids", [])]
+        sent = emails_deliver(email_ids=ids, deadline=deadline) if ids else {}
+        outcomes = []
+        for _, result in items:
+            mine = result.get("email_ids", [])
+            if any(i not in sent for i in mine):
+                outcomes.append(None)  # the deadline came first: they wait for another task
+            else:
+                outcomes.append(self._outcome(result, [sent[i] for i in mine]))
+        return outcomes
+
+    def settle_existing(self, result: dict):
+        emails = list(EmailMessage.objects.filter(pk__in=result.get("email_ids", [])).order_by("pk"))
+        emails = [email_mark_unknown(email_id=e.pk) if e.status == EmailMessage.Status.SENDING else e
+                  for e in emails]
+        return self._outcome(result, emails)
+
+    def retry(self, key: str) -> bool:
+        copies = EmailMessage.objects.filter(automation_key__startswith=f"{key}:mail:")
+        if copies.filter(status__in=[EmailMessage.Status.UNKNOWN, EmailMessage.Status.SENDING]).exists():
+            return False
+        copies.filter(status=EmailMessage.Status.FAILED).update(status=EmailMessage.Status.QUEUED, error="")
+        return True
+
+    def cancel(self, key: str, reason: str) -> None:
+        copies = EmailMessage.objects.filter(automation_key__startswith=f"{key}:mail:")
+        copies.filter(status=EmailMessage.Status.QUEUED).update(
+            status=EmailMessage.Status.FAILED, error=f"not sent because the run stopped: {reason}")
+        for email_id in copies.filter(status=EmailMessage.Status.SENDING).values_list("pk", flat=True):
+            email_mark_unknown(email_id=email_id)
+
+
+def copy_key(step_key: str, user_id: int) -> str:
+    return f"{step_key}:mail:{user_id}"
