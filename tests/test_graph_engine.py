@@ -261,3 +261,16 @@ def test_the_workflow_page_shows_the_flow_in_words(client, org, owner):
     page = client.get(reverse("admin:automation_workflow_change", args=[wf.pk])).content.decode()
     assert "condition-true → each" in page and "condition-false → small" in page
     assert "back to each (next iteration)" in page and "in loop each" in page
+
+
+def test_loops_in_loops_stop_at_the_step_limit(org, deal, monkeypatch):
+    from crm_automation.automation import engine
+
+    monkeypatch.setattr(engine, "MAX_STEPS", 50)
+    run = win(org, deal, [
+        {"id": "outer", "type": "loop", "config": {"count": 1000, "maxIterations": 1000}},
+        {"id": "inner", "type": "loop", "config": {"count": 1000, "maxIterations": 1000}},
+        task("step", "x")],
+        [edge("trigger", "outer"), edge("outer", "inner", "loop-body"), edge("inner", "step", "loop-body")])
+    assert run.status == "failed" and "limit of 50 steps" in run.error
+    assert run.actions.count() <= 60 and Task.objects.count() < 50

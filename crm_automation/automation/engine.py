@@ -58,6 +58,7 @@ from crm_automation.crm.models import Deal, Lead
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
+MAX_STEPS = 5_000  # step rows per run
 FUNCTION = "function"
 SUB_WORKFLOW = "sub_workflow"
 
@@ -311,6 +312,9 @@ def _walk(state: RunState, segment: Segment, now: datetime, groups: dict[str, li
         elif not state.halted and time.monotonic() > state.deadline:
             timeout = state.run.version.definition.get("timeout_seconds")
             state.halted = f"the workflow's timeout of {timeout}s was reached"
+        elif not state.halted and previous is None and state.next_position >= MAX_STEPS:
+            # Loops in loops could ask for a million steps: a run stops at a size a person can read.
+            state.halted = f"the run reached its limit of {MAX_STEPS:,} steps"
         if state.halted:
             state.queued.discard(place)
             _skip(state, place, segment)
