@@ -274,3 +274,33 @@ def test_loops_in_loops_stop_at_the_step_limit(org, deal, monkeypatch):
         [edge("trigger", "outer"), edge("outer", "inner", "loop-body"), edge("inner", "step", "loop-body")])
     assert run.status == "failed" and "limit of 50 steps" in run.error
     assert run.actions.count() <= 60 and Task.objects.count() < 50
+
+
+def test_the_seeds_trigger_spellings_render(org, deal):
+    win(org, deal, [{"id": "t", "type": "create_task", "config": {
+        "title": "{{trigger.deal.title}} moved to {{trigger.to_stage}}", "description": "{{trigger}}"}}],
+        [edge("trigger", "t")])
+    made = Task.objects.get()
+    assert made.title == "Website moved to won" and '"to_stage": "won"' in made.description
+
+
+def test_an_inbound_webhook_trigger_is_kept_as_a_draft_until_webhooks_exist(org, owner):
+    from crm_automation.automation.services import workflow_transition
+    from crm_automation.automation.versioning import workflow_import_yaml
+
+    text = """\
+id: hook
+name: Hook
+nodes:
+- id: trigger
+  type: workflow
+  data:
+    subtype: chat-app
+    label: Inbound
+    config:
+      event: webhook
+edges: []
+"""
+    wf, _ = workflow_import_yaml(organization=org, by=owner, text=text)
+    with pytest.raises(ValidationError, match="inbound webhook triggers come with the API"):
+        workflow_transition(workflow_id=wf.pk, name="activate", by=owner)

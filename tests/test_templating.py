@@ -24,11 +24,17 @@ def test_an_unknown_path_renders_empty_and_is_noted():
 
 def test_hostile_templates_resolve_to_nothing():
     hostile = ["deal.__class__", "deal.__class__.__mro__", "deal._state", "deal.organization.members",
-               "deal.owner.password", "7*7", "deal.title.upper", "deal.save()", "deal|safe",
-               "deal", "deal.owner"]
+               "deal.owner.password", "7*7", "deal.title.upper", "deal.save()", "deal|safe"]
     for path in hostile:
         out = render("{{" + path + "}}", CTX)
         assert out.text == "", path
+
+
+def test_a_whole_record_or_output_renders_as_json_of_its_allowed_fields_only():
+    # {{trigger}} and {{Node Label}} (seed 001) name mappings: their data is what the allow-list
+    # put in the context, nothing more (no password, no methods).
+    assert render("{{deal.owner}}", CTX).text == '{"username": "olive"}'
+    assert '"title": "Website"' in render("{{deal}}", CTX).text
 
 
 def test_django_template_syntax_is_just_text():

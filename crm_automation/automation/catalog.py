@@ -24,7 +24,8 @@ TRIGGER_CHOICES += [(MANUAL_DEAL, "Started by a person on a deal"), (MANUAL_LEAD
 TRIGGER_TYPES = {value for value, _ in TRIGGER_CHOICES}
 # Parts of the seed-001 format that come in later issues: a workflow using them is kept as a
 # draft (import, export, edit), and activation says why it cannot run yet.
-LATER_TRIGGERS = {"schedule": "schedule triggers (cron) come with the scheduling features"}
+LATER_TRIGGERS = {"schedule": "schedule triggers (cron) come with the scheduling features",
+                  "webhook": "inbound webhook triggers come with the API and webhooks"}
 LATER_NODES = {"agent": "AI agent nodes come with the AI features",
                "router": "AI router nodes come with the AI features",
                "response": "response nodes come with inbound webhooks"}
@@ -124,6 +125,10 @@ def fields_for(trigger_type: str) -> dict[str, str]:
         fields.update(_DEAL_FIELDS)  # the deal the conversion created
     elif trigger_type in (LEAD_CREATED, MANUAL_LEAD):
         fields.update(_LEAD_FIELDS)
+    # {{trigger}} (the whole payload, as JSON) and {{trigger.deal.title}}: the seed's spelling.
+    fields.update({f"trigger.{name}": kind for name, kind in list(fields.items())
+                   if name.startswith(("deal.", "lead."))})
+    fields["trigger"] = "object"
     return fields
 
 

@@ -78,4 +78,6 @@ def full_context(event: AutomationEvent, record, trigger: dict) -> dict:
         context["lead"] = lead_dict(record)
         if record.converted_deal is not None:
             context["deal"] = deal_dict(record.converted_deal)
+    # The seed's {{trigger.deal.title}}: the trigger's payload holds its record too.
+    context["trigger"] = {**trigger, **{k: context[k] for k in ("deal", "lead") if k in context}}
     return context

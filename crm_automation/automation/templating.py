@@ -8,6 +8,7 @@ with a backtracking regular expression (a regex with `\\s*(.*?)\\s*` took 91 s o
 by 5,000 spaces), and a template longer than MAX_TEMPLATE is refused before it is scanned.
 """
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -108,9 +109,12 @@ def render(template: str, context: dict) -> Rendered:
     position = 0
     for ph in placeholders(template):
         parts.append(template[position:ph.start])
-        value = resolve(context, ph.path)
+        value = lookup(context, ph.path)
         if value is None and not _is_known_empty(context, ph.path):
             unresolved.append(ph.path)
+        elif isinstance(value, dict | list | tuple):
+            # A whole record or node output ({{trigger}}, {{Find Deals.rows}}): its data as JSON.
+            parts.append(json.dumps(value, default=format_value, sort_keys=True, ensure_ascii=False)[:MAX_OUTPUT])
         else:
             parts.append(format_value(value))
         position = ph.end
