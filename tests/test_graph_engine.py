@@ -304,3 +304,11 @@ edges: []
     wf, _ = workflow_import_yaml(organization=org, by=owner, text=text)
     with pytest.raises(ValidationError, match="inbound webhook triggers come with the API"):
         workflow_transition(workflow_id=wf.pk, name="activate", by=owner)
+
+
+def test_a_loop_steps_input_is_its_item(org, deal):
+    run = win(org, deal, [{"id": "each", "type": "loop", "config": {"items": [{"name": "Ada"}, {"name": "Bo"}]}},
+                          task("step", "Hi {{loop.current.name}}")],
+              [edge("trigger", "each"), edge("each", "step", "loop-body")])
+    assert run.actions.get(node_id="step", token="1").input == {"loop": {"current": {"name": "Bo"}, "index": 1}}
+    assert sorted(Task.objects.values_list("title", flat=True)) == ["Hi Ada", "Hi Bo"]

@@ -139,6 +139,11 @@ class RunState:
         current = items[index] if index < len(items) else None
         return {**self.outputs, **self.template_context, "loop": {"current": current, "index": index}}
 
+    def step_input(self, place: Place) -> dict:
+        """What a step got besides its configuration (in the version): its loop item."""
+        loop = self.context_at(place).get("loop") if place[1] else None
+        return {"loop": loop} if loop else {}
+
     def remember(self, place: Place, result: dict) -> None:
         """A node's output, for the templates of the nodes after it ({{Label.field}}, {{node-id}})."""
         node = self.node(place[0])

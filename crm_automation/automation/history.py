@@ -61,6 +61,7 @@ class Segment:
                 state.next_position += 1
             first = previous.started_at if previous else now
         values = {"action_type": state.node(place[0]).type, "status": status, "result": result,
+                  "input": state.step_input(place),
                   "error": error[:4000], "attempts": attempts, "position": position,
                   "started_at": started or first,
                   "finished_at": now if status in FINISHED_STEPS else None}
