@@ -127,3 +127,20 @@ def page_form_from(response) -> dict:
     data = {name: values if len(values) > 1 else values[0] for name, values in parser.values.items()}
     data.pop("csrfmiddlewaretoken", None)
     return data
+
+
+def test_adding_a_deal_and_a_lead_in_the_admin_works(client, org, owner):
+    """A new deal or lead has its UUID before it is saved: the conflict check is for edits only."""
+    from crm_automation.crm.models import Deal, Lead, Stage
+
+    client.force_login(owner)
+    won = Stage.objects.get(organization=org, slug="won")
+    data = page_form(client, reverse("admin:crm_deal_add"), organization=str(org.pk), title="Fresh deal",
+                     amount="100", stage=str(won.pk), probability="10")
+    response = client.post(reverse("admin:crm_deal_add"), data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Deal.objects.filter(title="Fresh deal").exists()
+    data = page_form(client, reverse("admin:crm_lead_add"), organization=str(org.pk), name="Fresh lead",
+                     status="new")
+    assert client.post(reverse("admin:crm_lead_add"), data).status_code == 302
+    assert Lead.objects.filter(name="Fresh lead").exists()

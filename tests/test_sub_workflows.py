@@ -130,3 +130,19 @@ def test_a_paused_child_workflow_is_not_started(org, deal):
     workflow_transition(workflow_id=kid.pk, name="pause", by=None)
     parent = win(org, deal, [call()], [edge("trigger", "call")])
     assert parent.status == "failed" and "is paused, so it was not started" in parent.error
+
+
+def test_child_runs_count_against_the_quota_and_a_child_without_history_still_answers(org, deal, monkeypatch):
+    from crm_automation.automation import plans
+    from crm_automation.automation.models import MonthlyUsage
+
+    monkeypatch.setitem(plans.MONTHLY_LOGGED_RUNS, org.plan, 1)  # the parent's run takes the only slot
+    child(org)
+    parent = win(org, deal, [call(), task("after", "After {{Onboarding.status}}")],
+                 [edge("trigger", "call"), edge("call", "after")])
+    settle()
+    parent.refresh_from_db()
+    usage = MonthlyUsage.objects.get(organization=org)
+    assert (usage.logged_runs, usage.suppressed_runs) == (1, 1)
+    assert not WorkflowRun.objects.filter(parent_run=parent).exists()  # ran without history, then removed
+    assert parent.status == "completed" and Task.objects.get(title__startswith="After").title == "After completed"

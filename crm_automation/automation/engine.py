@@ -355,7 +355,8 @@ def _walk(state: RunState, segment: Segment, now: datetime, groups: dict[str, li
 
 def _child_step(state: RunState, place: Place, previous, segment: Segment) -> None:
     """A sub-workflow this run waits for: go on when its run has finished (it wakes us)."""
-    outcome = child_outcome(previous.result["child_run"])
+    recorded = previous.result.get("child_outcome")  # written when the child ended
+    outcome = tuple(recorded) if recorded else child_outcome(previous.result["child_run"])
     if outcome is None:
         state.waiting[place] = None
         return
@@ -372,7 +373,9 @@ def _child_step(state: RunState, place: Place, previous, segment: Segment) -> No
 def _made(state: RunState, place: Place, result: dict, segment: Segment, **record) -> None:
     """A step's effect was made: it is done, unless it is a sub-workflow this run waits for."""
     state.queued.discard(place)
-    if state.node(place[0]).type == SUB_WORKFLOW and result.get("await") and not state.simulating:
+    if state.node(place[0]).type == SUB_WORKFLOW and state.simulating:  # not started: say so downstream
+        result = {**result, "output": {"status": "not started (simulation)", "outputs": {}}}
+    elif state.node(place[0]).type == SUB_WORKFLOW and result.get("await"):
         segment.record(state, place, StepStatus.WAITING, result=result, **record)
         state.waiting[place] = None
         return
@@ -504,7 +507,8 @@ def _question_step(state: RunState, place: Place, previous, segment: Segment, no
         asked = questions.ask(state.node(place[0]).config, state.context_at(place), now)
         if state.simulating:  # nobody is asked: the approved side is shown
             segment.record(state, place, StepStatus.COMPLETED,
-                           result={**asked, "decision": questions.APPROVED, "simulated": "assumed approved"})
+                           result={**asked, "decision": questions.APPROVED, "simulated": "assumed approved",
+                                   "answered_by": "(simulation)", "comment": "(simulated answer)"})
             _follow(state, place, {questions.APPROVED})
             return
         segment.record(state, place, StepStatus.WAITING, result=asked)
@@ -777,10 +781,20 @@ def _pause(states: list[RunState], token: str) -> dict[int, str]:
 
 
 def wake_parents(runs: list[WorkflowRun]) -> None:
-    """Sub-workflow runs that ended: the runs waiting for them go on."""
-    parents = sorted({r.parent_run_id for r in runs if r.parent_run_id and (r.metadata or {}).get("await", True)})
+    """Sub-workflow runs that ended: their outcome goes on the parent's step (a child over the
+    plan's quota keeps no history and is removed when it ends) and the parents go on."""
+    children = [r for r in runs if r.parent_run_id and (r.metadata or {}).get("await", True)]
+    parents = sorted({r.parent_run_id for r in children})
     if not parents:
         return
+    waiting = {(row.run_id, (row.result or {}).get("child_run")): row for row in WorkflowRunAction.objects.filter(
+        run_id__in=parents, action_type=SUB_WORKFLOW, status=StepStatus.WAITING)}
+    for child in children:
+        row = waiting.get((child.parent_run_id, child.pk))
+        outcome = child_outcome(child.pk)
+        if row is not None and outcome is not None:
+            row.result = {**row.result, "child_outcome": list(outcome)}
+            row.save(update_fields=["result"])
     WorkflowRun.objects.filter(pk__in=parents, status=RunStatus.WAITING).update(
         status=RunStatus.STARTED, wake_at=timezone.now(), lease_until=None, lease_owner="")
     if settings.AUTOMATION["NUDGE"]:
@@ -814,7 +828,7 @@ def _finish(states: list[RunState], token: str) -> dict[int, str]:
         if run.history_suppressed:
             suppressed.append(run.pk)
     for (status, error), run_ids in by_outcome.items():
-        values = {"status": status, "finished_at": now, "lease_until": None}
+        values = {"status": status, "finished_at": now, "lease_until": None, "wake_at": None}
         if error:
             values["error"] = error
         WorkflowRun.objects.filter(pk__in=run_ids).update(**values)

@@ -43,16 +43,18 @@ def workflow_start(*, workflow_id: int, by, record) -> WorkflowRun:
     if not plans.includes_automation(workflow.organization.plan):
         raise ValidationError(f"The {workflow.organization.get_plan_display()} plan does not include automation.")
     who = by.get_username() if by is not None else "the system"
+    logged = plans.reserve_history(organization=workflow.organization, runs=1)  # counts like any run
     event = AutomationEvent.objects.create(
         organization_id=workflow.organization_id, kind=workflow.trigger_type, entity_type=entity,
         entity_id=record.pk, payload={"started_by": who}, processed_at=timezone.now())
-    WorkflowDecision.objects.create(event=event, workflow=workflow, version=workflow.current_version,
-                                    entity_id=record.pk, outcome=WorkflowDecision.Outcome.MATCHED,
-                                    reason=f"started by {who}")
+    WorkflowDecision.objects.create(
+        event=event, workflow=workflow, version=workflow.current_version, entity_id=record.pk,
+        outcome=WorkflowDecision.Outcome.MATCHED if logged else WorkflowDecision.Outcome.MATCHED_UNLOGGED,
+        reason=f"started by {who}")
     run = WorkflowRun.objects.create(
         organization_id=workflow.organization_id, workflow=workflow, version=workflow.current_version, event=event,
         trigger_type=workflow.trigger_type, trigger_entity_type=entity, trigger_entity_id=record.pk,
-        metadata={"started_by": who})
+        metadata={"started_by": who}, history_suppressed=not logged)
     if settings.AUTOMATION["NUDGE"]:
         transaction.on_commit(lambda: enqueue_continue([run.pk]))
     return run

@@ -25,7 +25,7 @@ from crm_automation.automation.models import (
     WorkflowRunAction,
 )
 from crm_automation.automation.queue import enqueue_continue
-from crm_automation.crm.models import EmailMessage
+from crm_automation.crm.models import EmailMessage, Notification
 from crm_automation.crm.selectors import user_has_role
 
 UNFINISHED = (RunStatus.STARTED, RunStatus.WAITING, RunStatus.PAUSED)
@@ -174,6 +174,9 @@ def run_answer(*, run_id: int, by, node_id: str, token: str = "", decision: str,
     row.result = {**row.result, "decision": decision, "comment": comment, "answered_by": by.get_username(),
                   "answered_at": now.isoformat()}
     row.save(update_fields=["result"])
+    # The question's notifications are done with, for everyone it asked.
+    Notification.objects.filter(automation_key__startswith=f"run:{run.pk}:ask:{node_id}:{token}:",
+                                read_at__isnull=True).update(read_at=now)
     if run.status == RunStatus.WAITING:  # woken as a due wait is (tasks.wake_due_runs)
         run.status, run.wake_at, run.lease_until, run.lease_owner = RunStatus.STARTED, now, None, ""
         run.save(update_fields=["status", "wake_at", "lease_until", "lease_owner"])

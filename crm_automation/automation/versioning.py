@@ -26,6 +26,17 @@ def _create_from(definition: dict, *, organization: Organization, by, name: str,
                            actions=definition.get("actions") or [], **fields)
 
 
+def _free_name(organization_id: int, wanted: str) -> str:
+    """`wanted`, or “wanted (2)”, “(3)” … when the organization has a workflow of that name: two
+    workflows of one name could not be told apart in lists and filters."""
+    taken = set(Workflow.objects.filter(organization_id=organization_id, name__startswith=wanted[:190])
+                .values_list("name", flat=True))
+    name, n = wanted, 2
+    while name in taken:
+        name, n = f"{wanted[:190]} ({n})", n + 1
+    return name
+
+
 def workflow_document(workflow: Workflow, version: WorkflowVersion | None = None) -> dict:
     """The workflow (as saved now, or as `version` was) in the seed-001 format."""
     definition = version.definition if version is not None else definition_of(workflow)
@@ -58,9 +69,12 @@ def workflow_import_yaml(*, organization: Organization, by, text: str) -> tuple[
     draft stays. Returns the workflow and notes for the person."""
     parsed = parse_yaml(text, organization.pk)
     document, definition = parsed["document"], parsed["definition"]
-    workflow = _create_from(definition, organization=organization, by=by, name=document["name"].strip(),
+    name = _free_name(organization.pk, document["name"].strip())
+    workflow = _create_from(definition, organization=organization, by=by, name=name,
                             key=document["id"], description=str(document.get("description") or ""))
     notes = []
+    if name != document["name"].strip():
+        notes.append(f"a workflow is already called “{document['name'].strip()}”, so this one is “{name}”")
     if workflow.key != document["id"]:
         notes.append(f"the id “{document['id']}” is taken in this organization, so this one is “{workflow.key}”")
     wanted = documents.STATUS_IN.get(document.get("_status") or "draft")

@@ -91,7 +91,8 @@ class ConcurrentEditForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
-        if self.instance.pk is None or not self.changed_data:
+        # (A new deal or lead already has its UUID before it is saved: `_state.adding` says new.)
+        if self.instance._state.adding or self.instance.pk is None or not self.changed_data:
             return data
         # Locked until the admin's transaction ends: nobody can change the row between this
         # check and the save.

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from crm_automation.automation import catalog
+from crm_automation.automation import catalog, plans
 from crm_automation.automation.actions.base import Action, ActionFailed, ExecutionContext
 from crm_automation.automation.models import AutomationEvent, RunStatus, Workflow, WorkflowRun, WorkflowStatus
 from crm_automation.automation.queue import enqueue_continue
@@ -50,7 +50,7 @@ class SubWorkflow(Action):
         if child.status != WorkflowStatus.ACTIVATED or child.current_version_id is None:
             raise ActionFailed(f"the sub-workflow “{child.name}” is {child.get_status_display().lower()}, so it "
                                "was not started")
-        parent = WorkflowRun.objects.select_related("event").get(pk=ctx.run_id)
+        parent = WorkflowRun.objects.select_related("event", "organization").get(pk=ctx.run_id)
         depth = (parent.metadata or {}).get("sub_depth", 0) + 1
         if depth > MAX_DEPTH:
             raise ActionFailed(f"sub-workflows nest at most {MAX_DEPTH} deep; “{child.name}” would be level {depth}")
@@ -63,14 +63,16 @@ class SubWorkflow(Action):
             entity_type=p["parent"].trigger_entity_type, entity_id=p["parent"].trigger_entity_id,
             payload=p["parent"].event.payload, depth=p["parent"].event.depth, caused_by_run_id=p["parent"].pk,
             processed_at=now) for _, p in items])
+        # Child runs count against the plan's monthly quota like any run (one organization per group).
+        logged = plans.reserve_history(organization=items[0][1]["parent"].organization, runs=len(items))
         runs = []
-        for (ctx, prepared), event in zip(items, events, strict=True):
+        for i, ((ctx, prepared), event) in enumerate(zip(items, events, strict=True)):
             parent = prepared["parent"]
             runs.append(WorkflowRun(
                 organization_id=parent.organization_id, workflow=prepared["child"],
                 version_id=prepared["child"].current_version_id, event=event, trigger_type=parent.trigger_type,
                 trigger_entity_type=parent.trigger_entity_type, trigger_entity_id=parent.trigger_entity_id,
-                parent_run=parent, parent_key=ctx.key,
+                parent_run=parent, parent_key=ctx.key, history_suppressed=i >= logged,
                 metadata={"sub_depth": prepared["depth"], "await": prepared["await"]}))
         WorkflowRun.objects.bulk_create(runs)
         if settings.AUTOMATION["NUDGE"]:

@@ -11,6 +11,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from crm_automation.automation import questions
 from crm_automation.automation.models import (
     AutomationEvent,
     MonthlyUsage,
@@ -48,13 +49,17 @@ class RunActionInline(ReadOnlyInline):
     and came out, and what went wrong (with the error policy applied, in the result)."""
 
     model = WorkflowRunAction
-    fields = ("position", "node", "token", "action_type", "status", "result", "error", "attempts", "started_at",
+    fields = ("step", "node", "token", "action_type", "status", "result", "error", "attempts", "started_at",
               "finished_at")
     readonly_fields = fields
     verbose_name_plural = "steps"
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("run__version")
+
+    @admin.display(description="#")
+    def step(self, obj) -> int:
+        return obj.position + 1  # the order the run reached it, from 1
 
     @admin.display(description="Node")
     def node(self, obj) -> str:
@@ -142,7 +147,8 @@ class WorkflowRunAdmin(ReadOnlyOrgScopedAdmin):
             self.message_user(request, f"Answered: run #{run.pk} goes on.", messages.SUCCESS)
             return HttpResponseRedirect(reverse("admin:automation_workflowrun_change", args=[run.pk]))
         return TemplateResponse(request, "admin/automation/workflowrun/answer.html", {
-            **self.admin_site.each_context(request), "run": run, "questions": open_questions(run),
+            **self.admin_site.each_context(request), "run": run,
+            "questions": [(step, questions.deadline(step.result)) for step in open_questions(run)],
             "title": f"Answer run #{run.pk}", "record_label": str(run.trigger_entity_id)[:8],
             "record_url": reverse(ENTITY_ADMIN[run.trigger_entity_type], args=[run.trigger_entity_id])
             if run.trigger_entity_type in ENTITY_ADMIN else "#"})

@@ -101,11 +101,12 @@ class Command(BaseCommand):
                 description="When a deal is won: kickoff task, probability 100, email the client.",
                 trigger_type="deal_stage_change", trigger_config={"to_stage": "won"},
                 actions=[
-                    {"type": "create_task", "config": {"title": "Kick off {{deal.title}}",
+                    {"type": "create_task", "label": "Kickoff Task", "config": {"title": "Kick off {{deal.title}}",
                                                        "due_in_days": 2, "priority": "high",
                                                        "assignee": "owner"}},
-                    {"type": "update_field", "config": {"field": "probability", "value": 100}},
-                    {"type": "send_email", "config": {
+                    {"type": "update_field", "label": "Probability 100",
+                     "config": {"field": "probability", "value": 100}},
+                    {"type": "send_email", "label": "Welcome Email", "config": {
                         "to": "{{deal.contact.email}}",
                         "subject": "Welcome aboard: {{deal.title}}",
                         "body": "Hi {{deal.contact.first_name}},\n\nThanks for choosing us for "
