@@ -27,10 +27,14 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_q",
     "django_fsm",
     "crm_automation.crm",
     "crm_automation.automation",
+    "crm_automation.api",
 ]
 
 MIDDLEWARE = [
@@ -188,10 +192,34 @@ if AUTOMATION["DRAIN_TIME_BUDGET"] + 2 * EMAIL_TIMEOUT >= Q_TIMEOUT:
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "crm_automation.api.errors.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "crm_automation.api.pagination.Pages",
+    "PAGE_SIZE": 50,
+    "DEFAULT_THROTTLE_CLASSES": ["crm_automation.api.throttling.PerToken"],
+    # Per token (or session user): integrations that loop get a 429 with Retry-After.
+    "DEFAULT_THROTTLE_RATES": {"per_token": env_str("API_THROTTLE_RATE", "1200/min")},
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "crm-automation API",
+    "DESCRIPTION": "Workflows, runs, approvals and the CRM records they act on. Authenticate with "
+                   "`Authorization: Token <key>` (POST /api/v1/auth/token/); pick an organization with "
+                   "`X-Organization: <slug>` when you belong to several.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",  # served from this site: no CDN
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 LOGGING = {

@@ -1,0 +1,3 @@
+"""CRM records over the API: deals, leads, contacts, tasks, stages."""
+
+urlpatterns: list = []

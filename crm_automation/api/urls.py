@@ -1,0 +1,21 @@
+"""/api/v1/: each group of endpoints lives in its own module and adds its routes here."""
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from crm_automation.api.auth import TokenView
+from crm_automation.api.me import MeView
+
+app_name = "api"
+
+urlpatterns = [
+    path("auth/token/", TokenView.as_view(), name="token"),
+    path("me/", MeView.as_view(), name="me"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+]
+
+urlpatterns += [
+    path("", include("crm_automation.api.crm_urls")),
+    path("", include("crm_automation.api.workflow_urls")),
+]

@@ -1,0 +1,3 @@
+"""Workflows, runs and approvals over the API."""
+
+urlpatterns: list = []

@@ -1,0 +1,58 @@
+"""The API's ground rules: tokens, which organization a request acts in, errors, throttling,
+and the OpenAPI schema with its docs served from this site."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from crm_automation.api.throttling import PerToken
+from crm_automation.crm.models import Membership
+from tests.conftest import make_user
+
+
+def token_client(username: str, password: str = "pw-123456") -> APIClient:
+    client = APIClient()
+    response = client.post("/api/v1/auth/token/", {"username": username, "password": password}, format="json")
+    assert response.status_code == 200, response.content
+    client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
+    return client
+
+
+def test_a_token_for_a_username_and_password_and_nothing_without_one(org, owner):
+    owner.set_password("pw-123456")
+    owner.save()
+    assert APIClient().get("/api/v1/me/").status_code in (401, 403)
+    bad = APIClient().post("/api/v1/auth/token/", {"username": "owner", "password": "nope"}, format="json")
+    assert bad.status_code == 400
+    me = token_client("owner").get("/api/v1/me/").json()
+    assert me == {"username": "owner", "organization": org.slug, "role": "admin"}
+
+
+def test_someone_in_two_organizations_names_one_and_never_reaches_a_stranger(org, other_org, owner):
+    owner.set_password("pw-123456")
+    owner.save()
+    Membership.objects.create(user=owner, organization=other_org, role=Membership.Role.VIEWER)
+    client = token_client("owner")
+    assert "X-Organization" in client.get("/api/v1/me/").json()
+    assert client.get("/api/v1/me/", HTTP_X_ORGANIZATION=other_org.slug).json()["role"] == "viewer"
+    stranger = make_user("stranger", None, None)
+    stranger.set_password("pw-123456")
+    stranger.save()
+    assert token_client("stranger").get("/api/v1/me/", HTTP_X_ORGANIZATION=org.slug).status_code == 404
+
+
+def test_too_many_requests_get_429_with_retry_after(org, owner, monkeypatch):
+    monkeypatch.setattr(PerToken, "THROTTLE_RATES", {"per_token": "3/min"})
+    owner.set_password("pw-123456")
+    owner.save()
+    client = token_client("owner")
+    codes = [client.get("/api/v1/me/").status_code for _ in range(4)]
+    assert codes[:3] == [200, 200, 200] and codes[3] == 429
+    assert int(client.get("/api/v1/me/")["Retry-After"]) > 0
+
+
+@pytest.mark.django_db
+def test_the_schema_and_its_docs_are_served_from_this_site(client, owner):
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")  # public: no data
+    assert schema.status_code == 200 and "/api/v1/auth/token/" in schema.content.decode()
+    docs = client.get("/api/v1/docs/").content.decode()
+    assert "swagger-ui" in docs and "cdn" not in docs.lower()
