@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "crm_automation.crm",
     "crm_automation.automation",
     "crm_automation.api",
+    "crm_automation.webhooks",
 ]
 
 MIDDLEWARE = [
@@ -190,6 +191,17 @@ if AUTOMATION["DRAIN_TIME_BUDGET"] + 2 * EMAIL_TIMEOUT >= Q_TIMEOUT:
         f"AUTOMATION_DRAIN_SECONDS ({AUTOMATION['DRAIN_TIME_BUDGET']}) plus twice EMAIL_TIMEOUT ({EMAIL_TIMEOUT}) "
         f"must be shorter than Q_TIMEOUT ({Q_TIMEOUT}): a task must finish its last email before it is killed.")
 
+# --- Webhooks (crm_automation/webhooks, docs/webhooks.md) ---------------------------------------
+# Outbound requests (http/request nodes) reach only public addresses: loopback, private,
+# link-local (cloud metadata), multicast and other special addresses are refused. Hosts listed here
+# (comma-separated names or IP addresses, no scheme or port) may be called whatever they resolve
+# to, e.g. a receiver on the company network. The check and the connection use the same address.
+WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS", [])
+# Seconds one outbound request may take in all (connect, send, answer); a slower one fails.
+WEBHOOK_TIMEOUT = env_int("WEBHOOK_TIMEOUT", 15, minimum=1)
+# Inbound: the largest body an endpoint accepts (bytes); larger ones get 413.
+WEBHOOK_MAX_BODY = env_int("WEBHOOK_MAX_BODY", 256 * 1024, minimum=1024)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
@@ -220,6 +232,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name for the run status wherever it appears (list and detail shapes share it).
+    "ENUM_NAME_OVERRIDES": {"RunStatusEnum": "crm_automation.automation.models.RunStatus"},
 }
 
 LOGGING = {

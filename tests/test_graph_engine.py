@@ -284,28 +284,6 @@ def test_the_seeds_trigger_spellings_render(org, deal):
     assert made.title == "Website moved to won" and '"to_stage": "won"' in made.description
 
 
-def test_an_inbound_webhook_trigger_is_kept_as_a_draft_until_webhooks_exist(org, owner):
-    from crm_automation.automation.services import workflow_transition
-    from crm_automation.automation.versioning import workflow_import_yaml
-
-    text = """\
-id: hook
-name: Hook
-nodes:
-- id: trigger
-  type: workflow
-  data:
-    subtype: chat-app
-    label: Inbound
-    config:
-      event: webhook
-edges: []
-"""
-    wf, _ = workflow_import_yaml(organization=org, by=owner, text=text)
-    with pytest.raises(ValidationError, match="inbound webhook triggers come with the API"):
-        workflow_transition(workflow_id=wf.pk, name="activate", by=owner)
-
-
 def test_a_loop_steps_input_is_its_item(org, deal):
     run = win(org, deal, [{"id": "each", "type": "loop", "config": {"items": [{"name": "Ada"}, {"name": "Bo"}]}},
                           task("step", "Hi {{loop.current.name}}")],

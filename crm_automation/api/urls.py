@@ -18,4 +18,5 @@ urlpatterns = [
 urlpatterns += [
     path("", include("crm_automation.api.crm_urls")),
     path("", include("crm_automation.api.workflow_urls")),
+    path("", include("crm_automation.webhooks.urls")),
 ]

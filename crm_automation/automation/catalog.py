@@ -21,11 +21,13 @@ TRIGGER_CHOICES = [
 MANUAL_DEAL, MANUAL_LEAD = "manual_deal", "manual_lead"
 MANUAL = {MANUAL_DEAL: "deal", MANUAL_LEAD: "lead"}
 TRIGGER_CHOICES += [(MANUAL_DEAL, "Started by a person on a deal"), (MANUAL_LEAD, "Started by a person on a lead")]
+# An inbound webhook (crm_automation/webhooks): no record; its JSON is {{trigger.body}}.
+WEBHOOK = "webhook"
+TRIGGER_CHOICES += [(WEBHOOK, "Inbound webhook")]
 TRIGGER_TYPES = {value for value, _ in TRIGGER_CHOICES}
 # Parts of the seed-001 format that come in later issues: a workflow using them is kept as a
 # draft (import, export, edit), and activation says why it cannot run yet.
-LATER_TRIGGERS = {"schedule": "schedule triggers (cron) come with the scheduling features",
-                  "webhook": "inbound webhook triggers come with the API and webhooks"}
+LATER_TRIGGERS = {"schedule": "schedule triggers (cron) come with the scheduling features"}
 LATER_NODES = {"agent": "AI agent nodes come with the AI features",
                "router": "AI router nodes come with the AI features",
                "response": "response nodes come with inbound webhooks"}
@@ -38,6 +40,8 @@ TRIGGER_ENTITY = {
 }
 # Triggers whose config may name a from/to stage.
 STAGE_CONFIG = {DEAL_STAGE_CHANGE: ("from_stage", "to_stage"), DEAL_CREATED: ("to_stage",)}
+# Other trigger settings (not stages): a webhook workflow may listen to one endpoint only.
+TRIGGER_SETTINGS = {"webhook": ("endpoint",)}
 
 # Field types: str, number, date, stage (a stage slug of the organization).
 _TRIGGER_FIELDS = {"trigger.type": "str", "trigger.from_stage": "stage", "trigger.to_stage": "stage"}
@@ -125,6 +129,9 @@ def fields_for(trigger_type: str) -> dict[str, str]:
         fields.update(_DEAL_FIELDS)  # the deal the conversion created
     elif trigger_type in (LEAD_CREATED, MANUAL_LEAD):
         fields.update(_LEAD_FIELDS)
+    elif trigger_type == WEBHOOK:
+        fields.update({"trigger.body": OPEN, "trigger.endpoint": "str", "trigger.endpoint_name": "str",
+                       "trigger.webhook_id": "str"})
     # {{trigger}} (the whole payload, as JSON) and {{trigger.deal.title}}: the seed's spelling.
     fields.update({f"trigger.{name}": kind for name, kind in list(fields.items())
                    if name.startswith(("deal.", "lead."))})

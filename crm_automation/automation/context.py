@@ -43,13 +43,24 @@ def stage_slugs(events: list[AutomationEvent]) -> dict[int, str]:
     return dict(Stage.objects.filter(pk__in=ids).values_list("pk", "slug")) if ids else {}
 
 
+RECORD_ENTITIES = ("deal", "lead")
+
+
+def has_record(entity_type: str) -> bool:
+    """Whether events of this entity type are about a CRM record (an inbound webhook's is not)."""
+    return entity_type in RECORD_ENTITIES
+
+
 def trigger_dict(event: AutomationEvent, slugs: dict[int, str]) -> dict:
-    return {
+    trigger = {
         "type": event.kind,
         "from_stage": slugs.get(event.payload.get("from_stage_id")),
         "to_stage": slugs.get(event.payload.get("to_stage_id")),
         "occurred_at": event.created_at,
     }
+    if not has_record(event.entity_type):
+        trigger.update(event.payload)  # an inbound webhook: {{trigger.body.x}}, {{trigger.endpoint}}
+    return trigger
 
 
 _DEAL_RELATED = ("stage", "contact", "owner")

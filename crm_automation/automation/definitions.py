@@ -1,6 +1,7 @@
 """A workflow's definition as plain data, and its validation (what and where is wrong)."""
 
 import math
+import uuid
 
 from django.core.exceptions import ValidationError
 
@@ -85,9 +86,16 @@ def validate_trigger(trigger_type, trigger_config, organization_id: int) -> list
     config = trigger_config or {}
     if not isinstance(config, dict):
         return [("trigger_config", "must be an object, e.g. {\"to_stage\": \"won\"}")]
+    settings = catalog.TRIGGER_SETTINGS.get(trigger_type, ())
     allowed = catalog.STAGE_CONFIG.get(trigger_type, ())
     errors = []
-    for key in sorted(set(config) - set(allowed)):
+    if "endpoint" in settings and config.get("endpoint") not in (None, ""):
+        try:
+            uuid.UUID(str(config["endpoint"]))
+        except ValueError:
+            errors.append(("trigger_config.endpoint", "must be the id (uuid) of one of this organization's webhook "
+                                                      "endpoints"))
+    for key in sorted(set(config) - set(allowed) - set(settings)):
         hint = f"allowed: {', '.join(allowed)}" if allowed else f"{trigger_type} takes no settings"
         errors.append((f"trigger_config.{key}", f"unknown setting ({hint})"))
     wanted = {k: config[k] for k in allowed if config.get(k) not in (None, "")}
@@ -114,6 +122,9 @@ def validate_action(action_type, config, *, trigger_type, organization_id, where
         found = functions.validate(config, organization_id=organization_id)
         found += _argument_templates(config.get("args"), "config.args", trigger_type)
         return [(f"{where}{loc}", msg) for loc, msg in found]
+    if action_type == "update_field" and catalog.TRIGGER_ENTITY.get(trigger_type) is None:
+        return [(f"{where}type", "an inbound webhook has no deal or lead to update; use a function, a task or an "
+                                 "HTTP request instead")]
     action = REGISTRY.get(action_type) if isinstance(action_type, str) else None
     if action is None:
         choices = ", ".join([*REGISTRY, FUNCTION, questions.USER_INPUT, *control.LABELS])

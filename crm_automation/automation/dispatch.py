@@ -62,6 +62,10 @@ def _match(event, definition: dict, trigger: dict, load) -> tuple[str, str]:
     mismatch = _stage_filter(definition.get("trigger_config") or {}, trigger)
     if mismatch:
         return Outcome.STAGE_FILTER, mismatch
+    endpoint = (definition.get("trigger_config") or {}).get("endpoint")
+    if endpoint and str(endpoint) != str(trigger.get("endpoint")):
+        return Outcome.STAGE_FILTER, f"the webhook came to endpoint {trigger.get('endpoint')}; the workflow " \
+                                     f"listens to {endpoint}"
     full = load()
     if full is None:
         return Outcome.RECORD_MISSING, f"the {event.entity_type} was deleted before the workflow ran"
@@ -136,7 +140,8 @@ def dispatch_events(events: list[AutomationEvent]) -> list[int]:
                 if records is None:
                     records = context.load_records(events)
                 record = records.get(event.entity_id)
-                cache["full"] = None if record is None else context.full_context(event, record, trigger)
+                missing = record is None and context.has_record(event.entity_type)
+                cache["full"] = None if missing else context.full_context(event, record, trigger)
             return cache["full"]
 
         for wf in workflows.get((event.organization_id, event.kind), []):

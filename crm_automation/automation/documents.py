@@ -26,7 +26,8 @@ import yaml
 from crm_automation.automation import catalog, control, graph
 
 TRIGGER_ID = "trigger"
-TOOLS = {"send_email": "crm/send_email", "create_task": "crm/create_task", "update_field": "crm/update_record"}
+TOOLS = {"send_email": "crm/send_email", "create_task": "crm/create_task", "update_field": "crm/update_record",
+         "http_request": "http/request"}
 ACTIONS = {tool: action for action, tool in TOOLS.items()}
 ERROR_POLICY = {"stop": "abort", "continue": "skip", "pause": "pause"}
 ERROR_HANDLING = {policy: handling for handling, policy in ERROR_POLICY.items()}
@@ -103,6 +104,7 @@ def _action_label(action: dict) -> str:
     if action.get("type") == "function":
         return f"Call {str(config.get('functionRef', 'function')).replace('/', ' ')}"
     return {"send_email": "Send email", "create_task": "Create task", "notify": "Notify",
+            "http_request": "HTTP request",
             "user_input": "Ask", "sub_workflow": f"Run {config.get('workflowId', 'sub-workflow')}"}.get(
         action.get("type"), "Step")
 
@@ -247,6 +249,12 @@ def _check_shape(document: dict) -> list[tuple[str, str]]:
     for key in ("nodes", "edges"):
         if not isinstance(document.get(key), list):
             errors.append((key, "must be a list"))
+    settings = document.get("settings")
+    if settings is not None and not isinstance(settings, dict):
+        errors.append(("settings", "must be a mapping (errorPolicy, reenrollment, timeoutSeconds)"))
+    for key in ("errorPolicy", "reenrollment") if isinstance(settings, dict) else ():
+        if key in settings and not isinstance(settings[key], str):
+            errors.append((f"settings.{key}", "must be text"))
     return errors
 
 
@@ -269,6 +277,8 @@ def _check_nodes(nodes: list) -> tuple[list[tuple[str, str]], dict[str, dict]]:
         if node_id in by_id:
             errors.append((f"{place}.id", "is used by two nodes; node ids must be unique"))
             continue
+        if not isinstance(data.get("subtype"), str):
+            errors.append((f"{place}.data.subtype", "is required (text): chat-app, tool-call, condition, …"))
         if node.get("type") != "workflow":
             errors.append((f"{place}.type", "must be workflow (the behaviour is in data.subtype)"))
         if not isinstance(data.get("label"), str) or not data["label"].strip():
@@ -331,7 +341,10 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
     kind = trigger_node["data"]["subtype"]
     trigger_type = {"chat-app": trigger.get("event"), "schedule": "schedule",
                     "manual": f"manual_{trigger.get('entity', 'deal')}"}[kind]
-    stage_keys = ("from_stage", "to_stage") if kind == "chat-app" else ()
+    if not isinstance(trigger_type, str):
+        return {}, [(f"nodes[{trigger_node['id']}].data.config.event", "is required (text): the CRM event, e.g. "
+                                                                         "deal_stage_change")]
+    stage_keys = ("from_stage", "to_stage", "endpoint") if kind == "chat-app" else ()
     definition = {
         "trigger_type": trigger_type,
         "trigger_config": trigger if kind == "schedule" else {k: v for k, v in trigger.items() if k in stage_keys},
@@ -341,7 +354,7 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
         "timeout_seconds": settings.get("timeoutSeconds", 60),
         "actions": [],
     }
-    allowed = {"chat-app": ("event", "from_stage", "to_stage", "conditions"), "manual": ("entity",),
+    allowed = {"chat-app": ("event", "from_stage", "to_stage", "conditions", "endpoint"), "manual": ("entity",),
                "schedule": tuple(trigger)}[kind]
     for key in sorted(set(trigger) - set(allowed)):
         errors.append((f"nodes[{trigger_node['id']}].data.config.{key}", f"unknown setting ({', '.join(allowed)})"))
@@ -357,7 +370,7 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
             action["on_error"] = node["data"]["onError"]
         if subtype == "tool-call":
             tool = config.get("toolName")
-            if tool not in ACTIONS:
+            if not isinstance(tool, str) or tool not in ACTIONS:
                 errors.append((f"nodes[{node_id}].data.config.toolName", f"“{tool}” is not a tool; use one of "
                                                                          f"{', '.join(ACTIONS)}"))
                 continue

@@ -182,7 +182,8 @@ def _load_states(runs: list[WorkflowRun]) -> list[RunState]:
         if run.version_id not in graphs:
             graphs[run.version_id] = graph.build(run.version.definition)
         record = records.get(run.trigger_entity_id)
-        ctx = {} if record is None else context.full_context(run.event, record, context.trigger_dict(run.event, slugs))
+        missing = record is None and context.has_record(run.trigger_entity_type)
+        ctx = {} if missing else context.full_context(run.event, record, context.trigger_dict(run.event, slugs))
         rows = history.get(run.pk, {})
         state = RunState(run=run, graph=graphs[run.version_id], record=record, template_context=ctx, history=rows,
                          next_position=max((r.position for r in rows.values()), default=-1) + 1,
@@ -312,7 +313,7 @@ def _walk(state: RunState, segment: Segment, now: datetime, groups: dict[str, li
             state.queued.discard(place)
             _read_back(state, place, previous, segment)
             continue
-        if not state.halted and state.record is None:
+        if not state.halted and state.record is None and context.has_record(state.run.trigger_entity_type):
             state.halted = f"the triggering {state.run.trigger_entity_type} no longer exists"
         elif not state.halted and time.monotonic() > state.deadline:
             timeout = state.run.version.definition.get("timeout_seconds")

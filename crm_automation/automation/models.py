@@ -120,6 +120,7 @@ class WorkflowAction(models.Model):
         FUNCTION = "function", "Function"
         USER_INPUT = "user_input", "Ask a person (approval)"
         SUB_WORKFLOW = "sub_workflow", "Sub-workflow"
+        HTTP_REQUEST = "http_request", "HTTP request (signed webhook)"
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="actions")
     node_id = models.SlugField(max_length=60, blank=True, editable=False,

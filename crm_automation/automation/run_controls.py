@@ -223,6 +223,9 @@ def run_resume(*, run_id: int, by, how: str) -> WorkflowRun:
 def runs_retry_failed(*, workflow_id: int, by, since) -> tuple[int, list[str]]:
     """Retry a workflow's failed runs that started after `since` ("after the provider's outage").
     Returns how many were retried and why the others were not."""
+    organization_id = Workflow.objects.values_list("organization_id", flat=True).get(pk=workflow_id)
+    if by is not None and not user_has_role(by, organization_id, "ops"):  # also when none failed
+        raise PermissionDenied("Only ops members and admins of this organization can change runs.")
     retried, problems = 0, []
     ids = WorkflowRun.objects.filter(workflow_id=workflow_id, status__in=RETRYABLE, started_at__gte=since,
                                      history_suppressed=False).order_by("pk").values_list("pk", flat=True)

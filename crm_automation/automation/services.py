@@ -19,7 +19,14 @@ from crm_automation.automation.definitions import (
     raise_if_invalid,
     validate_definition,
 )
-from crm_automation.automation.models import Workflow, WorkflowAction, WorkflowStatus, WorkflowVersion
+from crm_automation.automation.models import (
+    AutomationEvent,
+    Workflow,
+    WorkflowAction,
+    WorkflowRun,
+    WorkflowStatus,
+    WorkflowVersion,
+)
 from crm_automation.crm.concurrency import conflicts
 from crm_automation.crm.models import Organization
 from crm_automation.crm.selectors import shown, user_has_role
@@ -241,3 +248,33 @@ def workflow_transition(*, workflow_id: int, name: str, by) -> Workflow:
     getattr(workflow, name)()
     workflow.save(update_fields=["status", "updated_at"])
     return workflow
+
+
+@transaction.atomic
+def workflow_delete(*, workflow_id: int, by) -> None:
+    """Delete a draft that never ran. Ops members and admins of the organization may.
+
+    Anything that went live keeps its history: archive it instead. A draft has no runs but its
+    simulations (run-test), which go with it; a draft another workflow starts as a sub-workflow
+    stays, so that workflow does not fail later on a missing child.
+    """
+    workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
+    if by is not None and not user_has_role(by, workflow.organization_id, "ops"):
+        raise PermissionDenied("Only ops members and admins of this organization can delete workflows.")
+    if workflow.status != WorkflowStatus.DRAFT:
+        raise ValidationError(f"“{workflow.name}” is {workflow.get_status_display().lower()}: only drafts are "
+                              "deleted; archive it instead (its runs and versions are kept).")
+    runs = WorkflowRun.objects.filter(workflow=workflow)
+    if runs.filter(simulated=False).exists():
+        raise ValidationError(f"“{workflow.name}” has runs: archive it instead.")
+    callers = sorted(set(WorkflowAction.objects.filter(
+        workflow__organization_id=workflow.organization_id, action_type=WorkflowAction.Type.SUB_WORKFLOW,
+        config__workflowId=workflow.key).exclude(workflow=workflow).values_list("workflow__name", flat=True)))
+    if callers:
+        raise ValidationError(f"“{workflow.name}” is started as a sub-workflow by {', '.join(callers)}; "
+                              "change those first.")
+    # Simulated runs hold their own events (and versions, protected); the current version is
+    # protected by the workflow's own pointer to it.
+    AutomationEvent.objects.filter(pk__in=list(runs.values_list("event_id", flat=True))).delete()
+    Workflow.objects.filter(pk=workflow.pk).update(current_version=None)
+    workflow.delete()

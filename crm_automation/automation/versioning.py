@@ -48,18 +48,58 @@ def workflow_export_yaml(workflow: Workflow) -> str:
     return documents.to_yaml(workflow_document(workflow))
 
 
+MAX_NESTING = 24  # a document's own structure is 6 deep; a node's config may nest MAX_DEPTH more
+
+
+def _structure_problem(value) -> str | None:
+    """What makes `value` no document we can store (checked without recursion: a hostile body
+    must not exhaust the stack): nesting deeper than MAX_NESTING, a key that is not text (YAML
+    allows `1:` or `null:` as keys), or a NUL character (PostgreSQL refuses them, in the name
+    as anywhere else)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return f"the document nests more than {MAX_NESTING} levels deep"
+        if isinstance(item, str) and "\x00" in item:
+            return "text may not contain NUL characters"
+        if isinstance(item, dict):
+            if not all(isinstance(key, str) and "\x00" not in key for key in item):
+                return "every key must be text (without NUL characters)"
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return None
+
+
+def _line(tree, place: str) -> int | None:
+    return documents.line_of(tree, place) if tree is not None else None  # JSON bodies have no lines
+
+
+def parse_document(document, organization_id: int, tree=None) -> dict:
+    """A seed-001 document (parsed JSON or YAML), checked against this organization (stages,
+    members): DocumentError listing every problem with its place (and its line, when `tree`,
+    the YAML node tree of the text, is given)."""
+    problem = _structure_problem(document)
+    if not isinstance(document, dict):
+        errors = [("", "the document must be a mapping with id, name, nodes and edges")]
+    elif problem:
+        errors = [("", problem)]
+    else:
+        definition, errors = documents.definition_from(document)
+        if not errors:
+            errors = [(documents.place_in_document(where, definition), message)
+                      for where, message in validate_definition(definition, organization_id)]
+    if errors:
+        raise documents.DocumentError([(place, message, _line(tree, place)) for place, message in errors])
+    return {"document": document, "definition": definition}
+
+
 def parse_yaml(text: str, organization_id: int) -> dict:
     """The document of a YAML text, checked against this organization (stages, members):
     DocumentError listing every problem with its place and line."""
     document, tree = documents.from_yaml(text)
-    definition, errors = documents.definition_from(document)
-    if not errors:
-        errors = [(documents.place_in_document(where, definition), message)
-                  for where, message in validate_definition(definition, organization_id)]
-    if errors:
-        raise documents.DocumentError([(place, message, documents.line_of(tree, place))
-                                       for place, message in errors])
-    return {"document": document, "definition": definition}
+    return parse_document(document, organization_id, tree)
 
 
 @transaction.atomic
@@ -88,6 +128,58 @@ def workflow_import_yaml(*, organization: Organization, by, text: str) -> tuple[
             notes.append(f"it stays a draft: {' '.join(getattr(exc, 'messages', [str(exc)]))}")
             break
     return workflow, notes
+
+
+def workflow_create_from_document(*, organization: Organization, by, document: dict, tree=None) -> Workflow:
+    """A new draft from a seed-001 document (the API's POST). Without an `id`, the key comes from
+    the name; a taken one gets a -2, -3 … suffix. `_status` is not applied: the draft goes live
+    through the transitions, which check role, definition and plan."""
+    key = document.get("id") if isinstance(document, dict) else None
+    if isinstance(document, dict) and key in (None, ""):
+        document = {**document, "id": "workflow"}  # any valid id: the key is made from the name below
+    parsed = parse_document(document, organization.pk, tree)
+    return _create_from(parsed["definition"], organization=organization, by=by, name=document["name"].strip(),
+                        key=key or "", description=str(document.get("description") or ""))
+
+
+STRUCTURE = ("nodes", "edges", "settings")
+
+
+def workflow_update_from_document(*, workflow_id: int, by, document: dict, tree=None,
+                                  expected_revision: int | None = None) -> Workflow:
+    """Change a workflow from (part of) a seed-001 document (the API's PATCH): the top-level
+    keys given replace the current ones (`settings` key by key), the whole is checked as one
+    document, and only what differs from the workflow as it is goes to `workflow_update`."""
+    workflow = Workflow.objects.get(pk=workflow_id)
+    current = workflow_document(workflow)
+    current.pop("_status", None)
+    if not isinstance(document, dict):
+        raise documents.DocumentError([("", "the document must be a mapping", None)])
+    merged = {**current, **{k: v for k, v in document.items() if k != "_status"}}
+    if isinstance(document.get("settings"), dict):
+        merged["settings"] = {**current.get("settings", {}), **document["settings"]}
+    if merged.get("id") != workflow.key:
+        raise documents.DocumentError([("id", f"a workflow keeps its id (“{workflow.key}”); clone it to get "
+                                              "another", _line(tree, "id"))])
+    new = parse_document(merged, workflow.organization_id, tree)["definition"]
+    changes = {}
+    if merged["name"].strip() != workflow.name:
+        changes["name"] = merged["name"].strip()
+    if str(merged.get("description") or "") != workflow.description:
+        changes["description"] = str(merged.get("description") or "")
+    actions = None
+    if any(key in document for key in STRUCTURE):
+        # Compared with the current document read the same way, so what only looks different
+        # (a label export writes anyway, an empty filter) is not written.
+        old, _ = documents.definition_from(current)
+        changes.update({name: new.get(name) or {} if name == "graph" else new[name]
+                        for name in DEFINITION_FIELDS if new.get(name) != old.get(name)})
+        if new["actions"] != old.get("actions"):
+            actions = new["actions"]
+    # What was compared is what must still be there under the lock (someone may save meanwhile).
+    return workflow_update(workflow_id=workflow_id, by=by, changes=changes, actions=actions,
+                           expected={name: getattr(workflow, name) for name in changes},
+                           expected_revision=expected_revision)
 
 
 def versions_compare(workflow: Workflow, old: int, new: int) -> dict:

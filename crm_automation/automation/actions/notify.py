@@ -39,8 +39,8 @@ def _entity(record) -> str:
 
 
 def record_link(record) -> str:
-    """The admin page of the triggering deal or lead (a path of this site)."""
-    return reverse(f"admin:crm_{_entity(record)}_change", args=[record.pk])
+    """The admin page of the triggering deal or lead (a path of this site); none for a webhook."""
+    return reverse(f"admin:crm_{_entity(record)}_change", args=[record.pk]) if record is not None else ""
 
 
 class Notify(Action):

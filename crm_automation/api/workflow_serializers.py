@@ -1,0 +1,192 @@
+"""Workflows over the API: the seed-001 document as JSON plus what only the server knows.
+
+The document is read and checked by `versioning.parse_document` (the same code as YAML
+import); the serializers here describe it for the OpenAPI schema, shape request bodies into a
+document, and look up the records a body names in the caller's organization.
+"""
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from crm_automation.automation import catalog
+from crm_automation.automation.models import Workflow, WorkflowStatus
+from crm_automation.automation.services import has_unpublished_changes
+from crm_automation.automation.versioning import workflow_document
+from crm_automation.crm.models import Deal, Lead
+
+# What GET adds to the document: a body sent back as it was read is still a valid document.
+READ_ONLY = ("status", "trigger_type", "version", "draft_revision", "has_unpublished_changes", "run_count",
+             "success_count", "failure_count", "success_rate", "median_duration_ms", "last_run_at",
+             "created_at", "updated_at", "_status")
+
+
+class NodeDataSerializer(serializers.Serializer):
+    subtype = serializers.CharField(help_text="chat-app | manual | schedule (the trigger), tool-call, condition, "
+                                              "wait, parallel, merge, loop, user-input, function, "
+                                              "desktop-notification, sub-workflow …")
+    label = serializers.CharField(help_text="Unique in the workflow; templates refer to nodes by label.")
+    config = serializers.DictField(required=False, help_text="The node's settings (a tool-call's arguments are "
+                                                             "in config.defaults).")
+    onError = serializers.DictField(required=False, help_text='e.g. {"policy": "retry", "maxAttempts": 4}')
+
+
+class NodeSerializer(serializers.Serializer):
+    id = serializers.SlugField(help_text="kebab-case, stable across versions")
+    type = serializers.ChoiceField(choices=["workflow"])
+    data = NodeDataSerializer()
+
+
+class EdgeSerializer(serializers.Serializer):
+    source = serializers.CharField()
+    target = serializers.CharField()
+    sourceHandle = serializers.CharField(required=False, help_text="condition-true, branch-0, approved …")
+
+
+class SettingsSerializer(serializers.Serializer):
+    errorPolicy = serializers.ChoiceField(choices=["abort", "skip", "pause"], required=False)
+    reenrollment = serializers.ChoiceField(choices=Workflow.Reenrollment.values, required=False)
+    timeoutSeconds = serializers.IntegerField(min_value=1, max_value=3600, required=False)
+
+
+class WorkflowSerializer(serializers.Serializer):
+    """A workflow: its document (as saved now: a live workflow's unpublished edits included)
+    and, read-only, its state and figures. `median_duration_ms` is the median of its last
+    1,000 finished runs (simulations aside); `success_rate` is successes / runs (0..1)."""
+
+    id = serializers.IntegerField(read_only=True)
+    key = serializers.SlugField(required=False, max_length=70,
+                                help_text="The document's id (kebab-case, unique in the organization); "
+                                          "from the name when left out. A YAML body names it `id`.")
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True)
+    settings = SettingsSerializer(required=False)
+    nodes = NodeSerializer(many=True)
+    edges = EdgeSerializer(many=True)
+    status = serializers.ChoiceField(choices=WorkflowStatus.choices, read_only=True)
+    trigger_type = serializers.CharField(read_only=True)
+    version = serializers.IntegerField(read_only=True, help_text="The live version's number.")
+    draft_revision = serializers.IntegerField(
+        read_only=True, help_text="Send it back (or as If-Match) with a PATCH of the nodes: if someone saved "
+                                  "other changes since, yours are refused instead of overwriting theirs.")
+    has_unpublished_changes = serializers.BooleanField(read_only=True)
+    run_count = serializers.IntegerField(read_only=True)
+    success_count = serializers.IntegerField(read_only=True)
+    failure_count = serializers.IntegerField(read_only=True)
+    success_rate = serializers.FloatField(read_only=True, allow_null=True)
+    median_duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
+    last_run_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+
+    def to_representation(self, workflow: Workflow) -> dict:
+        document = workflow_document(workflow)
+        document.pop("_status", None)
+        key = document.pop("id")
+        document = {"name": document.pop("name"), "description": document.pop("description", ""), **document}
+        rate = round(workflow.success_count / workflow.run_count, 4) if workflow.run_count else None
+        return {
+            "id": workflow.pk, "key": key, **document,
+            "status": workflow.status, "trigger_type": workflow.trigger_type, "version": workflow.version,
+            "draft_revision": workflow.draft_revision, "has_unpublished_changes": has_unpublished_changes(workflow),
+            "run_count": workflow.run_count, "success_count": workflow.success_count,
+            "failure_count": workflow.failure_count, "success_rate": rate,
+            "median_duration_ms": self.context.get("medians", {}).get(workflow.pk),
+            "last_run_at": serializers.DateTimeField().to_representation(workflow.last_run_at)
+            if workflow.last_run_at else None,
+            "created_at": serializers.DateTimeField().to_representation(workflow.created_at),
+            "updated_at": serializers.DateTimeField().to_representation(workflow.updated_at),
+        }
+
+
+def document_of_body(data) -> tuple[object, object, int | None]:
+    """(seed-001 document, its YAML tree or None, the draft revision it was edited from) of a
+    request body: the read-only fields a GET adds are dropped, `key` becomes the document's
+    `id`, and a numeric `id` (the API's own) is not taken for one."""
+    tree = getattr(data, "tree", None)
+    if not isinstance(data, dict):
+        return data, tree, None
+    document = {k: v for k, v in data.items() if k not in READ_ONLY and k != "draft_revision"}
+    if "key" in document:
+        document["id"] = document.pop("key")
+    elif not isinstance(document.get("id"), str):
+        document.pop("id", None)
+    revision = data.get("draft_revision")
+    return document, tree, revision if isinstance(revision, int) and not isinstance(revision, bool) else None
+
+
+class WorkflowFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=WorkflowStatus.choices, required=False)
+    trigger_type = serializers.ChoiceField(choices=sorted({*catalog.TRIGGER_TYPES, *catalog.LATER_TRIGGERS}),
+                                           required=False)
+
+
+class VersionSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    created_by = serializers.SerializerMethodField()
+    current = serializers.SerializerMethodField(help_text="The version new triggers run.")
+
+    def get_created_by(self, version) -> str | None:
+        return version.created_by.get_username() if version.created_by_id else None
+
+    def get_current(self, version) -> bool:
+        return version.pk == self.context["workflow"].current_version_id
+
+
+class DiffQuerySerializer(serializers.Serializer):
+    to = serializers.IntegerField(min_value=1, max_value=2**31 - 1, help_text="The newer version's number.")
+    # `from` is a Python keyword, so it is declared through the class namespace.
+    vars()["from"] = serializers.IntegerField(min_value=1, max_value=2**31 - 1,
+                                              help_text="The older version's number.")
+
+
+@extend_schema_field({"type": "array", "items": {"type": "object", "properties": {
+    "before": {"type": "object"}, "after": {"type": "object"}}}})
+class ChangedNodesField(serializers.Field):
+    def to_representation(self, value):
+        return [{"before": before, "after": after} for before, after in value]
+
+
+@extend_schema_field({"type": "array", "items": {"type": "object", "properties": {
+    "source": {"type": "string"}, "target": {"type": "string"}, "sourceHandle": {"type": "string", "nullable": True}}}})
+class EdgeTuplesField(serializers.Field):
+    def to_representation(self, value):
+        return [{"source": source, "target": target, "sourceHandle": handle} for source, target, handle in value]
+
+
+class DiffSerializer(serializers.Serializer):
+    nodes_added = serializers.ListField(child=serializers.DictField())
+    nodes_removed = serializers.ListField(child=serializers.DictField())
+    nodes_changed = ChangedNodesField()
+    edges_added = EdgeTuplesField()
+    edges_removed = EdgeTuplesField()
+    settings_changed = serializers.BooleanField()
+    text = serializers.CharField(help_text="A unified diff of the two YAML documents.")
+
+
+class RecordSerializer(serializers.Serializer):
+    """A deal or lead of the caller's organization (context: organization)."""
+
+    entity_type = serializers.ChoiceField(choices=["deal", "lead"])
+    entity_id = serializers.UUIDField()
+
+    def validate(self, attrs):
+        model = Deal if attrs["entity_type"] == "deal" else Lead
+        record = model.objects.filter(pk=attrs["entity_id"], organization=self.context["organization"]).first()
+        if record is None:  # another organization's record is as unknown as one that never existed
+            raise serializers.ValidationError({"entity_id": f"No {attrs['entity_type']} with this id in your "
+                                                            "organization."})
+        return {**attrs, "record": record}
+
+
+class RunTestSerializer(RecordSerializer):
+    version = serializers.IntegerField(required=False, min_value=1, max_value=2**31 - 1,
+                                       help_text="The version to simulate; the latest when left out.")
+
+
+class CloneSerializer(serializers.Serializer):
+    name = serializers.CharField(required=False, max_length=200, help_text="“Copy of …” when left out.")
+
+
+class RollbackSerializer(serializers.Serializer):
+    version = serializers.IntegerField(min_value=1, max_value=2**31 - 1)

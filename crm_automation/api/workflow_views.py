@@ -1,0 +1,292 @@
+"""Workflows over the API: list, create from a document (JSON or YAML), read, change, delete a
+draft; publish and the status transitions; run-test, a manual start, clone; versions, their
+comparison and rollback.
+
+Thin views (one write path): each validates its input, calls the service the admin calls
+(`services`, `versioning`, `simulation`, `launch`), and serializes what it returns. The
+organization is the caller's (tenancy.organization_of); another organization's id is a 404.
+"""
+
+from django.db.models import F
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import serializers, status
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.filters import OrderingFilter, SearchFilter
+from rest_framework.mixins import DestroyModelMixin
+from rest_framework.response import Response
+from rest_framework.viewsets import GenericViewSet
+
+from crm_automation.api.document_formats import BODY_PARSERS, BoundedJSONParser, YAMLRenderer
+from crm_automation.api.errors import Conflict
+from crm_automation.api.refusals import (
+    BAD_DOCUMENT,
+    BAD_INPUT,
+    CONFLICT,
+    FORBIDDEN,
+    NOT_YOURS,
+    refusals_as_conflicts,
+)
+from crm_automation.api.run_serializers import RunDetailSerializer, RunSerializer
+from crm_automation.api.tenancy import organization_of
+from crm_automation.api.workflow_serializers import (
+    CloneSerializer,
+    DiffQuerySerializer,
+    DiffSerializer,
+    RecordSerializer,
+    RollbackSerializer,
+    RunTestSerializer,
+    VersionSerializer,
+    WorkflowFilterSerializer,
+    WorkflowSerializer,
+    document_of_body,
+)
+from crm_automation.automation.launch import workflow_start
+from crm_automation.automation.models import Workflow, WorkflowStatus
+from crm_automation.automation.selectors import median_durations, version_labels
+from crm_automation.automation.services import workflow_delete, workflow_publish, workflow_transition
+from crm_automation.automation.simulation import simulate
+from crm_automation.automation.versioning import (
+    versions_compare,
+    workflow_clone,
+    workflow_create_from_document,
+    workflow_document,
+    workflow_rollback,
+    workflow_update_from_document,
+)
+
+JSON_ONLY = [BoundedJSONParser]  # bodies that are not a document
+ID = r"\d{1,18}"  # a longer number is no id of ours (and would overflow the database's integer)
+
+
+class WorkflowOrdering(OrderingFilter):
+    """Workflows that never ran sort last both ways, the same on SQLite and PostgreSQL; ties
+    by id, so pages do not overlap."""
+
+    def filter_queryset(self, request, queryset, view):
+        ordering = self.get_ordering(request, queryset, view) or []
+        return queryset.order_by(*[F(term[1:]).desc(nulls_last=True) if term.startswith("-")
+                                   else F(term).asc(nulls_last=True) for term in ordering], "id")
+
+
+def _if_match(request) -> int | None:
+    """The draft revision in `If-Match: "3"` (or W/"3"); None without the header or for *."""
+    value = request.headers.get("If-Match", "").strip().removeprefix("W/").strip('"')
+    if value in ("", "*"):
+        return None
+    if not value.isdigit() or len(value) > 9:
+        raise ValidationError({"If-Match": "must be the draft_revision the change was made from, e.g. \"3\"."})
+    return int(value)
+
+
+TRANSITION_DOC = {
+    "publish": "Make a live workflow's saved edits the version new triggers run (admins).",
+    "activate": "Make the workflow live: checks the definition and the plan's limits (admins).",
+    "pause": "Stop new runs; runs under way finish (admins).",
+    "archive": "Retire the workflow; it keeps its runs and versions (admins).",
+}
+
+
+def _transition_schema(name: str):
+    return extend_schema(summary=f"{name.title()} the workflow", description=TRANSITION_DOC[name], request=None,
+                         responses={200: WorkflowSerializer, 403: FORBIDDEN, 404: NOT_YOURS, 409: CONFLICT})
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List workflows", parameters=[WorkflowFilterSerializer]),
+    create=extend_schema(summary="Create a draft from a seed-001 document (JSON or YAML)",
+                         description="The document as export writes it (`Content-Type: application/yaml`) or as "
+                                     "JSON; its `id` (or `key`) is the workflow's key, made from the name when "
+                                     "left out, with -2, -3 … when taken. It is always created as a draft "
+                                     "(`_status` is not applied): activate it with /activate/. Ops and admins.",
+                         responses={201: WorkflowSerializer, 400: BAD_DOCUMENT, 403: FORBIDDEN}),
+    retrieve=extend_schema(summary="A workflow's document, status and figures", responses={
+        200: WorkflowSerializer, 404: NOT_YOURS}),
+    partial_update=extend_schema(
+        summary="Change a workflow",
+        description="The top-level keys given replace the current ones (`settings` key by key). A live "
+                    "workflow's changes wait for publish. Send `If-Match: \"<draft_revision>\"` (or "
+                    "`draft_revision` in the body) with changed nodes to refuse overwriting someone's newer edits.",
+        parameters=[OpenApiParameter("If-Match", str, OpenApiParameter.HEADER, required=False)],
+        responses={200: WorkflowSerializer, 400: BAD_DOCUMENT, 403: FORBIDDEN, 404: NOT_YOURS, 409: CONFLICT}),
+    destroy=extend_schema(summary="Delete a draft", description="Only drafts that never ran; archive the others.",
+                          responses={204: None, 403: FORBIDDEN, 404: NOT_YOURS, 409: CONFLICT}),
+)
+class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
+    serializer_class = WorkflowSerializer
+    parser_classes = BODY_PARSERS
+    filter_backends = [SearchFilter, WorkflowOrdering]
+    search_fields = ["name"]
+    ordering_fields = ["name", "status", "created_at", "updated_at", "last_run_at", "run_count"]
+    ordering = ["name"]
+    lookup_value_regex = ID
+    queryset = Workflow.objects.none()  # for the schema; get_queryset scopes by organization
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Workflow.objects.none()
+        return (Workflow.objects.filter(organization=organization_of(self.request))
+                .select_related("current_version").prefetch_related("actions"))
+
+    def _respond(self, workflow: Workflow, code: int = status.HTTP_200_OK) -> Response:
+        workflow = self.get_queryset().get(pk=workflow.pk)  # fresh, with what the serializer reads
+        context = {**self.get_serializer_context(), "medians": median_durations(workflow_ids=[workflow.pk])}
+        return Response(WorkflowSerializer(workflow, context=context).data, status=code)
+
+    def list(self, request):
+        filters = WorkflowFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()).filter(**filters.validated_data))
+        context = {**self.get_serializer_context(), "medians": median_durations(workflow_ids=[w.pk for w in page])}
+        return self.get_paginated_response(WorkflowSerializer(page, many=True, context=context).data)
+
+    def create(self, request):
+        document, tree, _ = document_of_body(request.data)
+        workflow = workflow_create_from_document(organization=organization_of(request), by=request.user,
+                                                 document=document, tree=tree)
+        return self._respond(workflow, status.HTTP_201_CREATED)
+
+    def retrieve(self, request, pk=None):
+        return self._respond(self.get_object())
+
+    def partial_update(self, request, pk=None):
+        workflow = self.get_object()
+        if workflow.status == WorkflowStatus.ARCHIVED:
+            raise Conflict(f"“{workflow.name}” is archived and cannot be changed; clone it instead.")
+        document, tree, revision = document_of_body(request.data)
+        expected = _if_match(request)
+        if expected is None:
+            expected = revision
+        workflow = workflow_update_from_document(workflow_id=workflow.pk, by=request.user, document=document,
+                                                 tree=tree, expected_revision=expected)
+        return self._respond(workflow)
+
+    def perform_destroy(self, workflow):
+        with refusals_as_conflicts():
+            workflow_delete(workflow_id=workflow.pk, by=self.request.user)
+
+    # --- Transitions ----------------------------------------------------------------------------
+    def _transition(self, name: str) -> Response:
+        workflow = self.get_object()
+        with refusals_as_conflicts():
+            if name == "publish":
+                workflow = workflow_publish(workflow_id=workflow.pk, by=self.request.user)
+            else:
+                workflow = workflow_transition(workflow_id=workflow.pk, name=name, by=self.request.user)
+        return self._respond(workflow)
+
+    @_transition_schema("publish")
+    @action(detail=True, methods=["post"])
+    def publish(self, request, pk=None):
+        return self._transition("publish")
+
+    @_transition_schema("activate")
+    @action(detail=True, methods=["post"])
+    def activate(self, request, pk=None):
+        return self._transition("activate")
+
+    @_transition_schema("pause")
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        return self._transition("pause")
+
+    @_transition_schema("archive")
+    @action(detail=True, methods=["post"])
+    def archive(self, request, pk=None):
+        return self._transition("archive")
+
+    # --- Documents, testing, running ------------------------------------------------------------
+    @extend_schema(summary="The workflow as a seed-001 YAML file",
+                   responses={(200, "application/yaml"): OpenApiResponse(OpenApiTypes.STR, description="YAML"),
+                              (404, "application/yaml"): NOT_YOURS})
+    @action(detail=True, methods=["get"], renderer_classes=[YAMLRenderer])
+    def export(self, request, pk=None):
+        workflow = self.get_object()
+        return Response(workflow_document(workflow),
+                        headers={"Content-Disposition": f'attachment; filename="{workflow.key}.yaml"'})
+
+    @extend_schema(summary="Simulate the workflow on a record: nothing is sent or changed",
+                   description="Every node runs as it would on the record as it is now, inside a transaction "
+                               "that is rolled back; the simulated run (counted nowhere) shows what each step "
+                               "would do. Ops members and admins.",
+                   request=RunTestSerializer, responses={200: RunDetailSerializer, 400: BAD_INPUT, 403: FORBIDDEN,
+                                                         404: NOT_YOURS})
+    @action(detail=True, methods=["post"], url_path="run-test", parser_classes=JSON_ONLY)
+    def run_test(self, request, pk=None):
+        workflow = self.get_object()
+        body = RunTestSerializer(data=request.data, context={"organization": workflow.organization})
+        body.is_valid(raise_exception=True)
+        run = simulate(workflow_id=workflow.pk, by=request.user, record=body.validated_data["record"],
+                       version_number=body.validated_data.get("version"))
+        return Response(RunDetailSerializer(run, context={"labels": version_labels(run.version)}).data)
+
+    @extend_schema(summary="Start an activated manual workflow on a record",
+                   description="For workflows whose trigger is “started by a person”. The run is queued; follow "
+                               "it at /runs/{id}/. Ops members and admins.",
+                   request=RecordSerializer, responses={202: RunSerializer, 400: BAD_INPUT, 403: FORBIDDEN,
+                                                        404: NOT_YOURS, 409: CONFLICT})
+    @action(detail=True, methods=["post"], parser_classes=JSON_ONLY)
+    def trigger(self, request, pk=None):
+        workflow = self.get_object()
+        body = RecordSerializer(data=request.data, context={"organization": workflow.organization})
+        body.is_valid(raise_exception=True)
+        with refusals_as_conflicts():
+            run = workflow_start(workflow_id=workflow.pk, by=request.user, record=body.validated_data["record"])
+        return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(summary="Copy the workflow into a new draft", request=CloneSerializer,
+                   responses={201: WorkflowSerializer, 403: FORBIDDEN, 404: NOT_YOURS, 409: CONFLICT})
+    @action(detail=True, methods=["post"], parser_classes=JSON_ONLY)
+    def clone(self, request, pk=None):
+        workflow = self.get_object()
+        body = CloneSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        with refusals_as_conflicts():
+            copy = workflow_clone(workflow_id=workflow.pk, by=request.user, name=body.validated_data.get("name"))
+        return self._respond(copy, status.HTTP_201_CREATED)
+
+    # --- Versions -------------------------------------------------------------------------------
+    @extend_schema(summary="The workflow's versions, newest first (pages)", parameters=[
+        OpenApiParameter("page", int), OpenApiParameter("page_size", int)], responses={
+        200: inline_serializer("PaginatedVersionList", {
+            "count": serializers.IntegerField(), "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True), "results": VersionSerializer(many=True)}),
+        404: NOT_YOURS})
+    @action(detail=True, methods=["get"])
+    def versions(self, request, pk=None):
+        workflow = self.get_object()
+        page = self.paginate_queryset(workflow.versions.select_related("created_by").order_by("-number"))
+        return self.get_paginated_response(VersionSerializer(page, many=True, context={"workflow": workflow}).data)
+
+    @extend_schema(summary="What changed from one version to another", parameters=[DiffQuerySerializer],
+                   responses={200: DiffSerializer, 400: BAD_INPUT, 404: NOT_YOURS})
+    @action(detail=True, methods=["get"], url_path="versions/diff")
+    def versions_diff(self, request, pk=None):
+        workflow = self.get_object()
+        query = DiffQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        diff = versions_compare(workflow, query.validated_data["from"], query.validated_data["to"])
+        return Response(DiffSerializer(diff).data)
+
+    @extend_schema(summary="Make an earlier version's definition current again (as a new version)",
+                   description="A live workflow's rollback is published at once. History is never rewritten.",
+                   request=RollbackSerializer, responses={200: WorkflowSerializer, 400: BAD_INPUT,
+                                                          403: FORBIDDEN, 404: NOT_YOURS, 409: CONFLICT})
+    @action(detail=True, methods=["post"], parser_classes=JSON_ONLY)
+    def rollback(self, request, pk=None):
+        workflow = self.get_object()
+        body = RollbackSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        number = body.validated_data["version"]
+        if not workflow.versions.filter(number=number).exists():
+            raise ValidationError({"version": f"This workflow has no version {number}."})
+        with refusals_as_conflicts():
+            workflow = workflow_rollback(workflow_id=workflow.pk, by=request.user, number=number)
+        return self._respond(workflow)

@@ -1,0 +1,172 @@
+"""Receiving a webhook: verify it, refuse replays, and record it as an event (the outbox).
+
+`webhook_receive` checks, in this order, and refuses with a status and a message that says
+which check failed (nothing is recorded then):
+
+1. the endpoint exists (404) and is enabled (403);
+2. the body is at most WEBHOOK_MAX_BODY bytes (413) and declared as JSON (415);
+3. the Standard Webhooks headers are there (400), the timestamp is within 5 minutes (401), and
+   the signature is the current secret's or, during a rotation's grace period, the previous
+   one's (401);
+4. the body is UTF-8 JSON (400) that a database can store (no NaN, no NUL characters);
+5. its webhook-id was not received before (409).
+
+Then, in one transaction, a receipt (unique per endpoint and webhook-id: the database settles
+two deliveries of one message racing each other) and an AutomationEvent of kind "webhook" whose
+payload carries the body, so a workflow reads `{{trigger.body.order.id}}`.
+"""
+
+import json
+import math
+import re
+import time
+from collections.abc import Mapping
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from crm_automation.automation.outbox import record_changes
+from crm_automation.crm.changes import RecordChange
+from crm_automation.webhooks import signing
+from crm_automation.webhooks.models import WebhookEndpoint, WebhookReceipt
+
+WEBHOOK = "webhook"  # the trigger (catalog.LATER_TRIGGERS until runs without a record exist)
+MAX_DEPTH = 64
+MAX_MESSAGE_ID = 255
+MESSAGE_ID = re.compile(r"[\x21-\x7e]+")
+TIMESTAMP = re.compile(r"[0-9]{1,12}")
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class Refused(Exception):
+    """Why a message was refused: an HTTP status, a stable code and a sentence."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def max_body() -> int:
+    return settings.WEBHOOK_MAX_BODY
+
+
+def _endpoint(public_id) -> WebhookEndpoint:
+    endpoint = WebhookEndpoint.objects.filter(public_id=public_id).first()
+    if endpoint is None:
+        raise Refused(404, "unknown_endpoint", f"there is no webhook endpoint {public_id}; check the URL")
+    if not endpoint.active:
+        raise Refused(403, "endpoint_disabled", f"webhook endpoint {public_id} is disabled; an administrator "
+                                                "can enable it")
+    return endpoint
+
+
+def _headers(headers: Mapping[str, str]) -> dict[str, str]:
+    found = {name: (headers.get(name) or "").strip() for name in ("webhook-id", "webhook-timestamp",
+                                                                 "webhook-signature")}
+    missing = [name for name, value in found.items() if not value]
+    if missing:
+        raise Refused(400, "missing_headers", f"missing header{'s' if len(missing) > 1 else ''} "
+                                              f"{', '.join(missing)} (Standard Webhooks)")
+    if len(found["webhook-id"]) > MAX_MESSAGE_ID:
+        raise Refused(400, "bad_headers", f"webhook-id is longer than {MAX_MESSAGE_ID} characters")
+    if not MESSAGE_ID.fullmatch(found["webhook-id"]):
+        raise Refused(400, "bad_headers", "webhook-id may only contain printable ASCII characters, no spaces")
+    if not TIMESTAMP.fullmatch(found["webhook-timestamp"]):
+        raise Refused(400, "bad_headers", "webhook-timestamp must be a Unix time in whole seconds")
+    sent = int(found["webhook-timestamp"])
+    age = int(time.time()) - sent
+    if age > signing.TOLERANCE_SECONDS:
+        raise Refused(401, "timestamp_too_old", f"webhook-timestamp is {age} s old; messages older than 5 minutes "
+                                                "are refused (replay protection): sign when you send, and check "
+                                                "the sender's clock")
+    if -age > signing.TOLERANCE_SECONDS:
+        raise Refused(401, "timestamp_in_future", f"webhook-timestamp is {-age} s in the future; more than 5 "
+                                                  "minutes ahead is refused: check the sender's clock")
+    return found
+
+
+def _storable(value, depth: int = 0) -> str | None:
+    """Why a parsed body cannot be stored as it is, or None."""
+    if depth > MAX_DEPTH:
+        return f"it is nested more than {MAX_DEPTH} levels deep"
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "it contains a NUL character (\\u0000)"
+        return "it contains an unpaired surrogate (\\ud800-\\udfff)" if SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = _storable(key, depth + 1) or _storable(item, depth + 1)
+            if problem:
+                return problem
+    if isinstance(value, list):
+        for item in value:
+            problem = _storable(item, depth + 1)
+            if problem:
+                return problem
+    return None
+
+
+def _not_a_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is too large for a number")
+    return number
+
+
+def _parse(text: str):
+    try:
+        data = json.loads(text, parse_constant=_not_a_constant, parse_float=_finite)
+    except RecursionError:
+        raise Refused(400, "not_json", f"the body is nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as exc:
+        raise Refused(400, "not_json", f"the body is not JSON: {exc}") from None
+    problem = _storable(data)
+    if problem:
+        raise Refused(400, "not_json", f"the body cannot be stored: {problem}")
+    return data
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def webhook_receive(*, public_id, headers: Mapping[str, str], body: bytes, content_type: str) -> WebhookReceipt:
+    """Verify and record one inbound message (see the module's docstring); Refused if not."""
+    endpoint = _endpoint(public_id)
+    if len(body) > max_body():
+        raise Refused(413, "too_large", f"the body is larger than {max_body() // 1024} KB")
+    if not _is_json(content_type):
+        raise Refused(415, "not_json", f"send JSON with Content-Type: application/json (got "
+                                       f"“{content_type[:100] or 'none'}”)")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Refused(400, "not_json", "the body is not UTF-8 text, so it is not JSON") from None
+    found = _headers(headers)
+    if not signing.verified(endpoint.valid_secrets(), body=text, headers=found):
+        raise Refused(401, "bad_signature", "the webhook-signature does not match: sign “<webhook-id>.<webhook-"
+                                            "timestamp>.<body>” with the endpoint's secret (HMAC-SHA256, base64, "
+                                            "as v1,<signature>)")
+    data = _parse(text)
+    try:
+        with transaction.atomic():
+            receipt = WebhookReceipt.objects.create(organization_id=endpoint.organization_id, endpoint=endpoint,
+                                                    message_id=found["webhook-id"], size=len(body))
+            payload = {"endpoint": str(endpoint.public_id), "endpoint_name": endpoint.name,
+                       "webhook_id": found["webhook-id"], "body": data}
+            record_changes(sender=WebhookReceipt, changes=[RecordChange(
+                kind=WEBHOOK, organization_id=endpoint.organization_id, entity_type=WEBHOOK,
+                entity_id=receipt.pk, payload=payload)])
+    except IntegrityError:
+        earlier = WebhookReceipt.objects.filter(endpoint=endpoint, message_id=found["webhook-id"]).first()
+        if earlier is None:
+            raise
+        raise Refused(409, "replayed", f"message {found['webhook-id']} was already received at "
+                                       f"{earlier.received_at:%Y-%m-%d %H:%M:%S} UTC; it is not processed "
+                                       "twice") from None
+    return receipt

@@ -1,0 +1,13 @@
+"""Included in /api/v1/ (crm_automation/api/urls.py)."""
+
+from django.urls import path
+
+from crm_automation.webhooks import views
+
+urlpatterns = [
+    path("webhook-endpoints/", views.EndpointListView.as_view(), name="webhook-endpoint-list"),
+    path("webhook-endpoints/<uuid:public_id>/", views.EndpointDetailView.as_view(), name="webhook-endpoint-detail"),
+    path("webhook-endpoints/<uuid:public_id>/rotate/", views.EndpointRotateView.as_view(),
+         name="webhook-endpoint-rotate"),
+    path("hooks/<uuid:public_id>/", views.HookView.as_view(), name="webhook-hook"),
+]
