@@ -4,7 +4,7 @@ import logging
 from decimal import Decimal
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
@@ -64,9 +64,12 @@ def _split_name(name: str) -> tuple[str, str]:
 
 
 @transaction.atomic
-def lead_convert(*, lead: Lead, stage: Stage | None = None, amount: Decimal = Decimal("0")) -> Deal:
-    """Convert a lead: create its Contact and Deal, link them, fire `lead_converted`."""
+def lead_convert(*, lead: Lead, stage: Stage | None = None, amount: Decimal = Decimal("0"), by=None) -> Deal:
+    """Convert a lead: create its Contact and Deal, link them, fire `lead_converted`.
+
+    `by`: the person asking (ops or admin of the lead's organization); None for the system."""
     lead = Lead.objects.select_for_update().get(pk=lead.pk)
+    _check_role(by, lead.organization_id, "ops", "convert")
     if lead.converted_at is not None:
         raise ValidationError({"lead": "This lead is already converted."})
     stage = stage or _first_stage(lead.organization_id)
@@ -131,11 +134,38 @@ def leads_convert_bulk(*, organization_id: int, lead_ids: list) -> int:
     return len(leads)
 
 
-# --- Edits and deletes from the admin (and, later, pages and the API) --------------------------
+# --- Creates, edits and deletes from the admin and the API ------------------------------------
 
 def _check_role(by, organization_id: int, role: str, verb: str) -> None:
     if by is not None and not user_has_role(by, organization_id, role):
         raise PermissionDenied(f"You may not {verb} records of this organization.")
+
+
+def _save_checked(record, **kwargs) -> None:
+    """Save in a savepoint: a unique constraint that another request satisfied between the
+    validation and the INSERT (two creates of the same stage slug at once) is a clear error,
+    not a broken transaction."""
+    try:
+        with transaction.atomic():
+            record.save(**kwargs)
+    except IntegrityError:
+        raise ValidationError("Another change saved the same values at the same moment; "
+                              "reload and try again.") from None
+
+
+@transaction.atomic
+def record_create(*, model, organization_id: int, by, values: dict, role: str = "ops"):
+    """Create a CRM record of `model` in the organization from `values` (field → python value,
+    links as model instances).
+
+    The model's own validation runs before the INSERT: field formats and choices, links that
+    must stay inside the organization (TenantOwned), unique constraints. The save fires what a
+    creation fires (`deal_created`, `lead_created`), in this transaction. Returns the record."""
+    _check_role(by, organization_id, role, "add")
+    record = model(organization_id=organization_id, **values)
+    record.full_clean()
+    _save_checked(record)
+    return record
 
 
 @transaction.atomic
@@ -157,9 +187,13 @@ def record_update(*, record, by, changes: dict, expected: dict | None = None, ro
         setattr(current, name, value)
     current.full_clean(exclude=[f.name for f in model._meta.fields if f.name not in changes])
     fields = [model._meta.get_field(name).name for name in changes]
+    # full_clean skips a constraint when one of its fields is excluded (a stage's slug is unique
+    # per organization, and the organization is never among the changes): check those too.
+    if any(set(getattr(c, "fields", ())) & set(fields) for c in model._meta.constraints):
+        current.validate_constraints()
     if any(f.name == "updated_at" for f in model._meta.fields):
         fields.append("updated_at")
-    current.save(update_fields=fields)
+    _save_checked(current, update_fields=fields)
     return current
 
 

@@ -1,0 +1,186 @@
+"""CRM records over the API: deals, leads, contacts, tasks and stages.
+
+Every query is scoped to the request's organization, so an id of another organization is a
+404. Reads need any membership (viewer and up); writes go through the services of
+crm/services.py, which check the role again, validate, and fire the automation triggers (a
+deal PATCHed to another stage fires `deal_stage_change` like any save). Who may do what
+follows the admin: ops and admins add and change records, admins delete them and manage the
+pipeline's stages.
+"""
+
+from django.db.models import ProtectedError
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
+from rest_framework.response import Response
+
+from crm_automation.api.crm_filters import (
+    BoundedSearch,
+    DealFilters,
+    LeadFilters,
+    StableOrdering,
+    TaskFilters,
+)
+from crm_automation.api.crm_serializers import (
+    ContactSerializer,
+    DealSerializer,
+    LeadConvertSerializer,
+    LeadSerializer,
+    RecordAutomationSerializer,
+    StageSerializer,
+    TaskSerializer,
+)
+from crm_automation.api.errors import Conflict
+from crm_automation.api.parsers import PARSERS
+from crm_automation.api.tenancy import organization_of, require_role
+from crm_automation.automation.selectors import decisions_of_record, runs_of_record
+from crm_automation.crm.models import Contact, Deal, Lead, Membership, Stage, Task
+from crm_automation.crm.services import lead_convert, record_create, record_delete, record_update
+
+AUTOMATION_SHOWN = 100  # newest runs and decisions on a record's automation page
+
+
+class HasRole(BasePermission):
+    """Reading needs a membership; adding needs the view's write role. Changing or deleting a
+    record is checked once the record is found in the organization, so an id of another
+    organization is a 404 for everyone, never a 403."""
+
+    def has_permission(self, request, view) -> bool:
+        adding = request.method not in SAFE_METHODS and not view.detail
+        require_role(request, view.write_role if adding else Membership.Role.VIEWER)
+        return True
+
+    def has_object_permission(self, request, view, obj) -> bool:
+        if request.method not in SAFE_METHODS:
+            require_role(request, view.delete_role if request.method == "DELETE" else view.write_role)
+        return True
+
+
+class RecordViewSet(viewsets.ModelViewSet):
+    permission_classes = [IsAuthenticated, HasRole]
+    parser_classes = PARSERS
+    filter_backends = [BoundedSearch, StableOrdering]
+    filters_class = None  # a crm_filters.Filters of the list's query parameters
+    write_role = Membership.Role.OPS
+    delete_role = Membership.Role.ADMIN
+    related: tuple[str, ...] = ()
+
+    def get_queryset(self):
+        model = self.queryset.model
+        if getattr(self, "swagger_fake_view", False):  # the schema generator has no organization
+            return model.objects.none()
+        return model.objects.filter(organization=organization_of(self.request)).select_related(*self.related)
+
+    def filter_queryset(self, queryset):
+        if self.action != "list":  # a record is found by its id alone, whatever the query string
+            return queryset
+        queryset = super().filter_queryset(queryset)
+        if self.filters_class is not None:
+            filters = self.filters_class(data=self.request.query_params.dict())
+            filters.is_valid(raise_exception=True)
+            queryset = filters.apply(queryset)
+        return queryset
+
+    def perform_create(self, serializer) -> None:
+        values, _ = serializer.values()
+        serializer.instance = record_create(model=self.queryset.model, organization_id=organization_of(self.request).pk,
+                                            by=self.request.user, values=values, role=self.write_role)
+
+    def perform_update(self, serializer) -> None:
+        values, expected = serializer.values()
+        serializer.instance = record_update(record=serializer.instance, by=self.request.user, changes=values,
+                                            expected=expected, role=self.write_role)
+
+    def perform_destroy(self, instance) -> None:
+        try:
+            record_delete(record=instance, by=self.request.user, role=self.delete_role)
+        except ProtectedError as exc:
+            kinds = ", ".join(sorted({str(o._meta.verbose_name_plural) for o in exc.protected_objects}))
+            raise Conflict(f"“{instance}” is still used by {len(exc.protected_objects)} {kinds}; move or delete "
+                           "those first.") from None
+
+
+class AutomationOfRecord:
+    """`GET …/{id}/automation/`: the runs a deal or lead triggered and why each candidate
+    workflow ran or not (read-only; the same selectors as the record's admin page)."""
+
+    @extend_schema(responses=RecordAutomationSerializer,
+                   description=f"The newest {AUTOMATION_SHOWN} runs the record triggered, and the newest "
+                               f"{AUTOMATION_SHOWN} decisions: for each change of the record, each candidate "
+                               "workflow's outcome and its reason (matched, stage filter, condition false, paused …).")
+    @action(detail=True, methods=["get"])
+    def automation(self, request, pk=None):
+        record = self.get_object()
+        scope = {"entity_id": record.pk, "organization_id": record.organization_id}
+        document = {"runs": runs_of_record(**scope)[:AUTOMATION_SHOWN],
+                    "decisions": decisions_of_record(**scope)[:AUTOMATION_SHOWN]}
+        return Response(RecordAutomationSerializer(document).data)
+
+
+@extend_schema_view(list=extend_schema(parameters=[DealFilters]))
+class DealViewSet(AutomationOfRecord, RecordViewSet):
+    """Deals. Changing `stage` fires the workflows of the `deal_stage_change` trigger."""
+
+    queryset = Deal.objects.all()
+    serializer_class = DealSerializer
+    related = ("stage", "owner")
+    filters_class = DealFilters
+    search_fields = ["title"]
+    ordering_fields = ["created_at", "updated_at", "title", "amount", "probability", "close_date", "stage__order"]
+    ordering = ["-created_at"]
+
+
+@extend_schema_view(list=extend_schema(parameters=[LeadFilters]))
+class LeadViewSet(AutomationOfRecord, RecordViewSet):
+    """Leads. `status` “converted” comes only from `POST …/{id}/convert/`."""
+
+    queryset = Lead.objects.all()
+    serializer_class = LeadSerializer
+    related = ("owner",)
+    filters_class = LeadFilters
+    search_fields = ["name", "email", "company"]
+    ordering_fields = ["created_at", "updated_at", "name", "company", "status"]
+    ordering = ["-created_at"]
+
+    @extend_schema(request=LeadConvertSerializer, responses={201: DealSerializer},
+                   description="Create the lead's contact and deal (fires `lead_converted`); the answer is the "
+                               "new deal. A lead converts once: again is a 400.")
+    @action(detail=True, methods=["post"], serializer_class=LeadConvertSerializer)
+    def convert(self, request, pk=None):
+        lead = self.get_object()
+        body = self.get_serializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        deal = lead_convert(lead=lead, by=request.user, **body.validated_data)
+        return Response(DealSerializer(deal, context=self.get_serializer_context()).data,
+                        status=status.HTTP_201_CREATED)
+
+
+class ContactViewSet(RecordViewSet):
+    queryset = Contact.objects.all()
+    serializer_class = ContactSerializer
+    search_fields = ["first_name", "last_name", "email", "company"]
+    ordering_fields = ["created_at", "first_name", "last_name", "company"]
+    ordering = ["-created_at"]
+
+
+@extend_schema_view(list=extend_schema(parameters=[TaskFilters]))
+class TaskViewSet(RecordViewSet):
+    queryset = Task.objects.all()
+    serializer_class = TaskSerializer
+    related = ("assignee",)
+    filters_class = TaskFilters
+    search_fields = ["title"]
+    ordering_fields = ["created_at", "due_date", "priority", "status", "title"]
+    ordering = ["-created_at"]
+
+
+class StageViewSet(RecordViewSet):
+    """The pipeline's stages, in order. Admins of the organization manage them."""
+
+    queryset = Stage.objects.all()
+    serializer_class = StageSerializer
+    write_role = Membership.Role.ADMIN
+    search_fields = ["name", "slug"]
+    ordering_fields = ["order", "name", "slug"]
+    ordering = ["order"]
