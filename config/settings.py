@@ -211,6 +211,11 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "crm_automation.api.errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "crm_automation.api.pagination.Pages",
+    "DEFAULT_PARSER_CLASSES": [  # bounded JSON: a huge or absurdly nested body is a 400
+        "crm_automation.api.document_formats.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_CLASSES": ["crm_automation.api.throttling.PerToken"],
     # Per token (or session user): integrations that loop get a 429 with Retry-After.

@@ -1,18 +1,10 @@
-"""Request body parsers that answer every malformed body with a 400."""
+"""Request body parsers that answer every malformed body with a 400: the project's defaults
+(settings.REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"])."""
 
-from rest_framework.exceptions import ParseError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 
+from crm_automation.api.document_formats import BoundedJSONParser
 
-class SafeJSONParser(JSONParser):
-    """DRF's JSON parser, except that a body nested a few thousand levels deep (`[[[[…`) is a
-    400 like any other malformed JSON, not a RecursionError and a 500."""
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        try:
-            return super().parse(stream, media_type, parser_context)
-        except RecursionError:
-            raise ParseError("JSON parse error - nested too deeply.") from None
-
-
+# JSON at most 1 MB, and nesting deep enough to exhaust the parser is a 400, not a 500.
+SafeJSONParser = BoundedJSONParser
 PARSERS = [SafeJSONParser, FormParser, MultiPartParser]
