@@ -260,3 +260,18 @@ def test_a_question_for_ops_is_theirs_and_an_answer_counts_once(org, deal, teamm
     not_a_question = run.actions.exclude(node_id="ask").first() or step
     assert api(teammate).post(f"{APPROVALS}{not_a_question.pk + 1000}/answer/", {"decision": "approved"},
                               format="json").status_code == 404
+
+
+def test_ten_thousand_runs_page_by_cursor_without_a_gap_or_a_repeat(org, deal, owner):
+    """Many runs share a start time (a burst): the cursor still walks them all, newest first."""
+    workflow = make_workflow(org, name="Busy")
+    events = AutomationEvent.objects.bulk_create([AutomationEvent(
+        organization_id=org.pk, kind=workflow.trigger_type, entity_type="deal", entity_id=deal.pk,
+        processed_at=timezone.now()) for _ in range(10_000)], batch_size=2000)
+    WorkflowRun.objects.bulk_create([WorkflowRun(  # a burst: their start times are (nearly) all the same
+        organization_id=org.pk, workflow=workflow, version=workflow.current_version, event=event,
+        trigger_type=workflow.trigger_type, trigger_entity_type="deal", trigger_entity_id=deal.pk)
+        for event in events], batch_size=2000)
+    found = [r["id"] for page in pages(api(owner), f"{RUNS}?page_size=200") for r in page]
+    assert len(found) == 10_000 and len(set(found)) == 10_000
+    assert found == list(WorkflowRun.objects.order_by("-started_at", "-id").values_list("pk", flat=True))
