@@ -360,6 +360,18 @@ def test_trigger_starts_a_manual_workflow_on_a_record(org, teammate, viewer, dea
     assert api(teammate).post(f"{URL}{manual.pk}/trigger/", {"entity_type": "deal"}, format="json").status_code == 400
 
 
+def test_trigger_passes_optional_input_to_the_run(org, teammate, deal):
+    manual = make_workflow(org, name="With input", trigger_type="manual_deal", trigger_config={},
+                           actions=[task("t", "Call about {{trigger.input.topic}}")])
+    record = {"entity_type": "deal", "entity_id": str(deal.pk)}
+    started = api(teammate).post(f"{URL}{manual.pk}/trigger/", {**record, "input": {"topic": "renewal"}},
+                                 format="json")
+    continue_runs([started.json()["id"]])
+    assert Task.objects.get().title == "Call about renewal"
+    bad = api(teammate).post(f"{URL}{manual.pk}/trigger/", {**record, "input": "renewal"}, format="json")
+    assert bad.status_code == 400 and "input" in bad.json()
+
+
 # --- Versions, rollback, clone ------------------------------------------------------------------
 def test_versions_compare_roll_back_and_clone(org, owner, viewer):
     workflow_id = api(owner).post(URL, DOC, format="json").json()["id"]

@@ -179,6 +179,11 @@ class RecordSerializer(serializers.Serializer):
         return {**attrs, "record": record}
 
 
+class TriggerSerializer(RecordSerializer):
+    input = serializers.DictField(required=False, help_text=(
+        "Optional data for this run, read by its templates and conditions as {{trigger.input.x}}."))
+
+
 class RunTestSerializer(RecordSerializer):
     version = serializers.IntegerField(required=False, min_value=1, max_value=2**31 - 1,
                                        help_text="The version to simulate; the latest when left out.")

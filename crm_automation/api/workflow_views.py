@@ -40,9 +40,9 @@ from crm_automation.api.workflow_serializers import (
     CloneSerializer,
     DiffQuerySerializer,
     DiffSerializer,
-    RecordSerializer,
     RollbackSerializer,
     RunTestSerializer,
+    TriggerSerializer,
     VersionSerializer,
     WorkflowFilterSerializer,
     WorkflowSerializer,
@@ -230,15 +230,16 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
     @extend_schema(summary="Start an activated manual workflow on a record",
                    description="For workflows whose trigger is “started by a person”. The run is queued; follow "
                                "it at /runs/{id}/. Ops members and admins.",
-                   request=RecordSerializer, responses={202: RunSerializer, 400: BAD_INPUT, 403: FORBIDDEN,
-                                                        404: NOT_YOURS, 409: CONFLICT})
+                   request=TriggerSerializer, responses={202: RunSerializer, 400: BAD_INPUT, 403: FORBIDDEN,
+                                                         404: NOT_YOURS, 409: CONFLICT})
     @action(detail=True, methods=["post"], parser_classes=JSON_ONLY)
     def trigger(self, request, pk=None):
         workflow = self.get_object()
-        body = RecordSerializer(data=request.data, context={"organization": workflow.organization})
+        body = TriggerSerializer(data=request.data, context={"organization": workflow.organization})
         body.is_valid(raise_exception=True)
         with refusals_as_conflicts():
-            run = workflow_start(workflow_id=workflow.pk, by=request.user, record=body.validated_data["record"])
+            run = workflow_start(workflow_id=workflow.pk, by=request.user, record=body.validated_data["record"],
+                                 input=body.validated_data.get("input"))
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(summary="Copy the workflow into a new draft", request=CloneSerializer,

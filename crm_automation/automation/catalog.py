@@ -129,7 +129,9 @@ def fields_for(trigger_type: str) -> dict[str, str]:
         fields.update(_DEAL_FIELDS)  # the deal the conversion created
     elif trigger_type in (LEAD_CREATED, MANUAL_LEAD):
         fields.update(_LEAD_FIELDS)
-    elif trigger_type == WEBHOOK:
+    if trigger_type in MANUAL:
+        fields["trigger.input"] = OPEN  # what the person or the API passed when starting it
+    if trigger_type == WEBHOOK:
         fields.update({"trigger.body": OPEN, "trigger.endpoint": "str", "trigger.endpoint_name": "str",
                        "trigger.webhook_id": "str"})
     # {{trigger}} (the whole payload, as JSON) and {{trigger.deal.title}}: the seed's spelling.

@@ -60,6 +60,8 @@ def trigger_dict(event: AutomationEvent, slugs: dict[int, str]) -> dict:
     }
     if not has_record(event.entity_type):
         trigger.update(event.payload)  # an inbound webhook: {{trigger.body.x}}, {{trigger.endpoint}}
+    if "input" in event.payload:  # a manual start's data: {{trigger.input.x}}
+        trigger["input"] = event.payload["input"]
     return trigger
 
 

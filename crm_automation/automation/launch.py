@@ -7,6 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from crm_automation.automation import catalog, plans
+from crm_automation.automation.definitions import plain_data_errors
 from crm_automation.automation.models import (
     AutomationEvent,
     Workflow,
@@ -27,8 +28,9 @@ def manual_workflows(record) -> list[Workflow]:
 
 
 @transaction.atomic
-def workflow_start(*, workflow_id: int, by, record) -> WorkflowRun:
-    """Start the workflow on `record` now. Ops members and admins of its organization may."""
+def workflow_start(*, workflow_id: int, by, record, input: dict | None = None) -> WorkflowRun:
+    """Start the workflow on `record` now, with optional `input` (plain data its templates read as
+    {{trigger.input.x}}). Ops members and admins of its organization may."""
     workflow = Workflow.objects.select_related("organization", "current_version").get(pk=workflow_id)
     if by is not None and not user_has_role(by, workflow.organization_id, "ops"):
         raise PermissionDenied("Only ops members and admins of this organization can start workflows.")
@@ -43,10 +45,13 @@ def workflow_start(*, workflow_id: int, by, record) -> WorkflowRun:
     if not plans.includes_automation(workflow.organization.plan):
         raise ValidationError(f"The {workflow.organization.get_plan_display()} plan does not include automation.")
     who = by.get_username() if by is not None else "the system"
+    errors = plain_data_errors(input or {}, "input")
+    if errors or not isinstance(input or {}, dict):
+        raise ValidationError({"input": [f"{w}: {m}" for w, m in errors] or ["must be an object"]})
     logged = plans.reserve_history(organization=workflow.organization, runs=1)  # counts like any run
     event = AutomationEvent.objects.create(
         organization_id=workflow.organization_id, kind=workflow.trigger_type, entity_type=entity,
-        entity_id=record.pk, payload={"started_by": who}, processed_at=timezone.now())
+        entity_id=record.pk, payload={"started_by": who, "input": input or {}}, processed_at=timezone.now())
     WorkflowDecision.objects.create(
         event=event, workflow=workflow, version=workflow.current_version, entity_id=record.pk,
         outcome=WorkflowDecision.Outcome.MATCHED if logged else WorkflowDecision.Outcome.MATCHED_UNLOGGED,
