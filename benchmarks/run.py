@@ -13,6 +13,8 @@
     pass with nothing due, and with 200 due); 10,000 runs that wait 1 s then run 2 actions;
 (g) graph: a 10-node graph (condition, parallel + merge, loop over 5 items) against the 3-action
     chain, backlogs of the same size in the same run;
+(h) API: GET /api/v1/runs/ with 1,000,000 runs, first page and deep pages by cursor, against the
+    100 ms goal of issue 7 (--only h; with e, both use the same runs);
 (t) template scan: the audit's hostile template, old regex against the linear scanner.
 
 It creates (and drops) its own database, BENCH_DATABASE_URL, default
@@ -247,23 +249,41 @@ def insert_runs(org, deal, wf, total: int, *, status: str, finished: bool) -> No
         c.execute("ANALYZE workflow_runs")
 
 
+_MILLION: dict = {}
+
+
+def million_runs(total: int = 1_000_000) -> dict:
+    """An organization with `total` finished runs and an org admin, made once per process: (e)
+    and (h) share them when both are asked."""
+    if not _MILLION:
+        from django.contrib.auth import get_user_model
+
+        from crm_automation.crm.models import Membership
+
+        org, stages = make_org("million")
+        add_workflows(org, 1)
+        deal = make_deals(org, stages, 1)[0]
+        wf = org.workflows.get()
+        t0 = time.perf_counter()
+        insert_runs(org, deal, wf, total, status="completed", finished=True)
+        admin_user = get_user_model().objects.create_user("bench-admin", is_staff=True, password="x")
+        Membership.objects.create(user=admin_user, organization=org, role="admin")
+        _MILLION.update(org=org, wf=wf, admin=admin_user, total=total,
+                        made=f"inserted in {time.perf_counter() - t0:.1f} s")
+    else:
+        _MILLION["made"] = "the same runs"
+    return _MILLION
+
+
 def bench_admin_million(total: int = 1_000_000) -> None:
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    from crm_automation.crm.models import Membership
-
-    org, stages = make_org("million")
-    add_workflows(org, 1)
-    deal = make_deals(org, stages, 1)[0]
-    wf = org.workflows.get()
-    t0 = time.perf_counter()
-    insert_runs(org, deal, wf, total, status="completed", finished=True)
-    print(f"\n(e) admin with {total:,} runs (inserted in {time.perf_counter() - t0:.1f} s)")
-    admin_user = get_user_model().objects.create_user("bench-admin", is_staff=True, password="x")
-    Membership.objects.create(user=admin_user, organization=org, role="admin")
+    data = million_runs(total)
+    org, admin_user = data["org"], data["admin"]
+    print(f"\n(e) admin with {total:,} runs ({data['made']})")
     root = get_user_model().objects.create_superuser("bench-root", password="x")
     run_id = WorkflowRun.objects.filter(organization=org).order_by("-started_at").values_list("pk", flat=True)[0]
     for label, user in (("org admin", admin_user), ("superuser", root)):
@@ -282,6 +302,82 @@ def bench_admin_million(total: int = 1_000_000) -> None:
             assert response.status_code == 200, response.status_code
             print(f"    {label:<10} {name:<20} median {statistics.median(times) * 1000:6.0f} ms"
                   f"   {len(queries)} queries")
+
+
+# --- (h) ----------------------------------------------------------------------------------------
+API_GOAL_MS = 100
+
+
+def bench_api_million(total: int = 1_000_000, rounds: int = 40) -> None:
+    """GET /api/v1/runs/ with a token of an org admin (Django's test client: the whole request
+    path, middleware, authentication, throttling, pagination and JSON rendering, no network):
+    the first page, the next one, and pages deep in the history through a cursor."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+    from rest_framework.authtoken.models import Token
+    from rest_framework.pagination import Cursor
+
+    from crm_automation.api.pagination import NewestFirst
+
+    data = million_runs(total)
+    org, wf = data["org"], data["wf"]
+    print(f"\n(h) API run list with {total:,} runs ({data['made']}), token of an org admin, "
+          f"{rounds} requests each (goal: ≤ {API_GOAL_MS} ms)")
+    client = Client(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=data['admin']).key}")
+    url = "/api/v1/runs/"
+    first = client.get(url)
+    assert first.status_code == 200, first.content[:500]
+
+    def deep(skip: int) -> str:
+        """The link to the page after the run at index `skip`, as `next` links write it (DRF's
+        own encoding, so the request is the one a client following links would send)."""
+        run = WorkflowRun.objects.filter(organization=org).order_by("-started_at", "-id")[skip]
+        paginator = NewestFirst()
+        paginator.base_url = f"http://testserver{url}"
+        position = paginator._get_position_from_instance(run, paginator.ordering)
+        return paginator.encode_cursor(Cursor(offset=0, reverse=False, position=position))
+
+    cases = [("first page", url), ("next page (its link)", first.json()["next"]),
+             *[(f"{skip:,} runs deep", deep(skip - 1)) for skip in sorted({min(100_000, total // 10), total // 2})],
+             ("the last 9 runs", deep(total - 10)),
+             ("first page, ?workflow=", f"{url}?workflow={wf.pk}"),
+             ("first page, ?page_size=200", f"{url}?page_size=200"),
+             # Filters no run matches: the worst case, every run of the organization is looked at.
+             ("?status=failed (none)", f"{url}?status=failed"),
+             ("?trigger_type= (none)", f"{url}?trigger_type=manual_deal")]
+    for name, page in cases:
+        client.get(page)  # warm
+        times, counts = [], set()
+        for _ in range(rounds):
+            with CaptureQueriesContext(connection) as queries:
+                t = time.perf_counter()
+                response = client.get(page)
+                times.append(time.perf_counter() - t)
+            counts.add(len(queries))
+        assert response.status_code == 200, (page, response.content[:300])
+        median, p95 = statistics.median(times) * 1000, pct(times, 95) * 1000
+        print(f"    {name:<28} median {median:6.1f} ms   p95 {p95:6.1f} ms   "
+              f"{'/'.join(map(str, sorted(counts)))} queries   {len(response.json()['results'])} runs   "
+              f"{'ok' if p95 <= API_GOAL_MS else 'OVER the goal'}")
+    plans_of_the_list(org)
+
+
+def plans_of_the_list(org) -> None:
+    """How PostgreSQL reads the first page, without and with a filter no run matches (EXPLAIN
+    ANALYZE; the scans, sorts and the time)."""
+    from django.db import connection
+
+    from crm_automation.automation.selectors import runs_of_organization
+
+    for name, filters in (("first page", {}), ("?status=failed", {"status": "failed"})):
+        sql, params = runs_of_organization(organization_id=org.pk).filter(**filters)[:51].query.sql_with_params()
+        with connection.cursor() as c:
+            c.execute(f"EXPLAIN (ANALYZE) {sql}", params)
+            plan = [row[0].strip() for row in c.fetchall()]
+        shown = [line for line in plan if ("workflow_runs" in line and "Scan" in line and "pkey" not in line)
+                 or line.startswith(("Filter:", "Rows Removed", "Sort Key", "Execution Time"))]
+        print(f"    plan, {name}:" + "\n        ".join(["", *shown]))
 
 
 # --- (f) ----------------------------------------------------------------------------------------
@@ -426,7 +522,8 @@ def _timed(fn) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="a,b,c,d,f,g,t", help="any of a,b,c,d,e,f,g,t (e: admin with 1M runs)")
+    parser.add_argument("--only", default="a,b,c,d,f,g,t",
+                        help="any of a,b,c,d,e,f,g,h,t (e: admin, h: API run list, with 1M runs)")
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=int(os.environ.get("Q_WORKERS", "2")))
     args = parser.parse_args()
@@ -438,6 +535,8 @@ def main() -> None:
         bench_waiting_cost()
     if "e" in only:
         bench_admin_million()
+    if "h" in only:
+        bench_api_million()
     if "a" in only:
         bench_save_overhead()
     if "b" in only:

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import F, Q
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from crm_automation.automation import enrollment, graph, questions
@@ -137,8 +138,9 @@ def run_retry(*, run_id: int, by) -> WorkflowRun:
                                          defaults={"event_id": run.event_id, "until_finished": True})
     WorkflowRunAction.objects.filter(pk__in=[r.pk for r in redo]).delete()
     # It ended once and was counted as not successful; it will be counted again when it ends.
-    Workflow.objects.filter(pk=run.workflow_id).update(run_count=F("run_count") - 1,
-                                                       failure_count=F("failure_count") - 1)
+    # (Never below zero: counters of runs written around the engine, an import, may not hold it.)
+    Workflow.objects.filter(pk=run.workflow_id).update(run_count=Greatest(F("run_count") - 1, 0),
+                                                       failure_count=Greatest(F("failure_count") - 1, 0))
     run.status, run.error, run.finished_at = RunStatus.STARTED, "", None
     run.attempts = 1  # counted as delivered before, so every effect is looked up before it is made
     run.lease_until, run.lease_owner = None, ""
