@@ -136,3 +136,21 @@ def test_a_paused_run_can_be_cancelled_and_a_viewer_cannot_resume(paused, viewer
 ])
 def test_bad_policies_are_refused_with_the_place(on_error, place):
     assert error_policy.validate(on_error)[0][0] == place
+
+
+def test_the_standard_webhooks_retry_schedule():
+    from datetime import UTC, datetime
+
+    rule = {"policy": "retry", "schedule": "standard-webhooks", "then": "pause"}
+    assert error_policy.validate(rule) == []
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    waits = []
+    for attempt in range(1, 11):
+        decision = error_policy.decide(rule, "stop", attempt=attempt, retry_safe=True, now=now)
+        waits.append(None if decision.retry_at is None else (decision.retry_at - now).total_seconds())
+    expected = [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
+    assert all(w is not None and 0.8 * e <= w <= 1.2 * e + 2
+               for w, e in zip(waits[:9], expected, strict=True))
+    last = error_policy.decide(rule, "stop", attempt=10, retry_safe=True, now=now)
+    assert waits[9] is None and last.policy == "pause"
+    assert error_policy.validate({"policy": "retry", "schedule": [0]})[0][0] == "on_error.schedule"
