@@ -258,7 +258,7 @@ def test_patch_changes_what_it_names_and_a_live_change_waits_for_publish(org, ow
     live = api(owner).patch(f"{URL}{workflow_id}/", {"nodes": nodes}, format="json", HTTP_IF_MATCH='"1"').json()
     assert live["has_unpublished_changes"] and live["version"] == 2 and live["draft_revision"] == 2
     stale = api(owner).patch(f"{URL}{workflow_id}/", {"nodes": DOC["nodes"]}, format="json", HTTP_IF_MATCH='"1"')
-    assert stale.status_code == 400 and "Someone else saved" in str(stale.json())
+    assert stale.status_code == 409 and "Someone else saved" in str(stale.json())  # a conflict
     published = api(owner).post(f"{URL}{workflow_id}/publish/").json()
     assert published["version"] == 3 and not published["has_unpublished_changes"]
     assert api(owner).patch(f"{URL}{workflow_id}/", {"key": "other"}, format="json").status_code == 400

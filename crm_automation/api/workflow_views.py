@@ -7,6 +7,7 @@ Thin views (one write path): each validates its input, calls the service the adm
 organization is the caller's (tenancy.organization_of); another organization's id is a 404.
 """
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import F
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -164,8 +165,14 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
         expected = _if_match(request)
         if expected is None:
             expected = revision
-        workflow = workflow_update_from_document(workflow_id=workflow.pk, by=request.user, document=document,
-                                                 tree=tree, expected_revision=expected)
+        try:
+            workflow = workflow_update_from_document(workflow_id=workflow.pk, by=request.user, document=document,
+                                                     tree=tree, expected_revision=expected)
+        except DjangoValidationError as exc:
+            # Someone saved since the caller read it (If-Match / draft_revision): a conflict, not bad input.
+            if expected is not None and "actions" in getattr(exc, "error_dict", {}) and "Someone else" in str(exc):
+                raise Conflict(" ".join(exc.messages)) from None
+            raise
         return self._respond(workflow)
 
     def perform_destroy(self, workflow):
