@@ -43,7 +43,8 @@ from crm_automation.automation import (
     leases,
     questions,
 )
-from crm_automation.automation.actions import REGISTRY, ActionFailed, ExecutionContext, effect_key, step_name
+from crm_automation.automation.actions import REGISTRY, ActionFailed, ExecutionContext, effect_key
+from crm_automation.automation.actions.base import node_step
 from crm_automation.automation.actions.sub_workflow import child_outcome
 from crm_automation.automation.history import FINISHED_STEPS, Segment
 from crm_automation.automation.models import (
@@ -125,8 +126,7 @@ class RunState:
         return self.graph.nodes[node_id]
 
     def step(self, place: Place) -> str:
-        node = self.node(place[0])
-        return step_name(legacy=self.run.legacy_keys, index=node.index, node_id=node.id, token=place[1])
+        return node_step(self.run, self.node(place[0]), place[1])
 
     def context_at(self, place: Place) -> dict:
         """The template values at a place: the trigger's, plus the loop's inside a loop body."""

@@ -15,7 +15,8 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from crm_automation.automation import enrollment, graph, questions
-from crm_automation.automation.actions import REGISTRY, effect_key, step_name
+from crm_automation.automation.actions import REGISTRY, effect_key
+from crm_automation.automation.actions.base import node_step
 from crm_automation.automation.engine import wake_parents
 from crm_automation.automation.models import (
     Enrollment,
@@ -50,7 +51,7 @@ def _who(by) -> str:
 
 
 def _key(run: WorkflowRun, node: graph.Node, token: str) -> str:
-    return effect_key(run.pk, step_name(legacy=run.legacy_keys, index=node.index, node_id=node.id, token=token))
+    return effect_key(run.pk, node_step(run, node, token))
 
 
 def _nudge(run_ids: list[int]) -> None:

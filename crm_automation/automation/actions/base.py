@@ -24,6 +24,12 @@ def step_name(*, legacy: bool, index: int, node_id: str, token: str = "") -> str
     return f"node:{node_id}:{token}" if token else f"node:{node_id}"
 
 
+def node_step(run, node, token: str = "") -> str:
+    """The step name of `node` (a graph.Node) at `token` in `run`: the one rule the engine and
+    the run controls both key effects by."""
+    return step_name(legacy=run.legacy_keys, index=node.index, node_id=node.id, token=token)
+
+
 class ActionFailed(Exception):
     """An action could not do its work; the message is shown to the ops user."""
 
