@@ -201,6 +201,13 @@ WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS", [])
 WEBHOOK_TIMEOUT = env_int("WEBHOOK_TIMEOUT", 15, minimum=1)
 # Inbound: the largest body an endpoint accepts (bytes); larger ones get 413.
 WEBHOOK_MAX_BODY = env_int("WEBHOOK_MAX_BODY", 256 * 1024, minimum=1024)
+# Receipts of inbound messages (replay protection and the admin's list) are deleted after these
+# many days by a daily django-q2 schedule; a replay older than 5 minutes fails its timestamp check.
+WEBHOOK_RECEIPT_DAYS = env_int("WEBHOOK_RECEIPT_DAYS", 30, minimum=1)
+# Webhook signing secrets are stored encrypted with these Fernet keys (comma-separated, newest
+# first; crm_automation/webhooks/fields.py). Unset: a key derived from SECRET_KEY. Set it in
+# production so that changing SECRET_KEY does not make the stored secrets unreadable.
+FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS", [])
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -302,6 +302,12 @@ class WorkflowRun(models.Model):
         ]
         indexes = [
             models.Index(fields=["organization", "-started_at", "-id"]),
+            # "What went wrong?" lists and the run-history filters: the trouble statuses are a
+            # small share of runs, so a partial index answers them without reading the rest, and a
+            # run that succeeds never enters it. Trigger types never change after the insert.
+            models.Index(fields=["organization", "-started_at", "-id"], name="run_trouble_idx",
+                         condition=models.Q(status__in=["failed", "partial", "paused"])),
+            models.Index(fields=["organization", "trigger_type", "-started_at", "-id"], name="run_org_trigger_idx"),
             models.Index(fields=["-started_at", "-id"], name="run_recent_idx"),
             models.Index(fields=["workflow", "-started_at"]),
             models.Index(fields=["trigger_entity_id"]),

@@ -1,6 +1,7 @@
 from django.apps import AppConfig
 from django.conf import settings
 from django.core import checks
+from django.db.models.signals import post_migrate
 
 
 @checks.register(checks.Tags.compatibility)
@@ -26,3 +27,8 @@ class WebhooksConfig(AppConfig):
     label = "webhooks"
     verbose_name = "Webhooks"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from crm_automation.webhooks.maintenance import ensure_prune_schedule
+
+        post_migrate.connect(ensure_prune_schedule, sender=self, weak=False)

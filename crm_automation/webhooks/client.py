@@ -40,7 +40,10 @@ def _read(response: httpx.Response) -> tuple[bytes, bool]:
 
 
 def _decode(response: httpx.Response, raw: bytes, truncated: bool) -> tuple[str, object]:
-    text = raw.decode(response.charset_encoding or "utf-8", errors="replace")
+    try:
+        text = raw.decode(response.charset_encoding or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know ("charset=x-bogus"): read it as UTF-8
+        text = raw.decode("utf-8", errors="replace")
     data = None
     if not truncated and "json" in response.headers.get("content-type", "").lower():
         try:

@@ -8,14 +8,16 @@ from django.db import models
 from django.utils import timezone
 
 from crm_automation.crm.models import Organization
+from crm_automation.webhooks.fields import EncryptedSecretField
 
 
 class SecretHolder(models.Model):
     """A signing secret (Standard Webhooks `whsec_<base64>`), and the one it replaced while its
     grace period lasts, so a sender or receiver can switch without missing a message."""
 
-    secret = models.CharField(max_length=100, editable=False)
-    previous_secret = models.CharField(max_length=100, blank=True, editable=False)
+    # Encrypted at rest (fields.py): HMAC needs the secret itself, so it cannot be hashed.
+    secret = EncryptedSecretField(editable=False)
+    previous_secret = EncryptedSecretField(blank=True, editable=False)
     previous_valid_until = models.DateTimeField(null=True, blank=True, editable=False)
     rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
 
