@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "crm_automation.automation",
     "crm_automation.api",
     "crm_automation.webhooks",
+    "crm_automation.web",
 ]
 
 MIDDLEWARE = [
@@ -242,6 +243,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",  # served from this site: no CDN
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # No call to the online validator (swagger.io) from the docs page: nothing leaves this site.
+    "SWAGGER_UI_SETTINGS": {"validatorUrl": None, "deepLinking": True},
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # One name for the run status wherever it appears (list and detail shapes share it).
@@ -254,5 +257,8 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     # django-q2 logs every enqueued task at INFO; the nudger enqueues often.
-    "loggers": {"django-q": {"level": env_str("Q_LOG_LEVEL", "WARNING")}},
+    # Django's own "django" logger has a console handler of its own; without propagate=False
+    # every request warning would be printed twice (once by it, once by the root).
+    "loggers": {"django-q": {"level": env_str("Q_LOG_LEVEL", "WARNING")},
+                "django": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO"), "propagate": False}},
 }

@@ -6,4 +6,6 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/v1/", include("crm_automation.api.urls")),
+    path("crm/automation", RedirectView.as_view(url="/crm/automation/", permanent=False)),
+    path("crm/automation/", include("crm_automation.web.urls")),
 ]

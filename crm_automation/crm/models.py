@@ -1,6 +1,7 @@
 """CRM records. Every row belongs to an Organization (tenants never mix)."""
 
 import uuid
+import zoneinfo
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -9,6 +10,11 @@ from django.db import models, transaction
 
 from crm_automation.crm import changes
 from crm_automation.crm.tenancy import TenantOwned
+
+
+def validate_time_zone(value: str) -> None:
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(f"“{value}” is not a time zone; use a name such as Europe/Berlin or America/New_York.")
 
 
 class Organization(models.Model):
@@ -20,6 +26,9 @@ class Organization(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(unique=True)
     plan = models.CharField(max_length=20, choices=Plan.choices, default=Plan.PRO)
+    # Pages show times in it (with seconds); an IANA name such as "Europe/Berlin".
+    time_zone = models.CharField(max_length=64, default="UTC", validators=[validate_time_zone],
+                                 help_text="The time zone pages show times in, e.g. Europe/Berlin.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -52,7 +52,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         self.stdout.write("Seeding demo data…")
         org, created = Organization.objects.get_or_create(
-            slug="demo", defaults={"name": "Demo Agency", "plan": Organization.Plan.PRO}
+            slug="demo", defaults={"name": "Demo Agency", "plan": Organization.Plan.PRO, "time_zone": "Europe/Berlin"}
         )
         self.step(f"organization {org.name} ({'created' if created else 'exists'})")
         stages = {}

@@ -1,0 +1,23 @@
+from django.urls import path
+
+from crm_automation.web.views import approvals, history, records, workflows
+
+app_name = "web"
+ID = "<int:pk>"
+
+urlpatterns = [
+    path("", workflows.workflow_list, name="workflows"),
+    path("templates/", workflows.template_gallery, name="templates"),
+    path(f"workflows/{ID}/toggle/", workflows.workflow_toggle, name="toggle"),
+    path(f"workflows/{ID}/clone/", workflows.workflow_clone_view, name="clone"),
+    path(f"workflows/{ID}/archive/", workflows.workflow_archive, name="archive"),
+    path(f"workflows/{ID}/delete/", workflows.workflow_delete_view, name="delete"),
+    path("runs/", history.run_history, name="runs"),
+    path("runs/retry/", history.runs_bulk_retry, name="runs-retry"),
+    path(f"runs/{ID}/", history.run_detail, name="run"),
+    path(f"runs/{ID}/<slug:how>/", history.run_control, name="run-control"),
+    path("approvals/", approvals.approvals, name="approvals"),
+    path(f"approvals/{ID}/answer/", approvals.approval_answer, name="approval-answer"),
+    path("records/<slug:kind>/<uuid:pk>/", records.record_page, name="record"),
+    path("records/<slug:kind>/<uuid:pk>/start/", records.record_start, name="record-start"),
+]
