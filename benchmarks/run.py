@@ -54,6 +54,7 @@ import django  # noqa: E402
 
 django.setup()
 from django.core.management import call_command  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 call_command("migrate", verbosity=0)
 
@@ -279,7 +280,7 @@ def million_runs(total: int = 1_000_000) -> dict:
         one_in_a_hundred_failed(org)
         admin_user = get_user_model().objects.create_user("bench-admin", is_staff=True, password="x")
         Membership.objects.create(user=admin_user, organization=org, role="admin")
-        _MILLION.update(org=org, wf=wf, admin=admin_user, total=total,
+        _MILLION.update(org=org, wf=wf, admin=admin_user, total=total, deal_id=deal.pk,
                         made=f"inserted in {time.perf_counter() - t0:.1f} s")
     else:
         _MILLION["made"] = "the same runs"
@@ -373,6 +374,47 @@ def bench_api_million(total: int = 1_000_000, rounds: int = 40) -> None:
               f"{'/'.join(map(str, sorted(counts)))} queries   {len(response.json()['results'])} runs   "
               f"{'ok' if p95 <= API_GOAL_MS else 'OVER the goal'}")
     plans_of_the_list(org)
+
+
+# --- (p) ----------------------------------------------------------------------------------------
+def bench_pages_million(total: int = 1_000_000, rounds: int = 20) -> None:
+    """/crm/automation with `total` runs: the workflow list with the history's first page, the
+    history's pages by cursor and with filters, and one run's steps (Django's test client, a
+    logged-in org admin: sessions, middleware, templates; no network)."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    data = million_runs(total)
+    org, wf = data["org"], data["wf"]
+    print(f"\n(p) pages with {total:,} runs ({data['made']}), an org admin logged in, "
+          f"{rounds} requests each (goal: ≤ {API_GOAL_MS} ms)")
+    client = Client()
+    client.force_login(data["admin"])
+    middle = WorkflowRun.objects.filter(organization=org).order_by("-started_at", "-id").values_list(
+        "pk", flat=True)[total // 2]
+    day = timezone.localdate().isoformat()
+    cases = [("workflow list + history", "/crm/automation/"),
+             ("history, next page", f"/crm/automation/runs/?after={middle}&fragment=1"),
+             ("history, ?workflow=", f"/crm/automation/runs/?workflow={wf.pk}&fragment=1"),
+             ("history, ?status=failed", "/crm/automation/runs/?status=failed&fragment=1"),
+             ("history, ?since=&until= today", f"/crm/automation/runs/?since={day}&until={day}&fragment=1"),
+             ("history, a record's runs", f"/crm/automation/runs/?record={data['deal_id']}&fragment=1"),
+             ("one run's steps", f"/crm/automation/runs/{middle}/?fragment=1"),
+             ("approvals inbox", "/crm/automation/approvals/")]
+    for name, url in cases:
+        response = client.get(url)  # warm
+        assert response.status_code == 200, (url, response.status_code)
+        times, counts = [], set()
+        for _ in range(rounds):
+            with CaptureQueriesContext(connection) as queries:
+                t = time.perf_counter()
+                client.get(url)
+                times.append(time.perf_counter() - t)
+            counts.add(len(queries))
+        median, p95 = statistics.median(times) * 1000, pct(times, 95) * 1000
+        print(f"    {name:<30} median {median:6.1f} ms   p95 {p95:6.1f} ms   "
+              f"{'/'.join(map(str, sorted(counts)))} queries   {'ok' if p95 <= API_GOAL_MS else 'OVER the goal'}")
 
 
 def plans_of_the_list(org) -> None:
@@ -536,7 +578,7 @@ def _timed(fn) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="a,b,c,d,f,g,t",
-                        help="any of a,b,c,d,e,f,g,h,t (e: admin, h: API run list, with 1M runs)")
+                        help="any of a,b,c,d,e,f,g,h,p,t (e: admin, h: API run list, p: pages, with 1M runs)")
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=int(os.environ.get("Q_WORKERS", "2")))
     args = parser.parse_args()
@@ -550,6 +592,8 @@ def main() -> None:
         bench_admin_million()
     if "h" in only:
         bench_api_million()
+    if "p" in only:
+        bench_pages_million()
     if "a" in only:
         bench_save_overhead()
     if "b" in only:

@@ -147,8 +147,10 @@ def history_page(organization: Organization, filters: RunFilters, after: str = "
         last = WorkflowRun.objects.filter(pk=int(after), organization=organization).values(
             "started_at", "id").first()
         if last:
-            runs = runs.filter(Q(started_at__lt=last["started_at"]) | Q(started_at=last["started_at"],
-                                                                           id__lt=last["id"]))
+            # (started_at, id) < (last's): the plain `started_at <=` bound is what lets the
+            # database start its index range there; the OR alone would make it read from the top.
+            runs = runs.filter(Q(started_at__lt=last["started_at"]) | Q(id__lt=last["id"]),
+                               started_at__lte=last["started_at"])
     page = list(runs[:HISTORY_PAGE + 1])
     more = len(page) > HISTORY_PAGE
     page = page[:HISTORY_PAGE]

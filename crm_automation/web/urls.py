@@ -1,6 +1,7 @@
-from django.urls import path
+from django.urls import include, path
 
-from crm_automation.web.views import approvals, history, records, workflows
+from crm_automation.web import workflow_urls
+from crm_automation.web.views import approvals, builder, history, records, workflows
 
 app_name = "web"
 ID = "<int:pk>"
@@ -8,6 +9,9 @@ ID = "<int:pk>"
 urlpatterns = [
     path("", workflows.workflow_list, name="workflows"),
     path("templates/", workflows.template_gallery, name="templates"),
+    path("workflows/new/", builder.builder_new, name="new"),
+    path(f"workflows/{ID}/edit/", builder.builder_edit, name="edit"),
+    path("", include(workflow_urls)),
     path(f"workflows/{ID}/toggle/", workflows.workflow_toggle, name="toggle"),
     path(f"workflows/{ID}/clone/", workflows.workflow_clone_view, name="clone"),
     path(f"workflows/{ID}/archive/", workflows.workflow_archive, name="archive"),

@@ -1,0 +1,162 @@
+"""The workflow builder: the flow drawn as cards from the trigger down, edited without JSON.
+
+The page carries the workflow's seed-001 document and a catalog of what the organization's
+workflows may name (events, stages in pipeline order, members, fields and their types,
+operators). The script (static/web/builder.js) edits the document and posts it back whole;
+the same services as the YAML import and the API check and save it, and their errors come back
+with their place (`nodes[send-email].data.config.defaults.to`) so the form shows each at its
+input.
+"""
+
+import json
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods
+
+from crm_automation.automation import catalog, control, questions
+from crm_automation.automation.actions.notify import RECIPIENTS
+from crm_automation.automation.documents import DocumentError
+from crm_automation.automation.models import Workflow, WorkflowStatus
+from crm_automation.automation.services import can_edit, has_unpublished_changes
+from crm_automation.automation.versioning import (
+    workflow_create_from_document,
+    workflow_document,
+    workflow_update_from_document,
+)
+from crm_automation.crm.models import Lead, Membership, Organization, Task
+from crm_automation.web.selectors import stage_names
+from crm_automation.web.tenancy import org_page
+from crm_automation.web.views.common import forbidden, workflow_of
+from crm_automation.web.views.workflow_pages import tab_links
+
+EVENTS = list(catalog.TRIGGER_CHOICES)  # manual_* become subtype "manual" in the document (builder.js)
+STARTER_NAME = "New workflow"
+
+
+def starter_document() -> dict:
+    """What "New workflow" opens: a deal moving to a stage, and nothing yet to do."""
+    return {"id": "", "name": STARTER_NAME, "description": "",
+            "settings": {"errorPolicy": "abort", "reenrollment": "not_while_running", "timeoutSeconds": 60},
+            "nodes": [{"id": "trigger", "type": "workflow", "data": {
+                "subtype": "chat-app", "label": "Trigger", "config": {"event": "deal_stage_change"}}}],
+            "edges": []}
+
+
+def builder_catalog(organization: Organization) -> dict:
+    """Everything the builder's selects and the variable picker offer, for this organization."""
+    from crm_automation.webhooks.models import WebhookEndpoint
+
+    members = (Membership.objects.filter(organization=organization).select_related("user")
+               .order_by("user__username"))
+    return {
+        "events": [{"value": value, "label": label, "entity": catalog.TRIGGER_ENTITY.get(value, "")}
+                   for value, label in EVENTS],
+        "stages": [{"value": slug, "label": name} for slug, name in stage_names(organization.pk).items()],
+        "members": [{"value": m.user.username, "label": m.user.get_full_name() or m.user.username} for m in members],
+        "endpoints": list(WebhookEndpoint.objects.filter(organization=organization).order_by("name")
+                          .values_list("name", flat=True)),
+        "workflows": [{"value": key, "label": name} for key, name in Workflow.objects.filter(
+            organization=organization).exclude(status=WorkflowStatus.ARCHIVED).order_by("name")
+            .values_list("key", "name")],
+        "fields": {trigger: {path: kind for path, kind in catalog.fields_for(trigger).items()
+                             if not path.startswith("trigger.deal.") and not path.startswith("trigger.lead.")}
+                   for trigger in catalog.TRIGGER_TYPES},
+        "operators": [{"value": value, "label": label} for value, label in catalog.OPERATORS.items()],
+        "ordering": sorted(catalog.ORDERING_OPERATORS), "valueless": sorted(catalog.VALUELESS_OPERATORS),
+        "updatable": catalog.UPDATABLE_FIELDS,
+        "lead_statuses": [{"value": value, "label": label} for value, label in Lead.Status.choices],
+        "priorities": [{"value": value, "label": label} for value, label in Task.Priority.choices],
+        "recipients": list(RECIPIENTS), "roles": list(questions.ROLES), "units": list(control.UNITS),
+        "later": sorted(catalog.LATER_NODES),
+    }
+
+
+def _errors(exc: Exception) -> list[dict]:
+    """Errors as the builder shows them: the node and the field they belong to, when there is one."""
+    if isinstance(exc, DocumentError):
+        found = [(place, message) for place, message, _line in exc.errors]
+    elif isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
+        found = [(name, " ".join(errors.messages if hasattr(errors, "messages") else map(str, errors)))
+                 for name, errors in exc.message_dict.items()]
+    else:
+        found = [("", message) for message in getattr(exc, "messages", [str(exc)])]
+    shown = []
+    for place, message in found:
+        node, field = "", ""
+        if place.startswith("nodes[") and "]" in place:
+            node = place[len("nodes["):place.index("]")]
+            rest = place[place.index("]") + 1:]
+            for prefix in (".data.config.defaults.", ".data.config.", ".data."):
+                if rest.startswith(prefix):
+                    field = rest[len(prefix):]
+                    break
+        shown.append({"place": place, "message": message, "node": node, "field": field})
+    return shown
+
+
+def _page(request, *, workflow: Workflow | None, document: dict):
+    editable = request.place.can_edit if workflow is None else can_edit(request.user, workflow)
+    return render(request, "web/builder.html", {
+        "place": request.place, "section": "workflows", "workflow": workflow, "editable": editable,
+        "live_changes": workflow is not None and has_unpublished_changes(workflow),
+        "tabs": tab_links(workflow) if workflow else [], "tab": "builder",
+        "builder_data": {"document": document, "catalog": builder_catalog(request.place.organization),
+                         "revision": workflow.draft_revision if workflow else None,
+                         "save_url": request.path, "editable": editable,
+                         "status": workflow.status if workflow else "draft"}})
+
+
+def _posted(request) -> tuple[dict, int | None]:
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise DocumentError([("", "the builder sent something that is not JSON; reload the page", None)]) from None
+    document = body.get("document") if isinstance(body, dict) else None
+    if not isinstance(document, dict):
+        raise DocumentError([("", "the builder sent no workflow; reload the page", None)])
+    revision = body.get("revision")
+    return document, revision if isinstance(revision, int) and not isinstance(revision, bool) else None
+
+
+def _save(request, save) -> JsonResponse:
+    try:
+        document, revision = _posted(request)
+        workflow = save(document, revision)
+    except PermissionDenied as exc:
+        return JsonResponse({"errors": [{"place": "", "message": str(exc), "node": "", "field": ""}]}, status=403)
+    except (DocumentError, ValidationError) as exc:
+        errors = _errors(exc)
+        stale = any("Someone else saved" in e["message"] for e in errors)
+        return JsonResponse({"errors": errors}, status=409 if stale else 400)
+    live = workflow.status in (WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED)
+    return JsonResponse({
+        "message": (f"Saved “{workflow.name}”. Publish it to make the changes live." if live
+                    else f"Saved the draft “{workflow.name}”."),
+        "revision": workflow.draft_revision, "url": reverse("web:edit", args=[workflow.pk]),
+        "document": workflow_document(workflow)})
+
+
+@require_http_methods(["GET", "POST"])
+@org_page
+def builder_new(request):
+    if not request.place.can_edit:
+        return forbidden(request, "Viewers cannot make workflows.")
+    if request.method == "GET":
+        return _page(request, workflow=None, document=starter_document())
+    return _save(request, lambda document, _revision: workflow_create_from_document(
+        organization=request.place.organization, by=request.user, document=document))
+
+
+@require_http_methods(["GET", "POST"])
+@org_page
+def builder_edit(request, pk: int):
+    workflow = workflow_of(request, pk)
+    if request.method == "GET":
+        document = workflow_document(workflow)
+        document.pop("_status", None)
+        return _page(request, workflow=workflow, document=document)
+    return _save(request, lambda document, revision: workflow_update_from_document(
+        workflow_id=workflow.pk, by=request.user, document=document, expected_revision=revision))

@@ -1,0 +1,470 @@
+"""A workflow's own pages beside the builder: its YAML (edit with errors by line), its versions
+(compare, roll back), publishing the saved edits, simulating it on a deal or lead, and a picture
+of its flow. Thin views: versioning, services and simulation do every write and every check;
+what is here turns their answers into words."""
+
+import re
+import uuid
+from dataclasses import dataclass, field
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_http_methods, require_POST
+
+from crm_automation.automation import catalog, documents, graph
+from crm_automation.automation.definitions import definition_of
+from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
+from crm_automation.automation.services import can_edit, has_unpublished_changes, is_live, workflow_publish
+from crm_automation.automation.simulation import simulate
+from crm_automation.automation.versioning import (
+    versions_compare,
+    workflow_document,
+    workflow_export_yaml,
+    workflow_rollback,
+    workflow_update_from_document,
+)
+from crm_automation.crm.models import Deal, Lead
+from crm_automation.crm.selectors import shown
+from crm_automation.web import graph_picture
+from crm_automation.web.selectors import stage_names
+from crm_automation.web.tenancy import org_page
+from crm_automation.web.views.common import attempt, forbidden, workflow_of
+from crm_automation.web.views.history import steps_of
+
+MAX_YAML = 200_000  # characters; a workflow of 50 steps exports to well under 50 000
+RECENT_RECORDS = 200
+RECORD_MODELS = {"deal": Deal, "lead": Lead}
+
+
+def _page(request, workflow: Workflow, tab: str, template: str, context: dict, status: int = 200):
+    """Every page here: the place, the section, the tab bar's workflow and which tab is open."""
+    return render(request, template, {"place": request.place, "section": "workflows", "workflow": workflow,
+                                      "tab": tab, "tabs": tab_links(workflow), **context}, status=status)
+
+
+def _edit_refusal(request, workflow: Workflow) -> str:
+    """Why the person's role does not let them change this workflow; "" when it does. (The
+    services check again; this only spares the person a form they cannot send.)"""
+    if not request.place.can_edit:
+        return "Viewers read workflows; ops members and admins change them."
+    if is_live(workflow) and not request.place.can_manage:
+        return (f"“{workflow.name}” is {workflow.get_status_display().lower()}: only admins change a live "
+                "workflow; ops members edit drafts.")
+    return ""
+
+
+def _refusal_text(exc: ValidationError | PermissionDenied) -> list[str]:
+    return list(exc.messages) if isinstance(exc, ValidationError) else [str(exc) or "That is not allowed."]
+
+
+# --- YAML ---------------------------------------------------------------------------------------
+@dataclass
+class YamlError:
+    line: int | None
+    place: str
+    message: str
+    source: str = ""  # the text of that line, to quote next to the message
+
+    @property
+    def sentence(self) -> str:
+        """“Line 12: nodes[send-email].data.config.to: …”"""
+        where = f"Line {self.line}: " if self.line else ""
+        return f"{where}{self.place}: {self.message}" if self.place else f"{where}{self.message}"
+
+
+def _yaml_errors(exc: documents.DocumentError, text: str) -> list[YamlError]:
+    lines = text.splitlines()
+    return [YamlError(line, place, message, lines[line - 1].strip() if line and line <= len(lines) else "")
+            for place, message, line in exc.errors]
+
+
+def _yaml_save(request, workflow: Workflow, text: str) -> list[YamlError]:
+    """Parse and save; the problems (with their lines) when nothing was saved."""
+    if len(text) > MAX_YAML:
+        return [YamlError(None, "", f"The text is longer than {MAX_YAML:,} characters.")]
+    revision = request.POST.get("revision", "")
+    try:
+        document, tree = documents.from_yaml(text)
+        saved = workflow_update_from_document(
+            workflow_id=workflow.pk, by=request.user, document=document, tree=tree,
+            expected_revision=int(revision) if revision.isdigit() else None)
+    except documents.DocumentError as exc:
+        return _yaml_errors(exc, text)
+    except (ValidationError, PermissionDenied) as exc:
+        return [YamlError(None, "", message) for message in _refusal_text(exc)]
+    messages.success(request, _saved_words(workflow, saved))
+    return []
+
+
+def _saved_words(before: Workflow, after: Workflow) -> str:
+    if after.draft_revision == before.draft_revision:
+        return "Nothing to save: the YAML is the workflow as it already is."
+    if is_live(after):
+        return f"Saved. Version {after.version} still runs: publish to make these edits live."
+    return f"Saved as version {after.version}."
+
+
+@require_http_methods(["GET", "POST"])
+@org_page
+def workflow_yaml(request, pk: int):
+    """The workflow as YAML in a form; errors name their line, and the lines are numbered."""
+    workflow = workflow_of(request, pk)
+    errors: list[YamlError] = []
+    if request.method == "POST":
+        refusal = _edit_refusal(request, workflow)
+        if refusal:
+            return forbidden(request, refusal)
+        text = request.POST.get("yaml", "")
+        errors = _yaml_save(request, workflow, text)
+        if not errors:
+            return redirect("web:yaml", pk=workflow.pk)
+    else:
+        text = workflow_export_yaml(workflow)
+    wrong = {e.line for e in errors if e.line}
+    numbers = [{"n": n, "wrong": n in wrong} for n in range(1, max(len(text.splitlines()), 1) + 1)]
+    return _page(request, workflow, "yaml", "web/workflow_yaml.html", {
+        "text": text, "errors": errors, "numbers": numbers, "rows": len(numbers) + 1,
+        "editable": not _edit_refusal(request, workflow) and can_edit(request.user, workflow),
+        "refusal": _edit_refusal(request, workflow),
+        # After an error the form keeps the revision it was opened at: sending it again must not
+        # overwrite what someone else saved meanwhile.
+        "revision": request.POST.get("revision", "") if errors else workflow.draft_revision,
+    }, status=400 if errors else 200)
+
+
+# --- Changes in words (versions and publish) -----------------------------------------------------
+@dataclass
+class Change:
+    kind: str  # added, removed, changed, connected, disconnected, settings: a CSS class and a word
+    sentence: str
+    details: list[str] = field(default_factory=list)
+
+
+SETTING_NAMES = {"errorPolicy": "When a step fails", "reenrollment": "Runs again for a record",
+                 "timeoutSeconds": "Time limit of a step"}
+SETTING_VALUES = {
+    "errorPolicy": {documents.ERROR_POLICY[v]: label for v, label in Workflow.ErrorHandling.choices},
+    "reenrollment": dict(Workflow.Reenrollment.choices),
+}
+
+
+def _node_type(node: dict) -> str | None:
+    """The step type of a document node (None for the trigger): what `subtype` and, for tool
+    calls, `toolName` stand for."""
+    data = node.get("data") or {}
+    subtype = data.get("subtype")
+    if subtype in documents.TRIGGERS:
+        return None
+    if subtype == "tool-call":
+        return documents.ACTIONS.get((data.get("config") or {}).get("toolName"))
+    return documents.PLAIN.get(subtype, subtype)
+
+
+def _named(node: dict) -> str:
+    label = (node.get("data") or {}).get("label") or node.get("id", "")
+    kind = _node_type(node)
+    if kind is None:
+        return "the trigger" if _automatic_label(node) else f"the trigger “{label}”"
+    return f"“{label}” ({graph_picture.type_in_words(kind)})"
+
+
+def _words(key: str) -> str:
+    """deal_stage / delayAmount → “deal stage”, “delay amount”."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", key).replace("_", " ").replace("-", " ").lower()
+
+
+def _flatten(value, prefix: str = "") -> dict[str, object]:
+    """{“rules 1 value”: 5000, …}: each leaf of a config by a readable path."""
+    if isinstance(value, dict) and value:
+        found = {}
+        for key, item in value.items():
+            found.update(_flatten(item, f"{prefix} {_words(str(key))}".strip()))
+        return found
+    if isinstance(value, list) and value:
+        found = {}
+        for i, item in enumerate(value, start=1):
+            found.update(_flatten(item, f"{prefix} {i}".strip()))
+        return found
+    return {prefix or "value": value}
+
+
+def _node_settings(node: dict) -> dict[str, object]:
+    data = node.get("data") or {}
+    config = data.get("config") or {}
+    if data.get("subtype") == "tool-call":
+        config = config.get("defaults") or {}
+    found = {"type": graph_picture.type_in_words(_node_type(node)) if _node_type(node) else "Trigger"}
+    found.update(_flatten(config))
+    if data.get("onError") is not None:
+        found.update(_flatten(data["onError"], "on error"))
+    return found
+
+
+def _value(key: str, value, names: dict[str, str]) -> str:
+    if key == "type":
+        return str(value)
+    if key == "event":
+        return dict(catalog.TRIGGER_CHOICES).get(value, shown(value))
+    if key in ("to stage", "from stage") and value in names:
+        return names[value]
+    return "empty" if value in ({}, []) else shown(value)
+
+
+def _automatic_label(node: dict) -> bool:
+    """Whether a trigger's label is the one export writes by itself (“Deal stage changes to
+    won”): it follows the trigger's settings, so its change is not a rename worth saying."""
+    label = str((node.get("data") or {}).get("label") or "")
+    return _node_type(node) is None and any(label.startswith(words) for _, words in catalog.TRIGGER_CHOICES)
+
+
+def _node_details(old: dict, new: dict, names: dict[str, str]) -> list[str]:
+    details = []
+    old_label, new_label = (old.get("data") or {}).get("label"), (new.get("data") or {}).get("label")
+    if old_label != new_label and not (_automatic_label(old) and _automatic_label(new)):
+        details.append(f"renamed from “{old_label}” to “{new_label}”")
+    before, after = _node_settings(old), _node_settings(new)
+    for key in [*before, *(k for k in after if k not in before)]:
+        if before.get(key, "∅") == after.get(key, "∅"):
+            continue
+        was = _value(key, before[key], names) if key in before else "not set"
+        now = _value(key, after[key], names) if key in after else "not set"
+        details.append(f"{key}: {was} → {now}")
+    return details
+
+
+def _node_summary(node: dict, names: dict[str, str]) -> list[str]:
+    """An added node's settings, one “key: value” each."""
+    return [f"{key}: {_value(key, value, names)}" for key, value in _node_settings(node).items() if key != "type"]
+
+
+def _edge_sentence(verb: str, edge: tuple, labels: dict[str, str]) -> str:
+    source, target, handle = edge
+    way = f" ({graph_picture.handle_in_words(handle)})" if handle else ""
+    return f"{verb} “{labels.get(source, source)}”{way} → “{labels.get(target, target)}”"
+
+
+def _setting_details(old: dict, new: dict) -> list[str]:
+    details = []
+    for key, name in SETTING_NAMES.items():
+        was, now = (old.get("settings") or {}).get(key), (new.get("settings") or {}).get(key)
+        if was != now:
+            words = SETTING_VALUES.get(key, {})
+            unit = " s" if key == "timeoutSeconds" else ""
+            details.append(f"{name}: {words.get(was, was)}{unit} → {words.get(now, now)}{unit}")
+    return details
+
+
+def changes_in_words(old: dict, new: dict, names: dict[str, str]) -> tuple[list[Change], list[dict]]:
+    """What `documents.compare` found between two documents, as sentences; and its YAML diff
+    as lines marked added / removed, for those who want the text."""
+    diff = documents.compare(old, new)
+    labels = {n["id"]: (n.get("data") or {}).get("label") or n["id"]
+              for n in [*old.get("nodes", []), *new.get("nodes", [])]}
+    changes = [Change("added", f"Added {_named(n)}", _node_summary(n, names)) for n in diff["nodes_added"]]
+    changes += [Change("removed", f"Removed {_named(n)}") for n in diff["nodes_removed"]]
+    changes += [Change("changed", f"Changed {_named(new_node)}", _node_details(old_node, new_node, names))
+                for old_node, new_node in diff["nodes_changed"]]
+    changes += [Change("connected", _edge_sentence("Now goes from", e, labels)) for e in diff["edges_added"]]
+    changes += [Change("disconnected", _edge_sentence("No longer goes from", e, labels))
+                for e in diff["edges_removed"]]
+    if diff["settings_changed"]:
+        changes.append(Change("settings", "Changed the settings", _setting_details(old, new)))
+    return changes, _diff_lines(diff["text"])
+
+
+def _diff_lines(text: str) -> list[dict]:
+    kinds = {"+": "added", "-": "removed", "@": "place"}
+    return [{"kind": "" if line.startswith(("+++", "---")) else kinds.get(line[:1], ""), "text": line}
+            for line in text.splitlines()]
+
+
+# --- Versions and rollback ------------------------------------------------------------------------
+def _number(value: str) -> int | None:
+    return int(value) if value.isdigit() and len(value) < 9 else None
+
+
+def _comparison(request, workflow: Workflow, numbers: list[int]) -> dict:
+    """The two versions to compare (asked for, else the latest against the one before) and
+    what changed between them."""
+    if len(numbers) < 2:
+        return {}
+    wanted_from, wanted_to = _number(request.GET.get("from", "")), _number(request.GET.get("to", ""))
+    old = wanted_from if wanted_from is not None else numbers[1]
+    new = wanted_to if wanted_to is not None else numbers[0]
+    try:
+        versions_compare(workflow, old, new)  # the service's check: both versions exist
+    except ValidationError as exc:
+        return {"from": old, "to": new, "error": " ".join(exc.messages)}
+    found = {v.number: v for v in workflow.versions.filter(number__in=[old, new])}
+    changes, lines = changes_in_words(workflow_document(workflow, found[old]), workflow_document(workflow, found[new]),
+                                      stage_names(workflow.organization_id))
+    return {"from": old, "to": new, "changes": changes, "lines": lines}
+
+
+@require_http_methods(["GET"])
+@org_page
+def workflow_versions(request, pk: int):
+    workflow = workflow_of(request, pk)
+    versions = list(workflow.versions.select_related("created_by").order_by("-number"))
+    comparison = _comparison(request, workflow, [v.number for v in versions])
+    may_roll_back = not _edit_refusal(request, workflow) and workflow.status != WorkflowStatus.ARCHIVED
+    return _page(request, workflow, "versions", "web/workflow_versions.html", {
+        "versions": versions, "comparison": comparison, "may_roll_back": may_roll_back,
+        "live": is_live(workflow), "pending": has_unpublished_changes(workflow)},
+        status=400 if comparison.get("error") else 200)
+
+
+@require_POST
+@org_page
+def workflow_rollback_view(request, pk: int):
+    workflow = workflow_of(request, pk)
+    refusal = _edit_refusal(request, workflow)
+    if refusal:
+        return forbidden(request, refusal)
+    number = _number(request.POST.get("version", ""))
+    if number is None:
+        messages.error(request, "Choose the version to roll back to.")
+        return redirect("web:versions", pk=workflow.pk)
+
+    def said(after: Workflow) -> str:
+        if after.version == workflow.version:
+            return f"Nothing changed: the workflow already has the steps and settings of version {number}."
+        live = " It is live now." if is_live(after) else ""
+        return (f"Rolled back: version {after.version} has the steps and settings of version {number}; "
+                f"earlier versions are kept.{live}")
+
+    attempt(request, lambda: workflow_rollback(workflow_id=workflow.pk, by=request.user, number=number), said)
+    return redirect("web:versions", pk=workflow.pk)
+
+
+# --- Publish ------------------------------------------------------------------------------------
+@require_http_methods(["GET", "POST"])
+@org_page
+def workflow_publish_view(request, pk: int):
+    """GET: what publishing would change (the live version → the saved edits); POST: publish."""
+    workflow = workflow_of(request, pk)
+    if request.method == "POST":
+        if not request.place.can_manage:
+            return forbidden(request, "Only admins of this organization publish workflows.")
+        attempt(request, lambda: workflow_publish(workflow_id=workflow.pk, by=request.user),
+                lambda done: f"Published: version {done.version} of “{done.name}” runs for new triggers; runs "
+                             "already under way finish on the version they started with.")
+        return redirect("web:publish", pk=workflow.pk)
+    changes, lines = [], []
+    pending = has_unpublished_changes(workflow)
+    if pending:
+        live = workflow_document(workflow, workflow.current_version)
+        changes, lines = changes_in_words(live, workflow_document(workflow), stage_names(workflow.organization_id))
+    return _page(request, workflow, "publish", "web/workflow_publish.html", {
+        "pending": pending, "changes": changes, "lines": lines, "live": is_live(workflow)})
+
+
+# --- Simulate -----------------------------------------------------------------------------------
+def _record_of(organization_id: int, entity: str, value: str) -> Deal | Lead | None:
+    """The organization's deal or lead with this id; None for an empty choice; 404 for an id
+    that is not one of its records (another organization's included)."""
+    if not value.strip():
+        return None
+    try:
+        record_id = uuid.UUID(value.strip())
+    except ValueError:
+        raise Http404(f"No such {entity} in your organization.") from None
+    found = RECORD_MODELS[entity].objects.filter(organization_id=organization_id, pk=record_id).first()
+    if found is None:
+        raise Http404(f"No such {entity} in your organization.")
+    return found
+
+
+def _choices(organization_id: int, entity: str, chosen: Deal | Lead | None) -> list:
+    """The most recently changed records, the chosen one first when it is older than those."""
+    model = RECORD_MODELS[entity]
+    query = model.objects.filter(organization_id=organization_id).order_by("-updated_at")
+    if entity == "deal":
+        query = query.select_related("stage")
+    records = list(query[:RECENT_RECORDS])
+    if chosen is not None and all(r.pk != chosen.pk for r in records):
+        records.insert(0, chosen)
+    return records
+
+
+def _previews(run) -> list:
+    """The run's steps in order, each with what it would have done in words and in detail."""
+    steps = steps_of(run)
+    for step in steps:
+        result = step.result or {}
+        step.mail = result.get("would_send")
+        step.task = result.get("would_create_task")
+    return steps
+
+
+@require_http_methods(["GET", "POST"])
+@org_page
+def workflow_simulate(request, pk: int):
+    workflow = workflow_of(request, pk)
+    entity = catalog.TRIGGER_ENTITY.get(workflow.trigger_type)
+    context: dict = {"entity": entity, "versions": list(workflow.versions.order_by("-number"))}
+    if entity is None:  # a webhook or a schedule: no deal or lead to run it on
+        return _page(request, workflow, "simulate", "web/workflow_simulate.html", context)
+    organization_id = request.place.organization.pk
+    chosen = _record_of(organization_id, entity, request.POST.get("record") or request.GET.get("record") or "")
+    status = 200
+    if request.method == "POST":
+        if not request.place.can_edit:
+            return forbidden(request, "Only ops members and admins of this organization simulate workflows.")
+        context["run"], context["errors"] = _simulate(request, workflow, chosen, entity)
+        status = 400 if context["errors"] else 200
+    version = _number(request.POST.get("version", ""))
+    context.update(records=_choices(organization_id, entity, chosen), chosen=chosen, version=version)
+    return _page(request, workflow, "simulate", "web/workflow_simulate.html", context, status=status)
+
+
+def _simulate(request, workflow: Workflow, record, entity: str) -> tuple:
+    """(the simulated run with its step previews, None) or (None, what was refused)."""
+    if record is None:
+        return None, [f"Choose the {entity} to simulate “{workflow.name}” on."]
+    number = _number(request.POST.get("version", ""))
+    try:
+        run = simulate(workflow_id=workflow.pk, by=request.user, record=record, version_number=number)
+    except (ValidationError, PermissionDenied) as exc:
+        return None, _refusal_text(exc)
+    run.steps = _previews(run)
+    return run, []
+
+
+# --- Graph --------------------------------------------------------------------------------------
+def _shown_definition(request, workflow: Workflow) -> tuple[dict, WorkflowVersion | None]:
+    """The saved workflow, or the version asked for (`?version=N`)."""
+    number = _number(request.GET.get("version", ""))
+    version = workflow.versions.filter(number=number).first() if number is not None else None
+    if number is not None and version is None:
+        raise Http404("This workflow has no such version.")
+    return (version.definition if version else definition_of(workflow)), version
+
+
+@require_http_methods(["GET"])
+@org_page
+def workflow_graph(request, pk: int):
+    workflow = workflow_of(request, pk)
+    definition, version = _shown_definition(request, workflow)
+    names = stage_names(workflow.organization_id)
+    problems = graph.problems(definition)
+    context = {"version": version, "problems": problems,
+               "numbers": list(workflow.versions.order_by("-number").values_list("number", flat=True))}
+    if not problems:
+        # The SVG is built from escaped pieces only (graph_picture._text): safe to insert as is.
+        context["picture"] = mark_safe(graph_picture.svg(definition, names))
+        context["flow"] = graph_picture.flow_in_words(definition, names)
+        context["loops"] = any(way["back"] for node in context["flow"] for way in node["next"])
+    return _page(request, workflow, "graph", "web/workflow_graph.html", context)
+
+
+def tab_links(workflow: Workflow) -> list[tuple[str, str, str]]:
+    """(tab, label, address) of the tab bar."""
+    tabs = (("edit", "Builder"), ("yaml", "YAML"), ("graph", "Graph"), ("versions", "Versions"),
+            ("simulate", "Simulate"), ("publish", "Publish"))
+    return [("builder" if name == "edit" else name, label, reverse(f"web:{name}", args=[workflow.pk]))
+            for name, label in tabs]

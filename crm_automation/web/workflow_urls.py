@@ -1,0 +1,17 @@
+"""A workflow's pages beside the builder. No app_name: web/urls.py includes these into its
+`web` namespace (web:yaml, web:versions, web:rollback, web:publish, web:simulate, web:graph)."""
+
+from django.urls import path
+
+from crm_automation.web.views import workflow_pages as pages
+
+ID = "<int:pk>"
+
+urlpatterns = [
+    path(f"workflows/{ID}/yaml/", pages.workflow_yaml, name="yaml"),
+    path(f"workflows/{ID}/versions/", pages.workflow_versions, name="versions"),
+    path(f"workflows/{ID}/rollback/", pages.workflow_rollback_view, name="rollback"),
+    path(f"workflows/{ID}/publish/", pages.workflow_publish_view, name="publish"),
+    path(f"workflows/{ID}/simulate/", pages.workflow_simulate, name="simulate"),
+    path(f"workflows/{ID}/graph/", pages.workflow_graph, name="graph"),
+]

@@ -1,0 +1,530 @@
+// The workflow builder: the seed-001 document drawn as a vertical flow of cards (trigger first),
+// edited through typed forms, saved whole to the server, which checks it and answers with errors
+// at their place. No framework, no build step. The server is the judge of what is valid; this
+// script only makes the document easy to edit and shows the server's answers at the right input.
+(function () {
+  "use strict";
+
+  const root = document.getElementById("builder");
+  if (!root) return;
+  const state = JSON.parse(document.getElementById("builder-data").textContent);
+  const cat = state.catalog;
+  let doc = state.document;
+  let errors = [];
+  let openNode = null;
+  let dirty = false;
+
+  // --- What can be added ------------------------------------------------------------------------
+  const KINDS = [
+    { key: "create_task", label: "Create a task", name: "Create task", subtype: "tool-call", tool: "crm/create_task",
+      config: () => ({ toolName: "crm/create_task", defaults: { title: "", assignee: "owner", priority: "normal" } }) },
+    { key: "send_email", label: "Send an email", name: "Send email", subtype: "tool-call", tool: "crm/send_email",
+      config: () => ({ toolName: "crm/send_email", defaults: { to: entity() === "lead" ? "{{lead.email}}" : "{{deal.contact.email}}", subject: "", body: "" } }) },
+    { key: "update_field", label: "Update a field", name: "Update field", subtype: "tool-call", tool: "crm/update_record",
+      config: () => ({ toolName: "crm/update_record", defaults: { field: Object.keys(cat.updatable[entity() || "deal"] || {})[0] || "", value: "" } }) },
+    { key: "condition", label: "Branch: yes / no", name: "Check", subtype: "condition",
+      config: () => ({ combinator: "and", rules: [{ field: firstField("number"), operator: "gt", value: 0 }] }) },
+    { key: "wait", label: "Wait", name: "Wait", subtype: "wait", config: () => ({ delayAmount: 1, delayUnit: "days" }) },
+    { key: "user-input", label: "Ask for approval", name: "Approval", subtype: "user-input",
+      config: () => ({ promptText: "", role: "admin", timeoutAmount: 2, timeoutUnit: "days" }) },
+    { key: "notify", label: "Notify people", name: "Notify", subtype: "desktop-notification",
+      config: () => ({ title: "", recipients: "admins" }) },
+    { key: "sub-workflow", label: "Run another workflow", name: "Run workflow", subtype: "sub-workflow",
+      config: () => ({ workflowId: (cat.workflows[0] || {}).value || "" }) },
+  ];
+  const BRANCHES = {
+    condition: [["condition-true", "Yes"], ["condition-false", "No"]],
+    "user-input": [["approved", "Approved"], ["rejected", "Rejected"], ["timed-out", "No answer in time"]],
+    loop: [["loop-body", "For each item"], ["loop-done", "After the loop"]],
+  };
+  const OUTPUTS = {  // what later nodes may read of a node, by kind ({{Label.key}})
+    "crm/create_task": ["title", "task_id", "assignee"], "crm/send_email": ["to", "subject"],
+    "crm/update_record": ["old", "new"], "http/request": ["status", "body"],
+    "user-input": ["decision", "comment", "answered_by"], function: ["value"], "desktop-notification": ["count"],
+    condition: ["passed"],
+  };
+
+  // --- Document helpers -------------------------------------------------------------------------
+  const nodes = () => doc.nodes;
+  const node = (id) => doc.nodes.find((n) => n.id === id);
+  const trigger = () => doc.nodes.find((n) => ["chat-app", "manual", "schedule"].includes(n.data.subtype));
+  const outs = (id) => doc.edges.filter((e) => e.source === id);
+  const ins = (id) => doc.edges.filter((e) => e.target === id);
+  const kindOf = (n) => n.data.subtype === "tool-call" ? (n.data.config || {}).toolName : n.data.subtype;
+  const isBranching = (n) => !!BRANCHES[n.data.subtype] || ["parallel", "router"].includes(n.data.subtype);
+
+  function triggerType() {
+    const t = trigger();
+    if (!t) return "";
+    const config = t.data.config || {};
+    if (t.data.subtype === "manual") return "manual_" + (config.entity || "deal");
+    if (t.data.subtype === "schedule") return "schedule";
+    return config.event || "";
+  }
+  function entity() {
+    const found = cat.events.find((e) => e.value === triggerType());
+    return found ? found.entity : "";
+  }
+  function fields() { return cat.fields[triggerType()] || {}; }
+  function firstField(kind) {
+    const found = Object.entries(fields()).find(([path, type]) => type === kind && !path.startsWith("trigger"));
+    return found ? found[0] : Object.keys(fields()).find((p) => !p.startsWith("trigger")) || "";
+  }
+  function stageName(slug) { const s = cat.stages.find((x) => x.value === slug); return s ? s.label : slug; }
+
+  function freeId(base) {
+    const stem = base.replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "") || "step";
+    let id = stem, n = 2;
+    while (node(id)) id = stem + "-" + n++;
+    return id;
+  }
+  function freeLabel(base) {
+    const taken = new Set(nodes().map((n) => (n.data.label || "").toLowerCase()));
+    let label = base, n = 2;
+    while (taken.has(label.toLowerCase())) label = base + " " + n++;
+    return label;
+  }
+  function changed() { dirty = true; document.getElementById("save-state").textContent = "Unsaved changes"; }
+
+  // Nodes no longer reachable from the trigger go (after a removal).
+  function prune() {
+    const seen = new Set([trigger().id]);
+    const queue = [trigger().id];
+    while (queue.length) outs(queue.shift()).forEach((e) => { if (!seen.has(e.target)) { seen.add(e.target); queue.push(e.target); } });
+    doc.nodes = doc.nodes.filter((n) => seen.has(n.id));
+    doc.edges = doc.edges.filter((e) => seen.has(e.source) && seen.has(e.target));
+  }
+
+  function insert(kindKey, source, handle, target) {
+    const kind = KINDS.find((k) => k.key === kindKey);
+    const id = freeId(kind.key.replace("_", "-"));
+    const made = { id: id, type: "workflow", data: { subtype: kind.subtype, label: freeLabel(kind.name), config: kind.config() } };
+    doc.nodes.push(made);
+    doc.edges = doc.edges.filter((e) => !(e.source === source && (e.sourceHandle || "") === (handle || "") && e.target === target));
+    doc.edges.push(edge(source, id, handle));
+    if (target) doc.edges.push(edge(id, target, (BRANCHES[kind.subtype] || [[""]])[0][0]));
+    openNode = id;
+    changed();
+    render();
+  }
+  function edge(source, target, handle) {
+    const e = { source: source, target: target };
+    if (handle) e.sourceHandle = handle;
+    return e;
+  }
+
+  function remove(id) {
+    const n = node(id);
+    const first = (BRANCHES[n.data.subtype] || [[""]])[0][0];
+    const next = outs(id).find((e) => (e.sourceHandle || "") === first) || (isBranching(n) ? null : outs(id)[0]);
+    const lost = outs(id).filter((e) => e !== next).length;
+    if (lost && !window.confirm("Remove “" + n.data.label + "” and the steps only its other branches lead to?")) return;
+    const incoming = ins(id);
+    doc.edges = doc.edges.filter((e) => e.source !== id && e.target !== id);
+    doc.nodes = doc.nodes.filter((x) => x.id !== id);
+    if (next) incoming.forEach((e) => doc.edges.push(edge(e.source, next.target, e.sourceHandle)));
+    prune();
+    if (openNode === id) openNode = null;
+    changed();
+    render();
+  }
+
+  // A simple node in a plain chain can swap places with the simple node before it.
+  function movable(id) {
+    const n = node(id);
+    if (!n || isBranching(n) || n === trigger() || ins(id).length !== 1 || outs(id).length > 1) return null;
+    const prev = node(ins(id)[0].source);
+    if (!prev || prev === trigger() || isBranching(prev) || ins(prev.id).length !== 1 || outs(prev.id).length !== 1) return null;
+    return prev;
+  }
+  function moveUp(id) {
+    const prev = movable(id);
+    if (!prev) return;
+    const into = ins(prev.id)[0], after = outs(id)[0];
+    doc.edges = doc.edges.filter((e) => e !== into && e !== after && !(e.source === prev.id && e.target === id));
+    doc.edges.push(edge(into.source, id, into.sourceHandle), edge(id, prev.id));
+    if (after) doc.edges.push(edge(prev.id, after.target, after.sourceHandle));
+    changed();
+    render();
+    focusCard(id);
+  }
+  function moveDown(id) {
+    const after = outs(id)[0];
+    if (after && movable(after.target) && movable(after.target).id === id) { moveUp(after.target); focusCard(id); }
+  }
+
+  // --- Words ------------------------------------------------------------------------------------
+  function summary(n) {
+    const c = n.data.config || {}, d = c.defaults || {};
+    switch (kindOf(n)) {
+      case "chat-app": case "manual": case "schedule": return triggerWords();
+      case "crm/create_task": return "Create task “" + (d.title || "…") + "”" + (d.assignee === "owner" ? " for the record's owner" : d.assignee ? " for " + d.assignee : "");
+      case "crm/send_email": return "Email " + (d.to || "…") + ": “" + (d.subject || "…") + "”";
+      case "crm/update_record": return "Set " + (d.field || "…").replace("_", " ") + " to " + (d.field === "stage" ? stageName(d.value) : (d.value === "" ? "empty" : d.value));
+      case "http/request": return "Call the webhook target " + (c.target || c.url || "…");
+      case "condition": return "Continue if " + (c.rules || []).map(ruleWords).join(c.combinator === "or" ? " or " : " and ");
+      case "wait": return c.until ? "Wait until " + c.until : "Wait " + (c.delayAmount || 0) + " " + (c.delayUnit || "hours");
+      case "user-input": return "Ask " + (c.role === "ops" ? "ops members" : "admins") + ": “" + (c.promptText || "…") + "”";
+      case "desktop-notification": return "Notify " + (c.recipients || "admins") + ": “" + (c.title || "…") + "”";
+      case "sub-workflow": { const w = cat.workflows.find((x) => x.value === c.workflowId); return "Run the workflow " + (w ? w.label : c.workflowId || "…"); }
+      default: return n.data.subtype;
+    }
+  }
+  function ruleWords(r) {
+    const op = cat.operators.find((o) => o.value === r.operator);
+    const value = cat.valueless.includes(r.operator) ? "" : " " + (fields()[r.field] === "stage" ? stageName(r.value) : JSON.stringify(r.value));
+    return (r.field || "…") + " " + (op ? op.label : r.operator) + value;
+  }
+  function triggerWords() {
+    const t = triggerType(), c = trigger().data.config || {};
+    if (t === "deal_stage_change") {
+      if (c.from_stage && c.to_stage) return "Deal moves from " + stageName(c.from_stage) + " to " + stageName(c.to_stage);
+      if (c.to_stage) return "Deal moves to " + stageName(c.to_stage);
+      if (c.from_stage) return "Deal leaves " + stageName(c.from_stage);
+      return "Deal changes stage";
+    }
+    const found = cat.events.find((e) => e.value === t);
+    return found ? found.label : "Choose what starts the workflow";
+  }
+
+  // --- DOM helpers ------------------------------------------------------------------------------
+  function el(tag, attrs, ...children) {
+    const made = document.createElement(tag);
+    Object.entries(attrs || {}).forEach(([k, v]) => {
+      if (v === false || v === null || v === undefined) return;
+      if (k.startsWith("on")) made.addEventListener(k.slice(2), v);
+      else if (k === "text") made.textContent = v;
+      else made.setAttribute(k, v === true ? "" : v);
+    });
+    children.flat().forEach((c) => { if (c !== null && c !== undefined && c !== false) made.append(c); });
+    return made;
+  }
+  let uid = 0;
+  function fieldBox(label, input, errorFor, hint) {
+    const id = input.id || ("f" + (++uid));
+    input.id = id;
+    const problem = errorFor ? fieldError(errorFor.node, errorFor.field) : "";
+    if (problem) { input.setAttribute("aria-invalid", "true"); input.setAttribute("aria-describedby", id + "-error"); }
+    return el("div", { class: "field" + (problem ? " invalid" : "") }, el("label", { for: id, text: label }), input,
+      hint ? el("p", { class: "hint", text: hint }) : null,
+      problem ? el("p", { class: "field-error", id: id + "-error", text: problem }) : null);
+  }
+  function fieldError(nodeId, field) {
+    return errors.filter((e) => e.node === nodeId && (e.field === field || e.field.startsWith(field + ".") || e.field.startsWith(field + "["))).map((e) => e.message).join("; ");
+  }
+  function select(options, value, onchange, attrs) {
+    const s = el("select", attrs || {});
+    options.forEach((o) => s.append(el("option", { value: o.value, text: o.label, selected: String(o.value) === String(value) })));
+    s.addEventListener("change", () => onchange(s.value));
+    return s;
+  }
+  function text(value, oninput, attrs) {
+    const i = el("input", Object.assign({ type: "text", value: value === undefined || value === null ? "" : value }, attrs || {}));
+    i.addEventListener("input", () => oninput(i.value));
+    return i;
+  }
+  function number(value, oninput, attrs) {
+    const i = el("input", Object.assign({ type: "number", value: value === undefined || value === null ? "" : value, step: "any" }, attrs || {}));
+    i.addEventListener("input", () => oninput(i.value === "" ? "" : Number(i.value)));
+    return i;
+  }
+  function area(value, oninput) {
+    const t = el("textarea", { rows: 4 });
+    t.value = value || "";
+    t.addEventListener("input", () => oninput(t.value));
+    return t;
+  }
+  function refreshSummary(n) {
+    const s = document.querySelector('[data-summary="' + n.id + '"]');
+    if (s) s.textContent = summary(n);
+  }
+  function setter(n, target, key) {
+    return (v) => { target[key] = v; changed(); refreshSummary(n); };
+  }
+
+  // The variables a node may use: the trigger's fields, and what the nodes before it made.
+  function upstream(id) {
+    const seen = new Set(), queue = [id];
+    while (queue.length) ins(queue.shift()).forEach((e) => { if (!seen.has(e.source)) { seen.add(e.source); queue.push(e.source); } });
+    return nodes().filter((n) => seen.has(n.id) && n !== trigger());
+  }
+  function variables(id) {
+    const found = Object.entries(fields()).filter(([p, t]) => !p.startsWith("trigger.") && p !== "trigger" && t !== "object").map(([p]) => p);
+    if (triggerType().startsWith("manual_")) found.push("trigger.input.<name>");
+    if (triggerType() === "webhook") found.push("trigger.body.<field>");
+    upstream(id).forEach((n) => (OUTPUTS[kindOf(n)] || []).forEach((k) => found.push(n.data.label + "." + k)));
+    return found;
+  }
+  function picker(id, input) {
+    const choices = [{ value: "", label: "Insert a variable…" }].concat(variables(id).map((v) => ({ value: v, label: "{{" + v + "}}" })));
+    const s = select(choices, "", (v) => {
+      if (!v) return;
+      const at = input.selectionStart === undefined || input.selectionStart === null ? input.value.length : input.selectionStart;
+      input.value = input.value.slice(0, at) + "{{" + v + "}}" + input.value.slice(input.selectionEnd || at);
+      input.dispatchEvent(new Event("input"));
+      s.value = "";
+      input.focus();
+    }, { class: "picker", "aria-label": "Insert a variable into the field above" });
+    return s;
+  }
+  function templated(label, n, target, key, multiline) {
+    const input = multiline ? area(target[key], setter(n, target, key)) : text(target[key], setter(n, target, key));
+    const box = fieldBox(label, input, { node: n.id, field: key });
+    box.append(picker(n.id, input));
+    return box;
+  }
+
+  // A value input that fits the field: a stage select, a number, a date, a status select, text.
+  function valueInput(type, value, onchange, label) {
+    const attrs = { "aria-label": label };
+    if (type === "stage") return select([{ value: "", label: "Choose a stage…" }].concat(cat.stages), value, onchange, attrs);
+    if (type === "lead_status") return select(cat.lead_statuses, value, onchange, attrs);
+    if (type === "number" || type === "percent") return number(value, onchange, Object.assign(attrs, type === "percent" ? { min: 0, max: 100 } : {}));
+    if (type === "date") return text(value, onchange, Object.assign(attrs, { type: "date" }));
+    if (type === "email") return text(value, onchange, Object.assign(attrs, { type: "text", inputmode: "email" }));
+    return text(value, onchange, attrs);
+  }
+
+  function rulesEditor(n, config) {
+    config.rules = config.rules || [];
+    const box = el("fieldset", { class: "rules" }, el("legend", { text: "Continue only if" }));
+    box.append(fieldBox("Match", select([{ value: "and", label: "all of these are true" }, { value: "or", label: "any of these is true" }],
+      config.combinator || "and", (v) => { config.combinator = v; changed(); refreshSummary(n); })));
+    const fieldOptions = Object.entries(fields()).filter(([p, t]) => !p.startsWith("trigger.") && p !== "trigger" && t !== "object")
+      .map(([p]) => ({ value: p, label: p }));
+    config.rules.forEach((rule, i) => {
+      const row = el("div", { class: "rule" });
+      const where = { node: n.id, field: "rules[" + i + "]" };
+      row.append(select(fieldOptions, rule.field, (v) => { rule.field = v; changed(); renderForm(n); }, { "aria-label": "Field of condition " + (i + 1) }));
+      row.append(select(cat.operators, rule.operator, (v) => { rule.operator = v; if (cat.valueless.includes(v)) delete rule.value; changed(); renderForm(n); }, { "aria-label": "Operator of condition " + (i + 1) }));
+      if (!cat.valueless.includes(rule.operator)) row.append(valueInput(fields()[rule.field], rule.value, (v) => { rule.value = v; changed(); refreshSummary(n); }, "Value of condition " + (i + 1)));
+      row.append(el("button", { type: "button", class: "link", onclick: () => { config.rules.splice(i, 1); changed(); renderForm(n); }, text: "Remove", "aria-label": "Remove condition " + (i + 1) }));
+      const problem = fieldError(where.node, where.field);
+      box.append(row, problem ? el("p", { class: "field-error", text: problem }) : null);
+    });
+    box.append(el("button", { type: "button", onclick: () => { config.rules.push({ field: firstField("str"), operator: "eq", value: "" }); changed(); renderForm(n); }, text: "Add a condition" }));
+    return box;
+  }
+
+  // --- Forms ------------------------------------------------------------------------------------
+  function triggerForm(n) {
+    const c = n.data.config = n.data.config || {};
+    const form = [];
+    form.push(fieldBox("Starts when", select(cat.events, triggerType(), (v) => {
+      if (v.startsWith("manual_")) { n.data.subtype = "manual"; n.data.config = { entity: v.slice(7) }; }
+      else { n.data.subtype = "chat-app"; n.data.config = { event: v }; }
+      changed(); render();
+    }), { node: n.id, field: "event" }));
+    const t = triggerType();
+    const anyStage = [{ value: "", label: "Any stage" }].concat(cat.stages);
+    if (t === "deal_stage_change") {
+      form.push(fieldBox("From stage", select(anyStage, c.from_stage || "", (v) => { if (v) c.from_stage = v; else delete c.from_stage; changed(); refreshSummary(n); }), { node: n.id, field: "from_stage" }));
+    }
+    if (t === "deal_stage_change" || t === "deal_created") {
+      form.push(fieldBox(t === "deal_created" ? "Created in stage" : "To stage", select(anyStage, c.to_stage || "", (v) => { if (v) c.to_stage = v; else delete c.to_stage; changed(); refreshSummary(n); }), { node: n.id, field: "to_stage" }));
+    }
+    if (t === "webhook") {
+      form.push(fieldBox("Endpoint", select([{ value: "", label: "Any endpoint" }].concat(cat.endpoints.map((e) => ({ value: e, label: e }))), c.endpoint || "", (v) => { if (v) c.endpoint = v; else delete c.endpoint; changed(); }), { node: n.id, field: "endpoint" }));
+    }
+    if (n.data.subtype === "chat-app" && t !== "webhook") {
+      const conditions = c.conditions = c.conditions || { combinator: "and", rules: [] };
+      const rules = rulesEditor(n, conditions);
+      rules.querySelector("legend").textContent = "Only when (optional)";
+      form.push(rules);
+    }
+    const s = doc.settings = doc.settings || {};
+    form.push(fieldBox("When a step fails", select([{ value: "abort", label: "Stop the run" }, { value: "skip", label: "Skip the step and go on" }, { value: "pause", label: "Pause the run and tell the admins" }], s.errorPolicy || "abort", (v) => { s.errorPolicy = v; changed(); })));
+    form.push(fieldBox("A record may go through it", select([{ value: "not_while_running", label: "again, but not while its last run is unfinished" }, { value: "once", label: "only once, ever" }, { value: "every_time", label: "every time the trigger fires" }], s.reenrollment || "not_while_running", (v) => { s.reenrollment = v; changed(); })));
+    return form;
+  }
+
+  function nodeForm(n) {
+    const c = n.data.config = n.data.config || {};
+    const d = n.data.subtype === "tool-call" ? (c.defaults = c.defaults || {}) : {};
+    const form = [fieldBox("Name of this step", text(n.data.label, (v) => { n.data.label = v; changed(); const h = document.querySelector('[data-label="' + n.id + '"]'); if (h) h.textContent = v; }), { node: n.id, field: "label" },
+      "Later steps can use what this one made as {{" + (n.data.label || "Name") + ".…}}.")];
+    switch (kindOf(n)) {
+      case "crm/create_task":
+        form.push(templated("Task title", n, d, "title"));
+        form.push(fieldBox("Assign to", select([{ value: "owner", label: "The record's owner" }, { value: "", label: "Nobody" }].concat(cat.members), d.assignee || "", setter(n, d, "assignee")), { node: n.id, field: "assignee" }));
+        form.push(fieldBox("Priority", select(cat.priorities, d.priority || "normal", setter(n, d, "priority")), { node: n.id, field: "priority" }));
+        form.push(fieldBox("Due in (days)", number(d.due_in_days, (v) => { if (v === "") delete d.due_in_days; else d.due_in_days = v; changed(); }, { min: 0, max: 3650, step: 1 }), { node: n.id, field: "due_in_days" }));
+        break;
+      case "crm/send_email":
+        form.push(templated("To", n, d, "to"));
+        form.push(templated("Subject", n, d, "subject"));
+        form.push(templated("Message", n, d, "body", true));
+        break;
+      case "crm/update_record": {
+        const updatable = cat.updatable[entity() || "deal"] || {};
+        form.push(fieldBox("Field", select(Object.keys(updatable).map((f) => ({ value: f, label: f.replace("_", " ") })), d.field, (v) => { d.field = v; d.value = ""; changed(); renderForm(n); }), { node: n.id, field: "field" }));
+        form.push(fieldBox("New value", valueInput(updatable[d.field], d.value, setter(n, d, "value"), "New value"), { node: n.id, field: "value" }));
+        break;
+      }
+      case "condition":
+        form.push(rulesEditor(n, c));
+        break;
+      case "wait":
+        form.push(fieldBox("Wait for", number(c.delayAmount, setter(n, c, "delayAmount"), { min: 0, step: 1 }), { node: n.id, field: "delayAmount" }));
+        form.push(fieldBox("Unit", select(cat.units.map((u) => ({ value: u, label: u })), c.delayUnit || "hours", setter(n, c, "delayUnit")), { node: n.id, field: "delayUnit" }));
+        break;
+      case "user-input":
+        form.push(templated("Question", n, c, "promptText", true));
+        form.push(fieldBox("Who answers", select([{ value: "admin", label: "Admins" }, { value: "ops", label: "Ops members and admins" }], c.role || "admin", setter(n, c, "role")), { node: n.id, field: "role" }));
+        form.push(fieldBox("Answer within", number(c.timeoutAmount, setter(n, c, "timeoutAmount"), { min: 1, step: 1 }), { node: n.id, field: "timeoutAmount" }));
+        form.push(fieldBox("Unit", select(cat.units.map((u) => ({ value: u, label: u })), c.timeoutUnit || "days", setter(n, c, "timeoutUnit")), { node: n.id, field: "timeoutUnit" }));
+        break;
+      case "desktop-notification":
+        form.push(templated("Title", n, c, "title"));
+        form.push(templated("Text", n, c, "body", true));
+        form.push(fieldBox("Who", select(cat.recipients.map((r) => ({ value: r, label: { admins: "Admins", members: "Everyone in the organization", owner: "The record's owner" }[r] || r })), c.recipients || "admins", setter(n, c, "recipients")), { node: n.id, field: "recipients" }));
+        break;
+      case "sub-workflow":
+        form.push(fieldBox("Workflow", select([{ value: "", label: "Choose…" }].concat(cat.workflows), c.workflowId, setter(n, c, "workflowId")), { node: n.id, field: "workflowId" }));
+        break;
+      default:
+        form.push(el("p", { class: "hint", text: "This kind of step is edited in the YAML tab." }));
+    }
+    return form;
+  }
+
+  function renderForm(n) {
+    const holder = document.querySelector('[data-form="' + n.id + '"]');
+    if (!holder) return;
+    holder.replaceChildren(...(n === trigger() ? triggerForm(n) : nodeForm(n)));
+    refreshSummary(n);
+  }
+
+  // --- The flow ---------------------------------------------------------------------------------
+  function card(n) {
+    const isTrigger = n === trigger();
+    const problems = errors.filter((e) => e.node === n.id && !e.field);
+    const fieldProblems = errors.filter((e) => e.node === n.id && e.field).length;
+    const open = openNode === n.id;
+    const prev = movable(n.id), after = outs(n.id)[0];
+    const downOk = after && movable(after.target) && movable(after.target).id === n.id;
+    const box = el("article", { class: "node-card" + (isTrigger ? " trigger" : "") + (problems.length || fieldProblems ? " has-error" : ""), id: "node-" + n.id, "data-node": n.id, tabindex: "-1" },
+      el("header", {},
+        el("span", { class: "node-kind", text: isTrigger ? "When" : (KINDS.find((k) => k.subtype === n.data.subtype && (!k.tool || k.tool === kindOf(n))) || { label: n.data.subtype }).label }),
+        el("h3", { "data-label": n.id, text: isTrigger ? triggerWords() : n.data.label }),
+        el("p", { class: "node-summary", "data-summary": n.id, text: isTrigger ? "" : summary(n) })),
+      problems.map((p) => el("p", { class: "field-error", text: p.message })),
+      fieldProblems ? el("p", { class: "field-error", text: fieldProblems + " problem" + (fieldProblems > 1 ? "s" : "") + " in this step's settings" }) : null,
+      state.editable ? el("div", { class: "node-tools" },
+        el("button", { type: "button", "aria-expanded": open ? "true" : "false", onclick: () => { openNode = open ? null : n.id; render(); focusCard(n.id); }, text: open ? "Close" : "Edit", "aria-label": (open ? "Close " : "Edit ") + (isTrigger ? "the trigger" : n.data.label) }),
+        !isTrigger ? el("button", { type: "button", disabled: !prev, onclick: () => moveUp(n.id), text: "↑", "aria-label": "Move " + n.data.label + " up" }) : null,
+        !isTrigger ? el("button", { type: "button", disabled: !downOk, onclick: () => moveDown(n.id), text: "↓", "aria-label": "Move " + n.data.label + " down" }) : null,
+        !isTrigger ? el("button", { type: "button", class: "danger", onclick: () => remove(n.id), text: "Remove", "aria-label": "Remove " + n.data.label }) : null) : null);
+    if (open) {
+      const form = el("div", { class: "node-form", "data-form": n.id });
+      box.append(form);
+      setTimeout(() => renderForm(n), 0);
+    }
+    return box;
+  }
+
+  function adder(source, handle, target) {
+    if (!state.editable) return el("div", { class: "connector" });
+    const where = target ? "between " + (node(source).data.label || "the trigger") + " and " + node(target).data.label : "after " + (node(source) === trigger() ? "the trigger" : node(source).data.label);
+    const menu = select([{ value: "", label: "+ Add a step" }].concat(KINDS.map((k) => ({ value: k.key, label: k.label }))), "", (v) => { if (v) insert(v, source, handle, target); },
+      { class: "add-step", "aria-label": "Add a step " + where + (handle ? " (" + handle + ")" : "") });
+    return el("div", { class: "connector" }, menu);
+  }
+
+  function chain(container, id, placed) {
+    const n = node(id);
+    if (!n) return;
+    placed.add(id);
+    container.append(card(n));
+    const branches = BRANCHES[n.data.subtype] || (["parallel", "router"].includes(n.data.subtype)
+      ? Array.from(new Set(outs(id).map((e) => e.sourceHandle || ""))).map((h) => [h, h]) : null);
+    if (branches) {
+      const row = el("div", { class: "branches" });
+      branches.forEach(([handle, label]) => {
+        const column = el("div", { class: "branch", "data-handle": handle }, el("p", { class: "branch-label", text: label }));
+        const out = outs(id).find((e) => (e.sourceHandle || "") === handle);
+        column.append(adder(id, handle, out ? out.target : null));
+        if (out) follow(column, out.target, placed);
+        else column.append(el("p", { class: "end", text: "Ends here" }));
+        row.append(column);
+      });
+      container.append(row);
+      return;
+    }
+    const out = outs(id)[0];
+    container.append(adder(id, out ? out.sourceHandle : "", out ? out.target : null));
+    if (out) follow(container, out.target, placed);
+    else container.append(el("p", { class: "end", text: "End" }));
+  }
+  function follow(container, target, placed) {
+    if (placed.has(target)) container.append(el("p", { class: "joins" }, "Continues at ", el("a", { href: "#node-" + target, text: node(target).data.label })));
+    else chain(container, target, placed);
+  }
+
+  function render() {
+    const flow = document.getElementById("flow");
+    const t = trigger();
+    if (!t) { flow.replaceChildren(el("p", { class: "field-error", text: "This workflow has no trigger; fix it in the YAML tab." })); return; }
+    const placed = new Set();
+    const holder = el("div", { class: "chain" });
+    chain(holder, t.id, placed);
+    const stray = nodes().filter((n) => !placed.has(n.id));
+    if (stray.length) holder.append(el("p", { class: "field-error", text: "Not reachable from the trigger: " + stray.map((n) => n.data.label).join(", ") }));
+    flow.replaceChildren(holder);
+    const general = errors.filter((e) => !e.node);
+    document.getElementById("builder-errors").replaceChildren(...general.map((e) => el("li", { text: (e.place ? e.place + ": " : "") + e.message })));
+  }
+  function focusCard(id) { const c = document.getElementById("node-" + id); if (c) c.focus(); }
+
+  // --- Saving -----------------------------------------------------------------------------------
+  function csrf() { return document.querySelector("input[name=csrfmiddlewaretoken]").value; }
+  // Empty optional parts are left out, as the YAML export would write them.
+  function tidy() {
+    const t = trigger();
+    const conditions = t && t.data.config && t.data.config.conditions;
+    if (conditions && !(conditions.rules || []).length) delete t.data.config.conditions;
+  }
+  async function save() {
+    tidy();
+    doc.name = document.getElementById("wf-name").value;
+    doc.description = document.getElementById("wf-description").value;
+    const status = document.getElementById("save-state");
+    status.textContent = "Saving…";
+    let response;
+    try {
+      response = await fetch(state.save_url, { method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf() },
+        body: JSON.stringify({ document: doc, revision: state.revision }) });
+    } catch (error) {
+      status.textContent = "Not saved: the server could not be reached (" + error.message + ").";
+      return;
+    }
+    const answer = await response.json().catch(() => ({ errors: [{ message: "The server answered " + response.status, node: "", field: "", place: "" }] }));
+    if (response.ok) {
+      errors = [];
+      dirty = false;
+      status.textContent = answer.message;
+      if (state.save_url !== answer.url) { window.location.assign(answer.url + "?saved=1"); return; }
+      doc = answer.document; delete doc._status;
+      state.revision = answer.revision;
+      render();
+      return;
+    }
+    errors = answer.errors || [];
+    const nameProblem = errors.find((e) => e.place === "name");
+    document.getElementById("wf-name-error").textContent = nameProblem ? nameProblem.message : "";
+    status.textContent = response.status === 409 ? "Not saved: " + errors.map((e) => e.message).join(" ") : "Not saved: " + errors.length + " problem" + (errors.length > 1 ? "s" : "") + " to fix (shown in red).";
+    const first = errors.find((e) => e.node);
+    if (first) openNode = first.node;
+    render();
+    if (first) focusCard(first.node);
+  }
+
+  document.getElementById("save").addEventListener("click", save);
+  ["wf-name", "wf-description"].forEach((id) => document.getElementById(id).addEventListener("input", changed));
+  window.addEventListener("beforeunload", (event) => { if (dirty) { event.preventDefault(); event.returnValue = ""; } });
+  document.querySelectorAll("form.leave-check").forEach((f) => f.addEventListener("submit", (event) => {
+    if (dirty && !window.confirm("Your changes are not saved. Go on without them?")) event.preventDefault(); else dirty = false;
+  }));
+  render();
+})();
