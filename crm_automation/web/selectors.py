@@ -155,6 +155,9 @@ def history_page(organization: Organization, filters: RunFilters, after: str = "
     more = len(page) > HISTORY_PAGE
     page = page[:HISTORY_PAGE]
     name_records(page)
+    names = stage_names(organization.pk)
+    for run in page:  # what happened, with the stages it moved between: "Deal moves from Proposal to Won"
+        run.trigger_words = trigger_in_words(run.trigger_type, run.metadata, names)
     return page, str(page[-1].pk) if more else ""
 
 

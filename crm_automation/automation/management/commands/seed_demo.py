@@ -11,9 +11,11 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from crm_automation.automation import workflow_templates
-from crm_automation.automation.models import Workflow
+from crm_automation.automation.models import AutomationEvent, Workflow
 from crm_automation.automation.services import workflow_create, workflow_transition
 from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organization, Stage
+from crm_automation.crm.changes import DEAL_STAGE_CHANGE
+from crm_automation.crm.services import deal_move_to_stage
 
 STAGES = [("new", "New"), ("qualified", "Qualified"), ("proposal", "Proposal"),
           ("negotiation", "Negotiation"), ("won", "Won"), ("lost", "Lost")]
@@ -126,7 +128,22 @@ class Command(BaseCommand):
             )
             self.step("workflow 'Lead welcome email' (draft)")
         self._graph_workflows(org, user)
+        self._history(org, stages)
         self.stdout.write(self.style.SUCCESS("Demo data ready. Log in at /admin/ as 'demo'."))
+
+    def _history(self, org, stages) -> None:
+        """A first history for the run-history accordion and the approvals inbox: three deals
+        move (won, a large one to negotiation, lost) the first time the demo is seeded. They
+        are real stage changes: the worker `make run` starts runs their workflows."""
+        if AutomationEvent.objects.filter(organization=org, kind=DEAL_STAGE_CHANGE).exists():
+            return  # seeded before (or the demo has been used): its deals stay where they are
+        moves = [("Compiler Co brand refresh", "won"), ("Analytical website redesign", "negotiation"),
+                 ("Bletchley SEO retainer", "lost")]
+        for title, slug in moves:
+            deal = Deal.objects.filter(organization=org, title=title).first()
+            if deal is not None and deal.stage.slug != slug:
+                deal_move_to_stage(deal=deal, stage=stages[slug])
+        self.step("3 deals moved (won, negotiation, lost): their runs appear once the worker starts")
 
     def _graph_workflows(self, org, user) -> None:
         """The flow engine's capabilities, each in a workflow: the shipped templates (waits,
