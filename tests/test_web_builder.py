@@ -108,3 +108,15 @@ def test_garbage_bodies_get_a_clear_error(org, owner, won):
         response = client.post(url, data=body, content_type="application/json")
         assert response.status_code == 400, body
         assert response.json()["errors"][0]["message"]
+
+
+def test_a_stale_page_cannot_overwrite_a_newer_name_either(org, owner, won):
+    client = as_user(owner)
+    url = f"/crm/automation/workflows/{won.pk}/edit/"
+    document = data_of(client.get(url))["document"]
+    fresh = dict(document, name="Renamed by someone else")
+    assert post(client, url, fresh, won.draft_revision).status_code == 200
+    stale = dict(document, name="My older rename")
+    response = post(client, url, stale, won.draft_revision)
+    assert response.status_code == 409
+    assert Workflow.objects.get(pk=won.pk).name == "Renamed by someone else"

@@ -170,7 +170,7 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
                                                      tree=tree, expected_revision=expected)
         except DjangoValidationError as exc:
             # Someone saved since the caller read it (If-Match / draft_revision): a conflict, not bad input.
-            if expected is not None and "actions" in getattr(exc, "error_dict", {}) and "Someone else" in str(exc):
+            if expected is not None and "Someone else saved" in " ".join(exc.messages):
                 raise Conflict(" ".join(exc.messages)) from None
             raise
         return self._respond(workflow)

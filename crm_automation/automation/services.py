@@ -163,8 +163,7 @@ def workflow_update(*, workflow_id: int, by=None, changes: dict | None = None, a
         raise ValidationError(f"These fields cannot be changed here: {', '.join(sorted(unknown))}.")
     found = conflicts(workflow, expected, changes)
     if actions is not None and expected_revision is not None and workflow.draft_revision != expected_revision:
-        found["actions"] = ("Someone else saved changes to this workflow since you opened it, so your changes to "
-                            "the actions were not saved. Reload the page and make them again.")
+        found["actions"] = STALE_ACTIONS
     if found:
         raise ValidationError(found)
     for name, value in changes.items():
@@ -182,6 +181,12 @@ def workflow_update(*, workflow_id: int, by=None, changes: dict | None = None, a
     if not is_live(workflow):
         workflow_snapshot(workflow=workflow, by=by)
     return workflow
+
+
+STALE_ACTIONS = ("Someone else saved changes to this workflow since you opened it, so your changes to "
+                 "the actions were not saved. Reload the page and make them again.")
+STALE_DOCUMENT = ("Someone else saved changes to this workflow since you opened it, so your changes were not "
+                  "saved. Reload the page and make them again.")
 
 
 @transaction.atomic

@@ -9,6 +9,7 @@ from crm_automation.automation import documents
 from crm_automation.automation.definitions import DEFINITION_FIELDS, definition_of, validate_definition
 from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
 from crm_automation.automation.services import (
+    STALE_DOCUMENT,
     is_live,
     workflow_create,
     workflow_publish,
@@ -151,6 +152,11 @@ def workflow_update_from_document(*, workflow_id: int, by, document: dict, tree=
     keys given replace the current ones (`settings` key by key), the whole is checked as one
     document, and only what differs from the workflow as it is goes to `workflow_update`."""
     workflow = Workflow.objects.get(pk=workflow_id)
+    if expected_revision is not None and workflow.draft_revision != expected_revision:
+        # The whole document was edited from an older revision: any part of it may be stale (a
+        # name or a setting as much as the nodes). Changes after this read are caught under
+        # workflow_update's lock by `expected` and the revision.
+        raise ValidationError({"revision": STALE_DOCUMENT})
     current = workflow_document(workflow)
     current.pop("_status", None)
     if not isinstance(document, dict):
