@@ -236,7 +236,11 @@
   }
   function refreshSummary(n) {
     const s = document.querySelector('[data-summary="' + n.id + '"]');
-    if (s) s.textContent = summary(n);
+    if (s && n !== trigger()) s.textContent = summary(n);
+    if (n === trigger()) {  // the trigger's card is headed by its words ("Deal moves to Won")
+      const heading = document.querySelector('[data-label="' + n.id + '"]');
+      if (heading) heading.textContent = triggerWords();
+    }
   }
   function setter(n, target, key) {
     return (v) => { target[key] = v; changed(); refreshSummary(n); };
