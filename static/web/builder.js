@@ -70,6 +70,14 @@
     const found = Object.entries(fields()).find(([path, type]) => type === kind && !path.startsWith("trigger"));
     return found ? found[0] : Object.keys(fields()).find((p) => !p.startsWith("trigger")) || "";
   }
+  // "deal.contact.first_name" → "Deal's contact: first name" (the path stays the option's value).
+  function fieldLabel(path) {
+    const parts = path.split(".").map((x) => x.replace(/_/g, " "));
+    const last = parts.pop();
+    if (!parts.length) return last;
+    const owner = parts.map((x, i) => i === 0 ? x.charAt(0).toUpperCase() + x.slice(1) : x).join("'s ");
+    return owner + "'s " + last;
+  }
   function stageName(slug) { const s = cat.stages.find((x) => x.value === slug); return s ? s.label : slug; }
 
   function freeId(base) {
@@ -173,7 +181,7 @@
   function ruleWords(r) {
     const op = cat.operators.find((o) => o.value === r.operator);
     const value = cat.valueless.includes(r.operator) ? "" : " " + (fields()[r.field] === "stage" ? stageName(r.value) : JSON.stringify(r.value));
-    return (r.field || "…") + " " + (op ? op.label : r.operator) + value;
+    return (r.field ? fieldLabel(r.field) : "…") + " " + (op ? op.label : r.operator) + value;
   }
   function triggerWords() {
     const t = triggerType(), c = trigger().data.config || {};
@@ -295,7 +303,7 @@
     box.append(fieldBox("Match", select([{ value: "and", label: "all of these are true" }, { value: "or", label: "any of these is true" }],
       config.combinator || "and", (v) => { config.combinator = v; changed(); refreshSummary(n); })));
     const fieldOptions = Object.entries(fields()).filter(([p, t]) => !p.startsWith("trigger.") && p !== "trigger" && t !== "object")
-      .map(([p]) => ({ value: p, label: p }));
+      .map(([p]) => ({ value: p, label: fieldLabel(p) }));
     config.rules.forEach((rule, i) => {
       const row = el("div", { class: "rule" });
       const where = { node: n.id, field: "rules[" + i + "]" };

@@ -195,7 +195,7 @@ def test_an_admin_builds_a_branching_workflow_saves_it_and_activates_it(page, wa
     page.get_by_label("Field of condition 1").select_option("deal.amount")
     page.get_by_label("Operator of condition 1").select_option(label="is greater than")
     page.get_by_label("Value of condition 1").fill("5000")
-    expect(page.get_by_text("Continue if deal.amount is greater than 5000")).to_be_visible()
+    expect(page.get_by_text("Continue if Deal's amount is greater than 5000")).to_be_visible()
     shot(page, "condition")
 
     add_step(page, "Add a step after Check (condition-true)", "Create a task")
