@@ -119,25 +119,24 @@ def workflow_row(page, name: str):
 
 
 # --- 1. Pause and activate from the list ----------------------------------------------------------
+def flip(page, row, workflow, button: str, message: str, badge: str, status: str) -> None:
+    """Press the row's Pause or Activate button: the page says so, the badge and the database follow."""
+    with page.expect_navigation():
+        row.get_by_role("button", name=f"{button} {workflow.name}").click()
+    expect(page.get_by_role("status")).to_contain_text(message)
+    expect(row.get_by_text(badge, exact=True)).to_be_visible()
+    assert Workflow.objects.get(pk=workflow.pk).status == status
+
+
 def test_an_admin_pauses_and_activates_a_workflow_from_the_list(page, watch, browser, live_server, org, owner, shot):
     workflow = make_workflow(org, name="Kickoff")
     open_list(page, live_server, owner, watch)
     row = workflow_row(page, "Kickoff")
     expect(row.get_by_text("Activated", exact=True)).to_be_visible()
     shot(page, "list-active")
-
-    with page.expect_navigation():
-        row.get_by_role("button", name="Pause Kickoff").click()
-    expect(page.get_by_role("status")).to_contain_text("“Kickoff” is paused")
-    expect(row.get_by_text("Paused", exact=True)).to_be_visible()
-    assert Workflow.objects.get(pk=workflow.pk).status == "paused"
+    flip(page, row, workflow, "Pause", "“Kickoff” is paused", "Paused", "paused")
     shot(page, "paused")
-
-    with page.expect_navigation():
-        row.get_by_role("button", name="Activate Kickoff").click()
-    expect(page.get_by_role("status")).to_contain_text("“Kickoff” is active")
-    expect(row.get_by_text("Activated", exact=True)).to_be_visible()
-    assert Workflow.objects.get(pk=workflow.pk).status == "activated"
+    flip(page, row, workflow, "Activate", "“Kickoff” is active", "Activated", "activated")
     shot(page, "active-again")
 
     # Without JavaScript: the toggle is a plain POST form.
@@ -146,16 +145,9 @@ def test_an_admin_pauses_and_activates_a_workflow_from_the_list(page, watch, bro
     try:
         plain = open_list(context.new_page(), live_server, owner, watch)
         row = workflow_row(plain, "Kickoff")
-        with plain.expect_navigation():
-            row.get_by_role("button", name="Pause Kickoff").click()
-        expect(plain.get_by_role("status")).to_contain_text("“Kickoff” is paused")
-        expect(row.get_by_text("Paused", exact=True)).to_be_visible()
-        assert Workflow.objects.get(pk=workflow.pk).status == "paused"
+        flip(plain, row, workflow, "Pause", "“Kickoff” is paused", "Paused", "paused")
         shot(plain, "paused-without-javascript")
-        with plain.expect_navigation():
-            row.get_by_role("button", name="Activate Kickoff").click()
-        expect(row.get_by_text("Activated", exact=True)).to_be_visible()
-        assert Workflow.objects.get(pk=workflow.pk).status == "activated"
+        flip(plain, row, workflow, "Activate", "“Kickoff” is active", "Activated", "activated")
     finally:
         context.close()
     assert not watch.page_errors, say(watch, "script errors")
