@@ -168,3 +168,9 @@ def test_other_organizations_runs_records_and_questions_are_404(org, deal, outsi
     # Another organization's run id as the cursor just starts from the top.
     assert client.get("/crm/automation/runs/", {"after": kickoff_run.pk}).status_code == 200
     assert Deal.objects.filter(pk=deal.pk).exists()
+
+
+def test_the_admins_deal_page_links_to_the_record_page(org, deal, owner, client):
+    client.force_login(owner)
+    page = client.get(f"/admin/crm/deal/{deal.pk}/change/").content.decode()
+    assert f"/crm/automation/records/deal/{deal.pk}/" in page

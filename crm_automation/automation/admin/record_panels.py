@@ -59,9 +59,12 @@ def launch_panel(record) -> str:
     simulations = format_html_join(
         " · ", "<a href='{}?record={}'>{}</a>",
         ((reverse("admin:automation_workflow_simulate", args=[w.pk]), record.pk, w.name) for w in workflows))
-    return format_html("<p>{}</p><p>Simulate on this {} (nothing is sent, nothing changes): {}</p>",
+    page = reverse("web:record", args=[entity, record.pk])
+    return format_html("<p>{}</p><p>Simulate on this {} (nothing is sent, nothing changes): {}</p>"
+                       "<p><a href='{}'>Open this {}'s automation page</a> (its runs, why workflows ran or not, "
+                       "Run workflow…)</p>",
                        starts or "No workflow is started by hand on this record type.", entity,
-                       simulations or "no workflow yet")
+                       simulations or "no workflow yet", page, entity)
 
 
 class AutomationPanels:
