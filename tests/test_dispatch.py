@@ -31,7 +31,7 @@ def test_a_stage_filter_mismatch_is_explained(org, deal):
     drain()
     decision = decision_for(wf)
     assert decision.outcome == "stage_filter"
-    assert "the deal moved from “proposal”; the workflow listens for “negotiation”" in decision.reason
+    assert "the deal moved from “Proposal”; the workflow listens for “Negotiation”" in decision.reason
     assert not WorkflowRun.objects.exists()
 
 

@@ -144,7 +144,7 @@ def test_parts_that_come_later_are_kept_as_drafts_and_activation_says_why(org, o
     with pytest.raises(ValidationError) as refused:
         workflow_transition(workflow_id=wf.pk, name="activate", by=owner)
     text = " ".join(refused.value.messages)
-    assert "schedule triggers (cron) come with the scheduling features" in text
+    assert "schedule" not in text  # schedules run now (schedules.py); the agent does not yet
     assert "node “write” cannot run yet: AI agent nodes come with the AI features" in text
     assert "subtype: agent" in workflow_export_yaml(Workflow.objects.get(pk=wf.pk))
 

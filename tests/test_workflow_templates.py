@@ -17,7 +17,7 @@ from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_org, stage, time_passes
 
 KEYS = ["large-deal-approval", "lost-deal-feedback", "new-lead-welcome-sequence", "proposal-follow-up-3-touch",
-        "stale-deal-nudge", "won-deal-kickoff"]
+        "stale-deal-nudge", "weekly-pipeline-review", "won-deal-kickoff"]
 PAGE = reverse("admin:automation_workflow_templates")
 
 
@@ -241,7 +241,7 @@ def test_the_command_loads_every_template_as_a_draft(org, capsys):
     call_command("load_workflow_templates", "--org", "acme")
     assert sorted(Workflow.objects.values_list("key", "status")) == [(key, "draft") for key in KEYS]
     out = capsys.readouterr().out
-    assert "won-deal-kickoff: draft “Won deal kickoff” #" in out and "Loaded 6 template(s) into Acme" in out
+    assert "won-deal-kickoff: draft “Won deal kickoff” #" in out and f"Loaded {len(KEYS)} template(s) into Acme" in out
 
 
 def test_the_command_loads_the_named_ones_and_says_when_an_id_was_taken(org, capsys):
@@ -257,7 +257,7 @@ def test_the_command_loads_them_into_the_demo_organization(db, monkeypatch, caps
     drafts = Workflow.objects.filter(organization__slug="demo", status="draft", created_by__username="demo")
     before = drafts.count()
     call_command("load_workflow_templates", "--org", "demo", "--user", "demo")
-    assert drafts.count() == before + 6
+    assert drafts.count() == before + len(KEYS)
     assert "(id “won-deal-kickoff-2”: “won-deal-kickoff” was taken)" in capsys.readouterr().out
 
 
@@ -331,3 +331,20 @@ def test_someone_in_two_organizations_chooses_one(client, org, teammate):
     assert 'name="organization"' in client.get(PAGE).content.decode()
     client.post(PAGE, {"key": "won-deal-kickoff", "organization": rival.pk})
     assert list(Workflow.objects.values_list("organization__slug", flat=True)) == ["rival"]
+
+
+def test_the_weekly_pipeline_review_tells_the_admins_on_monday_morning(org, owner, deal):
+    from datetime import timedelta
+
+    from crm_automation.automation import schedules
+    from crm_automation.automation.models import WorkflowSchedule
+
+    workflow = activated(org, owner, "weekly-pipeline-review")
+    schedules.fire_due()
+    due = WorkflowSchedule.objects.get(workflow=workflow).next_due_at
+    assert (due.weekday(), due.hour, due.minute) == (0, 9, 0)
+    schedules.fire_due(now=due + timedelta(seconds=1))
+    drain()
+    assert the_run().status == "completed"
+    note = Notification.objects.get(user=owner)
+    assert note.title == "Pipeline review: 1 open deals"

@@ -24,10 +24,13 @@ TRIGGER_CHOICES += [(MANUAL_DEAL, "Started by a person on a deal"), (MANUAL_LEAD
 # An inbound webhook (crm_automation/webhooks): no record; its JSON is {{trigger.body}}.
 WEBHOOK = "webhook"
 TRIGGER_CHOICES += [(WEBHOOK, "Inbound webhook")]
+# A schedule (schedules.py): no record; {{trigger.scheduled_for}}, {{trigger.missed}}.
+SCHEDULE = "schedule"
+TRIGGER_CHOICES += [(SCHEDULE, "On a schedule")]
 TRIGGER_TYPES = {value for value, _ in TRIGGER_CHOICES}
 # Parts of the seed-001 format that come in later issues: a workflow using them is kept as a
 # draft (import, export, edit), and activation says why it cannot run yet.
-LATER_TRIGGERS = {"schedule": "schedule triggers (cron) come with the scheduling features"}
+LATER_TRIGGERS: dict[str, str] = {}
 LATER_NODES = {"agent": "AI agent nodes come with the AI features",
                "router": "AI router nodes come with the AI features",
                "response": "response nodes come with inbound webhooks"}
@@ -131,6 +134,8 @@ def fields_for(trigger_type: str) -> dict[str, str]:
         fields.update(_LEAD_FIELDS)
     if trigger_type in MANUAL:
         fields["trigger.input"] = OPEN  # what the person or the API passed when starting it
+    if trigger_type == SCHEDULE:
+        fields.update({"trigger.scheduled_for": "str", "trigger.missed": "number", "trigger.fired_at": "str"})
     if trigger_type == WEBHOOK:
         fields.update({"trigger.body": OPEN, "trigger.endpoint": "str", "trigger.endpoint_name": "str",
                        "trigger.webhook_id": "str"})

@@ -83,6 +83,10 @@ def validate_trigger(trigger_type, trigger_config, organization_id: int) -> list
     if not isinstance(trigger_type, str) or trigger_type not in catalog.TRIGGER_TYPES:
         return [("trigger_type", f"unknown trigger {shown(trigger_type)}; use one of "
                                  f"{', '.join(sorted(catalog.TRIGGER_TYPES))}")]
+    if trigger_type == catalog.SCHEDULE:
+        from crm_automation.automation import schedules  # (schedules imports the models)
+
+        return [("trigger_" + place, message) for place, message in schedules.validate(trigger_config or {})]
     config = trigger_config or {}
     if not isinstance(config, dict):
         return [("trigger_config", "must be an object, e.g. {\"to_stage\": \"won\"}")]

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from crm_automation.automation import conditions, context, plans
+from crm_automation.automation import catalog, conditions, context, plans
 from crm_automation.automation.enrollment import enroll
 from crm_automation.automation.models import (
     AutomationEvent,
@@ -18,7 +18,7 @@ from crm_automation.automation.models import (
     WorkflowRun,
     WorkflowStatus,
 )
-from crm_automation.crm.models import Organization
+from crm_automation.crm.models import Organization, Stage
 
 logger = logging.getLogger(__name__)
 Outcome = WorkflowDecision.Outcome
@@ -47,19 +47,21 @@ def claim_events(limit: int) -> list[AutomationEvent]:
     return list(AutomationEvent.objects.filter(pk__in=ids).order_by("id"))
 
 
-def _stage_filter(workflow_config: dict, trigger: dict) -> str | None:
-    """Why the trigger's from/to stages do not match the workflow's, or None if they do."""
+def _stage_filter(workflow_config: dict, trigger: dict, names: dict[str, str]) -> str | None:
+    """Why the trigger's from/to stages do not match the workflow's, or None if they do (in
+    the stages' names, as people know them)."""
     for key in ("from_stage", "to_stage"):
         wanted = workflow_config.get(key)
         if wanted and trigger.get(key) != wanted:
             label = key.replace("_", " ")
-            return f"the deal moved {label.split()[0]} “{trigger.get(key)}”; the workflow listens for “{wanted}”"
+            moved, listens = names.get(trigger.get(key), trigger.get(key)), names.get(wanted, wanted)
+            return f"the deal moved {label.split()[0]} “{moved}”; the workflow listens for “{listens}”"
     return None
 
 
-def _match(event, definition: dict, trigger: dict, load) -> tuple[str, str]:
+def _match(event, definition: dict, trigger: dict, load, names: dict[str, str]) -> tuple[str, str]:
     """Whether the definition's stage filter and conditions match this event."""
-    mismatch = _stage_filter(definition.get("trigger_config") or {}, trigger)
+    mismatch = _stage_filter(definition.get("trigger_config") or {}, trigger, names)
     if mismatch:
         return Outcome.STAGE_FILTER, mismatch
     endpoint = (definition.get("trigger_config") or {}).get("endpoint")
@@ -75,13 +77,13 @@ def _match(event, definition: dict, trigger: dict, load) -> tuple[str, str]:
     return Outcome.MATCHED, outcome.explanation
 
 
-def _decide(event, workflow, org, trigger, load) -> tuple[str, str] | None:
+def _decide(event, workflow, org, trigger, load, names: dict[str, str]) -> tuple[str, str] | None:
     """The decision for one candidate workflow; None for a draft that would not have run anyway
     (drafts are listed only when they are the answer to "why didn't it run?")."""
     if workflow.status == WorkflowStatus.DRAFT:
         if not plans.includes_automation(org.plan):
             return None
-        outcome, _ = _match(event, workflow.current_version.definition, trigger, load)
+        outcome, _ = _match(event, workflow.current_version.definition, trigger, load, names)
         if outcome != Outcome.MATCHED:
             return None
         return Outcome.DRAFT, "draft — not activated: it would have run if it were activated"
@@ -93,7 +95,7 @@ def _decide(event, workflow, org, trigger, load) -> tuple[str, str] | None:
     if event.depth > max_depth:
         return Outcome.LOOP_GUARD, (f"this change is {event.depth} steps down a chain of workflow "
                                     f"changes (run {event.caused_by_run_id}); the limit is {max_depth}")
-    return _match(event, workflow.current_version.definition, trigger, load)
+    return _match(event, workflow.current_version.definition, trigger, load, names)
 
 
 def _metadata(event, trigger, full) -> dict:
@@ -127,6 +129,10 @@ def dispatch_events(events: list[AutomationEvent]) -> list[int]:
     workflows = _candidates(events)
     orgs = Organization.objects.in_bulk({e.organization_id for e in events})
     slugs = context.stage_slugs(events)
+    stage_names: dict[int, dict[str, str]] = defaultdict(dict)
+    for org_id, slug, name in Stage.objects.filter(organization_id__in=orgs).values_list(
+            "organization_id", "slug", "name"):
+        stage_names[org_id][slug] = name
     records = None  # loaded only if some event gets past the cheap checks
 
     decisions, matched = [], []
@@ -145,7 +151,10 @@ def dispatch_events(events: list[AutomationEvent]) -> list[int]:
             return cache["full"]
 
         for wf in workflows.get((event.organization_id, event.kind), []):
-            decided = _decide(event, wf, orgs[event.organization_id], trigger, load)
+            if event.kind == catalog.SCHEDULE and wf.pk != event.payload.get("workflow_id"):
+                continue  # a due time belongs to its own workflow: the others are not candidates
+            decided = _decide(event, wf, orgs[event.organization_id], trigger, load,
+                              stage_names[event.organization_id])
             if decided is None:
                 continue
             outcome, reason = decided

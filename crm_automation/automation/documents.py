@@ -347,7 +347,8 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
     stage_keys = ("from_stage", "to_stage", "endpoint") if kind == "chat-app" else ()
     definition = {
         "trigger_type": trigger_type,
-        "trigger_config": trigger if kind == "schedule" else {k: v for k, v in trigger.items() if k in stage_keys},
+        "trigger_config": ({k: v for k, v in trigger.items() if k != "conditions"} if kind == "schedule"
+                           else {k: v for k, v in trigger.items() if k in stage_keys}),
         "conditions": trigger.get("conditions") or {},
         "error_handling": ERROR_HANDLING.get(settings.get("errorPolicy", "abort"), settings.get("errorPolicy")),
         "reenrollment": settings.get("reenrollment", "not_while_running"),
@@ -355,7 +356,7 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
         "actions": [],
     }
     allowed = {"chat-app": ("event", "from_stage", "to_stage", "conditions", "endpoint"), "manual": ("entity",),
-               "schedule": tuple(trigger)}[kind]
+               "schedule": tuple(trigger)}[kind]  # a schedule's settings are checked by schedules.validate
     for key in sorted(set(trigger) - set(allowed)):
         errors.append((f"nodes[{trigger_node['id']}].data.config.{key}", f"unknown setting ({', '.join(allowed)})"))
     if kind == "manual" and trigger.get("entity", "deal") not in ("deal", "lead"):

@@ -390,3 +390,34 @@ class MonthlyUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.organization_id} {self.month:%Y-%m}: {self.logged_runs} logged"
+
+
+class WorkflowSchedule(models.Model):
+    """When an activated schedule workflow is due next (schedules.py keeps these in step with
+    the workflows: one row per activated schedule workflow, none for the others)."""
+
+    workflow = models.OneToOneField(Workflow, on_delete=models.CASCADE, primary_key=True, related_name="schedule")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(WorkflowVersion, on_delete=models.CASCADE, related_name="+")
+    expression = models.CharField(max_length=120, help_text="The cron expression the schedule comes to.")
+    time_zone = models.CharField(max_length=64)
+    next_due_at = models.DateTimeField(db_index=True)
+    last_due_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id}: {self.expression} ({self.time_zone}), next {self.next_due_at:%Y-%m-%d %H:%M}"
+
+
+class ScheduleTick(models.Model):
+    """A due time that has been fired: unique per workflow, so no due time starts two runs,
+    whichever clusters race for it."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
+    due_at = models.DateTimeField(db_index=True)
+    fired_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workflow", "due_at"], name="uniq_schedule_tick")]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id} at {self.due_at:%Y-%m-%d %H:%M}"

@@ -55,7 +55,8 @@ def workflow_list(organization: Organization, filters: WorkflowFilters) -> list[
     names = stage_names(organization.pk)
     medians = median_durations(workflow_ids=[w.pk for w in workflows]) if workflows else {}
     for workflow in workflows:
-        workflow.trigger_words = trigger_in_words(workflow.trigger_type, workflow.trigger_config, names)
+        workflow.trigger_words = trigger_in_words(workflow.trigger_type, workflow.trigger_config, names,
+                                                  organization.time_zone)
         workflow.median_ms = medians.get(workflow.pk)
         workflow.success_rate = (round(100 * workflow.success_count / workflow.run_count)
                                  if workflow.run_count else None)

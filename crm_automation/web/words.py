@@ -1,7 +1,7 @@
 """What the pages say: triggers, steps and durations in words an ops manager reads, never a
 Python repr or an internal slug where a name exists."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.urls import reverse
 from django.utils import timezone
@@ -9,12 +9,12 @@ from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from crm_automation.automation import catalog, control, questions
+from crm_automation.automation import catalog, control, questions, schedules
 from crm_automation.crm.changes import DEAL_CREATED, DEAL_STAGE_CHANGE, LEAD_CONVERTED, LEAD_CREATED
 from crm_automation.crm.selectors import shown
 
 
-def trigger_in_words(trigger_type: str, config: dict | None, stage_names: dict[str, str]) -> str:
+def trigger_in_words(trigger_type: str, config: dict | None, stage_names: dict[str, str], time_zone: str = "") -> str:
     """“Deal moves from Proposal to Won”, “Lead is converted”, “Webhook arrives at Shop”."""
     config = config or {}
 
@@ -38,8 +38,8 @@ def trigger_in_words(trigger_type: str, config: dict | None, stage_names: dict[s
         return words[trigger_type]
     if trigger_type == catalog.WEBHOOK:
         return f"Webhook arrives at {config['endpoint']}" if config.get("endpoint") else "Webhook arrives"
-    if trigger_type in catalog.LATER_TRIGGERS:
-        return "On a schedule (not available yet)"
+    if trigger_type == catalog.SCHEDULE:
+        return schedules.describe(config, time_zone) if ("frequency" in config or "cron" in config) else "On a schedule"
     return dict(catalog.TRIGGER_CHOICES).get(trigger_type, "Unknown trigger")
 
 
@@ -67,7 +67,7 @@ def moment(value: str | datetime | None) -> str:
     if when is None:
         return str(value or "")
     if timezone.is_naive(when):
-        when = timezone.make_aware(when, timezone.utc)
+        when = timezone.make_aware(when, UTC)
     return timezone.localtime(when).strftime("%-d %b %Y, %H:%M:%S %Z")
 
 

@@ -191,6 +191,7 @@
       if (c.from_stage) return "Deal leaves " + stageName(c.from_stage);
       return "Deal changes stage";
     }
+    if (t === "schedule") return scheduleWords(c);
     const found = cat.events.find((e) => e.value === t);
     return found ? found.label : "Choose what starts the workflow";
   }
@@ -324,6 +325,7 @@
     const form = [];
     form.push(fieldBox("Starts when", select(cat.events, triggerType(), (v) => {
       if (v.startsWith("manual_")) { n.data.subtype = "manual"; n.data.config = { entity: v.slice(7) }; }
+      else if (v === "schedule") { n.data.subtype = "schedule"; n.data.config = { frequency: "daily", time: "09:00" }; }
       else { n.data.subtype = "chat-app"; n.data.config = { event: v }; }
       changed(); render();
     }), { node: n.id, field: "event" }));
@@ -338,6 +340,7 @@
     if (t === "webhook") {
       form.push(fieldBox("Endpoint", select([{ value: "", label: "Any endpoint" }].concat(cat.endpoints.map((e) => ({ value: e, label: e }))), c.endpoint || "", (v) => { if (v) c.endpoint = v; else delete c.endpoint; changed(); }), { node: n.id, field: "endpoint" }));
     }
+    if (t === "schedule") form.push(...scheduleFields(n, c));
     if (n.data.subtype === "chat-app" && t !== "webhook") {
       const conditions = c.conditions = c.conditions || { combinator: "and", rules: [] };
       const rules = rulesEditor(n, conditions);
@@ -348,6 +351,37 @@
     form.push(fieldBox("When a step fails", select([{ value: "abort", label: "Stop the run" }, { value: "skip", label: "Skip the step and go on" }, { value: "pause", label: "Pause the run and tell the admins" }], s.errorPolicy || "abort", (v) => { s.errorPolicy = v; changed(); })));
     form.push(fieldBox("A record may go through it", select([{ value: "not_while_running", label: "again, but not while its last run is unfinished" }, { value: "once", label: "only once, ever" }, { value: "every_time", label: "every time the trigger fires" }], s.reenrollment || "not_while_running", (v) => { s.reenrollment = v; changed(); })));
     return form;
+  }
+
+  // A schedule: how often, and when (in the organization's time zone).
+  const FREQUENCIES = [["daily", "Every day"], ["weekly", "Every week"], ["monthly", "Every month"], ["hourly", "Every hour"],
+    ["every-n-minutes", "Every few minutes"], ["cron", "Cron expression"]];
+  const SCHEDULE_DEFAULTS = { daily: { time: "09:00" }, weekly: { dayOfWeek: "monday", time: "09:00" },
+    monthly: { dayOfMonth: 1, time: "09:00" }, hourly: { minute: 0 }, "every-n-minutes": { intervalMinutes: 15 },
+    cron: { cron: "0 9 * * 1-5" } };
+  function scheduleFields(n, c) {
+    const where = (field) => ({ node: n.id, field: field });
+    const fields = [fieldBox("How often", select(FREQUENCIES.map(([value, label]) => ({ value: value, label: label })), c.frequency || (c.cron ? "cron" : "daily"), (v) => {
+      n.data.config = Object.assign({ frequency: v }, SCHEDULE_DEFAULTS[v]); changed(); renderForm(n);
+    }), where("frequency"))];
+    const frequency = c.frequency || (c.cron ? "cron" : "daily");
+    if (frequency === "weekly") fields.push(fieldBox("On", select(["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"].map((d) => ({ value: d, label: d.charAt(0).toUpperCase() + d.slice(1) })), c.dayOfWeek, setter(n, c, "dayOfWeek")), where("dayOfWeek")));
+    if (frequency === "monthly") fields.push(fieldBox("On day", select([{ value: "last", label: "The last day" }].concat(Array.from({ length: 31 }, (_, i) => ({ value: i + 1, label: String(i + 1) }))), c.dayOfMonth, (v) => { c.dayOfMonth = v === "last" ? v : Number(v); changed(); refreshSummary(n); }), where("dayOfMonth"), "Months without that day are skipped; choose “The last day” for month ends."));
+    if (["daily", "weekly", "monthly"].includes(frequency)) fields.push(fieldBox("At", text(c.time, setter(n, c, "time"), { type: "time" }), where("time"), "In the organization's time zone."));
+    if (frequency === "hourly") fields.push(fieldBox("Minutes past the hour", number(c.minute, setter(n, c, "minute"), { min: 0, max: 59, step: 1 }), where("minute")));
+    if (frequency === "every-n-minutes") fields.push(fieldBox("Every", select([1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30].map((m) => ({ value: m, label: m + " minutes" })), c.intervalMinutes, (v) => { c.intervalMinutes = Number(v); changed(); refreshSummary(n); }), where("intervalMinutes")));
+    if (frequency === "cron") fields.push(fieldBox("Cron expression", text(c.cron, setter(n, c, "cron")), where("cron"), "Five fields: minute hour day month weekday, e.g. 0 9 * * 1-5."));
+    return fields;
+  }
+  function scheduleWords(c) {
+    const f = c.frequency || (c.cron ? "cron" : "");
+    if (f === "daily") return "Every day at " + c.time;
+    if (f === "weekly") return "Every " + (c.dayOfWeek || "").replace(/^./, (x) => x.toUpperCase()) + " at " + c.time;
+    if (f === "monthly") return "Every month on " + (c.dayOfMonth === "last" ? "the last day" : "day " + c.dayOfMonth) + " at " + c.time;
+    if (f === "hourly") return "Every hour at " + (c.minute || 0) + " minutes past";
+    if (f === "every-n-minutes") return "Every " + c.intervalMinutes + " minutes";
+    if (f === "cron") return "On the cron schedule “" + c.cron + "”";
+    return "On a schedule";
   }
 
   function nodeForm(n) {

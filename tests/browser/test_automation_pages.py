@@ -12,7 +12,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from crm_automation.automation.models import Workflow, WorkflowRun, WorkflowRunAction
+from crm_automation.automation import schedules
+from crm_automation.automation.models import Workflow, WorkflowRun, WorkflowRunAction, WorkflowSchedule
 from crm_automation.crm.models import Deal, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.browser.conftest import DESKTOP, PASSWORD, TIMEOUT_MS, logged_in
@@ -378,6 +379,41 @@ def test_an_admin_approves_a_question_in_the_inbox(page, watch, live_server, org
     assert step.result["answered_by"] == "owner"
     assert not watch.page_errors, say(watch, "script errors")
 
+
+# --- 8. A schedule, set up in the builder, fires from the minute sweep ------------------------------
+def test_an_admin_schedules_a_weekly_workflow_and_the_sweep_starts_it(page, watch, live_server, org, owner, shot):
+    open_list(page, live_server, owner, watch)
+    with page.expect_navigation():
+        page.get_by_role("link", name="New workflow").click()
+    page.get_by_label("Name", exact=True).fill("Monday review")
+    page.get_by_role("button", name="Edit the trigger").click()
+    page.get_by_label("Starts when").select_option(label="On a schedule")
+    page.get_by_label("How often").select_option(label="Every week")
+    page.get_by_label("On", exact=True).select_option(label="Monday")
+    page.get_by_label("At", exact=True).fill("08:30")
+    add_step(page, "Add a step after the trigger", "Create a task")
+    page.get_by_label("Task title", exact=True).fill("Pipeline review")
+    shot(page, "schedule")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Save draft").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Activate").click()
+    expect(page.get_by_role("status").first).to_contain_text("is active")
+    workflow = Workflow.objects.get(name="Monday review")
+    assert workflow.trigger_config == {"frequency": "weekly", "dayOfWeek": "monday", "time": "08:30"}
+    page.goto(f"{live_server.url}{LIST}")
+    expect(workflow_row(page, "Monday review")).to_contain_text("Every Monday at 08:30")
+    shot(page, "listed")
+
+    schedules.fire_due()  # the minute sweep: the first due time is next Monday, 08:30
+    due = WorkflowSchedule.objects.get(workflow=workflow).next_due_at
+    assert (due.weekday(), due.hour, due.minute) == (0, 8, 30)  # the demo organization's zone is UTC here
+    assert schedules.fire_due(now=due) == 1
+    drain()
+    assert Task.objects.get().title == "Pipeline review"
+    page.reload()
+    expect(page.locator("details.run").first).to_contain_text("Monday review")
+    shot(page, "ran")
 
 # --- The builder's page among the workflow's other pages ---------------------------------------------
 def test_the_builder_of_a_saved_workflow_links_to_its_other_pages(page, watch, live_server, org, owner, shot):

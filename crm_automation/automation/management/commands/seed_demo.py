@@ -30,7 +30,7 @@ LEADS = [("Katherine Johnson", "katherine@example.com", "Orbital Partners"),
          ("Edsger Dijkstra", "edsger@example.com", "Shortest Path BV")]
 
 
-LIVE_TEMPLATES = {"large-deal-approval", "lost-deal-feedback", "proposal-follow-up-3-touch"}
+LIVE_TEMPLATES = {"large-deal-approval", "lost-deal-feedback", "proposal-follow-up-3-touch", "weekly-pipeline-review"}
 
 
 def demo_password_file() -> Path:
