@@ -24,6 +24,11 @@ TRIGGER_CHOICES += [(MANUAL_DEAL, "Started by a person on a deal"), (MANUAL_LEAD
 # An inbound webhook (crm_automation/webhooks): no record; its JSON is {{trigger.body}}.
 WEBHOOK = "webhook"
 TRIGGER_CHOICES += [(WEBHOOK, "Inbound webhook")]
+# Relative time (relative_time.py): a deal's date comes up, or a deal stays in a stage.
+DATE_REACHED, IN_STAGE = "deal_date_reached", "deal_in_stage"
+TRIGGER_CHOICES += [(DATE_REACHED, "A deal's date comes up"), (IN_STAGE, "A deal stays in a stage")]
+# Events meant for one workflow (its payload names it): the others are not candidates.
+ADDRESSED = {DATE_REACHED, IN_STAGE, "schedule"}
 # A schedule (schedules.py): no record; {{trigger.scheduled_for}}, {{trigger.missed}}.
 SCHEDULE = "schedule"
 TRIGGER_CHOICES += [(SCHEDULE, "On a schedule")]
@@ -39,6 +44,8 @@ TRIGGER_ENTITY = {
     DEAL_CREATED: "deal",
     LEAD_CONVERTED: "lead",
     LEAD_CREATED: "lead",
+    DATE_REACHED: "deal",
+    IN_STAGE: "deal",
     **MANUAL,
 }
 # Triggers whose config may name a from/to stage.
@@ -134,6 +141,8 @@ def fields_for(trigger_type: str) -> dict[str, str]:
         fields.update(_LEAD_FIELDS)
     if trigger_type in MANUAL:
         fields["trigger.input"] = OPEN  # what the person or the API passed when starting it
+    if trigger_type in (DATE_REACHED, IN_STAGE):
+        fields["trigger.occasion"] = "str"
     if trigger_type == SCHEDULE:
         fields.update({"trigger.scheduled_for": "str", "trigger.missed": "number", "trigger.fired_at": "str"})
     if trigger_type == WEBHOOK:

@@ -151,8 +151,8 @@ def dispatch_events(events: list[AutomationEvent]) -> list[int]:
             return cache["full"]
 
         for wf in workflows.get((event.organization_id, event.kind), []):
-            if event.kind == catalog.SCHEDULE and wf.pk != event.payload.get("workflow_id"):
-                continue  # a due time belongs to its own workflow: the others are not candidates
+            if event.kind in catalog.ADDRESSED and wf.pk != event.payload.get("workflow_id"):
+                continue  # a due time or an occasion belongs to its own workflow: the others are not candidates
             decided = _decide(event, wf, orgs[event.organization_id], trigger, load,
                               stage_names[event.organization_id])
             if decided is None:

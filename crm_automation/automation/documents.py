@@ -40,6 +40,8 @@ LATER: set[str] = set()  # every seed-001 subtype is accepted; catalog.LATER_* s
 PLAIN = {"desktop-notification": "notify", "function": "function", "user-input": "user_input",
          "sub-workflow": "sub_workflow", **{node: node for node in catalog.LATER_NODES}}
 TRIGGERS = ("chat-app", "manual", "schedule")
+# The settings of relative-time triggers (relative_time.py), on a chat-app trigger node.
+RELATIVE_KEYS = ("field", "offsetDays", "time", "stage", "days")
 PLAIN_SUBTYPE = {action: subtype for subtype, action in PLAIN.items()}
 TRUE_HANDLE, FALSE_HANDLE = "condition-true", "condition-false"
 NODE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -344,7 +346,7 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
     if not isinstance(trigger_type, str):
         return {}, [(f"nodes[{trigger_node['id']}].data.config.event", "is required (text): the CRM event, e.g. "
                                                                          "deal_stage_change")]
-    stage_keys = ("from_stage", "to_stage", "endpoint") if kind == "chat-app" else ()
+    stage_keys = ("from_stage", "to_stage", "endpoint", *RELATIVE_KEYS) if kind == "chat-app" else ()
     definition = {
         "trigger_type": trigger_type,
         "trigger_config": ({k: v for k, v in trigger.items() if k != "conditions"} if kind == "schedule"
@@ -355,7 +357,8 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
         "timeout_seconds": settings.get("timeoutSeconds", 60),
         "actions": [],
     }
-    allowed = {"chat-app": ("event", "from_stage", "to_stage", "conditions", "endpoint"), "manual": ("entity",),
+    allowed = {"chat-app": ("event", "from_stage", "to_stage", "conditions", "endpoint", *RELATIVE_KEYS),
+               "manual": ("entity",),
                "schedule": tuple(trigger)}[kind]  # a schedule's settings are checked by schedules.validate
     for key in sorted(set(trigger) - set(allowed)):
         errors.append((f"nodes[{trigger_node['id']}].data.config.{key}", f"unknown setting ({', '.join(allowed)})"))

@@ -421,3 +421,18 @@ class ScheduleTick(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workflow_id} at {self.due_at:%Y-%m-%d %H:%M}"
+
+
+class RelativeTrigger(models.Model):
+    """Where the relative-time pass of an activated workflow stands (relative_time.py): every
+    occasion up to `checked_until` has been fired."""
+
+    workflow = models.OneToOneField(Workflow, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(WorkflowVersion, on_delete=models.CASCADE, related_name="+")
+    trigger_type = models.CharField(max_length=40)
+    time_zone = models.CharField(max_length=64)
+    checked_until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id}: {self.trigger_type} checked until {self.checked_until:%Y-%m-%d %H:%M}"

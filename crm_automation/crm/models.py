@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
+from django.utils import timezone
 
 from crm_automation.crm import changes
 from crm_automation.crm.tenancy import TenantOwned
@@ -102,13 +103,20 @@ class Deal(TenantOwned):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     close_date = models.DateField(null=True, blank=True)
+    # When the deal entered its current stage ("in Proposal for 14 days" triggers read it through
+    # the index below); written with every stage change, by the same statement.
+    stage_entered_at = models.DateTimeField(default=timezone.now, editable=False)
     source_lead = models.ForeignKey("Lead", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
                                     editable=False, help_text="The lead this deal was converted from.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        indexes = [models.Index(fields=["organization", "stage"])]
+        # The relative-time triggers' queries (automation/relative_time.py): deals whose close
+        # date, creation or time in a stage comes up, found by range, never by scanning deals.
+        indexes = [models.Index(fields=["organization", "stage", "stage_entered_at"], name="deal_stage_since_idx"),
+                   models.Index(fields=["organization", "close_date"], name="deal_close_date_idx"),
+                   models.Index(fields=["organization", "created_at"], name="deal_created_idx")]
 
     def __str__(self) -> str:
         return self.title
@@ -130,6 +138,10 @@ class Deal(TenantOwned):
             if not creating and writes_stage:
                 previous_stage_id = (Deal.objects.select_for_update().filter(pk=self.pk)
                                      .values_list("stage_id", flat=True).first())
+                if previous_stage_id is not None and previous_stage_id != self.stage_id:
+                    self.stage_entered_at = timezone.now()
+                    if update_fields is not None:
+                        kwargs["update_fields"] = {*update_fields, "stage_entered_at"}
             super().save(*args, links_checked=True, **kwargs)
             change = None
             if creating:

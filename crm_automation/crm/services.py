@@ -36,7 +36,7 @@ def deal_move_to_stage(*, deal: Deal, stage: Stage) -> Deal:
     now = timezone.now()
     seen = getattr(deal, "_loaded_stage_id", deal.stage_id)
     moved = seen != stage.pk and Deal.objects.filter(pk=deal.pk, stage_id=seen).update(
-        stage=stage, updated_at=now)
+        stage=stage, updated_at=now, stage_entered_at=now)
     if not moved:
         current = Deal.objects.select_for_update().filter(pk=deal.pk).values_list("stage_id", flat=True).first()
         if current is None:
@@ -44,9 +44,9 @@ def deal_move_to_stage(*, deal: Deal, stage: Stage) -> Deal:
         if current == stage.pk:  # already there (someone else moved it): nothing happened
             deal.stage, deal._loaded_stage_id = stage, stage.pk
             return deal
-        Deal.objects.filter(pk=deal.pk).update(stage=stage, updated_at=now)
+        Deal.objects.filter(pk=deal.pk).update(stage=stage, updated_at=now, stage_entered_at=now)
         seen = current
-    deal.stage, deal.updated_at, deal._loaded_stage_id = stage, now, stage.pk
+    deal.stage, deal.updated_at, deal.stage_entered_at, deal._loaded_stage_id = stage, now, now, stage.pk
     changes.records_changed.send(sender=Deal, changes=[deal_stage_change(deal, seen)])
     return deal
 

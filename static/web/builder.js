@@ -192,6 +192,11 @@
       return "Deal changes stage";
     }
     if (t === "schedule") return scheduleWords(c);
+    if (t === "deal_in_stage") return "A deal in " + stageName(c.stage) + " for " + c.days + " days";
+    if (t === "deal_date_reached") {
+      const days = Math.abs(c.offsetDays || 0), what = c.field === "created_at" ? "creation date" : "close date";
+      return (days ? days + " days " + ((c.offsetDays || 0) < 0 ? "before" : "after") : "On") + " a deal's " + what + ", at " + (c.time || "09:00");
+    }
     const found = cat.events.find((e) => e.value === t);
     return found ? found.label : "Choose what starts the workflow";
   }
@@ -326,7 +331,7 @@
     form.push(fieldBox("Starts when", select(cat.events, triggerType(), (v) => {
       if (v.startsWith("manual_")) { n.data.subtype = "manual"; n.data.config = { entity: v.slice(7) }; }
       else if (v === "schedule") { n.data.subtype = "schedule"; n.data.config = { frequency: "daily", time: "09:00" }; }
-      else { n.data.subtype = "chat-app"; n.data.config = { event: v }; }
+      else { n.data.subtype = "chat-app"; n.data.config = Object.assign({ event: v }, RELATIVE_DEFAULTS[v] ? RELATIVE_DEFAULTS[v]() : {}); }
       changed(); render();
     }), { node: n.id, field: "event" }));
     const t = triggerType();
@@ -341,6 +346,17 @@
       form.push(fieldBox("Endpoint", select([{ value: "", label: "Any endpoint" }].concat(cat.endpoints.map((e) => ({ value: e, label: e }))), c.endpoint || "", (v) => { if (v) c.endpoint = v; else delete c.endpoint; changed(); }), { node: n.id, field: "endpoint" }));
     }
     if (t === "schedule") form.push(...scheduleFields(n, c));
+    if (t === "deal_date_reached") {
+      const offset = c.offsetDays || 0;
+      form.push(fieldBox("Which date", select([{ value: "close_date", label: "The close date" }, { value: "created_at", label: "The day it was created" }], c.field, setter(n, c, "field")), { node: n.id, field: "field" }));
+      form.push(fieldBox("Days", number(Math.abs(offset), (v) => { c.offsetDays = (c.offsetDays < 0 ? -1 : 1) * (Number(v) || 0); changed(); refreshSummary(n); }, { min: 0, max: 365, step: 1 }), { node: n.id, field: "offsetDays" }));
+      form.push(fieldBox("Before or after", select([{ value: "before", label: "before that date" }, { value: "after", label: "after that date (or on it, with 0 days)" }], offset < 0 ? "before" : "after", (v) => { c.offsetDays = (v === "before" ? -1 : 1) * Math.abs(c.offsetDays || 0); changed(); refreshSummary(n); })));
+      form.push(fieldBox("At", text(c.time || "09:00", setter(n, c, "time"), { type: "time" }), { node: n.id, field: "time" }, "In the organization's time zone."));
+    }
+    if (t === "deal_in_stage") {
+      form.push(fieldBox("Stage", select(cat.stages, c.stage, setter(n, c, "stage")), { node: n.id, field: "stage" }));
+      form.push(fieldBox("For (days)", number(c.days, setter(n, c, "days"), { min: 1, max: 365, step: 1 }), { node: n.id, field: "days" }, "Still in that stage after this many days."));
+    }
     if (n.data.subtype === "chat-app" && t !== "webhook") {
       const conditions = c.conditions = c.conditions || { combinator: "and", rules: [] };
       const rules = rulesEditor(n, conditions);
@@ -353,6 +369,10 @@
     return form;
   }
 
+  const RELATIVE_DEFAULTS = {
+    deal_date_reached: () => ({ field: "close_date", offsetDays: -3, time: "09:00" }),
+    deal_in_stage: () => ({ stage: (cat.stages[0] || {}).value, days: 14 }),
+  };
   // A schedule: how often, and when (in the organization's time zone).
   const FREQUENCIES = [["daily", "Every day"], ["weekly", "Every week"], ["monthly", "Every month"], ["hourly", "Every hour"],
     ["every-n-minutes", "Every few minutes"], ["cron", "Cron expression"]];
