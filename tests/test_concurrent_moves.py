@@ -60,9 +60,10 @@ def test_plain_saves_of_stale_copies_record_the_true_from_stage(org, contact):
     second.stage = stage(org, "won")  # still believes the deal is in proposal
     second.save()
     negotiation, won = stage(org, "negotiation").pk, stage(org, "won").pk
+    proposal = stage(org, "proposal").pk
     assert stage_changes() == [
-        {"from_stage_id": stage(org, "proposal").pk, "to_stage_id": negotiation},
-        {"from_stage_id": negotiation, "to_stage_id": won},
+        {"from_stage_id": proposal, "to_stage_id": negotiation, "changed": {"stage": [proposal, negotiation]}},
+        {"from_stage_id": negotiation, "to_stage_id": won, "changed": {"stage": [negotiation, won]}},
     ]
 
 

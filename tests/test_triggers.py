@@ -22,7 +22,8 @@ def test_a_stage_change_records_from_and_to(org, deal):
     deal_move_to_stage(deal=deal, stage=stage(org, "won"))
     event = AutomationEvent.objects.order_by("id").last()
     assert event.kind == "deal_stage_change"
-    assert event.payload == {"from_stage_id": stage(org, "proposal").pk, "to_stage_id": stage(org, "won").pk}
+    proposal, won = stage(org, "proposal").pk, stage(org, "won").pk
+    assert event.payload == {"from_stage_id": proposal, "to_stage_id": won, "changed": {"stage": [proposal, won]}}
 
 
 def test_a_plain_save_from_the_shell_fires_too(org, deal):
@@ -32,12 +33,14 @@ def test_a_plain_save_from_the_shell_fires_too(org, deal):
     assert kinds() == ["deal_created", "deal_stage_change"]
 
 
-def test_saving_without_a_stage_change_records_nothing(org, deal):
+def test_saving_other_fields_records_an_update_and_saving_nothing_new_records_nothing(org, deal):
     deal = Deal.objects.get(pk=deal.pk)
     deal.title = "Renamed"
     deal.save()
-    deal.save(update_fields=["title"])
-    assert kinds() == ["deal_created"]
+    deal.save(update_fields=["title"])  # the same title again: no change
+    deal.save()
+    assert kinds() == ["deal_created", "deal_updated"]
+    assert AutomationEvent.objects.get(kind="deal_updated").payload == {"changed": {"title": ["Website", "Renamed"]}}
 
 
 def test_moving_to_the_same_stage_records_nothing(org, deal):

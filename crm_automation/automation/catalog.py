@@ -9,7 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from crm_automation.crm.changes import DEAL_CREATED, DEAL_STAGE_CHANGE, LEAD_CONVERTED, LEAD_CREATED
+from crm_automation.crm.changes import (
+    DEAL_CREATED,
+    DEAL_STAGE_CHANGE,
+    DEAL_UPDATED,
+    LEAD_CONVERTED,
+    LEAD_CREATED,
+    LEAD_UPDATED,
+)
 
 TRIGGER_CHOICES = [
     (DEAL_STAGE_CHANGE, "Deal stage changes"),
@@ -24,6 +31,19 @@ TRIGGER_CHOICES += [(MANUAL_DEAL, "Started by a person on a deal"), (MANUAL_LEAD
 # An inbound webhook (crm_automation/webhooks): no record; its JSON is {{trigger.body}}.
 WEBHOOK = "webhook"
 TRIGGER_CHOICES += [(WEBHOOK, "Inbound webhook")]
+# A record's fields change (field_changes.py): any save that changes a field, or only some
+# fields, optionally only when the record starts to meet the workflow's conditions.
+TRIGGER_CHOICES += [(DEAL_UPDATED, "A deal is updated"), (LEAD_UPDATED, "A lead is updated")]
+UPDATED = {DEAL_UPDATED: "deal", LEAD_UPDATED: "lead"}
+# Which workflows an event is for, by the event's kind: a stage change is also an update.
+LISTENERS = {DEAL_STAGE_CHANGE: (DEAL_STAGE_CHANGE, DEAL_UPDATED)}
+
+
+def listeners(kind: str) -> tuple[str, ...]:
+    """The trigger types of the workflows an event of this kind may start."""
+    return LISTENERS.get(kind, (kind,))
+
+
 # Relative time (relative_time.py): a deal's date comes up, or a deal stays in a stage.
 DATE_REACHED, IN_STAGE = "deal_date_reached", "deal_in_stage"
 TRIGGER_CHOICES += [(DATE_REACHED, "A deal's date comes up"), (IN_STAGE, "A deal stays in a stage")]
@@ -46,6 +66,8 @@ TRIGGER_ENTITY = {
     LEAD_CREATED: "lead",
     DATE_REACHED: "deal",
     IN_STAGE: "deal",
+    DEAL_UPDATED: "deal",
+    LEAD_UPDATED: "lead",
     **MANUAL,
 }
 # Triggers whose config may name a from/to stage.
@@ -137,12 +159,14 @@ def fields_for(trigger_type: str) -> dict[str, str]:
     elif trigger_type == LEAD_CONVERTED:
         fields.update(_LEAD_FIELDS)
         fields.update(_DEAL_FIELDS)  # the deal the conversion created
-    elif trigger_type in (LEAD_CREATED, MANUAL_LEAD):
+    elif trigger_type in (LEAD_CREATED, MANUAL_LEAD, LEAD_UPDATED):
         fields.update(_LEAD_FIELDS)
     if trigger_type in MANUAL:
         fields["trigger.input"] = OPEN  # what the person or the API passed when starting it
     if trigger_type in (DATE_REACHED, IN_STAGE):
         fields["trigger.occasion"] = "str"
+    if trigger_type in UPDATED:
+        fields["trigger.changed"] = OPEN  # {field: {"old": …, "new": …}} of the save
     if trigger_type == SCHEDULE:
         fields.update({"trigger.scheduled_for": "str", "trigger.missed": "number", "trigger.fired_at": "str"})
     if trigger_type == WEBHOOK:

@@ -62,6 +62,9 @@ def trigger_dict(event: AutomationEvent, slugs: dict[int, str]) -> dict:
         trigger.update(event.payload)  # an inbound webhook: {{trigger.body.x}}, {{trigger.endpoint}}
     if "input" in event.payload:  # a manual start's data: {{trigger.input.x}}
         trigger["input"] = event.payload["input"]
+    if isinstance(event.payload.get("changed"), dict):  # a save's changes: {{trigger.changed.amount.old}}
+        trigger["changed"] = {name: {"old": pair[0], "new": pair[1]} for name, pair in event.payload["changed"].items()
+                              if isinstance(pair, list) and len(pair) == 2}
     return trigger
 
 

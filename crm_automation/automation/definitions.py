@@ -87,6 +87,11 @@ def validate_trigger(trigger_type, trigger_config, organization_id: int) -> list
         from crm_automation.automation import schedules  # (schedules imports the models)
 
         return [("trigger_" + place, message) for place, message in schedules.validate(trigger_config or {})]
+    if trigger_type in catalog.UPDATED:
+        from crm_automation.automation import field_changes
+
+        return [("trigger_" + place, message) for place, message in field_changes.validate(trigger_type,
+                                                                                            trigger_config or {})]
     if trigger_type in (catalog.DATE_REACHED, catalog.IN_STAGE):
         from crm_automation.automation import relative_time
 

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from crm_automation.automation import catalog, conditions, context, plans
+from crm_automation.automation import catalog, conditions, context, field_changes, plans
 from crm_automation.automation.enrollment import enroll
 from crm_automation.automation.models import (
     AutomationEvent,
@@ -68,12 +68,22 @@ def _match(event, definition: dict, trigger: dict, load, names: dict[str, str]) 
     if endpoint and str(endpoint) != str(trigger.get("endpoint")):
         return Outcome.STAGE_FILTER, f"the webhook came to endpoint {trigger.get('endpoint')}; the workflow " \
                                      f"listens to {endpoint}"
+    trigger_type = definition.get("trigger_type") or event.kind
+    changed = field_changes.changed_of(event.payload)
+    if trigger_type in catalog.UPDATED:
+        why = field_changes.unwatched(definition.get("trigger_config") or {}, changed)
+        if why:
+            return Outcome.STAGE_FILTER, why
     full = load()
     if full is None:
         return Outcome.RECORD_MISSING, f"the {event.entity_type} was deleted before the workflow ran"
-    outcome = conditions.evaluate(definition.get("conditions"), event.kind, {"trigger": trigger}, lambda: full)
+    outcome = conditions.evaluate(definition.get("conditions"), trigger_type, {"trigger": trigger}, lambda: full)
     if not outcome.passed:
         return Outcome.CONDITION_FALSE, outcome.explanation
+    if trigger_type in catalog.UPDATED and (definition.get("trigger_config") or {}).get("crossing"):
+        why = field_changes.crossing(definition, trigger_type, trigger, full, changed)
+        if why:
+            return Outcome.CONDITION_FALSE, why
     return Outcome.MATCHED, outcome.explanation
 
 
@@ -110,8 +120,9 @@ def _metadata(event, trigger, full) -> dict:
 def _candidates(events) -> dict[tuple[int, str], list[Workflow]]:
     found = defaultdict(list)
     statuses = [WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED, WorkflowStatus.DRAFT]
+    kinds = {trigger_type for e in events for trigger_type in catalog.listeners(e.kind)}
     for wf in (Workflow.objects.filter(organization_id__in={e.organization_id for e in events},
-                                       trigger_type__in={e.kind for e in events}, status__in=statuses,
+                                       trigger_type__in=kinds, status__in=statuses,
                                        current_version__isnull=False)
                .select_related("current_version").order_by("pk")):
         found[(wf.organization_id, wf.trigger_type)].append(wf)
@@ -150,7 +161,9 @@ def dispatch_events(events: list[AutomationEvent]) -> list[int]:
                 cache["full"] = None if missing else context.full_context(event, record, trigger)
             return cache["full"]
 
-        for wf in workflows.get((event.organization_id, event.kind), []):
+        candidates = [wf for trigger_type in catalog.listeners(event.kind)
+                      for wf in workflows.get((event.organization_id, trigger_type), [])]
+        for wf in candidates:
             if event.kind in catalog.ADDRESSED and wf.pk != event.payload.get("workflow_id"):
                 continue  # a due time or an occasion belongs to its own workflow: the others are not candidates
             decided = _decide(event, wf, orgs[event.organization_id], trigger, load,

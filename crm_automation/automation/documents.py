@@ -40,8 +40,9 @@ LATER: set[str] = set()  # every seed-001 subtype is accepted; catalog.LATER_* s
 PLAIN = {"desktop-notification": "notify", "function": "function", "user-input": "user_input",
          "sub-workflow": "sub_workflow", **{node: node for node in catalog.LATER_NODES}}
 TRIGGERS = ("chat-app", "manual", "schedule")
-# The settings of relative-time triggers (relative_time.py), on a chat-app trigger node.
-RELATIVE_KEYS = ("field", "offsetDays", "time", "stage", "days")
+# The settings of relative-time (relative_time.py) and record-updated (field_changes.py)
+# triggers, on a chat-app trigger node.
+RELATIVE_KEYS = ("field", "offsetDays", "time", "stage", "days", "fields", "crossing")
 PLAIN_SUBTYPE = {action: subtype for subtype, action in PLAIN.items()}
 TRUE_HANDLE, FALSE_HANDLE = "condition-true", "condition-false"
 NODE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")

@@ -4,7 +4,13 @@
 are written. Arguments: ``changes``, a list of :class:`RecordChange`. It fires for:
 
 - a Deal created (``deal_created``) or saved with a different stage (``deal_stage_change``),
-- a Lead created (``lead_created``) or converted (``lead_converted``),
+- a Deal saved with other changed fields (``deal_updated``),
+- a Lead created (``lead_created``), converted (``lead_converted``) or saved with changed fields
+  (``lead_updated``),
+
+One save is one change: a stage change that also changes the amount is one ``deal_stage_change``
+whose payload's ``changed`` lists both (``{"amount": ["12000.00", "15000.00"], "stage": [3, 5]}``:
+old and new, as JSON values; related records by id).
 
 from ``Model.save()`` (admin, shell, services) and from the bulk services in ``services.py``.
 It does not fire for ``QuerySet.update()`` or a plain ``bulk_create()``: use the services.
@@ -13,6 +19,7 @@ Receivers must only record the change (one INSERT); they must not do the work.
 
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from django.dispatch import Signal
 
@@ -20,6 +27,51 @@ DEAL_STAGE_CHANGE = "deal_stage_change"
 DEAL_CREATED = "deal_created"
 LEAD_CREATED = "lead_created"
 LEAD_CONVERTED = "lead_converted"
+DEAL_UPDATED = "deal_updated"
+LEAD_UPDATED = "lead_updated"
+
+# The fields whose changes are announced (model field names; foreign keys by their column).
+DEAL_TRACKED = ("title", "amount", "probability", "close_date", "contact_id", "owner_id", "stage_id")
+LEAD_TRACKED = ("name", "email", "company", "status", "owner_id")
+
+
+def json_value(value):
+    """A field's value as JSON: decimals and ids as text or numbers, dates as ISO text."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def _stored(instance, name: str, value):
+    """The value as the column holds it (15000 → Decimal("15000.00") for a money field), so an
+    unchanged value assigned in another form is no change, and old and new read alike."""
+    field = instance._meta.get_field(name)
+    value = field.to_python(value)
+    places = getattr(field, "decimal_places", None)
+    if places is not None and value is not None:
+        value = value.quantize(Decimal(1).scaleb(-places))
+    return value
+
+
+def changed_fields(before: dict, instance, fields) -> dict[str, list]:
+    """{field: [old, new]} of the fields whose stored value differs from the instance's
+    (`stage_id` is reported as `stage`)."""
+    found = {}
+    for name in fields:
+        old, new = _stored(instance, name, before[name]), _stored(instance, name, getattr(instance, name))
+        if old != new:
+            found[name.removesuffix("_id")] = [json_value(old), json_value(new)]
+    return found
+
+
+def written(tracked, update_fields) -> tuple[str, ...]:
+    """The tracked fields a save writes (all of them without update_fields)."""
+    if update_fields is None:
+        return tuple(tracked)
+    wanted = set(update_fields)
+    return tuple(name for name in tracked if name in wanted or name.removesuffix("_id") in wanted)
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,14 +131,15 @@ class Deal(TenantOwned):
         same with one conditional UPDATE; this path is for plain saves.)"""
         creating = self._state.adding
         update_fields = kwargs.get("update_fields")
-        writes_stage = update_fields is None or "stage" in update_fields or "stage_id" in update_fields
+        fields = changes.written(changes.DEAL_TRACKED, update_fields)
         self.check_links(update_fields)
         with transaction.atomic(using=kwargs.get("using"), savepoint=False):
-            previous_stage_id = None
-            if not creating and writes_stage:
-                previous_stage_id = (Deal.objects.select_for_update().filter(pk=self.pk)
-                                     .values_list("stage_id", flat=True).first())
-                if previous_stage_id is not None and previous_stage_id != self.stage_id:
+            before = None
+            if not creating and fields:
+                # The stored values, under the row's lock: what changed is decided against them,
+                # never against this instance's possibly stale copy.
+                before = Deal.objects.select_for_update().filter(pk=self.pk).values(*fields).first()
+                if before is not None and before.get("stage_id", self.stage_id) != self.stage_id:
                     self.stage_entered_at = timezone.now()
                     if update_fields is not None:
                         kwargs["update_fields"] = {*update_fields, "stage_entered_at"}
@@ -146,8 +147,13 @@ class Deal(TenantOwned):
             change = None
             if creating:
                 change = deal_created_change(self)
-            elif writes_stage and previous_stage_id is not None and previous_stage_id != self.stage_id:
-                change = deal_stage_change(self, previous_stage_id)
+            elif before is not None:
+                changed = changes.changed_fields(before, self, fields)
+                if "stage" in changed:
+                    change = deal_stage_change(self, before["stage_id"], changed)
+                elif changed:
+                    change = changes.RecordChange(changes.DEAL_UPDATED, self.organization_id, "deal", self.pk,
+                                                  {"changed": changed})
             if change is not None:
                 changes.records_changed.send(sender=Deal, changes=[change])
         self._loaded_stage_id = self.stage_id
@@ -164,9 +170,10 @@ def deal_created_change(deal: "Deal") -> changes.RecordChange:
                                 {"to_stage_id": deal.stage_id})
 
 
-def deal_stage_change(deal: "Deal", from_stage_id: int) -> changes.RecordChange:
+def deal_stage_change(deal: "Deal", from_stage_id: int, changed: dict | None = None) -> changes.RecordChange:
     return changes.RecordChange(changes.DEAL_STAGE_CHANGE, deal.organization_id, "deal", deal.pk,
-                                {"from_stage_id": from_stage_id, "to_stage_id": deal.stage_id})
+                                {"from_stage_id": from_stage_id, "to_stage_id": deal.stage_id,
+                                 "changed": changed or {"stage": [from_stage_id, deal.stage_id]}})
 
 
 class Lead(TenantOwned):
@@ -224,13 +231,22 @@ class Lead(TenantOwned):
         self.check_links(kwargs.get("update_fields"))
         creating = self._state.adding
         was_converted = getattr(self, "_was_converted", False)
+        fields = changes.written(changes.LEAD_TRACKED, kwargs.get("update_fields"))
         with transaction.atomic(using=kwargs.get("using"), savepoint=False):
+            before = None
+            if not creating and fields:
+                before = Lead.objects.select_for_update().filter(pk=self.pk).values(*fields).first()
             super().save(*args, links_checked=True, **kwargs)
             found = []
             if creating:
                 found.append(changes.RecordChange(changes.LEAD_CREATED, self.organization_id, "lead", self.pk))
             if self.converted_at is not None and not was_converted:
                 found.append(lead_converted_change(self))
+            elif before is not None:
+                changed = changes.changed_fields(before, self, fields)
+                if changed:
+                    found.append(changes.RecordChange(changes.LEAD_UPDATED, self.organization_id, "lead", self.pk,
+                                                      {"changed": changed}))
             if found:
                 changes.records_changed.send(sender=Lead, changes=found)
         self._was_converted = self.converted_at is not None

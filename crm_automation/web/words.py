@@ -9,7 +9,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from crm_automation.automation import catalog, control, questions, relative_time, schedules
+from crm_automation.automation import catalog, control, field_changes, questions, relative_time, schedules
 from crm_automation.crm.changes import DEAL_CREATED, DEAL_STAGE_CHANGE, LEAD_CONVERTED, LEAD_CREATED
 from crm_automation.crm.selectors import shown
 
@@ -38,6 +38,8 @@ def trigger_in_words(trigger_type: str, config: dict | None, stage_names: dict[s
         return words[trigger_type]
     if trigger_type == catalog.WEBHOOK:
         return f"Webhook arrives at {config['endpoint']}" if config.get("endpoint") else "Webhook arrives"
+    if trigger_type in catalog.UPDATED:
+        return field_changes.describe(trigger_type, config if ("fields" in config or "crossing" in config) else {})
     if trigger_type in (catalog.DATE_REACHED, catalog.IN_STAGE):
         set_up = config.get("field" if trigger_type == catalog.DATE_REACHED else "stage")
         return relative_time.describe(trigger_type, config, stage_names) if set_up else \

@@ -193,6 +193,11 @@
     }
     if (t === "schedule") return scheduleWords(c);
     if (t === "deal_in_stage") return "A deal in " + stageName(c.stage) + " for " + c.days + " days";
+    if (cat.watchable[t]) {
+      const who = t === "lead_updated" ? "lead" : "deal", fields = (c.fields || []).map((f) => f.replace(/_/g, " "));
+      return (fields.length ? "A " + who + "'s " + fields.join(" or ") + " changes" : "A " + who + " is updated") +
+        (c.crossing ? ", when it starts to meet the conditions" : "");
+    }
     if (t === "deal_date_reached") {
       const days = Math.abs(c.offsetDays || 0), what = c.field === "created_at" ? "creation date" : "close date";
       return (days ? days + " days " + ((c.offsetDays || 0) < 0 ? "before" : "after") : "On") + " a deal's " + what + ", at " + (c.time || "09:00");
@@ -318,7 +323,8 @@
       if (!cat.valueless.includes(rule.operator)) row.append(valueInput(fields()[rule.field], rule.value, (v) => { rule.value = v; changed(); refreshSummary(n); }, "Value of condition " + (i + 1)));
       row.append(el("button", { type: "button", class: "link", onclick: () => { config.rules.splice(i, 1); changed(); renderForm(n); }, text: "Remove", "aria-label": "Remove condition " + (i + 1) }));
       const problem = fieldError(where.node, where.field);
-      box.append(row, problem ? el("p", { class: "field-error", text: problem }) : null);
+      box.append(row);
+      if (problem) box.append(el("p", { class: "field-error", text: problem }));
     });
     box.append(el("button", { type: "button", onclick: () => { config.rules.push({ field: firstField("str"), operator: "eq", value: "" }); changed(); renderForm(n); }, text: "Add a condition" }));
     return box;
@@ -352,6 +358,26 @@
       form.push(fieldBox("Days", number(Math.abs(offset), (v) => { c.offsetDays = (c.offsetDays < 0 ? -1 : 1) * (Number(v) || 0); changed(); refreshSummary(n); }, { min: 0, max: 365, step: 1 }), { node: n.id, field: "offsetDays" }));
       form.push(fieldBox("Before or after", select([{ value: "before", label: "before that date" }, { value: "after", label: "after that date (or on it, with 0 days)" }], offset < 0 ? "before" : "after", (v) => { c.offsetDays = (v === "before" ? -1 : 1) * Math.abs(c.offsetDays || 0); changed(); refreshSummary(n); })));
       form.push(fieldBox("At", text(c.time || "09:00", setter(n, c, "time"), { type: "time" }), { node: n.id, field: "time" }, "In the organization's time zone."));
+    }
+    if (cat.watchable[t]) {
+      const box = el("fieldset", { class: "rules" }, el("legend", { text: "When these fields change (none ticked: any)" }));
+      cat.watchable[t].forEach((f) => {
+        const tick = el("input", { type: "checkbox", checked: (c.fields || []).includes(f) });
+        tick.addEventListener("change", () => {
+          const chosen = new Set(c.fields || []);
+          if (tick.checked) chosen.add(f); else chosen.delete(f);
+          c.fields = cat.watchable[t].filter((x) => chosen.has(x));
+          changed(); refreshSummary(n);
+        });
+        box.append(el("label", { class: "tick" }, tick, " " + f.replace(/_/g, " ")));
+      });
+      const problem = fieldError(n.id, "fields");
+      if (problem) box.append(el("p", { class: "field-error", text: problem }));
+      form.push(box);
+      const crossing = el("input", { type: "checkbox", checked: !!c.crossing, id: "crossing-" + n.id });
+      crossing.addEventListener("change", () => { c.crossing = crossing.checked; changed(); refreshSummary(n); });
+      form.push(el("div", { class: "field" }, el("label", { class: "tick", for: "crossing-" + n.id }, crossing,
+        " Only when the record starts to meet the conditions below (once, not on every later save)")));
     }
     if (t === "deal_in_stage") {
       form.push(fieldBox("Stage", select(cat.stages, c.stage, setter(n, c, "stage")), { node: n.id, field: "stage" }));

@@ -16,7 +16,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
-from crm_automation.automation import catalog, control, questions
+from crm_automation.automation import catalog, control, field_changes, questions
 from crm_automation.automation.actions.notify import RECIPIENTS
 from crm_automation.automation.documents import DocumentError
 from crm_automation.automation.models import Workflow, WorkflowStatus
@@ -67,6 +67,7 @@ def builder_catalog(organization: Organization) -> dict:
         "operators": [{"value": value, "label": label} for value, label in catalog.OPERATORS.items()],
         "ordering": sorted(catalog.ORDERING_OPERATORS), "valueless": sorted(catalog.VALUELESS_OPERATORS),
         "updatable": catalog.UPDATABLE_FIELDS,
+        "watchable": {trigger: list(field_changes.FIELDS[entity]) for trigger, entity in catalog.UPDATED.items()},
         "lead_statuses": [{"value": value, "label": label} for value, label in Lead.Status.choices],
         "priorities": [{"value": value, "label": label} for value, label in Task.Priority.choices],
         "recipients": list(RECIPIENTS), "roles": list(questions.ROLES), "units": list(control.UNITS),

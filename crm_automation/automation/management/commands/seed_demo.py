@@ -128,8 +128,25 @@ class Command(BaseCommand):
             )
             self.step("workflow 'Lead welcome email' (draft)")
         self._graph_workflows(org, user)
+        self._field_change_workflow(org, user)
         self._history(org, stages)
         self.stdout.write(self.style.SUCCESS("Demo data ready. Log in at /admin/ as 'demo'."))
+
+    def _field_change_workflow(self, org, user) -> None:
+        """A record-updated trigger with crossing semantics: fires once when a deal's amount
+        goes over 20,000, not on every later save of a big deal."""
+        if Workflow.objects.filter(organization=org, name="Big deal alert").exists():
+            return
+        alert = workflow_create(
+            organization=org, name="Big deal alert", by=user, reenrollment=Workflow.Reenrollment.EVERY_TIME,
+            description="When a deal's amount goes over 20,000: tell the admins (once per crossing).",
+            trigger_type="deal_updated", trigger_config={"fields": ["amount"], "crossing": True},
+            conditions={"combinator": "and", "rules": [{"field": "deal.amount", "operator": "gt", "value": 20000}]},
+            actions=[{"type": "notify", "label": "Tell Admins", "config": {
+                "title": "{{deal.title}} is now {{deal.amount}} (was {{trigger.changed.amount.old}})",
+                "recipients": "admins"}}])
+        workflow_transition(workflow_id=alert.pk, name="activate", by=user)
+        self.step("workflow 'Big deal alert' (a field-change trigger, activated)")
 
     def _history(self, org, stages) -> None:
         """A first history for the run-history accordion and the approvals inbox: three deals
