@@ -130,6 +130,39 @@ def bench_save_overhead(rounds: int = 10, per_round: int = 200) -> None:
               f"   ratio vs off {med / base:4.2f}x")
     flat = statistics.median(samples["50 workflows"]) / statistics.median(samples["1 workflow"])
     print(f"    50 vs 1 workflow: {flat:4.2f}x (flat = 1.00)")
+    bench_plain_save(setups["1 workflow"][0], rounds)
+
+
+def bench_plain_save(deals, rounds: int) -> None:
+    """A plain `Deal.save()` that changes the amount (a form or API edit): with automation off,
+    on (a `deal_updated` event with the old and new values), and the locked read of the stored
+    fields alone (what deciding the change costs)."""
+    from django.db import transaction
+
+    from crm_automation.crm.changes import DEAL_TRACKED
+
+    samples = {"off": [], "on": [], "locked read alone": []}
+    for r in range(rounds):
+        for label in samples:
+            if label == "off":
+                records_changed.disconnect(record_changes, dispatch_uid="automation-record-changes")
+            try:
+                for deal in deals:
+                    t0 = time.perf_counter()
+                    if label == "locked read alone":
+                        with transaction.atomic():
+                            Deal.objects.select_for_update().filter(pk=deal.pk).values(*DEAL_TRACKED).first()
+                    else:
+                        deal.amount = 1000 + r * 10 + (label == "on")
+                        deal.save()
+                    samples[label].append(time.perf_counter() - t0)
+            finally:
+                records_changed.connect(record_changes, weak=False, dispatch_uid="automation-record-changes")
+    base = statistics.median(samples["off"])
+    print("    plain Deal.save() of an amount change (a form or API edit), median of", len(samples["off"]))
+    for label, values in samples.items():
+        med = statistics.median(values)
+        print(f"      {label:<18} median {med * 1000:6.3f} ms   ratio vs off {med / base:4.2f}x")
 
 
 # --- the worker cluster -------------------------------------------------------------------------
