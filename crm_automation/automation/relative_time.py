@@ -24,6 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from crm_automation.automation.models import AutomationEvent, RelativeTrigger, Workflow, WorkflowStatus
+from crm_automation.automation.schedules import parse_time
 from crm_automation.crm.models import Deal, Stage
 
 logger = logging.getLogger(__name__)
@@ -33,12 +34,6 @@ TRIGGERS = (DATE_REACHED, IN_STAGE)
 DATE_FIELDS = {"close_date": "close date", "created_at": "creation date"}
 MAX_OFFSET, MAX_DAYS = 365, 365
 BATCH = 1000  # events written per INSERT
-
-
-def _time(value) -> tuple[int, int] | None:
-    from crm_automation.automation.schedules import _time as parse
-
-    return parse(value)
 
 
 def _whole(value, low: int, high: int) -> bool:
@@ -56,7 +51,7 @@ def validate(trigger_type: str, config, organization_id: int) -> list[tuple[str,
         if not _whole(config.get("offsetDays", 0), -MAX_OFFSET, MAX_OFFSET):
             errors.append(("config.offsetDays", f"must be a whole number of days from -{MAX_OFFSET} (before) "
                                                 f"to {MAX_OFFSET} (after)"))
-        if _time(config.get("time", "09:00")) is None:
+        if parse_time(config.get("time", "09:00")) is None:
             errors.append(("config.time", "must be a time of day as HH:MM, e.g. 09:00"))
     else:
         allowed = {"stage", "days", "conditions"}
@@ -85,7 +80,7 @@ def describe(trigger_type: str, config: dict, stage_names: dict[str, str] | None
 
 def _dates_due(config: dict, zone: ZoneInfo, after: datetime, until: datetime) -> list[date]:
     """The local days whose `time` falls in (after, until]."""
-    hours, minutes = _time(config.get("time", "09:00"))
+    hours, minutes = parse_time(config.get("time", "09:00"))
     day, last, found = after.astimezone(zone).date(), until.astimezone(zone).date(), []
     while day <= last:
         moment = datetime.combine(day, time(hours, minutes), tzinfo=zone)
@@ -112,7 +107,7 @@ def _due_deals(trigger: RelativeTrigger, config: dict, now: datetime):
     days = _dates_due(config, zone, trigger.checked_until, now)
     if not days:
         return []
-    hours, minutes = _time(config.get("time", "09:00"))
+    hours, minutes = parse_time(config.get("time", "09:00"))
     occasion = {day - offset: datetime.combine(day, time(hours, minutes), tzinfo=zone) for day in days}
     if config["field"] == "close_date":
         rows = deals.filter(close_date__in=list(occasion)).order_by("pk").values_list("pk", "close_date")

@@ -55,7 +55,8 @@ MAX_CATCH_UP = 100_000  # due times skipped over after downtime are counted up t
 NAMESPACE = uuid.UUID("4f9a7c1e-6a2b-4d8e-9c3f-5b1a2e7d0c11")
 
 
-def _time(value) -> tuple[int, int] | None:
+def parse_time(value) -> tuple[int, int] | None:
+    """(hours, minutes) of an HH:MM time of day, or None."""
     if not isinstance(value, str) or len(value) != 5 or value[2] != ":":
         return None
     hours, minutes = value[:2], value[3:]
@@ -82,7 +83,7 @@ def validate(config) -> list[tuple[str, str]]:
     if unknown:
         errors.append((f"config.{unknown[0]}", f"is not a setting of a {frequency} schedule "
                                                f"({', '.join(sorted(KEYS[frequency]))})"))
-    if "time" in KEYS[frequency] and _time(config.get("time")) is None:
+    if "time" in KEYS[frequency] and parse_time(config.get("time")) is None:
         errors.append(("config.time", "must be a time of day as HH:MM, e.g. 09:00"))
     if frequency == "weekly" and config.get("dayOfWeek") not in DAYS:
         errors.append(("config.dayOfWeek", f"must be one of {', '.join(DAYS)}"))
@@ -115,7 +116,7 @@ def expression(config: dict) -> str:
         return f"{config.get('minute', 0)} * * * *"
     if frequency == "every-n-minutes":
         return f"*/{config['intervalMinutes']} * * * *"
-    hours, minutes = _time(config["time"])
+    hours, minutes = parse_time(config["time"])
     if frequency == "daily":
         return f"{minutes} {hours} * * *"
     if frequency == "weekly":

@@ -31,6 +31,7 @@ from crm_automation.web.selectors import stage_names
 from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import forbidden, workflow_of
 from crm_automation.web.views.workflow_pages import tab_links
+from crm_automation.webhooks.models import WebhookEndpoint
 
 EVENTS = list(catalog.TRIGGER_CHOICES)  # manual_* become subtype "manual" in the document (builder.js)
 STARTER_NAME = "New workflow"
@@ -47,8 +48,6 @@ def starter_document() -> dict:
 
 def builder_catalog(organization: Organization) -> dict:
     """Everything the builder's selects and the variable picker offer, for this organization."""
-    from crm_automation.webhooks.models import WebhookEndpoint
-
     members = (Membership.objects.filter(organization=organization).select_related("user")
                .order_by("user__username"))
     return {
