@@ -10,12 +10,14 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from crm_automation.crm.changes import (
+    CONTACT_CREATED,
     DEAL_CREATED,
     DEAL_STAGE_CHANGE,
     DEAL_UPDATED,
     LEAD_CONVERTED,
     LEAD_CREATED,
     LEAD_UPDATED,
+    TASK_COMPLETED,
 )
 
 TRIGGER_CHOICES = [
@@ -43,6 +45,10 @@ def listeners(kind: str) -> tuple[str, ...]:
     """The trigger types of the workflows an event of this kind may start."""
     return LISTENERS.get(kind, (kind,))
 
+
+# A contact is created (no record to load: the contact is in the event), a task is completed
+# (about its deal or lead when it has one; the task is in the event).
+TRIGGER_CHOICES += [(CONTACT_CREATED, "A contact is created"), (TASK_COMPLETED, "A task is completed")]
 
 # Relative time (relative_time.py): a deal's date comes up, or a deal stays in a stage.
 DATE_REACHED, IN_STAGE = "deal_date_reached", "deal_in_stage"
@@ -165,6 +171,15 @@ def fields_for(trigger_type: str) -> dict[str, str]:
         fields["trigger.input"] = OPEN  # what the person or the API passed when starting it
     if trigger_type in (DATE_REACHED, IN_STAGE):
         fields["trigger.occasion"] = "str"
+    if trigger_type == CONTACT_CREATED:
+        fields.update({f"contact.{name}": "str" for name in ("id", "first_name", "last_name", "email", "phone",
+                                                             "company")})
+    if trigger_type == TASK_COMPLETED:
+        # The task's deal or lead, when it has one (conditions and templates on the other read as empty).
+        fields.update(_DEAL_FIELDS)
+        fields.update(_LEAD_FIELDS)
+        fields.update({"trigger.task.id": "number", "trigger.task.title": "str", "trigger.task.priority": "str",
+                       "trigger.task.due_date": "date", "trigger.task.assignee": "str"})
     if trigger_type in UPDATED:
         fields["trigger.changed"] = OPEN  # {field: {"old": …, "new": …}} of the save
     if trigger_type == SCHEDULE:

@@ -62,6 +62,9 @@ def trigger_dict(event: AutomationEvent, slugs: dict[int, str]) -> dict:
         trigger.update(event.payload)  # an inbound webhook: {{trigger.body.x}}, {{trigger.endpoint}}
     if "input" in event.payload:  # a manual start's data: {{trigger.input.x}}
         trigger["input"] = event.payload["input"]
+    for carried in ("task", "contact"):  # the record an event carries: {{trigger.task.title}}
+        if isinstance(event.payload.get(carried), dict):
+            trigger[carried] = event.payload[carried]
     if isinstance(event.payload.get("changed"), dict):  # a save's changes: {{trigger.changed.amount.old}}
         trigger["changed"] = {name: {"old": pair[0], "new": pair[1]} for name, pair in event.payload["changed"].items()
                               if isinstance(pair, list) and len(pair) == 2}
@@ -94,6 +97,8 @@ def full_context(event: AutomationEvent, record, trigger: dict) -> dict:
         context["lead"] = lead_dict(record)
         if record.converted_deal is not None:
             context["deal"] = deal_dict(record.converted_deal)
+    if isinstance(trigger.get("contact"), dict) and record is None:
+        context["contact"] = trigger["contact"]  # a new contact: {{contact.email}}
     # The seed's {{trigger.deal.title}}: the trigger's payload holds its record too.
     context["trigger"] = {**trigger, **{k: context[k] for k in ("deal", "lead") if k in context}}
     return context

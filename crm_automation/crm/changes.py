@@ -7,6 +7,9 @@ are written. Arguments: ``changes``, a list of :class:`RecordChange`. It fires f
 - a Deal saved with other changed fields (``deal_updated``),
 - a Lead created (``lead_created``), converted (``lead_converted``) or saved with changed fields
   (``lead_updated``),
+- a Contact created (``contact_created``; the payload holds the contact: no record to load),
+- a Task saved from open to done (``task_completed``; about its deal or lead when it has one,
+  the payload holds the task),
 
 One save is one change: a stage change that also changes the amount is one ``deal_stage_change``
 whose payload's ``changed`` lists both (``{"amount": ["12000.00", "15000.00"], "stage": [3, 5]}``:
@@ -29,6 +32,8 @@ LEAD_CREATED = "lead_created"
 LEAD_CONVERTED = "lead_converted"
 DEAL_UPDATED = "deal_updated"
 LEAD_UPDATED = "lead_updated"
+CONTACT_CREATED = "contact_created"
+TASK_COMPLETED = "task_completed"
 
 # The fields whose changes are announced (model field names; foreign keys by their column).
 DEAL_TRACKED = ("title", "amount", "probability", "close_date", "contact_id", "owner_id", "stage_id")
@@ -84,3 +89,11 @@ class RecordChange:
 
 
 records_changed = Signal(use_caching=True)  # sent on every save: cache the receiver lookup
+
+
+STAND_IN = uuid.UUID("2b0c6e0e-94d5-4c45-9a8e-5f2f3c1d7a60")
+
+
+def stand_in(kind: str, pk) -> uuid.UUID:
+    """A stable uuid for a record whose key is not one (contacts, tasks), as events need."""
+    return uuid.uuid5(STAND_IN, f"{kind}:{pk}")

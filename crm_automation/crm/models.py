@@ -85,6 +85,20 @@ class Contact(TenantOwned):
     def __str__(self) -> str:
         return f"{self.first_name} {self.last_name}".strip()
 
+    def save(self, *args, **kwargs) -> None:
+        """Save, and announce a creation (the contact travels in the event: workflows read
+        {{trigger.contact.email}} without loading it)."""
+        creating = self._state.adding
+        with transaction.atomic(using=kwargs.get("using"), savepoint=False):
+            super().save(*args, **kwargs)
+            if creating:
+                snapshot = {name: changes.json_value(getattr(self, name)) for name in
+                            ("first_name", "last_name", "email", "phone", "company")}
+                snapshot["id"] = self.pk
+                changes.records_changed.send(sender=Contact, changes=[changes.RecordChange(
+                    changes.CONTACT_CREATED, self.organization_id, "contact", changes.stand_in("contact", self.pk),
+                    {"contact": snapshot})])
+
 
 class Deal(TenantOwned):
     tenant_links = ("stage", "contact", "source_lead")
@@ -299,6 +313,32 @@ class Task(TenantOwned):
 
     def __str__(self) -> str:
         return self.title
+
+    def save(self, *args, **kwargs) -> None:
+        """Save, and announce a task done (its status from open to done, decided against the
+        stored status under the row's lock). The event is about the task's deal or lead, so a
+        workflow can act on it; the task travels in the payload ({{trigger.task.title}})."""
+        update_fields = kwargs.get("update_fields")
+        watch = not self._state.adding and (update_fields is None or "status" in update_fields)
+        with transaction.atomic(using=kwargs.get("using"), savepoint=False):
+            before = (Task.objects.select_for_update().filter(pk=self.pk).values_list("status", flat=True).first()
+                      if watch else None)
+            super().save(*args, **kwargs)
+            if before == self.Status.OPEN and self.status == self.Status.DONE:
+                changes.records_changed.send(sender=Task, changes=[task_completed_change(self)])
+
+
+def task_completed_change(task: Task) -> changes.RecordChange:
+    if task.deal_id:
+        entity, entity_id = "deal", task.deal_id
+    elif task.lead_id:
+        entity, entity_id = "lead", task.lead_id
+    else:
+        entity, entity_id = "task", changes.stand_in("task", task.pk)
+    snapshot = {"id": task.pk, "title": task.title, "priority": task.priority,
+                "due_date": changes.json_value(task.due_date),
+                "assignee": task.assignee.get_username() if task.assignee_id else None}
+    return changes.RecordChange(changes.TASK_COMPLETED, task.organization_id, entity, entity_id, {"task": snapshot})
 
 
 class EmailMessage(TenantOwned):
