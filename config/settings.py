@@ -210,6 +210,10 @@ WEBHOOK_RECEIPT_DAYS = env_int("WEBHOOK_RECEIPT_DAYS", 30, minimum=1)
 # production so that changing SECRET_KEY does not make the stored secrets unreadable.
 FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS", [])
 
+# --- Metrics (crm_automation/automation/metrics.py) ----------------------------------------------
+# GET /metrics for Prometheus, with `Authorization: Bearer <METRICS_TOKEN>`; unset: no endpoint.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
