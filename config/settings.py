@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -182,6 +182,13 @@ AUTOMATION = {
     "DRAIN_TIME_BUDGET": env_int("AUTOMATION_DRAIN_SECONDS", max(1, min(30, Q_TIMEOUT // 4)), minimum=1),
 }
 AUTOMATION["RUN_TIME_BUDGET"] = AUTOMATION["DRAIN_TIME_BUDGET"]
+# The circuit breaker (automation/breaker.py): a workflow whose runs fail more than this share
+# over the window (with at least BREAKER_MIN_RUNS finished) is paused and tried again after the
+# cool-down.
+AUTOMATION["BREAKER_FAILURE_RATE"] = env_float("AUTOMATION_BREAKER_FAILURE_RATE", 0.2)
+AUTOMATION["BREAKER_WINDOW_SECONDS"] = env_int("AUTOMATION_BREAKER_WINDOW_SECONDS", 300, minimum=60)
+AUTOMATION["BREAKER_MIN_RUNS"] = env_int("AUTOMATION_BREAKER_MIN_RUNS", 10, minimum=1)
+AUTOMATION["BREAKER_COOLDOWN_SECONDS"] = env_int("AUTOMATION_BREAKER_COOLDOWN_SECONDS", 900, minimum=60)
 # Within a task, an organization's runs get this long to deliver before the next organization's
 # runs take their turn (the rest is continued by another task): a slow provider or a stalling
 # recipient of one organization delays the others by seconds, not by the whole budget.

@@ -436,3 +436,25 @@ class RelativeTrigger(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workflow_id}: {self.trigger_type} checked until {self.checked_until:%Y-%m-%d %H:%M}"
+
+
+class CircuitBreak(models.Model):
+    """The circuit breaker paused a workflow (breaker.py): why, and when it was tried again."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="breaks")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    opened_at = models.DateTimeField()
+    reason = models.TextField()
+    runs = models.PositiveIntegerField(help_text="Finished runs in the window.")
+    failures = models.PositiveIntegerField(help_text="Of which failed.")
+    closes_at = models.DateTimeField(help_text="When the workflow is activated again, on trial.")
+    closed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.TextField(blank=True, help_text="What happened at the end of the cool-down.")
+
+    class Meta:
+        ordering = ["-opened_at"]
+        indexes = [models.Index(fields=["closes_at"], name="break_open_idx",
+                                condition=models.Q(closed_at__isnull=True))]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id} paused at {self.opened_at:%Y-%m-%d %H:%M}: {self.reason}"

@@ -10,7 +10,14 @@ from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from crm_automation.automation import catalog, plans
-from crm_automation.automation.models import MonthlyUsage, RunStatus, Workflow, WorkflowRun, WorkflowStatus
+from crm_automation.automation.models import (
+    CircuitBreak,
+    MonthlyUsage,
+    RunStatus,
+    Workflow,
+    WorkflowRun,
+    WorkflowStatus,
+)
 from crm_automation.automation.selectors import median_durations, runs_of_organization
 from crm_automation.crm.models import Deal, Lead, Organization, Stage
 from crm_automation.web.words import trigger_in_words
@@ -54,10 +61,12 @@ def workflow_list(organization: Organization, filters: WorkflowFilters) -> list[
     workflows = list(workflows[:500])
     names = stage_names(organization.pk)
     medians = median_durations(workflow_ids=[w.pk for w in workflows]) if workflows else {}
+    breaks = {b.workflow_id: b for b in CircuitBreak.objects.filter(workflow__in=workflows, closed_at__isnull=True)}
     for workflow in workflows:
         workflow.trigger_words = trigger_in_words(workflow.trigger_type, workflow.trigger_config, names,
                                                   organization.time_zone)
         workflow.median_ms = medians.get(workflow.pk)
+        workflow.open_break = breaks.get(workflow.pk)
         workflow.success_rate = (round(100 * workflow.success_count / workflow.run_count)
                                  if workflow.run_count else None)
     return workflows

@@ -102,6 +102,7 @@ def _page(request, *, workflow: Workflow | None, document: dict):
     return render(request, "web/builder.html", {
         "place": request.place, "section": "workflows", "workflow": workflow, "editable": editable,
         "live_changes": workflow is not None and has_unpublished_changes(workflow),
+        "breaks": list(workflow.breaks.all()[:5]) if workflow else [],
         "tabs": tab_links(workflow) if workflow else [], "tab": "builder",
         "builder_data": {"document": document, "catalog": builder_catalog(request.place.organization),
                          "revision": workflow.draft_revision if workflow else None,
