@@ -266,3 +266,22 @@ def test_a_real_smtp_stall_is_failed_before_the_handover_and_unknown_after(org, 
         assert email.error.startswith("the email provider did not take it")
     else:
         assert "may or may not have been sent" in email.error
+
+
+def test_the_connection_is_opened_before_a_message_is_claimed(org, monkeypatch):
+    """A sender killed while connecting leaves its message queued (nothing claimed yet), and an
+    unreachable provider is tried once per message, not once before and once after the claim."""
+    seen, opens = [], []
+
+    def open_and_look(self):
+        opens.append(1)
+        seen.append(sorted(EmailMessage.objects.values_list("status", flat=True)))
+        raise ConnectionRefusedError("no provider")
+
+    monkeypatch.setattr(mail.get_connection().__class__, "open", open_and_look)
+    emails = [EmailMessage.objects.create(organization=org, to=f"c{i}@example.com", subject="Hi") for i in range(3)]
+    done = email_delivery.emails_deliver(email_ids=[e.pk for e in emails])
+    assert seen[0] == ["queued", "queued", "queued"]  # the first connect comes before any claim
+    assert len(opens) == 3
+    assert {e.status for e in done.values()} == {"failed"}
+    assert all(e.error.startswith("could not connect to the email provider") for e in done.values())

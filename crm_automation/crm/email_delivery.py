@@ -55,6 +55,7 @@ class Provider:
         self._connection = None
         self._watching = False
         self.handed_over: bool | None = None  # None: this backend cannot tell
+        self.open_error: Exception | None = None  # the last connect (before a claim) failed: why
 
     def open(self):
         if self._connection is None:
@@ -160,6 +161,9 @@ def _message(email: EmailMessage, connection) -> mail.EmailMessage:
 def _hand_over(email: EmailMessage, provider: Provider) -> tuple[str, str]:
     """Give one claimed message to the provider: (status, error). No database work."""
     try:
+        if provider.open_error is not None:  # the connect before the claim failed: not tried twice
+            failure, provider.open_error = provider.open_error, None
+            raise failure
         connection = provider.open()
     except Exception as exc:  # could not reach the provider: nothing was handed over
         provider.discard()
@@ -176,6 +180,18 @@ def _hand_over(email: EmailMessage, provider: Provider) -> tuple[str, str]:
         return Status.UNKNOWN, (f"the email provider did not confirm it ({_describe(exc)}); "
                                 "it may or may not have been sent")
     return Status.SENT, ""
+
+
+def _connect_first(provider: Provider) -> None:
+    """Have the connection open before a message is claimed, so that a sender killed while
+    connecting leaves the message queued, not "outcome unknown": only a claimed message whose
+    sender already holds the connection can be in doubt. A failure is kept for the hand-over,
+    which records it on the message without connecting a second time."""
+    try:
+        provider.open()
+    except Exception as exc:  # noqa: BLE001 (recorded on the message the hand-over is for)
+        provider.discard()
+        provider.open_error = exc
 
 
 def email_deliver(*, email_id: int) -> EmailMessage:
@@ -212,10 +228,13 @@ def emails_deliver(*, email_ids: Iterable[int], deadline: float | None = None) -
 
     provider = Provider()
     try:
+        _connect_first(provider)
         current = claim_next()
         while current is not None:
             status, error = _hand_over(current, provider)
             following = waiting.pop(0) if waiting and in_time() else None
+            if following is not None:
+                _connect_first(provider)
             claimed = _record(current, status, error, then_claim=following)
             done[current.pk] = current
             if following is not None and not claimed:
