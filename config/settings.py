@@ -188,6 +188,17 @@ AUTOMATION["RUN_TIME_BUDGET"] = AUTOMATION["DRAIN_TIME_BUDGET"]
 AUTOMATION["BREAKER_FAILURE_RATE"] = env_float("AUTOMATION_BREAKER_FAILURE_RATE", 0.2)
 AUTOMATION["BREAKER_WINDOW_SECONDS"] = env_int("AUTOMATION_BREAKER_WINDOW_SECONDS", 300, minimum=60)
 AUTOMATION["BREAKER_MIN_RUNS"] = env_int("AUTOMATION_BREAKER_MIN_RUNS", 10, minimum=1)
+# Alerts (automation/alerting.py): thresholds from seed 003.
+AUTOMATION["ALERTS"] = {
+    "WINDOW_SECONDS": env_int("AUTOMATION_ALERT_WINDOW_SECONDS", 3600, minimum=300),
+    "MIN_RUNS": env_int("AUTOMATION_ALERT_MIN_RUNS", 20, minimum=1),
+    "WARNING_SUCCESS_RATE": env_float("AUTOMATION_ALERT_WARNING_SUCCESS_RATE", 0.95),
+    "CRITICAL_SUCCESS_RATE": env_float("AUTOMATION_ALERT_CRITICAL_SUCCESS_RATE", 0.80),
+    "SLOW_FACTOR": env_float("AUTOMATION_ALERT_SLOW_FACTOR", 2.0, low=1.0, high=100.0),
+    "BACKLOG": env_int("AUTOMATION_ALERT_BACKLOG", 1000, minimum=1),
+}
+# The address links in emails start with (alerts, notifications).
+SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 AUTOMATION["BREAKER_COOLDOWN_SECONDS"] = env_int("AUTOMATION_BREAKER_COOLDOWN_SECONDS", 900, minimum=60)
 # Within a task, an organization's runs get this long to deliver before the next organization's
 # runs take their turn (the rest is continued by another task): a slow provider or a stalling

@@ -458,3 +458,24 @@ class CircuitBreak(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workflow_id} paused at {self.opened_at:%Y-%m-%d %H:%M}: {self.reason}"
+
+
+class AlertIncident(models.Model):
+    """Something the automation noticed about itself (alerting.py): open while it lasts, told
+    to the organization's admins once (again if a warning turns critical)."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, null=True, blank=True, related_name="incidents")
+    kind = models.CharField(max_length=20)  # success_rate, slow, backlog
+    level = models.CharField(max_length=10)  # warning, critical
+    detail = models.TextField()
+    opened_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at"]
+        constraints = [models.UniqueConstraint(fields=["organization", "workflow", "kind"], name="uniq_open_incident",
+                                               condition=models.Q(closed_at__isnull=True))]
+
+    def __str__(self) -> str:
+        return f"{self.level} {self.kind} ({'open' if self.closed_at is None else 'closed'}): {self.detail}"

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from crm_automation.automation import breaker, relative_time, schedules
+from crm_automation.automation import alerting, breaker, relative_time, schedules
 from crm_automation.automation.dispatch import claim_events, dispatch_events
 from crm_automation.automation.engine import execute_runs
 from crm_automation.automation.leases import lease_length
@@ -127,6 +127,7 @@ def sweep(fan_out: bool = True) -> dict:
     # Due schedules and relative-time occasions: their events are drained below with any others.
     scheduled = schedules.fire_due() + relative_time.fire_due()
     breaker.check()  # pause workflows failing too much, try cooled-down ones again
+    alerting.check()  # tell admins about low success rates, slowness, a backlog (once per incident)
     woken = wake_due_runs(WAKE_BATCH)
     if fan_out and len(woken) == WAKE_BATCH:
         enqueue_sweep()  # more are due: another worker helps, as a full event batch does for drains

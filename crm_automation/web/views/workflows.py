@@ -9,7 +9,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from crm_automation.automation import catalog
 from crm_automation.automation import workflow_templates as templates
 from crm_automation.automation.documents import DocumentError
-from crm_automation.automation.models import WorkflowStatus
+from crm_automation.automation.models import AlertIncident, WorkflowStatus
 from crm_automation.automation.services import workflow_delete, workflow_transition
 from crm_automation.automation.versioning import workflow_clone
 from crm_automation.web import selectors
@@ -33,6 +33,8 @@ def workflow_list(request):
         "status_filters": STATUS_FILTERS,
         "trigger_choices": [(value, label) for value, label in catalog.TRIGGER_CHOICES],
         "usage": selectors.usage(place.organization),
+        "alerts": list(AlertIncident.objects.filter(organization=place.organization, closed_at__isnull=True)
+                       .select_related("workflow")[:10]),
         **history_context(request),
     }
     return render(request, "web/workflow_list.html", context)
