@@ -89,8 +89,9 @@ class Contact(TenantOwned):
         """Save, and announce a creation (the contact travels in the event: workflows read
         {{trigger.contact.email}} without loading it)."""
         creating = self._state.adding
+        self.check_links(kwargs.get("update_fields"))  # before the transaction, as Deal.save does
         with transaction.atomic(using=kwargs.get("using"), savepoint=False):
-            super().save(*args, **kwargs)
+            super().save(*args, links_checked=True, **kwargs)
             if creating:
                 snapshot = {name: changes.json_value(getattr(self, name)) for name in
                             ("first_name", "last_name", "email", "phone", "company")}
@@ -320,10 +321,11 @@ class Task(TenantOwned):
         workflow can act on it; the task travels in the payload ({{trigger.task.title}})."""
         update_fields = kwargs.get("update_fields")
         watch = not self._state.adding and (update_fields is None or "status" in update_fields)
+        self.check_links(update_fields)  # before the transaction: a refused link leaves no broken one
         with transaction.atomic(using=kwargs.get("using"), savepoint=False):
             before = (Task.objects.select_for_update().filter(pk=self.pk).values_list("status", flat=True).first()
                       if watch else None)
-            super().save(*args, **kwargs)
+            super().save(*args, links_checked=True, **kwargs)
             if before == self.Status.OPEN and self.status == self.Status.DONE:
                 changes.records_changed.send(sender=Task, changes=[task_completed_change(self)])
 
