@@ -95,8 +95,15 @@ TRANSITION_DOC = {
 }
 
 
+class AcknowledgeSerializer(serializers.Serializer):
+    acknowledge_cycle = serializers.BooleanField(
+        default=False, help_text="Go live although the workflow can start itself in a circle that a condition or "
+                                 "a once-only rule stops (a guarded cycle; an unguarded one is always refused).")
+
+
 def _transition_schema(name: str):
-    return extend_schema(summary=f"{name.title()} the workflow", description=TRANSITION_DOC[name], request=None,
+    request = AcknowledgeSerializer if name in ("publish", "activate") else None
+    return extend_schema(summary=f"{name.title()} the workflow", description=TRANSITION_DOC[name], request=request,
                          responses={200: WorkflowSerializer, 403: FORBIDDEN, 404: NOT_YOURS, 409: CONFLICT})
 
 
@@ -182,9 +189,16 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
     # --- Transitions ----------------------------------------------------------------------------
     def _transition(self, name: str) -> Response:
         workflow = self.get_object()
+        body = AcknowledgeSerializer(data=self.request.data if isinstance(self.request.data, dict) else {})
+        body.is_valid(raise_exception=True)
+        acknowledged = body.validated_data["acknowledge_cycle"]
         with refusals_as_conflicts():
             if name == "publish":
-                workflow = workflow_publish(workflow_id=workflow.pk, by=self.request.user)
+                workflow = workflow_publish(workflow_id=workflow.pk, by=self.request.user,
+                                            acknowledge_cycle=acknowledged)
+            elif name == "activate":
+                workflow = workflow_transition(workflow_id=workflow.pk, name=name, by=self.request.user,
+                                               acknowledge_cycle=acknowledged)
             else:
                 workflow = workflow_transition(workflow_id=workflow.pk, name=name, by=self.request.user)
         return self._respond(workflow)

@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils.text import slugify
 
-from crm_automation.automation import documents, enrollment, plans
+from crm_automation.automation import cycles, documents, enrollment, plans
 from crm_automation.automation.definitions import (
     DEFINITION_FIELDS,
     action_dict,
@@ -190,8 +190,9 @@ STALE_DOCUMENT = ("Someone else saved changes to this workflow since you opened 
 
 
 @transaction.atomic
-def workflow_publish(*, workflow_id: int, by) -> Workflow:
-    """Make a live workflow's saved edits the version new triggers run. Org admins may."""
+def workflow_publish(*, workflow_id: int, by, acknowledge_cycle: bool = False) -> Workflow:
+    """Make a live workflow's saved edits the version new triggers run. Org admins may.
+    A cycle with other workflows is refused (cycles.py); a guarded one only if not acknowledged."""
     workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
     if by is not None and not user_has_role(by, workflow.organization_id, "admin"):
         raise PermissionDenied("Only admins of this organization can publish workflows.")
@@ -200,6 +201,9 @@ def workflow_publish(*, workflow_id: int, by) -> Workflow:
                               + ("activate it to make it live." if workflow.status == WorkflowStatus.DRAFT
                                  else "archived workflows do not run; clone it to use it again."))
     problems = activation_problems(definition_of(workflow), workflow.organization_id)
+    circle = cycles.refusal(workflow, definition_of(workflow), acknowledge_cycle) if not problems else None
+    if circle:
+        problems.append(circle)
     if problems:
         raise ValidationError(f"Cannot publish “{workflow.name}”: " + "; ".join(problems) + ".")
     workflow_snapshot(workflow=workflow, by=by)
@@ -218,7 +222,7 @@ _REFUSED = {
 
 
 @transaction.atomic
-def workflow_transition(*, workflow_id: int, name: str, by) -> Workflow:
+def workflow_transition(*, workflow_id: int, name: str, by, acknowledge_cycle: bool = False) -> Workflow:
     """Apply a status transition after checking who asks and why it may not happen.
 
     The organization row is locked first, so two concurrent activations cannot both pass the
@@ -248,6 +252,10 @@ def workflow_transition(*, workflow_id: int, name: str, by) -> Workflow:
         if workflow.status == WorkflowStatus.DRAFT or workflow.current_version is None:
             workflow_snapshot(workflow=workflow, by=by)  # going live for the first time
         problems += activation_problems(workflow.current_version.definition, organization.pk)
+        circle = cycles.refusal(workflow, workflow.current_version.definition, acknowledge_cycle) \
+            if not problems else None
+        if circle:
+            problems.append(circle)
         if problems:
             raise ValidationError(f"Cannot activate “{workflow.name}”: " + "; ".join(problems) + ".")
     getattr(workflow, name)()

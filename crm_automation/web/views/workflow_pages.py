@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
 
-from crm_automation.automation import catalog, documents, graph
+from crm_automation.automation import catalog, cycles, documents, graph
 from crm_automation.automation.definitions import definition_of
 from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
 from crm_automation.automation.services import can_edit, has_unpublished_changes, is_live, workflow_publish
@@ -350,7 +350,9 @@ def workflow_publish_view(request, pk: int):
     if request.method == "POST":
         if not request.place.can_manage:
             return forbidden(request, "Only admins of this organization publish workflows.")
-        attempt(request, lambda: workflow_publish(workflow_id=workflow.pk, by=request.user),
+        acknowledged = request.POST.get("acknowledge_cycle") == "1"
+        attempt(request, lambda: workflow_publish(workflow_id=workflow.pk, by=request.user,
+                                                  acknowledge_cycle=acknowledged),
                 lambda done: f"Published: version {done.version} of “{done.name}” runs for new triggers; runs "
                              "already under way finish on the version they started with.")
         return redirect("web:publish", pk=workflow.pk)
@@ -359,8 +361,10 @@ def workflow_publish_view(request, pk: int):
     if pending:
         live = workflow_document(workflow, workflow.current_version)
         changes, lines = changes_in_words(live, workflow_document(workflow), stage_names(workflow.organization_id))
+    # Guarded circles the person may acknowledge (an unguarded one is refused whatever they tick).
+    circles = [c for c in cycles.find(workflow, definition_of(workflow)) if c.guarded]
     return _page(request, workflow, "publish", "web/workflow_publish.html", {
-        "pending": pending, "changes": changes, "lines": lines, "live": is_live(workflow)})
+        "pending": pending, "changes": changes, "lines": lines, "live": is_live(workflow), "circles": circles})
 
 
 # --- Simulate -----------------------------------------------------------------------------------

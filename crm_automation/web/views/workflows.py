@@ -48,7 +48,9 @@ def workflow_toggle(request, pk: int):
     if not request.place.can_manage:
         return forbidden(request, "Only admins of this organization can switch workflows on and off.")
     name = "pause" if workflow.status == WorkflowStatus.ACTIVATED else "activate"
-    attempt(request, lambda: workflow_transition(workflow_id=workflow.pk, name=name, by=request.user),
+    acknowledged = request.POST.get("acknowledge_cycle") == "1"
+    attempt(request, lambda: workflow_transition(workflow_id=workflow.pk, name=name, by=request.user,
+                                                 acknowledge_cycle=acknowledged),
             f"“{workflow.name}” is {'paused: it no longer starts runs' if name == 'pause' else 'active'}.")
     return back(request)
 
