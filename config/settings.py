@@ -228,6 +228,15 @@ WEBHOOK_RECEIPT_DAYS = env_int("WEBHOOK_RECEIPT_DAYS", 30, minimum=1)
 # production so that changing SECRET_KEY does not make the stored secrets unreadable.
 FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEYS", [])
 
+# --- Retention (crm_automation/automation/retention.py) ------------------------------------------
+# Days of run history each plan keeps; older finished runs, decisions and events are deleted by a
+# daily schedule (Free keeps no history anyway).
+RUN_HISTORY_DAYS = {
+    "free": 30,
+    "pro": env_int("RUN_HISTORY_DAYS_PRO", 90, minimum=1),
+    "enterprise": env_int("RUN_HISTORY_DAYS_ENTERPRISE", 365, minimum=1),
+}
+
 # --- Metrics (crm_automation/automation/metrics.py) ----------------------------------------------
 # GET /metrics for Prometheus, with `Authorization: Bearer <METRICS_TOKEN>`; unset: no endpoint.
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")

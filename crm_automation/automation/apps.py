@@ -27,6 +27,10 @@ class AutomationConfig(AppConfig):
         records_changed.connect(record_changes, weak=False, dispatch_uid="automation-record-changes")
         post_migrate.connect(ensure_sweep_schedule, sender=self, weak=False)
 
+        from crm_automation.automation.retention import ensure_prune_schedule
+
+        post_migrate.connect(ensure_prune_schedule, sender=self, weak=False)
+
         from django_q.signals import post_spawn
 
         from crm_automation.automation.watchdog import start_watchdog
