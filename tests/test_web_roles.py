@@ -25,7 +25,7 @@ def run(org, deal, owner):
 def pages(run) -> list[str]:
     wf, deal_id = run.workflow_id, run.trigger_entity_id
     return [f"/crm/automation/workflows/{wf}/{tab}/" for tab in ("edit", "yaml", "graph", "versions", "simulate",
-                                                                  "publish")] + [
+                                                                  "publish", "health")] + [
         f"/crm/automation/runs/{run.pk}/", f"/crm/automation/runs/{run.pk}/?fragment=1",
         f"/crm/automation/records/deal/{deal_id}/"]
 

@@ -7,6 +7,8 @@ Thin views (one write path): each validates its input, calls the service the adm
 organization is the caller's (tenancy.organization_of); another organization's id is a 404.
 """
 
+from dataclasses import asdict
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import F
 from drf_spectacular.types import OpenApiTypes
@@ -49,6 +51,7 @@ from crm_automation.api.workflow_serializers import (
     WorkflowSerializer,
     document_of_body,
 )
+from crm_automation.automation import kpis
 from crm_automation.automation.launch import workflow_start
 from crm_automation.automation.models import Workflow, WorkflowStatus
 from crm_automation.automation.selectors import median_durations, version_labels
@@ -93,6 +96,31 @@ TRANSITION_DOC = {
     "pause": "Stop new runs; runs under way finish (admins).",
     "archive": "Retire the workflow; it keeps its runs and versions (admins).",
 }
+
+
+class FailureKindSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    runs = serializers.IntegerField()
+
+    def to_representation(self, instance):
+        kind, runs = instance
+        return {"kind": kind, "runs": runs}
+
+
+class HealthSerializer(serializers.Serializer):
+    runs = serializers.IntegerField(help_text="Runs of all time (the workflow's counter).")
+    success_rate_all_time = serializers.FloatField(allow_null=True)
+    success_rate_recent = serializers.FloatField(allow_null=True, help_text="Of the last 1,000 finished runs.")
+    recent_runs = serializers.IntegerField()
+    median_seconds = serializers.FloatField(allow_null=True)
+    p95_seconds = serializers.FloatField(allow_null=True)
+    runs_per_day = serializers.FloatField(help_text="Over the last 7 days.")
+    failures = FailureKindSerializer(many=True, help_text="The last 1,000 failed runs by kind, most first.")
+    retried_steps = serializers.IntegerField()
+    retries_succeeded = serializers.IntegerField()
+    retry_success_rate = serializers.FloatField(allow_null=True)
+    backlog = serializers.IntegerField(help_text="The organization's changes waiting to be processed.")
+    oldest_waiting_seconds = serializers.FloatField(allow_null=True)
 
 
 class AcknowledgeSerializer(serializers.Serializer):
@@ -262,6 +290,13 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
             run = workflow_start(workflow_id=workflow.pk, by=request.user, record=body.validated_data["record"],
                                  input=body.validated_data.get("input"))
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(summary="The workflow's health: success rates, durations, runs per day, failures by kind, "
+                           "retries, the organization's backlog", responses={200: HealthSerializer, 404: NOT_YOURS})
+    @action(detail=True, methods=["get"])
+    def health(self, request, pk=None):
+        figures = kpis.workflow_health(self.get_object())
+        return Response(HealthSerializer({**asdict(figures), "retry_success_rate": figures.retry_success_rate}).data)
 
     @extend_schema(summary="Copy the workflow into a new draft", request=CloneSerializer,
                    responses={201: WorkflowSerializer, 403: FORBIDDEN, 404: NOT_YOURS, 409: CONFLICT})

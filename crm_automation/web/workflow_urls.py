@@ -14,4 +14,5 @@ urlpatterns = [
     path(f"workflows/{ID}/publish/", pages.workflow_publish_view, name="publish"),
     path(f"workflows/{ID}/simulate/", pages.workflow_simulate, name="simulate"),
     path(f"workflows/{ID}/graph/", pages.workflow_graph, name="graph"),
+    path(f"workflows/{ID}/health/", pages.workflow_health, name="health"),
 ]

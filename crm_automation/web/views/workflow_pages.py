@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
 
-from crm_automation.automation import catalog, cycles, documents, graph
+from crm_automation.automation import catalog, cycles, documents, graph, kpis
 from crm_automation.automation.definitions import definition_of
 from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
 from crm_automation.automation.services import can_edit, has_unpublished_changes, is_live, workflow_publish
@@ -469,6 +469,17 @@ def workflow_graph(request, pk: int):
 def tab_links(workflow: Workflow) -> list[tuple[str, str, str]]:
     """(tab, label, address) of the tab bar."""
     tabs = (("edit", "Builder"), ("yaml", "YAML"), ("graph", "Graph"), ("versions", "Versions"),
-            ("simulate", "Simulate"), ("publish", "Publish"))
+            ("simulate", "Simulate"), ("publish", "Publish"), ("health", "Health"))
     return [("builder" if name == "edit" else name, label, reverse(f"web:{name}", args=[workflow.pk]))
             for name, label in tabs]
+
+
+# --- Health -------------------------------------------------------------------------------------
+@org_page
+def workflow_health(request, pk: int):
+    """The workflow's figures (kpis.py) and its open alerts."""
+    workflow = workflow_of(request, pk)
+    return _page(request, workflow, "health", "web/workflow_health.html", {
+        "health": kpis.workflow_health(workflow),
+        "alerts": list(workflow.incidents.filter(closed_at__isnull=True)),
+        "breaks": list(workflow.breaks.all()[:5])})
