@@ -516,6 +516,46 @@ def bench_relative_time(total: int = 100_000, rounds: int = 20) -> None:
     print(f"    baseline: reading every deal per pass  median {base * 1000:7.1f} ms   range queries faster: {ratios}")
 
 
+# --- (i) ----------------------------------------------------------------------------------------
+def bench_impact(total: int = 100_000) -> None:
+    """The impact preview of a draft (a condition, a task on each side) over `total` recorded
+    stage changes of as many deals in the last 30 days: one replay, timed."""
+    from django.db import connection
+
+    from crm_automation.automation import impact
+
+    org, stages = make_org("impact")
+    contact = Contact.objects.create(organization=org, first_name="Ada", email="ada@example.com")
+    t0 = time.perf_counter()
+    with connection.cursor() as c:
+        c.execute("""INSERT INTO crm_deal (id, organization_id, title, amount, stage_id, probability, contact_id,
+                     stage_entered_at, created_at, updated_at)
+                     SELECT gen_random_uuid(), %s, 'Deal ' || g, (g %% 20) * 1000, %s, 10, %s, now(), now(), now()
+                     FROM generate_series(1, %s) g""", [org.pk, stages["won"].pk, contact.pk, total])
+        c.execute("""INSERT INTO automation_automationevent
+                     (organization_id, kind, entity_type, entity_id, payload, depth, created_at, processed_at)
+                     SELECT %s, 'deal_stage_change', 'deal', d.id,
+                            jsonb_build_object('from_stage_id', %s, 'to_stage_id', %s), 0, now(), now()
+                     FROM crm_deal d WHERE d.organization_id = %s""",
+                  [org.pk, stages["proposal"].pk, stages["won"].pk, org.pk])
+        c.execute("ANALYZE crm_deal")
+        c.execute("ANALYZE automation_automationevent")
+    made = time.perf_counter() - t0
+    draft = workflow_create(organization=org, name="Sort", trigger_type="deal_stage_change",
+                            trigger_config={"to_stage": "won"}, actions=[
+                                {"id": "big", "type": "condition", "config": {"rules": [
+                                    {"field": "deal.amount", "operator": "gt", "value": 10000}]}},
+                                {"id": "yes", "type": "create_task", "config": {"title": "Big {{deal.title}}"}},
+                                {"id": "no", "type": "create_task", "config": {"title": "Small {{deal.title}}"}}],
+                            graph={"edges": [{"source": "trigger", "target": "big"},
+                                             {"source": "big", "target": "yes", "sourceHandle": "condition-true"},
+                                             {"source": "big", "target": "no", "sourceHandle": "condition-false"}]})
+    result = impact.preview(draft, days=30)
+    print(f"\n(i) impact preview over {total:,} recorded stage changes (inserted in {made:.1f} s)")
+    print(f"    replay {result.seconds:.1f} s ({total / result.seconds:,.0f} events/s): {result.entered:,} would have "
+          f"entered; yes {result.reached['yes']:,}, no {result.reached['no']:,}")
+
+
 def plans_of_the_list(org) -> None:
     """How PostgreSQL reads the first page, without and with a filter no run matches (EXPLAIN
     ANALYZE; the scans, sorts and the time)."""
@@ -678,7 +718,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="a,b,c,d,f,g,t",
                         help="any of a,b,c,d,e,f,g,h,p,r,t (e: admin, h: API run list, p: pages, with 1M runs; "
-                             "r: relative-time triggers over 100,000 deals)")
+                             "r: relative-time triggers over 100,000 deals; i: impact preview over 100,000 events)")
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=int(os.environ.get("Q_WORKERS", "2")))
     args = parser.parse_args()
@@ -696,6 +736,8 @@ def main() -> None:
         bench_pages_million()
     if "r" in only:
         bench_relative_time()
+    if "i" in only:
+        bench_impact()
     if "a" in only:
         bench_save_overhead()
     if "b" in only:

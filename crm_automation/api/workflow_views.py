@@ -51,7 +51,7 @@ from crm_automation.api.workflow_serializers import (
     WorkflowSerializer,
     document_of_body,
 )
-from crm_automation.automation import kpis
+from crm_automation.automation import impact, kpis
 from crm_automation.automation.launch import workflow_start
 from crm_automation.automation.models import Workflow, WorkflowStatus
 from crm_automation.automation.selectors import median_durations, version_labels
@@ -121,6 +121,21 @@ class HealthSerializer(serializers.Serializer):
     retry_success_rate = serializers.FloatField(allow_null=True)
     backlog = serializers.IntegerField(help_text="The organization's changes waiting to be processed.")
     oldest_waiting_seconds = serializers.FloatField(allow_null=True)
+
+
+class ImpactQuerySerializer(serializers.Serializer):
+    days = serializers.IntegerField(default=30, min_value=1, max_value=365, help_text="How many days back.")
+
+
+class ImpactSerializer(serializers.Serializer):
+    days = serializers.IntegerField()
+    events = serializers.IntegerField(help_text="Recorded changes of the kind the workflow listens to.")
+    entered = serializers.IntegerField(help_text="Of which would have started it.")
+    seconds = serializers.FloatField()
+    truncated = serializers.BooleanField(help_text="Only the first 200,000 changes were replayed.")
+    skipped = serializers.ListField(child=serializers.DictField(), help_text="[{reason, events}]")
+    reached = serializers.ListField(child=serializers.DictField(), help_text="[{node, runs}]: runs reaching each node")
+    branches = serializers.ListField(child=serializers.DictField(), help_text="[{node, handle, runs}]")
 
 
 class AcknowledgeSerializer(serializers.Serializer):
@@ -297,6 +312,22 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
     def health(self, request, pk=None):
         figures = kpis.workflow_health(self.get_object())
         return Response(HealthSerializer({**asdict(figures), "retry_success_rate": figures.retry_success_rate}).data)
+
+    @extend_schema(summary="What the workflow as saved would have done over the last days' recorded changes "
+                           "(nothing is sent)", parameters=[ImpactQuerySerializer],
+                   responses={200: ImpactSerializer, 400: BAD_INPUT, 404: NOT_YOURS})
+    @action(detail=True, methods=["get"])
+    def impact(self, request, pk=None):
+        query = ImpactQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        result = impact.preview(self.get_object(), days=query.validated_data["days"])
+        return Response(ImpactSerializer({
+            "days": result.days, "events": result.events, "entered": result.entered, "seconds": result.seconds,
+            "truncated": result.truncated,
+            "skipped": [{"reason": r, "events": n} for r, n in result.skipped.most_common()],
+            "reached": [{"node": node, "runs": n} for node, n in result.reached.most_common()],
+            "branches": [{"node": node, "handle": handle, "runs": n}
+                         for (node, handle), n in result.branches.most_common()]}).data)
 
     @extend_schema(summary="Copy the workflow into a new draft", request=CloneSerializer,
                    responses={201: WorkflowSerializer, 403: FORBIDDEN, 404: NOT_YOURS, 409: CONFLICT})

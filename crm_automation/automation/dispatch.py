@@ -47,7 +47,7 @@ def claim_events(limit: int) -> list[AutomationEvent]:
     return list(AutomationEvent.objects.filter(pk__in=ids).order_by("id"))
 
 
-def _stage_filter(workflow_config: dict, trigger: dict, names: dict[str, str]) -> str | None:
+def stage_mismatch(workflow_config: dict, trigger: dict, names: dict[str, str]) -> str | None:
     """Why the trigger's from/to stages do not match the workflow's, or None if they do (in
     the stages' names, as people know them)."""
     for key in ("from_stage", "to_stage"):
@@ -61,7 +61,7 @@ def _stage_filter(workflow_config: dict, trigger: dict, names: dict[str, str]) -
 
 def _match(event, definition: dict, trigger: dict, load, names: dict[str, str]) -> tuple[str, str]:
     """Whether the definition's stage filter and conditions match this event."""
-    mismatch = _stage_filter(definition.get("trigger_config") or {}, trigger, names)
+    mismatch = stage_mismatch(definition.get("trigger_config") or {}, trigger, names)
     if mismatch:
         return Outcome.STAGE_FILTER, mismatch
     endpoint = (definition.get("trigger_config") or {}).get("endpoint")

@@ -15,4 +15,5 @@ urlpatterns = [
     path(f"workflows/{ID}/simulate/", pages.workflow_simulate, name="simulate"),
     path(f"workflows/{ID}/graph/", pages.workflow_graph, name="graph"),
     path(f"workflows/{ID}/health/", pages.workflow_health, name="health"),
+    path(f"workflows/{ID}/impact/", pages.workflow_impact, name="impact"),
 ]

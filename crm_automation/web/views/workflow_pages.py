@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
 
-from crm_automation.automation import catalog, cycles, documents, graph, kpis
+from crm_automation.automation import catalog, cycles, documents, graph, impact, kpis
 from crm_automation.automation.definitions import definition_of
 from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
 from crm_automation.automation.services import can_edit, has_unpublished_changes, is_live, workflow_publish
@@ -469,7 +469,7 @@ def workflow_graph(request, pk: int):
 def tab_links(workflow: Workflow) -> list[tuple[str, str, str]]:
     """(tab, label, address) of the tab bar."""
     tabs = (("edit", "Builder"), ("yaml", "YAML"), ("graph", "Graph"), ("versions", "Versions"),
-            ("simulate", "Simulate"), ("publish", "Publish"), ("health", "Health"))
+            ("simulate", "Simulate"), ("impact", "Impact"), ("publish", "Publish"), ("health", "Health"))
     return [("builder" if name == "edit" else name, label, reverse(f"web:{name}", args=[workflow.pk]))
             for name, label in tabs]
 
@@ -483,3 +483,29 @@ def workflow_health(request, pk: int):
         "health": kpis.workflow_health(workflow),
         "alerts": list(workflow.incidents.filter(closed_at__isnull=True)),
         "breaks": list(workflow.breaks.all()[:5])})
+
+
+# --- Impact -------------------------------------------------------------------------------------
+IMPACT_DAYS = (7, 30, 90)
+
+
+@org_page
+def workflow_impact(request, pk: int):
+    """What the workflow as saved would have done over the last days' recorded changes."""
+    workflow = workflow_of(request, pk)
+    days = int(request.GET["days"]) if request.GET.get("days", "").isdigit() and int(request.GET["days"]) in \
+        IMPACT_DAYS else 30
+    result = impact.preview(workflow, days=days)
+    labels = {node_id: label or node_id for node_id, label in version_labels_of(workflow).items()}
+    steps = [(labels.get(node_id, node_id), count) for node_id, count in result.reached.most_common()]
+    branches = [(labels.get(node_id, node_id), graph_picture.handle_in_words(handle), count)
+                for (node_id, handle), count in result.branches.most_common()]
+    return _page(request, workflow, "impact", "web/workflow_impact.html", {
+        "impact": result, "steps": steps, "branches": branches, "day_choices": IMPACT_DAYS,
+        "skipped": result.skipped.most_common()})
+
+
+def version_labels_of(workflow: Workflow) -> dict[str, str]:
+    """{node id: label} of the workflow as saved (labels the document gives unlabelled nodes)."""
+    document = workflow_document(workflow)
+    return {node["id"]: node["data"].get("label", "") for node in document.get("nodes", [])}

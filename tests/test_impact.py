@@ -1,0 +1,79 @@
+"""Impact preview: the last days' recorded changes replayed through a workflow as saved — how
+many would have started it, why the others would not, which steps and branches the runs would
+have reached — with nothing sent or written; and it agrees with what real runs do."""
+
+from datetime import timedelta
+
+from django.test import Client
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from crm_automation.automation import impact
+from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowRun
+from crm_automation.automation.services import workflow_transition
+from crm_automation.crm.models import Deal, EmailMessage, Task
+from crm_automation.crm.services import deal_move_to_stage
+from tests.conftest import drain, make_workflow, stage
+from tests.test_graph_engine import edge, task
+
+BIG = {"id": "big", "type": "condition", "label": "Big", "config": {"rules": [
+    {"field": "deal.amount", "operator": "gt", "value": 10000}]}}
+FLOW = ([BIG, task("yes", "Big {{deal.title}}"), task("no", "Small {{deal.title}}")],
+        [edge("trigger", "big"), edge("big", "yes", "condition-true"), edge("big", "no", "condition-false")])
+
+
+def deals_won(org, contact, amounts) -> None:
+    for i, amount in enumerate(amounts):
+        deal = Deal.objects.create(organization=org, title=f"D{i}", amount=amount, stage=stage(org, "proposal"),
+                                   contact=contact)
+        deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    other = Deal.objects.create(organization=org, title="Lost one", stage=stage(org, "proposal"), contact=contact)
+    deal_move_to_stage(deal=other, stage=stage(org, "lost"))
+
+
+def test_a_draft_replays_past_changes_and_counts_steps_and_branches(org, contact):
+    deals_won(org, contact, [20000, 5000, 15000])
+    drain()  # nothing listened then
+    draft = make_workflow(org, name="Sort", activate=False, actions=FLOW[0], graph={"edges": FLOW[1]})
+    result = impact.preview(draft, days=30)
+    assert (result.events, result.entered) == (4, 3)
+    assert result.skipped == {"the stage did not match": 1}
+    assert (result.reached["big"], result.reached["yes"], result.reached["no"]) == (3, 2, 1)
+    assert result.branches[("big", "condition-true")] == 2 and result.branches[("big", "condition-false")] == 1
+    assert not Task.objects.exists() and not EmailMessage.objects.exists()
+
+
+def test_the_preview_agrees_with_real_runs(org, contact):
+    workflow = make_workflow(org, name="Sort", activate=False, actions=FLOW[0], graph={"edges": FLOW[1]})
+    workflow_transition(workflow_id=workflow.pk, name="activate", by=None)
+    deals_won(org, contact, [20000, 5000, 15000, 30000])
+    drain()
+    result = impact.preview(Workflow.objects.get(pk=workflow.pk), days=30)
+    assert result.entered == WorkflowRun.objects.filter(workflow=workflow).count() == 4
+    assert result.reached["yes"] == Task.objects.filter(title__startswith="Big").count() == 3
+    assert result.reached["no"] == Task.objects.filter(title__startswith="Small").count() == 1
+
+
+def test_older_changes_are_left_out(org, contact):
+    deals_won(org, contact, [20000])
+    AutomationEvent.objects.update(created_at=timezone.now() - timedelta(days=40))
+    deals_won(org, contact, [20000])
+    draft = make_workflow(org, name="Sort", activate=False, actions=FLOW[0], graph={"edges": FLOW[1]})
+    assert impact.preview(draft, days=30).entered == 1
+    assert impact.preview(draft, days=90).entered == 2
+
+
+def test_the_impact_tab_and_the_api(org, contact, owner, outsider):
+    deals_won(org, contact, [20000, 5000])
+    draft = make_workflow(org, name="Sort", activate=False, actions=FLOW[0], graph={"edges": FLOW[1]})
+    page = Client()
+    page.force_login(owner)
+    text = page.get(f"/crm/automation/workflows/{draft.pk}/impact/?days=7").content.decode()
+    assert "<strong>2</strong> of 3 recorded changes would have started it" in text and "yes" in text
+    api = APIClient()
+    api.force_authenticate(owner)
+    body = api.get(f"/api/v1/workflows/{draft.pk}/impact/", {"days": 30}).json()
+    assert body["entered"] == 2 and {"node": "big", "runs": 2} in body["reached"]
+    assert api.get(f"/api/v1/workflows/{draft.pk}/impact/", {"days": 0}).status_code == 400
+    api.force_authenticate(outsider)
+    assert api.get(f"/api/v1/workflows/{draft.pk}/impact/").status_code == 404
