@@ -2,11 +2,9 @@
 "in Proposal for 14 days" — found by range queries, each occasion fired exactly once, nothing
 for occasions before the workflow went live, nothing while it is paused."""
 
-import threading
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from crm_automation.automation import relative_time
@@ -15,6 +13,7 @@ from crm_automation.automation.services import workflow_transition
 from crm_automation.crm.models import Deal, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage
+from tests.racing import race
 
 TASK = [{"type": "create_task", "config": {"title": "Follow up {{deal.title}} ({{trigger.occasion}})"}}]
 
@@ -132,19 +131,6 @@ def test_racing_sweeps_fire_an_occasion_exactly_once(org, deal):
     relative(org, "deal_in_stage", {"stage": "proposal", "days": 3})
     entered = Deal.objects.get(pk=deal.pk).stage_entered_at
     started(entered)
-    start, fired = threading.Barrier(4), []
-
-    def sweep():
-        start.wait()
-        try:
-            fired.append(relative_time.fire_due(now=entered + timedelta(days=3, minutes=1)))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=sweep) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    fired = race(lambda: relative_time.fire_due(now=entered + timedelta(days=3, minutes=1)))
     assert sum(fired) == 1, fired
     assert AutomationEvent.objects.filter(kind="deal_in_stage").count() == 1

@@ -2,12 +2,10 @@
 across daylight-saving changes, exactly one run per due time however many sweeps race, one run
 for a missed window after downtime, and nothing while the workflow is paused."""
 
-import threading
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.db import connection
 
 from crm_automation.automation import schedules
 from crm_automation.automation.models import (
@@ -20,6 +18,7 @@ from crm_automation.automation.models import (
 from crm_automation.automation.services import workflow_transition, workflow_update
 from crm_automation.crm.models import Organization, Task
 from tests.conftest import drain, make_workflow
+from tests.racing import race
 
 BERLIN = ZoneInfo("Europe/Berlin")
 EVERY_15 = {"frequency": "every-n-minutes", "intervalMinutes": 15}
@@ -157,20 +156,7 @@ def test_racing_sweeps_fire_a_due_time_exactly_once(org):
     workflow = scheduled(org)
     schedules.fire_due()
     due = WorkflowSchedule.objects.get(workflow=workflow).next_due_at
-    start, fired = threading.Barrier(4), []
-
-    def sweep():
-        start.wait()
-        try:
-            fired.append(schedules.fire_due(now=due + timedelta(seconds=1)))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=sweep) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    fired = race(lambda: schedules.fire_due(now=due + timedelta(seconds=1)))
     assert sum(fired) == 1, fired
     assert AutomationEvent.objects.filter(kind="schedule").count() == 1
     assert ScheduleTick.objects.filter(workflow=workflow, due_at=due).count() == 1
