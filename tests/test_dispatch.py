@@ -1,10 +1,13 @@
 """Matching: one decision per candidate workflow, explaining why it ran or did not."""
 
+import pytest
+from django.core.exceptions import ValidationError
+
 from crm_automation.automation.cause import caused_by
 from crm_automation.automation.dispatch import claim_events, dispatch_events
-from crm_automation.automation.models import AutomationEvent, MonthlyUsage, WorkflowDecision, WorkflowRun
+from crm_automation.automation.models import AutomationEvent, MonthlyUsage, Workflow, WorkflowDecision, WorkflowRun
 from crm_automation.automation.plans import month_start
-from crm_automation.automation.services import workflow_transition
+from crm_automation.automation.services import workflow_snapshot, workflow_transition
 from crm_automation.crm.models import Organization
 from crm_automation.crm.services import deal_move_to_stage, lead_convert
 from tests.conftest import drain, make_workflow, stage
@@ -91,10 +94,16 @@ def test_the_loop_guard_stops_deep_chains(org, deal, settings):
 
 
 def test_a_workflow_that_moves_deals_in_a_circle_stops(org, deal):
+    """The runtime loop guard, for circles the activation check did not see (workflows live
+    before it existed): both are activated with the check's refusal set aside."""
     to_won = make_workflow(org, name="to won", trigger_config={"to_stage": "negotiation"},
                            actions=[{"type": "update_field", "config": {"field": "stage", "value": "won"}}])
-    back = make_workflow(org, name="back", trigger_config={"to_stage": "won"},
+    back = make_workflow(org, name="back", trigger_config={"to_stage": "won"}, activate=False,
                          actions=[{"type": "update_field", "config": {"field": "stage", "value": "negotiation"}}])
+    with pytest.raises(ValidationError, match="circle"):
+        workflow_transition(workflow_id=back.pk, name="activate", by=None)
+    workflow_snapshot(workflow=back)
+    Workflow.objects.filter(pk=back.pk).update(status="activated")
     deal_move_to_stage(deal=deal, stage=stage(org, "negotiation"))
     for _ in range(10):
         drain()

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.utils import timezone
 
 from crm_automation.automation import schedules
 from crm_automation.automation.models import (
@@ -144,6 +145,8 @@ def test_a_published_change_of_the_schedule_takes_effect(org):
 def test_a_due_time_belongs_to_its_own_workflow_only(org):
     mine, other = scheduled(org, name="Mine"), scheduled(org, name="Other", config={"frequency": "hourly"})
     schedules.fire_due()
+    # The other one is due later (its hour could fall on Mine's quarter and fire too).
+    WorkflowSchedule.objects.filter(workflow=other).update(next_due_at=timezone.now() + timedelta(days=1))
     row = WorkflowSchedule.objects.get(workflow=mine)
     schedules.fire_due(now=row.next_due_at)
     drain()
