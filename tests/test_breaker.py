@@ -87,11 +87,14 @@ def test_a_workflow_someone_changed_during_the_cool_down_is_left_to_them(workflo
     assert CircuitBreak.objects.get().outcome.startswith("left as it is: someone changed")
 
 
-def test_the_breaker_runs_in_the_minute_sweep(workflow):
-    from crm_automation.automation.tasks import sweep
+def test_the_breaker_runs_every_minute_on_its_own_schedule(workflow):
+    from django_q.models import Schedule
 
+    from crm_automation.automation.tasks import watch
+
+    assert Schedule.objects.get(name="automation-watch").func == "crm_automation.automation.tasks.watch"
     runs(workflow, failed=4, completed=6)
-    sweep(fan_out=False)
+    watch()
     assert Workflow.objects.get(pk=workflow.pk).status == "paused"
 
 

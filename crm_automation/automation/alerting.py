@@ -1,7 +1,7 @@
 """Alerts (seed 003 layer 5, seed 004's KPIs): the automation watches itself and tells the
 organization's admins — in the app and by email — once per incident.
 
-Checked every minute by the sweep, from recent runs only (the recent-runs index):
+Checked every minute (tasks.watch, its own schedule), from recent runs only (the recent-runs index):
 - success rate of a workflow's runs finished in the last hour (at least ALERT_MIN_RUNS): below
   95 % a warning, below 80 % critical (a warning that turns critical is told again);
 - slowness: the median duration of that hour more than twice the workflow's baseline (the

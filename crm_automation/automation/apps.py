@@ -3,14 +3,19 @@ from django.db.models.signals import post_migrate
 
 
 def ensure_sweep_schedule(**kwargs) -> None:
-    """The sweep runs every minute on any cluster: created once, idempotently."""
+    """The sweep and the watch (breaker, alerts) run every minute on any cluster: created once,
+    idempotently."""
     from django_q.models import Schedule
 
-    from crm_automation.automation.queue import SWEEP_TASK
+    from crm_automation.automation.queue import SWEEP_TASK, WATCH_TASK
 
     Schedule.objects.update_or_create(
         name="automation-sweep",
         defaults={"func": SWEEP_TASK, "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
+    )
+    Schedule.objects.update_or_create(
+        name="automation-watch",
+        defaults={"func": WATCH_TASK, "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
     )
 
 

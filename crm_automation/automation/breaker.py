@@ -1,8 +1,8 @@
 """The circuit breaker (seed 003): a workflow that keeps failing is paused before it does more
 harm, its admins are told, and it is tried again after a cool-down.
 
-Every minute (tasks.sweep) the runs finished in the last BREAKER_WINDOW_SECONDS (5 minutes) are
-counted per activated workflow, from the recent-runs index. When more than BREAKER_FAILURE_RATE
+Every minute (tasks.watch, on its own schedule) the runs finished in the last
+BREAKER_WINDOW_SECONDS (5 minutes) are counted per activated workflow, from the recent-runs index. When more than BREAKER_FAILURE_RATE
 (20 %) of at least BREAKER_MIN_RUNS (10) failed:
 
 1. the workflow is paused (the same transition as a person's pause), a CircuitBreak row records

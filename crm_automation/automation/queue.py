@@ -6,6 +6,7 @@ from django_q.tasks import async_task
 DRAIN_TASK = "crm_automation.automation.tasks.drain_events"
 CONTINUE_TASK = "crm_automation.automation.tasks.continue_runs"
 SWEEP_TASK = "crm_automation.automation.tasks.sweep"
+WATCH_TASK = "crm_automation.automation.tasks.watch"  # the circuit breaker and the alerts, every minute
 
 
 def enqueue_drain() -> None:

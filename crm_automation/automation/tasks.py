@@ -126,8 +126,6 @@ def sweep(fan_out: bool = True) -> dict:
     stop_at = time.monotonic() + settings.AUTOMATION["DRAIN_TIME_BUDGET"]
     # Due schedules and relative-time occasions: their events are drained below with any others.
     scheduled = schedules.fire_due() + relative_time.fire_due()
-    breaker.check()  # pause workflows failing too much, try cooled-down ones again
-    alerting.check()  # tell admins about low success rates, slowness, a backlog (once per incident)
     woken = wake_due_runs(WAKE_BATCH)
     if fan_out and len(woken) == WAKE_BATCH:
         enqueue_sweep()  # more are due: another worker helps, as a full event batch does for drains
@@ -141,3 +139,11 @@ def sweep(fan_out: bool = True) -> dict:
         logger.info("Sweep resumed %s runs, executed %s new ones, marked %s stalled emails unknown",
                     resumed, executed, stale)
     return {"resumed": resumed, "executed": executed, "stale_emails": stale, "scheduled": scheduled}
+
+
+def watch() -> None:
+    """The automation watching itself, once a minute on its own django-q2 schedule (not in the
+    sweep, which the watchdogs also start whenever work waits: these read the last hour's runs
+    and would slow every sweep): the circuit breaker, then the alerts."""
+    breaker.check()  # pause workflows failing too much, try cooled-down ones again
+    alerting.check()  # tell admins about low success rates, slowness, a backlog (once per incident)
