@@ -2,8 +2,8 @@
 harm, its admins are told, and it is tried again after a cool-down.
 
 Every minute (tasks.watch, on its own schedule) the runs finished in the last
-BREAKER_WINDOW_SECONDS (5 minutes) are counted per activated workflow, from the recent-runs index. When more than BREAKER_FAILURE_RATE
-(20 %) of at least BREAKER_MIN_RUNS (10) failed:
+BREAKER_WINDOW_SECONDS (5 minutes) are counted per activated workflow, from the recent-runs
+index. When more than BREAKER_FAILURE_RATE (20 %) of at least BREAKER_MIN_RUNS (10) failed:
 
 1. the workflow is paused (the same transition as a person's pause), a CircuitBreak row records
    why, and the organization's admins get a notification linking to the failed runs;
