@@ -22,7 +22,7 @@ from crm_automation.automation import catalog, conditions, context, control, fie
 from crm_automation.automation.definitions import definition_of
 from crm_automation.automation.dispatch import stage_mismatch
 from crm_automation.automation.models import AutomationEvent, Workflow
-from crm_automation.automation.retention import _first_event_after
+from crm_automation.automation.retention import first_event_after
 from crm_automation.crm.models import Stage
 
 BATCH = 1000
@@ -92,7 +92,7 @@ def preview(workflow: Workflow, *, days: int = 30, definition: dict | None = Non
     if not kinds or catalog.TRIGGER_ENTITY.get(definition["trigger_type"]) is None:
         impact.seconds = time.monotonic() - started
         return impact  # schedules, webhooks, manual starts: no recorded changes to replay
-    boundary = _first_event_after(timezone.now() - timedelta(days=days))
+    boundary = first_event_after(timezone.now() - timedelta(days=days))
     flow = graph.build(definition)
     names = dict(Stage.objects.filter(organization_id=workflow.organization_id).values_list("slug", "name"))
     events = (AutomationEvent.objects.filter(organization_id=workflow.organization_id, kind__in=kinds,

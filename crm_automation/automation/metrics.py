@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from crm_automation.automation.models import AutomationEvent, RunStatus, Workflow, WorkflowRun
+from crm_automation.automation.selectors import recent_duration_percentiles
 
 RECENT = 1000
 PREFIX = "crm_automation"
@@ -34,16 +35,8 @@ def duration_percentiles(workflow_ids: list[int], recent: int = RECENT) -> dict[
     if not workflow_ids:
         return {}
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"""SELECT w.id, percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY x.s)
-                    FROM unnest(%s::bigint[]) AS w(id) CROSS JOIN LATERAL (
-                        SELECT extract(epoch FROM r.finished_at - r.started_at) AS s
-                        FROM {WorkflowRun._meta.db_table} r
-                        WHERE r.workflow_id = w.id AND NOT r.simulated AND r.finished_at IS NOT NULL
-                        ORDER BY r.started_at DESC LIMIT %s) x
-                    GROUP BY w.id""", [list(workflow_ids), recent])
-            return {workflow_id: (float(p[0]), float(p[1])) for workflow_id, p in cursor.fetchall()}
+        return {workflow_id: (p50, p95) for workflow_id, (p50, p95)
+                in recent_duration_percentiles(workflow_ids, [0.5, 0.95], recent).items()}
     found = {}
     for workflow_id in workflow_ids:  # the embedded SQLite database: small histories
         rows = (WorkflowRun.objects.filter(workflow_id=workflow_id, simulated=False, finished_at__isnull=False)

@@ -42,7 +42,7 @@ def _batches(queryset, budget_end: float) -> int:
     return removed
 
 
-def _first_event_after(cutoff: datetime) -> int | None:
+def first_event_after(cutoff: datetime) -> int | None:
     """The id of the first event created at or after `cutoff`, by binary search on the primary
     key (ids grow with time; the outbox has no index on created_at, on purpose)."""
     bounds = AutomationEvent.objects.aggregate(low=Min("pk"), high=Max("pk"))
@@ -70,7 +70,7 @@ def prune_organization(organization: Organization, now: datetime, budget_end: fl
     decisions = _batches(WorkflowDecision.objects.filter(workflow__organization=organization, created_at__lt=cutoff),
                          budget_end)
     events = 0
-    boundary = _first_event_after(cutoff)
+    boundary = first_event_after(cutoff)
     if boundary is not None:
         old = (AutomationEvent.objects.filter(organization=organization, pk__lt=boundary, processed_at__isnull=False)
                .exclude(pk__in=WorkflowRun.objects.filter(event_id__lt=boundary).values("event_id")))
