@@ -23,7 +23,7 @@ from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from crm_automation.automation.alerts import organization_admins
+from crm_automation.automation.alerts import notify_admins
 from crm_automation.automation.models import (
     AlertIncident,
     AutomationEvent,
@@ -32,7 +32,6 @@ from crm_automation.automation.models import (
     WorkflowRun,
     WorkflowStatus,
 )
-from crm_automation.crm.models import Notification
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +46,8 @@ def _conf() -> dict:
 
 def _tell(incident: AlertIncident, title: str, link: str) -> None:
     """An in-app notification and an email to each admin of the organization."""
-    admins = organization_admins(incident.organization_id)
-    Notification.objects.bulk_create([Notification(
-        organization_id=incident.organization_id, user=user, title=title[:200], body=incident.detail, link=link,
-        automation_key=f"alert:{incident.pk}:{incident.level}:{user.pk}") for user in admins], ignore_conflicts=True)
+    admins = notify_admins(incident.organization_id, title=title, body=incident.detail, link=link,
+                           key=f"alert:{incident.pk}:{incident.level}")
     recipients = [user.email for user in admins if user.email]
     if recipients:
         try:

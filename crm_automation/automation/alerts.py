@@ -13,6 +13,16 @@ def organization_admins(organization_id: int, roles=(Membership.Role.ADMIN,)) ->
         memberships__role__in=roles).order_by("pk"))
 
 
+def notify_admins(organization_id: int, *, title: str, body: str, link: str, key: str) -> list:
+    """One in-app notification to each admin of the organization, keyed `<key>:<user>` so that
+    telling the same thing again notifies nobody twice. Returns the admins."""
+    admins = organization_admins(organization_id)
+    Notification.objects.bulk_create([
+        Notification(organization_id=organization_id, user=user, title=title[:200], body=body, link=link,
+                     automation_key=f"{key}:{user.pk}"[:120]) for user in admins], ignore_conflicts=True)
+    return admins
+
+
 def question_asked(run, place: tuple[str, str], asked: dict) -> None:
     """Tell the people who may answer a user-input step that it waits for them."""
     roles = (Membership.Role.ADMIN,) if asked["role"] == "admin" else (Membership.Role.ADMIN, Membership.Role.OPS)

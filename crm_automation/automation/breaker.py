@@ -23,10 +23,9 @@ from django.db.models import Count, Max, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from crm_automation.automation.alerts import organization_admins
+from crm_automation.automation.alerts import notify_admins
 from crm_automation.automation.models import CircuitBreak, RunStatus, Workflow, WorkflowRun, WorkflowStatus
 from crm_automation.automation.services import workflow_transition
-from crm_automation.crm.models import Notification
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +39,10 @@ def _settings() -> tuple[float, timedelta, int, timedelta]:
 
 
 def _notify(workflow: Workflow, brk: CircuitBreak) -> None:
-    link = reverse("web:runs") + f"?workflow={workflow.pk}&status=failed"
-    Notification.objects.bulk_create([Notification(
-        organization_id=workflow.organization_id, user=user, link=link,
-        title=f"“{workflow.name}” was paused: too many runs failed"[:200],
-        body=f"{brk.reason}. It will be activated again, on trial, at {timezone.localtime(brk.closes_at):%H:%M}.",
-        automation_key=f"breaker:{brk.pk}:{user.pk}") for user in organization_admins(workflow.organization_id)],
-        ignore_conflicts=True)
+    notify_admins(workflow.organization_id, title=f"“{workflow.name}” was paused: too many runs failed",
+                  body=f"{brk.reason}. It will be activated again, on trial, at "
+                       f"{timezone.localtime(brk.closes_at):%H:%M}.",
+                  link=reverse("web:runs") + f"?workflow={workflow.pk}&status=failed", key=f"breaker:{brk.pk}")
 
 
 def _trip(workflow_id: int, runs: int, failures: int, now: datetime) -> CircuitBreak | None:
