@@ -3,8 +3,10 @@ a save posts the whole document and goes through the same services as YAML and t
 errors come back with the node and field they belong to, and change nothing."""
 
 import json
+from pathlib import Path
 
 import pytest
+from django.contrib.staticfiles import finders
 from django.test import Client
 
 from crm_automation.automation.models import Workflow
@@ -120,3 +122,103 @@ def test_a_stale_page_cannot_overwrite_a_newer_name_either(org, owner, won):
     response = post(client, url, stale, won.draft_revision)
     assert response.status_code == 409
     assert Workflow.objects.get(pk=won.pk).name == "Renamed by someone else"
+
+
+# --- AI steps: agent and router ---------------------------------------------------------------------
+ROUTER = {"id": "mood", "type": "workflow", "data": {"subtype": "router", "label": "Mood", "config": {
+    "classificationPrompt": "Is the deal “{{deal.title}}” going well?",
+    "routes": [{"id": "route-0", "label": "positive"}, {"id": "route-1", "label": "negative"}]}}}
+
+
+def routed(document: dict) -> dict:
+    """The starter document with trigger → router (Mood) → a task in each route's branch; the
+    positive branch's task reads the router's route and reason, then an agent answers in JSON."""
+    happy = {**TASK, "id": "happy", "data": {**TASK["data"], "label": "Ask for a review", "config": {
+        "toolName": "crm/create_task", "defaults": {"title": "Review: {{Mood.route}} ({{Mood.reason}})"}}}}
+    sad = {**TASK, "id": "sad", "data": {**TASK["data"], "label": "Call them", "config": {
+        "toolName": "crm/create_task", "defaults": {"title": "Call about {{deal.title}}"}}}}
+    draft = {"id": "draft", "type": "workflow", "data": {"subtype": "agent", "label": "Draft", "config": {
+        "additionalPrompt": "Summarize {{deal.title}} because {{Mood.reason}}", "outputFormat": "json",
+        "maxTokens": 300}}}
+    after = {**TASK, "id": "after", "data": {**TASK["data"], "label": "Follow up", "config": {
+        "toolName": "crm/create_task", "defaults": {"title": "{{Draft.summary}}"}}}}
+    document["name"] = "Sorted by mood"
+    document["nodes"] += [json.loads(json.dumps(ROUTER)), happy, sad, draft, after]
+    document["edges"] += [{"source": "trigger", "target": "mood"},
+                          {"source": "mood", "target": "happy", "sourceHandle": "route-0"},
+                          {"source": "mood", "target": "sad", "sourceHandle": "route-1"},
+                          {"source": "sad", "target": "draft"}, {"source": "draft", "target": "after"}]
+    return document
+
+
+@pytest.fixture
+def no_ai(settings):
+    settings.AI = {**settings.AI, "PROVIDER": "", "MODEL": "", "API_KEY": "", "BASE_URL": ""}
+
+
+def test_the_page_offers_ai_steps_and_says_when_ai_is_not_set_up(org, teammate, settings, no_ai):
+    client = as_user(teammate)
+    ai = data_of(client.get("/crm/automation/workflows/new/"))["catalog"]["ai"]
+    assert ai["configured"] is False
+    assert ai["notice"] == ("AI is not set up on this server: set AI_PROVIDER, AI_MODEL and AI_API_KEY; the workflow "
+                            "can be saved as a draft but not activated.")
+    page = client.get("/crm/automation/workflows/new/").content.decode()
+    assert "web/builder.js" in page
+    text = Path(finders.find("web/builder.js")).read_text()  # the "+ Add a step" menu's kinds
+    assert 'label: "AI agent"' in text and 'label: "AI router"' in text and 'group: "AI"' in text
+    assert "agent" not in data_of(client.get("/crm/automation/workflows/new/"))["catalog"]["later"]
+    settings.AI = {**settings.AI, "PROVIDER": "openai", "MODEL": "gpt-test", "API_KEY": "sk-test"}
+    assert data_of(client.get("/crm/automation/workflows/new/"))["catalog"]["ai"]["configured"] is True
+
+
+def test_a_router_with_a_branch_per_route_is_saved_and_comes_back_the_same(org, teammate, no_ai):
+    client = as_user(teammate)
+    document = routed(data_of(client.get("/crm/automation/workflows/new/"))["document"])
+    response = post(client, "/crm/automation/workflows/new/", document)
+    assert response.status_code == 200, response.content  # a draft without AI set up
+    workflow = Workflow.objects.get(name="Sorted by mood")
+    assert workflow.status == "draft"
+    actions = {a.node_id: a for a in workflow.actions.all()}
+    assert actions["mood"].action_type == "router" and actions["draft"].action_type == "agent"
+    assert actions["mood"].config["routes"] == ROUTER["data"]["config"]["routes"]
+    assert actions["draft"].config == {"additionalPrompt": "Summarize {{deal.title}} because {{Mood.reason}}",
+                                       "outputFormat": "json", "maxTokens": 300}
+    assert {(e["source"], e.get("sourceHandle"), e["target"]) for e in workflow.graph["edges"]} >= {
+        ("mood", "route-0", "happy"), ("mood", "route-1", "sad")}
+
+    url = response.json()["url"]
+    again = data_of(client.get(url))["document"]
+    assert again["nodes"] == document["nodes"] and again["edges"] == document["edges"]
+    # Saved again as it came back: nothing changes (the same revision follows).
+    resaved = post(client, url, again, workflow.draft_revision)
+    assert resaved.status_code == 200, resaved.content
+    assert data_of(client.get(url))["document"]["edges"] == document["edges"]
+
+
+def test_a_route_may_have_no_step_after_it(org, teammate, no_ai):
+    client = as_user(teammate)
+    document = routed(data_of(client.get("/crm/automation/workflows/new/"))["document"])
+    document["nodes"][1]["data"]["config"]["routes"].append({"id": "route-2", "label": "unsure"})
+    response = post(client, "/crm/automation/workflows/new/", document)
+    assert response.status_code == 200, response.content
+    routes = Workflow.objects.get(name="Sorted by mood").actions.get(node_id="mood").config["routes"]
+    assert [r["label"] for r in routes] == ["positive", "negative", "unsure"]
+
+
+def test_errors_of_ai_steps_come_back_at_their_fields(org, teammate, no_ai):
+    client = as_user(teammate)
+    document = routed(data_of(client.get("/crm/automation/workflows/new/"))["document"])
+    mood, draft = document["nodes"][1]["data"]["config"], document["nodes"][4]["data"]["config"]
+    mood["routes"][1]["label"] = "Positive"  # the same word as route 0
+    draft.update(outputFormat="xml", maxTokens=9000, additionalPrompt="{{Nobody.answer}}")
+    document["edges"].append({"source": "mood", "target": "after", "sourceHandle": "route-5"})
+    response = post(client, "/crm/automation/workflows/new/", document)
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    at = {(e["node"], e["field"]): e["message"] for e in errors}
+    assert "is the label of another route" in at[("mood", "routes[1].label")]
+    assert ("draft", "outputFormat") in at and ("draft", "maxTokens") in at and ("draft", "additionalPrompt") in at
+    # An edge's problem is shown on the step it leaves: the router has no route-5.
+    edge_error = next(e for e in errors if e["place"].startswith("edges["))
+    assert edge_error["node"] == "mood" and "route-0 to route-1" in edge_error["message"]
+    assert not Workflow.objects.filter(name="Sorted by mood").exists()

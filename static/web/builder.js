@@ -31,7 +31,15 @@
       config: () => ({ title: "", recipients: "admins" }) },
     { key: "sub-workflow", label: "Run another workflow", name: "Run workflow", subtype: "sub-workflow",
       config: () => ({ workflowId: (cat.workflows[0] || {}).value || "" }) },
+    // AI steps (automation/ai/nodes.py): the model writes text or JSON, or picks one of the routes.
+    { key: "agent", label: "AI agent", name: "AI agent", subtype: "agent", group: "AI",
+      config: () => ({ additionalPrompt: "", outputFormat: "text" }) },
+    { key: "router", label: "AI router", name: "AI router", subtype: "router", group: "AI",
+      config: () => ({ classificationPrompt: "", routes: [{ id: "route-0", label: "positive" }, { id: "route-1", label: "negative" }] }) },
   ];
+  const AI_KINDS = ["agent", "router"];
+  const MAX_ROUTES = 20, MIN_ROUTES = 2;
+  const routeId = (i) => "route-" + i;
   const BRANCHES = {
     condition: [["condition-true", "Yes"], ["condition-false", "No"]],
     "user-input": [["approved", "Approved"], ["rejected", "Rejected"], ["timed-out", "No answer in time"]],
@@ -41,7 +49,7 @@
     "crm/create_task": ["title", "task_id", "assignee"], "crm/send_email": ["to", "subject"],
     "crm/update_record": ["old", "new"], "http/request": ["status", "body"],
     "user-input": ["decision", "comment", "answered_by"], function: ["value"], "desktop-notification": ["count"],
-    condition: ["passed"],
+    condition: ["passed"], router: ["route", "reason"],
   };
 
   // --- Document helpers -------------------------------------------------------------------------
@@ -52,6 +60,28 @@
   const ins = (id) => doc.edges.filter((e) => e.target === id);
   const kindOf = (n) => n.data.subtype === "tool-call" ? (n.data.config || {}).toolName : n.data.subtype;
   const isBranching = (n) => !!BRANCHES[n.data.subtype] || ["parallel", "router"].includes(n.data.subtype);
+  const routesOf = (n) => Array.isArray((n.data.config || {}).routes) ? n.data.config.routes : [];
+  const routeName = (route, i) => (route && typeof route.label === "string" && route.label.trim()) || "Route " + (i + 1);
+
+  // A node's ways out as [handle, words]: fixed for conditions, approvals and loops; a router's
+  // routes in order (and, to be seen and fixed, any edge whose handle is not one of them); a
+  // parallel's branches as its edges have them. Null: one way out.
+  function branchesOf(n) {
+    if (BRANCHES[n.data.subtype]) return BRANCHES[n.data.subtype];
+    const used = Array.from(new Set(outs(n.id).map((e) => e.sourceHandle || "")));
+    if (n.data.subtype === "router") {
+      const made = routesOf(n).map((r, i) => [routeId(i), routeName(r, i)]);
+      used.filter((h) => !made.some(([x]) => x === h)).forEach((h) => made.push([h, (h || "no route") + " (not a route of this router)"]));
+      return made;
+    }
+    if (n.data.subtype === "parallel") return used.map((h) => [h, h]);
+    return null;
+  }
+  // The way out a step inserted before `target` takes to it (the first branch of a branching node).
+  function firstHandle(n) {
+    if (BRANCHES[n.data.subtype]) return BRANCHES[n.data.subtype][0][0];
+    return n.data.subtype === "router" ? routeId(0) : "";
+  }
 
   function triggerType() {
     const t = trigger();
@@ -110,7 +140,7 @@
     doc.nodes.push(made);
     doc.edges = doc.edges.filter((e) => !(e.source === source && (e.sourceHandle || "") === (handle || "") && e.target === target));
     doc.edges.push(edge(source, id, handle));
-    if (target) doc.edges.push(edge(id, target, (BRANCHES[kind.subtype] || [[""]])[0][0]));
+    if (target) doc.edges.push(edge(id, target, firstHandle(made)));
     openNode = id;
     changed();
     render();
@@ -123,7 +153,7 @@
 
   function remove(id) {
     const n = node(id);
-    const first = (BRANCHES[n.data.subtype] || [[""]])[0][0];
+    const first = firstHandle(n);
     const next = outs(id).find((e) => (e.sourceHandle || "") === first) || (isBranching(n) ? null : outs(id)[0]);
     const lost = outs(id).filter((e) => e !== next).length;
     if (lost && !window.confirm("Remove “" + n.data.label + "” and the steps only its other branches lead to?")) return;
@@ -135,6 +165,47 @@
     if (openNode === id) openNode = null;
     changed();
     render();
+  }
+
+  // A router's routes are numbered in order (route-0, route-1 …) and each edge leaving it keeps
+  // following its route: when routes move or go, their edges' handles move with them.
+  function renumberRoutes(n) {
+    const moved = new Map();
+    routesOf(n).forEach((r, i) => {
+      if (!r || typeof r !== "object") return;
+      if (r.id && r.id !== routeId(i)) moved.set(r.id, routeId(i));
+      r.id = routeId(i);
+    });
+    outs(n.id).forEach((e) => { if (moved.has(e.sourceHandle)) e.sourceHandle = moved.get(e.sourceHandle); });
+  }
+  function addRoute(n) {
+    const routes = n.data.config.routes = routesOf(n);
+    const taken = new Set(routes.map((r) => String((r && r.label) || "").trim().toLowerCase()));
+    let k = routes.length + 1;
+    while (taken.has("route " + k)) k++;
+    routes.push({ id: routeId(routes.length), label: "route " + k });
+    changed();
+    render();
+  }
+  function removeRoute(n, i) {
+    const routes = routesOf(n), handle = routeId(i);
+    const out = outs(n.id).find((e) => e.sourceHandle === handle);
+    if (out && !window.confirm("Remove the route “" + routeName(routes[i], i) + "” and the steps only it leads to?")) return;
+    doc.edges = doc.edges.filter((e) => !(e.source === n.id && e.sourceHandle === handle));
+    routes.splice(i, 1);
+    renumberRoutes(n);  // the routes after it move up, and their edges with them
+    prune();
+    changed();
+    render();
+  }
+  // A route renamed: its branch's heading follows as one types (the flow is not redrawn).
+  function relabelBranch(n, i) {
+    const column = document.querySelector('.branch[data-node="' + n.id + '"][data-handle="' + routeId(i) + '"]');
+    if (!column) return;
+    const words = routeName(routesOf(n)[i], i);
+    column.querySelector(".branch-label").textContent = words;
+    const menu = column.querySelector(":scope > .connector > select");
+    if (menu) menu.setAttribute("aria-label", adderLabel(n.id, routeId(i), words, menu.dataset.target || null));
   }
 
   // A simple node in a plain chain can swap places with the simple node before it.
@@ -175,8 +246,14 @@
       case "user-input": return "Ask " + (c.role === "ops" ? "ops members" : "admins") + ": “" + (c.promptText || "…") + "”";
       case "desktop-notification": return "Notify " + (c.recipients || "admins") + ": “" + (c.title || "…") + "”";
       case "sub-workflow": { const w = cat.workflows.find((x) => x.value === c.workflowId); return "Run the workflow " + (w ? w.label : c.workflowId || "…"); }
+      case "agent": return "Ask the model" + (c.outputFormat === "json" ? " for a JSON object" : "") + ": “" + short(c.additionalPrompt) + "”";
+      case "router": return "Let the model choose: " + (routesOf(n).map(routeName).join(" / ") || "…");
       default: return n.data.subtype;
     }
+  }
+  function short(words) {
+    const flat = String(words || "").replace(/\s+/g, " ").trim();
+    return !flat ? "…" : flat.length > 80 ? flat.slice(0, 79) + "…" : flat;
   }
   function ruleWords(r) {
     const op = cat.operators.find((o) => o.value === r.operator);
@@ -228,8 +305,12 @@
       hint ? el("p", { class: "hint", text: hint }) : null,
       problem ? el("p", { class: "field-error", id: id + "-error", text: problem }) : null);
   }
+  // The fields the open form shows (renderForm lists the node's other problems under it).
+  let claimed = null;
+  const under = (place, field) => place === field || place.startsWith(field + ".") || place.startsWith(field + "[");
   function fieldError(nodeId, field) {
-    return errors.filter((e) => e.node === nodeId && (e.field === field || e.field.startsWith(field + ".") || e.field.startsWith(field + "["))).map((e) => e.message).join("; ");
+    if (claimed) claimed.push(field);
+    return errors.filter((e) => e.node === nodeId && under(e.field, field)).map((e) => e.message).join("; ");
   }
   function select(options, value, onchange, attrs) {
     const s = el("select", attrs || {});
@@ -275,7 +356,14 @@
     const found = Object.entries(fields()).filter(([p, t]) => !p.startsWith("trigger.") && p !== "trigger" && t !== "object").map(([p]) => p);
     if (triggerType().startsWith("manual_")) found.push("trigger.input.<name>");
     if (triggerType() === "webhook") found.push("trigger.body.<field>");
-    upstream(id).forEach((n) => (OUTPUTS[kindOf(n)] || []).forEach((k) => found.push(n.data.label + "." + k)));
+    upstream(id).forEach((n) => {
+      if (kindOf(n) === "agent") {  // the answer is {{Label}}; a JSON answer's fields are {{Label.field}}
+        found.push(n.data.label);
+        if ((n.data.config || {}).outputFormat === "json") found.push(n.data.label + ".<field>");
+        return;
+      }
+      (OUTPUTS[kindOf(n)] || []).forEach((k) => found.push(n.data.label + "." + k));
+    });
     return found;
   }
   function picker(id, input) {
@@ -308,7 +396,8 @@
     return text(value, onchange, attrs);
   }
 
-  function rulesEditor(n, config) {
+  // `prefix`: where the rules are in the node's config as the server names it ("conditions." on a trigger).
+  function rulesEditor(n, config, prefix) {
     config.rules = config.rules || [];
     const box = el("fieldset", { class: "rules" }, el("legend", { text: "Continue only if" }));
     box.append(fieldBox("Match", select([{ value: "and", label: "all of these are true" }, { value: "or", label: "any of these is true" }],
@@ -317,7 +406,7 @@
       .map(([p]) => ({ value: p, label: fieldLabel(p) }));
     config.rules.forEach((rule, i) => {
       const row = el("div", { class: "rule" });
-      const where = { node: n.id, field: "rules[" + i + "]" };
+      const where = { node: n.id, field: (prefix || "") + "rules[" + i + "]" };
       row.append(select(fieldOptions, rule.field, (v) => { rule.field = v; changed(); renderForm(n); }, { "aria-label": "Field of condition " + (i + 1) }));
       row.append(select(cat.operators, rule.operator, (v) => { rule.operator = v; if (cat.valueless.includes(v)) delete rule.value; changed(); renderForm(n); }, { "aria-label": "Operator of condition " + (i + 1) }));
       if (!cat.valueless.includes(rule.operator)) row.append(valueInput(fields()[rule.field], rule.value, (v) => { rule.value = v; changed(); refreshSummary(n); }, "Value of condition " + (i + 1)));
@@ -327,6 +416,28 @@
       if (problem) box.append(el("p", { class: "field-error", text: problem }));
     });
     box.append(el("button", { type: "button", onclick: () => { config.rules.push({ field: firstField("str"), operator: "eq", value: "" }); changed(); renderForm(n); }, text: "Add a condition" }));
+    return box;
+  }
+
+  // A router's routes: the words the model answers with, each a branch of the flow.
+  function routesEditor(n, config) {
+    const routes = config.routes = Array.isArray(config.routes) ? config.routes : [];
+    const box = el("fieldset", { class: "rules routes" }, el("legend", { text: "Routes (the model takes one)" }));
+    routes.forEach((route, i) => {
+      if (!route || typeof route !== "object") routes[i] = route = { id: routeId(i), label: "" };
+      const input = text(route.label, (v) => { route.label = v; changed(); refreshSummary(n); relabelBranch(n, i); }, { maxlength: 60 });
+      const row = fieldBox("Route " + (i + 1), input, { node: n.id, field: "routes[" + i + "]" });
+      const line = el("div", { class: "route-line" });
+      input.replaceWith(line);
+      line.append(input, el("button", { type: "button", class: "link", disabled: routes.length <= MIN_ROUTES, onclick: () => removeRoute(n, i),
+        text: "Remove", "aria-label": "Remove route " + (i + 1) + " (" + routeName(route, i) + ")" }));
+      box.append(row);
+    });
+    const whole = errors.filter((e) => e.node === n.id && e.field === "routes").map((e) => e.message).join("; ");
+    if (claimed) claimed.push("routes");
+    if (whole) box.append(el("p", { class: "field-error", text: whole }));
+    box.append(el("button", { type: "button", disabled: routes.length >= MAX_ROUTES, onclick: () => addRoute(n), text: "Add a route" }));
+    box.append(el("p", { class: "hint", text: "From " + MIN_ROUTES + " to " + MAX_ROUTES + " routes, each a short unique word the model answers with. A route with no step after it ends the run there." }));
     return box;
   }
 
@@ -385,7 +496,7 @@
     }
     if (n.data.subtype === "chat-app" && t !== "webhook") {
       const conditions = c.conditions = c.conditions || { combinator: "and", rules: [] };
-      const rules = rulesEditor(n, conditions);
+      const rules = rulesEditor(n, conditions, "conditions.");
       rules.querySelector("legend").textContent = "Only when (optional)";
       form.push(rules);
     }
@@ -433,8 +544,11 @@
   function nodeForm(n) {
     const c = n.data.config = n.data.config || {};
     const d = n.data.subtype === "tool-call" ? (c.defaults = c.defaults || {}) : {};
-    const form = [fieldBox("Name of this step", text(n.data.label, (v) => { n.data.label = v; changed(); const h = document.querySelector('[data-label="' + n.id + '"]'); if (h) h.textContent = v; }), { node: n.id, field: "label" },
-      "Later steps can use what this one made as {{" + (n.data.label || "Name") + ".…}}.")];
+    const name = n.data.label || "Name";
+    const reads = kindOf(n) === "agent" ? "Later steps use the answer as {{" + name + "}}" + (c.outputFormat === "json" ? " and its fields as {{" + name + ".field}}" : "") + "."
+      : kindOf(n) === "router" ? "Later steps can use the route taken and why as {{" + name + ".route}} and {{" + name + ".reason}}."
+        : "Later steps can use what this one made as {{" + name + ".…}}.";
+    const form = [fieldBox("Name of this step", text(n.data.label, (v) => { n.data.label = v; changed(); const h = document.querySelector('[data-label="' + n.id + '"]'); if (h) h.textContent = v; }), { node: n.id, field: "label" }, reads)];
     switch (kindOf(n)) {
       case "crm/create_task":
         form.push(templated("Task title", n, d, "title"));
@@ -474,6 +588,17 @@
       case "sub-workflow":
         form.push(fieldBox("Workflow", select([{ value: "", label: "Choose…" }].concat(cat.workflows), c.workflowId, setter(n, c, "workflowId")), { node: n.id, field: "workflowId" }));
         break;
+      case "agent":
+        form.push(templated("Prompt", n, c, "additionalPrompt", true));
+        form.push(fieldBox("Output format", select([{ value: "text", label: "Text" }, { value: "json", label: "JSON object" }], c.outputFormat || "text", (v) => { c.outputFormat = v; changed(); renderForm(n); }), { node: n.id, field: "outputFormat" },
+          c.outputFormat === "json" ? "The model answers with one JSON object; later steps read its fields as {{" + name + ".field}}." : "The model answers with text; later steps read it as {{" + name + "}}."));
+        form.push(fieldBox("Max tokens", number(c.maxTokens, (v) => { if (v === "") delete c.maxTokens; else c.maxTokens = v; changed(); }, { min: 1, max: 4000, step: 1 }), { node: n.id, field: "maxTokens" },
+          "Optional: the longest answer, 1 to 4000 tokens (500 when empty)."));
+        break;
+      case "router":
+        form.push(templated("Classification prompt", n, c, "classificationPrompt", true));
+        form.push(routesEditor(n, c));
+        break;
       default:
         form.push(el("p", { class: "hint", text: "This kind of step is edited in the YAML tab." }));
     }
@@ -483,7 +608,12 @@
   function renderForm(n) {
     const holder = document.querySelector('[data-form="' + n.id + '"]');
     if (!holder) return;
-    holder.replaceChildren(...(n === trigger() ? triggerForm(n) : nodeForm(n)));
+    claimed = [];
+    const parts = n === trigger() ? triggerForm(n) : nodeForm(n);
+    // A problem with a setting this form has no input for is still shown, under the form.
+    const others = errors.filter((e) => e.node === n.id && e.field && !claimed.some((f) => under(e.field, f)));
+    claimed = null;
+    holder.replaceChildren(...parts, ...others.map((e) => el("p", { class: "field-error", text: e.field + ": " + e.message })));
     refreshSummary(n);
   }
 
@@ -502,6 +632,7 @@
         el("p", { class: "node-summary", "data-summary": n.id, text: isTrigger ? "" : summary(n) })),
       problems.map((p) => el("p", { class: "field-error", text: p.message })),
       fieldProblems ? el("p", { class: "field-error", text: fieldProblems + " problem" + (fieldProblems > 1 ? "s" : "") + " in this step's settings" }) : null,
+      AI_KINDS.includes(n.data.subtype) && cat.ai && !cat.ai.configured ? el("p", { class: "ai-notice", text: cat.ai.notice }) : null,
       state.editable ? el("div", { class: "node-tools" },
         el("button", { type: "button", "aria-expanded": open ? "true" : "false", onclick: () => { openNode = open ? null : n.id; render(); focusCard(n.id); }, text: open ? "Close" : "Edit", "aria-label": (open ? "Close " : "Edit ") + (isTrigger ? "the trigger" : n.data.label) }),
         !isTrigger ? el("button", { type: "button", disabled: !prev, onclick: () => moveUp(n.id), text: "↑", "aria-label": "Move " + n.data.label + " up" }) : null,
@@ -515,11 +646,25 @@
     return box;
   }
 
-  function adder(source, handle, target) {
-    if (!state.editable) return el("div", { class: "connector" });
+  // "Add a step after Check (condition-true)"; a route also says its words: "(route-0: positive)".
+  function adderLabel(source, handle, words, target) {
     const where = target ? "between " + (node(source).data.label || "the trigger") + " and " + node(target).data.label : "after " + (node(source) === trigger() ? "the trigger" : node(source).data.label);
-    const menu = select([{ value: "", label: "+ Add a step" }].concat(KINDS.map((k) => ({ value: k.key, label: k.label }))), "", (v) => { if (v) insert(v, source, handle, target); },
-      { class: "add-step", "aria-label": "Add a step " + where + (handle ? " (" + handle + ")" : "") });
+    const way = handle ? " (" + handle + (node(source).data.subtype === "router" && words ? ": " + words : "") + ")" : "";
+    return "Add a step " + where + way;
+  }
+  // "+ Add a step": the kinds in order, AI steps in a group of their own.
+  function adder(source, handle, target, words) {
+    if (!state.editable) return el("div", { class: "connector" });
+    const menu = el("select", { class: "add-step", "aria-label": adderLabel(source, handle, words, target), "data-target": target || null },
+      el("option", { value: "", text: "+ Add a step" }));
+    const groups = {};
+    KINDS.forEach((k) => {
+      const option = el("option", { value: k.key, text: k.label });
+      if (!k.group) { menu.append(option); return; }
+      if (!groups[k.group]) menu.append(groups[k.group] = el("optgroup", { label: k.group }));
+      groups[k.group].append(option);
+    });
+    menu.addEventListener("change", () => { if (menu.value) insert(menu.value, source, handle, target); });
     return el("div", { class: "connector" }, menu);
   }
 
@@ -528,14 +673,13 @@
     if (!n) return;
     placed.add(id);
     container.append(card(n));
-    const branches = BRANCHES[n.data.subtype] || (["parallel", "router"].includes(n.data.subtype)
-      ? Array.from(new Set(outs(id).map((e) => e.sourceHandle || ""))).map((h) => [h, h]) : null);
+    const branches = branchesOf(n);
     if (branches) {
       const row = el("div", { class: "branches" });
       branches.forEach(([handle, label]) => {
-        const column = el("div", { class: "branch", "data-handle": handle }, el("p", { class: "branch-label", text: label }));
+        const column = el("div", { class: "branch", "data-node": id, "data-handle": handle }, el("p", { class: "branch-label", text: label }));
         const out = outs(id).find((e) => (e.sourceHandle || "") === handle);
-        column.append(adder(id, handle, out ? out.target : null));
+        column.append(adder(id, handle, out ? out.target : null, label));
         if (out) follow(column, out.target, placed);
         else column.append(el("p", { class: "end", text: "Ends here" }));
         row.append(column);
@@ -575,6 +719,7 @@
     const t = trigger();
     const conditions = t && t.data.config && t.data.config.conditions;
     if (conditions && !(conditions.rules || []).length) delete t.data.config.conditions;
+    nodes().filter((n) => n.data.subtype === "router").forEach(renumberRoutes);  // route-0, route-1 … in order
   }
   async function save() {
     tidy();

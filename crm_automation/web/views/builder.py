@@ -4,8 +4,13 @@ The page carries the workflow's seed-001 document and a catalog of what the orga
 workflows may name (events, stages in pipeline order, members, fields and their types,
 operators). The script (static/web/builder.js) edits the document and posts it back whole;
 the same services as the YAML import and the API check and save it, and their errors come back
-with their place (`nodes[send-email].data.config.defaults.to`) so the form shows each at its
-input.
+with their place (`nodes[send-email].data.config.defaults.to`,
+`nodes[mood].data.config.routes[1].label`) so the form shows each at its input; an edge's
+error (`edges[3].sourceHandle`) is shown on the step it leaves.
+
+AI steps (`agent`, `router`) are built like any other; without a provider
+(`ai.providers.configured()`) the page says on each AI step that the workflow can be saved as
+a draft but not activated (activation refuses it and says why).
 """
 
 import json
@@ -18,6 +23,7 @@ from django.views.decorators.http import require_http_methods
 
 from crm_automation.automation import catalog, control, field_changes, questions
 from crm_automation.automation.actions.notify import RECIPIENTS
+from crm_automation.automation.ai import providers
 from crm_automation.automation.documents import DocumentError
 from crm_automation.automation.models import Workflow, WorkflowStatus
 from crm_automation.automation.services import can_edit, has_unpublished_changes
@@ -35,6 +41,8 @@ from crm_automation.webhooks.models import WebhookEndpoint
 
 EVENTS = list(catalog.TRIGGER_CHOICES)  # manual_* become subtype "manual" in the document (builder.js)
 STARTER_NAME = "New workflow"
+AI_NOT_SET_UP = ("AI is not set up on this server: set AI_PROVIDER, AI_MODEL and AI_API_KEY; the workflow can be "
+                 "saved as a draft but not activated.")
 
 
 def starter_document() -> dict:
@@ -71,11 +79,17 @@ def builder_catalog(organization: Organization) -> dict:
         "priorities": [{"value": value, "label": label} for value, label in Task.Priority.choices],
         "recipients": list(RECIPIENTS), "roles": list(questions.ROLES), "units": list(control.UNITS),
         "later": sorted(catalog.LATER_NODES),
+        "ai": {"configured": providers.configured() is not None, "notice": AI_NOT_SET_UP},
     }
 
 
-def _errors(exc: Exception) -> list[dict]:
-    """Errors as the builder shows them: the node and the field they belong to, when there is one."""
+def _errors(exc: Exception, document: dict | None = None) -> list[dict]:
+    """Errors as the builder shows them: the node and the field they belong to, when there is one.
+    An edge's error (`edges[2].sourceHandle`) belongs to the node it leaves (`document`'s edge),
+    when that node is in the document; otherwise it is shown above the flow."""
+    edges = document.get("edges") if isinstance(document, dict) else None
+    nodes = document.get("nodes") if isinstance(document, dict) else None
+    node_ids = {n.get("id") for n in nodes if isinstance(n, dict)} if isinstance(nodes, list) else set()
     if isinstance(exc, DocumentError):
         found = [(place, message) for place, message, _line in exc.errors]
     elif isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
@@ -93,6 +107,11 @@ def _errors(exc: Exception) -> list[dict]:
                 if rest.startswith(prefix):
                     field = rest[len(prefix):]
                     break
+        elif place.startswith("edges[") and "]" in place and isinstance(edges, list):
+            index = place[len("edges["):place.index("]")]
+            edge = edges[int(index)] if index.isdigit() and int(index) < len(edges) else None
+            if isinstance(edge, dict) and isinstance(edge.get("source"), str) and edge["source"] in node_ids:
+                node = edge["source"]
         shown.append({"place": place, "message": message, "node": node, "field": field})
     return shown
 
@@ -123,13 +142,14 @@ def _posted(request) -> tuple[dict, int | None]:
 
 
 def _save(request, save) -> JsonResponse:
+    document = None
     try:
         document, revision = _posted(request)
         workflow = save(document, revision)
     except PermissionDenied as exc:
         return JsonResponse({"errors": [{"place": "", "message": str(exc), "node": "", "field": ""}]}, status=403)
     except (DocumentError, ValidationError) as exc:
-        errors = _errors(exc)
+        errors = _errors(exc, document)
         stale = any("Someone else saved" in e["message"] for e in errors)
         return JsonResponse({"errors": errors}, status=409 if stale else 400)
     live = workflow.status in (WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED)
