@@ -11,6 +11,7 @@ from contextvars import ContextVar
 
 from crm_automation.crm.changes import (
     CONTACT_CREATED,
+    CONTACT_UPDATED,
     DEAL_CREATED,
     DEAL_STAGE_CHANGE,
     DEAL_UPDATED,
@@ -18,6 +19,7 @@ from crm_automation.crm.changes import (
     LEAD_CREATED,
     LEAD_UPDATED,
     TASK_COMPLETED,
+    TASK_UPDATED,
 )
 
 TRIGGER_CHOICES = [
@@ -36,9 +38,10 @@ TRIGGER_CHOICES += [(WEBHOOK, "Inbound webhook")]
 # A record's fields change (field_changes.py): any save that changes a field, or only some
 # fields, optionally only when the record starts to meet the workflow's conditions.
 TRIGGER_CHOICES += [(DEAL_UPDATED, "A deal is updated"), (LEAD_UPDATED, "A lead is updated")]
-UPDATED = {DEAL_UPDATED: "deal", LEAD_UPDATED: "lead"}
-# Which workflows an event is for, by the event's kind: a stage change is also an update.
-LISTENERS = {DEAL_STAGE_CHANGE: (DEAL_STAGE_CHANGE, DEAL_UPDATED)}
+UPDATED = {DEAL_UPDATED: "deal", LEAD_UPDATED: "lead", CONTACT_UPDATED: "contact", TASK_UPDATED: "task"}
+# Which workflows an event is for, by the event's kind: a stage change is also an update, and so
+# is a task's completion.
+LISTENERS = {DEAL_STAGE_CHANGE: (DEAL_STAGE_CHANGE, DEAL_UPDATED), TASK_COMPLETED: (TASK_COMPLETED, TASK_UPDATED)}
 
 
 def listeners(kind: str) -> tuple[str, ...]:
@@ -49,6 +52,9 @@ def listeners(kind: str) -> tuple[str, ...]:
 # A contact is created (no record to load: the contact is in the event), a task is completed
 # (about its deal or lead when it has one; the task is in the event).
 TRIGGER_CHOICES += [(CONTACT_CREATED, "A contact is created"), (TASK_COMPLETED, "A task is completed")]
+# A contact's or a task's fields change (field_changes.py, as deal_updated): the contact or the
+# task travels in the event, a task's event is about its deal or lead.
+TRIGGER_CHOICES += [(CONTACT_UPDATED, "A contact is updated"), (TASK_UPDATED, "A task is updated")]
 
 # Relative time (relative_time.py): a deal's date comes up, or a deal stays in a stage.
 DATE_REACHED, IN_STAGE = "deal_date_reached", "deal_in_stage"
@@ -171,15 +177,15 @@ def fields_for(trigger_type: str) -> dict[str, str]:
         fields["trigger.input"] = OPEN  # what the person or the API passed when starting it
     if trigger_type in (DATE_REACHED, IN_STAGE):
         fields["trigger.occasion"] = "str"
-    if trigger_type == CONTACT_CREATED:
+    if trigger_type in (CONTACT_CREATED, CONTACT_UPDATED):
         fields.update({f"contact.{name}": "str" for name in ("id", "first_name", "last_name", "email", "phone",
                                                              "company")})
-    if trigger_type == TASK_COMPLETED:
+    if trigger_type in (TASK_COMPLETED, TASK_UPDATED):
         # The task's deal or lead, when it has one (conditions and templates on the other read as empty).
         fields.update(_DEAL_FIELDS)
         fields.update(_LEAD_FIELDS)
         fields.update({"trigger.task.id": "number", "trigger.task.title": "str", "trigger.task.priority": "str",
-                       "trigger.task.due_date": "date", "trigger.task.assignee": "str"})
+                       "trigger.task.status": "str", "trigger.task.due_date": "date", "trigger.task.assignee": "str"})
     if trigger_type in UPDATED:
         fields["trigger.changed"] = OPEN  # {field: {"old": …, "new": …}} of the save
     if trigger_type == SCHEDULE:

@@ -313,6 +313,14 @@ def _edges(document: dict) -> tuple[list[tuple[str, str]], list[dict]]:
     return errors, edges
 
 
+def event_type(event):
+    """A chat-app node's `event` as a trigger type: ours (`contact_updated`, what exports write)
+    or the seed's spelling of the same event (`contact.updated`, `task.completed`)."""
+    if isinstance(event, str) and "." in event and event.replace(".", "_") in catalog.TRIGGER_TYPES:
+        return event.replace(".", "_")
+    return event
+
+
 def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
     """The definition (trigger, conditions, nodes with their ids and labels, edges) of a
     document, and what is wrong with its format, named by place. The graph's shape and the
@@ -342,7 +350,7 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
     trigger = trigger_node["data"].get("config") or {}
     settings = document.get("settings") or {}
     kind = trigger_node["data"]["subtype"]
-    trigger_type = {"chat-app": trigger.get("event"), "schedule": "schedule",
+    trigger_type = {"chat-app": event_type(trigger.get("event")), "schedule": "schedule",
                     "manual": f"manual_{trigger.get('entity', 'deal')}"}[kind]
     if not isinstance(trigger_type, str):
         return {}, [(f"nodes[{trigger_node['id']}].data.config.event", "is required (text): the CRM event, e.g. "

@@ -1,7 +1,8 @@
 """Record-updated triggers (seed 003): "a deal is updated", optionally only when some fields
 change, optionally only when the record starts to meet the workflow's conditions.
 
-    deal_updated / lead_updated: {"fields": ["amount", "stage"], "crossing": true}
+    deal_updated / lead_updated / contact_updated / task_updated:
+        {"fields": ["amount", "stage"], "crossing": true}
 
 - `fields`: the save must change at least one of them (empty or absent: any tracked field).
 - `crossing`: the conditions must be false for the record as it was before the save and true
@@ -10,17 +11,21 @@ change, optionally only when the record starts to meet the workflow's conditions
   fields put back (the event's `changed`: old and new values, written by the CRM's save).
 
 A deal's stage change is one of its updates: a `deal_stage_change` event is offered to
-`deal_updated` workflows too (catalog.LISTENERS), so one save is one event.
+`deal_updated` workflows too (catalog.LISTENERS), so one save is one event; so is a task's
+completion (`task_completed`, offered to `task_updated` workflows).
+
+A contact travels in its event (`contact`, as saved), a task too (`trigger.task`; the event is
+about the task's deal or lead): the record before the save is that copy with the old values.
 """
 
 import copy
 from decimal import Decimal, InvalidOperation
 
 from crm_automation.automation import catalog, conditions
-from crm_automation.crm.changes import DEAL_TRACKED, LEAD_TRACKED
+from crm_automation.crm.changes import CONTACT_TRACKED, DEAL_TRACKED, LEAD_TRACKED, TASK_TRACKED
 
-FIELDS = {"deal": tuple(name.removesuffix("_id") for name in DEAL_TRACKED),
-          "lead": tuple(name.removesuffix("_id") for name in LEAD_TRACKED)}
+FIELDS = {entity: tuple(name.removesuffix("_id") for name in tracked) for entity, tracked in
+          (("deal", DEAL_TRACKED), ("lead", LEAD_TRACKED), ("contact", CONTACT_TRACKED), ("task", TASK_TRACKED))}
 SETTINGS = ("fields", "crossing")
 
 
@@ -71,7 +76,7 @@ def _old_value(entity: str, field: str, old, trigger: dict):
             return Decimal(str(old))
         except InvalidOperation:
             return old
-    if field in ("contact", "owner"):
+    if field in ("contact", "owner", "assignee"):
         return None  # the old related record is not loaded: conditions on it read as empty
     return old
 
@@ -79,10 +84,13 @@ def _old_value(entity: str, field: str, old, trigger: dict):
 def before_the_save(full: dict, entity: str, changed: dict, trigger: dict) -> dict:
     """The context of the record as it was before the save."""
     old = copy.deepcopy(full)
-    record = old.get(entity) or {}
+    carried = old.get("trigger", {}).get(entity)  # a task is only in the trigger: {{trigger.task.title}}
+    in_trigger_only = entity not in old and isinstance(carried, dict)
+    record = (carried if in_trigger_only else old.get(entity)) or {}
     for field, (before, _after) in changed.items():
         record[field] = _old_value(entity, field, before, trigger)
-    old[entity] = record
+    if not in_trigger_only:
+        old[entity] = record
     old["trigger"] = {**old.get("trigger", {}), entity: record}
     return old
 

@@ -7,9 +7,11 @@ are written. Arguments: ``changes``, a list of :class:`RecordChange`. It fires f
 - a Deal saved with other changed fields (``deal_updated``),
 - a Lead created (``lead_created``), converted (``lead_converted``) or saved with changed fields
   (``lead_updated``),
-- a Contact created (``contact_created``; the payload holds the contact: no record to load),
+- a Contact created (``contact_created``; the payload holds the contact: no record to load) or
+  saved with changed fields (``contact_updated``, the contact as saved and ``changed``),
 - a Task saved from open to done (``task_completed``; about its deal or lead when it has one,
-  the payload holds the task),
+  the payload holds the task) or saved with other changed fields (``task_updated``, about the same
+  record; a completion is one ``task_completed`` whose ``changed`` lists what the save changed),
 
 One save is one change: a stage change that also changes the amount is one ``deal_stage_change``
 whose payload's ``changed`` lists both (``{"amount": ["12000.00", "15000.00"], "stage": [3, 5]}``:
@@ -34,10 +36,15 @@ DEAL_UPDATED = "deal_updated"
 LEAD_UPDATED = "lead_updated"
 CONTACT_CREATED = "contact_created"
 TASK_COMPLETED = "task_completed"
+CONTACT_UPDATED = "contact_updated"
+TASK_UPDATED = "task_updated"
 
 # The fields whose changes are announced (model field names; foreign keys by their column).
 DEAL_TRACKED = ("title", "amount", "probability", "close_date", "contact_id", "owner_id", "stage_id")
 LEAD_TRACKED = ("name", "email", "company", "status", "owner_id")
+CONTACT_TRACKED = ("first_name", "last_name", "email", "phone", "company")
+# Not the description: free text of any length does not travel in events.
+TASK_TRACKED = ("title", "due_date", "priority", "status", "assignee_id")
 
 
 def json_value(value):
@@ -83,7 +90,7 @@ def written(tracked, update_fields) -> tuple[str, ...]:
 class RecordChange:
     kind: str
     organization_id: int
-    entity_type: str  # "deal" or "lead"
+    entity_type: str  # "deal", "lead", "contact" or "task"
     entity_id: uuid.UUID
     payload: dict = field(default_factory=dict)
 

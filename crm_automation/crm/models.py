@@ -86,19 +86,38 @@ class Contact(TenantOwned):
         return f"{self.first_name} {self.last_name}".strip()
 
     def save(self, *args, **kwargs) -> None:
-        """Save, and announce a creation (the contact travels in the event: workflows read
-        {{trigger.contact.email}} without loading it)."""
+        """Save, and announce a creation or a change of tracked fields (the contact travels in
+        the event: workflows read {{contact.email}} without loading it). What changed is decided
+        under the row's lock against the stored values, as a deal's save does."""
         creating = self._state.adding
-        self.check_links(kwargs.get("update_fields"))  # before the transaction, as Deal.save does
+        update_fields = kwargs.get("update_fields")
+        fields = () if creating else changes.written(changes.CONTACT_TRACKED, update_fields)
+        self.check_links(update_fields)  # before the transaction, as Deal.save does
         with transaction.atomic(using=kwargs.get("using"), savepoint=False):
+            before = Contact.objects.select_for_update().filter(pk=self.pk).values(*fields).first() if fields \
+                else None
             super().save(*args, links_checked=True, **kwargs)
+            change = None
             if creating:
-                snapshot = {name: changes.json_value(getattr(self, name)) for name in
-                            ("first_name", "last_name", "email", "phone", "company")}
-                snapshot["id"] = self.pk
-                changes.records_changed.send(sender=Contact, changes=[changes.RecordChange(
-                    changes.CONTACT_CREATED, self.organization_id, "contact", changes.stand_in("contact", self.pk),
-                    {"contact": snapshot})])
+                change = contact_change(self, changes.CONTACT_CREATED, {"contact": contact_snapshot(self)})
+            elif before is not None:
+                changed = changes.changed_fields(before, self, fields)
+                if changed:
+                    change = contact_change(self, changes.CONTACT_UPDATED,
+                                            {"contact": contact_snapshot(self), "changed": changed})
+            if change is not None:
+                changes.records_changed.send(sender=Contact, changes=[change])
+
+
+def contact_snapshot(contact: Contact) -> dict:
+    snapshot = {name: changes.json_value(getattr(contact, name)) for name in changes.CONTACT_TRACKED}
+    snapshot["id"] = contact.pk
+    return snapshot
+
+
+def contact_change(contact: Contact, kind: str, payload: dict) -> changes.RecordChange:
+    return changes.RecordChange(kind, contact.organization_id, "contact", changes.stand_in("contact", contact.pk),
+                                payload)
 
 
 class Deal(TenantOwned):
@@ -316,31 +335,36 @@ class Task(TenantOwned):
         return self.title
 
     def save(self, *args, **kwargs) -> None:
-        """Save, and announce a task done (its status from open to done, decided against the
-        stored status under the row's lock). The event is about the task's deal or lead, so a
-        workflow can act on it; the task travels in the payload ({{trigger.task.title}})."""
+        """Save, and announce a task done (its status from open to done) or another change of
+        its tracked fields, decided against the stored values under the row's lock. The event is
+        about the task's deal or lead, so a workflow can act on it; the task travels in the
+        payload ({{trigger.task.title}}). A completion is one `task_completed` event, offered to
+        `task_updated` workflows too (catalog.LISTENERS)."""
         update_fields = kwargs.get("update_fields")
-        watch = not self._state.adding and (update_fields is None or "status" in update_fields)
+        fields = () if self._state.adding else changes.written(changes.TASK_TRACKED, update_fields)
         self.check_links(update_fields)  # before the transaction: a refused link leaves no broken one
         with transaction.atomic(using=kwargs.get("using"), savepoint=False):
-            before = (Task.objects.select_for_update().filter(pk=self.pk).values_list("status", flat=True).first()
-                      if watch else None)
+            before = Task.objects.select_for_update().filter(pk=self.pk).values(*fields).first() if fields else None
             super().save(*args, links_checked=True, **kwargs)
-            if before == self.Status.OPEN and self.status == self.Status.DONE:
-                changes.records_changed.send(sender=Task, changes=[task_completed_change(self)])
+            changed = changes.changed_fields(before, self, fields) if before is not None else {}
+            if changed:
+                changes.records_changed.send(sender=Task, changes=[task_change(self, changed)])
 
 
-def task_completed_change(task: Task) -> changes.RecordChange:
+def task_change(task: Task, changed: dict) -> changes.RecordChange:
+    """`task_completed` for open → done, else `task_updated`; about the task's deal or lead."""
+    done = changed.get("status") == [Task.Status.OPEN, Task.Status.DONE]
     if task.deal_id:
         entity, entity_id = "deal", task.deal_id
     elif task.lead_id:
         entity, entity_id = "lead", task.lead_id
     else:
         entity, entity_id = "task", changes.stand_in("task", task.pk)
-    snapshot = {"id": task.pk, "title": task.title, "priority": task.priority,
+    snapshot = {"id": task.pk, "title": task.title, "priority": task.priority, "status": task.status,
                 "due_date": changes.json_value(task.due_date),
                 "assignee": task.assignee.get_username() if task.assignee_id else None}
-    return changes.RecordChange(changes.TASK_COMPLETED, task.organization_id, entity, entity_id, {"task": snapshot})
+    return changes.RecordChange(changes.TASK_COMPLETED if done else changes.TASK_UPDATED, task.organization_id,
+                                entity, entity_id, {"task": snapshot, "changed": changed})
 
 
 class EmailMessage(TenantOwned):

@@ -1,4 +1,4 @@
-"""Load the demo organization (idempotent): stages, a user, records and two workflows."""
+"""Load the demo organization (idempotent): stages, a user, records and its workflows."""
 
 import os
 import secrets
@@ -129,6 +129,7 @@ class Command(BaseCommand):
             self.step("workflow 'Lead welcome email' (draft)")
         self._graph_workflows(org, user)
         self._field_change_workflow(org, user)
+        self._contact_change_workflow(org, user)
         self._history(org, stages)
         self.stdout.write(self.style.SUCCESS("Demo data ready. Log in at /admin/ as 'demo'."))
 
@@ -147,6 +148,22 @@ class Command(BaseCommand):
                 "recipients": "admins"}}])
         workflow_transition(workflow_id=alert.pk, name="activate", by=user)
         self.step("workflow 'Big deal alert' (a field-change trigger, activated)")
+
+    def _contact_change_workflow(self, org, user) -> None:
+        """A contact-updated trigger watching one field: the admins hear of a new email address
+        (the contact travels in the event: old and new address in the notification)."""
+        if Workflow.objects.filter(organization=org, name="Contact email changed").exists():
+            return
+        changed = workflow_create(
+            organization=org, name="Contact email changed", by=user, reenrollment=Workflow.Reenrollment.EVERY_TIME,
+            description="When a contact's email address changes: tell the admins, with the old and the new one.",
+            trigger_type="contact_updated", trigger_config={"fields": ["email"]},
+            actions=[{"type": "notify", "label": "Tell Admins", "config": {
+                "title": "{{contact.first_name}} {{contact.last_name}}'s email changed",
+                "body": "Was {{trigger.changed.email.old}}, now {{trigger.changed.email.new}}.",
+                "recipients": "admins"}}])
+        workflow_transition(workflow_id=changed.pk, name="activate", by=user)
+        self.step("workflow 'Contact email changed' (a contact-updated trigger, activated)")
 
     def _history(self, org, stages) -> None:
         """A first history for the run-history accordion and the approvals inbox: three deals
