@@ -47,6 +47,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "crm_automation.crm.sources.SourceMiddleware",  # changes made by a request say where they came from
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -210,6 +211,24 @@ if AUTOMATION["DRAIN_TIME_BUDGET"] + 2 * EMAIL_TIMEOUT >= Q_TIMEOUT:
         f"AUTOMATION_DRAIN_SECONDS ({AUTOMATION['DRAIN_TIME_BUDGET']}) plus twice EMAIL_TIMEOUT ({EMAIL_TIMEOUT}) "
         f"must be shorter than Q_TIMEOUT ({Q_TIMEOUT}): a task must finish its last email before it is killed.")
 
+# --- AI nodes (automation/ai/providers.py): agent and router nodes, AI authoring ---------------
+# Without AI_PROVIDER and AI_MODEL, workflows with AI nodes are kept as drafts (publishing says
+# which variables to set).
+AI = {
+    "PROVIDER": env_str("AI_PROVIDER", ""),  # openai (or any OpenAI-compatible endpoint) | anthropic
+    "MODEL": env_str("AI_MODEL", ""),
+    "API_KEY": env_str("AI_API_KEY", ""),
+    "BASE_URL": env_str("AI_BASE_URL", ""),  # e.g. http://127.0.0.1:11434/v1 for a local Ollama
+    "TIMEOUT_SECONDS": env_int("AI_TIMEOUT_SECONDS", 30, minimum=1),
+    "PRICE_INPUT": env_float("AI_PRICE_INPUT_PER_MILLION", 0.0, low=0.0, high=1000.0),  # US$ per 1M tokens
+    "PRICE_OUTPUT": env_float("AI_PRICE_OUTPUT_PER_MILLION", 0.0, low=0.0, high=1000.0),
+}
+if AUTOMATION["DRAIN_TIME_BUDGET"] + AI["TIMEOUT_SECONDS"] >= Q_TIMEOUT:
+    raise ImproperlyConfigured(
+        f"AUTOMATION_DRAIN_SECONDS ({AUTOMATION['DRAIN_TIME_BUDGET']}) plus AI_TIMEOUT_SECONDS "
+        f"({AI['TIMEOUT_SECONDS']}) must be shorter than Q_TIMEOUT ({Q_TIMEOUT}): a task must finish its last AI "
+        "call before it is killed.")
+
 # --- Webhooks (crm_automation/webhooks, docs/webhooks.md) ---------------------------------------
 # Outbound requests (http/request nodes) reach only public addresses: loopback, private,
 # link-local (cloud metadata), multicast and other special addresses are refused. Hosts listed here
@@ -290,6 +309,7 @@ LOGGING = {
     # django-q2 logs every enqueued task at INFO; the nudger enqueues often.
     # Django's own "django" logger has a console handler of its own; without propagate=False
     # every request warning would be printed twice (once by it, once by the root).
-    "loggers": {"django-q": {"level": env_str("Q_LOG_LEVEL", "WARNING")},
+    # httpx logs every request at INFO (webhook and AI calls): their outcome is on the step.
+    "loggers": {"django-q": {"level": env_str("Q_LOG_LEVEL", "WARNING")}, "httpx": {"level": "WARNING"},
                 "django": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO"), "propagate": False}},
 }

@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from crm_automation.automation.services import workflow_create, workflow_transition
 from crm_automation.automation.tasks import drain_events
 from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organization, Stage
+from tests.fake_ai import anthropic, model_server, openai  # noqa: F401 (fixtures of the AI tests)
 
 STAGES = ["new", "qualified", "proposal", "negotiation", "won", "lost"]
 

@@ -9,8 +9,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from crm_automation.automation import impact
-from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowRun
+from crm_automation.automation.models import AutomationEvent, ImpactPreview, Workflow, WorkflowRun
 from crm_automation.automation.services import workflow_transition
+from crm_automation.automation.tasks import impact_preview
 from crm_automation.crm.models import Deal, EmailMessage, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage
@@ -63,17 +64,48 @@ def test_older_changes_are_left_out(org, contact):
     assert impact.preview(draft, days=90).entered == 2
 
 
-def test_the_impact_tab_and_the_api(org, contact, owner, outsider):
+def test_the_impact_tab_and_the_api(org, contact, owner, outsider, django_capture_on_commit_callbacks):
     deals_won(org, contact, [20000, 5000])
     draft = make_workflow(org, name="Sort", activate=False, actions=FLOW[0], graph={"edges": FLOW[1]})
     page = Client()
     page.force_login(owner)
+    with django_capture_on_commit_callbacks(execute=False):  # the worker's task is not sent: run below
+        waiting = page.get(f"/crm/automation/workflows/{draft.pk}/impact/?days=7").content.decode()
+    assert "Replaying the recorded changes of the last 7 days" in waiting and 'http-equiv="refresh"' in waiting
+    made = ImpactPreview.objects.get()
+    assert (made.status, made.days, made.requested_by) == ("queued", 7, owner)
+    impact_preview(made.pk)  # the worker
     text = page.get(f"/crm/automation/workflows/{draft.pk}/impact/?days=7").content.decode()
     assert "<strong>2</strong> of 3 recorded changes would have started it" in text and "yes" in text
+    assert 'http-equiv="refresh"' not in text and ImpactPreview.objects.count() == 1  # shown again, not redone
     api = APIClient()
     api.force_authenticate(owner)
+    with django_capture_on_commit_callbacks(execute=False):
+        asked = api.get(f"/api/v1/workflows/{draft.pk}/impact/", {"days": 30})
+    assert asked.status_code == 202 and asked["Retry-After"] == "2" and asked.json()["status"] == "queued"
+    impact_preview(ImpactPreview.objects.get(days=30).pk)
     body = api.get(f"/api/v1/workflows/{draft.pk}/impact/", {"days": 30}).json()
     assert body["entered"] == 2 and {"node": "big", "runs": 2} in body["reached"]
     assert api.get(f"/api/v1/workflows/{draft.pk}/impact/", {"days": 0}).status_code == 400
     api.force_authenticate(outsider)
     assert api.get(f"/api/v1/workflows/{draft.pk}/impact/").status_code == 404
+
+
+def test_a_changed_workflow_gets_a_new_preview_and_a_lost_task_is_handed_over_again(org, contact, owner,
+                                                                                   django_capture_on_commit_callbacks):
+    deals_won(org, contact, [20000])
+    draft = make_workflow(org, name="Sort", activate=False, actions=FLOW[0], graph={"edges": FLOW[1]})
+    with django_capture_on_commit_callbacks(execute=False):
+        first = impact.preview_request(draft, days=30)
+    impact_preview(first.pk)
+    assert impact.preview_request(Workflow.objects.get(pk=draft.pk), days=30).pk == first.pk
+    Workflow.objects.filter(pk=draft.pk).update(draft_revision=draft.draft_revision + 1)  # someone saved it
+    with django_capture_on_commit_callbacks(execute=False):
+        second = impact.preview_request(Workflow.objects.get(pk=draft.pk), days=30)
+    assert second.pk != first.pk and second.status == "queued"
+    ImpactPreview.objects.filter(pk=second.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    assert impact.requeue_lost() == 1  # its task never reached a worker (the broker was down)
+    impact_preview(second.pk)
+    impact_preview(second.pk)  # a second delivery of the task does nothing
+    second.refresh_from_db()
+    assert second.status == "done" and second.result["entered"] == 1

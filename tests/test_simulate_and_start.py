@@ -10,10 +10,12 @@ from django.urls import reverse
 from crm_automation.automation.models import AutomationEvent, FieldChange, Workflow, WorkflowRun
 from crm_automation.automation.services import workflow_transition
 from crm_automation.automation.simulation import simulate
-from crm_automation.automation.tasks import continue_runs
+from crm_automation.automation.tasks import continue_runs, sweep
 from crm_automation.automation.versioning import parse_yaml, workflow_export_yaml, workflow_import_yaml
 from crm_automation.crm.models import Deal, EmailMessage, Notification, Task
-from tests.conftest import make_workflow
+from crm_automation.crm.services import deal_move_to_stage
+from tests.conftest import drain, make_workflow, stage, time_passes
+from tests.fake_ai import chat
 from tests.test_graph_engine import BIG_DEAL, edge, task
 
 EVERYTHING = [
@@ -144,8 +146,8 @@ def test_parts_that_come_later_are_kept_as_drafts_and_activation_says_why(org, o
     with pytest.raises(ValidationError) as refused:
         workflow_transition(workflow_id=wf.pk, name="activate", by=owner)
     text = " ".join(refused.value.messages)
-    assert "schedule" not in text  # schedules run now (schedules.py); the agent does not yet
-    assert "node “write” cannot run yet: AI agent nodes come with the AI features" in text
+    assert "schedule" not in text  # schedules run (schedules.py); the agent needs a provider (none in tests)
+    assert "AI node “write” cannot run: no AI provider is set up: set AI_PROVIDER" in text
     assert "subtype: agent" in workflow_export_yaml(Workflow.objects.get(pk=wf.pk))
 
 
@@ -251,5 +253,24 @@ def test_the_seeds_example_imports_round_trips_and_says_what_cannot_run_yet(org,
     assert exported.pop("settings") == {"errorPolicy": "abort", "reenrollment": "not_while_running",
                                         "timeoutSeconds": 60}  # ours, added with their defaults
     assert exported == yaml.safe_load(SEED_EXAMPLE)
-    with pytest.raises(ValidationError, match="“draft-sms” cannot run yet"):
+    with pytest.raises(ValidationError, match="AI nodes “draft-sms”, “sentiment-router” cannot run: no AI provider"):
         workflow_transition(workflow_id=wf.pk, name="activate", by=owner)
+
+
+def test_the_seeds_example_runs_end_to_end_with_a_provider(org, owner, deal, openai):
+    make_workflow(org, name="Review funnel", key="review-funnel", actions=[task("t", "Ask for a review")])
+    wf, _ = workflow_import_yaml(organization=org, by=owner, text=SEED_EXAMPLE)
+    workflow_transition(workflow_id=wf.pk, name="activate", by=owner)
+    openai.reply(200, chat("Thank you, Ada, for trusting us with the Website!"))
+    openai.reply(200, chat('{"route": "negative", "reason": "the subject is a plain thank-you"}'))
+    deal_move_to_stage(deal=Deal.objects.get(pk=deal.pk), stage=stage(org, "won"))
+    drain()
+    time_passes()  # the two hours
+    sweep(fan_out=False)
+    run = WorkflowRun.objects.get(workflow=wf)
+    assert run.status == "completed", run.error
+    email = EmailMessage.objects.get()
+    assert email.body == "Thank you, Ada, for trusting us with the Website!" and email.to == "ada@example.com"
+    assert Task.objects.filter(title="Follow up — Ada (needs attention)").count() == 1
+    assert [s.node_id for s in run.actions.order_by("position")] == [
+        "wait-2h", "draft-sms", "send-sms", "sentiment-router", "create-task"]

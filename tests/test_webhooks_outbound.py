@@ -6,7 +6,6 @@ import json
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -22,52 +21,8 @@ from crm_automation.webhooks import guard
 from crm_automation.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookTarget
 from crm_automation.webhooks.services import webhook_target_create, webhook_target_rotate
 from tests.conftest import drain, make_workflow, stage, time_passes
+from tests.http_receiver import Receiver
 from tests.test_graph_engine import edge, task, win
-
-
-class Receiver:
-    """A local HTTP server: records each request, answers with the next scripted reply."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.replies: list[tuple[int, object, dict, float]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _handle(self):
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length).decode()
-                receiver.requests.append({"method": self.command, "path": self.path, "body": body,
-                                          "headers": {k.lower(): v for k, v in self.headers.items()}})
-                status, reply, headers, delay = receiver.replies.pop(0) if receiver.replies else (200, {}, {}, 0)
-                time.sleep(delay)
-                data = reply.encode() if isinstance(reply, str) else json.dumps(reply).encode()
-                self.send_response(status)
-                self.send_header("content-type", "text/plain" if isinstance(reply, str) else "application/json")
-                self.send_header("content-length", str(len(data)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def reply(self, status=200, body=None, headers=None, delay=0.0) -> None:
-        self.replies.append((status, {} if body is None else body, headers or {}, delay))
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -52,6 +52,7 @@ from crm_automation.api.workflow_serializers import (
     document_of_body,
 )
 from crm_automation.automation import impact, kpis
+from crm_automation.automation.ai import authoring
 from crm_automation.automation.launch import workflow_start
 from crm_automation.automation.models import Workflow, WorkflowStatus
 from crm_automation.automation.selectors import median_durations, version_labels
@@ -136,6 +137,19 @@ class ImpactSerializer(serializers.Serializer):
     skipped = serializers.ListField(child=serializers.DictField(), help_text="[{reason, events}]")
     reached = serializers.ListField(child=serializers.DictField(), help_text="[{node, runs}]: runs reaching each node")
     branches = serializers.ListField(child=serializers.DictField(), help_text="[{node, handle, runs}]")
+    undecided = serializers.ListField(child=serializers.DictField(), help_text=(
+        "[{node, runs}]: runs that would reach an AI router; the model is not asked, so the steps after it are "
+        "not counted"))
+
+
+class DescribeSerializer(serializers.Serializer):
+    description = serializers.CharField(max_length=authoring.MAX_DESCRIPTION, help_text=(
+        "What should start the workflow and what it should do, in plain language."))
+
+
+class DraftedSerializer(WorkflowSerializer):
+    assumptions = serializers.ListField(child=serializers.CharField(), help_text=(
+        "What the AI model chose where the description left something open: check these in the draft."))
 
 
 class AcknowledgeSerializer(serializers.Serializer):
@@ -206,6 +220,19 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
 
     def retrieve(self, request, pk=None):
         return self._respond(self.get_object())
+
+    @extend_schema(summary="Draft a workflow from a description (the AI model writes it; it is saved as a draft, "
+                           "never activated)", request=DescribeSerializer,
+                   responses={201: DraftedSerializer, 400: BAD_INPUT, 403: FORBIDDEN})
+    @action(detail=False, methods=["post"], url_path="draft-from-description", parser_classes=JSON_ONLY)
+    def draft_from_description(self, request):
+        body = DescribeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        draft = authoring.workflow_draft_from_description(organization=organization_of(request), by=request.user,
+                                                description=body.validated_data["description"])
+        response = self._respond(draft.workflow, status.HTTP_201_CREATED)
+        response.data["assumptions"] = draft.assumptions
+        return response
 
     def partial_update(self, request, pk=None):
         workflow = self.get_object()
@@ -314,20 +341,24 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
         return Response(HealthSerializer({**asdict(figures), "retry_success_rate": figures.retry_success_rate}).data)
 
     @extend_schema(summary="What the workflow as saved would have done over the last days' recorded changes "
-                           "(nothing is sent)", parameters=[ImpactQuerySerializer],
-                   responses={200: ImpactSerializer, 400: BAD_INPUT, 404: NOT_YOURS})
+                           "(nothing is sent). Worked out by a worker: 202 while it is (ask again after "
+                           "Retry-After seconds), then 200 with the figures for 10 minutes or until the workflow "
+                           "changes", parameters=[ImpactQuerySerializer],
+                   responses={200: ImpactSerializer, 202: OpenApiTypes.OBJECT, 400: BAD_INPUT, 404: NOT_YOURS,
+                              409: CONFLICT})
     @action(detail=True, methods=["get"])
     def impact(self, request, pk=None):
         query = ImpactQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        result = impact.preview(self.get_object(), days=query.validated_data["days"])
-        return Response(ImpactSerializer({
-            "days": result.days, "events": result.events, "entered": result.entered, "seconds": result.seconds,
-            "truncated": result.truncated,
-            "skipped": [{"reason": r, "events": n} for r, n in result.skipped.most_common()],
-            "reached": [{"node": node, "runs": n} for node, n in result.reached.most_common()],
-            "branches": [{"node": node, "handle": handle, "runs": n}
-                         for (node, handle), n in result.branches.most_common()]}).data)
+        made = impact.preview_request(self.get_object(), days=query.validated_data["days"], by=request.user)
+        if made.status == made.Status.DONE:
+            return Response(ImpactSerializer(made.result).data)
+        if made.status == made.Status.FAILED:
+            raise Conflict(f"The preview could not be worked out: {made.error}. Ask again to try again.")
+        # Being worked out by a worker (GitHub's statistics API does the same): ask again shortly.
+        return Response({"status": made.status, "detail": "The preview is being worked out; ask again in a few "
+                                                          "seconds."}, status=status.HTTP_202_ACCEPTED,
+                        headers={"Retry-After": "2"})
 
     @extend_schema(summary="Copy the workflow into a new draft", request=CloneSerializer,
                    responses={201: WorkflowSerializer, 403: FORBIDDEN, 404: NOT_YOURS, 409: CONFLICT})

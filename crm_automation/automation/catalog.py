@@ -68,9 +68,10 @@ TRIGGER_TYPES = {value for value, _ in TRIGGER_CHOICES}
 # Parts of the seed-001 format that come in later issues: a workflow using them is kept as a
 # draft (import, export, edit), and activation says why it cannot run yet.
 LATER_TRIGGERS: dict[str, str] = {}
-LATER_NODES = {"agent": "AI agent nodes come with the AI features",
-               "router": "AI router nodes come with the AI features",
-               "response": "response nodes come with inbound webhooks"}
+LATER_NODES = {"response": "response nodes come with inbound webhooks"}
+# Nodes that ask the language model (ai/nodes.py): a workflow with one is published only when
+# a provider is set up.
+AI_NODES = ("agent", "router")
 TRIGGER_ENTITY = {
     DEAL_STAGE_CHANGE: "deal",
     DEAL_CREATED: "deal",
@@ -188,6 +189,8 @@ def fields_for(trigger_type: str) -> dict[str, str]:
                        "trigger.task.status": "str", "trigger.task.due_date": "date", "trigger.task.assignee": "str"})
     if trigger_type in UPDATED:
         fields["trigger.changed"] = OPEN  # {field: {"old": …, "new": …}} of the save
+    if trigger_type in CHANGE_TRIGGERS:  # where the change came from, and its bulk operation (bulk.py)
+        fields.update({"trigger.source": "str", "trigger.bulk.size": "number", "trigger.bulk.id": "str"})
     if trigger_type == SCHEDULE:
         fields.update({"trigger.scheduled_for": "str", "trigger.missed": "number", "trigger.fired_at": "str"})
     if trigger_type == WEBHOOK:
@@ -231,3 +234,7 @@ UPDATABLE_FIELDS = {
 }
 # Fields a record cannot be without: update_field never writes an empty value into them.
 REQUIRED_FIELDS = {"deal": ("title",), "lead": ("name",)}
+
+# Triggers on recorded changes of records: they may say what to do with bulk changes (bulk.py).
+CHANGE_TRIGGERS = {DEAL_STAGE_CHANGE, DEAL_CREATED, LEAD_CONVERTED, LEAD_CREATED, DEAL_UPDATED, LEAD_UPDATED,
+                   CONTACT_CREATED, TASK_COMPLETED, *UPDATED}

@@ -62,6 +62,10 @@ def trigger_dict(event: AutomationEvent, slugs: dict[int, str]) -> dict:
         trigger.update(event.payload)  # an inbound webhook: {{trigger.body.x}}, {{trigger.endpoint}}
     if "input" in event.payload:  # a manual start's data: {{trigger.input.x}}
         trigger["input"] = event.payload["input"]
+    if "source" in event.payload:  # where the change came from (crm/sources.py): {{trigger.source}}
+        trigger["source"] = event.payload["source"]
+    if isinstance(event.payload.get("bulk"), dict):  # one of many: {{trigger.bulk.size}}
+        trigger["bulk"] = event.payload["bulk"]
     for carried in ("task", "contact"):  # the record an event carries: {{trigger.task.title}}
         if isinstance(event.payload.get(carried), dict):
             trigger[carried] = event.payload[carried]

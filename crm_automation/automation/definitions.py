@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from crm_automation.automation import catalog, conditions, control, error_policy, functions, graph, questions
 from crm_automation.automation.actions import REGISTRY
 from crm_automation.automation.actions.base import template_errors
+from crm_automation.automation.ai import providers
 from crm_automation.automation.models import Workflow
 from crm_automation.crm.selectors import shown, stage_slugs
 
@@ -78,6 +79,17 @@ def plain_data_errors(value, where: str, depth: int = 0) -> list[tuple[str, str]
 
 
 def validate_trigger(trigger_type, trigger_config, organization_id: int) -> list[tuple[str, str]]:
+    """The trigger's type and settings; a trigger on record changes may also say what it does
+    with bulk changes (`bulk`, bulk.py)."""
+    if isinstance(trigger_config, dict) and "bulk" in trigger_config and trigger_type in catalog.CHANGE_TRIGGERS:
+        from crm_automation.automation import bulk  # (bulk imports the engine's models and services)
+
+        rest = {key: value for key, value in trigger_config.items() if key != "bulk"}
+        return bulk.validate(trigger_config["bulk"]) + _trigger_settings(trigger_type, rest, organization_id)
+    return _trigger_settings(trigger_type, trigger_config, organization_id)
+
+
+def _trigger_settings(trigger_type, trigger_config, organization_id: int) -> list[tuple[str, str]]:
     if trigger_type in catalog.LATER_TRIGGERS:
         return [] if isinstance(trigger_config or {}, dict) else [("trigger_config", "must be a mapping")]
     if not isinstance(trigger_type, str) or trigger_type not in catalog.TRIGGER_TYPES:
@@ -243,6 +255,12 @@ def activation_problems(definition: dict, organization_id: int) -> list[str]:
         if isinstance(action, dict) and action.get("type") in catalog.LATER_NODES:
             problems.append(f"node “{graph.node_id_at(action, i)}” cannot run yet: "
                             f"{catalog.LATER_NODES[action['type']]}")
+    asks_model = [graph.node_id_at(a, i) for i, a in enumerate(definition.get("actions") or [])
+                  if isinstance(a, dict) and a.get("type") in catalog.AI_NODES]
+    if asks_model and providers.configured() is None:
+        names = ", ".join(f"“{node}”" for node in asks_model)
+        problems.append(f"AI node{'s' if len(asks_model) > 1 else ''} {names} cannot run: "
+                        f"{providers.not_configured_message()}")
     if not definition.get("actions"):
         problems.append("the workflow has no action")
     return problems

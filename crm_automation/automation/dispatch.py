@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from crm_automation.automation import catalog, conditions, context, field_changes, plans
+from crm_automation.automation import bulk, catalog, conditions, context, field_changes, plans
 from crm_automation.automation.enrollment import enroll
 from crm_automation.automation.models import (
     AutomationEvent,
@@ -183,7 +183,7 @@ def dispatch_events(events: list[AutomationEvent]) -> list[int]:
                       .filter(pk__in=[e.pk for e in events], processed_at__isnull=True)
                       .values_list("pk", flat=True))
         decisions = [d for d in decisions if d.event.pk in pending]
-        matched = enroll([m for m in matched if m[0].pk in pending])
+        matched = enroll(bulk.sort_out([m for m in matched if m[0].pk in pending]))
         per_org = defaultdict(list)
         for item in matched:
             per_org[item[0].organization_id].append(item)

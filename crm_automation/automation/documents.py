@@ -38,11 +38,11 @@ STATUS_IN = {"draft": "draft", "production": "activated", "paused": "paused", "a
 LATER: set[str] = set()  # every seed-001 subtype is accepted; catalog.LATER_* say which cannot run yet
 # Node subtypes whose config is the step's config as it is (no toolName / defaults wrapping).
 PLAIN = {"desktop-notification": "notify", "function": "function", "user-input": "user_input",
-         "sub-workflow": "sub_workflow", **{node: node for node in catalog.LATER_NODES}}
+         "sub-workflow": "sub_workflow", **{node: node for node in (*catalog.LATER_NODES, *catalog.AI_NODES)}}
 TRIGGERS = ("chat-app", "manual", "schedule")
 # The settings of relative-time (relative_time.py) and record-updated (field_changes.py)
 # triggers, on a chat-app trigger node.
-RELATIVE_KEYS = ("field", "offsetDays", "time", "stage", "days", "fields", "crossing")
+RELATIVE_KEYS = ("field", "offsetDays", "time", "stage", "days", "fields", "crossing", "bulk")
 PLAIN_SUBTYPE = {action: subtype for subtype, action in PLAIN.items()}
 TRUE_HANDLE, FALSE_HANDLE = "condition-true", "condition-false"
 NODE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")

@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from crm_automation.automation import (
     alerts,
+    catalog,
     context,
     control,
     enrollment,
@@ -62,6 +63,7 @@ MAX_ATTEMPTS = 5
 MAX_STEPS = 5_000  # step rows per run
 FUNCTION = "function"
 SUB_WORKFLOW = "sub_workflow"
+ROUTER = "router"
 
 Place = tuple[str, str]  # (node id, token): one step row of a run
 
@@ -147,7 +149,7 @@ class RunState:
     def remember(self, place: Place, result: dict) -> None:
         """A node's output, for the templates of the nodes after it ({{Label.field}}, {{node-id}})."""
         node = self.node(place[0])
-        output = result.get("output") if node.type in (FUNCTION, SUB_WORKFLOW) else result
+        output = result.get("output") if node.type in (FUNCTION, SUB_WORKFLOW, *catalog.AI_NODES) else result
         self.outputs[node.id] = output
         self.outputs[(node.label or node.id).casefold()] = output
 
@@ -253,9 +255,12 @@ def _follow(state: RunState, place: Place, handles: set[str] | None) -> None:
         state.reach(target_place)
 
 
-def _finished_step(state: RunState, place: Place) -> None:
-    """After a step that did its job: go on."""
-    _follow(state, place, None)
+def _finished_step(state: RunState, place: Place, result: dict | None = None) -> None:
+    """After a step that did its job: go on (a router: by the route it chose)."""
+    if state.node(place[0]).type == ROUTER:
+        _follow(state, place, {(result or {}).get("handle")})
+    else:
+        _follow(state, place, None)
 
 
 def _fail(state: RunState, place: Place, error: str, segment: Segment, *, result: dict | None = None,
@@ -381,7 +386,7 @@ def _made(state: RunState, place: Place, result: dict, segment: Segment, **recor
         state.waiting[place] = None
         return
     segment.record(state, place, StepStatus.COMPLETED, result=result, **record)
-    _finished_step(state, place)
+    _finished_step(state, place, result)
 
 
 def _due(state: RunState, previous, at: datetime | None) -> datetime | None:
@@ -455,7 +460,7 @@ def _read_back(state: RunState, place: Place, previous: WorkflowRunAction, segme
         state.loop_items[place] = result.get("items") or []
         _follow(state, place, {graph.DONE})
     else:
-        _follow(state, place, None)
+        _finished_step(state, place, result)
 
 
 def _control_step(state: RunState, place: Place, previous, segment: Segment, now: datetime) -> None:
@@ -729,7 +734,7 @@ def _deliver(states: list[RunState], segment: Segment, deadline: float) -> int:
             if ok:
                 state.queued.discard(place)
                 segment.record(state, place, StepStatus.COMPLETED, result=result, ctx=ctx, new_attempt=False)
-                _finished_step(state, place)
+                _finished_step(state, place, result)
             else:
                 _fail(state, place, error, segment, result=result, ctx=ctx, new_attempt=False, made_effect=True)
             settled += 1

@@ -214,8 +214,12 @@ def problems(definition: dict) -> list[tuple[str, str]]:
         allowed = _handles(node)
         if allowed is None:
             prefix = "route-" if node.type == "router" else "branch-"
+            routes = node.config.get("routes") if node.type == "router" else None
             if not (handle.startswith(prefix) and handle[len(prefix):].isdigit()):
                 errors.append((f"{place}.sourceHandle", f"a {node.type} node's ways out are {prefix}0, {prefix}1, …"))
+            elif isinstance(routes, list) and int(handle[len(prefix):]) >= len(routes):
+                errors.append((f"{place}.sourceHandle", f"router “{source}” has {len(routes)} routes "
+                                                        f"(route-0 to route-{len(routes) - 1})"))
         elif handle not in allowed:
             ways = ", ".join(sorted(h for h in allowed if h)) or "one way out and takes no handle"
             what = f"this {node.type} node's ways out are {ways}" if node and "" not in allowed else \

@@ -8,24 +8,32 @@ and take their side, parallel branches all run, a question is counted and assume
 loop's body is counted once per run, waits are passed. The result: how many records would have
 entered, why the others would not, and how many runs would have reached each step and each
 branch. The walk does not run actions, so steps whose outcome depends on an earlier step's
-output (a function's rows, an HTTP answer) are counted as reached, not evaluated.
+output (a function's rows, an HTTP answer) are counted as reached, not evaluated. An AI router is
+not asked (it would cost and its answer is not repeatable): runs that reach it are counted as
+undecided, and the steps after it are not counted.
 """
 
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from crm_automation.automation import catalog, conditions, context, control, field_changes, graph, questions
 from crm_automation.automation.definitions import definition_of
 from crm_automation.automation.dispatch import stage_mismatch
-from crm_automation.automation.models import AutomationEvent, Workflow
+from crm_automation.automation.models import AutomationEvent, ImpactPreview, Workflow
+from crm_automation.automation.queue import enqueue_impact
 from crm_automation.automation.retention import first_event_after
 from crm_automation.crm.models import Stage
 
+logger = logging.getLogger(__name__)
 BATCH = 1000
+ROUTER = "router"
 MAX_EVENTS = 200_000
 
 
@@ -37,6 +45,7 @@ class Impact:
     skipped: Counter = field(default_factory=Counter)  # reason → events
     reached: Counter = field(default_factory=Counter)  # node id → runs
     branches: Counter = field(default_factory=Counter)  # (node id, handle) → runs
+    undecided: Counter = field(default_factory=Counter)  # AI router id → runs that would ask the model
     seconds: float = 0.0
     truncated: bool = False
 
@@ -60,6 +69,9 @@ def _walk(flow: graph.Graph, trigger_type: str, ctx: dict, impact: Impact) -> No
                 handles = {questions.APPROVED}
             elif node.type == control.LOOP:
                 handles = {graph.BODY, graph.DONE}
+            elif node.type == ROUTER:  # the model chooses at run time: nothing after it is counted
+                impact.undecided[node_id] += 1
+                handles = set()
         for handle, target in flow.targets(node_id, handles):
             if handle:
                 impact.branches[(node_id, handle)] += 1
@@ -121,3 +133,71 @@ def preview(workflow: Workflow, *, days: int = 30, definition: dict | None = Non
             break
     impact.seconds = time.monotonic() - started
     return impact
+
+
+# --- Worked out by a worker ---------------------------------------------------------------------
+FRESH_FOR = timedelta(minutes=10)  # a finished preview is shown again this long (same days, same revision)
+FAILED_FOR = timedelta(minutes=1)  # a failure is shown this long; asking after that tries again
+LOST_AFTER = timedelta(minutes=2)  # queued this long: its task was lost (broker down); the watch re-queues it
+
+
+def as_data(result: Impact) -> dict:
+    """An Impact as JSON, in the shape the API gives."""
+    return {"days": result.days, "events": result.events, "entered": result.entered, "seconds": result.seconds,
+            "truncated": result.truncated,
+            "skipped": [{"reason": r, "events": n} for r, n in result.skipped.most_common()],
+            "reached": [{"node": node, "runs": n} for node, n in result.reached.most_common()],
+            "branches": [{"node": node, "handle": handle, "runs": n}
+                         for (node, handle), n in result.branches.most_common()],
+            "undecided": [{"node": node, "runs": n} for node, n in result.undecided.most_common()]}
+
+
+def preview_request(workflow: Workflow, *, days: int, by=None) -> ImpactPreview:
+    """The preview of `workflow` as saved over `days`: a fresh finished one, one under way, or a
+    new one handed to the workers."""
+    now = timezone.now()
+    fresh = (ImpactPreview.objects.filter(workflow=workflow, days=days, revision=workflow.draft_revision)
+             .filter(Q(finished_at__isnull=True) | Q(finished_at__gte=now - FRESH_FOR))
+             .exclude(status=ImpactPreview.Status.FAILED, finished_at__lt=now - FAILED_FOR).first())
+    if fresh is not None:
+        return fresh
+    made = ImpactPreview.objects.create(organization_id=workflow.organization_id, workflow=workflow, days=days,
+                                        revision=workflow.draft_revision, requested_by=by)
+    transaction.on_commit(lambda: _enqueue(made.pk))
+    return made
+
+
+def _enqueue(preview_id: int) -> None:
+    try:
+        enqueue_impact(preview_id)
+    except Exception:  # the broker is down: the watch hands it over later (LOST_AFTER)
+        logger.warning("Impact preview %s could not be queued; the watch will retry", preview_id, exc_info=True)
+
+
+def preview_run(preview_id: int) -> None:
+    """The worker's part: claim the preview, replay, store the result (or the error)."""
+    if not ImpactPreview.objects.filter(pk=preview_id, status=ImpactPreview.Status.QUEUED).update(
+            status=ImpactPreview.Status.RUNNING):
+        return  # done or taken by another worker
+    made = ImpactPreview.objects.select_related("workflow").get(pk=preview_id)
+    try:
+        data, status, error = as_data(preview(made.workflow, days=made.days)), ImpactPreview.Status.DONE, ""
+    except Exception as exc:  # shown on the page; the next request starts a new one
+        logger.exception("Impact preview %s failed", preview_id)
+        data, status, error = None, ImpactPreview.Status.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
+    ImpactPreview.objects.filter(pk=preview_id).update(status=status, result=data, error=error,
+                                                       finished_at=timezone.now())
+
+
+def requeue_lost() -> int:
+    """Previews whose task never reached a worker, or whose worker died, are handed over again."""
+    now = timezone.now()
+    lost = ImpactPreview.objects.filter(
+        Q(status=ImpactPreview.Status.QUEUED, created_at__lt=now - LOST_AFTER)
+        | Q(status=ImpactPreview.Status.RUNNING, created_at__lt=now - LOST_AFTER * 5))
+    ids = list(lost.values_list("pk", flat=True)[:100])
+    ImpactPreview.objects.filter(pk__in=ids).update(status=ImpactPreview.Status.QUEUED,
+                                                    created_at=now - LOST_AFTER)
+    for preview_id in ids:
+        _enqueue(preview_id)
+    return len(ids)

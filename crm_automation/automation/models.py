@@ -210,6 +210,8 @@ class WorkflowDecision(models.Model):
         RECORD_MISSING = "record_missing", "Record no longer exists"
         ALREADY_ENROLLED = "already_enrolled", "Already enrolled"
         DRAFT = "draft", "Draft: not activated"
+        HELD = "held", "Held for review: part of a bulk change"
+        DIGESTED = "digested", "In a digest: part of a bulk change"
 
     event = models.ForeignKey(AutomationEvent, on_delete=models.CASCADE, related_name="decisions")
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="decisions")
@@ -479,3 +481,110 @@ class AlertIncident(models.Model):
 
     def __str__(self) -> str:
         return f"{self.level} {self.kind} ({'open' if self.closed_at is None else 'closed'}): {self.detail}"
+
+
+class AiCallStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    SENDING = "sending", "Asking the model"
+    SUCCEEDED = "succeeded", "Answered"
+    FAILED = "failed", "Failed"
+
+
+class AiCall(models.Model):
+    """One question an `agent` or `router` step asks the model, under the step's effect key: made
+    queued with the step, asked after the commit (never inside a transaction), the answer, the
+    tokens and the cost kept for the step's history and the organization's bill."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    automation_key = models.CharField(max_length=100, unique=True)
+    run_id = models.BigIntegerField(null=True, blank=True)
+    node_type = models.CharField(max_length=20)  # agent | router
+    request = models.JSONField(help_text="What is asked: the system and user prompts, the routes or format.")
+    status = models.CharField(max_length=10, choices=AiCallStatus.choices, default=AiCallStatus.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    provider = models.CharField(max_length=200, blank=True)
+    answer = models.JSONField(null=True, blank=True, help_text="The output: text, JSON, or the chosen route.")
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=0, help_text="US dollars, by the set prices.")
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "AI call"
+        indexes = [models.Index(fields=["organization", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.node_type} {self.automation_key} ({self.status})"
+
+
+class ImpactPreview(models.Model):
+    """An impact preview (impact.py) worked out by a worker: replaying 100,000 changes takes
+    seconds, too long for a page or an API request to wait for. A finished one is shown again
+    for the same workflow, days and saved revision for a few minutes."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Working"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="impact_previews")
+    days = models.PositiveSmallIntegerField()
+    revision = models.PositiveIntegerField(help_text="The workflow's draft revision the preview replayed.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                     related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["workflow", "days", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"impact of workflow {self.workflow_id} over {self.days} days ({self.status})"
+
+
+class BulkHold(models.Model):
+    """What one workflow did about one bulk operation (an import, a bulk action) larger than its
+    threshold (automation/bulk.py): held its runs for a person to review, or ran once as a
+    digest. One row per workflow × operation, however many records the operation changed."""
+
+    class Mode(models.TextChoices):
+        HOLD = "hold", "Held for review"
+        DIGEST = "digest", "One digest run"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for review"
+        RELEASED = "released", "Released: runs started"
+        DISCARDED = "discarded", "Discarded: no runs"
+        DIGESTED = "digested", "Ran once as a digest"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="bulk_holds")
+    operation = models.CharField(max_length=36)
+    source = models.CharField(max_length=20)
+    size = models.PositiveIntegerField(help_text="How many records the operation changed.")
+    mode = models.CharField(max_length=10, choices=Mode.choices)
+    count = models.PositiveIntegerField(default=0, help_text="Records that matched the workflow.")
+    status = models.CharField(max_length=10, choices=Status.choices)
+    digest_run = models.ForeignKey("WorkflowRun", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["workflow", "operation"], name="uniq_bulk_hold")]
+        indexes = [models.Index(fields=["organization", "status", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_mode_display()}: {self.count} of {self.size} records ({self.source})"

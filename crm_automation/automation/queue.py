@@ -7,6 +7,7 @@ DRAIN_TASK = "crm_automation.automation.tasks.drain_events"
 CONTINUE_TASK = "crm_automation.automation.tasks.continue_runs"
 SWEEP_TASK = "crm_automation.automation.tasks.sweep"
 WATCH_TASK = "crm_automation.automation.tasks.watch"  # the circuit breaker and the alerts, every minute
+IMPACT_TASK = "crm_automation.automation.tasks.impact_preview"
 
 
 def enqueue_drain() -> None:
@@ -19,3 +20,7 @@ def enqueue_continue(run_ids: list[int]) -> None:
 
 def enqueue_sweep() -> None:
     async_task(SWEEP_TASK, save=False, group="automation-sweep")
+
+
+def enqueue_impact(preview_id: int) -> None:
+    async_task(IMPACT_TASK, preview_id, save=False, group="automation-impact")

@@ -19,6 +19,7 @@ from django.utils import timezone
 from crm_automation.automation import catalog, engine
 from crm_automation.automation.history import Segment
 from crm_automation.automation.models import (
+    AiCall,
     AutomationEvent,
     RunStatus,
     Workflow,
@@ -30,6 +31,11 @@ from crm_automation.crm.models import Deal, EmailMessage, Lead, Stage, Task
 from crm_automation.crm.selectors import user_has_role
 
 MAX_PASSES = 200
+# The model is not asked in a simulation (it costs, and its answer differs each time): an agent's
+# output reads as this text, and a router takes no route (what follows it is not simulated).
+AI_STAND_IN = {"agent": {"output": "(written by the AI model when the workflow runs)"},
+               "router": {"output": {"route": "", "reason": "not simulated"},
+                          "note": "the AI model chooses the route when the workflow runs; the simulation stops here"}}
 
 
 class _Rollback(Exception):
@@ -61,6 +67,10 @@ def _preview(row: dict) -> dict:
             result["would_create_task"] = {"title": task.title, "priority": task.priority,
                                            "assignee": task.assignee.username if task.assignee_id else None,
                                            "due_date": task.due_date.isoformat() if task.due_date else None}
+    if "ai_call_id" in result:
+        call = AiCall.objects.filter(pk=result.pop("ai_call_id")).first()
+        if call is not None:
+            result["would_ask"] = {"prompt": call.request.get("prompt"), "routes": call.request.get("routes")}
     if "child_run" in result:
         result.pop("child_run")
         result["would_start"] = result.get("workflow")
@@ -80,8 +90,9 @@ def _walk(run: WorkflowRun) -> tuple[str, str, list[dict]]:
         for place, (ctx, result) in list(state.external.items()):  # nothing is delivered
             state.external.pop(place)
             state.queued.discard(place)
+            result = {**result, **AI_STAND_IN.get(state.node(place[0]).type, {})}
             segment.record(state, place, "completed", result=result, ctx=ctx, new_attempt=False)
-            engine._finished_step(state, place)
+            engine._finished_step(state, place, result)
     rows = [{"node_id": place[0], "token": place[1], **values} for _, place, values in segment.rows.values()]
     if state.paused:
         return RunStatus.PAUSED, state.paused, rows

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from crm_automation.automation import alerting, breaker, relative_time, schedules
+from crm_automation.automation import alerting, breaker, impact, relative_time, schedules
 from crm_automation.automation.dispatch import claim_events, dispatch_events
 from crm_automation.automation.engine import execute_runs
 from crm_automation.automation.leases import lease_length
@@ -147,3 +147,9 @@ def watch() -> None:
     and would slow every sweep): the circuit breaker, then the alerts."""
     breaker.check()  # pause workflows failing too much, try cooled-down ones again
     alerting.check()  # tell admins about low success rates, slowness, a backlog (once per incident)
+    impact.requeue_lost()  # impact previews whose task the broker lost
+
+
+def impact_preview(preview_id: int) -> None:
+    """Work out one impact preview (impact.preview_run)."""
+    impact.preview_run(preview_id)

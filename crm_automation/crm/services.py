@@ -1,6 +1,7 @@
 """Writes to CRM records. Each service is one transaction and fires the automation triggers."""
 
 import logging
+from contextlib import nullcontext
 from decimal import Decimal
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -8,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
-from crm_automation.crm import changes
+from crm_automation.crm import changes, sources
 from crm_automation.crm.concurrency import conflicts
 from crm_automation.crm.models import (
     Contact,
@@ -130,8 +131,42 @@ def leads_convert_bulk(*, organization_id: int, lead_ids: list) -> int:
         changes.RecordChange(changes.DEAL_CREATED, organization_id, "deal", d.pk, {"to_stage_id": stage.pk})
         for d in deals
     ] + [lead_converted_change(lead) for lead in leads]
-    changes.records_changed.send(sender=Lead, changes=found)
+    # One operation of this many records (crm/sources.py): workflows may hold or digest it.
+    with sources.bulk_operation(sources.BULK, size=len(leads)) if len(leads) > 1 else nullcontext():
+        changes.records_changed.send(sender=Lead, changes=found)
     return len(leads)
+
+
+IMPORT_FIELDS = ("name", "email", "company")
+
+
+def leads_import(*, organization_id: int, rows: list[dict], by=None, owner=None) -> list[Lead]:
+    """Create many leads from an import (a CSV file) in one transaction: every row is checked
+    first, and one bad row refuses the whole import (ValidationError naming the rows). The
+    leads' "created" changes are one operation of the import's size (crm/sources.py), so a
+    workflow can hold or digest them instead of running thousands of times."""
+    _check_role(by, organization_id, "ops", "import")
+    problems, leads = [], []
+    for number, row in enumerate(rows, start=1):
+        unknown = sorted(set(row) - set(IMPORT_FIELDS))
+        values = {key: str(row.get(key) or "").strip() for key in IMPORT_FIELDS}
+        lead = Lead(organization_id=organization_id, owner=owner, **values)
+        try:
+            if unknown:
+                raise ValidationError(f"unknown column(s) {', '.join(unknown)}; the columns are "
+                                      f"{', '.join(IMPORT_FIELDS)}")
+            lead.full_clean(exclude=["organization", "owner", "converted_contact", "converted_deal"])
+        except ValidationError as exc:
+            problems.append(f"row {number}: {'; '.join(exc.messages)}")
+        leads.append(lead)
+    if problems:
+        raise ValidationError(["Nothing was imported.", *problems[:50]])
+    with transaction.atomic():
+        made = Lead.objects.bulk_create(leads, batch_size=1000)
+        found = [changes.RecordChange(changes.LEAD_CREATED, organization_id, "lead", lead.pk) for lead in made]
+        with sources.bulk_operation(sources.IMPORT, size=len(made)):
+            changes.records_changed.send(sender=Lead, changes=found)
+    return made
 
 
 # --- Creates, edits and deletes from the admin and the API ------------------------------------

@@ -9,6 +9,7 @@ ID = "<int:pk>"
 urlpatterns = [
     path("", workflows.workflow_list, name="workflows"),
     path("templates/", workflows.template_gallery, name="templates"),
+    path("workflows/describe/", workflows.workflow_describe, name="describe"),
     path("workflows/new/", builder.builder_new, name="new"),
     path(f"workflows/{ID}/edit/", builder.builder_edit, name="edit"),
     path("", include(workflow_urls)),

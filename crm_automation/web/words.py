@@ -126,6 +126,24 @@ def _webhook(result: dict) -> SafeString:
     return format_html("{} {}{}", str(result.get("method", "POST")).upper(), result.get("url", ""), answer)
 
 
+def _asked_model(action_type: str, result: dict) -> SafeString:
+    """"AI chose “negative” (no reply for weeks) · 200 + 20 tokens, $0.0009"."""
+    if "would_ask" in result:
+        return format_html("would ask the AI model: “{}”", result["would_ask"].get("prompt") or "")
+    output = result.get("output")
+    if action_type == "router" and isinstance(output, dict):
+        said = format_html("chose “{}”{}", output.get("route", ""),
+                           format_html(" ({})", output["reason"]) if output.get("reason") else "")
+    elif output is not None:
+        said = format_html("wrote “{}”", shown(output)[:300])
+    else:
+        said = format_html("asking the AI model ({})", result.get("status", "queued"))
+    tokens = result.get("tokens")
+    cost = format_html(" · {} + {} tokens, ${}", tokens["input"], tokens["output"], result.get("cost_usd", "0")) \
+        if tokens else ""
+    return format_html("{}{}", said, cost)
+
+
 def step_in_words(action_type: str, result: dict | None, *, simulated: bool = False) -> SafeString | str:
     """One step's outcome as a sentence, with a link to what it made when there is one."""
     result = result or {}
@@ -141,6 +159,8 @@ def step_in_words(action_type: str, result: dict | None, *, simulated: bool = Fa
         return _question(result)
     if "delivery_id" in result or ("url" in result and "method" in result):
         return _webhook(result)
+    if action_type in catalog.AI_NODES:
+        return _asked_model(action_type, result)
     if "notified" in result:
         return format_html("notified {}: “{}”", ", ".join(result["notified"]) or "nobody", result.get("title", ""))
     if "child_run" in result or "would_start" in result:

@@ -271,7 +271,7 @@
     if (t === "schedule") return scheduleWords(c);
     if (t === "deal_in_stage") return "A deal in " + stageName(c.stage) + " for " + c.days + " days";
     if (cat.watchable[t]) {
-      const who = t === "lead_updated" ? "lead" : "deal", fields = (c.fields || []).map((f) => f.replace(/_/g, " "));
+      const who = t.replace(/_updated$/, ""), fields = (c.fields || []).map((f) => f.replace(/_/g, " "));
       return (fields.length ? "A " + who + "'s " + fields.join(" or ") + " changes" : "A " + who + " is updated") +
         (c.crossing ? ", when it starts to meet the conditions" : "");
     }

@@ -7,9 +7,10 @@ from crm_automation.automation.actions.notify import Notify
 from crm_automation.automation.actions.send_email import SendEmail
 from crm_automation.automation.actions.sub_workflow import SubWorkflow
 from crm_automation.automation.actions.update_field import UpdateField
+from crm_automation.automation.ai.nodes import Agent, Router
 from crm_automation.webhooks.action import HttpRequest
 
 REGISTRY: dict[str, Action] = {a.type: a for a in (SendEmail(), UpdateField(), CreateTask(), Notify(), SubWorkflow(),
-                                                   HttpRequest())}
+                                                   HttpRequest(), Agent(), Router())}
 
 __all__ = ["REGISTRY", "Action", "ActionFailed", "ExecutionContext", "effect_key", "step_name"]

@@ -495,14 +495,19 @@ def workflow_impact(request, pk: int):
     workflow = workflow_of(request, pk)
     days = int(request.GET["days"]) if request.GET.get("days", "").isdigit() and int(request.GET["days"]) in \
         IMPACT_DAYS else 30
-    result = impact.preview(workflow, days=days)
-    labels = {node_id: label or node_id for node_id, label in version_labels_of(workflow).items()}
-    steps = [(labels.get(node_id, node_id), count) for node_id, count in result.reached.most_common()]
-    branches = [(labels.get(node_id, node_id), graph_picture.handle_in_words(handle), count)
-                for (node_id, handle), count in result.branches.most_common()]
-    return _page(request, workflow, "impact", "web/workflow_impact.html", {
-        "impact": result, "steps": steps, "branches": branches, "day_choices": IMPACT_DAYS,
-        "skipped": result.skipped.most_common()})
+    # Worked out by a worker (a replay of 100,000 changes takes seconds); the page refreshes
+    # itself until it is done, and a finished preview is shown again for a few minutes.
+    made = impact.preview_request(workflow, days=days, by=request.user)
+    context = {"preview": made, "days": days, "day_choices": IMPACT_DAYS}
+    if made.status == made.Status.DONE:
+        result = made.result
+        labels = {node_id: label or node_id for node_id, label in version_labels_of(workflow).items()}
+        context.update(impact=result, skipped=[(s["reason"], s["events"]) for s in result["skipped"]],
+                       steps=[(labels.get(r["node"], r["node"]), r["runs"]) for r in result["reached"]],
+                       branches=[(labels.get(b["node"], b["node"]), graph_picture.handle_in_words(b["handle"]),
+                                  b["runs"]) for b in result["branches"]],
+                       undecided=[(labels.get(u["node"], u["node"]), u["runs"]) for u in result.get("undecided", [])])
+    return _page(request, workflow, "impact", "web/workflow_impact.html", context)
 
 
 def version_labels_of(workflow: Workflow) -> dict[str, str]:

@@ -2,12 +2,14 @@
 draft, and the template gallery. Every write is a POST form that works without JavaScript."""
 
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from crm_automation.automation import catalog
 from crm_automation.automation import workflow_templates as templates
+from crm_automation.automation.ai import authoring, providers
 from crm_automation.automation.documents import DocumentError
 from crm_automation.automation.models import AlertIncident, WorkflowStatus
 from crm_automation.automation.services import workflow_delete, workflow_transition
@@ -124,3 +126,30 @@ def template_gallery(request):
         return redirect("web:templates")
     return render(request, "web/templates.html", {"place": request.place, "section": "templates",
                                                   "templates": templates.available()})
+
+
+@require_http_methods(["GET", "POST"])
+@org_page
+def workflow_describe(request):
+    """Describe a workflow in plain language; the AI model drafts it (ai/authoring.py) and the
+    builder opens it with what the model assumed. Never activated here."""
+    if not request.place.can_edit:
+        return forbidden(request, "Viewers cannot make workflows.")
+    description = request.POST.get("description", "") if request.method == "POST" else ""
+    errors: list[str] = []
+    if request.method == "POST":
+        try:
+            draft = authoring.workflow_draft_from_description(organization=request.place.organization,
+                                                               by=request.user, description=description)
+        except ValidationError as exc:
+            errors = exc.messages
+        else:
+            messages.success(request, f"The AI model drafted “{draft.workflow.name}”. It is a draft: check every "
+                                      "step, then activate it.")
+            for assumption in draft.assumptions:
+                messages.info(request, f"Assumed: {assumption}")
+            return redirect("web:edit", pk=draft.workflow.pk)
+    return render(request, "web/describe.html", {
+        "place": request.place, "section": "workflows", "description": description, "errors": errors,
+        "ai_ready": providers.configured() is not None, "ai_missing": providers.not_configured_message(),
+        "limit": authoring.MAX_DESCRIPTION})

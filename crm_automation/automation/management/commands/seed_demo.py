@@ -130,6 +130,7 @@ class Command(BaseCommand):
         self._graph_workflows(org, user)
         self._field_change_workflow(org, user)
         self._contact_change_workflow(org, user)
+        self._bulk_and_ai_workflows(org, user)
         self._history(org, stages)
         self.stdout.write(self.style.SUCCESS("Demo data ready. Log in at /admin/ as 'demo'."))
 
@@ -164,6 +165,43 @@ class Command(BaseCommand):
                 "recipients": "admins"}}])
         workflow_transition(workflow_id=changed.pk, name="activate", by=user)
         self.step("workflow 'Contact email changed' (a contact-updated trigger, activated)")
+
+    def _bulk_and_ai_workflows(self, org, user) -> None:
+        """New leads welcomed one by one, but an import of more than 50 is held for review
+        (try `manage.py import_leads`); and the seed's AI flow as a draft: an agent writes the
+        note, a router sorts the deal (activatable once AI_PROVIDER is set)."""
+        if not Workflow.objects.filter(organization=org, name="New lead welcome").exists():
+            welcome = workflow_create(
+                organization=org, name="New lead welcome", by=user, reenrollment=Workflow.Reenrollment.ONCE,
+                description="A task to call each new lead; an import of more than 50 leads is held for review.",
+                trigger_type="lead_created", trigger_config={"bulk": {"mode": "hold", "over": 50}},
+                actions=[{"type": "create_task", "label": "Call Lead", "config": {
+                    "title": "Call {{lead.name}} ({{lead.company}})", "due_in_days": 1, "assignee": "owner"}}])
+            workflow_transition(workflow_id=welcome.pk, name="activate", by=user)
+            self.step("workflow 'New lead welcome' (imports over 50 held for review, activated)")
+        if not Workflow.objects.filter(organization=org, name="AI follow-up").exists():
+            workflow_create(
+                organization=org, name="AI follow-up", by=user,
+                description="When a deal is won: the AI model drafts a thank-you, then sorts the deal by how "
+                            "likely a review is.",
+                trigger_type="deal_stage_change", trigger_config={"to_stage": "won"},
+                actions=[
+                    {"id": "draft-note", "type": "agent", "label": "Draft Note", "config": {
+                        "additionalPrompt": "Write a warm two-sentence thank-you to {{deal.contact.first_name}} "
+                                            "for choosing us for {{deal.title}}."}},
+                    {"id": "review-odds", "type": "router", "label": "Review Odds", "config": {
+                        "classificationPrompt": "Given the deal {{deal.title}} ({{deal.amount}}), is the client "
+                                                "likely to leave a review?",
+                        "routes": [{"id": "route-0", "label": "likely"}, {"id": "route-1", "label": "unlikely"}]}},
+                    {"id": "ask-review", "type": "send_email", "label": "Ask For Review", "config": {
+                        "to": "{{deal.contact.email}}", "subject": "Thank you", "body": "{{Draft Note}}"}},
+                    {"id": "call-client", "type": "create_task", "label": "Call Client", "config": {
+                        "title": "Call {{deal.contact.first_name}} about {{deal.title}}", "assignee": "owner"}}],
+                graph={"edges": [{"source": "trigger", "target": "draft-note"},
+                                 {"source": "draft-note", "target": "review-odds"},
+                                 {"source": "review-odds", "target": "ask-review", "sourceHandle": "route-0"},
+                                 {"source": "review-odds", "target": "call-client", "sourceHandle": "route-1"}]})
+            self.step("workflow 'AI follow-up' (agent and router nodes, draft)")
 
     def _history(self, org, stages) -> None:
         """A first history for the run-history accordion and the approvals inbox: three deals
