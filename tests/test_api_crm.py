@@ -93,7 +93,8 @@ def test_a_deal_patched_to_won_fires_its_workflow(org, deal, as_owner):
     assert response.status_code == 200 and response.json()["stage"] == "won"
     event = AutomationEvent.objects.get(kind="deal_stage_change", entity_id=deal.pk)
     proposal, won = stage(org, "proposal").pk, stage(org, "won").pk
-    assert event.payload == {"from_stage_id": proposal, "to_stage_id": won, "changed": {"stage": [proposal, won]}}
+    assert event.payload == {"from_stage_id": proposal, "to_stage_id": won, "changed": {"stage": [proposal, won]},
+                             "source": "api"}
     drain()
     run = WorkflowRun.objects.get(workflow=workflow, trigger_entity_id=deal.pk)
     assert Task.objects.filter(deal=deal, title="Kick off Website").exists()

@@ -24,7 +24,8 @@ def test_a_stage_change_records_from_and_to(org, deal):
     event = AutomationEvent.objects.order_by("id").last()
     assert event.kind == "deal_stage_change"
     proposal, won = stage(org, "proposal").pk, stage(org, "won").pk
-    assert event.payload == {"from_stage_id": proposal, "to_stage_id": won, "changed": {"stage": [proposal, won]}}
+    assert event.payload == {"from_stage_id": proposal, "to_stage_id": won, "changed": {"stage": [proposal, won]},
+                             "source": "system"}  # where it came from (crm/sources.py): here the shell
 
 
 def test_a_plain_save_from_the_shell_fires_too(org, deal):
@@ -41,7 +42,8 @@ def test_saving_other_fields_records_an_update_and_saving_nothing_new_records_no
     deal.save(update_fields=["title"])  # the same title again: no change
     deal.save()
     assert kinds() == ["deal_created", "deal_updated"]
-    assert AutomationEvent.objects.get(kind="deal_updated").payload == {"changed": {"title": ["Website", "Renamed"]}}
+    assert AutomationEvent.objects.get(kind="deal_updated").payload == {"changed": {"title": ["Website", "Renamed"]},
+                                                                        "source": "system"}
 
 
 def test_moving_to_the_same_stage_records_nothing(org, deal):

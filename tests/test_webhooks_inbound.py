@@ -54,7 +54,7 @@ def test_a_signed_message_is_accepted_and_becomes_a_webhook_event(hook):
     assert (event.kind, event.entity_type, event.entity_id, event.organization_id) == (
         "webhook", "webhook", receipt.pk, endpoint.organization_id)
     assert event.payload == {"endpoint": str(endpoint.public_id), "endpoint_name": "Shop", "webhook_id": "msg_1",
-                             "body": ORDER}
+                             "body": ORDER, "source": "api"}
     drain()  # dispatched like any event: nothing listens yet, nothing breaks
     event.refresh_from_db()
     assert event.processed_at is not None and event.error == "" and not WorkflowRun.objects.exists()

@@ -110,6 +110,11 @@ def simulate(*, workflow_id: int, by, record: Deal | Lead, version_number: int |
         raise ValidationError("That record belongs to another organization.")
     entity = "deal" if isinstance(record, Deal) else "lead"
     wanted = catalog.TRIGGER_ENTITY.get(workflow.trigger_type)
+    if wanted is None:
+        started_by = dict(catalog.TRIGGER_CHOICES).get(workflow.trigger_type, workflow.trigger_type).lower()
+        raise ValidationError(f"“{workflow.name}” starts when {started_by}, not for a deal or a lead as it is now: "
+                              "a simulation replays a deal or a lead; the Impact tab shows what past changes would "
+                              "have done.")
     if wanted != entity:
         raise ValidationError(f"“{workflow.name}” runs for a {wanted}; choose a {wanted} to simulate it with.")
     versions = workflow.versions.order_by("-number")
