@@ -27,7 +27,8 @@ factor: 5}`: 5 s, 25 s, 2 min, 10 min, 52 min, 4.3 h, 21.7 h (± 20 % jitter), a
 import json
 import re
 
-from crm_automation.automation.actions.base import Action, ActionFailed, ExecutionContext, template_errors
+from crm_automation.automation.actions.base import ActionFailed, ExecutionContext, template_errors
+from crm_automation.automation.actions.queued import QueuedRowAction
 from crm_automation.automation.templating import format_value, lookup, placeholders
 from crm_automation.webhooks import guard
 from crm_automation.webhooks.delivery import deliveries_send, result_of
@@ -60,10 +61,14 @@ def _strings(value, where: str):
             yield from _strings(item, f"{where}[{i}]")
 
 
-class HttpRequest(Action):
+class HttpRequest(QueuedRowAction):
     type = "http_request"
     label = "HTTP request"
-    external = True
+    model = WebhookDelivery
+    id_key = "delivery_id"
+    failed_words = "the request failed"
+    stopped_words = "not sent"
+    result_of = staticmethod(result_of)
     required = ("target",)
     optional = ("url", "method", "headers", "body")
     templated = ("url",)
@@ -190,37 +195,10 @@ class HttpRequest(Action):
         result["request"] = {"body": delivery.body[:2000]} if delivery.body else {}
         return result
 
-    def existing(self, keys):
-        return {d.automation_key: result_of(d) for d in WebhookDelivery.objects.filter(automation_key__in=keys)}
-
-    @staticmethod
-    def outcome(delivery: WebhookDelivery) -> tuple[bool, dict, str] | None:
-        """(ok, result, error) for a settled delivery; None while it still waits to be sent."""
-        result = result_of(delivery)
-        if delivery.status == Status.SUCCEEDED:
-            return True, result, ""
-        if delivery.status == Status.FAILED:
-            return False, result, delivery.error or "the request failed"
-        return None
-
     def deliver(self, items, deadline: float | None = None):
         ids = [result["delivery_id"] for _, result in items]
         sent = deliveries_send(delivery_ids=ids, deadline=deadline)
         return [self.outcome(sent[i]) if i in sent else None for i in ids]
 
-    def settle_existing(self, result: dict):
-        """A resumed run found this step's delivery. Our lease means a delivery still `sending` was
-        left by a worker that is gone: it is sent again under the same webhook-id (receivers
-        deduplicate by it), never marked done without an answer."""
-        WebhookDelivery.objects.filter(pk=result["delivery_id"], status=Status.SENDING).update(status=Status.QUEUED)
-        return self.outcome(WebhookDelivery.objects.get(pk=result["delivery_id"]))
-
-    def retry(self, key: str) -> bool:
-        """A failed request is queued again: the same webhook-id, so trying again is safe."""
-        WebhookDelivery.objects.filter(automation_key=key, status=Status.FAILED).update(
-            status=Status.QUEUED, error="", finished_at=None)
-        return True
-
-    def cancel(self, key: str, reason: str) -> None:
-        WebhookDelivery.objects.filter(automation_key=key, status=Status.QUEUED).update(
-            status=Status.FAILED, error=f"not sent because the run stopped: {reason}"[:2000])
+    # settle_existing, retry and cancel: QueuedRowAction (a delivery sent again keeps its webhook-id,
+    # so receivers deduplicate it).

@@ -90,9 +90,7 @@ def _ask(provider, organization: Organization, system: str, prompt: str) -> dict
     else:
         answer = completion.data if isinstance(completion.data, dict) else None
         fields.update(status=AiCallStatus.SUCCEEDED if answer else AiCallStatus.FAILED,
-                      provider=f"{provider.kind}:{completion.model}", answer={"output": answer or completion.text},
-                      input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
-                      cost=provider.cost(completion.input_tokens, completion.output_tokens),
+                      answer={"output": answer or completion.text}, **provider.usage(completion),
                       error="" if answer else "the answer is not the JSON asked for")
     AiCall.objects.filter(pk=call.pk).update(finished_at=timezone.now(),
                                              duration_ms=int((time.monotonic() - started) * 1000), **fields)

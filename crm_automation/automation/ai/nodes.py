@@ -32,7 +32,8 @@ from decimal import Decimal
 from django.db.models import F
 from django.utils import timezone
 
-from crm_automation.automation.actions.base import Action, ActionFailed, ExecutionContext
+from crm_automation.automation.actions.base import ActionFailed, ExecutionContext
+from crm_automation.automation.actions.queued import QueuedRowAction
 from crm_automation.automation.ai import providers
 from crm_automation.automation.models import AiCall, AiCallStatus
 from crm_automation.automation.templating import format_value
@@ -87,10 +88,14 @@ def result_of(call: AiCall) -> dict:
     return result
 
 
-class AiNode(Action):
+class AiNode(QueuedRowAction):
     """What agent and router share: the question row, asking after the commit, retries."""
 
-    external = True
+    model = AiCall
+    id_key = "ai_call_id"
+    failed_words = "the model gave no answer"
+    stopped_words = "not asked"
+    result_of = staticmethod(result_of)
     prompt_setting = ""
 
     def validate(self, config, *, trigger_type, organization_id):
@@ -115,17 +120,6 @@ class AiNode(Action):
 
     def apply(self, items):
         return [result_of(call) for call in AiCall.objects.bulk_create([call for _, call in items])]
-
-    def existing(self, keys):
-        return {call.automation_key: result_of(call) for call in AiCall.objects.filter(automation_key__in=keys)}
-
-    @staticmethod
-    def outcome(call: AiCall) -> tuple[bool, dict, str] | None:
-        if call.status == Status.SUCCEEDED:
-            return True, result_of(call), ""
-        if call.status == Status.FAILED:
-            return False, result_of(call), call.error or "the model gave no answer"
-        return None
 
     def deliver(self, items, deadline: float | None = None):
         """Ask each question outside any transaction, one at a time, until the deadline: those not
@@ -157,9 +151,7 @@ class AiNode(Action):
             except providers.ProviderError as exc:
                 fields.update(status=Status.FAILED, error=str(exc), provider=provider.name)
             else:
-                fields.update(provider=f"{provider.kind}:{completion.model}", input_tokens=completion.input_tokens,
-                              output_tokens=completion.output_tokens,
-                              cost=provider.cost(completion.input_tokens, completion.output_tokens))
+                fields.update(provider.usage(completion))
                 try:
                     fields.update(status=Status.SUCCEEDED, answer=self.read(call.request, completion), error="")
                 except ActionFailed as exc:
@@ -167,20 +159,8 @@ class AiNode(Action):
         fields.update(finished_at=timezone.now(), duration_ms=int((time.monotonic() - started) * 1000))
         AiCall.objects.filter(pk=call.pk, status=Status.SENDING).update(**fields)
 
-    def settle_existing(self, result: dict):
-        """A resumed run found this step's question. Our lease means one still `sending` was left
-        by a worker that is gone: it is asked again (an answer costs tokens, never a side effect)."""
-        AiCall.objects.filter(pk=result["ai_call_id"], status=Status.SENDING).update(status=Status.QUEUED)
-        return self.outcome(AiCall.objects.get(pk=result["ai_call_id"]))
-
-    def retry(self, key: str) -> bool:
-        AiCall.objects.filter(automation_key=key, status=Status.FAILED).update(
-            status=Status.QUEUED, error="", finished_at=None)
-        return True
-
-    def cancel(self, key: str, reason: str) -> None:
-        AiCall.objects.filter(automation_key=key, status=Status.QUEUED).update(
-            status=Status.FAILED, error=f"not asked because the run stopped: {reason}"[:2000])
+    # settle_existing, retry and cancel: QueuedRowAction (a question left `sending` by a worker
+    # that is gone is asked again: an answer costs tokens, never a side effect).
 
     # --- Per node type --------------------------------------------------------------------
     default_tokens = 500

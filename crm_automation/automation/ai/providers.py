@@ -56,6 +56,12 @@ class Provider:
         return ((self.price_input * input_tokens + self.price_output * output_tokens) / 1_000_000).quantize(
             Decimal("0.000001"))
 
+    def usage(self, completion: "Completion") -> dict:
+        """What an answer cost, as the `AiCall` fields that keep it."""
+        return {"provider": f"{self.kind}:{completion.model}", "input_tokens": completion.input_tokens,
+                "output_tokens": completion.output_tokens,
+                "cost": self.cost(completion.input_tokens, completion.output_tokens)}
+
 
 @dataclass
 class Completion:
