@@ -124,3 +124,50 @@ def test_a_wait_survives_the_cluster_being_killed_and_started_again(qcluster, or
     while time.monotonic() < deadline and not Task.objects.exists():
         time.sleep(0.2)
     assert Task.objects.get().title == "After the restart" and WorkflowRun.objects.get().status == "completed"
+
+
+@pytest.mark.e2e
+def test_a_worker_killed_while_the_model_thinks_asks_again_under_the_same_key_once(qcluster, org, deal, settings):
+    """kill -9 of the cluster while an agent's question is with the model: a new cluster finds the
+    question left `sending` once the dead worker's lease runs out, asks it again under the same
+    key, and settles the step once: one AiCall (2 attempts), one step, one task after it."""
+    from crm_automation.automation.models import AiCall
+    from tests.http_receiver import Receiver
+    from tests.test_ai_nodes import agent
+    from tests.test_graph_engine import edge, task
+
+    model = Receiver()
+    try:
+        model.reply(200, {}, delay=60)  # the first question: the model "thinks" until the kill
+        model.reply(200, {"choices": [{"message": {"content": "Thanks Ada!"}}],
+                          "usage": {"prompt_tokens": 10, "completion_tokens": 3}})
+        ai = {"AI_PROVIDER": "openai", "AI_MODEL": "gpt-test", "AI_BASE_URL": f"http://127.0.0.1:{model.port}/v1",
+              "AI_TIMEOUT_SECONDS": "90", "Q_TIMEOUT": "200", "AUTOMATION_LEASE_SECONDS": "6"}
+        settings.AI = {**settings.AI, "PROVIDER": "openai", "MODEL": "gpt-test", "BASE_URL": ai["AI_BASE_URL"]}
+        kill_cluster(qcluster["_cluster"])  # started without a provider: start one with these settings
+        env = {**child_env(qcluster), **ai}
+        qcluster["_cluster"] = start_cluster(env)
+        make_workflow(org, actions=[agent(), task("after", "Send: {{Draft SMS}}")],
+                      graph={"edges": [edge("trigger", "draft"), edge("draft", "after")]})
+        subprocess.run([sys.executable, "manage.py", "shell", "-c", MOVE.format(pk=deal.pk)], cwd=ROOT,
+                       env=env, check=True, capture_output=True, timeout=60)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not model.requests:
+            time.sleep(0.05)
+        assert len(model.requests) == 1, "the worker never asked the model"
+        assert AiCall.objects.get().status == "sending"
+        kill_cluster(qcluster["_cluster"])  # mid-question
+        qcluster["_cluster"] = start_cluster(env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not WorkflowRun.objects.filter(status="completed").exists():
+            time.sleep(0.2)
+        run = WorkflowRun.objects.get()
+        assert run.status == "completed", (run.status, run.error)
+        assert len(model.requests) == 2  # asked again, not marked done without an answer
+        assert model.requests[0]["body"] == model.requests[1]["body"]  # the same question
+        call = AiCall.objects.get()
+        assert (call.status, call.attempts, call.run_id) == ("succeeded", 2, run.pk)
+        assert run.actions.filter(node_id="draft").count() == 1
+        assert list(Task.objects.values_list("title", flat=True)) == ["Send: Thanks Ada!"]
+    finally:
+        model.close()
