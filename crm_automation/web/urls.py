@@ -1,7 +1,7 @@
 from django.urls import include, path
 
 from crm_automation.web import workflow_urls
-from crm_automation.web.views import approvals, builder, history, notifications, records, workflows
+from crm_automation.web.views import approvals, builder, bulk_holds, history, notifications, records, workflows
 
 app_name = "web"
 ID = "<int:pk>"
@@ -25,6 +25,10 @@ urlpatterns = [
     path("notifications/", notifications.notifications, name="notifications"),
     path("notifications/read/", notifications.notifications_read, name="notifications-read"),
     path(f"approvals/{ID}/answer/", approvals.approval_answer, name="approval-answer"),
+    path("bulk-holds/", bulk_holds.bulk_holds, name="bulk-holds"),
+    path(f"bulk-holds/{ID}/", bulk_holds.bulk_hold_detail, name="bulk-hold"),
+    path(f"bulk-holds/{ID}/release/", bulk_holds.bulk_hold_decide, {"how": "release"}, name="bulk-hold-release"),
+    path(f"bulk-holds/{ID}/discard/", bulk_holds.bulk_hold_decide, {"how": "discard"}, name="bulk-hold-discard"),
     path("records/<slug:kind>/<uuid:pk>/", records.record_page, name="record"),
     path("records/<slug:kind>/<uuid:pk>/start/", records.record_start, name="record-start"),
 ]

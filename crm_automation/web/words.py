@@ -9,7 +9,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from crm_automation.automation import catalog, control, field_changes, questions, relative_time, schedules
+from crm_automation.automation import bulk, catalog, control, field_changes, questions, relative_time, schedules
 from crm_automation.crm.changes import DEAL_CREATED, DEAL_STAGE_CHANGE, LEAD_CONVERTED, LEAD_CREATED
 from crm_automation.crm.selectors import shown
 
@@ -47,6 +47,21 @@ def trigger_in_words(trigger_type: str, config: dict | None, stage_names: dict[s
     if trigger_type == catalog.SCHEDULE:
         return schedules.describe(config, time_zone) if ("frequency" in config or "cron" in config) else "On a schedule"
     return dict(catalog.TRIGGER_CHOICES).get(trigger_type, "Unknown trigger")
+
+
+def bulk_source(source: str) -> str:
+    """“Import”, “Bulk change”, “API call”: where a held bulk operation came from."""
+    words = bulk.WORDS.get(source)
+    return _first_up(words.split(" ", 1)[1] if words else source)
+
+
+def bulk_operation(source: str, size: int) -> str:
+    """“An import of 5,000 records”."""
+    return f"{_first_up(bulk.WORDS.get(source, source))} of {size:,} record{'' if size == 1 else 's'}"
+
+
+def _first_up(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def duration(ms: int | None) -> str:
