@@ -41,7 +41,7 @@ def test_an_import_held_for_review_is_one_item_not_a_run_per_lead(org, owner, dj
     assert "held for review: part of an import of 150 records" in decisions.first().reason
     (note,) = Notification.objects.filter(user=owner)
     assert note.title == "“Welcome” held an import of 150 records for review"
-    assert note.link == f"/admin/automation/bulkhold/{hold.pk}/change/"
+    assert note.link == f"/crm/automation/bulk-holds/{hold.pk}/"
 
     with django_capture_on_commit_callbacks(execute=False):
         started = bulk_hold_release(hold_id=hold.pk, by=owner)

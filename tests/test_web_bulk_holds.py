@@ -127,8 +127,6 @@ def test_anonymous_visitors_are_sent_to_log_in_and_get_only_posts(hold, owner):
     assert BulkHold.objects.get(pk=hold.pk).status == "pending"
 
 
-@pytest.mark.xfail(strict=True, reason="bulk.py's notification still links to the admin: changing it needs "
-                                        "tests/test_bulk_by_source.py line 44 changed in the same commit")
 def test_the_notification_opens_the_hold(org, owner, hold):
     (note,) = Notification.objects.filter(user=owner)
     assert note.link == f"/crm/automation/bulk-holds/{hold.pk}/"

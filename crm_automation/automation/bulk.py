@@ -109,7 +109,7 @@ def _sort_group(workflow, operation_id: str, items: list) -> list:
     hold.count += len(items) + len(kept)
     hold.save(update_fields=["count"])
     if created and hold.mode == HOLD:
-        link = reverse("admin:automation_bulkhold_change", args=[hold.pk])
+        link = reverse("web:bulk-hold", args=[hold.pk])
         alerts.notify_admins(  # in the same transaction as the hold: both or neither
             workflow.organization_id, title=f"“{workflow.name}” held {what} for review",
             body="No run started. Release the hold to run the workflow for each record, or discard it.", link=link,
