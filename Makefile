@@ -6,7 +6,7 @@ PORT   ?= 8000
 SHELL  := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
-.PHONY: run test install install-dev install-chaos lint bench chaos clean
+.PHONY: run prod test install install-dev install-chaos lint bench chaos clean
 
 PIP    := $(PY) -m pip install --disable-pip-version-check --progress-bar on
 
@@ -37,6 +37,11 @@ run: install
 	@echo "== Loading the demo organization"
 	@$(PY) manage.py seed_demo
 	@PORT=$(PORT) $(PY) manage.py serve
+
+# Production (README "Production"): DEBUG off, deploy checks, migrate, collectstatic, then gunicorn
+# and WORKER_PROCESSES qcluster processes. Needs SECRET_KEY and ALLOWED_HOSTS; loads no demo data.
+prod: install
+	@DEBUG=0 PORT=$(PORT) $(PY) manage.py serve_prod
 
 test: install-dev
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -15,9 +15,41 @@ DEBUG = env_bool("DEBUG", True)
 SECRET_KEY = env_str("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off: a random string of 50 or more characters, the same on "
+            "every host and kept secret. Generate one with: "
+            "python -c \"import secrets; print(secrets.token_urlsafe(50))\"")
     SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
+# The development default answers on this machine only; in production the host names must be said.
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"] if DEBUG else [])
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured(
+        "ALLOWED_HOSTS must be set when DEBUG is off: the host names this site is reached by, comma "
+        "separated (e.g. ALLOWED_HOSTS=crm.example.com,www.crm.example.com).")
+
+# --- Security (DEBUG off: README "Production") -------------------------------------------------
+# Behind a proxy that terminates TLS (nginx, a load balancer), every request reaches Django as
+# plain HTTP: BEHIND_TLS_PROXY=1 trusts the proxy's X-Forwarded-Proto instead. Only set it when
+# the proxy always sets (or overwrites) that header, or a client could claim HTTPS; without it
+# behind such a proxy, SECURE_SSL_REDIRECT would redirect for ever.
+if env_bool("BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# A load balancer probes the health endpoints over plain HTTP: they answer, not redirect.
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^readyz/?$"]
+# HSTS: browsers refuse plain HTTP to this host (and its subdomains) for a year once they have
+# seen the header over HTTPS. Try a short SECURE_HSTS_SECONDS (3600) first on a new domain.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+# Preloading asks browser makers to hard-code HTTPS for the whole domain, hard to undo: the
+# operator's deliberate choice, so check --deploy's reminder (W021) is silenced while it is off.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+# Origins (scheme + host) allowed to POST forms besides the site itself, e.g. when the proxy
+# rewrites the Host header: https://crm.example.com
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -41,6 +73,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files, before anything that reads a session
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -111,7 +144,19 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "staticfiles")))  # collectstatic copies here
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # DEBUG off: collectstatic (serve_prod runs it) writes content-hashed names, a manifest and
+    # compressed copies, and whitenoise serves them with far-future cache headers. DEBUG on (make
+    # run, the tests): files straight from the app directories, no collectstatic needed.
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage" if DEBUG
+                    else "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+# Decided here, not by whitenoise from settings.DEBUG when the middleware starts: the tests run
+# with DEBUG switched off by pytest-django but have no STATIC_ROOT to scan.
+WHITENOISE_AUTOREFRESH = DEBUG
+WHITENOISE_USE_FINDERS = DEBUG
 
 LOGIN_URL = "admin:login"
 
@@ -298,7 +343,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # One name for the run status wherever it appears (list and detail shapes share it).
-    "ENUM_NAME_OVERRIDES": {"RunStatusEnum": "crm_automation.automation.models.RunStatus"},
+    "ENUM_NAME_OVERRIDES": {"RunStatusEnum": "crm_automation.automation.models.RunStatus",
+                            "WorkflowStatusEnum": "crm_automation.automation.models.WorkflowStatus"},
 }
 
 LOGGING = {
