@@ -72,6 +72,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz and /readyz for load balancers: before the host check and the HTTPS redirect.
+    "crm_automation.web.views.health.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files, before anything that reads a session
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -347,10 +349,24 @@ SPECTACULAR_SETTINGS = {
                             "WorkflowStatusEnum": "crm_automation.automation.models.WorkflowStatus"},
 }
 
+# LOG_FORMAT=json: one JSON object per line (time, level, logger, message and the line's fields:
+# run_id, workflow_id, organization_id, status, duration_ms … for the engine's run lines), for a
+# log shipper; the default is plain text. Runs and failures are logged by the
+# "crm_automation.runs" logger (automation/run_log.py): ids, status, duration and the kind of
+# failure, never email bodies, template output or secrets.
+LOG_FORMAT = env_str("LOG_FORMAT", "text").lower()
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+                 "json_ensure_ascii": False},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     # django-q2 logs every enqueued task at INFO; the nudger enqueues often.
     # Django's own "django" logger has a console handler of its own; without propagate=False
@@ -358,4 +374,15 @@ LOGGING = {
     # httpx logs every request at INFO (webhook and AI calls): their outcome is on the step.
     "loggers": {"django-q": {"level": env_str("Q_LOG_LEVEL", "WARNING")}, "httpx": {"level": "WARNING"},
                 "django": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO"), "propagate": False}},
+}
+
+# --- Health (/healthz, /readyz, manage.py automation_status; docs/operations.md) ---------------
+# /readyz answers 503 when the outbox holds more unprocessed changes than READY_MAX_BACKLOG, or
+# its oldest is older than READY_MAX_EVENT_AGE_SECONDS: the workers are not keeping up (or none
+# runs). 0 turns that check off (e.g. for a load balancer in front of web servers only).
+HEALTH = {
+    "MAX_BACKLOG": env_int("READY_MAX_BACKLOG", 10_000, minimum=0),
+    "MAX_EVENT_AGE_SECONDS": env_int("READY_MAX_EVENT_AGE_SECONDS", 300, minimum=0),
+    # Workers touch their heartbeat row this often; one unseen for 3 beats is gone.
+    "HEARTBEAT_SECONDS": env_int("AUTOMATION_HEARTBEAT_SECONDS", 30, minimum=1),
 }

@@ -43,6 +43,7 @@ from crm_automation.automation import (
     graph,
     leases,
     questions,
+    run_log,
 )
 from crm_automation.automation.actions import REGISTRY, ActionFailed, ExecutionContext, effect_key
 from crm_automation.automation.actions.base import node_step
@@ -278,6 +279,9 @@ def _fail(state: RunState, place: Place, error: str, segment: Segment, *, result
     decision = error_policy.decide(node.on_error, state.handling, attempt=attempt, retry_safe=safe,
                                    now=timezone.now(), simulating=state.simulating)
     info = {**(result or {}), "policy": decision.policy}
+    if not state.simulating:
+        run_log.step_failed(state.run, node_id=place[0], action_type=node.type, attempt=attempt,
+                            policy=decision.policy, error=error)
     if decision.note:
         info["decided"] = decision.note
     state.queued.discard(place)
@@ -844,6 +848,7 @@ def _finish(states: list[RunState], token: str) -> dict[int, str]:
             failure_count=F("failure_count") + (total - ok), last_run_at=now)
     enrollment.release(runs=[s.run for s in done if s.run.pk in ids])
     wake_parents([s.run for s in done if s.run.pk in ids])
+    run_log.runs_finished([s.run for s in done if s.run.pk in ids])
     if suppressed:
         WorkflowRun.objects.filter(pk__in=suppressed).delete()
     return {**paused, **finished}

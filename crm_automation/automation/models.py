@@ -588,3 +588,22 @@ class BulkHold(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_mode_display()}: {self.count} of {self.size} records ({self.source})"
+
+
+class WorkerHeartbeat(models.Model):
+    """A worker process that was alive recently: its watchdog thread touches its row every
+    AUTOMATION_HEARTBEAT_SECONDS, so operators (`automation_status`, /readyz) can tell how many
+    workers are running on which hosts without asking the broker (the ORM broker keeps no such
+    list). Rows of workers gone for a day are deleted by the heartbeats of the living."""
+
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    cluster = models.CharField(max_length=100, help_text="The qcluster's name (Q_CLUSTER_NAME).")
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["host", "pid"], name="uniq_worker_host_pid")]
+
+    def __str__(self) -> str:
+        return f"{self.host} pid {self.pid}"

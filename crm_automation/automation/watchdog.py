@@ -11,6 +11,9 @@ AUTOMATION_WATCHDOG_SECONDS it asks indexed questions and queues one sweep when 
   last look: nothing is moving it (its nudge or its continuation task was lost) — sweep.
   During a busy backlog the oldest waiting item changes from look to look as the drains take
   them in order, so a backlog that is being worked on does not set off extra sweeps.
+
+Every AUTOMATION_HEARTBEAT_SECONDS (30) it also touches the process's heartbeat row, so
+operators can see which workers are alive (`manage.py automation_status`, health.py).
 """
 
 import logging
@@ -56,10 +59,19 @@ def work_is_waiting() -> bool:
 
 
 def _watch(interval: float) -> None:
+    from crm_automation.automation.health import heartbeat
     from crm_automation.automation.queue import enqueue_sweep
 
     watch = Watch()
+    started_at, beat_every, next_beat = timezone.now(), settings.HEALTH["HEARTBEAT_SECONDS"], 0.0
     while True:
+        try:
+            close_old_connections()
+            if time.monotonic() >= next_beat:  # operators see this worker (automation_status)
+                heartbeat(started_at)
+                next_beat = time.monotonic() + beat_every
+        except Exception:
+            logger.warning("Automation worker heartbeat failed", exc_info=True)
         # Jitter spreads the workers' checks, so N workers do not all ask at the same instant.
         time.sleep(interval * random.uniform(0.8, 1.2))
         try:

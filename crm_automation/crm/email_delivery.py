@@ -158,6 +158,13 @@ def _message(email: EmailMessage, connection) -> mail.EmailMessage:
                              headers={"Message-ID": email.message_id})
 
 
+def _log_reason(exc: Exception) -> str:
+    """What a log line says of a provider's error: its kind and code, never its text (a provider's
+    answer can quote the recipient or the message). The full reason is on the email's row."""
+    code = getattr(exc, "smtp_code", None) or getattr(exc, "errno", None)
+    return f"{type(exc).__name__}" + (f" {code}" if code else "")
+
+
 def _hand_over(email: EmailMessage, provider: Provider) -> tuple[str, str]:
     """Give one claimed message to the provider: (status, error). No database work."""
     try:
@@ -167,16 +174,16 @@ def _hand_over(email: EmailMessage, provider: Provider) -> tuple[str, str]:
         connection = provider.open()
     except Exception as exc:  # could not reach the provider: nothing was handed over
         provider.discard()
-        logger.warning("Email %s not sent: %s", email.pk, exc)
+        logger.warning("Email %s not sent: %s", email.pk, _log_reason(exc))
         return Status.FAILED, f"could not connect to the email provider: {_describe(exc)}"
     try:
         _message(email, connection).send()
     except Exception as exc:
         provider.discard()
         if isinstance(exc, NOT_SENT) or provider.handed_over is False:
-            logger.warning("Email %s not sent: %s", email.pk, exc)
+            logger.warning("Email %s not sent: %s", email.pk, _log_reason(exc))
             return Status.FAILED, f"the email provider did not take it: {_describe(exc)}"
-        logger.warning("Email %s outcome unknown: %s", email.pk, exc)  # it had the message: we cannot know
+        logger.warning("Email %s outcome unknown: %s", email.pk, _log_reason(exc))  # it had the message
         return Status.UNKNOWN, (f"the email provider did not confirm it ({_describe(exc)}); "
                                 "it may or may not have been sent")
     return Status.SENT, ""
