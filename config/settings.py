@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "crm_automation.workers",  # before django_q: its `qcluster` (a stop hands work back) is the one run
     "django_q",
     "django_fsm",
     "crm_automation.crm",

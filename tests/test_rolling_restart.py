@@ -167,3 +167,28 @@ def test_a_rollout_where_the_old_clusters_crash_loses_and_doubles_nothing(harnes
     doubtful, at_stop = roll(harness, env, "sigkill", scope)
     assert all(done < BACKLOG for done in at_stop), f"the drain was over before a kill: {at_stop}"
     assert_nothing_lost_or_doubled(scope, sink, doubtful)
+
+
+@pytest.mark.e2e
+def test_a_stopped_cluster_hands_its_backlog_back_instead_of_draining_it(harness, sink):
+    """SIGTERM to `qcluster` (what Docker and Kubernetes send) with the default 30 s drain budget:
+    the workers finish the step they are in and hand the rest back (workers/shutdown.py), so the
+    cluster is gone long before the backlog is; the next cluster does the rest, once each. Before
+    the flag, each worker drained on for its whole budget (and then the tasks it had fetched):
+    this backlog was finished by the cluster that had been told to stop."""
+    env = {**environment(harness, "orm", sink), "AUTOMATION_DRAIN_SECONDS": "30"}
+    scope = backlog(harness, env)
+    old = harness.cluster(env, "a")
+    wait_finished(STEP)
+    old.proc.send_signal(signal.SIGTERM)
+    try:
+        old.proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the cluster did not stop within 60 s of SIGTERM")
+    at_exit = finished()
+    assert at_exit < BACKLOG // 2, f"the stopping cluster drained {at_exit} of {BACKLOG} runs"
+    new = harness.cluster(env, "b")
+    assert wait_settled(scope, timeout=90), "the next cluster did not finish the backlog"
+    new.stop(grace=30)
+    assert_nothing_lost_or_doubled(scope, sink, doubtful=0)
+    assert WorkflowRun.objects.filter(status="completed").count() == BACKLOG

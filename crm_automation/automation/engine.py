@@ -58,6 +58,7 @@ from crm_automation.automation.models import (
 )
 from crm_automation.automation.queue import enqueue_continue
 from crm_automation.crm.models import Deal, Lead
+from crm_automation.workers import shutdown
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
@@ -874,7 +875,7 @@ def _execute_group(run_ids: list[int], stop_at: float) -> Report:
     WorkflowRun.objects.filter(pk__in=[r.pk for r in unfinished], lease_owner=token).update(
         lease_until=None, lease_owner="")
     for run in unfinished:
-        if time.monotonic() >= stop_at:
+        if shutdown.past(stop_at):
             report.handed_back.append(run.pk)
         else:
             report.merge(_execute_group([run.pk], stop_at))
@@ -894,7 +895,7 @@ def _advance_group(runs: list[WorkflowRun], token: str, stop_at: float, report: 
         waiting = [s.run.pk for s in states if s.external and not s.finished]
         if not waiting:
             return
-        if time.monotonic() >= stop_at or not _deliver(states, segment, stop_at):
+        if shutdown.past(stop_at) or not _deliver(states, segment, stop_at):
             # Out of time (nothing could be sent before the deadline): another task continues.
             leases.hand_back(token, waiting)
             report.handed_back += waiting
@@ -924,7 +925,7 @@ def execute_runs(run_ids: list[int], *, budget: float | None = None) -> Report:
     groups = plan_groups(run_ids)
     for i, group in enumerate(groups):
         now = time.monotonic()
-        if now >= stop_at:
+        if shutdown.past(stop_at):
             report.handed_back += group
             continue
         # Other groups wait behind this one: it gets a slice, then hands back what is left.

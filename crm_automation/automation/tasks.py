@@ -21,6 +21,7 @@ from crm_automation.automation.leases import lease_length
 from crm_automation.automation.models import AutomationEvent, RunStatus, WorkflowRun
 from crm_automation.automation.queue import enqueue_continue, enqueue_drain, enqueue_sweep
 from crm_automation.crm.email_delivery import emails_mark_stale_unknown
+from crm_automation.workers import shutdown
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ def drain_events(fan_out: bool = True, *, stop_at: float | None = None) -> int:
     helper_queued = not fan_out
     executed = 0
     while True:
+        if shutdown.requested():  # the cluster is stopping: the next cluster takes the rest
+            if fan_out:
+                enqueue_drain()
+            return executed
         events = claim_events(batch_size)
         if not events:
             return executed

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from crm_automation.crm.models import EmailMessage
 from crm_automation.crm.selectors import user_has_role
+from crm_automation.workers import shutdown
 
 logger = logging.getLogger(__name__)
 Status = EmailMessage.Status
@@ -223,7 +224,7 @@ def emails_deliver(*, email_ids: Iterable[int], deadline: float | None = None) -
     done: dict[int, EmailMessage] = {}
 
     def in_time() -> bool:
-        return deadline is None or monotonic() < deadline
+        return not shutdown.requested() and (deadline is None or monotonic() < deadline)
 
     def claim_next() -> EmailMessage | None:
         while waiting and in_time():

@@ -18,6 +18,7 @@ from django.utils import timezone
 from crm_automation.webhooks import guard, signing
 from crm_automation.webhooks.client import Answer, call
 from crm_automation.webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookTarget
+from crm_automation.workers import shutdown
 
 Status = DeliveryStatus
 ATTEMPT_TEXT = 2_000  # of a response body, on its attempt row
@@ -117,7 +118,7 @@ def deliveries_send(*, delivery_ids: list[int], deadline: float | None = None) -
     reached before the deadline, or being sent by someone else) are left out."""
     done = {}
     for delivery_id in delivery_ids:
-        if deadline is not None and time.monotonic() >= deadline:
+        if shutdown.past(deadline):
             break
         if _claim(delivery_id):
             _send(WebhookDelivery.objects.select_related("target").get(pk=delivery_id))

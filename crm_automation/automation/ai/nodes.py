@@ -37,6 +37,7 @@ from crm_automation.automation.actions.queued import QueuedRowAction
 from crm_automation.automation.ai import providers
 from crm_automation.automation.models import AiCall, AiCallStatus
 from crm_automation.automation.templating import format_value
+from crm_automation.workers import shutdown
 
 Status = AiCallStatus
 MAX_TOKENS = 4000
@@ -126,7 +127,7 @@ class AiNode(QueuedRowAction):
         reached keep waiting (their run is handed back)."""
         outcomes = []
         for _, result in items:
-            if deadline is not None and time.monotonic() >= deadline:
+            if shutdown.past(deadline):
                 outcomes.append(None)
                 continue
             call_id = result["ai_call_id"]

@@ -1,0 +1,25 @@
+"""django-q2's `qcluster`, with one addition: a stop (SIGTERM, Ctrl-C) first tells every worker of
+the cluster to hand its work back (automation/shutdown.py), then stops the cluster as django-q2
+does. Same options and behaviour otherwise."""
+
+import os
+
+from django.conf import settings
+from django_q.cluster import Cluster
+from django_q.management.commands.qcluster import Command as DjangoQCommand
+
+from crm_automation.workers import shutdown
+
+
+class Command(DjangoQCommand):
+    help = DjangoQCommand.help + " A stop first tells the workers to hand their work back."
+
+    def handle(self, *args, **options):
+        settings.SECRET_KEY  # noqa: B018 (as django-q2: the cluster signs its tasks)
+        if options.get("cluster_name"):
+            os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
+        cluster = Cluster()  # installs django-q2's SIGTERM/SIGINT handlers…
+        shutdown.chain_signal_handlers()  # …which now run after the flag is set
+        cluster.start()
+        if options.get("run_once", False):
+            cluster.stop()

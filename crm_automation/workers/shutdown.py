@@ -1,0 +1,52 @@
+"""A worker cluster asked to stop hands its work back at once instead of finishing its backlog.
+
+django-q2 stops a cluster gracefully: the pusher stops taking tasks, and each worker finishes the
+task it runs and the ones already fetched (up to Q_WORKERS² of them). Ours drain until their
+time budget (AUTOMATION_DRAIN_SECONDS, 30 s) is spent, so a stop during a busy backlog took
+60-90 s: longer than Docker's (10 s) or Kubernetes' (30 s) grace period, which then kill the
+workers: the crash path, with an email caught mid-hand-over left "unknown".
+
+So a stop is also a flag every process of the cluster sees: a `fork` Event made when this
+module is imported in the `qcluster` process (Django's setup, before the cluster forks its
+sentinel and workers, which inherit it). `manage.py qcluster` (this app:
+django-q2's command with this flag added) sets it when it gets SIGTERM or SIGINT, as Docker and
+Kubernetes send them: to that first process only. (A worker process that gets SIGTERM itself
+dies: django-q2 kills a task past Q_TIMEOUT that way. So under systemd use KillMode=mixed, which
+signals the main process and leaves the rest to it; docs/operations.md.)
+Work checks `requested()` where it checks its deadline: no new events or runs are claimed, no
+further email, webhook or AI call is started; what is left is handed back (queued as a
+continuation for the next cluster) exactly as when the time budget runs out. A step in
+progress finishes first: nothing is cut in half.
+"""
+
+import multiprocessing
+import signal
+import time
+
+_STOPPING = multiprocessing.get_context("fork").Event()
+
+
+def requested() -> bool:
+    return _STOPPING.is_set()
+
+
+def request(*_) -> None:
+    _STOPPING.set()
+
+
+def past(deadline: float | None) -> bool:
+    """Time to stop starting new work: the deadline passed or the cluster is stopping."""
+    return _STOPPING.is_set() or (deadline is not None and time.monotonic() >= deadline)
+
+
+def chain_signal_handlers() -> None:
+    """In the qcluster process, after django-q2 installed its handlers: set the flag first."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+
+        def handler(number, frame, previous=previous):
+            request()
+            if callable(previous):
+                previous(number, frame)
+
+        signal.signal(signum, handler)
