@@ -3,8 +3,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 
 from config import env
-from crm_automation.automation.models import Workflow
-from crm_automation.crm.models import Deal, Organization
+from crm_automation.automation.models import BulkHold, Workflow
+from crm_automation.automation.tasks import drain_events
+from crm_automation.crm.models import Deal, Lead, Organization, Task
 
 
 def test_seed_demo_is_idempotent(db, monkeypatch, capsys):
@@ -19,6 +20,12 @@ def test_seed_demo_is_idempotent(db, monkeypatch, capsys):
     assert kickoff.status == "activated" and kickoff.actions.count() == 3
     assert Workflow.objects.get(organization=org, trigger_type="lead_converted").status == "draft"
     assert Deal.objects.filter(organization=org).count() == 3
+    # A trade-show import waits to be held for review by "New lead welcome" (once, not per seed).
+    assert Lead.objects.filter(organization=org, company="Trade Show 2026").count() == 60
+    drain_events(fan_out=False)
+    (hold,) = BulkHold.objects.filter(organization=org)
+    assert (hold.status, hold.count, hold.source) == ("pending", 60, "import")
+    assert not Task.objects.filter(organization=org, title__startswith="Call Expo").exists()
 
 
 @pytest.mark.parametrize(("helper", "raw"), [

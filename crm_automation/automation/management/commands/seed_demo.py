@@ -15,7 +15,7 @@ from crm_automation.automation.models import AutomationEvent, Workflow
 from crm_automation.automation.services import workflow_create, workflow_transition
 from crm_automation.crm.changes import DEAL_STAGE_CHANGE
 from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organization, Stage
-from crm_automation.crm.services import deal_move_to_stage
+from crm_automation.crm.services import deal_move_to_stage, leads_import
 
 STAGES = [("new", "New"), ("qualified", "Qualified"), ("proposal", "Proposal"),
           ("negotiation", "Negotiation"), ("won", "Won"), ("lost", "Lost")]
@@ -179,6 +179,12 @@ class Command(BaseCommand):
                     "title": "Call {{lead.name}} ({{lead.company}})", "due_in_days": 1, "assignee": "owner"}}])
             workflow_transition(workflow_id=welcome.pk, name="activate", by=user)
             self.step("workflow 'New lead welcome' (imports over 50 held for review, activated)")
+            # An import of 60 trade-show leads: the worker holds it, one item on the Bulk holds
+            # page (/crm/automation/bulk-holds/) to release or discard, instead of 60 tasks.
+            leads_import(organization_id=org.pk, by=user, owner=user, rows=[
+                {"name": f"Expo Visitor {i:02}", "email": f"expo{i:02}@example.org", "company": "Trade Show 2026"}
+                for i in range(1, 61)])
+            self.step("60 leads imported from a trade-show list (held for review by 'New lead welcome')")
         if not Workflow.objects.filter(organization=org, name="AI follow-up").exists():
             workflow_create(
                 organization=org, name="AI follow-up", by=user,
