@@ -6,9 +6,11 @@ import json
 import logging
 import logging.config
 import os
+import signal
 import smtplib
 import subprocess
 import sys
+import time
 
 from django.conf import settings
 
@@ -17,6 +19,7 @@ from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage
 from tests.test_e2e_qcluster import ROOT
 from tests.test_error_policies import provider
+from tests.test_health import free_port, get
 
 SECRET_BODY = "Your door code is 4711-SECRET"
 
@@ -108,3 +111,30 @@ def test_log_format_json_makes_every_line_a_json_object(tmp_path):
     done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode != 0 and "LOG_FORMAT must be text or json" in done.stderr
+
+
+def test_gunicorn_logs_in_the_same_json_as_django(tmp_path):
+    """`make prod`'s web server with LOG_FORMAT=json: its start-up and access lines parse too."""
+    port = free_port()
+    env = {**os.environ, "LOG_FORMAT": "json", "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "config.wsgi:application", "--config",
+                             "python:config.gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+                             "--access-logfile", "-", "--error-logfile", "-"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert get(port, "/healthz")[0] == 200
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]
+    loggers = {line["logger"] for line in lines}
+    assert {"gunicorn.error", "gunicorn.access"} <= loggers, output
+    (access,) = [line for line in lines if line["logger"] == "gunicorn.access"]
+    assert '"GET /healthz HTTP/1.1" 200' in access["message"]

@@ -64,6 +64,7 @@ class Command(BaseCommand):
         connections.close_all()  # the children open their own
 
         gunicorn = [sys.executable, "-m", "gunicorn", "config.wsgi:application",
+                    "--config", "python:config.gunicorn",  # its logs in our format (LOG_FORMAT)
                     "--bind", f"0.0.0.0:{port}", "--workers", str(web_workers),
                     "--graceful-timeout", str(GRACEFUL_SECONDS),
                     "--access-logfile", "-", "--error-logfile", "-"]
