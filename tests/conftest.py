@@ -3,6 +3,7 @@ an owner (org admin), a teammate (ops) and an outsider with an organization of t
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 
 from crm_automation.automation.services import workflow_create, workflow_transition
 from crm_automation.automation.tasks import drain_events
@@ -10,6 +11,13 @@ from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organizat
 from tests.fake_ai import anthropic, model_server, openai  # noqa: F401 (fixtures of the AI tests)
 
 STAGES = ["new", "qualified", "proposal", "negotiation", "won", "lost"]
+
+
+def sqlite_pass_only(why: str):
+    """CI runs the suite twice, on SQLite and on PostgreSQL. A slow test whose subject does not
+    depend on the suite's database (it makes its own, or tests a broker or a process) runs in
+    the SQLite pass only."""
+    return pytest.mark.skipif(connection.vendor == "postgresql", reason=f"in the SQLite pass only: {why}")
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import sqlite_pass_only
+
 ROOT = Path(__file__).resolve().parent.parent
 # What the developer's shell may have set that would change what these tests see.
 CLEARED = ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "BEHIND_TLS_PROXY", "DATABASE_URL",
@@ -38,6 +40,9 @@ def production_env(tmp_path: Path, **overrides: str) -> dict:
 def manage(*args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=60)
+
+
+pytestmark = sqlite_pass_only("each test makes its own SQLite database")
 
 
 def test_check_deploy_is_clean_with_the_documented_settings(tmp_path):

@@ -23,7 +23,7 @@ from django.utils import timezone
 from crm_automation.automation import health
 from crm_automation.automation.models import AutomationEvent, WorkerHeartbeat
 from crm_automation.crm.services import deal_move_to_stage
-from tests.conftest import drain, make_workflow, stage
+from tests.conftest import drain, make_workflow, sqlite_pass_only, stage
 from tests.tcp_proxy import TcpProxy
 from tests.test_e2e_qcluster import ROOT, database_url
 
@@ -98,6 +98,7 @@ def test_automation_status_reports_backlog_runs_and_live_workers(org, deal, sett
     assert [w["pid"] for w in data["workers"]] == [os.getpid()]
 
 
+@sqlite_pass_only("it makes its own SQLite database")
 def test_automation_status_on_code_newer_than_the_schema_says_which_migration_and_exits_1(tmp_path):
     """A rolling upgrade's first step: the new code runs before `migrate` has added its table."""
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}

@@ -16,7 +16,7 @@ from django.conf import settings
 
 from crm_automation.automation.models import WorkflowRun
 from crm_automation.crm.services import deal_move_to_stage
-from tests.conftest import drain, make_workflow, stage
+from tests.conftest import drain, make_workflow, sqlite_pass_only, stage
 from tests.test_e2e_qcluster import ROOT
 from tests.test_error_policies import provider
 from tests.test_health import free_port, get
@@ -94,6 +94,7 @@ def test_a_rolled_back_segment_logs_nothing(org, deal, caplog):
     assert run_lines(caplog) == []
 
 
+@sqlite_pass_only("it makes its own SQLite database")
 def test_log_format_json_makes_every_line_a_json_object(tmp_path):
     """A real process with LOG_FORMAT=json: what it writes to stderr parses line by line."""
     env = {**os.environ, "LOG_FORMAT": "json", "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
@@ -113,6 +114,7 @@ def test_log_format_json_makes_every_line_a_json_object(tmp_path):
     assert done.returncode != 0 and "LOG_FORMAT must be text or json" in done.stderr
 
 
+@sqlite_pass_only("it makes its own SQLite database")
 def test_gunicorn_logs_in_the_same_json_as_django(tmp_path):
     """`make prod`'s web server with LOG_FORMAT=json: its start-up and access lines parse too."""
     port = free_port()
