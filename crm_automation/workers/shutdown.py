@@ -6,7 +6,7 @@ time budget (AUTOMATION_DRAIN_SECONDS, 30 s) is spent, so a stop during a busy b
 60-90 s: longer than Docker's (10 s) or Kubernetes' (30 s) grace period, which then kill the
 workers: the crash path, with an email caught mid-hand-over left "unknown".
 
-So a stop is also a flag every process of the cluster sees: a `fork` Event made when this
+So a stop is also a flag every process of the cluster sees: a shared byte made when this
 module is imported in the `qcluster` process (Django's setup, before the cluster forks its
 sentinel and workers, which inherit it). `manage.py qcluster` (this app:
 django-q2's command with this flag added) sets it when it gets SIGTERM or SIGINT, as Docker and
@@ -23,20 +23,23 @@ import multiprocessing
 import signal
 import time
 
-_STOPPING = multiprocessing.get_context("fork").Event()
+# A byte in shared memory, not a multiprocessing.Event: an Event's checks take a lock shared by
+# every process of the cluster, and a worker killed (-9) while holding it would block the others
+# for ever. Writing and reading one byte needs no lock.
+_STOPPING = multiprocessing.get_context("fork").RawValue("b", 0)
 
 
 def requested() -> bool:
-    return _STOPPING.is_set()
+    return bool(_STOPPING.value)
 
 
 def request(*_) -> None:
-    _STOPPING.set()
+    _STOPPING.value = 1
 
 
 def past(deadline: float | None) -> bool:
     """Time to stop starting new work: the deadline passed or the cluster is stopping."""
-    return _STOPPING.is_set() or (deadline is not None and time.monotonic() >= deadline)
+    return bool(_STOPPING.value) or (deadline is not None and time.monotonic() >= deadline)
 
 
 def chain_signal_handlers() -> None:
