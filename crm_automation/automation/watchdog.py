@@ -65,17 +65,13 @@ def _watch(interval: float) -> None:
     watch = Watch()
     started_at, beat_every, next_beat = timezone.now(), settings.HEALTH["HEARTBEAT_SECONDS"], 0.0
     while True:
+        # Jitter spreads the workers' checks, so N workers do not all ask at the same instant.
+        time.sleep(interval * random.uniform(0.8, 1.2))
         try:
             close_old_connections()
             if time.monotonic() >= next_beat:  # operators see this worker (automation_status)
                 heartbeat(started_at)
                 next_beat = time.monotonic() + beat_every
-        except Exception:
-            logger.warning("Automation worker heartbeat failed", exc_info=True)
-        # Jitter spreads the workers' checks, so N workers do not all ask at the same instant.
-        time.sleep(interval * random.uniform(0.8, 1.2))
-        try:
-            close_old_connections()
             if watch.work_is_stuck():
                 enqueue_sweep()
         except Exception:  # a database or broker outage: look again next time
