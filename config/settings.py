@@ -249,10 +249,13 @@ AUTOMATION["ALERTS"] = {
 # The address links in emails start with (alerts, notifications).
 SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 AUTOMATION["BREAKER_COOLDOWN_SECONDS"] = env_int("AUTOMATION_BREAKER_COOLDOWN_SECONDS", 900, minimum=60)
-# Within a task, an organization's runs get this long to deliver before the next organization's
-# runs take their turn (the rest is continued by another task): a slow provider or a stalling
+# An organization's runs deliver for this long at a time; when other organizations' work waits
+# they then hand the rest to another task (automation/fairness.py): a slow provider or a stalling
 # recipient of one organization delays the others by seconds, not by the whole budget.
 AUTOMATION["GROUP_SLICE_SECONDS"] = env_int("AUTOMATION_GROUP_SLICE_SECONDS", 3, minimum=1)
+# Runs whose organization already has a message in a provider's hands on another worker step
+# aside this long when other organizations' work waits (fairness.py); the watchdog resumes them.
+AUTOMATION["STEP_ASIDE_SECONDS"] = env_int("AUTOMATION_STEP_ASIDE_SECONDS", 2, minimum=1)
 # The last email a task starts may take a connect and a send, each up to EMAIL_TIMEOUT.
 if AUTOMATION["DRAIN_TIME_BUDGET"] + 2 * EMAIL_TIMEOUT >= Q_TIMEOUT:
     raise ImproperlyConfigured(

@@ -19,6 +19,8 @@ that end where an external side effect must happen:
    the lease owner, so counters move exactly once however often a run is delivered.
 6. When the time budget is spent, unfinished runs are handed back (released, not counted as an
    attempt) for another task to continue; when a group raises, its runs are retried one by one.
+   Delivering takes turns between organizations (fairness.py): slices, and stepping aside when
+   another worker already waits on the same organization's provider while others' work waits.
 """
 
 import logging
@@ -39,6 +41,7 @@ from crm_automation.automation import (
     control,
     enrollment,
     error_policy,
+    fairness,
     functions,
     graph,
     leases,
@@ -166,10 +169,12 @@ class RunState:
 class Report:
     finished: dict[int, str] = field(default_factory=dict)
     handed_back: list[int] = field(default_factory=list)
+    stepped_aside: list[int] = field(default_factory=list)  # the watchdog resumes them (fairness.py)
 
     def merge(self, other: "Report") -> None:
         self.finished.update(other.finished)
         self.handed_back += other.handed_back
+        self.stepped_aside += other.stepped_aside
 
 
 def _load_states(runs: list[WorkflowRun]) -> list[RunState]:
@@ -855,18 +860,19 @@ def _finish(states: list[RunState], token: str) -> dict[int, str]:
     return {**paused, **finished}
 
 
-def _execute_group(run_ids: list[int], stop_at: float) -> Report:
+def _execute_group(run_ids: list[int], stop_at: float, more_queued: bool) -> Report:
     token, runs = leases.claim_runs(run_ids)
     report = Report()
     if not runs:
         return report
     with leases.heartbeat(token):
         try:
-            _advance_group(runs, token, stop_at, report)
+            _advance_group(runs, token, stop_at, report, more_queued)
             return report
         except Exception:
             logger.exception("Executing runs %s failed", [r.pk for r in runs])
-    unfinished = [r for r in runs if r.pk not in report.finished and r.pk not in report.handed_back]
+    unfinished = [r for r in runs if r.pk not in report.finished and r.pk not in report.handed_back
+                  and r.pk not in report.stepped_aside]
     if len(runs) == 1:
         leases.back_off(token, [r.pk for r in unfinished], runs[0].attempts)  # retried later, counted
         return report
@@ -874,17 +880,21 @@ def _execute_group(run_ids: list[int], stop_at: float) -> Report:
     # that caused it fails alone and the others go on (those the budget leaves, another task).
     WorkflowRun.objects.filter(pk__in=[r.pk for r in unfinished], lease_owner=token).update(
         lease_until=None, lease_owner="")
-    for run in unfinished:
+    for i, run in enumerate(unfinished):
         if shutdown.past(stop_at):
             report.handed_back.append(run.pk)
         else:
-            report.merge(_execute_group([run.pk], stop_at))
+            report.merge(_execute_group([run.pk], stop_at, more_queued or i < len(unfinished) - 1))
     return report
 
 
-def _advance_group(runs: list[WorkflowRun], token: str, stop_at: float, report: Report) -> None:
+def _advance_group(runs: list[WorkflowRun], token: str, stop_at: float, report: Report, more_queued: bool) -> None:
+    """Step, commit and deliver until the group's runs are done or must wait. `more_queued`:
+    other groups of this task wait behind this one (see fairness.py for the turns it takes)."""
     states = _load_states(runs)
     segment = Segment()
+    organization_id = runs[0].organization_id
+    slice_end = time.monotonic() + fairness.slice_seconds()
     while True:
         with transaction.atomic():
             _lock_records(states)
@@ -895,8 +905,18 @@ def _advance_group(runs: list[WorkflowRun], token: str, stop_at: float, report: 
         waiting = [s.run.pk for s in states if s.external and not s.finished]
         if not waiting:
             return
-        if shutdown.past(stop_at) or not _deliver(states, segment, stop_at):
-            # Out of time (nothing could be sent before the deadline): another task continues.
+        if time.monotonic() >= slice_end and not (more_queued or fairness.others_waiting(organization_id)):
+            slice_end = time.monotonic() + fairness.slice_seconds()  # nobody else waits: another slice
+        deadline = min(stop_at, slice_end)
+        if not shutdown.past(deadline) and fairness.delivering_elsewhere(organization_id, {
+                s.node(p[0]).type for s in states for p in s.external}) and (
+                more_queued or fairness.others_waiting(organization_id)):
+            leases.step_aside(token, waiting, fairness.step_aside_for())
+            report.stepped_aside += waiting
+            return
+        if shutdown.past(deadline) or not _deliver(states, segment, deadline):
+            # Out of time or out of turn (nothing could be sent before the deadline), or nothing
+            # could be sent at all: another task continues.
             leases.hand_back(token, waiting)
             report.handed_back += waiting
             return
@@ -918,20 +938,17 @@ def plan_groups(run_ids: list[int]) -> list[list[int]]:
 
 def execute_runs(run_ids: list[int], *, budget: float | None = None) -> Report:
     """Execute (or resume) runs within a time budget. Returns what finished and what was
-    handed back unfinished (its caller queues a continuation); groups never started because
-    the budget was spent are left unclaimed and are in neither list."""
+    handed back unfinished (its caller queues a continuation), and what stepped aside for other
+    organizations (the watchdog resumes it); groups never started because the budget was spent
+    are handed back unclaimed."""
     stop_at = time.monotonic() + (budget if budget is not None else settings.AUTOMATION["RUN_TIME_BUDGET"])
     report = Report()
     groups = plan_groups(run_ids)
     for i, group in enumerate(groups):
-        now = time.monotonic()
         if shutdown.past(stop_at):
             report.handed_back += group
             continue
-        # Other groups wait behind this one: it gets a slice, then hands back what is left.
-        last = i == len(groups) - 1
-        report.merge(_execute_group(group, stop_at if last else min(stop_at, now + settings.AUTOMATION[
-            "GROUP_SLICE_SECONDS"])))
+        report.merge(_execute_group(group, stop_at, more_queued=i < len(groups) - 1))
     return report
 
 

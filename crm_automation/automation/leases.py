@@ -49,6 +49,13 @@ def hand_back(token: str, run_ids: list[int]) -> None:
         lease_until=None, lease_owner="", attempts=F("attempts") - 1)
 
 
+def step_aside(token: str, run_ids: list[int], pause: timedelta) -> None:
+    """Release runs that give way to other organizations' work (fairness.py): free again after
+    `pause`, when the watchdog resumes them as it does any lapsed lease; not counted as an attempt."""
+    WorkflowRun.objects.filter(pk__in=run_ids, lease_owner=token, status=RunStatus.STARTED).update(
+        lease_until=timezone.now() + pause, lease_owner="", attempts=F("attempts") - 1)
+
+
 def back_off(token: str, run_ids: list[int], attempts: int) -> None:
     """Release runs whose execution raised: retried after 5, 10, 20, 40 … seconds."""
     delay = timedelta(seconds=5 * 2 ** max(0, attempts - 1))

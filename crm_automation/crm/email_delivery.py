@@ -253,6 +253,13 @@ def emails_deliver(*, email_ids: Iterable[int], deadline: float | None = None) -
     return done
 
 
+def emails_in_flight(*, organization_id: int, since) -> bool:
+    """Whether one of the organization's emails is being handed to the provider right now (an
+    indexed look at the few `sending` rows; one claimed before `since` is a sender that died)."""
+    return EmailMessage.objects.filter(status=Status.SENDING, organization_id=organization_id,
+                                       sending_since__gte=since).exists()
+
+
 def email_mark_unknown(*, email_id: int) -> EmailMessage:
     """A claimed email whose sender is gone: it may have been accepted by the provider, and a
     duplicate email to a client is worse than an ops user choosing to resend it."""

@@ -73,6 +73,10 @@ class HttpRequest(QueuedRowAction):
     optional = ("url", "method", "headers", "body")
     templated = ("url",)
 
+    def in_flight(self, organization_id: int, since) -> bool:
+        return WebhookDelivery.objects.filter(status=DeliveryStatus.SENDING, organization_id=organization_id,
+                                              sending_since__gte=since).exists()
+
     # --- Saving a workflow ---------------------------------------------------------------------
     def validate(self, config, *, trigger_type, organization_id):
         errors = super().validate(config, trigger_type=trigger_type, organization_id=organization_id)

@@ -140,7 +140,10 @@ class WebhookDelivery(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "webhook deliveries"
-        indexes = [models.Index(fields=["organization", "-created_at"])]
+        indexes = [models.Index(fields=["organization", "-created_at"]),
+                   # the few requests in flight, for fairness.py (an indexed look per delivery round)
+                   models.Index(fields=["organization", "sending_since"], name="webhook_sending_idx",
+                                condition=models.Q(status="sending"))]
 
     def __str__(self) -> str:
         return f"{self.method} {self.url} ({self.status})"

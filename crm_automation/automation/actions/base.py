@@ -125,6 +125,12 @@ class Action:
         """Results of effects already made under these keys."""
         raise NotImplementedError
 
+    def in_flight(self, organization_id: int, since) -> bool:
+        """Whether a message of this kind of the organization is in a provider's hands right now
+        (handed over at or after `since`): a worker is waiting on that provider (fairness.py).
+        Database-only actions make no outside call."""
+        return False
+
     def retry(self, key: str) -> bool:
         """Make a failed effect ready to be tried again; False when trying again could repeat it
         (an email whose outcome is unknown). Database-only effects fail whole: nothing to undo."""

@@ -19,7 +19,7 @@ from django.urls import reverse
 
 from crm_automation.automation.actions.base import Action, ActionFailed, ExecutionContext
 from crm_automation.automation.actions.create_task import linked_deal, linked_lead
-from crm_automation.crm.email_delivery import email_mark_unknown, emails_deliver
+from crm_automation.crm.email_delivery import email_mark_unknown, emails_deliver, emails_in_flight
 from crm_automation.crm.models import Deal, EmailMessage, Membership, Notification
 
 ADMINS, MEMBERS, OWNER = "admins", "members", "owner"
@@ -167,6 +167,9 @@ class Notify(Action):
             else:
                 outcomes.append(self._outcome(result, [sent[i] for i in mine]))
         return outcomes
+
+    def in_flight(self, organization_id: int, since) -> bool:
+        return emails_in_flight(organization_id=organization_id, since=since)
 
     def settle_existing(self, result: dict):
         emails = list(EmailMessage.objects.filter(pk__in=result.get("email_ids", [])).order_by("pk"))

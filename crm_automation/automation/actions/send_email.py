@@ -3,7 +3,7 @@ from django.core.validators import validate_email
 
 from crm_automation.automation.actions.base import Action, ActionFailed, ExecutionContext
 from crm_automation.automation.actions.create_task import linked_deal, linked_lead
-from crm_automation.crm.email_delivery import email_mark_unknown, emails_deliver
+from crm_automation.crm.email_delivery import email_mark_unknown, emails_deliver, emails_in_flight
 from crm_automation.crm.models import EmailMessage
 
 Status = EmailMessage.Status
@@ -84,6 +84,9 @@ class SendEmail(Action):
         sent = emails_deliver(email_ids=ids, deadline=deadline)
         return [None if result["email_id"] not in sent else self.outcome(result, sent[result["email_id"]])
                 for _, result in items]
+
+    def in_flight(self, organization_id: int, since) -> bool:
+        return emails_in_flight(organization_id=organization_id, since=since)
 
     def retry(self, key: str) -> bool:
         """A refused email goes back to the queue; one whose outcome is unknown is never re-sent."""

@@ -1,0 +1,54 @@
+"""Sharing the workers between organizations when one of them has a slow provider.
+
+A worker that hands a message over waits for the provider: an email to a server that stalls at
+RCPT TO costs EMAIL_TIMEOUT, a webhook to a hanging endpoint its timeout. One organization with
+such a provider must not hold every worker while other organizations' changes wait to be
+claimed (chaos scenario 8). Database work is fast and is never held back; two rules apply when
+a group of runs is about to deliver (engine._advance_group):
+
+1. Slices. A group delivers for GROUP_SLICE_SECONDS at a time. At the end of a slice it goes on
+   only if nothing else waits: no later group in the same task, no other organization's event
+   that no worker has claimed. Otherwise it hands its runs back (a continuation task, at the end
+   of the queue) and the worker turns to the others.
+2. One worker per organization at a slow provider. A group whose organization already has a
+   message in a provider's hands on another worker steps aside when others wait: its runs are
+   released for STEP_ASIDE_SECONDS (a short lease, not counted as an attempt) and the watchdog
+   resumes them after that, as it does any lapsed lease. A second worker would only wait on
+   the same provider while the other organizations' work queues behind both.
+
+When nothing else waits neither rule holds anything back: one organization's burst on its own
+still gets every worker, and a fast provider is almost never caught mid-message.
+"""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from crm_automation.automation.actions import REGISTRY
+from crm_automation.automation.leases import lease_length
+from crm_automation.automation.models import AutomationEvent
+
+
+def others_waiting(organization_id: int) -> bool:
+    """Another organization's change waits for a worker (one indexed look at pending events)."""
+    return (AutomationEvent.objects.filter(processed_at__isnull=True)
+            .exclude(organization_id=organization_id)
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=timezone.now())).exists())
+
+
+def delivering_elsewhere(organization_id: int, action_types: set[str]) -> bool:
+    """A message of these kinds of the organization is in a provider's hands right now. Our own
+    are still queued at this point, so the one in flight is another worker's; one handed over
+    more than a lease ago belongs to a worker that died (the sweep settles those)."""
+    since = timezone.now() - lease_length()
+    return any(REGISTRY[action_type].in_flight(organization_id, since) for action_type in sorted(action_types))
+
+
+def slice_seconds() -> float:
+    return settings.AUTOMATION["GROUP_SLICE_SECONDS"]
+
+
+def step_aside_for() -> timedelta:
+    return timedelta(seconds=settings.AUTOMATION["STEP_ASIDE_SECONDS"])
