@@ -5,7 +5,8 @@ leave a run whose worker died waiting up to 1½ minutes (after its 15 s lease). 
 process therefore starts this thread when django-q2 spawns it (the `post_spawn` signal). Every
 AUTOMATION_WATCHDOG_SECONDS it asks indexed questions and queues one sweep when work is stuck:
 
-- a run whose lease expired: its worker is dead (live workers renew theirs) — sweep now;
+- a run whose lease expired: its worker is dead (live workers renew theirs), or it stepped
+  aside for another organization and its pause is over (fairness.py) — sweep now;
 - a waiting run whose wake-up time has come — sweep now (it wakes it);
 - the oldest event nobody holds, or the oldest run nobody leased, is the same one as at the
   last look: nothing is moving it (its nudge or its continuation task was lost) — sweep.
