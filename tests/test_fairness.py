@@ -141,3 +141,15 @@ def test_a_webhook_in_flight_counts_like_an_email(org, other_org):
     assert fairness.delivering_elsewhere(org.pk, {"http_request"})
     assert not fairness.delivering_elsewhere(other_org.pk, {"http_request", "send_email"})
     assert not fairness.delivering_elsewhere(org.pk, {"create_task"})
+
+
+def test_resumed_runs_of_one_organization_do_not_step_aside_for_each_other(org):
+    """After a kill -9 mid-delivery, the dead worker's message is still `sending` and its runs
+    are resumed one per group: they are the same organization's, so nobody else waits."""
+    make_workflow(org, actions=EMAIL_ONLY)
+    won_deals(org, 3)
+    run_ids = dispatched()
+    WorkflowRun.objects.filter(pk__in=run_ids).update(attempts=1)  # delivered before: each alone
+    another_worker_sending(org)
+    report = engine.execute_runs(run_ids)
+    assert len(report.finished) == 3 and not report.stepped_aside and len(mail.outbox) == 3

@@ -860,14 +860,14 @@ def _finish(states: list[RunState], token: str) -> dict[int, str]:
     return {**paused, **finished}
 
 
-def _execute_group(run_ids: list[int], stop_at: float, more_queued: bool) -> Report:
+def _execute_group(run_ids: list[int], stop_at: float, more_queued: bool, others_queued: bool) -> Report:
     token, runs = leases.claim_runs(run_ids)
     report = Report()
     if not runs:
         return report
     with leases.heartbeat(token):
         try:
-            _advance_group(runs, token, stop_at, report, more_queued)
+            _advance_group(runs, token, stop_at, report, more_queued, others_queued)
             return report
         except Exception:
             logger.exception("Executing runs %s failed", [r.pk for r in runs])
@@ -884,13 +884,15 @@ def _execute_group(run_ids: list[int], stop_at: float, more_queued: bool) -> Rep
         if shutdown.past(stop_at):
             report.handed_back.append(run.pk)
         else:
-            report.merge(_execute_group([run.pk], stop_at, more_queued or i < len(unfinished) - 1))
+            report.merge(_execute_group([run.pk], stop_at, more_queued or i < len(unfinished) - 1, others_queued))
     return report
 
 
-def _advance_group(runs: list[WorkflowRun], token: str, stop_at: float, report: Report, more_queued: bool) -> None:
-    """Step, commit and deliver until the group's runs are done or must wait. `more_queued`:
-    other groups of this task wait behind this one (see fairness.py for the turns it takes)."""
+def _advance_group(runs: list[WorkflowRun], token: str, stop_at: float, report: Report, more_queued: bool,
+                   others_queued: bool) -> None:
+    """Step, commit and deliver until the group's runs are done or must wait, taking turns
+    (fairness.py). `more_queued`: other groups of this task wait behind this one;
+    `others_queued`: some of them are other organizations'."""
     states = _load_states(runs)
     segment = Segment()
     organization_id = runs[0].organization_id
@@ -910,7 +912,7 @@ def _advance_group(runs: list[WorkflowRun], token: str, stop_at: float, report: 
         deadline = min(stop_at, slice_end)
         if not shutdown.past(deadline) and fairness.delivering_elsewhere(organization_id, {
                 s.node(p[0]).type for s in states for p in s.external}) and (
-                more_queued or fairness.others_waiting(organization_id)):
+                others_queued or fairness.others_waiting(organization_id)):
             leases.step_aside(token, waiting, fairness.step_aside_for())
             report.stepped_aside += waiting
             return
@@ -924,16 +926,21 @@ def _advance_group(runs: list[WorkflowRun], token: str, stop_at: float, report: 
 
 def plan_groups(run_ids: list[int]) -> list[list[int]]:
     """Fresh runs of one organization together; a run delivered before without finishing alone."""
+    return [group for _, group in _plan(run_ids)]
+
+
+def _plan(run_ids: list[int]) -> list[tuple[int, list[int]]]:
+    """plan_groups with each group's organization."""
     rows = (WorkflowRun.objects.filter(pk__in=run_ids, status=RunStatus.STARTED)
             .order_by("pk").values_list("pk", "organization_id", "attempts"))
     by_org: dict[int, list[int]] = {}
     alone = []
     for pk, org_id, attempts in rows:
         if attempts:
-            alone.append([pk])
+            alone.append((org_id, [pk]))
         else:
             by_org.setdefault(org_id, []).append(pk)
-    return [*by_org.values(), *alone]
+    return [*by_org.items(), *alone]
 
 
 def execute_runs(run_ids: list[int], *, budget: float | None = None) -> Report:
@@ -943,12 +950,14 @@ def execute_runs(run_ids: list[int], *, budget: float | None = None) -> Report:
     are handed back unclaimed."""
     stop_at = time.monotonic() + (budget if budget is not None else settings.AUTOMATION["RUN_TIME_BUDGET"])
     report = Report()
-    groups = plan_groups(run_ids)
-    for i, group in enumerate(groups):
+    groups = _plan(run_ids)
+    for i, (organization_id, group) in enumerate(groups):
         if shutdown.past(stop_at):
             report.handed_back += group
             continue
-        report.merge(_execute_group(group, stop_at, more_queued=i < len(groups) - 1))
+        later = [org for org, _ in groups[i + 1:]]
+        report.merge(_execute_group(group, stop_at, more_queued=bool(later),
+                                    others_queued=any(org != organization_id for org in later)))
     return report
 
 
