@@ -153,3 +153,31 @@ def test_resumed_runs_of_one_organization_do_not_step_aside_for_each_other(org):
     another_worker_sending(org)
     report = engine.execute_runs(run_ids)
     assert len(report.finished) == 3 and not report.stepped_aside and len(mail.outbox) == 3
+
+
+def test_a_drain_claims_one_organization_s_events_at_a_time_oldest_first(org, other_org):
+    from crm_automation.automation.dispatch import claim_events
+
+    won_deals(org, 2)
+    won_deals(other_org, 2)
+    won_deals(org, 1, "Later")
+    first = claim_events(100, fair=True)
+    assert {e.organization_id for e in first} == {org.pk}
+    assert len(first) == AutomationEvent.objects.filter(organization=org).count()  # "Later" too
+    second = claim_events(100, fair=True)
+    assert {e.organization_id for e in second} == {other_org.pk}
+    assert claim_events(100, fair=True) == []
+
+
+def test_a_drain_turns_to_the_organizations_no_worker_is_busy_with(org, other_org):
+    from crm_automation.automation.dispatch import claim_events
+
+    make_workflow(org, actions=EMAIL_ONLY)
+    won_deals(org, 1)
+    (busy_run,) = dispatched()
+    WorkflowRun.objects.filter(pk=busy_run).update(lease_owner="another-worker",
+                                                   lease_until=timezone.now() + timedelta(seconds=15))
+    won_deals(org, 2, "Older")  # older than the other organization's change, but a worker serves org
+    won_deals(other_org, 1)
+    assert {e.organization_id for e in claim_events(100, fair=True)} == {other_org.pk}
+    assert {e.organization_id for e in claim_events(100, fair=True)} == {org.pk}  # nobody else waits: taken

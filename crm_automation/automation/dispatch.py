@@ -13,6 +13,7 @@ from crm_automation.automation import bulk, catalog, conditions, context, field_
 from crm_automation.automation.enrollment import enroll
 from crm_automation.automation.models import (
     AutomationEvent,
+    RunStatus,
     Workflow,
     WorkflowDecision,
     WorkflowRun,
@@ -24,23 +25,54 @@ logger = logging.getLogger(__name__)
 Outcome = WorkflowDecision.Outcome
 
 
-def claim_events(limit: int) -> list[AutomationEvent]:
-    """Claim up to `limit` unprocessed events for this worker (a lease, not a lock).
+def claim_events(limit: int, *, fair: bool = False) -> list[AutomationEvent]:
+    """Claim up to `limit` unprocessed events for this worker (a lease, not a lock), oldest first.
+
+    `fair` (the drains): one organization's events only, the one of the oldest event among the
+    organizations no worker is busy with (runs leased, events claimed), else the oldest. So a
+    batch never makes one organization's changes wait behind another's slow provider in the
+    same task, and a free worker turns to the organizations nobody serves (fairness.py) instead
+    of piling onto one that already holds a worker.
 
     PostgreSQL skips rows another worker holds (SKIP LOCKED); SQLite serialises writers
     (IMMEDIATE transactions), so the SELECT and UPDATE below cannot interleave there either.
     A dispatch that outlives its lease is harmless: decisions and runs are unique per
     (event, workflow), so a second dispatch of the same events adds nothing.
     """
+    if fair:
+        organization_id = _next_organization()
+        if organization_id is not None:
+            events = _claim(limit, organization_id)
+            if events:
+                return events
+    return _claim(limit)  # nobody waits, or another worker took that organization's events first
+
+
+def unclaimed_events(now=None):
+    """Events waiting for a worker: unprocessed, and never claimed or with a lapsed claim."""
+    now = now or timezone.now()
+    return (AutomationEvent.objects.filter(processed_at__isnull=True)
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)))
+
+
+def _next_organization() -> int | None:
+    """The organization of the oldest waiting event, preferring those no worker is busy with."""
+    now = timezone.now()
+    leased = WorkflowRun.objects.filter(status=RunStatus.STARTED, lease_until__gt=now).values("organization_id")
+    claimed = AutomationEvent.objects.filter(processed_at__isnull=True, claimed_until__gte=now).values(
+        "organization_id")
+    oldest = unclaimed_events(now).order_by("id").values_list("organization_id", flat=True)
+    return oldest.exclude(organization_id__in=leased).exclude(organization_id__in=claimed).first() or oldest.first()
+
+
+def _claim(limit: int, organization_id: int | None = None) -> list[AutomationEvent]:
     now = timezone.now()
     lease = timedelta(seconds=settings.AUTOMATION["LEASE_SECONDS"])
     with transaction.atomic():
-        ids = list(
-            AutomationEvent.objects.select_for_update(skip_locked=True)
-            .filter(processed_at__isnull=True)
-            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-            .order_by("id").values_list("id", flat=True)[:limit]
-        )
+        pending = unclaimed_events(now).select_for_update(skip_locked=True)
+        if organization_id is not None:
+            pending = pending.filter(organization_id=organization_id)
+        ids = list(pending.order_by("id").values_list("id", flat=True)[:limit])
         if not ids:
             return []
         AutomationEvent.objects.filter(pk__in=ids).update(claimed_until=now + lease)

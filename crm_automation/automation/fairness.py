@@ -23,19 +23,16 @@ still gets every worker, and a fast provider is almost never caught mid-message.
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 
 from crm_automation.automation.actions import REGISTRY
+from crm_automation.automation.dispatch import unclaimed_events
 from crm_automation.automation.leases import lease_length
-from crm_automation.automation.models import AutomationEvent
 
 
 def others_waiting(organization_id: int) -> bool:
     """Another organization's change waits for a worker (one indexed look at pending events)."""
-    return (AutomationEvent.objects.filter(processed_at__isnull=True)
-            .exclude(organization_id=organization_id)
-            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=timezone.now())).exists())
+    return unclaimed_events().exclude(organization_id=organization_id).exists()
 
 
 def delivering_elsewhere(organization_id: int, action_types: set[str]) -> bool:

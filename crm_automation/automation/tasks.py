@@ -14,8 +14,8 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from crm_automation.automation import alerting, breaker, impact, relative_time, schedules
-from crm_automation.automation.dispatch import claim_events, dispatch_events
+from crm_automation.automation import alerting, breaker, fairness, impact, relative_time, schedules
+from crm_automation.automation.dispatch import claim_events, dispatch_events, unclaimed_events
 from crm_automation.automation.engine import execute_runs
 from crm_automation.automation.leases import lease_length
 from crm_automation.automation.models import AutomationEvent, RunStatus, WorkflowRun
@@ -43,9 +43,10 @@ def _execute(run_ids: list[int], *, budget: float, fan_out: bool) -> int:
 def drain_events(fan_out: bool = True, *, stop_at: float | None = None) -> int:
     """Claim and process event batches until none is left or the time budget is spent.
 
-    With `fan_out` (in a worker), a full batch means more may be waiting: one more drain task
-    is queued first, so every worker of the cluster helps with a burst; and a drain that runs
-    out of time queues its own continuation. Returns the number of runs finished.
+    Each batch is one organization's events (dispatch.claim_events). With `fan_out` (in a
+    worker), a full batch or another organization's waiting events mean more is waiting: one
+    more drain task is queued first, so every worker of the cluster helps with a burst; and a
+    drain that runs out of time queues its own continuation. Returns the number of runs finished.
     """
     batch_size = settings.AUTOMATION["EVENT_BATCH_SIZE"]
     if stop_at is None:
@@ -57,10 +58,10 @@ def drain_events(fan_out: bool = True, *, stop_at: float | None = None) -> int:
             if fan_out:
                 enqueue_drain()
             return executed
-        events = claim_events(batch_size)
+        events = claim_events(batch_size, fair=True)  # one organization's (dispatch.claim_events)
         if not events:
             return executed
-        if not helper_queued and len(events) == batch_size:
+        if not helper_queued and (len(events) == batch_size or fairness.others_waiting(events[0].organization_id)):
             enqueue_drain()
             helper_queued = True  # one helper per drain is enough; each helper fans out again
         run_ids = dispatch_safely(events)
@@ -106,8 +107,7 @@ def abandoned_runs():
 def forgotten_events(age: timedelta = timedelta(seconds=2)):
     """Events waiting longer than `age` that no worker holds: their nudge was lost."""
     now = timezone.now()
-    return AutomationEvent.objects.filter(processed_at__isnull=True, created_at__lt=now - age).filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+    return unclaimed_events(now).filter(created_at__lt=now - age)
 
 
 WAKE_BATCH = 200
