@@ -910,9 +910,7 @@ def _advance_group(runs: list[WorkflowRun], token: str, stop_at: float, report: 
         if time.monotonic() >= slice_end and not (more_queued or fairness.others_waiting(organization_id)):
             slice_end = time.monotonic() + fairness.slice_seconds()  # nobody else waits: another slice
         deadline = min(stop_at, slice_end)
-        if not shutdown.past(deadline) and fairness.delivering_elsewhere(organization_id, {
-                s.node(p[0]).type for s in states for p in s.external}) and (
-                others_queued or fairness.others_waiting(organization_id)):
+        if not shutdown.past(deadline) and _give_way(states, organization_id, others_queued):
             leases.step_aside(token, waiting, fairness.step_aside_for())
             report.stepped_aside += waiting
             return
@@ -922,6 +920,14 @@ def _advance_group(runs: list[WorkflowRun], token: str, stop_at: float, report: 
             leases.hand_back(token, waiting)
             report.handed_back += waiting
             return
+
+
+def _give_way(states: list[RunState], organization_id: int, others_queued: bool) -> bool:
+    """Another worker already waits on this organization's provider, and other organizations'
+    work waits: a second worker there would only make them wait longer (fairness.py)."""
+    kinds = {state.node(place[0]).type for state in states for place in state.external}
+    return fairness.delivering_elsewhere(organization_id, kinds) and (
+        others_queued or fairness.others_waiting(organization_id))
 
 
 def plan_groups(run_ids: list[int]) -> list[list[int]]:
