@@ -28,15 +28,6 @@ os.environ.update(DATABASE_URL=DB_URL, DJANGO_SETTINGS_MODULE="config.settings",
                   EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend", LOG_LEVEL="WARNING")
 
 
-def recreate_database() -> None:
-    import psycopg
-
-    name = DB_URL.rsplit("/", 1)[1]
-    with psycopg.connect(DB_URL.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
 def one_round(n: int, orgs: int) -> tuple[float, int]:
     """Runs/s of one drain of n changes spread over `orgs` organizations, and its batches."""
     from django.core import mail
@@ -82,7 +73,9 @@ def main() -> int:
     parser.add_argument("--orgs", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    recreate_database()
+    from benchmarks.chaos.run import recreate_database
+
+    recreate_database(DB_URL)
     import django
 
     django.setup()
