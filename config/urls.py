@@ -1,8 +1,19 @@
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponseRedirect
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.decorators.cache import cache_control
 from django.views.generic import RedirectView
 
 from crm_automation.web.views import health, metrics
+
+
+@cache_control(max_age=86400)
+def favicon(request: HttpRequest) -> HttpResponseRedirect:
+    """Browsers ask for /favicon.ico on pages that name no icon (Swagger UI, the browsable API).
+    Temporary: in production the static file's name carries its content hash, which changes."""
+    return HttpResponseRedirect(static("favicon.ico"))
+
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
@@ -11,6 +22,7 @@ urlpatterns = [
     path("crm/automation", RedirectView.as_view(url="/crm/automation/", permanent=False)),
     path("crm/automation/", include("crm_automation.web.urls")),
     path("metrics", metrics.metrics, name="metrics"),
+    path("favicon.ico", favicon, name="favicon"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
 ]
