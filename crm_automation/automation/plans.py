@@ -1,5 +1,6 @@
 """What each plan allows (seed 000): Free hides automation, Pro has limits, Enterprise none."""
 
+from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
 from crm_automation.automation.models import MonthlyUsage
@@ -12,6 +13,23 @@ MONTHLY_LOGGED_RUNS = {Plan.FREE: 0, Plan.PRO: 500, Plan.ENTERPRISE: None}
 
 def includes_automation(plan: str) -> bool:
     return plan != Plan.FREE
+
+
+class NotIncluded(PermissionDenied):
+    """The organization's plan does not include automation (a 403 on the API; the pages show
+    templates/web/plan_free.html instead, the admin hides the automation models)."""
+
+
+def refusal(organization: Organization) -> str:
+    """What a person (or a webhook sender) is told when the plan stands in the way."""
+    return (f"{organization.name} is on the {organization.get_plan_display()} plan, which does not include "
+            "automation (workflows and webhook endpoints); an admin of the organization can change the plan.")
+
+
+def require_automation(organization: Organization) -> None:
+    """Refuse automation work (NotIncluded) for an organization whose plan does not include it."""
+    if not includes_automation(organization.plan):
+        raise NotIncluded(refusal(organization))
 
 
 def month_start(now=None):

@@ -8,6 +8,7 @@ from django.db.models import Max
 from django.urls import reverse
 from django.utils.html import format_html
 
+from crm_automation.automation import plans
 from crm_automation.crm.admin_scoping import OrgScopedAdmin, OwnRowsFilter, ReadOnlyInline, ReadOnlyOrgScopedAdmin
 from crm_automation.crm.models import Membership
 from crm_automation.webhooks import services
@@ -43,8 +44,22 @@ class AdminsOnly(OrgScopedAdmin):
                           messages.WARNING)
 
 
+class EndpointForm(forms.ModelForm):
+    """Refuses an organization whose plan does not include automation (a superuser sees every
+    organization in the list; other admins are not offered those organizations at all)."""
+
+    def clean(self) -> dict:
+        data = super().clean()
+        organization = data.get("organization") or (self.instance.organization if self.instance.pk else None)
+        if organization is not None and not plans.includes_automation(organization.plan):
+            raise ValidationError(plans.refusal(organization))
+        return data
+
+
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(AdminsOnly):
+    form = EndpointForm
+    hide_free_plan = True  # like workflows: automation is not part of the Free plan
     list_display = ("name", "organization", "active", "hook_url", "secret_hint", "last_received", "created_at")
     list_filter = ("active", "organization")
     list_select_related = ("organization",)

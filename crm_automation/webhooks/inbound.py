@@ -8,8 +8,11 @@ which check failed (nothing is recorded then):
 3. the Standard Webhooks headers are there (400), the timestamp is within 5 minutes (401), and
    the signature is the current secret's or, during a rotation's grace period, the previous
    one's (401);
-4. the body is UTF-8 JSON (400) that a database can store (no NaN, no NUL characters);
-5. its webhook-id was not received before (409).
+4. the endpoint's organization is on a plan that includes automation (403, code `plan`: Free
+   does not; checked after the signature, so only the sender learns it);
+5. the body is UTF-8 JSON (400), at most 64 containers deep, that a database can store (no
+   NaN, no NUL characters);
+6. its webhook-id was not received before (409).
 
 Then, in one transaction, a receipt (unique per endpoint and webhook-id: the database settles
 two deliveries of one message racing each other) and an AutomationEvent of kind "webhook" whose
@@ -25,6 +28,7 @@ from collections.abc import Mapping
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from crm_automation.automation import plans
 from crm_automation.automation.outbox import record_changes
 from crm_automation.crm.changes import RecordChange
 from crm_automation.webhooks import signing
@@ -51,7 +55,7 @@ def max_body() -> int:
 
 
 def _endpoint(public_id) -> WebhookEndpoint:
-    endpoint = WebhookEndpoint.objects.filter(public_id=public_id).first()
+    endpoint = WebhookEndpoint.objects.filter(public_id=public_id).select_related("organization").first()
     if endpoint is None:
         raise Refused(404, "unknown_endpoint", f"there is no webhook endpoint {public_id}; check the URL")
     if not endpoint.active:
@@ -85,14 +89,18 @@ def _headers(headers: Mapping[str, str]) -> dict[str, str]:
     return found
 
 
-def _storable(value, depth: int = 0) -> str | None:
-    """Why a parsed body cannot be stored as it is, or None."""
-    if depth > MAX_DEPTH:
-        return f"it is nested more than {MAX_DEPTH} levels deep"
+def _storable(value, depth: int = 1) -> str | None:
+    """Why a parsed body cannot be stored as it is, or None.
+
+    `depth` is the number of containers (objects, arrays) from the top down to `value` when it is
+    one: MAX_DEPTH of them may nest (`[[…]]` 64 times), one more is refused, whatever is inside.
+    """
     if isinstance(value, str):
         if "\x00" in value:
             return "it contains a NUL character (\\u0000)"
         return "it contains an unpaired surrogate (\\ud800-\\udfff)" if SURROGATE.search(value) else None
+    if isinstance(value, dict | list) and depth > MAX_DEPTH:
+        return f"it is nested more than {MAX_DEPTH} levels deep (objects and arrays)"
     if isinstance(value, dict):
         for key, item in value.items():
             problem = _storable(key, depth + 1) or _storable(item, depth + 1)
@@ -152,6 +160,8 @@ def webhook_receive(*, public_id, headers: Mapping[str, str], body: bytes, conte
         raise Refused(401, "bad_signature", "the webhook-signature does not match: sign “<webhook-id>.<webhook-"
                                             "timestamp>.<body>” with the endpoint's secret (HMAC-SHA256, base64, "
                                             "as v1,<signature>)")
+    if not plans.includes_automation(endpoint.organization.plan):
+        raise Refused(403, "plan", plans.refusal(endpoint.organization))
     data = _parse(text)
     try:
         with transaction.atomic():

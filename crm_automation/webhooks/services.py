@@ -1,7 +1,9 @@
 """Writes to webhook endpoints and targets: every surface (admin, API) goes through these.
 
-Only organization admins manage them. A new or rotated secret is returned once, to be shown
-once; afterwards only its last characters are ever displayed.
+Only organization admins manage them, and inbound endpoints only on a plan that includes
+automation (Free does not: there they can be neither made nor changed, only deleted). A new or
+rotated secret is returned once, to be shown once; afterwards only its last characters are ever
+displayed.
 """
 
 from datetime import timedelta
@@ -10,6 +12,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from crm_automation.automation import plans
 from crm_automation.crm.models import Organization
 from crm_automation.crm.selectors import user_has_role
 from crm_automation.webhooks import guard, signing
@@ -57,6 +60,7 @@ def webhook_endpoint_create(*, organization: Organization, name: str, by,
                             active: bool = True) -> tuple[WebhookEndpoint, str]:
     """A new endpoint and its secret (returned once)."""
     _check_admin(by, organization.pk)
+    plans.require_automation(organization)
     secret = signing.new_secret()
     endpoint = WebhookEndpoint(organization=organization, name=_name(name), secret=secret, active=bool(active),
                                created_by=by if getattr(by, "pk", None) else None)
@@ -68,6 +72,7 @@ def webhook_endpoint_rotate(*, endpoint_id: int, by, grace_hours: int = 24) -> t
     """A new secret; the old one keeps verifying for `grace_hours` (0: it stops at once)."""
     endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id)
     _check_admin(by, endpoint.organization_id)
+    plans.require_automation(endpoint.organization)
     return endpoint, _rotate(endpoint, grace_hours)
 
 
@@ -76,6 +81,7 @@ def webhook_endpoint_update(*, endpoint_id: int, by, name: str | None = None,
                             active: bool | None = None) -> WebhookEndpoint:
     endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id)
     _check_admin(by, endpoint.organization_id)
+    plans.require_automation(endpoint.organization)
     if name is not None:
         endpoint.name = _name(name)
     if active is not None:
