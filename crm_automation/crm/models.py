@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from crm_automation.crm import changes
@@ -63,10 +64,26 @@ class Stage(TenantOwned):
 
     class Meta:
         ordering = ["organization_id", "order"]
-        constraints = [models.UniqueConstraint(fields=["organization", "slug"], name="uniq_stage_slug")]
+        # `won`, `Won` and `WON` would be three stages a person cannot tell apart in a workflow.
+        constraints = [models.UniqueConstraint(models.F("organization"), Lower("slug"), name="uniq_stage_slug_ci",
+                                               violation_error_message="Stage slugs are unique in an organization "
+                                                                       "regardless of case.")]
 
     def __str__(self) -> str:
         return self.name
+
+    def validate_constraints(self, exclude=None) -> None:
+        """The slug's rule is checked here, and named on the slug field, whenever the slug is
+        validated: also when `exclude` holds the organization (record_update and the admin's change
+        form pass it, and Django would then skip a constraint that names it)."""
+        exclude = set(exclude or ())
+        super().validate_constraints(exclude=exclude | {"slug"})
+        if "slug" not in exclude and self.slug and self.organization_id:
+            taken = (Stage.objects.filter(organization_id=self.organization_id, slug__iexact=self.slug)
+                     .exclude(pk=self.pk).values_list("slug", flat=True).first())
+            if taken is not None:
+                raise ValidationError({"slug": [f"“{self.slug}” is taken: this organization already has the stage "
+                                                f"“{taken}”, and stage slugs are unique regardless of case."]})
 
 
 class Contact(TenantOwned):
