@@ -15,7 +15,7 @@ def test_seed_demo_is_idempotent(db, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "Demo data ready" in out
     org = Organization.objects.get(slug="demo")
-    assert org.plan == "pro" and org.stages.count() == 6
+    assert org.plan == "enterprise" and org.stages.count() == 6
     kickoff = Workflow.objects.get(organization=org, name="Won deal kickoff")
     assert kickoff.status == "activated" and kickoff.actions.count() == 3
     assert Workflow.objects.get(organization=org, trigger_type="lead_converted").status == "draft"

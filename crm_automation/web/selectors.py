@@ -79,6 +79,12 @@ class Usage:
     logged: int
     logged_limit: int | None
     suppressed: int
+    plan: str = ""  # the plan's name, for "no limit on the Enterprise plan"
+
+    @property
+    def room(self) -> int | None:
+        """How many more workflows may be activated; None when the plan sets no limit."""
+        return None if self.active_limit is None else max(0, self.active_limit - self.active)
 
 
 def usage(organization: Organization) -> Usage:
@@ -88,7 +94,7 @@ def usage(organization: Organization) -> Usage:
                  active_limit=plans.ACTIVE_WORKFLOW_LIMIT.get(organization.plan),
                  logged=month.logged_runs if month else 0,
                  logged_limit=plans.MONTHLY_LOGGED_RUNS.get(organization.plan),
-                 suppressed=month.suppressed_runs if month else 0)
+                 suppressed=month.suppressed_runs if month else 0, plan=organization.get_plan_display())
 
 
 @dataclass

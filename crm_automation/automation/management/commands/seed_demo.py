@@ -10,8 +10,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from crm_automation.automation import workflow_templates
-from crm_automation.automation.models import AutomationEvent, Workflow
+from crm_automation.automation import plans, workflow_templates
+from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowStatus
 from crm_automation.automation.services import workflow_create, workflow_transition
 from crm_automation.crm.changes import DEAL_STAGE_CHANGE
 from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organization, Stage
@@ -44,6 +44,24 @@ def remember_demo_password(password: str) -> None:
     path.chmod(0o600)
 
 
+def room_for_more(org: Organization) -> str:
+    """Whether the workflow a newcomer builds next can be activated: said once the demo is ready.
+
+    An existing demo keeps the plan it has (someone may have set it in the admin on purpose), so
+    a demo seeded on Pro before it moved to Enterprise is told how to make room."""
+    active = Workflow.objects.filter(organization=org, status=WorkflowStatus.ACTIVATED).count()
+    limit = plans.ACTIVE_WORKFLOW_LIMIT.get(org.plan)
+    plan = org.get_plan_display()
+    if not plans.includes_automation(org.plan):
+        return f"{org.name} is on the {plan} plan, which has no automation: set its plan in the admin."
+    if limit is None:
+        return f"{org.name} is on the {plan} plan: {active} workflows active, no limit; yours can be activated too."
+    if active < limit:
+        return f"{org.name} is on the {plan} plan: {active} of {limit} workflows active, {limit - active} more can be."
+    return (f"{org.name} is on the {plan} plan: {active} of {limit} workflows active, none more can be: pause one, "
+            f"or set the organization's plan to Enterprise in the admin.")
+
+
 class Command(BaseCommand):
     help = "Create or refresh the demo organization 'Demo Agency' (safe to run again)."
 
@@ -53,8 +71,11 @@ class Command(BaseCommand):
     @transaction.atomic
     def handle(self, *args, **options) -> None:
         self.stdout.write("Seeding demo data…")
+        # Enterprise: the demo shows every capability with all its workflows live (ten of them,
+        # the whole of Pro's allowance), and the first workflow a newcomer builds can go live too.
         org, created = Organization.objects.get_or_create(
-            slug="demo", defaults={"name": "Demo Agency", "plan": Organization.Plan.PRO, "time_zone": "Europe/Berlin"}
+            slug="demo", defaults={"name": "Demo Agency", "plan": Organization.Plan.ENTERPRISE,
+                                   "time_zone": "Europe/Berlin"}
         )
         self.step(f"organization {org.name} ({'created' if created else 'exists'})")
         stages = {}
@@ -133,6 +154,7 @@ class Command(BaseCommand):
         self._bulk_and_ai_workflows(org, user)
         self._history(org, stages)
         self.stdout.write(self.style.SUCCESS("Demo data ready. Log in at /admin/ as 'demo'."))
+        self.stdout.write(room_for_more(org))
 
     def _field_change_workflow(self, org, user) -> None:
         """A record-updated trigger with crossing semantics: fires once when a deal's amount
