@@ -84,6 +84,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "crm_automation.crm.sources.SourceMiddleware",  # changes made by a request say where they came from
+    "crm_automation.web.time_zone.OrganizationTimeZoneMiddleware",  # the admin shows the organization's times
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -144,6 +145,7 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
+FORMAT_MODULE_PATH = ["config.formats"]  # times with their zone's abbreviation, as on the pages
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]

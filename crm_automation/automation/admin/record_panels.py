@@ -3,6 +3,7 @@ workflow did or did not run. Attached from this app, so the CRM app never import
 
 from django.contrib import admin
 from django.urls import reverse
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.timezone import localtime
 
@@ -17,7 +18,8 @@ SHOWN = 20
 
 
 def _when(value) -> str:
-    return localtime(value).strftime("%Y-%m-%d %H:%M:%S")
+    # As every other time in the admin and on the pages: the organization's zone, labelled.
+    return date_format(localtime(value), "DATETIME_FORMAT")
 
 
 def runs_table(record) -> str:
