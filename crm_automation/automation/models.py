@@ -63,6 +63,10 @@ class Workflow(models.Model):
     # Counts saved edits of the draft (the fields and actions below): a page that opened an
     # older revision cannot overwrite newer edits of the actions.
     draft_revision = models.PositiveIntegerField(default=0, editable=False)
+    # Who saved the last of those edits and when (a page whose save is refused as stale says so).
+    edited_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                  related_name="+", editable=False)
+    edited_at = models.DateTimeField(null=True, blank=True, editable=False)
     current_version = models.ForeignKey(
         "WorkflowVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+", editable=False
     )

@@ -8,6 +8,7 @@ command, a data migration); every surface a person uses passes the person.
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
 from crm_automation.automation import cycles, documents, enrollment, plans
@@ -175,7 +176,8 @@ def workflow_update(*, workflow_id: int, by=None, changes: dict | None = None, a
     actions_changed = actions is not None and actions != current_actions
     if changes or actions_changed:
         workflow.draft_revision += 1
-        workflow.save(update_fields=[*changes, "draft_revision", "updated_at"])
+        workflow.edited_by, workflow.edited_at = by, timezone.now()
+        workflow.save(update_fields=[*changes, "draft_revision", "edited_by", "edited_at", "updated_at"])
     if actions_changed:
         _replace_actions(workflow, actions)
     if not is_live(workflow):
