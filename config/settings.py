@@ -50,6 +50,10 @@ CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 # Origins (scheme + host) allowed to POST forms besides the site itself, e.g. when the proxy
 # rewrites the Host header: https://crm.example.com
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# The DEBUG error page and error emails: connection URLs (DATABASE_URL, REDIS_URL …) hidden by
+# name, and any password in a URL or DSN masked wherever it appears (config/error_reports.py).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "config.error_reports.MaskingFilter"
+DEFAULT_EXCEPTION_REPORTER = "config.error_reports.MaskingReporter"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
