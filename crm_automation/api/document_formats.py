@@ -1,43 +1,54 @@
-"""Bodies in and out of the workflow endpoints: JSON and YAML documents, both bounded.
+"""Bodies in and out of the endpoints: JSON and YAML, both read by the bounded reader.
 
 Integrations post the seed-001 document as JSON or, with `Content-Type: application/yaml`, as
 the YAML text an export wrote. YAML keeps its node tree so errors name the line. Whatever the
-body, it fails as a 400 that says why: too large, not UTF-8, nested without end, or YAML
-anchors (`&a` / `*a`, which can expand a small text into an enormous document).
+body, it fails as a 400 that says which limit it passed (automation/bounded_reader.py): too
+large, not UTF-8, nested too deeply, too many values, YAML anchors (`&a` / `*a`, which can
+expand a small text into an enormous document), NUL or lone surrogate characters.
 """
 
 import codecs
 
-import yaml
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.renderers import BaseRenderer
-from rest_framework.utils import json
 
+from crm_automation import bounded_reader
 from crm_automation.automation import documents
+from crm_automation.bounded_reader import DOCUMENT, PAYLOAD, Limits
 
-MAX_BODY = 1_000_000  # bytes; a workflow of 50 nodes is a few kilobytes
+MAX_BODY = PAYLOAD.max_bytes  # bytes, any endpoint; a workflow document: DOCUMENT.max_bytes
 
 
-def _read(stream) -> bytes:
-    body = stream.read(MAX_BODY + 1) if stream is not None else b""
-    if len(body) > MAX_BODY:
-        raise ParseError(f"The body is larger than {MAX_BODY:,} bytes.")
+def _read(stream, limits: Limits) -> bytes:
+    # One byte more than allowed tells "too large" without reading an endless body.
+    body = stream.read(limits.max_bytes + 1) if stream is not None else b""
+    if len(body) > limits.max_bytes:
+        raise ParseError(f"{limits.what.capitalize()} is larger than {limits.max_bytes:,} bytes.")
     return body
 
 
 class BoundedJSONParser(JSONParser):
-    """JSON, at most MAX_BODY bytes; nesting deep enough to exhaust the parser is a 400."""
+    """JSON within PAYLOAD's limits (1 MB, 64 levels, 100,000 values); anything else is a 400."""
+
+    limits = PAYLOAD
 
     def parse(self, stream, media_type=None, parser_context=None):
         encoding = (parser_context or {}).get("encoding") or "utf-8"
         try:
-            text = codecs.decode(_read(stream), encoding)
-            return json.loads(text, parse_constant=json.strict_constant if self.strict else None)
-        except (ValueError, UnicodeError, LookupError) as exc:
-            raise ParseError(f"JSON parse error - {exc}") from None
-        except RecursionError:
-            raise ParseError("JSON parse error - the body nests too deeply.") from None
+            text = codecs.decode(_read(stream, self.limits), encoding)
+        except (UnicodeError, LookupError) as exc:
+            raise ParseError(f"JSON parse error - the body is not {encoding} text ({exc}).") from None
+        try:
+            return bounded_reader.read_json(text, self.limits)
+        except bounded_reader.InputRefused as exc:
+            raise ParseError(f"JSON parse error - {exc}.") from None
+
+
+class DocumentJSONParser(BoundedJSONParser):
+    """A workflow document as JSON: DOCUMENT's limits (200 KB, 24 levels, 20,000 values)."""
+
+    limits = DOCUMENT
 
 
 class YamlDocument(dict):
@@ -51,14 +62,10 @@ class YAMLParser(BaseParser):
 
     def parse(self, stream, media_type=None, parser_context=None):
         try:
-            text = _read(stream).decode("utf-8")
+            text = _read(stream, DOCUMENT).decode("utf-8")
         except UnicodeError:
             raise ParseError("The YAML body is not UTF-8 text.") from None
-        try:
-            _refuse_aliases(text)
-            document, tree = documents.from_yaml(text)  # DocumentError (400 with the line) if unreadable
-        except RecursionError:
-            raise ParseError("The YAML body nests too deeply.") from None
+        document, tree = documents.from_yaml(text)  # DocumentError (400 with the line) if unreadable
         parsed = YamlDocument(document)
         parsed.tree = tree
         return parsed
@@ -72,17 +79,7 @@ class TextYAMLParser(YAMLParser):
     media_type = "text/yaml"
 
 
-def _refuse_aliases(text: str) -> None:
-    try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                raise documents.DocumentError([("", "YAML anchors and aliases (&name, *name) are not accepted; "
-                                                    "write the values out", event.start_mark.line + 1)])
-    except yaml.YAMLError:
-        return  # from_yaml says what is wrong, with the line
-
-
-BODY_PARSERS = [BoundedJSONParser, YAMLParser, LegacyYAMLParser, TextYAMLParser]
+BODY_PARSERS = [DocumentJSONParser, YAMLParser, LegacyYAMLParser, TextYAMLParser]
 
 
 class YAMLRenderer(BaseRenderer):

@@ -41,5 +41,7 @@ class DocumentErrorsSerializer(serializers.Serializer):
 NOT_YOURS = OpenApiResponse(ErrorSerializer, description="No such object in your organization.")
 FORBIDDEN = OpenApiResponse(ErrorSerializer, description="Your role in the organization does not allow it.")
 CONFLICT = OpenApiResponse(ErrorSerializer, description="The state (or the plan) forbids it; the reason says why.")
-BAD_DOCUMENT = OpenApiResponse(DocumentErrorsSerializer, description="What is wrong with the document, and where.")
+BAD_DOCUMENT = OpenApiResponse(DocumentErrorsSerializer, description=(
+    "What is wrong with the document, and where; or which limit the body passed (at most 200,000 bytes, 24 levels "
+    "of nesting and 20,000 values; no YAML anchors or aliases)."))
 BAD_INPUT = OpenApiResponse(description="The input is invalid: the messages name the fields.")

@@ -20,20 +20,23 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.forms.models import model_to_dict
 from django.utils.functional import cached_property
 
+from crm_automation import bounded_reader
 from crm_automation.crm.concurrency import comparable, conflict_message
 
 
 class SafeJSONField(forms.JSONField):
-    """Django's JSONField lets json.loads' ValueError through (a number of 5,000 digits gives a
-    500); say what is wrong instead."""
+    """JSON typed into the admin, read by the bounded reader (size, depth, values, NUL): Django's
+    JSONField lets json.loads' ValueError through (a number of 5,000 digits gives a 500) and
+    accepts any depth; say what is wrong instead."""
 
     def to_python(self, value):
-        try:
+        if self.disabled or value in self.empty_values or not isinstance(value, str):
             return super().to_python(value)
-        except ValidationError:
-            raise
-        except ValueError as exc:
-            raise ValidationError(f"Enter valid JSON ({exc}).", code="invalid") from None
+        try:
+            converted = bounded_reader.read_json(value, bounded_reader.PAYLOAD)
+        except bounded_reader.InputRefused as exc:
+            raise ValidationError(f"Enter valid JSON: {exc}.", code="invalid") from None
+        return forms.fields.JSONString(converted) if isinstance(converted, str) else converted
 
     def bound_data(self, data, initial):
         try:

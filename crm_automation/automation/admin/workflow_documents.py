@@ -4,12 +4,13 @@ versioning.py (and workflow_templates) do the work."""
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
+from crm_automation import bounded_reader
 from crm_automation.automation import documents, workflow_templates
 from crm_automation.automation.services import has_unpublished_changes, workflow_publish
 from crm_automation.automation.versioning import (
@@ -21,8 +22,6 @@ from crm_automation.automation.versioning import (
     workflow_rollback,
 )
 from crm_automation.crm.models import Organization
-
-MAX_UPLOAD = 200_000
 
 
 class WorkflowDocumentViews:
@@ -102,7 +101,11 @@ class WorkflowDocumentViews:
     def version_view(self, request, object_id, number):
         workflow = self._workflow(request, object_id)
         previous = workflow.versions.filter(number__lt=number).order_by("-number").values_list("number", flat=True)
-        against = int(request.GET.get("against") or (previous[0] if previous else number))
+        asked = request.GET.get("against")
+        against = bounded_reader.read_int(asked) if asked else (previous[0] if previous else number)
+        if against is None:
+            return HttpResponseBadRequest(f"?against= must be a version number of this workflow, e.g. {number}.",
+                                          content_type="text/plain; charset=utf-8")
         try:
             diff = versions_compare(workflow, against, number)
         except ValidationError as exc:
@@ -140,7 +143,8 @@ class WorkflowDocumentViews:
         errors = []
         if request.method == "POST":
             chosen = request.POST.get("organization", "")
-            org = orgs.filter(pk=int(chosen)).first() if chosen.isdigit() else orgs[0] if len(orgs) == 1 else None
+            org = (orgs.filter(pk=bounded_reader.read_int(chosen)).first() if bounded_reader.read_int(chosen)
+                   else orgs[0] if len(orgs) == 1 else None)
             key = request.POST.get("key", "")
             if org is None:
                 errors = ["Choose the organization the workflow goes into."]
@@ -167,13 +171,15 @@ class WorkflowDocumentViews:
         errors, text = [], ""
         if request.method == "POST":
             upload = request.FILES.get("file")
-            text = upload.read(MAX_UPLOAD + 1).decode("utf-8", "replace") if upload else request.POST.get("text", "")
-            org = orgs.filter(pk=request.POST.get("organization") or 0).first() or (orgs[0] if len(orgs) == 1 else None)
-            if len(text) > MAX_UPLOAD:
-                errors = [f"The file is larger than {MAX_UPLOAD // 1000} kB."]
-            elif org is None:
+            try:
+                text = bounded_reader.read_upload(upload) if upload else request.POST.get("text", "")
+            except bounded_reader.InputRefused as exc:
+                text, errors = "", [f"{exc}."]
+            chosen = bounded_reader.read_int(request.POST.get("organization"))
+            org = (orgs.filter(pk=chosen).first() if chosen else None) or (orgs[0] if len(orgs) == 1 else None)
+            if org is None and not errors:
                 errors = ["Choose the organization the workflow goes into."]
-            else:
+            elif not errors:
                 try:
                     workflow, notes = workflow_import_yaml(organization=org, by=request.user, text=text)
                 except documents.DocumentError as exc:
@@ -187,4 +193,4 @@ class WorkflowDocumentViews:
         return TemplateResponse(request, "admin/automation/workflow/import.html", {
             **self.admin_site.each_context(request), "opts": self.model._meta, "title": "Import a workflow (YAML)",
             "errors": errors, "text": text, "orgs": orgs, "chosen": slugify(request.POST.get("organization", "")),
-        })
+        }, status=400 if errors else 200)

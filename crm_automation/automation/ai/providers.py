@@ -24,6 +24,8 @@ from decimal import Decimal
 import httpx
 from django.conf import settings
 
+from crm_automation import bounded_reader
+
 OPENAI, ANTHROPIC = "openai", "anthropic"
 DEFAULT_URLS = {OPENAI: "https://api.openai.com/v1", ANTHROPIC: "https://api.anthropic.com"}
 ANTHROPIC_VERSION = "2023-06-01"
@@ -169,8 +171,12 @@ def _anthropic(provider, system, prompt, max_tokens, schema):
         if structured:
             used = [b for b in blocks if b.get("type") == "tool_use" and b.get("name") == ANSWER_TOOL]
             if used:
-                return Completion(text=json.dumps(used[0].get("input"), ensure_ascii=False), data=used[0].get("input"),
-                                  **tokens)
+                data = used[0].get("input")
+                try:
+                    bounded_reader.check_value(data)  # the model's data is read like a person's
+                except bounded_reader.InputRefused as exc:
+                    raise ProviderError(f"the AI provider's answer cannot be used: {exc}") from None
+                return Completion(text=json.dumps(data, ensure_ascii=False), data=data, **tokens)
         text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
         return Completion(text=text, data=_parse(text) if structured else None, **tokens)
 
@@ -185,6 +191,6 @@ def _parse(text: str):
         cleaned = cleaned.strip("`")
         cleaned = cleaned.removeprefix("json").strip()
     try:
-        return json.loads(cleaned)
-    except ValueError:
+        return bounded_reader.read_json(cleaned, bounded_reader.PAYLOAD)
+    except bounded_reader.InputRefused:
         return None

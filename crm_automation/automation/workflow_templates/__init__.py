@@ -11,8 +11,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from crm_automation import bounded_reader
 from crm_automation.automation.models import Workflow
 from crm_automation.automation.versioning import workflow_import_yaml
 from crm_automation.crm.models import Organization
@@ -37,7 +36,7 @@ class UnknownTemplate(LookupError):
 
 def _read(path: Path) -> Template:
     text = path.read_text(encoding="utf-8")
-    document = yaml.safe_load(text)
+    document, _tree = bounded_reader.read_yaml(text)
     return Template(key=document["id"], name=document["name"], description=document.get("description") or "",
                     text=text, node_count=len(document["nodes"]))
 

@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from crm_automation import bounded_reader
 from crm_automation.automation.documents import DocumentError
 from crm_automation.automation.versioning import workflow_import_yaml
 from crm_automation.crm.models import Organization
@@ -34,8 +35,12 @@ class Command(BaseCommand):
         failed = 0
         for path in files:
             try:
-                workflow, notes = workflow_import_yaml(organization=organization, by=by,
-                                                       text=path.read_text(encoding="utf-8"))
+                with path.open("rb") as file:
+                    text = bounded_reader.read_upload(file)
+                workflow, notes = workflow_import_yaml(organization=organization, by=by, text=text)
+            except bounded_reader.InputRefused as exc:
+                failed += 1
+                self.stderr.write(f"{path.name}: not imported: {exc}")
             except DocumentError as exc:
                 failed += 1
                 self.stderr.write(f"{path.name}: not imported\n" + "\n".join(f"  {m}" for m in exc.messages))
