@@ -16,7 +16,7 @@ def favicon(request: HttpRequest) -> HttpResponseRedirect:
 
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("", RedirectView.as_view(url="/crm/automation/", permanent=False)),  # where ops teams start
     path("admin/", admin.site.urls),
     path("api/v1/", include("crm_automation.api.urls")),
     path("crm/automation", RedirectView.as_view(url="/crm/automation/", permanent=False)),

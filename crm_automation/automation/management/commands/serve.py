@@ -73,8 +73,8 @@ class Command(BaseCommand):
                 self.stderr.write(f"Not ready after {READY_TIMEOUT} s (web server: {'up' if web else 'down'}, "
                                   f"workers: {'up' if workers else 'not answering'}); still trying.")
             return
-        self.stdout.write(self.style.SUCCESS(f"\nReady: http://{addr}/admin/  {self._login_hint()}"))
-        self.stdout.write(f"Automation pages: http://{addr}/crm/automation/")
+        self.stdout.write(self.style.SUCCESS(f"\nReady: http://{addr}/crm/automation/  {self._login_hint()}"))
+        self.stdout.write(f"Records and settings (Django admin): http://{addr}/admin/")
         self.stdout.write(f"API: http://{addr}/api/v1/ (docs: http://{addr}/api/v1/docs/)")
         self.stdout.write("Web server and workers are running. Press Ctrl-C to stop both.\n")
 
