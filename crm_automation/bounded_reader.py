@@ -173,7 +173,7 @@ def read_yaml(text: str | bytes, limits: Limits = DOCUMENT) -> tuple[Any, yaml.N
 
 # --- JSON ---------------------------------------------------------------------------------------
 def _refuse_constant(name: str):
-    raise InputRefused(f"{name} is not a JSON number")
+    raise InputRefused(f"{name} is not a number JSON can hold")
 
 
 def _finite(text: str) -> float:
