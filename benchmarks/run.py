@@ -360,7 +360,7 @@ def bench_api_million(total: int = 1_000_000, rounds: int = 40) -> None:
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
     from rest_framework.pagination import Cursor
 
     from crm_automation.api.pagination import NewestFirst
@@ -369,7 +369,7 @@ def bench_api_million(total: int = 1_000_000, rounds: int = 40) -> None:
     org, wf = data["org"], data["wf"]
     print(f"\n(h) API run list with {total:,} runs ({data['made']}), token of an org admin, "
           f"{rounds} requests each (goal: ≤ {API_GOAL_MS} ms)")
-    client = Client(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=data['admin']).key}")
+    client = Client(HTTP_AUTHORIZATION=f"Token {AuthToken.objects.create(user=data['admin'])[1]}")
     url = "/api/v1/runs/"
     first = client.get(url)
     assert first.status_code == 200, first.content[:500]

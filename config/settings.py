@@ -1,5 +1,6 @@
 """Settings for crm-automation, read from environment variables (see README)."""
 
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -63,7 +64,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",  # API tokens: hashed, expiring, revocable (api/tokens.py)
+    "axes",  # login lockouts (api/login_guard.py)
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "crm_automation.workers",  # before django_q: its `qcluster` (a stop hands work back) is the one run
@@ -87,6 +89,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # a locked-out sign-in (e.g. /admin/login/) gets the lockout page
     "crm_automation.crm.sources.SourceMiddleware",  # changes made by a request say where they came from
     "crm_automation.web.time_zone.OrganizationTimeZoneMiddleware",  # the admin shows the organization's times
 ]
@@ -169,6 +172,35 @@ WHITENOISE_USE_FINDERS = DEBUG
 
 LOGIN_URL = "admin:login"
 
+# --- Sign-in: lockouts and API tokens (README "The integration API"; api/login_guard.py) --------
+# Every password sign-in (the API's token endpoint, the admin's login that the pages use) is
+# counted by django-axes in the shared cache: after LOGIN_FAILURE_LIMIT failures for one
+# username, or from one address, sign-ins for it are refused for LOGIN_LOCKOUT_MINUTES (429: a
+# JSON error on the API, a page on the admin), the right password included. Attempts during a
+# lockout do not prolong it. `manage.py axes_reset_username <name>` / `axes_reset_ip <address>`
+# lift one early.
+AUTHENTICATION_BACKENDS = [
+    "crm_automation.api.login_guard.LockoutBackend",  # axes' check, before any password is looked at
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"  # the counts live in CACHES["default"]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # a guesser of one account; an address trying many
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "crm_automation.api.client_address.client_address"  # as the throttles see it
+AXES_LOCKOUT_CALLABLE = "crm_automation.api.login_guard.lockout_response"
+AXES_ENABLE_ADMIN = False  # its admin pages list database records; the cache handler keeps none
+AXES_VERBOSE = False  # no banner on every start; failures and lockouts are still logged
+# API tokens (django-rest-knox): a new one at each sign-in, stored as a digest, ending after
+# API_TOKEN_TTL_HOURS, on revocation, on a password change or when a membership is removed.
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=env_int("API_TOKEN_TTL_HOURS", 10, minimum=1)),
+    "AUTH_HEADER_PREFIX": "Token",  # clients keep sending `Authorization: Token <key>`
+}
+# A sign-in beyond this many live tokens ends the person's oldest one.
+API_TOKENS_PER_USER = env_int("API_TOKENS_PER_USER", 20, minimum=1)
+
 # --- Email ------------------------------------------------------------------------------------
 # Any Django email backend plugs in here (SMTP, django-anymail providers, ...). The default writes
 # each message to a file a developer can read.
@@ -219,6 +251,18 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = _with_socket_timeouts(REDIS_URL)
 else:
     Q_CLUSTER["orm"] = "default"
+
+# --- Cache: API throttles and login lockouts, shared by every process -------------------------
+# Redis when REDIS_URL is set; else a table in the database (made by the api app's migration
+# 0001, whatever this setting says at migrate time). Never a per-process memory cache: two web
+# workers would each grant the whole rate.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": _with_socket_timeouts(REDIS_URL), "KEY_PREFIX": "crm"}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "django_cache",
+                          # Expired entries go first; the cap only matters under a flood of addresses.
+                          "OPTIONS": {"MAX_ENTRIES": 100_000, "CULL_FREQUENCY": 10}}}
 
 # --- Automation engine ------------------------------------------------------------------------
 AUTOMATION = {
@@ -319,7 +363,7 @@ METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "crm_automation.api.token_auth.TokenAuthentication",  # knox's: `Authorization: Token <key>`
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -332,9 +376,15 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "PAGE_SIZE": 50,
-    "DEFAULT_THROTTLE_CLASSES": ["crm_automation.api.throttling.PerToken"],
-    # Per token (or session user): integrations that loop get a 429 with Retry-After.
-    "DEFAULT_THROTTLE_RATES": {"per_token": env_str("API_THROTTLE_RATE", "1200/min")},
+    "DEFAULT_THROTTLE_CLASSES": ["crm_automation.api.throttling.PerPerson"],
+    # Per person (session and tokens share one budget), anonymous callers per address; inbound
+    # webhooks per sender address. Integrations that loop get a 429 with Retry-After.
+    "DEFAULT_THROTTLE_RATES": {"per_person": env_str("API_THROTTLE_RATE", "1200/min"),
+                               "webhook": env_str("WEBHOOK_THROTTLE_RATE", "1200/min")},
+    # Proxies in front of the site that append to X-Forwarded-For. 0: the socket address is the
+    # client and the header (which a client can write) is ignored. Throttles and login lockouts
+    # read the address the same way (api/client_address.py).
+    "NUM_PROXIES": env_int("TRUSTED_PROXY_COUNT", 0, minimum=0),
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",

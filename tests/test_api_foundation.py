@@ -6,7 +6,7 @@ import re
 import pytest
 from rest_framework.test import APIClient
 
-from crm_automation.api.throttling import PerToken
+from crm_automation.api.throttling import PerPerson
 from crm_automation.crm.models import Membership
 from tests.conftest import make_user
 
@@ -43,7 +43,7 @@ def test_someone_in_two_organizations_names_one_and_never_reaches_a_stranger(org
 
 
 def test_too_many_requests_get_429_with_retry_after(org, owner, monkeypatch):
-    monkeypatch.setattr(PerToken, "THROTTLE_RATES", {"per_token": "3/min"})
+    monkeypatch.setattr(PerPerson, "THROTTLE_RATES", {"per_person": "3/min"})
     owner.set_password("pw-123456")
     owner.save()
     client = token_client("owner")

@@ -21,16 +21,18 @@ import pytest
 import schemathesis
 from django.core.signals import got_request_exception, request_finished, request_started
 from django.db import close_old_connections, transaction
+from django.test import override_settings
 from django.utils import timezone
 from hypothesis import strategies as st
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from schemathesis.checks import not_a_server_error
 
 from config.wsgi import application
-from crm_automation.api.throttling import PerToken
+from crm_automation.api.throttling import PerPerson
 from crm_automation.automation.models import Workflow
 from crm_automation.crm.models import Stage, Task
 from crm_automation.webhooks.services import webhook_endpoint_create
+from crm_automation.webhooks.throttling import InboundWebhookThrottle
 from tests.conftest import make_workflow
 from tests.test_api_runs import bulk_runs
 from tests.test_approvals import SIDES
@@ -39,7 +41,7 @@ from tests.test_graph_engine import win
 EXAMPLES = int(os.environ.get("API_FUZZ_EXAMPLES", "12"))
 SEED = os.environ.get("API_FUZZ_SEED", "")  # empty: the same cases every run (CI); "random" or a number
 
-schema = schemathesis.openapi.from_wsgi("/api/v1/schema/", application, config=schemathesis.Config.from_dict({
+CONFIG = schemathesis.Config.from_dict({
     "generation": {"mode": "all", "max-examples": EXAMPLES, "database": "none",
                    "deterministic": not SEED},
     **({"seed": int(SEED)} if SEED.isdigit() else {}),
@@ -48,7 +50,11 @@ schema = schemathesis.openapi.from_wsgi("/api/v1/schema/", application, config=s
     # The fixture is function-scoped on purpose: each request is rolled back, so every example
     # meets the same records.
     "suppress-health-check": ["all"],
-}))
+})
+# Read at collection time, before any test database exists: the schema request's throttle counts
+# in a memory cache meanwhile instead of the shared database cache (settings.CACHES).
+with override_settings(CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}):
+    schema = schemathesis.openapi.from_wsgi("/api/v1/schema/", application, config=CONFIG)
 
 # The records of the organization the current test made: by the collection a path starts with,
 # and by the name of a body field that links to a record.
@@ -115,7 +121,8 @@ def _coverage_reaches_records(case) -> None:
 @pytest.fixture
 def fuzz_org(org, owner, contact, deal, lead, monkeypatch):
     """One of each thing the API shows, and the owner's token; KNOWN lists their ids."""
-    monkeypatch.setattr(PerToken, "THROTTLE_RATES", {"per_token": "1000000/min"})  # the fuzz is no abuse
+    monkeypatch.setattr(PerPerson, "THROTTLE_RATES", {"per_person": "1000000/min"})  # the fuzz is no abuse
+    monkeypatch.setattr(InboundWebhookThrottle, "THROTTLE_RATES", {"webhook": "1000000/min"})
     asked = win(org, deal, *SIDES)  # a live workflow and a run waiting on a question
     manual = make_workflow(org, name="By hand", trigger_type="manual_deal", trigger_config={})
     draft = make_workflow(org, name="Draft", activate=False)
@@ -138,7 +145,7 @@ def fuzz_org(org, owner, contact, deal, lead, monkeypatch):
         "stage": ["proposal", "won"], "member": [owner.username], "records": [str(deal.pk), str(lead.pk)],
         "version": [1],
     })
-    yield Token.objects.create(user=owner).key
+    yield AuthToken.objects.create(user=owner)[1]
     KNOWN.clear()
 
 

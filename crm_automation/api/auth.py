@@ -1,13 +1,117 @@
-from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers
-from rest_framework.authtoken.views import ObtainAuthToken
+"""Signing in to the API and managing one's own tokens.
+
+POST /api/v1/auth/token/ {username, password} → a new token each time (django-rest-knox: stored
+as a digest, expiring after API_TOKEN_TTL_HOURS); send it as `Authorization: Token <key>`.
+Wrong credentials are a 400; too many failures for a username or from an address a 429
+(django-axes, login_guard.py). GET /api/v1/auth/tokens/ lists the caller's live tokens,
+DELETE /api/v1/auth/tokens/{id}/ revokes one, DELETE /api/v1/auth/tokens/ all of them.
+"""
+
+from django.conf import settings
+from django.contrib.auth import authenticate, user_logged_in
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException, NotFound
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from crm_automation.api.document_formats import BoundedJSONParser
+from crm_automation.api.login_guard import lockout_message
+from crm_automation.api.tokens import token_create, token_id, token_revoke, tokens_of, tokens_revoke_all
+
+WRONG = "The username or password is not right (both are case-sensitive)."
 
 
-class TokenView(ObtainAuthToken):
-    """POST {username, password} → {token}. Send it as `Authorization: Token <key>`."""
+class LockedOut(APIException):
+    """429 with Retry-After (DRF's exception handler sends `wait` as that header)."""
 
-    @extend_schema(request=inline_serializer("TokenRequest", {"username": serializers.CharField(),
-                                                              "password": serializers.CharField()}),
-                   responses=inline_serializer("TokenResponse", {"token": serializers.CharField()}))
-    def post(self, request, *args, **kwargs):
-        return super().post(request, *args, **kwargs)
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "locked_out"
+
+    def __init__(self):
+        super().__init__(lockout_message())
+        self.wait = int(settings.AXES_COOLOFF_TIME.total_seconds())
+
+
+class Credentials(serializers.Serializer):
+    username = serializers.CharField(max_length=150, trim_whitespace=False)
+    password = serializers.CharField(max_length=4096, trim_whitespace=False, style={"input_type": "password"})
+
+    def validate(self, attrs):
+        request = self.context["request"]
+        # axes' backend (first in AUTHENTICATION_BACKENDS) refuses a locked-out username or
+        # address before the password is even checked, and counts this attempt if it fails.
+        user = authenticate(request=request, username=attrs["username"], password=attrs["password"])
+        if getattr(request, "axes_locked_out", False):
+            raise LockedOut()
+        if user is None:
+            raise serializers.ValidationError(WRONG, code="authorization")
+        attrs["user"] = user
+        return attrs
+
+
+class TokenInfo(serializers.Serializer):
+    id = serializers.CharField(help_text="Names the token for DELETE /api/v1/auth/tokens/{id}/ (not the secret).")
+    starts_with = serializers.CharField(help_text="The first characters of the token, to recognise it.")
+    created = serializers.DateTimeField()
+    expiry = serializers.DateTimeField(help_text="After this the token no longer works.")
+    current = serializers.BooleanField(help_text="The token this request was made with.")
+
+
+def _info(token, request) -> dict:
+    current = getattr(request.auth, "digest", None) == token.digest
+    return {"id": token_id(token), "starts_with": token.token_key[:8], "created": token.created,
+            "expiry": token.expiry, "current": current}
+
+
+Refusal = inline_serializer("AuthRefusal", {"detail": serializers.CharField()})
+
+
+class TokenView(APIView):
+    """Trade a username and password for a new API token."""
+
+    authentication_classes: list = []  # the body is the credential: no session, so no CSRF
+    permission_classes = [AllowAny]
+    parser_classes = [BoundedJSONParser, FormParser, MultiPartParser]  # `[`×100000 is a 400, not a 500
+
+    @extend_schema(auth=[], request=Credentials, tags=["auth"], responses={
+        200: inline_serializer("NewToken", {
+            "token": serializers.CharField(help_text="Send as `Authorization: Token <token>`; shown only now."),
+            "id": serializers.CharField(), "expiry": serializers.DateTimeField()}),
+        400: OpenApiResponse(description="a missing field, an unreadable body, or a wrong username or password"),
+        429: OpenApiResponse(Refusal, description="too many failed sign-ins for this username or from this "
+                                                  "address (LOGIN_FAILURE_LIMIT); try again after Retry-After "
+                                                  "seconds")})
+    def post(self, request):
+        credentials = Credentials(data=request.data, context={"request": request})
+        credentials.is_valid(raise_exception=True)
+        user = credentials.validated_data["user"]
+        instance, key = token_create(user=user)
+        user_logged_in.send(sender=user.__class__, request=request, user=user)  # last_login, axes' log
+        return Response({"token": key, "id": token_id(instance), "expiry": instance.expiry})
+
+
+class TokenListView(APIView):
+    """The caller's live tokens; DELETE ends all of them (signs out every client)."""
+
+    @extend_schema(operation_id="auth_tokens_list", tags=["auth"], responses=TokenInfo(many=True))
+    def get(self, request):
+        return Response(TokenInfo([_info(token, request) for token in tokens_of(request.user)], many=True).data)
+
+    @extend_schema(operation_id="auth_tokens_revoke_all", tags=["auth"], responses={204: None})
+    def delete(self, request):
+        tokens_revoke_all(user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TokenDetailView(APIView):
+    """Revoke one of the caller's tokens (another person's id is a 404)."""
+
+    @extend_schema(operation_id="auth_tokens_revoke", tags=["auth"],
+                   responses={204: None, 404: OpenApiResponse(description="no token of yours has this id")})
+    def delete(self, request, public_id: str):
+        if not token_revoke(user=request.user, public_id=public_id):
+            raise NotFound("You have no token with this id.")
+        return Response(status=status.HTTP_204_NO_CONTENT)

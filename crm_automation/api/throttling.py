@@ -1,17 +1,26 @@
+"""The API's request budget: one per person, whatever the credential.
+
+A session and any number of tokens of the same user draw from one budget (keyed by the user's
+id); anonymous callers (the token endpoint, the schema) by address. The counts live in the
+default cache, which every process shares (Redis with REDIS_URL, else the database cache), so
+two web workers do not each grant the whole rate.
+"""
+
 from rest_framework.throttling import SimpleRateThrottle
 
+from crm_automation.api.client_address import client_address
 
-class PerToken(SimpleRateThrottle):
-    """One budget per token (or session user); anonymous callers per address."""
 
-    scope = "per_token"
+class PerPerson(SimpleRateThrottle):
+    """API_THROTTLE_RATE per user (session and tokens together); anonymous callers per address."""
 
-    def get_cache_key(self, request, view):
-        auth = getattr(request, "auth", None)
-        if auth is not None and hasattr(auth, "key"):
-            ident = f"token:{auth.key[:12]}"
-        elif request.user and request.user.is_authenticated:
-            ident = f"user:{request.user.pk}"
-        else:
-            ident = f"ip:{self.get_ident(request)}"
+    scope = "per_person"
+
+    def get_ident(self, request) -> str:
+        return client_address(request)
+
+    def get_cache_key(self, request, view) -> str:
+        user = getattr(request, "user", None)
+        signed_in = user is not None and user.is_authenticated
+        ident = f"user:{user.pk}" if signed_in else f"ip:{self.get_ident(request)}"
         return self.cache_format % {"scope": self.scope, "ident": ident}

@@ -1,9 +1,9 @@
 """/api/v1/: each group of endpoints lives in its own module and adds its routes here."""
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from crm_automation.api.auth import TokenView
+from crm_automation.api.auth import TokenDetailView, TokenListView, TokenView
 from crm_automation.api.me import MeView
 from crm_automation.api.root import ApiRootView
 
@@ -12,6 +12,8 @@ app_name = "api"
 urlpatterns = [
     path("", ApiRootView.as_view(), name="root"),
     path("auth/token/", TokenView.as_view(), name="token"),
+    path("auth/tokens/", TokenListView.as_view(), name="token-list"),
+    re_path(r"^auth/tokens/(?P<public_id>[0-9a-f]{16})/$", TokenDetailView.as_view(), name="token-detail"),
     path("me/", MeView.as_view(), name="me"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),

@@ -19,6 +19,7 @@ from crm_automation.webhooks.services import (
     webhook_endpoint_rotate,
     webhook_endpoint_update,
 )
+from crm_automation.webhooks.throttling import InboundWebhookThrottle
 
 
 class EndpointSerializer(serializers.ModelSerializer):
@@ -125,6 +126,7 @@ class HookView(APIView):
 
     authentication_classes: list = []  # the signature authenticates; no session, so no CSRF
     permission_classes = [AllowAny]
+    throttle_classes = [InboundWebhookThrottle]  # per sender address, not the people's API budget
 
     @extend_schema(auth=[], request={"application/json": OpenApiTypes.OBJECT}, parameters=[
         OpenApiParameter(name, str, OpenApiParameter.HEADER, required=True, description=text) for name, text in (
@@ -136,7 +138,8 @@ class HookView(APIView):
                        (401, "bad signature, or a timestamp more than 5 minutes off"),
                        (403, "the endpoint is disabled"), (404, "no such endpoint"),
                        (409, "this webhook-id was received before (a replay)"), (413, "the body is too large"),
-                       (415, "the body is not declared as JSON"))}})
+                       (415, "the body is not declared as JSON"),
+                       (429, "more posts from this address than WEBHOOK_THROTTLE_RATE (see Retry-After)"))}})
     def post(self, request, public_id):
         try:
             body = self._body(request)
