@@ -138,7 +138,33 @@ def _database_from_env() -> dict:
         config["TEST"] = {"NAME": str(VAR_DIR / "test_crm.sqlite3")}
     elif engine != "django.db.backends.postgresql":
         raise ImproperlyConfigured(f"DATABASE_URL engine {engine} is not supported; use sqlite or postgres.")
+    elif env_bool("DB_POOL", True):
+        config.update(_pool_of(config))
     return config
+
+
+def _pool_of(config: dict) -> dict:
+    """PostgreSQL through psycopg's connection pool, one per process (README "Database
+    connections"). A burst of requests (the dev server opens a thread per request) waits up to
+    DB_POOL_TIMEOUT seconds for one of DB_POOL_MAX_SIZE connections instead of opening one each
+    until PostgreSQL runs out; a worker returns its connection after every task. Django requires
+    CONN_MAX_AGE 0 with a pool: a closed connection goes back to it. Forked processes (django-q2's
+    workers) never use their parent's pool: config/db_pool.py drops it in the child."""
+    minimum = env_int("DB_POOL_MIN_SIZE", 1, minimum=0)
+    maximum = env_int("DB_POOL_MAX_SIZE", 10, minimum=1)
+    if maximum < minimum:
+        raise ImproperlyConfigured(f"DB_POOL_MAX_SIZE ({maximum}) must be at least DB_POOL_MIN_SIZE ({minimum}).")
+    from config import db_pool
+
+    db_pool.forget_pools_in_forked_children()
+    # While the database is away a pool answers no one until DB_POOL_TIMEOUT is over (psycopg_pool
+    # never fails a waiting request early), and it retries connecting with a growing delay: giving
+    # up after 2 s lets the next request try again at once, so a restarted database serves the
+    # first request after it is back instead of the pool's next retry, seconds or minutes later.
+    pool = {"min_size": minimum, "max_size": maximum, "timeout": env_int("DB_POOL_TIMEOUT", 5, minimum=1),
+            "reconnect_timeout": 2}
+    # A connection the server dropped (a restart, a failover) is noticed when it is lent, not in a request.
+    return {"CONN_MAX_AGE": 0, "CONN_HEALTH_CHECKS": True, "OPTIONS": {**config.get("OPTIONS", {}), "pool": pool}}
 
 
 DATABASES = {"default": _database_from_env()}
