@@ -5,6 +5,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dj_database_url
+from csp import constants as csp
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_float, env_int, env_list, env_str
@@ -56,6 +57,28 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 DEFAULT_EXCEPTION_REPORTER_FILTER = "config.error_reports.MaskingFilter"
 DEFAULT_EXCEPTION_REPORTER = "config.error_reports.MaskingReporter"
 
+# --- Content-Security-Policy (django-csp; README "Production") -----------------------------------
+# Pages load scripts, styles, images and fonts from this site only and run no inline script or
+# style attribute: the pages and the admin have none (static/web/*.js attach their handlers), and
+# the one inline script and style of the API docs page (drf-spectacular's Swagger UI) carry the
+# request's nonce (templates/drf_spectacular/swagger_ui.html). data: images are the SVG icons
+# the admin and Swagger UI draw in their CSS. No page may be framed, no form posts elsewhere. The
+# browsable API's pages alone allow inline styles (DRF's templates; config/content_security.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [csp.SELF],
+        "script-src": [csp.SELF, csp.NONCE],
+        "style-src": [csp.SELF, csp.NONCE],
+        "img-src": [csp.SELF, "data:"],
+        "font-src": [csp.SELF, "data:"],
+        "connect-src": [csp.SELF],
+        "object-src": [csp.NONE],
+        "base-uri": [csp.NONE],
+        "form-action": [csp.SELF],
+        "frame-ancestors": [csp.NONE],
+    },
+}
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -82,6 +105,8 @@ MIDDLEWARE = [
     # /healthz and /readyz for load balancers: before the host check and the HTTPS redirect.
     "crm_automation.web.views.health.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",  # Content-Security-Policy (below: CONTENT_SECURITY_POLICY)
+    "config.content_security.BrowsableApiStyles",  # DRF's browsable API pages keep their inline styles
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files, before anything that reads a session
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
