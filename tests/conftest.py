@@ -5,7 +5,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 
-from crm_automation.automation.services import workflow_create, workflow_transition
+from crm_automation.automation.services import free_name, workflow_create, workflow_transition
 from crm_automation.automation.tasks import drain_events
 from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organization, Stage
 from tests.fake_ai import anthropic, model_server, openai  # noqa: F401 (fixtures of the AI tests)
@@ -108,7 +108,10 @@ def make_workflow(org, *, activate=True, trigger_type="deal_stage_change", trigg
                   actions=None, **kwargs):
     if trigger_config is None and trigger_type == "deal_stage_change":
         trigger_config = {"to_stage": "won"}
-    workflow = workflow_create(organization=org, name=kwargs.pop("name", "Kickoff"),
+    # Names are unique in an organization: without a name, the first is "Kickoff", the next
+    # "Kickoff (2)" … (a test that cares about the name passes one).
+    name = kwargs.pop("name", None) or free_name(org.pk, "Kickoff")
+    workflow = workflow_create(organization=org, name=name,
                                trigger_type=trigger_type, trigger_config=trigger_config,
                                actions=KICKOFF_ACTIONS if actions is None else actions, **kwargs)
     if activate:

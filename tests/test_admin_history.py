@@ -76,7 +76,7 @@ def test_the_event_page_explains_each_decision(client, org, deal, owner):
     client.force_login(owner)
     event = AutomationEvent.objects.get(kind="deal_stage_change")
     page = client.get(reverse("admin:automation_automationevent_change", args=[event.pk])).content.decode()
-    assert "Condition was false" in page and "deal.amount is greater than 99999” was false" in page
+    assert "Condition was false" in page and "Deal › Amount is greater than 99999” was false" in page
 
 
 def test_the_deal_page_shows_runs_and_decisions(client, org, deal, owner):

@@ -83,7 +83,10 @@ def test_it_creates_a_draft_from_json_and_reads_it_back(org, owner):
     assert (body["run_count"], body["success_rate"], body["median_duration_ms"]) == (0, None, None)
     again = api(owner).get(f"{URL}{body['id']}/").json()
     assert again == body
-    posted_back = api(owner).post(URL, again, format="json")  # a GET's body is a valid document
+    # A GET's body is a valid document; the name is the one thing two workflows cannot share.
+    same_name = api(owner).post(URL, again, format="json")
+    assert same_name.status_code == 400 and [e["place"] for e in same_name.json()["errors"]] == ["name"]
+    posted_back = api(owner).post(URL, {**again, "name": "Welcome won deals, again"}, format="json")
     assert posted_back.status_code == 201 and posted_back.json()["key"] == "welcome-won-2"
 
 

@@ -22,9 +22,9 @@ def rows(n: int) -> list[dict]:
     return [{"name": f"Lead {i}", "email": f"lead{i}@example.com", "company": "Acme"} for i in range(n)]
 
 
-def welcome(org, mode=None, over=100):
+def welcome(org, mode=None, over=100, name="Welcome"):
     config = {"bulk": {"mode": mode, "over": over}} if mode else None
-    return make_workflow(org, name="Welcome", trigger_type="lead_created", trigger_config=config,
+    return make_workflow(org, name=name, trigger_type="lead_created", trigger_config=config,
                          actions=[task("hello", "Welcome {{lead.name}} ({{trigger.source}}, {{trigger.bulk.size}})")])
 
 
@@ -70,8 +70,7 @@ def test_a_digest_runs_once_for_the_whole_operation(org, owner):
 
 def test_run_all_and_small_operations_run_for_each_record(org, owner):
     welcome(org)  # no bulk setting: a run per record
-    welcome_small = welcome(org, "hold", over=200)
-    welcome_small.name = "Welcome (hold over 200)"
+    welcome(org, "hold", over=200, name="Welcome (hold over 200)")  # names are unique in an organization
     leads_import(organization_id=org.pk, rows=rows(150), by=owner)
     drain()
     assert WorkflowRun.objects.count() == 300 and not BulkHold.objects.exists()

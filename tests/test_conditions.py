@@ -57,7 +57,8 @@ def test_cheap_rules_run_first_and_skip_loading_the_record():
     outcome = evaluate(conditions, "deal_stage_change", {"trigger": CTX["trigger"]},
                        lambda: loads.append(1) or CTX)
     assert not outcome.passed and loads == []
-    assert outcome.explanation == "condition “trigger.from_stage equals new” was false: trigger.from_stage is proposal"
+    assert outcome.explanation == ("condition “Trigger › From stage equals new” was false: Trigger › From stage is "
+                                   "proposal")
 
 
 @pytest.mark.parametrize(("conditions", "where", "message"), [

@@ -130,7 +130,8 @@ def test_a_workflow_watching_the_email_fires_on_its_change_only(org, owner, cont
                              actions=NOTE)
     edit(contact, phone="555")
     assert not WorkflowRun.objects.exists()
-    assert WorkflowDecision.objects.get(workflow=workflow).reason == "phone changed; the workflow watches email"
+    assert WorkflowDecision.objects.get(workflow=workflow).reason == ("the workflow watches Email; this change was "
+                                                                      "to Phone")
     edit(contact, email="ada@analytical.example")
     assert titles() == ["Ada: ada@example.com → ada@analytical.example (ada@analytical.example)"]
 
@@ -182,7 +183,8 @@ def test_a_task_done_is_one_event_offered_to_both_triggers(org, owner, deal, tas
     assert [(r.workflow_id, r.event_id, r.status) for r in runs] == [(completed.pk, event.pk, "completed"),
                                                                      (updated.pk, event.pk, "completed")]
     assert sorted(titles()) == ["Done: Send the proposal", "Send the proposal for Website: open → done"]
-    assert WorkflowDecision.objects.get(workflow=titled).reason == "status changed; the workflow watches title"
+    assert WorkflowDecision.objects.get(workflow=titled).reason == ("the workflow watches Title; this change was to "
+                                                                    "Status")
     edit(task, status="open")  # reopened: an update, not a completion
     assert [e.kind for e in AutomationEvent.objects.filter(kind__startswith="task_").order_by("id")] == [
         "task_completed", "task_updated"]

@@ -43,8 +43,9 @@ def test_a_false_condition_is_explained(org, deal):
     deal_move_to_stage(deal=deal, stage=stage(org, "won"))
     drain()
     assert decision_for(wf).outcome == "condition_false"
-    assert decision_for(wf).reason == ("condition “deal.amount is greater than 50000” was false: "
-                                       "deal.amount is 12000.00")
+    # The field by its human name, as the builder and Simulate name it (catalog.variable_name).
+    assert decision_for(wf).reason == ("condition “Deal › Amount is greater than 50000” was false: "
+                                       "Deal › Amount is 12000.00")
 
 
 def test_a_paused_workflow_does_not_run(org, deal):
@@ -64,7 +65,10 @@ def test_a_draft_that_would_have_run_says_so_and_archived_ones_are_silent(org, d
     drain()
     (decision,) = WorkflowDecision.objects.all()  # the draft for lost deals would not have run: no row
     assert decision.workflow == draft and decision.outcome == "draft"
-    assert decision.reason.startswith("draft — not activated")
+    # The outcome reads "Draft: not activated"; the reason does not say it again.
+    assert decision.get_outcome_display() == "Draft: not activated"
+    assert decision.reason == "it would have run if it were activated"
+    assert str(decision) == "Draft: not activated: it would have run if it were activated"
     assert not WorkflowRun.objects.exists()
 
 

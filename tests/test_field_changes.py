@@ -56,7 +56,10 @@ def test_a_workflow_watching_the_amount_fires_on_its_change_only(org, deal):
     save(deal, title="Renamed")
     assert not WorkflowRun.objects.exists()
     decision = WorkflowDecision.objects.get(workflow=workflow)
-    assert decision.reason == "title changed; the workflow watches amount"
+    # Not "Stage filter did not match": what was watched and what changed, by their names.
+    assert decision.outcome == "field_filter"
+    assert decision.get_outcome_display() == "Watched field did not change"
+    assert decision.reason == "the workflow watches Amount; this change was to Title"
     save(deal, amount=14000)
     assert Task.objects.get().title == "Renamed: 12000.00 → 14000.00"
 

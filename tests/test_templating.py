@@ -56,9 +56,10 @@ def test_an_over_long_template_is_refused_before_it_is_scanned(org, monkeypatch)
 
     monkeypatch.setattr(templating, "placeholders", must_not_scan)
     monkeypatch.setattr("crm_automation.automation.actions.base.template_paths", must_not_scan)
-    errors = validate_action("create_task", {"title": "{{" + " " * 5000}, trigger_type="deal_stage_change",
+    # (a task's description: its title is refused sooner, as longer than a title may be)
+    errors = validate_action("create_task", {"description": "{{" + " " * 5000}, trigger_type="deal_stage_change",
                              organization_id=org.pk)
-    assert errors == [("config.title", "is longer than 5000 characters")]
+    assert errors == [("config.title", "is required"), ("config.description", "is longer than 5000 characters")]
 
 
 def test_unclosed_and_empty_placeholders_are_plain_text():

@@ -58,7 +58,7 @@ def test_a_false_gate_ends_the_run_as_completed_and_says_why(org, deal):
     run.refresh_from_db()
     assert run.status == "completed" and not Task.objects.exists()
     gate = run.actions.get(node_id="condition")
-    assert gate.result["passed"] is False and gate.result["explanation"].startswith("condition “deal.stage")
+    assert gate.result["passed"] is False and gate.result["explanation"].startswith("condition “Deal › Stage")
     assert not run.actions.filter(node_id="create-task").exists()  # not on the path taken
     assert run.workflow.success_count == 1
 

@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from crm_automation.automation import catalog
 from crm_automation.automation.models import Workflow, WorkflowStatus
-from crm_automation.automation.services import has_unpublished_changes
+from crm_automation.automation.services import has_unpublished_changes, name_problems
 from crm_automation.automation.versioning import workflow_document
 from crm_automation.crm.models import Deal, Lead
 
@@ -57,7 +57,8 @@ class WorkflowSerializer(serializers.Serializer):
     key = serializers.SlugField(required=False, max_length=70,
                                 help_text="The document's id (kebab-case, unique in the organization); "
                                           "from the name when left out. A YAML body names it `id`.")
-    name = serializers.CharField(max_length=200)
+    name = serializers.CharField(max_length=200, help_text="Unique in the organization, whatever the case; a "
+                                                           "longer or taken name is refused at this field.")
     description = serializers.CharField(required=False, allow_blank=True)
     settings = SettingsSerializer(required=False)
     nodes = NodeSerializer(many=True)
@@ -190,7 +191,18 @@ class RunTestSerializer(RecordSerializer):
 
 
 class CloneSerializer(serializers.Serializer):
-    name = serializers.CharField(required=False, max_length=200, help_text="“Copy of …” when left out.")
+    """The copy's name: the person's choice must be free in the organization (whatever its
+    case); without one it is “Copy of X”, “Copy of X (2)” …"""
+
+    name = serializers.CharField(required=False, help_text="At most 200 characters, unique in the organization "
+                                                           "(whatever the case); “Copy of …” when left out.")
+
+    def validate_name(self, name: str) -> str:
+        organization_id = self.context.get("organization_id")
+        problems = name_problems(organization_id, name) if organization_id else []
+        if problems:
+            raise serializers.ValidationError(problems[0][1][:1].upper() + problems[0][1][1:] + ".")
+        return name.strip()
 
 
 class RollbackSerializer(serializers.Serializer):

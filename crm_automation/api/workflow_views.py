@@ -166,7 +166,7 @@ def _transition_schema(name: str):
 
 @extend_schema_view(
     list=extend_schema(summary="List workflows", parameters=[WorkflowFilterSerializer]),
-    create=extend_schema(summary="Create a draft from a seed-001 document (JSON or YAML)",
+    create=extend_schema(summary="Create a draft from a workflow document (JSON or YAML)",
                          description="The document as export writes it (`Content-Type: application/yaml`) or as "
                                      "JSON; its `id` (or `key`) is the workflow's key, made from the name when "
                                      "left out, with -2, -3 … when taken. It is always created as a draft "
@@ -294,7 +294,7 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
         return self._transition("archive")
 
     # --- Documents, testing, running ------------------------------------------------------------
-    @extend_schema(summary="The workflow as a seed-001 YAML file",
+    @extend_schema(summary="The workflow as a YAML file (the workflow document)",
                    responses={(200, "application/yaml"): OpenApiResponse(OpenApiTypes.STR, description="YAML"),
                               (404, "application/yaml"): NOT_YOURS})
     @action(detail=True, methods=["get"], renderer_classes=[YAMLRenderer])
@@ -365,7 +365,7 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
     @action(detail=True, methods=["post"], parser_classes=JSON_ONLY)
     def clone(self, request, pk=None):
         workflow = self.get_object()
-        body = CloneSerializer(data=request.data)
+        body = CloneSerializer(data=request.data, context={"organization_id": workflow.organization_id})
         body.is_valid(raise_exception=True)
         with refusals_as_conflicts():
             copy = workflow_clone(workflow_id=workflow.pk, by=request.user, name=body.validated_data.get("name"))

@@ -238,3 +238,42 @@ REQUIRED_FIELDS = {"deal": ("title",), "lead": ("name",)}
 # Triggers on recorded changes of records: they may say what to do with bulk changes (bulk.py).
 CHANGE_TRIGGERS = {DEAL_STAGE_CHANGE, DEAL_CREATED, LEAD_CONVERTED, LEAD_CREATED, DEAL_UPDATED, LEAD_UPDATED,
                    CONTACT_CREATED, TASK_COMPLETED, *UPDATED}
+
+
+# --- Names a person reads -----------------------------------------------------------------------
+# One name per variable on every surface (the builder's picker and condition rows, Simulate, the
+# "why not" tables): "deal.contact.first_name" is "Deal › Contact › First name". The path is what
+# a person types ({{deal.contact.first_name}}); the name is what they read.
+SEPARATOR = " › "
+_WORDS = {"id": "ID", "url": "URL", "username": "Username"}
+# The first names of paths that are ours (a node's label keeps the case it was given).
+_HEADS = {"trigger", "deal", "lead", "contact", "loop", "task"}
+
+
+def field_name(field: str) -> str:
+    """One field of a record in words: "close_date" → "Close date", "id" → "ID"."""
+    field = str(field)
+    if field in _WORDS:
+        return _WORDS[field]
+    words = field.replace("_", " ").strip()
+    return words[:1].upper() + words[1:]
+
+
+def variable_name(path: str) -> str:
+    """A variable's human name: "deal.contact.first_name" → "Deal › Contact › First name",
+    "trigger.from_stage" → "Trigger › From stage", "Find Deals.rows" → "Find Deals › Rows".
+    `trigger.deal.title` (the seed's spelling) reads as `deal.title`: it is the same value."""
+    if not isinstance(path, str) or not path.strip():
+        return str(path or "")
+    parts = path.strip().split(".")
+    if len(parts) > 2 and parts[0] == "trigger" and parts[1] in ("deal", "lead"):
+        parts = parts[1:]
+    head = field_name(parts[0]) if parts[0].casefold() in _HEADS else parts[0]
+    return SEPARATOR.join([head, *(field_name(part) for part in parts[1:])])
+
+
+def variable_names(trigger_types=None) -> dict[str, str]:
+    """Every allow-listed path of these trigger types (all by default) with its human name: what
+    the builder's script shows for a path (static/web/builder.js `fieldLabel`)."""
+    paths = {path for trigger in (trigger_types or TRIGGER_TYPES) for path in fields_for(trigger)}
+    return {path: variable_name(path) for path in sorted(paths)}

@@ -153,8 +153,8 @@ def _value_text(value) -> str:
 
 
 def describe(rule: dict) -> str:
-    """A rule in words: deal.amount is greater than 5000."""
-    text = f"{rule['field']} {catalog.OPERATORS.get(rule['operator'], rule['operator'])}"
+    """A rule in words, the field by its human name: “Deal › Amount is greater than 5000”."""
+    text = f"{catalog.variable_name(rule['field'])} {catalog.OPERATORS.get(rule['operator'], rule['operator'])}"
     if rule["operator"] not in catalog.VALUELESS_OPERATORS:
         text += f" {_value_text(rule.get('value'))}"
     return text
@@ -177,7 +177,8 @@ def evaluate(conditions, trigger_type: str, cheap_context: dict,
         holds = _rule_holds(rule, fields.get(rule["field"], "any"), actual)
         if combinator == "and" and not holds:
             now = "empty" if actual in (None, "") else format_value(actual)
-            return Outcome(False, f"condition “{describe(rule)}” was false: {rule['field']} is {now}")
+            return Outcome(False, f"condition “{describe(rule)}” was false: {catalog.variable_name(rule['field'])} "
+                                  f"is {now}")
         if combinator == "or" and holds:
             return Outcome(True, f"condition “{describe(rule)}” was true")
     if combinator == "and":

@@ -18,7 +18,7 @@ from datetime import date, datetime, time, timedelta
 
 from django.utils import timezone
 
-from crm_automation.automation import catalog, conditions, graph
+from crm_automation.automation import catalog, conditions, graph, wording
 from crm_automation.automation.actions.base import ActionFailed, describe_missing
 from crm_automation.automation.templating import lookup, missing_link, resolve, template_paths
 
@@ -138,8 +138,8 @@ def loop_items(config: dict, context: dict) -> list:
 def label(step_type: str, config: dict) -> str:
     if step_type == WAIT and isinstance(config, dict):
         if "until" in config:
-            return f"Wait until {str(config['until']).strip('{} ')}"
-        return f"Wait {config.get('delayAmount')} {config.get('delayUnit')}"
+            return f"Wait until {catalog.variable_name(str(config['until']).strip('{} '))}"
+        return f"Wait {wording.counted(config.get('delayAmount'), config.get('delayUnit'))}"
     return LABELS.get(step_type, step_type)
 
 

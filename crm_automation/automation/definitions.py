@@ -14,6 +14,11 @@ from crm_automation.crm.selectors import shown, stage_slugs
 
 MAX_ACTIONS = 50
 MAX_TEXT = 20_000
+TOO_LONG = "is longer than"
+# Settings that are one line a person reads (a subject, a title): a sensible length, and the
+# column they end up in. Longer texts (an email's body) have MAX_TEXT.
+SHORT_TEXT = {"send_email": {"to": 254, "subject": 255}, "create_task": {"title": 200},
+              "notify": {"title": 200}, "user_input": {"promptText": 1000}}
 MAX_DEPTH = 8
 DEFINITION_FIELDS = ("trigger_type", "trigger_config", "conditions", "error_handling", "reenrollment",
                      "timeout_seconds", "graph")
@@ -60,7 +65,7 @@ def plain_data_errors(value, where: str, depth: int = 0) -> list[tuple[str, str]
         if "\x00" in value:
             return [(where, "contains a NUL character")]
         if len(value) > MAX_TEXT:
-            return [(where, f"is longer than {MAX_TEXT} characters")]
+            return [(where, f"{TOO_LONG} {MAX_TEXT:,} characters ({len(value):,})")]
         return []
     if isinstance(value, float) and not math.isfinite(value):
         return [(where, f"{value} is not a number")]
@@ -131,6 +136,10 @@ def _trigger_settings(trigger_type, trigger_config, organization_id: int) -> lis
             if not isinstance(slug, str) or slug not in known:
                 errors.append((f"trigger_config.{key}", f"{shown(slug)} is not a stage of this organization; "
                                                         f"use one of {', '.join(known)}"))
+    if "from_stage" in wanted and wanted.get("from_stage") == wanted.get("to_stage"):
+        errors.append(("trigger_config.to_stage", f"is the same stage as “from” ({shown(wanted['to_stage'])}): a "
+                                                  "deal never moves from a stage to itself, so this workflow would "
+                                                  "never run; choose another stage, or leave “from” empty"))
     return errors
 
 
@@ -141,7 +150,10 @@ def validate_action(action_type, config, *, trigger_type, organization_id, where
     if action_type in catalog.LATER_NODES:
         return [] if isinstance(config, dict) else [(f"{where}config", "must be a mapping")]
     if action_type == questions.USER_INPUT:
-        return [(f"{where}{loc}", msg) for loc, msg in questions.validate(config, trigger_type=trigger_type)]
+        short = _short_text_errors(action_type, config)
+        said = {place for place, _ in short}
+        return [(f"{where}{loc}", msg) for loc, msg in
+                short + [e for e in questions.validate(config, trigger_type=trigger_type) if e[0] not in said]]
     if action_type == FUNCTION:
         if not isinstance(config, dict):
             return [(f"{where}config", 'must be an object, e.g. {"functionRef": "crm/query_deals", "args": {}}')]
@@ -157,8 +169,20 @@ def validate_action(action_type, config, *, trigger_type, organization_id, where
         if action_type in (None, ""):
             return [(f"{where}type", f"choose an action type ({choices})")]
         return [(f"{where}type", f"unknown action {shown(action_type)}; use one of {choices}")]
-    return [(f"{where}{loc}", msg) for loc, msg in
-            action.validate(config, trigger_type=trigger_type, organization_id=organization_id)]
+    short = _short_text_errors(action_type, config)
+    said = {place for place, _ in short}  # one message per place: not "too long" twice
+    errors = [e for e in action.validate(config, trigger_type=trigger_type, organization_id=organization_id)
+              if e[0] not in said]
+    return [(f"{where}{loc}", msg) for loc, msg in short + errors]
+
+
+def _short_text_errors(action_type: str, config) -> list[tuple[str, str]]:
+    """One-line settings longer than makes sense for them (SHORT_TEXT)."""
+    if not isinstance(config, dict):
+        return []
+    return [(f"config.{key}", f"is {len(config[key]):,} characters long; at most {limit} fit here")
+            for key, limit in SHORT_TEXT.get(action_type, {}).items()
+            if isinstance(config.get(key), str) and len(config[key]) > limit]
 
 
 def _argument_templates(value, where: str, trigger_type: str) -> list[tuple[str, str]]:
@@ -203,9 +227,18 @@ def node_scopes(definition: dict) -> dict[str, dict[str, str]]:
 
 
 def validate_definition(definition: dict, organization_id: int) -> list[tuple[str, str]]:
-    errors = plain_data_errors(definition, "")
-    if errors:
-        return errors  # nothing below may compare NaN or store NUL: say this first
+    """Every problem of the definition at once (the trigger, its conditions, the settings and
+    every node's config), so one save shows all there is to fix."""
+    long_texts = plain_data_errors(definition, "")
+    if any(not message.startswith(TOO_LONG) for _, message in long_texts):
+        return long_texts  # NUL, NaN, not JSON: nothing below may compare or store such a value
+    errors = _checked(definition, organization_id)
+    # A text that is too long is said once, at its place (not again by the template check).
+    too_long = {place for place, _ in long_texts}
+    return long_texts + [(place, message) for place, message in errors if place not in too_long]
+
+
+def _checked(definition: dict, organization_id: int) -> list[tuple[str, str]]:
     trigger_type = definition.get("trigger_type")
     errors = validate_trigger(trigger_type, definition.get("trigger_config"), organization_id)
     if trigger_type in catalog.MANUAL and (definition.get("conditions") or {}).get("rules"):

@@ -105,7 +105,7 @@ def _match(event, definition: dict, trigger: dict, load, names: dict[str, str]) 
     if trigger_type in catalog.UPDATED:
         why = field_changes.unwatched(definition.get("trigger_config") or {}, changed)
         if why:
-            return Outcome.STAGE_FILTER, why
+            return Outcome.FIELD_FILTER, why
     full = load()
     if full is None:
         return Outcome.RECORD_MISSING, f"the {event.entity_type} was deleted before the workflow ran"
@@ -128,7 +128,8 @@ def _decide(event, workflow, org, trigger, load, names: dict[str, str]) -> tuple
         outcome, _ = _match(event, workflow.current_version.definition, trigger, load, names)
         if outcome != Outcome.MATCHED:
             return None
-        return Outcome.DRAFT, "draft — not activated: it would have run if it were activated"
+        # (the outcome already reads "Draft: not activated": the reason says only what follows)
+        return Outcome.DRAFT, "it would have run if it were activated"
     max_depth = settings.AUTOMATION["MAX_CHAIN_DEPTH"]
     if not plans.includes_automation(org.plan):
         return Outcome.PLAN, f"the {org.get_plan_display()} plan does not include automation"

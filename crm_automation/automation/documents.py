@@ -24,8 +24,10 @@ import re
 import yaml
 
 from crm_automation.automation import catalog, control, graph
+from crm_automation.automation.models import Workflow
 
 TRIGGER_ID = "trigger"
+MAX_NAME = Workflow._meta.get_field("name").max_length
 TOOLS = {"send_email": "crm/send_email", "create_task": "crm/create_task", "update_field": "crm/update_record",
          "http_request": "http/request"}
 ACTIONS = {tool: action for action, tool in TOOLS.items()}
@@ -240,13 +242,16 @@ def _item(sequence: yaml.SequenceNode, index: str):
 # --- Document → definition ----------------------------------------------------------------------
 def _check_shape(document: dict) -> list[tuple[str, str]]:
     errors = []
-    for key in ("id", "name"):
-        if not isinstance(document.get(key), str) or not document[key].strip():
-            errors.append((key, "is required (text)"))
+    if not isinstance(document.get("id"), str) or not document["id"].strip():
+        errors.append(("id", "is required (text)"))
+    if not isinstance(document.get("name"), str) or not document["name"].strip():
+        errors.append(("name", "a workflow needs a name"))
     if isinstance(document.get("id"), str) and not (NODE_ID.fullmatch(document["id"]) and len(document["id"]) <= 70):
         errors.append(("id", "must be kebab-case (lower-case letters, digits and single dashes), at most 70 long"))
-    if isinstance(document.get("name"), str) and len(document["name"]) > 200:
-        errors.append(("name", "is longer than 200 characters"))
+    name = document.get("name").strip() if isinstance(document.get("name"), str) else ""
+    if len(name) > MAX_NAME:  # refused, never cut: the person decides how to shorten it
+        errors.append(("name", f"is {len(name):,} characters long; a name has at most {MAX_NAME} (nothing was "
+                               "cut: shorten it)"))
     if document.get("_status") not in (None, *STATUS_IN):
         errors.append(("_status", f"must be one of {', '.join(STATUS_IN)}"))
     for key in ("nodes", "edges"):
@@ -325,16 +330,18 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
     """The definition (trigger, conditions, nodes with their ids and labels, edges) of a
     document, and what is wrong with its format, named by place. The graph's shape and the
     nodes' configs are checked with the definition (definitions.validate_definition)."""
-    errors = _check_shape(document)
-    if errors:
-        return {}, errors
+    header = _check_shape(document)
+    if any(place in ("nodes", "edges") or place.startswith("settings") for place, _ in header):
+        return {}, header  # nothing below can be read
+    # The header's problems (name, id, status) are reported with everything else: one save
+    # shows all there is to fix.
     errors, by_id = _check_nodes(document["nodes"])
     if errors:
-        return {}, errors
+        return {}, header + errors
     for node_id, node in by_id.items():
         subtype = node["data"].get("subtype")
         if subtype in LATER:
-            errors.append((f"nodes[{node_id}].data.subtype", f"“{subtype}” nodes are part of the seed-001 format "
+            errors.append((f"nodes[{node_id}].data.subtype", f"“{subtype}” nodes are part of the workflow format "
                                                              "but do not run in this version yet"))
         elif subtype not in (*TRIGGERS, "tool-call", *PLAIN, *control.LABELS):
             errors.append((f"nodes[{node_id}].data.subtype", f"unknown subtype “{subtype}”"))
@@ -345,7 +352,7 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
     edge_errors, edges = _edges(document)
     errors += edge_errors
     if errors:
-        return {}, errors
+        return {}, header + errors
     trigger_node = by_id[triggers[0]]
     trigger = trigger_node["data"].get("config") or {}
     settings = document.get("settings") or {}
@@ -353,8 +360,8 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
     trigger_type = {"chat-app": event_type(trigger.get("event")), "schedule": "schedule",
                     "manual": f"manual_{trigger.get('entity', 'deal')}"}[kind]
     if not isinstance(trigger_type, str):
-        return {}, [(f"nodes[{trigger_node['id']}].data.config.event", "is required (text): the CRM event, e.g. "
-                                                                         "deal_stage_change")]
+        return {}, header + [(f"nodes[{trigger_node['id']}].data.config.event", "is required (text): the CRM "
+                                                                                  "event, e.g. deal_stage_change")]
     stage_keys = ("from_stage", "to_stage", "endpoint", *RELATIVE_KEYS) if kind == "chat-app" else ()
     definition = {
         "trigger_type": trigger_type,
@@ -371,8 +378,10 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
                "schedule": tuple(trigger)}[kind]  # a schedule's settings are checked by schedules.validate
     for key in sorted(set(trigger) - set(allowed)):
         errors.append((f"nodes[{trigger_node['id']}].data.config.{key}", f"unknown setting ({', '.join(allowed)})"))
+    complete = True  # every node made it into the definition (its settings can be checked too)
     if kind == "manual" and trigger.get("entity", "deal") not in ("deal", "lead"):
         errors.append((f"nodes[{trigger_node['id']}].data.config.entity", "must be deal or lead (what it starts on)"))
+        complete = False
     for node_id, node in by_id.items():
         if node is trigger_node:
             continue
@@ -386,6 +395,7 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
             if not isinstance(tool, str) or tool not in ACTIONS:
                 errors.append((f"nodes[{node_id}].data.config.toolName", f"“{tool}” is not a tool; use one of "
                                                                          f"{', '.join(ACTIONS)}"))
+                complete = False
                 continue
             unknown = sorted(set(config) - {"toolName", "defaults"})
             if unknown:
@@ -404,7 +414,7 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
         graph_part["edges"] = edges
     if graph_part:
         definition["graph"] = graph_part
-    return definition, errors
+    return (definition if complete else {}), header + errors
 
 
 def _drop_automatic_labels(definition: dict) -> None:

@@ -299,15 +299,17 @@ def _fail(state: RunState, place: Place, error: str, segment: Segment, *, result
         return
     segment.record(state, place, StepStatus.FAILED, result=info, error=error, ctx=ctx, started=started,
                    new_attempt=new_attempt)
-    _after_failure(state, place, decision.policy)
+    _after_failure(state, place, decision.policy, segment.failure_text(state, place, error))
 
 
-def _after_failure(state: RunState, place: Place, policy: str) -> None:
+def _after_failure(state: RunState, place: Place, policy: str, failure: str) -> None:
+    """`failure`: this step's failure in words. A pause names the step that paused the run, not
+    the run's first failure (an earlier step may have failed and been skipped)."""
     node = state.node(place[0])
     if policy == "skip":
         _follow(state, place, {graph.DONE} if node.type == control.LOOP else None)
     elif policy == "pause":
-        state.paused = state.paused or state.failure
+        state.paused = state.paused or failure
     else:
         state.aborted = True
         if not state.halted:
@@ -460,7 +462,7 @@ def _read_back(state: RunState, place: Place, previous: WorkflowRunAction, segme
         if not state.failure:
             state.failure = segment.failure_text(state, place, previous.error)
         policy = result.get("policy") or error_policy.WORKFLOW_POLICY.get(state.handling, "abort")
-        _after_failure(state, place, policy)
+        _after_failure(state, place, policy, segment.failure_text(state, place, previous.error))
         return
     if node.type == control.CONDITION:
         _follow(state, place, {graph.TRUE if result.get("passed") else graph.FALSE})
@@ -538,6 +540,9 @@ def _question_step(state: RunState, place: Place, previous, segment: Segment, no
     state.waiting.pop(place, None)
     segment.record(state, place, StepStatus.COMPLETED, result={**previous.result, "decision": decision},
                    new_attempt=False)
+    if decision == questions.TIMED_OUT:  # (an answer settled its notifications when it was given)
+        alerts.question_settled(state.run.pk, place[0], place[1], "no answer came in time; the run went on "
+                                                                  "without one.")
     _follow(state, place, {decision})
 
 

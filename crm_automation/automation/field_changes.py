@@ -63,8 +63,9 @@ def unwatched(config: dict, changed: dict) -> str | None:
     if not changed:
         return "nothing the workflow watches changed"
     if wanted and not set(wanted) & set(changed):
-        return (f"{' and '.join(sorted(changed))} changed; the workflow watches "
-                f"{' or '.join(wanted)}")
+        # Both sides by their names: "the workflow watches Amount; this change was to Stage".
+        return (f"the workflow watches {' or '.join(catalog.field_name(f) for f in wanted)}; this change was to "
+                f"{' and '.join(catalog.field_name(f) for f in sorted(changed))}")
     return None
 
 

@@ -2,7 +2,7 @@
 
 from django.conf import settings
 from django.db import models
-from django.db.models.functions import Now
+from django.db.models.functions import Lower, Now
 from django_fsm import FSMField, transition
 
 from crm_automation.automation import catalog
@@ -84,7 +84,15 @@ class Workflow(models.Model):
     class Meta:
         ordering = ["name"]
         indexes = [models.Index(fields=["organization", "trigger_type", "status"])]
-        constraints = [models.UniqueConstraint(fields=["organization", "key"], name="uniq_workflow_key")]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "key"], name="uniq_workflow_key"),
+            # A name tells workflows apart in lists, run filters, messages and a record's "why
+            # not" table, so it is unique per organization whatever its case. Archived workflows
+            # keep theirs: their runs and decisions still show it.
+            models.UniqueConstraint(Lower("name"), "organization", name="uniq_workflow_name_ci",
+                                    violation_error_message="Another workflow of this organization has this "
+                                                            "name (names are unique, whatever their case)."),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -207,6 +215,7 @@ class WorkflowDecision(models.Model):
         MATCHED = "matched", "Matched: run started"
         MATCHED_UNLOGGED = "matched_unlogged", "Matched: ran without history (monthly quota)"
         STAGE_FILTER = "stage_filter", "Stage filter did not match"
+        FIELD_FILTER = "field_filter", "Watched field did not change"
         CONDITION_FALSE = "condition_false", "Condition was false"
         PAUSED = "paused", "Workflow paused"
         PLAN = "plan", "Plan does not include automation"

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 from django.db import transaction
 from django.utils import timezone
 
+from crm_automation.automation import wording
 from crm_automation.automation.models import AutomationEvent, RelativeTrigger, Workflow, WorkflowStatus
 from crm_automation.automation.schedules import parse_time
 from crm_automation.crm.models import Deal, Stage
@@ -71,10 +72,10 @@ def describe(trigger_type: str, config: dict, stage_names: dict[str, str] | None
     """“3 days before a deal's close date, at 09:00”, “A deal in Proposal for 14 days”."""
     if trigger_type == IN_STAGE:
         stage = (stage_names or {}).get(config.get("stage"), config.get("stage"))
-        return f"A deal in {stage} for {config.get('days')} days"
+        return f"A deal in {stage} for {wording.counted(config.get('days'), 'days')}"
     offset = config.get("offsetDays", 0)
     field = DATE_FIELDS.get(config.get("field"), "date")
-    when = "on" if offset == 0 else f"{abs(offset)} days {'before' if offset < 0 else 'after'}"
+    when = "on" if offset == 0 else f"{wording.counted(abs(offset), 'days')} {'before' if offset < 0 else 'after'}"
     return f"{when.capitalize()} a deal's {field}, at {config.get('time', '09:00')}"
 
 

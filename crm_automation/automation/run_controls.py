@@ -14,7 +14,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from crm_automation.automation import enrollment, graph, questions
+from crm_automation.automation import alerts, enrollment, graph, questions
 from crm_automation.automation.actions import REGISTRY, effect_key
 from crm_automation.automation.actions.base import node_step
 from crm_automation.automation.engine import wake_parents
@@ -27,7 +27,7 @@ from crm_automation.automation.models import (
     WorkflowRunAction,
 )
 from crm_automation.automation.queue import enqueue_continue
-from crm_automation.crm.models import EmailMessage, Notification
+from crm_automation.crm.models import EmailMessage
 from crm_automation.crm.selectors import user_has_role
 
 UNFINISHED = (RunStatus.STARTED, RunStatus.WAITING, RunStatus.PAUSED)
@@ -81,6 +81,8 @@ def run_cancel(*, run_id: int, by) -> WorkflowRun:
             action.cancel(_key(run, flow.nodes[row.node_id], row.token), reason)
         row.status, row.error, row.finished_at = StepStatus.SKIPPED, skipped, now
         row.save(update_fields=["status", "error", "finished_at"])
+        if row.action_type == questions.USER_INPUT:  # nobody need answer it any more
+            alerts.question_settled(run.pk, row.node_id, row.token, f"no answer is needed: the run was {reason}.")
         for node_id in graph.downstream(flow, row.node_id) if row.node_id in flow.nodes else []:
             if (node_id, row.token) not in rows:
                 rows[(node_id, row.token)] = WorkflowRunAction.objects.create(
@@ -177,9 +179,8 @@ def run_answer(*, run_id: int, by, node_id: str, token: str = "", decision: str,
     row.result = {**row.result, "decision": decision, "comment": comment, "answered_by": by.get_username(),
                   "answered_at": now.isoformat()}
     row.save(update_fields=["result"])
-    # The question's notifications are done with, for everyone it asked.
-    Notification.objects.filter(automation_key__startswith=f"run:{run.pk}:ask:{node_id}:{token}:",
-                                read_at__isnull=True).update(read_at=now)
+    # The question's notifications are done with, for everyone it asked, and say who answered what.
+    alerts.question_settled(run.pk, node_id, token, alerts.answered_words(decision, by.get_username(), comment))
     if run.status == RunStatus.WAITING:  # woken as a due wait is (tasks.wake_due_runs)
         run.status, run.wake_at, run.lease_until, run.lease_owner = RunStatus.STARTED, now, None, ""
         run.save(update_fields=["status", "wake_at", "lease_until", "lease_owner"])

@@ -7,11 +7,13 @@ command, a data migration); every surface a person uses passes the person.
 """
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Value
+from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.text import slugify
 
-from crm_automation.automation import cycles, documents, enrollment, plans
+from crm_automation.automation import cycles, documents, enrollment, plans, wording
 from crm_automation.automation.definitions import (
     DEFINITION_FIELDS,
     action_dict,
@@ -42,6 +44,63 @@ def _replace_actions(workflow: Workflow, actions: list[dict]) -> None:
                        config=a.get("config") or {}, label=a.get("label") or "", on_error=a.get("on_error"))
         for i, a in enumerate(documents.with_node_ids(actions))
     ])
+
+
+MAX_NAME = Workflow._meta.get_field("name").max_length
+
+
+def name_holder(organization_id: int, name: str, *, exclude: int | None = None) -> Workflow | None:
+    """The workflow of the organization already called `name`, whatever the case (the same
+    LOWER() as the database constraint `uniq_workflow_name_ci`, so both agree), or None."""
+    return (Workflow.objects.filter(organization_id=organization_id).annotate(folded=Lower("name"))
+            .filter(folded=Lower(Value(name))).exclude(pk=exclude).first())
+
+
+def free_name(organization_id: int, wanted: str, *, exclude: int | None = None) -> str:
+    """`wanted`, or “wanted (2)”, “(3)” … when another workflow of the organization has that
+    name (whatever its case); shortened at a word, with an ellipsis, to fit MAX_NAME."""
+    wanted = " ".join(wanted.split()) or "Workflow"
+    name, n = wording.shorten(wanted, MAX_NAME), 2
+    while name_holder(organization_id, name, exclude=exclude) is not None:
+        suffix = f" ({n})"
+        name, n = wording.shorten(wanted, MAX_NAME - len(suffix)) + suffix, n + 1
+    return name
+
+
+def name_problems(organization_id: int, name, *, exclude: int | None = None,
+                  place: str = "name") -> list[tuple[str, str]]:
+    """What is wrong with `name` for a workflow of this organization: empty, too long, or the
+    name of another one (archived ones too: their runs still show it). `exclude`: the workflow
+    being renamed."""
+    if not isinstance(name, str) or not name.strip():
+        return [(place, "a workflow needs a name")]
+    name = name.strip()
+    if "\x00" in name:
+        return [(place, "may not contain a NUL character")]
+    if len(name) > MAX_NAME:
+        return [(place, f"is {len(name):,} characters long; a name has at most {MAX_NAME} (nothing was cut: "
+                        "shorten it)")]
+    holder = name_holder(organization_id, name, exclude=exclude)
+    if holder is None:
+        return []
+    what = "an archived workflow" if holder.status == WorkflowStatus.ARCHIVED else "another workflow"
+    same = "" if holder.name == name else f" (as “{holder.name}”: names are unique whatever their case)"
+    return [(place, f"{what} of this organization is already called that{same}; choose another name, e.g. "
+                    f"“{free_name(organization_id, name, exclude=exclude)}”")]
+
+
+def _save_named(workflow: Workflow, **kwargs) -> None:
+    """Save in a savepoint, so a name taken by a concurrent save (both passed the check) is a
+    refusal at the name field, decided by the database constraint, and the caller's
+    transaction stays usable."""
+    try:
+        with transaction.atomic():
+            workflow.save(**kwargs)
+    except IntegrityError:
+        problems = name_problems(workflow.organization_id, workflow.name, exclude=workflow.pk)
+        if not problems:
+            raise
+        raise ValidationError({"name": [message for _, message in problems]}) from None
 
 
 def _free_key(organization_id: int, wanted: str, exclude: int | None = None) -> str:
@@ -109,12 +168,15 @@ def _check_edit(by, workflow: Workflow) -> None:
         raise PermissionDenied("You can read this workflow but not change it.")
 
 
-def _validate(workflow: Workflow, actions: list[dict]) -> None:
-    errors = validate_definition(definition_of(workflow, actions), workflow.organization_id)
+def _validate(workflow: Workflow, actions: list[dict], *, check_name: bool = True) -> None:
+    """Every problem at once: the name (`check_name`: it is new or changed), then the whole
+    definition, so one save reports all there is to fix."""
+    errors = []
+    if check_name:
+        errors += name_problems(workflow.organization_id, workflow.name, exclude=workflow.pk)
+    errors += validate_definition(definition_of(workflow, actions), workflow.organization_id)
     if workflow.status == WorkflowStatus.ACTIVATED and not actions:
         errors.append(("actions", "an activated workflow needs at least one action; pause it first"))
-    if not str(workflow.name or "").strip():
-        errors.append(("name", "a workflow needs a name"))
     raise_if_invalid(errors)
 
 
@@ -129,13 +191,14 @@ def workflow_create(*, organization: Organization, name: str, trigger_type: str,
     `key` (the YAML id) defaults to the name; a taken one gets a -2, -3 … suffix."""
     if by is not None and not user_has_role(by, organization.pk, "ops"):
         raise PermissionDenied(f"Only ops members and admins of {organization.name} can create workflows.")
+    name = name.strip() if isinstance(name, str) else name
     workflow = Workflow(organization=organization, name=name, description=description,
                         key=_free_key(organization.pk, key or name),
                         trigger_type=trigger_type, trigger_config=trigger_config or {},
                         conditions=conditions or {}, error_handling=error_handling, reenrollment=reenrollment,
                         timeout_seconds=timeout_seconds, graph=graph or {}, created_by=by)
     _validate(workflow, actions)
-    workflow.save()
+    _save_named(workflow)
     _replace_actions(workflow, actions)
     workflow_snapshot(workflow=workflow, by=by)
     return workflow
@@ -167,17 +230,20 @@ def workflow_update(*, workflow_id: int, by=None, changes: dict | None = None, a
         found["actions"] = STALE_ACTIONS
     if found:
         raise ValidationError(found)
+    if isinstance(changes.get("name"), str):
+        changes["name"] = changes["name"].strip()
+    renamed = "name" in changes and changes["name"] != workflow.name
     for name, value in changes.items():
         setattr(workflow, name, value)
     current_actions = [action_dict(a) for a in workflow.actions.all()]
     if actions is not None:
         actions = documents.with_node_ids(actions)
-    _validate(workflow, current_actions if actions is None else actions)
+    _validate(workflow, current_actions if actions is None else actions, check_name=renamed)
     actions_changed = actions is not None and actions != current_actions
     if changes or actions_changed:
         workflow.draft_revision += 1
         workflow.edited_by, workflow.edited_at = by, timezone.now()
-        workflow.save(update_fields=[*changes, "draft_revision", "edited_by", "edited_at", "updated_at"])
+        _save_named(workflow, update_fields=[*changes, "draft_revision", "edited_by", "edited_at", "updated_at"])
     if actions_changed:
         _replace_actions(workflow, actions)
     if not is_live(workflow):

@@ -10,7 +10,9 @@ from crm_automation.automation.definitions import DEFINITION_FIELDS, definition_
 from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
 from crm_automation.automation.services import (
     STALE_DOCUMENT,
+    free_name,
     is_live,
+    name_problems,
     workflow_create,
     workflow_publish,
     workflow_transition,
@@ -28,14 +30,9 @@ def _create_from(definition: dict, *, organization: Organization, by, name: str,
 
 
 def _free_name(organization_id: int, wanted: str) -> str:
-    """`wanted`, or “wanted (2)”, “(3)” … when the organization has a workflow of that name: two
-    workflows of one name could not be told apart in lists and filters."""
-    taken = set(Workflow.objects.filter(organization_id=organization_id, name__startswith=wanted[:190])
-                .values_list("name", flat=True))
-    name, n = wanted, 2
-    while name in taken:
-        name, n = f"{wanted[:190]} ({n})", n + 1
-    return name
+    """A name made for the person (an import, a template, a clone, the AI's draft): `wanted`, or
+    “wanted (2)”, “(3)” … when taken, whatever the case (services.free_name)."""
+    return free_name(organization_id, wanted)
 
 
 def workflow_document(workflow: Workflow, version: WorkflowVersion | None = None) -> dict:
@@ -77,10 +74,15 @@ def _line(tree, place: str) -> int | None:
     return documents.line_of(tree, place) if tree is not None else None  # JSON bodies have no lines
 
 
-def parse_document(document, organization_id: int, tree=None) -> dict:
+def parse_document(document, organization_id: int, tree=None, *, name_of: int | None | bool = False) -> dict:
     """A seed-001 document (parsed JSON or YAML), checked against this organization (stages,
     members): DocumentError listing every problem with its place (and its line, when `tree`,
-    the YAML node tree of the text, is given)."""
+    the YAML node tree of the text, is given), all of them at once: the header (name, id),
+    the trigger and every node's settings.
+
+    `name_of`: the name is the person's and must be free in the organization: None for a new
+    workflow, the id of the workflow being saved; False when a free name is made for them
+    (an import, a template)."""
     problem = _structure_problem(document)
     if not isinstance(document, dict):
         errors = [("", "the document must be a mapping with id, name, nodes and edges")]
@@ -88,9 +90,11 @@ def parse_document(document, organization_id: int, tree=None) -> dict:
         errors = [("", problem)]
     else:
         definition, errors = documents.definition_from(document)
-        if not errors:
-            errors = [(documents.place_in_document(where, definition), message)
-                      for where, message in validate_definition(definition, organization_id)]
+        if name_of is not False and not any(place == "name" for place, _ in errors):
+            errors = name_problems(organization_id, document.get("name"), exclude=name_of or None) + errors
+        if definition:  # complete enough to check its trigger and nodes too
+            errors += [(documents.place_in_document(where, definition), message)
+                       for where, message in validate_definition(definition, organization_id)]
     if errors:
         raise documents.DocumentError([(place, message, _line(tree, place)) for place, message in errors])
     return {"document": document, "definition": definition}
@@ -138,7 +142,7 @@ def workflow_create_from_document(*, organization: Organization, by, document: d
     key = document.get("id") if isinstance(document, dict) else None
     if isinstance(document, dict) and key in (None, ""):
         document = {**document, "id": "workflow"}  # any valid id: the key is made from the name below
-    parsed = parse_document(document, organization.pk, tree)
+    parsed = parse_document(document, organization.pk, tree, name_of=None)
     return _create_from(parsed["definition"], organization=organization, by=by, name=document["name"].strip(),
                         key=key or "", description=str(document.get("description") or ""))
 
@@ -167,7 +171,7 @@ def workflow_update_from_document(*, workflow_id: int, by, document: dict, tree=
     if merged.get("id") != workflow.key:
         raise documents.DocumentError([("id", f"a workflow keeps its id (“{workflow.key}”); clone it to get "
                                               "another", _line(tree, "id"))])
-    new = parse_document(merged, workflow.organization_id, tree)["definition"]
+    new = parse_document(merged, workflow.organization_id, tree, name_of=workflow.pk)["definition"]
     changes = {}
     if merged["name"].strip() != workflow.name:
         changes["name"] = merged["name"].strip()
@@ -216,7 +220,10 @@ def workflow_rollback(*, workflow_id: int, by, number: int) -> Workflow:
 
 @transaction.atomic
 def workflow_clone(*, workflow_id: int, by, name: str | None = None) -> Workflow:
-    """A new draft with the workflow's current definition, a new name and a new id."""
+    """A new draft with the workflow's current definition, a new name and a new id. `name` is
+    the person's choice and must be free; without one the copy is “Copy of X”, “Copy of X (2)” …"""
     source = Workflow.objects.get(pk=workflow_id)
+    if name is None or not str(name).strip():
+        name = free_name(source.organization_id, f"Copy of {source.name}")
     return _create_from(definition_of(source), organization=source.organization, by=by,
-                        name=name or f"Copy of {source.name}"[:200], description=source.description)
+                        name=name, description=source.description)

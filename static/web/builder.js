@@ -100,13 +100,18 @@
     const found = Object.entries(fields()).find(([path, type]) => type === kind && !path.startsWith("trigger"));
     return found ? found[0] : Object.keys(fields()).find((p) => !p.startsWith("trigger")) || "";
   }
-  // "deal.contact.first_name" → "Deal's contact: first name" (the path stays the option's value).
+  // A variable's human name, the same on every page: "deal.contact.first_name" → "Deal › Contact ›
+  // First name". The server names every catalog path (catalog.variable_name, in cat.names); a
+  // node's output ("Find Deals.rows") is named here by the same rule, its label kept as typed.
   function fieldLabel(path) {
-    const parts = path.split(".").map((x) => x.replace(/_/g, " "));
-    const last = parts.pop();
-    if (!parts.length) return last;
-    const owner = parts.map((x, i) => i === 0 ? x.charAt(0).toUpperCase() + x.slice(1) : x).join("'s ");
-    return owner + "'s " + last;
+    if ((cat.names || {})[path]) return cat.names[path];
+    const word = (x) => x === "id" ? "ID" : (x.charAt(0).toUpperCase() + x.slice(1)).replace(/_/g, " ");
+    const parts = path.split("."), ours = ["trigger", "deal", "lead", "contact", "loop", "task"];
+    return [ours.includes(parts[0]) ? word(parts[0]) : parts[0]].concat(parts.slice(1).map(word)).join(" › ");
+  }
+  // "1 day", "2 days", "1 hour" (units are named in the plural, as the format has them).
+  function counted(amount, unit) {
+    return amount + " " + (Math.abs(Number(amount)) === 1 ? String(unit).replace(/s$/, "") : unit);
   }
   function stageName(slug) { const s = cat.stages.find((x) => x.value === slug); return s ? s.label : slug; }
 
@@ -242,7 +247,7 @@
       case "crm/update_record": return "Set " + (d.field || "…").replace("_", " ") + " to " + (d.field === "stage" ? stageName(d.value) : (d.value === "" ? "empty" : d.value));
       case "http/request": return "Call the webhook target " + (c.target || c.url || "…");
       case "condition": return "Continue if " + (c.rules || []).map(ruleWords).join(c.combinator === "or" ? " or " : " and ");
-      case "wait": return c.until ? "Wait until " + c.until : "Wait " + (c.delayAmount || 0) + " " + (c.delayUnit || "hours");
+      case "wait": return c.until ? "Wait until " + fieldLabel(String(c.until).replace(/[{}\s]/g, "")) : "Wait " + counted(c.delayAmount || 0, c.delayUnit || "hours");
       case "user-input": return "Ask " + (c.role === "ops" ? "ops members" : "admins") + ": “" + (c.promptText || "…") + "”";
       case "desktop-notification": return "Notify " + (c.recipients || "admins") + ": “" + (c.title || "…") + "”";
       case "sub-workflow": { const w = cat.workflows.find((x) => x.value === c.workflowId); return "Run the workflow " + (w ? w.label : c.workflowId || "…"); }
@@ -269,7 +274,7 @@
       return "Deal changes stage";
     }
     if (t === "schedule") return scheduleWords(c);
-    if (t === "deal_in_stage") return "A deal in " + stageName(c.stage) + " for " + c.days + " days";
+    if (t === "deal_in_stage") return "A deal in " + stageName(c.stage) + " for " + counted(c.days, "days");
     if (cat.watchable[t]) {
       const who = t.replace(/_updated$/, ""), fields = (c.fields || []).map((f) => f.replace(/_/g, " "));
       return (fields.length ? "A " + who + "'s " + fields.join(" or ") + " changes" : "A " + who + " is updated") +
@@ -277,7 +282,7 @@
     }
     if (t === "deal_date_reached") {
       const days = Math.abs(c.offsetDays || 0), what = c.field === "created_at" ? "creation date" : "close date";
-      return (days ? days + " days " + ((c.offsetDays || 0) < 0 ? "before" : "after") : "On") + " a deal's " + what + ", at " + (c.time || "09:00");
+      return (days ? counted(days, "days") + " " + ((c.offsetDays || 0) < 0 ? "before" : "after") : "On") + " a deal's " + what + ", at " + (c.time || "09:00");
     }
     const found = cat.events.find((e) => e.value === t);
     return found ? found.label : "Choose what starts the workflow";
@@ -367,7 +372,7 @@
     return found;
   }
   function picker(id, input) {
-    const choices = [{ value: "", label: "Insert a variable…" }].concat(variables(id).map((v) => ({ value: v, label: "{{" + v + "}}" })));
+    const choices = [{ value: "", label: "Insert a variable…" }].concat(variables(id).map((v) => ({ value: v, label: fieldLabel(v) + " — {{" + v + "}}" })));
     const s = select(choices, "", (v) => {
       if (!v) return;
       const at = input.selectionStart === undefined || input.selectionStart === null ? input.value.length : input.selectionStart;
@@ -408,6 +413,7 @@
       const row = el("div", { class: "rule" });
       const where = { node: n.id, field: (prefix || "") + "rules[" + i + "]" };
       row.append(select(fieldOptions, rule.field, (v) => { rule.field = v; changed(); renderForm(n); }, { "aria-label": "Field of condition " + (i + 1) }));
+      if (rule.field) row.append(el("code", { class: "token muted", text: rule.field, title: "The same value in a text field: {{" + rule.field + "}}" }));
       row.append(select(cat.operators, rule.operator, (v) => { rule.operator = v; if (cat.valueless.includes(v)) delete rule.value; changed(); renderForm(n); }, { "aria-label": "Operator of condition " + (i + 1) }));
       if (!cat.valueless.includes(rule.operator)) row.append(valueInput(fields()[rule.field], rule.value, (v) => { rule.value = v; changed(); refreshSummary(n); }, "Value of condition " + (i + 1)));
       row.append(el("button", { type: "button", class: "link", onclick: () => { config.rules.splice(i, 1); changed(); renderForm(n); }, text: "Remove", "aria-label": "Remove condition " + (i + 1) }));

@@ -188,7 +188,11 @@ def test_an_admin_builds_a_branching_workflow_saves_it_and_activates_it(page, wa
     page.get_by_label("Field of condition 1").select_option("deal.amount")
     page.get_by_label("Operator of condition 1").select_option(label="is greater than")
     page.get_by_label("Value of condition 1").fill("5000")
-    expect(page.get_by_text("Continue if Deal's amount is greater than 5000")).to_be_visible()
+    # One human name for a variable everywhere (catalog.variable_name), its path beside it.
+    expect(page.get_by_text("Continue if Deal › Amount is greater than 5000")).to_be_visible()
+    field = page.get_by_label("Field of condition 1")
+    expect(field.locator("option:checked")).to_have_text("Deal › Amount")
+    expect(page.locator(".rule code.token")).to_have_text("deal.amount")
     shot(page, "condition")
 
     add_step(page, "Add a step after Check (condition-true)", "Create a task")
@@ -212,6 +216,9 @@ def test_an_admin_builds_a_branching_workflow_saves_it_and_activates_it(page, wa
     shot(page, "title-required")
 
     title.fill("Kick off ")
+    picker = field_box(page, "Task title").get_by_label("Insert a variable into the field above")
+    expect(picker.locator('option[value="deal.contact.first_name"]')).to_have_text(
+        "Deal › Contact › First name — {{deal.contact.first_name}}")
     field_box(page, "Task title").get_by_label("Insert a variable into the field above").select_option("deal.title")
     expect(title).to_have_value("Kick off {{deal.title}}")
     shot(page, "title-with-variable")

@@ -11,11 +11,13 @@ from crm_automation.automation import error_policy
 from crm_automation.automation.definitions import (
     DEFINITION_FIELDS,
     MAX_ACTIONS,
+    TOO_LONG,
     plain_data_errors,
     validate_action,
     validate_definition,
 )
 from crm_automation.automation.models import Workflow, WorkflowStatus
+from crm_automation.automation.services import name_problems
 from crm_automation.crm.admin_forms import ConcurrentEditForm
 
 
@@ -44,12 +46,26 @@ class WorkflowForm(ConcurrentEditForm):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["base_revision"].initial = self.instance.draft_revision
+        # No maxlength in the page: a browser would cut a longer pasted name without a word;
+        # the form refuses it and says how long it is.
+        if "name" in self.fields:  # (not on a read-only page)
+            self.fields["name"].widget.attrs.pop("maxlength", None)
 
     def organization_id(self) -> int | None:
         if self.instance.organization_id:
             return self.instance.organization_id
         org = self.cleaned_data.get("organization")
         return org.pk if org else None
+
+    def clean_name(self) -> str:
+        """The name at its field: never cut, free in the organization whatever its case (the
+        same check as the services and the database constraint)."""
+        name = (self.cleaned_data.get("name") or "").strip()
+        org_id = self.organization_id()
+        if org_id is not None:
+            for _, message in name_problems(org_id, name, exclude=self.instance.pk):
+                raise ValidationError(message[:1].upper() + message[1:] + ".")
+        return name
 
     def clean(self):
         data = super().clean()
@@ -100,9 +116,12 @@ class ActionInlineFormSet(forms.BaseInlineFormSet):
         kept = self.kept_forms()
         for form in kept:
             config = form.cleaned_data.get("config")
-            errors = plain_data_errors(config, "config") or validate_action(
-                form.cleaned_data.get("action_type"), config,
-                trigger_type=workflow.trigger_type, organization_id=workflow.organization_id)
+            errors = plain_data_errors(config, "config")
+            if all(message.startswith(TOO_LONG) for _, message in errors):  # else nothing more can be read
+                too_long = {place for place, _ in errors}
+                errors += [(place, message) for place, message in validate_action(
+                    form.cleaned_data.get("action_type"), config, trigger_type=workflow.trigger_type,
+                    organization_id=workflow.organization_id) if place not in too_long]
             errors += error_policy.validate(form.cleaned_data.get("on_error"))
             for where, message in errors:
                 field = "on_error" if where.startswith("on_error") else "config" if where.startswith("config") else \

@@ -124,7 +124,8 @@ class WorkflowAdmin(WorkflowLaunchViews, WorkflowDocumentViews, FSMAdminMixin, O
     @admin.display(description="Fields, operators and actions")
     def authoring_help(self, obj) -> str:
         trigger_type = obj.trigger_type if obj and obj.trigger_type else "deal_stage_change"
-        fields = format_html_join(", ", "<code>{}</code>", ((f,) for f in catalog.fields_for(trigger_type)))
+        fields = format_html_join(", ", "{} <code>{}</code>", ((catalog.variable_name(f), f)
+                                                               for f in catalog.fields_for(trigger_type)))
         operators = format_html_join(", ", "<code>{}</code> ({})", catalog.OPERATORS.items())
         actions = format_html_join("", "<li><code>{}</code>: {}</li>", ACTION_EXAMPLES)
         return format_html(

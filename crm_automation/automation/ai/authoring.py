@@ -138,7 +138,8 @@ def workflow_draft_from_description(*, organization: Organization, by, descripti
     assumptions = [str(a)[:300] for a in answer.get("assumptions") or [] if str(a).strip()][:20]
     with transaction.atomic():
         workflow = _create_from(definition, organization=organization, by=by,
-                                name=_free_name(organization.pk, str(document["name"]).strip()[:200]),
+                                # (a name over 200 characters was refused above and corrected)
+                                name=_free_name(organization.pk, str(document["name"]).strip()),
                                 key=str(document.get("id") or ""),
                                 description=str(document.get("description") or description)[:2000])
     return Draft(workflow=workflow, assumptions=assumptions, corrected=corrected)

@@ -8,6 +8,7 @@ from django.views.decorators.http import require_POST
 from crm_automation.automation import questions
 from crm_automation.automation.run_controls import run_answer
 from crm_automation.automation.selectors import open_approvals
+from crm_automation.automation.wording import shorten
 from crm_automation.web import selectors
 from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import attempt, back
@@ -42,5 +43,6 @@ def approval_answer(request, pk: int):
     words = {questions.APPROVED: "approved", questions.REJECTED: "rejected"}
     attempt(request, lambda: run_answer(run_id=step.run_id, by=request.user, node_id=step.node_id, token=step.token,
                                         decision=decision, comment=request.POST.get("comment", "").strip()),
-            f"You {words.get(decision, decision)} “{(step.result or {}).get('prompt', '')[:80]}”; the run goes on.")
+            f"You {words.get(decision, decision)} “{shorten((step.result or {}).get('prompt', ''), 80)}”; the run "
+            "goes on.")
     return back(request, reverse("web:approvals"))

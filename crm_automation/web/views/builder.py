@@ -26,7 +26,7 @@ from crm_automation.automation.actions.notify import RECIPIENTS
 from crm_automation.automation.ai import providers
 from crm_automation.automation.documents import DocumentError
 from crm_automation.automation.models import Workflow, WorkflowStatus
-from crm_automation.automation.services import can_edit, has_unpublished_changes
+from crm_automation.automation.services import can_edit, free_name, has_unpublished_changes
 from crm_automation.automation.versioning import (
     workflow_create_from_document,
     workflow_document,
@@ -45,9 +45,9 @@ AI_NOT_SET_UP = ("AI is not set up on this server: set AI_PROVIDER, AI_MODEL and
                  "saved as a draft but not activated.")
 
 
-def starter_document() -> dict:
+def starter_document(name: str = STARTER_NAME) -> dict:
     """What "New workflow" opens: a deal moving to a stage, and nothing yet to do."""
-    return {"id": "", "name": STARTER_NAME, "description": "",
+    return {"id": "", "name": name, "description": "",
             "settings": {"errorPolicy": "abort", "reenrollment": "not_while_running", "timeoutSeconds": 60},
             "nodes": [{"id": "trigger", "type": "workflow", "data": {
                 "subtype": "chat-app", "label": "Trigger", "config": {"event": "deal_stage_change"}}}],
@@ -71,6 +71,7 @@ def builder_catalog(organization: Organization) -> dict:
         "fields": {trigger: {path: kind for path, kind in catalog.fields_for(trigger).items()
                              if not path.startswith("trigger.deal.") and not path.startswith("trigger.lead.")}
                    for trigger in catalog.TRIGGER_TYPES},
+        "names": catalog.variable_names(),  # a variable's human name, the same on every page
         "operators": [{"value": value, "label": label} for value, label in catalog.OPERATORS.items()],
         "ordering": sorted(catalog.ORDERING_OPERATORS), "valueless": sorted(catalog.VALUELESS_OPERATORS),
         "updatable": catalog.UPDATABLE_FIELDS,
@@ -166,7 +167,9 @@ def builder_new(request):
     if not request.place.can_edit:
         return forbidden(request, "Viewers cannot make workflows.")
     if request.method == "GET":
-        return _page(request, workflow=None, document=starter_document())
+        # A name no other workflow has ("New workflow (2)" …): names are unique in the organization.
+        name = free_name(request.place.organization.pk, STARTER_NAME)
+        return _page(request, workflow=None, document=starter_document(name))
     return _save(request, lambda document, _revision: workflow_create_from_document(
         organization=request.place.organization, by=request.user, document=document))
 
