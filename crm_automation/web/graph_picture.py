@@ -6,6 +6,11 @@ than beside the shortest one); the nodes of a row are spread across it in the or
 parents have. Edges are curves with their way out in words ("yes", "no", "approved" …); the
 edge that ends a loop's iteration goes back up, so it is drawn dashed on the right side.
 
+Each box says what its step is set up to do (words.step_settings_in_words: “Create task “Call”
+for the record's owner, due in 2 days”, “Wait 2 days”; the trigger's box, the trigger and its
+conditions), on up to two lines cut at a word boundary; the whole sentence is in the box's
+tooltip and in the list under the picture.
+
 Labels are user input: every piece of text goes through `_text`, which escapes it for XML.
 """
 
@@ -15,14 +20,17 @@ from html import escape
 
 from crm_automation.automation import documents, graph
 from crm_automation.automation.models import WorkflowAction
-from crm_automation.web.words import trigger_in_words
+from crm_automation.automation.wording import shorten
+from crm_automation.web.words import step_settings_in_words, trigger_in_words, trigger_settings_in_words
 
-BOX_W, BOX_H = 220, 56  # a node's box
+BOX_W, BOX_H = 240, 84  # a node's box: its name, two lines of what it does, its type
 GAP_X, GAP_Y = 36, 76  # between boxes side by side, between rows
 MARGIN = 24
 LANE_ROOM = 16  # between lanes of loop back-edges, right of the widest row
 WORDS_ROOM = 72  # right of the last lane: "next item"
 MAX_LABEL = 30  # characters on a box; the whole label is in the box's tooltip
+WORDS_LINE = 38  # characters of a line of what the step does (11 px type in a 240 px box)
+QUOTE = 24  # characters of a title, subject or prompt on a box, so the other settings fit beside it
 HANDLE_WORDS = {graph.TRUE: "yes", graph.FALSE: "no", graph.BODY: "each item", graph.DONE: "when done",
                 "approved": "approved", "rejected": "rejected", "timed-out": "no answer in time"}
 COLORS = {"trigger": ("#ddf4ff", "#0b5cad"), "control": ("#fff8c5", "#9a6700"), "step": ("#ffffff", "#59636e")}
@@ -36,6 +44,8 @@ class Box:
     tone: str  # a key of COLORS
     x: int
     y: int
+    words: str = ""  # what it is set up to do (the tooltip)
+    short_words: str = ""  # the same with what people typed shortened (the box)
 
 
 @dataclass(frozen=True)
@@ -131,7 +141,42 @@ def _ordered(rows: list[list[str]], forward: dict[str, list[str]]) -> list[list[
     return rows
 
 
-def _boxes(flow: graph.Graph, rows: list[list[str]], labels: dict[str, str]) -> tuple[dict[str, Box], int]:
+@dataclass(frozen=True)
+class Names:
+    """What steps name by key, as people know it: stages (slug → name), workflows (key → name),
+    webhook targets (name → URL, whose host a box shows)."""
+    stages: dict[str, str]
+    workflows: dict[str, str] | None = None
+    targets: dict[str, str] | None = None
+
+
+def _names(stage_names: dict[str, str] | Names) -> Names:
+    return stage_names if isinstance(stage_names, Names) else Names(stages=stage_names or {})
+
+
+def node_words(definition: dict, flow: graph.Graph, node_id: str, names: Names, label: str,
+               quote: int | None = None) -> str:
+    """What the node is set up to do; for the trigger, the trigger and its conditions (without
+    repeating its label when the label already says it). `quote`: see step_settings_in_words."""
+    node = flow.nodes.get(node_id)
+    if node is not None:
+        words = step_settings_in_words(node.type, node.config, names.stages, workflows=names.workflows,
+                                       targets=names.targets, quote=quote)
+    else:
+        words = trigger_settings_in_words(definition.get("trigger_type", ""), definition.get("trigger_config"),
+                                          definition.get("conditions"), names.stages)
+    if _short(label) != label:  # the box cuts its label: the words say it whole
+        return words
+    if words == label:
+        return ""
+    if words.startswith(label + ", "):
+        rest = words[len(label) + 2:]
+        return rest[:1].upper() + rest[1:]
+    return words
+
+
+def _boxes(flow: graph.Graph, rows: list[list[str]], labels: dict[str, str],
+           said: dict[str, tuple[str, str]]) -> tuple[dict[str, Box], int]:
     widest = max(len(row) for row in rows)
     width = widest * BOX_W + (widest - 1) * GAP_X
     boxes = {}
@@ -143,7 +188,7 @@ def _boxes(flow: graph.Graph, rows: list[list[str]], labels: dict[str, str]) -> 
             tone = "trigger" if node is None else "control" if node.type in graph.CONTROL_TYPES else "step"
             kind = "Trigger" if node is None else type_in_words(node.type)
             boxes[node_id] = Box(node_id, labels.get(node_id) or kind, kind, tone,
-                                 left + i * (BOX_W + GAP_X), MARGIN + r * (BOX_H + GAP_Y))
+                                 left + i * (BOX_W + GAP_X), MARGIN + r * (BOX_H + GAP_Y), *said.get(node_id, ("", "")))
     return boxes, width
 
 
@@ -158,20 +203,41 @@ def _lines(flow: graph.Graph) -> list[Line]:
 
 
 def _short(label: str) -> str:
-    return label if len(label) <= MAX_LABEL else label[:MAX_LABEL - 1].rstrip() + "…"
+    return shorten(label, MAX_LABEL)
+
+
+def wrapped(text: str, width: int = WORDS_LINE, lines: int = 2) -> list[str]:
+    """`text` on at most `lines` lines of `width` characters, broken between words (a word
+    longer than a line is broken inside); the last line ends with an ellipsis when text is left."""
+    found: list[str] = []
+    words = text.split()
+    while words and len(found) < lines:
+        line = ""
+        while words and len(line) + len(words[0]) + (1 if line else 0) <= width:
+            line = f"{line} {words.pop(0)}".strip()
+        if not line:  # one word longer than a line
+            line, words[0] = words[0][:width], words[0][width:]
+        found.append(line)
+    if words:
+        found[-1] = shorten(f"{found[-1]} {' '.join(words)}", width)
+    return found
 
 
 def _draw_box(box: Box) -> str:
     fill, stroke = COLORS[box.tone]
     cx = box.x + BOX_W // 2
-    # A control step's automatic label is its type ("Loop"): said once, in the middle.
-    kind = (f'<text x="{cx}" y="{box.y + 42}" text-anchor="middle" font-size="11" fill="#59636e">'
+    # A control step's automatic label is its type ("Loop"): said once.
+    kind = (f'<text x="{cx}" y="{box.y + BOX_H - 9}" text-anchor="middle" font-size="10" fill="#59636e">'
             f'{_text(_short(box.kind))}</text>') if box.kind != box.label else ""
-    return (f'<g class="node {box.tone}"><title>{_text(box.label)} ({_text(box.kind)})</title>'
+    lines = wrapped(box.short_words) if box.short_words else []
+    said = "".join(f'<text x="{cx}" y="{box.y + 41 + 15 * n}" text-anchor="middle" font-size="11" fill="#1f2328" '
+                   f'class="does">{_text(line)}</text>' for n, line in enumerate(lines))
+    tooltip = f"{box.label} ({box.kind})" + (f": {box.words}" if lines else "")
+    return (f'<g class="node {box.tone}"><title>{_text(tooltip)}</title>'
             f'<rect x="{box.x}" y="{box.y}" width="{BOX_W}" height="{BOX_H}" rx="8" fill="{fill}" '
             f'stroke="{stroke}" stroke-width="1.5"/>'
-            f'<text x="{cx}" y="{box.y + (23 if kind else 33)}" text-anchor="middle" font-weight="600" '
-            f'font-size="13">{_text(_short(box.label))}</text>{kind}</g>')
+            f'<text x="{cx}" y="{box.y + (22 if lines else 44)}" text-anchor="middle" font-weight="600" '
+            f'font-size="13">{_text(_short(box.label))}</text>{said}{kind}</g>')
 
 
 def _words_at(x: int, y: int, words: str, anchor: str = "middle") -> str:
@@ -215,21 +281,26 @@ DEFS = ('<defs>'
         '</defs>')
 
 
-def summary(definition: dict, stage_names: dict[str, str]) -> str:
+def summary(definition: dict, stage_names: dict[str, str] | Names) -> str:
     """One sentence for the picture's title and aria-label."""
     flow = graph.build(definition)
-    labels = node_labels(definition, stage_names)
+    labels = node_labels(definition, _names(stage_names).stages)
     count = len(flow.nodes)
     steps = "no steps" if count == 0 else "1 step" if count == 1 else f"{count} steps"
     return f"Flow of the workflow: “{labels[flow.trigger]}”, then {steps}"
 
 
-def svg(definition: dict, stage_names: dict[str, str]) -> str:
-    """The flow of a (valid) definition as an <svg> element; every text is escaped."""
+def svg(definition: dict, stage_names: dict[str, str] | Names) -> str:
+    """The flow of a (valid) definition as an <svg> element; every text is escaped. Stage names
+    alone, or `Names` (stages, workflows, webhook targets) for the words on the boxes."""
+    names = _names(stage_names)
     flow = graph.build(definition)
-    labels = node_labels(definition, stage_names)
+    labels = node_labels(definition, names.stages)
     rows = _rows(flow)
-    boxes, width = _boxes(flow, rows, labels)
+    said = {node_id: (node_words(definition, flow, node_id, names, labels.get(node_id, "")),
+                      node_words(definition, flow, node_id, names, labels.get(node_id, ""), quote=QUOTE))
+            for node_id in [flow.trigger, *flow.nodes]}
+    boxes, width = _boxes(flow, rows, labels, said)
     lines = [line for line in _lines(flow) if line.source in boxes and line.target in boxes]
     backs = [line for line in lines if line.back]
     lanes = {line: MARGIN + width + LANE_ROOM * (i + 1) for i, line in enumerate(backs)}
@@ -247,17 +318,19 @@ def svg(definition: dict, stage_names: dict[str, str]) -> str:
     return "".join(parts)
 
 
-def flow_in_words(definition: dict, stage_names: dict[str, str]) -> list[dict]:
-    """The same flow as a list (for screen readers and for copying): each node, its type and
-    where it goes next, by label."""
+def flow_in_words(definition: dict, stage_names: dict[str, str] | Names) -> list[dict]:
+    """The same flow as a list (for screen readers and for copying): each node, its type, what
+    it does and where it goes next, by label."""
+    names = _names(stage_names)
     flow = graph.build(definition)
-    labels = node_labels(definition, stage_names)
+    labels = node_labels(definition, names.stages)
     result = []
     for node_id in [flow.trigger, *flow.nodes]:
         node = flow.nodes.get(node_id)
         result.append({
             "label": labels.get(node_id, node_id),
             "kind": "Trigger" if node is None else type_in_words(node.type),
+            "does": node_words(definition, flow, node_id, names, labels.get(node_id, "")),
             "next": [{"words": handle_in_words(handle), "label": labels.get(target, target),
                       "back": flow.ends_iteration(node_id, target)} for handle, target in flow.targets(node_id)],
         })

@@ -2,6 +2,7 @@
 Python repr or an internal slug where a name exists."""
 
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from django.urls import reverse
 from django.utils import timezone
@@ -10,6 +11,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from crm_automation.automation import bulk, catalog, control, field_changes, questions, relative_time, schedules
+from crm_automation.automation.wording import counted, shorten
 from crm_automation.crm.changes import DEAL_CREATED, DEAL_STAGE_CHANGE, LEAD_CONVERTED, LEAD_CREATED
 from crm_automation.crm.selectors import shown
 
@@ -200,3 +202,148 @@ def step_in_words(action_type: str, result: dict | None, *, simulated: bool = Fa
     # Anything else: its keys and values as text, never a repr.
     return format_html_join(", ", "{}: {}", ((key.replace("_", " "), shown(value)) for key, value in result.items()
                                               if not isinstance(value, dict | list)))
+
+
+# --- What a step is set up to do (step cards, graph boxes) -------------------------------------
+# static/web/builder.js says the same on the builder's cards as one edits (its `summary`).
+RECIPIENT_WORDS = {"admins": "the admins", "members": "everyone in the organization", "owner": "the record's owner"}
+FUNCTION_WORDS = {"crm/query_deals": "Find deals", "crm/query_leads": "Find leads",
+                  "crm/query_contacts": "Find contacts", "date/add": "Add to a date", "date/today": "Today's date",
+                  "number/calc": "Calculate"}
+
+
+def field_in_words(path: str) -> str:
+    """A variable by its human name, braces or not: {{deal.close_date}} → “Deal › Close date”."""
+    return catalog.variable_name(str(path).strip().strip("{} "))
+
+
+def _value_in_words(value, stage_names: dict[str, str], stage: bool = False) -> str:
+    if isinstance(value, list):
+        return ", ".join(_value_in_words(v, stage_names, stage) for v in value)
+    if stage:
+        return stage_names.get(value, str(value))
+    if value in (None, ""):
+        return "empty"
+    return f"“{value}”" if isinstance(value, str) else shown(value)
+
+
+def rules_in_words(conditions: dict | None, stage_names: dict[str, str]) -> str:
+    """“Deal's amount is greater than 5000 and Deal's stage equals Won”."""
+    conditions = conditions if isinstance(conditions, dict) else {}
+    rules = [r for r in conditions.get("rules") or [] if isinstance(r, dict)]
+    said = []
+    for rule in rules:
+        field, operator = str(rule.get("field", "")), str(rule.get("operator", ""))
+        text = f"{field_in_words(field)} {catalog.OPERATORS.get(operator, operator)}"
+        if operator not in catalog.VALUELESS_OPERATORS:
+            text += " " + _value_in_words(rule.get("value"), stage_names, stage=field.split(".")[-1] == "stage")
+        said.append(text)
+    return (" or " if conditions.get("combinator") == "or" else " and ").join(said)
+
+
+def _quoted(text, limit: int | None) -> str:
+    """“text”, shortened to `limit` characters when given (a box keeps room for the other settings)."""
+    text = str(text or "") or "…"
+    return f"“{shorten(text, limit) if limit else text}”"
+
+
+def _task_words(config: dict, quote: int | None) -> str:
+    assignee = config.get("assignee")
+    who = " for the record's owner" if assignee == "owner" else f" for {assignee}" if assignee else ""
+    due = config.get("due_in_days")
+    when = "" if due is None else ", due the same day" if due == 0 else f", due in {counted(due, 'days')}"
+    priority = config.get("priority")
+    rank = f", {priority} priority" if priority and priority != "normal" else ""
+    return f"Create task {_quoted(config.get('title'), quote)}{who}{when}{rank}"
+
+
+def _wait_words(config: dict) -> str:
+    if "until" in config:
+        field = field_in_words(config.get("until") or "")
+        amount = config.get("offsetAmount") or 0
+        if not amount:
+            return f"Wait until {field}"
+        side = "before" if amount < 0 else "after"
+        return f"Wait until {counted(abs(amount), config.get('offsetUnit', 'days'))} {side} {field}"
+    return f"Wait {counted(config.get('delayAmount', 0), config.get('delayUnit', 'hours'))}"
+
+
+def _loop_words(config: dict) -> str:
+    if config.get("loopMode", "for-each" if "items" in config else "count") == "count":
+        count = config.get("count", 0)
+        return "Repeat once" if count == 1 else f"Repeat {count} times"
+    items = config.get("items")
+    if isinstance(items, list):
+        return f"For each of {len(items)} items"
+    return f"For each of {field_in_words(items or '…')}"
+
+
+def _http_words(config: dict, targets: dict[str, str]) -> str:
+    method = str(config.get("method") or "POST").upper()
+    url = config.get("url") if isinstance(config.get("url"), str) and "{{" not in config["url"] else ""
+    url = url or targets.get(config.get("target"), "")
+    host = urlsplit(url).hostname if url else ""
+    return f"{method} to {host}" if host else f"{method} to the webhook target “{config.get('target') or '…'}”"
+
+
+def step_settings_in_words(step_type: str, config: dict | None, stage_names: dict[str, str], *,
+                           workflows: dict[str, str] | None = None, targets: dict[str, str] | None = None,
+                           quote: int | None = None) -> str:
+    """What a step is set up to do, in one sentence: “Create task “Call” for the record's owner,
+    due in 2 days”, “Wait 2 days”, “POST to hooks.example.com”. `workflows` names workflows by
+    key (sub-workflows), `targets` gives webhook targets' URLs by name (their host is shown);
+    `quote` shortens what people typed (titles, subjects, prompts) to that many characters."""
+    c = config if isinstance(config, dict) else {}
+    if step_type == "create_task":
+        return _task_words(c, quote)
+    if step_type == "send_email":
+        return f"Email {shorten(c.get('to') or '…', quote) if quote else c.get('to') or '…'}: " \
+               f"{_quoted(c.get('subject'), quote)}"
+    if step_type == "update_field":
+        field = str(c.get("field") or "…")
+        value = _value_in_words(c.get("value"), stage_names, stage=field.split(".")[-1] == "stage")
+        return f"Set {field.split('.')[-1].replace('_', ' ')} → {value.strip('“”')}"
+    if step_type == control.WAIT:
+        return _wait_words(c)
+    if step_type == control.CONDITION:
+        return f"Continue if {rules_in_words(c, stage_names) or '…'}"
+    if step_type == control.LOOP:
+        return _loop_words(c)
+    if step_type == control.PARALLEL:
+        return "Runs its branches side by side"
+    if step_type == control.MERGE:
+        return "Goes on with the first branch to arrive" if c.get("strategy") == "first" else \
+            "Waits for every branch, then goes on"
+    if step_type == "notify":
+        return f"Notify {RECIPIENT_WORDS.get(c.get('recipients') or 'admins', c.get('recipients'))}: " \
+               f"{_quoted(c.get('title'), quote)}"
+    if step_type == "http_request":
+        return _http_words(c, targets or {})
+    if step_type == questions.USER_INPUT:
+        who = "ops members" if c.get("role") == "ops" else "admins"
+        within = f", answer within {counted(c['timeoutAmount'], c.get('timeoutUnit', 'hours'))}" \
+            if c.get("timeoutAmount") else ""
+        return f"Ask {who}: {_quoted(c.get('promptText'), quote)}{within}"
+    if step_type == "sub_workflow":
+        key = c.get("workflowId") or "…"
+        wait = "" if c.get("awaitResponse", True) else " (without waiting for it)"
+        return f"Run the workflow “{(workflows or {}).get(key, key)}”{wait}"
+    if step_type == "function":
+        ref = str(c.get("functionRef") or "")
+        return FUNCTION_WORDS.get(ref, f"Function {ref}")
+    if step_type == "agent":
+        json_words = " for a JSON object" if c.get("outputFormat") == "json" else ""
+        return f"Ask the model{json_words}: {_quoted(c.get('additionalPrompt'), quote)}"
+    if step_type == "router":
+        routes = [str(r.get("label") or "") for r in c.get("routes") or [] if isinstance(r, dict)]
+        return f"Let the model choose: {' / '.join(routes) or '…'}"
+    return str(step_type or "step").replace("_", " ").capitalize()
+
+
+def trigger_settings_in_words(trigger_type: str, config: dict | None, conditions: dict | None,
+                              stage_names: dict[str, str], time_zone: str = "") -> str:
+    """The trigger in words with its conditions: “Deal moves to Won, only if Deal's amount is
+    greater than 5000”."""
+    words = trigger_in_words(trigger_type, config, stage_names, time_zone)
+    rules = rules_in_words(conditions, stage_names)
+    return f"{words}, only if {rules}" if rules else words

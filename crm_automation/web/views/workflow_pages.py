@@ -35,6 +35,8 @@ from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import attempt, forbidden, workflow_of
 from crm_automation.web.views.history import steps_of
 
+from crm_automation.web.words import moment
+from crm_automation.webhooks.models import WebhookTarget
 MAX_YAML = 200_000  # characters; a workflow of 50 steps exports to well under 50 000
 RECENT_RECORDS = 200
 RECORD_MODELS = {"deal": Deal, "lead": Lead}
@@ -454,7 +456,10 @@ def _shown_definition(request, workflow: Workflow) -> tuple[dict, WorkflowVersio
 def workflow_graph(request, pk: int):
     workflow = workflow_of(request, pk)
     definition, version = _shown_definition(request, workflow)
-    names = stage_names(workflow.organization_id)
+    names = graph_picture.Names(  # what the boxes' words name by key
+        stages=stage_names(workflow.organization_id),
+        workflows=dict(Workflow.objects.filter(organization_id=workflow.organization_id).values_list("key", "name")),
+        targets=dict(WebhookTarget.objects.filter(organization_id=workflow.organization_id).values_list("name", "url")))
     problems = graph.problems(definition)
     context = {"version": version, "problems": problems,
                "numbers": list(workflow.versions.order_by("-number").values_list("number", flat=True))}
