@@ -222,3 +222,104 @@ def test_errors_of_ai_steps_come_back_at_their_fields(org, teammate, no_ai):
     edge_error = next(e for e in errors if e["place"].startswith("edges["))
     assert edge_error["node"] == "mood" and "route-0 to route-1" in edge_error["message"]
     assert not Workflow.objects.filter(name="Sorted by mood").exists()
+
+
+# --- Two people at once: a stale save says what is saved now, by whom and when ----------------------
+def test_a_stale_save_answers_with_the_saved_document_its_revision_who_saved_it_and_when(org, owner, teammate, won):
+    url = f"/crm/automation/workflows/{won.pk}/edit/"
+    opened = won.draft_revision
+    mine = data_of(as_user(owner).get(url))["document"]
+    theirs = json.loads(json.dumps(mine))
+    theirs["nodes"][1]["data"]["config"]["defaults"]["title"] = "Call {{deal.title}}"
+    assert post(as_user(teammate), url, theirs, opened).status_code == 200
+
+    mine["name"] = "Mine"
+    response = post(as_user(owner), url, mine, opened)
+    assert response.status_code == 409
+    conflict = response.json()["conflict"]
+    won.refresh_from_db()
+    assert conflict["revision"] == won.draft_revision == opened + 1
+    assert conflict["by"] == "teammate" and str(won.edited_at.year) in conflict["at"]
+    assert conflict["document"] == {k: v for k, v in workflow_document(won).items() if k != "_status"}
+    assert won.name == "Won deal kickoff"  # nothing of the stale save was written
+
+    # Keeping one's changes is saving them on top of what is saved now, with its revision.
+    merged = dict(conflict["document"], name="Mine")
+    assert post(as_user(owner), url, merged, conflict["revision"]).status_code == 200
+    won.refresh_from_db()
+    assert won.name == "Mine" and won.actions.get(action_type="create_task").config["title"] == "Call {{deal.title}}"
+    assert won.edited_by == owner
+
+
+def test_the_same_person_in_another_tab_is_named_as_such(org, owner, won):
+    url = f"/crm/automation/workflows/{won.pk}/edit/"
+    document = data_of(as_user(owner).get(url))["document"]
+    assert post(as_user(owner), url, dict(document, name="First tab"), won.draft_revision).status_code == 200
+    response = post(as_user(owner), url, dict(document, name="Second tab"), won.draft_revision)
+    assert response.status_code == 409
+    assert response.json()["conflict"]["by"] == "Olive (you, in another tab)"
+
+
+def test_the_catalog_gives_webhook_targets_with_their_url_for_the_cards_words(org, owner, won, settings):
+    from crm_automation.webhooks.services import webhook_target_create
+
+    settings.WEBHOOK_ALLOWED_HOSTS = ["billing.example.com"]
+    webhook_target_create(organization=org, name="billing", url="https://billing.example.com/hooks", by=None)
+    catalog = data_of(as_user(owner).get(f"/crm/automation/workflows/{won.pk}/edit/"))["catalog"]
+    assert catalog["targets"] == [{"value": "billing", "url": "https://billing.example.com/hooks"}]
+
+
+def test_the_builder_page_loads_the_merge_script_without_inline_code(org, owner, won):
+    text = as_user(owner).get(f"/crm/automation/workflows/{won.pk}/edit/").content.decode()
+    assert text.index("web/builder_merge.js") < text.index("web/builder.js")
+    assert text.index("web/builder_conflicts.js") < text.index("web/builder.js")
+    assert 'id="builder-conflict"' in text and "onclick=" not in text
+
+
+YAML_URL = "/crm/automation/workflows/{}/yaml/"
+
+
+def test_a_stale_yaml_save_keeps_my_text_and_shows_theirs_beside_it(org, owner, teammate, won):
+    from crm_automation.automation.versioning import workflow_export_yaml
+
+    opened, revision = workflow_export_yaml(won), won.draft_revision
+    theirs = opened.replace("Kick off {{deal.title}}", "Call {{deal.title}}")
+    assert as_user(teammate).post(YAML_URL.format(won.pk), {"yaml": theirs, "revision": revision}).status_code == 302
+    mine = opened.replace("Welcome {{deal.title}}", "Hello {{deal.title}}")
+    response = as_user(owner).post(YAML_URL.format(won.pk), {"yaml": mine, "revision": revision})
+    assert response.status_code == 400
+    text = response.content.decode()
+    won.refresh_from_db()
+    assert "teammate saved this workflow while you were editing it" in text
+    assert str(won.edited_at.year) in text.split("They saved it on", 1)[1][:80]
+    box = text.split('name="yaml"', 1)[1].split("</textarea>", 1)[0]
+    assert "Hello {{deal.title}}" in box and "Call {{deal.title}}" not in box  # my text, as typed
+    beside = text.split('class="yaml-theirs"', 1)[1].split("</section>", 1)[0]
+    assert "Call {{deal.title}}" in beside and "Hello {{deal.title}}" not in beside  # theirs, as saved
+    # What saving mine would change in theirs, in words: their title back, my subject.
+    changes = text.split('class="conflict-changes"', 1)[1].split("</ul>", 1)[0]
+    assert "Call {{deal.title}}" in changes and "Hello {{deal.title}}" in changes
+    assert f'name="revision" value="{won.draft_revision}"' in text  # a second save is on their revision
+    email = won.actions.get(action_type="send_email").config
+    assert email["subject"] == "Welcome {{deal.title}}"  # nothing of mine was saved
+
+    # Keep mine: the form as it came back, sent again.
+    again = as_user(owner).post(YAML_URL.format(won.pk), {"yaml": box.split(">", 1)[1].lstrip("\n").replace(
+        "&#x27;", "'").replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"),
+        "revision": won.draft_revision})
+    assert again.status_code == 302, again.content.decode()[:2000]
+    won.refresh_from_db()
+    assert won.actions.get(action_type="send_email").config["subject"] == "Hello {{deal.title}}"
+    assert won.actions.get(action_type="create_task").config["title"] == "Kick off {{deal.title}}"
+    assert won.edited_by == owner
+
+
+def test_a_yaml_error_that_is_not_a_conflict_keeps_the_revision_it_was_opened_at(org, owner, teammate, won):
+    from crm_automation.automation.versioning import workflow_export_yaml
+
+    broken = workflow_export_yaml(won).replace("to_stage: won", "to_stage: nowhere")
+    response = as_user(owner).post(YAML_URL.format(won.pk), {"yaml": broken, "revision": won.draft_revision})
+    assert response.status_code == 400
+    text = response.content.decode()
+    assert "saved this workflow while you were editing it" not in text and 'class="yaml-theirs"' not in text
+    assert f'name="revision" value="{won.draft_revision}"' in text

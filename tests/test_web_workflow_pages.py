@@ -159,7 +159,7 @@ def test_a_stale_yaml_form_does_not_overwrite_newer_edits(draft, owner):
     workflow_update(workflow_id=draft.pk, by=owner, actions=[
         {"type": "create_task", "config": {"title": "Newer"}}])
     response = as_user(owner).post(page_of(draft, "yaml"), {"yaml": stale, "revision": "0"})
-    assert response.status_code == 400 and "Someone else saved changes" in text_of(response)
+    assert response.status_code == 400 and "saved this workflow while you were editing it" in text_of(response)
     assert titles_of(draft) == ["Newer"]
 
 

@@ -9,7 +9,11 @@
   if (!root) return;
   const state = JSON.parse(document.getElementById("builder-data").textContent);
   const cat = state.catalog;
+  const copy = (value) => JSON.parse(JSON.stringify(value));
   let doc = state.document;
+  // What this page started from (as loaded, or as it last saved): a refused save compares it
+  // with what someone else saved meanwhile (builder_merge.js).
+  let base = copy(doc);
   let errors = [];
   let openNode = null;
   let dirty = false;
@@ -38,6 +42,7 @@
       config: () => ({ classificationPrompt: "", routes: [{ id: "route-0", label: "positive" }, { id: "route-1", label: "negative" }] }) },
   ];
   const AI_KINDS = ["agent", "router"];
+  const STEP_NAME = "Name of this step";
   const MAX_ROUTES = 20, MIN_ROUTES = 2;
   const routeId = (i) => "route-" + i;
   const BRANCHES = {
@@ -127,7 +132,11 @@
     while (taken.has(label.toLowerCase())) label = base + " " + n++;
     return label;
   }
-  function changed() { dirty = true; document.getElementById("save-state").textContent = "Unsaved changes"; }
+  function changed() {
+    dirty = true;
+    const status = document.getElementById("save-state");
+    if (status) status.textContent = "Unsaved changes";
+  }
 
   // Nodes no longer reachable from the trigger go (after a removal).
   function prune() {
@@ -237,28 +246,76 @@
     if (after && movable(after.target) && movable(after.target).id === id) { moveUp(after.target); focusCard(id); }
   }
 
-  // --- Words ------------------------------------------------------------------------------------
+  // --- Words ---------------------------------------------------------------------------------
+  // What each step is set up to do, as its card says it (web/words.py step_settings_in_words says
+  // the same on the graph's boxes).
+  const RECIPIENT_WORDS = { admins: "the admins", members: "everyone in the organization", owner: "the record's owner" };
+  const FUNCTION_WORDS = { "crm/query_deals": "Find deals", "crm/query_leads": "Find leads", "crm/query_contacts": "Find contacts",
+    "date/add": "Add to a date", "date/today": "Today's date", "number/calc": "Calculate" };
+  const SUMMARY_ROOM = 160;  // characters on a card; the whole sentence is its tooltip
+  const given = (v) => v !== undefined && v !== null && v !== "";
   function summary(n) {
     const c = n.data.config || {}, d = c.defaults || {};
     switch (kindOf(n)) {
       case "chat-app": case "manual": case "schedule": return triggerWords();
-      case "crm/create_task": return "Create task “" + (d.title || "…") + "”" + (d.assignee === "owner" ? " for the record's owner" : d.assignee ? " for " + d.assignee : "");
+      case "crm/create_task": return taskWords(d);
       case "crm/send_email": return "Email " + (d.to || "…") + ": “" + (d.subject || "…") + "”";
-      case "crm/update_record": return "Set " + (d.field || "…").replace("_", " ") + " to " + (d.field === "stage" ? stageName(d.value) : (d.value === "" ? "empty" : d.value));
-      case "http/request": return "Call the webhook target " + (c.target || c.url || "…");
-      case "condition": return "Continue if " + (c.rules || []).map(ruleWords).join(c.combinator === "or" ? " or " : " and ");
-      case "wait": return c.until ? "Wait until " + fieldLabel(String(c.until).replace(/[{}\s]/g, "")) : "Wait " + counted(c.delayAmount || 0, c.delayUnit || "hours");
-      case "user-input": return "Ask " + (c.role === "ops" ? "ops members" : "admins") + ": “" + (c.promptText || "…") + "”";
-      case "desktop-notification": return "Notify " + (c.recipients || "admins") + ": “" + (c.title || "…") + "”";
-      case "sub-workflow": { const w = cat.workflows.find((x) => x.value === c.workflowId); return "Run the workflow " + (w ? w.label : c.workflowId || "…"); }
+      case "crm/update_record": return "Set " + (d.field || "…").split(".").pop().replace(/_/g, " ") + " → " + (d.field && d.field.split(".").pop() === "stage" ? stageName(d.value) : (given(d.value) ? d.value : "empty"));
+      case "http/request": return httpWords(d);
+      case "condition": return "Continue if " + ((c.rules || []).map(ruleWords).join(c.combinator === "or" ? " or " : " and ") || "…");
+      case "wait": return waitWords(c);
+      case "loop": return loopWords(c);
+      case "parallel": return "Runs its branches side by side";
+      case "merge": return c.strategy === "first" ? "Goes on with the first branch to arrive" : "Waits for every branch, then goes on";
+      case "function": return FUNCTION_WORDS[c.functionRef] || "Function " + (c.functionRef || "…");
+      case "user-input": return "Ask " + (c.role === "ops" ? "ops members" : "admins") + ": “" + short(c.promptText) + "”" + (c.timeoutAmount ? ", answer within " + counted(c.timeoutAmount, c.timeoutUnit || "hours") : "");
+      case "desktop-notification": return "Notify " + (RECIPIENT_WORDS[c.recipients || "admins"] || c.recipients) + ": “" + (c.title || "…") + "”";
+      case "sub-workflow": { const w = cat.workflows.find((x) => x.value === c.workflowId); return "Run the workflow “" + (w ? w.label : c.workflowId || "…") + "”" + (c.awaitResponse === false ? " (without waiting for it)" : ""); }
       case "agent": return "Ask the model" + (c.outputFormat === "json" ? " for a JSON object" : "") + ": “" + short(c.additionalPrompt) + "”";
       case "router": return "Let the model choose: " + (routesOf(n).map(routeName).join(" / ") || "…");
       default: return n.data.subtype;
     }
   }
-  function short(words) {
+  function taskWords(d) {
+    const who = d.assignee === "owner" ? " for the record's owner" : d.assignee ? " for " + d.assignee : "";
+    const due = !given(d.due_in_days) ? "" : Number(d.due_in_days) === 0 ? ", due the same day" : ", due in " + counted(d.due_in_days, "days");
+    const rank = d.priority && d.priority !== "normal" ? ", " + d.priority + " priority" : "";
+    return "Create task “" + (d.title || "…") + "”" + who + due + rank;
+  }
+  function waitWords(c) {
+    if (!("until" in c)) return "Wait " + counted(given(c.delayAmount) ? c.delayAmount : 0, c.delayUnit || "hours");
+    const field = pathWords(c.until || ""), offset = Number(c.offsetAmount) || 0;
+    return "Wait until " + (offset ? counted(Math.abs(offset), c.offsetUnit || "days") + (offset < 0 ? " before " : " after ") : "") + field;
+  }
+  function loopWords(c) {
+    if ((c.loopMode || ("items" in c ? "for-each" : "count")) === "count") return Number(c.count) === 1 ? "Repeat once" : "Repeat " + (c.count || 0) + " times";
+    return Array.isArray(c.items) ? "For each of " + c.items.length + " items" : "For each of " + pathWords(c.items || "…");
+  }
+  function httpWords(c) {
+    const method = String(c.method || "POST").toUpperCase();
+    const target = (cat.targets || []).find((t) => t.value === c.target);
+    const url = typeof c.url === "string" && c.url && !c.url.includes("{{") ? c.url : target ? target.url : "";
+    let host = "";
+    try { host = url ? new URL(url).hostname : ""; } catch (error) { host = ""; }
+    return method + " to " + (host || "the webhook target “" + (c.target || "…") + "”");
+  }
+  // A variable in braces by its human name: "{{deal.close_date}}" → "Deal › Close date".
+  function pathWords(path) { return fieldLabel(String(path).replace(/^[\s{]+|[\s}]+$/g, "")); }
+  // At most `limit` characters: cut at the last word boundary before it, with an ellipsis.
+  function shorten(words, limit) {
     const flat = String(words || "").replace(/\s+/g, " ").trim();
-    return !flat ? "…" : flat.length > 80 ? flat.slice(0, 79) + "…" : flat;
+    if (flat.length <= limit) return flat;
+    let cut = flat.slice(0, limit - 1);
+    const space = cut.lastIndexOf(" ");
+    if (space >= limit / 2) cut = cut.slice(0, space);
+    return cut.replace(/[\s,;:.\-–—]+$/, "") + "…";
+  }
+  function short(words) { return shorten(words, 80) || "…"; }
+  // A card's sentence: shortened to fit, the whole of it in the tooltip.
+  function putSummary(holder, words) {
+    const shown = shorten(words, SUMMARY_ROOM);
+    holder.textContent = shown;
+    if (shown !== words) holder.setAttribute("title", words); else holder.removeAttribute("title");
   }
   function ruleWords(r) {
     const op = cat.operators.find((o) => o.value === r.operator);
@@ -341,11 +398,17 @@
   }
   function refreshSummary(n) {
     const s = document.querySelector('[data-summary="' + n.id + '"]');
-    if (s && n !== trigger()) s.textContent = summary(n);
+    if (s) putSummary(s, cardWords(n));
     if (n === trigger()) {  // the trigger's card is headed by its words ("Deal moves to Won")
       const heading = document.querySelector('[data-label="' + n.id + '"]');
       if (heading) heading.textContent = triggerWords();
     }
+  }
+  // Under a card's heading: what the step does; under the trigger's, its conditions.
+  function cardWords(n) {
+    if (n !== trigger()) return summary(n);
+    const rules = ((n.data.config || {}).conditions || {}).rules || [];
+    return rules.length ? "Only if " + rules.map(ruleWords).join(n.data.config.conditions.combinator === "or" ? " or " : " and ") : "";
   }
   function setter(n, target, key) {
     return (v) => { target[key] = v; changed(); refreshSummary(n); };
@@ -554,7 +617,7 @@
     const reads = kindOf(n) === "agent" ? "Later steps use the answer as {{" + name + "}}" + (c.outputFormat === "json" ? " and its fields as {{" + name + ".field}}" : "") + "."
       : kindOf(n) === "router" ? "Later steps can use the route taken and why as {{" + name + ".route}} and {{" + name + ".reason}}."
         : "Later steps can use what this one made as {{" + name + ".…}}.";
-    const form = [fieldBox("Name of this step", text(n.data.label, (v) => { n.data.label = v; changed(); const h = document.querySelector('[data-label="' + n.id + '"]'); if (h) h.textContent = v; }), { node: n.id, field: "label" }, reads)];
+    const form = [fieldBox(STEP_NAME, text(n.data.label, (v) => { n.data.label = v; changed(); const h = document.querySelector('[data-label="' + n.id + '"]'); if (h) h.textContent = v; }), { node: n.id, field: "label" }, reads)];
     switch (kindOf(n)) {
       case "crm/create_task":
         form.push(templated("Task title", n, d, "title"));
@@ -623,7 +686,51 @@
     refreshSummary(n);
   }
 
+  // --- Read only: each step's settings as text ----------------------------------------------------
+  // The form a person who may edit would get, read back as "label: value" (no inputs, no buttons).
+  function settingsList(n) {
+    const list = el("dl", { class: "node-settings", "aria-label": "Settings of " + (n === trigger() ? "the trigger" : n.data.label) });
+    (n === trigger() ? triggerForm(n) : nodeForm(n)).forEach((part) => readBack(part, list));
+    return list.children.length ? list : null;
+  }
+  function controlText(c) {
+    if (c.tagName === "SELECT") return c.selectedIndex >= 0 ? c.options[c.selectedIndex].textContent : "";
+    if (c.type === "checkbox") return c.checked ? "yes" : "no";
+    return c.value;
+  }
+  const controlsOf = (holder) => [...holder.querySelectorAll("input, select, textarea")].filter((c) => !c.classList.contains("picker"));
+  function readBack(part, list) {
+    const add = (term, value) => list.append(el("dt", { text: term }), el("dd", { text: value === "" ? "empty" : value }));
+    if (part.tagName === "FIELDSET") {
+      const lines = [], ticks = part.querySelectorAll(":scope > label.tick");
+      part.querySelectorAll(":scope > .rule").forEach((row) => lines.push(controlsOf(row).map(controlText).join(" ")));
+      part.querySelectorAll(":scope > .field").forEach((row) => {
+        const label = row.querySelector("label"), control = controlsOf(row)[0];
+        if (control && label && label.textContent !== "Match") lines.push(label.textContent + ": " + (controlText(control) || "empty"));
+      });
+      ticks.forEach((tick) => { if (tick.querySelector("input").checked) lines.push(tick.textContent.trim()); });
+      if (ticks.length && !lines.length) lines.push("any of them");
+      if (!lines.length) return;  // e.g. no conditions
+      const match = part.querySelector(":scope > .field select");
+      const joined = part.querySelectorAll(":scope > .rule").length > 1 && match ? " (" + controlText(match) + ")" : "";
+      add(part.querySelector("legend").textContent + joined, lines.join("; "));
+      return;
+    }
+    if (!part.classList || !part.classList.contains("field")) return;
+    const label = part.querySelector("label"), control = controlsOf(part)[0];
+    if (!label || !control || label.textContent === STEP_NAME) return;  // the card's heading says it
+    if (control.type === "checkbox") add(label.textContent.trim(), controlText(control));
+    else add(label.textContent, controlText(control));
+  }
+
   // --- The flow ---------------------------------------------------------------------------------
+  // Kinds the "+ Add a step" menu does not offer (made in the YAML tab), as the graph names them.
+  const OTHER_KINDS = { "http/request": "HTTP request", loop: "Loop", parallel: "Parallel branches", merge: "Merge branches",
+    function: "Function" };
+  function kindLabel(n) {
+    const kind = KINDS.find((k) => k.subtype === n.data.subtype && (!k.tool || k.tool === kindOf(n)));
+    return kind ? kind.label : OTHER_KINDS[kindOf(n)] || kindOf(n) || n.data.subtype;
+  }
   function card(n) {
     const isTrigger = n === trigger();
     const problems = errors.filter((e) => e.node === n.id && !e.field);
@@ -633,12 +740,13 @@
     const downOk = after && movable(after.target) && movable(after.target).id === n.id;
     const box = el("article", { class: "node-card" + (isTrigger ? " trigger" : "") + (problems.length || fieldProblems ? " has-error" : ""), id: "node-" + n.id, "data-node": n.id, tabindex: "-1" },
       el("header", {},
-        el("span", { class: "node-kind", text: isTrigger ? "When" : (KINDS.find((k) => k.subtype === n.data.subtype && (!k.tool || k.tool === kindOf(n))) || { label: n.data.subtype }).label }),
+        el("span", { class: "node-kind", text: isTrigger ? "When" : kindLabel(n) }),
         el("h3", { "data-label": n.id, text: isTrigger ? triggerWords() : n.data.label }),
-        el("p", { class: "node-summary", "data-summary": n.id, text: isTrigger ? "" : summary(n) })),
+        withSummary(el("p", { class: "node-summary", "data-summary": n.id }), cardWords(n))),
       problems.map((p) => el("p", { class: "field-error", text: p.message })),
       fieldProblems ? el("p", { class: "field-error", text: fieldProblems + " problem" + (fieldProblems > 1 ? "s" : "") + " in this step's settings" }) : null,
       AI_KINDS.includes(n.data.subtype) && cat.ai && !cat.ai.configured ? el("p", { class: "ai-notice", text: cat.ai.notice }) : null,
+      state.editable ? null : settingsList(n),
       state.editable ? el("div", { class: "node-tools" },
         el("button", { type: "button", "aria-expanded": open ? "true" : "false", onclick: () => { openNode = open ? null : n.id; render(); focusCard(n.id); }, text: open ? "Close" : "Edit", "aria-label": (open ? "Close " : "Edit ") + (isTrigger ? "the trigger" : n.data.label) }),
         !isTrigger ? el("button", { type: "button", disabled: !prev, onclick: () => moveUp(n.id), text: "↑", "aria-label": "Move " + n.data.label + " up" }) : null,
@@ -716,6 +824,7 @@
     const general = errors.filter((e) => !e.node);
     document.getElementById("builder-errors").replaceChildren(...general.map((e) => el("li", { text: (e.place ? e.place + ": " : "") + e.message })));
   }
+  function withSummary(holder, words) { putSummary(holder, words); return holder; }
   function focusCard(id) { const c = document.getElementById("node-" + id); if (c) c.focus(); }
 
   // --- Saving -----------------------------------------------------------------------------------
@@ -749,8 +858,17 @@
       status.textContent = answer.message;
       if (state.save_url !== answer.url) { window.location.assign(answer.url + "?saved=1"); return; }
       doc = answer.document; delete doc._status;
+      base = copy(doc);
       state.revision = answer.revision;
+      hideConflict();
       render();
+      return;
+    }
+    if (response.status === 409 && answer.conflict) {
+      errors = [];
+      status.textContent = "Not saved: " + (answer.conflict.by || "someone else") + " saved this workflow meanwhile (see above).";
+      render();
+      showConflict(answer.conflict);
       return;
     }
     errors = answer.errors || [];
@@ -763,11 +881,58 @@
     if (first) focusCard(first.node);
   }
 
-  document.getElementById("save").addEventListener("click", save);
-  ["wf-name", "wf-description"].forEach((id) => document.getElementById(id).addEventListener("input", changed));
-  window.addEventListener("beforeunload", (event) => { if (dirty) { event.preventDefault(); event.returnValue = ""; } });
-  document.querySelectorAll("form.leave-check").forEach((f) => f.addEventListener("submit", (event) => {
-    if (dirty && !window.confirm("Your changes are not saved. Go on without them?")) event.preventDefault(); else dirty = false;
-  }));
+  // --- Someone else saved meanwhile ------------------------------------------------------------------
+  // The save was refused as stale: the answer carries what is saved now, by whom and when.
+  // builder_conflicts.js says what they changed and asks what to keep; this page then stands on
+  // their revision, with this person's changes on top (and saves) or without them.
+  function showConflict(conflict) {
+    BuilderConflicts.show(document.getElementById("builder-conflict"), {
+      base: base, mine: mineNow, conflict: conflict,
+      words: { el: el, summary: summary, triggerWords: triggerWords, trigger: trigger, kindLabel: kindLabel,
+        stageName: stageName, ruleWords: ruleWords, shorten: shorten, branches: BRANCHES, inDoc: inDoc },
+      keep: (merged) => { adopt(merged, conflict); save(); },
+      discard: () => discardMine(conflict),
+    });
+  }
+  // This page's document as it is now, its name and description as typed.
+  function mineNow() {
+    tidy();  // as a save would send it: no empty conditions left by a form that was opened
+    const mine = Object.assign(copy(doc), { name: document.getElementById("wf-name").value, description: document.getElementById("wf-description").value });
+    if (!mine.description && !base.description) delete mine.description;  // empty is none (export leaves it out)
+    return mine;
+  }
+  // words() with `d` as the document (the words read the trigger, the fields, the labels from it).
+  function inDoc(d, words) { const kept = doc; doc = d; try { return words(); } finally { doc = kept; } }
+  function hideConflict() {
+    const box = document.getElementById("builder-conflict");
+    if (box) { box.hidden = true; box.replaceChildren(); }
+  }
+  function adopt(document_, conflict) {  // the page now stands on what is saved (revision and all)
+    doc = document_;
+    base = copy(conflict.document);
+    state.revision = conflict.revision;
+    document.getElementById("wf-name").value = doc.name || "";
+    document.getElementById("wf-description").value = doc.description || "";
+    errors = [];
+    openNode = null;
+    hideConflict();
+    render();
+  }
+  function discardMine(conflict) {
+    adopt(copy(conflict.document), conflict);
+    dirty = false;
+    document.getElementById("save-state").textContent = "Your changes were discarded: this is the workflow as " + (conflict.by || "someone else") + " saved it.";
+  }
+
+  // A page that may only be read has no Save button and nothing to change: it only draws the flow.
+  const saveButton = document.getElementById("save");
+  if (state.editable && saveButton) {
+    saveButton.addEventListener("click", save);
+    ["wf-name", "wf-description"].forEach((id) => document.getElementById(id).addEventListener("input", changed));
+    window.addEventListener("beforeunload", (event) => { if (dirty) { event.preventDefault(); event.returnValue = ""; } });
+    document.querySelectorAll("form.leave-check").forEach((f) => f.addEventListener("submit", (event) => {
+      if (dirty && !window.confirm("Your changes are not saved. Go on without them?")) event.preventDefault(); else dirty = false;
+    }));
+  }
   render();
 })();

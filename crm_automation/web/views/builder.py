@@ -36,8 +36,8 @@ from crm_automation.crm.models import Lead, Membership, Organization, Task
 from crm_automation.web.selectors import stage_names
 from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import forbidden, workflow_of
-from crm_automation.web.views.workflow_pages import tab_links
-from crm_automation.webhooks.models import WebhookEndpoint
+from crm_automation.web.views.workflow_pages import is_stale, last_edit, tab_links
+from crm_automation.webhooks.models import WebhookEndpoint, WebhookTarget
 
 EVENTS = list(catalog.TRIGGER_CHOICES)  # manual_* become subtype "manual" in the document (builder.js)
 STARTER_NAME = "New workflow"
@@ -65,6 +65,9 @@ def builder_catalog(organization: Organization) -> dict:
         "members": [{"value": m.user.username, "label": m.user.get_full_name() or m.user.username} for m in members],
         "endpoints": list(WebhookEndpoint.objects.filter(organization=organization).order_by("name")
                           .values_list("name", flat=True)),
+        # Webhook targets by name, with their URL: an HTTP step's card says the host it calls.
+        "targets": [{"value": name, "url": url} for name, url in WebhookTarget.objects.filter(
+            organization=organization).order_by("name").values_list("name", "url")],
         "workflows": [{"value": key, "label": name} for key, name in Workflow.objects.filter(
             organization=organization).exclude(status=WorkflowStatus.ARCHIVED).order_by("name")
             .values_list("key", "name")],
@@ -142,7 +145,16 @@ def _posted(request) -> tuple[dict, int | None]:
     return document, revision if isinstance(revision, int) and not isinstance(revision, bool) else None
 
 
-def _save(request, save) -> JsonResponse:
+def conflict_of(request, workflow_id: int) -> dict:
+    """What is saved now, for a page whose save was refused as stale: the document and its
+    revision (saving on top of it is keeping one's changes), who saved it and when."""
+    workflow = Workflow.objects.select_related("edited_by").get(pk=workflow_id)
+    document = workflow_document(workflow)
+    document.pop("_status", None)
+    return {"document": document, "revision": workflow.draft_revision, **last_edit(workflow, request.user)}
+
+
+def _save(request, save, workflow_id: int | None = None) -> JsonResponse:
     document = None
     try:
         document, revision = _posted(request)
@@ -151,8 +163,11 @@ def _save(request, save) -> JsonResponse:
         return JsonResponse({"errors": [{"place": "", "message": str(exc), "node": "", "field": ""}]}, status=403)
     except (DocumentError, ValidationError) as exc:
         errors = _errors(exc, document)
-        stale = any("Someone else saved" in e["message"] for e in errors)
-        return JsonResponse({"errors": errors}, status=409 if stale else 400)
+        if workflow_id is not None and is_stale(exc):
+            # The builder shows what the other person changed and offers to keep this
+            # person's changes on top of it (static/web/builder_merge.js) or to discard them.
+            return JsonResponse({"errors": errors, "conflict": conflict_of(request, workflow_id)}, status=409)
+        return JsonResponse({"errors": errors}, status=400)
     live = workflow.status in (WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED)
     return JsonResponse({
         "message": (f"Saved “{workflow.name}”. Publish it to make the changes live." if live
@@ -183,4 +198,5 @@ def builder_edit(request, pk: int):
         document.pop("_status", None)
         return _page(request, workflow=workflow, document=document)
     return _save(request, lambda document, revision: workflow_update_from_document(
-        workflow_id=workflow.pk, by=request.user, document=document, expected_revision=revision))
+        workflow_id=workflow.pk, by=request.user, document=document, expected_revision=revision),
+        workflow_id=workflow.pk)

@@ -34,9 +34,9 @@ from crm_automation.web.selectors import stage_names
 from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import attempt, forbidden, workflow_of
 from crm_automation.web.views.history import steps_of
-
 from crm_automation.web.words import moment
 from crm_automation.webhooks.models import WebhookTarget
+
 MAX_YAML = 200_000  # characters; a workflow of 50 steps exports to well under 50 000
 RECENT_RECORDS = 200
 RECORD_MODELS = {"deal": Deal, "lead": Lead}
@@ -65,11 +65,24 @@ def _refusal_text(exc: ValidationError | PermissionDenied) -> list[str]:
 
 # --- YAML ---------------------------------------------------------------------------------------
 @dataclass
+class YamlConflict:
+    """Someone saved since this form was opened: their version (shown beside this person's text,
+    which stays in the box), who saved it and when, the revision a second save is made on (so it
+    keeps this person's text), and what that save would change in theirs."""
+    text: str
+    revision: int
+    by: str
+    at: str
+    changes: list  # of Change, from their version to this person's text
+
+
+@dataclass
 class YamlError:
     line: int | None
     place: str
     message: str
     source: str = ""  # the text of that line, to quote next to the message
+    conflict: YamlConflict | None = None
 
     @property
     def sentence(self) -> str:
@@ -97,9 +110,46 @@ def _yaml_save(request, workflow: Workflow, text: str) -> list[YamlError]:
     except documents.DocumentError as exc:
         return _yaml_errors(exc, text)
     except (ValidationError, PermissionDenied) as exc:
+        if is_stale(exc):
+            return [_stale_yaml(request, workflow, document)]
         return [YamlError(None, "", message) for message in _refusal_text(exc)]
     messages.success(request, _saved_words(workflow, saved))
     return []
+
+
+def is_stale(exc: Exception) -> bool:
+    """A refusal because someone saved since the page opened the workflow (its revision, or a
+    field changed under the lock: services.STALE_*, concurrency.conflict_message), not because
+    what was sent is wrong."""
+    return isinstance(exc, ValidationError) and any(m.startswith("Someone else") for m in exc.messages)
+
+
+def _stale_yaml(request, workflow: Workflow, mine: dict) -> YamlError:
+    """The refusal of a stale YAML save, with what is saved now beside this person's text."""
+    current = Workflow.objects.select_related("edited_by").get(pk=workflow.pk)
+    theirs = workflow_document(current)
+    theirs.pop("_status", None)
+    try:  # what saving this person's text would change in theirs (the text may be odd: then nothing)
+        changes, _ = changes_in_words(theirs, {k: v for k, v in mine.items() if k != "_status"},
+                                      stage_names(workflow.organization_id))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        changes = []
+    edit = last_edit(current, request.user)
+    conflict = YamlConflict(text=workflow_export_yaml(current), revision=current.draft_revision,
+                            by=edit["by"], at=edit["at"], changes=changes)
+    return YamlError(None, "", f"{edit['by']} saved this workflow on {edit['at']}, after you opened this page, so "
+                               "your text was not saved. It is still in the box below, beside their version: "
+                               "save again to replace theirs with yours, or discard yours.", conflict=conflict)
+
+
+def last_edit(workflow: Workflow, viewer=None) -> dict[str, str]:
+    """Who saved the workflow's last edit and when, in words: {"by": "Olivia Owner", "at":
+    "5 Dec 2026, 14:03:07 CET"} (“(you, in another tab)” when it was `viewer`)."""
+    who = workflow.edited_by
+    by = (who.get_full_name() or who.username) if who is not None else "Someone else"
+    if who is not None and viewer is not None and who.pk == viewer.pk:
+        by += " (you, in another tab)"
+    return {"by": by, "at": moment(workflow.edited_at or workflow.updated_at)}
 
 
 def _saved_words(before: Workflow, after: Workflow) -> str:
@@ -127,6 +177,7 @@ def workflow_yaml(request, pk: int):
     else:
         text = workflow_export_yaml(workflow)
     wrong = {e.line for e in errors if e.line}
+    conflict = next((e.conflict for e in errors if e.conflict), None)
     numbers = [{"n": n, "wrong": n in wrong} for n in range(1, max(len(text.splitlines()), 1) + 1)]
     return _page(request, workflow, "yaml", "web/workflow_yaml.html", {
         "text": text, "errors": errors, "numbers": numbers, "rows": len(numbers) + 1,
@@ -135,6 +186,8 @@ def workflow_yaml(request, pk: int):
         # After an error the form keeps the revision it was opened at: sending it again must not
         # overwrite what someone else saved meanwhile.
         "revision": request.POST.get("revision", "") if errors else workflow.draft_revision,
+        # …unless the error is that someone did: saving again on their revision keeps this text.
+        "conflict": conflict, **({"revision": conflict.revision} if conflict else {}),
     }, status=400 if errors else 200)
 
 
