@@ -21,7 +21,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.filters import OrderingFilter, SearchFilter
 from rest_framework.mixins import DestroyModelMixin
 from rest_framework.response import Response
@@ -125,7 +125,9 @@ class HealthSerializer(serializers.Serializer):
 
 
 class ImpactQuerySerializer(serializers.Serializer):
-    days = serializers.IntegerField(default=30, min_value=1, max_value=365, help_text="How many days back.")
+    days = serializers.ChoiceField(choices=impact.WINDOWS, default=30, help_text="How many days back.",
+                                   error_messages={"invalid_choice": "must be one of "
+                                                   + ", ".join(map(str, impact.WINDOWS)) + " (days back)"})
 
 
 class ImpactSerializer(serializers.Serializer):
@@ -140,6 +142,10 @@ class ImpactSerializer(serializers.Serializer):
     undecided = serializers.ListField(child=serializers.DictField(), help_text=(
         "[{node, runs}]: runs that would reach an AI router; the model is not asked, so the steps after it are "
         "not counted"))
+    revision = serializers.IntegerField(help_text="The workflow's saved revision the preview replayed.")
+    current = serializers.BooleanField(help_text="False when the workflow was saved since (a viewer reads the "
+                                                 "latest preview; ops and admins get a new one).")
+    finished_at = serializers.DateTimeField()
 
 
 class DescribeSerializer(serializers.Serializer):
@@ -343,16 +349,23 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
     @extend_schema(summary="What the workflow as saved would have done over the last days' recorded changes "
                            "(nothing is sent). Worked out by a worker: 202 while it is (ask again after "
                            "Retry-After seconds), then 200 with the figures for 10 minutes or until the workflow "
-                           "changes", parameters=[ImpactQuerySerializer],
-                   responses={200: ImpactSerializer, 202: OpenApiTypes.OBJECT, 400: BAD_INPUT, 404: NOT_YOURS,
-                              409: CONFLICT})
+                           "changes. One replay per workflow and window is under way at a time: asking again "
+                           "joins it. Ops and admins start one; a viewer joins one under way or reads the latest "
+                           "(403 when there is none yet)", parameters=[ImpactQuerySerializer],
+                   responses={200: ImpactSerializer, 202: OpenApiTypes.OBJECT, 400: BAD_INPUT, 403: FORBIDDEN,
+                              404: NOT_YOURS, 409: CONFLICT})
     @action(detail=True, methods=["get"])
     def impact(self, request, pk=None):
         query = ImpactQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        made = impact.preview_request(self.get_object(), days=query.validated_data["days"], by=request.user)
+        workflow, days = self.get_object(), query.validated_data["days"]
+        made = impact.preview_request(workflow, days=days, by=request.user)
+        if made is None:
+            raise PermissionDenied(f"No preview of this workflow over {days} days has been worked out yet; starting "
+                                   f"one needs the {impact.START_ROLE} role.")
         if made.status == made.Status.DONE:
-            return Response(ImpactSerializer(made.result).data)
+            return Response(ImpactSerializer({**made.result, "revision": made.revision, "finished_at": made.finished_at,
+                                              "current": made.revision == workflow.draft_revision}).data)
         if made.status == made.Status.FAILED:
             raise Conflict(f"The preview could not be worked out: {made.error}. Ask again to try again.")
         # Being worked out by a worker (GitHub's statistics API does the same): ask again shortly.

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -30,6 +30,7 @@ from crm_automation.automation.models import AutomationEvent, ImpactPreview, Wor
 from crm_automation.automation.queue import enqueue_impact
 from crm_automation.automation.retention import first_event_after
 from crm_automation.crm.models import Stage
+from crm_automation.crm.selectors import user_has_role
 
 logger = logging.getLogger(__name__)
 BATCH = 1000
@@ -136,9 +137,12 @@ def preview(workflow: Workflow, *, days: int = 30, definition: dict | None = Non
 
 
 # --- Worked out by a worker ---------------------------------------------------------------------
+WINDOWS = (7, 30, 90)  # the days a preview may look back (the page's choices, the API's too)
 FRESH_FOR = timedelta(minutes=10)  # a finished preview is shown again this long (same days, same revision)
 FAILED_FOR = timedelta(minutes=1)  # a failure is shown this long; asking after that tries again
 LOST_AFTER = timedelta(minutes=2)  # queued this long: its task was lost (broker down); the watch re-queues it
+IN_FLIGHT = (ImpactPreview.Status.QUEUED, ImpactPreview.Status.RUNNING)
+START_ROLE = "ops"  # a replay is worker work: ops and admins start one, viewers read the latest
 
 
 def as_data(result: Impact) -> dict:
@@ -152,17 +156,46 @@ def as_data(result: Impact) -> dict:
             "undecided": [{"node": node, "runs": n} for node, n in result.undecided.most_common()]}
 
 
-def preview_request(workflow: Workflow, *, days: int, by=None) -> ImpactPreview:
-    """The preview of `workflow` as saved over `days`: a fresh finished one, one under way, or a
-    new one handed to the workers."""
+def may_start(by, workflow: Workflow) -> bool:
+    """Whether `by` may hand a new replay to the workers (None: the system, e.g. a test or a command)."""
+    return by is None or user_has_role(by, workflow.organization_id, START_ROLE)
+
+
+def preview_request(workflow: Workflow, *, days: int, by=None) -> ImpactPreview | None:
+    """The preview of `workflow` as saved over `days`, in this order:
+
+    1. a fresh one (finished for the saved revision within FRESH_FOR, or failed within FAILED_FOR);
+    2. the one in flight for this workflow and window, whatever revision it replays: repeated asks
+       join it (the next ask after it finishes starts one for the saved revision);
+    3. for a person who may not start one (a viewer), the latest finished one of any age or
+       revision, or None when there is none;
+    4. a new one handed to the workers. At most one per workflow and window is queued or running:
+       the partial unique constraint `uniq_impact_in_flight` settles two asks racing each other,
+       and the one that loses joins the winner's.
+    """
+    if days not in WINDOWS:
+        raise ValueError(f"days must be one of {', '.join(map(str, WINDOWS))}, not {days!r}")
     now = timezone.now()
-    fresh = (ImpactPreview.objects.filter(workflow=workflow, days=days, revision=workflow.draft_revision)
-             .filter(Q(finished_at__isnull=True) | Q(finished_at__gte=now - FRESH_FOR))
-             .exclude(status=ImpactPreview.Status.FAILED, finished_at__lt=now - FAILED_FOR).first())
+    mine = ImpactPreview.objects.filter(workflow=workflow, days=days)
+    fresh = (mine.filter(revision=workflow.draft_revision)
+             .filter(Q(status=ImpactPreview.Status.DONE, finished_at__gte=now - FRESH_FOR)
+                     | Q(status=ImpactPreview.Status.FAILED, finished_at__gte=now - FAILED_FOR)).first())
     if fresh is not None:
         return fresh
-    made = ImpactPreview.objects.create(organization_id=workflow.organization_id, workflow=workflow, days=days,
-                                        revision=workflow.draft_revision, requested_by=by)
+    flying = mine.filter(status__in=IN_FLIGHT).first()
+    if flying is not None:
+        return flying
+    if not may_start(by, workflow):
+        return mine.filter(status=ImpactPreview.Status.DONE).order_by("-finished_at", "-pk").first()
+    try:
+        with transaction.atomic():
+            made = ImpactPreview.objects.create(organization_id=workflow.organization_id, workflow=workflow,
+                                                days=days, revision=workflow.draft_revision, requested_by=by)
+    except IntegrityError:  # another ask started it between our look and our insert: join it
+        flying = mine.filter(status__in=IN_FLIGHT).first()
+        if flying is None:
+            raise
+        return flying
     transaction.on_commit(lambda: _enqueue(made.pk))
     return made
 

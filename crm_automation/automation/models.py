@@ -560,6 +560,9 @@ class ImpactPreview(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["workflow", "days", "-created_at"])]
+        # One replay in flight per workflow and window: asks that race each other join one row.
+        constraints = [models.UniqueConstraint(fields=["workflow", "days"], name="uniq_impact_in_flight",
+                                               condition=models.Q(status__in=["queued", "running"]))]
 
     def __str__(self) -> str:
         return f"impact of workflow {self.workflow_id} over {self.days} days ({self.status})"

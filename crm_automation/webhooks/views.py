@@ -136,7 +136,8 @@ class HookView(APIView):
                    responses={202: Accepted, **{code: OpenApiResponse(RefusedBody, description=why) for code, why in (
                        (400, "missing or malformed headers, or a body that is not JSON"),
                        (401, "bad signature, or a timestamp more than 5 minutes off"),
-                       (403, "the endpoint is disabled"), (404, "no such endpoint"),
+                       (403, "the endpoint is disabled, or its organization's plan does not include automation"),
+                       (404, "no such endpoint"),
                        (409, "this webhook-id was received before (a replay)"), (413, "the body is too large"),
                        (415, "the body is not declared as JSON"),
                        (429, "more posts from this address than WEBHOOK_THROTTLE_RATE (see Retry-After)"))}})
