@@ -544,20 +544,20 @@ def workflow_health(request, pk: int):
 
 
 # --- Impact -------------------------------------------------------------------------------------
-IMPACT_DAYS = (7, 30, 90)
-
-
 @org_page
 def workflow_impact(request, pk: int):
     """What the workflow as saved would have done over the last days' recorded changes."""
     workflow = workflow_of(request, pk)
-    days = int(request.GET["days"]) if request.GET.get("days", "").isdigit() and int(request.GET["days"]) in \
-        IMPACT_DAYS else 30
+    asked = request.GET.get("days", "")
+    days = next((d for d in impact.WINDOWS if str(d) == asked), 30)
     # Worked out by a worker (a replay of 100,000 changes takes seconds); the page refreshes
-    # itself until it is done, and a finished preview is shown again for a few minutes.
+    # itself until it is done, and a finished preview is shown again for a few minutes. A viewer
+    # joins one under way or reads the latest; only ops and admins start one (impact.py).
     made = impact.preview_request(workflow, days=days, by=request.user)
-    context = {"preview": made, "days": days, "day_choices": IMPACT_DAYS}
-    if made.status == made.Status.DONE:
+    context = {"preview": made, "days": days, "day_choices": impact.WINDOWS,
+               "outdated": made is not None and made.revision != workflow.draft_revision,
+               "can_start": impact.may_start(request.user, workflow)}
+    if made is not None and made.status == made.Status.DONE:
         result = made.result
         labels = {node_id: label or node_id for node_id, label in version_labels_of(workflow).items()}
         context.update(impact=result, skipped=[(s["reason"], s["events"]) for s in result["skipped"]],
