@@ -110,6 +110,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files, before anything that reads a session
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "crm_automation.web.input_guard.RefuseNulMiddleware",  # a NUL in a query or form is a 400, not a 500
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -415,7 +416,7 @@ METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "crm_automation.api.token_auth.TokenAuthentication",  # knox's: `Authorization: Token <key>`
-        "rest_framework.authentication.SessionAuthentication",
+        "crm_automation.api.session_auth.SessionAuthentication",  # CSRF checked without parsing the body
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -446,7 +447,12 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "crm-automation API",
     "DESCRIPTION": "Workflows, runs, approvals and the CRM records they act on. Authenticate with "
                    "`Authorization: Token <key>` (POST /api/v1/auth/token/); pick an organization with "
-                   "`X-Organization: <slug>` when you belong to several.",
+                   "`X-Organization: <slug>` when you belong to several.\n\n"
+                   "**Limits on bodies** (checked while parsing; a refusal is a 400 that names the limit): a "
+                   "workflow document (JSON or YAML) at most 200,000 bytes, 24 levels of nesting and 20,000 values; "
+                   "any other body at most 1,000,000 bytes, 64 levels and 100,000 values. YAML anchors and aliases "
+                   "are refused, only JSON's types are accepted, numbers must be finite, and text may not contain "
+                   "NUL characters or lone surrogates. Your role is checked before a body is read.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",  # served from this site: no CDN

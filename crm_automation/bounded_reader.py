@@ -191,6 +191,8 @@ def read_json(text: str | bytes, limits: Limits = PAYLOAD) -> Any:
         value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
     except RecursionError:
         raise InputRefused(f"{limits.what.capitalize()} nests more than {limits.max_depth} levels deep") from None
+    except InputRefused:
+        raise
     except json.JSONDecodeError as exc:
         raise InputRefused(f"this is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
     except ValueError as exc:  # e.g. an integer of more than 4,300 digits
@@ -249,7 +251,7 @@ def text_problem(text: str) -> str | None:
         return None
     if bad.group() == "\x00":
         return "contains a NUL character (\\u0000), which cannot be stored"
-    return f"contains half of a surrogate pair (\\u{ord(bad.group()):04x}), which is not text: send UTF-8"
+    return f"contains an unpaired surrogate (\\u{ord(bad.group()):04x}), which is not text: send UTF-8"
 
 
 def _text(text: str | bytes, limits: Limits) -> str:

@@ -76,7 +76,7 @@ def test_yaml_gives_json_types_only(text, words):
     ("[" * 100_000 + "]" * 100_000, "nests more than 64 levels deep"),
     ("[" * 65 + "]" * 65, "nests more than 64 levels deep"),
     ('{"a": [1, {"b": "x\\u0000"}]}', "a[1].b: contains a NUL character"),
-    ('{"input": {"a": "\\udc00"}}', "input.a: contains half of a surrogate pair (\\udc00)"),
+    ('{"input": {"a": "\\udc00"}}', "input.a: contains an unpaired surrogate (\\udc00)"),
     ('{"a": NaN}', "NaN is not a number JSON can hold"),
     ('{"a": 1e999}', "is too large"),
     ('{"a": ' + "9" * 5000 + "}", "not valid JSON"),

@@ -111,12 +111,12 @@ def test_an_oversized_body_is_refused_before_it_is_read(hook, settings):
 
 @pytest.mark.parametrize(("body", "content_type", "status", "says"), [
     ("order=1", "application/x-www-form-urlencoded", 415, "Content-Type: application/json"),
-    ("{not json", "application/json", 400, "not JSON"),
-    ('{"total": NaN}', "application/json", 400, "NaN is not a JSON value"),
-    ('{"total": 1e999}', "application/json", 400, "too large for a number"),
-    ('{"name": "a\\u0000b"}', "application/json", 400, "NUL character"),
-    ('{"name": "\\ud800"}', "application/json", 400, "unpaired surrogate"),
-    ("[" * 5000 + "]" * 5000, "application/json", 400, "nested"),
+    ("{not json", "application/json", 400, "not valid JSON"),
+    ('{"total": NaN}', "application/json", 400, "NaN is not a number JSON can hold"),
+    ('{"total": 1e999}', "application/json", 400, "the number 1e999 is too large"),
+    ('{"name": "a\\u0000b"}', "application/json", 400, "name: contains a NUL character"),
+    ('{"name": "\\ud800"}', "application/json", 400, "name: contains an unpaired surrogate"),
+    ("[" * 5000 + "]" * 5000, "application/json", 400, "nests more than 64 levels deep"),
 ])
 def test_a_body_that_is_not_json_is_refused(hook, body, content_type, status, says):
     endpoint, secret = hook

@@ -8,6 +8,7 @@ body never carries that form field (its token comes in the X-CSRFToken header), 
 check runs on Django's own request, whose POST is empty for such bodies and is never read.
 """
 
+from drf_spectacular import authentication as spectacular_auth
 from rest_framework import authentication
 from rest_framework.request import is_form_media_type
 
@@ -17,3 +18,9 @@ class SessionAuthentication(authentication.SessionAuthentication):
         if is_form_media_type(request.content_type):
             return super().enforce_csrf(request)
         return super().enforce_csrf(request._request)
+
+
+class SessionScheme(spectacular_auth.SessionScheme):
+    """The schema's `cookieAuth` for this class (drf-spectacular's matches DRF's class only)."""
+
+    target_class = SessionAuthentication

@@ -19,8 +19,6 @@ two deliveries of one message racing each other) and an AutomationEvent of kind 
 payload carries the body, so a workflow reads `{{trigger.body.order.id}}`.
 """
 
-import json
-import math
 import re
 import time
 from collections.abc import Mapping
@@ -28,6 +26,7 @@ from collections.abc import Mapping
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from crm_automation import bounded_reader
 from crm_automation.automation import plans
 from crm_automation.automation.outbox import record_changes
 from crm_automation.crm.changes import RecordChange
@@ -39,7 +38,6 @@ MAX_DEPTH = 64
 MAX_MESSAGE_ID = 255
 MESSAGE_ID = re.compile(r"[\x21-\x7e]+")
 TIMESTAMP = re.compile(r"[0-9]{1,12}")
-SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Refused(Exception):
@@ -89,53 +87,15 @@ def _headers(headers: Mapping[str, str]) -> dict[str, str]:
     return found
 
 
-def _storable(value, depth: int = 1) -> str | None:
-    """Why a parsed body cannot be stored as it is, or None.
-
-    `depth` is the number of containers (objects, arrays) from the top down to `value` when it is
-    one: MAX_DEPTH of them may nest (`[[…]]` 64 times), one more is refused, whatever is inside.
-    """
-    if isinstance(value, str):
-        if "\x00" in value:
-            return "it contains a NUL character (\\u0000)"
-        return "it contains an unpaired surrogate (\\ud800-\\udfff)" if SURROGATE.search(value) else None
-    if isinstance(value, dict | list) and depth > MAX_DEPTH:
-        return f"it is nested more than {MAX_DEPTH} levels deep (objects and arrays)"
-    if isinstance(value, dict):
-        for key, item in value.items():
-            problem = _storable(key, depth + 1) or _storable(item, depth + 1)
-            if problem:
-                return problem
-    if isinstance(value, list):
-        for item in value:
-            problem = _storable(item, depth + 1)
-            if problem:
-                return problem
-    return None
-
-
-def _not_a_constant(name: str):
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _finite(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):
-        raise ValueError(f"{text} is too large for a number")
-    return number
-
-
 def _parse(text: str):
+    """The body, read by the bounded reader: at most MAX_DEPTH containers deep (`[[…]]` 64 times;
+    one more is refused, whatever is inside), finite numbers, no NUL or unpaired surrogates."""
+    limits = bounded_reader.Limits(max_bytes=max_body(), max_depth=MAX_DEPTH,
+                                   max_nodes=bounded_reader.PAYLOAD.max_nodes, what="the body")
     try:
-        data = json.loads(text, parse_constant=_not_a_constant, parse_float=_finite)
-    except RecursionError:
-        raise Refused(400, "not_json", f"the body is nested more than {MAX_DEPTH} levels deep") from None
-    except ValueError as exc:
-        raise Refused(400, "not_json", f"the body is not JSON: {exc}") from None
-    problem = _storable(data)
-    if problem:
-        raise Refused(400, "not_json", f"the body cannot be stored: {problem}")
-    return data
+        return bounded_reader.read_json(text, limits)
+    except bounded_reader.InputRefused as exc:
+        raise Refused(400, "not_json", f"the body cannot be used: {exc}") from None
 
 
 def _is_json(content_type: str) -> bool:
