@@ -1,0 +1,237 @@
+"""Every page of /crm/automation and the admin's main pages, as an admin, an ops member and a
+viewer, in Chromium at 1,366 px (issue 18, "Done when"): no console error, no uncaught script
+error, no horizontal scroll; with data made to break layouts (a 190-character workflow name
+without a space, a 200-character deal title, long emails, companies and task titles).
+
+The data is made once for the module and the pages are only read, so one case is one page for
+one person (a failure names both) without building the data ninety times. That needs committed
+rows that survive between cases, which `live_server` does not allow (it flushes the database
+after every test): the module starts its own server thread with pytest-django's LiveServer,
+keeps the database unblocked while it runs, and flushes it when it is done.
+"""
+
+import re
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
+from django.db.backends.base.creation import TEST_DATABASE_PREFIX
+from django.test.utils import override_settings, setup_databases, teardown_databases
+from pytest_django.live_server_helper import LiveServer
+
+from crm_automation.automation.models import BulkHold, Workflow, WorkflowRun
+from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organization, Task
+from crm_automation.crm.services import deal_move_to_stage, leads_import
+from tests.browser.conftest import PASSWORD, TIMEOUT_MS, chromium_available
+from tests.browser.test_automation_pages import WIDEST
+from tests.conftest import drain, make_org, make_user, make_workflow, stage
+from tests.test_approvals import ASK
+from tests.test_graph_engine import edge, task
+
+WIDE = {"width": 1366, "height": 768}
+ROLES = {"admin": Membership.Role.ADMIN, "ops": Membership.Role.OPS, "viewer": Membership.Role.VIEWER}
+
+# Made to break layouts: words longer than any column, in every field a page shows.
+LONG_NAME = ("Quarterlyrenewalreminderforenterprisecustomers" * 5)[:190]
+LONG_WORD = ("Supercalifragilisticexpialidocious" * 7)[:200]
+LONG_EMAIL = f"{'verylongmailbox' * 5}@{'subdomain' * 6}.example.com"
+
+
+@dataclass(frozen=True)
+class Data:
+    workflow: Workflow  # live, long-named, has run
+    draft: Workflow  # long-named draft (its builder is editable by ops)
+    run: WorkflowRun
+    deal: Deal
+    hold: BulkHold
+
+
+def build() -> Data:
+    org = make_org("acme")
+    Organization.objects.filter(pk=org.pk).update(name=f"Acme {LONG_WORD[:60]}", time_zone="Europe/Berlin")
+    users = {role: make_user(role, org, member, first_name=LONG_WORD[:100]) for role, member in ROLES.items()}
+    contact = Contact.objects.create(organization=org, first_name=LONG_WORD[:100], last_name=LONG_WORD[:100],
+                                     email=LONG_EMAIL, company=LONG_WORD)
+    deal = Deal.objects.create(organization=org, title=LONG_WORD, amount=125000, stage=stage(org, "proposal"),
+                               contact=contact, owner=users["admin"])
+    workflow = make_workflow(org, name=LONG_NAME, description=LONG_WORD, actions=[
+        {"type": "create_task", "label": LONG_WORD[:150],
+         "config": {"title": "{{deal.title}} " + LONG_WORD[:80], "assignee": "owner", "due_in_days": 2}},
+        {"type": "update_field", "config": {"field": "probability", "value": 100}},
+        {"type": "send_email", "config": {"to": "{{deal.contact.email}}", "subject": "Welcome {{deal.title}}",
+                                          "body": "Hi {{deal.contact.first_name}} " + LONG_WORD}},
+        {"type": "notify", "config": {"title": "Won: {{deal.title}}", "body": LONG_WORD, "recipients": "members"}}])
+    ask = {**ASK, "config": {**ASK["config"], "promptText": "Approve the terms of {{deal.title}}?"}}
+    make_workflow(org, name=f"Approval {LONG_NAME[:150]}", actions=[
+        ask, task("yes", "Send {{deal.title}} terms"), task("no", "Rework {{deal.title}}")],
+        graph={"edges": [edge("trigger", "ask"), edge("ask", "yes", "approved"), edge("ask", "no", "rejected")]})
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    run = WorkflowRun.objects.get(workflow=workflow)
+    assert run.status == "completed", (run.status, run.error)
+    assert WorkflowRun.objects.filter(status="waiting").exists()  # the approval waits
+
+    held = make_workflow(org, name=f"Welcome {LONG_NAME[:150]}", trigger_type="lead_created",
+                         trigger_config={"bulk": {"mode": "hold", "over": 5}},
+                         actions=[task("hello", "Welcome {{lead.name}} " + LONG_WORD[:80])])
+    leads_import(organization_id=org.pk, by=users["admin"], rows=[
+        {"name": f"{LONG_WORD[:190]}{i:02}", "email": f"lead{i}{LONG_EMAIL}", "company": LONG_WORD}
+        for i in range(8)])
+    drain()
+    draft = make_workflow(org, name=f"Draft {LONG_NAME[:180]}", activate=False, description=LONG_WORD,
+                          actions=[task("hello", "Welcome {{deal.title}} " + LONG_WORD[:80])])
+    Task.objects.create(organization=org, title=LONG_WORD + " " + LONG_WORD[:90], deal=deal)
+    Lead.objects.create(organization=org, name=LONG_WORD, email=LONG_EMAIL, company=LONG_WORD)
+    return Data(workflow=workflow, draft=draft, run=run, deal=deal, hold=BulkHold.objects.get(workflow=held))
+
+
+@pytest.mark.django_db
+def test_the_long_name_is_one_word_that_a_workflow_may_have(org):
+    assert not re.search(r"\s", LONG_NAME + LONG_WORD + LONG_EMAIL) and len(LONG_NAME) == 190
+    assert make_workflow(org, name=LONG_NAME, activate=False).name == LONG_NAME
+
+
+def ensure_test_database(stack: ExitStack) -> None:
+    """pytest-django sets the test database up only when a selected test asks for a database
+    (`-k admin-` selects none of this module's): then this module does it, never writing to, or
+    flushing, the database the settings name."""
+    if not on_test_database():
+        stack.callback(teardown_databases, setup_databases(verbosity=0, interactive=False, aliases={"default"}),
+                       verbosity=0)
+    assert on_test_database(), connection.settings_dict["NAME"]
+
+
+def on_test_database() -> bool:
+    name, test_name = str(connection.settings_dict["NAME"]), connection.settings_dict["TEST"].get("NAME")
+    return name == str(test_name) if test_name else name.startswith(TEST_DATABASE_PREFIX)
+
+
+@pytest.fixture(scope="module")
+def site(django_db_setup, django_db_blocker, browser):
+    """The data and a server thread for this module: (base URL, Data)."""
+    fast = override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"])
+    with django_db_blocker.unblock(), fast, ExitStack() as stack:
+        ensure_test_database(stack)
+        with override_settings(AUTOMATION={**settings.AUTOMATION, "NUDGE": False}):
+            data = build()
+            server = LiveServer("localhost")
+            server._live_server_modified_settings.enable()
+            try:
+                yield server.url, data
+            finally:
+                server._live_server_modified_settings.disable()
+                server.stop()
+                call_command("flush", interactive=False, verbosity=0)
+
+
+@pytest.fixture(scope="module")
+def contexts(browser, site):
+    """One logged-in browser context per role, made when first needed."""
+    url, _ = site
+    made = {}
+
+    def of(role: str):
+        if role not in made:
+            context = browser.new_context(viewport=WIDE)
+            context.set_default_timeout(TIMEOUT_MS)
+            page = context.new_page()
+            page.goto(f"{url}/admin/login/?next=/admin/")
+            page.fill("#id_username", role)
+            page.fill("#id_password", PASSWORD)
+            with page.expect_navigation():
+                page.click("#login-form [type=submit]")
+            assert "/admin/login/" not in page.url, f"{role} could not log in"
+            page.close()
+            made[role] = context
+        return made[role]
+
+    yield of
+    for context in made.values():
+        context.close()
+
+
+W = "/crm/automation/workflows/{workflow}"
+PAGES = {
+    # The automation pages.
+    "list": "/crm/automation/",
+    "templates": "/crm/automation/templates/",
+    "describe": "/crm/automation/workflows/describe/",
+    "new": "/crm/automation/workflows/new/",
+    "builder": W + "/edit/",
+    "builder-draft": "/crm/automation/workflows/{draft}/edit/",
+    "yaml": W + "/yaml/",
+    "versions": W + "/versions/",
+    "publish": W + "/publish/",
+    "simulate": W + "/simulate/",
+    "graph": W + "/graph/",
+    "health": W + "/health/",
+    "impact": W + "/impact/",
+    "runs": "/crm/automation/runs/",
+    "run": "/crm/automation/runs/{run}/",
+    "approvals": "/crm/automation/approvals/",
+    "notifications": "/crm/automation/notifications/",
+    "bulk-holds": "/crm/automation/bulk-holds/",
+    "bulk-hold": "/crm/automation/bulk-holds/{hold}/",
+    "record": "/crm/automation/records/deal/{deal}/",
+    # The admin's main pages.
+    "admin-index": "/admin/",
+    "admin-workflows": "/admin/automation/workflow/",
+    "admin-workflow": "/admin/automation/workflow/{workflow}/change/",
+    "admin-runs": "/admin/automation/workflowrun/",
+    "admin-run": "/admin/automation/workflowrun/{run}/change/",
+    "admin-events": "/admin/automation/automationevent/",
+    "admin-deals": "/admin/crm/deal/",
+    "admin-deal": "/admin/crm/deal/{deal}/change/",
+    "admin-leads": "/admin/crm/lead/",
+    "admin-contacts": "/admin/crm/contact/",
+    "admin-tasks": "/admin/crm/task/",
+}
+# Pages a role may not use answer 403 with a page saying why (and are checked like any other).
+REFUSED = {("viewer", "describe"), ("viewer", "new")}
+# Pages that fail because of work other items of issue 18 are doing at the same time.
+BLANK_BUILDER = ("issue 18, item 11: the read-only builder is blank (builder.js attaches to a Save button "
+                 "that read-only pages do not have: TypeError ... reading 'addEventListener')")
+KNOWN: dict[tuple[str, str], str] = {
+    ("ops", "builder"): BLANK_BUILDER,  # a live workflow: ops members read it
+    ("viewer", "builder"): BLANK_BUILDER,
+    ("viewer", "builder-draft"): BLANK_BUILDER,
+}
+
+
+def cases():
+    for role in ROLES:
+        for name in PAGES:
+            marks = [pytest.mark.xfail(reason=KNOWN[role, name], strict=False)] if (role, name) in KNOWN else []
+            yield pytest.param(role, name, id=f"{role}-{name}", marks=marks)
+
+
+def path_of(name: str, data: Data) -> str:
+    return PAGES[name].format(workflow=data.workflow.pk, draft=data.draft.pk, run=data.run.pk,
+                              hold=data.hold.pk, deal=data.deal.pk)
+
+
+@pytest.mark.skipif(not chromium_available(), reason="no Chromium")
+@pytest.mark.parametrize(("role", "name"), cases())
+def test_the_page_has_no_console_error_and_no_horizontal_scroll(site, contexts, role, name, shot):
+    url, data = site
+    page = contexts(role).new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(f"console {m.type}: {m.text} ({m.location.get('url', '')})")
+            if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    try:
+        response = page.goto(url + path_of(name, data), wait_until="networkidle")
+        expected = 403 if (role, name) in REFUSED else 200
+        assert response.status == expected, f"{page.url}: {response.status}, expected {expected}"
+        if expected == 403:  # Chromium reports the refused document itself as a failed resource
+            errors[:] = [e for e in errors if not re.search(r"status of 403 .*\(" + re.escape(page.url) + r"\)$", e)]
+        width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        sticking_out = page.evaluate(WIDEST) if width[0] > width[1] else []
+        shot(page, f"{role}-{name}")
+        assert not errors, "\n".join(errors)
+        assert width[0] <= width[1], f"{page.url} is {width[0]} px wide in a {width[1]} px window: {sticking_out}"
+    finally:
+        page.close()
