@@ -38,7 +38,7 @@ from crm_automation.api.refusals import (
     refusals_as_conflicts,
 )
 from crm_automation.api.run_serializers import RunDetailSerializer, RunSerializer
-from crm_automation.api.tenancy import organization_of
+from crm_automation.api.tenancy import organization_of, require_role
 from crm_automation.api.workflow_serializers import (
     CloneSerializer,
     DiffQuerySerializer,
@@ -56,7 +56,7 @@ from crm_automation.automation.ai import authoring
 from crm_automation.automation.launch import workflow_start
 from crm_automation.automation.models import Workflow, WorkflowStatus
 from crm_automation.automation.selectors import median_durations, version_labels
-from crm_automation.automation.services import workflow_delete, workflow_publish, workflow_transition
+from crm_automation.automation.services import check_edit, workflow_delete, workflow_publish, workflow_transition
 from crm_automation.automation.simulation import simulate
 from crm_automation.automation.versioning import (
     versions_compare,
@@ -219,6 +219,7 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
         return self.get_paginated_response(WorkflowSerializer(page, many=True, context=context).data)
 
     def create(self, request):
+        require_role(request, "ops")  # before the body is read: a reader cannot make us parse it
         document, tree, _ = document_of_body(request.data)
         workflow = workflow_create_from_document(organization=organization_of(request), by=request.user,
                                                  document=document, tree=tree)
@@ -244,6 +245,7 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
         workflow = self.get_object()
         if workflow.status == WorkflowStatus.ARCHIVED:
             raise Conflict(f"“{workflow.name}” is archived and cannot be changed; clone it instead.")
+        check_edit(request.user, workflow)  # before the body is read
         document, tree, revision = document_of_body(request.data)
         expected = _if_match(request)
         if expected is None:

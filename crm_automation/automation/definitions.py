@@ -5,6 +5,7 @@ import uuid
 
 from django.core.exceptions import ValidationError
 
+from crm_automation import bounded_reader
 from crm_automation.automation import catalog, conditions, control, error_policy, functions, graph, questions
 from crm_automation.automation.actions import REGISTRY
 from crm_automation.automation.actions.base import template_errors
@@ -62,8 +63,8 @@ def plain_data_errors(value, where: str, depth: int = 0) -> list[tuple[str, str]
     if depth > MAX_DEPTH:
         return [(where, "is nested too deeply")]
     if isinstance(value, str):
-        if "\x00" in value:
-            return [(where, "contains a NUL character")]
+        if bounded_reader.text_problem(value):
+            return [(where, bounded_reader.text_problem(value))]
         if len(value) > MAX_TEXT:
             return [(where, f"{TOO_LONG} {MAX_TEXT:,} characters ({len(value):,})")]
         return []

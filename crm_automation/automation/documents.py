@@ -23,6 +23,7 @@ import re
 
 import yaml
 
+from crm_automation import bounded_reader
 from crm_automation.automation import catalog, control, graph
 from crm_automation.automation.models import Workflow
 
@@ -195,15 +196,12 @@ def to_yaml(document: dict) -> str:
 
 
 def from_yaml(text: str) -> tuple[dict, yaml.Node | None]:
-    """The document and its YAML node tree (for line numbers); DocumentError if unreadable."""
+    """The document and its YAML node tree (for line numbers); DocumentError if unreadable or
+    past the bounded reader's limits (size, depth, values, no anchors)."""
     try:
-        tree = yaml.compose(text, Loader=yaml.SafeLoader)
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise DocumentError([("", f"this is not valid YAML ({problem})",
-                              mark.line + 1 if mark else None)]) from None
+        document, tree = bounded_reader.read_yaml(text, bounded_reader.DOCUMENT)
+    except bounded_reader.InputRefused as exc:
+        raise DocumentError([("", exc.message, exc.line)]) from None
     if not isinstance(document, dict):
         raise DocumentError([("", "the file must be a mapping with id, name, nodes and edges", 1)])
     return document, tree

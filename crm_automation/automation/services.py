@@ -158,7 +158,9 @@ def can_edit(user, workflow: Workflow) -> bool:
     return user_has_role(user, workflow.organization_id, "admin")
 
 
-def _check_edit(by, workflow: Workflow) -> None:
+def check_edit(by, workflow: Workflow) -> None:
+    """Refuse (PermissionDenied, or ValidationError when archived) a change `by` may not make;
+    surfaces call it before they read a body, so a reader cannot make them parse one."""
     if workflow.status == WorkflowStatus.ARCHIVED:
         raise ValidationError("An archived workflow cannot be changed; clone it instead.")
     if not can_edit(by, workflow):
@@ -218,7 +220,7 @@ def workflow_update(*, workflow_id: int, by=None, changes: dict | None = None, a
     """
     changes = dict(changes or {})
     workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
-    _check_edit(by, workflow)
+    check_edit(by, workflow)
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if "organization" in unknown or "organization_id" in unknown:
         raise ValidationError({"organization": "A workflow stays in the organization it was created in; "

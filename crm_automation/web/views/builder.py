@@ -13,20 +13,19 @@ AI steps (`agent`, `router`) are built like any other; without a provider
 a draft but not activated (activation refuses it and says why).
 """
 
-import json
-
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
+from crm_automation import bounded_reader
 from crm_automation.automation import catalog, control, field_changes, questions
 from crm_automation.automation.actions.notify import RECIPIENTS
 from crm_automation.automation.ai import providers
 from crm_automation.automation.documents import DocumentError
 from crm_automation.automation.models import Workflow, WorkflowStatus
-from crm_automation.automation.services import can_edit, free_name, has_unpublished_changes
+from crm_automation.automation.services import can_edit, check_edit, free_name, has_unpublished_changes
 from crm_automation.automation.versioning import (
     workflow_create_from_document,
     workflow_document,
@@ -135,9 +134,9 @@ def _page(request, *, workflow: Workflow | None, document: dict):
 
 def _posted(request) -> tuple[dict, int | None]:
     try:
-        body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise DocumentError([("", "the builder sent something that is not JSON; reload the page", None)]) from None
+        body = bounded_reader.read_json(request.body or b"{}", bounded_reader.DOCUMENT)
+    except bounded_reader.InputRefused as exc:
+        raise DocumentError([("", f"the builder sent something we cannot read: {exc}", None)]) from None
     document = body.get("document") if isinstance(body, dict) else None
     if not isinstance(document, dict):
         raise DocumentError([("", "the builder sent no workflow; reload the page", None)])
@@ -197,6 +196,13 @@ def builder_edit(request, pk: int):
         document = workflow_document(workflow)
         document.pop("_status", None)
         return _page(request, workflow=workflow, document=document)
+    try:
+        check_edit(request.user, workflow)  # before the body is read
+    except PermissionDenied as exc:
+        return JsonResponse({"errors": [{"place": "", "message": str(exc), "node": "", "field": ""}]}, status=403)
+    except ValidationError as exc:
+        return JsonResponse({"errors": [{"place": "", "message": " ".join(exc.messages), "node": "", "field": ""}]},
+                            status=400)
     return _save(request, lambda document, revision: workflow_update_from_document(
         workflow_id=workflow.pk, by=request.user, document=document, expected_revision=revision),
         workflow_id=workflow.pk)
