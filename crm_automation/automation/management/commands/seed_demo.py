@@ -153,7 +153,8 @@ class Command(BaseCommand):
         self._contact_change_workflow(org, user)
         self._bulk_and_ai_workflows(org, user)
         self._history(org, stages)
-        self.stdout.write(self.style.SUCCESS("Demo data ready. Log in at /admin/ as 'demo'."))
+        self.stdout.write(self.style.SUCCESS("Demo data ready. Log in as 'demo' at /crm/automation/ "
+                                             "(the admin, /admin/, is for records and settings)."))
         self.stdout.write(room_for_more(org))
 
     def _field_change_workflow(self, org, user) -> None:
