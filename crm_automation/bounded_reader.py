@@ -49,10 +49,12 @@ _BAD_CHARACTER = re.compile("[\x00\ud800-\udfff]")
 class InputRefused(ValueError):
     """The text passed a limit or is not something we can store; `message` says which."""
 
-    def __init__(self, message: str, line: int | None = None) -> None:
+    def __init__(self, message: str, line: int | None = None, *, place: str = "", problem: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.line = line
+        self.place = place  # where in the value ("rules[0].value"), when a value was refused
+        self.problem = problem or message  # what is wrong there, without the place
 
     def __str__(self) -> str:
         return f"{self.message} (line {self.line})" if self.line else self.message
@@ -218,9 +220,9 @@ def check_value(value: Any, limits: Limits = PAYLOAD, *, counted: bool = False) 
         if isinstance(item, str):
             problem = text_problem(item)
             if problem:
-                raise InputRefused(_at(place, problem))
+                raise _at(place, problem)
         elif isinstance(item, float) and not math.isfinite(item):
-            raise InputRefused(_at(place, "is not a finite number"))
+            raise _at(place, "is not a finite number")
         elif isinstance(item, dict | list):
             if not counted and depth > limits.max_depth:
                 raise InputRefused(f"{limits.what.capitalize()} nests more than {limits.max_depth} levels deep")
@@ -228,20 +230,21 @@ def check_value(value: Any, limits: Limits = PAYLOAD, *, counted: bool = False) 
                 for key, child in item.items():
                     problem = text_problem(key) if isinstance(key, str) else None
                     if problem:
-                        raise InputRefused(_at(place, f"has a key that {problem}"))
+                        raise _at(place, f"has a key that {problem}")
                     stack.append((child, depth + 1, (place, key)))
             else:
                 stack.extend((child, depth + 1, (place, index)) for index, child in enumerate(item))
 
 
-def _at(place: tuple | None, problem: str) -> str:
-    """“rules[0].value: contains …”, or “a text contains …” at the top."""
+def _at(place: tuple | None, problem: str) -> InputRefused:
+    """The refusal of the value at `place`: “rules[0].value: contains …”, or “the text contains …”
+    at the top."""
     parts = []
     while place is not None:
         place, key = place
         parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
     where = "".join(reversed(parts)).lstrip(".")
-    return f"{where}: {problem}" if where else f"the text {problem}"
+    return InputRefused(f"{where}: {problem}" if where else f"the text {problem}", place=where, problem=problem)
 
 
 def text_problem(text: str) -> str | None:

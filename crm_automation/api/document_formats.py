@@ -42,6 +42,8 @@ class BoundedJSONParser(JSONParser):
         try:
             return bounded_reader.read_json(text, self.limits)
         except bounded_reader.InputRefused as exc:
+            if exc.place:  # a value that cannot be stored: named at its field, as a serializer would
+                raise ParseError({exc.place: [exc.problem]}) from None
             raise ParseError(f"JSON parse error - {exc}.") from None
 
 
