@@ -10,8 +10,8 @@ from crm_automation.bounded_reader import DOCUMENT, PAYLOAD, InputRefused, read_
 # The audit's bodies: 40 KB of brackets stalled a web worker for 31 s; nine levels of aliases
 # stand for 10^9 values in 764 bytes.
 DEEP_FLOW = "name: x\nnodes: " + "[" * 20000 + "]" * 20000 + "\nedges: []\n"
-ALIAS_BOMB = "l0: &l0 [x]\n" + "".join(
-    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 10)) + "id: a\nname: b\nnodes: []\nedges: []\n"
+ALIAS_BOMB = ("l0: &l0 [x]\n" + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 10))
+              + "id: a\nname: b\nnodes: []\nedges: []\n")
 
 
 def refusal(read, *args) -> InputRefused:
