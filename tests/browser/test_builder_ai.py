@@ -108,7 +108,8 @@ def test_the_builder_sorts_deals_by_an_ai_router_into_branches_saves_and_reloads
     shot(page, "agent-json")
     card(page, "Create task").get_by_role("button", name="Edit Create task").click()
     picker = field_box(page, "Task title").get_by_label("Insert a variable into the field above")
-    expect(picker.locator("option", has_text="{{AI agent")).to_have_text(["{{AI agent}}", "{{AI agent.<field>}}"])
+    expect(picker.locator("option", has_text="{{AI agent")).to_have_text(["AI agent — {{AI agent}}",
+                                                                         "AI agent › <field> — {{AI agent.<field>}}"])
     page.get_by_label("Task title", exact=True).fill("Ask for a review: {{AI agent.request}}")
     shot(page, "routes-happy-and-unsure")
 
