@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
 
+from crm_automation import bounded_reader
 from crm_automation.automation import catalog, cycles, documents, graph, impact, kpis
 from crm_automation.automation.definitions import definition_of
 from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
@@ -102,11 +103,15 @@ def _yaml_save(request, workflow: Workflow, text: str) -> list[YamlError]:
     if len(text) > MAX_YAML:
         return [YamlError(None, "", f"The text is longer than {MAX_YAML:,} characters.")]
     revision = request.POST.get("revision", "")
+    if revision and bounded_reader.read_int(revision) is None:
+        return [YamlError(None, "", "The form came back with a revision that is not a number, so it cannot tell "
+                                    "whether someone saved meanwhile: reload the page and make the change again.")]
+    document: dict = {}
     try:
         document, tree = documents.from_yaml(text)
         saved = workflow_update_from_document(
             workflow_id=workflow.pk, by=request.user, document=document, tree=tree,
-            expected_revision=int(revision) if revision.isdigit() else None)
+            expected_revision=bounded_reader.read_int(revision))
     except documents.DocumentError as exc:
         return _yaml_errors(exc, text)
     except (ValidationError, PermissionDenied) as exc:
