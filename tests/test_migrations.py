@@ -5,22 +5,15 @@ back and keeping the old effect keys, so nothing is made twice."""
 import uuid
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+
+from tests.migration_steps import migrate_to, migrate_to_latest
 
 BEFORE = [("automation", "0006_run_cancelled"), ("crm", "0002_email_unknown_outcome")]
 
 
-def migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_run_in_flight_at_the_deploy_finishes_on_its_version_with_its_old_keys():
-    old = migrate(BEFORE)
+    old = migrate_to(BEFORE)
     Org, Stage, Deal = (old.get_model("crm", m) for m in ("Organization", "Stage", "Deal"))
     Task = old.get_model("crm", "Task")
     Workflow, Version = old.get_model("automation", "Workflow"), old.get_model("automation", "WorkflowVersion")
@@ -47,7 +40,7 @@ def test_a_run_in_flight_at_the_deploy_finishes_on_its_version_with_its_old_keys
     # A worker made the second task, then died before its step row was written.
     Task.objects.create(organization=org, title="Second", deal=deal, automation_key=f"run:{run.pk}:step:1")
 
-    migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+    migrate_to_latest()
 
     from crm_automation.automation.engine import execute_runs
     from crm_automation.automation.models import WorkflowRun, WorkflowVersion

@@ -3,12 +3,12 @@ coexist (a database constraint on Lower(slug)), the API and the admin say which 
 and the migration renames duplicates that already exist."""
 
 import pytest
-from django.db import IntegrityError, connection, transaction
-from django.db.migrations.executor import MigrationExecutor
+from django.db import IntegrityError, transaction
 from rest_framework.test import APIClient
 
 from crm_automation.crm.models import Stage
 from tests.conftest import make_org, stage
+from tests.migration_steps import migrate_to, migrate_to_latest
 
 
 def api(user) -> APIClient:
@@ -56,23 +56,16 @@ def test_the_admin_shows_the_error_at_the_slug(client, org, owner):
 BEFORE = [("crm", "0006_deal_stage_entered_at")]
 
 
-def migrate(targets):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(targets)
-    return executor.loader.project_state(targets).apps
-
-
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_renames_existing_duplicates_and_keeps_the_lower_case_one(capsys):
-    old = migrate(BEFORE)
+    old = migrate_to(BEFORE)
     Org, OldStage = old.get_model("crm", "Organization"), old.get_model("crm", "Stage")
     acme, rival = (Org.objects.create(name=n, slug=n, plan="pro") for n in ("acme", "rival"))
     made = {slug: OldStage.objects.create(organization=acme, slug=slug, name=f"Stage {slug}")
             for slug in ("WON", "Won", "won", "won-2", "Lost", "LOST")}
     theirs = OldStage.objects.create(organization=rival, slug="Won", name="Won")
 
-    migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+    migrate_to_latest()
 
     slugs = {slug: Stage.objects.get(pk=s.pk).slug for slug, s in made.items()}
     assert slugs == {"won": "won", "won-2": "won-2", "WON": "won-3", "Won": "won-4", "Lost": "Lost", "LOST": "lost-2"}

@@ -9,8 +9,7 @@ import json
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
-from django.db import IntegrityError, connection, transaction
-from django.db.migrations.executor import MigrationExecutor
+from django.db import IntegrityError, transaction
 from django.test import Client
 from django.urls import reverse
 
@@ -20,6 +19,7 @@ from crm_automation.automation.services import workflow_delete, workflow_transit
 from crm_automation.automation.versioning import workflow_clone, workflow_document, workflow_export_yaml
 from tests.admin_helpers import page_form
 from tests.conftest import make_workflow
+from tests.migration_steps import migrate_to, migrate_to_latest
 
 TAKEN = "another workflow of this organization is already called that"
 
@@ -179,10 +179,7 @@ def test_free_names_stay_within_200_characters(org):
 # --- Existing duplicates -------------------------------------------------------------------------
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_renames_existing_duplicates_keeping_the_live_ones_name():
-    executor = MigrationExecutor(connection)
-    before = [("automation", "0027_rename_duplicate_workflow_names")]
-    executor.migrate([("automation", "0026_workflow_edited_by")])
-    old = MigrationExecutor(connection).loader.project_state(before).apps
+    old = migrate_to([("automation", "0026_workflow_edited_by")])
     Org, Workflow_ = old.get_model("crm", "Organization"), old.get_model("automation", "Workflow")
     acme = Org.objects.create(name="Acme", slug="acme-names", plan="pro")
     rival = Org.objects.create(name="Rival", slug="rival-names", plan="pro")
@@ -196,7 +193,7 @@ def test_the_migration_renames_existing_duplicates_keeping_the_live_ones_name():
     archived = made(acme, "kickoff", "c", "archived")
     taken_suffix = made(acme, "Kickoff (2)", "d")
     elsewhere = made(rival, "Kickoff", "e")
-    MigrationExecutor(connection).migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+    migrate_to_latest()
     names = dict(Workflow.objects.values_list("pk", "name"))
     assert names[live] == "KICKOFF"  # the live one keeps its name
     assert (names[draft], names[archived]) == ("Kickoff (3)", "kickoff (4)")
