@@ -46,10 +46,10 @@ def test_a_run_that_breaks_its_group_fails_alone_and_the_others_complete(org, mo
     poison = WorkflowRun.objects.get(trigger_entity_id=deals[1].pk).pk
     step_all = engine._step_all
 
-    def breaks_on_poison(states, segment):  # a bug that one run's data triggers
+    def breaks_on_poison(states, segment, *limit):  # a bug that one run's data triggers
         if any(s.run.pk == poison for s in states):
             raise RuntimeError("unexpected data")
-        return step_all(states, segment)
+        return step_all(states, segment, *limit)
 
     monkeypatch.setattr(engine, "_step_all", breaks_on_poison)
     report = engine.execute_runs(run_ids)
@@ -79,10 +79,10 @@ def test_a_run_that_keeps_killing_its_worker_gives_up_and_spares_the_others(org,
     poison = WorkflowRun.objects.get(trigger_entity_id=deals[0].pk).pk
     step_all = engine._step_all
 
-    def killed_by_poison(states, segment):  # e.g. the task timeout hits while this run executes
+    def killed_by_poison(states, segment, *limit):  # e.g. the task timeout hits while this run executes
         if any(s.run.pk == poison and not s.halted for s in states):
             raise KeyboardInterrupt("worker killed")
-        return step_all(states, segment)
+        return step_all(states, segment, *limit)
 
     monkeypatch.setattr(engine, "_step_all", killed_by_poison)
     with pytest.raises(KeyboardInterrupt):

@@ -2,7 +2,7 @@
 script would: one transaction per deal, the nudge after each commit, then exit.
 
     python -m benchmarks.chaos.mover --ids-file FILE [--start-at EPOCH] [--shuffle SEED]
-                                     [--exit-hard] [--report FILE]
+                                     [--exit-hard] [--report FILE] [--one-transaction]
 
 It reads DATABASE_URL, REDIS_URL, AUTOMATION_NUDGE... from its environment like any process of
 the project. The deals are loaded first, then it waits until --start-at (so that several movers
@@ -12,9 +12,12 @@ race at the same instant) and moves them in file order (or shuffled with --shuff
 at-exit flush gets to tell the workers (a process killed right after it saved).
 --report: write {"loaded", "first_move", "last_commit", "moved"} (epoch seconds) there as JSON
 before the normal exit.
+--one-transaction: every move in one transaction, as a bulk action commits them (the workers
+are nudged once, and the first drain claims them all together).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -34,11 +37,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shuffle", type=int, default=None)
     parser.add_argument("--exit-hard", action="store_true")
     parser.add_argument("--report", type=Path, default=None)
+    parser.add_argument("--one-transaction", action="store_true")
     args = parser.parse_args(argv)
 
     import django
 
     django.setup()
+    from django.db import transaction
+
     from crm_automation.crm.models import Deal, Stage
     from crm_automation.crm.services import deal_move_to_stage
 
@@ -53,9 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.start_at is not None:
         time.sleep(max(0.0, args.start_at - time.time()))
     first = time.time()
-    for deal_id in order:
-        deal = deals[deal_id]
-        deal_move_to_stage(deal=deal, stage=won[deal.organization_id])
+    with transaction.atomic() if args.one_transaction else contextlib.nullcontext():
+        for deal_id in order:
+            deal = deals[deal_id]
+            deal_move_to_stage(deal=deal, stage=won[deal.organization_id])
     if args.exit_hard:
         os._exit(0)  # right after the commit: no nudge, no at-exit flush
     last = time.time()

@@ -265,8 +265,11 @@ class MoverResult:
 
 
 def start_mover(env: dict, ids_file: Path, *, start_at: float | None = None, exit_hard: bool = False,
-                shuffle_seed: int | None = None, report: Path | None = None) -> subprocess.Popen:
+                shuffle_seed: int | None = None, report: Path | None = None,
+                one_transaction: bool = False) -> subprocess.Popen:
     args = [PYTHON, "-m", "benchmarks.chaos.mover", "--ids-file", str(ids_file)]
+    if one_transaction:
+        args.append("--one-transaction")
     if start_at is not None:
         args += ["--start-at", repr(start_at)]
     if exit_hard:

@@ -32,7 +32,10 @@ Scenarios (--only takes numbers or keys, e.g. 1,3 or 1-redis):
   8  a hostile organization (emails to a domain the SMTP server stalls on; a stored template
      "{{" + 5,000 spaces) next to a normal one; the normal org's time is compared with its
      time alone. live: triggers at the same instant while the cluster runs; backlog: H's then
-     N's triggers wait in the outbox when the cluster starts (a restart, or busy workers).
+     N's triggers wait in the outbox when the cluster starts (a restart, or busy workers);
+  9  a noisy organization H starts 30 runs of about 5,000 steps in two bulk actions and
+     posts 600 signed inbound webhooks while a normal one N saves a deal every second: each of
+     N's runs finishes at most 5 s later than the same saves on the idle cluster (long_runs.py).
 
 Columns (per row, over the organizations the scenario owns):
   events lost      events never processed or set aside with an error, plus stage changes
@@ -106,6 +109,7 @@ def flush_redis() -> None:
 def scenarios() -> dict[str, tuple[str, Callable]]:
     from benchmarks.chaos import scenarios as s
     from benchmarks.chaos.admin_race import admin_race
+    from benchmarks.chaos.long_runs import long_runs_neighbour
 
     return {
         "1-orm": ("1 kill -9 one worker (orm)", partial(s.kill_one_worker, broker="orm")),
@@ -119,6 +123,7 @@ def scenarios() -> dict[str, tuple[str, Callable]]:
         "7": ("7 admin race", admin_race),
         "8-live": ("8 hostile neighbour, live", partial(s.hostile_neighbour, backlog=False)),
         "8-backlog": ("8 hostile neighbour, backlog", partial(s.hostile_neighbour, backlog=True)),
+        "9": ("9 long runs neighbour", long_runs_neighbour),
     }
 
 

@@ -4,7 +4,8 @@ Runs are executed in groups: the fresh runs of one organization together (so eac
 action writes the whole group's effects with one bulk statement), and a run that was delivered
 before without finishing on its own, so a run that crashes or hangs its worker can only ever
 take itself down (invariant 13). Within a group the work is cut into transactions ("segments")
-that end where an external side effect must happen:
+that end where an external side effect must happen, or after SEGMENT_ROWS step rows (about a
+second of writing), so that a loop over thousands of items commits in pieces:
 
 1. Claim the group's runs with a lease (see leases.py); a heartbeat keeps it while we work.
 2. Each segment first locks the records the runs act on, so a record deleted meanwhile fails
@@ -19,8 +20,9 @@ that end where an external side effect must happen:
    the lease owner, so counters move exactly once however often a run is delivered.
 6. When the time budget is spent, unfinished runs are handed back (released, not counted as an
    attempt) for another task to continue; when a group raises, its runs are retried one by one.
-   Delivering takes turns between organizations (fairness.py): slices, and stepping aside when
-   another worker already waits on the same organization's provider while others' work waits.
+   Delivering and long runs take turns between organizations (fairness.py): slices between
+   segments, and stepping aside when another worker already waits on the same organization's
+   provider while others' work waits.
 """
 
 import logging
@@ -28,6 +30,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import transaction
@@ -66,11 +69,29 @@ from crm_automation.workers import shutdown
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
 MAX_STEPS = 5_000  # step rows per run
+# One transaction (a segment) writes at most this many step rows, or goes on for about this long:
+# a loop over thousands of items is committed in pieces, and between pieces its worker takes turns
+# with other organizations (fairness.py) as it does between the messages of a slow provider.
+SEGMENT_ROWS = 2_000
+SEGMENT_SECONDS = 1.0
 FUNCTION = "function"
 SUB_WORKFLOW = "sub_workflow"
 ROUTER = "router"
 
 Place = tuple[str, str]  # (node id, token): one step row of a run
+
+
+class StepRow(NamedTuple):
+    """A step row as a delivery reads it back: what the walk and history.Segment use of it, as
+    plain values (a model instance per row made resuming a run of 5,000 steps five times slower)."""
+
+    pk: int
+    status: str
+    result: dict
+    error: str
+    attempts: int
+    position: int
+    started_at: datetime | None
 
 
 @dataclass
@@ -84,7 +105,7 @@ class RunState:
     record: object
     template_context: dict
     deadline: float
-    history: dict[Place, WorkflowRunAction] = field(default_factory=dict)
+    history: dict[Place, StepRow | WorkflowRunAction] = field(default_factory=dict)  # read back, or written
     next_position: int = 0
     frontier: deque = field(default_factory=deque)  # places reached, not yet handled
     queued: set = field(default_factory=set)  # places in the frontier or handed to a group
@@ -102,6 +123,7 @@ class RunState:
     halted: str = ""
     failure: str = ""  # the first thing that went wrong, in words, for the run's error
     finished: bool = False
+    cut: bool = False  # its segment ended early (_step_all): a loop or a merge may still go on
 
     @property
     def handling(self) -> str:
@@ -119,7 +141,7 @@ class RunState:
     @property
     def parked(self) -> bool:
         """Only waits are left: for time, for an answer, for a sub-workflow."""
-        return bool(self.waiting) and not (self.frontier or self.queued or self.external)
+        return bool(self.waiting) and not (self.frontier or self.queued or self.external or self.cut)
 
     @property
     def wait_until(self) -> datetime | None:
@@ -182,8 +204,9 @@ def _load_states(runs: list[WorkflowRun]) -> list[RunState]:
     records = context.load_records(events)
     slugs = context.stage_slugs(events)
     history: dict[int, dict] = {}
-    for row in WorkflowRunAction.objects.filter(run_id__in=[r.pk for r in runs]):
-        history.setdefault(row.run_id, {})[(row.node_id, row.token)] = row
+    for run_id, node_id, token, *values in WorkflowRunAction.objects.filter(
+            run_id__in=[r.pk for r in runs]).values_list("run_id", "node_id", "token", *StepRow._fields):
+        history.setdefault(run_id, {})[(node_id, token)] = StepRow(*values)
     graphs: dict[int, graph.Graph] = {}
     now = time.monotonic()
     states = []
@@ -443,7 +466,7 @@ def _halt_rest(state: RunState, segment: Segment) -> None:
             _skip(state, place, segment)
 
 
-def _read_back(state: RunState, place: Place, previous: WorkflowRunAction, segment: Segment) -> None:
+def _read_back(state: RunState, place: Place, previous: StepRow | WorkflowRunAction, segment: Segment) -> None:
     """A step that finished in an earlier delivery: its outcome is read, never decided again."""
     result = previous.result or {}
     node = state.node(place[0])
@@ -668,11 +691,29 @@ def _apply_one(action, state, place, ctx, prepared):
         return state, place, ctx, False, {}, f"internal error: {type(exc).__name__}: {exc}"
 
 
-def _step_all(states: list[RunState], segment: Segment) -> None:
+def _step_all(states: list[RunState], segment: Segment, seconds: float | None = None) -> bool:
     """Advance every run as far as it can go in this segment: until each one is done, waits
-    for a delivery after the commit, or waits for time to pass."""
+    for a delivery after the commit, or waits for time to pass. With `seconds`, the segment
+    also ends once it has written SEGMENT_ROWS step rows or has been writing for `seconds`
+    (reading finished steps back does not count: every segment makes progress): a run of
+    thousands of steps is committed in pieces, so no transaction holds its records' locks for
+    long and its worker can take turns between pieces (_advance_group). Returns True when it
+    stopped early with work left."""
     now = timezone.now()  # one clock per pass: runs that wait alike wake alike (one UPDATE parks them)
+    writing_since = None
+    for state in states:
+        state.cut = False
     while True:
+        if seconds is not None and segment.rows:
+            writing_since = writing_since or time.monotonic()
+            if len(segment.rows) >= SEGMENT_ROWS or time.monotonic() - writing_since >= seconds:
+                # Between passes every action group has run: what is left is in the runs'
+                # frontiers (and loops, merges), which the next segment walks on from, or which
+                # a new delivery rebuilds from the step rows this segment commits. A run whose
+                # only other work is a wait is not parked yet: its loop may have iterations left.
+                for state in states:
+                    state.cut = not state.finished
+                return True
         groups: dict[str, list] = {}
         moved = False
         for state in states:
@@ -683,7 +724,7 @@ def _step_all(states: list[RunState], segment: Segment) -> None:
         if groups or moved:
             continue
         if not any([_settle(state, segment) for state in states if not state.finished]):
-            return
+            return False
 
 
 def _run_group(action, group: list[tuple[RunState, Place]], segment: Segment) -> None:
@@ -905,26 +946,34 @@ def _advance_group(runs: list[WorkflowRun], token: str, stop_at: float, report: 
     while True:
         with transaction.atomic():
             _lock_records(states)
-            _step_all(states, segment)
+            cut = _step_all(states, segment, SEGMENT_SECONDS)
             segment.flush()
             finished = _finish(states, token)
         report.finished.update(finished)  # only once committed
         waiting = [s.run.pk for s in states if s.external and not s.finished]
-        if not waiting:
+        unfinished = [s.run.pk for s in states if not s.finished]
+        if not unfinished or not (waiting or cut):
             return
         if time.monotonic() >= slice_end and not (more_queued or fairness.others_waiting(organization_id)):
             slice_end = time.monotonic() + fairness.slice_seconds()  # nobody else waits: another slice
         deadline = min(stop_at, slice_end)
-        if not shutdown.past(deadline) and _give_way(states, organization_id, others_queued):
+        if waiting and not shutdown.past(deadline) and _give_way(states, organization_id, others_queued):
             leases.step_aside(token, waiting, fairness.step_aside_for())
             report.stepped_aside += waiting
+            _hand_back(token, [pk for pk in unfinished if pk not in waiting], report)
             return
-        if shutdown.past(deadline) or not _deliver(states, segment, deadline):
-            # Out of time or out of turn (nothing could be sent before the deadline), or nothing
-            # could be sent at all: another task continues.
-            leases.hand_back(token, waiting)
-            report.handed_back += waiting
+        if shutdown.past(deadline) or (waiting and not _deliver(states, segment, deadline)):
+            # Out of time or out of turn (a long run's segment ended, or nothing could be sent
+            # before the deadline), or nothing could be sent at all: another task continues from
+            # the step rows committed so far.
+            _hand_back(token, unfinished, report)
             return
+
+
+def _hand_back(token: str, run_ids: list[int], report: Report) -> None:
+    if run_ids:
+        leases.hand_back(token, run_ids)
+        report.handed_back += run_ids
 
 
 def _give_way(states: list[RunState], organization_id: int, others_queued: bool) -> bool:

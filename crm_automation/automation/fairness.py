@@ -1,15 +1,19 @@
-"""Sharing the workers between organizations when one of them has a slow provider.
+"""Sharing the workers between organizations when one of them has a slow provider or long runs.
 
 A worker that hands a message over waits for the provider: an email to a server that stalls at
-RCPT TO costs EMAIL_TIMEOUT, a webhook to a hanging endpoint its timeout. One organization with
-such a provider must not hold every worker while other organizations' changes wait to be
-claimed (chaos scenario 8). Database work is fast and is never held back; two rules apply when
-a group of runs is about to deliver (engine._advance_group):
+RCPT TO costs EMAIL_TIMEOUT, a webhook to a hanging endpoint its timeout. A run that loops over
+thousands of items keeps its worker busy as long. One organization with such a provider or such
+runs must not hold every worker while other organizations' changes wait to be claimed (chaos
+scenarios 8 and 9). Two rules apply between a group's segments (engine._advance_group: a segment
+is one transaction of at most engine.SEGMENT_ROWS step rows, about a second) and when it is
+about to deliver:
 
-1. Slices. A group delivers for GROUP_SLICE_SECONDS at a time. At the end of a slice it goes on
+1. Slices. A group works for GROUP_SLICE_SECONDS at a time. At the end of a slice it goes on
    only if nothing else waits: no later group in the same task, no other organization's event
    that no worker has claimed. Otherwise it hands its runs back (a continuation task, at the end
-   of the queue) and the worker turns to the others.
+   of the queue; not counted as an attempt; the runs resume from their step rows) and the worker
+   turns to the others: a drain claims the next batch, a continuation drains the waiting events
+   before it ends (tasks.continue_runs).
 2. One worker per organization at a slow provider. A group whose organization already has a
    message in a provider's hands on another worker steps aside when others wait: its runs are
    released for STEP_ASIDE_SECONDS (a short lease, not counted as an attempt) and the watchdog

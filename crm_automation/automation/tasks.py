@@ -74,8 +74,18 @@ def drain_events(fan_out: bool = True, *, stop_at: float | None = None) -> int:
 
 
 def continue_runs(run_ids: list[int]) -> int:
-    """Continue runs a task handed back when its time was up."""
-    return _execute(run_ids, budget=settings.AUTOMATION["RUN_TIME_BUDGET"], fan_out=True)
+    """Continue runs a task handed back when its time was up or its turn was over. A turn ends
+    when other work waits (fairness.py): the changes nobody has claimed are then taken here at
+    once, as a drain does after a hand-back, rather than from the end of the queue, behind the
+    continuations of the runs that gave way."""
+    stop_at = time.monotonic() + settings.AUTOMATION["RUN_TIME_BUDGET"]
+    report = execute_runs(run_ids, budget=stop_at - time.monotonic())
+    finished = len(report.finished)
+    if report.handed_back:
+        enqueue_continue(report.handed_back)
+        if not shutdown.past(stop_at) and unclaimed_events().exists():
+            finished += drain_events(stop_at=stop_at)
+    return finished
 
 
 def dispatch_safely(events: list[AutomationEvent]) -> list[int]:
