@@ -16,12 +16,14 @@ signals the main process and leaves the rest to it; docs/operations.md.)
 Work checks `requested()` where it checks its deadline: no new events or runs are claimed, no
 further email, webhook or AI call is started; what is left is handed back (queued as a
 continuation for the next cluster) exactly as when the time budget runs out. A step in
-progress finishes first: nothing is cut in half.
+progress finishes first: nothing is cut in half. A stop that cannot finish because the database
+is gone is ended by force within seconds (stop_guard.py).
 """
 
 import multiprocessing
 import signal
 import time
+from collections.abc import Callable
 
 # A byte in shared memory, not a multiprocessing.Event: an Event's checks take a lock shared by
 # every process of the cluster, and a worker killed (-9) while holding it would block the others
@@ -42,13 +44,17 @@ def past(deadline: float | None) -> bool:
     return bool(_STOPPING.value) or (deadline is not None and time.monotonic() >= deadline)
 
 
-def chain_signal_handlers() -> None:
-    """In the qcluster process, after django-q2 installed its handlers: set the flag first."""
+def chain_signal_handlers(*also: Callable[[], None]) -> None:
+    """In the qcluster process, after django-q2 installed its handlers: set the flag first, then
+    call `also` (the stop guard, stop_guard.py), then django-q2's handler, which waits for the
+    cluster to stop."""
     for signum in (signal.SIGTERM, signal.SIGINT):
         previous = signal.getsignal(signum)
 
         def handler(number, frame, previous=previous):
             request()
+            for call in also:
+                call()
             if callable(previous):
                 previous(number, frame)
 

@@ -1,6 +1,7 @@
-"""django-q2's `qcluster`, with one addition: a stop (SIGTERM, Ctrl-C) first tells every worker of
-the cluster to hand its work back (automation/shutdown.py), then stops the cluster as django-q2
-does. Same options and behaviour otherwise."""
+"""django-q2's `qcluster`, with two additions: a stop (SIGTERM, Ctrl-C) first tells every worker of
+the cluster to hand its work back (workers/shutdown.py), then stops the cluster as django-q2
+does; and a stop that hangs because the database is gone ends by force within seconds
+(workers/stop_guard.py: exit status 1). Same options and behaviour otherwise."""
 
 import os
 
@@ -9,6 +10,7 @@ from django_q.cluster import Cluster
 from django_q.management.commands.qcluster import Command as DjangoQCommand
 
 from crm_automation.workers import shutdown
+from crm_automation.workers.stop_guard import StopGuard
 
 
 class Command(DjangoQCommand):
@@ -19,7 +21,7 @@ class Command(DjangoQCommand):
         if options.get("cluster_name"):
             os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
         cluster = Cluster()  # installs django-q2's SIGTERM/SIGINT handlers…
-        shutdown.chain_signal_handlers()  # …which now run after the flag is set
+        shutdown.chain_signal_handlers(StopGuard().start)  # …which now run after the flag is set
         cluster.start()
         if options.get("run_once", False):
             cluster.stop()
