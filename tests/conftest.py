@@ -20,6 +20,20 @@ def sqlite_pass_only(why: str):
     return pytest.mark.skipif(connection.vendor == "postgresql", reason=f"in the SQLite pass only: {why}")
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, which it drops at the end. On PostgreSQL a server thread
+    of a browser test can still hold a session then: Chromium keeps its connections alive, and a
+    live server's request threads are daemons nobody joins, so the pool never gets their
+    connection back and DROP DATABASE is refused ("being accessed by other users"). End such
+    leftover sessions of the test database first."""
+    yield
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
 @pytest.fixture(autouse=True)
 def _test_settings(settings):
     # Tests call the worker steps directly; the e2e test turns nudges back on.
