@@ -1,5 +1,6 @@
 """A TCP forwarder the tests can cut and restore: a database or broker that goes away and comes
-back, for a process that reaches it through 127.0.0.1:<proxy.port>."""
+back, for a process that reaches it through 127.0.0.1:<proxy.port>. Or that goes silent
+(`drop`): a network that drops packets, where a client waits for an answer for ever."""
 
 import contextlib
 import socket
@@ -13,6 +14,8 @@ class TcpProxy:
         self.listener: socket.socket | None = None
         self.open: set[socket.socket] = set()
         self.lock = threading.Lock()
+        self.silent = threading.Event()  # drop(): nothing is forwarded or answered any more
+        self.released = threading.Event()  # close(): swallowing pipes may end
         self.restore()
 
     def restore(self) -> None:
@@ -39,7 +42,14 @@ class TcpProxy:
                 sock.close()
             self.open.clear()
 
-    close = cut
+    def drop(self) -> None:
+        """The network goes silent: nothing is forwarded or answered and nothing is closed, so a
+        client waits for ever (a cut refuses and resets: clients fail fast)."""
+        self.silent.set()
+
+    def close(self) -> None:
+        self.released.set()
+        self.cut()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -47,6 +57,10 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if self.silent.is_set():
+                with self.lock:
+                    self.open.add(client)  # accepted, never answered
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -61,6 +75,9 @@ class TcpProxy:
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                if self.silent.is_set():
+                    self.released.wait()  # swallowed; the sockets are left open
+                    return
                 sink.sendall(data)
         except OSError:
             pass

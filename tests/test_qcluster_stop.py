@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -31,63 +30,10 @@ pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason=(
     "the embedded SQLite database cannot go away over a network; CI runs this on PostgreSQL"))
 
 
-class DroppingProxy(TcpProxy):
-    """`drop()`: the network goes silent. Nothing is forwarded or answered any more and nothing is
-    closed, so a client waits for an answer for ever (a cut refuses and resets: clients fail fast)."""
-
-    def __init__(self, *target) -> None:
-        self.silent = threading.Event()
-        self.released = threading.Event()
-        super().__init__(*target)
-
-    def drop(self) -> None:
-        self.silent.set()
-
-    def close(self) -> None:
-        self.released.set()
-        super().close()
-
-    def _pipe(self, source, sink) -> None:
-        try:
-            while data := source.recv(65536):
-                if self.silent.is_set():
-                    self.released.wait()  # swallowed
-                    return
-                sink.sendall(data)
-        except OSError:
-            pass
-
-    def _accept(self, listener) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            if self.silent.is_set():
-                with self.lock:
-                    self.open.add(client)  # accepted, never answered
-                continue
-            self._forward(client)
-
-    def _forward(self, client) -> None:
-        import socket
-
-        try:
-            upstream = socket.create_connection(self.target, timeout=5)
-        except OSError:
-            client.close()
-            return
-        upstream.settimeout(None)
-        with self.lock:
-            self.open.update((client, upstream))
-        for a, b in ((client, upstream), (upstream, client)):
-            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-
 @pytest.fixture
 def database(transactional_db):
     url = urlsplit(database_url())
-    proxy = DroppingProxy(url.hostname, url.port or 5432)
+    proxy = TcpProxy(url.hostname, url.port or 5432)
     yield proxy, urlunsplit(url._replace(netloc=f"{url.username}@127.0.0.1:{proxy.port}"))
     proxy.close()
 
