@@ -33,8 +33,8 @@ def one_round(n: int, orgs: int) -> tuple[float, int]:
     from django.core import mail
 
     from benchmarks.chaos.data import add_workflow, make_org, reset_database
-    from crm_automation.automation import tasks
     from crm_automation.automation.models import WorkflowRun
+    from crm_automation.automation.runtime import tasks
     from crm_automation.crm.models import Deal
     from crm_automation.crm.services import deal_move_to_stage
 

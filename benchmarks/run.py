@@ -59,8 +59,8 @@ from django.utils import timezone  # noqa: E402
 call_command("migrate", verbosity=0)
 
 from crm_automation.automation.models import WorkflowRun, WorkflowRunAction  # noqa: E402
-from crm_automation.automation.outbox import record_changes  # noqa: E402
-from crm_automation.automation.services import workflow_create, workflow_transition  # noqa: E402
+from crm_automation.automation.runtime.outbox import record_changes  # noqa: E402
+from crm_automation.automation.services.workflows import workflow_create, workflow_transition  # noqa: E402
 from crm_automation.crm.changes import records_changed  # noqa: E402
 from crm_automation.crm.models import Contact, Deal, Lead, Organization, Stage  # noqa: E402
 from crm_automation.crm.services import deal_move_to_stage, leads_convert_bulk  # noqa: E402
@@ -461,8 +461,8 @@ def bench_relative_time(total: int = 100_000, rounds: int = 20) -> None:
 
     from django.db import connection, transaction
 
-    from crm_automation.automation import relative_time
     from crm_automation.automation.models import RelativeTrigger
+    from crm_automation.automation.triggers import relative_time
 
     org, stages = make_org("relative")
     contact = Contact.objects.create(organization=org, first_name="Ada", email="ada@example.com")
@@ -522,7 +522,7 @@ def bench_impact(total: int = 100_000) -> None:
     stage changes of as many deals in the last 30 days: one replay, timed."""
     from django.db import connection
 
-    from crm_automation.automation import impact
+    from crm_automation.automation.services import impact
 
     org, stages = make_org("impact")
     contact = Contact.objects.create(organization=org, first_name="Ada", email="ada@example.com")
@@ -586,7 +586,7 @@ def bench_waiting_cost(parked: int = 100_000) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from crm_automation.automation.tasks import WAKE_BATCH, wake_due_runs
+    from crm_automation.automation.runtime.tasks import WAKE_BATCH, wake_due_runs
 
     org, stages = make_org("waits-parked")
     add_workflows(org, 1, actions=WAIT_THEN_TWO)
@@ -692,7 +692,7 @@ def bench_template_scan() -> None:
     linear scanner, same inputs, same run."""
     import re
 
-    from crm_automation.automation.templating import template_paths
+    from crm_automation.automation.definition.templating import template_paths
 
     old = re.compile(r"\{\{\s*(.*?)\s*\}\}")
     print("\n(t) template scan of '{{' + N spaces (median of 3)")

@@ -368,7 +368,7 @@ def engine_in_process(admin, n: int) -> DbCost:
 
     from benchmarks.chaos.data import add_workflow, make_org, reset_database
     from crm_automation.automation.models import WorkflowRun
-    from crm_automation.automation.tasks import drain_events
+    from crm_automation.automation.runtime.tasks import drain_events
     from crm_automation.crm.models import Deal
     from crm_automation.crm.services import deal_move_to_stage
 

@@ -5,8 +5,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 
-from crm_automation.automation.services import free_name, workflow_create, workflow_transition
-from crm_automation.automation.tasks import drain_events
+from crm_automation.automation.runtime.tasks import drain_events
+from crm_automation.automation.services.workflows import free_name, workflow_create, workflow_transition
 from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organization, Stage
 from tests.fake_ai import anthropic, model_server, openai  # noqa: F401 (fixtures of the AI tests)
 

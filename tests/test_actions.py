@@ -3,7 +3,7 @@
 import pytest
 from django.core.exceptions import ValidationError
 
-from crm_automation.automation.definitions import validate_action
+from crm_automation.automation.definition.validation import validate_action
 from crm_automation.automation.models import AutomationEvent, FieldChange, WorkflowRunAction
 from crm_automation.crm.models import Deal, Lead, Task
 from crm_automation.crm.services import deal_move_to_stage, lead_convert

@@ -7,7 +7,7 @@ from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
 from crm_automation.automation.models import Workflow
-from crm_automation.automation.services import workflow_transition, workflow_update
+from crm_automation.automation.services.workflows import workflow_transition, workflow_update
 from crm_automation.crm.models import Deal
 from crm_automation.crm.services import deal_move_to_stage
 from tests.admin_helpers import page_form

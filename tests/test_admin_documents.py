@@ -7,8 +7,8 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from crm_automation.automation.models import Workflow
-from crm_automation.automation.services import workflow_update
-from crm_automation.automation.versioning import workflow_export_yaml
+from crm_automation.automation.services.versions import workflow_export_yaml
+from crm_automation.automation.services.workflows import workflow_update
 from tests.conftest import make_workflow
 from tests.test_documents import GOOD
 

@@ -9,11 +9,11 @@ import json
 import pytest
 from django.core.exceptions import ValidationError
 
-from crm_automation.automation import impact
 from crm_automation.automation.models import AiCall, WorkflowRun
-from crm_automation.automation.services import workflow_create, workflow_transition
-from crm_automation.automation.tasks import sweep
-from crm_automation.automation.versioning import workflow_export_yaml, workflow_import_yaml
+from crm_automation.automation.runtime.tasks import sweep
+from crm_automation.automation.services import impact
+from crm_automation.automation.services.versions import workflow_export_yaml, workflow_import_yaml
+from crm_automation.automation.services.workflows import workflow_create, workflow_transition
 from crm_automation.crm.models import Deal, EmailMessage, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage, time_passes
@@ -146,7 +146,7 @@ def test_a_redelivered_run_reads_the_answer_instead_of_asking_again(org, deal, o
     openai.reply(200, chat("Hello"))
     run = win(org, deal, [agent(), task("after", "{{Draft SMS}}")], [edge("trigger", "draft"), edge("draft", "after")])
     assert run.status == "completed"
-    from crm_automation.automation.ai.nodes import Agent
+    from crm_automation.automation.nodes.ai import Agent
     found = Agent().existing([f"run:{run.pk}:node:draft"])
     assert found[f"run:{run.pk}:node:draft"]["output"] == "Hello"
     assert Agent().settle_existing(found[f"run:{run.pk}:node:draft"])[0] is True
@@ -254,7 +254,7 @@ edges:
 
 
 def test_a_simulation_does_not_ask_the_model(org, deal, openai, owner):
-    from crm_automation.automation.simulation import simulate
+    from crm_automation.automation.services.simulation import simulate
     workflow = make_workflow(org, actions=[agent(), router(), task("happy", "Review")],
                              graph={"edges": [edge("trigger", "draft"), edge("draft", "mood"),
                                               edge("mood", "happy", "route-0")]})

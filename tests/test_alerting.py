@@ -9,8 +9,8 @@ from django.core import mail
 from django.test import Client
 from django.utils import timezone
 
-from crm_automation.automation import alerting
 from crm_automation.automation.models import AlertIncident, AutomationEvent, WorkflowRun
+from crm_automation.automation.ops import alerts as alerting
 from crm_automation.crm.models import Notification
 from tests.conftest import make_workflow
 from tests.test_breaker import runs

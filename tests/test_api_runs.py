@@ -12,8 +12,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from crm_automation.automation.models import AutomationEvent, WorkflowRun
+from crm_automation.automation.runtime.tasks import continue_runs
 from crm_automation.automation.selectors import runs_of_organization
-from crm_automation.automation.tasks import continue_runs
 from crm_automation.crm.models import Deal, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage

@@ -11,9 +11,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from crm_automation.automation.models import AutomationEvent, FieldChange, Workflow, WorkflowRun
-from crm_automation.automation.services import workflow_transition
-from crm_automation.automation.tasks import continue_runs
-from crm_automation.automation.versioning import workflow_export_yaml
+from crm_automation.automation.runtime.tasks import continue_runs
+from crm_automation.automation.services.versions import workflow_export_yaml
+from crm_automation.automation.services.workflows import workflow_transition
 from crm_automation.crm.models import Deal, EmailMessage, Notification, Organization, Task
 from tests.conftest import make_org, make_user, make_workflow
 from tests.test_graph_engine import edge, task

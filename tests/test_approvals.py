@@ -6,8 +6,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
 
 from crm_automation.automation.models import WorkflowRun
-from crm_automation.automation.run_controls import run_answer
-from crm_automation.automation.tasks import continue_runs, sweep
+from crm_automation.automation.runtime.tasks import continue_runs, sweep
+from crm_automation.automation.services.runs import run_answer
 from crm_automation.crm.models import Notification, Task
 from tests.conftest import time_passes
 from tests.test_graph_engine import edge, task, win

@@ -6,9 +6,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from crm_automation.automation.definitions import validate_action
+from crm_automation.automation.definition.validation import validate_action
 from crm_automation.automation.models import Workflow
-from crm_automation.automation.services import workflow_create
+from crm_automation.automation.services.workflows import workflow_create
 from tests.admin_helpers import page_form
 from tests.conftest import make_workflow
 

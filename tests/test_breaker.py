@@ -8,9 +8,9 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from crm_automation.automation import breaker
 from crm_automation.automation.models import AutomationEvent, CircuitBreak, Workflow, WorkflowRun
-from crm_automation.automation.services import workflow_update
+from crm_automation.automation.ops import breaker
+from crm_automation.automation.services.workflows import workflow_update
 from crm_automation.crm.models import Notification
 from tests.conftest import make_workflow
 
@@ -90,9 +90,9 @@ def test_a_workflow_someone_changed_during_the_cool_down_is_left_to_them(workflo
 def test_the_breaker_runs_every_minute_on_its_own_schedule(workflow):
     from django_q.models import Schedule
 
-    from crm_automation.automation.tasks import watch
+    from crm_automation.automation.runtime.tasks import watch
 
-    assert Schedule.objects.get(name="automation-watch").func == "crm_automation.automation.tasks.watch"
+    assert Schedule.objects.get(name="automation-watch").func == "crm_automation.automation.runtime.tasks.watch"
     runs(workflow, failed=4, completed=6)
     watch()
     assert Workflow.objects.get(pk=workflow.pk).status == "paused"

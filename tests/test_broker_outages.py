@@ -10,7 +10,7 @@ import time
 import pytest
 
 from crm_automation.automation.models import AutomationEvent
-from crm_automation.automation.nudger import Nudger
+from crm_automation.automation.runtime.nudger import Nudger
 from tests.conftest import make_workflow
 from tests.test_e2e_qcluster import MOVE, ROOT, database_url
 
@@ -25,7 +25,7 @@ def test_redis_urls_get_socket_timeouts():
 
 def test_a_hanging_nudge_does_not_hold_the_exit(monkeypatch):
     nudger, stuck = Nudger(), threading.Event()
-    monkeypatch.setattr("crm_automation.automation.queue.enqueue_drain", lambda: stuck.wait(30))
+    monkeypatch.setattr("crm_automation.automation.runtime.queue.enqueue_drain", lambda: stuck.wait(30))
     nudger._pid = __import__("os").getpid()
     nudger._pending.set()
     assert nudger.flush(wait=0.2) is False  # gave up waiting; the process may exit

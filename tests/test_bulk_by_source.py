@@ -7,11 +7,11 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from crm_automation.automation.bulk import bulk_hold_discard, bulk_hold_release
 from crm_automation.automation.models import AutomationEvent, BulkHold, WorkflowDecision, WorkflowRun
-from crm_automation.automation.services import workflow_create
-from crm_automation.automation.tasks import continue_runs
-from crm_automation.automation.versioning import workflow_export_yaml, workflow_import_yaml
+from crm_automation.automation.runtime.tasks import continue_runs
+from crm_automation.automation.services.versions import workflow_export_yaml, workflow_import_yaml
+from crm_automation.automation.services.workflows import workflow_create
+from crm_automation.automation.triggers.bulk import bulk_hold_discard, bulk_hold_release
 from crm_automation.crm.models import Lead, Notification, Task
 from crm_automation.crm.services import leads_convert_bulk, leads_import
 from tests.conftest import drain, make_workflow

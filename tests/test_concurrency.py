@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 
 from crm_automation.automation.models import Workflow
-from crm_automation.automation.services import workflow_transition
+from crm_automation.automation.services.workflows import workflow_transition
 from tests.conftest import make_workflow
 
 

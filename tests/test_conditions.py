@@ -1,6 +1,6 @@
 import pytest
 
-from crm_automation.automation.conditions import evaluate, validate
+from crm_automation.automation.definition.conditions import evaluate, validate
 
 CTX = {"trigger": {"from_stage": "proposal", "to_stage": "won"},
        "deal": {"title": "Big Website", "amount": 12000, "probability": 40, "stage": "won",

@@ -10,9 +10,10 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from crm_automation.automation import catalog, field_changes
+from crm_automation.automation.definition import catalog
 from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowDecision, WorkflowRun
-from crm_automation.automation.versioning import parse_yaml, workflow_export_yaml, workflow_import_yaml
+from crm_automation.automation.services.versions import parse_yaml, workflow_export_yaml, workflow_import_yaml
+from crm_automation.automation.triggers import record_changes as field_changes
 from crm_automation.crm.models import Contact, Notification, Organization, Task
 from crm_automation.crm.services import record_update
 from crm_automation.web.words import trigger_in_words

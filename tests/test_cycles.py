@@ -8,7 +8,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from crm_automation.automation.models import Workflow
-from crm_automation.automation.services import workflow_publish, workflow_transition, workflow_update
+from crm_automation.automation.services.workflows import workflow_publish, workflow_transition, workflow_update
 from tests.conftest import make_workflow
 
 

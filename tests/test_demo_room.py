@@ -7,7 +7,7 @@ from django.test import Client
 
 from crm_automation.automation.management.commands.seed_demo import room_for_more
 from crm_automation.automation.models import Workflow, WorkflowStatus
-from crm_automation.automation.services import workflow_create, workflow_transition
+from crm_automation.automation.services.workflows import workflow_create, workflow_transition
 from crm_automation.crm.models import Organization
 from tests.conftest import make_workflow
 

@@ -3,11 +3,11 @@
 import pytest
 from django.core.exceptions import ValidationError
 
-from crm_automation.automation.cause import caused_by
-from crm_automation.automation.dispatch import claim_events, dispatch_events
 from crm_automation.automation.models import AutomationEvent, MonthlyUsage, Workflow, WorkflowDecision, WorkflowRun
 from crm_automation.automation.plans import month_start
-from crm_automation.automation.services import workflow_snapshot, workflow_transition
+from crm_automation.automation.runtime.cause import caused_by
+from crm_automation.automation.runtime.dispatch import claim_events, dispatch_events
+from crm_automation.automation.services.workflows import workflow_snapshot, workflow_transition
 from crm_automation.crm.models import Organization
 from crm_automation.crm.services import deal_move_to_stage, lead_convert
 from tests.conftest import drain, make_workflow, stage
@@ -177,7 +177,7 @@ def test_deal_created_and_lead_created_triggers_run(org, owner):
 
 
 def test_an_event_that_cannot_be_dispatched_is_set_aside_with_its_error(org, deal, monkeypatch):
-    from crm_automation.automation import dispatch
+    from crm_automation.automation.runtime import dispatch
 
     make_workflow(org)
     deal_move_to_stage(deal=deal, stage=stage(org, "won"))

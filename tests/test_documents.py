@@ -5,10 +5,9 @@ import pytest
 import yaml
 from django.core.exceptions import PermissionDenied
 
-from crm_automation.automation import documents
+from crm_automation.automation.definition import documents
 from crm_automation.automation.models import Workflow
-from crm_automation.automation.services import workflow_update
-from crm_automation.automation.versioning import (
+from crm_automation.automation.services.versions import (
     parse_yaml,
     versions_compare,
     workflow_clone,
@@ -17,6 +16,7 @@ from crm_automation.automation.versioning import (
     workflow_import_yaml,
     workflow_rollback,
 )
+from crm_automation.automation.services.workflows import workflow_update
 from tests.conftest import make_workflow
 
 GOOD = """\

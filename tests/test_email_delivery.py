@@ -12,9 +12,9 @@ from django.conf import settings
 from django.core import mail
 from django.urls import reverse
 
-from crm_automation.automation import engine
 from crm_automation.automation.models import WorkflowRun
-from crm_automation.automation.tasks import continue_runs, sweep
+from crm_automation.automation.runtime import engine
+from crm_automation.automation.runtime.tasks import continue_runs, sweep
 from crm_automation.crm import email_delivery
 from crm_automation.crm.models import EmailMessage
 from crm_automation.workers import shutdown

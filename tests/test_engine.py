@@ -7,11 +7,11 @@ from django.core import mail
 from django.db import DatabaseError
 from django.utils import timezone
 
-from crm_automation.automation import engine, leases
-from crm_automation.automation.actions import REGISTRY
-from crm_automation.automation.dispatch import claim_events, dispatch_events
 from crm_automation.automation.models import FieldChange, WorkflowRun, WorkflowRunAction
-from crm_automation.automation.tasks import sweep
+from crm_automation.automation.nodes import REGISTRY
+from crm_automation.automation.runtime import engine, leases
+from crm_automation.automation.runtime.dispatch import claim_events, dispatch_events
+from crm_automation.automation.runtime.tasks import sweep
 from crm_automation.crm.models import Deal, EmailMessage, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import KICKOFF_ACTIONS as KICKOFF
@@ -220,7 +220,7 @@ def test_unknown_template_paths_are_noted_in_the_result(org, deal):
 
 
 def test_runs_execute_the_version_they_were_created_with(org, deal):
-    from crm_automation.automation.services import workflow_update
+    from crm_automation.automation.services.workflows import workflow_update
 
     wf = make_workflow(org)
     run_id = dispatched_run(org, deal)

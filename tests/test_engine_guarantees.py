@@ -9,10 +9,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from crm_automation.automation import engine, leases, tasks, watchdog
-from crm_automation.automation.actions import REGISTRY, ActionFailed
-from crm_automation.automation.dispatch import claim_events
 from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowRun
+from crm_automation.automation.nodes import REGISTRY, ActionFailed
+from crm_automation.automation.runtime import engine, leases, tasks, watchdog
+from crm_automation.automation.runtime.dispatch import claim_events
 from crm_automation.crm.models import Task
 from tests.conftest import make_workflow
 from tests.test_concurrent_moves import race
@@ -129,7 +129,8 @@ def test_two_dispatches_naming_organizations_in_opposite_order_do_not_deadlock(o
     """PostgreSQL: each dispatch locks its organizations' usage rows; in one order for all."""
     if connection.vendor != "postgresql":
         pytest.skip("SQLite serialises writers: two dispatches cannot interleave there")
-    from crm_automation.automation import dispatch, plans
+    from crm_automation.automation import plans
+    from crm_automation.automation.runtime import dispatch
     from crm_automation.crm.models import Deal
     from crm_automation.crm.services import deal_move_to_stage
     from tests.conftest import stage

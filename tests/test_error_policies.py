@@ -7,10 +7,10 @@ import pytest
 from django.core import mail
 from django.core.exceptions import ValidationError
 
-from crm_automation.automation import error_policy
+from crm_automation.automation.definition import error_policy
 from crm_automation.automation.models import WorkflowRun
-from crm_automation.automation.run_controls import run_cancel, run_resume
-from crm_automation.automation.tasks import continue_runs, sweep
+from crm_automation.automation.runtime.tasks import continue_runs, sweep
+from crm_automation.automation.services.runs import run_cancel, run_resume
 from crm_automation.crm.models import EmailMessage, Notification, Task
 from tests.conftest import time_passes
 from tests.test_graph_engine import edge, task, win

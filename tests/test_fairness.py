@@ -9,10 +9,10 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from crm_automation.automation import engine, fairness
 from crm_automation.automation.models import AutomationEvent, RunStatus, WorkflowRun
-from crm_automation.automation.tasks import sweep
-from crm_automation.automation.watchdog import Watch
+from crm_automation.automation.runtime import engine, fairness
+from crm_automation.automation.runtime.tasks import sweep
+from crm_automation.automation.runtime.watchdog import Watch
 from crm_automation.crm.models import EmailMessage
 from crm_automation.webhooks.models import WebhookDelivery
 from tests.conftest import make_workflow
@@ -156,7 +156,7 @@ def test_resumed_runs_of_one_organization_do_not_step_aside_for_each_other(org):
 
 
 def test_a_drain_claims_one_organization_s_events_at_a_time_oldest_first(org, other_org):
-    from crm_automation.automation.dispatch import claim_events
+    from crm_automation.automation.runtime.dispatch import claim_events
 
     won_deals(org, 2)
     won_deals(other_org, 2)
@@ -170,7 +170,7 @@ def test_a_drain_claims_one_organization_s_events_at_a_time_oldest_first(org, ot
 
 
 def test_a_drain_turns_to_the_organizations_no_worker_is_busy_with(org, other_org):
-    from crm_automation.automation.dispatch import claim_events
+    from crm_automation.automation.runtime.dispatch import claim_events
 
     make_workflow(org, actions=EMAIL_ONLY)
     won_deals(org, 1)

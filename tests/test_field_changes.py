@@ -6,8 +6,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from crm_automation.automation import field_changes
 from crm_automation.automation.models import AutomationEvent, WorkflowDecision, WorkflowRun
+from crm_automation.automation.triggers import record_changes as field_changes
 from crm_automation.crm.models import Deal, Lead, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage

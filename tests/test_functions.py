@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from crm_automation.automation.actions.base import ActionFailed
-from crm_automation.automation.functions import FUNCTIONS, call, validate
+from crm_automation.automation.nodes.base import ActionFailed
+from crm_automation.automation.nodes.function import FUNCTIONS, call, validate
 from crm_automation.crm.models import Contact, Deal, Lead
 from tests.conftest import stage
 

@@ -5,7 +5,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from crm_automation.automation.models import WorkflowRun
-from crm_automation.automation.tasks import sweep
+from crm_automation.automation.runtime.tasks import sweep
 from crm_automation.crm.models import Deal, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage, time_passes
@@ -231,8 +231,8 @@ def test_a_worker_killed_mid_graph_resumes_from_its_last_step_with_no_effect_twi
 
 
 def test_versions_of_a_graph_compare_roll_back_and_clone(org, owner):
-    from crm_automation.automation.services import workflow_update
-    from crm_automation.automation.versioning import versions_compare, workflow_clone, workflow_rollback
+    from crm_automation.automation.services.versions import versions_compare, workflow_clone, workflow_rollback
+    from crm_automation.automation.services.workflows import workflow_update
 
     wf = make_workflow(org, actions=[task("a", "A"), task("b", "B")], activate=False)
     workflow_update(workflow_id=wf.pk, by=owner, actions=[BIG_DEAL, task("a", "A"), task("b", "B")],
@@ -264,7 +264,7 @@ def test_the_workflow_page_shows_the_flow_in_words(client, org, owner):
 
 
 def test_loops_in_loops_stop_at_the_step_limit(org, deal, monkeypatch):
-    from crm_automation.automation import engine
+    from crm_automation.automation.runtime import engine
 
     monkeypatch.setattr(engine, "MAX_STEPS", 50)
     run = win(org, deal, [

@@ -20,8 +20,8 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from crm_automation.automation import health
 from crm_automation.automation.models import AutomationEvent, WorkerHeartbeat
+from crm_automation.automation.ops import health
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, sqlite_pass_only, stage
 from tests.tcp_proxy import TcpProxy

@@ -8,10 +8,10 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from crm_automation.automation import impact
 from crm_automation.automation.models import AutomationEvent, ImpactPreview, Workflow, WorkflowRun
-from crm_automation.automation.services import workflow_transition
-from crm_automation.automation.tasks import impact_preview
+from crm_automation.automation.runtime.tasks import impact_preview
+from crm_automation.automation.services import impact
+from crm_automation.automation.services.workflows import workflow_transition
 from crm_automation.crm.models import Deal, EmailMessage, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage

@@ -10,9 +10,9 @@ from django.db import IntegrityError, transaction
 from django.test import Client
 from rest_framework.test import APIClient
 
-from crm_automation.automation import impact
 from crm_automation.automation.models import ImpactPreview, Workflow
-from crm_automation.automation.tasks import impact_preview
+from crm_automation.automation.runtime.tasks import impact_preview
+from crm_automation.automation.services import impact
 from tests.conftest import make_workflow
 from tests.racing import race
 from tests.test_impact import FLOW, deals_won

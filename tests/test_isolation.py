@@ -5,10 +5,10 @@ import contextlib
 import pytest
 from django.core import mail
 
-from crm_automation.automation import engine
-from crm_automation.automation.dispatch import claim_events, dispatch_events
 from crm_automation.automation.models import WorkflowRun, WorkflowVersion
-from crm_automation.automation.tasks import sweep
+from crm_automation.automation.runtime import engine
+from crm_automation.automation.runtime.dispatch import claim_events, dispatch_events
+from crm_automation.automation.runtime.tasks import sweep
 from crm_automation.crm.models import Contact, Deal, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import make_workflow, stage

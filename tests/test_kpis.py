@@ -8,8 +8,8 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from crm_automation.automation import kpis
 from crm_automation.automation.models import WorkflowRun, WorkflowRunAction
+from crm_automation.automation.ops import kpis
 from tests.conftest import make_workflow
 from tests.test_breaker import runs
 

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 from django_q.models import OrmQ
 
-from crm_automation.automation import engine, history
 from crm_automation.automation.models import AutomationEvent, RunStatus, WorkflowRun
-from crm_automation.automation.tasks import continue_runs
+from crm_automation.automation.runtime import engine, history
+from crm_automation.automation.runtime.tasks import continue_runs
 from crm_automation.crm.models import Task
 from crm_automation.workers import shutdown
 from tests.conftest import make_workflow

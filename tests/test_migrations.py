@@ -42,8 +42,8 @@ def test_a_run_in_flight_at_the_deploy_finishes_on_its_version_with_its_old_keys
 
     migrate_to_latest()
 
-    from crm_automation.automation.engine import execute_runs
     from crm_automation.automation.models import WorkflowRun, WorkflowVersion
+    from crm_automation.automation.runtime.engine import execute_runs
     from crm_automation.crm.models import Task as TaskNow
 
     run_now = WorkflowRun.objects.get(pk=run.pk)

@@ -22,7 +22,7 @@ DUMP = ["dumpdata", "--natural-foreign", "--natural-primary", "-e", "contenttype
 PREPARE = (  # the demo's events run; an inbound webhook endpoint with its encrypted secret
     "from django.contrib.auth import get_user_model; from crm_automation.crm.models import Organization; "
     "from crm_automation.webhooks.services import webhook_endpoint_create; "
-    "from crm_automation.automation.tasks import drain_events; drain_events(fan_out=False); "
+    "from crm_automation.automation.runtime.tasks import drain_events; drain_events(fan_out=False); "
     "webhook_endpoint_create(organization=Organization.objects.get(slug='demo'), name='Forms', "
     "by=get_user_model().objects.get(username='demo'))")
 COUNT_EVERY_TABLE = (
@@ -33,7 +33,7 @@ WORK_AND_LOGIN = (
     "from crm_automation.crm.models import Deal, Stage; "
     "from crm_automation.crm.services import deal_move_to_stage; "
     "from crm_automation.automation.models import WorkflowRun; "
-    "from crm_automation.automation.tasks import drain_events; "
+    "from crm_automation.automation.runtime.tasks import drain_events; "
     "from crm_automation.webhooks.models import WebhookEndpoint, WebhookTarget; "
     "before = WorkflowRun.objects.order_by('-pk').values_list('pk', flat=True).first() or 0; "
     "d = Deal.objects.exclude(stage__slug='won').filter(organization__slug='demo').first(); "

@@ -5,11 +5,11 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 
-from crm_automation.automation.actions import REGISTRY
-from crm_automation.automation.actions.base import ActionFailed, ExecutionContext
-from crm_automation.automation.actions.notify import Notify
-from crm_automation.automation.context import deal_dict, lead_dict
+from crm_automation.automation.definition.context import deal_dict, lead_dict
 from crm_automation.automation.models import WorkflowRunAction
+from crm_automation.automation.nodes import REGISTRY
+from crm_automation.automation.nodes.base import ActionFailed, ExecutionContext
+from crm_automation.automation.nodes.notify import Notify
 from crm_automation.crm.models import Deal, Membership, Notification
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_user, make_workflow, stage
@@ -244,7 +244,7 @@ def test_an_email_copy_goes_to_each_recipient_once_after_the_commit(org, deal, o
 def test_a_refused_email_copy_fails_the_step_and_a_retry_sends_it(org, deal, owner, monkeypatch):
     from django.core import mail
 
-    from crm_automation.automation.tasks import sweep
+    from crm_automation.automation.runtime.tasks import sweep
     from tests.conftest import time_passes
 
     owner.email = "olive@example.com"

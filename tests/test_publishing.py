@@ -5,10 +5,10 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
 
-from crm_automation.automation import engine
-from crm_automation.automation.dispatch import claim_events, dispatch_events
 from crm_automation.automation.models import Workflow, WorkflowRun
-from crm_automation.automation.services import (
+from crm_automation.automation.runtime import engine
+from crm_automation.automation.runtime.dispatch import claim_events, dispatch_events
+from crm_automation.automation.services.workflows import (
     has_unpublished_changes,
     workflow_publish,
     workflow_transition,

@@ -8,10 +8,10 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.urls import reverse
 
-from crm_automation.automation import engine
-from crm_automation.automation.actions import REGISTRY
-from crm_automation.automation.definitions import validate_action
+from crm_automation.automation.definition.validation import validate_action
 from crm_automation.automation.models import WorkflowRun, WorkflowRunAction, WorkflowVersion
+from crm_automation.automation.nodes import REGISTRY
+from crm_automation.automation.runtime import engine
 from crm_automation.crm.models import Deal, Lead, Task
 from crm_automation.crm.services import deal_move_to_stage, record_delete
 from tests.admin_helpers import page_form

@@ -2,9 +2,9 @@
 
 import pytest
 
-from crm_automation.automation.dispatch import claim_events, dispatch_events
-from crm_automation.automation.engine import execute_runs
 from crm_automation.automation.models import Enrollment, WorkflowDecision, WorkflowRun
+from crm_automation.automation.runtime.dispatch import claim_events, dispatch_events
+from crm_automation.automation.runtime.engine import execute_runs
 from crm_automation.crm.models import Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage
@@ -62,7 +62,7 @@ def test_two_dispatchers_of_the_same_record_enroll_it_once(org, deal):
 
 @pytest.mark.parametrize(("new_policy", "runs"), [("not_while_running", 2), ("every_time", 2), ("once", 1)])
 def test_changing_the_policy_applies_to_records_already_enrolled(org, deal, new_policy, runs):
-    from crm_automation.automation.services import workflow_publish, workflow_update
+    from crm_automation.automation.services.workflows import workflow_publish, workflow_update
 
     wf = make_workflow(org, reenrollment="once")
     deal_move_to_stage(deal=deal, stage=stage(org, "won"))
@@ -76,7 +76,7 @@ def test_changing_the_policy_applies_to_records_already_enrolled(org, deal, new_
 
 
 def test_switching_to_once_remembers_who_already_went_through(org, deal):
-    from crm_automation.automation.services import workflow_publish, workflow_update
+    from crm_automation.automation.services.workflows import workflow_publish, workflow_update
 
     wf = make_workflow(org, reenrollment="every_time")
     deal_move_to_stage(deal=deal, stage=stage(org, "won"))

@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from crm_automation.automation import relative_time
 from crm_automation.automation.models import AutomationEvent, RelativeTrigger, WorkflowDecision, WorkflowRun
-from crm_automation.automation.services import workflow_transition
+from crm_automation.automation.services.workflows import workflow_transition
+from crm_automation.automation.triggers import relative_time
 from crm_automation.crm.models import Deal, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage

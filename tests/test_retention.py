@@ -9,8 +9,8 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_q.models import Schedule
 
-from crm_automation.automation import retention
 from crm_automation.automation.models import AutomationEvent, WorkflowDecision, WorkflowRun, WorkflowRunAction
+from crm_automation.automation.ops import retention
 from crm_automation.crm.models import Deal, Organization
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage

@@ -9,8 +9,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from crm_automation.automation.models import Workflow, WorkflowRun
-from crm_automation.automation.run_controls import run_cancel, run_retry, run_wake_now, runs_retry_failed
-from crm_automation.automation.tasks import continue_runs, sweep
+from crm_automation.automation.runtime.tasks import continue_runs, sweep
+from crm_automation.automation.services.runs import run_cancel, run_retry, run_wake_now, runs_retry_failed
 from crm_automation.crm.models import Deal, EmailMessage, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage

@@ -8,7 +8,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.utils import timezone
 
-from crm_automation.automation import schedules
 from crm_automation.automation.models import (
     AutomationEvent,
     ScheduleTick,
@@ -16,7 +15,8 @@ from crm_automation.automation.models import (
     WorkflowRun,
     WorkflowSchedule,
 )
-from crm_automation.automation.services import workflow_transition, workflow_update
+from crm_automation.automation.services.workflows import workflow_transition, workflow_update
+from crm_automation.automation.triggers import schedules
 from crm_automation.crm.models import Organization, Task
 from tests.conftest import drain, make_workflow
 from tests.racing import race
@@ -133,7 +133,7 @@ def test_a_published_change_of_the_schedule_takes_effect(org):
     schedules.fire_due()
     assert WorkflowSchedule.objects.get(workflow=workflow).time_zone == "Europe/Berlin"
     workflow_update(workflow_id=workflow.pk, changes={"trigger_config": {"frequency": "daily", "time": "18:00"}})
-    from crm_automation.automation.services import workflow_publish
+    from crm_automation.automation.services.workflows import workflow_publish
 
     workflow_publish(workflow_id=workflow.pk, by=None)
     schedules.fire_due()

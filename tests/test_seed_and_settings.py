@@ -4,7 +4,7 @@ from django.core.management import call_command
 
 from config import env
 from crm_automation.automation.models import BulkHold, Workflow
-from crm_automation.automation.tasks import drain_events
+from crm_automation.automation.runtime.tasks import drain_events
 from crm_automation.crm.models import Deal, Lead, Organization, Task
 
 

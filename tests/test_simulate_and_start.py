@@ -8,10 +8,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
 
 from crm_automation.automation.models import AutomationEvent, FieldChange, Workflow, WorkflowRun
-from crm_automation.automation.services import workflow_transition
-from crm_automation.automation.simulation import simulate
-from crm_automation.automation.tasks import continue_runs, sweep
-from crm_automation.automation.versioning import parse_yaml, workflow_export_yaml, workflow_import_yaml
+from crm_automation.automation.runtime.tasks import continue_runs, sweep
+from crm_automation.automation.services.simulation import simulate
+from crm_automation.automation.services.versions import parse_yaml, workflow_export_yaml, workflow_import_yaml
+from crm_automation.automation.services.workflows import workflow_transition
 from crm_automation.crm.models import Deal, EmailMessage, Notification, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage, time_passes
@@ -58,7 +58,7 @@ def test_simulate_runs_every_node_and_changes_nothing(org, deal, owner):
 
 def test_simulate_any_version_and_only_by_ops(org, deal, owner, viewer, outsider):
     wf = make_workflow(org, actions=[task("t", "v1")], activate=False)
-    from crm_automation.automation.services import workflow_update
+    from crm_automation.automation.services.workflows import workflow_update
 
     workflow_update(workflow_id=wf.pk, by=owner, actions=[task("t", "v2")])
     run = simulate(workflow_id=wf.pk, by=owner, record=deal, version_number=1)
@@ -102,7 +102,7 @@ def test_a_person_starts_a_manual_workflow_on_a_record(client, org, deal, owner)
 
 
 def test_a_manual_workflow_is_started_only_by_ops_on_its_own_records(client, org, deal, viewer, outsider, other_org):
-    from crm_automation.automation.launch import workflow_start
+    from crm_automation.automation.triggers.manual import workflow_start
 
     wf = make_workflow(org, trigger_type="manual_deal", trigger_config={}, actions=MANUAL)
     with pytest.raises(PermissionDenied):

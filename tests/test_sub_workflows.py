@@ -4,10 +4,10 @@ not), takes its outcome as the node's output; nesting is limited; parent and chi
 import pytest
 from django.core.exceptions import ValidationError
 
-from crm_automation.automation.actions.sub_workflow import MAX_DEPTH
 from crm_automation.automation.models import WorkflowRun
-from crm_automation.automation.run_controls import run_cancel
-from crm_automation.automation.tasks import continue_runs, sweep
+from crm_automation.automation.nodes.sub_workflow import MAX_DEPTH
+from crm_automation.automation.runtime.tasks import continue_runs, sweep
+from crm_automation.automation.services.runs import run_cancel
 from crm_automation.crm.models import Task
 from tests.conftest import make_workflow, time_passes
 from tests.test_graph_engine import edge, task, win
@@ -124,7 +124,7 @@ def test_a_missing_or_other_entity_child_is_refused(org):
 
 
 def test_a_paused_child_workflow_is_not_started(org, deal):
-    from crm_automation.automation.services import workflow_transition
+    from crm_automation.automation.services.workflows import workflow_transition
 
     kid = child(org)
     workflow_transition(workflow_id=kid.pk, name="pause", by=None)

@@ -1,6 +1,6 @@
 from decimal import Decimal
 
-from crm_automation.automation.templating import MAX_OUTPUT, render
+from crm_automation.automation.definition.templating import MAX_OUTPUT, render
 
 CTX = {"deal": {"title": "Website", "amount": Decimal("12000.00"), "contact": None,
                 "owner": {"username": "olive"}},
@@ -48,14 +48,14 @@ def test_output_is_bounded():
 
 
 def test_an_over_long_template_is_refused_before_it_is_scanned(org, monkeypatch):
-    from crm_automation.automation import templating
-    from crm_automation.automation.definitions import validate_action
+    from crm_automation.automation.definition import templating
+    from crm_automation.automation.definition.validation import validate_action
 
     def must_not_scan(template):
         raise AssertionError("an over-long template was scanned")
 
     monkeypatch.setattr(templating, "placeholders", must_not_scan)
-    monkeypatch.setattr("crm_automation.automation.actions.base.template_paths", must_not_scan)
+    monkeypatch.setattr("crm_automation.automation.nodes.base.template_paths", must_not_scan)
     # (a task's description: its title is refused sooner, as longer than a title may be)
     errors = validate_action("create_task", {"description": "{{" + " " * 5000}, trigger_type="deal_stage_change",
                              organization_id=org.pk)
@@ -74,7 +74,7 @@ def test_unclosed_and_empty_placeholders_are_plain_text():
 def test_a_template_longer_than_the_limit_is_not_rendered():
     import pytest
 
-    from crm_automation.automation.templating import TemplateTooLong
+    from crm_automation.automation.definition.templating import TemplateTooLong
 
     with pytest.raises(TemplateTooLong):
         render("x" * 5001, CTX)

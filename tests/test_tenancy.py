@@ -5,7 +5,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from crm_automation.automation.services import workflow_update
+from crm_automation.automation.services.workflows import workflow_update
 from crm_automation.crm.models import Deal, Membership, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.admin_helpers import page_form

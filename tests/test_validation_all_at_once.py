@@ -10,10 +10,10 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 from django.urls import reverse
 
-from crm_automation.automation.definitions import validate_definition
+from crm_automation.automation.definition.validation import validate_definition
 from crm_automation.automation.models import Workflow
-from crm_automation.automation.services import workflow_create, workflow_update
-from crm_automation.automation.versioning import workflow_clone, workflow_import_yaml
+from crm_automation.automation.services.versions import workflow_clone, workflow_import_yaml
+from crm_automation.automation.services.workflows import workflow_create, workflow_update
 from crm_automation.automation.workflow_templates import get as template
 from tests.admin_helpers import page_form
 from tests.conftest import make_workflow
@@ -105,7 +105,7 @@ def test_the_yaml_tab_lists_every_problem_with_its_line(org, owner):
     workflow = make_workflow(org, activate=False)
     client = as_user(owner)
     document = {**broken_document(), "id": workflow.key}
-    from crm_automation.automation.documents import to_yaml
+    from crm_automation.automation.definition.documents import to_yaml
 
     page = client.post(reverse("web:yaml", args=[workflow.pk]),
                        {"yaml": to_yaml(document), "revision": workflow.draft_revision})
@@ -183,7 +183,7 @@ def test_a_309_character_name_is_refused_by_the_api_and_the_builder(org, teammat
 
 def test_a_309_character_name_is_refused_by_the_yaml_import_and_the_clone(org, owner):
     text = template("won-deal-kickoff").text.replace("name: Won deal kickoff", f"name: {LONG_NAME.strip()}")
-    from crm_automation.automation.documents import DocumentError
+    from crm_automation.automation.definition.documents import DocumentError
 
     with pytest.raises(DocumentError, match="name: is 314 characters long"):
         workflow_import_yaml(organization=org, by=owner, text=text)

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 
-from crm_automation.automation import catalog
+from crm_automation.automation.definition import catalog
 from crm_automation.automation.models import WorkflowDecision
 from crm_automation.crm.models import Deal
 from crm_automation.crm.services import deal_move_to_stage

@@ -7,8 +7,8 @@ import pytest
 from django.utils import timezone
 
 from crm_automation.automation.models import WorkflowRun, WorkflowRunAction
-from crm_automation.automation.tasks import sweep, wake_due_runs
-from crm_automation.automation.watchdog import Watch
+from crm_automation.automation.runtime.tasks import sweep, wake_due_runs
+from crm_automation.automation.runtime.watchdog import Watch
 from crm_automation.crm.models import Deal, EmailMessage, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage, time_passes
@@ -118,7 +118,7 @@ def test_waiting_runs_are_woken_by_one_query_however_many(org, deal, django_asse
     ({"until": "{{deal.title}}"}, "must be one date field"),
 ])
 def test_bad_waits_are_refused(org, config, message):
-    from crm_automation.automation.definitions import validate_action
+    from crm_automation.automation.definition.validation import validate_action
 
     errors = validate_action("wait", config, trigger_type="deal_stage_change", organization_id=org.pk)
     assert message in errors[0][1]

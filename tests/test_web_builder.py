@@ -10,7 +10,7 @@ from django.contrib.staticfiles import finders
 from django.test import Client
 
 from crm_automation.automation.models import Workflow
-from crm_automation.automation.versioning import workflow_document
+from crm_automation.automation.services.versions import workflow_document
 from tests.conftest import make_workflow
 
 
@@ -280,7 +280,7 @@ YAML_URL = "/crm/automation/workflows/{}/yaml/"
 
 
 def test_a_stale_yaml_save_keeps_my_text_and_shows_theirs_beside_it(org, owner, teammate, won):
-    from crm_automation.automation.versioning import workflow_export_yaml
+    from crm_automation.automation.services.versions import workflow_export_yaml
 
     opened, revision = workflow_export_yaml(won), won.draft_revision
     theirs = opened.replace("Kick off {{deal.title}}", "Call {{deal.title}}")
@@ -315,7 +315,7 @@ def test_a_stale_yaml_save_keeps_my_text_and_shows_theirs_beside_it(org, owner, 
 
 
 def test_a_yaml_error_that_is_not_a_conflict_keeps_the_revision_it_was_opened_at(org, owner, teammate, won):
-    from crm_automation.automation.versioning import workflow_export_yaml
+    from crm_automation.automation.services.versions import workflow_export_yaml
 
     broken = workflow_export_yaml(won).replace("to_stage: won", "to_stage: nowhere")
     response = as_user(owner).post(YAML_URL.format(won.pk), {"yaml": broken, "revision": won.draft_revision})

@@ -5,9 +5,9 @@ hold is a 404 to everyone, for reading and for deciding."""
 import pytest
 from django.test import Client
 
-from crm_automation.automation.bulk import bulk_hold_discard
 from crm_automation.automation.models import BulkHold, WorkflowRun
-from crm_automation.automation.tasks import continue_runs
+from crm_automation.automation.runtime.tasks import continue_runs
+from crm_automation.automation.triggers.bulk import bulk_hold_discard
 from crm_automation.crm.models import Lead, Notification, Task
 from crm_automation.crm.services import leads_import
 from tests.conftest import drain

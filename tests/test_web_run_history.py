@@ -10,7 +10,7 @@ from django.test import Client
 from django.utils import timezone
 
 from crm_automation.automation.models import WorkflowRun
-from crm_automation.automation.tasks import continue_runs
+from crm_automation.automation.runtime.tasks import continue_runs
 from crm_automation.crm.models import Deal, Organization, Task
 from tests.conftest import make_workflow
 from tests.test_approvals import SIDES

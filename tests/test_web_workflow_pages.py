@@ -9,8 +9,8 @@ import pytest
 from django.test import Client
 
 from crm_automation.automation.models import Workflow, WorkflowAction, WorkflowRun
-from crm_automation.automation.services import workflow_update
-from crm_automation.automation.versioning import workflow_export_yaml
+from crm_automation.automation.services.versions import workflow_export_yaml
+from crm_automation.automation.services.workflows import workflow_update
 from crm_automation.crm.models import Deal, EmailMessage, Lead, Task
 from crm_automation.web import graph_picture
 from tests.conftest import make_workflow

@@ -11,9 +11,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from standardwebhooks import Webhook
 
-from crm_automation.automation import documents
+from crm_automation.automation.definition import documents
 from crm_automation.automation.models import WorkflowRun
-from crm_automation.automation.tasks import sweep
+from crm_automation.automation.runtime.tasks import sweep
 from crm_automation.crm.models import Deal, Task
 from crm_automation.crm.services import deal_move_to_stage
 from crm_automation.webhooks import client as http_client

@@ -8,11 +8,13 @@ import re
 from django.test import Client
 from django.urls import reverse
 
-from crm_automation.automation import control, relative_time, wording
+from crm_automation.automation import wording
 from crm_automation.automation.models import WorkflowDecision, WorkflowRun
-from crm_automation.automation.run_controls import run_answer, run_cancel
-from crm_automation.automation.tasks import sweep
-from crm_automation.automation.versioning import workflow_document, workflow_export_yaml
+from crm_automation.automation.nodes import control
+from crm_automation.automation.runtime.tasks import sweep
+from crm_automation.automation.services.runs import run_answer, run_cancel
+from crm_automation.automation.services.versions import workflow_document, workflow_export_yaml
+from crm_automation.automation.triggers import relative_time
 from crm_automation.crm.models import Membership, Notification
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage, time_passes

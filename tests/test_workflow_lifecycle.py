@@ -4,7 +4,7 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from crm_automation.automation.models import Workflow, WorkflowVersion
-from crm_automation.automation.services import workflow_transition, workflow_update
+from crm_automation.automation.services.workflows import workflow_transition, workflow_update
 from crm_automation.crm.models import Organization
 from tests.conftest import make_workflow
 

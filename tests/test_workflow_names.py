@@ -13,10 +13,11 @@ from django.db import IntegrityError, transaction
 from django.test import Client
 from django.urls import reverse
 
-from crm_automation.automation import services, workflow_templates
+from crm_automation.automation import workflow_templates
 from crm_automation.automation.models import Workflow
-from crm_automation.automation.services import workflow_delete, workflow_transition, workflow_update
-from crm_automation.automation.versioning import workflow_clone, workflow_document, workflow_export_yaml
+from crm_automation.automation.services import workflows as services
+from crm_automation.automation.services.versions import workflow_clone, workflow_document, workflow_export_yaml
+from crm_automation.automation.services.workflows import workflow_delete, workflow_transition, workflow_update
 from tests.admin_helpers import page_form
 from tests.conftest import make_workflow
 from tests.migration_steps import migrate_to, migrate_to_latest

@@ -9,9 +9,9 @@ from django.urls import reverse
 
 from crm_automation.automation import workflow_templates
 from crm_automation.automation.models import Workflow, WorkflowRun
-from crm_automation.automation.services import workflow_transition
-from crm_automation.automation.tasks import sweep
-from crm_automation.automation.versioning import workflow_export_yaml
+from crm_automation.automation.runtime.tasks import sweep
+from crm_automation.automation.services.versions import workflow_export_yaml
+from crm_automation.automation.services.workflows import workflow_transition
 from crm_automation.crm.models import Deal, EmailMessage, Lead, Notification, Organization, Stage, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_org, stage, time_passes
@@ -107,8 +107,8 @@ def test_won_deal_kickoff(org, owner, deal):
     ("rejected", [("Rework the terms of Website: fine", "urgent", "owner")]),
 ])
 def test_large_deal_approval_waits_for_an_admin(org, owner, deal, decision, expected):
-    from crm_automation.automation.run_controls import run_answer
-    from crm_automation.automation.tasks import continue_runs
+    from crm_automation.automation.runtime.tasks import continue_runs
+    from crm_automation.automation.services.runs import run_answer
 
     Deal.objects.filter(pk=deal.pk).update(amount=25000, probability=40)
     activated(org, owner, "large-deal-approval")
@@ -336,8 +336,8 @@ def test_someone_in_two_organizations_chooses_one(client, org, teammate):
 def test_the_weekly_pipeline_review_tells_the_admins_on_monday_morning(org, owner, deal):
     from datetime import timedelta
 
-    from crm_automation.automation import schedules
     from crm_automation.automation.models import WorkflowSchedule
+    from crm_automation.automation.triggers import schedules
 
     workflow = activated(org, owner, "weekly-pipeline-review")
     schedules.fire_due()

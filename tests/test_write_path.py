@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from crm_automation.automation.models import Workflow
-from crm_automation.automation.services import workflow_create, workflow_update
+from crm_automation.automation.services.workflows import workflow_create, workflow_update
 from tests.admin_helpers import page_form
 from tests.conftest import KICKOFF_ACTIONS, make_workflow
 

@@ -28,7 +28,7 @@ from benchmarks.chaos.harness import Harness
 from benchmarks.chaos.procs import Sink
 from benchmarks.chaos.scenarios import settle
 from crm_automation.automation.models import Workflow, WorkflowRun, WorkflowStatus
-from crm_automation.automation.services import workflow_transition
+from crm_automation.automation.services.workflows import workflow_transition
 from crm_automation.crm.models import Organization
 
 PRO_LIMIT = 10

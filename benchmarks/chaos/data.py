@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 from crm_automation.automation.models import Workflow, WorkflowAction, WorkflowVersion
-from crm_automation.automation.services import workflow_create, workflow_transition
+from crm_automation.automation.services.workflows import workflow_create, workflow_transition
 from crm_automation.crm.models import Contact, Deal, Membership, Organization, Stage
 
 STAGES = ["new", "qualified", "proposal", "negotiation", "won", "lost"]

@@ -15,7 +15,7 @@ from benchmarks.chaos.harness import Harness
 from benchmarks.chaos.procs import PROCESSES, PYTHON, Cluster, Sink, start_mover, wait_movers
 from benchmarks.chaos.scenarios import NEIGHBOUR_DELAY, run_latencies
 from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowRun, WorkflowRunAction
-from crm_automation.automation.services import workflow_create, workflow_transition
+from crm_automation.automation.services.workflows import workflow_create, workflow_transition
 from crm_automation.crm.models import Task
 from crm_automation.webhooks.services import webhook_endpoint_create
 

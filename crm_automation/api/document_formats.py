@@ -14,7 +14,7 @@ from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.renderers import BaseRenderer
 
 from crm_automation import bounded_reader
-from crm_automation.automation import documents
+from crm_automation.automation.definition import documents
 from crm_automation.bounded_reader import DOCUMENT, PAYLOAD, Limits
 
 MAX_BODY = PAYLOAD.max_bytes  # bytes, any endpoint; a workflow document: DOCUMENT.max_bytes

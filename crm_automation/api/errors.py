@@ -10,7 +10,7 @@ from rest_framework.exceptions import APIException, NotFound, PermissionDenied, 
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_handler
 
-from crm_automation.automation.documents import DocumentError
+from crm_automation.automation.definition.documents import DocumentError
 
 
 class Conflict(APIException):

@@ -3,9 +3,10 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from crm_automation.automation import catalog, questions
+from crm_automation.automation.definition import catalog
 from crm_automation.automation.models import RunStatus, StepStatus, WorkflowRun
-from crm_automation.automation.run_controls import RESUME_WAYS
+from crm_automation.automation.nodes import approval as questions
+from crm_automation.automation.services.runs import RESUME_WAYS
 
 
 class RunSerializer(serializers.ModelSerializer):

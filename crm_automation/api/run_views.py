@@ -29,10 +29,10 @@ from crm_automation.api.run_serializers import (
 )
 from crm_automation.api.tenancy import organization_of
 from crm_automation.api.workflow_views import ID
-from crm_automation.automation import questions
 from crm_automation.automation.models import Workflow, WorkflowRun, WorkflowRunAction
-from crm_automation.automation.run_controls import run_answer, run_cancel, run_resume, run_retry, runs_retry_failed
+from crm_automation.automation.nodes import approval as questions
 from crm_automation.automation.selectors import open_approvals, runs_of_organization, version_labels
+from crm_automation.automation.services.runs import run_answer, run_cancel, run_resume, run_retry, runs_retry_failed
 
 FILTERS = {"workflow": "workflow_id", "status": "status", "trigger_type": "trigger_type",
            "entity_id": "trigger_entity_id", "since": "started_at__gte", "simulated": "simulated"}

@@ -8,10 +8,10 @@ document, and look up the records a body names in the caller's organization.
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from crm_automation.automation import catalog
+from crm_automation.automation.definition import catalog
 from crm_automation.automation.models import Workflow, WorkflowStatus
-from crm_automation.automation.services import has_unpublished_changes, name_problems
-from crm_automation.automation.versioning import workflow_document
+from crm_automation.automation.services.versions import workflow_document
+from crm_automation.automation.services.workflows import has_unpublished_changes, name_problems
 from crm_automation.crm.models import Deal, Lead
 
 # What GET adds to the document: a body sent back as it was read is still a valid document.

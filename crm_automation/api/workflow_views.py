@@ -51,14 +51,13 @@ from crm_automation.api.workflow_serializers import (
     WorkflowSerializer,
     document_of_body,
 )
-from crm_automation.automation import impact, kpis
 from crm_automation.automation.ai import authoring
-from crm_automation.automation.launch import workflow_start
 from crm_automation.automation.models import Workflow, WorkflowStatus
+from crm_automation.automation.ops import kpis
 from crm_automation.automation.selectors import median_durations, version_labels
-from crm_automation.automation.services import check_edit, workflow_delete, workflow_publish, workflow_transition
-from crm_automation.automation.simulation import simulate
-from crm_automation.automation.versioning import (
+from crm_automation.automation.services import impact
+from crm_automation.automation.services.simulation import simulate
+from crm_automation.automation.services.versions import (
     versions_compare,
     workflow_clone,
     workflow_create_from_document,
@@ -66,6 +65,13 @@ from crm_automation.automation.versioning import (
     workflow_rollback,
     workflow_update_from_document,
 )
+from crm_automation.automation.services.workflows import (
+    check_edit,
+    workflow_delete,
+    workflow_publish,
+    workflow_transition,
+)
+from crm_automation.automation.triggers.manual import workflow_start
 
 JSON_ONLY = [BoundedJSONParser]  # bodies that are not a document
 ID = r"\d{1,18}"  # a longer number is no id of ours (and would overflow the database's integer)

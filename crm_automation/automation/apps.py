@@ -7,7 +7,7 @@ def ensure_sweep_schedule(**kwargs) -> None:
     idempotently."""
     from django_q.models import Schedule
 
-    from crm_automation.automation.queue import SWEEP_TASK, WATCH_TASK
+    from crm_automation.automation.runtime.queue import SWEEP_TASK, WATCH_TASK
 
     Schedule.objects.update_or_create(
         name="automation-sweep",
@@ -25,19 +25,19 @@ class AutomationConfig(AppConfig):
     verbose_name = "Automation"
 
     def ready(self) -> None:
-        from crm_automation.automation.outbox import record_changes
+        from crm_automation.automation.runtime.outbox import record_changes
         from crm_automation.crm.changes import records_changed
 
         # A module-level function: no weak-reference surprises, but be explicit anyway.
         records_changed.connect(record_changes, weak=False, dispatch_uid="automation-record-changes")
         post_migrate.connect(ensure_sweep_schedule, sender=self, weak=False)
 
-        from crm_automation.automation.retention import ensure_prune_schedule
+        from crm_automation.automation.ops.retention import ensure_prune_schedule
 
         post_migrate.connect(ensure_prune_schedule, sender=self, weak=False)
 
         from django_q.signals import post_spawn
 
-        from crm_automation.automation.watchdog import start_watchdog
+        from crm_automation.automation.runtime.watchdog import start_watchdog
 
         post_spawn.connect(start_watchdog, weak=False, dispatch_uid="automation-watchdog")

@@ -5,7 +5,7 @@ from django.db import models
 from django.db.models.functions import Lower, Now
 from django_fsm import FSMField, transition
 
-from crm_automation.automation import catalog
+from crm_automation.automation.definition import catalog
 from crm_automation.crm.models import Organization
 
 

@@ -4,7 +4,7 @@ from django.db import connection
 from django.db.models import Count, DurationField, ExpressionWrapper, F, QuerySet, Window
 from django.db.models.functions import RowNumber
 
-from crm_automation.automation import documents, questions
+from crm_automation.automation.definition import documents
 from crm_automation.automation.models import (
     StepStatus,
     WorkflowDecision,
@@ -12,6 +12,7 @@ from crm_automation.automation.models import (
     WorkflowRunAction,
     WorkflowVersion,
 )
+from crm_automation.automation.nodes import approval as questions
 from crm_automation.crm.selectors import user_has_role
 
 

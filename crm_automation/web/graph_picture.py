@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from html import escape
 
-from crm_automation.automation import documents, graph
+from crm_automation.automation.definition import documents, graph
 from crm_automation.automation.models import WorkflowAction
 from crm_automation.automation.wording import shorten
 from crm_automation.web.words import step_settings_in_words, trigger_in_words, trigger_settings_in_words

@@ -9,7 +9,8 @@ from datetime import date, datetime, time, timedelta
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from crm_automation.automation import catalog, plans
+from crm_automation.automation import plans
+from crm_automation.automation.definition import catalog
 from crm_automation.automation.models import (
     CircuitBreak,
     MonthlyUsage,

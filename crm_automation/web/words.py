@@ -10,7 +10,11 @@ from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from crm_automation.automation import bulk, catalog, control, field_changes, questions, relative_time, schedules
+from crm_automation.automation.definition import catalog
+from crm_automation.automation.nodes import approval as questions
+from crm_automation.automation.nodes import control
+from crm_automation.automation.triggers import bulk, relative_time, schedules
+from crm_automation.automation.triggers import record_changes as field_changes
 from crm_automation.automation.wording import counted, shorten
 from crm_automation.crm.changes import DEAL_CREATED, DEAL_STAGE_CHANGE, LEAD_CONVERTED, LEAD_CREATED
 from crm_automation.crm.selectors import shown

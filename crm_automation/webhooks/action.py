@@ -27,9 +27,9 @@ factor: 5}`: 5 s, 25 s, 2 min, 10 min, 52 min, 4.3 h, 21.7 h (± 20 % jitter), a
 import json
 import re
 
-from crm_automation.automation.actions.base import ActionFailed, ExecutionContext, template_errors
-from crm_automation.automation.actions.queued import QueuedRowAction
-from crm_automation.automation.templating import format_value, lookup, placeholders
+from crm_automation.automation.definition.templating import format_value, lookup, placeholders
+from crm_automation.automation.nodes.base import ActionFailed, ExecutionContext, template_errors
+from crm_automation.automation.nodes.queued import QueuedRowAction
 from crm_automation.webhooks import guard
 from crm_automation.webhooks.delivery import deliveries_send, result_of
 from crm_automation.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookTarget

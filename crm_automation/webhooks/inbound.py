@@ -28,7 +28,7 @@ from django.db import IntegrityError, transaction
 
 from crm_automation import bounded_reader
 from crm_automation.automation import plans
-from crm_automation.automation.outbox import record_changes
+from crm_automation.automation.runtime.outbox import record_changes
 from crm_automation.crm.changes import RecordChange
 from crm_automation.webhooks import signing
 from crm_automation.webhooks.models import WebhookEndpoint, WebhookReceipt

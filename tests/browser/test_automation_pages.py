@@ -12,8 +12,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from crm_automation.automation import schedules
 from crm_automation.automation.models import Workflow, WorkflowRun, WorkflowRunAction, WorkflowSchedule
+from crm_automation.automation.triggers import schedules
 from crm_automation.crm.models import Deal, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.browser.conftest import DESKTOP, PASSWORD, TIMEOUT_MS, logged_in

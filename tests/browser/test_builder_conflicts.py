@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from crm_automation.automation.models import Workflow
-from crm_automation.automation.versioning import workflow_document
+from crm_automation.automation.services.versions import workflow_document
 from tests.browser.conftest import DESKTOP, PASSWORD, TIMEOUT_MS, logged_in
 from tests.browser.test_automation_pages import say, watch  # noqa: F401 (the fixture)
 from tests.conftest import make_workflow

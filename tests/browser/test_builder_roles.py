@@ -10,7 +10,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from crm_automation.automation.services import workflow_transition
+from crm_automation.automation.services.workflows import workflow_transition
 from crm_automation.webhooks.services import webhook_target_create
 from tests.browser.conftest import PASSWORD, logged_in
 from tests.browser.test_automation_pages import say, watch  # noqa: F401 (the fixture)

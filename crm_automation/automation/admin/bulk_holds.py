@@ -4,8 +4,8 @@ actions larger than their threshold; admins release a hold (a run per record) or
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 
-from crm_automation.automation.bulk import bulk_hold_discard, bulk_hold_release
 from crm_automation.automation.models import BulkHold
+from crm_automation.automation.triggers.bulk import bulk_hold_discard, bulk_hold_release
 from crm_automation.crm.admin_scoping import ReadOnlyOrgScopedAdmin
 
 

@@ -7,8 +7,8 @@ before anything is written; the save itself then goes through the services (work
 from django import forms
 from django.core.exceptions import ValidationError
 
-from crm_automation.automation import error_policy
-from crm_automation.automation.definitions import (
+from crm_automation.automation.definition import error_policy
+from crm_automation.automation.definition.validation import (
     DEFINITION_FIELDS,
     MAX_ACTIONS,
     TOO_LONG,
@@ -17,7 +17,7 @@ from crm_automation.automation.definitions import (
     validate_definition,
 )
 from crm_automation.automation.models import Workflow, WorkflowStatus
-from crm_automation.automation.services import name_problems
+from crm_automation.automation.services.workflows import name_problems
 from crm_automation.crm.admin_forms import ConcurrentEditForm
 
 

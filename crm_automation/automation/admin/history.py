@@ -11,7 +11,6 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from crm_automation.automation import questions
 from crm_automation.automation.models import (
     AutomationEvent,
     MonthlyUsage,
@@ -21,7 +20,8 @@ from crm_automation.automation.models import (
     WorkflowRun,
     WorkflowRunAction,
 )
-from crm_automation.automation.run_controls import (
+from crm_automation.automation.nodes import approval as questions
+from crm_automation.automation.services.runs import (
     open_questions,
     run_answer,
     run_cancel,

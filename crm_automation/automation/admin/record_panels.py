@@ -7,10 +7,10 @@ from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.timezone import localtime
 
-from crm_automation.automation import catalog
-from crm_automation.automation.launch import manual_workflows
+from crm_automation.automation.definition import catalog
 from crm_automation.automation.models import Workflow, WorkflowStatus
 from crm_automation.automation.selectors import decisions_of_record, runs_of_record
+from crm_automation.automation.triggers.manual import manual_workflows
 from crm_automation.crm.admin import DealAdmin, LeadAdmin
 from crm_automation.crm.models import Deal, Lead
 

@@ -11,9 +11,9 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
 from crm_automation import bounded_reader
-from crm_automation.automation import documents, workflow_templates
-from crm_automation.automation.services import has_unpublished_changes, workflow_publish
-from crm_automation.automation.versioning import (
+from crm_automation.automation import workflow_templates
+from crm_automation.automation.definition import documents
+from crm_automation.automation.services.versions import (
     versions_compare,
     workflow_clone,
     workflow_document,
@@ -21,6 +21,7 @@ from crm_automation.automation.versioning import (
     workflow_import_yaml,
     workflow_rollback,
 )
+from crm_automation.automation.services.workflows import has_unpublished_changes, workflow_publish
 from crm_automation.crm.models import Organization
 
 

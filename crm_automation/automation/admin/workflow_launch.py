@@ -9,9 +9,9 @@ from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from crm_automation.automation import catalog
-from crm_automation.automation.launch import workflow_start
-from crm_automation.automation.simulation import simulate
+from crm_automation.automation.definition import catalog
+from crm_automation.automation.services.simulation import simulate
+from crm_automation.automation.triggers.manual import workflow_start
 from crm_automation.crm.models import Deal, Lead
 
 RECENT = 50

@@ -8,14 +8,14 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django_fsm.admin import FSMAdminMixin
 
-from crm_automation.automation import catalog, graph
 from crm_automation.automation.admin.forms import ActionInlineFormSet, WorkflowForm
 from crm_automation.automation.admin.history import badge
 from crm_automation.automation.admin.workflow_documents import WorkflowDocumentViews
 from crm_automation.automation.admin.workflow_launch import WorkflowLaunchViews
-from crm_automation.automation.definitions import definition_of
+from crm_automation.automation.definition import catalog, graph
+from crm_automation.automation.definition.validation import definition_of
 from crm_automation.automation.models import Workflow, WorkflowAction, WorkflowStatus, WorkflowVersion
-from crm_automation.automation.services import (
+from crm_automation.automation.services.workflows import (
     EDITABLE_FIELDS,
     can_edit,
     workflow_create,

@@ -17,11 +17,11 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from crm_automation.automation import catalog
 from crm_automation.automation.ai import providers
-from crm_automation.automation.documents import DocumentError
+from crm_automation.automation.definition import catalog
+from crm_automation.automation.definition.documents import DocumentError
 from crm_automation.automation.models import AiCall, AiCallStatus, Workflow
-from crm_automation.automation.versioning import _create_from, _free_name, parse_yaml
+from crm_automation.automation.services.versions import _create_from, _free_name, parse_yaml
 from crm_automation.automation.workflow_templates import get as template
 from crm_automation.crm.models import Organization, Stage
 from crm_automation.crm.selectors import user_has_role

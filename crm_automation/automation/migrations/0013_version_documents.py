@@ -4,7 +4,7 @@ from django.db import migrations
 def store_documents(apps, schema_editor):
     """Versions made before documents were stored get theirs: today's linear workflows as a
     chain of seed-001 nodes (their definitions are unchanged and keep running as they did)."""
-    from crm_automation.automation.documents import document_of  # the exporter, as it is now
+    from crm_automation.automation.definition.documents import document_of  # the exporter, as it is now
 
     WorkflowVersion = apps.get_model("automation", "WorkflowVersion")
     for version in WorkflowVersion.objects.filter(document__isnull=True).select_related("workflow").iterator():

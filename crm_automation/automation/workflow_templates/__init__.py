@@ -13,7 +13,7 @@ from pathlib import Path
 
 from crm_automation import bounded_reader
 from crm_automation.automation.models import Workflow
-from crm_automation.automation.versioning import workflow_import_yaml
+from crm_automation.automation.services.versions import workflow_import_yaml
 from crm_automation.crm.models import Organization
 
 DIRECTORY = Path(__file__).resolve().parent

@@ -5,9 +5,9 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from crm_automation.automation import questions
-from crm_automation.automation.run_controls import run_answer
+from crm_automation.automation.nodes import approval as questions
 from crm_automation.automation.selectors import open_approvals
+from crm_automation.automation.services.runs import run_answer
 from crm_automation.automation.wording import shorten
 from crm_automation.web import selectors
 from crm_automation.web.tenancy import org_page

@@ -20,17 +20,20 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from crm_automation import bounded_reader
-from crm_automation.automation import catalog, control, field_changes, questions
-from crm_automation.automation.actions.notify import RECIPIENTS
 from crm_automation.automation.ai import providers
-from crm_automation.automation.documents import DocumentError
+from crm_automation.automation.definition import catalog
+from crm_automation.automation.definition.documents import DocumentError
 from crm_automation.automation.models import Workflow, WorkflowStatus
-from crm_automation.automation.services import can_edit, check_edit, free_name, has_unpublished_changes
-from crm_automation.automation.versioning import (
+from crm_automation.automation.nodes import approval as questions
+from crm_automation.automation.nodes import control
+from crm_automation.automation.nodes.notify import RECIPIENTS
+from crm_automation.automation.services.versions import (
     workflow_create_from_document,
     workflow_document,
     workflow_update_from_document,
 )
+from crm_automation.automation.services.workflows import can_edit, check_edit, free_name, has_unpublished_changes
+from crm_automation.automation.triggers import record_changes as field_changes
 from crm_automation.crm.models import Lead, Membership, Organization, Task
 from crm_automation.web.selectors import stage_names
 from crm_automation.web.tenancy import org_page

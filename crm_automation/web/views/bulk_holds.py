@@ -9,8 +9,8 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from crm_automation.automation.bulk import bulk_hold_discard, bulk_hold_release
 from crm_automation.automation.models import BulkHold, WorkflowDecision
+from crm_automation.automation.triggers.bulk import bulk_hold_discard, bulk_hold_release
 from crm_automation.crm.models import Deal, Lead
 from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import attempt, back, forbidden

@@ -19,7 +19,7 @@ from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from crm_automation.automation import health
+from crm_automation.automation.ops import health
 
 STARTED = time.monotonic()
 

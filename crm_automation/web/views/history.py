@@ -10,10 +10,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from crm_automation.automation import questions
 from crm_automation.automation.models import RunStatus, StepStatus, Workflow
-from crm_automation.automation.run_controls import run_cancel, run_resume, run_retry, runs_retry_failed
+from crm_automation.automation.nodes import approval as questions
 from crm_automation.automation.selectors import version_labels
+from crm_automation.automation.services.runs import run_cancel, run_resume, run_retry, runs_retry_failed
 from crm_automation.web import selectors
 from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import attempt, back, forbidden, run_of

@@ -8,7 +8,7 @@ from django.http import Http404, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from crm_automation.automation.metrics import AutomationCollector
+from crm_automation.automation.ops.metrics import AutomationCollector
 
 
 @require_GET

@@ -6,8 +6,8 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from crm_automation.automation.launch import manual_workflows, workflow_start
 from crm_automation.automation.selectors import decisions_of_record, runs_of_record
+from crm_automation.automation.triggers.manual import manual_workflows, workflow_start
 from crm_automation.crm.models import Deal, Lead
 from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import attempt, back, forbidden

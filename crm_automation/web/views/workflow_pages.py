@@ -16,18 +16,20 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
 
 from crm_automation import bounded_reader
-from crm_automation.automation import catalog, cycles, documents, graph, impact, kpis
-from crm_automation.automation.definitions import definition_of
+from crm_automation.automation.definition import catalog, cycles, documents, graph
+from crm_automation.automation.definition.validation import definition_of
 from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
-from crm_automation.automation.services import can_edit, has_unpublished_changes, is_live, workflow_publish
-from crm_automation.automation.simulation import simulate
-from crm_automation.automation.versioning import (
+from crm_automation.automation.ops import kpis
+from crm_automation.automation.services import impact
+from crm_automation.automation.services.simulation import simulate
+from crm_automation.automation.services.versions import (
     versions_compare,
     workflow_document,
     workflow_export_yaml,
     workflow_rollback,
     workflow_update_from_document,
 )
+from crm_automation.automation.services.workflows import can_edit, has_unpublished_changes, is_live, workflow_publish
 from crm_automation.crm.models import Deal, Lead
 from crm_automation.crm.selectors import shown
 from crm_automation.web import graph_picture

@@ -7,13 +7,13 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from crm_automation.automation import catalog
 from crm_automation.automation import workflow_templates as templates
 from crm_automation.automation.ai import authoring, providers
-from crm_automation.automation.documents import DocumentError
+from crm_automation.automation.definition import catalog
+from crm_automation.automation.definition.documents import DocumentError
 from crm_automation.automation.models import AlertIncident, WorkflowStatus
-from crm_automation.automation.services import workflow_delete, workflow_transition
-from crm_automation.automation.versioning import workflow_clone
+from crm_automation.automation.services.versions import workflow_clone
+from crm_automation.automation.services.workflows import workflow_delete, workflow_transition
 from crm_automation.web import selectors
 from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import attempt, back, forbidden, workflow_of

@@ -11,7 +11,7 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from crm_automation.automation import health
+from crm_automation.automation.ops import health
 
 
 class Command(BaseCommand):

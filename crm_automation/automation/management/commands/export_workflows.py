@@ -5,7 +5,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from crm_automation.automation.models import Workflow
-from crm_automation.automation.versioning import workflow_export_yaml
+from crm_automation.automation.services.versions import workflow_export_yaml
 
 
 class Command(BaseCommand):

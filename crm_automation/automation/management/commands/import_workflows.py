@@ -7,8 +7,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from crm_automation import bounded_reader
-from crm_automation.automation.documents import DocumentError
-from crm_automation.automation.versioning import workflow_import_yaml
+from crm_automation.automation.definition.documents import DocumentError
+from crm_automation.automation.services.versions import workflow_import_yaml
 from crm_automation.crm.models import Organization
 
 

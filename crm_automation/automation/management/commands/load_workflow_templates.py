@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from crm_automation.automation import workflow_templates
-from crm_automation.automation.documents import DocumentError
+from crm_automation.automation.definition.documents import DocumentError
 from crm_automation.crm.models import Organization
 
 

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from crm_automation.automation.retention import prune_history
+from crm_automation.automation.ops.retention import prune_history
 
 
 class Command(BaseCommand):

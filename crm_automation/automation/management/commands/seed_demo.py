@@ -12,7 +12,7 @@ from django.db import transaction
 
 from crm_automation.automation import plans, workflow_templates
 from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowStatus
-from crm_automation.automation.services import workflow_create, workflow_transition
+from crm_automation.automation.services.workflows import workflow_create, workflow_transition
 from crm_automation.crm.changes import DEAL_STAGE_CHANGE
 from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organization, Stage
 from crm_automation.crm.services import deal_move_to_stage, leads_import

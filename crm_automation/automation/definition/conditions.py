@@ -1,0 +1,186 @@
+"""Workflow conditions: rules of field / operator / value joined by `and` or `or`.
+
+Stored as {"combinator": "and", "rules": [{"field": "deal.amount", "operator": "gt",
+"value": 5000}]}. Rules on `trigger.*` need no database read, so they are evaluated first and
+the record is only loaded when a cheap rule did not already decide the outcome.
+String comparisons ignore case, as ops users expect ("Won" equals "won").
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal, InvalidOperation
+
+from crm_automation.automation.definition import catalog
+from crm_automation.automation.definition.templating import format_value, resolve
+from crm_automation.crm.selectors import shown, stage_slugs
+
+EMPTY = {"combinator": "and", "rules": []}
+
+
+@dataclass
+class Outcome:
+    passed: bool
+    explanation: str
+
+
+def _is_cheap(rule: dict) -> bool:
+    return rule["field"].startswith("trigger.")
+
+
+def _coerce(kind: str, value):
+    """Coerce a rule value or a record value to the comparable type; ValueError if impossible."""
+    if value is None or value == "":
+        return None
+    if kind == "any":  # a node's output: a number when it reads as one, else text
+        try:
+            return _coerce("number", value)
+        except ValueError:
+            return str(value).casefold()
+    if kind == "number":
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation:
+            raise ValueError(f"{shown(value)} is not a number") from None
+        if isinstance(value, bool) or not number.is_finite():
+            raise ValueError(f"{shown(value)} is not a number")
+        return number
+    if kind == "date":
+        if isinstance(value, date):
+            return value
+        try:
+            return date.fromisoformat(str(value))
+        except ValueError:
+            raise ValueError(f"{shown(value)} is not a date (YYYY-MM-DD)") from None
+    return str(value).casefold()
+
+
+def validate(conditions, trigger_type: str, *, organization_id: int | None = None) -> list[tuple[str, str]]:
+    """Errors as (where, message); empty when the conditions are valid for this trigger (and,
+    given the organization, name only stages it has)."""
+    if conditions in (None, {}, ""):
+        return []
+    if not isinstance(conditions, dict):
+        return [("conditions", "must be an object with 'combinator' and 'rules'")]
+    errors = []
+    unknown = set(conditions) - {"combinator", "rules"}
+    if unknown:
+        errors.append(("conditions", f"unknown key(s): {', '.join(sorted(unknown))}"))
+    if conditions.get("combinator", "and") not in ("and", "or"):
+        errors.append(("conditions.combinator", "must be 'and' or 'or'"))
+    rules = conditions.get("rules", [])
+    if not isinstance(rules, list):
+        return [*errors, ("conditions.rules", "must be a list")]
+    fields = catalog.fields_for(trigger_type)
+    stages = None
+    for i, rule in enumerate(rules):
+        where = f"conditions.rules[{i}]"
+        if not isinstance(rule, dict):
+            errors.append((where, "must be an object with field, operator and value"))
+            continue
+        field, op = rule.get("field"), rule.get("operator")
+        if not isinstance(field, str) or field not in fields:
+            errors.append((f"{where}.field", f"unknown field {shown(field)} for trigger {trigger_type}"
+                                             f"{catalog.suggest(field, fields)}"))
+            continue
+        if not isinstance(op, str) or op not in catalog.OPERATORS:
+            errors.append((f"{where}.operator",
+                           f"unknown operator {shown(op)}; use one of {', '.join(catalog.OPERATORS)}"))
+            continue
+        kind = fields[field]
+        if op in catalog.VALUELESS_OPERATORS:
+            continue
+        if "value" not in rule:
+            errors.append((f"{where}.value", f"operator {op!r} needs a value"))
+            continue
+        value = rule["value"]
+        if op in catalog.ORDERING_OPERATORS and kind not in ("number", "date", "any"):
+            errors.append((f"{where}.operator", f"{op!r} compares numbers or dates; {field} is text"))
+            continue
+        if op == "in":
+            if not isinstance(value, list) or not value:
+                errors.append((f"{where}.value", "operator 'in' needs a non-empty list"))
+                continue
+            values = value
+        else:
+            values = [value]
+        for v in values:
+            if isinstance(v, dict | list):
+                errors.append((f"{where}.value", "must be a plain value"))
+                break
+            try:
+                _coerce(kind, v)
+            except ValueError as exc:
+                errors.append((f"{where}.value", str(exc)))
+                break
+            if kind == "stage" and organization_id is not None:
+                stages = stage_slugs(organization_id) if stages is None else stages
+                if str(v).casefold() not in {s.casefold() for s in stages}:
+                    errors.append((f"{where}.value", f"{shown(v)} is not a stage of this organization; "
+                                                     f"use one of {', '.join(stages)}"))
+                    break
+    return errors
+
+
+def _rule_holds(rule: dict, kind: str, actual) -> bool:
+    op = rule["operator"]
+    try:
+        left = _coerce(kind, actual)
+    except ValueError:
+        left = None
+    if op == "is_empty":
+        return left is None
+    if op == "is_not_empty":
+        return left is not None
+    if op == "in":
+        return left in {_coerce(kind, v) for v in rule["value"]}
+    right = _coerce(kind, rule["value"])
+    if op == "eq":
+        return left == right
+    if op == "neq":
+        return left != right
+    if op == "contains":
+        return left is not None and right is not None and str(right) in str(left)
+    if left is None or right is None or type(left) is not type(right):
+        return False  # (a node's output that is text is not greater than a number)
+    return {"gt": left > right, "gte": left >= right, "lt": left < right, "lte": left <= right}[op]
+
+
+def _value_text(value) -> str:
+    if isinstance(value, list):
+        return ", ".join(_value_text(v) for v in value)
+    return format_value(value) if not isinstance(value, str) else value
+
+
+def describe(rule: dict) -> str:
+    """A rule in words, the field by its human name: “Deal › Amount is greater than 5000”."""
+    text = f"{catalog.variable_name(rule['field'])} {catalog.OPERATORS.get(rule['operator'], rule['operator'])}"
+    if rule["operator"] not in catalog.VALUELESS_OPERATORS:
+        text += f" {_value_text(rule.get('value'))}"
+    return text
+
+
+def evaluate(conditions, trigger_type: str, cheap_context: dict,
+             load_context: Callable[[], dict]) -> Outcome:
+    """Evaluate cheap rules first; call `load_context` only if an expensive rule is needed."""
+    rules = list((conditions or EMPTY).get("rules", []))
+    if not rules:
+        return Outcome(True, "no conditions to check")
+    combinator = conditions.get("combinator", "and")
+    fields = catalog.fields_for(trigger_type)
+    rules.sort(key=lambda r: not _is_cheap(r))
+    context = cheap_context
+    for rule in rules:
+        if not _is_cheap(rule) and context is cheap_context:
+            context = load_context()
+        actual = resolve(context, rule["field"])
+        holds = _rule_holds(rule, fields.get(rule["field"], "any"), actual)
+        if combinator == "and" and not holds:
+            now = "empty" if actual in (None, "") else format_value(actual)
+            return Outcome(False, f"condition “{describe(rule)}” was false: {catalog.variable_name(rule['field'])} "
+                                  f"is {now}")
+        if combinator == "or" and holds:
+            return Outcome(True, f"condition “{describe(rule)}” was true")
+    if combinator == "and":
+        return Outcome(True, "all conditions were true")
+    return Outcome(False, "none of the conditions was true")

@@ -1,0 +1,476 @@
+"""Workflows as seed-001 documents (YAML): export, import, compare.
+
+A workflow's definition is written out in the seed-001 format: a header (`id`, `name`,
+`_status`), `nodes` (every node `type: workflow`, behaviour in `data.subtype`, a `data.label`
+and a `data.config`) and `edges` (`source`, `target`, optional `sourceHandle`). Today's
+workflows are chains: a `chat-app` trigger node (the CRM event, its stage filter and
+conditions) followed by `tool-call` nodes (`crm/send_email`, `crm/create_task`,
+`crm/update_record`) whose arguments are in `config.defaults`, as in the seed, `wait` nodes
+(`delayAmount` + `delayUnit`, or `until` a date field) and `condition` nodes whose
+`condition-true` edge goes on (the false side ends the run). Node ids are the
+actions' stable ids, so two versions compare node by node.
+
+Our additions to the header, both optional on import: `description` and `settings`
+(`errorPolicy` abort | skip, `reenrollment`, `timeoutSeconds`). `_status` is draft |
+production | paused | archive (`paused` is ours; the seed has no such state).
+
+Errors name the place as `nodes[<node id>].data.config…` and, for YAML text, the line.
+"""
+
+import difflib
+import json
+import re
+
+import yaml
+
+from crm_automation import bounded_reader
+from crm_automation.automation.definition import catalog, graph
+from crm_automation.automation.models import Workflow
+from crm_automation.automation.nodes import control
+
+TRIGGER_ID = "trigger"
+MAX_NAME = Workflow._meta.get_field("name").max_length
+TOOLS = {"send_email": "crm/send_email", "create_task": "crm/create_task", "update_field": "crm/update_record",
+         "http_request": "http/request"}
+ACTIONS = {tool: action for action, tool in TOOLS.items()}
+ERROR_POLICY = {"stop": "abort", "continue": "skip", "pause": "pause"}
+ERROR_HANDLING = {policy: handling for handling, policy in ERROR_POLICY.items()}
+STATUS_OUT = {"draft": "draft", "activated": "production", "paused": "paused", "archived": "archive"}
+STATUS_IN = {"draft": "draft", "production": "activated", "paused": "paused", "archive": "archived"}
+# Seed-001 node types this version does not run yet: accepted by the format, refused on import
+# with a message saying so.
+LATER: set[str] = set()  # every seed-001 subtype is accepted; catalog.LATER_* say which cannot run yet
+# Node subtypes whose config is the step's config as it is (no toolName / defaults wrapping).
+PLAIN = {"desktop-notification": "notify", "function": "function", "user-input": "user_input",
+         "sub-workflow": "sub_workflow", **{node: node for node in (*catalog.LATER_NODES, *catalog.AI_NODES)}}
+TRIGGERS = ("chat-app", "manual", "schedule")
+# The settings of relative-time (relative_time.py) and record-updated (field_changes.py)
+# triggers, on a chat-app trigger node.
+RELATIVE_KEYS = ("field", "offsetDays", "time", "stage", "days", "fields", "crossing", "bulk")
+PLAIN_SUBTYPE = {action: subtype for subtype, action in PLAIN.items()}
+TRUE_HANDLE, FALSE_HANDLE = "condition-true", "condition-false"
+NODE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+class DocumentError(ValueError):
+    """What is wrong and where: `errors` is a list of (place, message, line or None)."""
+
+    def __init__(self, errors: list[tuple[str, str, int | None]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(describe(e) for e in errors))
+
+    @property
+    def messages(self) -> list[str]:
+        return [describe(e) for e in self.errors]
+
+
+def describe(error: tuple[str, str, int | None]) -> str:
+    place, message, line = error
+    where = f"line {line}: " if line else ""
+    return f"{where}{place}: {message}" if place else f"{where}{message}"
+
+
+# --- Node ids -----------------------------------------------------------------------------------
+def new_node_id(action_type: str, taken: set[str]) -> str:
+    base = str(action_type or "step").replace("_", "-")
+    candidate, n = base, 2
+    while candidate in taken or candidate == TRIGGER_ID:
+        candidate, n = f"{base}-{n}", n + 1
+    taken.add(candidate)
+    return candidate
+
+
+def with_node_ids(actions: list[dict]) -> list[dict]:
+    """The actions, each with a stable `id`: kept when it has a valid, unused one, else new."""
+    taken = {a["id"] for a in actions if isinstance(a.get("id"), str) and NODE_ID.fullmatch(a["id"])}
+    seen: set[str] = set()
+    result = []
+    for action in actions:
+        node_id = action.get("id")
+        if not (isinstance(node_id, str) and NODE_ID.fullmatch(node_id)) or node_id in seen or node_id == TRIGGER_ID:
+            node_id = new_node_id(action.get("type"), taken)
+        seen.add(node_id)
+        result.append({**action, "id": node_id})
+    return result
+
+
+# --- Definition → document ----------------------------------------------------------------------
+def _trigger_label(trigger_type: str, config: dict) -> str:
+    label = dict(catalog.TRIGGER_CHOICES).get(trigger_type, trigger_type)
+    if config.get("to_stage"):
+        label += f" to {config['to_stage']}"
+    if config.get("from_stage"):
+        label += f" from {config['from_stage']}"
+    return label
+
+
+def _action_label(action: dict) -> str:
+    config = action.get("config") or {}
+    if action.get("type") == "update_field":
+        return f"Update {config.get('field', 'field')}"
+    if action.get("type") == "function":
+        return f"Call {str(config.get('functionRef', 'function')).replace('/', ' ')}"
+    return {"send_email": "Send email", "create_task": "Create task", "notify": "Notify",
+            "http_request": "HTTP request",
+            "user_input": "Ask", "sub_workflow": f"Run {config.get('workflowId', 'sub-workflow')}"}.get(
+        action.get("type"), "Step")
+
+
+def _unique(label: str, used: set[str]) -> str:
+    candidate, n = label, 2
+    while candidate.casefold() in used:
+        candidate, n = f"{label} {n}", n + 1
+    used.add(candidate.casefold())
+    return candidate
+
+
+def _subtype(action_type: str) -> str:
+    if control.is_control(action_type):
+        return action_type
+    return PLAIN_SUBTYPE.get(action_type, "tool-call")
+
+
+def _auto_label(action: dict) -> str:
+    if control.is_control(action.get("type")):
+        return control.label(action["type"], action.get("config"))
+    return _action_label(action)
+
+
+def canonical(value):
+    """Mappings with their keys in PostgreSQL's jsonb order (shorter first, then by bytes): what
+    a database stored comes out the same on SQLite and PostgreSQL, so an export is the same text
+    wherever it was made, and a file written in this order round-trips exactly."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value, key=lambda k: (len(k.encode()), k.encode()))}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
+def document_of(*, key: str, name: str, definition: dict, description: str = "", status: str | None = None) -> dict:
+    """A workflow definition (trigger, conditions, nodes, edges) as a seed-001 document."""
+    trigger_config = definition.get("trigger_config") or {}
+    trigger_type = definition.get("trigger_type")
+    subtype = "manual" if trigger_type in catalog.MANUAL else trigger_type if trigger_type in TRIGGERS else "chat-app"
+    config = {"chat-app": {"event": trigger_type}, "manual": {"entity": catalog.MANUAL.get(trigger_type)},
+              "schedule": {}}[subtype]
+    config.update({k: v for k, v in canonical(trigger_config).items() if v not in (None, "")})
+    if (definition.get("conditions") or {}).get("rules"):
+        config["conditions"] = canonical(definition["conditions"])
+    actions = with_node_ids(list(definition.get("actions") or []))
+    trigger = (definition.get("graph") or {}).get("trigger") or {}
+    used = {TRIGGER_ID, *(str(a["label"]).casefold() for a in actions if a.get("label"))}
+    if trigger.get("label"):
+        used.add(trigger["label"].casefold())
+    label = trigger.get("label") or _unique(_trigger_label(trigger_type, trigger_config), used)
+    nodes = [{"id": graph.trigger_id(definition), "type": "workflow",
+              "data": {"subtype": subtype, "label": label, "config": config}}]
+    for action in actions:
+        node_config = canonical(action.get("config") or {})
+        if _subtype(action.get("type")) == "tool-call":
+            node_config = {"toolName": TOOLS.get(action.get("type"), action.get("type")), "defaults": node_config}
+        data = {"subtype": _subtype(action.get("type")),
+                "label": action.get("label") or _unique(_auto_label(action), used), "config": node_config}
+        if action.get("on_error"):
+            data["onError"] = canonical(action["on_error"])
+        nodes.append({"id": action["id"], "type": "workflow", "data": data})
+    edges = [{k: edge[k] for k in ("source", "target", "sourceHandle") if edge.get(k)}
+             for edge in graph.edges_of({**definition, "actions": actions})]
+    document = {"id": key, "name": name}
+    if status:
+        document["_status"] = STATUS_OUT.get(status, status)
+    if description:
+        document["description"] = description
+    document["settings"] = {
+        "errorPolicy": ERROR_POLICY.get(definition.get("error_handling"), definition.get("error_handling")),
+        "reenrollment": definition.get("reenrollment", "every_time"),
+        "timeoutSeconds": definition.get("timeout_seconds", 60),
+    }
+    document["nodes"], document["edges"] = nodes, edges
+    return document
+
+
+# --- YAML ---------------------------------------------------------------------------------------
+def to_yaml(document: dict) -> str:
+    plain = json.loads(json.dumps(document))  # plain JSON types only (choice enums are str subclasses)
+    return yaml.safe_dump(plain, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
+
+
+def from_yaml(text: str) -> tuple[dict, yaml.Node | None]:
+    """The document and its YAML node tree (for line numbers); DocumentError if unreadable or
+    past the bounded reader's limits (size, depth, values, no anchors)."""
+    try:
+        document, tree = bounded_reader.read_yaml(text, bounded_reader.DOCUMENT)
+    except bounded_reader.InputRefused as exc:
+        raise DocumentError([("", exc.message, exc.line)]) from None
+    if not isinstance(document, dict):
+        raise DocumentError([("", "the file must be a mapping with id, name, nodes and edges", 1)])
+    return document, tree
+
+
+_STEP = re.compile(r"\.?([^.\[\]]+)|\[([^\]]+)\]")
+
+
+def line_of(tree: yaml.Node | None, place: str) -> int | None:
+    """The line of `place` ("nodes[send-email].data.config.defaults.to") in the YAML text, or of
+    the nearest enclosing part that exists."""
+    node, line = tree, (tree.start_mark.line + 1 if tree is not None else None)
+    for key, index in _STEP.findall(place):
+        if isinstance(node, yaml.MappingNode) and key:
+            node = next((v for k, v in node.value if getattr(k, "value", None) == key), None)
+        elif isinstance(node, yaml.SequenceNode) and index:
+            node = _item(node, index)
+        else:
+            node = None
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _item(sequence: yaml.SequenceNode, index: str):
+    if index.isdigit():
+        return sequence.value[int(index)] if int(index) < len(sequence.value) else None
+    for item in sequence.value:  # nodes[<id>]: the item whose `id` is that
+        if isinstance(item, yaml.MappingNode) and any(
+                getattr(k, "value", None) == "id" and getattr(v, "value", None) == index for k, v in item.value):
+            return item
+    return None
+
+
+# --- Document → definition ----------------------------------------------------------------------
+def _check_shape(document: dict) -> list[tuple[str, str]]:
+    errors = []
+    if not isinstance(document.get("id"), str) or not document["id"].strip():
+        errors.append(("id", "is required (text)"))
+    if not isinstance(document.get("name"), str) or not document["name"].strip():
+        errors.append(("name", "a workflow needs a name"))
+    if isinstance(document.get("id"), str) and not (NODE_ID.fullmatch(document["id"]) and len(document["id"]) <= 70):
+        errors.append(("id", "must be kebab-case (lower-case letters, digits and single dashes), at most 70 long"))
+    name = document.get("name").strip() if isinstance(document.get("name"), str) else ""
+    if len(name) > MAX_NAME:  # refused, never cut: the person decides how to shorten it
+        errors.append(("name", f"is {len(name):,} characters long; a name has at most {MAX_NAME} (nothing was "
+                               "cut: shorten it)"))
+    if document.get("_status") not in (None, *STATUS_IN):
+        errors.append(("_status", f"must be one of {', '.join(STATUS_IN)}"))
+    for key in ("nodes", "edges"):
+        if not isinstance(document.get(key), list):
+            errors.append((key, "must be a list"))
+    settings = document.get("settings")
+    if settings is not None and not isinstance(settings, dict):
+        errors.append(("settings", "must be a mapping (errorPolicy, reenrollment, timeoutSeconds)"))
+    for key in ("errorPolicy", "reenrollment") if isinstance(settings, dict) else ():
+        if key in settings and not isinstance(settings[key], str):
+            errors.append((f"settings.{key}", "must be text"))
+    return errors
+
+
+def _place(node: dict | None, index: int) -> str:
+    node_id = node.get("id") if isinstance(node, dict) else None
+    return f"nodes[{node_id}]" if isinstance(node_id, str) and node_id else f"nodes[{index}]"
+
+
+def _check_nodes(nodes: list) -> tuple[list[tuple[str, str]], dict[str, dict]]:
+    errors, by_id = [], {}
+    for i, node in enumerate(nodes):
+        place = _place(node, i)
+        if not isinstance(node, dict) or not isinstance(node.get("data"), dict):
+            errors.append((place, "must have id, type: workflow and data (subtype, label, config)"))
+            continue
+        node_id, data = node.get("id"), node["data"]
+        if not isinstance(node_id, str) or not NODE_ID.fullmatch(node_id):
+            errors.append((f"{place}.id", "must be kebab-case: lower-case letters, digits and single dashes"))
+            continue
+        if node_id in by_id:
+            errors.append((f"{place}.id", "is used by two nodes; node ids must be unique"))
+            continue
+        if not isinstance(data.get("subtype"), str):
+            errors.append((f"{place}.data.subtype", "is required (text): chat-app, tool-call, condition, …"))
+        if node.get("type") != "workflow":
+            errors.append((f"{place}.type", "must be workflow (the behaviour is in data.subtype)"))
+        if not isinstance(data.get("label"), str) or not data["label"].strip():
+            errors.append((f"{place}.data.label", "is required: templates refer to nodes by label"))
+        if not isinstance(data.get("config", {}), dict):
+            errors.append((f"{place}.data.config", "must be a mapping"))
+            continue
+        by_id[node_id] = node
+    labels: dict[str, str] = {}
+    for node_id, node in by_id.items():
+        label = str(node["data"].get("label", "")).casefold()
+        if label and label in labels:
+            errors.append((f"nodes[{node_id}].data.label", f"is also the label of {labels[label]}; labels must be "
+                                                           "unique (templates refer to nodes by label)"))
+        labels[label] = node_id
+    return errors, by_id
+
+
+def _edges(document: dict) -> tuple[list[tuple[str, str]], list[dict]]:
+    errors, edges = [], []
+    for i, edge in enumerate(document["edges"]):
+        if not isinstance(edge, dict):
+            errors.append((f"edges[{i}]", "must have source and target"))
+            continue
+        unknown = sorted(set(edge) - {"source", "target", "sourceHandle"})
+        if unknown:
+            errors.append((f"edges[{i}].{unknown[0]}", "unknown key (source, target, sourceHandle)"))
+        edges.append({k: edge[k] for k in ("source", "target", "sourceHandle") if edge.get(k) not in (None, "")})
+    return errors, edges
+
+
+def event_type(event):
+    """A chat-app node's `event` as a trigger type: ours (`contact_updated`, what exports write)
+    or the seed's spelling of the same event (`contact.updated`, `task.completed`)."""
+    if isinstance(event, str) and "." in event and event.replace(".", "_") in catalog.TRIGGER_TYPES:
+        return event.replace(".", "_")
+    return event
+
+
+def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
+    """The definition (trigger, conditions, nodes with their ids and labels, edges) of a
+    document, and what is wrong with its format, named by place. The graph's shape and the
+    nodes' configs are checked with the definition (definitions.validate_definition)."""
+    header = _check_shape(document)
+    if any(place in ("nodes", "edges") or place.startswith("settings") for place, _ in header):
+        return {}, header  # nothing below can be read
+    # The header's problems (name, id, status) are reported with everything else: one save
+    # shows all there is to fix.
+    errors, by_id = _check_nodes(document["nodes"])
+    if errors:
+        return {}, header + errors
+    for node_id, node in by_id.items():
+        subtype = node["data"].get("subtype")
+        if subtype in LATER:
+            errors.append((f"nodes[{node_id}].data.subtype", f"“{subtype}” nodes are part of the workflow format "
+                                                             "but do not run in this version yet"))
+        elif subtype not in (*TRIGGERS, "tool-call", *PLAIN, *control.LABELS):
+            errors.append((f"nodes[{node_id}].data.subtype", f"unknown subtype “{subtype}”"))
+    triggers = [i for i, n in by_id.items() if n["data"].get("subtype") in TRIGGERS]
+    if not errors and len(triggers) != 1:
+        errors.append(("nodes", "a workflow has exactly one trigger node (subtype chat-app, manual or schedule); "
+                                f"found {len(triggers)}"))
+    edge_errors, edges = _edges(document)
+    errors += edge_errors
+    if errors:
+        return {}, header + errors
+    trigger_node = by_id[triggers[0]]
+    trigger = trigger_node["data"].get("config") or {}
+    settings = document.get("settings") or {}
+    kind = trigger_node["data"]["subtype"]
+    trigger_type = {"chat-app": event_type(trigger.get("event")), "schedule": "schedule",
+                    "manual": f"manual_{trigger.get('entity', 'deal')}"}[kind]
+    if not isinstance(trigger_type, str):
+        return {}, header + [(f"nodes[{trigger_node['id']}].data.config.event", "is required (text): the CRM "
+                                                                                  "event, e.g. deal_stage_change")]
+    stage_keys = ("from_stage", "to_stage", "endpoint", *RELATIVE_KEYS) if kind == "chat-app" else ()
+    definition = {
+        "trigger_type": trigger_type,
+        "trigger_config": ({k: v for k, v in trigger.items() if k != "conditions"} if kind == "schedule"
+                           else {k: v for k, v in trigger.items() if k in stage_keys}),
+        "conditions": trigger.get("conditions") or {},
+        "error_handling": ERROR_HANDLING.get(settings.get("errorPolicy", "abort"), settings.get("errorPolicy")),
+        "reenrollment": settings.get("reenrollment", "not_while_running"),
+        "timeout_seconds": settings.get("timeoutSeconds", 60),
+        "actions": [],
+    }
+    allowed = {"chat-app": ("event", "from_stage", "to_stage", "conditions", "endpoint", *RELATIVE_KEYS),
+               "manual": ("entity",),
+               "schedule": tuple(trigger)}[kind]  # a schedule's settings are checked by schedules.validate
+    for key in sorted(set(trigger) - set(allowed)):
+        errors.append((f"nodes[{trigger_node['id']}].data.config.{key}", f"unknown setting ({', '.join(allowed)})"))
+    complete = True  # every node made it into the definition (its settings can be checked too)
+    if kind == "manual" and trigger.get("entity", "deal") not in ("deal", "lead"):
+        errors.append((f"nodes[{trigger_node['id']}].data.config.entity", "must be deal or lead (what it starts on)"))
+        complete = False
+    for node_id, node in by_id.items():
+        if node is trigger_node:
+            continue
+        config, subtype = node["data"].get("config") or {}, node["data"].get("subtype")
+        action = {"id": node_id, "type": PLAIN.get(subtype, subtype), "config": config,
+                  "label": node["data"]["label"].strip()}
+        if node["data"].get("onError") is not None:
+            action["on_error"] = node["data"]["onError"]
+        if subtype == "tool-call":
+            tool = config.get("toolName")
+            if not isinstance(tool, str) or tool not in ACTIONS:
+                errors.append((f"nodes[{node_id}].data.config.toolName", f"“{tool}” is not a tool; use one of "
+                                                                         f"{', '.join(ACTIONS)}"))
+                complete = False
+                continue
+            unknown = sorted(set(config) - {"toolName", "defaults"})
+            if unknown:
+                errors.append((f"nodes[{node_id}].data.config.{unknown[0]}", "unknown setting (toolName, defaults)"))
+            action.update(type=ACTIONS[tool], config=config.get("defaults") or {})
+        definition["actions"].append(action)
+    _drop_automatic_labels(definition)
+    # Only what a plain chain would not reproduce is kept: the trigger's own id and label, and
+    # the edges when they are not the chain of the nodes in order.
+    graph_part = {}
+    label = trigger_node["data"]["label"].strip()
+    if trigger_node["id"] != TRIGGER_ID or label != _trigger_label(definition["trigger_type"],
+                                                                   definition["trigger_config"]):
+        graph_part["trigger"] = {"id": trigger_node["id"], "label": label}
+    if edges != graph.chain_edges({**definition, "graph": graph_part}):
+        graph_part["edges"] = edges
+    if graph_part:
+        definition["graph"] = graph_part
+    return (definition if complete else {}), header + errors
+
+
+def _drop_automatic_labels(definition: dict) -> None:
+    """Labels equal to the ones export would write anyway are not stored: a workflow imported
+    from its own export has the same definition (and versions compare equal)."""
+    labelled = definition["actions"]
+    bare = [{k: v for k, v in a.items() if k != "label"} for a in labelled]
+    automatic = {n["id"]: n["data"]["label"] for n in document_of(key="x", name="x",
+                                                                 definition={**definition, "actions": bare})["nodes"]}
+    kept = [a if a.get("label") != automatic.get(a["id"]) else {k: v for k, v in a.items() if k != "label"}
+            for a in labelled]
+    again = {n["id"]: n["data"]["label"] for n in document_of(key="x", name="x",
+                                                             definition={**definition, "actions": kept})["nodes"]}
+    if all(again[a["id"]] == a["label"] for a in labelled):
+        definition["actions"] = kept
+
+
+def place_in_document(where: str, definition: dict) -> str:
+    """A definition error's place ("actions[1].config.to") as the document's place
+    ("nodes[send-email].data.config.defaults.to")."""
+    match = re.match(r"actions\[(\d+)\]\.?(.*)", where)
+    actions = definition.get("actions") or []
+    if match and int(match.group(1)) < len(actions):
+        rest = match.group(2)
+        action = actions[int(match.group(1))]
+        node = f"nodes[{action['id']}].data"
+        if rest.startswith("on_error"):
+            return f"{node}.onError{rest[len('on_error'):]}"
+        if rest.startswith("config") and _subtype(action.get("type")) != "tool-call":
+            return f"{node}.{rest}"
+        if rest.startswith("config"):
+            return f"{node}.config.defaults{rest[len('config'):]}"
+        return f"{node}.config.toolName" if rest == "type" else f"{node}.{rest}" if rest else node
+    if where.startswith(("trigger_type", "trigger_config", "conditions")):
+        key = where.split(".", 1)
+        tail = {"trigger_type": "event"}.get(key[0], key[1] if key[0] == "trigger_config" and len(key) > 1 else where)
+        return f"nodes[{graph.trigger_id(definition)}].data.config.{tail}"
+    setting = {"error_handling": "errorPolicy", "reenrollment": "reenrollment", "timeout_seconds": "timeoutSeconds"}
+    return f"settings.{setting[where]}" if where in setting else where
+
+
+# --- Comparing two documents --------------------------------------------------------------------
+def compare(old: dict, new: dict) -> dict:
+    """Nodes and edges added, removed and changed (by node id), and a unified text diff."""
+    old_nodes = {n["id"]: n for n in old.get("nodes", [])}
+    new_nodes = {n["id"]: n for n in new.get("nodes", [])}
+    edge = lambda e: (e.get("source"), e.get("target"), e.get("sourceHandle"))  # noqa: E731
+    old_edges, new_edges = {edge(e) for e in old.get("edges", [])}, {edge(e) for e in new.get("edges", [])}
+    text = "".join(difflib.unified_diff(to_yaml(old).splitlines(True), to_yaml(new).splitlines(True),
+                                        fromfile="before", tofile="after"))
+    return {
+        "nodes_added": [new_nodes[i] for i in new_nodes if i not in old_nodes],
+        "nodes_removed": [old_nodes[i] for i in old_nodes if i not in new_nodes],
+        "nodes_changed": [(old_nodes[i], new_nodes[i]) for i in new_nodes
+                          if i in old_nodes and old_nodes[i] != new_nodes[i]],
+        "edges_added": sorted(new_edges - old_edges, key=str),
+        "edges_removed": sorted(old_edges - new_edges, key=str),
+        "settings_changed": old.get("settings") != new.get("settings"),
+        "text": text,
+    }

@@ -1,0 +1,66 @@
+"""User-input nodes (approval gates, seed 004): the run asks a person and waits for the answer.
+
+Config (seed-001 names): `promptText` (a template), `role` (who may answer: admin, the
+default, or ops; admins may always answer), optional `timeoutAmount` + `timeoutUnit`. The
+node's ways out are its handles `approved`, `rejected` and `timed-out` (a side with no edge
+ends that path). The answer is the node's output: {{Approval.decision}}, {{Approval.comment}},
+{{Approval.answered_by}}.
+
+Asking writes the question on the step row (status waiting) and tells the people who may
+answer (alerts.py); answering (run_controls.run_answer) writes the answer on the row and wakes
+the run, which reads it and goes on by its side. Nothing polls meanwhile.
+"""
+
+from datetime import datetime, timedelta
+
+from crm_automation.automation.definition.templating import render
+from crm_automation.automation.nodes import control
+from crm_automation.automation.nodes.base import template_errors
+
+USER_INPUT = "user_input"
+APPROVED, REJECTED, TIMED_OUT = "approved", "rejected", "timed-out"
+HANDLES = (APPROVED, REJECTED, TIMED_OUT)
+ROLES = ("admin", "ops")
+ALLOWED = {"promptText", "role", "timeoutAmount", "timeoutUnit"}
+
+
+def validate(config, *, trigger_type: str) -> list[tuple[str, str]]:
+    if not isinstance(config, dict):
+        return [("config", 'must be an object, e.g. {"promptText": "Approve a 20% discount on {{deal.title}}?"}')]
+    errors = [(f"config.{k}", f"unknown setting; a user-input node takes {', '.join(sorted(ALLOWED))}")
+              for k in sorted(set(config) - ALLOWED)]
+    if not config.get("promptText"):
+        errors.append(("config.promptText", "is required: the question the person answers"))
+    else:
+        errors += template_errors("config.promptText", config["promptText"], trigger_type)
+    if config.get("role", "admin") not in ROLES:
+        errors.append(("config.role", f"must be one of {', '.join(ROLES)} (who may answer)"))
+    if "timeoutAmount" in config or "timeoutUnit" in config:
+        amount, unit = config.get("timeoutAmount"), config.get("timeoutUnit", "hours")
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount < 1:
+            errors.append(("config.timeoutAmount", "must be a whole number, 1 or more"))
+        if unit not in control.UNITS:
+            errors.append(("config.timeoutUnit", f"must be one of {', '.join(control.UNITS)}"))
+    return errors
+
+
+def ask(config: dict, context: dict, now: datetime) -> dict:
+    """The question as the step row keeps it."""
+    timeout = None
+    if config.get("timeoutAmount"):
+        timeout = now + timedelta(seconds=config["timeoutAmount"] * control.UNITS[config.get("timeoutUnit", "hours")])
+    return {"prompt": render(config["promptText"], context).text, "role": config.get("role", "admin"),
+            "asked_at": now.isoformat(), "timeout_at": timeout.isoformat() if timeout else None}
+
+
+def deadline(asked: dict) -> datetime | None:
+    return datetime.fromisoformat(asked["timeout_at"]) if asked.get("timeout_at") else None
+
+
+def decision(asked: dict, due: datetime | None, now: datetime) -> str | None:
+    """approved / rejected once answered; timed-out when no answer came in time; else None."""
+    if asked.get("decision") in HANDLES:
+        return asked["decision"]
+    if due is not None and due <= now:
+        return TIMED_OUT
+    return None

@@ -1,0 +1,85 @@
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext
+from crm_automation.crm.models import Deal, Lead, Membership, Task
+
+OWNER = "owner"
+
+
+def linked_deal(record):
+    return record if isinstance(record, Deal) else getattr(record, "converted_deal", None)
+
+
+def linked_lead(record):
+    return record if isinstance(record, Lead) else None
+
+
+class CreateTask(Action):
+    type = "create_task"
+    label = "Create task"
+    required = ("title",)
+    optional = ("description", "due_in_days", "priority", "assignee")
+    templated = ("title", "description")
+
+    def validate(self, config, *, trigger_type, organization_id):
+        errors = super().validate(config, trigger_type=trigger_type, organization_id=organization_id)
+        if not isinstance(config, dict):
+            return errors
+        due = config.get("due_in_days")
+        if due is not None and (not isinstance(due, int) or isinstance(due, bool) or not 0 <= due <= 3650):
+            errors.append(("config.due_in_days", "must be a whole number of days from 0 to 3650"))
+        priority = config.get("priority")
+        if priority is not None and priority not in Task.Priority.values:
+            errors.append(("config.priority", f"must be one of {', '.join(Task.Priority.values)}"))
+        assignee = config.get("assignee")
+        if assignee not in (None, "", OWNER) and not Membership.objects.filter(
+            organization_id=organization_id, user__username=assignee
+        ).exists():
+            errors.append(("config.assignee", f"'{assignee}' is not a member of this organization (or use 'owner')"))
+        return errors
+
+    def _assignee(self, config, ctx: ExecutionContext):
+        assignee = config.get("assignee")
+        if not assignee:
+            return None
+        if assignee == OWNER:
+            return getattr(ctx.record, "owner", None)
+        user = get_user_model().objects.filter(
+            username=assignee, memberships__organization_id=ctx.organization_id
+        ).first()
+        if user is None:
+            raise ActionFailed(f"assignee '{assignee}' is no longer a member of this organization")
+        return user
+
+    def prepare(self, config, ctx):
+        title = ctx.render("title", config["title"]).strip()
+        if not title:
+            raise ActionFailed("the task title rendered empty")
+        due = config.get("due_in_days")
+        return Task(
+            organization_id=ctx.organization_id,
+            title=title[:300],
+            description=ctx.render("description", config.get("description", "")),
+            due_date=None if due is None else timezone.localdate() + timedelta(days=due),
+            priority=config.get("priority") or Task.Priority.NORMAL,
+            assignee=self._assignee(config, ctx),
+            deal=linked_deal(ctx.record),
+            lead=linked_lead(ctx.record),
+            automation_key=ctx.key,
+        )
+
+    @staticmethod
+    def _result(task: Task) -> dict:
+        return {"task_id": task.pk, "title": task.title,
+                "assignee": task.assignee.username if task.assignee_id else None}
+
+    def apply(self, items):
+        tasks = Task.objects.bulk_create([task for _, task in items])
+        return [self._result(task) for task in tasks]
+
+    def existing(self, keys):
+        tasks = Task.objects.filter(automation_key__in=keys).select_related("assignee")
+        return {t.automation_key: {**self._result(t), "repeated_delivery": True} for t in tasks}

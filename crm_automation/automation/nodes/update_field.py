@@ -1,0 +1,201 @@
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal, InvalidOperation
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.utils import timezone
+
+from crm_automation.automation.definition import catalog
+from crm_automation.automation.models import FieldChange
+from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, template_errors
+from crm_automation.automation.runtime.cause import caused_by
+from crm_automation.crm.models import Deal, Lead, Stage
+from crm_automation.crm.selectors import shown, stage_slugs
+from crm_automation.crm.services import deal_move_to_stage
+
+
+def _target(trigger_type: str, field: str) -> tuple[str, str]:
+    """("deal" | "lead", field name) for a config field such as "probability" or "deal.title"."""
+    entity = catalog.TRIGGER_ENTITY.get(trigger_type, "deal")
+    if "." in field:
+        prefix, _, name = field.partition(".")
+        if prefix == "deal" and trigger_type == catalog.LEAD_CONVERTED:
+            return "deal", name
+        if prefix == entity:
+            return entity, name
+        return "", field
+    return entity, field
+
+
+def coerce(kind: str, value, *, organization_id: int):
+    """The value as the field's type, or ValueError saying why not (in words)."""
+    if isinstance(value, dict | list):
+        raise ValueError("must be a single value, not a list or an object")
+    if kind == "str":
+        text = str(value)
+        if len(text) > 200:
+            raise ValueError("must be at most 200 characters")
+        return text
+    if kind == "number":
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation:
+            raise ValueError(f"{shown(value)} is not a number") from None
+        if isinstance(value, bool) or not number.is_finite():
+            raise ValueError(f"{shown(value)} is not a number")
+        if abs(number) >= Decimal("1e12"):
+            raise ValueError(f"{shown(value)} is too large")
+        return number.quantize(Decimal("0.01"))
+    if kind == "percent":
+        if isinstance(value, bool) or not str(value).strip().isdecimal() or not 0 <= int(str(value)) <= 100:
+            raise ValueError(f"{shown(value)} is not a whole number from 0 to 100")
+        return int(str(value))
+    if kind == "date":
+        try:
+            return date.fromisoformat(str(value))
+        except ValueError:
+            raise ValueError(f"{shown(value)} is not a date (YYYY-MM-DD)") from None
+    if kind == "email":
+        try:
+            validate_email(str(value))
+        except ValidationError:
+            raise ValueError(f"{shown(value)} is not an email address") from None
+        return str(value)
+    if kind == "lead_status":
+        settable = [v for v in Lead.Status.values if v != Lead.Status.CONVERTED]
+        if value == Lead.Status.CONVERTED:
+            raise ValueError("a lead becomes converted only by converting it (which creates its contact and "
+                             f"deal); use one of {', '.join(settable)}")
+        if value not in settable:
+            raise ValueError(f"{shown(value)} is not a lead status; use one of {', '.join(settable)}")
+        return value
+    if kind == "stage":
+        stage = Stage.objects.filter(organization_id=organization_id, slug=value).first()
+        if stage is None:
+            raise ValueError(f"{shown(value)} is not a stage of this organization; use one of "
+                             f"{', '.join(stage_slugs(organization_id))}")
+        return stage
+    raise ValueError(f"unsupported field type {kind}")
+
+
+def _as_json(value):
+    if isinstance(value, Decimal | date):
+        return str(value)
+    if isinstance(value, Stage):
+        return value.slug
+    return value
+
+
+class UpdateField(Action):
+    type = "update_field"
+    label = "Update field"
+    required = ("field", "value")
+
+    def validate(self, config, *, trigger_type, organization_id):
+        errors = super().validate(config, trigger_type=trigger_type, organization_id=organization_id)
+        if errors or not isinstance(config, dict):
+            return errors
+        if not isinstance(config["field"], str):
+            return [("config.field", "must be the name of a field, e.g. \"probability\"")]
+        entity, name = _target(trigger_type, config["field"])
+        fields = catalog.UPDATABLE_FIELDS.get(entity, {})
+        if name not in fields:
+            allowed = ", ".join(sorted(fields)) or "none"
+            return [("config.field", f"“{config['field']}” cannot be updated; allowed: {allowed}")]
+        value = config["value"]
+        if isinstance(value, str) and "{{" in value:
+            if fields[name] != "str":
+                return [("config.value", "templates are only allowed for text fields")]
+            return template_errors("config.value", value, trigger_type)
+        try:
+            coerce(fields[name], value, organization_id=organization_id)
+        except ValueError as exc:
+            errors.append(("config.value", str(exc)))
+        return errors
+
+    def prepare(self, config, ctx: ExecutionContext):
+        entity, name = _target(ctx.trigger_type, str(config["field"]))
+        kind = catalog.UPDATABLE_FIELDS[entity][name]
+        record = ctx.record
+        if entity == "deal" and isinstance(record, Lead):
+            record = record.converted_deal
+        if record is None:
+            raise ActionFailed(f"there is no {entity} to update")
+        raw = config["value"]
+        if isinstance(raw, str) and "{{" in raw:
+            # A value written into a record must not silently become "" because a placeholder
+            # did not resolve: that would blank the field while the run says "completed".
+            raw = ctx.render("value", raw, strict=True)
+            if not raw.strip() and name in catalog.REQUIRED_FIELDS.get(entity, ()):
+                why = ctx.why_empty(config["value"])
+                raise ActionFailed(f"the new {entity} {name} rendered empty"
+                                   + (f" ({why})" if why else "") + f"; the {name} was left unchanged")
+        try:
+            value = coerce(kind, raw, organization_id=ctx.organization_id)
+        except ValueError as exc:
+            raise ActionFailed(f"{name}: {exc}") from None
+        return Change(model=Deal if entity == "deal" else Lead, pk=record.pk, entity=entity, name=name,
+                      kind=kind, value=value)
+
+    def apply(self, items):
+        """Lock every touched row (in primary-key order, so two workers cannot deadlock), apply
+        the changes in order (two changes to one record behave as if made one after the other),
+        then write each model's rows back with one UPDATE per field set."""
+        locked = {}
+        models = {change.model for _, change in items}
+        for model in [m for m in (Lead, Deal) if m in models]:  # leads before deals, as everywhere
+            pks = sorted({c.pk for _, c in items if c.model is model})
+            for row in model.objects.select_for_update().filter(pk__in=pks).select_related(
+                    *(["stage"] if model is Deal else [])).order_by("pk"):
+                locked[(model, row.pk)] = row
+        results, audit, dirty = [], [], {}
+        for ctx, change in items:
+            row = locked.get((change.model, change.pk))
+            if row is None:
+                raise ActionFailed(f"the {change.entity} no longer exists")
+            if change.kind == "lead_status" and row.converted_at is not None:
+                # Checked under the row lock: the lead may have been converted after the run began.
+                raise ActionFailed("the lead is converted, so its status stays Converted; nothing was changed")
+            if change.kind == "stage":
+                old = row.stage.slug
+                with caused_by(ctx.run_id, ctx.depth):  # the move fires an event: mark its cause
+                    deal_move_to_stage(deal=row, stage=change.value)
+            else:
+                old = getattr(row, change.name)
+                setattr(row, change.name, change.value)
+                dirty.setdefault(change.model, {}).setdefault(row.pk, set()).add(change.name)
+            audit.append(FieldChange(
+                organization_id=ctx.organization_id, entity_type=change.entity, entity_id=row.pk,
+                field=change.name, old_value=_as_json(old), new_value=_as_json(change.value),
+                run_id=ctx.run_id, automation_key=ctx.key))
+            results.append({"field": f"{change.entity}.{change.name}", "old": _as_json(old),
+                            "new": _as_json(change.value)})
+        # Rows that end with the same new values (the usual case: a constant in the config)
+        # share one UPDATE ... WHERE pk IN (...).
+        now = timezone.now()
+        for model, rows in dirty.items():
+            by_values: dict[tuple, list] = {}
+            for pk, names in rows.items():
+                row = locked[(model, pk)]
+                values = tuple(sorted((name, getattr(row, name)) for name in names))
+                by_values.setdefault(values, []).append(pk)
+            for values, pks in by_values.items():
+                model.objects.filter(pk__in=pks).update(**dict(values), updated_at=now)
+        FieldChange.objects.bulk_create(audit)
+        return results
+
+    def existing(self, keys):
+        return {c.automation_key: {"field": f"{c.entity_type}.{c.field}", "old": c.old_value, "new": c.new_value,
+                                   "repeated_delivery": True}
+                for c in FieldChange.objects.filter(automation_key__in=keys)}
+
+
+@dataclass
+class Change:
+    model: type
+    pk: object
+    entity: str
+    name: str
+    kind: str
+    value: object

@@ -1,0 +1,2 @@
+"""Keeping a deployment healthy: health checks, KPIs, metrics, alerts, the circuit breaker,
+retention."""

@@ -1,0 +1,249 @@
+"""Worker step 1: claim a batch of events, decide for every candidate workflow, create runs."""
+
+import logging
+from collections import defaultdict
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from crm_automation.automation import plans
+from crm_automation.automation.definition import catalog, conditions, context
+from crm_automation.automation.models import (
+    AutomationEvent,
+    RunStatus,
+    Workflow,
+    WorkflowDecision,
+    WorkflowRun,
+    WorkflowStatus,
+)
+from crm_automation.automation.runtime.enrollment import enroll
+from crm_automation.automation.triggers import bulk
+from crm_automation.automation.triggers import record_changes as field_changes
+from crm_automation.crm.models import Organization, Stage
+
+logger = logging.getLogger(__name__)
+Outcome = WorkflowDecision.Outcome
+
+
+def claim_events(limit: int, *, fair: bool = False) -> list[AutomationEvent]:
+    """Claim up to `limit` unprocessed events for this worker (a lease, not a lock), oldest first.
+
+    `fair` (the drains): one organization's events only, the one of the oldest event among the
+    organizations no worker is busy with (runs leased, events claimed), else the oldest. So a
+    batch never makes one organization's changes wait behind another's slow provider in the
+    same task, and a free worker turns to the organizations nobody serves (fairness.py) instead
+    of piling onto one that already holds a worker.
+
+    PostgreSQL skips rows another worker holds (SKIP LOCKED); SQLite serialises writers
+    (IMMEDIATE transactions), so the SELECT and UPDATE below cannot interleave there either.
+    A dispatch that outlives its lease is harmless: decisions and runs are unique per
+    (event, workflow), so a second dispatch of the same events adds nothing.
+    """
+    if fair:
+        organization_id = _next_organization()
+        if organization_id is not None:
+            events = _claim(limit, organization_id)
+            if events:
+                return events
+    return _claim(limit)  # nobody waits, or another worker took that organization's events first
+
+
+def unclaimed_events(now=None):
+    """Events waiting for a worker: unprocessed, and never claimed or with a lapsed claim."""
+    now = now or timezone.now()
+    return (AutomationEvent.objects.filter(processed_at__isnull=True)
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)))
+
+
+def _next_organization() -> int | None:
+    """The organization of the oldest waiting event, preferring those no worker is busy with."""
+    now = timezone.now()
+    leased = WorkflowRun.objects.filter(status=RunStatus.STARTED, lease_until__gt=now).values("organization_id")
+    claimed = AutomationEvent.objects.filter(processed_at__isnull=True, claimed_until__gte=now).values(
+        "organization_id")
+    oldest = unclaimed_events(now).order_by("id").values_list("organization_id", flat=True)
+    return oldest.exclude(organization_id__in=leased).exclude(organization_id__in=claimed).first() or oldest.first()
+
+
+def _claim(limit: int, organization_id: int | None = None) -> list[AutomationEvent]:
+    now = timezone.now()
+    lease = timedelta(seconds=settings.AUTOMATION["LEASE_SECONDS"])
+    with transaction.atomic():
+        pending = unclaimed_events(now).select_for_update(skip_locked=True)
+        if organization_id is not None:
+            pending = pending.filter(organization_id=organization_id)
+        ids = list(pending.order_by("id").values_list("id", flat=True)[:limit])
+        if not ids:
+            return []
+        AutomationEvent.objects.filter(pk__in=ids).update(claimed_until=now + lease)
+    return list(AutomationEvent.objects.filter(pk__in=ids).order_by("id"))
+
+
+def stage_mismatch(workflow_config: dict, trigger: dict, names: dict[str, str]) -> str | None:
+    """Why the trigger's from/to stages do not match the workflow's, or None if they do (in
+    the stages' names, as people know them)."""
+    for key in ("from_stage", "to_stage"):
+        wanted = workflow_config.get(key)
+        if wanted and trigger.get(key) != wanted:
+            label = key.replace("_", " ")
+            moved, listens = names.get(trigger.get(key), trigger.get(key)), names.get(wanted, wanted)
+            return f"the deal moved {label.split()[0]} “{moved}”; the workflow listens for “{listens}”"
+    return None
+
+
+def _match(event, definition: dict, trigger: dict, load, names: dict[str, str]) -> tuple[str, str]:
+    """Whether the definition's stage filter and conditions match this event."""
+    mismatch = stage_mismatch(definition.get("trigger_config") or {}, trigger, names)
+    if mismatch:
+        return Outcome.STAGE_FILTER, mismatch
+    endpoint = (definition.get("trigger_config") or {}).get("endpoint")
+    if endpoint and str(endpoint) != str(trigger.get("endpoint")):
+        return Outcome.STAGE_FILTER, f"the webhook came to endpoint {trigger.get('endpoint')}; the workflow " \
+                                     f"listens to {endpoint}"
+    trigger_type = definition.get("trigger_type") or event.kind
+    changed = field_changes.changed_of(event.payload)
+    if trigger_type in catalog.UPDATED:
+        why = field_changes.unwatched(definition.get("trigger_config") or {}, changed)
+        if why:
+            return Outcome.FIELD_FILTER, why
+    full = load()
+    if full is None:
+        return Outcome.RECORD_MISSING, f"the {event.entity_type} was deleted before the workflow ran"
+    outcome = conditions.evaluate(definition.get("conditions"), trigger_type, {"trigger": trigger}, lambda: full)
+    if not outcome.passed:
+        return Outcome.CONDITION_FALSE, outcome.explanation
+    if trigger_type in catalog.UPDATED and (definition.get("trigger_config") or {}).get("crossing"):
+        why = field_changes.crossing(definition, trigger_type, trigger, full, changed)
+        if why:
+            return Outcome.CONDITION_FALSE, why
+    return Outcome.MATCHED, outcome.explanation
+
+
+def _decide(event, workflow, org, trigger, load, names: dict[str, str]) -> tuple[str, str] | None:
+    """The decision for one candidate workflow; None for a draft that would not have run anyway
+    (drafts are listed only when they are the answer to "why didn't it run?")."""
+    if workflow.status == WorkflowStatus.DRAFT:
+        if not plans.includes_automation(org.plan):
+            return None
+        outcome, _ = _match(event, workflow.current_version.definition, trigger, load, names)
+        if outcome != Outcome.MATCHED:
+            return None
+        # (the outcome already reads "Draft: not activated": the reason says only what follows)
+        return Outcome.DRAFT, "it would have run if it were activated"
+    max_depth = settings.AUTOMATION["MAX_CHAIN_DEPTH"]
+    if not plans.includes_automation(org.plan):
+        return Outcome.PLAN, f"the {org.get_plan_display()} plan does not include automation"
+    if workflow.status == WorkflowStatus.PAUSED:
+        return Outcome.PAUSED, "the workflow is paused"
+    if event.depth > max_depth:
+        return Outcome.LOOP_GUARD, (f"this change is {event.depth} steps down a chain of workflow "
+                                    f"changes (run {event.caused_by_run_id}); the limit is {max_depth}")
+    return _match(event, workflow.current_version.definition, trigger, load, names)
+
+
+def _metadata(event, trigger, full) -> dict:
+    meta = {"from_stage": trigger.get("from_stage"), "to_stage": trigger.get("to_stage")}
+    if full and "deal" in full:
+        meta["deal_title"] = full["deal"]["title"]
+    if full and "lead" in full:
+        meta["lead_name"] = full["lead"]["name"]
+    return meta
+
+
+def _candidates(events) -> dict[tuple[int, str], list[Workflow]]:
+    found = defaultdict(list)
+    statuses = [WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED, WorkflowStatus.DRAFT]
+    kinds = {trigger_type for e in events for trigger_type in catalog.listeners(e.kind)}
+    for wf in (Workflow.objects.filter(organization_id__in={e.organization_id for e in events},
+                                       trigger_type__in=kinds, status__in=statuses,
+                                       current_version__isnull=False)
+               .select_related("current_version").order_by("pk")):
+        found[(wf.organization_id, wf.trigger_type)].append(wf)
+    return found
+
+
+def dispatch_events(events: list[AutomationEvent]) -> list[int]:
+    """Record a decision per (event, candidate workflow), create the runs, mark events done.
+
+    One transaction: either all of it is recorded or none (and the events are claimed again
+    after their lease). Returns the ids of runs to execute.
+    """
+    if not events:
+        return []
+    workflows = _candidates(events)
+    orgs = Organization.objects.in_bulk({e.organization_id for e in events})
+    slugs = context.stage_slugs(events)
+    stage_names: dict[int, dict[str, str]] = defaultdict(dict)
+    for org_id, slug, name in Stage.objects.filter(organization_id__in=orgs).values_list(
+            "organization_id", "slug", "name"):
+        stage_names[org_id][slug] = name
+    records = None  # loaded only if some event gets past the cheap checks
+
+    decisions, matched = [], []
+    for event in events:
+        trigger = context.trigger_dict(event, slugs)
+        cache: dict = {}
+
+        def load(event=event, trigger=trigger, cache=cache):
+            nonlocal records
+            if "full" not in cache:
+                if records is None:
+                    records = context.load_records(events)
+                record = records.get(event.entity_id)
+                missing = record is None and context.has_record(event.entity_type)
+                cache["full"] = None if missing else context.full_context(event, record, trigger)
+            return cache["full"]
+
+        candidates = [wf for trigger_type in catalog.listeners(event.kind)
+                      for wf in workflows.get((event.organization_id, trigger_type), [])]
+        for wf in candidates:
+            if event.kind in catalog.ADDRESSED and wf.pk != event.payload.get("workflow_id"):
+                continue  # a due time or an occasion belongs to its own workflow: the others are not candidates
+            decided = _decide(event, wf, orgs[event.organization_id], trigger, load,
+                              stage_names[event.organization_id])
+            if decided is None:
+                continue
+            outcome, reason = decided
+            decisions.append(WorkflowDecision(event=event, workflow=wf, version=wf.current_version,
+                                              entity_id=event.entity_id, outcome=outcome, reason=reason[:2000]))
+            if outcome == Outcome.MATCHED:
+                matched.append((event, wf, decisions[-1], _metadata(event, trigger, cache.get("full"))))
+
+    with transaction.atomic():
+        # A second dispatch of the same events (a worker that outlived its lease) waits here for
+        # the first one and then finds nothing left to do.
+        pending = set(AutomationEvent.objects.select_for_update()
+                      .filter(pk__in=[e.pk for e in events], processed_at__isnull=True)
+                      .values_list("pk", flat=True))
+        decisions = [d for d in decisions if d.event.pk in pending]
+        matched = enroll(bulk.sort_out([m for m in matched if m[0].pk in pending]))
+        per_org = defaultdict(list)
+        for item in matched:
+            per_org[item[0].organization_id].append(item)
+        runs = []
+        for org_id, items in sorted(per_org.items()):  # one lock order for the usage rows
+            keep = plans.reserve_history(organization=orgs[org_id], runs=len(items))
+            for i, (event, wf, decision, meta) in enumerate(items):
+                suppressed = i >= keep
+                if suppressed:
+                    decision.outcome = Outcome.MATCHED_UNLOGGED
+                    decision.reason = ("ran, but its history is not kept: the plan's monthly quota "
+                                       "of logged runs is used up")
+                runs.append(WorkflowRun(
+                    organization_id=org_id, workflow=wf, version=wf.current_version, event=event,
+                    trigger_type=event.kind, trigger_entity_type=event.entity_type,
+                    trigger_entity_id=event.entity_id, metadata=meta, history_suppressed=suppressed,
+                ))
+        WorkflowDecision.objects.bulk_create(decisions, ignore_conflicts=True)
+        WorkflowRun.objects.bulk_create(runs, ignore_conflicts=True)
+        event_ids = [e.pk for e in events]
+        AutomationEvent.objects.filter(pk__in=event_ids, processed_at__isnull=True).update(
+            processed_at=timezone.now()
+        )
+    if not runs:
+        return []
+    return list(WorkflowRun.objects.filter(event_id__in=event_ids, status="started")
+                .order_by("pk").values_list("pk", flat=True))

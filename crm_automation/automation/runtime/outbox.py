@@ -1,0 +1,56 @@
+"""The save path: record each CRM change as an outbox row, and nothing else (invariant 1).
+
+The receiver adds one INSERT to the change's own transaction (a bulk INSERT for bulk
+services). After commit it pokes the in-process nudger, which tells the workers from a
+background thread, so a request never waits for the broker.
+"""
+
+from django.conf import settings
+from django.db import connections, router, transaction
+
+from crm_automation.automation.models import AutomationEvent
+from crm_automation.automation.runtime.cause import current_cause
+from crm_automation.automation.runtime.nudger import nudger
+from crm_automation.crm import sources
+
+_EVENT_COLUMNS = ("organization_id", "kind", "entity_type", "entity_id", "payload", "depth", "caused_by_run_id")
+_INSERT_EVENT = "INSERT INTO {} ({}) VALUES ({})".format(
+    AutomationEvent._meta.db_table, ", ".join(_EVENT_COLUMNS), ", ".join(["%s"] * len(_EVENT_COLUMNS))
+)
+_ENTITY_ID = AutomationEvent._meta.get_field("entity_id")
+_PAYLOAD = AutomationEvent._meta.get_field("payload")
+
+
+def _insert_event(change, payload: dict, depth: int, run_id: int | None) -> None:
+    """One plain INSERT, no RETURNING and no model machinery: this runs on every save and the
+    ORM's per-row overhead was a third of the whole cost (see benchmarks/run.py, part a).
+    The UUID and JSON values are prepared by their fields, as the ORM would; created_at is
+    the database's default."""
+    connection = connections[router.db_for_write(AutomationEvent)]
+    params = (change.organization_id, change.kind, change.entity_type,
+              _ENTITY_ID.get_db_prep_save(change.entity_id, connection),
+              _PAYLOAD.get_db_prep_save(payload, connection), depth, run_id)
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_EVENT, params)
+
+
+def record_changes(sender, changes, **kwargs) -> None:
+    """Receiver of `crm.changes.records_changed`: write the changes to the outbox."""
+    cause = current_cause()
+    depth = 0 if cause is None else cause.depth + 1
+    run_id = None if cause is None else cause.run_id
+    # Where the change came from (crm/sources.py): a run's change is a workflow's, whatever
+    # started the run; an import or bulk action adds its operation and size.
+    source = {"source": sources.WORKFLOW} if cause is not None else sources.current_source().as_payload()
+    if len(changes) == 1:
+        _insert_event(changes[0], {**changes[0].payload, **source}, depth, run_id)
+    else:
+        AutomationEvent.objects.bulk_create(
+            [AutomationEvent(organization_id=c.organization_id, kind=c.kind, entity_type=c.entity_type,
+                             entity_id=c.entity_id, payload={**c.payload, **source}, depth=depth,
+                             caused_by_run_id=run_id)
+             for c in changes],
+            batch_size=1000,
+        )
+    if settings.AUTOMATION["NUDGE"]:
+        transaction.on_commit(nudger.poke)

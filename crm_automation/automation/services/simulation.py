@@ -1,0 +1,158 @@
+"""Simulate a workflow version against a record (seed 001's live debug, seed 004's run-test).
+
+The real engine runs the version inside a transaction that is then rolled back: every node
+executes as it would, on the record as it is now, and what it would have done is read before
+the rollback (the rendered email, the task, the field's old → new value). Nothing is sent (no
+delivery happens in a simulation), no CRM row changes, no event fires. Waits are
+fast-forwarded (the time each would wait until is shown), a question is assumed approved, a
+sub-workflow is not started, and a retry policy shows what it would do after its tries.
+
+What was recorded is then written as a run marked `simulated`, with its steps: it shows on the
+run list and the record's page like any run, and counts nowhere (workflow counters, the plan's
+quota and the success rate are not touched).
+"""
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from crm_automation.automation.definition import catalog
+from crm_automation.automation.models import (
+    AiCall,
+    AutomationEvent,
+    RunStatus,
+    Workflow,
+    WorkflowRun,
+    WorkflowRunAction,
+    WorkflowVersion,
+)
+from crm_automation.automation.runtime import engine
+from crm_automation.automation.runtime.history import Segment
+from crm_automation.crm.models import Deal, EmailMessage, Lead, Stage, Task
+from crm_automation.crm.selectors import user_has_role
+
+MAX_PASSES = 200
+# The model is not asked in a simulation (it costs, and its answer differs each time): an agent's
+# output reads as this text, and a router takes no route (what follows it is not simulated).
+AI_STAND_IN = {"agent": {"output": "(written by the AI model when the workflow runs)"},
+               "router": {"output": {"route": "", "reason": "not simulated"},
+                          "note": "the AI model chooses the route when the workflow runs; the simulation stops here"}}
+
+
+class _Rollback(Exception):
+    pass
+
+
+def _payload(workflow_version: WorkflowVersion, record) -> dict:
+    """The trigger's data as the real event would carry it for this record."""
+    definition = workflow_version.definition
+    if not isinstance(record, Deal):
+        return {}
+    from_slug = (definition.get("trigger_config") or {}).get("from_stage")
+    from_stage = Stage.objects.filter(organization_id=record.organization_id, slug=from_slug).first() \
+        if from_slug else None
+    return {"from_stage_id": from_stage.pk if from_stage else None, "to_stage_id": record.stage_id}
+
+
+def _preview(row: dict) -> dict:
+    """What a step would have made, read before the rollback."""
+    result = dict(row["result"])
+    if "email_id" in result:
+        email = EmailMessage.objects.filter(pk=result.pop("email_id")).first()
+        if email is not None:
+            result["would_send"] = {"to": email.to, "subject": email.subject, "body": email.body}
+        result["delivery"] = "not sent: simulation"
+    if "task_id" in result:
+        task = Task.objects.filter(pk=result.pop("task_id")).select_related("assignee").first()
+        if task is not None:
+            result["would_create_task"] = {"title": task.title, "priority": task.priority,
+                                           "assignee": task.assignee.username if task.assignee_id else None,
+                                           "due_date": task.due_date.isoformat() if task.due_date else None}
+    if "ai_call_id" in result:
+        call = AiCall.objects.filter(pk=result.pop("ai_call_id")).first()
+        if call is not None:
+            result["would_ask"] = {"prompt": call.request.get("prompt"), "routes": call.request.get("routes")}
+    if "child_run" in result:
+        result.pop("child_run")
+        result["would_start"] = result.get("workflow")
+    return result
+
+
+def _walk(run: WorkflowRun) -> tuple[str, str, list[dict]]:
+    """Execute the run to its end with the engine (inside the caller's transaction)."""
+    (state,) = engine._load_states([run])
+    state.simulating = True
+    segment = Segment()
+    for _ in range(MAX_PASSES):
+        engine._lock_records([state])
+        engine._step_all([state], segment)
+        if not state.external:
+            break
+        for place, (ctx, result) in list(state.external.items()):  # nothing is delivered
+            state.external.pop(place)
+            state.queued.discard(place)
+            result = {**result, **AI_STAND_IN.get(state.node(place[0]).type, {})}
+            segment.record(state, place, "completed", result=result, ctx=ctx, new_attempt=False)
+            engine._finished_step(state, place, result)
+    rows = [{"node_id": place[0], "token": place[1], **values} for _, place, values in segment.rows.values()]
+    if state.paused:
+        return RunStatus.PAUSED, state.paused, rows
+    status = engine.final_status(state.outcomes, state.aborted)
+    return status, ("" if status == RunStatus.COMPLETED else (state.failure or state.halted)), rows
+
+
+def simulate(*, workflow_id: int, by, record: Deal | Lead, version_number: int | None = None) -> WorkflowRun:
+    """Simulate a version (the latest by default) of a workflow against `record`; returns the
+    simulated run with its steps. Ops members and admins of the organization may."""
+    workflow = Workflow.objects.get(pk=workflow_id)
+    if by is not None and not user_has_role(by, workflow.organization_id, "ops"):
+        raise PermissionDenied("Only ops members and admins of this organization can simulate workflows.")
+    if record.organization_id != workflow.organization_id:
+        raise ValidationError("That record belongs to another organization.")
+    entity = "deal" if isinstance(record, Deal) else "lead"
+    wanted = catalog.TRIGGER_ENTITY.get(workflow.trigger_type)
+    if wanted is None:
+        started_by = dict(catalog.TRIGGER_CHOICES).get(workflow.trigger_type, workflow.trigger_type).lower()
+        raise ValidationError(f"“{workflow.name}” starts when {started_by}, not for a deal or a lead as it is now: "
+                              "a simulation replays a deal or a lead; the Impact tab shows what past changes would "
+                              "have done.")
+    if wanted != entity:
+        raise ValidationError(f"“{workflow.name}” runs for a {wanted}; choose a {wanted} to simulate it with.")
+    versions = workflow.versions.order_by("-number")
+    version = versions.filter(number=version_number).first() if version_number else versions.first()
+    if version is None:
+        which = f"version {version_number}" if version_number else "version"
+        raise ValidationError(f"“{workflow.name}” has no {which} to simulate.")
+    started = timezone.now()
+    payload = _payload(version, record)
+    outcome = {}
+    try:
+        with transaction.atomic():
+            event = AutomationEvent.objects.create(
+                organization_id=workflow.organization_id, kind=workflow.trigger_type, entity_type=entity,
+                entity_id=record.pk, payload=payload, processed_at=started)
+            run = WorkflowRun.objects.create(
+                organization_id=workflow.organization_id, workflow=workflow, version=version, event=event,
+                trigger_type=workflow.trigger_type, trigger_entity_type=entity, trigger_entity_id=record.pk,
+                simulated=True, lease_owner="simulation")
+            run = WorkflowRun.objects.select_related("version", "event").get(pk=run.pk)
+            status, error, rows = _walk(run)
+            outcome = {"status": status, "error": error, "rows": [{**row, "result": _preview(row)} for row in rows]}
+            raise _Rollback
+    except _Rollback:
+        pass
+    return _record(workflow, version, entity, record, payload, started, outcome, by)
+
+
+@transaction.atomic
+def _record(workflow, version, entity, record, payload, started, outcome, by) -> WorkflowRun:
+    event = AutomationEvent.objects.create(
+        organization_id=workflow.organization_id, kind=workflow.trigger_type, entity_type=entity,
+        entity_id=record.pk, payload=payload, processed_at=started)
+    run = WorkflowRun.objects.create(
+        organization_id=workflow.organization_id, workflow=workflow, version=version, event=event,
+        trigger_type=workflow.trigger_type, trigger_entity_type=entity, trigger_entity_id=record.pk,
+        simulated=True, status=outcome["status"], error=outcome["error"][:4000], finished_at=timezone.now(),
+        metadata={"simulated_by": by.get_username() if by is not None else None})
+    WorkflowRunAction.objects.bulk_create([WorkflowRunAction(run=run, **row) for row in outcome["rows"]])
+    return run
