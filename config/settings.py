@@ -339,7 +339,7 @@ AUTOMATION["RUN_TIME_BUDGET"] = AUTOMATION["DRAIN_TIME_BUDGET"]
 AUTOMATION["BREAKER_FAILURE_RATE"] = env_float("AUTOMATION_BREAKER_FAILURE_RATE", 0.2)
 AUTOMATION["BREAKER_WINDOW_SECONDS"] = env_int("AUTOMATION_BREAKER_WINDOW_SECONDS", 300, minimum=60)
 AUTOMATION["BREAKER_MIN_RUNS"] = env_int("AUTOMATION_BREAKER_MIN_RUNS", 10, minimum=1)
-# Alerts (automation/alerting.py): thresholds from seed 003.
+# Alerts (automation/ops/alerts.py): the thresholds of docs/product.md#kpis-and-alerts.
 AUTOMATION["ALERTS"] = {
     "WINDOW_SECONDS": env_int("AUTOMATION_ALERT_WINDOW_SECONDS", 3600, minimum=300),
     "MIN_RUNS": env_int("AUTOMATION_ALERT_MIN_RUNS", 20, minimum=1),

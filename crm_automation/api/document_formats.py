@@ -1,10 +1,11 @@
 """Bodies in and out of the endpoints: JSON and YAML, both read by the bounded reader.
 
-Integrations post the seed-001 document as JSON or, with `Content-Type: application/yaml`, as
-the YAML text an export wrote. YAML keeps its node tree so errors name the line. Whatever the
-body, it fails as a 400 that says which limit it passed (automation/bounded_reader.py): too
-large, not UTF-8, nested too deeply, too many values, YAML anchors (`&a` / `*a`, which can
-expand a small text into an enormous document), NUL or lone surrogate characters.
+Integrations post the workflow document (docs/product.md#documents) as JSON or, with
+`Content-Type: application/yaml`, as the YAML text an export wrote. YAML keeps its node tree so
+errors name the line. Whatever the body, it fails as a 400 that says which limit it passed
+(automation/bounded_reader.py): too large, not UTF-8, nested too deeply, too many values, YAML
+anchors (`&a` / `*a`, which can expand a small text into an enormous document), NUL or lone
+surrogate characters.
 """
 
 import codecs

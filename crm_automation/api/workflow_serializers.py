@@ -1,4 +1,5 @@
-"""Workflows over the API: the seed-001 document as JSON plus what only the server knows.
+"""Workflows over the API: the workflow document (docs/product.md#documents) as JSON plus what
+only the server knows.
 
 The document is read and checked by `versioning.parse_document` (the same code as YAML
 import); the serializers here describe it for the OpenAPI schema, shape request bodies into a
@@ -100,7 +101,7 @@ class WorkflowSerializer(serializers.Serializer):
 
 
 def document_of_body(data) -> tuple[object, object, int | None]:
-    """(seed-001 document, its YAML tree or None, the draft revision it was edited from) of a
+    """(workflow document, its YAML tree or None, the draft revision it was edited from) of a
     request body: the read-only fields a GET adds are dropped, `key` becomes the document's
     `id`, and a numeric `id` (the API's own) is not taken for one."""
     tree = getattr(data, "tree", None)

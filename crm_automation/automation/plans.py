@@ -1,4 +1,5 @@
-"""What each plan allows (seed 000): Free hides automation, Pro has limits, Enterprise none."""
+"""What each plan allows (docs/product.md#plans): Free hides automation, Pro has limits,
+Enterprise none."""
 
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone

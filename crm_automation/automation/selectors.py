@@ -1,4 +1,4 @@
-"""Reads that more than one surface uses (admin today; pages and the API next)."""
+"""Reads that more than one surface uses (the admin, the pages, the API)."""
 
 from django.db import connection
 from django.db.models import Count, DurationField, ExpressionWrapper, F, QuerySet, Window

@@ -1,4 +1,4 @@
-"""Where a change comes from (seed 003, "bulk by source"): every recorded change carries its
+"""Where a change comes from (docs/product.md#bulk-operations): every recorded change carries its
 source, and a change made as part of a bulk operation carries the operation and its size.
 
 Sources: ``user`` (a person in the admin or the pages), ``api`` (the REST API), ``import`` and

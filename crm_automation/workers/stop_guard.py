@@ -4,7 +4,7 @@ django-q2 stops a cluster by waiting: the sentinel waits for its pusher to stop 
 for every worker to finish, and the qcluster process waits for the sentinel. Each of them may be
 inside a database call at that moment (the ORM broker's pull, a task's query, the monitor saving
 a result), and a database behind a dropped network never answers one: no error, no timeout. The
-cluster then ignored SIGTERM until someone killed it (issue 18).
+cluster then ignored SIGTERM until someone killed it.
 
 So the `qcluster` process watches its own stop (a thread started by the first SIGTERM/SIGINT):
 

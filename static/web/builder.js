@@ -1,7 +1,8 @@
-// The workflow builder: the seed-001 document drawn as a vertical flow of cards (trigger first),
-// edited through typed forms, saved whole to the server, which checks it and answers with errors
-// at their place. No framework, no build step. The server is the judge of what is valid; this
-// script only makes the document easy to edit and shows the server's answers at the right input.
+// The workflow builder: the workflow document (docs/product.md#documents) drawn as a vertical
+// flow of cards (trigger first), edited through typed forms, saved whole to the server, which
+// checks it and answers with errors at their place. No framework, no build step. The server is
+// the judge of what is valid; this script only makes the document easy to edit and shows the
+// server's answers at the right input.
 (function () {
   "use strict";
 

@@ -1,5 +1,5 @@
 // Two people editing one workflow: what the other person changed since this page opened it, and
-// this person's changes re-applied on top of theirs. A three-way merge of seed-001 documents
+// this person's changes re-applied on top of theirs. A three-way merge of workflow documents
 // (base: what this page started from; mine: this page now; theirs: what is saved now), fact by
 // fact: the name, each setting, each node's presence and each of its settings, and where each
 // way out of a node leads. A fact only one side changed takes that side's value; a fact both

@@ -1,7 +1,7 @@
-"""A workflow drafted from a description (seed 001: "the AI agent can create workflows from
-plain language"). The model is given the document format, what this organization has (stages,
-events, tools) and shipped templates as examples, and answers with a seed-001 YAML document and
-the assumptions it made. The document goes through the same checks as an uploaded file; when
+"""A workflow drafted from plain language (docs/product.md#ai-nodes). The model is given the
+document format, what this organization has (stages, events, tools) and shipped templates as
+examples, and answers with a YAML workflow document (docs/product.md#documents) and the
+assumptions it made. The document goes through the same checks as an uploaded file; when
 they find problems, the model is shown them once and asked to correct its draft. What passes is
 saved as a draft (never activated: a person reviews it in the builder); what does not pass is
 refused with the problems, and nothing is saved.

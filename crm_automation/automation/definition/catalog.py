@@ -28,7 +28,7 @@ TRIGGER_CHOICES = [
     (LEAD_CONVERTED, "Lead converted"),
     (LEAD_CREATED, "Lead created"),
 ]
-# Manual triggers (seed 001's `manual`): a person starts the workflow on a deal or a lead.
+# Manual triggers (docs/product.md#triggers): a person starts the workflow on a deal or a lead.
 MANUAL_DEAL, MANUAL_LEAD = "manual_deal", "manual_lead"
 MANUAL = {MANUAL_DEAL: "deal", MANUAL_LEAD: "lead"}
 TRIGGER_CHOICES += [(MANUAL_DEAL, "Started by a person on a deal"), (MANUAL_LEAD, "Started by a person on a lead")]
@@ -65,8 +65,8 @@ ADDRESSED = {DATE_REACHED, IN_STAGE, "schedule"}
 SCHEDULE = "schedule"
 TRIGGER_CHOICES += [(SCHEDULE, "On a schedule")]
 TRIGGER_TYPES = {value for value, _ in TRIGGER_CHOICES}
-# Parts of the seed-001 format that come in later issues: a workflow using them is kept as a
-# draft (import, export, edit), and activation says why it cannot run yet.
+# Parts of the workflow format (docs/product.md#nodes) that do not run yet: a workflow using them
+# is kept as a draft (import, export, edit), and activation says why it cannot run yet.
 LATER_TRIGGERS: dict[str, str] = {}
 LATER_NODES = {"response": "response nodes come with inbound webhooks"}
 # Nodes that ask the language model (ai/nodes.py): a workflow with one is published only when
@@ -196,7 +196,8 @@ def fields_for(trigger_type: str) -> dict[str, str]:
     if trigger_type == WEBHOOK:
         fields.update({"trigger.body": OPEN, "trigger.endpoint": "str", "trigger.endpoint_name": "str",
                        "trigger.webhook_id": "str"})
-    # {{trigger}} (the whole payload, as JSON) and {{trigger.deal.title}}: the seed's spelling.
+    # {{trigger}} (the whole payload, as JSON) and {{trigger.deal.title}}, the same field as
+    # {{deal.title}} (docs/product.md#templates).
     fields.update({f"trigger.{name}": kind for name, kind in list(fields.items())
                    if name.startswith(("deal.", "lead."))})
     fields["trigger"] = "object"
@@ -262,7 +263,7 @@ def field_name(field: str) -> str:
 def variable_name(path: str) -> str:
     """A variable's human name: "deal.contact.first_name" → "Deal › Contact › First name",
     "trigger.from_stage" → "Trigger › From stage", "Find Deals.rows" → "Find Deals › Rows".
-    `trigger.deal.title` (the seed's spelling) reads as `deal.title`: it is the same value."""
+    `trigger.deal.title` reads as `deal.title`: it is the same value (docs/product.md#templates)."""
     if not isinstance(path, str) or not path.strip():
         return str(path or "")
     parts = path.strip().split(".")

@@ -103,6 +103,7 @@ def full_context(event: AutomationEvent, record, trigger: dict) -> dict:
             context["deal"] = deal_dict(record.converted_deal)
     if isinstance(trigger.get("contact"), dict) and record is None:
         context["contact"] = trigger["contact"]  # a new contact: {{contact.email}}
-    # The seed's {{trigger.deal.title}}: the trigger's payload holds its record too.
+    # {{trigger.deal.title}} is {{deal.title}} (docs/product.md#templates): the trigger's payload
+    # holds its record too.
     context["trigger"] = {**trigger, **{k: context[k] for k in ("deal", "lead") if k in context}}
     return context

@@ -1,5 +1,5 @@
-"""The cycle check at activation and publish (seed 003): workflows that start each other in a
-circle are found before they go live, not by the runtime loop guard after the damage.
+"""The cycle check at activation and publish (docs/product.md#cycles): workflows that start each
+other in a circle are found before they go live, not by the runtime loop guard after the damage.
 
 Which workflow can start which:
 - a step that moves a deal to stage S (update_field `stage`) starts the organization's

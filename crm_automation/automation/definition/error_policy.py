@@ -1,11 +1,12 @@
-"""What happens when a step fails: each node's error policy (seed 001), or the workflow's.
+"""What happens when a step fails: each node's error policy, or the workflow's
+(docs/product.md#error-policies).
 
 A node's `onError` (in YAML, `data.onError`; in a definition, the action's `on_error`):
 
     policy: retry        # retry | skip | pause | abort
     maxAttempts: 4       # retry: tries in all, the first one included
     baseSeconds: 5       # retry: wait before the 2nd try; each next wait is `factor` times longer
-    factor: 5            #        (5 s, 25 s, 125 s: seed 003's schedule), ±20 % jitter
+    factor: 5            #        (5 s, 25 s, 125 s by default), ±20 % jitter
     then: pause          # retry: what happens after the last try (default: the workflow's policy)
     schedule: standard-webhooks  # instead of base × factor: the waits of the Standard Webhooks spec
                                  # (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h), or a list of

@@ -1,5 +1,5 @@
-"""The `agent` and `router` nodes (seed 001): a language model writes text or JSON, or picks one
-of the node's routes.
+"""The `agent` and `router` nodes (docs/product.md#ai-nodes): a language model writes text or
+JSON, or picks one of the node's routes.
 
     - id: draft-sms                       - id: sentiment-router
       type: workflow                        type: workflow

@@ -1,10 +1,11 @@
-"""User-input nodes (approval gates, seed 004): the run asks a person and waits for the answer.
+"""User-input nodes (approval gates, docs/product.md#approvals): the run asks a person and waits
+for the answer.
 
-Config (seed-001 names): `promptText` (a template), `role` (who may answer: admin, the
-default, or ops; admins may always answer), optional `timeoutAmount` + `timeoutUnit`. The
-node's ways out are its handles `approved`, `rejected` and `timed-out` (a side with no edge
-ends that path). The answer is the node's output: {{Approval.decision}}, {{Approval.comment}},
-{{Approval.answered_by}}.
+Config (the document format's names): `promptText` (a template), `role` (who may answer:
+admin, the default, or ops; admins may always answer), optional `timeoutAmount` +
+`timeoutUnit`. The node's ways out are its handles `approved`, `rejected` and `timed-out` (a
+side with no edge ends that path). The answer is the node's output: {{Approval.decision}},
+{{Approval.comment}}, {{Approval.answered_by}}.
 
 Asking writes the question on the step row (status waiting) and tells the people who may
 answer (alerts.py); answering (run_controls.run_answer) writes the answer on the row and wakes

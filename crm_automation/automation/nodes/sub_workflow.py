@@ -4,7 +4,7 @@ results become the node's output. Parent and child link to each other (WorkflowR
 the child's `parent_key` is the parent step's effect key, unique, so a redelivered parent finds
 its child instead of starting another). Nesting is limited to MAX_DEPTH levels.
 
-Config (seed 001): {"workflowId": "<the child's id (key)>", "awaitResponse": true}.
+Config (docs/product.md#nodes): {"workflowId": "<the child's id (key)>", "awaitResponse": true}.
 """
 
 from django.conf import settings

@@ -1,4 +1,4 @@
-"""Alerts (seed 003 layer 5, seed 004's KPIs): the automation watches itself and tells the
+"""Alerts (docs/product.md#kpis-and-alerts): the automation watches itself and tells the
 organization's admins — in the app and by email — once per incident.
 
 Checked every minute (tasks.watch, its own schedule), from recent runs only (the recent-runs index):

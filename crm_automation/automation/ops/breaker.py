@@ -1,5 +1,5 @@
-"""The circuit breaker (seed 003): a workflow that keeps failing is paused before it does more
-harm, its admins are told, and it is tried again after a cool-down.
+"""The circuit breaker (docs/product.md#circuit-breaker): a workflow that keeps failing is paused
+before it does more harm, its admins are told, and it is tried again after a cool-down.
 
 Every minute (tasks.watch, on its own schedule) the runs finished in the last
 BREAKER_WINDOW_SECONDS (5 minutes) are counted per activated workflow, from the recent-runs

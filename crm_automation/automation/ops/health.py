@@ -10,8 +10,8 @@ Readiness asks, each check bounded and independent of the others' failure:
   HEALTH["MAX_BACKLOG"] and HEALTH["MAX_EVENT_AGE_SECONDS"] (0 turns a limit off): above
   them the workers are not keeping up, or none is running.
 
-The operator's status adds what a person diagnosing a problem asks first (seed 004: diagnosis
-in under 15 minutes): the backlog per organization, runs under way, waiting and due, failed
+The operator's status adds what a person diagnosing a problem asks first, so an incident is
+diagnosed in minutes: the backlog per organization, runs under way, waiting and due, failed
 runs in the last hour, and the workers seen recently (their heartbeats, watchdog.py).
 """
 

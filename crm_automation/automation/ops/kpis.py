@@ -1,4 +1,5 @@
-"""A workflow's health in figures (seed 004's KPIs), for its Health tab and the API.
+"""A workflow's health in figures (docs/product.md#kpis-and-alerts), for its Health tab and the
+API.
 
 Every figure reads a bounded slice of history (the last 1,000 runs through the workflow's
 (workflow, -started_at) index) or a counter, so a workflow with a million runs costs what one

@@ -1,4 +1,5 @@
-"""Prometheus metrics (seed 003 layer 5, seed 004's KPIs), read from the database at scrape time.
+"""Prometheus metrics (the KPIs of docs/product.md#kpis-and-alerts and more), read from the
+database at scrape time.
 
 Every figure comes from a counter the engine keeps anyway or from a partial index, so a scrape
 costs a few indexed queries whatever the size of the run history:

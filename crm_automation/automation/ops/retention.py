@@ -1,6 +1,6 @@
-"""Retention (seed 003 layer 5): run history older than the plan keeps it is deleted by a daily
-django-q2 schedule (and `manage.py prune_history`), in small batches that each commit on their
-own, so no table is locked for long and the workers go on meanwhile.
+"""Retention (docs/product.md#retention): run history older than the plan keeps it is deleted by
+a daily django-q2 schedule (and `manage.py prune_history`), in small batches that each commit on
+their own, so no table is locked for long and the workers go on meanwhile.
 
 Kept per plan (settings.RUN_HISTORY_DAYS): Pro 90 days, Enterprise 365 (Free has no history).
 What goes, per organization, oldest first:

@@ -1,6 +1,6 @@
 """Writes to workflows: create, change the definition (a new version), status transitions.
 
-The one write path (invariant 12): the admin, and later the pages, the API and YAML import,
+The one write path (invariant 12): the admin, the pages, the API, YAML import and AI authoring
 call these and nothing else. Each checks the caller's role, validates the whole definition and
 writes only what it was asked to change. `by=None` means the system itself (a management
 command, a data migration); every surface a person uses passes the person.

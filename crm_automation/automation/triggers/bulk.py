@@ -1,4 +1,4 @@
-"""Bulk changes by source (seed 003, "the bulk operation challenge"): a 5,000-lead import must
+"""Bulk changes by source (docs/product.md#bulk-operations): a 5,000-lead import must
 not send 5,000 welcome emails because one workflow listens to new leads.
 
 Every recorded change carries its source (crm/sources.py); changes made by one import or bulk

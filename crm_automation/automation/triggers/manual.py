@@ -1,5 +1,6 @@
-"""Starting a workflow by hand (seed 001's `manual` trigger): a person starts an activated
-workflow whose trigger is "started by a person" on one deal or lead, from that record's page."""
+"""Starting a workflow by hand (the `manual` trigger, docs/product.md#triggers): a person starts
+an activated workflow whose trigger is "started by a person" on one deal or lead, from that
+record's page."""
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError

@@ -1,5 +1,6 @@
-"""Record-updated triggers (seed 003): "a deal is updated", optionally only when some fields
-change, optionally only when the record starts to meet the workflow's conditions.
+"""Record-updated triggers (docs/product.md#triggers): "a deal is updated", optionally only
+when some fields change, optionally only when the record starts to meet the workflow's
+conditions.
 
     deal_updated / lead_updated / contact_updated / task_updated:
         {"fields": ["amount", "stage"], "crossing": true}

@@ -1,4 +1,5 @@
-"""Relative-time triggers (seed 003): a deal's date comes up, or a deal stays in a stage.
+"""Relative-time triggers (docs/product.md#relative-time): a deal's date comes up, or a deal
+stays in a stage.
 
     deal_date_reached: {"field": "close_date", "offsetDays": -3, "time": "09:00"}
         at 09:00 (the organization's clock) three days before each deal's close date; the field

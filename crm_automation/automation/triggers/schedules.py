@@ -1,4 +1,4 @@
-"""Schedule triggers (seed 001's `schedule`): a workflow that starts on its own at set times.
+"""Schedule triggers (docs/product.md#schedules): a workflow that starts on its own at set times.
 
 The trigger's config is one of:
     {"frequency": "daily", "time": "09:00"}
@@ -66,7 +66,7 @@ def parse_time(value) -> tuple[int, int] | None:
 
 
 def _normal(config: dict) -> dict:
-    """`{cron: "0 9 * * 1"}` alone (as seed-001 documents write it) is a cron schedule."""
+    """`{cron: "0 9 * * 1"}` alone (the document format's short form) is a cron schedule."""
     return {**config, "frequency": "cron"} if "frequency" not in config and "cron" in config else config
 
 

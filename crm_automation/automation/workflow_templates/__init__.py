@@ -1,4 +1,5 @@
-"""Ready-made workflows: seed-001 YAML files next to this module, loaded as drafts.
+"""Ready-made workflows: YAML workflow documents (docs/product.md#documents) next to this module,
+loaded as drafts.
 
 Each `<key>.yaml` here is a complete workflow whose `id` is its file name. Loading one goes
 through `versioning.workflow_import_yaml`, the same path as an uploaded file: it is checked

@@ -1,4 +1,5 @@
-"""Write workflows as seed-001 YAML files, one per workflow: DIR/<organization>/<workflow id>.yaml."""
+"""Write workflows as YAML documents (docs/product.md#documents), one per workflow:
+DIR/<organization>/<workflow id>.yaml."""
 
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from crm_automation.automation.services.versions import workflow_export_yaml
 
 
 class Command(BaseCommand):
-    help = "Export workflows to YAML files (seed-001 format), one file per workflow."
+    help = "Export workflows to YAML files (workflow documents), one file per workflow."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("directory")

@@ -1,4 +1,5 @@
-"""Import seed-001 YAML files as drafts of one organization; each file is checked on its own."""
+"""Import YAML workflow documents (docs/product.md#documents) as drafts of one organization;
+each file is checked on its own."""
 
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from crm_automation.crm.models import Organization
 
 
 class Command(BaseCommand):
-    help = "Import workflows from YAML files (seed-001 format) in DIR as drafts of an organization."
+    help = "Import workflows from YAML files (workflow documents) in DIR as drafts of an organization."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("directory")
