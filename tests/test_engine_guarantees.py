@@ -13,10 +13,17 @@ from crm_automation.automation.models import AutomationEvent, Workflow, Workflow
 from crm_automation.automation.nodes import REGISTRY, ActionFailed
 from crm_automation.automation.runtime import engine, leases, tasks, watchdog
 from crm_automation.automation.runtime.dispatch import claim_events
+from crm_automation.automation.runtime.engine import groups
 from crm_automation.crm.models import Task
 from tests.conftest import make_workflow
 from tests.test_concurrent_moves import race
 from tests.test_isolation import dispatched, won_deals
+
+
+def execute_run(run_id: int) -> str | None:
+    """Execute (or resume) one run: its final status, or None if it was not there to run."""
+    return engine.execute_runs([run_id]).finished.get(run_id)
+
 
 TASK_ONLY = [{"type": "create_task", "config": {"title": "Kick off {{deal.title}}"}}]
 
@@ -43,17 +50,17 @@ def test_a_worker_that_lost_its_lease_does_not_finish_the_run(org, monkeypatch):
     wf = make_workflow(org, actions=TASK_ONLY)
     won_deals(org, 1)
     (run_id,) = dispatched()
-    finish = engine._finish
+    finish = groups.finish
 
     def stolen_meanwhile(states, token):  # another worker took the run over while we worked
         WorkflowRun.objects.filter(pk=run_id).update(lease_owner="someone-else")
         return finish(states, token)
 
-    monkeypatch.setattr(engine, "_finish", stolen_meanwhile)
+    monkeypatch.setattr(groups, "finish", stolen_meanwhile)
     assert engine.execute_runs([run_id]).finished == {}
     monkeypatch.undo()
     WorkflowRun.objects.filter(pk=run_id).update(lease_until=timezone.now() - timedelta(seconds=1))
-    assert engine.execute_run(run_id) == "completed"  # the other worker finishes it, once
+    assert execute_run(run_id) == "completed"  # the other worker finishes it, once
     wf.refresh_from_db()
     assert (wf.run_count, Task.objects.count()) == (1, 1)
 
@@ -108,19 +115,20 @@ def test_the_heartbeat_keeps_a_long_runs_lease(org, settings):
     assert renewed > first + timedelta(seconds=0.3)
 
 
-def test_the_watchdog_sees_abandoned_runs_and_forgotten_events(org):
+def test_the_sweep_finds_abandoned_runs_and_forgotten_events(org):
     make_workflow(org, actions=TASK_ONLY)
     won_deals(org, 1)
-    assert not watchdog.work_is_waiting()  # fresh events: their nudge may still be on its way
+    assert not tasks.forgotten_events().exists()  # fresh events: their nudge may still be on its way
     AutomationEvent.objects.update(created_at=timezone.now() - timedelta(seconds=3))
-    assert watchdog.work_is_waiting()  # nobody was told about them
+    assert tasks.forgotten_events().exists()  # nobody was told about them
     run_ids = dispatched()
-    assert not watchdog.work_is_waiting()  # dispatched: the drain executes them now
+    assert not tasks.forgotten_events().exists()  # dispatched: the drain executes them now
+    assert not tasks.abandoned_runs().exists()
     leases.claim_runs(run_ids)
     WorkflowRun.objects.update(lease_until=timezone.now() - timedelta(seconds=1))  # its worker died
-    assert watchdog.work_is_waiting()
+    assert tasks.abandoned_runs().exists()
     assert tasks.sweep(fan_out=False)["resumed"] == 1
-    assert not watchdog.work_is_waiting()
+    assert not tasks.abandoned_runs().exists()
     assert Workflow.objects.get().run_count == 1
 
 

@@ -22,7 +22,6 @@ import os
 import random
 import threading
 import time
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -50,13 +49,6 @@ class Watch:
         stuck = (event is not None and event == self.last_event) or (run is not None and run == self.last_run)
         self.last_event, self.last_run = event, run
         return stuck
-
-
-def work_is_waiting() -> bool:
-    """For operators and tests: is anything waiting that no worker holds right now?"""
-    from crm_automation.automation.runtime.tasks import abandoned_runs, forgotten_events
-
-    return abandoned_runs().exists() or forgotten_events(timedelta(seconds=2)).exists()
 
 
 def _watch(interval: float) -> None:
