@@ -220,7 +220,7 @@ def test_an_edge_from_a_route_the_router_does_not_have_is_refused(org):
                         graph={"edges": [edge("trigger", "mood"), edge("mood", "x", "route-2")]})
 
 
-def test_the_seed_001_example_imports_and_exports(org):
+def test_an_agent_and_router_document_imports_and_exports(org):
     text = """
 id: sentiment
 name: Sentiment

@@ -1,7 +1,7 @@
 """A schema-driven fuzz of /api/v1/: schemathesis reads the OpenAPI document the app serves and
 sends every operation generated inputs, valid and invalid, as an organization admin whose
 organization has some of everything (deals, a lead, workflows, runs, a question, a webhook
-endpoint). Any answer is fine except a 5xx: "never a 500 for any input" (issue 7).
+endpoint). Any answer is fine except a 5xx: never a 500 for any input.
 
 In process (WSGI, no server), inside the test's transaction like any view test, so it runs the
 same on SQLite and PostgreSQL. Each request runs in a savepoint that is rolled back, so every

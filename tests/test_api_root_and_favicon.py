@@ -1,5 +1,5 @@
-"""Issue 18, item 21: /api/v1/ (advertised when `make run` is ready) answers with where to go
-next, and /favicon.ico is not a 404 on every page."""
+"""/api/v1/ (advertised when `make run` is ready) answers with where to go next, and
+/favicon.ico is not a 404 on every page."""
 
 import pytest
 from django.test import Client

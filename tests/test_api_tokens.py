@@ -1,6 +1,6 @@
-"""API tokens that end (issue 18, item 6; django-rest-knox): a new one at each sign-in, stored as
-a digest, expiring, listed and revoked by their owner, ended by a password change or a removed
-membership. And the token endpoint reads its body with the bounded parser (item 3)."""
+"""API tokens that end (django-rest-knox): a new one at each sign-in, stored as a digest,
+expiring, listed and revoked by their owner, ended by a password change or a removed membership.
+And the token endpoint reads its body with the bounded parser."""
 
 from datetime import timedelta
 

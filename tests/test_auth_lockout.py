@@ -1,4 +1,4 @@
-"""Brute-force protection (issue 18, item 4): too many failed sign-ins for one username, or from
+"""Brute-force protection: too many failed sign-ins for one username, or from
 one address, lock further sign-ins out (the right password too) on the API's token endpoint and
 on the admin's login, with a clear message and a logged event (django-axes, api/login_guard.py)."""
 

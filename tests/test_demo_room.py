@@ -1,5 +1,5 @@
-"""Issue 18, item 12: the demo must leave room for the newcomer's first workflow, and the list
-page and `seed_demo` say how many more workflows can be activated."""
+"""The demo leaves room for the newcomer's first workflow, and the list page and `seed_demo`
+say how many more workflows can be activated (docs/product.md#plans)."""
 
 import pytest
 from django.core.management import call_command

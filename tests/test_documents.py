@@ -1,4 +1,4 @@
-"""Workflows as seed-001 YAML documents: export, import, errors with their place and line,
+"""Workflows as YAML documents (docs/product.md#documents): export, import, errors with their place and line,
 version comparison, rollback and clone."""
 
 import pytest
@@ -64,7 +64,7 @@ edges:
 """
 
 
-def test_a_workflow_exports_as_a_seed_001_chain(org):
+def test_a_workflow_exports_as_a_chain_of_nodes(org):
     wf = make_workflow(org, conditions={"rules": [{"field": "deal.amount", "operator": "gt", "value": 100}]})
     document = yaml.safe_load(workflow_export_yaml(wf))
     assert (document["id"], document["name"], document["_status"]) == ("kickoff", "Kickoff", "production")

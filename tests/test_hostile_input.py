@@ -1,6 +1,6 @@
-"""Issue 18, items 1–3: every surface that reads YAML or JSON from a person or a model goes
-through the bounded reader, checks the role before it reads, and answers hostile input with a
-400 that says what is wrong — never a stalled worker or a 500 — and changes nothing."""
+"""Every surface that reads YAML or JSON from a person or a model goes through the bounded
+reader, checks the role before it reads, and answers hostile input with a 400 that says what is
+wrong — never a stalled worker or a 500 — and changes nothing."""
 
 import io
 import json

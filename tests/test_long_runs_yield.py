@@ -1,4 +1,4 @@
-"""A long run takes turns like a slow provider does (issue 18, item 8): its steps are committed in
+"""A long run takes turns like a slow provider does: its steps are committed in
 segments of at most engine.SEGMENT_ROWS rows, and between segments, once its slice is over, it
 hands the rest back when another organization's change waits. The step rows are its cursor: it
 resumes where it stopped, finishes once, and makes each effect once. A fake clock makes every

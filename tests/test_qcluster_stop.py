@@ -1,4 +1,4 @@
-"""SIGTERM stops a real `qcluster` even when its database went away (issue 18, item 10): a
+"""SIGTERM stops a real `qcluster` even when its database went away: a
 database behind a dropped network answers no query and refuses nothing, so every process of the
 cluster waited for ever and the cluster ignored SIGTERM until it was killed. The stop guard
 (workers/stop_guard.py) kills the cluster's processes once the database has not answered twice,

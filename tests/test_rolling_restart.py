@@ -1,4 +1,4 @@
-"""A rolling restart of the workers during a drain loses and doubles nothing (issue 10).
+"""A rolling restart of the workers during a drain loses and doubles nothing.
 
 A backlog of deal stage changes waits in the outbox (made by a separate process, its nudges on
 the broker). Cluster A starts; once it has finished some runs, B starts and A is stopped; once

@@ -1,6 +1,7 @@
 """Simulate runs any version against a record and changes nothing; a person starts a manual
-workflow on a record; parts of the format that come later are kept as drafts and refused at
-activation with the reason; the seed's own example imports with this CRM's events and tools."""
+workflow on a record; parts of the format that do not run yet are kept as drafts and refused at
+activation with the reason; a follow-up example (a wait, AI nodes, a sub-workflow) imports with
+this CRM's events and tools."""
 
 import pytest
 from django.core import mail
@@ -151,10 +152,10 @@ def test_parts_that_come_later_are_kept_as_drafts_and_activation_says_why(org, o
     assert "subtype: agent" in workflow_export_yaml(Workflow.objects.get(pk=wf.pk))
 
 
-# The seed's Post-Completion Follow-Up, its events and tools swapped for this CRM's: a deal won
-# instead of project.completed, an email instead of an SMS; the agent and router stay (they are
+# A post-completion follow-up written for a field-service CRM, its events and tools swapped for
+# this CRM's: a deal won instead of project.completed, an email instead of an SMS; the agent and router stay (they are
 # kept, and refused at activation until the AI features exist).
-SEED_EXAMPLE = """\
+FOLLOW_UP_EXAMPLE = """\
 id: post-completion-follow-up
 name: Post-Completion Follow-Up
 _status: draft
@@ -241,25 +242,25 @@ edges:
 """
 
 
-def test_the_seeds_example_imports_round_trips_and_says_what_cannot_run_yet(org, owner):
+def test_the_follow_up_example_imports_round_trips_and_says_what_cannot_run_yet(org, owner):
     import yaml
 
     make_workflow(org, name="Review funnel", key="review-funnel", actions=[task("t", "Ask for a review")])
-    parsed = parse_yaml(SEED_EXAMPLE, org.pk)
+    parsed = parse_yaml(FOLLOW_UP_EXAMPLE, org.pk)
     assert [a["type"] for a in parsed["definition"]["actions"]] == [
         "wait", "agent", "send_email", "router", "sub_workflow", "create_task"]
-    wf, _ = workflow_import_yaml(organization=org, by=owner, text=SEED_EXAMPLE)
+    wf, _ = workflow_import_yaml(organization=org, by=owner, text=FOLLOW_UP_EXAMPLE)
     exported = yaml.safe_load(workflow_export_yaml(wf))
     assert exported.pop("settings") == {"errorPolicy": "abort", "reenrollment": "not_while_running",
                                         "timeoutSeconds": 60}  # ours, added with their defaults
-    assert exported == yaml.safe_load(SEED_EXAMPLE)
+    assert exported == yaml.safe_load(FOLLOW_UP_EXAMPLE)
     with pytest.raises(ValidationError, match="AI nodes “draft-sms”, “sentiment-router” cannot run: no AI provider"):
         workflow_transition(workflow_id=wf.pk, name="activate", by=owner)
 
 
-def test_the_seeds_example_runs_end_to_end_with_a_provider(org, owner, deal, openai):
+def test_the_follow_up_example_runs_end_to_end_with_a_provider(org, owner, deal, openai):
     make_workflow(org, name="Review funnel", key="review-funnel", actions=[task("t", "Ask for a review")])
-    wf, _ = workflow_import_yaml(organization=org, by=owner, text=SEED_EXAMPLE)
+    wf, _ = workflow_import_yaml(organization=org, by=owner, text=FOLLOW_UP_EXAMPLE)
     workflow_transition(workflow_id=wf.pk, name="activate", by=owner)
     openai.reply(200, chat("Thank you, Ada, for trusting us with the Website!"))
     openai.reply(200, chat('{"route": "negative", "reason": "the subject is a plain thank-you"}'))

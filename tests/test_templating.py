@@ -31,7 +31,7 @@ def test_hostile_templates_resolve_to_nothing():
 
 
 def test_a_whole_record_or_output_renders_as_json_of_its_allowed_fields_only():
-    # {{trigger}} and {{Node Label}} (seed 001) name mappings: their data is what the allow-list
+    # {{trigger}} and {{Node Label}} (docs/product.md#templates) name mappings: their data is what the allow-list
     # put in the context, nothing more (no password, no methods).
     assert render("{{deal.owner}}", CTX).text == '{"username": "olive"}'
     assert '"title": "Website"' in render("{{deal}}", CTX).text

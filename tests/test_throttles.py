@@ -1,4 +1,4 @@
-"""Throttles that hold (issue 18, item 5): the client's own X-Forwarded-For is not trusted (the
+"""Throttles that hold: the client's own X-Forwarded-For is not trusted (the
 number of trusted proxies comes from TRUSTED_PROXY_COUNT), every process counts in one shared
 cache (Redis with REDIS_URL, else the database cache), and the API's budget is the person's,
 whichever credential they use."""

@@ -1,5 +1,5 @@
-"""Issue 18, item 15: a person reads every time in one zone, labelled: the organization's. The
-admin's run page and the web run page show the same run's start identically; the API stays UTC."""
+"""A person reads every time in one zone, labelled: the organization's. The admin's run page and
+the web run page show the same run's start identically; the API stays UTC."""
 
 from datetime import UTC, datetime
 

@@ -1,4 +1,4 @@
-"""One save reports every problem, each at its field (issue 18, item 13): the audit's save first
+"""One save reports every problem, each at its field: an audit's save once
 reported only the empty name, then only the 20,000-character message, then the other eight.
 Also refused with a message: a trigger from Won to Won, a 5,000-character subject, a name of
 309 characters (never cut to 200 in silence)."""

@@ -1,4 +1,4 @@
-"""A variable has one human name everywhere (issue 18, item 18): the audit found three (the
+"""A variable has one human name everywhere: an audit once found three (the
 picker's `{{deal.contact.first_name}}`, the condition builder's "Deal's contact's first name",
 Simulate's "lead.company"). catalog.variable_name names it; the builder (its picker and
 condition rows, tests/browser/test_automation_pages.py), Simulate, a record's "why not" table
@@ -28,7 +28,7 @@ def test_a_path_has_one_human_name():
     assert catalog.variable_name("deal.contact.first_name") == "Deal › Contact › First name"
     assert catalog.variable_name("lead.company") == "Lead › Company"
     assert catalog.variable_name("trigger.from_stage") == "Trigger › From stage"
-    assert catalog.variable_name("trigger.deal.title") == "Deal › Title"  # the seed's spelling of deal.title
+    assert catalog.variable_name("trigger.deal.title") == "Deal › Title"  # the same field as deal.title
     assert catalog.variable_name("deal.id") == "Deal › ID"
     assert catalog.variable_name("Find Deals.rows") == "Find Deals › Rows"  # a node's label as it was typed
     assert catalog.variable_name("loop.current.first_name") == "Loop › Current › First name"

@@ -1,4 +1,4 @@
-"""What a step is set up to do, in words (issue 18, item 20): the builder's cards say it as one
+"""What a step is set up to do, in words: the builder's cards say it as one
 edits (static/web/builder.js `summary`, checked in tests/browser/test_builder_roles.py), the
 graph's boxes and the flow in words under it say it from the server (web/words.py
 `step_settings_in_words`, web/graph_picture.py). Long texts are cut at a word, with an

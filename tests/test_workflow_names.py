@@ -1,4 +1,4 @@
-"""Workflow names are unique per organization, whatever their case (issue 18, item 14): two
+"""Workflow names are unique per organization, whatever their case: two
 workflows of one name could not be told apart in the list, the run filter, messages or a
 record's "why not" table. Archived workflows keep their names (their runs still show them).
 A name a person types is refused at its field on every write path; a name made for them (a

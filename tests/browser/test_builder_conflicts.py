@@ -2,7 +2,7 @@
 contexts, each with its page: two tabs of two people). The second save is refused as stale; the
 page says who saved meanwhile and when, lists what they changed, and offers to keep this
 person's changes on top of theirs (asking, for what both changed, whose to keep) or to discard
-them. Nothing typed is lost until the person chooses (issue 18, item 19)."""
+them. Nothing typed is lost until the person chooses."""
 
 import re
 

@@ -1,8 +1,8 @@
 """The builder for everyone who opens it, in a real Chromium: people who may change the workflow
 get the editing controls; people who may only read it (a viewer, an ops member on a live
 workflow, anyone on an archived one) get the flow with each step's settings in words and no
-control to change it. No page throws a script error or logs one to the console (issue 18, item 11:
-the read-only page was blank, builder.js attached a listener to a Save button it does not have).
+control to change it. No page throws a script error or logs one to the console (the read-only
+page was once blank: builder.js attached a listener to a Save button it does not have).
 """
 
 import re

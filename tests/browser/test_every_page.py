@@ -1,5 +1,5 @@
 """Every page of /crm/automation and the admin's main pages, as an admin, an ops member and a
-viewer, in Chromium at 1,366 px (issue 18, "Done when"): no console error, no uncaught script
+viewer, in Chromium at 1,366 px: no console error, no uncaught script
 error, no horizontal scroll; with data made to break layouts (a 190-character workflow name
 without a space, a 200-character deal title, long emails, companies and task titles).
 
@@ -187,8 +187,8 @@ PAGES = {
 }
 # Pages a role may not use answer 403 with a page saying why (and are checked like any other).
 REFUSED = {("viewer", "describe"), ("viewer", "new")}
-# Pages that fail because of work other items of issue 18 are doing at the same time (none left:
-# the read-only builder of item 11 draws the flow now).
+# Pages known to fail because of work under way elsewhere, each with the reason (none at the
+# moment).
 KNOWN: dict[tuple[str, str], str] = {}
 
 

@@ -191,8 +191,8 @@ class Command(BaseCommand):
 
     def _bulk_and_ai_workflows(self, org, user) -> None:
         """New leads welcomed one by one, but an import of more than 50 is held for review
-        (try `manage.py import_leads`); and the seed's AI flow as a draft: an agent writes the
-        note, a router sorts the deal (activatable once AI_PROVIDER is set)."""
+        (try `manage.py import_leads`); and an AI flow as a draft: an agent writes the note, a
+        router sorts the deal (activatable once AI_PROVIDER is set)."""
         if not Workflow.objects.filter(organization=org, name="New lead welcome").exists():
             welcome = workflow_create(
                 organization=org, name="New lead welcome", by=user, reenrollment=Workflow.Reenrollment.ONCE,
