@@ -14,7 +14,7 @@
 (g) graph: a 10-node graph (condition, parallel + merge, loop over 5 items) against the 3-action
     chain, backlogs of the same size in the same run;
 (h) API: GET /api/v1/runs/ with 1,000,000 runs, first page and deep pages by cursor, against the
-    100 ms goal of issue 7 (--only h; with e, both use the same runs);
+    goal of 100 ms a page (--only h; with e, both use the same runs);
 (t) template scan: the audit's hostile template, old regex against the linear scanner.
 
 It creates (and drops) its own database, BENCH_DATABASE_URL, default

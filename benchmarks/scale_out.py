@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Scale-out, measured (issue 10): 1, 2 and 4 separate `qcluster` processes on the same backlog.
+"""Scale-out, measured: 1, 2 and 4 separate `qcluster` processes on the same backlog.
 
     .venv/bin/python benchmarks/scale_out.py [--n 4000] [--brokers redis,orm] [--clusters 1,2,4]
                                              [--workers 2] [--time-limit 900]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Storage growth per 1,000 runs (issue 10): what the outbox, the run history and the effects
+"""Storage growth per 1,000 runs: what the outbox, the run history and the effects
 take on disk, on PostgreSQL and on SQLite.
 
     .venv/bin/python benchmarks/storage_growth.py [--runs 5000] [--databases postgres,sqlite]
