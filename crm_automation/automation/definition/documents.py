@@ -1,18 +1,17 @@
-"""Workflows as seed-001 documents (YAML): export, import, compare.
+"""Workflows as YAML documents (docs/product.md#documents): export, import, compare.
 
-A workflow's definition is written out in the seed-001 format: a header (`id`, `name`,
-`_status`), `nodes` (every node `type: workflow`, behaviour in `data.subtype`, a `data.label`
-and a `data.config`) and `edges` (`source`, `target`, optional `sourceHandle`). Today's
-workflows are chains: a `chat-app` trigger node (the CRM event, its stage filter and
-conditions) followed by `tool-call` nodes (`crm/send_email`, `crm/create_task`,
-`crm/update_record`) whose arguments are in `config.defaults`, as in the seed, `wait` nodes
-(`delayAmount` + `delayUnit`, or `until` a date field) and `condition` nodes whose
-`condition-true` edge goes on (the false side ends the run). Node ids are the
-actions' stable ids, so two versions compare node by node.
+A workflow's definition is written out as a document: a header (`id`, `name`, `_status`),
+`nodes` (every node `type: workflow`, behaviour in `data.subtype`, a `data.label` and a
+`data.config`) and `edges` (`source`, `target`, optional `sourceHandle`). The trigger is a
+`chat-app` (the CRM event, its stage filter and conditions), `manual` or `schedule` node;
+actions are `tool-call` nodes (`crm/send_email`, `crm/create_task`, `crm/update_record`,
+`http/request`) whose arguments are in `config.defaults`; every other subtype keeps its settings
+in `config` as they are. Node ids are stable across versions, so two versions compare node by
+node.
 
-Our additions to the header, both optional on import: `description` and `settings`
-(`errorPolicy` abort | skip, `reenrollment`, `timeoutSeconds`). `_status` is draft |
-production | paused | archive (`paused` is ours; the seed has no such state).
+The header may also hold, both optional on import, `description` and `settings` (`errorPolicy`
+abort | skip | pause, `reenrollment`, `timeoutSeconds`). `_status` is draft | production |
+paused | archive.
 
 Errors name the place as `nodes[<node id>].data.config…` and, for YAML text, the line.
 """
@@ -319,7 +318,7 @@ def _edges(document: dict) -> tuple[list[tuple[str, str]], list[dict]]:
 
 def event_type(event):
     """A chat-app node's `event` as a trigger type: ours (`contact_updated`, what exports write)
-    or the seed's spelling of the same event (`contact.updated`, `task.completed`)."""
+    or the same event spelled with dots (`contact.updated`, `task.completed`)."""
     if isinstance(event, str) and "." in event and event.replace(".", "_") in catalog.TRIGGER_TYPES:
         return event.replace(".", "_")
     return event

@@ -1,5 +1,6 @@
-"""Impact preview (seed 003): what a draft or an edited workflow would have done over the last
-N days of recorded changes, shown before it goes live. Nothing is sent or written.
+"""Impact preview (docs/product.md#impact-preview): what a draft or an edited workflow would have
+done over the last N days of recorded changes, shown before it goes live. Nothing is sent or
+written.
 
 Each recorded event the workflow listens to is matched as dispatch would match it (stage filter,
 watched fields, conditions — checked against the records as they are now, since an event keeps

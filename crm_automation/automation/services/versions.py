@@ -36,7 +36,8 @@ def _free_name(organization_id: int, wanted: str) -> str:
 
 
 def workflow_document(workflow: Workflow, version: WorkflowVersion | None = None) -> dict:
-    """The workflow (as saved now, or as `version` was) in the seed-001 format."""
+    """The workflow (as saved now, or as `version` was) as a workflow document
+    (docs/product.md#documents)."""
     definition = version.definition if version is not None else definition_of(workflow)
     return documents.document_of(key=workflow.key, name=workflow.name, description=workflow.description,
                                  definition=definition, status=workflow.status)
@@ -75,7 +76,7 @@ def _line(tree, place: str) -> int | None:
 
 
 def parse_document(document, organization_id: int, tree=None, *, name_of: int | None | bool = False) -> dict:
-    """A seed-001 document (parsed JSON or YAML), checked against this organization (stages,
+    """A workflow document (parsed JSON or YAML), checked against this organization (stages,
     members): DocumentError listing every problem with its place (and its line, when `tree`,
     the YAML node tree of the text, is given), all of them at once: the header (name, id),
     the trigger and every node's settings.
@@ -109,7 +110,7 @@ def parse_yaml(text: str, organization_id: int) -> dict:
 
 @transaction.atomic
 def workflow_import_yaml(*, organization: Organization, by, text: str) -> tuple[Workflow, list[str]]:
-    """Create a draft from a seed-001 YAML document. `_status: production` / `archive` then go
+    """Create a draft from a YAML workflow document. `_status: production` / `archive` then go
     through the normal transitions and their checks; what they refuse is reported, and the
     draft stays. Returns the workflow and notes for the person."""
     parsed = parse_yaml(text, organization.pk)
@@ -136,7 +137,7 @@ def workflow_import_yaml(*, organization: Organization, by, text: str) -> tuple[
 
 
 def workflow_create_from_document(*, organization: Organization, by, document: dict, tree=None) -> Workflow:
-    """A new draft from a seed-001 document (the API's POST). Without an `id`, the key comes from
+    """A new draft from a workflow document (the API's POST). Without an `id`, the key comes from
     the name; a taken one gets a -2, -3 … suffix. `_status` is not applied: the draft goes live
     through the transitions, which check role, definition and plan."""
     key = document.get("id") if isinstance(document, dict) else None
@@ -152,7 +153,7 @@ STRUCTURE = ("nodes", "edges", "settings")
 
 def workflow_update_from_document(*, workflow_id: int, by, document: dict, tree=None,
                                   expected_revision: int | None = None) -> Workflow:
-    """Change a workflow from (part of) a seed-001 document (the API's PATCH): the top-level
+    """Change a workflow from (part of) a workflow document (the API's PATCH): the top-level
     keys given replace the current ones (`settings` key by key), the whole is checked as one
     document, and only what differs from the workflow as it is goes to `workflow_update`."""
     workflow = Workflow.objects.get(pk=workflow_id)

@@ -1,8 +1,8 @@
 """The workflow builder: the flow drawn as cards from the trigger down, edited without JSON.
 
-The page carries the workflow's seed-001 document and a catalog of what the organization's
-workflows may name (events, stages in pipeline order, members, fields and their types,
-operators). The script (static/web/builder.js) edits the document and posts it back whole;
+The page carries the workflow document (docs/product.md#documents) and a catalog of what the
+organization's workflows may name (events, stages in pipeline order, members, fields and their
+types, operators). The script (static/web/builder.js) edits the document and posts it back whole;
 the same services as the YAML import and the API check and save it, and their errors come back
 with their place (`nodes[send-email].data.config.defaults.to`,
 `nodes[mood].data.config.routes[1].label`) so the form shows each at its input; an edge's
