@@ -1,7 +1,8 @@
-"""The words an ops manager tripped over (issue 18, item 17), each fixed where it is made:
-a decision's doubled "draft — not activated", a field-watch reason that named the stage filter,
-"Wait 1 days", "seed-001 format" on the YAML tab, an approval's confirmation cut mid-word, an
-answered approval's notification still waiting, and a paused run's error naming the wrong step."""
+"""The words an ops manager tripped over, each fixed where it is made: a decision's doubled
+"draft — not activated", a field-watch reason that named the stage filter, "Wait 1 days", a
+planning document's name for the format on the YAML tab, an approval's confirmation cut
+mid-word, an answered approval's notification still waiting, and a paused run's error naming the
+wrong step."""
 
 import re
 
@@ -19,6 +20,7 @@ from crm_automation.crm.models import Membership, Notification
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage, time_passes
 from tests.test_graph_engine import edge, task, win
+from tests.test_no_outside_references import CITATION
 
 LONG_PROMPT = ("Approve the 20% discount on {{deal.title}} before demo sends the signed proposal to the "
                "customer's procurement team?")
@@ -76,7 +78,7 @@ def test_a_one_day_wait_is_exported_as_wait_1_day(org):
 def test_the_yaml_tab_speaks_of_workflow_yaml_and_links_the_reference(org, owner):
     workflow = make_workflow(org, activate=False)
     page = as_user(owner).get(reverse("web:yaml", args=[workflow.pk])).content.decode()
-    assert "seed-001" not in page and "seed 001" not in page
+    assert not CITATION.search(page)
     assert "The workflow as workflow YAML" in page and f'href="{reverse("api:docs")}"' in page
 
 
