@@ -54,6 +54,23 @@ def test_no_tracked_file_cites_a_document_outside_the_repository():
     assert not found, ("Say the rule itself, or point at docs/product.md#<section>:\n" + "\n".join(found))
 
 
+def anchor(heading: str) -> str:
+    """The anchor a Markdown renderer gives a heading: "KPIs and alerts" → "kpis-and-alerts"."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_pointer_into_the_product_page_names_one_of_its_sections():
+    page = (ROOT / "docs" / "product.md").read_text(encoding="utf-8")
+    sections = {anchor(line.lstrip("#")) for line in page.splitlines() if line.startswith("## ")}
+    pointer = re.compile(r"product\.md#([\w-]+)")
+    broken = [f"{name}: #{section}" for name in tracked_files()
+              for section in pointer.findall((ROOT / name).read_text(encoding="utf-8", errors="replace")
+                                             if (ROOT / name).is_file() else "")
+              if section not in sections]
+    assert {"plans", "documents", "kpis-and-alerts", "error-policies"} <= sections
+    assert not broken, f"no such section in docs/product.md: {broken}"
+
+
 def test_files_in_progress_still_need_their_exemption():
     done = [name for name in sorted(IN_PROGRESS) if not citations(name)]
     assert not done, f"these no longer cite anything: remove them from IN_PROGRESS: {done}"
