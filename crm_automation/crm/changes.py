@@ -47,10 +47,20 @@ CONTACT_TRACKED = ("first_name", "last_name", "email", "phone", "company")
 TASK_TRACKED = ("title", "due_date", "priority", "status", "assignee_id")
 
 
-def json_value(value):
-    """A field's value as JSON: decimals and ids as text or numbers, dates as ISO text."""
-    if value is None or isinstance(value, bool | int | str):
+def json_number(number: Decimal) -> int | float:
+    """A Decimal as a JSON number: an int when whole, else a float."""
+    return int(number) if number == number.to_integral_value() else float(number)
+
+
+def json_value(value, *, numbers: bool = False):
+    """A value as JSON, the one conversion everyone uses (automation's definition/coercion.py
+    names it too): dates and times as ISO text, ids as text; a Decimal as its exact text
+    ("15000.00", so a change's old and new values read alike), or with `numbers` as a JSON number
+    (a function node's output, which people compare and add up)."""
+    if value is None or isinstance(value, bool | int | float | str):
         return value
+    if isinstance(value, Decimal):
+        return json_number(value) if numbers else str(value)
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return str(value)

@@ -8,10 +8,9 @@ String comparisons ignore case, as ops users expect ("Won" equals "won").
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
-from decimal import Decimal, InvalidOperation
 
 from crm_automation.automation.definition import catalog
+from crm_automation.automation.definition.coercion import comparable
 from crm_automation.automation.definition.templating import format_value, resolve
 from crm_automation.crm.selectors import shown, stage_slugs
 
@@ -26,33 +25,6 @@ class Outcome:
 
 def _is_cheap(rule: dict) -> bool:
     return rule["field"].startswith("trigger.")
-
-
-def _coerce(kind: str, value):
-    """Coerce a rule value or a record value to the comparable type; ValueError if impossible."""
-    if value is None or value == "":
-        return None
-    if kind == "any":  # a node's output: a number when it reads as one, else text
-        try:
-            return _coerce("number", value)
-        except ValueError:
-            return str(value).casefold()
-    if kind == "number":
-        try:
-            number = Decimal(str(value))
-        except InvalidOperation:
-            raise ValueError(f"{shown(value)} is not a number") from None
-        if isinstance(value, bool) or not number.is_finite():
-            raise ValueError(f"{shown(value)} is not a number")
-        return number
-    if kind == "date":
-        if isinstance(value, date):
-            return value
-        try:
-            return date.fromisoformat(str(value))
-        except ValueError:
-            raise ValueError(f"{shown(value)} is not a date (YYYY-MM-DD)") from None
-    return str(value).casefold()
 
 
 def validate(conditions, trigger_type: str, *, organization_id: int | None = None) -> list[tuple[str, str]]:
@@ -109,7 +81,7 @@ def validate(conditions, trigger_type: str, *, organization_id: int | None = Non
                 errors.append((f"{where}.value", "must be a plain value"))
                 break
             try:
-                _coerce(kind, v)
+                comparable(kind, v)
             except ValueError as exc:
                 errors.append((f"{where}.value", str(exc)))
                 break
@@ -125,7 +97,7 @@ def validate(conditions, trigger_type: str, *, organization_id: int | None = Non
 def _rule_holds(rule: dict, kind: str, actual) -> bool:
     op = rule["operator"]
     try:
-        left = _coerce(kind, actual)
+        left = comparable(kind, actual)
     except ValueError:
         left = None
     if op == "is_empty":
@@ -133,8 +105,8 @@ def _rule_holds(rule: dict, kind: str, actual) -> bool:
     if op == "is_not_empty":
         return left is not None
     if op == "in":
-        return left in {_coerce(kind, v) for v in rule["value"]}
-    right = _coerce(kind, rule["value"])
+        return left in {comparable(kind, v) for v in rule["value"]}
+    right = comparable(kind, rule["value"])
     if op == "eq":
         return left == right
     if op == "neq":

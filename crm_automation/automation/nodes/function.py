@@ -14,18 +14,19 @@ when whole, else a float (amounts have at most 14 digits, which a float carries 
 """
 
 import functools
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from operator import or_
 
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
+from crm_automation.automation.definition import coercion
 from crm_automation.automation.definition.catalog import suggest
+from crm_automation.automation.definition.coercion import json_number, json_value, to_date_or_datetime
 from crm_automation.automation.definition.templating import (
     MAX_TEMPLATE,
     TemplateTooLong,
@@ -46,7 +47,7 @@ MAX_FILTERS = 20
 MAX_IN_VALUES = 100
 MAX_TEXT = 300
 # Numbers past 15 digits would not survive the float in the output; nobody means them.
-LARGEST = Decimal("1e15")
+DIGITS = 15
 MAX_ROUND_PLACES = 10
 MAX_DATE_AMOUNT = 1_000_000
 
@@ -85,82 +86,17 @@ def rendered(value, context: dict, place: str):
     return result.text
 
 
+# The function node's limits on the shared coercions (definition/coercion.py).
 def to_number(value) -> Decimal:
-    if isinstance(value, bool | dict | list) or value is None:
-        raise ValueError(f"{shown(value)} is not a number")
-    try:
-        number = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise ValueError(f"{shown(value)} is not a number") from None
-    if not number.is_finite():
-        raise ValueError(f"{shown(value)} is not a number")
-    if abs(number) >= LARGEST:
-        raise ValueError(f"{shown(value)} is too large (at most 15 digits)")
-    return number
+    return coercion.to_number(value, digits=DIGITS)
 
 
 def to_whole(value) -> int:
-    number = to_number(value)
-    if number != number.to_integral_value():
-        raise ValueError(f"{shown(value)} is not a whole number")
-    return int(number)
+    return coercion.to_whole(value, digits=DIGITS)
 
 
 def to_text(value) -> str:
-    if isinstance(value, bool | dict | list) or value is None:
-        raise ValueError(f"{shown(value)} is not a text value")
-    text = format(value, "f") if isinstance(value, Decimal) else str(value)
-    if len(text) > MAX_TEXT:
-        raise ValueError(f"must be at most {MAX_TEXT} characters")
-    return text
-
-
-def aware(moment: datetime) -> datetime:
-    """A time without an offset means the organization's clock, i.e. settings.TIME_ZONE."""
-    if timezone.is_naive(moment):
-        return timezone.make_aware(moment, timezone.get_default_timezone())
-    return moment
-
-
-def to_date_or_datetime(value) -> date | datetime:
-    if isinstance(value, datetime):
-        return aware(value)
-    if isinstance(value, date):
-        return value
-    wrong = f"{shown(value)} is not a date (YYYY-MM-DD) or a date and time (YYYY-MM-DDTHH:MM)"
-    if not isinstance(value, str):
-        raise ValueError(wrong)
-    text = value.strip()
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        pass
-    try:
-        return aware(datetime.fromisoformat(text))
-    except ValueError:
-        raise ValueError(wrong) from None
-
-
-def to_date(value) -> date:
-    """A date; a date and time counts as its day on the organization's clock."""
-    moment = to_date_or_datetime(value)
-    if isinstance(moment, datetime):
-        return timezone.localtime(moment, timezone.get_default_timezone()).date()
-    return moment
-
-
-def json_number(number: Decimal) -> int | float:
-    return int(number) if number == number.to_integral_value() else float(number)
-
-
-def json_value(value):
-    if isinstance(value, Decimal):
-        return json_number(value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return value
+    return coercion.to_text(value, limit=MAX_TEXT)
 
 
 def check_value(place: str, value, coerce: Callable) -> Problems:
@@ -230,20 +166,6 @@ _KIND_WORDS = {TEXT: "text", CHOICE: "a choice", STAGE: "a stage", NUMBER: "a nu
 _LOOKUPS = {"gt": "gt", "gte": "gte", "lt": "lt", "lte": "lte"}
 
 
-def to_uuid(value) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value).strip())
-    except ValueError:
-        raise ValueError(f"{shown(value)} is not an id") from None
-
-
-def to_id(value) -> int:
-    number = to_whole(value)
-    if number < 1:
-        raise ValueError(f"{shown(value)} is not an id")
-    return number
-
-
 @dataclass(frozen=True)
 class Field:
     """A queryable and returned field: its ORM path, its kind and whether it can be empty."""
@@ -261,12 +183,9 @@ class Field:
         if self.kind in (TEXT, STAGE):
             return to_text(value)
         if self.kind == CHOICE:
-            text = to_text(value).casefold()
-            if text not in self.choices:
-                raise ValueError(f"{shown(value)} is not one of {listed(self.choices)}")
-            return text
-        return {NUMBER: to_number, WHOLE: to_whole, DATE: to_date, DATETIME: to_date_or_datetime,
-                UUID: to_uuid, ID: to_id}[self.kind](value)
+            return coercion.to_choice(value, self.choices)
+        return {NUMBER: to_number, WHOLE: to_whole, DATE: coercion.to_day, DATETIME: to_date_or_datetime,
+                UUID: coercion.to_uuid, ID: coercion.to_id}[self.kind](value)
 
     def q(self, operator: str, value) -> Q:
         """The filter for one rule, with a value already coerced."""
@@ -426,7 +345,8 @@ class Query(Function):
         rows = list(self.model.objects.filter(organization_id=organization_id).filter(condition)
                     .order_by(*self.ordering(args.get("orderBy") or "-created_at"))
                     .values_list(*(self.fields[n].lookup for n in names))[:limit + 1])
-        return {"rows": [{n: json_value(v) for n, v in zip(names, row, strict=True)} for row in rows[:limit]],
+        return {"rows": [{n: json_value(v, numbers=True) for n, v in zip(names, row, strict=True)}
+                         for row in rows[:limit]],
                 "count": min(len(rows), limit), "truncated": len(rows) > limit}
 
     def rule_q(self, place: str, rule: dict, context: dict) -> Q:

@@ -1,12 +1,9 @@
 from dataclasses import dataclass
-from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
-from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.utils import timezone
 
-from crm_automation.automation.definition import catalog
+from crm_automation.automation.definition import catalog, coercion
 from crm_automation.automation.models import FieldChange
 from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, template_errors
 from crm_automation.automation.runtime.cause import caused_by
@@ -28,40 +25,25 @@ def _target(trigger_type: str, field: str) -> tuple[str, str]:
     return entity, field
 
 
+# What the stored values allow: 200 characters of text, 12 digits before a money amount's cents.
+TEXT_LIMIT, AMOUNT_DIGITS = 200, 12
+CENTS = Decimal("0.01")
+
+
 def coerce(kind: str, value, *, organization_id: int):
     """The value as the field's type, or ValueError saying why not (in words)."""
     if isinstance(value, dict | list):
         raise ValueError("must be a single value, not a list or an object")
     if kind == "str":
-        text = str(value)
-        if len(text) > 200:
-            raise ValueError("must be at most 200 characters")
-        return text
+        return coercion.to_text(value, limit=TEXT_LIMIT)
     if kind == "number":
-        try:
-            number = Decimal(str(value))
-        except InvalidOperation:
-            raise ValueError(f"{shown(value)} is not a number") from None
-        if isinstance(value, bool) or not number.is_finite():
-            raise ValueError(f"{shown(value)} is not a number")
-        if abs(number) >= Decimal("1e12"):
-            raise ValueError(f"{shown(value)} is too large")
-        return number.quantize(Decimal("0.01"))
+        return coercion.to_number(value, digits=AMOUNT_DIGITS).quantize(CENTS)
     if kind == "percent":
-        if isinstance(value, bool) or not str(value).strip().isdecimal() or not 0 <= int(str(value)) <= 100:
-            raise ValueError(f"{shown(value)} is not a whole number from 0 to 100")
-        return int(str(value))
+        return coercion.to_percent(value)
     if kind == "date":
-        try:
-            return date.fromisoformat(str(value))
-        except ValueError:
-            raise ValueError(f"{shown(value)} is not a date (YYYY-MM-DD)") from None
+        return coercion.to_date(value)
     if kind == "email":
-        try:
-            validate_email(str(value))
-        except ValidationError:
-            raise ValueError(f"{shown(value)} is not an email address") from None
-        return str(value)
+        return coercion.to_email(value)
     if kind == "lead_status":
         settable = [v for v in Lead.Status.values if v != Lead.Status.CONVERTED]
         if value == Lead.Status.CONVERTED:
@@ -80,11 +62,7 @@ def coerce(kind: str, value, *, organization_id: int):
 
 
 def _as_json(value):
-    if isinstance(value, Decimal | date):
-        return str(value)
-    if isinstance(value, Stage):
-        return value.slug
-    return value
+    return coercion.json_value(value.slug if isinstance(value, Stage) else value)
 
 
 class UpdateField(Action):
