@@ -21,6 +21,7 @@ waits for all its incoming edges (`strategy: wait-all`) or goes on at the first 
 """
 
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 TRIGGER = "trigger"
@@ -130,6 +131,24 @@ def downstream(graph: Graph, node_id: str) -> list[str]:
             order.append(target)
             queue.append(target)
     return order
+
+
+def walk(graph: Graph, ways: Callable[[Node], set[str] | None]) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """One pass from the trigger, each node once: every node reached with the (handle, target)
+    edges taken out of it. `ways(node)` picks a node's ways out: None for all of them (the
+    trigger, a parallel node's branches), a set of handles for some (a condition's side; an empty
+    set ends the path there). An edge that ends a loop's iteration is taken but not followed, so
+    a loop's body is passed once (how a static count such as the impact preview reads a run)."""
+    seen, todo = set(), [graph.trigger]
+    while todo:
+        node_id = todo.pop()
+        if node_id in seen:
+            continue
+        seen.add(node_id)
+        node = graph.nodes.get(node_id)
+        taken = graph.targets(node_id, None if node is None else ways(node))
+        yield node_id, taken
+        todo.extend(target for _, target in taken if not graph.ends_iteration(node_id, target))
 
 
 def upstream(graph: Graph) -> dict[str, set[str]]:

@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from crm_automation.automation import plans
-from crm_automation.automation.definition import catalog, conditions, context
+from crm_automation.automation.definition import catalog, context
 from crm_automation.automation.models import (
     AutomationEvent,
     RunStatus,
@@ -20,8 +20,7 @@ from crm_automation.automation.models import (
     WorkflowStatus,
 )
 from crm_automation.automation.runtime.enrollment import enroll
-from crm_automation.automation.triggers import bulk
-from crm_automation.automation.triggers import record_changes as field_changes
+from crm_automation.automation.triggers import bulk, matching
 from crm_automation.crm.models import Organization, Stage
 
 logger = logging.getLogger(__name__)
@@ -82,54 +81,13 @@ def _claim(limit: int, organization_id: int | None = None) -> list[AutomationEve
     return list(AutomationEvent.objects.filter(pk__in=ids).order_by("id"))
 
 
-def stage_mismatch(workflow_config: dict, trigger: dict, names: dict[str, str]) -> str | None:
-    """Why the trigger's from/to stages do not match the workflow's, or None if they do (in
-    the stages' names, as people know them)."""
-    for key in ("from_stage", "to_stage"):
-        wanted = workflow_config.get(key)
-        if wanted and trigger.get(key) != wanted:
-            label = key.replace("_", " ")
-            moved, listens = names.get(trigger.get(key), trigger.get(key)), names.get(wanted, wanted)
-            return f"the deal moved {label.split()[0]} “{moved}”; the workflow listens for “{listens}”"
-    return None
-
-
-def _match(event, definition: dict, trigger: dict, load, names: dict[str, str]) -> tuple[str, str]:
-    """Whether the definition's stage filter and conditions match this event."""
-    mismatch = stage_mismatch(definition.get("trigger_config") or {}, trigger, names)
-    if mismatch:
-        return Outcome.STAGE_FILTER, mismatch
-    endpoint = (definition.get("trigger_config") or {}).get("endpoint")
-    if endpoint and str(endpoint) != str(trigger.get("endpoint")):
-        return Outcome.STAGE_FILTER, f"the webhook came to endpoint {trigger.get('endpoint')}; the workflow " \
-                                     f"listens to {endpoint}"
-    trigger_type = definition.get("trigger_type") or event.kind
-    changed = field_changes.changed_of(event.payload)
-    if trigger_type in catalog.UPDATED:
-        why = field_changes.unwatched(definition.get("trigger_config") or {}, changed)
-        if why:
-            return Outcome.FIELD_FILTER, why
-    full = load()
-    if full is None:
-        return Outcome.RECORD_MISSING, f"the {event.entity_type} was deleted before the workflow ran"
-    outcome = conditions.evaluate(definition.get("conditions"), trigger_type, {"trigger": trigger}, lambda: full)
-    if not outcome.passed:
-        return Outcome.CONDITION_FALSE, outcome.explanation
-    if trigger_type in catalog.UPDATED and (definition.get("trigger_config") or {}).get("crossing"):
-        why = field_changes.crossing(definition, trigger_type, trigger, full, changed)
-        if why:
-            return Outcome.CONDITION_FALSE, why
-    return Outcome.MATCHED, outcome.explanation
-
-
 def _decide(event, workflow, org, trigger, load, names: dict[str, str]) -> tuple[str, str] | None:
     """The decision for one candidate workflow; None for a draft that would not have run anyway
     (drafts are listed only when they are the answer to "why didn't it run?")."""
     if workflow.status == WorkflowStatus.DRAFT:
         if not plans.includes_automation(org.plan):
             return None
-        outcome, _ = _match(event, workflow.current_version.definition, trigger, load, names)
-        if outcome != Outcome.MATCHED:
+        if not matching.match(event, workflow.current_version.definition, trigger, load, names).matched:
             return None
         # (the outcome already reads "Draft: not activated": the reason says only what follows)
         return Outcome.DRAFT, "it would have run if it were activated"
@@ -141,7 +99,8 @@ def _decide(event, workflow, org, trigger, load, names: dict[str, str]) -> tuple
     if event.depth > max_depth:
         return Outcome.LOOP_GUARD, (f"this change is {event.depth} steps down a chain of workflow "
                                     f"changes (run {event.caused_by_run_id}); the limit is {max_depth}")
-    return _match(event, workflow.current_version.definition, trigger, load, names)
+    outcome, reason, _ = matching.match(event, workflow.current_version.definition, trigger, load, names)
+    return outcome, reason
 
 
 def _metadata(event, trigger, full) -> dict:
@@ -192,15 +151,13 @@ def dispatch_events(events: list[AutomationEvent]) -> list[int]:
             if "full" not in cache:
                 if records is None:
                     records = context.load_records(events)
-                record = records.get(event.entity_id)
-                missing = record is None and context.has_record(event.entity_type)
-                cache["full"] = None if missing else context.full_context(event, record, trigger)
+                cache["full"] = matching.record_context(event, records.get(event.entity_id), trigger)
             return cache["full"]
 
         candidates = [wf for trigger_type in catalog.listeners(event.kind)
                       for wf in workflows.get((event.organization_id, trigger_type), [])]
         for wf in candidates:
-            if event.kind in catalog.ADDRESSED and wf.pk != event.payload.get("workflow_id"):
+            if not matching.offered(event, wf.pk):
                 continue  # a due time or an occasion belongs to its own workflow: the others are not candidates
             decided = _decide(event, wf, orgs[event.organization_id], trigger, load,
                               stage_names[event.organization_id])

@@ -2,21 +2,22 @@
 done over the last N days of recorded changes, shown before it goes live. Nothing is sent or
 written.
 
-Each recorded event the workflow listens to is matched as dispatch would match it (stage filter,
-watched fields, conditions — checked against the records as they are now, since an event keeps
-its change, not a copy of the record), then walked through the graph: conditions are evaluated
-and take their side, parallel branches all run, a question is counted and assumed approved, a
-loop's body is counted once per run, waits are passed. The result: how many records would have
-entered, why the others would not, and how many runs would have reached each step and each
-branch. The walk does not run actions, so steps whose outcome depends on an earlier step's
-output (a function's rows, an HTTP answer) are counted as reached, not evaluated. An AI router is
-not asked (it would cost and its answer is not repeatable): runs that reach it are counted as
-undecided, and the steps after it are not counted.
+Each recorded event the workflow listens to is matched by dispatch's own rule (triggers/matching.py:
+stage filter, endpoint, watched fields, conditions, crossing — checked against the records as they
+are now, since an event keeps its change, not a copy of the record), then walked through the graph
+(graph.walk): conditions are evaluated and take their side, parallel branches all run, a question
+is counted and assumed approved, a loop's body is counted once per run, waits are passed. The
+result: how many records would have entered, why the others would not, and how many runs would
+have reached each step and each branch. The walk does not run actions, so steps whose outcome
+depends on an earlier step's output (a function's rows, an HTTP answer) are counted as reached,
+not evaluated. An AI router is not asked (it would cost and its answer is not repeatable): runs
+that reach it are counted as undecided, and the steps after it are not counted.
 """
 
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -24,15 +25,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from crm_automation.automation.definition import catalog, conditions, context, graph
+from crm_automation.automation.definition import catalog, context, graph
 from crm_automation.automation.definition.validation import definition_of
 from crm_automation.automation.models import AutomationEvent, ImpactPreview, Workflow
 from crm_automation.automation.nodes import approval as questions
 from crm_automation.automation.nodes import control
 from crm_automation.automation.ops.retention import first_event_after
-from crm_automation.automation.runtime.dispatch import stage_mismatch
 from crm_automation.automation.runtime.queue import enqueue_impact
-from crm_automation.automation.triggers import record_changes as field_changes
+from crm_automation.automation.triggers import matching
 from crm_automation.crm.models import Stage
 from crm_automation.crm.selectors import user_has_role
 
@@ -55,48 +55,35 @@ class Impact:
     truncated: bool = False
 
 
-def _walk(flow: graph.Graph, trigger_type: str, ctx: dict, impact: Impact) -> None:
-    """Count the nodes one run would reach, taking each condition's side for this context."""
-    seen, todo = set(), [flow.trigger]
-    while todo:
-        node_id = todo.pop()
-        if node_id in seen:
-            continue
-        seen.add(node_id)
+def _sides(trigger_type: str, ctx: dict) -> Callable[[graph.Node], set[str] | None]:
+    """The ways out a run would take from each node, as far as they can be told without running
+    it: a condition's side for this context, a question approved, a loop's body and what follows
+    it; an AI router none (the model chooses at run time); any other node all of its ways."""
+    def ways(node: graph.Node) -> set[str] | None:
+        if node.type == control.CONDITION:
+            return {graph.TRUE if control.gate(node.config, trigger_type, ctx).passed else graph.FALSE}
+        if node.type == questions.USER_INPUT:
+            return {questions.APPROVED}
+        if node.type == control.LOOP:
+            return {graph.BODY, graph.DONE}
+        if node.type == ROUTER:
+            return set()
+        return None
+    return ways
+
+
+def _count(flow: graph.Graph, trigger_type: str, ctx: dict, impact: Impact) -> None:
+    """Count the nodes and branches one run would reach (graph.walk, taking each condition's side)."""
+    for node_id, taken in graph.walk(flow, _sides(trigger_type, ctx)):
         node = flow.nodes.get(node_id)
-        handles = None
-        if node is not None:
-            impact.reached[node_id] += 1
-            if node.type == control.CONDITION:
-                passed = control.gate(node.config, trigger_type, ctx).passed
-                handles = {graph.TRUE if passed else graph.FALSE}
-            elif node.type == questions.USER_INPUT:
-                handles = {questions.APPROVED}
-            elif node.type == control.LOOP:
-                handles = {graph.BODY, graph.DONE}
-            elif node.type == ROUTER:  # the model chooses at run time: nothing after it is counted
-                impact.undecided[node_id] += 1
-                handles = set()
-        for handle, target in flow.targets(node_id, handles):
+        if node is None:
+            continue  # the trigger
+        impact.reached[node_id] += 1
+        if node.type == ROUTER:
+            impact.undecided[node_id] += 1
+        for handle, _ in taken:
             if handle:
                 impact.branches[(node_id, handle)] += 1
-            if not flow.ends_iteration(node_id, target):
-                todo.append(target)
-
-
-def _skip_reason(definition: dict, event, trigger: dict, names: dict[str, str], full) -> str | None:
-    mismatch = stage_mismatch(definition.get("trigger_config") or {}, trigger, names)
-    if mismatch:
-        return "the stage did not match"
-    trigger_type = definition["trigger_type"]
-    if trigger_type in catalog.UPDATED and field_changes.unwatched(
-            definition.get("trigger_config") or {}, field_changes.changed_of(event.payload)):
-        return "no watched field changed"
-    if full is None:
-        return "the record no longer exists"
-    if not conditions.evaluate(definition.get("conditions"), trigger_type, {"trigger": trigger}, lambda: full).passed:
-        return "the conditions were false"
-    return None
 
 
 def preview(workflow: Workflow, *, days: int = 30, definition: dict | None = None) -> Impact:
@@ -123,16 +110,17 @@ def preview(workflow: Workflow, *, days: int = 30, definition: dict | None = Non
         last = batch[-1].pk
         slugs, records = context.stage_slugs(batch), context.load_records(batch)
         for event in batch:
+            if not matching.offered(event, workflow.pk):
+                continue  # a due time or an occasion of another workflow: never this one's
             impact.events += 1
             trigger = context.trigger_dict(event, slugs)
-            record = records.get(event.entity_id)
-            full = None if record is None else context.full_context(event, record, trigger)
-            why = _skip_reason(definition, event, trigger, names, full)
-            if why:
-                impact.skipped[why] += 1
+            full = matching.record_context(event, records.get(event.entity_id), trigger)
+            verdict = matching.match(event, definition, trigger, lambda full=full: full, names)
+            if not verdict.matched:
+                impact.skipped[matching.SUMMARY[verdict.check]] += 1
                 continue
             impact.entered += 1
-            _walk(flow, definition["trigger_type"], full, impact)
+            _count(flow, definition["trigger_type"], full, impact)
         if impact.events >= MAX_EVENTS:
             impact.truncated = True
             break
