@@ -16,6 +16,7 @@ from crm_automation.automation.services.versions import workflow_export_yaml, wo
 from crm_automation.automation.services.workflows import workflow_create, workflow_transition
 from crm_automation.crm.models import Deal, EmailMessage, Task
 from crm_automation.crm.services import deal_move_to_stage
+from crm_automation.refusals import Refused
 from tests.conftest import drain, make_workflow, stage, time_passes
 from tests.fake_ai import chat, tool_answer
 from tests.test_graph_engine import edge, task, win
@@ -157,7 +158,7 @@ def test_without_a_provider_a_draft_is_kept_and_activation_says_what_to_set(org,
     settings.AI = {**settings.AI, "PROVIDER": "", "MODEL": "", "API_KEY": "", "BASE_URL": ""}
     workflow = make_workflow(org, activate=False, actions=[router(), task("happy", "Review")],
                              graph={"edges": [edge("trigger", "mood"), edge("mood", "happy", "route-0")]})
-    with pytest.raises(ValidationError) as refused:
+    with pytest.raises(Refused) as refused:
         workflow_transition(workflow_id=workflow.pk, name="activate", by=None)
     message = refused.value.messages[0]
     assert "AI node “mood” cannot run: no AI provider is set up: set AI_PROVIDER" in message
@@ -169,7 +170,7 @@ def test_without_a_provider_a_draft_is_kept_and_activation_says_what_to_set(org,
 def test_an_unknown_provider_is_named(org, settings):
     settings.AI = {**settings.AI, "PROVIDER": "gemini", "MODEL": "x", "API_KEY": "k"}
     workflow = make_workflow(org, activate=False, actions=[agent()], graph={"edges": [edge("trigger", "draft")]})
-    with pytest.raises(ValidationError, match="AI_PROVIDER “gemini” is not a provider this version knows"):
+    with pytest.raises(Refused, match="AI_PROVIDER “gemini” is not a provider this version knows"):
         workflow_transition(workflow_id=workflow.pk, name="activate", by=None)
 
 

@@ -135,7 +135,7 @@ def test_a_change_made_meanwhile_by_someone_else_is_not_overwritten(org, deal, a
     Deal.objects.filter(pk=deal.pk).update(stage=stage(org, "negotiation"))
     response = as_owner.patch(f"/api/v1/deals/{deal.pk}/",
                               {"stage": "won", "expected": {"stage": "proposal"}}, format="json")
-    assert response.status_code == 400 and "Negotiation" in response.json()["stage"][0]
+    assert response.status_code == 409 and "Negotiation" in response.json()["stage"][0]  # a conflict, by field
     assert Deal.objects.get(pk=deal.pk).stage.slug == "negotiation"
     agreed = as_owner.patch(f"/api/v1/deals/{deal.pk}/", {"stage": "won", "expected": {"stage": "negotiation"}},
                             format="json")
@@ -166,7 +166,7 @@ def test_converting_a_lead_makes_its_contact_and_deal_once(org, lead, as_owner):
     assert lead.status == "converted" and lead.converted_deal_id == deal.pk
     assert AutomationEvent.objects.filter(kind="lead_converted", entity_id=lead.pk).exists()
     again = as_owner.post(f"/api/v1/leads/{lead.pk}/convert/", {}, format="json")
-    assert again.status_code == 400 and "already converted" in again.json()["lead"][0]
+    assert again.status_code == 409 and "already converted" in again.json()["detail"]  # the lead's state
 
 
 def test_a_viewer_cannot_convert_a_lead(lead, viewer):

@@ -9,6 +9,7 @@ from crm_automation.automation.models import WorkflowRun
 from crm_automation.automation.runtime.tasks import continue_runs, sweep
 from crm_automation.automation.services.runs import run_answer
 from crm_automation.crm.models import Notification, Task
+from crm_automation.refusals import Refused
 from tests.conftest import time_passes
 from tests.test_graph_engine import edge, task, win
 
@@ -66,7 +67,7 @@ def test_people_without_the_role_cannot_answer(asked, teammate, viewer, outsider
 
 def test_an_answer_counts_once(asked, owner):
     run_answer(run_id=asked.pk, by=owner, node_id="ask", decision="approved")
-    with pytest.raises(ValidationError, match="no open question"):
+    with pytest.raises(Refused, match="no open question"):
         run_answer(run_id=asked.pk, by=owner, node_id="ask", decision="rejected")
 
 

@@ -14,6 +14,7 @@ from crm_automation.automation.services.workflows import workflow_create
 from crm_automation.automation.triggers.bulk import bulk_hold_discard, bulk_hold_release
 from crm_automation.crm.models import Lead, Notification, Task
 from crm_automation.crm.services import leads_convert_bulk, leads_import
+from crm_automation.refusals import Refused
 from tests.conftest import drain, make_workflow
 from tests.test_graph_engine import task
 
@@ -52,7 +53,7 @@ def test_an_import_held_for_review_is_one_item_not_a_run_per_lead(org, owner, dj
     hold.refresh_from_db()
     assert hold.status == "released" and hold.decided_by == owner
     assert set(decisions.values_list("outcome", flat=True)) == {"matched"}
-    with pytest.raises(ValidationError, match="already released"):
+    with pytest.raises(Refused, match="already released"):
         bulk_hold_release(hold_id=hold.pk, by=owner)
 
 

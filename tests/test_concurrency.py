@@ -3,11 +3,11 @@
 import threading
 
 import pytest
-from django.core.exceptions import ValidationError
 from django.db import connection
 
 from crm_automation.automation.models import Workflow
 from crm_automation.automation.services.workflows import workflow_transition
+from crm_automation.refusals import Refused
 from tests.conftest import make_workflow
 
 
@@ -24,8 +24,8 @@ def test_concurrent_activations_never_exceed_the_plan_limit(org):
         try:
             workflow_transition(workflow_id=workflow_id, name="activate", by=None)
             outcomes.append("activated")
-        except ValidationError as exc:
-            outcomes.append(" ".join(exc.messages))
+        except Refused as exc:
+            outcomes.append(exc.message)
         finally:
             connection.close()
 

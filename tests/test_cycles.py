@@ -3,12 +3,12 @@ that triggers a workflow that moves the stage back, sub-workflows calling each o
 live; a guarded circle (a condition, or records through only once) can, when acknowledged."""
 
 import pytest
-from django.core.exceptions import ValidationError
 from django.test import Client
 from rest_framework.test import APIClient
 
 from crm_automation.automation.models import Workflow
 from crm_automation.automation.services.workflows import workflow_publish, workflow_transition, workflow_update
+from crm_automation.refusals import Refused
 from tests.conftest import make_workflow
 
 
@@ -25,12 +25,12 @@ def test_two_workflows_moving_a_deal_back_and_forth_are_refused_with_the_circle(
     forth = mover(org, "Forth", "proposal", "negotiation")
     back = mover(org, "Back", "negotiation", "proposal")
     activate(forth)
-    with pytest.raises(ValidationError) as refused:
+    with pytest.raises(Refused) as refused:
         activate(back)
     text = " ".join(refused.value.messages)
     assert "it would start itself in a circle: Back → Forth → Back" in text and "Nothing in that circle" in text
     assert Workflow.objects.get(pk=back.pk).status == "draft"
-    with pytest.raises(ValidationError):
+    with pytest.raises(Refused):
         activate(back, acknowledge_cycle=True)  # an unguarded circle cannot be acknowledged
 
 
@@ -38,7 +38,7 @@ def test_a_guarded_circle_goes_live_when_acknowledged(org):
     guarded = {"combinator": "and", "rules": [{"field": "deal.amount", "operator": "gt", "value": 100000}]}
     activate(mover(org, "Forth", "proposal", "negotiation", conditions=guarded))
     back = mover(org, "Back", "negotiation", "proposal")
-    with pytest.raises(ValidationError, match="acknowledge the cycle"):
+    with pytest.raises(Refused, match="acknowledge the cycle"):
         activate(back)
     assert activate(back, acknowledge_cycle=True).status == "activated"
 
@@ -58,7 +58,7 @@ def test_sub_workflows_calling_each_other_are_a_circle(org):
                          actions=[{"type": "sub_workflow", "config": {"workflowId": ping.key}}])
     activate(pong)
     workflow_update(workflow_id=ping.pk, actions=[{"type": "sub_workflow", "config": {"workflowId": pong.key}}])
-    with pytest.raises(ValidationError, match="Ping → Pong → Ping"):
+    with pytest.raises(Refused, match="Ping → Pong → Ping"):
         activate(ping)
 
 
@@ -68,7 +68,7 @@ def test_publishing_an_edit_that_closes_a_circle_is_refused(org, owner):
     activate(back)
     workflow_update(workflow_id=back.pk, by=owner, actions=[{"type": "update_field",
                                                              "config": {"field": "stage", "value": "proposal"}}])
-    with pytest.raises(ValidationError, match="circle: Back → Forth → Back"):
+    with pytest.raises(Refused, match="circle: Back → Forth → Back"):
         workflow_publish(workflow_id=back.pk, by=owner)
 
 

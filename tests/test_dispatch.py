@@ -1,7 +1,6 @@
 """Matching: one decision per candidate workflow, explaining why it ran or did not."""
 
 import pytest
-from django.core.exceptions import ValidationError
 
 from crm_automation.automation.models import AutomationEvent, MonthlyUsage, Workflow, WorkflowDecision, WorkflowRun
 from crm_automation.automation.plans import month_start
@@ -10,6 +9,7 @@ from crm_automation.automation.runtime.dispatch import claim_events, dispatch_ev
 from crm_automation.automation.services.workflows import workflow_snapshot, workflow_transition
 from crm_automation.crm.models import Organization
 from crm_automation.crm.services import deal_move_to_stage, lead_convert
+from crm_automation.refusals import Refused
 from tests.conftest import drain, make_workflow, stage
 
 
@@ -104,7 +104,7 @@ def test_a_workflow_that_moves_deals_in_a_circle_stops(org, deal):
                            actions=[{"type": "update_field", "config": {"field": "stage", "value": "won"}}])
     back = make_workflow(org, name="back", trigger_config={"to_stage": "won"}, activate=False,
                          actions=[{"type": "update_field", "config": {"field": "stage", "value": "negotiation"}}])
-    with pytest.raises(ValidationError, match="circle"):
+    with pytest.raises(Refused, match="circle"):
         workflow_transition(workflow_id=back.pk, name="activate", by=None)
     workflow_snapshot(workflow=back)
     Workflow.objects.filter(pk=back.pk).update(status="activated")

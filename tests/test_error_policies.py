@@ -5,13 +5,13 @@ from datetime import datetime
 
 import pytest
 from django.core import mail
-from django.core.exceptions import ValidationError
 
 from crm_automation.automation.definition import error_policy
 from crm_automation.automation.models import WorkflowRun
 from crm_automation.automation.runtime.tasks import continue_runs, sweep
 from crm_automation.automation.services.runs import run_cancel, run_resume
 from crm_automation.crm.models import EmailMessage, Notification, Task
+from crm_automation.refusals import Refused
 from tests.conftest import time_passes
 from tests.test_graph_engine import edge, task, win
 
@@ -124,7 +124,7 @@ def test_a_paused_run_can_be_cancelled_and_a_viewer_cannot_resume(paused, viewer
     with pytest.raises(PermissionDenied):
         run_resume(run_id=paused.pk, by=viewer, how="retry")
     assert run_cancel(run_id=paused.pk, by=owner).status == "cancelled"
-    with pytest.raises(ValidationError, match="not paused"):
+    with pytest.raises(Refused, match="not paused"):
         run_resume(run_id=paused.pk, by=owner, how="retry")
 
 

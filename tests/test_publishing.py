@@ -2,7 +2,7 @@
 finish on the version they started with."""
 
 import pytest
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 
 from crm_automation.automation.models import Workflow, WorkflowRun
@@ -16,6 +16,7 @@ from crm_automation.automation.services.workflows import (
 )
 from crm_automation.crm.models import Task
 from crm_automation.crm.services import deal_move_to_stage
+from crm_automation.refusals import Refused
 from tests.admin_helpers import page_form
 from tests.conftest import drain, make_workflow, stage
 
@@ -52,7 +53,7 @@ def test_only_admins_publish_and_only_live_workflows(org, owner, teammate):
     with pytest.raises(PermissionDenied, match="Only admins"):
         workflow_publish(workflow_id=wf.pk, by=teammate)
     draft = make_workflow(org, name="Draft", activate=False)
-    with pytest.raises(ValidationError, match="activate it to make it live"):
+    with pytest.raises(Refused, match="activate it to make it live"):
         workflow_publish(workflow_id=draft.pk, by=owner)
 
 

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 from django.utils import timezone
 
@@ -13,6 +13,7 @@ from crm_automation.automation.runtime.tasks import continue_runs, sweep
 from crm_automation.automation.services.runs import run_cancel, run_retry, run_wake_now, runs_retry_failed
 from crm_automation.crm.models import Deal, EmailMessage, Task
 from crm_automation.crm.services import deal_move_to_stage
+from crm_automation.refusals import Refused
 from tests.conftest import drain, make_workflow, stage
 from tests.test_waits_and_gates import FOLLOW_UP, proposal_sent
 
@@ -45,7 +46,7 @@ def test_retry_runs_only_the_failed_step_and_counts_the_run_once(org, deal, owne
 def test_a_run_whose_email_outcome_is_unknown_is_not_retried(org, deal, owner, monkeypatch):
     _, run = failed_email_run(org, deal, monkeypatch)
     EmailMessage.objects.update(status="unknown")
-    with pytest.raises(ValidationError, match="may already have reached its recipient"):
+    with pytest.raises(Refused, match="may already have reached its recipient"):
         run_retry(run_id=run.pk, by=owner)
     assert WorkflowRun.objects.get(pk=run.pk).status == "failed" and mail.outbox == []
 
@@ -99,7 +100,7 @@ def test_a_run_held_by_a_worker_is_not_cancelled(org, deal, owner):
     run = proposal_sent(org, deal)
     WorkflowRun.objects.filter(pk=run.pk).update(status="started", lease_until=timezone.now() + timedelta(seconds=9),
                                                  lease_owner="worker")
-    with pytest.raises(ValidationError, match="executing right now"):
+    with pytest.raises(Refused, match="executing right now"):
         run_cancel(run_id=run.pk, by=owner)
 
 

@@ -5,7 +5,7 @@ this CRM's events and tools."""
 
 import pytest
 from django.core import mail
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 
 from crm_automation.automation.models import AutomationEvent, FieldChange, Workflow, WorkflowRun
@@ -15,6 +15,7 @@ from crm_automation.automation.services.versions import parse_yaml, workflow_exp
 from crm_automation.automation.services.workflows import workflow_transition
 from crm_automation.crm.models import Deal, EmailMessage, Notification, Task
 from crm_automation.crm.services import deal_move_to_stage
+from crm_automation.refusals import Refused
 from tests.conftest import drain, make_workflow, stage, time_passes
 from tests.fake_ai import chat
 from tests.test_graph_engine import BIG_DEAL, edge, task
@@ -112,7 +113,7 @@ def test_a_manual_workflow_is_started_only_by_ops_on_its_own_records(client, org
     assert client.post(reverse("admin:automation_workflow_start", args=[wf.pk]),
                        {"record": str(deal.pk)}).status_code in (302, 403, 404)
     auto = make_workflow(org, name="Auto", actions=MANUAL)
-    with pytest.raises(ValidationError, match="not started by hand"):
+    with pytest.raises(Refused, match="not started by hand"):
         workflow_start(workflow_id=auto.pk, by=None, record=deal)
     assert not WorkflowRun.objects.exists()
 
@@ -144,7 +145,7 @@ edges:
 def test_parts_that_come_later_are_kept_as_drafts_and_activation_says_why(org, owner):
     wf, notes = workflow_import_yaml(organization=org, by=owner, text=LATER_YAML)
     assert wf.status == "draft" and wf.trigger_type == "schedule"
-    with pytest.raises(ValidationError) as refused:
+    with pytest.raises(Refused) as refused:
         workflow_transition(workflow_id=wf.pk, name="activate", by=owner)
     text = " ".join(refused.value.messages)
     assert "schedule" not in text  # schedules run (schedules.py); the agent needs a provider (none in tests)
@@ -254,7 +255,7 @@ def test_the_follow_up_example_imports_round_trips_and_says_what_cannot_run_yet(
     assert exported.pop("settings") == {"errorPolicy": "abort", "reenrollment": "not_while_running",
                                         "timeoutSeconds": 60}  # ours, added with their defaults
     assert exported == yaml.safe_load(FOLLOW_UP_EXAMPLE)
-    with pytest.raises(ValidationError, match="AI nodes “draft-sms”, “sentiment-router” cannot run: no AI provider"):
+    with pytest.raises(Refused, match="AI nodes “draft-sms”, “sentiment-router” cannot run: no AI provider"):
         workflow_transition(workflow_id=wf.pk, name="activate", by=owner)
 
 

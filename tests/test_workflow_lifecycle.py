@@ -6,6 +6,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from crm_automation.automation.models import Workflow, WorkflowVersion
 from crm_automation.automation.services.workflows import workflow_transition, workflow_update
 from crm_automation.crm.models import Organization
+from crm_automation.refusals import Refused
 from tests.conftest import make_workflow
 
 
@@ -34,13 +35,13 @@ def test_refused_transitions_say_why(org, path, refused, message):
     wf = make_workflow(org, activate=False)
     for name in path:
         go(wf, name)
-    with pytest.raises(ValidationError, match=message):
+    with pytest.raises(Refused, match=message):
         go(wf, refused)
 
 
 def test_activation_needs_an_action(org):
     wf = make_workflow(org, activate=False, actions=[])
-    with pytest.raises(ValidationError, match="has no action"):
+    with pytest.raises(Refused, match="has no action"):
         go(wf, "activate")
     assert Workflow.objects.get(pk=wf.pk).status == "draft"
 
@@ -48,7 +49,7 @@ def test_activation_needs_an_action(org):
 def test_activation_is_refused_when_a_stage_disappeared(org):
     wf = make_workflow(org, activate=False)
     Workflow.objects.filter(pk=wf.pk).update(trigger_config={"to_stage": "gone"})
-    with pytest.raises(ValidationError, match="“gone” is not a stage of this organization; use one of new, "):
+    with pytest.raises(Refused, match="“gone” is not a stage of this organization; use one of new, "):
         go(wf, "activate")
 
 
@@ -56,7 +57,7 @@ def test_the_pro_plan_allows_ten_activated_workflows(org):
     for i in range(10):
         make_workflow(org, name=f"wf {i}")
     eleventh = make_workflow(org, name="one too many", activate=False)
-    with pytest.raises(ValidationError, match="allows 10 activated workflows"):
+    with pytest.raises(Refused, match="allows 10 activated workflows"):
         go(eleventh, "activate")
     go(Workflow.objects.get(name="wf 0"), "pause")
     assert go(eleventh, "activate").status == "activated"
@@ -65,7 +66,7 @@ def test_the_pro_plan_allows_ten_activated_workflows(org):
 def test_free_plan_cannot_activate(org):
     Organization.objects.filter(pk=org.pk).update(plan="free")
     wf = make_workflow(org, activate=False)
-    with pytest.raises(ValidationError, match="does not include automation"):
+    with pytest.raises(Refused, match="does not include automation"):
         go(wf, "activate")
 
 
@@ -101,5 +102,5 @@ def test_an_invalid_update_changes_nothing(org):
 def test_an_archived_workflow_is_frozen(org):
     wf = make_workflow(org)
     go(wf, "archive")
-    with pytest.raises(ValidationError, match="archived"):
+    with pytest.raises(Refused, match="archived"):
         workflow_update(workflow_id=wf.pk, changes={"name": "x"})

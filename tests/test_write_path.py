@@ -2,13 +2,14 @@
 check the person's role, validate everything and write only what was asked."""
 
 import pytest
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from crm_automation.automation.models import Workflow
 from crm_automation.automation.services.workflows import workflow_create, workflow_update
+from crm_automation.refusals import StaleEdit
 from tests.admin_helpers import page_form
 from tests.conftest import KICKOFF_ACTIONS, make_workflow
 
@@ -49,9 +50,9 @@ def test_an_update_writes_only_the_changed_columns(org, owner):
 def test_an_update_refuses_to_overwrite_a_value_changed_since_it_was_read(org, owner):
     wf = make_workflow(org, activate=False)
     workflow_update(workflow_id=wf.pk, by=owner, changes={"name": "Theirs"})
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(StaleEdit) as caught:
         workflow_update(workflow_id=wf.pk, by=owner, changes={"name": "Mine"}, expected={"name": "Kickoff"})
-    assert "Someone else changed this to “Theirs”" in str(caught.value.message_dict["name"])
+    assert "Someone else changed this to “Theirs”" in caught.value.fields["name"]
     assert Workflow.objects.get(pk=wf.pk).name == "Theirs"
 
 

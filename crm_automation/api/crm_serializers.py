@@ -22,7 +22,8 @@ class RecordSerializer(serializers.ModelSerializer):
     expected = serializers.DictField(
         write_only=True, required=False,
         help_text="Updates only: the values you read before changing them (field → value). A field "
-                  "that someone else changed since is refused (400) instead of being overwritten.")
+                  "that someone else changed since is refused (409, naming the field) instead of being "
+                  "overwritten.")
 
     def to_internal_value(self, data):
         if isinstance(data, Mapping):

@@ -145,7 +145,7 @@ class LeadViewSet(AutomationOfRecord, RecordViewSet):
 
     @extend_schema(request=LeadConvertSerializer, responses={201: DealSerializer},
                    description="Create the lead's contact and deal (fires `lead_converted`); the answer is the "
-                               "new deal. A lead converts once: again is a 400.")
+                               "new deal. A lead converts once: again is a 409.")
     @action(detail=True, methods=["post"], serializer_class=LeadConvertSerializer)
     def convert(self, request, pk=None):
         lead = self.get_object()

@@ -16,7 +16,7 @@ from rest_framework.viewsets import GenericViewSet
 
 from crm_automation.api.document_formats import BoundedJSONParser
 from crm_automation.api.pagination import NewestFirst
-from crm_automation.api.refusals import BAD_INPUT, CONFLICT, FORBIDDEN, NOT_YOURS, refusals_as_conflicts
+from crm_automation.api.refusals import BAD_INPUT, CONFLICT, FORBIDDEN, NOT_YOURS
 from crm_automation.api.run_serializers import (
     AnswerSerializer,
     ApprovalSerializer,
@@ -82,8 +82,7 @@ class RunViewSet(GenericViewSet):
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         run = self.get_object()
-        with refusals_as_conflicts():
-            run_retry(run_id=run.pk, by=request.user)
+        run_retry(run_id=run.pk, by=request.user)
         return self._respond(run)
 
     @_control_schema("Let a paused run go on: retry the step that paused it, or skip it", ResumeSerializer)
@@ -92,16 +91,14 @@ class RunViewSet(GenericViewSet):
         run = self.get_object()
         body = ResumeSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        with refusals_as_conflicts():
-            run_resume(run_id=run.pk, by=request.user, how=body.validated_data["how"])
+        run_resume(run_id=run.pk, by=request.user, how=body.validated_data["how"])
         return self._respond(run)
 
     @_control_schema("Cancel an unfinished run: the steps not done are skipped")
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         run = self.get_object()
-        with refusals_as_conflicts():
-            run_cancel(run_id=run.pk, by=request.user)
+        run_cancel(run_id=run.pk, by=request.user)
         return self._respond(run)
 
     @extend_schema(summary="Retry a workflow's failed runs that started since a time (after an outage)",
@@ -149,9 +146,8 @@ class ApprovalViewSet(GenericViewSet):
             run__organization=organization_of(request), action_type=questions.USER_INPUT), pk=pk)
         body = AnswerSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        with refusals_as_conflicts():
-            run = run_answer(run_id=step.run_id, by=request.user, node_id=step.node_id, token=step.token,
-                             decision=body.validated_data["decision"], comment=body.validated_data["comment"])
+        run = run_answer(run_id=step.run_id, by=request.user, node_id=step.node_id, token=step.token,
+                         decision=body.validated_data["decision"], comment=body.validated_data["comment"])
         run = WorkflowRun.objects.select_related("workflow", "version").get(pk=run.pk)
         return Response(RunDetailSerializer(run, context={"labels": version_labels(run.version)}).data,
                         status=status.HTTP_200_OK)

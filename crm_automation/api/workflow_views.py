@@ -9,7 +9,6 @@ organization is the caller's (tenancy.organization_of); another organization's i
 
 from dataclasses import asdict
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import F
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -29,14 +28,7 @@ from rest_framework.viewsets import GenericViewSet
 
 from crm_automation.api.document_formats import BODY_PARSERS, BoundedJSONParser, YAMLRenderer
 from crm_automation.api.errors import Conflict
-from crm_automation.api.refusals import (
-    BAD_DOCUMENT,
-    BAD_INPUT,
-    CONFLICT,
-    FORBIDDEN,
-    NOT_YOURS,
-    refusals_as_conflicts,
-)
+from crm_automation.api.refusals import BAD_DOCUMENT, BAD_INPUT, CONFLICT, FORBIDDEN, NOT_YOURS, STALE
 from crm_automation.api.run_serializers import RunDetailSerializer, RunSerializer
 from crm_automation.api.tenancy import organization_of, require_role
 from crm_automation.api.workflow_serializers import (
@@ -52,7 +44,7 @@ from crm_automation.api.workflow_serializers import (
     document_of_body,
 )
 from crm_automation.automation.ai import authoring
-from crm_automation.automation.models import Workflow, WorkflowStatus
+from crm_automation.automation.models import Workflow
 from crm_automation.automation.ops import kpis
 from crm_automation.automation.selectors import median_durations, version_labels
 from crm_automation.automation.services import impact
@@ -192,7 +184,7 @@ def _transition_schema(name: str):
                     "workflow's changes wait for publish. Send `If-Match: \"<draft_revision>\"` (or "
                     "`draft_revision` in the body) with changed nodes to refuse overwriting someone's newer edits.",
         parameters=[OpenApiParameter("If-Match", str, OpenApiParameter.HEADER, required=False)],
-        responses={200: WorkflowSerializer, 400: BAD_DOCUMENT, 403: FORBIDDEN, 404: NOT_YOURS, 409: CONFLICT}),
+        responses={200: WorkflowSerializer, 400: BAD_DOCUMENT, 403: FORBIDDEN, 404: NOT_YOURS, 409: STALE}),
     destroy=extend_schema(summary="Delete a draft", description="Only drafts that never ran; archive the others.",
                           responses={204: None, 403: FORBIDDEN, 404: NOT_YOURS, 409: CONFLICT}),
 )
@@ -249,26 +241,19 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
 
     def partial_update(self, request, pk=None):
         workflow = self.get_object()
-        if workflow.status == WorkflowStatus.ARCHIVED:
-            raise Conflict(f"“{workflow.name}” is archived and cannot be changed; clone it instead.")
-        check_edit(request.user, workflow)  # before the body is read
+        check_edit(request.user, workflow)  # before the body is read (archived: a 409)
         document, tree, revision = document_of_body(request.data)
         expected = _if_match(request)
         if expected is None:
             expected = revision
-        try:
-            workflow = workflow_update_from_document(workflow_id=workflow.pk, by=request.user, document=document,
-                                                     tree=tree, expected_revision=expected)
-        except DjangoValidationError as exc:
-            # Someone saved since the caller read it (If-Match / draft_revision): a conflict, not bad input.
-            if expected is not None and "Someone else saved" in " ".join(exc.messages):
-                raise Conflict(" ".join(exc.messages)) from None
-            raise
+        # Someone saved since `expected` (If-Match / draft_revision): a StaleEdit, a 409 saying
+        # what is saved now (errors.exception_handler).
+        workflow = workflow_update_from_document(workflow_id=workflow.pk, by=request.user, document=document,
+                                                 tree=tree, expected_revision=expected)
         return self._respond(workflow)
 
     def perform_destroy(self, workflow):
-        with refusals_as_conflicts():
-            workflow_delete(workflow_id=workflow.pk, by=self.request.user)
+        workflow_delete(workflow_id=workflow.pk, by=self.request.user)
 
     # --- Transitions ----------------------------------------------------------------------------
     def _transition(self, name: str) -> Response:
@@ -276,15 +261,13 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
         body = AcknowledgeSerializer(data=self.request.data if isinstance(self.request.data, dict) else {})
         body.is_valid(raise_exception=True)
         acknowledged = body.validated_data["acknowledge_cycle"]
-        with refusals_as_conflicts():
-            if name == "publish":
-                workflow = workflow_publish(workflow_id=workflow.pk, by=self.request.user,
-                                            acknowledge_cycle=acknowledged)
-            elif name == "activate":
-                workflow = workflow_transition(workflow_id=workflow.pk, name=name, by=self.request.user,
-                                               acknowledge_cycle=acknowledged)
-            else:
-                workflow = workflow_transition(workflow_id=workflow.pk, name=name, by=self.request.user)
+        if name == "publish":
+            workflow = workflow_publish(workflow_id=workflow.pk, by=self.request.user, acknowledge_cycle=acknowledged)
+        elif name == "activate":
+            workflow = workflow_transition(workflow_id=workflow.pk, name=name, by=self.request.user,
+                                           acknowledge_cycle=acknowledged)
+        else:
+            workflow = workflow_transition(workflow_id=workflow.pk, name=name, by=self.request.user)
         return self._respond(workflow)
 
     @_transition_schema("publish")
@@ -342,9 +325,8 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
         workflow = self.get_object()
         body = TriggerSerializer(data=request.data, context={"organization": workflow.organization})
         body.is_valid(raise_exception=True)
-        with refusals_as_conflicts():
-            run = workflow_start(workflow_id=workflow.pk, by=request.user, record=body.validated_data["record"],
-                                 input=body.validated_data.get("input"))
+        run = workflow_start(workflow_id=workflow.pk, by=request.user, record=body.validated_data["record"],
+                             input=body.validated_data.get("input"))
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(summary="The workflow's health: success rates, durations, runs per day, failures by kind, "
@@ -388,8 +370,7 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
         workflow = self.get_object()
         body = CloneSerializer(data=request.data, context={"organization_id": workflow.organization_id})
         body.is_valid(raise_exception=True)
-        with refusals_as_conflicts():
-            copy = workflow_clone(workflow_id=workflow.pk, by=request.user, name=body.validated_data.get("name"))
+        copy = workflow_clone(workflow_id=workflow.pk, by=request.user, name=body.validated_data.get("name"))
         return self._respond(copy, status.HTTP_201_CREATED)
 
     # --- Versions -------------------------------------------------------------------------------
@@ -427,6 +408,5 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
         number = body.validated_data["version"]
         if not workflow.versions.filter(number=number).exists():
             raise ValidationError({"version": f"This workflow has no version {number}."})
-        with refusals_as_conflicts():
-            workflow = workflow_rollback(workflow_id=workflow.pk, by=request.user, number=number)
+        workflow = workflow_rollback(workflow_id=workflow.pk, by=request.user, number=number)
         return self._respond(workflow)

@@ -21,6 +21,7 @@ from crm_automation.crm.models import (
     lead_converted_change,
 )
 from crm_automation.crm.selectors import user_has_role
+from crm_automation.refusals import Refused, StaleEdit
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def lead_convert(*, lead: Lead, stage: Stage | None = None, amount: Decimal = De
     lead = Lead.objects.select_for_update().get(pk=lead.pk)
     _check_role(by, lead.organization_id, "ops", "convert")
     if lead.converted_at is not None:
-        raise ValidationError({"lead": "This lead is already converted."})
+        raise Refused("This lead is already converted.")
     stage = stage or _first_stage(lead.organization_id)
     first, last = _split_name(lead.name)
     contact = Contact.objects.create(
@@ -184,8 +185,7 @@ def _save_checked(record, **kwargs) -> None:
         with transaction.atomic():
             record.save(**kwargs)
     except IntegrityError:
-        raise ValidationError("Another change saved the same values at the same moment; "
-                              "reload and try again.") from None
+        raise Refused("Another change saved the same values at the same moment; reload and try again.") from None
 
 
 @transaction.atomic
@@ -215,7 +215,7 @@ def record_update(*, record, by, changes: dict, expected: dict | None = None, ro
     _check_role(by, current.organization_id, role, "change")
     found = conflicts(current, expected, changes)
     if found:
-        raise ValidationError(found)
+        raise StaleEdit.of_fields(found)
     if not changes:
         return current
     for name, value in changes.items():
@@ -249,6 +249,13 @@ def record_delete(*, record, by, role: str = "admin") -> None:
         list(Deal.objects.select_for_update().filter(Q(source_lead_id=current.pk) | Q(pk=current.converted_deal_id))
              .order_by("pk").values_list("pk"))
     current.delete()
+
+
+def notifications_mark_all_read(*, user, organization_id: int) -> int:
+    """Mark all the person's unread notifications in this organization as read; returns how
+    many. One UPDATE, as `notifications_mark_read`."""
+    return Notification.objects.filter(user=user, organization_id=organization_id, read_at=None).update(
+        read_at=timezone.now())
 
 
 def notifications_mark_read(*, user, notification_ids: list[int]) -> int:

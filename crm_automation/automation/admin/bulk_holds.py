@@ -2,11 +2,12 @@
 actions larger than their threshold; admins release a hold (a run per record) or discard it."""
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 
 from crm_automation.automation.models import BulkHold
 from crm_automation.automation.triggers.bulk import bulk_hold_discard, bulk_hold_release
 from crm_automation.crm.admin_scoping import ReadOnlyOrgScopedAdmin
+from crm_automation.refusals import Refused, reasons
 
 
 @admin.register(BulkHold)
@@ -23,9 +24,8 @@ class BulkHoldAdmin(ReadOnlyOrgScopedAdmin):
         for hold in queryset.filter(status=BulkHold.Status.PENDING):
             try:
                 result = decide(hold_id=hold.pk, by=request.user)
-            except (ValidationError, PermissionDenied) as exc:
-                text = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-                self.message_user(request, f"{hold.workflow}: {text}", messages.ERROR)
+            except (Refused, PermissionDenied) as exc:
+                self.message_user(request, f"{hold.workflow}: {' '.join(reasons(exc))}", messages.ERROR)
             else:
                 self.message_user(request, done.format(workflow=hold.workflow, runs=result), messages.SUCCESS)
 

@@ -17,7 +17,7 @@ from crm_automation.automation.definition.validation import (
     validate_definition,
 )
 from crm_automation.automation.models import Workflow, WorkflowStatus
-from crm_automation.automation.services.workflows import name_problems
+from crm_automation.automation.services.workflows import STALE_ACTIONS, name_problems
 from crm_automation.crm.admin_forms import ConcurrentEditForm
 
 
@@ -135,5 +135,4 @@ class ActionInlineFormSet(forms.BaseInlineFormSet):
             seen = self.data.get("base_revision")
             now = Workflow.objects.select_for_update().values_list("draft_revision", flat=True).get(pk=workflow.pk)
             if seen not in (None, "") and str(now) != str(seen):
-                raise ValidationError("Someone else saved changes to this workflow since you opened it, so your "
-                                      "changes to the actions were not saved. Reload the page and make them again.")
+                raise ValidationError(STALE_ACTIONS)  # the services' words for the same refusal

@@ -30,6 +30,7 @@ from crm_automation.automation.services.runs import (
     run_wake_now,
 )
 from crm_automation.crm.admin_scoping import OwnRowsFilter, ReadOnlyInline, ReadOnlyOrgScopedAdmin
+from crm_automation.refusals import Refused, reasons
 
 ENTITY_ADMIN = {"deal": "admin:crm_deal_change", "lead": "admin:crm_lead_change"}
 
@@ -141,8 +142,8 @@ class WorkflowRunAdmin(ReadOnlyOrgScopedAdmin):
             except PermissionDenied as exc:
                 self.message_user(request, str(exc), messages.ERROR)
                 return HttpResponseRedirect(request.path)
-            except ValidationError as exc:
-                self.message_user(request, " ".join(exc.messages), messages.ERROR)
+            except (ValidationError, Refused) as exc:
+                self.message_user(request, " ".join(reasons(exc)), messages.ERROR)
                 return HttpResponseRedirect(request.path)
             self.message_user(request, f"Answered: run #{run.pk} goes on.", messages.SUCCESS)
             return HttpResponseRedirect(reverse("admin:automation_workflowrun_change", args=[run.pk]))
@@ -170,8 +171,8 @@ class WorkflowRunAdmin(ReadOnlyOrgScopedAdmin):
             try:
                 service(run_id=run_id, by=request.user)
                 done += 1
-            except (PermissionDenied, ValidationError) as exc:
-                problems.append(" ".join(getattr(exc, "messages", [str(exc)])))
+            except (PermissionDenied, ValidationError, Refused) as exc:
+                problems.append(" ".join(reasons(exc)))
         if done:
             self.message_user(request, f"{done} run(s) {done_text}.", messages.SUCCESS)
         for problem in sorted(set(problems))[:10]:

@@ -23,6 +23,7 @@ from crm_automation.automation.services.versions import (
 )
 from crm_automation.automation.services.workflows import has_unpublished_changes, workflow_publish
 from crm_automation.crm.models import Organization
+from crm_automation.refusals import Refused, reasons
 
 
 class WorkflowDocumentViews:
@@ -53,8 +54,8 @@ class WorkflowDocumentViews:
     def _change_url(self, workflow) -> str:
         return reverse("admin:automation_workflow_change", args=[workflow.pk])
 
-    def _refused(self, request, exc) -> None:
-        self.message_user(request, " ".join(getattr(exc, "messages", [str(exc)])), messages.ERROR)
+    def _refused(self, request, exc: PermissionDenied | ValidationError | Refused) -> None:
+        self.message_user(request, " ".join(reasons(exc)), messages.ERROR)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         workflow = self.get_object(request, object_id)
@@ -68,7 +69,7 @@ class WorkflowDocumentViews:
         if request.method == "POST":
             try:
                 workflow = workflow_publish(workflow_id=workflow.pk, by=request.user)
-            except (PermissionDenied, ValidationError) as exc:
+            except (PermissionDenied, ValidationError, Refused) as exc:
                 self._refused(request, exc)
             else:
                 self.message_user(request, f"“{workflow.name}” is live: version {workflow.version} runs for new "
@@ -123,7 +124,7 @@ class WorkflowDocumentViews:
         workflow = self._workflow(request, object_id)
         try:
             workflow = workflow_rollback(workflow_id=workflow.pk, by=request.user, number=number)
-        except (PermissionDenied, ValidationError) as exc:
+        except (PermissionDenied, ValidationError, Refused) as exc:
             self._refused(request, exc)
         else:
             self.message_user(request, f"Rolled back: version {workflow.version} has the definition of version "

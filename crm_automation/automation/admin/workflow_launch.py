@@ -13,6 +13,7 @@ from crm_automation.automation.definition import catalog
 from crm_automation.automation.services.simulation import simulate
 from crm_automation.automation.triggers.manual import workflow_start
 from crm_automation.crm.models import Deal, Lead
+from crm_automation.refusals import Refused, reasons
 
 RECENT = 50
 
@@ -81,8 +82,8 @@ class WorkflowLaunchViews:
                 "back": back, "title": f"Start {workflow.name}", "opts": self.model._meta})
         try:
             run = workflow_start(workflow_id=workflow.pk, by=request.user, record=record)
-        except (PermissionDenied, ValidationError) as exc:
-            self.message_user(request, " ".join(getattr(exc, "messages", [str(exc)])), messages.ERROR)
+        except (PermissionDenied, ValidationError, Refused) as exc:
+            self.message_user(request, " ".join(reasons(exc)), messages.ERROR)
             return HttpResponseRedirect(back)
         link = reverse("admin:automation_workflowrun_change", args=[run.pk])
         self.message_user(request, f"Started “{workflow.name}”: run #{run.pk} ({link}).", messages.SUCCESS)

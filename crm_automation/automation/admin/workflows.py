@@ -24,6 +24,7 @@ from crm_automation.automation.services.workflows import (
 )
 from crm_automation.crm.admin_forms import SafeJSONField
 from crm_automation.crm.admin_scoping import OrgScopedAdmin, ReadOnlyInline
+from crm_automation.refusals import Refused, reasons
 
 ACTION_EXAMPLES = [
     ("send_email", '{"to": "{{deal.contact.email}}", "subject": "Welcome", "body": "Hi {{deal.contact.first_name}}"}'),
@@ -213,8 +214,8 @@ class WorkflowAdmin(WorkflowLaunchViews, WorkflowDocumentViews, FSMAdminMixin, O
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
-        except ValidationError as exc:  # a race the form could not see: say so, change nothing
-            self.message_user(request, "Not saved: " + " ".join(exc.messages), messages.ERROR)
+        except (ValidationError, Refused) as exc:  # a race the form could not see: say so, change nothing
+            self.message_user(request, "Not saved: " + " ".join(reasons(exc)), messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
 
     # Transition buttons: django-fsm-2's mixin applies a transition without asking who clicked,
@@ -222,8 +223,8 @@ class WorkflowAdmin(WorkflowLaunchViews, WorkflowDocumentViews, FSMAdminMixin, O
     def _apply_fsm_transition(self, *, obj, transition_name, request, kwargs=None) -> bool:
         try:
             workflow = workflow_transition(workflow_id=obj.pk, name=transition_name, by=request.user)
-        except (PermissionDenied, ValidationError) as exc:
-            self.message_user(request, " ".join(getattr(exc, "messages", [str(exc)])), messages.ERROR)
+        except (PermissionDenied, ValidationError, Refused) as exc:
+            self.message_user(request, " ".join(reasons(exc)), messages.ERROR)
             return False
         self.message_user(request, f"“{workflow.name}” is now {workflow.get_status_display().lower()}.",
                           messages.SUCCESS)
@@ -245,8 +246,8 @@ class WorkflowAdmin(WorkflowLaunchViews, WorkflowDocumentViews, FSMAdminMixin, O
             try:
                 workflow_transition(workflow_id=workflow.pk, name=name, by=request.user)
                 done += 1
-            except (PermissionDenied, ValidationError) as exc:
-                problems.append(" ".join(getattr(exc, "messages", [str(exc)])))
+            except (PermissionDenied, ValidationError, Refused) as exc:
+                problems.append(" ".join(reasons(exc)))
         if done:
             self.message_user(request, f"{name.capitalize()}d {done} workflow(s).", messages.SUCCESS)
         for problem in problems:

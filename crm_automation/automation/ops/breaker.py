@@ -17,7 +17,6 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, Max, Q
 from django.urls import reverse
@@ -26,6 +25,7 @@ from django.utils import timezone
 from crm_automation.automation.models import CircuitBreak, RunStatus, Workflow, WorkflowRun, WorkflowStatus
 from crm_automation.automation.ops.paused_run_alerts import notify_admins
 from crm_automation.automation.services.workflows import workflow_transition
+from crm_automation.refusals import Refused
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +100,8 @@ def try_again(now: datetime | None = None) -> list[CircuitBreak]:
             try:
                 workflow_transition(workflow_id=workflow.pk, name="activate", by=None)
                 brk.outcome = "activated again on trial"
-            except ValidationError as exc:
-                brk.outcome = "left paused: " + " ".join(exc.messages)
+            except Refused as exc:  # the plan's limit, the definition, a circle: it stays paused
+                brk.outcome = "left paused: " + exc.message
         brk.closed_at = now
         brk.save(update_fields=["closed_at", "outcome"])
         closed.append(brk)

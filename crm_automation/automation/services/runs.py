@@ -32,6 +32,7 @@ from crm_automation.automation.runtime.engine import wake_parents
 from crm_automation.automation.runtime.queue import enqueue_continue
 from crm_automation.crm.models import EmailMessage
 from crm_automation.crm.selectors import user_has_role
+from crm_automation.refusals import Refused
 
 UNFINISHED = (RunStatus.STARTED, RunStatus.WAITING, RunStatus.PAUSED)
 RETRYABLE = (RunStatus.FAILED, RunStatus.PARTIAL)
@@ -67,9 +68,9 @@ def run_cancel(*, run_id: int, by) -> WorkflowRun:
     """Stop an unfinished run: the steps not done are skipped, a queued email is not sent."""
     run = _locked(run_id, by)
     if run.status not in UNFINISHED:
-        raise ValidationError(f"Run #{run.pk} already ended ({run.get_status_display().lower()}).")
+        raise Refused(f"Run #{run.pk} already ended ({run.get_status_display().lower()}).")
     if _held(run):
-        raise ValidationError(f"Run #{run.pk} is executing right now; cancel it again in a few seconds.")
+        raise Refused(f"Run #{run.pk} is executing right now; cancel it again in a few seconds.")
     reason = _who(by)
     now = timezone.now()
     flow = graph.build(run.version.definition)
@@ -105,7 +106,7 @@ def run_wake_now(*, run_id: int, by) -> WorkflowRun:
     """A waiting run goes on at once instead of at its wake-up time."""
     run = _locked(run_id, by)
     if run.status != RunStatus.WAITING:
-        raise ValidationError(f"Run #{run.pk} is not waiting ({run.get_status_display().lower()}).")
+        raise Refused(f"Run #{run.pk} is not waiting ({run.get_status_display().lower()}).")
     now = timezone.now()
     run.wake_at = now
     # Waits that began before this moment end now (not those the run starts later).
@@ -119,8 +120,8 @@ def run_retry(*, run_id: int, by) -> WorkflowRun:
     """Run a failed run's failed (and therefore skipped) steps again; completed steps stay done."""
     run = _locked(run_id, by)
     if run.status not in RETRYABLE:
-        raise ValidationError(f"Run #{run.pk} did not fail ({run.get_status_display().lower()}); only failed "
-                              "runs are retried.")
+        raise Refused(f"Run #{run.pk} did not fail ({run.get_status_display().lower()}); only failed "
+                      "runs are retried.")
     rows = list(run.actions.filter(Q(status=StepStatus.FAILED) | Q(status=StepStatus.SKIPPED)))
     redo = [r for r in rows if not (r.result or {}).get("off_path")]
     nodes = graph.build(run.version.definition).nodes
@@ -129,17 +130,17 @@ def run_retry(*, run_id: int, by) -> WorkflowRun:
             email = EmailMessage.objects.filter(automation_key=_key(run, nodes[row.node_id], row.token)).first()
             if email is not None and email.status == EmailMessage.Status.UNKNOWN:
                 step = nodes[row.node_id].index + 1
-                raise ValidationError(f"Run #{run.pk}: the email of step {step} may already have "
-                                      "reached its recipient (outcome unknown), so the run is not retried. "
-                                      "Resend that email from the outbox if you are sure it did not arrive.")
+                raise Refused(f"Run #{run.pk}: the email of step {step} may already have "
+                              "reached its recipient (outcome unknown), so the run is not retried. "
+                              "Resend that email from the outbox if you are sure it did not arrive.")
             if email is not None and email.status == EmailMessage.Status.FAILED:
                 EmailMessage.objects.filter(pk=email.pk).update(status=EmailMessage.Status.QUEUED, error="")
     policy = run.version.definition.get("reenrollment", Workflow.Reenrollment.EVERY_TIME)
     if policy == Workflow.Reenrollment.NOT_WHILE_RUNNING:
         holder = Enrollment.objects.filter(workflow_id=run.workflow_id, entity_id=run.trigger_entity_id).first()
         if holder is not None and holder.event_id != run.event_id:
-            raise ValidationError(f"Run #{run.pk}: this {run.trigger_entity_type} is in another run of the workflow "
-                                  "now; retry when that one has finished.")
+            raise Refused(f"Run #{run.pk}: this {run.trigger_entity_type} is in another run of the workflow "
+                          "now; retry when that one has finished.")
         Enrollment.objects.get_or_create(workflow_id=run.workflow_id, entity_id=run.trigger_entity_id,
                                          defaults={"event_id": run.event_id, "until_finished": True})
     WorkflowRunAction.objects.filter(pk__in=[r.pk for r in redo]).delete()
@@ -167,7 +168,7 @@ def run_answer(*, run_id: int, by, node_id: str, token: str = "", decision: str,
     run = WorkflowRun.objects.select_for_update().get(pk=run_id)
     row = run.actions.filter(node_id=node_id, token=token, action_type=questions.USER_INPUT).first()
     if row is None or row.status != StepStatus.WAITING or (row.result or {}).get("decision"):
-        raise ValidationError(f"Run #{run.pk} has no open question “{node_id}” (answered, timed out or cancelled).")
+        raise Refused(f"Run #{run.pk} has no open question “{node_id}” (answered, timed out or cancelled).")
     role = row.result.get("role", "admin")
     if by is None or not user_has_role(by, run.organization_id, role):
         raise PermissionDenied(f"Only {'admins' if role == 'admin' else 'ops members and admins'} of this "
@@ -177,7 +178,7 @@ def run_answer(*, run_id: int, by, node_id: str, token: str = "", decision: str,
     if len(comment) > 2000:
         raise ValidationError("The comment is longer than 2,000 characters.")
     if _held(run):
-        raise ValidationError(f"Run #{run.pk} is executing right now; answer again in a few seconds.")
+        raise Refused(f"Run #{run.pk} is executing right now; answer again in a few seconds.")
     now = timezone.now()
     row.result = {**row.result, "decision": decision, "comment": comment, "answered_by": by.get_username(),
                   "answered_at": now.isoformat()}
@@ -202,7 +203,7 @@ def run_resume(*, run_id: int, by, how: str) -> WorkflowRun:
         raise ValidationError(f"Resume by {', '.join(RESUME_WAYS)}, not {how!r}.")
     run = _locked(run_id, by)
     if run.status != RunStatus.PAUSED:
-        raise ValidationError(f"Run #{run.pk} is not paused ({run.get_status_display().lower()}).")
+        raise Refused(f"Run #{run.pk} is not paused ({run.get_status_display().lower()}).")
     flow = graph.build(run.version.definition)
     rows = [r for r in run.actions.filter(status=StepStatus.FAILED) if (r.result or {}).get("policy") == "pause"]
     who = by.get_username() if by is not None else "the system"
@@ -210,9 +211,9 @@ def run_resume(*, run_id: int, by, how: str) -> WorkflowRun:
         action = REGISTRY.get(row.action_type)
         if (how == "retry" and action is not None and row.node_id in flow.nodes
                 and not action.retry(_key(run, flow.nodes[row.node_id], row.token))):
-            raise ValidationError(f"Run #{run.pk}: the step “{row.node_id}” may already have had its effect "
-                                      "(an email whose outcome is unknown), so it is not tried again; skip it, "
-                                      "or resend the email from the outbox if you are sure it did not arrive.")
+            raise Refused(f"Run #{run.pk}: the step “{row.node_id}” may already have had its effect "
+                          "(an email whose outcome is unknown), so it is not tried again; skip it, "
+                          "or resend the email from the outbox if you are sure it did not arrive.")
     if how == "retry":
         WorkflowRunAction.objects.filter(pk__in=[r.pk for r in rows]).delete()
     else:
@@ -240,6 +241,6 @@ def runs_retry_failed(*, workflow_id: int, by, since) -> tuple[int, list[str]]:
         try:
             run_retry(run_id=run_id, by=by)
             retried += 1
-        except ValidationError as exc:
-            problems.extend(exc.messages)
+        except Refused as exc:
+            problems.append(exc.message)
     return retried, problems

@@ -9,16 +9,17 @@ from crm_automation.automation.definition import documents
 from crm_automation.automation.definition.validation import DEFINITION_FIELDS, definition_of, validate_definition
 from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
 from crm_automation.automation.services.workflows import (
-    STALE_DOCUMENT,
     free_name,
     is_live,
     name_problems,
+    stale,
     workflow_create,
     workflow_publish,
     workflow_transition,
     workflow_update,
 )
 from crm_automation.crm.models import Organization
+from crm_automation.refusals import Refused, reasons
 
 
 def _create_from(definition: dict, *, organization: Organization, by, name: str, description: str,
@@ -130,8 +131,8 @@ def workflow_import_yaml(*, organization: Organization, by, text: str) -> tuple[
         try:
             with transaction.atomic():
                 workflow = workflow_transition(workflow_id=workflow.pk, name=step, by=by)
-        except (ValidationError, PermissionDenied) as exc:
-            notes.append(f"it stays a draft: {' '.join(getattr(exc, 'messages', [str(exc)]))}")
+        except (Refused, PermissionDenied) as exc:
+            notes.append(f"it stays a draft: {' '.join(reasons(exc))}")
             break
     return workflow, notes
 
@@ -161,7 +162,7 @@ def workflow_update_from_document(*, workflow_id: int, by, document: dict, tree=
         # The whole document was edited from an older revision: any part of it may be stale (a
         # name or a setting as much as the nodes). Changes after this read are caught under
         # workflow_update's lock by `expected` and the revision.
-        raise ValidationError({"revision": STALE_DOCUMENT})
+        raise stale(workflow)
     current = workflow_document(workflow)
     current.pop("_status", None)
     if not isinstance(document, dict):
@@ -213,7 +214,13 @@ def workflow_rollback(*, workflow_id: int, by, number: int) -> Workflow:
     definition = version.definition
     changes = {name: definition[name] for name in DEFINITION_FIELDS if name in definition}
     changes["graph"] = definition.get("graph") or {}  # a chain version has none: the chain comes back
-    workflow = workflow_update(workflow_id=workflow_id, by=by, changes=changes, actions=definition.get("actions") or [])
+    try:
+        workflow = workflow_update(workflow_id=workflow_id, by=by, changes=changes,
+                                   actions=definition.get("actions") or [])
+    except ValidationError as exc:
+        # The version was valid when it was saved; what no longer fits (a stage or a member since
+        # removed) is the organization's state now, not the caller's input.
+        raise Refused(f"Version {number} cannot be made current again as it is: {' '.join(exc.messages)}") from None
     if is_live(workflow):  # rolling back a live workflow is meant to take effect
         workflow = workflow_publish(workflow_id=workflow_id, by=by)
     return workflow

@@ -35,6 +35,7 @@ from crm_automation.automation.runtime import enrollment
 from crm_automation.crm.concurrency import conflicts
 from crm_automation.crm.models import Organization
 from crm_automation.crm.selectors import shown, user_has_role
+from crm_automation.refusals import Refused, StaleEdit
 
 EDITABLE_FIELDS = ("name", "description", *DEFINITION_FIELDS)
 
@@ -161,10 +162,10 @@ def can_edit(user, workflow: Workflow) -> bool:
 
 
 def check_edit(by, workflow: Workflow) -> None:
-    """Refuse (PermissionDenied, or ValidationError when archived) a change `by` may not make;
+    """Refuse (PermissionDenied, or Refused when archived) a change `by` may not make;
     surfaces call it before they read a body, so a reader cannot make them parse one."""
     if workflow.status == WorkflowStatus.ARCHIVED:
-        raise ValidationError("An archived workflow cannot be changed; clone it instead.")
+        raise Refused(f"“{workflow.name}” is archived and cannot be changed; clone it instead.")
     if not can_edit(by, workflow):
         if user_has_role(by, workflow.organization_id, "ops"):
             raise PermissionDenied(f"Only admins of this organization can change a workflow that is "
@@ -218,7 +219,7 @@ def workflow_update(*, workflow_id: int, by=None, changes: dict | None = None, a
 
     Lost updates are refused, not made: `expected` holds, for each changed field, the value the
     caller saw when it started (a form's initial value); if someone changed it since, nothing
-    is written. `expected_revision` does the same for the actions.
+    is written (StaleEdit). `expected_revision` does the same for the actions.
     """
     changes = dict(changes or {})
     workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
@@ -233,7 +234,7 @@ def workflow_update(*, workflow_id: int, by=None, changes: dict | None = None, a
     if actions is not None and expected_revision is not None and workflow.draft_revision != expected_revision:
         found["actions"] = STALE_ACTIONS
     if found:
-        raise ValidationError(found)
+        raise stale(workflow, found)
     if isinstance(changes.get("name"), str):
         changes["name"] = changes["name"].strip()
     renamed = "name" in changes and changes["name"] != workflow.name
@@ -261,6 +262,14 @@ STALE_DOCUMENT = ("Someone else saved changes to this workflow since you opened 
                   "saved. Reload the page and make them again.")
 
 
+def stale(workflow: Workflow, found: dict[str, str] | None = None) -> StaleEdit:
+    """The refusal of an edit made from an older revision of `workflow` (as read now): `found`
+    names the fields changed meanwhile, without it the whole document is stale."""
+    current = {"revision": workflow.draft_revision, "saved_by": workflow.edited_by,
+               "saved_at": workflow.edited_at or workflow.updated_at}
+    return StaleEdit.of_fields(found, **current) if found else StaleEdit(STALE_DOCUMENT, **current)
+
+
 @transaction.atomic
 def workflow_publish(*, workflow_id: int, by, acknowledge_cycle: bool = False) -> Workflow:
     """Make a live workflow's saved edits the version new triggers run. Org admins may.
@@ -269,15 +278,15 @@ def workflow_publish(*, workflow_id: int, by, acknowledge_cycle: bool = False) -
     if by is not None and not user_has_role(by, workflow.organization_id, "admin"):
         raise PermissionDenied("Only admins of this organization can publish workflows.")
     if not is_live(workflow):
-        raise ValidationError(f"“{workflow.name}” is {workflow.get_status_display().lower()}: "
-                              + ("activate it to make it live." if workflow.status == WorkflowStatus.DRAFT
-                                 else "archived workflows do not run; clone it to use it again."))
+        raise Refused(f"“{workflow.name}” is {workflow.get_status_display().lower()}: "
+                      + ("activate it to make it live." if workflow.status == WorkflowStatus.DRAFT
+                         else "archived workflows do not run; clone it to use it again."))
     problems = activation_problems(definition_of(workflow), workflow.organization_id)
     circle = cycles.refusal(workflow, definition_of(workflow), acknowledge_cycle) if not problems else None
     if circle:
         problems.append(circle)
     if problems:
-        raise ValidationError(f"Cannot publish “{workflow.name}”: " + "; ".join(problems) + ".")
+        raise Refused(f"Cannot publish “{workflow.name}”: " + "; ".join(problems) + ".")
     workflow_snapshot(workflow=workflow, by=by)
     return workflow
 
@@ -310,7 +319,7 @@ def workflow_transition(*, workflow_id: int, name: str, by, acknowledge_cycle: b
         raise PermissionDenied(f"Only admins of {organization.name} can {name} workflows.")
     refused = _REFUSED.get((name, workflow.status))
     if refused:
-        raise ValidationError(f"Cannot {name} “{workflow.name}”: {refused}.")
+        raise Refused(f"Cannot {name} “{workflow.name}”: {refused}.")
     if name == "activate":
         problems = []
         if not plans.includes_automation(organization.plan):
@@ -329,7 +338,7 @@ def workflow_transition(*, workflow_id: int, name: str, by, acknowledge_cycle: b
         if circle:
             problems.append(circle)
         if problems:
-            raise ValidationError(f"Cannot activate “{workflow.name}”: " + "; ".join(problems) + ".")
+            raise Refused(f"Cannot activate “{workflow.name}”: " + "; ".join(problems) + ".")
     getattr(workflow, name)()
     workflow.save(update_fields=["status", "updated_at"])
     return workflow
@@ -347,17 +356,17 @@ def workflow_delete(*, workflow_id: int, by) -> None:
     if by is not None and not user_has_role(by, workflow.organization_id, "ops"):
         raise PermissionDenied("Only ops members and admins of this organization can delete workflows.")
     if workflow.status != WorkflowStatus.DRAFT:
-        raise ValidationError(f"“{workflow.name}” is {workflow.get_status_display().lower()}: only drafts are "
-                              "deleted; archive it instead (its runs and versions are kept).")
+        raise Refused(f"“{workflow.name}” is {workflow.get_status_display().lower()}: only drafts are "
+                      "deleted; archive it instead (its runs and versions are kept).")
     runs = WorkflowRun.objects.filter(workflow=workflow)
     if runs.filter(simulated=False).exists():
-        raise ValidationError(f"“{workflow.name}” has runs: archive it instead.")
+        raise Refused(f"“{workflow.name}” has runs: archive it instead.")
     callers = sorted(set(WorkflowAction.objects.filter(
         workflow__organization_id=workflow.organization_id, action_type=WorkflowAction.Type.SUB_WORKFLOW,
         config__workflowId=workflow.key).exclude(workflow=workflow).values_list("workflow__name", flat=True)))
     if callers:
-        raise ValidationError(f"“{workflow.name}” is started as a sub-workflow by {', '.join(callers)}; "
-                              "change those first.")
+        raise Refused(f"“{workflow.name}” is started as a sub-workflow by {', '.join(callers)}; "
+                      "change those first.")
     # Simulated runs hold their own events (and versions, protected); the current version is
     # protected by the workflow's own pointer to it.
     AutomationEvent.objects.filter(pk__in=list(runs.values_list("event_id", flat=True))).delete()

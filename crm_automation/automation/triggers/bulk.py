@@ -21,7 +21,7 @@ for are held or digested) and before enrollment (a held record is not enrolled u
 import logging
 from collections import defaultdict
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -32,6 +32,7 @@ from crm_automation.automation.ops import paused_run_alerts as alerts
 from crm_automation.automation.runtime.enrollment import enroll
 from crm_automation.automation.runtime.queue import enqueue_continue
 from crm_automation.crm.selectors import user_has_role
+from crm_automation.refusals import Refused
 
 logger = logging.getLogger(__name__)
 Outcome = WorkflowDecision.Outcome
@@ -125,7 +126,7 @@ def _decidable(hold_id: int, by) -> BulkHold:
     if by is not None and not user_has_role(by, hold.organization_id, "admin"):
         raise PermissionDenied("Only admins of this organization can release or discard held runs.")
     if hold.status != BulkHold.Status.PENDING:
-        raise ValidationError(f"This hold is already {hold.get_status_display().lower()}.")
+        raise Refused(f"This hold is already {hold.get_status_display().lower()}.")
     return hold
 
 
@@ -136,7 +137,7 @@ def bulk_hold_release(*, hold_id: int, by) -> int:
     hold = _decidable(hold_id, by)
     workflow = hold.workflow
     if workflow.status != "activated":
-        raise ValidationError(f"“{workflow.name}” is {workflow.get_status_display().lower()}: activate it first.")
+        raise Refused(f"“{workflow.name}” is {workflow.get_status_display().lower()}: activate it first.")
     decisions = list(WorkflowDecision.objects.filter(workflow=workflow, outcome=Outcome.HELD,
                                                      event__payload__bulk__id=hold.operation)
                      .select_related("event").order_by("pk"))

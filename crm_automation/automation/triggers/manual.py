@@ -20,6 +20,7 @@ from crm_automation.automation.models import (
 from crm_automation.automation.runtime.queue import enqueue_continue
 from crm_automation.crm.models import Deal
 from crm_automation.crm.selectors import user_has_role
+from crm_automation.refusals import Refused
 
 
 def manual_workflows(record) -> list[Workflow]:
@@ -41,11 +42,11 @@ def workflow_start(*, workflow_id: int, by, record, input: dict | None = None) -
     entity = "deal" if isinstance(record, Deal) else "lead"
     if catalog.MANUAL.get(workflow.trigger_type) != entity:
         how = workflow.get_trigger_type_display().lower()
-        raise ValidationError(f"“{workflow.name}” is not started by hand on a {entity} (its trigger: {how}).")
+        raise Refused(f"“{workflow.name}” is not started by hand on a {entity} (its trigger: {how}).")
     if workflow.status != WorkflowStatus.ACTIVATED or workflow.current_version is None:
-        raise ValidationError(f"“{workflow.name}” is {workflow.get_status_display().lower()}: activate it first.")
+        raise Refused(f"“{workflow.name}” is {workflow.get_status_display().lower()}: activate it first.")
     if not plans.includes_automation(workflow.organization.plan):
-        raise ValidationError(f"The {workflow.organization.get_plan_display()} plan does not include automation.")
+        raise Refused(f"The {workflow.organization.get_plan_display()} plan does not include automation.")
     who = by.get_username() if by is not None else "the system"
     errors = plain_data_errors(input or {}, "input")
     if errors or not isinstance(input or {}, dict):

@@ -35,6 +35,7 @@ from crm_automation.automation.services.versions import (
 from crm_automation.automation.services.workflows import can_edit, check_edit, free_name, has_unpublished_changes
 from crm_automation.automation.triggers import record_changes as field_changes
 from crm_automation.crm.models import Lead, Membership, Organization, Task
+from crm_automation.refusals import Refused, StaleEdit
 from crm_automation.web.selectors import stage_names
 from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import forbidden, workflow_of
@@ -101,6 +102,8 @@ def _errors(exc: Exception, document: dict | None = None) -> list[dict]:
     elif isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
         found = [(name, " ".join(errors.messages if hasattr(errors, "messages") else map(str, errors)))
                  for name, errors in exc.message_dict.items()]
+    elif isinstance(exc, StaleEdit) and exc.fields:  # each at the field changed meanwhile
+        found = list(exc.fields.items())
     else:
         found = [("", message) for message in getattr(exc, "messages", [str(exc)])]
     shown = []
@@ -157,19 +160,22 @@ def conflict_of(request, workflow_id: int) -> dict:
 
 
 def _save(request, save, workflow_id: int | None = None) -> JsonResponse:
+    """Save through `save`; its refusal comes back as the builder shows it: 400 with each error
+    at its place, 403 for a role, 409 for "not now" (an archived workflow), and 409 with what
+    is saved now for a stale edit."""
     document = None
     try:
         document, revision = _posted(request)
         workflow = save(document, revision)
     except PermissionDenied as exc:
         return JsonResponse({"errors": [{"place": "", "message": str(exc), "node": "", "field": ""}]}, status=403)
-    except (DocumentError, ValidationError) as exc:
+    except (DocumentError, ValidationError, Refused) as exc:
         errors = _errors(exc, document)
         if workflow_id is not None and is_stale(exc):
             # The builder shows what the other person changed and offers to keep this
             # person's changes on top of it (static/web/builder_merge.js) or to discard them.
             return JsonResponse({"errors": errors, "conflict": conflict_of(request, workflow_id)}, status=409)
-        return JsonResponse({"errors": errors}, status=400)
+        return JsonResponse({"errors": errors}, status=409 if isinstance(exc, Refused) else 400)
     live = workflow.status in (WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED)
     return JsonResponse({
         "message": (f"Saved “{workflow.name}”. Publish it to make the changes live." if live
@@ -203,9 +209,8 @@ def builder_edit(request, pk: int):
         check_edit(request.user, workflow)  # before the body is read
     except PermissionDenied as exc:
         return JsonResponse({"errors": [{"place": "", "message": str(exc), "node": "", "field": ""}]}, status=403)
-    except ValidationError as exc:
-        return JsonResponse({"errors": [{"place": "", "message": " ".join(exc.messages), "node": "", "field": ""}]},
-                            status=400)
+    except Refused as exc:  # archived
+        return JsonResponse({"errors": _errors(exc)}, status=409)
     return _save(request, lambda document, revision: workflow_update_from_document(
         workflow_id=workflow.pk, by=request.user, document=document, expected_revision=revision),
         workflow_id=workflow.pk)

@@ -1,5 +1,9 @@
 """What every page view needs: the place's objects or a 404, refusals as messages, and a safe
-way back to the page a form was posted from."""
+way back to the page a form was posted from.
+
+`attempt` is where the pages turn a service's refusal into words: bad input (ValidationError),
+a role (PermissionDenied) and "not now" (Refused) all become the message the page shows; the
+builder and the YAML tab also show a StaleEdit as what is saved now (workflow_pages.is_stale)."""
 
 from collections.abc import Callable
 from typing import TypeVar
@@ -12,6 +16,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from crm_automation.automation.models import Workflow, WorkflowRun
+from crm_automation.refusals import Refused, reasons
 
 T = TypeVar("T")
 
@@ -46,15 +51,20 @@ def forbidden(request, why: str):
 
 
 def attempt(request, call: Callable[[], T], done: Callable[[T], str] | str = "") -> T | None:
-    """Call a service; its refusal (state, plan, role) becomes an error message on the page the
-    user returns to, instead of an exception, and success says `done`. None when refused."""
+    """Call a service; its refusal (input, state, plan, role) becomes an error message on the
+    page the user returns to, instead of an exception, and success says `done`. None when
+    refused."""
     try:
         result = call()
-    except (ValidationError, PermissionDenied) as exc:
-        text = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-        messages.error(request, text or "That is not allowed.")
+    except (ValidationError, PermissionDenied, Refused) as exc:
+        messages.error(request, refusal_text(exc))
         return None
     text = done(result) if callable(done) else done
     if text:
         messages.success(request, text)
     return result
+
+
+def refusal_text(exc: ValidationError | PermissionDenied | Refused) -> str:
+    """A refusal of any kind as the one message a page shows."""
+    return " ".join(reasons(exc)) or "That is not allowed."

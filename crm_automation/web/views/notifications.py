@@ -3,10 +3,10 @@ answer, the circuit breaker, an alert): newest first; opening the list marks not
 button does."""
 
 from django.shortcuts import render
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from crm_automation.crm.models import Notification
+from crm_automation.crm.services import notifications_mark_all_read
 from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import attempt, back
 
@@ -26,6 +26,7 @@ def notifications(request):
 @require_POST
 @org_page
 def notifications_read(request):
-    attempt(request, lambda: mine(request).filter(read_at__isnull=True).update(read_at=timezone.now()),
+    attempt(request, lambda: notifications_mark_all_read(user=request.user,
+                                                         organization_id=request.place.organization.pk),
             lambda count: f"Marked {count} notifications read." if count else "Nothing was unread.")
     return back(request)

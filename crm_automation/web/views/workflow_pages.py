@@ -32,6 +32,7 @@ from crm_automation.automation.services.versions import (
 from crm_automation.automation.services.workflows import can_edit, has_unpublished_changes, is_live, workflow_publish
 from crm_automation.crm.models import Deal, Lead
 from crm_automation.crm.selectors import shown
+from crm_automation.refusals import Refused, StaleEdit, reasons
 from crm_automation.web import graph_picture
 from crm_automation.web.selectors import stage_names
 from crm_automation.web.tenancy import org_page
@@ -60,10 +61,6 @@ def _edit_refusal(request, workflow: Workflow) -> str:
         return (f"“{workflow.name}” is {workflow.get_status_display().lower()}: only admins change a live "
                 "workflow; ops members edit drafts.")
     return ""
-
-
-def _refusal_text(exc: ValidationError | PermissionDenied) -> list[str]:
-    return list(exc.messages) if isinstance(exc, ValidationError) else [str(exc) or "That is not allowed."]
 
 
 # --- YAML ---------------------------------------------------------------------------------------
@@ -116,19 +113,19 @@ def _yaml_save(request, workflow: Workflow, text: str) -> list[YamlError]:
             expected_revision=bounded_reader.read_int(revision))
     except documents.DocumentError as exc:
         return _yaml_errors(exc, text)
-    except (ValidationError, PermissionDenied) as exc:
+    except (ValidationError, PermissionDenied, Refused) as exc:
         if is_stale(exc):
             return [_stale_yaml(request, workflow, document)]
-        return [YamlError(None, "", message) for message in _refusal_text(exc)]
+        return [YamlError(None, "", message) for message in reasons(exc)]
     messages.success(request, _saved_words(workflow, saved))
     return []
 
 
 def is_stale(exc: Exception) -> bool:
     """A refusal because someone saved since the page opened the workflow (its revision, or a
-    field changed under the lock: services.STALE_*, concurrency.conflict_message), not because
-    what was sent is wrong."""
-    return isinstance(exc, ValidationError) and any(m.startswith("Someone else") for m in exc.messages)
+    field changed under the lock), not because what was sent is wrong: the page shows what is
+    saved now, by whom and when, and lets the person save on top of it."""
+    return isinstance(exc, StaleEdit)
 
 
 def _stale_yaml(request, workflow: Workflow, mine: dict) -> YamlError:
@@ -496,7 +493,7 @@ def _simulate(request, workflow: Workflow, record, entity: str) -> tuple:
     try:
         run = simulate(workflow_id=workflow.pk, by=request.user, record=record, version_number=number)
     except (ValidationError, PermissionDenied) as exc:
-        return None, _refusal_text(exc)
+        return None, reasons(exc)
     run.steps = _previews(run)
     return run, []
 
