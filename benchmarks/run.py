@@ -2,12 +2,17 @@
 """Automation benchmarks on PostgreSQL. Prints medians and ratios measured in the same run.
 
     make bench                       # or: .venv/bin/python benchmarks/run.py [--only a,b,c,d]
+    .venv/bin/python benchmarks/compare.py    # (a)–(d) of a baseline commit and of this tree, side by side
 
 (a) save overhead: a deal stage change with 0, 1 and 50 activated workflows listening,
     against the same save with automation switched off (receiver disconnected);
-(b) throughput: 5,000 stage changes → time until every run (3 actions, fully logged) completes;
-(c) bulk: 5,000 leads converted in one operation → time until all their runs complete;
-(d) latency: trigger → run completed, p50 and p99, at light load;
+(b) throughput: 5,000 stage changes → time until every run (3 actions, fully logged, the email to a
+    local SMTP server) completes: a backlog let go at once (with the cost of a run: the workers'
+    CPU, commits and rows written per run), and the same changes made one by one while it runs;
+(c) bulk: 5,000 leads converted in one operation → time until all their runs complete (and the
+    cost per run, the conversion included);
+(d) latency: trigger → run completed, p50 and p99, at light load, and the median of each hop
+    (save, nudge, broker, claim, run);
 (e) admin: the run list and a run's page with 1,000,000 runs in the table (--only e);
 (f) waits: 100,000 runs waiting cost one indexed query per wake-up pass (time and queries of a
     pass with nothing due, and with 200 due); 10,000 runs that wait 1 s then run 2 actions;
@@ -18,52 +23,144 @@
 (t) template scan: the audit's hostile template, old regex against the linear scanner.
 
 It creates (and drops) its own database, BENCH_DATABASE_URL, default
-postgres://postgres@127.0.0.1:5432/crm_bench, and starts a real `qcluster` for (b)–(d).
+postgres://postgres@127.0.0.1:5432/crm_bench, and starts a real `qcluster` for (b)–(d), with the
+ORM broker (--broker redis: Redis db 14) and email to a local SMTP server (--email locmem: Django's
+in-memory backend inside the workers). --tree DIR measures the code of another checkout (its
+qcluster runs with cwd and PYTHONPATH = DIR); --json FILE writes the figures for compare.py.
+How each figure is measured: benchmarks/README.md, "Old code against new".
 """
 
 import argparse
+import importlib
+import json
 import os
-import signal
+import shutil
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default="a,b,c,d,f,g,t",
+                        help="any of a,b,c,d,e,f,g,h,p,r,t (e: admin, h: API run list, p: pages, with 1M runs; "
+                             "r: relative-time triggers over 100,000 deals; i: impact preview over 100,000 events)")
+    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("Q_WORKERS", "2")))
+    parser.add_argument("--broker", choices=["orm", "redis"], default="orm")
+    parser.add_argument("--email", choices=["smtp", "locmem"], default="smtp",
+                        help="smtp: a local SMTP server the workers send to (default); "
+                             "locmem: Django's in-memory backend")
+    parser.add_argument("--tree", type=Path, default=HERE.parent,
+                        help="the checkout whose code is measured (default: this one)")
+    parser.add_argument("--json", type=Path, help="write the figures of (a)–(d) here")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the qcluster and SMTP logs")
+    return parser.parse_args()
+
+
+ARGS = parse_args()
+ROOT = ARGS.tree.resolve()
+sys.path.insert(0, str(ROOT))  # before the editable install of /work/main: the tree's code, not this one's
+from instruments import (  # noqa: E402
+    BENCH_APP,
+    CLUSTER_APP,
+    IDLE_FLUSH,
+    Cluster,
+    Cost,
+    PgCounters,
+    PollCount,
+    SmtpSink,
+    cost_table,
+    modules_elsewhere,
+    sessions_busy,
+    wait_sessions,
+)
+
 DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crm_bench")
-os.environ["DATABASE_URL"] = DB_URL
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-os.environ["EMAIL_BACKEND"] = "django.core.mail.backends.locmem.EmailBackend"
-os.environ.setdefault("LOG_LEVEL", "WARNING")
+DB_NAME = DB_URL.rsplit("/", 1)[1]
+REDIS_URL = "redis://127.0.0.1:6379/14"
+OUT = Path(tempfile.mkdtemp(prefix="crm-bench-"))  # cluster logs, the SMTP log, the probe's notes
+RESULTS: dict = {"tree": str(ROOT), "broker": ARGS.broker, "email": ARGS.email, "n": ARGS.n}
+SINK: SmtpSink | None = None
+
+
+def configure_environment() -> None:
+    """This process and the qclusters it starts: the bench database, the broker, the email
+    backend; nothing inherited that would change how a worker behaves."""
+    global SINK
+    for key in [k for k in os.environ if k.startswith(("AUTOMATION_", "EMAIL_", "REDIS_", "DATABASE_"))
+                or k in ("Q_CLUSTER_NAME", "DB_POOL", "PGAPPNAME", "VAR_DIR")]:
+        del os.environ[key]
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    # No pool here: the nudger thread's connection then really closes when idle, flushing its
+    # counters (the qclusters get each tree's default).
+    os.environ.update(DATABASE_URL=DB_URL, VAR_DIR=str(OUT / "var"), Q_CLUSTER_NAME=f"crm-bench-{os.getpid()}",
+                      DB_POOL="0", PGAPPNAME=BENCH_APP)
+    if ARGS.broker == "redis":
+        os.environ["REDIS_URL"] = REDIS_URL
+    if ARGS.email == "smtp":
+        SINK = SmtpSink(OUT / "smtp.jsonl")
+        os.environ.update(EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend", EMAIL_HOST="127.0.0.1",
+                          EMAIL_PORT=str(SINK.port), EMAIL_TIMEOUT="5")
+    else:
+        os.environ["EMAIL_BACKEND"] = "django.core.mail.backends.locmem.EmailBackend"
+
+
+def admin_connection():
+    """A connection to the `postgres` database: reading pg_stat_activity costs the bench database nothing."""
+    import psycopg
+
+    return psycopg.connect(DB_URL.rsplit("/", 1)[0] + "/postgres", autocommit=True)
 
 
 def recreate_database() -> None:
-    import psycopg
-
-    name = DB_URL.rsplit("/", 1)[1]
-    admin_url = DB_URL.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+    with admin_connection() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
 
 
+def first_module(*names: str):
+    """The first of `names` that imports: the layout moved modules (runtime/, services/, ...)
+    after 87808ce, and compare.py runs this file against both."""
+    for name in names:
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (name == exc.name or name.startswith(f"{exc.name}.")):
+                raise  # the module exists but failed to import something else: say so
+    raise ModuleNotFoundError(f"none of {names}")
+
+
+configure_environment()
 recreate_database()
 import django  # noqa: E402
 
 django.setup()
 from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+import crm_automation  # noqa: E402
+
+if not Path(crm_automation.__file__).resolve().is_relative_to(ROOT):
+    raise SystemExit(f"crm_automation comes from {crm_automation.__file__}, not from {ROOT}")
+RESULTS["bench_imports"] = crm_automation.__file__
 call_command("migrate", verbosity=0)
 
-from crm_automation.automation.models import WorkflowRun, WorkflowRunAction  # noqa: E402
-from crm_automation.automation.runtime.outbox import record_changes  # noqa: E402
-from crm_automation.automation.services.workflows import workflow_create, workflow_transition  # noqa: E402
+from crm_automation.automation.models import AutomationEvent, WorkflowRun, WorkflowRunAction  # noqa: E402
 from crm_automation.crm.changes import records_changed  # noqa: E402
 from crm_automation.crm.models import Contact, Deal, Lead, Organization, Stage  # noqa: E402
 from crm_automation.crm.services import deal_move_to_stage, leads_convert_bulk  # noqa: E402
+
+record_changes = first_module("crm_automation.automation.runtime.outbox",
+                              "crm_automation.automation.outbox").record_changes
+_services = first_module("crm_automation.automation.services.workflows", "crm_automation.automation.services")
+workflow_create, workflow_transition = _services.workflow_create, _services.workflow_transition
 
 STAGES = ["new", "qualified", "proposal", "negotiation", "won", "lost"]
 THREE_ACTIONS = [
@@ -123,14 +220,28 @@ def bench_save_overhead(rounds: int = 10, per_round: int = 200) -> None:
             finally:
                 records_changed.connect(record_changes, weak=False, dispatch_uid="automation-record-changes")
     base = statistics.median(samples["off"])
+    figures = RESULTS.setdefault("a", {})
     print("\n(a) save overhead: deal_move_to_stage, median of", len(samples["off"]), "saves each")
     for label, values in samples.items():
         med = statistics.median(values)
+        figures[f"{label} ms"], figures[f"{label} vs off"] = med * 1000, med / base
         print(f"    {label:<14} median {med * 1000:6.3f} ms   p99 {pct(values, 99) * 1000:6.3f} ms"
               f"   ratio vs off {med / base:4.2f}x")
     flat = statistics.median(samples["50 workflows"]) / statistics.median(samples["1 workflow"])
+    figures["50 vs 1 workflow"] = flat
     print(f"    50 vs 1 workflow: {flat:4.2f}x (flat = 1.00)")
     bench_plain_save(setups["1 workflow"][0], rounds)
+    forget_pending()
+
+
+def forget_pending() -> None:
+    """The saves above left thousands of events (moves no workflow runs for) and their nudges on
+    the broker: they are not the work the next figures measure."""
+    from django_q.brokers import get_broker
+
+    time.sleep(0.5)  # the nudger's last send
+    AutomationEvent.objects.filter(processed_at__isnull=True).update(processed_at=timezone.now())
+    get_broker().purge_queue()
 
 
 def bench_plain_save(deals, rounds: int) -> None:
@@ -162,23 +273,46 @@ def bench_plain_save(deals, rounds: int) -> None:
     print("    plain Deal.save() of an amount change (a form or API edit), median of", len(samples["off"]))
     for label, values in samples.items():
         med = statistics.median(values)
+        RESULTS["a"][f"plain save, {label} vs off"] = med / base
         print(f"      {label:<18} median {med * 1000:6.3f} ms   ratio vs off {med / base:4.2f}x")
 
 
 # --- the worker cluster -------------------------------------------------------------------------
-class Cluster:
-    def __init__(self, workers: int, settle: float = 3) -> None:
-        env = {**os.environ, "Q_WORKERS": str(workers), "AUTOMATION_NUDGE": "1"}
-        self.proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env,
-                                     start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        time.sleep(settle)
+ADMIN = admin_connection()
+COUNTERS = PgCounters(DB_URL)
+_CLUSTERS = [0]
 
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+
+def new_cluster(probe_log: Path | None = None) -> Cluster:
+    """A qcluster of the measured tree, starting (not waited for)."""
+    _CLUSTERS[0] += 1
+    return Cluster(ROOT, dict(os.environ), ARGS.workers, OUT / f"cluster{_CLUSTERS[0]}.log", probe_log)
+
+
+def ready_cluster(probe_log: Path | None = None) -> tuple[Cluster, float]:
+    """A qcluster done starting, running the measured tree's code; and when it was ready."""
+    cluster = new_cluster(probe_log)
+    try:
+        ready = cluster.wait_ready()
+        imported = cluster.imported()
+        if not Path(imported).resolve().is_relative_to(ROOT):
+            raise SystemExit(f"the qcluster imports {imported}, not the code of {ROOT}")
+    except BaseException:
+        cluster.stop()
+        raise
+    RESULTS["cluster_imports"] = imported
+    return cluster, ready
+
+
+def flush_own() -> None:
+    """This process's statistics into pg_stat_* now (its Django connection; one commit)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+
+
+def settle(since: float) -> None:
+    """Until the idle qcluster's sessions have flushed what its start-up wrote."""
+    time.sleep(max(0.0, since + IDLE_FLUSH - time.monotonic()))
 
 
 def wait_for_runs(org, expected: int, timeout: float = 600) -> float:
@@ -189,6 +323,15 @@ def wait_for_runs(org, expected: int, timeout: float = 600) -> float:
             return time.perf_counter()
         time.sleep(0.05)
     raise SystemExit(f"only {done} of {expected} runs completed in {timeout}s")
+
+
+def last_finished(org) -> float:
+    """Epoch seconds of the last run's finish (the workers' clock is this machine's)."""
+    return max(WorkflowRun.objects.filter(organization=org).values_list("finished_at", flat=True)).timestamp()
+
+
+def not_completed(org) -> int:
+    return WorkflowRun.objects.filter(organization=org).exclude(status="completed").count()
 
 
 def win_one_by_one(org, stages, deals) -> tuple[float, float]:
@@ -205,60 +348,187 @@ def bench_throughput_live(n: int = 5000) -> None:
     org, stages = make_org("throughput-live")
     add_workflows(org, 1)
     saved, total = win_one_by_one(org, stages, make_deals(org, stages, n))
-    failed = WorkflowRun.objects.filter(organization=org).exclude(status="completed").count()
+    failed = not_completed(org)
+    RESULTS.setdefault("b", {})["live runs/s"] = n / total
     print(f"\n(b) throughput, live: {n} stage changes made one by one while the cluster runs")
     print(f"    saves took {saved:.2f} s; every run completed {total:.2f} s after the first save"
           f" → {n / total:.0f} runs/s ({failed} not completed)")
 
 
-def bench_throughput_backlog(n: int, workers: int) -> None:
-    org, stages = make_org("throughput-backlog")
-    add_workflows(org, 1)
-    for deal in make_deals(org, stages, n):
-        deal_move_to_stage(deal=deal, stage=stages["won"])
-    t0 = time.perf_counter()
-    cluster = Cluster(workers, settle=0)
+def bench_throughput_backlog(n: int) -> None:
+    """A backlog let go at once. The qcluster starts and settles, is stopped (SIGSTOP to its
+    process group) while the n stage changes are made, their nudges waiting on the broker, then
+    let go (SIGCONT): runs/s and the cost per run count from that moment to the last run's
+    finish, start-up excluded. The saves' own cost is measured in between."""
+    emails = SINK.count() if SINK else 0
+    cluster, ready = ready_cluster()
+    polls = PollCount()
     try:
-        total = wait_for_runs(org, n) - t0
+        paused = cluster.pause(lambda: sessions_busy(ADMIN, DB_NAME, CLUSTER_APP))
+        org, stages = make_org("throughput-backlog")
+        add_workflows(org, 1)
+        deals = make_deals(org, stages, n)
+        settle(max(ready, paused))
+        flush_own()
+        before_saves = COUNTERS.snapshot()
+        for deal in deals:
+            deal_move_to_stage(deal=deal, stage=stages["won"])
+        flush_own()
+        wait_sessions(ADMIN, DB_NAME, BENCH_APP, at_most=1)  # the nudger thread's connection has closed
+        before = COUNTERS.snapshot()
+        cpu = cluster.cpu()
+        released = time.time()
+        cluster.resume()
+        with connection.execute_wrapper(polls):
+            wait_for_runs(org, n)
+            cpu = cluster.cpu() - cpu
+            seconds = last_finished(org) - released
+            failed = not_completed(org)
     finally:
         cluster.stop()
-    print(f"\n(b) throughput, backlog: {n} stage changes waiting, cluster started")
-    print(f"    every run completed {total:.2f} s after the cluster was started (start-up included)"
-          f" → {n / total:.0f} runs/s")
+    wait_sessions(ADMIN, DB_NAME, CLUSTER_APP, at_most=0)  # its sessions closed: their counters flushed
+    with connection.execute_wrapper(polls):
+        flush_own()
+    cost = Cost.between(before, COUNTERS.snapshot(), n, own=polls.n, cpu_seconds=cpu)
+    saves = Cost.between(before_saves, before, n, own=1)
+    sent = (SINK.count() - emails) if SINK else None
+    RESULTS.setdefault("b", {}).update({"backlog runs/s": n / seconds, "backlog s": seconds, "per run": cost.as_dict(),
+                                        "save path": saves.as_dict(), "emails": sent})
+    print(f"\n(b) throughput, backlog: {n} stage changes waiting; the cluster, started and idle, was stopped "
+          "(SIGSTOP) while they were made, then let go")
+    print(f"    every run completed {seconds:.2f} s after it was let go → {n / seconds:.0f} runs/s ({failed} not "
+          "completed" + ("" if sent is None else f"; {sent} emails reached the SMTP server") + ")")
+    print(cost_table([("per run", n / seconds, cost)]))
+    print(f"    rows per run by table (ins/upd/del): {cost.tables_text()}")
+    print(f"    the save path, per stage change (before the cluster was let go): {saves.commits:.2f} commits, "
+          f"{saves.rows_text()} rows; {saves.tables_text(4)}")
+    if not COUNTERS.statements_available():
+        print("    statements per run: not measured (pg_stat_statements is not in shared_preload_libraries)")
 
 
 def bench_bulk(n: int = 5000) -> None:
-    org, stages = make_org("bulk")
-    add_workflows(org, 1, trigger="lead_converted", config={}, actions=[
-        {"type": "create_task", "config": {"title": "Onboard {{lead.company}}"}},
-        {"type": "update_field", "config": {"field": "deal.probability", "value": 50}},
-        {"type": "send_email", "config": {"to": "{{lead.email}}", "subject": "Welcome {{lead.name}}"}}])
-    Lead.objects.bulk_create([Lead(organization=org, name=f"Lead {i}", email=f"l{i}@example.com",
-                                   company=f"Co {i}") for i in range(n)], batch_size=1000)
-    ids = list(Lead.objects.filter(organization=org).values_list("pk", flat=True))
-    t0 = time.perf_counter()
-    leads_convert_bulk(organization_id=org.pk, lead_ids=ids)
-    converted = time.perf_counter() - t0
-    total = wait_for_runs(org, n) - t0
+    """5,000 leads converted in one operation while a settled qcluster runs: the time until all
+    their runs complete, and the cost per converted lead (conversion and run, from the
+    conversion's start to the qcluster's exit)."""
+    emails = SINK.count() if SINK else 0
+    cluster, ready = ready_cluster()
+    polls = PollCount()
+    try:
+        org, stages = make_org("bulk")
+        add_workflows(org, 1, trigger="lead_converted", config={}, actions=[
+            {"type": "create_task", "config": {"title": "Onboard {{lead.company}}"}},
+            {"type": "update_field", "config": {"field": "deal.probability", "value": 50}},
+            {"type": "send_email", "config": {"to": "{{lead.email}}", "subject": "Welcome {{lead.name}}"}}])
+        Lead.objects.bulk_create([Lead(organization=org, name=f"Lead {i}", email=f"l{i}@example.com",
+                                       company=f"Co {i}") for i in range(n)], batch_size=1000)
+        ids = list(Lead.objects.filter(organization=org).values_list("pk", flat=True))
+        settle(ready)
+        flush_own()
+        before = COUNTERS.snapshot()
+        cpu = cluster.cpu()
+        t0 = time.perf_counter()
+        leads_convert_bulk(organization_id=org.pk, lead_ids=ids)
+        converted = time.perf_counter() - t0
+        with connection.execute_wrapper(polls):
+            total = wait_for_runs(org, n) - t0
+            cpu = cluster.cpu() - cpu
+            failed = not_completed(org)
+    finally:
+        cluster.stop()
+    wait_sessions(ADMIN, DB_NAME, CLUSTER_APP, at_most=0)
+    wait_sessions(ADMIN, DB_NAME, BENCH_APP, at_most=1)
+    with connection.execute_wrapper(polls):
+        flush_own()
+    cost = Cost.between(before, COUNTERS.snapshot(), n, own=polls.n, cpu_seconds=cpu)
+    sent = (SINK.count() - emails) if SINK else None
+    RESULTS["c"] = {"all done s": total, "runs/s": n / total, "convert s": converted, "per run": cost.as_dict(),
+                    "emails": sent}
     print(f"\n(c) bulk: {n} leads converted in one operation ({converted:.2f} s)")
-    print(f"    all runs completed after {total:.2f} s → {n / total:.0f} runs/s")
+    print(f"    all runs completed after {total:.2f} s → {n / total:.0f} runs/s ({failed} not completed"
+          + ("" if sent is None else f"; {sent} emails reached the SMTP server") + ")")
+    print(cost_table([("per lead (conversion + run)", n / total, cost)]))
+    print(f"    rows per lead by table (ins/upd/del): {cost.tables_text()}")
 
 
-def bench_latency(samples: int = 60, gap: float = 0.25) -> None:
+# --- (d) ----------------------------------------------------------------------------------------
+HOPS = [  # (name, from, to): the moments one trigger passes, medians of their differences
+    ("save: call → returned (committed)", "call", "returned"),
+    ("commit → nudge enqueued", "returned", "enqueued"),
+    ("enqueued → drain task started", "enqueued", "picked"),
+    ("task started → events claimed", "picked", "claimed"),
+    ("claimed → run created", "claimed", "created"),
+    ("run created → run completed", "created", "finished"),
+    ("completed → seen by the bench", "finished", "seen"),
+    ("trigger → run completed", "call", "finished"),
+]
+
+
+def bench_latency(drain_starts: Path | None, samples: int = 60, gap: float = 0.25) -> None:
+    """One change at a time; afterwards, the moments each one passed, from this process's clock
+    (the call, its return, the nudge's enqueue: enqueue_drain wrapped here), the probe's log of
+    drain-task starts in the workers, and the rows (the event's claim, the run's start and end)."""
+    queue = first_module("crm_automation.automation.runtime.queue", "crm_automation.automation.queue")
+    enqueue_drain, enqueued = queue.enqueue_drain, []
+
+    def noted_enqueue() -> None:
+        start = time.time()
+        enqueue_drain()
+        enqueued.append((start, time.time()))
+
     org, stages = make_org("latency")
     add_workflows(org, 1)
     deals = make_deals(org, stages, samples)
-    latencies = []
-    for deal in deals:
-        time.sleep(gap)
-        t0 = time.perf_counter()
-        deal_move_to_stage(deal=deal, stage=stages["won"])
-        while not WorkflowRun.objects.filter(trigger_entity_id=deal.pk).exclude(status="started").exists():
-            time.sleep(0.005)
-        latencies.append(time.perf_counter() - t0)
+    latencies, moments = [], []
+    queue.enqueue_drain = noted_enqueue  # the nudger looks it up at each send
+    try:
+        for deal in deals:
+            time.sleep(gap)
+            t0 = time.perf_counter()
+            call = time.time()
+            deal_move_to_stage(deal=deal, stage=stages["won"])
+            returned = time.time()
+            while not WorkflowRun.objects.filter(trigger_entity_id=deal.pk).exclude(status="started").exists():
+                time.sleep(0.005)
+            latencies.append(time.perf_counter() - t0)
+            moments.append({"deal": deal.pk, "call": call, "returned": returned, "seen": time.time()})
+    finally:
+        queue.enqueue_drain = enqueue_drain
     print(f"\n(d) latency, trigger → run completed, {samples} changes {gap}s apart")
     print(f"    p50 {statistics.median(latencies) * 1000:.0f} ms   p99 {pct(latencies, 99) * 1000:.0f} ms"
           f"   max {max(latencies) * 1000:.0f} ms")
+    RESULTS["d"] = {"p50 ms": statistics.median(latencies) * 1000, "p99 ms": pct(latencies, 99) * 1000,
+                    "max ms": max(latencies) * 1000, "hops": hops_of(moments, enqueued, drain_starts)}
+    for name, value in RESULTS["d"]["hops"].items():
+        print(f"    {name:<38} median {value:7.1f} ms")
+
+
+def hops_of(moments: list[dict], enqueued: list[tuple[float, float]], drain_starts: Path | None) -> dict:
+    from django.conf import settings
+
+    lease = settings.AUTOMATION["LEASE_SECONDS"]
+    starts = sorted(float(line.split()[0]) for line in drain_starts.read_text().splitlines()) if drain_starts else []
+    from django.core.exceptions import FieldError
+
+    fields = ["trigger_entity_id", "started_at", "finished_at", "event__claimed_until"]
+    runs = WorkflowRun.objects.filter(trigger_entity_id__in=[m["deal"] for m in moments])
+    try:
+        rows = {r["trigger_entity_id"]: r for r in runs.values(*fields)}
+    except FieldError:  # a tree whose events keep no claim time: that hop is left out
+        rows = {r["trigger_entity_id"]: {**r, "event__claimed_until": None} for r in runs.values(*fields[:3])}
+    spans: dict[str, list[float]] = {name: [] for name, _, _ in HOPS}
+    for m in moments:
+        row = rows[m["deal"]]
+        m["created"], m["finished"] = row["started_at"].timestamp(), row["finished_at"].timestamp()
+        if row["event__claimed_until"] is not None:
+            m["claimed"] = row["event__claimed_until"].timestamp() - lease
+        # the first nudge sent after the call, and the first drain a worker started after that
+        m["enqueued"] = next((end for start, end in sorted(enqueued) if start >= m["call"]), None)
+        if m["enqueued"] is not None:
+            m["picked"] = next((t for t in starts if t >= m["enqueued"] - 0.001), None)
+        for name, a, b in HOPS:
+            if m.get(a) is not None and m.get(b) is not None:
+                spans[name].append((m[b] - m[a]) * 1000)
+    return {name: statistics.median(values) for name, values in spans.items() if values}
 
 
 def insert_runs(org, deal, wf, total: int, *, status: str, finished: bool) -> None:
@@ -462,7 +732,9 @@ def bench_relative_time(total: int = 100_000, rounds: int = 20) -> None:
     from django.db import connection, transaction
 
     from crm_automation.automation.models import RelativeTrigger
-    from crm_automation.automation.triggers import relative_time
+
+    relative_time = first_module("crm_automation.automation.triggers.relative_time",
+                                 "crm_automation.automation.relative_time")
 
     org, stages = make_org("relative")
     contact = Contact.objects.create(organization=org, first_name="Ada", email="ada@example.com")
@@ -522,7 +794,8 @@ def bench_impact(total: int = 100_000) -> None:
     stage changes of as many deals in the last 30 days: one replay, timed."""
     from django.db import connection
 
-    from crm_automation.automation.services import impact
+
+    impact = first_module("crm_automation.automation.services.impact", "crm_automation.automation.impact")
 
     org, stages = make_org("impact")
     contact = Contact.objects.create(organization=org, first_name="Ada", email="ada@example.com")
@@ -586,7 +859,9 @@ def bench_waiting_cost(parked: int = 100_000) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from crm_automation.automation.runtime.tasks import WAKE_BATCH, wake_due_runs
+
+    tasks = first_module("crm_automation.automation.runtime.tasks", "crm_automation.automation.tasks")
+    WAKE_BATCH, wake_due_runs = tasks.WAKE_BATCH, tasks.wake_due_runs  # noqa: N806
 
     org, stages = make_org("waits-parked")
     add_workflows(org, 1, actions=WAIT_THEN_TWO)
@@ -659,7 +934,7 @@ GRAPH_EDGES = [
 ]
 
 
-def bench_graph(n: int, workers: int) -> None:
+def bench_graph(n: int) -> None:
     """A 10-node graph (condition, parallel + merge, a loop over 5 items, a wait of 0) against
     the 3-action chain, both as a backlog the cluster starts on, same run."""
     results = {}
@@ -672,7 +947,7 @@ def bench_graph(n: int, workers: int) -> None:
         for deal in make_deals(org, stages, n):
             deal_move_to_stage(deal=deal, stage=stages["won"])
         t0 = time.perf_counter()
-        cluster = Cluster(workers, settle=0)
+        cluster = new_cluster()
         try:
             total = wait_for_runs(org, n) - t0
         finally:
@@ -692,7 +967,9 @@ def bench_template_scan() -> None:
     linear scanner, same inputs, same run."""
     import re
 
-    from crm_automation.automation.definition.templating import template_paths
+
+    template_paths = first_module("crm_automation.automation.definition.templating",
+                                  "crm_automation.automation.templating").template_paths
 
     old = re.compile(r"\{\{\s*(.*?)\s*\}\}")
     print("\n(t) template scan of '{{' + N spaces (median of 3)")
@@ -715,15 +992,29 @@ def _timed(fn) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="a,b,c,d,f,g,t",
-                        help="any of a,b,c,d,e,f,g,h,p,r,t (e: admin, h: API run list, p: pages, with 1M runs; "
-                             "r: relative-time triggers over 100,000 deals; i: impact preview over 100,000 events)")
-    parser.add_argument("--n", type=int, default=5000)
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("Q_WORKERS", "2")))
-    args = parser.parse_args()
-    only = set(args.only.split(","))
-    print(f"PostgreSQL {DB_URL}; {os.cpu_count()} cores; Q_WORKERS={args.workers}")
+    only = set(ARGS.only.split(","))
+    print(f"PostgreSQL {DB_URL}; {os.cpu_count()} cores; Q_WORKERS={ARGS.workers}; {ARGS.broker} broker; "
+          f"email {'to a local SMTP server' if SINK else 'in memory (locmem)'}; code {crm_automation.__file__}; "
+          f"logs in {OUT}")
+    try:
+        run_benchmarks(only)
+    finally:
+        if SINK:
+            SINK.stop()
+        COUNTERS.close()
+        ADMIN.close()
+    strays = modules_elsewhere(ROOT)
+    if strays:
+        raise SystemExit(f"modules of the project imported from outside {ROOT}: {strays}")
+    if "cluster_imports" in RESULTS:
+        print(f"\nthe qclusters imported {RESULTS['cluster_imports']}")
+    if ARGS.json:
+        ARGS.json.write_text(json.dumps(RESULTS, indent=1, default=str))
+    if not ARGS.keep_logs:
+        shutil.rmtree(OUT, ignore_errors=True)
+
+
+def run_benchmarks(only: set[str]) -> None:
     if "t" in only:
         bench_template_scan()
     if "f" in only:
@@ -741,23 +1032,24 @@ def main() -> None:
     if "a" in only:
         bench_save_overhead()
     if "b" in only:
-        bench_throughput_backlog(args.n, args.workers)
+        bench_throughput_backlog(ARGS.n)
     if "g" in only:
-        print(f"\n(g) graph: backlog of {args.n // 2} runs each, cluster started (start-up included)")
-        bench_graph(args.n // 2, args.workers)
-    if only & {"b", "c", "d"}:
-        cluster = Cluster(args.workers)
+        print(f"\n(g) graph: backlog of {ARGS.n // 2} runs each, cluster started (start-up included)")
+        bench_graph(ARGS.n // 2)
+    if only & {"b", "d", "f"}:
+        drain_starts = OUT / "drain-starts.log" if "d" in only else None
+        cluster, _ = ready_cluster(drain_starts)
         try:
             if "d" in only:
-                bench_latency()
+                bench_latency(drain_starts)
             if "b" in only:
-                bench_throughput_live(args.n)
-            if "c" in only:
-                bench_bulk(args.n)
+                bench_throughput_live(ARGS.n)
             if "f" in only:
-                bench_waits(args.n * 2)
+                bench_waits(ARGS.n * 2)
         finally:
             cluster.stop()
+    if "c" in only:
+        bench_bulk(ARGS.n)
 
 
 if __name__ == "__main__":
