@@ -100,3 +100,21 @@ def test_bad_questions_are_refused(org, config, message):
     with pytest.raises(ValidationError, match=message):
         make_workflow(org, actions=[{**ASK, "config": config}], graph={"edges": [edge("trigger", "ask")]},
                       activate=False)
+
+
+def test_after_an_answer_a_later_wait_resumes_on_the_answered_side(org, deal, owner):
+    """The answer is read back on every later delivery: a run that waits after it goes on by
+    the side that was chosen, not nowhere."""
+    wait = {"id": "pause", "type": "wait", "config": {"delayAmount": 1, "delayUnit": "days"}}
+    run = win(org, deal, [ASK, wait, task("yes", "Send terms"), task("no", "Rework terms")],
+              [edge("trigger", "ask"), edge("ask", "pause", "approved"), edge("pause", "yes"),
+               edge("ask", "no", "rejected")])
+    run_answer(run_id=run.pk, by=owner, node_id="ask", decision="approved")
+    continue_runs([run.pk])
+    run.refresh_from_db()
+    assert run.status == "waiting" and run.actions.get(node_id="pause").status == "waiting"
+    time_passes(pk=run.pk)
+    sweep()
+    run.refresh_from_db()
+    assert run.status == "completed"
+    assert list(Task.objects.values_list("title", flat=True)) == ["Send terms"]

@@ -14,6 +14,7 @@ from django.urls import reverse
 
 from crm_automation.automation.models import WorkflowRun
 from crm_automation.automation.runtime import engine
+from crm_automation.automation.runtime.engine import runs, walk
 from crm_automation.automation.runtime.tasks import continue_runs, sweep
 from crm_automation.crm import email_delivery
 from crm_automation.crm.models import EmailMessage
@@ -189,7 +190,8 @@ def test_a_stalling_organization_gets_a_slice_and_the_next_one_goes_on(org, othe
         return time.monotonic() + stalled[0]
 
     monkeypatch.setattr(email_delivery, "monotonic", clock)
-    monkeypatch.setattr(engine, "time", SimpleNamespace(monotonic=clock))
+    for module in (runs, walk):
+        monkeypatch.setattr(module, "time", SimpleNamespace(monotonic=clock))
     monkeypatch.setattr(shutdown, "time", SimpleNamespace(monotonic=clock))
     send = mail.EmailMessage.send
 

@@ -1,5 +1,6 @@
 """Execution: durable, resumable, idempotent; history never blocks work."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -11,11 +12,18 @@ from crm_automation.automation.models import FieldChange, WorkflowRun, WorkflowR
 from crm_automation.automation.nodes import REGISTRY
 from crm_automation.automation.runtime import engine, leases
 from crm_automation.automation.runtime.dispatch import claim_events, dispatch_events
+from crm_automation.automation.runtime.engine import runs
 from crm_automation.automation.runtime.tasks import sweep
 from crm_automation.crm.models import Deal, EmailMessage, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import KICKOFF_ACTIONS as KICKOFF
 from tests.conftest import drain, make_workflow, stage
+
+
+def execute_run(run_id: int) -> str | None:
+    """Execute (or resume) one run: its final status, or None if it was not there to run."""
+    return engine.execute_runs([run_id]).finished.get(run_id)
+
 
 
 def win(org, deal):
@@ -51,11 +59,11 @@ def test_the_kickoff_workflow_does_all_three_things(org, deal, owner):
 def test_a_redelivered_run_does_not_repeat_its_actions(org, deal):
     make_workflow(org)
     run_id = dispatched_run(org, deal)
-    assert engine.execute_run(run_id) == "completed"
-    assert engine.execute_run(run_id) is None  # finished: nothing to do
+    assert execute_run(run_id) == "completed"
+    assert execute_run(run_id) is None  # finished: nothing to do
     WorkflowRun.objects.filter(pk=run_id).update(status="started", lease_until=None)  # redelivered
     WorkflowRunAction.objects.filter(run_id=run_id).delete()  # even with its history lost
-    engine.execute_run(run_id)
+    execute_run(run_id)
     assert effects(deal) == (1, 1, 1) and len(mail.outbox) == 1
 
 
@@ -63,7 +71,7 @@ def test_a_run_held_by_another_worker_is_left_alone(org, deal):
     make_workflow(org)
     run_id = dispatched_run(org, deal)
     assert leases.claim_runs([run_id])[1]
-    assert engine.execute_run(run_id) is None
+    assert execute_run(run_id) is None
     assert effects(deal) == (0, 0, 0)
 
 
@@ -83,7 +91,7 @@ def test_a_run_whose_worker_died_is_resumed_from_its_last_step(org, deal, monkey
     run_id = dispatched_run(org, deal)
     monkeypatch.setattr(REGISTRY["create_task"], "apply", die)
     with pytest.raises(KeyboardInterrupt):
-        engine.execute_run(run_id)  # the email went out, then the worker died
+        execute_run(run_id)  # the email went out, then the worker died
     monkeypatch.undo()
     run = WorkflowRun.objects.get(pk=run_id)
     assert run.status == "started" and len(mail.outbox) == 1
@@ -101,7 +109,7 @@ def test_an_email_interrupted_mid_send_is_reported_unknown_and_never_sent_again(
     run_id = dispatched_run(org, deal)
     monkeypatch.setattr("django.core.mail.EmailMessage.send", die)  # killed while the provider has it
     with pytest.raises(KeyboardInterrupt):
-        engine.execute_run(run_id)
+        execute_run(run_id)
     monkeypatch.undo()
     assert EmailMessage.objects.get().status == "sending"
     expire_leases()
@@ -120,7 +128,7 @@ def test_an_email_the_worker_never_handed_over_is_sent_once_on_resume(org, deal,
     run_id = dispatched_run(org, deal)
     monkeypatch.setattr("crm_automation.crm.email_delivery._claim", die)  # died after the commit
     with pytest.raises(KeyboardInterrupt):
-        engine.execute_run(run_id)
+        execute_run(run_id)
     monkeypatch.undo()
     assert EmailMessage.objects.get().status == "queued"
     expire_leases()
@@ -135,7 +143,7 @@ def test_a_crash_inside_a_segment_leaves_nothing_half_done(org, deal, monkeypatc
     run_id = dispatched_run(org, deal)
     monkeypatch.setattr(REGISTRY["update_field"], "apply", die)
     with pytest.raises(KeyboardInterrupt):
-        engine.execute_run(run_id)
+        execute_run(run_id)
     monkeypatch.undo()
     assert effects(deal) == (0, 0, 0) and not WorkflowRunAction.objects.exists()
     expire_leases()
@@ -205,7 +213,7 @@ def test_a_deleted_record_fails_the_run_with_a_reason(org, deal):
     make_workflow(org)
     run_id = dispatched_run(org, deal)
     Deal.objects.filter(pk=deal.pk).delete()
-    assert engine.execute_run(run_id) == "failed"
+    assert execute_run(run_id) == "failed"
     run = WorkflowRun.objects.get(pk=run_id)
     assert "no longer exists" in run.error
     assert set(run.actions.values_list("status", flat=True)) == {"skipped"}
@@ -225,7 +233,7 @@ def test_runs_execute_the_version_they_were_created_with(org, deal):
     wf = make_workflow(org)
     run_id = dispatched_run(org, deal)
     workflow_update(workflow_id=wf.pk, actions=[{"type": "create_task", "config": {"title": "v2 only"}}])
-    engine.execute_run(run_id)
+    execute_run(run_id)
     assert Task.objects.get().title == "Kick off Website"
     assert WorkflowRun.objects.get(pk=run_id).version.number == 1
 
@@ -236,9 +244,9 @@ def test_a_run_that_keeps_crashing_is_given_up_after_five_attempts(org, deal, mo
     monkeypatch.setattr(REGISTRY["create_task"], "apply", die)
     for _ in range(engine.MAX_ATTEMPTS):
         with pytest.raises(KeyboardInterrupt):
-            engine.execute_run(run_id)
+            execute_run(run_id)
         expire_leases()
-    assert engine.execute_run(run_id) == "failed"
+    assert execute_run(run_id) == "failed"
     run = WorkflowRun.objects.get(pk=run_id)
     assert "gave up after 5 attempts" in run.error and effects(deal) == (0, 0, 0)
 
@@ -246,16 +254,16 @@ def test_a_run_that_keeps_crashing_is_given_up_after_five_attempts(org, deal, mo
 def test_a_run_past_its_timeout_skips_the_remaining_steps(org, deal, monkeypatch):
     make_workflow(org, timeout_seconds=5)
     run_id = dispatched_run(org, deal)
-    load = engine._load_states
+    load = runs.load_states
 
     def already_late(runs):  # as if the run had started 100 s ago
         states = load(runs)
         for state in states:
-            state.deadline = engine.time.monotonic() - 95
+            state.deadline = time.monotonic() - 95
         return states
 
-    monkeypatch.setattr(engine, "_load_states", already_late)
-    assert engine.execute_run(run_id) == "failed"
+    monkeypatch.setattr(runs, "load_states", already_late)
+    assert execute_run(run_id) == "failed"
     steps = WorkflowRunAction.objects.filter(run_id=run_id)
     assert {s.status for s in steps} == {"skipped"}
     assert "timeout of 5s was reached" in steps.first().error

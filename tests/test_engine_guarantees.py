@@ -13,10 +13,17 @@ from crm_automation.automation.models import AutomationEvent, Workflow, Workflow
 from crm_automation.automation.nodes import REGISTRY, ActionFailed
 from crm_automation.automation.runtime import engine, leases, tasks, watchdog
 from crm_automation.automation.runtime.dispatch import claim_events
+from crm_automation.automation.runtime.engine import runs
 from crm_automation.crm.models import Task
 from tests.conftest import make_workflow
 from tests.test_concurrent_moves import race
 from tests.test_isolation import dispatched, won_deals
+
+
+def execute_run(run_id: int) -> str | None:
+    """Execute (or resume) one run: its final status, or None if it was not there to run."""
+    return engine.execute_runs([run_id]).finished.get(run_id)
+
 
 TASK_ONLY = [{"type": "create_task", "config": {"title": "Kick off {{deal.title}}"}}]
 
@@ -43,17 +50,17 @@ def test_a_worker_that_lost_its_lease_does_not_finish_the_run(org, monkeypatch):
     wf = make_workflow(org, actions=TASK_ONLY)
     won_deals(org, 1)
     (run_id,) = dispatched()
-    finish = engine._finish
+    finish = runs.finish
 
     def stolen_meanwhile(states, token):  # another worker took the run over while we worked
         WorkflowRun.objects.filter(pk=run_id).update(lease_owner="someone-else")
         return finish(states, token)
 
-    monkeypatch.setattr(engine, "_finish", stolen_meanwhile)
+    monkeypatch.setattr(runs, "finish", stolen_meanwhile)
     assert engine.execute_runs([run_id]).finished == {}
     monkeypatch.undo()
     WorkflowRun.objects.filter(pk=run_id).update(lease_until=timezone.now() - timedelta(seconds=1))
-    assert engine.execute_run(run_id) == "completed"  # the other worker finishes it, once
+    assert execute_run(run_id) == "completed"  # the other worker finishes it, once
     wf.refresh_from_db()
     assert (wf.run_count, Task.objects.count()) == (1, 1)
 

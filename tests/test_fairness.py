@@ -6,6 +6,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.core import mail
 from django.utils import timezone
 
@@ -25,7 +26,7 @@ EMAIL_ONLY = [{"type": "send_email", "config": {"to": "{{deal.contact.email}}", 
 @pytest.fixture
 def slow_provider(monkeypatch):
     """Each message takes the provider 0.15 s; slices are 0.2 s, so a slice holds two messages."""
-    monkeypatch.setitem(engine.settings.AUTOMATION, "GROUP_SLICE_SECONDS", 0.2)
+    monkeypatch.setitem(settings.AUTOMATION, "GROUP_SLICE_SECONDS", 0.2)
     send = mail.EmailMessage.send
 
     def slow(self, *args, **kwargs):
@@ -120,7 +121,7 @@ def test_a_message_left_sending_by_a_dead_worker_holds_nothing_back(org, other_o
     make_workflow(org, actions=EMAIL_ONLY)
     won_deals(org, 1)
     run_ids = dispatched()
-    another_worker_sending(org, seconds_ago=engine.settings.AUTOMATION["LEASE_SECONDS"] + 5)
+    another_worker_sending(org, seconds_ago=settings.AUTOMATION["LEASE_SECONDS"] + 5)
     waiting_change(other_org)
     assert len(engine.execute_runs(run_ids).finished) == 1
 

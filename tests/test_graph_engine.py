@@ -264,9 +264,9 @@ def test_the_workflow_page_shows_the_flow_in_words(client, org, owner):
 
 
 def test_loops_in_loops_stop_at_the_step_limit(org, deal, monkeypatch):
-    from crm_automation.automation.runtime import engine
+    from crm_automation.automation.runtime.engine import walk
 
-    monkeypatch.setattr(engine, "MAX_STEPS", 50)
+    monkeypatch.setattr(walk, "MAX_STEPS", 50)
     run = win(org, deal, [
         {"id": "outer", "type": "loop", "config": {"count": 1000, "maxIterations": 1000}},
         {"id": "inner", "type": "loop", "config": {"count": 1000, "maxIterations": 1000}},

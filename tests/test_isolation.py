@@ -8,6 +8,7 @@ from django.core import mail
 from crm_automation.automation.models import WorkflowRun, WorkflowVersion
 from crm_automation.automation.runtime import engine
 from crm_automation.automation.runtime.dispatch import claim_events, dispatch_events
+from crm_automation.automation.runtime.engine import runs
 from crm_automation.automation.runtime.tasks import sweep
 from crm_automation.crm.models import Contact, Deal, Task
 from crm_automation.crm.services import deal_move_to_stage
@@ -33,7 +34,7 @@ def test_runs_of_different_organizations_are_executed_as_separate_groups(org, ot
     make_workflow(other_org)
     won_deals(org, 2)
     won_deals(other_org, 2)
-    groups = engine.plan_groups(dispatched())
+    groups = [group for _, group in engine.plan(dispatched())]
     assert sorted(len(g) for g in groups) == [2, 2]
     orgs = [set(WorkflowRun.objects.filter(pk__in=g).values_list("organization_id", flat=True)) for g in groups]
     assert all(len(o) == 1 for o in orgs) and orgs[0] != orgs[1]
@@ -44,14 +45,14 @@ def test_a_run_that_breaks_its_group_fails_alone_and_the_others_complete(org, mo
     deals = won_deals(org, 3)
     run_ids = dispatched()
     poison = WorkflowRun.objects.get(trigger_entity_id=deals[1].pk).pk
-    step_all = engine._step_all
+    step_all = runs.step_all
 
     def breaks_on_poison(states, segment, *limit):  # a bug that one run's data triggers
         if any(s.run.pk == poison for s in states):
             raise RuntimeError("unexpected data")
         return step_all(states, segment, *limit)
 
-    monkeypatch.setattr(engine, "_step_all", breaks_on_poison)
+    monkeypatch.setattr(runs, "step_all", breaks_on_poison)
     report = engine.execute_runs(run_ids)
     assert sorted(report.finished) == sorted(set(run_ids) - {poison})
     assert sorted(Task.objects.values_list("title", flat=True)) == ["Kick off Deal 0", "Kick off Deal 2"]
@@ -63,12 +64,12 @@ def test_after_a_kill_every_run_of_the_group_is_retried_alone(org, monkeypatch):
     make_workflow(org, actions=[{"type": "create_task", "config": {"title": "Kick off {{deal.title}}"}}])
     won_deals(org, 3)
     run_ids = dispatched()
-    monkeypatch.setattr(engine, "_step_all", die)  # the worker is killed mid-group
+    monkeypatch.setattr(runs, "step_all", die)  # the worker is killed mid-group
     with pytest.raises(KeyboardInterrupt):
         engine.execute_runs(run_ids)
     monkeypatch.undo()
     expire_leases()
-    assert engine.plan_groups(run_ids) == [[run_id] for run_id in sorted(run_ids)]
+    assert [group for _, group in engine.plan(run_ids)] == [[run_id] for run_id in sorted(run_ids)]
     assert sweep(fan_out=False)["resumed"] == 3
 
 
@@ -77,14 +78,14 @@ def test_a_run_that_keeps_killing_its_worker_gives_up_and_spares_the_others(org,
     deals = won_deals(org, 3)
     run_ids = dispatched()
     poison = WorkflowRun.objects.get(trigger_entity_id=deals[0].pk).pk
-    step_all = engine._step_all
+    step_all = runs.step_all
 
     def killed_by_poison(states, segment, *limit):  # e.g. the task timeout hits while this run executes
         if any(s.run.pk == poison and not s.halted for s in states):
             raise KeyboardInterrupt("worker killed")
         return step_all(states, segment, *limit)
 
-    monkeypatch.setattr(engine, "_step_all", killed_by_poison)
+    monkeypatch.setattr(runs, "step_all", killed_by_poison)
     with pytest.raises(KeyboardInterrupt):
         engine.execute_runs(run_ids)
     for _ in range(engine.MAX_ATTEMPTS + 1):  # the watchdog's sweeps after each death

@@ -8,10 +8,12 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from django.conf import settings
 from django_q.models import OrmQ
 
 from crm_automation.automation.models import AutomationEvent, RunStatus, WorkflowRun
-from crm_automation.automation.runtime import engine, history
+from crm_automation.automation.runtime import engine
+from crm_automation.automation.runtime.engine import runs, walk
 from crm_automation.automation.runtime.tasks import continue_runs
 from crm_automation.crm.models import Task
 from crm_automation.workers import shutdown
@@ -46,19 +48,20 @@ def clock(monkeypatch) -> Clock:
     """Segments of at most 10 rows (one second each on this clock) and 3 s slices."""
     fake = Clock()
     fake_time = SimpleNamespace(monotonic=fake.monotonic)
-    monkeypatch.setattr(engine, "time", fake_time)
+    for module in (runs, walk):
+        monkeypatch.setattr(module, "time", fake_time)
     monkeypatch.setattr(shutdown, "time", fake_time)
-    monkeypatch.setattr(engine, "SEGMENT_ROWS", 10)
-    monkeypatch.setitem(engine.settings.AUTOMATION, "GROUP_SLICE_SECONDS", 3)
-    flush = history.Segment.flush
+    monkeypatch.setattr(runs, "SEGMENT_ROWS", 10)
+    monkeypatch.setitem(settings.AUTOMATION, "GROUP_SLICE_SECONDS", 3)
+    write_rows = runs.write_rows
 
-    def ticking(self):
-        if self.rows:
-            fake.segments.append(len(self.rows))
+    def ticking(rows):
+        if rows:
+            fake.segments.append(len(rows))
             fake.now += 1
-        return flush(self)
+        return write_rows(rows)
 
-    monkeypatch.setattr(history.Segment, "flush", ticking)
+    monkeypatch.setattr(runs, "write_rows", ticking)
     return fake
 
 

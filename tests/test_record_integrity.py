@@ -12,6 +12,7 @@ from crm_automation.automation.definition.validation import validate_action
 from crm_automation.automation.models import WorkflowRun, WorkflowRunAction, WorkflowVersion
 from crm_automation.automation.nodes import REGISTRY
 from crm_automation.automation.runtime import engine
+from crm_automation.automation.runtime.engine import runs
 from crm_automation.crm.models import Deal, Lead, Task
 from crm_automation.crm.services import deal_move_to_stage, record_delete
 from tests.admin_helpers import page_form
@@ -87,14 +88,14 @@ def test_a_record_deleted_mid_run_fails_that_run_only(org, monkeypatch):
     make_workflow(org)
     doomed, kept = won_deals(org, 2)
     run_ids = dispatched()
-    load = engine._load_states
+    load = runs.load_states
 
     def deleted_right_after_loading(runs):  # the user deletes the deal while the worker starts
         states = load(runs)
         record_delete(record=Deal.objects.get(pk=doomed.pk), by=None)
         return states
 
-    monkeypatch.setattr(engine, "_load_states", deleted_right_after_loading)
+    monkeypatch.setattr(runs, "load_states", deleted_right_after_loading)
     report = engine.execute_runs(run_ids)
     statuses = {WorkflowRun.objects.get(pk=r).trigger_entity_id: s for r, s in report.finished.items()}
     assert statuses == {doomed.pk: "failed", kept.pk: "completed"}

@@ -4,7 +4,7 @@ loop of 997 conditions, a task after each inner loop), and posts 600 signed inbo
 (each runs a one-task workflow), while organization N saves a deal every second (a short
 workflow: task, field change, email). Each of N's runs must finish at most NEIGHBOUR_DELAY
 seconds later than the same saves on the idle cluster: a long run takes turns like a slow
-provider does (engine._advance_group: segments of a second, slices between them)."""
+provider does (runtime/engine/runs.py: segments of a second, slices between them)."""
 
 import time
 from collections import Counter

@@ -15,8 +15,11 @@ the run, which reads it and goes on by its side. Nothing polls meanwhile.
 from datetime import datetime, timedelta
 
 from crm_automation.automation.definition.templating import render
-from crm_automation.automation.nodes import control
+from crm_automation.automation.models import StepStatus
 from crm_automation.automation.nodes.base import template_errors
+from crm_automation.automation.nodes.flow import FlowNode, Problems, Steps
+from crm_automation.automation.nodes.wait import UNITS
+from crm_automation.automation.ops import paused_run_alerts as alerts
 
 USER_INPUT = "user_input"
 APPROVED, REJECTED, TIMED_OUT = "approved", "rejected", "timed-out"
@@ -40,8 +43,8 @@ def validate(config, *, trigger_type: str) -> list[tuple[str, str]]:
         amount, unit = config.get("timeoutAmount"), config.get("timeoutUnit", "hours")
         if not isinstance(amount, int) or isinstance(amount, bool) or amount < 1:
             errors.append(("config.timeoutAmount", "must be a whole number, 1 or more"))
-        if unit not in control.UNITS:
-            errors.append(("config.timeoutUnit", f"must be one of {', '.join(control.UNITS)}"))
+        if unit not in UNITS:
+            errors.append(("config.timeoutUnit", f"must be one of {', '.join(UNITS)}"))
     return errors
 
 
@@ -49,7 +52,7 @@ def ask(config: dict, context: dict, now: datetime) -> dict:
     """The question as the step row keeps it."""
     timeout = None
     if config.get("timeoutAmount"):
-        timeout = now + timedelta(seconds=config["timeoutAmount"] * control.UNITS[config.get("timeoutUnit", "hours")])
+        timeout = now + timedelta(seconds=config["timeoutAmount"] * UNITS[config.get("timeoutUnit", "hours")])
     return {"prompt": render(config["promptText"], context).text, "role": config.get("role", "admin"),
             "asked_at": now.isoformat(), "timeout_at": timeout.isoformat() if timeout else None}
 
@@ -65,3 +68,43 @@ def decision(asked: dict, due: datetime | None, now: datetime) -> str | None:
     if due is not None and due <= now:
         return TIMED_OUT
     return None
+
+
+class UserInput(FlowNode):
+    """Ask a person: the run waits, holding nothing, until a permitted user answers (which wakes
+    it) or the question times out; it goes on by the answer's handle."""
+
+    type = USER_INPUT
+    label = "Ask for approval"
+
+    def validate(self, config: dict, *, trigger_type: str, organization_id: int) -> Problems:
+        return validate(config, trigger_type=trigger_type)
+
+    def run(self, steps: Steps, state, place, previous) -> None:
+        now = steps.now
+        if previous is None or previous.status != StepStatus.WAITING:
+            asked = ask(state.node(place[0]).config, state.context_at(place), now)
+            if state.simulating:  # nobody is asked: the approved side is shown
+                steps.record(state, place, StepStatus.COMPLETED,
+                             result={**asked, "decision": APPROVED, "simulated": "assumed approved",
+                                     "answered_by": "(simulation)", "comment": "(simulated answer)"})
+                steps.follow(state, place, {APPROVED})
+                return
+            steps.record(state, place, StepStatus.WAITING, result=asked)
+            alerts.question_asked(state.run, place, asked)
+            state.wait(place, deadline(asked))
+            return
+        answer = decision(previous.result, steps.due(state, previous, deadline(previous.result)), now)
+        if answer is None:
+            state.wait(place, deadline(previous.result))
+            return
+        state.stop_waiting(place)
+        steps.record(state, place, StepStatus.COMPLETED, result={**previous.result, "decision": answer},
+                     new_attempt=False)
+        if answer == TIMED_OUT:  # (an answer settled its notifications when it was given)
+            alerts.question_settled(state.run.pk, place[0], place[1],
+                                    "no answer came in time; the run went on without one.")
+        steps.follow(state, place, {answer})
+
+    def read_back(self, steps: Steps, state, place, previous) -> None:
+        steps.follow(state, place, {(previous.result or {}).get("decision")})

@@ -34,7 +34,9 @@ from crm_automation.automation.definition.templating import (
     render,
     template_paths,
 )
+from crm_automation.automation.models import StepStatus
 from crm_automation.automation.nodes.base import ActionFailed
+from crm_automation.automation.nodes.flow import FlowNode, Steps
 from crm_automation.crm.models import Contact, Deal, Lead
 from crm_automation.crm.selectors import shown, stage_slugs
 
@@ -528,3 +530,26 @@ def call(config: dict, *, organization_id: int, context: dict) -> dict:
         raise ActionFailed(f"{place}: {message}")
     function = FUNCTIONS[config["functionRef"]]
     return function.run(config.get("args") or {}, organization_id=organization_id, context=context)
+
+
+class FunctionNode(FlowNode):
+    """A `function` node calls one allow-listed function (a query, a date or number helper): it
+    only reads, so a redelivery may call it again; its output is recorded and read back from then
+    on, as {{Label.field}} for the nodes after it."""
+
+    type = "function"
+    label = "Function"
+
+    def validate(self, config: dict, *, trigger_type: str, organization_id: int) -> Problems:
+        return validate(config, organization_id=organization_id)
+
+    def run(self, steps: Steps, state, place, previous) -> None:
+        started = timezone.now()
+        try:
+            output = call(state.node(place[0]).config, organization_id=state.run.organization_id,
+                          context=state.context_at(place))
+        except ActionFailed as exc:
+            steps.fail(state, place, str(exc), started=started)
+            return
+        steps.record(state, place, StepStatus.COMPLETED, result={"output": output}, started=started)
+        steps.finished(state, place)

@@ -1,4 +1,4 @@
-"""Simulate a workflow version against a record (seed 001's live debug, seed 004's run-test).
+"""Simulate a workflow version against a record (live debug and run-test: docs/product.md#simulate).
 
 The real engine runs the version inside a transaction that is then rolled back: every node
 executes as it would, on the record as it is now, and what it would have done is read before
@@ -20,18 +20,15 @@ from crm_automation.automation.definition import catalog
 from crm_automation.automation.models import (
     AiCall,
     AutomationEvent,
-    RunStatus,
     Workflow,
     WorkflowRun,
     WorkflowRunAction,
     WorkflowVersion,
 )
 from crm_automation.automation.runtime import engine
-from crm_automation.automation.runtime.history import Segment
 from crm_automation.crm.models import Deal, EmailMessage, Lead, Stage, Task
 from crm_automation.crm.selectors import user_has_role
 
-MAX_PASSES = 200
 # The model is not asked in a simulation (it costs, and its answer differs each time): an agent's
 # output reads as this text, and a router takes no route (what follows it is not simulated).
 AI_STAND_IN = {"agent": {"output": "(written by the AI model when the workflow runs)"},
@@ -80,25 +77,7 @@ def _preview(row: dict) -> dict:
 
 def _walk(run: WorkflowRun) -> tuple[str, str, list[dict]]:
     """Execute the run to its end with the engine (inside the caller's transaction)."""
-    (state,) = engine._load_states([run])
-    state.simulating = True
-    segment = Segment()
-    for _ in range(MAX_PASSES):
-        engine._lock_records([state])
-        engine._step_all([state], segment)
-        if not state.external:
-            break
-        for place, (ctx, result) in list(state.external.items()):  # nothing is delivered
-            state.external.pop(place)
-            state.queued.discard(place)
-            result = {**result, **AI_STAND_IN.get(state.node(place[0]).type, {})}
-            segment.record(state, place, "completed", result=result, ctx=ctx, new_attempt=False)
-            engine._finished_step(state, place, result)
-    rows = [{"node_id": place[0], "token": place[1], **values} for _, place, values in segment.rows.values()]
-    if state.paused:
-        return RunStatus.PAUSED, state.paused, rows
-    status = engine.final_status(state.outcomes, state.aborted)
-    return status, ("" if status == RunStatus.COMPLETED else (state.failure or state.halted)), rows
+    return engine.walk_without_effects(run, lambda node_type, result: {**result, **AI_STAND_IN.get(node_type, {})})
 
 
 def simulate(*, workflow_id: int, by, record: Deal | Lead, version_number: int | None = None) -> WorkflowRun:
