@@ -53,7 +53,8 @@ def test_a_field_changed_by_someone_else_is_not_overwritten(client, org, owner):
 def test_actions_saved_by_someone_else_are_not_overwritten(client, org, owner):
     wf = make_workflow(org, activate=False)
     client.force_login(owner)
-    opened = page_form(client, workflow_url(wf), **{"actions-0-config": json.dumps({"title": "Mine"})})
+    mine = [{"type": "create_task", "config": {"title": "Mine"}}]
+    opened = page_form(client, workflow_url(wf), steps=json.dumps(mine))
     workflow_update(workflow_id=wf.pk, by=owner, actions=[{"type": "create_task", "config": {"title": "Theirs"}}])
     page = client.post(workflow_url(wf), opened).content.decode()
     assert "Someone else saved changes to this workflow since you opened it" in page

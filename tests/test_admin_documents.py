@@ -71,7 +71,7 @@ def test_the_version_page_compares_and_rolls_back(client, org, owner):
     assert "Roll back to version 1" in old
     response = client.post(url("rollback", wf, 1), follow=True)
     assert "Rolled back: version 3 has the definition of version 1" in response.content.decode()
-    assert Workflow.objects.get(pk=wf.pk).actions.count() == 3
+    assert len(Workflow.objects.get(pk=wf.pk).definition["actions"]) == 3
 
 
 def test_viewers_compare_but_cannot_roll_back(client, org, viewer):

@@ -97,7 +97,9 @@ def test_bad_input_is_shown_on_the_form_and_changes_nothing(client, org, owner):
     client.force_login(owner)
     rules = {"rules": [{"field": "deal.x", "operator": "eq", "value": 1}]}
     data = workflow_form_data(client, wf, conditions=json.dumps(rules))
-    data["actions-0-config"] = json.dumps({"title": ""})
+    steps = json.loads(data["steps"])
+    steps[0]["config"] = {"title": ""}
+    data["steps"] = json.dumps(steps)
     page = client.post(change_url(wf), data).content.decode()
     assert "conditions.rules[0].field: unknown field" in page
     assert "config.title: is required" in page
@@ -134,11 +136,9 @@ def test_a_teammate_builds_a_workflow_with_actions_in_one_go(client, org, teamma
     client.force_login(teammate)
     data = page_form(client, ADD, name="Won → kickoff", trigger_type="deal_stage_change",
                      trigger_config=json.dumps({"to_stage": "won"}), error_handling="continue",
-                     timeout_seconds=30, **{"actions-TOTAL_FORMS": 2,
-                     "actions-0-position": 0, "actions-0-action_type": "create_task",
-                     "actions-0-config": json.dumps({"title": "Kick off {{deal.title}}"}),
-                     "actions-1-position": 1, "actions-1-action_type": "update_field",
-                     "actions-1-config": json.dumps({"field": "probability", "value": 100})})
+                     timeout_seconds=30, steps=json.dumps([
+                         {"type": "create_task", "config": {"title": "Kick off {{deal.title}}"}},
+                         {"type": "update_field", "config": {"field": "probability", "value": 100}}]))
     assert data["organization"] == str(org.pk)  # preselected: the teammate belongs to one organization
     assert client.post(ADD, data).status_code == 302
     wf = Workflow.objects.get()

@@ -94,7 +94,7 @@ def test_it_creates_from_yaml_and_exports_yaml(org, teammate):
     created = api(teammate).post(URL, YAML.format(stage="won"), content_type="application/yaml")
     assert created.status_code == 201, created.content
     workflow = Workflow.objects.get(pk=created.json()["id"])
-    assert workflow.status == "draft" and workflow.trigger_config == {"to_stage": "won"}
+    assert workflow.status == "draft" and workflow.definition["trigger_config"] == {"to_stage": "won"}
     exported = api(teammate).get(f"{URL}{workflow.pk}/export/")
     assert exported.status_code == 200 and exported["Content-Type"].startswith("application/yaml")
     assert exported.content.decode() == workflow_export_yaml(workflow)

@@ -46,20 +46,15 @@ def test_non_numbers_in_raw_json_are_refused(client, org, owner, raw):
 
 def test_a_nul_character_in_an_action_config_is_refused(client, org, owner):
     client.force_login(owner)
-    status, page = post_workflow(client, **{"actions-TOTAL_FORMS": 1, "actions-0-position": 0,
-                                            "actions-0-action_type": "create_task",
-                                            "actions-0-config": json.dumps({"title": "x\u0000y"})})
+    status, page = post_workflow(client, steps=json.dumps([{"type": "create_task", "config": {"title": "x\u0000y"}}]))
     # Refused where the config is read (the bounded reader), naming the place inside it.
     assert status == 200 and "title: contains a NUL character" in page and not Workflow.objects.exists()
 
 
 def test_more_than_25_actions_are_refused_in_the_admin(client, org, owner):
     client.force_login(owner)
-    actions = {"actions-TOTAL_FORMS": 51}
-    for i in range(51):
-        actions.update({f"actions-{i}-position": i, f"actions-{i}-action_type": "create_task",
-                        f"actions-{i}-config": json.dumps({"title": f"Task {i}"})})
-    status, page = post_workflow(client, **actions)
+    actions = [{"type": "create_task", "config": {"title": f"Task {i}"}} for i in range(51)]
+    status, page = post_workflow(client, steps=json.dumps(actions))
     assert status == 200 and "at most 50 actions" in page and not Workflow.objects.exists()
 
 
@@ -104,7 +99,7 @@ def test_an_invalid_change_to_an_existing_workflow_changes_nothing(client, org, 
     response = client.post(url, data)
     assert response.status_code == 200 and "is not a stage of this organization" in response.content.decode()
     wf.refresh_from_db()
-    assert (wf.name, wf.trigger_config, wf.version) == ("Kickoff", {"to_stage": "won"}, 1)
+    assert (wf.name, wf.definition["trigger_config"], wf.version) == ("Kickoff", {"to_stage": "won"}, 1)
 
 
 def test_a_json_number_too_long_to_parse_is_a_named_error(client, org, owner):

@@ -152,7 +152,7 @@ def test_the_bulk_setting_is_checked_and_kept_in_yaml(org):
     text = workflow_export_yaml(workflow)
     assert "bulk:" in text and "mode: hold" in text and "over: 50" in text
     copy, _ = workflow_import_yaml(organization=org, by=None, text=text)
-    assert copy.trigger_config["bulk"] == {"mode": "hold", "over": 50}
+    assert copy.definition["trigger_config"]["bulk"] == {"mode": "hold", "over": 50}
 
 
 def test_the_admin_lists_holds_and_releases_them(client, org, owner):

@@ -5,7 +5,7 @@ import contextlib
 import pytest
 from django.core import mail
 
-from crm_automation.automation.models import WorkflowRun, WorkflowVersion
+from crm_automation.automation.models import WorkflowRun
 from crm_automation.automation.runtime import engine
 from crm_automation.automation.runtime.dispatch import claim_events, dispatch_events
 from crm_automation.automation.runtime.engine import runs
@@ -13,6 +13,7 @@ from crm_automation.automation.runtime.tasks import sweep
 from crm_automation.crm.models import Contact, Deal, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import make_workflow, stage
+from tests.drafts import store_around_validation
 from tests.test_engine import die, expire_leases
 
 
@@ -102,7 +103,7 @@ def test_a_stored_over_long_template_fails_its_step_and_no_other_run(org, other_
     hostile = make_workflow(org, actions=[{"type": "create_task", "config": {"title": "ok"}}])
     version = hostile.current_version
     definition = {**version.definition, "actions": [{"type": "create_task", "config": {"title": "{{" + " " * 6000}}]}
-    WorkflowVersion.objects.filter(pk=version.pk).update(definition=definition)  # written around validation
+    store_around_validation(version, definition)
     make_workflow(other_org)
     won_deals(org, 2, "Hostile")
     won_deals(other_org, 2, "Innocent")

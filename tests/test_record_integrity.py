@@ -9,7 +9,7 @@ from django.db import connection
 from django.urls import reverse
 
 from crm_automation.automation.definition.validation import validate_action
-from crm_automation.automation.models import WorkflowRun, WorkflowRunAction, WorkflowVersion
+from crm_automation.automation.models import WorkflowRun, WorkflowRunAction
 from crm_automation.automation.nodes import REGISTRY
 from crm_automation.automation.runtime import engine
 from crm_automation.automation.runtime.engine import runs
@@ -17,6 +17,7 @@ from crm_automation.crm.models import Deal, Lead, Task
 from crm_automation.crm.services import deal_move_to_stage, record_delete
 from tests.admin_helpers import page_form
 from tests.conftest import drain, make_workflow, stage
+from tests.drafts import store_around_validation
 from tests.test_isolation import dispatched, won_deals
 
 
@@ -31,7 +32,7 @@ def test_a_stored_unknown_path_fails_the_step_and_leaves_the_title(org, deal):
     wf = make_workflow(org, actions=[{"type": "update_field", "config": {"field": "title", "value": "ok"}}])
     bad = {**wf.current_version.definition,
            "actions": [{"type": "update_field", "config": {"field": "title", "value": "{{deal.titel}}"}}]}
-    WorkflowVersion.objects.filter(pk=wf.current_version_id).update(definition=bad)  # around validation
+    store_around_validation(wf.current_version, bad)
     deal_move_to_stage(deal=deal, stage=stage(org, "won"))
     drain()
     step = WorkflowRunAction.objects.get()

@@ -1,14 +1,12 @@
 """Stage slugs are unique in an organization regardless of case: `won`, `Won` and `WON` cannot
-coexist (a database constraint on Lower(slug)), the API and the admin say which stage has it,
-and the migration renames duplicates that already exist."""
+coexist (a database constraint on Lower(slug)), and the API and the admin say which stage has it."""
 
 import pytest
 from django.db import IntegrityError, transaction
 from rest_framework.test import APIClient
 
 from crm_automation.crm.models import Stage
-from tests.conftest import make_org, stage
-from tests.migration_steps import migrate_to, migrate_to_latest
+from tests.conftest import stage
 
 
 def api(user) -> APIClient:
@@ -51,25 +49,3 @@ def test_the_admin_shows_the_error_at_the_slug(client, org, owner):
     assert changed.status_code == 200 and "already has the stage “won”" in changed.content.decode()
     assert sorted(Stage.objects.filter(organization=org).values_list("slug", flat=True)) == sorted(
         ["new", "qualified", "proposal", "negotiation", "won", "lost"])
-
-
-BEFORE = [("crm", "0006_deal_stage_entered_at")]
-
-
-@pytest.mark.django_db(transaction=True)
-def test_the_migration_renames_existing_duplicates_and_keeps_the_lower_case_one(capsys):
-    old = migrate_to(BEFORE)
-    Org, OldStage = old.get_model("crm", "Organization"), old.get_model("crm", "Stage")
-    acme, rival = (Org.objects.create(name=n, slug=n, plan="pro") for n in ("acme", "rival"))
-    made = {slug: OldStage.objects.create(organization=acme, slug=slug, name=f"Stage {slug}")
-            for slug in ("WON", "Won", "won", "won-2", "Lost", "LOST")}
-    theirs = OldStage.objects.create(organization=rival, slug="Won", name="Won")
-
-    migrate_to_latest()
-
-    slugs = {slug: Stage.objects.get(pk=s.pk).slug for slug, s in made.items()}
-    assert slugs == {"won": "won", "won-2": "won-2", "WON": "won-3", "Won": "won-4", "Lost": "Lost", "LOST": "lost-2"}
-    assert Stage.objects.get(pk=made["Won"].pk).name == "Stage Won"  # names (what people see) stay
-    assert Stage.objects.get(pk=theirs.pk).slug == "Won"
-    assert "“WON” renamed “won-3”" in capsys.readouterr().out
-    make_org("fresh")  # the usual stages still fit

@@ -202,8 +202,8 @@ def test_the_admin_form_shows_every_problem_at_its_field(client, org, owner):
     add = reverse("admin:automation_workflow_add")
     data = page_form(client, add, name=LONG_NAME, trigger_type="deal_stage_change",
                      trigger_config=json.dumps({"from_stage": "won", "to_stage": "won"}),
-                     **{"actions-TOTAL_FORMS": 1, "actions-0-position": 0, "actions-0-action_type": "send_email",
-                        "actions-0-config": json.dumps({"to": "x", "subject": "S" * 5_000, "body": BODY})})
+                     steps=json.dumps([{"type": "send_email", "config": {"to": "x", "subject": "S" * 5_000,
+                                                                        "body": BODY}}]))
     page = client.post(add, data).content.decode()
     assert "at most 200 characters (it has 314)" in page  # the name's field
     assert "trigger_config.to_stage: is the same stage" in page

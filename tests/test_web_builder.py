@@ -12,6 +12,7 @@ from django.test import Client
 from crm_automation.automation.models import Workflow
 from crm_automation.automation.services.versions import workflow_document
 from tests.conftest import make_workflow
+from tests.drafts import draft_action, draft_actions
 
 
 def as_user(user) -> Client:
@@ -54,8 +55,8 @@ def test_a_new_workflow_is_built_and_saved_as_a_draft(org, teammate):
     assert response.status_code == 200, response.content
     workflow = Workflow.objects.get(name="Won: kickoff")
     assert response.json()["url"] == f"/crm/automation/workflows/{workflow.pk}/edit/"
-    assert workflow.status == "draft" and workflow.trigger_config == {"to_stage": "won"}
-    assert [a.action_type for a in workflow.actions.all()] == ["create_task"]
+    assert workflow.status == "draft" and workflow.definition["trigger_config"] == {"to_stage": "won"}
+    assert [a.action_type for a in draft_actions(workflow)] == ["create_task"]
 
 
 def test_errors_come_back_at_their_node_and_field_and_nothing_is_saved(org, owner, won):
@@ -178,12 +179,12 @@ def test_a_router_with_a_branch_per_route_is_saved_and_comes_back_the_same(org, 
     assert response.status_code == 200, response.content  # a draft without AI set up
     workflow = Workflow.objects.get(name="Sorted by mood")
     assert workflow.status == "draft"
-    actions = {a.node_id: a for a in workflow.actions.all()}
+    actions = {a.node_id: a for a in draft_actions(workflow)}
     assert actions["mood"].action_type == "router" and actions["draft"].action_type == "agent"
     assert actions["mood"].config["routes"] == ROUTER["data"]["config"]["routes"]
     assert actions["draft"].config == {"additionalPrompt": "Summarize {{deal.title}} because {{Mood.reason}}",
                                        "outputFormat": "json", "maxTokens": 300}
-    assert {(e["source"], e.get("sourceHandle"), e["target"]) for e in workflow.graph["edges"]} >= {
+    assert {(e["source"], e.get("sourceHandle"), e["target"]) for e in workflow.definition["graph"]["edges"]} >= {
         ("mood", "route-0", "happy"), ("mood", "route-1", "sad")}
 
     url = response.json()["url"]
@@ -201,7 +202,7 @@ def test_a_route_may_have_no_step_after_it(org, teammate, no_ai):
     document["nodes"][1]["data"]["config"]["routes"].append({"id": "route-2", "label": "unsure"})
     response = post(client, "/crm/automation/workflows/new/", document)
     assert response.status_code == 200, response.content
-    routes = Workflow.objects.get(name="Sorted by mood").actions.get(node_id="mood").config["routes"]
+    routes = draft_action(Workflow.objects.get(name="Sorted by mood"), node_id="mood").config["routes"]
     assert [r["label"] for r in routes] == ["positive", "negative", "unsure"]
 
 
@@ -247,7 +248,7 @@ def test_a_stale_save_answers_with_the_saved_document_its_revision_who_saved_it_
     merged = dict(conflict["document"], name="Mine")
     assert post(as_user(owner), url, merged, conflict["revision"]).status_code == 200
     won.refresh_from_db()
-    assert won.name == "Mine" and won.actions.get(action_type="create_task").config["title"] == "Call {{deal.title}}"
+    assert won.name == "Mine" and draft_action(won, action_type="create_task").config["title"] == "Call {{deal.title}}"
     assert won.edited_by == owner
 
 
@@ -300,7 +301,7 @@ def test_a_stale_yaml_save_keeps_my_text_and_shows_theirs_beside_it(org, owner, 
     changes = text.split('class="conflict-changes"', 1)[1].split("</ul>", 1)[0]
     assert "Call {{deal.title}}" in changes and "Hello {{deal.title}}" in changes
     assert f'name="revision" value="{won.draft_revision}"' in text  # a second save is on their revision
-    email = won.actions.get(action_type="send_email").config
+    email = draft_action(won, action_type="send_email").config
     assert email["subject"] == "Welcome {{deal.title}}"  # nothing of mine was saved
 
     # Keep mine: the form as it came back, sent again.
@@ -309,8 +310,8 @@ def test_a_stale_yaml_save_keeps_my_text_and_shows_theirs_beside_it(org, owner, 
         "revision": won.draft_revision})
     assert again.status_code == 302, again.content.decode()[:2000]
     won.refresh_from_db()
-    assert won.actions.get(action_type="send_email").config["subject"] == "Hello {{deal.title}}"
-    assert won.actions.get(action_type="create_task").config["title"] == "Kick off {{deal.title}}"
+    assert draft_action(won, action_type="send_email").config["subject"] == "Hello {{deal.title}}"
+    assert draft_action(won, action_type="create_task").config["title"] == "Kick off {{deal.title}}"
     assert won.edited_by == owner
 
 

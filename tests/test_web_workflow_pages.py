@@ -8,12 +8,13 @@ import re
 import pytest
 from django.test import Client
 
-from crm_automation.automation.models import Workflow, WorkflowAction, WorkflowRun
+from crm_automation.automation.models import Workflow, WorkflowRun
 from crm_automation.automation.services.versions import workflow_export_yaml
 from crm_automation.automation.services.workflows import workflow_update
 from crm_automation.crm.models import Deal, EmailMessage, Lead, Task
 from crm_automation.web import graph_picture
 from tests.conftest import make_workflow
+from tests.drafts import draft_actions
 
 PAGES = ["yaml", "versions", "publish", "simulate", "graph"]
 
@@ -38,7 +39,7 @@ def line_of(text: str, needle: str) -> int:
 
 
 def titles_of(workflow) -> list[str]:
-    return [a.config.get("title") for a in WorkflowAction.objects.filter(workflow=workflow, action_type="create_task")]
+    return [a.config.get("title") for a in draft_actions(workflow) if a.action_type == "create_task"]
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ def test_a_secret_is_stored_encrypted_and_read_back_plain(org, owner):
 
 def test_a_secret_written_in_plain_text_before_encryption_is_read_and_encrypted_on_save(org):
     endpoint, secret = webhook_endpoint_create(organization=org, name="Shop", by=None)
-    with connection.cursor() as cursor:  # as rows from before migration webhooks 0002
+    with connection.cursor() as cursor:  # as rows written before secrets were encrypted
         cursor.execute(f"UPDATE {WebhookEndpoint._meta.db_table} SET secret = %s WHERE id = %s", [secret, endpoint.pk])
     loaded = WebhookEndpoint.objects.get(pk=endpoint.pk)
     assert loaded.secret == secret

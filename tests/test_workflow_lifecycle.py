@@ -8,6 +8,7 @@ from crm_automation.automation.services.workflows import workflow_transition, wo
 from crm_automation.crm.models import Organization
 from crm_automation.refusals import Refused
 from tests.conftest import make_workflow
+from tests.drafts import store_draft_around_validation
 
 
 def go(wf, name, by=None):
@@ -48,7 +49,7 @@ def test_activation_needs_an_action(org):
 
 def test_activation_is_refused_when_a_stage_disappeared(org):
     wf = make_workflow(org, activate=False)
-    Workflow.objects.filter(pk=wf.pk).update(trigger_config={"to_stage": "gone"})
+    store_draft_around_validation(wf, {**wf.definition, "trigger_config": {"to_stage": "gone"}})
     with pytest.raises(Refused, match="“gone” is not a stage of this organization; use one of new, "):
         go(wf, "activate")
 
@@ -96,7 +97,7 @@ def test_an_invalid_update_changes_nothing(org):
     with pytest.raises(ValidationError, match="trigger_config.to_stage"):
         workflow_update(workflow_id=wf.pk, changes={"trigger_config": {"to_stage": "nowhere"}})
     wf.refresh_from_db()
-    assert wf.trigger_config == {"to_stage": "won"} and wf.version == 1
+    assert wf.definition["trigger_config"] == {"to_stage": "won"} and wf.version == 1
 
 
 def test_an_archived_workflow_is_frozen(org):

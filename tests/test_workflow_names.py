@@ -20,7 +20,6 @@ from crm_automation.automation.services.versions import workflow_clone, workflow
 from crm_automation.automation.services.workflows import workflow_delete, workflow_transition, workflow_update
 from tests.admin_helpers import page_form
 from tests.conftest import make_workflow
-from tests.migration_steps import migrate_to, migrate_to_latest
 
 TAKEN = "another workflow of this organization is already called that"
 
@@ -62,16 +61,18 @@ def test_a_rename_to_a_taken_name_is_refused_and_a_case_change_is_not(org):
 
 
 def test_the_database_refuses_a_second_name_whatever_the_checks_say(org):
-    make_workflow(org, name="Kickoff")
+    first = make_workflow(org, name="Kickoff")
     with pytest.raises(IntegrityError), transaction.atomic():
-        Workflow.objects.create(organization=org, name="kickoff", key="other", trigger_type="deal_created")
+        Workflow.objects.create(organization=org, name="kickoff", key="other", trigger_type="deal_created",
+                                document={**first.document, "id": "other", "name": "kickoff"})
 
 
 def test_a_name_taken_between_the_check_and_the_save_is_a_refusal_at_the_name(org):
     # Two saves at once both pass the check; the database constraint decides, and the loser
     # is told at the name field (services._save_named), its transaction still usable.
-    make_workflow(org, name="Kickoff")
-    late = Workflow(organization=org, name="KICKOFF", key="late", trigger_type="deal_created")
+    first = make_workflow(org, name="Kickoff")
+    late = Workflow(organization=org, name="KICKOFF", key="late", trigger_type="deal_created",
+                    document={**first.document, "id": "late", "name": "KICKOFF"})
     with transaction.atomic():
         with pytest.raises(ValidationError) as refused:
             services._save_named(late)
@@ -175,29 +176,3 @@ def test_free_names_stay_within_200_characters(org):
     make_workflow(org, name=long.strip()[:200])
     name = services.free_name(org.pk, long)
     assert len(name) <= 200 and name.endswith("… (2)")
-
-
-# --- Existing duplicates -------------------------------------------------------------------------
-@pytest.mark.django_db(transaction=True)
-def test_the_migration_renames_existing_duplicates_keeping_the_live_ones_name():
-    old = migrate_to([("automation", "0026_workflow_edited_by")])
-    Org, Workflow_ = old.get_model("crm", "Organization"), old.get_model("automation", "Workflow")
-    acme = Org.objects.create(name="Acme", slug="acme-names", plan="pro")
-    rival = Org.objects.create(name="Rival", slug="rival-names", plan="pro")
-
-    def made(org, name, key, status="draft"):
-        return Workflow_.objects.create(organization=org, name=name, key=key, trigger_type="deal_created",
-                                        status=status).pk
-
-    draft = made(acme, "Kickoff", "a")
-    live = made(acme, "KICKOFF", "b", "activated")
-    archived = made(acme, "kickoff", "c", "archived")
-    taken_suffix = made(acme, "Kickoff (2)", "d")
-    elsewhere = made(rival, "Kickoff", "e")
-    migrate_to_latest()
-    names = dict(Workflow.objects.values_list("pk", "name"))
-    assert names[live] == "KICKOFF"  # the live one keeps its name
-    assert (names[draft], names[archived]) == ("Kickoff (3)", "kickoff (4)")
-    assert (names[taken_suffix], names[elsewhere]) == ("Kickoff (2)", "Kickoff")
-    with pytest.raises(IntegrityError), transaction.atomic():
-        Workflow.objects.filter(pk=draft).update(name="kickoff")

@@ -15,7 +15,7 @@ from crm_automation.automation.models import AutomationEvent, FieldChange, Workf
 from crm_automation.crm.models import EmailMessage, Task
 
 RECOVERY_LIMIT = 30.0
-KEY_RUN = re.compile(r"^run:(\d+):(?:step:\d+|node:.+)$")  # step keys: runs begun before node keys
+KEY_RUN = re.compile(r"^run:(\d+):node:.+$")
 MESSAGE_ORG = re.compile(r"^<email-\d+\.(\d+)@crm-automation>$")
 
 

@@ -5,13 +5,15 @@ created and activated through the services (`workflow_create`, `workflow_transit
 Deals are bulk-created, which records no trigger: the scenarios' movers make the triggers.
 """
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.db import connection
 
-from crm_automation.automation.models import Workflow, WorkflowAction, WorkflowVersion
+from crm_automation.automation.definition import compiled, documents
+from crm_automation.automation.models import Workflow, WorkflowVersion
 from crm_automation.automation.services.workflows import workflow_create, workflow_transition
 from crm_automation.crm.models import Contact, Deal, Membership, Organization, Stage
 
@@ -89,14 +91,14 @@ def add_workflow(data: OrgData, name: str = "Won kickoff", *, actions: list[dict
 
 
 def tamper_template(wf: Workflow, position: int, key: str, text: str) -> None:
-    """Store a template the validation would refuse, straight into the workflow's current version
-    and its action row (QuerySet.update bypasses the immutability check and the services)."""
-    version = WorkflowVersion.objects.get(pk=wf.current_version_id)
-    definition = version.definition
+    """Store a template the validation would refuse, straight into the document of the workflow
+    and of its current version (QuerySet.update bypasses the immutability check and the services)."""
+    definition = copy.deepcopy(WorkflowVersion.objects.get(pk=wf.current_version_id).definition)
     definition["actions"][position]["config"][key] = text
-    WorkflowVersion.objects.filter(pk=version.pk).update(definition=definition)
-    action = WorkflowAction.objects.filter(workflow=wf).order_by("position", "id")[position]
-    WorkflowAction.objects.filter(pk=action.pk).update(config={**action.config, key: text})
+    document = documents.document_of(key=wf.key, name=wf.name, description=wf.description, definition=definition)
+    WorkflowVersion.objects.filter(pk=wf.current_version_id).update(document=document)
+    Workflow.objects.filter(pk=wf.pk).update(document=document)
+    compiled.forget()  # (this process compiled the version when it was activated)
 
 
 def write_ids(path: Path, ids: list[str]) -> Path:

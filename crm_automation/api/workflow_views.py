@@ -202,7 +202,7 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
         if getattr(self, "swagger_fake_view", False):
             return Workflow.objects.none()
         return (Workflow.objects.filter(organization=organization_of(self.request))
-                .select_related("current_version").prefetch_related("actions"))
+                .select_related("current_version"))
 
     def _respond(self, workflow: Workflow, code: int = status.HTTP_200_OK) -> Response:
         workflow = self.get_queryset().get(pk=workflow.pk)  # fresh, with what the serializer reads

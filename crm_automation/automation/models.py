@@ -39,29 +39,16 @@ class Workflow(models.Model):
     key = models.SlugField(
         max_length=80, help_text="The workflow's id in YAML (kebab-case), unique in the organization.")
     description = models.TextField(blank=True)
+    # The draft, as a workflow document (definition/documents.py): the one stored shape of what
+    # the workflow does. A draft workflow's saves are versions at once; a live one's wait for
+    # publishing. The columns above and `trigger_type` are read from it when it is written
+    # (Workflow.take_document), for the queries that need them.
+    document = models.JSONField(help_text="The draft as a workflow document (what export writes).")
     trigger_type = models.CharField(max_length=40, choices=catalog.TRIGGER_CHOICES)
-    trigger_config = models.JSONField(
-        default=dict, blank=True,
-        help_text='For deal triggers: {"from_stage": "proposal", "to_stage": "won"}; each optional (any).',
-    )
-    conditions = models.JSONField(
-        default=dict, blank=True,
-        help_text='{"combinator": "and", "rules": [{"field": "deal.amount", "operator": "gt", "value": 5000}]}',
-    )
-    # The trigger node's id and label and the edges, when the workflow is not a plain chain of its
-    # actions (see graph.py); {} for a chain.
-    graph = models.JSONField(default=dict, blank=True, help_text=(
-        'For workflows that branch: {"trigger": {"id": "trigger", "label": "…"}, "edges": [{"source": "trigger", '
-        '"target": "send-email"}, …]}. Empty: the actions run one after the other.'))
-    error_handling = models.CharField(max_length=10, choices=ErrorHandling.choices, default=ErrorHandling.STOP)
-    reenrollment = models.CharField(
-        "re-enrollment", max_length=20, choices=Reenrollment.choices, default=Reenrollment.NOT_WHILE_RUNNING,
-        help_text="Whether a record that already went through this workflow may go through it again.")
-    timeout_seconds = models.PositiveIntegerField(default=60)
     status = FSMField(default=WorkflowStatus.DRAFT, choices=WorkflowStatus.choices, protected=False)
     version = models.PositiveIntegerField(default=0, editable=False)
-    # Counts saved edits of the draft (the fields and actions below): a page that opened an
-    # older revision cannot overwrite newer edits of the actions.
+    # Counts saved edits of the draft: a page that opened an older revision cannot overwrite
+    # newer edits.
     draft_revision = models.PositiveIntegerField(default=0, editable=False)
     # Who saved the last of those edits and when (a page whose save is refused as stale says so).
     edited_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
@@ -97,6 +84,22 @@ class Workflow(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def definition(self) -> dict:
+        """The draft's definition (compiled from `document`): what a new version would run."""
+        from crm_automation.automation.definition import compiled  # (it reads documents, which read this module)
+
+        return compiled.of_draft(self)
+
+    def take_document(self, document: dict) -> None:
+        """Make `document` (valid, in the form documents.document_of writes) the draft: the one
+        place the columns that repeat part of it (key, name, description, trigger type) are
+        written. Not saved here."""
+        self.document = document
+        self.key, self.name = document["id"], document["name"]
+        self.description = document.get("description", "")
+        self.trigger_type = self.definition["trigger_type"]
+
     # The transitions only move the state; `services.workflow_transition` checks the reasons
     # (valid definition, plan limit) under a lock and is the only caller.
     @transition(field=status, source=[WorkflowStatus.DRAFT, WorkflowStatus.PAUSED],
@@ -118,49 +121,12 @@ class Workflow(models.Model):
         pass
 
 
-class WorkflowAction(models.Model):
-    class Type(models.TextChoices):
-        SEND_EMAIL = "send_email", "Send email"
-        UPDATE_FIELD = "update_field", "Update field"
-        CREATE_TASK = "create_task", "Create task"
-        WAIT = "wait", "Wait"
-        CONDITION = "condition", "Continue only if"
-        PARALLEL = "parallel", "Parallel branches"
-        MERGE = "merge", "Merge branches"
-        LOOP = "loop", "Loop"
-        NOTIFY = "notify", "Desktop notification"
-        FUNCTION = "function", "Function"
-        USER_INPUT = "user_input", "Ask a person (approval)"
-        SUB_WORKFLOW = "sub_workflow", "Sub-workflow"
-        HTTP_REQUEST = "http_request", "HTTP request (signed webhook)"
-
-    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="actions")
-    node_id = models.SlugField(max_length=60, blank=True, editable=False,
-                               help_text="The step's node id in YAML: stable across versions.")
-    label = models.CharField(max_length=200, blank=True, default="", db_default="",
-                             help_text="The node's name; templates may refer to it.")
-    on_error = models.JSONField(null=True, blank=True, help_text=(
-        'What happens when this step fails, e.g. {"policy": "retry", "maxAttempts": 4, "then": "pause"}; '
-        "empty: the workflow's policy."))
-    position = models.PositiveSmallIntegerField(default=0)
-    action_type = models.CharField(max_length=30, choices=Type.choices)
-    config = models.JSONField(default=dict, blank=True)
-
-    class Meta:
-        ordering = ["position", "id"]
-
-    def __str__(self) -> str:
-        return f"{self.position}. {self.get_action_type_display()}"
-
-
 class WorkflowVersion(models.Model):
-    """An immutable snapshot of a workflow's definition. Runs point at the one they executed."""
+    """An immutable snapshot of a workflow's document. Runs point at the one they executed."""
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()
-    definition = models.JSONField()
-    # The same version in the seed-001 format (what export writes and compare shows).
-    document = models.JSONField(null=True, blank=True)
+    document = models.JSONField(help_text="The workflow document as it was saved (what compare shows).")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -177,6 +143,13 @@ class WorkflowVersion(models.Model):
         if not self._state.adding:
             raise ValueError("Workflow versions are immutable; create a new one instead.")
         super().save(*args, **kwargs)
+
+    @property
+    def definition(self) -> dict:
+        """What the engine runs: the document compiled, once per process (compiled.py)."""
+        from crm_automation.automation.definition import compiled  # (it reads documents, which read this module)
+
+        return compiled.of_version(self)
 
 
 class AutomationEvent(models.Model):
@@ -300,10 +273,6 @@ class WorkflowRun(models.Model):
     # A simulation (simulation.py): its steps show what would happen; nothing happened, and it
     # counts nowhere (workflow counters, quota, success rate).
     simulated = models.BooleanField(default=False, db_default=False, editable=False)
-    # Runs begun before node keys existed keep their effects' run:<id>:step:<n> keys. The database
-    # default is True on purpose: a run inserted by code from before node keys (a worker not yet
-    # upgraded during a deploy) executes with step keys there, and is read back with them here.
-    legacy_keys = models.BooleanField(default=False, db_default=True, editable=False)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

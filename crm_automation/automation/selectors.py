@@ -4,7 +4,6 @@ from django.db import connection
 from django.db.models import Count, DurationField, ExpressionWrapper, F, QuerySet, Window
 from django.db.models.functions import RowNumber
 
-from crm_automation.automation.definition import documents
 from crm_automation.automation.models import (
     StepStatus,
     WorkflowDecision,
@@ -90,7 +89,7 @@ def runs_of_organization(*, organization_id: int) -> QuerySet[WorkflowRun]:
 
 def version_labels(version: WorkflowVersion) -> dict[str, str]:
     """{node id: label} of a version, as its document shows them (labels export writes included)."""
-    document = version.document or documents.document_of(key="x", name="x", definition=version.definition)
+    document = version.document
     return {node["id"]: node["data"].get("label", "") for node in document.get("nodes", [])}
 
 

@@ -100,7 +100,7 @@ class ConcurrentEditForm(forms.ModelForm):
         # Locked until the admin's transaction ends: nobody can change the row between this
         # check and the save.
         current = type(self.instance)._default_manager.select_for_update().get(pk=self.instance.pk)
-        now = model_to_dict(current, fields=self.changed_data)
+        now = self.stored_values(current, self.changed_data)
         seen_now = {}
         for name in self.changed_data:
             raw = self._opened_raw(name)
@@ -108,7 +108,7 @@ class ConcurrentEditForm(forms.ModelForm):
                 continue
             field = self.fields[name]
             if field.has_changed(comparable(now[name]), comparable(raw)):
-                self.add_error(name, conflict_message(getattr(current, name)))
+                self.add_error(name, conflict_message(getattr(current, name, now[name])))
                 seen_now[self[name].html_initial_name] = field.hidden_widget().format_value(
                     field.prepare_value(now[name]))
         if seen_now:  # the page now shows theirs as "what you saw": saving again is deliberate
@@ -116,6 +116,11 @@ class ConcurrentEditForm(forms.ModelForm):
             for key, value in seen_now.items():
                 self.data[key] = "" if value is None else value
         return data
+
+    def stored_values(self, current, names: list[str]) -> dict:
+        """The values of the fields `names` as stored now, to compare with what the page showed.
+        A form with fields that are not columns reads theirs too."""
+        return model_to_dict(current, fields=names)
 
     def _update_errors(self, errors) -> None:
         """A model check may name a field this form does not show (read-only here): show its

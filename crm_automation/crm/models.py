@@ -342,9 +342,8 @@ class Task(TenantOwned):
     )
     deal = models.ForeignKey(Deal, on_delete=models.CASCADE, null=True, blank=True, related_name="tasks")
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, null=True, blank=True, related_name="tasks")
-    # Set when a workflow created the task: "run:<run>:node:<node id>[:<loop iteration>]" (runs begun
-    # before node ids: "run:<run>:step:<position>"). Unique, so a redelivered run can never create the
-    # same task twice.
+    # Set when a workflow created the task: "run:<run>:node:<node id>[:<loop iteration>]". Unique, so
+    # a redelivered run can never create the same task twice.
     automation_key = models.CharField(max_length=100, null=True, blank=True, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 

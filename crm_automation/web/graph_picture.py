@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from html import escape
 
 from crm_automation.automation.definition import documents, graph
-from crm_automation.automation.models import WorkflowAction
 from crm_automation.automation.wording import shorten
 from crm_automation.web.words import step_settings_in_words, trigger_in_words, trigger_settings_in_words
 
@@ -72,11 +71,16 @@ def handle_in_words(handle: str) -> str:
     return handle
 
 
+TYPE_WORDS = {"send_email": "Send email", "update_field": "Update field", "create_task": "Create task",
+              "wait": "Wait", "condition": "Continue only if", "parallel": "Parallel branches",
+              "merge": "Merge branches", "loop": "Loop", "notify": "Desktop notification", "function": "Function",
+              "user_input": "Ask a person (approval)", "sub_workflow": "Sub-workflow",
+              "http_request": "HTTP request (signed webhook)"}
+
+
 def type_in_words(node_type: str | None) -> str:
-    try:
-        return WorkflowAction.Type(node_type).label
-    except ValueError:  # a type of a later version (router, agent …): its name is the best we have
-        return str(node_type or "step").replace("_", " ").capitalize()
+    # Another type (router, agent …): its name is the best we have.
+    return TYPE_WORDS.get(node_type) or str(node_type or "step").replace("_", " ").capitalize()
 
 
 def node_labels(definition: dict, stage_names: dict[str, str]) -> dict[str, str]:

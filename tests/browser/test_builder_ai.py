@@ -10,6 +10,7 @@ from playwright.sync_api import expect
 
 from crm_automation.automation.models import Workflow
 from tests.browser.test_automation_pages import LIST, Watcher, add_step, field_box, open_list, say
+from tests.drafts import draft_actions
 
 pytestmark = pytest.mark.django_db(transaction=True)  # live_server sees only committed rows
 NOT_SET_UP = "AI is not set up on this server: set AI_PROVIDER, AI_MODEL and AI_API_KEY"
@@ -139,14 +140,14 @@ def test_the_builder_sorts_deals_by_an_ai_router_into_branches_saves_and_reloads
     assert page.url.startswith(f"{live_server.url}{LIST}workflows/{workflow.pk}/edit/"), page.url
     shot(page, "reloaded")
 
-    actions = {a.node_id: a for a in workflow.actions.all()}
+    actions = {a.node_id: a for a in draft_actions(workflow)}
     router_node = next(node for node, a in actions.items() if a.action_type == "router")
     assert actions[router_node].config == {"classificationPrompt": "Is the deal {{deal.title}} going well?", "routes": [
         {"id": "route-0", "label": "happy"}, {"id": "route-1", "label": "unsure"}]}
     agent_node = next(node for node, a in actions.items() if a.action_type == "agent")
     assert actions[agent_node].config == {"additionalPrompt": "Write a one-line review request for {{deal.title}}",
                                           "outputFormat": "json", "maxTokens": 300}
-    edges = {(e["source"], e.get("sourceHandle")): e["target"] for e in workflow.graph["edges"]}
+    edges = {(e["source"], e.get("sourceHandle")): e["target"] for e in workflow.definition["graph"]["edges"]}
     assert edges[(router_node, "route-0")] == agent_node
     assert actions[edges[(agent_node, None)]].config["title"] == "Ask for a review: {{AI agent.request}}"
     assert actions[edges[(router_node, "route-1")]].config["title"] == "Check: {{AI router.route}}"

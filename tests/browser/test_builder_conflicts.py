@@ -14,6 +14,7 @@ from crm_automation.automation.services.versions import workflow_document
 from tests.browser.conftest import DESKTOP, PASSWORD, TIMEOUT_MS, logged_in
 from tests.browser.test_automation_pages import say, watch  # noqa: F401 (the fixture)
 from tests.conftest import make_workflow
+from tests.drafts import draft_action, draft_actions
 
 pytestmark = pytest.mark.django_db(transaction=True)  # live_server sees only committed rows
 
@@ -108,7 +109,7 @@ def test_two_people_save_the_same_workflow_and_the_second_keeps_theirs_and_hers(
     expect(card(mine, "Two days")).to_contain_text("Wait 2 days")  # theirs, now on this page too
     shot(mine, "kept")
     saved = Workflow.objects.get(pk=workflow.pk)
-    configs = {a.node_id: (a.label, a.config) for a in saved.actions.all()}
+    configs = {a.node_id: (a.label, a.config) for a in draft_actions(saved)}
     assert configs["kickoff"][1]["title"] == "Meet {{deal.title}}"  # mine, where both changed it
     assert configs["welcome"][1]["subject"] == "Hello there"  # mine
     assert configs["pause"] == ("Two days", {"delayAmount": 2, "delayUnit": "days"})  # theirs
@@ -127,7 +128,7 @@ def test_two_people_save_the_same_workflow_and_the_second_keeps_theirs_and_hers(
     panel.get_by_role("button", name="Keep my changes").click()
     expect(theirs.get_by_role("status")).to_contain_text("Saved the draft")
     saved = Workflow.objects.get(pk=workflow.pk)
-    configs = {a.node_id: a.config for a in saved.actions.all()}
+    configs = {a.node_id: a.config for a in draft_actions(saved)}
     assert configs["kickoff"]["title"] == "Meet {{deal.title}}" and configs["pause"]["delayAmount"] == 3
     assert configs["welcome"]["subject"] == "Hello there"
     assert not watch.page_errors and not unexpected(watch.console), say(watch, "script errors")
@@ -163,13 +164,13 @@ def test_discarding_ones_changes_shows_the_saved_workflow_and_saves_nothing(
     expect(mine.get_by_label("Name", exact=True)).to_have_value("Onboarding, with a pause")
     shot(mine, "discarded")
     saved = Workflow.objects.get(pk=workflow.pk)
-    assert saved.draft_revision == revision and saved.actions.count() == 4  # nothing was saved
+    assert saved.draft_revision == revision and len(draft_actions(saved)) == 4  # nothing was saved
 
     # The page now stands on the saved revision: its next save goes through.
     edit(mine, "Welcome mail", "Subject", "Hello there")
     save(mine)
     expect(mine.get_by_role("status")).to_contain_text("Saved the draft")
-    assert Workflow.objects.get(pk=workflow.pk).actions.get(node_id="welcome").config["subject"] == "Hello there"
+    assert draft_action(workflow, node_id="welcome").config["subject"] == "Hello there"
     assert not watch.page_errors and not unexpected(watch.console), say(watch, "script errors")
 
 
@@ -189,9 +190,9 @@ def test_both_adding_a_step_at_the_same_place_keeps_both_steps(two_tabs, watch, 
     panel.get_by_role("button", name="Keep my changes").click()
     expect(mine.get_by_role("status")).to_contain_text("Saved the draft")
     saved = Workflow.objects.get(pk=workflow.pk)
-    titles = [a.config.get("title") for a in saved.actions.all() if a.action_type == "create_task"]
+    titles = [a.config.get("title") for a in draft_actions(saved) if a.action_type == "create_task"]
     assert sorted(titles) == ["Kick off {{deal.title}}", "My task", "Their task"]
-    labels = {a.label: a.node_id for a in saved.actions.all()}
+    labels = {a.label: a.node_id for a in draft_actions(saved)}
     edges = {(e["source"], e["target"]) for e in workflow_document(saved)["edges"]}
     # Theirs first, then mine (whose name was taken: it became “Create task 2”).
     assert {("welcome", labels["Create task"]), (labels["Create task"], labels["Create task 2"])} <= edges

@@ -1,20 +1,17 @@
-from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import models
-from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django_fsm.admin import FSMAdminMixin
 
-from crm_automation.automation.admin.forms import ActionInlineFormSet, WorkflowForm
+from crm_automation.automation.admin.forms import WorkflowForm
 from crm_automation.automation.admin.history import badge
 from crm_automation.automation.admin.workflow_documents import WorkflowDocumentViews
 from crm_automation.automation.admin.workflow_launch import WorkflowLaunchViews
 from crm_automation.automation.definition import catalog, graph
-from crm_automation.automation.definition.validation import definition_of
-from crm_automation.automation.models import Workflow, WorkflowAction, WorkflowStatus, WorkflowVersion
+from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
+from crm_automation.automation.services.versions import workflow_export_yaml
 from crm_automation.automation.services.workflows import (
     EDITABLE_FIELDS,
     can_edit,
@@ -22,7 +19,6 @@ from crm_automation.automation.services.workflows import (
     workflow_transition,
     workflow_update,
 )
-from crm_automation.crm.admin_forms import SafeJSONField
 from crm_automation.crm.admin_scoping import OrgScopedAdmin, ReadOnlyInline
 from crm_automation.refusals import Refused, reasons
 
@@ -37,33 +33,6 @@ ACTION_EXAMPLES = [
     ("condition", '{"rules": [{"field": "deal.stage", "operator": "eq", "value": "proposal"}]}: '
                   'continue only if true (checked when the step is reached, e.g. after a wait); else the run ends'),
 ]
-
-
-class WorkflowActionInline(admin.TabularInline):
-    model = WorkflowAction
-    formset = ActionInlineFormSet
-    fields = ("position", "node_id", "label", "action_type", "config", "on_error")
-    readonly_fields = ("node_id",)
-    extra = 0
-    ordering = ("position", "id")
-    formfield_overrides = {models.JSONField: {"widget": forms.Textarea(attrs={"rows": 3, "cols": 70}),
-                                              "form_class": SafeJSONField}}
-
-    # The parent WorkflowAdmin decides; an inline has no separate rights.
-    def _parent_allows(self, request, obj) -> bool:
-        return self.admin_site._registry[Workflow].has_change_permission(request, obj)
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        return True
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return self._parent_allows(request, obj)
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return self._parent_allows(request, obj)
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return self._parent_allows(request, obj)
 
 
 class WorkflowVersionInline(ReadOnlyInline):
@@ -83,7 +52,6 @@ class WorkflowVersionInline(ReadOnlyInline):
 class WorkflowAdmin(WorkflowLaunchViews, WorkflowDocumentViews, FSMAdminMixin, OrgScopedAdmin):
     change_form_template = "admin/automation/workflow/change_form.html"
     form = WorkflowForm
-    formfield_overrides = {models.JSONField: {"form_class": SafeJSONField}}
     fsm_fields = ["status"]
     hide_free_plan = True
     list_display = ("name", "trigger_type", "action_count", "status_badge", "last_run_at", "run_count",
@@ -93,12 +61,13 @@ class WorkflowAdmin(WorkflowLaunchViews, WorkflowDocumentViews, FSMAdminMixin, O
     search_fields = ("name", "description")
     list_select_related = ("organization",)
     readonly_fields = ("status", "version", "run_count", "success_count", "failure_count", "last_run_at",
-                       "created_by", "created_at", "updated_at", "authoring_help", "flow")
-    inlines = [WorkflowActionInline, WorkflowVersionInline]
+                       "created_by", "created_at", "updated_at", "authoring_help", "flow", "document_yaml")
+    inlines = [WorkflowVersionInline]
     fieldsets = [
         (None, {"fields": ("organization", "name", "description", "status", "version", "base_revision")}),
         ("Trigger", {"fields": ("trigger_type", "trigger_config", "conditions", "authoring_help")}),
         ("Execution", {"fields": ("error_handling", "reenrollment", "timeout_seconds")}),
+        ("Actions", {"fields": ("steps",)}),
         ("Flow", {"fields": ("flow",)}),
         ("Graph", {"fields": ("graph",), "classes": ("collapse",), "description": (
             "Leave empty for steps that run one after the other. For branches, parallel paths and loops, list "
@@ -111,16 +80,28 @@ class WorkflowAdmin(WorkflowLaunchViews, WorkflowDocumentViews, FSMAdminMixin, O
                                  "created_by", "created_at", "updated_at")}),
     ]
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).annotate(_action_count=Count("actions"))
+    def get_fieldsets(self, request, obj=None):
+        """A person who may not change the workflow reads its document (the fields to edit are
+        parts of it: they have no columns to show read-only)."""
+        if obj is not None and not self.has_change_permission(request, obj):
+            return [(None, {"fields": ("organization", "name", "description", "status", "version")}),
+                    ("Document", {"fields": ("document_yaml",)}), ("Flow", {"fields": ("flow",)}),
+                    *self.fieldsets[-1:]]
+        return self.fieldsets
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj) -> str:
         return badge(obj.status, obj.get_status_display())
 
-    @admin.display(description="Actions", ordering="_action_count")
+    @admin.display(description="Actions")
     def action_count(self, obj) -> int:
-        return obj._action_count
+        return len(obj.document.get("nodes") or []) - 1  # the trigger is a node too
+
+    @admin.display(description="Document (the draft, as export writes it)")
+    def document_yaml(self, obj) -> str:
+        if obj is None or not obj.pk:
+            return "-"
+        return format_html('<pre class="workflow-document">{}</pre>', workflow_export_yaml(obj))
 
     @admin.display(description="Fields, operators and actions")
     def authoring_help(self, obj) -> str:
@@ -139,7 +120,7 @@ class WorkflowAdmin(WorkflowLaunchViews, WorkflowDocumentViews, FSMAdminMixin, O
         """The saved graph in words: each step, what it is, and where each of its ways out leads."""
         if obj is None or not obj.pk:
             return "-"
-        definition = definition_of(obj)
+        definition = obj.definition
         if graph.problems(definition):
             return "The edges do not fit the steps; see the errors when saving."
         flow = graph.build(definition)
@@ -184,18 +165,17 @@ class WorkflowAdmin(WorkflowLaunchViews, WorkflowDocumentViews, FSMAdminMixin, O
         formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
     def save_related(self, request, form, formsets, change) -> None:
-        actions_formset = next(f for f in formsets if isinstance(f, ActionInlineFormSet))
         for formset in formsets:
             self.save_formset(request, form, formset, change)
         by = None if request.user.is_superuser else request.user
         if not change:
             data = {name: form.cleaned_data[name] for name in EDITABLE_FIELDS if name in form.cleaned_data}
             workflow = workflow_create(organization=form.cleaned_data["organization"], by=by,
-                                       actions=actions_formset.actions(), **data)
+                                       actions=form.cleaned_data["steps"], **data)
         else:
             changes = {name: value for name, value in form.changes().items() if name in EDITABLE_FIELDS}
             expected = {name: value for name, value in form.expected().items() if name in changes}
-            actions = actions_formset.actions() if actions_formset.has_changed() else None
+            actions = form.cleaned_data["steps"] if "steps" in form.changed_data else None
             if not changes and actions is None:
                 return
             workflow = workflow_update(workflow_id=form.instance.pk, by=by, changes=changes, actions=actions,
@@ -207,8 +187,6 @@ class WorkflowAdmin(WorkflowLaunchViews, WorkflowDocumentViews, FSMAdminMixin, O
         if add:
             return [{"added": {}}]
         changed = [name for name in form.changed_data if name != "base_revision"]
-        if any(f.has_changed() for f in formsets if isinstance(f, ActionInlineFormSet)):
-            changed.append("actions")
         return [{"changed": {"fields": changed}}] if changed else []
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):

@@ -19,6 +19,8 @@ Errors name the place as `nodes[<node id>].data.config…` and, for YAML text, t
 import difflib
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import yaml
 
@@ -36,19 +38,54 @@ ERROR_POLICY = {"stop": "abort", "continue": "skip", "pause": "pause"}
 ERROR_HANDLING = {policy: handling for handling, policy in ERROR_POLICY.items()}
 STATUS_OUT = {"draft": "draft", "activated": "production", "paused": "paused", "archived": "archive"}
 STATUS_IN = {"draft": "draft", "production": "activated", "paused": "paused", "archive": "archived"}
-# Seed-001 node types this version does not run yet: accepted by the format, refused on import
-# with a message saying so.
-LATER: set[str] = set()  # every seed-001 subtype is accepted; catalog.LATER_* say which cannot run yet
 # Node subtypes whose config is the step's config as it is (no toolName / defaults wrapping).
 PLAIN = {"desktop-notification": "notify", "function": "function", "user-input": "user_input",
          "sub-workflow": "sub_workflow", **{node: node for node in (*catalog.LATER_NODES, *catalog.AI_NODES)}}
-TRIGGERS = ("chat-app", "manual", "schedule")
-# The settings of relative-time (relative_time.py) and record-updated (field_changes.py)
+# The settings of relative-time (relative_time.py) and record-updated (record_changes.py)
 # triggers, on a chat-app trigger node.
 RELATIVE_KEYS = ("field", "offsetDays", "time", "stage", "days", "fields", "crossing", "bulk")
 PLAIN_SUBTYPE = {action: subtype for subtype, action in PLAIN.items()}
 TRUE_HANDLE, FALSE_HANDLE = "condition-true", "condition-false"
 NODE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+@dataclass(frozen=True)
+class TriggerNode:
+    """How a trigger node of one subtype reads as a trigger type and its settings, and back.
+
+    `keys`: every key its config takes, in the order messages list them (None: any; a
+    schedule's are checked by schedules.validate); `own`: those the node reads itself, the
+    rest are the trigger's settings (`trigger_config`)."""
+
+    keys: tuple[str, ...] | None
+    own: tuple[str, ...]
+    type_of: Callable[[dict], object]  # the trigger type its config says
+    config_of: Callable[[str], dict]  # the config that says a trigger type
+    check: Callable[[dict], list[tuple[str, str]]] = lambda config: []  # (key, message): cannot be read
+
+
+def _entity_problems(config: dict) -> list[tuple[str, str]]:
+    return [] if config.get("entity", "deal") in ("deal", "lead") else [("entity", "must be deal or lead (what "
+                                                                                    "it starts on)")]
+
+
+def _event_problems(config: dict) -> list[tuple[str, str]]:
+    return [] if isinstance(event_type(config.get("event")), str) else [
+        ("event", "is required (text): the CRM event, e.g. deal_stage_change")]
+
+
+TRIGGER_NODES = {
+    "chat-app": TriggerNode(keys=("event", "from_stage", "to_stage", "conditions", "endpoint", *RELATIVE_KEYS),
+                            own=("event", "conditions"), type_of=lambda config: event_type(config.get("event")),
+                            config_of=lambda trigger_type: {"event": trigger_type}, check=_event_problems),
+    "manual": TriggerNode(keys=("entity",), own=("entity",),
+                          type_of=lambda config: f"manual_{config.get('entity', 'deal')}",
+                          config_of=lambda trigger_type: {"entity": catalog.MANUAL.get(trigger_type)},
+                          check=_entity_problems),
+    "schedule": TriggerNode(keys=None, own=("conditions",), type_of=lambda config: catalog.SCHEDULE,
+                            config_of=lambda trigger_type: {}),
+}
+TRIGGERS = tuple(TRIGGER_NODES)
 
 
 class DocumentError(ValueError):
@@ -146,47 +183,60 @@ def canonical(value):
     return value
 
 
+def trigger_subtype(trigger_type) -> str:
+    """The trigger node's subtype for a trigger type: manual_*, schedule, else a CRM event (chat-app)."""
+    if trigger_type in catalog.MANUAL:
+        return "manual"
+    return "schedule" if trigger_type == catalog.SCHEDULE else "chat-app"
+
+
 def document_of(*, key: str, name: str, definition: dict, description: str = "", status: str | None = None) -> dict:
-    """A workflow definition (trigger, conditions, nodes, edges) as a seed-001 document."""
-    trigger_config = definition.get("trigger_config") or {}
-    trigger_type = definition.get("trigger_type")
-    subtype = "manual" if trigger_type in catalog.MANUAL else trigger_type if trigger_type in TRIGGERS else "chat-app"
-    config = {"chat-app": {"event": trigger_type}, "manual": {"entity": catalog.MANUAL.get(trigger_type)},
-              "schedule": {}}[subtype]
-    config.update({k: v for k, v in canonical(trigger_config).items() if v not in (None, "")})
-    if (definition.get("conditions") or {}).get("rules"):
-        config["conditions"] = canonical(definition["conditions"])
-    actions = with_node_ids(list(definition.get("actions") or []))
+    """A definition (trigger, conditions, settings, actions, graph) as a workflow document: what
+    the services store and export writes. Nodes without a label get one made from what they do."""
+    definition = {**definition, "actions": with_node_ids(list(definition.get("actions") or []))}
     trigger = (definition.get("graph") or {}).get("trigger") or {}
-    used = {TRIGGER_ID, *(str(a["label"]).casefold() for a in actions if a.get("label"))}
-    if trigger.get("label"):
-        used.add(trigger["label"].casefold())
-    label = trigger.get("label") or _unique(_trigger_label(trigger_type, trigger_config), used)
-    nodes = [{"id": graph.trigger_id(definition), "type": "workflow",
-              "data": {"subtype": subtype, "label": label, "config": config}}]
-    for action in actions:
-        node_config = canonical(action.get("config") or {})
-        if _subtype(action.get("type")) == "tool-call":
-            node_config = {"toolName": TOOLS.get(action.get("type"), action.get("type")), "defaults": node_config}
-        data = {"subtype": _subtype(action.get("type")),
-                "label": action.get("label") or _unique(_auto_label(action), used), "config": node_config}
-        if action.get("on_error"):
-            data["onError"] = canonical(action["on_error"])
-        nodes.append({"id": action["id"], "type": "workflow", "data": data})
+    given = [trigger.get("label"), *(action.get("label") for action in definition["actions"])]
+    used = {TRIGGER_ID, *(str(label).casefold() for label in given if label)}
+    nodes = [_trigger_node(definition, used), *(_action_node(action, used) for action in definition["actions"])]
     edges = [{k: edge[k] for k in ("source", "target", "sourceHandle") if edge.get(k)}
-             for edge in graph.edges_of({**definition, "actions": actions})]
+             for edge in graph.edges_of(definition)]
     document = {"id": key, "name": name}
     if status:
         document["_status"] = STATUS_OUT.get(status, status)
     if description:
         document["description"] = description
-    document["settings"] = {
-        "errorPolicy": ERROR_POLICY.get(definition.get("error_handling"), definition.get("error_handling")),
-        "reenrollment": definition.get("reenrollment", "every_time"),
-        "timeoutSeconds": definition.get("timeout_seconds", 60),
-    }
-    document["nodes"], document["edges"] = nodes, edges
-    return document
+    return {**document, "settings": _settings_of(definition), "nodes": nodes, "edges": edges}
+
+
+def _trigger_node(definition: dict, used: set[str]) -> dict:
+    trigger_type = definition.get("trigger_type")
+    settings = definition.get("trigger_config") or {}
+    subtype = trigger_subtype(trigger_type)
+    config = TRIGGER_NODES[subtype].config_of(trigger_type)
+    config.update({k: v for k, v in canonical(settings).items() if v not in (None, "")})
+    if (definition.get("conditions") or {}).get("rules"):
+        config["conditions"] = canonical(definition["conditions"])
+    label = ((definition.get("graph") or {}).get("trigger") or {}).get("label")
+    return {"id": graph.trigger_id(definition), "type": "workflow", "data": {
+        "subtype": subtype, "label": label or _unique(_trigger_label(trigger_type, settings), used), "config": config}}
+
+
+def _action_node(action: dict, used: set[str]) -> dict:
+    subtype = _subtype(action.get("type"))
+    config = canonical(action.get("config") or {})
+    if subtype == "tool-call":
+        config = {"toolName": TOOLS.get(action.get("type"), action.get("type")), "defaults": config}
+    data = {"subtype": subtype, "label": action.get("label") or _unique(_auto_label(action), used), "config": config}
+    if action.get("on_error"):
+        data["onError"] = canonical(action["on_error"])
+    return {"id": action["id"], "type": "workflow", "data": data}
+
+
+def _settings_of(definition: dict) -> dict:
+    handling = definition.get("error_handling")
+    return {"errorPolicy": ERROR_POLICY.get(handling, handling),
+            "reenrollment": definition.get("reenrollment", "every_time"),
+            "timeoutSeconds": definition.get("timeout_seconds", 60)}
 
 
 # --- YAML ---------------------------------------------------------------------------------------
@@ -325,9 +375,10 @@ def event_type(event):
 
 
 def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
-    """The definition (trigger, conditions, nodes with their ids and labels, edges) of a
-    document, and what is wrong with its format, named by place. The graph's shape and the
-    nodes' configs are checked with the definition (definitions.validate_definition)."""
+    """The definition (trigger, conditions, settings, nodes with their ids and labels, edges) of
+    a document, and what is wrong with its format, named by place; the definition is {} when
+    some node could not be read. The graph's shape and the nodes' configs are checked on the
+    definition (validation.validate_definition). compiled.py keeps what this gives a version."""
     header = _check_shape(document)
     if any(place in ("nodes", "edges") or place.startswith("settings") for place, _ in header):
         return {}, header  # nothing below can be read
@@ -336,73 +387,84 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
     errors, by_id = _check_nodes(document["nodes"])
     if errors:
         return {}, header + errors
-    for node_id, node in by_id.items():
-        subtype = node["data"].get("subtype")
-        if subtype in LATER:
-            errors.append((f"nodes[{node_id}].data.subtype", f"“{subtype}” nodes are part of the workflow format "
-                                                             "but do not run in this version yet"))
-        elif subtype not in (*TRIGGERS, "tool-call", *PLAIN, *control.LABELS):
-            errors.append((f"nodes[{node_id}].data.subtype", f"unknown subtype “{subtype}”"))
-    triggers = [i for i, n in by_id.items() if n["data"].get("subtype") in TRIGGERS]
+    edge_errors, edges = _edges(document)
+    errors = _subtype_errors(by_id) + edge_errors
+    if errors:
+        return {}, header + errors
+    trigger_node = next(node for node in by_id.values() if node["data"]["subtype"] in TRIGGER_NODES)
+    definition, errors = _trigger_of(trigger_node, document.get("settings") or {})
+    complete = not errors  # every node was read (its settings can be checked too)
+    errors += _unknown_trigger_keys(trigger_node)
+    for node in by_id.values():
+        if node is not trigger_node:
+            action, problems = _action_of(node)
+            errors += problems
+            if action is None:
+                complete = False
+            else:
+                definition["actions"].append(action)
+    if not complete:
+        return {}, header + errors
+    _drop_automatic_labels(definition)
+    _keep_graph(definition, trigger_node, edges)
+    return definition, header + errors
+
+
+def _subtype_errors(by_id: dict[str, dict]) -> list[tuple[str, str]]:
+    errors = [(f"nodes[{node_id}].data.subtype", f"unknown subtype “{node['data'].get('subtype')}”")
+              for node_id, node in by_id.items()
+              if node["data"].get("subtype") not in (*TRIGGER_NODES, "tool-call", *PLAIN, *control.LABELS)]
+    triggers = [node_id for node_id, node in by_id.items() if node["data"].get("subtype") in TRIGGER_NODES]
     if not errors and len(triggers) != 1:
         errors.append(("nodes", "a workflow has exactly one trigger node (subtype chat-app, manual or schedule); "
                                 f"found {len(triggers)}"))
-    edge_errors, edges = _edges(document)
-    errors += edge_errors
-    if errors:
-        return {}, header + errors
-    trigger_node = by_id[triggers[0]]
-    trigger = trigger_node["data"].get("config") or {}
-    settings = document.get("settings") or {}
-    kind = trigger_node["data"]["subtype"]
-    trigger_type = {"chat-app": event_type(trigger.get("event")), "schedule": "schedule",
-                    "manual": f"manual_{trigger.get('entity', 'deal')}"}[kind]
-    if not isinstance(trigger_type, str):
-        return {}, header + [(f"nodes[{trigger_node['id']}].data.config.event", "is required (text): the CRM "
-                                                                                  "event, e.g. deal_stage_change")]
-    stage_keys = ("from_stage", "to_stage", "endpoint", *RELATIVE_KEYS) if kind == "chat-app" else ()
+    return errors
+
+
+def _trigger_of(node: dict, settings: dict) -> tuple[dict, list[tuple[str, str]]]:
+    """The definition's trigger and settings from the trigger node, its actions still empty;
+    the problems that keep it from being read."""
+    reader, config = TRIGGER_NODES[node["data"]["subtype"]], node["data"].get("config") or {}
     definition = {
-        "trigger_type": trigger_type,
-        "trigger_config": ({k: v for k, v in trigger.items() if k != "conditions"} if kind == "schedule"
-                           else {k: v for k, v in trigger.items() if k in stage_keys}),
-        "conditions": trigger.get("conditions") or {},
+        "trigger_type": reader.type_of(config),
+        "trigger_config": {k: v for k, v in config.items()
+                           if k not in reader.own and (reader.keys is None or k in reader.keys)},
+        "conditions": config.get("conditions") or {},
         "error_handling": ERROR_HANDLING.get(settings.get("errorPolicy", "abort"), settings.get("errorPolicy")),
         "reenrollment": settings.get("reenrollment", "not_while_running"),
         "timeout_seconds": settings.get("timeoutSeconds", 60),
         "actions": [],
     }
-    allowed = {"chat-app": ("event", "from_stage", "to_stage", "conditions", "endpoint", *RELATIVE_KEYS),
-               "manual": ("entity",),
-               "schedule": tuple(trigger)}[kind]  # a schedule's settings are checked by schedules.validate
-    for key in sorted(set(trigger) - set(allowed)):
-        errors.append((f"nodes[{trigger_node['id']}].data.config.{key}", f"unknown setting ({', '.join(allowed)})"))
-    complete = True  # every node made it into the definition (its settings can be checked too)
-    if kind == "manual" and trigger.get("entity", "deal") not in ("deal", "lead"):
-        errors.append((f"nodes[{trigger_node['id']}].data.config.entity", "must be deal or lead (what it starts on)"))
-        complete = False
-    for node_id, node in by_id.items():
-        if node is trigger_node:
-            continue
-        config, subtype = node["data"].get("config") or {}, node["data"].get("subtype")
-        action = {"id": node_id, "type": PLAIN.get(subtype, subtype), "config": config,
-                  "label": node["data"]["label"].strip()}
-        if node["data"].get("onError") is not None:
-            action["on_error"] = node["data"]["onError"]
-        if subtype == "tool-call":
-            tool = config.get("toolName")
-            if not isinstance(tool, str) or tool not in ACTIONS:
-                errors.append((f"nodes[{node_id}].data.config.toolName", f"“{tool}” is not a tool; use one of "
-                                                                         f"{', '.join(ACTIONS)}"))
-                complete = False
-                continue
-            unknown = sorted(set(config) - {"toolName", "defaults"})
-            if unknown:
-                errors.append((f"nodes[{node_id}].data.config.{unknown[0]}", "unknown setting (toolName, defaults)"))
-            action.update(type=ACTIONS[tool], config=config.get("defaults") or {})
-        definition["actions"].append(action)
-    _drop_automatic_labels(definition)
-    # Only what a plain chain would not reproduce is kept: the trigger's own id and label, and
-    # the edges when they are not the chain of the nodes in order.
+    return definition, [(f"nodes[{node['id']}].data.config.{key}", message) for key, message in reader.check(config)]
+
+
+def _unknown_trigger_keys(node: dict) -> list[tuple[str, str]]:
+    keys, config = TRIGGER_NODES[node["data"]["subtype"]].keys, node["data"].get("config") or {}
+    return [] if keys is None else [(f"nodes[{node['id']}].data.config.{key}", f"unknown setting ({', '.join(keys)})")
+                                    for key in sorted(set(config) - set(keys))]
+
+
+def _action_of(node: dict) -> tuple[dict | None, list[tuple[str, str]]]:
+    """The definition's action for a node; None when its tool is unknown."""
+    node_id, data = node["id"], node["data"]
+    config, subtype = data.get("config") or {}, data.get("subtype")
+    action = {"id": node_id, "type": PLAIN.get(subtype, subtype), "config": config, "label": data["label"].strip()}
+    if data.get("onError") is not None:
+        action["on_error"] = data["onError"]
+    if subtype != "tool-call":
+        return action, []
+    tool = config.get("toolName")
+    if not isinstance(tool, str) or tool not in ACTIONS:
+        return None, [(f"nodes[{node_id}].data.config.toolName", f"“{tool}” is not a tool; use one of "
+                                                                 f"{', '.join(ACTIONS)}")]
+    unknown = sorted(set(config) - {"toolName", "defaults"})
+    errors = [(f"nodes[{node_id}].data.config.{unknown[0]}", "unknown setting (toolName, defaults)")] if unknown else []
+    return {**action, "type": ACTIONS[tool], "config": config.get("defaults") or {}}, errors
+
+
+def _keep_graph(definition: dict, trigger_node: dict, edges: list[dict]) -> None:
+    """Only what a plain chain would not reproduce is kept: the trigger's own id and label, and
+    the edges when they are not the chain of the nodes in order."""
     graph_part = {}
     label = trigger_node["data"]["label"].strip()
     if trigger_node["id"] != TRIGGER_ID or label != _trigger_label(definition["trigger_type"],
@@ -412,20 +474,24 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
         graph_part["edges"] = edges
     if graph_part:
         definition["graph"] = graph_part
-    return (definition if complete else {}), header + errors
+
+
+def _labels(document: dict) -> dict[str, str]:
+    return {node["id"]: node["data"]["label"] for node in document["nodes"]}
+
+
+def _unlabelled(action: dict) -> dict:
+    return {k: v for k, v in action.items() if k != "label"}
 
 
 def _drop_automatic_labels(definition: dict) -> None:
-    """Labels equal to the ones export would write anyway are not stored: a workflow imported
+    """Labels equal to the ones export would write anyway are not kept: a workflow imported
     from its own export has the same definition (and versions compare equal)."""
     labelled = definition["actions"]
-    bare = [{k: v for k, v in a.items() if k != "label"} for a in labelled]
-    automatic = {n["id"]: n["data"]["label"] for n in document_of(key="x", name="x",
-                                                                 definition={**definition, "actions": bare})["nodes"]}
-    kept = [a if a.get("label") != automatic.get(a["id"]) else {k: v for k, v in a.items() if k != "label"}
-            for a in labelled]
-    again = {n["id"]: n["data"]["label"] for n in document_of(key="x", name="x",
-                                                             definition={**definition, "actions": kept})["nodes"]}
+    automatic = _labels(document_of(key="x", name="x", definition={
+        **definition, "actions": [_unlabelled(a) for a in labelled]}))
+    kept = [_unlabelled(a) if a.get("label") == automatic.get(a["id"]) else a for a in labelled]
+    again = _labels(document_of(key="x", name="x", definition={**definition, "actions": kept}))
     if all(again[a["id"]] == a["label"] for a in labelled):
         definition["actions"] = kept
 

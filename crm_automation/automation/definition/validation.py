@@ -2,6 +2,7 @@
 
 import math
 import uuid
+from collections.abc import Callable
 
 from django.core.exceptions import ValidationError
 
@@ -13,6 +14,7 @@ from crm_automation.automation.nodes import REGISTRY, control
 from crm_automation.automation.nodes import approval as questions
 from crm_automation.automation.nodes import function as functions
 from crm_automation.automation.nodes.base import template_errors
+from crm_automation.automation.triggers import bulk, record_changes, relative_time, schedules
 from crm_automation.crm.selectors import shown, stage_slugs
 
 MAX_ACTIONS = 50
@@ -28,35 +30,6 @@ DEFINITION_FIELDS = ("trigger_type", "trigger_config", "conditions", "error_hand
 LOOP_FIELDS = {"loop.index": "number", "loop.current": catalog.OPEN}
 FUNCTION = "function"
 RESERVED = {"trigger", "deal", "lead", "loop"}  # the first names of template paths
-
-
-def action_dict(action) -> dict:
-    """A saved node as definition data; the label only when set (older versions have none)."""
-    data = {"id": action.node_id, "type": action.action_type, "config": action.config}
-    if action.label:
-        data["label"] = action.label
-    if action.on_error:
-        data["on_error"] = action.on_error
-    return data
-
-
-def definition_of(workflow: Workflow, actions=None) -> dict:
-    """The versioned part of a workflow. `actions` defaults to the saved ones, in order; the
-    graph part (trigger node, edges) only when the workflow is not a plain chain."""
-    if actions is None:
-        actions = [action_dict(a) for a in workflow.actions.all()]
-    definition = {
-        "trigger_type": workflow.trigger_type,
-        "trigger_config": workflow.trigger_config or {},
-        "conditions": workflow.conditions or {},
-        "error_handling": workflow.error_handling,
-        "reenrollment": workflow.reenrollment,
-        "timeout_seconds": workflow.timeout_seconds,
-        "actions": actions,
-    }
-    if workflow.graph:
-        definition["graph"] = workflow.graph
-    return definition
 
 
 def plain_data_errors(value, where: str, depth: int = 0) -> list[tuple[str, str]]:
@@ -86,12 +59,23 @@ def plain_data_errors(value, where: str, depth: int = 0) -> list[tuple[str, str]
     return [(where, f"{type(value).__name__} is not a JSON value")]
 
 
+Problems = list[tuple[str, str]]
+# The triggers whose family checks their settings (trigger type, settings, organization id →
+# (place in the settings, message)); the others take a stage filter or a webhook endpoint
+# (_stage_settings). A new trigger family registers its types here.
+TRIGGER_SETTINGS: dict[str, Callable[[str, dict, int], Problems]] = {
+    catalog.SCHEDULE: lambda trigger_type, config, organization_id: schedules.validate(config),
+    catalog.DATE_REACHED: relative_time.validate,
+    catalog.IN_STAGE: relative_time.validate,
+    **dict.fromkeys(catalog.UPDATED, lambda trigger_type, config, organization_id: record_changes.validate(
+        trigger_type, config)),
+}
+
+
 def validate_trigger(trigger_type, trigger_config, organization_id: int) -> list[tuple[str, str]]:
     """The trigger's type and settings; a trigger on record changes may also say what it does
     with bulk changes (`bulk`, bulk.py)."""
     if isinstance(trigger_config, dict) and "bulk" in trigger_config and trigger_type in catalog.CHANGE_TRIGGERS:
-        from crm_automation.automation.triggers import bulk  # (bulk imports the engine's models and services)
-
         rest = {key: value for key, value in trigger_config.items() if key != "bulk"}
         return bulk.validate(trigger_config["bulk"]) + _trigger_settings(trigger_type, rest, organization_id)
     return _trigger_settings(trigger_type, trigger_config, organization_id)
@@ -103,21 +87,15 @@ def _trigger_settings(trigger_type, trigger_config, organization_id: int) -> lis
     if not isinstance(trigger_type, str) or trigger_type not in catalog.TRIGGER_TYPES:
         return [("trigger_type", f"unknown trigger {shown(trigger_type)}; use one of "
                                  f"{', '.join(sorted(catalog.TRIGGER_TYPES))}")]
-    if trigger_type == catalog.SCHEDULE:
-        from crm_automation.automation.triggers import schedules  # (schedules imports the models)
+    family = TRIGGER_SETTINGS.get(trigger_type)
+    if family is not None:
+        return [("trigger_" + place, message) for place, message in family(trigger_type, trigger_config or {},
+                                                                           organization_id)]
+    return _stage_settings(trigger_type, trigger_config or {}, organization_id)
 
-        return [("trigger_" + place, message) for place, message in schedules.validate(trigger_config or {})]
-    if trigger_type in catalog.UPDATED:
-        from crm_automation.automation.triggers import record_changes as field_changes
 
-        return [("trigger_" + place, message) for place, message in field_changes.validate(trigger_type,
-                                                                                            trigger_config or {})]
-    if trigger_type in (catalog.DATE_REACHED, catalog.IN_STAGE):
-        from crm_automation.automation.triggers import relative_time
-
-        return [("trigger_" + place, message)
-                for place, message in relative_time.validate(trigger_type, trigger_config or {}, organization_id)]
-    config = trigger_config or {}
+def _stage_settings(trigger_type: str, config, organization_id: int) -> list[tuple[str, str]]:
+    """A record trigger's stage filter (from, to) and an inbound webhook's endpoint."""
     if not isinstance(config, dict):
         return [("trigger_config", "must be an object, e.g. {\"to_stage\": \"won\"}")]
     settings = catalog.TRIGGER_SETTINGS.get(trigger_type, ())
@@ -205,12 +183,34 @@ def _label_errors(item: dict, where: str) -> list[tuple[str, str]]:
         return []
     if not isinstance(label, str) or len(label) > 200:
         return [(f"{where}.label", "must be text of at most 200 characters")]
+    if label and not label.strip():
+        return [(f"{where}.label", "is blank: leave it out and the step gets one from what it does")]
     if any(c in label for c in ".{}"):
         return [(f"{where}.label", "may not contain dots or braces: templates refer to nodes by label, "
                                    "as in {{Find Deals.rows}}")]
     if label.strip().casefold() in RESERVED:
         return [(f"{where}.label", f"“{label}” is a name templates already use ({', '.join(sorted(RESERVED))})")]
     return []
+
+
+def _label_clashes(definition: dict) -> list[tuple[str, str]]:
+    """Templates refer to nodes by label, so two nodes may not share one, whatever its case (a
+    workflow document could not hold them)."""
+    part = definition.get("graph")
+    trigger = part.get("trigger") if isinstance(part, dict) else None  # (graph.problems checks their shape)
+    label = trigger.get("label") if isinstance(trigger, dict) else None
+    seen = {label.strip().casefold(): "the trigger"} if isinstance(label, str) and label.strip() else {}
+    errors = []
+    for i, item in enumerate(definition.get("actions") or []):
+        label = item.get("label") if isinstance(item, dict) else None
+        if not isinstance(label, str) or not label.strip():
+            continue  # (none: export makes one that differs from the others)
+        folded = label.strip().casefold()
+        if folded in seen:
+            errors.append((f"actions[{i}].label", f"is also the label of {seen[folded]}; labels must be unique "
+                                                  "(templates refer to nodes by label)"))
+        seen.setdefault(folded, f"“{graph.node_id_at(item, i)}”")
+    return errors
 
 
 def node_scopes(definition: dict) -> dict[str, dict[str, str]]:
@@ -263,6 +263,7 @@ def _checked(definition: dict, organization_id: int) -> list[tuple[str, str]]:
         errors.append(("actions", f"at most {MAX_ACTIONS} actions ({len(actions)} given)"))
     shape = graph.problems(definition) if all(isinstance(a, dict) for a in actions) else []
     scopes = node_scopes(definition) if not shape else {}
+    errors += _label_clashes(definition)
     for i, item in enumerate(actions):
         if not isinstance(item, dict):
             errors.append((f"actions[{i}]", "must be an object with type and config"))

@@ -13,21 +13,18 @@ from crm_automation.automation.definition.templating import (
 
 def effect_key(run_id: int, step: str) -> str:
     """The unique key of a step's side effect: a redelivered run finds it instead of repeating it.
-    `step` is "node:<node id>" (":<token>" in a loop); runs begun before node ids had
-    "step:<position>" and keep it (WorkflowRun.legacy_keys)."""
+    `step` is "node:<node id>", ":<token>" added in a loop (step_name)."""
     return f"run:{run_id}:{step}"
 
 
-def step_name(*, legacy: bool, index: int, node_id: str, token: str = "") -> str:
-    if legacy:
-        return f"step:{index}"
+def step_name(node_id: str, token: str = "") -> str:
     return f"node:{node_id}:{token}" if token else f"node:{node_id}"
 
 
 def node_step(run, node, token: str = "") -> str:
-    """The step name of `node` (a graph.Node) at `token` in `run`: the one rule the engine and
-    the run controls both key effects by."""
-    return step_name(legacy=run.legacy_keys, index=node.index, node_id=node.id, token=token)
+    """The step name of `node` (a graph.Node) at `token`: the one rule the engine and the run
+    controls both key effects by. Every run keys its effects by node, so `run` is not read."""
+    return step_name(node.id, token)
 
 
 class ActionFailed(Exception):

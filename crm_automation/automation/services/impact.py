@@ -26,7 +26,6 @@ from django.db.models import Q
 from django.utils import timezone
 
 from crm_automation.automation.definition import catalog, context, graph
-from crm_automation.automation.definition.validation import definition_of
 from crm_automation.automation.models import AutomationEvent, ImpactPreview, Workflow
 from crm_automation.automation.nodes import approval as questions
 from crm_automation.automation.nodes import control
@@ -90,7 +89,7 @@ def preview(workflow: Workflow, *, days: int = 30, definition: dict | None = Non
     """Replay the last `days` of the organization's recorded changes through `definition` (the
     workflow as saved by default)."""
     started = time.monotonic()
-    definition = definition or definition_of(workflow)
+    definition = definition or workflow.definition
     impact = Impact(days=days)
     kinds = [kind for kind, _ in catalog.TRIGGER_CHOICES if definition["trigger_type"] in catalog.listeners(kind)]
     if not kinds or catalog.TRIGGER_ENTITY.get(definition["trigger_type"]) is None:

@@ -6,9 +6,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
 from crm_automation.automation.definition import documents
-from crm_automation.automation.definition.validation import DEFINITION_FIELDS, definition_of, validate_definition
+from crm_automation.automation.definition.validation import DEFINITION_FIELDS, validate_definition
 from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
 from crm_automation.automation.services.workflows import (
+    editable_values,
     free_name,
     is_live,
     name_problems,
@@ -38,8 +39,10 @@ def _free_name(organization_id: int, wanted: str) -> str:
 
 def workflow_document(workflow: Workflow, version: WorkflowVersion | None = None) -> dict:
     """The workflow (as saved now, or as `version` was) as a workflow document
-    (docs/product.md#documents)."""
-    definition = version.definition if version is not None else definition_of(workflow)
+    (docs/product.md#documents), under the workflow's name and id as they are now. Written out
+    from the compiled definition: the same text whichever database stored the document
+    (PostgreSQL's jsonb gives keys back in an order of its own)."""
+    definition = version.definition if version is not None else workflow.definition
     return documents.document_of(key=workflow.key, name=workflow.name, description=workflow.description,
                                  definition=definition, status=workflow.status)
 
@@ -181,16 +184,17 @@ def workflow_update_from_document(*, workflow_id: int, by, document: dict, tree=
         changes["description"] = str(merged.get("description") or "")
     actions = None
     if any(key in document for key in STRUCTURE):
-        # Compared with the current document read the same way, so what only looks different
-        # (a label export writes anyway, an empty filter) is not written.
-        old, _ = documents.definition_from(current)
+        # Compared with the draft, compiled from its document as `new` was, so what only looks
+        # different (a label export writes anyway, an empty filter) is not written.
+        old = workflow.definition
         changes.update({name: new.get(name) or {} if name == "graph" else new[name]
                         for name in DEFINITION_FIELDS if new.get(name) != old.get(name)})
         if new["actions"] != old.get("actions"):
             actions = new["actions"]
     # What was compared is what must still be there under the lock (someone may save meanwhile).
     return workflow_update(workflow_id=workflow_id, by=by, changes=changes, actions=actions,
-                           expected={name: getattr(workflow, name) for name in changes},
+                           expected={name: value for name, value in editable_values(workflow).items()
+                                     if name in changes},
                            expected_revision=expected_revision)
 
 
@@ -233,5 +237,5 @@ def workflow_clone(*, workflow_id: int, by, name: str | None = None) -> Workflow
     source = Workflow.objects.get(pk=workflow_id)
     if name is None or not str(name).strip():
         name = free_name(source.organization_id, f"Copy of {source.name}")
-    return _create_from(definition_of(source), organization=source.organization, by=by,
+    return _create_from(source.definition, organization=source.organization, by=by,
                         name=name, description=source.description)

@@ -6,6 +6,8 @@ writes only what it was asked to change. `by=None` means the system itself (a ma
 command, a data migration); every surface a person uses passes the person.
 """
 
+from types import SimpleNamespace
+
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Value
@@ -17,20 +19,11 @@ from crm_automation.automation import plans, wording
 from crm_automation.automation.definition import cycles, documents
 from crm_automation.automation.definition.validation import (
     DEFINITION_FIELDS,
-    action_dict,
     activation_problems,
-    definition_of,
     raise_if_invalid,
     validate_definition,
 )
-from crm_automation.automation.models import (
-    AutomationEvent,
-    Workflow,
-    WorkflowAction,
-    WorkflowRun,
-    WorkflowStatus,
-    WorkflowVersion,
-)
+from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowRun, WorkflowStatus, WorkflowVersion
 from crm_automation.automation.runtime import enrollment
 from crm_automation.crm.concurrency import conflicts
 from crm_automation.crm.models import Organization
@@ -38,15 +31,29 @@ from crm_automation.crm.selectors import shown, user_has_role
 from crm_automation.refusals import Refused, StaleEdit
 
 EDITABLE_FIELDS = ("name", "description", *DEFINITION_FIELDS)
+# What a change of the draft writes: its document and the columns read from it.
+DRAFT_COLUMNS = ("document", "key", "name", "description", "trigger_type")
 
 
-def _replace_actions(workflow: Workflow, actions: list[dict]) -> None:
-    workflow.actions.all().delete()
-    WorkflowAction.objects.bulk_create([
-        WorkflowAction(workflow=workflow, position=i, node_id=a["id"], action_type=a["type"],
-                       config=a.get("config") or {}, label=a.get("label") or "", on_error=a.get("on_error"))
-        for i, a in enumerate(documents.with_node_ids(actions))
-    ])
+def editable_values(workflow: Workflow) -> dict:
+    """The fields `workflow_update` changes (EDITABLE_FIELDS), as the draft has them now."""
+    draft = workflow.definition
+    return {"name": workflow.name, "description": workflow.description,
+            **{field: draft.get(field, {}) for field in DEFINITION_FIELDS}}  # (a chain has no graph: {})
+
+
+def _with_ids(actions):
+    """The actions, each with its stable node id (documents.with_node_ids); as they are when
+    they are not a list of objects (validation says what is wrong)."""
+    if isinstance(actions, list) and all(isinstance(action, dict) for action in actions):
+        return documents.with_node_ids(actions)
+    return actions
+
+
+def _write_draft(workflow: Workflow, definition: dict, *, name: str, description: str) -> None:
+    """The draft as a document, in the form export writes (the one stored shape); not saved."""
+    workflow.take_document(documents.document_of(key=workflow.key, name=name, description=description or "",
+                                                 definition=definition))
 
 
 MAX_NAME = Workflow._meta.get_field("name").max_length
@@ -120,7 +127,7 @@ def _free_key(organization_id: int, wanted: str, exclude: int | None = None) -> 
 def workflow_snapshot(*, workflow: Workflow, by=None) -> WorkflowVersion:
     """Make the saved definition the live one, as a new immutable version (unless unchanged).
     New triggers use it; runs in flight finish on the version they started with."""
-    definition = definition_of(workflow)
+    definition = workflow.definition
     latest = workflow.versions.order_by("-number").first()
     if latest is not None and latest.definition == definition:
         if workflow.current_version_id != latest.pk:
@@ -128,10 +135,8 @@ def workflow_snapshot(*, workflow: Workflow, by=None) -> WorkflowVersion:
             workflow.version, workflow.current_version = latest.number, latest
         return latest
     number = (latest.number if latest else 0) + 1
-    document = documents.document_of(key=workflow.key, name=workflow.name, description=workflow.description,
-                                      definition=definition)
-    version = WorkflowVersion.objects.create(workflow=workflow, number=number, definition=definition,
-                                             document=document, created_by=by)
+    version = WorkflowVersion.objects.create(workflow=workflow, number=number, document=workflow.document,
+                                             created_by=by)
     Workflow.objects.filter(pk=workflow.pk).update(version=number, current_version=version)
     workflow.version, workflow.current_version = number, version
     before = latest.definition.get("reenrollment", Workflow.Reenrollment.EVERY_TIME) if latest else None
@@ -147,7 +152,7 @@ def is_live(workflow: Workflow) -> bool:
 
 def has_unpublished_changes(workflow: Workflow) -> bool:
     return (is_live(workflow) and workflow.current_version is not None
-            and definition_of(workflow) != workflow.current_version.definition)
+            and workflow.definition != workflow.current_version.definition)
 
 
 def can_edit(user, workflow: Workflow) -> bool:
@@ -173,14 +178,14 @@ def check_edit(by, workflow: Workflow) -> None:
         raise PermissionDenied("You can read this workflow but not change it.")
 
 
-def _validate(workflow: Workflow, actions: list[dict], *, check_name: bool = True) -> None:
+def _validate(workflow: Workflow, name, definition: dict, *, check_name: bool = True) -> None:
     """Every problem at once: the name (`check_name`: it is new or changed), then the whole
     definition, so one save reports all there is to fix."""
     errors = []
     if check_name:
-        errors += name_problems(workflow.organization_id, workflow.name, exclude=workflow.pk)
-    errors += validate_definition(definition_of(workflow, actions), workflow.organization_id)
-    if workflow.status == WorkflowStatus.ACTIVATED and not actions:
+        errors += name_problems(workflow.organization_id, name, exclude=workflow.pk)
+    errors += validate_definition(definition, workflow.organization_id)
+    if workflow.status == WorkflowStatus.ACTIVATED and not definition.get("actions"):
         errors.append(("actions", "an activated workflow needs at least one action; pause it first"))
     raise_if_invalid(errors)
 
@@ -197,14 +202,16 @@ def workflow_create(*, organization: Organization, name: str, trigger_type: str,
     if by is not None and not user_has_role(by, organization.pk, "ops"):
         raise PermissionDenied(f"Only ops members and admins of {organization.name} can create workflows.")
     name = name.strip() if isinstance(name, str) else name
-    workflow = Workflow(organization=organization, name=name, description=description,
-                        key=_free_key(organization.pk, key or name),
-                        trigger_type=trigger_type, trigger_config=trigger_config or {},
-                        conditions=conditions or {}, error_handling=error_handling, reenrollment=reenrollment,
-                        timeout_seconds=timeout_seconds, graph=graph or {}, created_by=by)
-    _validate(workflow, actions)
+    definition = {"trigger_type": trigger_type, "trigger_config": trigger_config or {},
+                  "conditions": conditions or {}, "error_handling": error_handling, "reenrollment": reenrollment,
+                  "timeout_seconds": timeout_seconds, "actions": actions}
+    if graph:
+        definition["graph"] = graph
+    workflow = Workflow(organization=organization, created_by=by)
+    _validate(workflow, name, definition)
+    workflow.key = _free_key(organization.pk, key or name)
+    _write_draft(workflow, {**definition, "actions": _with_ids(actions)}, name=name, description=description)
     _save_named(workflow)
-    _replace_actions(workflow, actions)
     workflow_snapshot(workflow=workflow, by=by)
     return workflow
 
@@ -230,27 +237,24 @@ def workflow_update(*, workflow_id: int, by=None, changes: dict | None = None, a
                                                "clone it into the other organization instead."})
     if unknown:
         raise ValidationError(f"These fields cannot be changed here: {', '.join(sorted(unknown))}.")
-    found = conflicts(workflow, expected, changes)
+    found = conflicts(SimpleNamespace(**editable_values(workflow)), expected, changes)
     if actions is not None and expected_revision is not None and workflow.draft_revision != expected_revision:
         found["actions"] = STALE_ACTIONS
     if found:
         raise stale(workflow, found)
     if isinstance(changes.get("name"), str):
         changes["name"] = changes["name"].strip()
-    renamed = "name" in changes and changes["name"] != workflow.name
-    for name, value in changes.items():
-        setattr(workflow, name, value)
-    current_actions = [action_dict(a) for a in workflow.actions.all()]
+    name, description = changes.get("name", workflow.name), changes.get("description", workflow.description)
+    draft = workflow.definition
+    definition = {**draft, **{field: value for field, value in changes.items() if field in DEFINITION_FIELDS}}
     if actions is not None:
-        actions = documents.with_node_ids(actions)
-    _validate(workflow, current_actions if actions is None else actions, check_name=renamed)
-    actions_changed = actions is not None and actions != current_actions
-    if changes or actions_changed:
+        definition["actions"] = _with_ids(actions)
+    _validate(workflow, name, definition, check_name="name" in changes and name != workflow.name)
+    if changes or definition["actions"] != draft["actions"]:
         workflow.draft_revision += 1
         workflow.edited_by, workflow.edited_at = by, timezone.now()
-        _save_named(workflow, update_fields=[*changes, "draft_revision", "edited_by", "edited_at", "updated_at"])
-    if actions_changed:
-        _replace_actions(workflow, actions)
+        _write_draft(workflow, definition, name=name, description=description)
+        _save_named(workflow, update_fields=[*DRAFT_COLUMNS, "draft_revision", "edited_by", "edited_at", "updated_at"])
     if not is_live(workflow):
         workflow_snapshot(workflow=workflow, by=by)
     return workflow
@@ -281,8 +285,8 @@ def workflow_publish(*, workflow_id: int, by, acknowledge_cycle: bool = False) -
         raise Refused(f"“{workflow.name}” is {workflow.get_status_display().lower()}: "
                       + ("activate it to make it live." if workflow.status == WorkflowStatus.DRAFT
                          else "archived workflows do not run; clone it to use it again."))
-    problems = activation_problems(definition_of(workflow), workflow.organization_id)
-    circle = cycles.refusal(workflow, definition_of(workflow), acknowledge_cycle) if not problems else None
+    problems = activation_problems(workflow.definition, workflow.organization_id)
+    circle = cycles.refusal(workflow, workflow.definition, acknowledge_cycle) if not problems else None
     if circle:
         problems.append(circle)
     if problems:
@@ -361,9 +365,8 @@ def workflow_delete(*, workflow_id: int, by) -> None:
     runs = WorkflowRun.objects.filter(workflow=workflow)
     if runs.filter(simulated=False).exists():
         raise Refused(f"“{workflow.name}” has runs: archive it instead.")
-    callers = sorted(set(WorkflowAction.objects.filter(
-        workflow__organization_id=workflow.organization_id, action_type=WorkflowAction.Type.SUB_WORKFLOW,
-        config__workflowId=workflow.key).exclude(workflow=workflow).values_list("workflow__name", flat=True)))
+    callers = sorted(other.name for other in Workflow.objects.filter(organization_id=workflow.organization_id)
+                     .exclude(pk=workflow.pk) if _starts(other.definition, workflow.key))
     if callers:
         raise Refused(f"“{workflow.name}” is started as a sub-workflow by {', '.join(callers)}; "
                       "change those first.")
@@ -372,3 +375,9 @@ def workflow_delete(*, workflow_id: int, by) -> None:
     AutomationEvent.objects.filter(pk__in=list(runs.values_list("event_id", flat=True))).delete()
     Workflow.objects.filter(pk=workflow.pk).update(current_version=None)
     workflow.delete()
+
+
+def _starts(definition: dict, key: str) -> bool:
+    """Whether a definition starts the workflow `key` as a sub-workflow."""
+    return any(action.get("type") == "sub_workflow" and (action.get("config") or {}).get("workflowId") == key
+               for action in definition.get("actions") or [])

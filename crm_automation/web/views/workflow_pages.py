@@ -17,7 +17,6 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from crm_automation import bounded_reader
 from crm_automation.automation.definition import catalog, cycles, documents, graph
-from crm_automation.automation.definition.validation import definition_of
 from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
 from crm_automation.automation.ops import kpis
 from crm_automation.automation.services import impact
@@ -421,7 +420,7 @@ def workflow_publish_view(request, pk: int):
         live = workflow_document(workflow, workflow.current_version)
         changes, lines = changes_in_words(live, workflow_document(workflow), stage_names(workflow.organization_id))
     # Guarded circles the person may acknowledge (an unguarded one is refused whatever they tick).
-    circles = [c for c in cycles.find(workflow, definition_of(workflow)) if c.guarded]
+    circles = [c for c in cycles.find(workflow, workflow.definition) if c.guarded]
     return _page(request, workflow, "publish", "web/workflow_publish.html", {
         "pending": pending, "changes": changes, "lines": lines, "live": is_live(workflow), "circles": circles})
 
@@ -505,7 +504,7 @@ def _shown_definition(request, workflow: Workflow) -> tuple[dict, WorkflowVersio
     version = workflow.versions.filter(number=number).first() if number is not None else None
     if number is not None and version is None:
         raise Http404("This workflow has no such version.")
-    return (version.definition if version else definition_of(workflow)), version
+    return (version.definition if version else workflow.definition), version
 
 
 @require_http_methods(["GET"])
