@@ -81,6 +81,7 @@ def run_once(label: str, tree: Path, rnd: int, args: argparse.Namespace, out: Pa
     started = time.monotonic()
     with (out / f"{label}-{rnd}.log").open("w") as log:
         proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None  # (a pipe: stdout=PIPE)
         for line in proc.stdout:
             print(f"[{label} {rnd}] {line}", end="", flush=True)
             log.write(line)

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -44,7 +45,8 @@ def modules_elsewhere(tree: Path) -> list[str]:
     for name, module in list(sys.modules.items()):
         if name.split(".")[0] not in ("crm_automation", "config"):
             continue
-        places = [module.__file__] if getattr(module, "__file__", None) else list(getattr(module, "__path__", []))
+        file = getattr(module, "__file__", None)
+        places = [file] if file else list(getattr(module, "__path__", []))
         if any(not Path(p).resolve().is_relative_to(tree) for p in places):
             strays.append(name)
     return strays
@@ -102,16 +104,20 @@ class PgCounters:
 
     def snapshot(self) -> Snapshot:
         self.conn.execute("SELECT pg_stat_force_next_flush()")
-        commits = self.conn.execute(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
+        commits = self._value("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
         tables = {name: (i, u, d) for name, i, u, d in self.conn.execute(
             "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables")}
         return Snapshot(commits=commits, tables=tables)
 
     def statements_available(self) -> bool:
         """pg_stat_statements counts statements only when preloaded by the server."""
-        libraries = self.conn.execute("SHOW shared_preload_libraries").fetchone()[0]
-        return "pg_stat_statements" in libraries
+        return "pg_stat_statements" in self._value("SHOW shared_preload_libraries")
+
+    def _value(self, sql: str) -> Any:
+        """The one value a query answers."""
+        row = self.conn.execute(sql).fetchone()
+        assert row is not None
+        return row[0]
 
     def close(self) -> None:
         self.conn.close()
@@ -210,6 +216,7 @@ class SmtpSink:
         log.write_text("")
         self.proc = subprocess.Popen([sys.executable, str(HERE / "chaos" / "smtp_sink.py"), "--log", str(log)],
                                      stdout=subprocess.PIPE, start_new_session=True)
+        assert self.proc.stdout is not None  # (a pipe: stdout=PIPE)
         line = self.proc.stdout.readline().decode().split()
         self.proc.stdout.close()
         if len(line) != 2 or line[0] != "PORT":

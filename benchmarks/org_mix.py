@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -34,7 +35,7 @@ def one_round(n: int, orgs: int) -> tuple[float, int]:
 
     from benchmarks.chaos.data import add_workflow, make_org, reset_database
     from crm_automation.automation.models import WorkflowRun
-    from crm_automation.automation.runtime import tasks
+    from crm_automation.automation.runtime import dispatch, tasks
     from crm_automation.crm.models import Deal
     from crm_automation.crm.services import deal_move_to_stage
 
@@ -48,23 +49,13 @@ def one_round(n: int, orgs: int) -> tuple[float, int]:
     for i in range(n // orgs):
         for data in made:
             deal_move_to_stage(deal=deals[data.pk][i], stage=data.stages["won"])
-    claims = [0]
-    claim = tasks.claim_events
-
-    def counted(*args, **kwargs):
-        claims[0] += 1
-        return claim(*args, **kwargs)
-
-    tasks.claim_events = counted
-    try:
+    with mock.patch.object(tasks, "claim_events", wraps=dispatch.claim_events) as claims:  # counted
         start = time.perf_counter()
         tasks.drain_events(fan_out=False, stop_at=time.monotonic() + 3600)
         seconds = time.perf_counter() - start
-    finally:
-        tasks.claim_events = claim
     runs = WorkflowRun.objects.filter(status="completed").count()
     assert runs == n, f"{runs} runs completed, {n} expected"
-    return runs / seconds, claims[0] - 1  # the last claim found nothing
+    return runs / seconds, claims.call_count - 1  # the last claim found nothing
 
 
 def main() -> int:

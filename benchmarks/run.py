@@ -206,7 +206,7 @@ def bench_save_overhead(rounds: int = 10, per_round: int = 200) -> None:
         org, stages = make_org(f"save-{n}-{label[:3]}")
         add_workflows(org, n, config={"to_stage": "won"})
         setups[label] = (make_deals(org, stages, per_round), stages)
-    samples = {label: [] for label in setups}
+    samples: dict[str, list[float]] = {label: [] for label in setups}
     for r in range(rounds):
         for label, (deals, stages) in setups.items():
             target = stages["negotiation" if r % 2 == 0 else "proposal"]
@@ -252,7 +252,7 @@ def bench_plain_save(deals, rounds: int) -> None:
 
     from crm_automation.crm.changes import DEAL_TRACKED
 
-    samples = {"off": [], "on": [], "locked read alone": []}
+    samples: dict[str, list[float]] = {"off": [], "on": [], "locked read alone": []}
     for r in range(rounds):
         for label in samples:
             if label == "off":
@@ -327,7 +327,8 @@ def wait_for_runs(org, expected: int, timeout: float = 600) -> float:
 
 def last_finished(org) -> float:
     """Epoch seconds of the last run's finish (the workers' clock is this machine's)."""
-    return max(WorkflowRun.objects.filter(organization=org).values_list("finished_at", flat=True)).timestamp()
+    return max(f for f in WorkflowRun.objects.filter(organization=org).values_list("finished_at", flat=True)
+               if f is not None).timestamp()
 
 
 def not_completed(org) -> int:
@@ -651,7 +652,8 @@ def bench_api_million(total: int = 1_000_000, rounds: int = 40) -> None:
         paginator = NewestFirst()
         paginator.base_url = f"http://testserver{url}"
         position = paginator._get_position_from_instance(run, paginator.ordering)
-        return paginator.encode_cursor(Cursor(offset=0, reverse=False, position=position))
+        # (DRF's stubs type a cursor's position as a number; CursorPagination's is the ordering field's text)
+        return paginator.encode_cursor(Cursor(offset=0, reverse=False, position=position))  # type: ignore[arg-type]
 
     cases = [("first page", url), ("next page (its link)", first.json()["next"]),
              *[(f"{skip:,} runs deep", deep(skip - 1)) for skip in sorted({min(100_000, total // 10), total // 2})],
@@ -937,7 +939,7 @@ GRAPH_EDGES = [
 def bench_graph(n: int) -> None:
     """A 10-node graph (condition, parallel + merge, a loop over 5 items, a wait of 0) against
     the 3-action chain, both as a backlog the cluster starts on, same run."""
-    results = {}
+    results: dict[str, tuple[float, int]] = {}
     for name, actions, graph in (("3-action chain", THREE_ACTIONS, {}), ("10-node graph", GRAPH_NODES,
                                                                         {"edges": GRAPH_EDGES})):
         org, stages = make_org(f"graph-{len(results)}")

@@ -342,7 +342,7 @@ def measure_configuration(h, admin, broker: str, count: int, n: int, idle_cpu: f
                                 "cluster's start and stop")
 
         finished = [f.timestamp() - t0 for f in WorkflowRun.objects.filter(organization_id=data.pk)
-                    .exclude(finished_at=None).values_list("finished_at", flat=True)]
+                    .exclude(finished_at=None).values_list("finished_at", flat=True) if f is not None]
         result.runs = len(finished)
         if finished:
             result.seconds, result.first = max(finished), min(finished)
@@ -422,7 +422,8 @@ def commit_baseline(out: Path, seconds: int = 5) -> dict[int, float]:
     try:
         for clients in (2, 8, 16):
             proc = subprocess.run(["pgbench", "-n", "-f", str(script), "-c", str(clients), "-j", "2",
-                                   "-T", str(seconds), "-h", parts.hostname, "-p", str(parts.port or 5432),
+                                   "-T", str(seconds), "-h", parts.hostname or "localhost",
+                                   "-p", str(parts.port or 5432),
                                    "-U", parts.username or "postgres", DB_NAME],
                                   capture_output=True, text=True, timeout=seconds + 60)
             found = re.search(r"tps = ([\d.]+)", proc.stdout)
@@ -487,6 +488,7 @@ def extrapolate(results: list[Result], in_process: DbCost, baseline: dict[int, f
     ]
     for broker in sorted({r.broker for r in measured}):
         one = min((r for r in measured if r.broker == broker), key=lambda r: r.clusters)
+        assert one.cost is not None  # (measured)
         commits, written = one.cost.commits + save.commits, one.cost.rows + save.rows
         contended = one.cost.active_ms + save.active_ms
         by_commits, by_rows = units / commits, units * 2 / written
@@ -564,6 +566,8 @@ def main() -> int:
     results: list[Result] = []
     began = time.monotonic()
     admin = admin_connection()
+    baseline: dict[int, float] = {}  # what was measured before a time limit or ^C, if anything
+    in_process: DbCost | None = None
     try:
         baseline = commit_baseline(out)
         print(f"commit baseline (pgbench): {baseline}", flush=True)
@@ -583,13 +587,12 @@ def main() -> int:
                                           notes=[f"crashed: {type(exc).__name__}: {exc}"[:300]]))
                     continue
                 results.append(result)
+                assert result.cost is not None  # (measured)
                 print(f"  {count} cluster(s), {broker}: {result.runs} runs in {result.seconds:.1f} s "
                       f"({result.rate:.0f}/s), doubles {result.doubles}, lost {result.lost}; "
                       f"{result.cost.commits:.1f} commits/run ({time.monotonic() - started:.0f} s)", flush=True)
     except (TimeLimit, KeyboardInterrupt) as exc:
         print(f"stopped: {exc}", flush=True)
-        in_process = locals().get("in_process")
-        baseline = locals().get("baseline", {})
     finally:
         signal.alarm(0)
         PROCESSES.kill_all()

@@ -2,10 +2,12 @@
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, TypedDict
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dj_database_url
 from csp import constants as csp
+from dj_database_url import DBConfig
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_float, env_int, env_list, env_str
@@ -140,7 +142,7 @@ TEMPLATES = [
 
 
 # --- Database ---------------------------------------------------------------------------------
-def _database_from_env() -> dict:
+def _database_from_env() -> DBConfig:
     url = env_str("DATABASE_URL", "")
     if not url:
         VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -169,7 +171,7 @@ def _database_from_env() -> dict:
     return config
 
 
-def _pool_of(config: dict) -> dict:
+def _pool_of(config: DBConfig) -> DBConfig:
     """PostgreSQL through psycopg's connection pool, one per process (README "Database
     connections"). A burst of requests (the dev server opens a thread per request) waits up to
     DB_POOL_TIMEOUT seconds for one of DB_POOL_MAX_SIZE connections instead of opening one each
@@ -270,7 +272,7 @@ Q_TIMEOUT = env_int("Q_TIMEOUT", 120, minimum=10)
 # A stalled SMTP server must not hold a worker until the task timeout: every socket operation
 # of the SMTP backend gives up after this many seconds.
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", min(10, Q_TIMEOUT // 4), minimum=1)
-Q_CLUSTER = {
+Q_CLUSTER: dict[str, Any] = {  # django-q2's settings (its keys and values are its own)
     "name": env_str("Q_CLUSTER_NAME", "crm-automation"),
     "workers": env_int("Q_WORKERS", 2, minimum=1),
     "timeout": Q_TIMEOUT,
@@ -308,6 +310,7 @@ else:
 # Redis when REDIS_URL is set; else a table in the database (made by the api app's migration
 # 0001, whatever this setting says at migrate time). Never a per-process memory cache: two web
 # workers would each grant the whole rate.
+CACHES: dict[str, dict[str, Any]]
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                           "LOCATION": _with_socket_timeouts(REDIS_URL), "KEY_PREFIX": "crm"}}
@@ -317,7 +320,35 @@ else:
                           "OPTIONS": {"MAX_ENTRIES": 100_000, "CULL_FREQUENCY": 10}}}
 
 # --- Automation engine ------------------------------------------------------------------------
-AUTOMATION = {
+class AlertSettings(TypedDict):
+    WINDOW_SECONDS: int
+    MIN_RUNS: int
+    WARNING_SUCCESS_RATE: float
+    CRITICAL_SUCCESS_RATE: float
+    SLOW_FACTOR: float
+    BACKLOG: int
+
+
+class AutomationSettings(TypedDict, total=False):
+    """AUTOMATION's keys and their types, for the type checker (every key is set below)."""
+
+    NUDGE: bool
+    EVENT_BATCH_SIZE: int
+    LEASE_SECONDS: int
+    WATCHDOG_SECONDS: int
+    MAX_CHAIN_DEPTH: int
+    DRAIN_TIME_BUDGET: int
+    RUN_TIME_BUDGET: int
+    BREAKER_FAILURE_RATE: float
+    BREAKER_WINDOW_SECONDS: int
+    BREAKER_MIN_RUNS: int
+    ALERTS: AlertSettings
+    BREAKER_COOLDOWN_SECONDS: int
+    GROUP_SLICE_SECONDS: int
+    STEP_ASIDE_SECONDS: int
+
+
+AUTOMATION: AutomationSettings = {
     # Send a coalesced "events are waiting" task to the workers after commit. Off in tests,
     # which call the worker steps directly.
     "NUDGE": env_bool("AUTOMATION_NUDGE", True),
@@ -367,7 +398,17 @@ if AUTOMATION["DRAIN_TIME_BUDGET"] + 2 * EMAIL_TIMEOUT >= Q_TIMEOUT:
 # --- AI nodes (automation/ai/providers.py): agent and router nodes, AI authoring ---------------
 # Without AI_PROVIDER and AI_MODEL, workflows with AI nodes are kept as drafts (publishing says
 # which variables to set).
-AI = {
+class AiSettings(TypedDict):
+    PROVIDER: str
+    MODEL: str
+    API_KEY: str
+    BASE_URL: str
+    TIMEOUT_SECONDS: int
+    PRICE_INPUT: float
+    PRICE_OUTPUT: float
+
+
+AI: AiSettings = {
     "PROVIDER": env_str("AI_PROVIDER", ""),  # openai (or any OpenAI-compatible endpoint) | anthropic
     "MODEL": env_str("AI_MODEL", ""),
     "API_KEY": env_str("AI_API_KEY", ""),
@@ -474,7 +515,7 @@ SPECTACULAR_SETTINGS = {
 LOG_FORMAT = env_str("LOG_FORMAT", "text").lower()
 if LOG_FORMAT not in ("text", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}.")
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {

@@ -21,6 +21,7 @@ which line. The documented limits are in the README ("Limits on what you send").
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,19 +111,24 @@ class _JsonConstructor(SafeConstructor):
                            node.start_mark.line + 1)
 
 
-_JsonConstructor.add_constructor("tag:yaml.org,2002:timestamp", _JsonConstructor.construct_yaml_timestamp)
-_JsonConstructor.add_constructor("tag:yaml.org,2002:float", _JsonConstructor.construct_yaml_float)
-_JsonConstructor.add_constructor("tag:yaml.org,2002:int", _JsonConstructor.construct_yaml_int)
+def _construct(tag: str | None, constructor: Callable[[_JsonConstructor, yaml.Node], object]) -> None:
+    # (PyYAML's stubs take only yaml's own loader classes as a constructor's first argument)
+    _JsonConstructor.add_constructor(tag, constructor)  # type: ignore[type-var]
+
+
+_construct("tag:yaml.org,2002:timestamp", _JsonConstructor.construct_yaml_timestamp)
+_construct("tag:yaml.org,2002:float", _JsonConstructor.construct_yaml_float)
+_construct("tag:yaml.org,2002:int", _JsonConstructor.construct_yaml_int)
 for _tag in ("binary", "set", "omap", "pairs"):
-    _JsonConstructor.add_constructor(f"tag:yaml.org,2002:{_tag}", _JsonConstructor.construct_undefined)
-_JsonConstructor.add_constructor(None, _JsonConstructor.construct_undefined)
+    _construct(f"tag:yaml.org,2002:{_tag}", _JsonConstructor.construct_undefined)
+_construct(None, _JsonConstructor.construct_undefined)
 
 # libyaml's parser (C) when PyYAML was built with it, which is ~20x faster; PyYAML's own otherwise.
 # Either way the events go through the composer above, so the limits are the same.
 try:
     from yaml._yaml import CParser as _Parser
 except ImportError:  # pragma: no cover - PyYAML wheels carry libyaml
-    _Parser = None
+    _Parser = None  # type: ignore[assignment,misc]  # (the class is absent here, so the name holds None)
 
 
 if _Parser is not None:
@@ -138,7 +144,7 @@ else:  # pragma: no cover - PyYAML wheels carry libyaml
     from yaml.reader import Reader
     from yaml.scanner import Scanner
 
-    class _Loader(Reader, Scanner, Parser, _LimitedComposer, _JsonConstructor, Resolver):
+    class _Loader(Reader, Scanner, Parser, _LimitedComposer, _JsonConstructor, Resolver):  # type: ignore[no-redef]
         def __init__(self, stream: str, limits: Limits) -> None:
             Reader.__init__(self, stream)
             Scanner.__init__(self)

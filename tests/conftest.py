@@ -54,6 +54,7 @@ def make_user(username: str, org: Organization | None, role: str | None, **extra
     user = get_user_model().objects.create_user(username, f"{username}@example.com", "pw-123456",
                                                 is_staff=True, **extra)
     if org is not None:
+        assert role is not None, "a member has a role"
         Membership.objects.create(user=user, organization=org, role=role)
     return user
 

@@ -3,6 +3,7 @@ starts, versions, rollback and clone; an owner / teammate / viewer / outsider on
 
 import random
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -409,8 +410,8 @@ SUBTYPES = ["tool-call", "condition", "wait", "parallel", "merge", "loop", "user
 KEYS = ["toolName", "defaults", "rules", "field", "operator", "value", "delayAmount", "delayUnit", "items",
         "promptText", "role", "functionRef", "args", "workflowId", "title", "to", "event", "entity", "to_stage",
         "policy", "maxAttempts", "errorPolicy", "reenrollment", "timeoutSeconds"]
-ATOMS = [None, True, 0, -1, 1.5, 10**20, "", "x", "won", "{{deal.title}}", "{{", "crm/create_task", "deal.amount",
-         "gt", "hours", "admin", "retry", [], {}]
+ATOMS: list[Any] = [None, True, 0, -1, 1.5, 10**20, "", "x", "won", "{{deal.title}}", "{{", "crm/create_task",
+                    "deal.amount", "gt", "hours", "admin", "retry", [], {}]
 
 
 def test_random_documents_are_refused_or_saved_never_a_server_error(org, owner, draft):

@@ -1,6 +1,8 @@
 """User-input nodes (approval gates): the run waits for a permitted person's answer in the admin,
 goes on by the approved / rejected side, or by timed-out when nobody answers in time."""
 
+from typing import Any
+
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
@@ -13,7 +15,7 @@ from crm_automation.refusals import Refused
 from tests.conftest import time_passes
 from tests.test_graph_engine import edge, task, win
 
-ASK = {"id": "ask", "type": "user_input", "label": "Approval", "config": {
+ASK: dict[str, Any] = {"id": "ask", "type": "user_input", "label": "Approval", "config": {
     "promptText": "Approve the terms of {{deal.title}}?", "timeoutAmount": 2, "timeoutUnit": "days"}}
 SIDES = ([ASK, task("yes", "Send {{deal.title}} terms ({{Approval.comment}})"), task("no", "Rework terms"),
           task("late", "Nobody answered")],

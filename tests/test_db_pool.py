@@ -80,7 +80,9 @@ def test_a_forked_child_borrows_from_a_pool_of_its_own():
 
 def connections_to(name: str) -> int:
     with psycopg.connect(database_url().replace(f"/{name}", "/postgres"), autocommit=True) as admin:
-        return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [name]).fetchone()[0]
+        row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [name]).fetchone()
+    assert row is not None
+    return row[0]
 
 
 def readyz(port: int) -> dict:

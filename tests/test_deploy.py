@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -76,13 +77,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def get(port: int, path: str, **headers: str) -> http.client.HTTPResponse:
+@dataclass
+class Fetched:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+
+def get(port: int, path: str, **headers: str) -> Fetched:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     conn.request("GET", path, headers={"Host": "localhost", **headers})
     response = conn.getresponse()
-    response.body = response.read()
+    fetched = Fetched(response.status, response.headers, response.read())
     conn.close()
-    return response
+    return fetched
 
 
 def descendants(pid: int) -> set[int]:

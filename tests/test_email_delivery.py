@@ -215,7 +215,7 @@ class StallingSMTP:
     stalls on RCPT TO (or, with stall_on="data", after the message's final dot)."""
 
     def __init__(self, stall_on: str) -> None:
-        self.stall_on, self.sessions = stall_on, []
+        self.stall_on, self.sessions = stall_on, list[socket.socket]()
         self.server = socket.socket()
         self.server.bind(("127.0.0.1", 0))
         self.server.listen(5)

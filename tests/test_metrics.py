@@ -15,8 +15,8 @@ def token(settings):
 
 
 def scrape(token: str | None) -> tuple[int, str]:
-    headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token is not None else {}
-    response = Client().get("/metrics", **headers)
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    response = Client().get("/metrics", headers=headers)
     return response.status_code, response.content.decode()
 
 

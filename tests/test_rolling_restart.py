@@ -78,6 +78,7 @@ def wait_finished(target: int, timeout: float = 40) -> int:
 
 def stop_old(cluster: Cluster, how: str) -> int:
     """Stop the old cluster; returns how many of its workers could have died mid-email."""
+    assert cluster.proc is not None, "the old cluster was started"
     if how == "sigterm":
         cluster.proc.send_signal(signal.SIGTERM)
         try:  # django-q2 lets its workers finish the tasks they hold (each at most a drain budget)

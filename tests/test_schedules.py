@@ -34,8 +34,8 @@ def scheduled(org, config=None, name="Review", **kwargs):
                          trigger_config=EVERY_15 if config is None else config, **kwargs)
 
 
-def local(*args) -> datetime:
-    return datetime(*args, tzinfo=BERLIN)
+def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=BERLIN)
 
 
 @pytest.mark.parametrize("config, cron, words", [

@@ -71,7 +71,7 @@ def as_user(user) -> Client:
 
 
 def assert_all_reported(errors: list[dict]) -> None:
-    found = {}
+    found: dict[str, list[str]] = {}
     for error in errors:
         found.setdefault(error["place"], []).append(error["message"])
     for place, word in EXPECTED.items():

@@ -4,6 +4,7 @@ errors come back with the node and field they belong to, and change nothing."""
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.staticfiles import finders
@@ -31,8 +32,9 @@ def data_of(page) -> dict:
     return json.loads(text.split('<script id="builder-data" type="application/json">', 1)[1].split("</script>", 1)[0])
 
 
-TASK = {"id": "kickoff", "type": "workflow", "data": {"subtype": "tool-call", "label": "Kickoff", "config": {
-    "toolName": "crm/create_task", "defaults": {"title": "Kick off {{deal.title}}", "assignee": "owner"}}}}
+TASK: dict[str, Any] = {"id": "kickoff", "type": "workflow", "data": {
+    "subtype": "tool-call", "label": "Kickoff", "config": {
+        "toolName": "crm/create_task", "defaults": {"title": "Kick off {{deal.title}}", "assignee": "owner"}}}}
 
 
 @pytest.fixture

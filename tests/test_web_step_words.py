@@ -109,8 +109,10 @@ def boxes_of(picture: str) -> dict[str, tuple[str, list[str]]]:
     """{label: (tooltip, the lines of words under it)} of each box of the picture."""
     found = {}
     for box in re.findall(r'<g class="node [a-z]+">(.*?)</g>', picture):
-        tooltip = unescape(re.search(r"<title>(.*?)</title>", box).group(1))
-        label = unescape(re.search(r'font-weight="600"[^>]*>(.*?)</text>', box).group(1))
+        title = re.search(r"<title>(.*?)</title>", box)
+        name = re.search(r'font-weight="600"[^>]*>(.*?)</text>', box)
+        assert title is not None and name is not None, box
+        tooltip, label = unescape(title.group(1)), unescape(name.group(1))
         found[label] = (tooltip, [unescape(line) for line in re.findall(r'class="does">(.*?)</text>', box)])
     return found
 

@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -42,7 +43,7 @@ def target(org, receiver):
 
 
 def hook(**config) -> dict:
-    node = {"id": "hook", "type": "http_request", "label": "Notify billing",
+    node: dict[str, Any] = {"id": "hook", "type": "http_request", "label": "Notify billing",
             "config": {"target": "billing", "body": {"deal": "{{trigger.deal}}", "note": "Won {{deal.title}}"}}}
     node["config"].update(config.pop("config", {}))
     return {**node, **config}

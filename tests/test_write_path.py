@@ -58,8 +58,14 @@ def test_an_update_refuses_to_overwrite_a_value_changed_since_it_was_read(org, o
 
 def spy(monkeypatch, module, name: str) -> list[dict]:
     """Record the keyword arguments of every call to module.name, and still make the call."""
-    calls, real = [], getattr(module, name)
-    monkeypatch.setattr(module, name, lambda **kw: calls.append(kw) or real(**kw))
+    calls: list[dict] = []
+    real = getattr(module, name)
+
+    def recorded(**kw):
+        calls.append(kw)
+        return real(**kw)
+
+    monkeypatch.setattr(module, name, recorded)
     return calls
 
 

@@ -62,7 +62,7 @@ class FormFields(HTMLParser):
         elif tag == "select" and name:
             self._select, self._first_option, self._selected = name, None, False
         elif tag == "option" and self._select:
-            value = a.get("value", "")
+            value = a.get("value") or ""  # (an attribute without a value reads as None)
             if self._first_option is None:
                 self._first_option = value
             if "selected" in a:
@@ -267,7 +267,7 @@ def pro_limit_round(pro: OrgData, browsers: list[Browser], h: Harness) -> tuple[
     idle = [pk for pk in Workflow.objects.filter(organization=pro.org).exclude(
         status=WorkflowStatus.ACTIVATED).values_list("pk", flat=True)]
     h.rng.shuffle(idle)
-    barrier, results = threading.Barrier(4), []
+    barrier, results = threading.Barrier(4), list[object]()
     threads = [threading.Thread(target=activate_from_page, args=(browsers[i], idle[i], barrier, results))
                for i in range(3)]
     threads.append(threading.Thread(target=activate_from_list, args=(browsers[3], idle[3:5], barrier, results)))

@@ -112,7 +112,7 @@ def _doubled_per_run(keys: list[str | None]) -> int:
 def smtp_in_scope(messages: list[dict], org_ids: list[int]) -> Counter:
     """Message-IDs the SMTP server accepted for the scope's organizations, with how often."""
     wanted = {str(o) for o in org_ids}
-    found = Counter()
+    found: Counter[str] = Counter()
     for message in messages:
         match = MESSAGE_ORG.match(message.get("message_id", ""))
         if match and match.group(1) in wanted:
@@ -137,7 +137,8 @@ def measure(row: Row, scope: Scope, smtp_messages: list[dict]) -> Row:
     pairs = Counter(runs.values_list("event_id", "workflow_id"))
     decisions = {(e, w): o for e, w, o in WorkflowDecision.objects.filter(workflow_id__in=scope.workflow_ids)
                  .values_list("event_id", "workflow_id", "outcome")}
-    missing, excused = Counter(), Counter()
+    missing: Counter[str] = Counter()
+    excused: Counter[str] = Counter()
     for event_id in events.values_list("pk", flat=True):
         for workflow_id in scope.workflow_ids:
             if (event_id, workflow_id) in pairs:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.db import connection
 
 from crm_automation.automation.definition import compiled, documents
@@ -32,7 +33,7 @@ KEEP_TABLES = {"django_migrations", "django_content_type", "auth_permission", "d
 class OrgData:
     org: Organization
     stages: dict[str, Stage]
-    admin: object
+    admin: User
     deal_ids: list[str] = field(default_factory=list)
     workflows: list[Workflow] = field(default_factory=list)
 
@@ -93,10 +94,12 @@ def add_workflow(data: OrgData, name: str = "Won kickoff", *, actions: list[dict
 def tamper_template(wf: Workflow, position: int, key: str, text: str) -> None:
     """Store a template the validation would refuse, straight into the document of the workflow
     and of its current version (QuerySet.update bypasses the immutability check and the services)."""
-    definition = copy.deepcopy(WorkflowVersion.objects.get(pk=wf.current_version_id).definition)
+    version_id = wf.current_version_id
+    assert version_id is not None, "the workflow was published"
+    definition = copy.deepcopy(WorkflowVersion.objects.get(pk=version_id).definition)
     definition["actions"][position]["config"][key] = text
     document = documents.document_of(key=wf.key, name=wf.name, description=wf.description, definition=definition)
-    WorkflowVersion.objects.filter(pk=wf.current_version_id).update(document=document)
+    WorkflowVersion.objects.filter(pk=version_id).update(document=document)
     Workflow.objects.filter(pk=wf.pk).update(document=document)
     compiled.forget()  # (this process compiled the version when it was activated)
 

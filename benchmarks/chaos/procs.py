@@ -33,13 +33,14 @@ class Processes:
 
     def start(self, args: list[str], *, env: dict, log: Path | None = None,
               stdout: int | None = None) -> subprocess.Popen:
-        out = log.open("ab") if log is not None else (stdout if stdout is not None else subprocess.DEVNULL)
+        logged = log.open("ab") if log is not None else None
+        out = logged if logged is not None else (stdout if stdout is not None else subprocess.DEVNULL)
         try:
             proc = subprocess.Popen(args, cwd=ROOT, env=env, start_new_session=True, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL)
         finally:
-            if log is not None:
-                out.close()
+            if logged is not None:
+                logged.close()
         self._procs.append(proc)
         return proc
 
@@ -190,6 +191,7 @@ class Cluster:
 
     def kill_whole(self, smtp_port: int | None) -> list[Kill]:
         """kill -9 of the qcluster's process group: every process of the cluster at once."""
+        assert self.proc is not None, "the cluster was started"
         pgid = self.proc.pid
         os.killpg(pgid, signal.SIGSTOP)
         members = self.members()
@@ -229,6 +231,7 @@ class Sink:
         if hang:
             args.append("--hang")
         proc = PROCESSES.start(args, env=dict(os.environ), stdout=subprocess.PIPE)
+        assert proc.stdout is not None  # (a pipe: stdout=PIPE)
         line = proc.stdout.readline().decode().split()
         proc.stdout.close()
         if len(line) != 2 or line[0] != "PORT":

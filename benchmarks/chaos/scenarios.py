@@ -33,7 +33,7 @@ def run_latencies(org_ids: list[int]) -> list[float]:
     """For each finished run: finished − its event's commit, in seconds."""
     return [(done - created).total_seconds() for done, created in
             WorkflowRun.objects.filter(organization_id__in=org_ids, finished_at__isnull=False)
-            .values_list("finished_at", "event__created_at")]
+            .values_list("finished_at", "event__created_at") if done is not None]  # (none is None: filtered on)
 
 
 # --- 1 and 2: kill -9 mid-drain ------------------------------------------------------------------
@@ -86,7 +86,9 @@ def kill_whole_cluster(h: Harness, broker: str) -> list[Row]:
         clusters.append(h.cluster(env, f"{tag}-second"))
         row.checks.append(Check("fault mid-drain", at_kill < n, f"{at_kill}/{n} runs had finished at the kill"))
         row.unknown_limit = sum(k.in_delivery for k in kills if k.role == "worker")
-        row.notes.append(f"{at_kill}/{n} runs finished at the kill; kill -9 of process group {clusters[0].proc.pid} "
+        killed = clusters[0].proc
+        assert killed is not None  # (started)
+        row.notes.append(f"{at_kill}/{n} runs finished at the kill; kill -9 of process group {killed.pid} "
                          f"(qcluster, its sentinel and the {len(kills)} below); new cluster started "
                          f"{time.time() - kills[0].at:.1f} s after it")
         describe_kills(row, kills)
@@ -342,12 +344,12 @@ def describe_late(row: Row, org_id: int, start_at: float, late: float = 5.0) -> 
     """Which of the normal org's runs were late, and how long they waited after being dispatched."""
     runs = WorkflowRun.objects.filter(organization_id=org_id, finished_at__isnull=False).only(
         "started_at", "finished_at", "attempts")
-    slow = [r for r in runs if r.finished_at.timestamp() - start_at > late]
+    slow = [(r, r.finished_at) for r in runs if r.finished_at and r.finished_at.timestamp() - start_at > late]
     if slow:
-        waits = sorted((r.finished_at - r.started_at).total_seconds() for r in slow)
+        waits = sorted((finished - r.started_at).total_seconds() for r, finished in slow)
         row.notes.append(f"{len(slow)} N runs finished > {late:.0f} s after the triggers: dispatched, then done "
                          f"{waits[0]:.1f}–{waits[-1]:.1f} s later (claims per run: "
-                         f"{dict(Counter(r.attempts for r in slow))})")
+                         f"{dict(Counter(r.attempts for r, _ in slow))})")
 
 
 def describe_hostile(row: Row, stall_id: int, bomb_id: int) -> None:

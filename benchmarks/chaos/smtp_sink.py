@@ -136,7 +136,7 @@ class Session(socketserver.StreamRequestHandler):
 
     def read_data(self) -> bytes | None:
         """The message up to the lone ".", dot-unstuffed; None if the client went away."""
-        lines = []
+        lines: list[bytes] = []
         while True:
             raw = self.rfile.readline(MAX_LINE)
             if not raw:

@@ -10,6 +10,7 @@ thousand characters) are refused before any query.
 import uuid
 
 from django.contrib.auth import get_user_model
+from django.db import models
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -21,6 +22,7 @@ LONGEST = 200  # no id, slug or username of ours is longer
 
 
 class InOrganization(serializers.RelatedField):
+    model: type[models.Model]  # set by each kind of link (MemberLink passes it)
     shown = "pk"  # what a link is written out as
 
     default_error_messages = {
@@ -28,7 +30,7 @@ class InOrganization(serializers.RelatedField):
         "incorrect_type": "Expected an id as text or a number, not {data_type}.",
     }
 
-    def __init__(self, model=None, **kwargs) -> None:
+    def __init__(self, model: type[models.Model] | None = None, **kwargs) -> None:
         if not kwargs.get("read_only"):
             kwargs["queryset"] = (model or self.model)._default_manager.all()
         super().__init__(**kwargs)
@@ -88,7 +90,7 @@ class ContactLink(InOrganization):
 
 @extend_schema_field(OpenApiTypes.UUID)
 class DealLink(InOrganization):
-    model = Deal
+    model: type[models.Model] = Deal  # (LeadLink's is Lead)
 
     def lookup(self, value):
         found = _uuid(value)

@@ -8,7 +8,9 @@ follows the admin: ops and admins add and change records, admins delete them and
 pipeline's stages.
 """
 
-from django.db.models import ProtectedError
+from typing import Any
+
+from django.db.models import ProtectedError, QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -18,6 +20,7 @@ from rest_framework.response import Response
 from crm_automation.api.crm_filters import (
     BoundedSearch,
     DealFilters,
+    Filters,
     LeadFilters,
     StableOrdering,
     TaskFilters,
@@ -61,7 +64,8 @@ class RecordViewSet(viewsets.ModelViewSet):
     permission_classes = [IsAuthenticated, HasRole]
     parser_classes = PARSERS
     filter_backends = [BoundedSearch, StableOrdering]
-    filters_class = None  # a crm_filters.Filters of the list's query parameters
+    queryset: QuerySet[Any]  # each kind of record's
+    filters_class: type[Filters] | None = None  # the list's query parameters
     write_role = Membership.Role.OPS
     delete_role = Membership.Role.ADMIN
     related: tuple[str, ...] = ()

@@ -50,7 +50,7 @@ def lockout_response(request, original_response=None, credentials=None) -> HttpR
     same message; this covers every other login, e.g. /admin/login/."""
     retry_after = str(int(settings.AXES_COOLOFF_TIME.total_seconds()))
     if request.path.startswith("/api/"):
-        response = JsonResponse({"detail": lockout_message(), "code": "locked_out"}, status=429)
+        response: HttpResponse = JsonResponse({"detail": lockout_message(), "code": "locked_out"}, status=429)
     else:
         response = render(request, "admin/locked_out.html",
                           {"title": "Sign-in paused", "message": lockout_message()}, status=429)

@@ -30,7 +30,7 @@ class PlaceSerializer(serializers.Serializer):
 
 
 class DocumentErrorsSerializer(serializers.Serializer):
-    errors = PlaceSerializer(many=True)
+    errors = PlaceSerializer(many=True)  # type: ignore[assignment]  # (a declared field: DRF takes it out of the class, the attribute stays the base's)
 
 
 NOT_YOURS = OpenApiResponse(ErrorSerializer, description="No such object in your organization.")

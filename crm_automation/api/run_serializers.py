@@ -36,7 +36,7 @@ class StepSerializer(serializers.Serializer):
 
     node_id = serializers.CharField()
     token = serializers.CharField(help_text="Which loop iteration: empty outside loops, 2.0 in nested ones.")
-    label = serializers.SerializerMethodField(help_text="The node's label in the version the run executed.")
+    label = serializers.SerializerMethodField(help_text="The node's label in the version the run executed.")  # type: ignore[assignment]  # (a declared field: DRF takes it out of the class, the attribute stays the base's)
     action_type = serializers.CharField()
     position = serializers.IntegerField()
     status = serializers.ChoiceField(choices=StepStatus.choices)
@@ -67,7 +67,7 @@ class RunDetailSerializer(RunSerializer):
 
     @extend_schema_field(StepSerializer(many=True))
     def get_steps(self, run) -> list[dict]:
-        return StepSerializer(run.actions.order_by("position", "id"), many=True, context=self.context).data
+        return list(StepSerializer(run.actions.order_by("position", "id"), many=True, context=self.context).data)
 
 
 class RunFilterSerializer(serializers.Serializer):
@@ -103,7 +103,7 @@ class ApprovalSerializer(serializers.Serializer):
     workflow_name = serializers.CharField(source="run.workflow.name")
     node_id = serializers.CharField()
     token = serializers.CharField()
-    label = serializers.SerializerMethodField()
+    label = serializers.SerializerMethodField()  # type: ignore[assignment]  # (a declared field: DRF takes it out of the class, the attribute stays the base's)
     prompt = serializers.SerializerMethodField()
     role = serializers.SerializerMethodField(help_text="Who may answer: admin, or ops (and admins).")
     asked_at = serializers.DateTimeField(source="started_at", allow_null=True)

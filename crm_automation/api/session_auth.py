@@ -23,4 +23,4 @@ class SessionAuthentication(authentication.SessionAuthentication):
 class SessionScheme(spectacular_auth.SessionScheme):
     """The schema's `cookieAuth` for this class (drf-spectacular's matches DRF's class only)."""
 
-    target_class = SessionAuthentication
+    target_class = "crm_automation.api.session_auth.SessionAuthentication"  # (a path, as its base names DRF's)

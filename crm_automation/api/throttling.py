@@ -21,6 +21,5 @@ class PerPerson(SimpleRateThrottle):
 
     def get_cache_key(self, request, view) -> str:
         user = getattr(request, "user", None)
-        signed_in = user is not None and user.is_authenticated
-        ident = f"user:{user.pk}" if signed_in else f"ip:{self.get_ident(request)}"
+        ident = f"user:{user.pk}" if user is not None and user.is_authenticated else f"ip:{self.get_ident(request)}"
         return self.cache_format % {"scope": self.scope, "ident": ident}

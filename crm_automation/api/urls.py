@@ -1,6 +1,6 @@
 """/api/v1/: each group of endpoints lives in its own module and adds its routes here."""
 
-from django.urls import include, path, re_path
+from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from crm_automation.api.auth import TokenDetailView, TokenListView, TokenView
@@ -9,7 +9,7 @@ from crm_automation.api.root import ApiRootView
 
 app_name = "api"
 
-urlpatterns = [
+urlpatterns: list[URLPattern | URLResolver] = [
     path("", ApiRootView.as_view(), name="root"),
     path("auth/token/", TokenView.as_view(), name="token"),
     path("auth/tokens/", TokenListView.as_view(), name="token-list"),

@@ -25,7 +25,7 @@ class NodeDataSerializer(serializers.Serializer):
     subtype = serializers.CharField(help_text="chat-app | manual | schedule (the trigger), tool-call, condition, "
                                               "wait, parallel, merge, loop, user-input, function, "
                                               "desktop-notification, sub-workflow …")
-    label = serializers.CharField(help_text="Unique in the workflow; templates refer to nodes by label.")
+    label = serializers.CharField(help_text="Unique in the workflow; templates refer to nodes by label.")  # type: ignore[assignment]  # (a declared field: DRF takes it out of the class, the attribute stays the base's)
     config = serializers.DictField(required=False, help_text="The node's settings (a tool-call's arguments are "
                                                              "in config.defaults).")
     onError = serializers.DictField(required=False, help_text='e.g. {"policy": "retry", "maxAttempts": 4}')
@@ -34,11 +34,11 @@ class NodeDataSerializer(serializers.Serializer):
 class NodeSerializer(serializers.Serializer):
     id = serializers.SlugField(help_text="kebab-case, stable across versions")
     type = serializers.ChoiceField(choices=["workflow"])
-    data = NodeDataSerializer()
+    data = NodeDataSerializer()  # type: ignore[assignment]  # (a declared field: DRF takes it out of the class, the attribute stays the base's)
 
 
 class EdgeSerializer(serializers.Serializer):
-    source = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]  # (a declared field: DRF takes it out of the class, the attribute stays the base's)
     target = serializers.CharField()
     sourceHandle = serializers.CharField(required=False, help_text="condition-true, branch-0, approved …")
 

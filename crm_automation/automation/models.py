@@ -16,10 +16,11 @@ class WorkflowStatus(models.TextChoices):
     ARCHIVED = "archived", "Archived"
 
 
-def _can_manage(instance: "Workflow", user) -> bool:
+def _can_manage(instance: models.Model, user: object) -> bool:
     # Imported here: selectors import crm models, which is fine, but keep the model module light.
     from crm_automation.crm.selectors import user_has_role
 
+    assert isinstance(instance, Workflow)  # (django-fsm types a permission check for any model)
     return user_has_role(user, instance.organization_id, "admin")
 
 

@@ -8,8 +8,8 @@ from crm_automation.automation.models import MonthlyUsage
 from crm_automation.crm.models import Organization
 
 Plan = Organization.Plan
-ACTIVE_WORKFLOW_LIMIT = {Plan.FREE: 0, Plan.PRO: 10, Plan.ENTERPRISE: None}
-MONTHLY_LOGGED_RUNS = {Plan.FREE: 0, Plan.PRO: 500, Plan.ENTERPRISE: None}
+ACTIVE_WORKFLOW_LIMIT: dict[str, int | None] = {Plan.FREE: 0, Plan.PRO: 10, Plan.ENTERPRISE: None}
+MONTHLY_LOGGED_RUNS: dict[str, int | None] = {Plan.FREE: 0, Plan.PRO: 500, Plan.ENTERPRISE: None}
 
 
 def includes_automation(plan: str) -> bool:

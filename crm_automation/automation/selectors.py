@@ -1,5 +1,7 @@
 """Reads that more than one surface uses (the admin, the pages, the API)."""
 
+from typing import Any
+
 from django.db import connection
 from django.db.models import Count, DurationField, ExpressionWrapper, F, QuerySet, Window
 from django.db.models.functions import RowNumber
@@ -49,7 +51,7 @@ def median_durations(*, workflow_ids: list[int], recent: int = MEDIAN_OF_RECENT)
     latest = finished.annotate(recency=Window(RowNumber(), partition_by=F("workflow_id"),
                                               order_by=F("started_at").desc())).filter(recency__lte=recent)
     duration = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
-    per_workflow = {"partition_by": F("workflow_id")}
+    per_workflow: dict[str, Any] = {"partition_by": F("workflow_id")}
     middle_rows = (
         WorkflowRun.objects.filter(pk__in=latest.values("pk")).annotate(duration=duration)
         .annotate(rank=Window(RowNumber(), order_by=[F("duration").asc(), F("id").asc()], **per_workflow),

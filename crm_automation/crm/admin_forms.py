@@ -126,9 +126,9 @@ class ConcurrentEditForm(forms.ModelForm):
         """A model check may name a field this form does not show (read-only here): show its
         message at the top instead of failing with "has no field named …"."""
         if hasattr(errors, "error_dict"):
-            moved = {}
+            moved: dict[str, list[str]] = {}
             for name, messages in errors.error_dict.items():
                 key = name if name == NON_FIELD_ERRORS or name in self.fields else NON_FIELD_ERRORS
                 moved.setdefault(key, []).extend(messages)
             errors = ValidationError(moved)
-        super()._update_errors(errors)
+        super()._update_errors(errors)  # type: ignore[misc]  # (a private method of Django's forms the stubs omit)

@@ -5,8 +5,13 @@ organizations they are a member of; superusers see all. Django's model permissio
 consulted: membership roles are the single source of truth for organization users.
 """
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin
 from django.core.paginator import Paginator
+from django.db import models
+from django.db.models import QuerySet
 from django.utils.functional import cached_property
 
 from crm_automation.crm.admin_forms import ConcurrentEditForm
@@ -24,11 +29,11 @@ class OwnRowsFilter(admin.SimpleListFilter):
     organizations (never other tenants' names). Subclasses say which model, which field of the
     listed rows it filters, and how a choice reads."""
 
-    model = Organization
+    model: type[models.Model] = Organization
     field = "organization_id"  # on the listed rows
     scope = "organization_id"  # on `model`: the path to its organization
     ordering: tuple[str, ...] = ("name",)
-    limit = 200
+    limit: int | None = 200
 
     def label(self, row, several_orgs: bool) -> str:
         return str(row)
@@ -57,6 +62,7 @@ class CappedCountPaginator(Paginator):
     """Counts at most `cap` rows, so a changelist over millions of rows never runs a full COUNT."""
 
     cap = 10_000
+    object_list: QuerySet[Any]  # a changelist's
 
     @cached_property
     def count(self) -> int:
@@ -64,12 +70,12 @@ class CappedCountPaginator(Paginator):
 
 
 class OrgScopedAdmin(admin.ModelAdmin):
-    form = ConcurrentEditForm
+    form: type[forms.ModelForm] = ConcurrentEditForm
     org_path = "organization"  # the lookup from this model to its Organization
-    view_role = Membership.Role.VIEWER
-    edit_role = Membership.Role.OPS
-    add_role = Membership.Role.OPS
-    delete_role = Membership.Role.ADMIN
+    view_role: str = Membership.Role.VIEWER
+    edit_role: str = Membership.Role.OPS
+    add_role: str = Membership.Role.OPS
+    delete_role: str = Membership.Role.ADMIN
     hide_free_plan = False
 
     def visible_org_ids(self, request) -> list[int]:
@@ -141,7 +147,7 @@ class OrgScopedAdmin(admin.ModelAdmin):
         return fields
 
     def get_changeform_initial_data(self, request) -> dict:
-        initial = super().get_changeform_initial_data(request)
+        initial: dict[str, Any] = super().get_changeform_initial_data(request)
         orgs = self.editable_org_ids(request)
         if len(orgs) == 1:  # most people belong to one organization: do not make them pick it
             initial.setdefault("organization", orgs[0])

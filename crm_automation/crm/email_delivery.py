@@ -70,7 +70,7 @@ class Provider:
     def _watch_data(self, connection) -> None:
         smtp = getattr(connection, "connection", None)
         self._watching = smtp is not None and callable(getattr(smtp, "data", None))
-        if self._watching:
+        if smtp is not None and self._watching:
             data = smtp.data
 
             def data_and_note(msg):

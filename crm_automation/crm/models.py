@@ -378,7 +378,7 @@ def task_change(task: Task, changed: dict) -> changes.RecordChange:
         entity, entity_id = "task", changes.stand_in("task", task.pk)
     snapshot = {"id": task.pk, "title": task.title, "priority": task.priority, "status": task.status,
                 "due_date": changes.json_value(task.due_date),
-                "assignee": task.assignee.get_username() if task.assignee_id else None}
+                "assignee": task.assignee.get_username() if task.assignee is not None else None}
     return changes.RecordChange(changes.TASK_COMPLETED if done else changes.TASK_UPDATED, task.organization_id,
                                 entity, entity_id, {"task": snapshot, "changed": changed})
 

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 from crm_automation.crm.models import Membership, Stage
 
-ROLE_RANK = {Membership.Role.VIEWER: 0, Membership.Role.OPS: 1, Membership.Role.ADMIN: 2}
+ROLE_RANK: dict[str, int] = {Membership.Role.VIEWER: 0, Membership.Role.OPS: 1, Membership.Role.ADMIN: 2}
 
 
 def user_org_roles(user) -> dict[int, str]:

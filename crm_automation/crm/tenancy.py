@@ -9,7 +9,7 @@ The check costs nothing when a link is unchanged, and nothing when the related o
 already in memory (the usual `deal.stage = stage`); otherwise one small query per changed link.
 """
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -19,6 +19,8 @@ class TenantOwned(models.Model):
     # Foreign keys to organization-scoped rows, and to users who must be members.
     tenant_links: ClassVar[tuple[str, ...]] = ()
     member_links: ClassVar[tuple[str, ...]] = ()
+    organization_id: int  # every subclass has an `organization` foreign key
+
 
     class Meta:
         abstract = True
@@ -37,9 +39,14 @@ class TenantOwned(models.Model):
         instance._remember_links()
         return instance
 
+    def _link(self, name: str) -> "models.ForeignKey[Any, Any]":
+        field = self._meta.get_field(name)
+        assert isinstance(field, models.ForeignKey), f"{name} is not a foreign key"
+        return field
+
     def _link_attnames(self) -> list[str]:
         names = ["organization", *self.tenant_links, *self.member_links]
-        return [self._meta.get_field(name).attname for name in names]
+        return [self._link(name).attname for name in names]
 
     def _remember_links(self) -> None:
         self._loaded_links = {a: self.__dict__.get(a) for a in self._link_attnames()}
@@ -70,13 +77,13 @@ class TenantOwned(models.Model):
                                       "in the other organization instead.")
             return errors
         for name in self.tenant_links:
-            field = self._meta.get_field(name)
+            field = self._link(name)
             if getattr(self, field.attname) is None or not self._changed(field.attname, update_fields):
                 continue
             if self._organization_of(field) != self.organization_id:
                 errors[name] = f"That {field.verbose_name} belongs to another organization."
         for name in self.member_links:
-            field = self._meta.get_field(name)
+            field = self._link(name)
             user_id = getattr(self, field.attname)
             if user_id is None or not self._changed(field.attname, update_fields):
                 continue

@@ -80,7 +80,7 @@ TYPE_WORDS = {"send_email": "Send email", "update_field": "Update field", "creat
 
 def type_in_words(node_type: str | None) -> str:
     # Another type (router, agent …): its name is the best we have.
-    return TYPE_WORDS.get(node_type) or str(node_type or "step").replace("_", " ").capitalize()
+    return TYPE_WORDS.get(node_type or "") or str(node_type or "step").replace("_", " ").capitalize()
 
 
 def node_labels(definition: dict, stage_names: dict[str, str]) -> dict[str, str]:

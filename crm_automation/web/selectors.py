@@ -21,6 +21,7 @@ from crm_automation.automation.models import (
 )
 from crm_automation.automation.selectors import median_durations, runs_of_organization
 from crm_automation.crm.models import Deal, Lead, Organization, Stage
+from crm_automation.web.rows import with_values
 from crm_automation.web.words import trigger_in_words
 
 HISTORY_PAGE = 25
@@ -58,19 +59,19 @@ def workflow_list(organization: Organization, filters: WorkflowFilters) -> list[
         workflows = workflows.filter(trigger_type=filters.trigger_type)
     if filters.search:
         workflows = workflows.filter(Q(name__icontains=filters.search) | Q(description__icontains=filters.search))
-    workflows = list(workflows[:500])
+    found = list(workflows[:500])
     names = stage_names(organization.pk)
-    medians = median_durations(workflow_ids=[w.pk for w in workflows]) if workflows else {}
-    breaks = {b.workflow_id: b for b in CircuitBreak.objects.filter(workflow__in=workflows, closed_at__isnull=True)}
-    for workflow in workflows:
-        workflow.node_count = len(workflow.document["nodes"]) - 1  # its actions: the trigger is a node too
-        workflow.trigger_words = trigger_in_words(workflow.trigger_type, workflow.definition["trigger_config"], names,
-                                                  organization.time_zone)
-        workflow.median_ms = medians.get(workflow.pk)
-        workflow.open_break = breaks.get(workflow.pk)
-        workflow.success_rate = (round(100 * workflow.success_count / workflow.run_count)
-                                 if workflow.run_count else None)
-    return workflows
+    medians = median_durations(workflow_ids=[w.pk for w in found]) if found else {}
+    breaks = {b.workflow_id: b for b in CircuitBreak.objects.filter(workflow__in=found, closed_at__isnull=True)}
+    for workflow in found:
+        with_values(workflow,
+                    node_count=len(workflow.document["nodes"]) - 1,  # its actions: the trigger is a node too
+                    trigger_words=trigger_in_words(workflow.trigger_type, workflow.definition["trigger_config"],
+                                                   names, organization.time_zone),
+                    median_ms=medians.get(workflow.pk), open_break=breaks.get(workflow.pk),
+                    success_rate=(round(100 * workflow.success_count / workflow.run_count)
+                                  if workflow.run_count else None))
+    return found
 
 
 @dataclass(frozen=True)
@@ -174,24 +175,24 @@ def history_page(organization: Organization, filters: RunFilters, after: str = "
     name_records(page)
     names = stage_names(organization.pk)
     for run in page:  # what happened, with the stages it moved between: "Deal moves from Proposal to Won"
-        run.trigger_words = trigger_in_words(run.trigger_type, run.metadata, names)
+        with_values(run, trigger_words=trigger_in_words(run.trigger_type, run.metadata, names))
     return page, str(page[-1].pk) if more else ""
 
 
 def name_records(runs: list[WorkflowRun]) -> None:
     """Set `record_title` and `record_kind` on each run: two queries for the whole page."""
-    ids = {"deal": set(), "lead": set()}
+    ids: dict[str, set[uuid.UUID]] = {"deal": set(), "lead": set()}
     for run in runs:
         if run.trigger_entity_type in ids:
             ids[run.trigger_entity_type].add(run.trigger_entity_id)
-    titles = {}
+    titles: dict[uuid.UUID, str] = {}
     if ids["deal"]:
         titles.update(Deal.objects.filter(pk__in=ids["deal"]).values_list("pk", "title"))
     if ids["lead"]:
         titles.update(Lead.objects.filter(pk__in=ids["lead"]).values_list("pk", "name"))
     for run in runs:
-        run.record_kind = run.trigger_entity_type
         if run.trigger_entity_type in ids:
-            run.record_title = titles.get(run.trigger_entity_id) or f"a deleted {run.trigger_entity_type}"
+            title = titles.get(run.trigger_entity_id) or f"a deleted {run.trigger_entity_type}"
         else:
-            run.record_title = "webhook message" if run.trigger_type == catalog.WEBHOOK else ""
+            title = "webhook message" if run.trigger_type == catalog.WEBHOOK else ""
+        with_values(run, record_kind=run.trigger_entity_type, record_title=title)

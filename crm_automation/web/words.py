@@ -2,6 +2,7 @@
 Python repr or an internal slug where a name exists."""
 
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.urls import reverse
@@ -285,7 +286,8 @@ def _loop_words(config: dict) -> str:
 def _http_words(config: dict, targets: dict[str, str]) -> str:
     method = str(config.get("method") or "POST").upper()
     url = config.get("url") if isinstance(config.get("url"), str) and "{{" not in config["url"] else ""
-    url = url or targets.get(config.get("target"), "")
+    target: Any = config.get("target")  # (a target's name, or anything a draft holds)
+    url = url or targets.get(target, "")
     host = urlsplit(url).hostname if url else ""
     return f"{method} to {host}" if host else f"{method} to the webhook target “{config.get('target') or '…'}”"
 

@@ -49,7 +49,8 @@ class EndpointForm(forms.ModelForm):
     organization in the list; other admins are not offered those organizations at all)."""
 
     def clean(self) -> dict:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         organization = data.get("organization") or (self.instance.organization if self.instance.pk else None)
         if organization is not None and not plans.includes_automation(organization.plan):
             raise ValidationError(plans.refusal(organization))

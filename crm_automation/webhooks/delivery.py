@@ -50,6 +50,7 @@ def _failure(answer: Answer, target: WebhookTarget) -> str:
     if answer.error:
         return answer.error
     status = answer.status
+    assert status is not None, "an answer without an error has a status"
     if 200 <= status < 300:
         return ""
     if 300 <= status < 400:

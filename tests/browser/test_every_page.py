@@ -95,8 +95,9 @@ def ensure_test_database(stack: ExitStack) -> None:
     (`-k admin-` selects none of this module's): then this module does it, never writing to, or
     flushing, the database the settings name."""
     if not on_test_database():
-        stack.callback(teardown_databases, setup_databases(verbosity=0, interactive=False, aliases={"default"}),
-                       verbosity=0)
+        # (django-stubs type `aliases` as a mapping; Django takes any collection of aliases)
+        made = setup_databases(verbosity=0, interactive=False, aliases={"default"})  # type: ignore[arg-type]
+        stack.callback(teardown_databases, made, verbosity=0)
     assert on_test_database(), connection.settings_dict["NAME"]
 
 

@@ -2,6 +2,8 @@
 ready-made template, compare two versions, roll back, clone. Thin views: the services in
 versioning.py (and workflow_templates) do the work."""
 
+from typing import TYPE_CHECKING
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
@@ -25,8 +27,17 @@ from crm_automation.automation.services.workflows import has_unpublished_changes
 from crm_automation.crm.models import Organization
 from crm_automation.refusals import Refused, reasons
 
+if TYPE_CHECKING:
+    from django.contrib.admin import ModelAdmin
 
-class WorkflowDocumentViews:
+    from crm_automation.automation.models import Workflow
+
+    _Admin = ModelAdmin[Workflow]  # what the mixin is mixed into (WorkflowAdmin), for the type checker
+else:
+    _Admin = object
+
+
+class WorkflowDocumentViews(_Admin):
     """Mixed into WorkflowAdmin: every view checks the same permissions as the change page."""
 
     def get_urls(self):

@@ -2,6 +2,7 @@
 Thin views: simulation.py and launch.py do the work and check who may."""
 
 import uuid
+from typing import TYPE_CHECKING
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -15,10 +16,17 @@ from crm_automation.automation.triggers.manual import workflow_start
 from crm_automation.crm.models import Deal, Lead
 from crm_automation.refusals import Refused, reasons
 
+if TYPE_CHECKING:
+    from crm_automation.automation.admin.workflow_documents import WorkflowDocumentViews
+
+    _Views = WorkflowDocumentViews  # mixed in before it (its `_workflow`), for the type checker
+else:
+    _Views = object
+
 RECENT = 50
 
 
-def _record(organization_id: int, entity: str, record_id: str):
+def _record(organization_id: int, entity: str | None, record_id: str) -> Deal | Lead | None:
     """The organization's deal or lead with this id, or None (another tenant's id included)."""
     try:
         pk = uuid.UUID(str(record_id).strip())
@@ -28,7 +36,7 @@ def _record(organization_id: int, entity: str, record_id: str):
     return model.objects.filter(organization_id=organization_id, pk=pk).first()
 
 
-class WorkflowLaunchViews:
+class WorkflowLaunchViews(_Views):
     """Mixed into WorkflowAdmin, after WorkflowDocumentViews (whose `_workflow` it uses)."""
 
     def get_urls(self):

@@ -81,7 +81,7 @@ def _ask(provider, organization: Organization, system: str, prompt: str) -> dict
                                  node_type="authoring", status=AiCallStatus.SENDING, attempts=1,
                                  request={"system": system, "prompt": prompt, "max_tokens": 4000})
     started = time.monotonic()
-    fields = {}
+    fields: dict[str, object] = {}
     try:
         completion = providers.complete(provider, system=system, prompt=prompt, max_tokens=4000, schema=ANSWER)
     except providers.ProviderError as exc:
@@ -134,6 +134,7 @@ def workflow_draft_from_description(*, organization: Organization, by, descripti
         if problems:
             raise ValidationError(["The AI model's draft has problems it could not correct, so nothing was saved. "
                                    "Try describing the workflow differently.", *problems])
+    assert parsed is not None, "a draft without problems was read"
     document, definition = parsed["document"], parsed["definition"]
     assumptions = [str(a)[:300] for a in answer.get("assumptions") or [] if str(a).strip()][:20]
     with transaction.atomic():

@@ -1,5 +1,7 @@
 """Plain dicts of allow-listed values: what templates and conditions can see (invariant 9)."""
 
+from typing import Any
+
 from crm_automation.automation.models import AutomationEvent
 from crm_automation.crm.models import Deal, Lead, Stage
 
@@ -37,7 +39,7 @@ def lead_dict(lead: Lead) -> dict:
 
 
 def stage_slugs(events: list[AutomationEvent]) -> dict[int, str]:
-    ids = set()
+    ids: set[int] = set()
     for e in events:
         ids.update(v for k, v in e.payload.items() if k.endswith("_stage_id") and v)
     return dict(Stage.objects.filter(pk__in=ids).values_list("pk", "slug")) if ids else {}
@@ -52,7 +54,7 @@ def has_record(entity_type: str) -> bool:
 
 
 def trigger_dict(event: AutomationEvent, slugs: dict[int, str]) -> dict:
-    trigger = {
+    trigger: dict[str, Any] = {
         "type": event.kind,
         "from_stage": slugs.get(event.payload.get("from_stage_id")),
         "to_stage": slugs.get(event.payload.get("to_stage_id")),

@@ -21,16 +21,18 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import yaml
 
 from crm_automation import bounded_reader
+from crm_automation.automation import wording
 from crm_automation.automation.definition import catalog, graph
 from crm_automation.automation.models import Workflow
 from crm_automation.automation.nodes import control
 
 TRIGGER_ID = "trigger"
-MAX_NAME = Workflow._meta.get_field("name").max_length
+MAX_NAME = wording.limit_of(Workflow, "name")
 TOOLS = {"send_email": "crm/send_email", "create_task": "crm/create_task", "update_field": "crm/update_record",
          "http_request": "http/request"}
 ACTIONS = {tool: action for action, tool in TOOLS.items()}
@@ -107,7 +109,7 @@ def describe(error: tuple[str, str, int | None]) -> str:
 
 
 # --- Node ids -----------------------------------------------------------------------------------
-def new_node_id(action_type: str, taken: set[str]) -> str:
+def new_node_id(action_type: object, taken: set[str]) -> str:
     base = str(action_type or "step").replace("_", "-")
     candidate, n = base, 2
     while candidate in taken or candidate == TRIGGER_ID:
@@ -131,7 +133,7 @@ def with_node_ids(actions: list[dict]) -> list[dict]:
 
 
 # --- Definition → document ----------------------------------------------------------------------
-def _trigger_label(trigger_type: str, config: dict) -> str:
+def _trigger_label(trigger_type: Any, config: dict) -> str:
     label = dict(catalog.TRIGGER_CHOICES).get(trigger_type, trigger_type)
     if config.get("to_stage"):
         label += f" to {config['to_stage']}"
@@ -146,10 +148,10 @@ def _action_label(action: dict) -> str:
         return f"Update {config.get('field', 'field')}"
     if action.get("type") == "function":
         return f"Call {str(config.get('functionRef', 'function')).replace('/', ' ')}"
+    kind: Any = action.get("type")  # (a draft's node may have none)
     return {"send_email": "Send email", "create_task": "Create task", "notify": "Notify",
             "http_request": "HTTP request",
-            "user_input": "Ask", "sub_workflow": f"Run {config.get('workflowId', 'sub-workflow')}"}.get(
-        action.get("type"), "Step")
+            "user_input": "Ask", "sub_workflow": f"Run {config.get('workflowId', 'sub-workflow')}"}.get(kind, "Step")
 
 
 def _unique(label: str, used: set[str]) -> str:
@@ -160,7 +162,7 @@ def _unique(label: str, used: set[str]) -> str:
     return candidate
 
 
-def _subtype(action_type: str) -> str:
+def _subtype(action_type: Any) -> str:
     if control.is_control(action_type):
         return action_type
     return PLAIN_SUBTYPE.get(action_type, "tool-call")
@@ -209,7 +211,7 @@ def document_of(*, key: str, name: str, definition: dict, description: str = "",
 
 
 def _trigger_node(definition: dict, used: set[str]) -> dict:
-    trigger_type = definition.get("trigger_type")
+    trigger_type: Any = definition.get("trigger_type")
     settings = definition.get("trigger_config") or {}
     subtype = trigger_subtype(trigger_type)
     config = TRIGGER_NODES[subtype].config_of(trigger_type)
@@ -222,10 +224,11 @@ def _trigger_node(definition: dict, used: set[str]) -> dict:
 
 
 def _action_node(action: dict, used: set[str]) -> dict:
-    subtype = _subtype(action.get("type"))
+    kind: Any = action.get("type")
+    subtype = _subtype(kind)
     config = canonical(action.get("config") or {})
     if subtype == "tool-call":
-        config = {"toolName": TOOLS.get(action.get("type"), action.get("type")), "defaults": config}
+        config = {"toolName": TOOLS.get(kind, kind), "defaults": config}
     data = {"subtype": subtype, "label": action.get("label") or _unique(_auto_label(action), used), "config": config}
     if action.get("on_error"):
         data["onError"] = canonical(action["on_error"])
@@ -233,7 +236,7 @@ def _action_node(action: dict, used: set[str]) -> dict:
 
 
 def _settings_of(definition: dict) -> dict:
-    handling = definition.get("error_handling")
+    handling: Any = definition.get("error_handling")
     return {"errorPolicy": ERROR_POLICY.get(handling, handling),
             "reenrollment": definition.get("reenrollment", "every_time"),
             "timeoutSeconds": definition.get("timeout_seconds", 60)}
@@ -296,7 +299,8 @@ def _check_shape(document: dict) -> list[tuple[str, str]]:
         errors.append(("name", "a workflow needs a name"))
     if isinstance(document.get("id"), str) and not (NODE_ID.fullmatch(document["id"]) and len(document["id"]) <= 70):
         errors.append(("id", "must be kebab-case (lower-case letters, digits and single dashes), at most 70 long"))
-    name = document.get("name").strip() if isinstance(document.get("name"), str) else ""
+    named = document.get("name")
+    name = named.strip() if isinstance(named, str) else ""
     if len(name) > MAX_NAME:  # refused, never cut: the person decides how to shorten it
         errors.append(("name", f"is {len(name):,} characters long; a name has at most {MAX_NAME} (nothing was "
                                "cut: shorten it)"))
@@ -308,9 +312,10 @@ def _check_shape(document: dict) -> list[tuple[str, str]]:
     settings = document.get("settings")
     if settings is not None and not isinstance(settings, dict):
         errors.append(("settings", "must be a mapping (errorPolicy, reenrollment, timeoutSeconds)"))
-    for key in ("errorPolicy", "reenrollment") if isinstance(settings, dict) else ():
-        if key in settings and not isinstance(settings[key], str):
-            errors.append((f"settings.{key}", "must be text"))
+    if isinstance(settings, dict):
+        for key in ("errorPolicy", "reenrollment"):
+            if key in settings and not isinstance(settings[key], str):
+                errors.append((f"settings.{key}", "must be text"))
     return errors
 
 
@@ -465,7 +470,7 @@ def _action_of(node: dict) -> tuple[dict | None, list[tuple[str, str]]]:
 def _keep_graph(definition: dict, trigger_node: dict, edges: list[dict]) -> None:
     """Only what a plain chain would not reproduce is kept: the trigger's own id and label, and
     the edges when they are not the chain of the nodes in order."""
-    graph_part = {}
+    graph_part: dict[str, Any] = {}
     label = trigger_node["data"]["label"].strip()
     if trigger_node["id"] != TRIGGER_ID or label != _trigger_label(definition["trigger_type"],
                                                                    definition["trigger_config"]):

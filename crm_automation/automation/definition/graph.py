@@ -211,7 +211,7 @@ def problems(definition: dict) -> list[tuple[str, str]]:
     if not isinstance(edges, list):
         return [("edges", "must be a list")]
     errors = []
-    nodes = {node_id_at(a, i): Node(node_id_at(a, i), a.get("type"), a.get("config") or {}, "", i)
+    nodes = {node_id_at(a, i): Node(node_id_at(a, i), a.get("type") or "", a.get("config") or {}, "", i)
              for i, a in enumerate(actions) if isinstance(a, dict)}
     seen_ways: set[tuple[str, str]] = set()
     for i, edge in enumerate(edges):
@@ -232,6 +232,7 @@ def problems(definition: dict) -> list[tuple[str, str]]:
         node = nodes.get(source)
         allowed = _handles(node)
         if allowed is None:
+            assert node is not None, "the trigger's way out is the plain one"
             prefix = "route-" if node.type == "router" else "branch-"
             routes = node.config.get("routes") if node.type == "router" else None
             if not (handle.startswith(prefix) and handle[len(prefix):].isdigit()):

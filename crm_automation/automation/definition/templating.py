@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 MAX_OUTPUT = 10_000
 MAX_TEMPLATE = 5_000
@@ -129,7 +130,8 @@ def missing_link(context: dict, path: str) -> str | None:
     for "deal.contact.email" on a deal without contact; None if the path resolves."""
     if not is_path(path):
         return None
-    value, walked = context, []
+    value: Any = context
+    walked: list[str] = []
     for part in path.split("."):
         if value is None:
             return ".".join(walked)

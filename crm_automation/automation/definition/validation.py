@@ -38,8 +38,9 @@ def plain_data_errors(value, where: str, depth: int = 0) -> list[tuple[str, str]
     if depth > MAX_DEPTH:
         return [(where, "is nested too deeply")]
     if isinstance(value, str):
-        if bounded_reader.text_problem(value):
-            return [(where, bounded_reader.text_problem(value))]
+        problem = bounded_reader.text_problem(value)
+        if problem:
+            return [(where, problem)]
         if len(value) > MAX_TEXT:
             return [(where, f"{TOO_LONG} {MAX_TEXT:,} characters ({len(value):,})")]
         return []

@@ -1,6 +1,8 @@
 """Workflow actions. Each one validates its config when saved and executes idempotently:
 its side effect is keyed by (run, step), so a redelivered run never repeats it."""
 
+from typing import Any
+
 from crm_automation.automation.nodes.ai import Agent, Router
 from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, effect_key, step_name
 from crm_automation.automation.nodes.create_task import CreateTask
@@ -10,7 +12,7 @@ from crm_automation.automation.nodes.sub_workflow import SubWorkflow
 from crm_automation.automation.nodes.update_field import UpdateField
 from crm_automation.webhooks.action import HttpRequest
 
-REGISTRY: dict[str, Action] = {a.type: a for a in (SendEmail(), UpdateField(), CreateTask(), Notify(), SubWorkflow(),
-                                                   HttpRequest(), Agent(), Router())}
+REGISTRY: dict[str, Action[Any]] = {a.type: a for a in (SendEmail(), UpdateField(), CreateTask(), Notify(),
+                                                         SubWorkflow(), HttpRequest(), Agent(), Router())}
 
 __all__ = ["REGISTRY", "Action", "ActionFailed", "ExecutionContext", "effect_key", "step_name"]

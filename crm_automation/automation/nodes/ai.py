@@ -28,6 +28,7 @@ recorded on the step. A router's answer is checked against its routes: the model
 import json
 import time
 from decimal import Decimal
+from typing import Any
 
 from django.db.models import F
 from django.utils import timezone
@@ -35,7 +36,7 @@ from django.utils import timezone
 from crm_automation.automation.ai import providers
 from crm_automation.automation.definition.templating import format_value
 from crm_automation.automation.models import AiCall, AiCallStatus
-from crm_automation.automation.nodes.base import ActionFailed, ExecutionContext
+from crm_automation.automation.nodes.base import ActionFailed, ExecutionContext, Outcome, Result
 from crm_automation.automation.nodes.queued import QueuedRowAction
 from crm_automation.workers import shutdown
 
@@ -52,10 +53,11 @@ ROUTER_TASK = ("Classify as asked. Choose exactly one route from this list: {rou
                '{{"route": <one of the routes, spelled exactly>, "reason": <one short sentence>}}.')
 
 
-def context_json(template_context: dict) -> str:
+def context_json(template_context: dict[str, Any]) -> str:
     """The run's values as JSON for the model: each value once (a node's output is in the context
     under its id and its label), cut to MAX_CONTEXT characters."""
-    seen, values = set(), {}
+    seen: set[int] = set()
+    values: dict[str, Any] = {}
     for key, value in template_context.items():
         if not isinstance(key, str):
             continue
@@ -68,14 +70,14 @@ def context_json(template_context: dict) -> str:
     return text if len(text) <= MAX_CONTEXT else text[:MAX_CONTEXT] + " …(cut)"
 
 
-def route_schema(labels: list[str]) -> dict:
+def route_schema(labels: list[str]) -> dict[str, Any]:
     return {"type": "object", "additionalProperties": False, "required": ["route", "reason"],
             "properties": {"route": {"type": "string", "enum": labels}, "reason": {"type": "string"}}}
 
 
-def result_of(call: AiCall) -> dict:
+def result_of(call: AiCall) -> Result:
     """A step's result: what it asked's outcome, tokens and cost; `output` is {{Label}}."""
-    result = {"ai_call_id": call.pk, "status": call.status}
+    result: Result = {"ai_call_id": call.pk, "status": call.status}
     if call.provider:
         result["model"] = call.provider
     if call.attempts:
@@ -89,7 +91,7 @@ def result_of(call: AiCall) -> dict:
     return result
 
 
-class AiNode(QueuedRowAction):
+class AiNode(QueuedRowAction[AiCall]):
     """What agent and router share: the question row, asking after the commit, retries."""
 
     model = AiCall
@@ -99,7 +101,7 @@ class AiNode(QueuedRowAction):
     result_of = staticmethod(result_of)
     prompt_setting = ""
 
-    def validate(self, config, *, trigger_type, organization_id):
+    def validate(self, config: object, *, trigger_type: str, organization_id: int) -> list[tuple[str, str]]:
         errors = super().validate(config, trigger_type=trigger_type, organization_id=organization_id)
         if isinstance(config, dict) and "maxTokens" in config:
             value = config["maxTokens"]
@@ -108,7 +110,7 @@ class AiNode(QueuedRowAction):
         return errors
 
     # --- Running ----------------------------------------------------------------------------
-    def prepare(self, config, ctx: ExecutionContext) -> AiCall:
+    def prepare(self, config: dict[str, Any], ctx: ExecutionContext) -> AiCall:
         if providers.configured() is None:
             raise ActionFailed(f"nothing was asked: {providers.not_configured_message()}")
         prompt = ctx.render(self.prompt_setting, config[self.prompt_setting]).strip()
@@ -119,13 +121,14 @@ class AiNode(QueuedRowAction):
         return AiCall(organization_id=ctx.organization_id, automation_key=ctx.key, run_id=ctx.run_id,
                       node_type=self.type, request=request)
 
-    def apply(self, items):
+    def apply(self, items: list[tuple[ExecutionContext, AiCall]]) -> list[Result]:
         return [result_of(call) for call in AiCall.objects.bulk_create([call for _, call in items])]
 
-    def deliver(self, items, deadline: float | None = None):
+    def deliver(self, items: list[tuple[ExecutionContext, Result]], deadline: float | None = None
+                ) -> list[Outcome | None]:
         """Ask each question outside any transaction, one at a time, until the deadline: those not
         reached keep waiting (their run is handed back)."""
-        outcomes = []
+        outcomes: list[Outcome | None] = []
         for _, result in items:
             if shutdown.past(deadline):
                 outcomes.append(None)
@@ -140,7 +143,7 @@ class AiNode(QueuedRowAction):
     def _ask(self, call: AiCall) -> None:
         provider = providers.configured()
         started = time.monotonic()
-        fields = {"finished_at": None}
+        fields: dict[str, Any] = {"finished_at": None}
         if provider is None:
             fields.update(status=Status.FAILED, error=f"nothing was asked: {providers.not_configured_message()}")
         else:
@@ -166,11 +169,11 @@ class AiNode(QueuedRowAction):
     # --- Per node type --------------------------------------------------------------------
     default_tokens = 500
 
-    def question(self, config: dict, context: str) -> dict:
+    def question(self, config: dict[str, Any], context: str) -> dict[str, Any]:
         """The system prompt and the schema of the answer."""
         raise NotImplementedError
 
-    def read(self, request: dict, completion: providers.Completion) -> dict:
+    def read(self, request: dict[str, Any], completion: providers.Completion) -> dict[str, Any]:
         """The step's output from the model's answer; ActionFailed when it is not usable."""
         raise NotImplementedError
 
@@ -183,21 +186,21 @@ class Agent(AiNode):
     templated = ("additionalPrompt",)
     prompt_setting = "additionalPrompt"
 
-    def validate(self, config, *, trigger_type, organization_id):
+    def validate(self, config: object, *, trigger_type: str, organization_id: int) -> list[tuple[str, str]]:
         errors = super().validate(config, trigger_type=trigger_type, organization_id=organization_id)
         if isinstance(config, dict) and config.get("outputFormat", "text") not in AGENT_TASKS:
             errors.append(("config.outputFormat", "must be text (the answer as text) or json (a JSON object whose "
                                                   "fields later steps read as {{Label.field}})"))
         return errors
 
-    def question(self, config, context):
+    def question(self, config: dict[str, Any], context: str) -> dict[str, Any]:
         output = config.get("outputFormat", "text")
-        request = {"format": output, "system": SYSTEM.format(task=AGENT_TASKS[output], context=context)}
+        request: dict[str, Any] = {"format": output, "system": SYSTEM.format(task=AGENT_TASKS[output], context=context)}
         if output == "json":
             request["schema"] = providers.ANY_OBJECT
         return request
 
-    def read(self, request, completion):
+    def read(self, request: dict[str, Any], completion: providers.Completion) -> dict[str, Any]:
         if request.get("format") != "json":
             text = completion.text.strip()
             if not text:
@@ -218,7 +221,7 @@ class Router(AiNode):
     prompt_setting = "classificationPrompt"
     default_tokens = 200
 
-    def validate(self, config, *, trigger_type, organization_id):
+    def validate(self, config: object, *, trigger_type: str, organization_id: int) -> list[tuple[str, str]]:
         errors = super().validate(config, trigger_type=trigger_type, organization_id=organization_id)
         routes = config.get("routes") if isinstance(config, dict) else None
         if routes in (None, ""):
@@ -226,7 +229,7 @@ class Router(AiNode):
         if not isinstance(routes, list) or not 2 <= len(routes) <= MAX_ROUTES:
             return [*errors, ("config.routes", f"must be a list of 2 to {MAX_ROUTES} routes, e.g. "
                                                "[{id: route-0, label: positive}, {id: route-1, label: negative}]")]
-        labels = set()
+        labels: set[str] = set()
         for i, route in enumerate(routes):
             where = f"config.routes[{i}]"
             if not isinstance(route, dict) or set(route) - {"id", "label"}:
@@ -244,15 +247,15 @@ class Router(AiNode):
         return errors
 
     @staticmethod
-    def labels(config: dict) -> list[str]:
+    def labels(config: dict[str, Any]) -> list[str]:
         return [route["label"].strip() for route in config["routes"]]
 
-    def question(self, config, context):
+    def question(self, config: dict[str, Any], context: str) -> dict[str, Any]:
         labels = self.labels(config)
         return {"routes": labels, "schema": route_schema(labels),
                 "system": SYSTEM.format(task=ROUTER_TASK.format(routes=", ".join(labels)), context=context)}
 
-    def read(self, request, completion):
+    def read(self, request: dict[str, Any], completion: providers.Completion) -> dict[str, Any]:
         labels = request["routes"]
         if not isinstance(completion.data, dict):
             raise ActionFailed(f"the model's answer is not the JSON asked for ({completion.text[:200]!r}); no route "

@@ -13,6 +13,7 @@ the run, which reads it and goes on by its side. Nothing polls meanwhile.
 """
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from crm_automation.automation.definition.templating import render
 from crm_automation.automation.models import StepStatus
@@ -21,6 +22,9 @@ from crm_automation.automation.nodes.flow import FlowNode, Problems, Steps
 from crm_automation.automation.nodes.wait import UNITS
 from crm_automation.automation.ops import paused_run_alerts as alerts
 
+if TYPE_CHECKING:
+    from crm_automation.automation.runtime.engine.walk import Place, RunState, StepRow
+
 USER_INPUT = "user_input"
 APPROVED, REJECTED, TIMED_OUT = "approved", "rejected", "timed-out"
 HANDLES = (APPROVED, REJECTED, TIMED_OUT)
@@ -28,7 +32,7 @@ ROLES = ("admin", "ops")
 ALLOWED = {"promptText", "role", "timeoutAmount", "timeoutUnit"}
 
 
-def validate(config, *, trigger_type: str) -> list[tuple[str, str]]:
+def validate(config: object, *, trigger_type: str) -> list[tuple[str, str]]:
     if not isinstance(config, dict):
         return [("config", 'must be an object, e.g. {"promptText": "Approve a 20% discount on {{deal.title}}?"}')]
     errors = [(f"config.{k}", f"unknown setting; a user-input node takes {', '.join(sorted(ALLOWED))}")
@@ -48,7 +52,7 @@ def validate(config, *, trigger_type: str) -> list[tuple[str, str]]:
     return errors
 
 
-def ask(config: dict, context: dict, now: datetime) -> dict:
+def ask(config: dict[str, Any], context: dict[str, Any], now: datetime) -> dict[str, Any]:
     """The question as the step row keeps it."""
     timeout = None
     if config.get("timeoutAmount"):
@@ -57,14 +61,15 @@ def ask(config: dict, context: dict, now: datetime) -> dict:
             "asked_at": now.isoformat(), "timeout_at": timeout.isoformat() if timeout else None}
 
 
-def deadline(asked: dict) -> datetime | None:
+def deadline(asked: dict[str, Any]) -> datetime | None:
     return datetime.fromisoformat(asked["timeout_at"]) if asked.get("timeout_at") else None
 
 
-def decision(asked: dict, due: datetime | None, now: datetime) -> str | None:
+def decision(asked: dict[str, Any], due: datetime | None, now: datetime) -> str | None:
     """approved / rejected once answered; timed-out when no answer came in time; else None."""
-    if asked.get("decision") in HANDLES:
-        return asked["decision"]
+    answer = asked.get("decision")
+    if isinstance(answer, str) and answer in HANDLES:
+        return answer
     if due is not None and due <= now:
         return TIMED_OUT
     return None
@@ -77,10 +82,10 @@ class UserInput(FlowNode):
     type = USER_INPUT
     label = "Ask for approval"
 
-    def validate(self, config: dict, *, trigger_type: str, organization_id: int) -> Problems:
+    def validate(self, config: dict[str, Any], *, trigger_type: str, organization_id: int) -> Problems:
         return validate(config, trigger_type=trigger_type)
 
-    def run(self, steps: Steps, state, place, previous) -> None:
+    def run(self, steps: Steps, state: "RunState", place: "Place", previous: "StepRow | None") -> None:
         now = steps.now
         if previous is None or previous.status != StepStatus.WAITING:
             asked = ask(state.node(place[0]).config, state.context_at(place), now)
@@ -106,5 +111,6 @@ class UserInput(FlowNode):
                                     "no answer came in time; the run went on without one.")
         steps.follow(state, place, {answer})
 
-    def read_back(self, steps: Steps, state, place, previous) -> None:
-        steps.follow(state, place, {(previous.result or {}).get("decision")})
+    def read_back(self, steps: Steps, state: "RunState", place: "Place", previous: "StepRow") -> None:
+        answer: Any = (previous.result or {}).get("decision")  # (a completed question has its answer)
+        steps.follow(state, place, {answer})

@@ -1,4 +1,6 @@
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from crm_automation.automation.definition import catalog
 from crm_automation.automation.definition.templating import (
@@ -9,6 +11,18 @@ from crm_automation.automation.definition.templating import (
     render,
     template_paths,
 )
+
+if TYPE_CHECKING:
+    from crm_automation.automation.definition.graph import Node
+    from crm_automation.automation.models import WorkflowRun
+    from crm_automation.crm.models import Deal, Lead
+
+# A step's result as its row keeps it (JSON).
+Result = dict[str, Any]
+# A settled external effect: (ok, result, error).
+Outcome = tuple[bool, Result, str]
+# What an action's `prepare` makes for one step and its `apply` writes (a row to insert, a change).
+Prepared = TypeVar("Prepared")
 
 
 def effect_key(run_id: int, step: str) -> str:
@@ -21,7 +35,7 @@ def step_name(node_id: str, token: str = "") -> str:
     return f"node:{node_id}:{token}" if token else f"node:{node_id}"
 
 
-def node_step(run, node, token: str = "") -> str:
+def node_step(run: "WorkflowRun", node: "Node", token: str = "") -> str:
     """The step name of `node` (a graph.Node) at `token`: the one rule the engine and the run
     controls both key effects by. Every run keys its effects by node, so `run` is not read."""
     return step_name(node.id, token)
@@ -48,8 +62,8 @@ class ExecutionContext:
     organization_id: int
     trigger_type: str
     depth: int  # depth of the triggering event (the loop guard's counter)
-    template_context: dict
-    record: object  # the triggering Deal or Lead
+    template_context: dict[str, Any]
+    record: "Deal | Lead | None"  # the triggering deal or lead (None: an event with no record)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -81,7 +95,7 @@ class ExecutionContext:
         return None
 
 
-class Action:
+class Action(Generic[Prepared]):
     """One kind of step. The engine runs steps of many runs together, so an action works in
     three parts: `prepare` one item (render and check, no writes), `apply` a list of prepared
     items with bulk writes, and `existing` to find effects already made under the same keys
@@ -94,12 +108,12 @@ class Action:
     optional: tuple[str, ...] = ()
     templated: tuple[str, ...] = ()
 
-    def validate(self, config, *, trigger_type: str, organization_id: int) -> list[tuple[str, str]]:
+    def validate(self, config: object, *, trigger_type: str, organization_id: int) -> list[tuple[str, str]]:
         allowed = (*self.required, *self.optional)
         if not isinstance(config, dict):
             return [("config", f"must be an object with the settings of “{self.label}” "
                                f"({', '.join(allowed)}), e.g. {{\"{self.required[0]}\": …}}")]
-        errors = []
+        errors: list[tuple[str, str]] = []
         for name in sorted(set(config) - set(allowed)):
             errors.append((f"config.{name}", f"unknown setting; {self.type} takes {', '.join(sorted(allowed))}"))
         for name in self.required:
@@ -111,18 +125,29 @@ class Action:
                 errors += template_errors(f"config.{name}", value, trigger_type)
         return errors
 
-    def prepare(self, config: dict, ctx: ExecutionContext):
+    def prepare(self, config: dict[str, Any], ctx: ExecutionContext) -> Prepared:
         raise NotImplementedError
 
-    def apply(self, items: list[tuple[ExecutionContext, object]]) -> list[dict]:
+    def apply(self, items: list[tuple[ExecutionContext, Prepared]]) -> list[Result]:
         """Write the prepared items; return one result per item, in order."""
         raise NotImplementedError
 
-    def existing(self, keys: list[str]) -> dict[str, dict]:
+    def existing(self, keys: list[str]) -> dict[str, Result]:
         """Results of effects already made under these keys."""
         raise NotImplementedError
 
-    def in_flight(self, organization_id: int, since) -> bool:
+    def deliver(self, items: list[tuple[ExecutionContext, Result]], deadline: float | None = None
+                ) -> list[Outcome | None]:
+        """External actions: hand the effects over, outside any transaction, until `deadline`;
+        one outcome per item, None for those it left waiting (their run is handed back)."""
+        raise NotImplementedError
+
+    def settle_existing(self, result: Result) -> Outcome | None:
+        """External actions: the outcome of an effect an earlier delivery made (a resumed run);
+        None when it is made but not delivered yet."""
+        raise NotImplementedError
+
+    def in_flight(self, organization_id: int, since: datetime) -> bool:
         """Whether a message of this kind of the organization is in a provider's hands right now
         (handed over at or after `since`): a worker is waiting on that provider (fairness.py).
         Database-only actions make no outside call."""
@@ -138,7 +163,7 @@ class Action:
         (an external action's queued message). Database-only effects are already complete."""
 
 
-def template_errors(where: str, value, trigger_type: str) -> list[tuple[str, str]]:
+def template_errors(where: str, value: object, trigger_type: str) -> list[tuple[str, str]]:
     """A templated text must be text, not too long, and name only fields the trigger provides."""
     if not isinstance(value, str):
         return [(where, "must be text")]

@@ -5,6 +5,8 @@ condition, parallel, merge and loop as "control" nodes of the document format, a
 user input as nodes of their own.
 """
 
+from typing import Any
+
 from crm_automation.automation.nodes.approval import UserInput
 from crm_automation.automation.nodes.condition import Condition, gate
 from crm_automation.automation.nodes.flow import FlowNode, Problems
@@ -24,17 +26,17 @@ __all__ = ["CONTROL", "DEFAULT_ITERATIONS", "FLOW", "LABELS", "MAX_WAIT", "MERGE
            "is_control", "label", "loop_items", "validate", "wake_time"]
 
 
-def is_control(step_type) -> bool:
+def is_control(step_type: object) -> bool:
     return step_type in CONTROL
 
 
-def validate(step_type: str, config, *, trigger_type: str, organization_id: int) -> Problems:
+def validate(step_type: str, config: object, *, trigger_type: str, organization_id: int) -> Problems:
     node = CONTROL[step_type]
     if not isinstance(config, dict):
         return [("config", f"must be an object, e.g. {node.example}")]
     return node.validate(config, trigger_type=trigger_type, organization_id=organization_id)
 
 
-def label(step_type: str, config) -> str:
+def label(step_type: str, config: Any) -> str:
     node = CONTROL.get(step_type)
     return node.describe(config) if node is not None else step_type

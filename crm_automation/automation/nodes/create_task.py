@@ -1,30 +1,35 @@
 from datetime import timedelta
+from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.utils import timezone
 
-from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext
+from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, Result
 from crm_automation.crm.models import Deal, Lead, Membership, Task
 
 OWNER = "owner"
 
 
-def linked_deal(record):
-    return record if isinstance(record, Deal) else getattr(record, "converted_deal", None)
+def linked_deal(record: Deal | Lead | None) -> Deal | None:
+    if isinstance(record, Deal):
+        return record
+    deal: Deal | None = getattr(record, "converted_deal", None)
+    return deal
 
 
-def linked_lead(record):
+def linked_lead(record: Deal | Lead | None) -> Lead | None:
     return record if isinstance(record, Lead) else None
 
 
-class CreateTask(Action):
+class CreateTask(Action[Task]):
     type = "create_task"
     label = "Create task"
     required = ("title",)
     optional = ("description", "due_in_days", "priority", "assignee")
     templated = ("title", "description")
 
-    def validate(self, config, *, trigger_type, organization_id):
+    def validate(self, config: object, *, trigger_type: str, organization_id: int) -> list[tuple[str, str]]:
         errors = super().validate(config, trigger_type=trigger_type, organization_id=organization_id)
         if not isinstance(config, dict):
             return errors
@@ -41,12 +46,13 @@ class CreateTask(Action):
             errors.append(("config.assignee", f"'{assignee}' is not a member of this organization (or use 'owner')"))
         return errors
 
-    def _assignee(self, config, ctx: ExecutionContext):
+    def _assignee(self, config: dict[str, Any], ctx: ExecutionContext) -> User | None:
         assignee = config.get("assignee")
         if not assignee:
             return None
         if assignee == OWNER:
-            return getattr(ctx.record, "owner", None)
+            owner: User | None = getattr(ctx.record, "owner", None)
+            return owner
         user = get_user_model().objects.filter(
             username=assignee, memberships__organization_id=ctx.organization_id
         ).first()
@@ -54,7 +60,7 @@ class CreateTask(Action):
             raise ActionFailed(f"assignee '{assignee}' is no longer a member of this organization")
         return user
 
-    def prepare(self, config, ctx):
+    def prepare(self, config: dict[str, Any], ctx: ExecutionContext) -> Task:
         title = ctx.render("title", config["title"]).strip()
         if not title:
             raise ActionFailed("the task title rendered empty")
@@ -72,14 +78,15 @@ class CreateTask(Action):
         )
 
     @staticmethod
-    def _result(task: Task) -> dict:
+    def _result(task: Task) -> Result:
         return {"task_id": task.pk, "title": task.title,
-                "assignee": task.assignee.username if task.assignee_id else None}
+                "assignee": task.assignee.username if task.assignee is not None else None}
 
-    def apply(self, items):
+    def apply(self, items: list[tuple[ExecutionContext, Task]]) -> list[Result]:
         tasks = Task.objects.bulk_create([task for _, task in items])
         return [self._result(task) for task in tasks]
 
-    def existing(self, keys):
+    def existing(self, keys: list[str]) -> dict[str, Result]:
         tasks = Task.objects.filter(automation_key__in=keys).select_related("assignee")
-        return {t.automation_key: {**self._result(t), "repeated_delivery": True} for t in tasks}
+        return {t.automation_key: {**self._result(t), "repeated_delivery": True}
+                for t in tasks if t.automation_key is not None}  # (none is None: filtered on)

@@ -8,7 +8,7 @@ goes on through some of its handles, fails, or makes the run wait.
 """
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, overload
 
 if TYPE_CHECKING:
     from crm_automation.automation.runtime.engine.walk import Place, RunState, StepRow
@@ -21,16 +21,20 @@ class Steps(Protocol):
 
     now: datetime  # one clock per pass: runs that wait alike wake alike
 
-    def record(self, state: "RunState", place: "Place", status: str, *, result: dict | None = None,
+    def record(self, state: "RunState", place: "Place", status: str, *, result: dict[str, Any] | None = None,
                error: str = "", started: datetime | None = None, new_attempt: bool = True,
                counts: bool = True) -> None: ...
 
     def follow(self, state: "RunState", place: "Place", handles: set[str] | None = None) -> None: ...
 
-    def finished(self, state: "RunState", place: "Place", result: dict | None = None) -> None: ...
+    def finished(self, state: "RunState", place: "Place", result: dict[str, Any] | None = None) -> None: ...
 
     def fail(self, state: "RunState", place: "Place", error: str, *, started: datetime | None = None) -> None: ...
 
+    @overload
+    def due(self, state: "RunState", previous: "StepRow", at: datetime) -> datetime: ...
+
+    @overload
     def due(self, state: "RunState", previous: "StepRow", at: datetime | None) -> datetime | None: ...
 
 
@@ -40,7 +44,7 @@ class FlowNode:
     example: str = "{}"  # a config that works, for "must be an object, e.g. …"
     handles_when_skipped: set[str] | None = None  # a failed step skipped: the ways on (None: its one way)
 
-    def validate(self, config: dict, *, trigger_type: str, organization_id: int) -> Problems:
+    def validate(self, config: dict[str, Any], *, trigger_type: str, organization_id: int) -> Problems:
         return [(f"config.{k}", f"unknown setting; a {self.label.lower()} node takes none") for k in sorted(config)]
 
     def describe(self, config: Any) -> str:

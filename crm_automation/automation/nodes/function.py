@@ -14,14 +14,15 @@ when whole, else a float (amounts have at most 14 digits, which a float carries 
 """
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from operator import or_
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
 
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import F, OrderBy, Q
 from django.utils import timezone
 
 from crm_automation.automation.definition import coercion
@@ -40,7 +41,11 @@ from crm_automation.automation.nodes.flow import FlowNode, Steps
 from crm_automation.crm.models import Contact, Deal, Lead
 from crm_automation.crm.selectors import shown, stage_slugs
 
+if TYPE_CHECKING:
+    from crm_automation.automation.runtime.engine.walk import Place, RunState, StepRow
+
 Problems = list[tuple[str, str]]
+Coerced = TypeVar("Coerced")
 
 CONFIG_KEYS = ("functionRef", "args")
 DEFAULT_LIMIT = 20
@@ -56,7 +61,7 @@ MAX_DATE_AMOUNT = 1_000_000
 
 # --- Values -----------------------------------------------------------------------------------
 
-def is_template(value) -> bool:
+def is_template(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and "{{" in value
 
 
@@ -69,7 +74,7 @@ def template_problems(place: str, text: str) -> Problems:
             for path in template_paths(text) if not is_path(path)]
 
 
-def rendered(value, context: dict, place: str):
+def rendered(value: object, context: dict[str, Any], place: str) -> object:
     """A templated text rendered against the run's context; any other value as it is.
 
     Strict: a placeholder that is not a known value fails the step. Rendering it empty would
@@ -89,19 +94,19 @@ def rendered(value, context: dict, place: str):
 
 
 # The function node's limits on the shared coercions (definition/coercion.py).
-def to_number(value) -> Decimal:
+def to_number(value: object) -> Decimal:
     return coercion.to_number(value, digits=DIGITS)
 
 
-def to_whole(value) -> int:
+def to_whole(value: object) -> int:
     return coercion.to_whole(value, digits=DIGITS)
 
 
-def to_text(value) -> str:
+def to_text(value: object) -> str:
     return coercion.to_text(value, limit=MAX_TEXT)
 
 
-def check_value(place: str, value, coerce: Callable) -> Problems:
+def check_value(place: str, value: object, coerce: Callable[[Any], object]) -> Problems:
     """A static value must coerce now; a templated one can only be checked for its shape."""
     if is_template(value):
         return template_problems(place, value)
@@ -112,14 +117,14 @@ def check_value(place: str, value, coerce: Callable) -> Problems:
     return []
 
 
-def runtime_value(place: str, value, context: dict, coerce: Callable):
+def runtime_value(place: str, value: object, context: dict[str, Any], coerce: Callable[[Any], Coerced]) -> Coerced:
     try:
         return coerce(rendered(value, context, place))
     except ValueError as exc:
         raise ActionFailed(f"{place}: {exc}") from None
 
 
-def listed(values) -> str:
+def listed(values: Iterable[str]) -> str:
     return ", ".join(values)
 
 
@@ -134,14 +139,14 @@ class Function:
     arguments: dict[str, str] = {}  # name → what it means, for messages and the authoring UI
     required: tuple[str, ...] = ()
 
-    def check(self, args: dict, *, organization_id: int | None) -> Problems:
+    def check(self, args: dict[str, Any], *, organization_id: int | None) -> Problems:
         """`organization_id` None: skip checks that read the database (used at run time)."""
         problems = [(str(name), f"unknown argument; {self.ref} takes {listed(self.arguments) or 'no arguments'}")
                     for name in sorted(set(args) - set(self.arguments), key=str)]
         problems += [(name, "is required") for name in self.required if args.get(name) in (None, "")]
         return problems
 
-    def run(self, args: dict, *, organization_id: int, context: dict) -> dict:
+    def run(self, args: dict[str, Any], *, organization_id: int, context: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
 
@@ -181,7 +186,7 @@ class Field:
     def operators(self) -> tuple[str, ...]:
         return _KIND_OPERATORS[self.kind] + (("is_empty",) if self.can_be_empty else ())
 
-    def coerce(self, value):
+    def coerce(self, value: object) -> object:
         if self.kind in (TEXT, STAGE):
             return to_text(value)
         if self.kind == CHOICE:
@@ -189,7 +194,7 @@ class Field:
         return {NUMBER: to_number, WHOLE: to_whole, DATE: coercion.to_day, DATETIME: to_date_or_datetime,
                 UUID: coercion.to_uuid, ID: coercion.to_id}[self.kind](value)
 
-    def q(self, operator: str, value) -> Q:
+    def q(self, operator: str, value: Any) -> Q:
         """The filter for one rule, with a value already coerced."""
         if operator == "is_empty":
             empty = Q(**{f"{self.lookup}__isnull": True})
@@ -262,7 +267,7 @@ class Query(Function):
         }
 
     # Checks ---------------------------------------------------------------------------------
-    def check(self, args, *, organization_id):
+    def check(self, args: dict[str, Any], *, organization_id: int | None) -> Problems:
         problems = super().check(args, organization_id=organization_id)
         if "filters" in args:
             problems += self.check_filters(args["filters"], organization_id)
@@ -274,19 +279,19 @@ class Query(Function):
                 problems.append(("limit", f"{shown(limit)} is not allowed; use a whole number from 1 to {MAX_LIMIT}"))
         return problems
 
-    def check_filters(self, filters, organization_id: int | None) -> Problems:
+    def check_filters(self, filters: object, organization_id: int | None) -> Problems:
         if not isinstance(filters, list):
             return [("filters", 'must be a list of rules like {"field": "amount", "operator": "gt", "value": 1000}')]
         if len(filters) > MAX_FILTERS:
             return [("filters", f"has {len(filters)} rules; at most {MAX_FILTERS} are allowed")]
         # One read of the organization's stages however many rules name one.
         stages = functools.cache(lambda: stage_slugs(organization_id)) if organization_id is not None else None
-        problems = []
+        problems: Problems = []
         for i, rule in enumerate(filters):
             problems += self.check_filter(f"filters[{i}]", rule, stages)
         return problems
 
-    def check_filter(self, place: str, rule, stages: Callable[[], list[str]] | None) -> Problems:
+    def check_filter(self, place: str, rule: object, stages: Callable[[], list[str]] | None) -> Problems:
         if not isinstance(rule, dict):
             return [(place, 'must be an object like {"field": "amount", "operator": "gt", "value": 1000}')]
         problems = [(f"{place}.{name}", f"unknown key; a rule takes {listed(FILTER_KEYS)}")
@@ -302,7 +307,8 @@ class Query(Function):
                                                      f"use one of {listed(spec.operators)}")]
         return problems + self.check_rule_value(place, rule, spec, stages)
 
-    def check_rule_value(self, place: str, rule: dict, spec: Field, stages) -> Problems:
+    def check_rule_value(self, place: str, rule: dict[str, Any], spec: Field,
+                         stages: Callable[[], list[str]] | None) -> Problems:
         operator, where = rule["operator"], f"{place}.value"
         if operator == "is_empty":
             if rule.get("value") not in (None, True, False):
@@ -317,7 +323,7 @@ class Query(Function):
             if len(rule["value"]) > MAX_IN_VALUES:
                 return [(where, f"has {len(rule['value'])} values; at most {MAX_IN_VALUES} are allowed")]
             values = [(f"{where}[{j}]", v) for j, v in enumerate(rule["value"])]
-        problems = []
+        problems: Problems = []
         for at, value in values:
             found = check_value(at, value, spec.coerce)
             if not found and spec.kind == STAGE and stages is not None and not is_template(value):
@@ -327,7 +333,7 @@ class Query(Function):
             problems += found
         return problems
 
-    def check_order(self, order) -> Problems:
+    def check_order(self, order: object) -> Problems:
         name = order[1:] if isinstance(order, str) and order.startswith("-") else order
         if isinstance(name, str) and name in self.fields:
             return []
@@ -335,7 +341,7 @@ class Query(Function):
                             f"with “-” first for descending{suggest(name, self.fields)}")]
 
     # Run ------------------------------------------------------------------------------------
-    def run(self, args, *, organization_id, context):
+    def run(self, args: dict[str, Any], *, organization_id: int, context: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(organization_id, int) or isinstance(organization_id, bool):
             # Never run a query that is not scoped to one organization.
             raise TypeError("organization_id must be an organization's id")
@@ -344,14 +350,14 @@ class Query(Function):
             condition &= self.rule_q(f"config.args.filters[{i}]", rule, context)
         limit = args.get("limit", DEFAULT_LIMIT)
         names = list(self.fields)
-        rows = list(self.model.objects.filter(organization_id=organization_id).filter(condition)
+        rows = list(self.model._default_manager.filter(organization_id=organization_id).filter(condition)
                     .order_by(*self.ordering(args.get("orderBy") or "-created_at"))
                     .values_list(*(self.fields[n].lookup for n in names))[:limit + 1])
         return {"rows": [{n: json_value(v, numbers=True) for n, v in zip(names, row, strict=True)}
                          for row in rows[:limit]],
                 "count": min(len(rows), limit), "truncated": len(rows) > limit}
 
-    def rule_q(self, place: str, rule: dict, context: dict) -> Q:
+    def rule_q(self, place: str, rule: dict[str, Any], context: dict[str, Any]) -> Q:
         spec, operator = self.fields[rule["field"]], rule["operator"]
         if operator == "is_empty":
             return spec.q(operator, rule.get("value"))
@@ -361,7 +367,7 @@ class Query(Function):
             return spec.q(operator, values)
         return spec.q(operator, runtime_value(f"{place}.value", rule["value"], context, spec.coerce))
 
-    def ordering(self, order: str) -> list:
+    def ordering(self, order: str) -> list[OrderBy | str]:
         descending = order.startswith("-")
         column = F(self.fields[order.lstrip("-")].lookup)
         # Empty values last on every database (SQLite and PostgreSQL disagree by default), and
@@ -374,7 +380,7 @@ class Query(Function):
 DATE_UNITS = ("days", "hours", "minutes")
 
 
-def to_date_amount(value) -> int:
+def to_date_amount(value: object) -> int:
     amount = to_whole(value)
     if abs(amount) > MAX_DATE_AMOUNT:
         raise ValueError(f"{shown(value)} is too large; use at most {MAX_DATE_AMOUNT:,} either way")
@@ -389,7 +395,7 @@ class DateAdd(Function):
                  "unit": f"{listed(DATE_UNITS)} (default days)"}
     required = ("date", "amount")
 
-    def check(self, args, *, organization_id):
+    def check(self, args: dict[str, Any], *, organization_id: int | None) -> Problems:
         problems = super().check(args, organization_id=organization_id)
         if args.get("date") not in (None, ""):
             problems += check_value("date", args["date"], to_date_or_datetime)
@@ -399,7 +405,7 @@ class DateAdd(Function):
             problems.append(("unit", f"{shown(args['unit'])} is not a unit; use one of {listed(DATE_UNITS)}"))
         return problems
 
-    def run(self, args, *, organization_id, context):
+    def run(self, args: dict[str, Any], *, organization_id: int, context: dict[str, Any]) -> dict[str, Any]:
         start = runtime_value("config.args.date", args["date"], context, to_date_or_datetime)
         amount = runtime_value("config.args.amount", args["amount"], context, to_date_amount)
         unit = args.get("unit", "days")
@@ -425,14 +431,14 @@ class DateToday(Function):
     summary = "Today's date on the organization's clock (settings.TIME_ZONE)."
     arguments = {}
 
-    def run(self, args, *, organization_id, context):
+    def run(self, args: dict[str, Any], *, organization_id: int, context: dict[str, Any]) -> dict[str, Any]:
         return {"value": timezone.localdate(timezone=timezone.get_default_timezone()).isoformat()}
 
 
 CALC_OPS = ("add", "subtract", "multiply", "divide", "percent_of", "round")
 
 
-def to_places(value) -> int:
+def to_places(value: object) -> int:
     places = to_whole(value)
     if not 0 <= places <= MAX_ROUND_PLACES:
         raise ValueError(f"{shown(value)} decimal places is not allowed; use 0 to {MAX_ROUND_PLACES}")
@@ -446,7 +452,7 @@ class NumberCalc(Function):
                  "b": "a number (may be a template); for round, the decimal places (default 0)",
                  "op": f"{listed(CALC_OPS)}; percent_of is a percent of b (15 percent_of 200 is 30)"}
 
-    def check(self, args, *, organization_id):
+    def check(self, args: dict[str, Any], *, organization_id: int | None) -> Problems:
         problems = super().check(args, organization_id=organization_id)
         op = args.get("op")
         if op not in CALC_OPS:
@@ -467,7 +473,7 @@ class NumberCalc(Function):
             problems += found
         return problems
 
-    def run(self, args, *, organization_id, context):
+    def run(self, args: dict[str, Any], *, organization_id: int, context: dict[str, Any]) -> dict[str, Any]:
         op = args["op"]
         a = runtime_value("config.args.a", args["a"], context, to_number)
         if op == "round":
@@ -493,7 +499,7 @@ FUNCTIONS: dict[str, Function] = {f.ref: f for f in (
 
 # --- What the engine calls --------------------------------------------------------------------
 
-def _problems(config, *, organization_id: int | None) -> Problems:
+def _problems(config: object, *, organization_id: int | None) -> Problems:
     example = '{"functionRef": "crm/query_deals", "args": {…}}'
     if not isinstance(config, dict):
         return [("config", f"must be an object like {example}")]
@@ -516,13 +522,13 @@ def _problems(config, *, organization_id: int | None) -> Problems:
                        for place, message in function.check(args, organization_id=organization_id)]
 
 
-def validate(config, *, organization_id: int) -> Problems:
+def validate(config: object, *, organization_id: int) -> Problems:
     """Every problem of a function node's config as (place, message), places relative to the
     node's data ("config.args.filters[0].operator"); empty when it is valid."""
     return _problems(config, organization_id=organization_id)
 
 
-def call(config: dict, *, organization_id: int, context: dict) -> dict:
+def call(config: dict[str, Any], *, organization_id: int, context: dict[str, Any]) -> dict[str, Any]:
     """Run the node's function and return its JSON output; ActionFailed on a bad value."""
     problems = _problems(config, organization_id=None)
     if problems:
@@ -540,10 +546,10 @@ class FunctionNode(FlowNode):
     type = "function"
     label = "Function"
 
-    def validate(self, config: dict, *, trigger_type: str, organization_id: int) -> Problems:
+    def validate(self, config: dict[str, Any], *, trigger_type: str, organization_id: int) -> Problems:
         return validate(config, organization_id=organization_id)
 
-    def run(self, steps: Steps, state, place, previous) -> None:
+    def run(self, steps: Steps, state: "RunState", place: "Place", previous: "StepRow | None") -> None:
         started = timezone.now()
         try:
             output = call(state.node(place[0]).config, organization_id=state.run.organization_id,

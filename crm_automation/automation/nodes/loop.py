@@ -5,6 +5,8 @@ items are recorded when the loop starts (a redelivery goes over the same ones); 
 is completed when the last iteration is over, and the run goes on by its `loop-done` handle.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from crm_automation.automation.definition import catalog, graph
 from crm_automation.automation.definition.templating import lookup, missing_link, template_paths
 from crm_automation.automation.models import StepStatus
@@ -12,19 +14,23 @@ from crm_automation.automation.nodes.base import ActionFailed, describe_missing
 from crm_automation.automation.nodes.flow import FlowNode, Problems, Steps
 from crm_automation.automation.nodes.wait import whole
 
+if TYPE_CHECKING:
+    from crm_automation.automation.runtime.engine.walk import Place, RunState, StepRow
+
 DEFAULT_ITERATIONS = 100
 
 
-def mode_of(config: dict) -> str:
-    return config.get("loopMode", "for-each" if "items" in config else "count")
+def mode_of(config: dict[str, Any]) -> str:
+    mode: str = config.get("loopMode", "for-each" if "items" in config else "count")
+    return mode
 
 
-def loop_items(config: dict, context: dict) -> list:
+def loop_items(config: dict[str, Any], context: dict[str, Any]) -> list[Any]:
     """The items a loop goes over, capped at maxIterations; ActionFailed if they are not a list."""
     cap = config.get("maxIterations", DEFAULT_ITERATIONS)
     if mode_of(config) == "count":
         return list(range(min(config.get("count", 0), cap)))
-    items = config.get("items")
+    items: list[Any] | str = config["items"]  # a list, or one value in braces that is one (validated)
     if isinstance(items, str):
         path = template_paths(items)[0]
         value = lookup(context, path)
@@ -44,7 +50,7 @@ class Loop(FlowNode):
     example = '{"loopMode": "count", "count": 3}'
     handles_when_skipped = {graph.DONE}  # its body is not entered
 
-    def validate(self, config: dict, *, trigger_type: str, organization_id: int) -> Problems:
+    def validate(self, config: dict[str, Any], *, trigger_type: str, organization_id: int) -> Problems:
         allowed = {"loopMode", "items", "count", "maxIterations"}
         errors = [(f"config.{k}", f"unknown setting; a loop takes {', '.join(sorted(allowed))}")
                   for k in sorted(set(config) - allowed)]
@@ -71,7 +77,7 @@ class Loop(FlowNode):
             errors.append(("config.loopMode", "must be for-each or count"))
         return errors
 
-    def run(self, steps: Steps, state, place, previous) -> None:
+    def run(self, steps: Steps, state: "RunState", place: "Place", previous: "StepRow | None") -> None:
         if previous is not None and previous.status == StepStatus.RUNNING:
             items = (previous.result or {}).get("items") or []  # begun before: the same items
         else:
@@ -89,12 +95,12 @@ class Loop(FlowNode):
         state.loop_started(place)
         self.start_iteration(state, place, 0)
 
-    def read_back(self, steps: Steps, state, place, previous) -> None:
+    def read_back(self, steps: Steps, state: "RunState", place: "Place", previous: "StepRow") -> None:
         state.loop_items[place] = (previous.result or {}).get("items") or []
         steps.follow(state, place, {graph.DONE})
 
     @classmethod
-    def go_on(cls, steps: Steps, state, place, index: int) -> bool:
+    def go_on(cls, steps: Steps, state: "RunState", place: "Place", index: int) -> bool:
         """Iteration `index` is running: False while work inside it is under way; else start the
         next iteration, or end the loop after the last."""
         if state.busy_within(graph.child_token(place[1], index)):
@@ -106,13 +112,13 @@ class Loop(FlowNode):
         return True
 
     @staticmethod
-    def start_iteration(state, place, index: int) -> None:
+    def start_iteration(state: "RunState", place: "Place", index: int) -> None:
         token = graph.child_token(place[1], index)
         for _, target in state.graph.targets(place[0], {graph.BODY}):
             state.reach((target, token))
 
     @staticmethod
-    def end(steps: Steps, state, place) -> None:
+    def end(steps: Steps, state: "RunState", place: "Place") -> None:
         state.loop_ended(place)
         items = state.loop_items.get(place) or []
         steps.record(state, place, StepStatus.COMPLETED, result={"items": items, "count": len(items)},

@@ -13,18 +13,22 @@ ones again) and is never retried when a copy's outcome is unknown.
 """
 
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.urls import reverse
 
-from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext
+from crm_automation.automation import wording
+from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, Outcome, Result
 from crm_automation.automation.nodes.create_task import linked_deal, linked_lead
 from crm_automation.crm.email_delivery import email_mark_unknown, emails_deliver, emails_in_flight
-from crm_automation.crm.models import Deal, EmailMessage, Membership, Notification
+from crm_automation.crm.models import Deal, EmailMessage, Lead, Membership, Notification
 
 ADMINS, MEMBERS, OWNER = "admins", "members", "owner"
 RECIPIENTS = (ADMINS, MEMBERS, OWNER)
-TITLE_MAX = Notification._meta.get_field("title").max_length
+TITLE_MAX = wording.limit_of(Notification, "title")
 
 
 @dataclass
@@ -34,16 +38,16 @@ class Prepared:
     emails: list[EmailMessage] = field(default_factory=list)  # the copies (emailCopy)
 
 
-def _entity(record) -> str:
+def _entity(record: Deal | Lead | None) -> str:
     return "deal" if isinstance(record, Deal) else "lead"
 
 
-def record_link(record) -> str:
+def record_link(record: Deal | Lead | None) -> str:
     """The admin page of the triggering deal or lead (a path of this site); none for a webhook."""
     return reverse(f"admin:crm_{_entity(record)}_change", args=[record.pk]) if record is not None else ""
 
 
-class Notify(Action):
+class Notify(Action[Prepared]):
     type = "notify"
     label = "Desktop notification"
     external = True  # its email copies are delivered after the commit (none: it completes at once)
@@ -51,7 +55,7 @@ class Notify(Action):
     optional = ("body", "recipients", "emailCopy")
     templated = ("title", "body")
 
-    def validate(self, config, *, trigger_type, organization_id):
+    def validate(self, config: object, *, trigger_type: str, organization_id: int) -> list[tuple[str, str]]:
         errors = super().validate(config, trigger_type=trigger_type, organization_id=organization_id)
         if not isinstance(config, dict):
             return errors
@@ -65,14 +69,14 @@ class Notify(Action):
             errors.append(("config.title", "must be a single line (no line breaks)"))
         return errors
 
-    def _recipients(self, config: dict, ctx: ExecutionContext) -> list:
+    def _recipients(self, config: dict[str, Any], ctx: ExecutionContext) -> list[User]:
         """Active members of the run's organization, chosen by `recipients`. The membership
         conditions go in one filter() so they hold for the same membership row: an admin of
         another organization who is a mere member here is not an admin here."""
         who = config.get("recipients") or ADMINS
         if who not in RECIPIENTS:  # a definition saved before validation knew better
             raise ActionFailed(f"recipients '{who}' is not one of {', '.join(RECIPIENTS)}")
-        membership = {"memberships__organization_id": ctx.organization_id}
+        membership: dict[str, object] = {"memberships__organization_id": ctx.organization_id}
         if who == ADMINS:
             membership["memberships__role"] = Membership.Role.ADMIN
         elif who == OWNER:
@@ -88,7 +92,7 @@ class Notify(Action):
                 if who == OWNER else f"this organization has no active {who} to notify")
         return users
 
-    def _title(self, config: dict, ctx: ExecutionContext) -> str:
+    def _title(self, config: dict[str, Any], ctx: ExecutionContext) -> str:
         # One line: it is shown in a list, where a line break would break the row.
         title = " ".join(ctx.render("title", config["title"]).split())
         if not title:
@@ -99,7 +103,7 @@ class Notify(Action):
             ctx.notes.append(f"title: cut to {TITLE_MAX} characters")
         return title[:TITLE_MAX]
 
-    def prepare(self, config, ctx):
+    def prepare(self, config: dict[str, Any], ctx: ExecutionContext) -> Prepared:
         title = self._title(config, ctx)
         body = ctx.render("body", config.get("body", ""))
         link = record_link(ctx.record)
@@ -116,24 +120,26 @@ class Notify(Action):
         ])
 
     @staticmethod
-    def _result(title: str, usernames: list[str], email_ids: list[int] | None = None) -> dict:
-        result = {"notified": usernames, "count": len(usernames), "title": title}
+    def _result(title: str, usernames: list[str], email_ids: list[int] | None = None) -> Result:
+        result: Result = {"notified": usernames, "count": len(usernames), "title": title}
         if email_ids:
             result["email_ids"] = email_ids
         return result
 
-    def apply(self, items):
+    def apply(self, items: list[tuple[ExecutionContext, Prepared]]) -> list[Result]:
         # One INSERT for every recipient of every run in the group (and one for the copies).
         Notification.objects.bulk_create([n for _, prepared in items for n in prepared.notifications])
         EmailMessage.objects.bulk_create([e for _, prepared in items for e in prepared.emails])
         return [self._result(prepared.title, [n.user.username for n in prepared.notifications],
                              [e.pk for e in prepared.emails]) for _, prepared in items]
 
-    def existing(self, keys):
+    def existing(self, keys: list[str]) -> dict[str, Result]:
         rows = (Notification.objects.filter(effect_key__in=keys).order_by("user__username")
                 .values_list("effect_key", "title", "user__username", "user_id"))
         found: dict[str, tuple[str, list[str], list[str]]] = {}
         for key, title, username, user_id in rows:
+            if key is None:  # (none is: filtered on)
+                continue
             entry = found.setdefault(key, (title, [], []))
             entry[1].append(username)
             entry[2].append(copy_key(key, user_id))
@@ -144,7 +150,7 @@ class Notify(Action):
                 for key, (title, usernames, keys_) in found.items()}
 
     @staticmethod
-    def _outcome(result: dict, emails: list[EmailMessage]) -> tuple[bool, dict, str] | None:
+    def _outcome(result: Result, emails: list[EmailMessage]) -> Outcome | None:
         statuses = [e.status for e in emails]
         result = {**result, "copies": dict(zip([e.to for e in emails], statuses, strict=True))}
         if any(s in (EmailMessage.Status.QUEUED, EmailMessage.Status.SENDING) for s in statuses):
@@ -155,11 +161,12 @@ class Notify(Action):
         words = "outcome unknown" if any(e.status == EmailMessage.Status.UNKNOWN for e in bad) else "not sent"
         return False, result, f"email copy to {bad[0].to} {words}: {bad[0].error}"
 
-    def deliver(self, items, deadline: float | None = None):
+    def deliver(self, items: list[tuple[ExecutionContext, Result]], deadline: float | None = None
+                ) -> list[Outcome | None]:
         """Send the copies (one at a time, as any email); a step without copies is done at once."""
         ids = [i for _, result in items for i in result.get("email_ids", [])]
         sent = emails_deliver(email_ids=ids, deadline=deadline) if ids else {}
-        outcomes = []
+        outcomes: list[Outcome | None] = []
         for _, result in items:
             mine = result.get("email_ids", [])
             if any(i not in sent for i in mine):
@@ -168,10 +175,10 @@ class Notify(Action):
                 outcomes.append(self._outcome(result, [sent[i] for i in mine]))
         return outcomes
 
-    def in_flight(self, organization_id: int, since) -> bool:
+    def in_flight(self, organization_id: int, since: datetime) -> bool:
         return emails_in_flight(organization_id=organization_id, since=since)
 
-    def settle_existing(self, result: dict):
+    def settle_existing(self, result: Result) -> Outcome | None:
         emails = list(EmailMessage.objects.filter(pk__in=result.get("email_ids", [])).order_by("pk"))
         emails = [email_mark_unknown(email_id=e.pk) if e.status == EmailMessage.Status.SENDING else e
                   for e in emails]

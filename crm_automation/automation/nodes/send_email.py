@@ -1,7 +1,10 @@
+from datetime import datetime
+from typing import Any
+
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
-from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext
+from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, Outcome, Result
 from crm_automation.automation.nodes.create_task import linked_deal, linked_lead
 from crm_automation.crm.email_delivery import email_mark_unknown, emails_deliver, emails_in_flight
 from crm_automation.crm.models import EmailMessage
@@ -9,7 +12,7 @@ from crm_automation.crm.models import EmailMessage
 Status = EmailMessage.Status
 
 
-class SendEmail(Action):
+class SendEmail(Action[EmailMessage]):
     """Writes a queued outbox row (committed with the run's other steps); after the commit the
     engine delivers it through `email_delivery`, one message at a time, each outcome recorded as
     it happens. A run resumed after a crash sends what is still queued and reports a message
@@ -22,7 +25,7 @@ class SendEmail(Action):
     optional = ("body",)
     templated = ("to", "subject", "body")
 
-    def validate(self, config, *, trigger_type, organization_id):
+    def validate(self, config: object, *, trigger_type: str, organization_id: int) -> list[tuple[str, str]]:
         errors = super().validate(config, trigger_type=trigger_type, organization_id=organization_id)
         if not isinstance(config, dict):
             return errors
@@ -36,7 +39,7 @@ class SendEmail(Action):
             errors.append(("config.subject", "must be a single line (no line breaks)"))
         return errors
 
-    def prepare(self, config, ctx: ExecutionContext):
+    def prepare(self, config: dict[str, Any], ctx: ExecutionContext) -> EmailMessage:
         to = ctx.render("to", config["to"]).strip()
         if not to:
             why = ctx.why_empty(config["to"])
@@ -55,18 +58,19 @@ class SendEmail(Action):
         )
 
     @staticmethod
-    def _result(email: EmailMessage) -> dict:
+    def _result(email: EmailMessage) -> Result:
         return {"email_id": email.pk, "to": email.to, "subject": email.subject}
 
-    def apply(self, items):
+    def apply(self, items: list[tuple[ExecutionContext, EmailMessage]]) -> list[Result]:
         return [self._result(e) for e in EmailMessage.objects.bulk_create([email for _, email in items])]
 
-    def existing(self, keys):
+    def existing(self, keys: list[str]) -> dict[str, Result]:
         return {email.automation_key: self._result(email)
-                for email in EmailMessage.objects.filter(automation_key__in=keys)}
+                for email in EmailMessage.objects.filter(automation_key__in=keys)
+                if email.automation_key is not None}  # (none is None: filtered on)
 
     @staticmethod
-    def outcome(result: dict, email: EmailMessage) -> tuple[bool, dict, str] | None:
+    def outcome(result: Result, email: EmailMessage) -> Outcome | None:
         """(ok, result, error) for a settled email; None while it still waits to be sent."""
         result = {**result, "delivery": email.status}
         if email.status == Status.SENT:
@@ -77,7 +81,8 @@ class SendEmail(Action):
             return False, result, f"email outcome unknown: {email.error}"
         return False, result, f"email not sent: {email.error}"
 
-    def deliver(self, items, deadline: float | None = None):
+    def deliver(self, items: list[tuple[ExecutionContext, Result]], deadline: float | None = None
+                ) -> list[Outcome | None]:
         """Send each waiting email (outside any transaction); None for those the deadline left
         unsent: they stay queued and the run is continued by another task."""
         ids = [result["email_id"] for _, result in items]
@@ -85,7 +90,7 @@ class SendEmail(Action):
         return [None if result["email_id"] not in sent else self.outcome(result, sent[result["email_id"]])
                 for _, result in items]
 
-    def in_flight(self, organization_id: int, since) -> bool:
+    def in_flight(self, organization_id: int, since: datetime) -> bool:
         return emails_in_flight(organization_id=organization_id, since=since)
 
     def retry(self, key: str) -> bool:
@@ -104,7 +109,7 @@ class SendEmail(Action):
                 "pk", flat=True):
             email_mark_unknown(email_id=email_id)
 
-    def settle_existing(self, result: dict):
+    def settle_existing(self, result: Result) -> Outcome | None:
         """A resumed run found this step's email. The run's lease is ours, so an email still in
         `sending` was left by a worker that is gone: its outcome is unknown, never re-sent."""
         email = EmailMessage.objects.get(pk=result["email_id"])

@@ -7,6 +7,8 @@ its child instead of starting another). Nesting is limited to MAX_DEPTH levels.
 Config (docs/product.md#nodes): {"workflowId": "<the child's id (key)>", "awaitResponse": true}.
 """
 
+from typing import Any, TypedDict
+
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -14,20 +16,26 @@ from django.utils import timezone
 from crm_automation.automation import plans
 from crm_automation.automation.definition import catalog
 from crm_automation.automation.models import AutomationEvent, RunStatus, Workflow, WorkflowRun, WorkflowStatus
-from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext
+from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, Result
 from crm_automation.automation.runtime.queue import enqueue_continue
 
 MAX_DEPTH = 5
 FINISHED = (RunStatus.COMPLETED, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
-class SubWorkflow(Action):
+# A child run to start: its workflow and version, the parent run, its nesting level, whether the
+# parent waits for it.
+Child = TypedDict("Child", {"child": Workflow, "version_id": int, "parent": WorkflowRun, "depth": int,
+                            "await": bool})
+
+
+class SubWorkflow(Action[Child]):
     type = "sub_workflow"
     label = "Sub-workflow"
     required = ("workflowId",)
     optional = ("awaitResponse",)
 
-    def validate(self, config, *, trigger_type, organization_id):
+    def validate(self, config: object, *, trigger_type: str, organization_id: int) -> list[tuple[str, str]]:
         errors = super().validate(config, trigger_type=trigger_type, organization_id=organization_id)
         if not isinstance(config, dict) or errors:
             return errors
@@ -44,7 +52,7 @@ class SubWorkflow(Action):
             errors.append(("config.workflowId", f"“{child.key}” runs for a {theirs}; this workflow runs for a {ours}"))
         return errors
 
-    def prepare(self, config, ctx: ExecutionContext):
+    def prepare(self, config: dict[str, Any], ctx: ExecutionContext) -> Child:
         child = Workflow.objects.filter(organization_id=ctx.organization_id, key=config["workflowId"]).first()
         if child is None:
             raise ActionFailed(f"the sub-workflow “{config['workflowId']}” no longer exists")
@@ -55,9 +63,10 @@ class SubWorkflow(Action):
         depth = (parent.metadata or {}).get("sub_depth", 0) + 1
         if depth > MAX_DEPTH:
             raise ActionFailed(f"sub-workflows nest at most {MAX_DEPTH} deep; “{child.name}” would be level {depth}")
-        return {"child": child, "parent": parent, "depth": depth, "await": config.get("awaitResponse", True)}
+        return {"child": child, "version_id": child.current_version_id, "parent": parent, "depth": depth,
+                "await": config.get("awaitResponse", True)}
 
-    def apply(self, items):
+    def apply(self, items: list[tuple[ExecutionContext, Child]]) -> list[Result]:
         now = timezone.now()
         events = AutomationEvent.objects.bulk_create([AutomationEvent(
             organization_id=p["parent"].organization_id, kind=p["parent"].trigger_type,
@@ -71,7 +80,7 @@ class SubWorkflow(Action):
             parent = prepared["parent"]
             runs.append(WorkflowRun(
                 organization_id=parent.organization_id, workflow=prepared["child"],
-                version_id=prepared["child"].current_version_id, event=event, trigger_type=parent.trigger_type,
+                version_id=prepared["version_id"], event=event, trigger_type=parent.trigger_type,
                 trigger_entity_type=parent.trigger_entity_type, trigger_entity_id=parent.trigger_entity_id,
                 parent_run=parent, parent_key=ctx.key, history_suppressed=i >= logged,
                 metadata={"sub_depth": prepared["depth"], "await": prepared["await"]}))
@@ -82,16 +91,17 @@ class SubWorkflow(Action):
         return [self._result(run) for run in runs]
 
     @staticmethod
-    def _result(run: WorkflowRun) -> dict:
+    def _result(run: WorkflowRun) -> Result:
         return {"child_run": run.pk, "workflow": run.workflow.key if run.workflow_id else "",
                 "await": (run.metadata or {}).get("await", True)}
 
-    def existing(self, keys):
+    def existing(self, keys: list[str]) -> dict[str, Result]:
         return {run.parent_key: self._result(run)
-                for run in WorkflowRun.objects.filter(parent_key__in=keys).select_related("workflow")}
+                for run in WorkflowRun.objects.filter(parent_key__in=keys).select_related("workflow")
+                if run.parent_key is not None}  # (none is None: filtered on)
 
 
-def child_outcome(child_run_id: int) -> tuple[str, dict] | None:
+def child_outcome(child_run_id: int) -> tuple[str, dict[str, Any]] | None:
     """(status, output) of a finished child run; None while it runs or waits."""
     child = WorkflowRun.objects.filter(pk=child_run_id).only("status", "error").first()
     if child is None:

@@ -1,11 +1,13 @@
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
+from uuid import UUID
 
 from django.utils import timezone
 
 from crm_automation.automation.definition import catalog, coercion
 from crm_automation.automation.models import FieldChange
-from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, template_errors
+from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, Result, template_errors
 from crm_automation.automation.runtime.cause import caused_by
 from crm_automation.crm.models import Deal, Lead, Stage
 from crm_automation.crm.selectors import shown, stage_slugs
@@ -30,7 +32,7 @@ TEXT_LIMIT, AMOUNT_DIGITS = 200, 12
 CENTS = Decimal("0.01")
 
 
-def coerce(kind: str, value, *, organization_id: int):
+def coerce(kind: str, value: object, *, organization_id: int) -> object:
     """The value as the field's type, or ValueError saying why not (in words)."""
     if isinstance(value, dict | list):
         raise ValueError("must be a single value, not a list or an object")
@@ -61,16 +63,16 @@ def coerce(kind: str, value, *, organization_id: int):
     raise ValueError(f"unsupported field type {kind}")
 
 
-def _as_json(value):
+def _as_json(value: object) -> object:
     return coercion.json_value(value.slug if isinstance(value, Stage) else value)
 
 
-class UpdateField(Action):
+class UpdateField(Action["Change"]):
     type = "update_field"
     label = "Update field"
     required = ("field", "value")
 
-    def validate(self, config, *, trigger_type, organization_id):
+    def validate(self, config: object, *, trigger_type: str, organization_id: int) -> list[tuple[str, str]]:
         errors = super().validate(config, trigger_type=trigger_type, organization_id=organization_id)
         if errors or not isinstance(config, dict):
             return errors
@@ -92,7 +94,7 @@ class UpdateField(Action):
             errors.append(("config.value", str(exc)))
         return errors
 
-    def prepare(self, config, ctx: ExecutionContext):
+    def prepare(self, config: dict[str, Any], ctx: ExecutionContext) -> "Change":
         entity, name = _target(ctx.trigger_type, str(config["field"]))
         kind = catalog.UPDATABLE_FIELDS[entity][name]
         record = ctx.record
@@ -116,26 +118,29 @@ class UpdateField(Action):
         return Change(model=Deal if entity == "deal" else Lead, pk=record.pk, entity=entity, name=name,
                       kind=kind, value=value)
 
-    def apply(self, items):
+    def apply(self, items: list[tuple[ExecutionContext, "Change"]]) -> list[Result]:
         """Lock every touched row (in primary-key order, so two workers cannot deadlock), apply
         the changes in order (two changes to one record behave as if made one after the other),
         then write each model's rows back with one UPDATE per field set."""
-        locked = {}
+        locked: dict[tuple[type[Deal] | type[Lead], UUID], Deal | Lead] = {}
         models = {change.model for _, change in items}
         for model in [m for m in (Lead, Deal) if m in models]:  # leads before deals, as everywhere
             pks = sorted({c.pk for _, c in items if c.model is model})
-            for row in model.objects.select_for_update().filter(pk__in=pks).select_related(
+            for found in model.objects.select_for_update().filter(pk__in=pks).select_related(
                     *(["stage"] if model is Deal else [])).order_by("pk"):
-                locked[(model, row.pk)] = row
-        results, audit, dirty = [], [], {}
+                locked[(model, found.pk)] = found
+        results: list[Result] = []
+        audit: list[FieldChange] = []
+        dirty: dict[type[Deal] | type[Lead], dict[UUID, set[str]]] = {}
         for ctx, change in items:
             row = locked.get((change.model, change.pk))
             if row is None:
                 raise ActionFailed(f"the {change.entity} no longer exists")
-            if change.kind == "lead_status" and row.converted_at is not None:
+            if change.kind == "lead_status" and isinstance(row, Lead) and row.converted_at is not None:
                 # Checked under the row lock: the lead may have been converted after the run began.
                 raise ActionFailed("the lead is converted, so its status stays Converted; nothing was changed")
             if change.kind == "stage":
+                assert isinstance(row, Deal) and isinstance(change.value, Stage), "a stage is a deal's"
                 old = row.stage.slug
                 with caused_by(ctx.run_id, ctx.depth):  # the move fires an event: mark its cause
                     deal_move_to_stage(deal=row, stage=change.value)
@@ -153,7 +158,7 @@ class UpdateField(Action):
         # share one UPDATE ... WHERE pk IN (...).
         now = timezone.now()
         for model, rows in dirty.items():
-            by_values: dict[tuple, list] = {}
+            by_values: dict[tuple[tuple[str, object], ...], list[UUID]] = {}
             for pk, names in rows.items():
                 row = locked[(model, pk)]
                 values = tuple(sorted((name, getattr(row, name)) for name in names))
@@ -163,7 +168,7 @@ class UpdateField(Action):
         FieldChange.objects.bulk_create(audit)
         return results
 
-    def existing(self, keys):
+    def existing(self, keys: list[str]) -> dict[str, Result]:
         return {c.automation_key: {"field": f"{c.entity_type}.{c.field}", "old": c.old_value, "new": c.new_value,
                                    "repeated_delivery": True}
                 for c in FieldChange.objects.filter(automation_key__in=keys)}
@@ -171,8 +176,8 @@ class UpdateField(Action):
 
 @dataclass
 class Change:
-    model: type
-    pk: object
+    model: type[Deal] | type[Lead]
+    pk: UUID
     entity: str
     name: str
     kind: str

@@ -7,6 +7,7 @@ Config: {"delayAmount": 24, "delayUnit": "hours"}, or {"until": "{{deal.close_da
 """
 
 from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from django.utils import timezone
 
@@ -17,15 +18,18 @@ from crm_automation.automation.models import StepStatus
 from crm_automation.automation.nodes.base import ActionFailed, describe_missing
 from crm_automation.automation.nodes.flow import FlowNode, Problems, Steps
 
+if TYPE_CHECKING:
+    from crm_automation.automation.runtime.engine.walk import Place, RunState, StepRow
+
 UNITS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
 MAX_WAIT = timedelta(days=366)
 
 
-def whole(value) -> bool:
+def whole(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def wake_time(config: dict, context: dict, now: datetime) -> datetime:
+def wake_time(config: dict[str, Any], context: dict[str, Any], now: datetime) -> datetime:
     """When a wait that starts `now` ends; ActionFailed when the date it waits for is missing."""
     if "until" not in config:
         return now + timedelta(seconds=config["delayAmount"] * UNITS[config["delayUnit"]])
@@ -47,7 +51,7 @@ class Wait(FlowNode):
     label = "Wait"
     example = '{"delayAmount": 24, "delayUnit": "hours"}'
 
-    def validate(self, config: dict, *, trigger_type: str, organization_id: int) -> Problems:
+    def validate(self, config: dict[str, Any], *, trigger_type: str, organization_id: int) -> Problems:
         allowed = {"delayAmount", "delayUnit", "until", "offsetAmount", "offsetUnit"}
         errors = [(f"config.{k}", f"unknown setting; a wait takes {', '.join(sorted(allowed))}")
                   for k in sorted(set(config) - allowed)]
@@ -68,18 +72,18 @@ class Wait(FlowNode):
             errors.append(("config.delayAmount", "must be a whole number, 0 or more"))
         if unit not in UNITS:
             errors.append(("config.delayUnit", f"must be one of {units}"))
-        if not errors and timedelta(seconds=amount * UNITS[unit]) > MAX_WAIT:
+        if not errors and whole(amount) and timedelta(seconds=amount * UNITS[unit]) > MAX_WAIT:
             errors.append(("config.delayAmount", "a wait is at most 366 days"))
         return errors
 
-    def describe(self, config) -> str:
+    def describe(self, config: Any) -> str:
         if not isinstance(config, dict):
             return self.label
         if "until" in config:
             return f"Wait until {catalog.variable_name(str(config['until']).strip('{} '))}"
         return f"Wait {wording.counted(config.get('delayAmount'), config.get('delayUnit'))}"
 
-    def run(self, steps: Steps, state, place, previous) -> None:
+    def run(self, steps: Steps, state: "RunState", place: "Place", previous: "StepRow | None") -> None:
         now = steps.now
         if previous is not None and previous.status == StepStatus.WAITING:
             wake = steps.due(state, previous, datetime.fromisoformat(previous.result["wake_at"]))

@@ -15,6 +15,7 @@ closes by itself when it no longer does; the list page shows the open ones.
 import logging
 import statistics
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -33,6 +34,9 @@ from crm_automation.automation.models import (
 )
 from crm_automation.automation.ops.paused_run_alerts import notify_admins
 
+if TYPE_CHECKING:
+    from config.settings import AlertSettings
+
 logger = logging.getLogger(__name__)
 
 WARNING, CRITICAL = "warning", "critical"
@@ -40,7 +44,7 @@ SUCCESS, SLOW, BACKLOG = "success_rate", "slow", "backlog"
 BASELINE_RUNS = 1000
 
 
-def _conf() -> dict:
+def _conf() -> "AlertSettings":
     return settings.AUTOMATION["ALERTS"]
 
 
@@ -78,7 +82,8 @@ def _open(organization_id: int, workflow: Workflow | None, kind: str, level: str
 
 
 def _close(organization_id: int, workflow_id: int | None, kind: str, now: datetime) -> None:
-    AlertIncident.objects.filter(organization_id=organization_id, workflow_id=workflow_id, kind=kind,
+    # (None, an organization's own incident, is IS NULL: a Q, as the type checker's lookups leave None out)
+    AlertIncident.objects.filter(Q(workflow_id=workflow_id), organization_id=organization_id, kind=kind,
                                  closed_at__isnull=True).update(closed_at=now)
 
 

@@ -78,9 +78,8 @@ def workflow_health(workflow: Workflow) -> Health:
         per_day = sum(1 for s in starts if s > week) / 7
     failed = runs.filter(status__in=FAILED)[:RECENT]
     kinds = Counter(failure_kind(error) for error in failed.values_list("error", flat=True))
-    retried = WorkflowRunAction.objects.filter(run__in=list(runs.values_list("pk", flat=True)[:RECENT]),
-                                               attempts__gt=1).values_list("status", flat=True)
-    retried = list(retried)
+    retried = list(WorkflowRunAction.objects.filter(run__in=list(runs.values_list("pk", flat=True)[:RECENT]),
+                                                    attempts__gt=1).values_list("status", flat=True))
     waiting = (AutomationEvent.objects.filter(organization_id=workflow.organization_id, processed_at__isnull=True)
                .aggregate(n=Count("id"), first=Min("created_at")))
     return Health(

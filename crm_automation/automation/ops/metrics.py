@@ -42,7 +42,8 @@ def duration_percentiles(workflow_ids: list[int], recent: int = RECENT) -> dict[
     for workflow_id in workflow_ids:  # the embedded SQLite database: small histories
         rows = (WorkflowRun.objects.filter(workflow_id=workflow_id, simulated=False, finished_at__isnull=False)
                 .order_by("-started_at").values_list("started_at", "finished_at")[:recent])
-        seconds = sorted((finished - started).total_seconds() for started, finished in rows)
+        seconds = sorted((finished - started).total_seconds() for started, finished in rows
+                         if finished is not None)  # (none is: filtered on)
         if seconds:
             p95 = seconds[min(len(seconds) - 1, round(0.95 * (len(seconds) - 1)))]
             found[workflow_id] = (statistics.median(seconds), p95)

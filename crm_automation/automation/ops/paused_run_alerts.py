@@ -1,5 +1,7 @@
 """In-app alerts to an organization's admins about runs that need a person (a paused run)."""
 
+from typing import TYPE_CHECKING
+
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
@@ -7,7 +9,10 @@ from django.utils import timezone
 from crm_automation.automation import wording
 from crm_automation.crm.models import Membership, Notification
 
-TITLE_MAX = Notification._meta.get_field("title").max_length
+if TYPE_CHECKING:
+    from crm_automation.automation.models import WorkflowRun
+
+TITLE_MAX = wording.limit_of(Notification, "title")
 
 
 def organization_admins(organization_id: int, roles=(Membership.Role.ADMIN,)) -> list:
@@ -59,7 +64,7 @@ def answered_words(decision: str, by: str, comment: str = "") -> str:
     return f"{decision} by {by}{said}."
 
 
-def run_paused(runs: list[tuple[object, str]]) -> None:
+def run_paused(runs: "list[tuple[WorkflowRun, str]]") -> None:
     """Tell each organization's admins that these runs are paused and why. Keyed per run and
     pause, so a run delivered again does not alert twice."""
     admins: dict[int, list] = {}

@@ -6,6 +6,7 @@ dispatch refuses chains deeper than AUTOMATION_MAX_CHAIN_DEPTH.
 """
 
 import contextvars
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -20,7 +21,7 @@ _cause: contextvars.ContextVar[Cause | None] = contextvars.ContextVar("automatio
 
 
 @contextmanager
-def caused_by(run_id: int, depth: int):
+def caused_by(run_id: int, depth: int) -> Iterator[None]:
     """Changes made inside carry this run as their cause (the loop guard reads the depth)."""
     token = _cause.set(Cause(run_id, depth))
     try:

@@ -2,11 +2,13 @@
 
 import logging
 from collections import defaultdict
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from crm_automation.automation import plans
@@ -19,7 +21,7 @@ from crm_automation.automation.models import (
     WorkflowRun,
     WorkflowStatus,
 )
-from crm_automation.automation.runtime.enrollment import enroll
+from crm_automation.automation.runtime.enrollment import Matched, enroll
 from crm_automation.automation.triggers import bulk, matching
 from crm_automation.crm.models import Organization, Stage
 
@@ -50,7 +52,7 @@ def claim_events(limit: int, *, fair: bool = False) -> list[AutomationEvent]:
     return _claim(limit)  # nobody waits, or another worker took that organization's events first
 
 
-def unclaimed_events(now=None):
+def unclaimed_events(now: datetime | None = None) -> QuerySet[AutomationEvent]:
     """Events waiting for a worker: unprocessed, and never claimed or with a lapsed claim."""
     now = now or timezone.now()
     return (AutomationEvent.objects.filter(processed_at__isnull=True)
@@ -81,13 +83,16 @@ def _claim(limit: int, organization_id: int | None = None) -> list[AutomationEve
     return list(AutomationEvent.objects.filter(pk__in=ids).order_by("id"))
 
 
-def _decide(event, workflow, org, trigger, load, names: dict[str, str]) -> tuple[str, str] | None:
+def _decide(event: AutomationEvent, workflow: Workflow, org: Organization, trigger: dict[str, Any],
+            load: Callable[[], dict[str, Any] | None], names: dict[str, str]) -> tuple[str, str] | None:
     """The decision for one candidate workflow; None for a draft that would not have run anyway
     (drafts are listed only when they are the answer to "why didn't it run?")."""
+    version = workflow.current_version
+    assert version is not None, "_candidates takes workflows with a version only"
     if workflow.status == WorkflowStatus.DRAFT:
         if not plans.includes_automation(org.plan):
             return None
-        if not matching.match(event, workflow.current_version.definition, trigger, load, names).matched:
+        if not matching.match(event, version.definition, trigger, load, names).matched:
             return None
         # (the outcome already reads "Draft: not activated": the reason says only what follows)
         return Outcome.DRAFT, "it would have run if it were activated"
@@ -99,11 +104,11 @@ def _decide(event, workflow, org, trigger, load, names: dict[str, str]) -> tuple
     if event.depth > max_depth:
         return Outcome.LOOP_GUARD, (f"this change is {event.depth} steps down a chain of workflow "
                                     f"changes (run {event.caused_by_run_id}); the limit is {max_depth}")
-    outcome, reason, _ = matching.match(event, workflow.current_version.definition, trigger, load, names)
+    outcome, reason, _ = matching.match(event, version.definition, trigger, load, names)
     return outcome, reason
 
 
-def _metadata(event, trigger, full) -> dict:
+def _metadata(trigger: dict[str, Any], full: dict[str, Any] | None) -> dict[str, Any]:
     meta = {"from_stage": trigger.get("from_stage"), "to_stage": trigger.get("to_stage")}
     if full and "deal" in full:
         meta["deal_title"] = full["deal"]["title"]
@@ -112,8 +117,8 @@ def _metadata(event, trigger, full) -> dict:
     return meta
 
 
-def _candidates(events) -> dict[tuple[int, str], list[Workflow]]:
-    found = defaultdict(list)
+def _candidates(events: list[AutomationEvent]) -> dict[tuple[int, str], list[Workflow]]:
+    found: dict[tuple[int, str], list[Workflow]] = defaultdict(list)
     statuses = [WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED, WorkflowStatus.DRAFT]
     kinds = {trigger_type for e in events for trigger_type in catalog.listeners(e.kind)}
     for wf in (Workflow.objects.filter(organization_id__in={e.organization_id for e in events},
@@ -139,14 +144,16 @@ def dispatch_events(events: list[AutomationEvent]) -> list[int]:
     for org_id, slug, name in Stage.objects.filter(organization_id__in=orgs).values_list(
             "organization_id", "slug", "name"):
         stage_names[org_id][slug] = name
-    records = None  # loaded only if some event gets past the cheap checks
+    records: dict[Any, Any] | None = None  # loaded only if some event gets past the cheap checks
 
-    decisions, matched = [], []
+    decisions: list[WorkflowDecision] = []
+    matched: list[Matched] = []
     for event in events:
         trigger = context.trigger_dict(event, slugs)
-        cache: dict = {}
+        cache: dict[str, dict[str, Any] | None] = {}
 
-        def load(event=event, trigger=trigger, cache=cache):
+        def load(event: AutomationEvent = event, trigger: dict[str, Any] = trigger,
+                 cache: dict[str, dict[str, Any] | None] = cache) -> dict[str, Any] | None:
             nonlocal records
             if "full" not in cache:
                 if records is None:
@@ -167,7 +174,7 @@ def dispatch_events(events: list[AutomationEvent]) -> list[int]:
             decisions.append(WorkflowDecision(event=event, workflow=wf, version=wf.current_version,
                                               entity_id=event.entity_id, outcome=outcome, reason=reason[:2000]))
             if outcome == Outcome.MATCHED:
-                matched.append((event, wf, decisions[-1], _metadata(event, trigger, cache.get("full"))))
+                matched.append((event, wf, decisions[-1], _metadata(trigger, cache.get("full"))))
 
     with transaction.atomic():
         # A second dispatch of the same events (a worker that outlived its lease) waits here for
@@ -177,10 +184,10 @@ def dispatch_events(events: list[AutomationEvent]) -> list[int]:
                       .values_list("pk", flat=True))
         decisions = [d for d in decisions if d.event.pk in pending]
         matched = enroll(bulk.sort_out([m for m in matched if m[0].pk in pending]))
-        per_org = defaultdict(list)
+        per_org: dict[int, list[Matched]] = defaultdict(list)
         for item in matched:
             per_org[item[0].organization_id].append(item)
-        runs = []
+        runs: list[WorkflowRun] = []
         for org_id, items in sorted(per_org.items()):  # one lock order for the usage rows
             keep = plans.reserve_history(organization=orgs[org_id], runs=len(items))
             for i, (event, wf, decision, meta) in enumerate(items):

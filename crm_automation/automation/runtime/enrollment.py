@@ -7,17 +7,33 @@ events of the same record at once. "Not while running" rows are removed when the
 policy, so no record stays blocked by a rule that no longer applies.
 """
 
-from crm_automation.automation.models import Enrollment, RunStatus, Workflow, WorkflowDecision, WorkflowRun
+from collections.abc import Iterable
+from typing import Any
+from uuid import UUID
+
+from crm_automation.automation.models import (
+    AutomationEvent,
+    Enrollment,
+    RunStatus,
+    Workflow,
+    WorkflowDecision,
+    WorkflowRun,
+)
 
 Policy = Workflow.Reenrollment
 Outcome = WorkflowDecision.Outcome
+# What dispatch matched: the event, the workflow it starts, the decision to record, the run's metadata.
+Matched = tuple[AutomationEvent, Workflow, WorkflowDecision, dict[str, Any]]
 
 
 def policy_of(workflow: Workflow) -> str:
-    return workflow.current_version.definition.get("reenrollment", Policy.EVERY_TIME)
+    version = workflow.current_version
+    assert version is not None, "only a workflow with a version is matched"
+    policy: str = version.definition.get("reenrollment", Policy.EVERY_TIME)
+    return policy
 
 
-def enroll(matched: list) -> list:
+def enroll(matched: list[Matched]) -> list[Matched]:
     """Keep the matched (event, workflow, decision, metadata) items that may enroll their
     record; the others get the decision "already enrolled"."""
     wanted = []
@@ -51,7 +67,7 @@ def enroll(matched: list) -> list:
     return kept
 
 
-def release(*, runs) -> None:
+def release(*, runs: Iterable[WorkflowRun]) -> None:
     """Runs finished: their records may enter "not while running" workflows again."""
     if not runs:
         return
@@ -76,7 +92,7 @@ def adopt_policy(*, workflow_id: int, policy: str) -> None:
         rows.update(until_finished=True)
         return
     rows.update(until_finished=False)  # once: every record that went through stays enrolled
-    seen = {}
+    seen: dict[UUID, int] = {}
     for entity_id, event_id in runs.order_by("pk").values_list("trigger_entity_id", "event_id"):
         seen.setdefault(entity_id, event_id)
     Enrollment.objects.bulk_create(

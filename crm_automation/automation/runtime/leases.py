@@ -13,6 +13,7 @@ because the task's time was up is not counted against the give-up limit.
 import logging
 import threading
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -69,7 +70,7 @@ def renew(token: str) -> int:
 
 
 @contextmanager
-def heartbeat(token: str):
+def heartbeat(token: str) -> Iterator[None]:
     """Renew the token's leases every third of the lease while the block runs.
 
     The thread touches the database only once a third of the lease has passed, so short

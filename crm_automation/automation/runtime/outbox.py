@@ -5,6 +5,9 @@ services). After commit it pokes the in-process nudger, which tells the workers 
 background thread, so a request never waits for the broker.
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 from django.conf import settings
 from django.db import connections, router, transaction
 
@@ -12,6 +15,7 @@ from crm_automation.automation.models import AutomationEvent
 from crm_automation.automation.runtime.cause import current_cause
 from crm_automation.automation.runtime.nudger import nudger
 from crm_automation.crm import sources
+from crm_automation.crm.changes import RecordChange
 
 _EVENT_COLUMNS = ("organization_id", "kind", "entity_type", "entity_id", "payload", "depth", "caused_by_run_id")
 _INSERT_EVENT = "INSERT INTO {} ({}) VALUES ({})".format(
@@ -21,7 +25,7 @@ _ENTITY_ID = AutomationEvent._meta.get_field("entity_id")
 _PAYLOAD = AutomationEvent._meta.get_field("payload")
 
 
-def _insert_event(change, payload: dict, depth: int, run_id: int | None) -> None:
+def _insert_event(change: RecordChange, payload: dict[str, Any], depth: int, run_id: int | None) -> None:
     """One plain INSERT, no RETURNING and no model machinery: this runs on every save and the
     ORM's per-row overhead was a third of the whole cost (see benchmarks/run.py, part a).
     The UUID and JSON values are prepared by their fields, as the ORM would; created_at is
@@ -34,7 +38,7 @@ def _insert_event(change, payload: dict, depth: int, run_id: int | None) -> None
         cursor.execute(_INSERT_EVENT, params)
 
 
-def record_changes(sender, changes, **kwargs) -> None:
+def record_changes(sender: object, changes: Sequence[RecordChange], **kwargs: object) -> None:
     """Receiver of `crm.changes.records_changed`: write the changes to the outbox."""
     cause = current_cause()
     depth = 0 if cause is None else cause.depth + 1

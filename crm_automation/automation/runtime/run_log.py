@@ -15,17 +15,19 @@ reason (kpis.failure_kind), the same grouping the Health tab counts.
 """
 
 import logging
+from collections.abc import Iterable
 from functools import partial
+from typing import Any
 
 from django.db import transaction
 
-from crm_automation.automation.models import RunStatus, WorkflowVersion
+from crm_automation.automation.models import RunStatus, WorkflowRun, WorkflowVersion
 from crm_automation.automation.ops.kpis import failure_kind
 
 logger = logging.getLogger("crm_automation.runs")
 
 
-def runs_finished(runs: list) -> None:
+def runs_finished(runs: Iterable[WorkflowRun]) -> None:
     """Log each finished run (WorkflowRun objects with status, started_at and finished_at set)
     once the current transaction commits."""
     if runs and logger.isEnabledFor(logging.WARNING):
@@ -34,7 +36,7 @@ def runs_finished(runs: list) -> None:
             transaction.on_commit(partial(_write_runs, lines))
 
 
-def step_failed(run, *, node_id: str, action_type: str, attempt: int, policy: str, error: str) -> None:
+def step_failed(run: WorkflowRun, *, node_id: str, action_type: str, attempt: int, policy: str, error: str) -> None:
     """Log a step's failure (whatever its error policy then does) once the transaction commits."""
     if run.simulated:
         return
@@ -44,7 +46,8 @@ def step_failed(run, *, node_id: str, action_type: str, attempt: int, policy: st
     transaction.on_commit(partial(_write_step, fields))
 
 
-def _run_fields(run) -> dict:
+def _run_fields(run: WorkflowRun) -> dict[str, Any]:
+    assert run.finished_at is not None, "only finished runs are logged"
     fields = {"run_id": run.pk, "workflow_id": run.workflow_id, "version_id": run.version_id,
               "organization_id": run.organization_id, "status": run.status, "trigger_type": run.trigger_type,
               "duration_ms": round((run.finished_at - run.started_at).total_seconds() * 1000)}
@@ -53,7 +56,7 @@ def _run_fields(run) -> dict:
     return fields
 
 
-def _write_runs(lines: list[dict]) -> None:
+def _write_runs(lines: list[dict[str, Any]]) -> None:
     versions = {pk: (number, name) for pk, number, name in WorkflowVersion.objects.filter(
         pk__in={f["version_id"] for f in lines}).values_list("pk", "number", "workflow__name")}
     for fields in lines:
@@ -68,7 +71,7 @@ def _write_runs(lines: list[dict]) -> None:
                    fields["version"], fields["organization_id"], fields["trigger_type"], because, extra=fields)
 
 
-def _write_step(fields: dict) -> None:
+def _write_step(fields: dict[str, Any]) -> None:
     logger.warning("Step %s (%s) of run %s failed, attempt %s, policy %s — %s", fields["node_id"],
                    fields["action_type"], fields["run_id"], fields["attempt"], fields["policy"],
                    fields["error_kind"], extra=fields)

@@ -9,9 +9,10 @@ periodic sweep pick up whatever a lost or dead task left behind.
 import logging
 import time
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from crm_automation.automation.models import AutomationEvent, RunStatus, WorkflowRun
@@ -110,7 +111,7 @@ def dispatch_safely(events: list[AutomationEvent]) -> list[int]:
         return [run_id for event in events for run_id in dispatch_safely([event])]
 
 
-def abandoned_runs():
+def abandoned_runs() -> QuerySet[WorkflowRun]:
     """Unfinished runs nobody holds: a lease that expired (its worker died or was killed), or
     never leased although dispatched a lease ago (its dispatcher died before executing it)."""
     now = timezone.now()
@@ -118,7 +119,7 @@ def abandoned_runs():
         Q(lease_until__lt=now) | Q(lease_until__isnull=True, started_at__lt=now - lease_length()))
 
 
-def forgotten_events(age: timedelta = timedelta(seconds=2)):
+def forgotten_events(age: timedelta = timedelta(seconds=2)) -> QuerySet[AutomationEvent]:
     """Events waiting longer than `age` that no worker holds: their nudge was lost."""
     now = timezone.now()
     return unclaimed_events(now).filter(created_at__lt=now - age)
@@ -138,7 +139,7 @@ def wake_due_runs(limit: int = WAKE_BATCH) -> list[int]:
     return due
 
 
-def sweep(fan_out: bool = True) -> dict:
+def sweep(fan_out: bool = True) -> dict[str, Any]:
     """Safety net, run by the watchdog when it sees work nobody does, and every minute: resume
     abandoned runs, process events nobody was told about, settle emails nobody is sending.
     One time budget for all of it, like any task."""

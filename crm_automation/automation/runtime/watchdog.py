@@ -71,7 +71,7 @@ def _watch(interval: float) -> None:
             logger.warning("Automation watchdog check failed", exc_info=True)
 
 
-def start_watchdog(sender=None, proc_name: str = "", **kwargs) -> None:
+def start_watchdog(sender: object = None, proc_name: str = "", **kwargs: object) -> None:
     """Receiver of django-q2's `post_spawn`, sent in each new worker process."""
     interval = settings.AUTOMATION["WATCHDOG_SECONDS"]
     threading.Thread(target=_watch, args=(interval,), name="automation-watchdog", daemon=True).start()

@@ -114,10 +114,15 @@ def preview(workflow: Workflow, *, days: int = 30, definition: dict | None = Non
             impact.events += 1
             trigger = context.trigger_dict(event, slugs)
             full = matching.record_context(event, records.get(event.entity_id), trigger)
-            verdict = matching.match(event, definition, trigger, lambda full=full: full, names)
+
+            def load(full: dict | None = full) -> dict | None:
+                return full
+
+            verdict = matching.match(event, definition, trigger, load, names)
             if not verdict.matched:
                 impact.skipped[matching.SUMMARY[verdict.check]] += 1
                 continue
+            assert full is not None, "a match has its record"
             impact.entered += 1
             _count(flow, definition["trigger_type"], full, impact)
         if impact.events >= MAX_EVENTS:

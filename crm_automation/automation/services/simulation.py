@@ -31,7 +31,7 @@ from crm_automation.crm.selectors import user_has_role
 
 # The model is not asked in a simulation (it costs, and its answer differs each time): an agent's
 # output reads as this text, and a router takes no route (what follows it is not simulated).
-AI_STAND_IN = {"agent": {"output": "(written by the AI model when the workflow runs)"},
+AI_STAND_IN: dict[str, dict[str, object]] = {"agent": {"output": "(written by the AI model when the workflow runs)"},
                "router": {"output": {"route": "", "reason": "not simulated"},
                           "note": "the AI model chooses the route when the workflow runs; the simulation stops here"}}
 
@@ -63,7 +63,7 @@ def _preview(row: dict) -> dict:
         task = Task.objects.filter(pk=result.pop("task_id")).select_related("assignee").first()
         if task is not None:
             result["would_create_task"] = {"title": task.title, "priority": task.priority,
-                                           "assignee": task.assignee.username if task.assignee_id else None,
+                                           "assignee": task.assignee.username if task.assignee is not None else None,
                                            "due_date": task.due_date.isoformat() if task.due_date else None}
     if "ai_call_id" in result:
         call = AiCall.objects.filter(pk=result.pop("ai_call_id")).first()

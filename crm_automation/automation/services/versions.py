@@ -128,8 +128,10 @@ def workflow_import_yaml(*, organization: Organization, by, text: str) -> tuple[
     if workflow.key != document["id"]:
         notes.append(f"the id “{document['id']}” is taken in this organization, so this one is “{workflow.key}”")
     wanted = documents.STATUS_IN.get(document.get("_status") or "draft")
-    steps = {WorkflowStatus.ACTIVATED: ["activate"], WorkflowStatus.PAUSED: ["activate", "pause"],
-             WorkflowStatus.ARCHIVED: ["archive"]}.get(wanted, [])
+    transitions: dict[str, list[str]] = {WorkflowStatus.ACTIVATED: ["activate"],
+                                         WorkflowStatus.PAUSED: ["activate", "pause"],
+                                         WorkflowStatus.ARCHIVED: ["archive"]}
+    steps = transitions.get(wanted or "", [])
     for step in steps:
         try:
             with transaction.atomic():

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Value
+from django.db.models import Q, Value
 from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.text import slugify
@@ -56,14 +56,14 @@ def _write_draft(workflow: Workflow, definition: dict, *, name: str, description
                                                  definition=definition))
 
 
-MAX_NAME = Workflow._meta.get_field("name").max_length
+MAX_NAME = wording.limit_of(Workflow, "name")
 
 
 def name_holder(organization_id: int, name: str, *, exclude: int | None = None) -> Workflow | None:
     """The workflow of the organization already called `name`, whatever the case (the same
     LOWER() as the database constraint `uniq_workflow_name_ci`, so both agree), or None."""
     return (Workflow.objects.filter(organization_id=organization_id).annotate(folded=Lower("name"))
-            .filter(folded=Lower(Value(name))).exclude(pk=exclude).first())
+            .filter(folded=Lower(Value(name))).exclude(Q(pk=exclude)).first())  # (None: excludes none)
 
 
 def free_name(organization_id: int, wanted: str, *, exclude: int | None = None) -> str:
@@ -117,7 +117,7 @@ def _free_key(organization_id: int, wanted: str, exclude: int | None = None) -> 
     """`wanted` as a kebab-case key, with -2, -3 … if another workflow of the organization has it."""
     base = slugify(wanted)[:70].strip("-") or "workflow"
     taken = set(Workflow.objects.filter(organization_id=organization_id, key__startswith=base)
-                .exclude(pk=exclude).values_list("key", flat=True))
+                .exclude(Q(pk=exclude)).values_list("key", flat=True))  # (None: excludes none)
     key, n = base, 2
     while key in taken:
         key, n = f"{base}-{n}", n + 1
@@ -269,9 +269,11 @@ STALE_DOCUMENT = ("Someone else saved changes to this workflow since you opened 
 def stale(workflow: Workflow, found: dict[str, str] | None = None) -> StaleEdit:
     """The refusal of an edit made from an older revision of `workflow` (as read now): `found`
     names the fields changed meanwhile, without it the whole document is stale."""
-    current = {"revision": workflow.draft_revision, "saved_by": workflow.edited_by,
-               "saved_at": workflow.edited_at or workflow.updated_at}
-    return StaleEdit.of_fields(found, **current) if found else StaleEdit(STALE_DOCUMENT, **current)
+    revision, saved_by = workflow.draft_revision, workflow.edited_by
+    saved_at = workflow.edited_at or workflow.updated_at
+    if found:
+        return StaleEdit.of_fields(found, revision=revision, saved_by=saved_by, saved_at=saved_at)
+    return StaleEdit(STALE_DOCUMENT, revision=revision, saved_by=saved_by, saved_at=saved_at)
 
 
 @transaction.atomic
@@ -336,9 +338,10 @@ def workflow_transition(*, workflow_id: int, name: str, by, acknowledge_cycle: b
                                 f"workflows and {active} already are; pause one first")
         if workflow.status == WorkflowStatus.DRAFT or workflow.current_version is None:
             workflow_snapshot(workflow=workflow, by=by)  # going live for the first time
-        problems += activation_problems(workflow.current_version.definition, organization.pk)
-        circle = cycles.refusal(workflow, workflow.current_version.definition, acknowledge_cycle) \
-            if not problems else None
+        version = workflow.current_version
+        assert version is not None, "a snapshot was taken"
+        problems += activation_problems(version.definition, organization.pk)
+        circle = cycles.refusal(workflow, version.definition, acknowledge_cycle) if not problems else None
         if circle:
             problems.append(circle)
         if problems:

@@ -20,7 +20,7 @@ guard) is dispatch's, not the trigger's.
 """
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from crm_automation.automation.definition import catalog, conditions, context
 from crm_automation.automation.models import AutomationEvent, WorkflowDecision
@@ -76,7 +76,8 @@ def stage_mismatch(trigger_config: dict, trigger: dict, names: dict[str, str]) -
         wanted = trigger_config.get(key)
         if wanted and trigger.get(key) != wanted:
             label = key.replace("_", " ")
-            moved, listens = names.get(trigger.get(key), trigger.get(key)), names.get(wanted, wanted)
+            slug: Any = trigger.get(key)  # (None: a change that names no stage)
+            moved, listens = names.get(slug, slug), names.get(wanted, wanted)
             return f"the deal moved {label.split()[0]} “{moved}”; the workflow listens for “{listens}”"
     return None
 

@@ -55,7 +55,8 @@ def describe(trigger_type: str, config: dict) -> str:
 
 
 def changed_of(payload: dict) -> dict[str, list]:
-    return payload.get("changed") if isinstance(payload.get("changed"), dict) else {}
+    changed = payload.get("changed")
+    return changed if isinstance(changed, dict) else {}
 
 
 def unwatched(config: dict, changed: dict) -> str | None:

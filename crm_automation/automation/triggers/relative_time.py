@@ -19,6 +19,7 @@ again at the new occasion.
 
 import logging
 from datetime import date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import transaction
@@ -26,7 +27,7 @@ from django.utils import timezone
 
 from crm_automation.automation import wording
 from crm_automation.automation.models import AutomationEvent, RelativeTrigger, Workflow, WorkflowStatus
-from crm_automation.automation.triggers.schedules import parse_time
+from crm_automation.automation.triggers.schedules import parse_time, time_of
 from crm_automation.crm.models import Deal, Stage
 
 logger = logging.getLogger(__name__)
@@ -72,17 +73,19 @@ def validate(trigger_type: str, config, organization_id: int) -> list[tuple[str,
 def describe(trigger_type: str, config: dict, stage_names: dict[str, str] | None = None) -> str:
     """“3 days before a deal's close date, at 09:00”, “A deal in Proposal for 14 days”."""
     if trigger_type == IN_STAGE:
-        stage = (stage_names or {}).get(config.get("stage"), config.get("stage"))
+        slug: Any = config.get("stage")  # (any JSON value: a draft's config is not checked yet)
+        stage = (stage_names or {}).get(slug, slug)
         return f"A deal in {stage} for {wording.counted(config.get('days'), 'days')}"
     offset = config.get("offsetDays", 0)
-    field = DATE_FIELDS.get(config.get("field"), "date")
+    chosen: Any = config.get("field")
+    field = DATE_FIELDS.get(chosen, "date")
     when = "on" if offset == 0 else f"{wording.counted(abs(offset), 'days')} {'before' if offset < 0 else 'after'}"
     return f"{when.capitalize()} a deal's {field}, at {config.get('time', '09:00')}"
 
 
 def _dates_due(config: dict, zone: ZoneInfo, after: datetime, until: datetime) -> list[date]:
     """The local days whose `time` falls in (after, until]."""
-    hours, minutes = parse_time(config.get("time", "09:00"))
+    hours, minutes = time_of(config.get("time", "09:00"))
     day, last, found = after.astimezone(zone).date(), until.astimezone(zone).date(), []
     while day <= last:
         moment = datetime.combine(day, time(hours, minutes), tzinfo=zone)
@@ -109,15 +112,15 @@ def _due_deals(trigger: RelativeTrigger, config: dict, now: datetime):
     days = _dates_due(config, zone, trigger.checked_until, now)
     if not days:
         return []
-    hours, minutes = parse_time(config.get("time", "09:00"))
+    hours, minutes = time_of(config.get("time", "09:00"))
     occasion = {day - offset: datetime.combine(day, time(hours, minutes), tzinfo=zone) for day in days}
     if config["field"] == "close_date":
-        rows = deals.filter(close_date__in=list(occasion)).order_by("pk").values_list("pk", "close_date")
-        return [(pk, occasion[value]) for pk, value in rows]
+        closing = deals.filter(close_date__in=list(occasion)).order_by("pk").values_list("pk", "close_date")
+        return [(pk, occasion[value]) for pk, value in closing if value is not None]  # (none is: filtered on)
     start = datetime.combine(min(occasion), time.min, tzinfo=zone)
     end = datetime.combine(max(occasion) + timedelta(days=1), time.min, tzinfo=zone)
-    rows = deals.filter(created_at__gte=start, created_at__lt=end).order_by("pk").values_list("pk", "created_at")
-    return [(pk, occasion[value.astimezone(zone).date()]) for pk, value in rows
+    created = deals.filter(created_at__gte=start, created_at__lt=end).order_by("pk").values_list("pk", "created_at")
+    return [(pk, occasion[value.astimezone(zone).date()]) for pk, value in created
             if value.astimezone(zone).date() in occasion]
 
 

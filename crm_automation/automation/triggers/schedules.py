@@ -65,6 +65,14 @@ def parse_time(value) -> tuple[int, int] | None:
     return int(hours), int(minutes)
 
 
+def time_of(value: str) -> tuple[int, int]:
+    """(hours, minutes) of a time of day a valid config holds."""
+    parsed = parse_time(value)
+    if parsed is None:
+        raise ValueError(f"{value!r} is not a time of day (HH:MM)")
+    return parsed
+
+
 def _normal(config: dict) -> dict:
     """`{cron: "0 9 * * 1"}` alone (the document format's short form) is a cron schedule."""
     return {**config, "frequency": "cron"} if "frequency" not in config and "cron" in config else config
@@ -116,7 +124,7 @@ def expression(config: dict) -> str:
         return f"{config.get('minute', 0)} * * * *"
     if frequency == "every-n-minutes":
         return f"*/{config['intervalMinutes']} * * * *"
-    hours, minutes = parse_time(config["time"])
+    hours, minutes = time_of(config["time"])
     if frequency == "daily":
         return f"{minutes} {hours} * * *"
     if frequency == "weekly":

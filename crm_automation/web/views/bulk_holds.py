@@ -3,6 +3,8 @@ changed more records than their trigger's `bulk: {mode: hold, over: N}` allows. 
 them; admins release a hold (a run per record) or discard it, through the services in
 automation/bulk.py, which check the role and the hold's state again under a row lock."""
 
+from uuid import UUID
+
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import render
@@ -12,6 +14,7 @@ from django.views.decorators.http import require_POST
 from crm_automation.automation.models import BulkHold, WorkflowDecision
 from crm_automation.automation.triggers.bulk import bulk_hold_discard, bulk_hold_release
 from crm_automation.crm.models import Deal, Lead
+from crm_automation.web.rows import with_values
 from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import attempt, back, forbidden
 from crm_automation.web.words import bulk_operation, bulk_source
@@ -19,8 +22,9 @@ from crm_automation.web.words import bulk_operation, bulk_source
 SHOWN = 100
 SAMPLE = 10
 Status = BulkHold.Status
-BADGES = {Status.PENDING: "waiting", Status.RELEASED: "completed", Status.DISCARDED: "cancelled"}
-RECORD_PAGES = {"deal": (Deal, "title"), "lead": (Lead, "name")}  # kinds with a page (web/views/records.py)
+BADGES: dict[str, str] = {Status.PENDING: "waiting", Status.RELEASED: "completed", Status.DISCARDED: "cancelled"}
+# The kinds of record with a page (web/views/records.py) and the field that names one.
+RECORD_PAGES: dict[str, tuple[type[Deal] | type[Lead], str]] = {"deal": (Deal, "title"), "lead": (Lead, "name")}
 
 
 def _holds(request):
@@ -36,10 +40,8 @@ def hold_of(request, pk: int) -> BulkHold:
 
 
 def _dress(hold: BulkHold) -> BulkHold:
-    hold.badge = BADGES.get(hold.status, "")
-    hold.source_words = bulk_source(hold.source)
-    hold.operation_words = bulk_operation(hold.source, hold.size)
-    return hold
+    return with_values(hold, badge=BADGES.get(hold.status, ""), source_words=bulk_source(hold.source),
+                       operation_words=bulk_operation(hold.source, hold.size))
 
 
 @org_page
@@ -61,7 +63,7 @@ def sample_records(hold: BulkHold) -> list[dict]:
     rows = list(WorkflowDecision.objects.filter(workflow_id=hold.workflow_id,
                                                 event__payload__bulk__id=hold.operation)
                 .order_by("created_at", "pk").values_list("event__entity_type", "entity_id")[:SAMPLE])
-    names = {}
+    names: dict[UUID, str] = {}
     for kind, (model, field) in RECORD_PAGES.items():
         ids = [entity_id for entity_type, entity_id in rows if entity_type == kind]
         if ids:

@@ -9,11 +9,12 @@ from django.views.decorators.http import require_POST
 from crm_automation.automation.selectors import decisions_of_record, runs_of_record
 from crm_automation.automation.triggers.manual import manual_workflows, workflow_start
 from crm_automation.crm.models import Deal, Lead
+from crm_automation.web.rows import with_values
 from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import attempt, back, forbidden
 from crm_automation.web.words import duration
 
-KINDS = {"deal": Deal, "lead": Lead}
+KINDS: dict[str, type[Deal] | type[Lead]] = {"deal": Deal, "lead": Lead}
 SHOWN = 20
 
 
@@ -31,7 +32,7 @@ def record_page(request, kind: str, pk):
     runs = list(runs_of_record(entity_id=record.pk, organization_id=record.organization_id)
                 .filter(simulated=False)[:SHOWN])
     for run in runs:
-        run.took = duration(run.duration_ms)
+        with_values(run, took=duration(run.duration_ms))
     decisions = list(decisions_of_record(entity_id=record.pk, organization_id=record.organization_id)[:SHOWN])
     return render(request, "web/record.html", {
         "place": request.place, "record": record, "kind": kind, "runs": runs, "decisions": decisions,

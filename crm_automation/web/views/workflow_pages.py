@@ -6,6 +6,7 @@ what is here turns their answers into words."""
 import re
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -33,6 +34,7 @@ from crm_automation.crm.models import Deal, Lead
 from crm_automation.crm.selectors import shown
 from crm_automation.refusals import Refused, StaleEdit, reasons
 from crm_automation.web import graph_picture
+from crm_automation.web.rows import with_values
 from crm_automation.web.selectors import stage_names
 from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import attempt, forbidden, workflow_of
@@ -42,7 +44,7 @@ from crm_automation.webhooks.models import WebhookTarget
 
 MAX_YAML = 200_000  # characters; a workflow of 50 steps exports to well under 50 000
 RECENT_RECORDS = 200
-RECORD_MODELS = {"deal": Deal, "lead": Lead}
+RECORD_MODELS: dict[str, type[Deal] | type[Lead]] = {"deal": Deal, "lead": Lead}
 
 
 def _page(request, workflow: Workflow, tab: str, template: str, context: dict, status: int = 200):
@@ -214,11 +216,12 @@ def _node_type(node: dict) -> str | None:
     """The step type of a document node (None for the trigger): what `subtype` and, for tool
     calls, `toolName` stand for."""
     data = node.get("data") or {}
-    subtype = data.get("subtype")
+    subtype: Any = data.get("subtype")  # (anything a draft holds)
     if subtype in documents.TRIGGERS:
         return None
     if subtype == "tool-call":
-        return documents.ACTIONS.get((data.get("config") or {}).get("toolName"))
+        tool: Any = (data.get("config") or {}).get("toolName")
+        return documents.ACTIONS.get(tool)
     return documents.PLAIN.get(subtype, subtype)
 
 
@@ -238,7 +241,7 @@ def _words(key: str) -> str:
 def _flatten(value, prefix: str = "") -> dict[str, object]:
     """{“rules 1 value”: 5000, …}: each leaf of a config by a readable path."""
     if isinstance(value, dict) and value:
-        found = {}
+        found: dict[str, object] = {}
         for key, item in value.items():
             found.update(_flatten(item, f"{prefix} {_words(str(key))}".strip()))
         return found
@@ -255,7 +258,8 @@ def _node_settings(node: dict) -> dict[str, object]:
     config = data.get("config") or {}
     if data.get("subtype") == "tool-call":
         config = config.get("defaults") or {}
-    found = {"type": graph_picture.type_in_words(_node_type(node)) if _node_type(node) else "Trigger"}
+    kind = _node_type(node)
+    found: dict[str, object] = {"type": graph_picture.type_in_words(kind) if kind else "Trigger"}
     found.update(_flatten(config))
     if data.get("onError") is not None:
         found.update(_flatten(data["onError"], "on error"))
@@ -308,7 +312,8 @@ def _edge_sentence(verb: str, edge: tuple, labels: dict[str, str]) -> str:
 def _setting_details(old: dict, new: dict) -> list[str]:
     details = []
     for key, name in SETTING_NAMES.items():
-        was, now = (old.get("settings") or {}).get(key), (new.get("settings") or {}).get(key)
+        was: Any = (old.get("settings") or {}).get(key)
+        now: Any = (new.get("settings") or {}).get(key)
         if was != now:
             words = SETTING_VALUES.get(key, {})
             unit = " s" if key == "timeoutSeconds" else ""
@@ -414,7 +419,8 @@ def workflow_publish_view(request, pk: int):
                 lambda done: f"Published: version {done.version} of “{done.name}” runs for new triggers; runs "
                              "already under way finish on the version they started with.")
         return redirect("web:publish", pk=workflow.pk)
-    changes, lines = [], []
+    changes: list[Change] = []
+    lines: list[dict] = []
     pending = has_unpublished_changes(workflow)
     if pending:
         live = workflow_document(workflow, workflow.current_version)
@@ -443,11 +449,13 @@ def _record_of(organization_id: int, entity: str, value: str) -> Deal | Lead | N
 
 def _choices(organization_id: int, entity: str, chosen: Deal | Lead | None) -> list:
     """The most recently changed records, the chosen one first when it is older than those."""
-    model = RECORD_MODELS[entity]
-    query = model.objects.filter(organization_id=organization_id).order_by("-updated_at")
+    records: list[Deal | Lead]
     if entity == "deal":
-        query = query.select_related("stage")
-    records = list(query[:RECENT_RECORDS])
+        records = list(Deal.objects.filter(organization_id=organization_id).order_by("-updated_at")
+                       .select_related("stage")[:RECENT_RECORDS])
+    else:
+        records = list(RECORD_MODELS[entity].objects.filter(organization_id=organization_id)
+                       .order_by("-updated_at")[:RECENT_RECORDS])
     if chosen is not None and all(r.pk != chosen.pk for r in records):
         records.insert(0, chosen)
     return records
@@ -493,8 +501,7 @@ def _simulate(request, workflow: Workflow, record, entity: str) -> tuple:
         run = simulate(workflow_id=workflow.pk, by=request.user, record=record, version_number=number)
     except (ValidationError, PermissionDenied) as exc:
         return None, reasons(exc)
-    run.steps = _previews(run)
-    return run, []
+    return with_values(run, steps=_previews(run)), []
 
 
 # --- Graph --------------------------------------------------------------------------------------
@@ -517,8 +524,9 @@ def workflow_graph(request, pk: int):
         workflows=dict(Workflow.objects.filter(organization_id=workflow.organization_id).values_list("key", "name")),
         targets=dict(WebhookTarget.objects.filter(organization_id=workflow.organization_id).values_list("name", "url")))
     problems = graph.problems(definition)
-    context = {"version": version, "problems": problems,
-               "numbers": list(workflow.versions.order_by("-number").values_list("number", flat=True))}
+    context: dict[str, Any] = {
+        "version": version, "problems": problems,
+        "numbers": list(workflow.versions.order_by("-number").values_list("number", flat=True))}
     if not problems:
         # The SVG is built from escaped pieces only (graph_picture._text): safe to insert as is.
         context["picture"] = mark_safe(graph_picture.svg(definition, names))
@@ -557,11 +565,12 @@ def workflow_impact(request, pk: int):
     # itself until it is done, and a finished preview is shown again for a few minutes. A viewer
     # joins one under way or reads the latest; only ops and admins start one (impact.py).
     made = impact.preview_request(workflow, days=days, by=request.user)
-    context = {"preview": made, "days": days, "day_choices": impact.WINDOWS,
-               "outdated": made is not None and made.revision != workflow.draft_revision,
-               "can_start": impact.may_start(request.user, workflow)}
+    context: dict[str, Any] = {"preview": made, "days": days, "day_choices": impact.WINDOWS,
+                               "outdated": made is not None and made.revision != workflow.draft_revision,
+                               "can_start": impact.may_start(request.user, workflow)}
     if made is not None and made.status == made.Status.DONE:
         result = made.result
+        assert result is not None, "a finished preview has its result"
         labels = {node_id: label or node_id for node_id, label in version_labels_of(workflow).items()}
         context.update(impact=result, skipped=[(s["reason"], s["events"]) for s in result["skipped"]],
                        steps=[(labels.get(r["node"], r["node"]), r["runs"]) for r in result["reached"]],

@@ -111,4 +111,4 @@ class Command(BaseCommand):
 
 
 def name(child: subprocess.Popen) -> str:
-    return "gunicorn" if "gunicorn" in child.args else "qcluster"
+    return "gunicorn" if isinstance(child.args, list) and "gunicorn" in child.args else "qcluster"

@@ -17,6 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from uuid import UUID
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
@@ -34,7 +35,16 @@ from crm_automation.automation.models import (
 from crm_automation.automation.nodes.sub_workflow import child_outcome
 from crm_automation.automation.ops import paused_run_alerts as alerts
 from crm_automation.automation.runtime import enrollment, fairness, leases, run_log
-from crm_automation.automation.runtime.engine.walk import Groups, Rows, RunState, StepRow, Walk, deliver, run_groups
+from crm_automation.automation.runtime.engine.walk import (
+    Groups,
+    Place,
+    Rows,
+    RunState,
+    StepRow,
+    Walk,
+    deliver,
+    run_groups,
+)
 from crm_automation.automation.runtime.queue import enqueue_continue
 from crm_automation.crm.models import Deal, Lead
 from crm_automation.workers import shutdown
@@ -179,7 +189,7 @@ def load_states(runs: list[WorkflowRun], *, simulating: bool = False) -> list[Ru
     events = [r.event for r in runs]
     records = context.load_records(events)
     slugs = context.stage_slugs(events)
-    history: dict[int, dict] = {}
+    history: dict[int, dict[Place, StepRow]] = {}
     for run_id, node_id, token, *values in WorkflowRunAction.objects.filter(
             run_id__in=[r.pk for r in runs]).values_list("run_id", "node_id", "token", *StepRow._fields):
         history.setdefault(run_id, {})[(node_id, token)] = StepRow(*values)
@@ -212,24 +222,25 @@ def lock_records(states: list[RunState]) -> None:
     """Lock the deals and leads the unfinished runs act on (in key order: no deadlocks), and
     halt the runs whose record is gone. A user's delete (services.record_delete locks first)
     then waits for this segment instead of colliding with the rows it inserts."""
-    active = [s for s in states if not s.done and not s.halted and s.record is not None]
-    deal_ids, lead_ids = set(), set()
-    for state in active:
-        if isinstance(state.record, Deal):
-            deal_ids.add(state.record.pk)
-        elif isinstance(state.record, Lead):
-            lead_ids.add(state.record.pk)
-            if state.record.converted_deal_id:
-                deal_ids.add(state.record.converted_deal_id)
-    present = set()
+    active = [(s, s.record) for s in states if not s.done and not s.halted and s.record is not None]
+    deal_ids: set[UUID] = set()
+    lead_ids: set[UUID] = set()
+    for _, record in active:
+        if isinstance(record, Deal):
+            deal_ids.add(record.pk)
+        elif isinstance(record, Lead):
+            lead_ids.add(record.pk)
+            if record.converted_deal_id:
+                deal_ids.add(record.converted_deal_id)
+    present: set[UUID] = set()
     for model, ids in ((Lead, lead_ids), (Deal, deal_ids)):  # the order record_delete locks them in
         if ids:
             present.update(model.objects.select_for_update(no_key=True).filter(pk__in=ids)
                            .order_by("pk").values_list("pk", flat=True))
-    for state in active:
-        gone = state.record.pk not in present or (
-            isinstance(state.record, Lead) and state.record.converted_deal_id
-            and state.record.converted_deal_id not in present)
+    for state, record in active:
+        gone = record.pk not in present or (
+            isinstance(record, Lead) and record.converted_deal_id
+            and record.converted_deal_id not in present)
         if gone:
             state.halted = f"the {state.run.trigger_entity_type} was deleted while the workflow was running"
 
@@ -317,7 +328,10 @@ def finish(states: list[RunState], token: str) -> dict[int, str]:
     ids = set(WorkflowRun.objects.select_for_update().filter(
         pk__in=[s.run.pk for s in done], status=RunStatus.STARTED, lease_owner=token).values_list("pk", flat=True))
     now = timezone.now()
-    finished, counters, suppressed, by_outcome = {}, {}, [], {}
+    finished: dict[int, str] = {}
+    counters: dict[int, tuple[int, int]] = {}
+    suppressed: list[int] = []
+    by_outcome: dict[tuple[str, str], list[int]] = {}
     for state in done:
         state.finished = True
         if state.run.pk not in ids:
@@ -389,14 +403,14 @@ def _pause(states: list[RunState], token: str) -> dict[int, str]:
 def wake_parents(runs: list[WorkflowRun]) -> None:
     """Sub-workflow runs that ended: their outcome goes on the parent's step (a child over the
     plan's quota keeps no history and is removed when it ends) and the parents go on."""
-    children = [r for r in runs if r.parent_run_id and (r.metadata or {}).get("await", True)]
-    parents = sorted({r.parent_run_id for r in children})
+    children = [(r, r.parent_run_id) for r in runs if r.parent_run_id and (r.metadata or {}).get("await", True)]
+    parents = sorted({parent_id for _, parent_id in children})
     if not parents:
         return
     waiting = {(row.run_id, (row.result or {}).get("child_run")): row for row in WorkflowRunAction.objects.filter(
         run_id__in=parents, action_type=SUB_WORKFLOW, status=StepStatus.WAITING)}
-    for child in children:
-        row = waiting.get((child.parent_run_id, child.pk))
+    for child, parent_id in children:
+        row = waiting.get((parent_id, child.pk))
         outcome = child_outcome(child.pk)
         if row is not None and outcome is not None:
             row.result = {**row.result, "child_outcome": list(outcome)}

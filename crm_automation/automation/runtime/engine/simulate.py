@@ -3,6 +3,7 @@ transaction (which the caller rolls back), with waits fast-forwarded, questions 
 "approved" and nothing delivered (an external step completes with a stand-in result)."""
 
 from collections.abc import Callable
+from typing import Any
 
 from crm_automation.automation.models import RunStatus, StepStatus, WorkflowRun
 from crm_automation.automation.runtime.engine.runs import final_status, load_states, lock_records, step_all
@@ -11,7 +12,8 @@ from crm_automation.automation.runtime.engine.walk import Rows, Walk
 MAX_PASSES = 200
 
 
-def walk_without_effects(run: WorkflowRun, stand_in: Callable[[str, dict], dict]) -> tuple[str, str, list[dict]]:
+def walk_without_effects(run: WorkflowRun, stand_in: Callable[[str, dict[str, Any]], dict[str, Any]]
+                         ) -> tuple[str, str, list[dict[str, Any]]]:
     """Walk `run` to its end. `stand_in(node type, result)`: what an undelivered external step
     is taken to have returned. Returns (status, error, the step rows it would have written)."""
     (state,) = load_states([run], simulating=True)

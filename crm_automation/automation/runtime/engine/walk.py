@@ -24,19 +24,21 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 from django.db import transaction
 from django.utils import timezone
 
 from crm_automation.automation.definition import catalog, context, error_policy, graph
+from crm_automation.automation.definition.graph import Node
 from crm_automation.automation.models import RunStatus, StepStatus, WorkflowRun
 from crm_automation.automation.nodes import REGISTRY, ActionFailed, ExecutionContext, effect_key
-from crm_automation.automation.nodes.base import Action, node_step
+from crm_automation.automation.nodes.base import Action, Result, node_step
 from crm_automation.automation.nodes.control import FLOW
 from crm_automation.automation.nodes.loop import Loop
 from crm_automation.automation.nodes.sub_workflow import child_outcome
 from crm_automation.automation.runtime import run_log
+from crm_automation.crm.models import Deal, Lead
 
 Place = tuple[str, str]  # (node id, token): one step row of a run
 logger = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ class StepRow(NamedTuple):
 
     pk: int
     status: str
-    result: dict
+    result: dict[str, Any]
     error: str
     attempts: int
     position: int
@@ -60,10 +62,10 @@ class StepRow(NamedTuple):
 @dataclass(eq=False)
 class RunState:
     run: WorkflowRun
-    definition: dict  # the version's, read once
+    definition: dict[str, Any]  # the version's, read once
     graph: graph.Graph
-    record: object
-    template_context: dict
+    record: Deal | Lead | None
+    template_context: dict[str, Any]
     deadline: float
     history: dict[Place, StepRow] = field(default_factory=dict)  # read back, or written by this delivery
     next_position: int = 0
@@ -71,7 +73,7 @@ class RunState:
     # What the run has come to.
     outputs: dict[str, object] = field(default_factory=dict)  # finished nodes' results, by id and label
     outcomes: list[str] = field(default_factory=list)
-    loop_items: dict[Place, list] = field(default_factory=dict)
+    loop_items: dict[Place, list[Any]] = field(default_factory=dict)
     aborted: bool = False  # a step failed under the abort policy
     paused: str = ""  # a step failed under the pause policy: why (the run waits for a person)
     halted: str = ""  # why the rest of the run is skipped
@@ -79,11 +81,11 @@ class RunState:
     finished: bool = False
     cut: bool = False  # its segment ended early: a loop or a merge may still go on
     # Where the work is (private: see the methods).
-    _frontier: deque = field(default_factory=deque)  # places reached, not yet handled
-    _queued: set = field(default_factory=set)  # places in the frontier or handed to a group of steps
-    _seen: set = field(default_factory=set)  # places reached in this delivery: each runs once
+    _frontier: deque[Place] = field(default_factory=deque)  # places reached, not yet handled
+    _queued: set[Place] = field(default_factory=set)  # places in the frontier or handed to a group of steps
+    _seen: set[Place] = field(default_factory=set)  # places reached in this delivery: each runs once
     _waiting: dict[Place, datetime | None] = field(default_factory=dict)  # None: for a person or a child run
-    _external: dict[Place, tuple[ExecutionContext, dict]] = field(default_factory=dict)  # to deliver
+    _external: dict[Place, tuple[ExecutionContext, Result]] = field(default_factory=dict)  # to deliver
     _merges: dict[Place, set[str]] = field(default_factory=dict)  # merges waiting: the sources arrived
     _loops: dict[Place, int] = field(default_factory=dict)  # loops running: their current iteration
 
@@ -91,15 +93,16 @@ class RunState:
     @property
     def handling(self) -> str:
         """The workflow's error policy (stop | continue | pause), for steps without their own."""
-        return self.definition.get("error_handling", "stop")
+        policy: str = self.definition.get("error_handling", "stop")
+        return policy
 
-    def node(self, node_id: str) -> graph.Node:
+    def node(self, node_id: str) -> Node:
         return self.graph.nodes[node_id]
 
     def step(self, place: Place) -> str:
         return node_step(self.run, self.node(place[0]), place[1])
 
-    def context_at(self, place: Place) -> dict:
+    def context_at(self, place: Place) -> dict[str, Any]:
         """The template values at a place: the trigger's, plus the loop's inside a loop body."""
         loop_id = self.graph.loop_of.get(place[0])
         if loop_id is None or not place[1]:
@@ -110,12 +113,12 @@ class RunState:
         current = items[index] if index < len(items) else None
         return {**self.outputs, **self.template_context, "loop": {"current": current, "index": index}}
 
-    def step_input(self, place: Place) -> dict:
+    def step_input(self, place: Place) -> dict[str, Any]:
         """What a step got besides its configuration (in the version): its loop item."""
         loop = self.context_at(place).get("loop") if place[1] else None
         return {"loop": loop} if loop else {}
 
-    def remember(self, place: Place, result: dict) -> None:
+    def remember(self, place: Place, result: Result) -> None:
         """A node's output, for the templates of the nodes after it ({{Label.field}}, {{node-id}})."""
         node = self.node(place[0])
         output = result.get("output") if node.type in OUTPUT_NODES else result
@@ -189,14 +192,14 @@ class RunState:
     def stop_waiting(self, place: Place) -> None:
         self._waiting.pop(place, None)
 
-    def hand_over(self, place: Place, ctx: ExecutionContext, result: dict) -> None:
+    def hand_over(self, place: Place, ctx: ExecutionContext, result: Result) -> None:
         """The step's effect is made and must be delivered after the commit (an email, a request)."""
         self._external[place] = (ctx, result)
 
-    def to_deliver(self) -> Iterator[tuple[Place, tuple[ExecutionContext, dict]]]:
+    def to_deliver(self) -> Iterator[tuple[Place, tuple[ExecutionContext, Result]]]:
         return iter(list(self._external.items()))
 
-    def handed_over(self, place: Place) -> tuple[ExecutionContext, dict]:
+    def handed_over(self, place: Place) -> tuple[ExecutionContext, Result]:
         return self._external[place]
 
     def delivering_kinds(self) -> set[str]:
@@ -290,7 +293,7 @@ class Walk:
         self.now = now or timezone.now()
 
     # --- Steps: what nodes may do --------------------------------------------------------------
-    def record(self, state: RunState, place: Place, status: str, *, result: dict | None = None, error: str = "",
+    def record(self, state: RunState, place: Place, status: str, *, result: Result | None = None, error: str = "",
                ctx: Any = None, started: datetime | None = None, new_attempt: bool = True,
                counts: bool = True) -> None:
         """Note a step's status on the run and in the buffer. Rows are written for every run, even
@@ -338,14 +341,15 @@ class Walk:
                 continue
             state.reach(target_place)
 
-    def finished(self, state: RunState, place: Place, result: dict | None = None) -> None:
+    def finished(self, state: RunState, place: Place, result: Result | None = None) -> None:
         """After a step that did its job: go on (a router: by the route it chose)."""
         if state.node(place[0]).type == ROUTER:
-            self.follow(state, place, {(result or {}).get("handle")})
+            route: Any = (result or {}).get("handle")  # (a router's result names the handle it chose)
+            self.follow(state, place, {route})
         else:
             self.follow(state, place)
 
-    def fail(self, state: RunState, place: Place, error: str, *, result: dict | None = None, ctx: Any = None,
+    def fail(self, state: RunState, place: Place, error: str, *, result: Result | None = None, ctx: Any = None,
              started: datetime | None = None, new_attempt: bool = True, made_effect: bool = False) -> None:
         """A step failed: apply its error policy (error_policy.py) and record what was decided.
         `made_effect`: the step's effect exists (an email the provider refused): a retry first
@@ -366,6 +370,7 @@ class Walk:
             info["decided"] = decision.note
         state.handled(place)
         if decision.policy == "retry":
+            assert decision.retry_at is not None, "a retry has its time"
             info["retry_at"] = decision.retry_at.isoformat()
             self.record(state, place, StepStatus.WAITING, result=info, error=error, ctx=ctx, started=started,
                         new_attempt=new_attempt)
@@ -374,6 +379,12 @@ class Walk:
         self.record(state, place, StepStatus.FAILED, result=info, error=error, ctx=ctx, started=started,
                     new_attempt=new_attempt)
         self._after_failure(state, place, decision.policy, failure_text(state, place, error))
+
+    @overload
+    def due(self, state: RunState, previous: StepRow, at: datetime) -> datetime: ...
+
+    @overload
+    def due(self, state: RunState, previous: StepRow, at: datetime | None) -> datetime | None: ...
 
     def due(self, state: RunState, previous: StepRow, at: datetime | None) -> datetime | None:
         """When a waiting step is due: its time, or earlier if a person said "go on now" after it
@@ -444,7 +455,7 @@ class Walk:
                 return True
         return any(Loop.go_on(self, state, place, index) for place, index in state.running_loops())
 
-    def made(self, state: RunState, place: Place, result: dict, **record: Any) -> None:
+    def made(self, state: RunState, place: Place, result: Result, **record: Any) -> None:
         """A tool call's effect was made: the step is done, unless it is a sub-workflow this run
         waits for."""
         state.handled(place)
@@ -569,7 +580,7 @@ def run_groups(walk: Walk, groups: Groups) -> None:
         _run_group(walk, REGISTRY[action_type], group)
 
 
-def _run_group(walk: Walk, action: Action, group: list[tuple[RunState, Place]]) -> None:
+def _run_group(walk: Walk, action: Action[Any], group: list[tuple[RunState, Place]]) -> None:
     group = [(s, p) for s, p in group if s.pending(p)]  # not those of a run halted meanwhile
     if not group:
         return
@@ -597,7 +608,7 @@ def _run_group(walk: Walk, action: Action, group: list[tuple[RunState, Place]]) 
         _apply(walk, action, items, started)
 
 
-def _apply(walk: Walk, action: Action, items: list[Item], started) -> None:
+def _apply(walk: Walk, action: Action[Any], items: list[Item], started: datetime) -> None:
     """Apply one action for many runs with bulk writes; if that fails, one by one, so a single
     bad item fails its own step and nothing else."""
     try:
@@ -617,7 +628,7 @@ def _apply(walk: Walk, action: Action, items: list[Item], started) -> None:
             walk.fail(state, place, error, result=result, ctx=ctx, started=started)
 
 
-def _apply_one(action: Action, item: Item):
+def _apply_one(action: Action[Any], item: Item) -> tuple[RunState, Place, ExecutionContext, bool, Result, str]:
     state, place, ctx, prepared = item
     try:
         with transaction.atomic():
@@ -630,8 +641,8 @@ def _apply_one(action: Action, item: Item):
         return state, place, ctx, False, {}, f"internal error: {type(exc).__name__}: {exc}"
 
 
-def _reuse(walk: Walk, action: Action, state: RunState, place: Place, ctx: ExecutionContext, result: dict,
-           started) -> None:
+def _reuse(walk: Walk, action: Action[Any], state: RunState, place: Place, ctx: ExecutionContext, result: Result,
+           started: datetime) -> None:
     """The step's effect exists from an earlier delivery: settle the step from it."""
     if action.external:
         settled = action.settle_existing(result)
