@@ -13,8 +13,6 @@ from crm_automation.automation.definition.templating import (
 )
 
 if TYPE_CHECKING:
-    from crm_automation.automation.definition.graph import Node
-    from crm_automation.automation.models import WorkflowRun
     from crm_automation.crm.models import Deal, Lead
 
 # A step's result as its row keeps it (JSON).
@@ -33,12 +31,6 @@ def effect_key(run_id: int, step: str) -> str:
 
 def step_name(node_id: str, token: str = "") -> str:
     return f"node:{node_id}:{token}" if token else f"node:{node_id}"
-
-
-def node_step(run: "WorkflowRun", node: "Node", token: str = "") -> str:
-    """The step name of `node` (a graph.Node) at `token`: the one rule the engine and the run
-    controls both key effects by. Every run keys its effects by node, so `run` is not read."""
-    return step_name(node.id, token)
 
 
 class ActionFailed(Exception):

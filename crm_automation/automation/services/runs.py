@@ -25,7 +25,7 @@ from crm_automation.automation.models import (
 )
 from crm_automation.automation.nodes import REGISTRY, effect_key
 from crm_automation.automation.nodes import approval as questions
-from crm_automation.automation.nodes.base import node_step
+from crm_automation.automation.nodes.base import step_name
 from crm_automation.automation.ops import paused_run_alerts as alerts
 from crm_automation.automation.runtime import enrollment
 from crm_automation.automation.runtime.engine import wake_parents
@@ -55,7 +55,7 @@ def _who(by) -> str:
 
 
 def _key(run: WorkflowRun, node: graph.Node, token: str) -> str:
-    return effect_key(run.pk, node_step(run, node, token))
+    return effect_key(run.pk, step_name(node.id, token))
 
 
 def _nudge(run_ids: list[int]) -> None:

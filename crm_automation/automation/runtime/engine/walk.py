@@ -33,7 +33,7 @@ from crm_automation.automation.definition import catalog, context, error_policy,
 from crm_automation.automation.definition.graph import Node
 from crm_automation.automation.models import RunStatus, StepStatus, WorkflowRun
 from crm_automation.automation.nodes import REGISTRY, ActionFailed, ExecutionContext, effect_key
-from crm_automation.automation.nodes.base import Action, Result, node_step
+from crm_automation.automation.nodes.base import Action, Result, step_name
 from crm_automation.automation.nodes.control import FLOW
 from crm_automation.automation.nodes.loop import Loop
 from crm_automation.automation.nodes.sub_workflow import child_outcome
@@ -100,7 +100,7 @@ class RunState:
         return self.graph.nodes[node_id]
 
     def step(self, place: Place) -> str:
-        return node_step(self.run, self.node(place[0]), place[1])
+        return step_name(place[0], place[1])
 
     def context_at(self, place: Place) -> dict[str, Any]:
         """The template values at a place: the trigger's, plus the loop's inside a loop body."""
