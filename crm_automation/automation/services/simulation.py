@@ -107,13 +107,7 @@ def simulate(*, workflow_id: int, by, record: Deal | Lead, version_number: int |
     outcome = {}
     try:
         with transaction.atomic():
-            event = AutomationEvent.objects.create(
-                organization_id=workflow.organization_id, kind=workflow.trigger_type, entity_type=entity,
-                entity_id=record.pk, payload=payload, processed_at=started)
-            run = WorkflowRun.objects.create(
-                organization_id=workflow.organization_id, workflow=workflow, version=version, event=event,
-                trigger_type=workflow.trigger_type, trigger_entity_type=entity, trigger_entity_id=record.pk,
-                simulated=True, lease_owner="simulation")
+            run = _simulated_run(workflow, version, entity, record, payload, started, lease_owner="simulation")
             run = WorkflowRun.objects.select_related("version", "event").get(pk=run.pk)
             status, error, rows = _walk(run)
             outcome = {"status": status, "error": error, "rows": [{**row, "result": _preview(row)} for row in rows]}
@@ -125,13 +119,19 @@ def simulate(*, workflow_id: int, by, record: Deal | Lead, version_number: int |
 
 @transaction.atomic
 def _record(workflow, version, entity, record, payload, started, outcome, by) -> WorkflowRun:
+    run = _simulated_run(workflow, version, entity, record, payload, started, status=outcome["status"],
+                         error=outcome["error"][:4000], finished_at=timezone.now(),
+                         metadata={"simulated_by": by.get_username() if by is not None else None})
+    WorkflowRunAction.objects.bulk_create([WorkflowRunAction(run=run, **row) for row in outcome["rows"]])
+    return run
+
+
+def _simulated_run(workflow, version, entity: str, record, payload: dict, started, **fields) -> WorkflowRun:
+    """A simulated run and the event it pretends came in (processed already: no worker takes it)."""
     event = AutomationEvent.objects.create(
         organization_id=workflow.organization_id, kind=workflow.trigger_type, entity_type=entity,
         entity_id=record.pk, payload=payload, processed_at=started)
-    run = WorkflowRun.objects.create(
+    return WorkflowRun.objects.create(
         organization_id=workflow.organization_id, workflow=workflow, version=version, event=event,
         trigger_type=workflow.trigger_type, trigger_entity_type=entity, trigger_entity_id=record.pk,
-        simulated=True, status=outcome["status"], error=outcome["error"][:4000], finished_at=timezone.now(),
-        metadata={"simulated_by": by.get_username() if by is not None else None})
-    WorkflowRunAction.objects.bulk_create([WorkflowRunAction(run=run, **row) for row in outcome["rows"]])
-    return run
+        simulated=True, **fields)
