@@ -1,5 +1,7 @@
 """Automation data: workflows and their versions, the event outbox, decisions and run history."""
 
+from functools import cached_property
+
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower, Now
@@ -145,9 +147,10 @@ class WorkflowVersion(models.Model):
             raise ValueError("Workflow versions are immutable; create a new one instead.")
         super().save(*args, **kwargs)
 
-    @property
+    @cached_property
     def definition(self) -> dict:
-        """What the engine runs: the document compiled, once per process (compiled.py)."""
+        """What the engine runs: the document compiled, once per process (compiled.py), and kept
+        on the instance (a version never changes), so a hot path that reads it again stays here."""
         from crm_automation.automation.definition import compiled  # (it reads documents, which read this module)
 
         return compiled.of_version(self)
