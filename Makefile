@@ -6,7 +6,7 @@ PORT   ?= 8000
 SHELL  := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
-.PHONY: run prod test install install-dev install-chaos lint bench chaos clean
+.PHONY: run prod test check install install-dev install-chaos lint bench chaos clean
 
 PIP    := $(PY) -m pip install --disable-pip-version-check --progress-bar on
 
@@ -43,8 +43,23 @@ run: install
 prod: install
 	@DEBUG=0 PORT=$(PORT) $(PY) manage.py serve_prod
 
+# `make test` runs every test; `make check`, the inner loop, leaves out those marked slow (README
+# "Tests"). Both run them in parallel worker processes (pytest-xdist, tests/xdist_schedule.py):
+# `make test` one more than the machine has cores (at most 8), because much of the suite waits
+# (processes starting, a slow fake SMTP server, a browser's network going quiet) and the extra
+# worker uses those waits; `make check`, whose tests only compute, one per core.
+# `make test PYTEST_XDIST=` runs the suite in one process.
+CORES        := $(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
+TEST_WORKERS ?= $(shell echo $$(( $(CORES) + 1 > 8 ? 8 : $(CORES) + 1 )))
+PYTEST_XDIST ?= -n $(TEST_WORKERS) --dist load
+FAST         := not e2e and not browser and not fuzz and not slow
+
 test: install-dev
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
+
+# The fuzz is not even collected: reading its schema cost each worker seconds.
+check: install-dev
+	$(PY) -m pytest -n $(CORES) --dist load -m "$(FAST)" --ignore=tests/test_api_fuzz.py $(PYTEST_ARGS)
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

@@ -1,7 +1,13 @@
 """Shared fixtures: an organization with stages, and the three people every view test needs —
 an owner (org admin), a teammate (ops) and an outsider with an organization of their own."""
 
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 
@@ -11,6 +17,41 @@ from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organizat
 from tests.fake_ai import anthropic, model_server, openai  # noqa: F401 (fixtures of the AI tests)
 
 STAGES = ["new", "qualified", "proposal", "negotiation", "won", "lost"]
+# Redis databases the tests flush, one per pytest-xdist worker: 0 is the developer's, 12 to 15
+# belong to single-process runs and to the benchmarks.
+WORKER_REDIS_DBS = range(11, 0, -1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """`make test` runs the suite in pytest-xdist workers, processes that run their share of the
+    tests at the same time. pytest-django gives each its own test database (test_<name>_gw0 on
+    PostgreSQL, VAR_DIR/test_crm.sqlite3_gw0 on SQLite). Here the processes a worker's tests
+    start get a VAR_DIR of their own (VAR_DIR/gw0: a default SQLite file, sent emails, the demo
+    password), and each worker a Redis database for the tests that flush one
+    (tests/test_e2e_qcluster.py and tests/test_throttles.py read TEST_REDIS_URL and
+    TEST_THROTTLE_REDIS_URL when imported). Screenshots stay in VAR_DIR/screenshots/<test>/:
+    test names are unique."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return
+    os.environ["VAR_DIR"] = str(Path(settings.VAR_DIR) / worker)
+    index = int(worker.removeprefix("gw"))
+    if index >= len(WORKER_REDIS_DBS):
+        raise pytest.UsageError(f"at most {len(WORKER_REDIS_DBS)} xdist workers: one Redis database each")
+    for name, default in (("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
+                          ("TEST_THROTTLE_REDIS_URL", "redis://127.0.0.1:6379/13")):
+        url = urlsplit(os.environ.get(name, default))
+        os.environ[name] = urlunsplit(url._replace(path=f"/{WORKER_REDIS_DBS[index]}"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist load` (what `make test` uses) hands out the tests one at a time: tests/xdist_schedule.py."""
+    if config.getvalue("dist") != "load":
+        return None
+    from tests.xdist_schedule import OneAtATime
+
+    return OneAtATime(config, log)
 
 
 def sqlite_pass_only(why: str):

@@ -120,6 +120,7 @@ def test_a_route_that_is_not_one_of_the_routers_fails_the_step_and_nothing_is_gu
     assert not Task.objects.exists()
 
 
+@pytest.mark.slow
 def test_a_timeout_fails_the_step_and_the_error_policy_asks_again(org, deal, openai):
     openai.reply(200, chat("too late"), delay=3)  # the provider's timeout is 2 s
     openai.reply(200, chat("Thanks!"))

@@ -40,6 +40,7 @@ from tests.test_graph_engine import win
 
 EXAMPLES = int(os.environ.get("API_FUZZ_EXAMPLES", "12"))
 SEED = os.environ.get("API_FUZZ_SEED", "")  # empty: the same cases every run (CI); "random" or a number
+pytestmark = pytest.mark.fuzz  # `make check` leaves it out
 
 CONFIG = schemathesis.Config.from_dict({
     "generation": {"mode": "all", "max-examples": EXAMPLES, "database": "none",

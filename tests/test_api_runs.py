@@ -262,6 +262,7 @@ def test_a_question_for_ops_is_theirs_and_an_answer_counts_once(org, deal, teamm
                               format="json").status_code == 404
 
 
+@pytest.mark.slow
 def test_ten_thousand_runs_page_by_cursor_without_a_gap_or_a_repeat(org, deal, owner):
     """Many runs share a start time (a burst): the cursor still walks them all, newest first."""
     workflow = make_workflow(org, name="Busy")

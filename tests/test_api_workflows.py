@@ -414,6 +414,7 @@ ATOMS: list[Any] = [None, True, 0, -1, 1.5, 10**20, "", "x", "won", "{{deal.titl
                     "deal.amount", "gt", "hours", "admin", "retry", [], {}]
 
 
+@pytest.mark.fuzz
 def test_random_documents_are_refused_or_saved_never_a_server_error(org, owner, draft):
     """A small seeded fuzz of node configs, settings and edges (POST and PATCH)."""
     rng = random.Random(7)

@@ -36,6 +36,7 @@ def settings_with(**env: str) -> subprocess.CompletedProcess:
                           env=environ, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 @sqlite_pass_only("reads settings in subprocesses; no database is touched")
 def test_postgresql_gets_a_bounded_pool_from_the_environment():
     default = json.loads(settings_with().stdout)

@@ -43,7 +43,7 @@ def manage(*args: str, env: dict) -> subprocess.CompletedProcess:
                           text=True, timeout=60)
 
 
-pytestmark = sqlite_pass_only("each test makes its own SQLite database")
+pytestmark = [sqlite_pass_only("each test makes its own SQLite database"), pytest.mark.slow]
 
 
 def test_check_deploy_is_clean_with_the_documented_settings(tmp_path):

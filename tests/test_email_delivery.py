@@ -261,6 +261,7 @@ class StallingSMTP:
             conn.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("stall_on", "status"), [("rcpt", "failed"), ("data", "unknown")])
 def test_a_real_smtp_stall_is_failed_before_the_handover_and_unknown_after(org, settings, stall_on, status):
     server = StallingSMTP(stall_on)

@@ -102,6 +102,7 @@ def test_a_full_batch_fans_out_and_handed_back_runs_are_continued(org, settings,
     assert ("continue", tuple(handed)) in queued
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_the_heartbeat_keeps_a_long_runs_lease(org, settings):
     settings.AUTOMATION = {**settings.AUTOMATION, "LEASE_SECONDS": 0.6}  # a beat every 0.2 s

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from django.conf import settings
 
 from crm_automation.automation.models import WorkflowRun
@@ -94,6 +95,7 @@ def test_a_rolled_back_segment_logs_nothing(org, deal, caplog):
     assert run_lines(caplog) == []
 
 
+@pytest.mark.slow
 @sqlite_pass_only("it makes its own SQLite database")
 def test_log_format_json_makes_every_line_a_json_object(tmp_path):
     """A real process with LOG_FORMAT=json: what it writes to stderr parses line by line."""
@@ -114,6 +116,7 @@ def test_log_format_json_makes_every_line_a_json_object(tmp_path):
     assert done.returncode != 0 and "LOG_FORMAT must be text or json" in done.stderr
 
 
+@pytest.mark.slow
 @sqlite_pass_only("it makes its own SQLite database")
 def test_gunicorn_logs_in_the_same_json_as_django(tmp_path):
     """`make prod`'s web server with LOG_FORMAT=json: its start-up and access lines parse too."""

@@ -74,7 +74,7 @@ def test_the_cache_is_shared_and_its_table_made_by_migrate(db, settings):
     assert cache.get("shared") == 1
 
 
-@pytest.mark.parametrize("redis_url", ["", REDIS_URL])
+@pytest.mark.parametrize("redis_url", ["", REDIS_URL], ids=["database", "redis"])  # ids: the URL is per worker
 def test_the_settings_pick_redis_when_there_is_one_else_the_database(monkeypatch, redis_url):
     monkeypatch.setenv("REDIS_URL", redis_url)
     spec = importlib.util.spec_from_file_location("settings_under_test", ROOT / "config" / "settings.py")
@@ -106,6 +106,7 @@ SECOND_PROCESS = ("from django.test import Client; "
                   "print(Client(HTTP_AUTHORIZATION='Token {key}').get('/api/v1/me/').status_code)")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shared_cache", ["database", "redis"], indirect=True)
 def test_two_processes_draw_from_one_budget(owner, three_a_minute, shared_cache):
     _, key = AuthToken.objects.create(user=owner)

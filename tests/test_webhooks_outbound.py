@@ -122,6 +122,7 @@ def test_a_redirect_is_a_failure_and_is_not_followed(org, deal, receiver, target
     assert len(receiver.requests) == 1 and WebhookDelivery.objects.get().status == "failed"
 
 
+@pytest.mark.slow
 def test_a_slow_receiver_times_out(org, deal, receiver, target, settings):
     settings.WEBHOOK_TIMEOUT = 1
     receiver.reply(200, {"late": True}, delay=3)
@@ -284,6 +285,7 @@ def test_the_connection_goes_to_the_address_that_was_checked(org, deal, receiver
     assert lookups.count("hooks.test") == 1
 
 
+@pytest.mark.slow
 def test_a_receiver_that_drips_its_answer_is_cut_off_at_the_deadline(receiver):
     """The time limit is for the whole request, not per read."""
     listener = socket.socket()
