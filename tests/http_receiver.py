@@ -40,7 +40,10 @@ class Receiver:
         self.server.daemon_threads = True
         self.server.block_on_close = False
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # close() waits for serve_forever to notice: a look every 50 ms, not the default 500 ms
+        # that each test using a receiver waited at its end.
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
         self.thread.start()
 
     def reply(self, status=200, body=None, headers=None, delay=0.0) -> None:
