@@ -54,6 +54,11 @@ TEST_WORKERS ?= $(shell echo $$(( $(CORES) + 1 > 8 ? 8 : $(CORES) + 1 )))
 PYTEST_XDIST ?= -n $(TEST_WORKERS) --dist load
 FAST         := not e2e and not browser and not fuzz and not slow
 
+# The tests write bytecode (__pycache__/, git-ignored) even where the environment sets
+# PYTHONDONTWRITEBYTECODE: each worker, and each process a test starts, compiled the project again
+# otherwise (a worker's collection took twice as long).
+test check: export PYTHONDONTWRITEBYTECODE :=
+
 test: install-dev
 	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
