@@ -58,6 +58,9 @@ FAST         := not e2e and not browser and not fuzz and not slow
 # PYTHONDONTWRITEBYTECODE: each worker, and each process a test starts, compiled the project again
 # otherwise (a worker's collection took twice as long).
 test check: export PYTHONDONTWRITEBYTECODE :=
+# No screenshots of the browser tests unless asked (`make test SCREENSHOTS=1`): they were a
+# seventh of the suite's CPU (tests/browser/conftest.py, `shot`).
+test: export SCREENSHOTS ?= 0
 
 test: install-dev
 	$(PY) -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)

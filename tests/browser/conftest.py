@@ -122,12 +122,20 @@ def shot(request):
     """shot(page, name): a full-page PNG at VAR_DIR/screenshots/<test>/<nn>-<name>.png; its path.
 
     VAR_DIR is var/ unless set, so concurrent runs with their own VAR_DIR do not collide.
-    The test's folder is emptied first: what is in it comes from the last run."""
+    The test's folder is emptied first: what is in it comes from the last run.
+
+    With SCREENSHOTS=0 (what `make test` sets unless given SCREENSHOTS=1) it takes none and
+    returns None, unless called with `always=True`: the 140 full-page PNGs of the browser tests
+    cost Chromium a third of a second of CPU each, 45 s of every run, and prove nothing the
+    assertions do not."""
     folder = Path(settings.VAR_DIR) / "screenshots" / _safe(request.node.name)
     shutil.rmtree(folder, ignore_errors=True)
     count = 0
+    wanted = os.environ.get("SCREENSHOTS", "1") != "0"
 
-    def take(page, name: str) -> Path:
+    def take(page, name: str, *, always: bool = False) -> Path | None:
+        if not (wanted or always):
+            return None
         nonlocal count
         count += 1
         folder.mkdir(parents=True, exist_ok=True)
