@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowRun
 from crm_automation.automation.nodes import REGISTRY, ActionFailed
-from crm_automation.automation.runtime import engine, leases, tasks, watchdog
+from crm_automation.automation.runtime import dispatch, engine, leases, tasks, watchdog
 from crm_automation.automation.runtime.dispatch import claim_events
 from crm_automation.automation.runtime.engine import runs
 from crm_automation.crm.models import Task
@@ -74,7 +74,7 @@ def test_two_workers_claiming_at_once_never_share_an_event_or_a_run(org):
     assert not events[0] & events[1] and len(events[0] | events[1]) == AutomationEvent.objects.count()
 
     AutomationEvent.objects.update(claimed_until=None)
-    run_ids = tasks.dispatch_events(list(AutomationEvent.objects.order_by("pk")))
+    run_ids = dispatch.dispatch_events(list(AutomationEvent.objects.order_by("pk")))
     runs: list[set] = []
     assert race(2, lambda i: runs.append({r.pk for r in leases.claim_runs(run_ids)[1]})) == []
     assert not runs[0] & runs[1] and len(runs[0] | runs[1]) == 20
@@ -88,15 +88,17 @@ def test_a_full_batch_fans_out_and_handed_back_runs_are_continued(org, settings,
     monkeypatch.setattr(tasks, "enqueue_drain", lambda: queued.append("drain"))
     monkeypatch.setattr(tasks, "enqueue_continue", lambda ids: queued.append(("continue", tuple(ids))))
     handed = []
-    execute = tasks.execute_runs
+    execute = tasks.execute_leased
 
-    def hand_back_the_first_time(run_ids, budget):
+    def hand_back_the_first_time(dispatched, budget):
+        run_ids = [run.pk for run in dispatched.runs]
         if not handed:
             handed.extend(run_ids)
-            return engine.Report(handed_back=list(run_ids))
-        return execute(run_ids, budget=budget)
+            leases.hand_back(dispatched.token, run_ids)
+            return engine.Report(handed_back=run_ids)
+        return execute(dispatched, budget=budget)
 
-    monkeypatch.setattr(tasks, "execute_runs", hand_back_the_first_time)
+    monkeypatch.setattr(tasks, "execute_leased", hand_back_the_first_time)
     tasks.drain_events(fan_out=True)
     assert queued.count("drain") == 1  # one helper for the burst, not one per batch
     assert ("continue", tuple(handed)) in queued
@@ -139,7 +141,6 @@ def test_two_dispatches_naming_organizations_in_opposite_order_do_not_deadlock(o
     if connection.vendor != "postgresql":
         pytest.skip("SQLite serialises writers: two dispatches cannot interleave there")
     from crm_automation.automation import plans
-    from crm_automation.automation.runtime import dispatch
     from crm_automation.crm.models import Deal
     from crm_automation.crm.services import deal_move_to_stage
     from tests.conftest import stage

@@ -30,7 +30,7 @@ def test_by_default_a_record_is_not_enrolled_while_its_run_is_unfinished(org, de
 def test_by_default_a_record_may_go_through_again_once_its_run_finished(org, deal):
     make_workflow(org)
     bounce(org, deal, drain_between=True)
-    assert WorkflowRun.objects.count() == 2 and not Enrollment.objects.exists()
+    assert WorkflowRun.objects.count() == 2 and not WorkflowRun.objects.filter(holds_enrollment=True).exists()
 
 
 def test_once_means_never_again(org, deal):
@@ -87,3 +87,64 @@ def test_switching_to_once_remembers_who_already_went_through(org, deal):
     deal_move_to_stage(deal=deal, stage=stage(org, "won"))
     drain()
     assert WorkflowRun.objects.count() == 1
+
+
+WAIT_THEN_TASK = [{"type": "wait", "config": {"delayAmount": 1, "delayUnit": "days"}},
+                  {"type": "create_task", "config": {"title": "Follow up {{deal.title}}"}}]
+
+
+def test_the_unfinished_run_holds_the_place_no_enrollment_row_is_written(org, deal):
+    make_workflow(org, actions=WAIT_THEN_TASK)
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    run = WorkflowRun.objects.get()
+    assert run.status == "waiting" and run.holds_enrollment and not Enrollment.objects.exists()
+    bounce(org, deal, drain_between=True)  # moved away and back while the run waits
+    assert WorkflowRun.objects.count() == 1
+    assert WorkflowDecision.objects.filter(outcome="already_enrolled").count() == 1
+
+
+def test_when_two_dispatchers_race_the_unique_index_refuses_the_second_run(org, deal, monkeypatch):
+    """Both dispatchers looked before either had inserted its run: the database decides, and the
+    loser's decision says why nothing ran."""
+    from crm_automation.automation.runtime import dispatch
+
+    make_workflow(org)
+    for slug in ("won", "negotiation", "won"):
+        deal_move_to_stage(deal=deal, stage=stage(org, slug))
+    first, second = claim_events(1), claim_events(10)
+    dispatch_events(first)
+    monkeypatch.setattr(dispatch, "enroll", lambda matched: matched)  # as if it looked before run 1 existed
+    dispatch_events(second)
+    assert WorkflowRun.objects.count() == 1
+    decision = WorkflowDecision.objects.get(outcome="already_enrolled")
+    assert decision.reason.startswith("already enrolled: this deal still has an unfinished run")
+
+
+def test_a_cancelled_run_gives_its_place_back(org, deal):
+    from crm_automation.automation.services.runs import run_cancel
+
+    make_workflow(org, actions=WAIT_THEN_TASK)
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    run_cancel(run_id=WorkflowRun.objects.get().pk, by=None)
+    deal_move_to_stage(deal=deal, stage=stage(org, "negotiation"))
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    cancelled, again = WorkflowRun.objects.order_by("pk")
+    assert cancelled.status == "cancelled" and not cancelled.holds_enrollment
+    assert again.status == "waiting" and again.holds_enrollment
+
+
+def test_switching_to_not_while_running_gives_the_place_to_the_earliest_unfinished_run(org, deal):
+    from crm_automation.automation.services.workflows import workflow_publish, workflow_update
+
+    wf = make_workflow(org, reenrollment="every_time", actions=WAIT_THEN_TASK)
+    bounce(org, deal, drain_between=True)  # two wins: two waiting runs, neither holds a place
+    assert list(WorkflowRun.objects.values_list("holds_enrollment", flat=True)) == [False, False]
+    workflow_update(workflow_id=wf.pk, changes={"reenrollment": "not_while_running"})
+    workflow_publish(workflow_id=wf.pk, by=None)
+    first, second = WorkflowRun.objects.order_by("pk")
+    assert first.holds_enrollment and not second.holds_enrollment
+    bounce(org, deal, drain_between=True)
+    assert WorkflowRun.objects.count() == 2  # the deal is in the workflow already

@@ -220,17 +220,16 @@ class WorkflowDecision(models.Model):
 
 
 class Enrollment(models.Model):
-    """A record enrolled in a workflow that does not enroll it again (see Workflow.reenrollment).
+    """A record enrolled in a workflow that enrolls it only once (Workflow.reenrollment).
 
-    The unique (workflow, record) pair is what makes "not again" hold when several workers
-    dispatch events of one record at once. Rows of "not while running" workflows are removed
-    when the run finishes; rows of "once" workflows stay.
+    The unique (workflow, record) pair is what makes "never again" hold when several workers
+    dispatch events of one record at once. ("Not while running" needs no row: the unfinished run
+    holds the place, WorkflowRun.holds_enrollment.)
     """
 
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")
     entity_id = models.UUIDField()
     event_id = models.BigIntegerField(help_text="The event whose run enrolled the record.")
-    until_finished = models.BooleanField()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -277,6 +276,9 @@ class WorkflowRun(models.Model):
     # A simulation (simulation.py): its steps show what would happen; nothing happened, and it
     # counts nowhere (workflow counters, quota, success rate).
     simulated = models.BooleanField(default=False, db_default=False, editable=False)
+    # A run of a "not while running" workflow holds its record's place until it ends (unique
+    # per workflow and record while set; runtime/enrollment.py): no enrollment row to write.
+    holds_enrollment = models.BooleanField(default=False, db_default=False, editable=False)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -285,6 +287,8 @@ class WorkflowRun(models.Model):
         ordering = ["-started_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["event", "workflow"], name="uniq_run_per_event_workflow"),
+            models.UniqueConstraint(fields=["workflow", "trigger_entity_id"], name="uniq_run_enrollment",
+                                    condition=models.Q(holds_enrollment=True)),
             models.UniqueConstraint(fields=["parent_key"], name="uniq_run_parent_key",
                                     condition=models.Q(parent_key__isnull=False)),
         ]

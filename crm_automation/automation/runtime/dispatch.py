@@ -3,11 +3,12 @@
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -21,7 +22,8 @@ from crm_automation.automation.models import (
     WorkflowRun,
     WorkflowStatus,
 )
-from crm_automation.automation.runtime.enrollment import Matched, enroll
+from crm_automation.automation.runtime.enrollment import Matched, enroll, holds, refuse, refused
+from crm_automation.automation.runtime.leases import lease_length
 from crm_automation.automation.triggers import bulk, matching
 from crm_automation.crm.models import Organization, Stage
 
@@ -45,10 +47,11 @@ def claim_events(limit: int, *, fair: bool = False) -> list[AutomationEvent]:
     """
     if fair:
         organization_id = _next_organization()
-        if organization_id is not None:
-            events = _claim(limit, organization_id)
-            if events:
-                return events
+        if organization_id is None:
+            return []  # nothing waits unclaimed
+        events = _claim(limit, organization_id)
+        if events:
+            return events
     return _claim(limit)  # nobody waits, or another worker took that organization's events first
 
 
@@ -70,17 +73,25 @@ def _next_organization() -> int | None:
 
 
 def _claim(limit: int, organization_id: int | None = None) -> list[AutomationEvent]:
+    """One statement: lease the oldest waiting events and return them (UPDATE … WHERE id IN
+    (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING …). PostgreSQL skips rows another worker
+    is claiming; SQLite runs one writing statement at a time."""
     now = timezone.now()
-    lease = timedelta(seconds=settings.AUTOMATION["LEASE_SECONDS"])
-    with transaction.atomic():
-        pending = unclaimed_events(now).select_for_update(skip_locked=True)
-        if organization_id is not None:
-            pending = pending.filter(organization_id=organization_id)
-        ids = list(pending.order_by("id").values_list("id", flat=True)[:limit])
-        if not ids:
-            return []
-        AutomationEvent.objects.filter(pk__in=ids).update(claimed_until=now + lease)
-    return list(AutomationEvent.objects.filter(pk__in=ids).order_by("id"))
+    pending = unclaimed_events(now)
+    if organization_id is not None:
+        pending = pending.filter(organization_id=organization_id)
+    connection = connections[router.db_for_write(AutomationEvent)]
+    select, params = pending.order_by("id").values("id")[:limit].query.sql_with_params()
+    if connection.features.has_select_for_update_skip_locked:
+        select += " FOR UPDATE SKIP LOCKED"
+    quote = connection.ops.quote_name
+    table = quote(AutomationEvent._meta.db_table)
+    columns = ", ".join(quote(f.column) for f in AutomationEvent._meta.concrete_fields)
+    until = AutomationEvent._meta.get_field("claimed_until").get_db_prep_save(now + lease_length(), connection)
+    claimed = AutomationEvent.objects.raw(
+        f"UPDATE {table} SET {quote('claimed_until')} = %s WHERE {quote('id')} IN ({select}) RETURNING {columns}",
+        [until, *params])
+    return sorted(claimed, key=lambda event: event.pk)
 
 
 def _decide(event: AutomationEvent, workflow: Workflow, org: Organization, trigger: dict[str, Any],
@@ -129,14 +140,38 @@ def _candidates(events: list[AutomationEvent]) -> dict[tuple[int, str], list[Wor
     return found
 
 
+@dataclass
+class Dispatched:
+    """What a dispatch made: the runs (with their workflow, version and event in memory) and the
+    records and stage slugs it loaded. With a `token`, the runs were inserted already leased to
+    it: the engine starts them from here without claiming or reading them back (execute_leased)."""
+
+    runs: list[WorkflowRun] = field(default_factory=list)
+    records: dict[Any, Any] = field(default_factory=dict)
+    slugs: dict[int, str] = field(default_factory=dict)
+    token: str = ""
+
+    def merge(self, other: "Dispatched") -> None:
+        self.runs += other.runs
+        self.records.update(other.records)
+        self.slugs.update(other.slugs)
+
+
 def dispatch_events(events: list[AutomationEvent]) -> list[int]:
+    """Dispatch a batch and leave its runs for any worker to claim. Returns the runs' ids."""
+    return [run.pk for run in dispatch(events).runs]
+
+
+def dispatch(events: list[AutomationEvent], *, token: str = "") -> Dispatched:
     """Record a decision per (event, candidate workflow), create the runs, mark events done.
 
     One transaction: either all of it is recorded or none (and the events are claimed again
-    after their lease). Returns the ids of runs to execute.
+    after their lease). With `token`, the runs are inserted leased to it (their first claim,
+    counted as an attempt), so the caller executes them without another UPDATE; a caller that
+    dies leaves them to the watchdog one lease later, as a claim would.
     """
     if not events:
-        return []
+        return Dispatched(token=token)
     workflows = _candidates(events)
     orgs = Organization.objects.in_bulk({e.organization_id for e in events})
     slugs = context.stage_slugs(events)
@@ -176,6 +211,9 @@ def dispatch_events(events: list[AutomationEvent]) -> list[int]:
             if outcome == Outcome.MATCHED:
                 matched.append((event, wf, decisions[-1], _metadata(trigger, cache.get("full"))))
 
+    lease = {}
+    if token:
+        lease = {"lease_owner": token, "lease_until": timezone.now() + lease_length(), "attempts": 1}
     with transaction.atomic():
         # A second dispatch of the same events (a worker that outlived its lease) waits here for
         # the first one and then finds nothing left to do.
@@ -188,6 +226,7 @@ def dispatch_events(events: list[AutomationEvent]) -> list[int]:
         for item in matched:
             per_org[item[0].organization_id].append(item)
         runs: list[WorkflowRun] = []
+        decision_of: dict[int, tuple[WorkflowDecision, AutomationEvent, Workflow]] = {}
         for org_id, items in sorted(per_org.items()):  # one lock order for the usage rows
             keep = plans.reserve_history(organization=orgs[org_id], runs=len(items))
             for i, (event, wf, decision, meta) in enumerate(items):
@@ -200,14 +239,27 @@ def dispatch_events(events: list[AutomationEvent]) -> list[int]:
                     organization_id=org_id, workflow=wf, version=wf.current_version, event=event,
                     trigger_type=event.kind, trigger_entity_type=event.entity_type,
                     trigger_entity_id=event.entity_id, metadata=meta, history_suppressed=suppressed,
+                    holds_enrollment=holds(wf), **lease,
                 ))
-        WorkflowDecision.objects.bulk_create(decisions, ignore_conflicts=True)
+                decision_of[id(runs[-1])] = (decision, event, wf)
+        # Runs first: the unique enrollment index may refuse one (another worker's run of the same
+        # record came first), and its decision must then say so.
         WorkflowRun.objects.bulk_create(runs, ignore_conflicts=True)
         event_ids = [e.pk for e in events]
+        if runs:
+            # (ignore_conflicts returns no ids: one SELECT gives them, and tells which were made)
+            made = WorkflowRun.objects.filter(event_id__in=event_ids, status=RunStatus.STARTED)
+            if token:
+                made = made.filter(lease_owner=token)
+            ids = {(event_id, workflow_id): pk for pk, event_id, workflow_id in made.values_list(
+                "pk", "event_id", "workflow_id")}
+            for run in runs:
+                run.pk = ids.get((run.event_id, run.workflow_id))
+            for run in refused(runs, set(ids.values())):
+                refuse(*decision_of[id(run)])
+            runs = sorted((run for run in runs if run.pk is not None), key=lambda run: run.pk)
+        WorkflowDecision.objects.bulk_create(decisions, ignore_conflicts=True)
         AutomationEvent.objects.filter(pk__in=event_ids, processed_at__isnull=True).update(
             processed_at=timezone.now()
         )
-    if not runs:
-        return []
-    return list(WorkflowRun.objects.filter(event_id__in=event_ids, status="started")
-                .order_by("pk").values_list("pk", flat=True))
+    return Dispatched(runs=runs, records=records or {}, slugs=slugs, token=token)

@@ -1,10 +1,15 @@
 """Re-enrollment: whether a record may go through a workflow again (Workflow.reenrollment).
 
-A record enrolled in a workflow that does not take it again holds an Enrollment row, unique per
-(workflow, record): the database, not a check-then-insert, decides when two workers dispatch
-events of the same record at once. "Not while running" rows are removed when the run finishes;
-"once" rows stay. When a workflow's policy changes, its rows are brought in line with the new
-policy, so no record stays blocked by a rule that no longer applies.
+- "not while running": the run itself holds the record's place (`WorkflowRun.holds_enrollment`,
+  unique per workflow and record while set, cleared by the UPDATE that ends the run): no row is
+  written or deleted for it. Dispatch skips records a run holds already and a second event of
+  one record in the same batch; when two workers dispatch events of one record at once, the
+  unique index refuses the second run at its INSERT and the dispatch records that (`refused`).
+- "once": an Enrollment row, unique per (workflow, record), kept for ever: the database, not a
+  check-then-insert, decides between two workers.
+
+When a workflow's policy changes, its rows and runs are brought in line with the new policy, so
+no record stays blocked by a rule that no longer applies.
 """
 
 from collections.abc import Iterable
@@ -24,6 +29,7 @@ Policy = Workflow.Reenrollment
 Outcome = WorkflowDecision.Outcome
 # What dispatch matched: the event, the workflow it starts, the decision to record, the run's metadata.
 Matched = tuple[AutomationEvent, Workflow, WorkflowDecision, dict[str, Any]]
+UNFINISHED = (RunStatus.STARTED, RunStatus.WAITING, RunStatus.PAUSED)
 
 
 def policy_of(workflow: Workflow) -> str:
@@ -33,68 +39,83 @@ def policy_of(workflow: Workflow) -> str:
     return policy
 
 
+def holds(workflow: Workflow) -> bool:
+    """Whether a run of this workflow holds its record's place until it ends."""
+    return policy_of(workflow) == Policy.NOT_WHILE_RUNNING
+
+
 def enroll(matched: list[Matched]) -> list[Matched]:
     """Keep the matched (event, workflow, decision, metadata) items that may enroll their
     record; the others get the decision "already enrolled"."""
-    wanted = []
-    for event, wf, _, _ in matched:
-        policy = policy_of(wf)
-        if policy != Policy.EVERY_TIME:
-            wanted.append(Enrollment(workflow=wf, entity_id=event.entity_id, event_id=event.pk,
-                                     until_finished=policy == Policy.NOT_WHILE_RUNNING))
-    if not wanted:
-        return matched
-    # One insert order for every worker (no lock-order deadlocks between two dispatches).
-    wanted.sort(key=lambda row: (row.workflow_id, str(row.entity_id), row.event_id))
-    Enrollment.objects.bulk_create(wanted, ignore_conflicts=True)
-    # Two plain IN lists (a superset, filtered here) plan far cheaper than 50 OR'ed pairs.
-    holders = {(w, e): ev for w, e, ev in Enrollment.objects.filter(
-        workflow_id__in={r.workflow_id for r in wanted}, entity_id__in={r.entity_id for r in wanted},
-    ).values_list("workflow_id", "entity_id", "event_id")}
+    once = [Enrollment(workflow=wf, entity_id=event.entity_id, event_id=event.pk)
+            for event, wf, _, _ in matched if policy_of(wf) == Policy.ONCE]
+    exclusive = [(wf.pk, event.entity_id) for event, wf, _, _ in matched if holds(wf)]
+    owners: dict[tuple[int, UUID], int] = {}
+    if once:
+        # One insert order for every worker (no lock-order deadlocks between two dispatches).
+        once.sort(key=lambda row: (row.workflow_id, str(row.entity_id), row.event_id))
+        Enrollment.objects.bulk_create(once, ignore_conflicts=True)
+        # Two plain IN lists (a superset, filtered here) plan far cheaper than 50 OR'ed pairs.
+        owners.update({(w, e): ev for w, e, ev in Enrollment.objects.filter(
+            workflow_id__in={r.workflow_id for r in once}, entity_id__in={r.entity_id for r in once},
+        ).values_list("workflow_id", "entity_id", "event_id")})
+    held: set[tuple[int, UUID]] = set()
+    if exclusive:
+        held = set(WorkflowRun.objects.filter(
+            holds_enrollment=True, workflow_id__in={w for w, _ in exclusive},
+            trigger_entity_id__in={e for _, e in exclusive}).values_list("workflow_id", "trigger_entity_id"))
     kept = []
-    for item in matched:
+    for item in sorted(matched, key=lambda m: m[0].pk):  # a record's earlier event goes first
         event, wf, decision, _ = item
-        if holders.get((wf.pk, event.entity_id), event.pk) == event.pk:
+        key = (wf.pk, event.entity_id)
+        if holds(wf):
+            if key not in held:
+                held.add(key)  # a later event of the same record in this batch waits its turn
+                kept.append(item)
+                continue
+        elif owners.get(key, event.pk) == event.pk:
             kept.append(item)
             continue
-        decision.outcome = Outcome.ALREADY_ENROLLED
-        if policy_of(wf) == Policy.ONCE:
-            decision.reason = (f"already enrolled: this {event.entity_type} went through the workflow before "
-                               "and it enrolls a record only once")
-        else:
-            decision.reason = (f"already enrolled: this {event.entity_type} still has an unfinished run of "
-                               "the workflow (started by an earlier change)")
+        refuse(decision, event, wf)
     return kept
 
 
-def release(*, runs: Iterable[WorkflowRun]) -> None:
-    """Runs finished: their records may enter "not while running" workflows again."""
-    if not runs:
-        return
-    pairs = {(run.workflow_id, run.event_id) for run in runs}
-    rows = Enrollment.objects.filter(until_finished=True, workflow_id__in={w for w, _ in pairs},
-                                     event_id__in={e for _, e in pairs})
-    ids = [pk for pk, w, e in rows.values_list("pk", "workflow_id", "event_id") if (w, e) in pairs]
-    if ids:
-        Enrollment.objects.filter(pk__in=ids).delete()
+def refuse(decision: WorkflowDecision, event: AutomationEvent, workflow: Workflow) -> None:
+    """The decision for a record the workflow does not take now."""
+    decision.outcome = Outcome.ALREADY_ENROLLED
+    if policy_of(workflow) == Policy.ONCE:
+        decision.reason = (f"already enrolled: this {event.entity_type} went through the workflow before "
+                           "and it enrolls a record only once")
+    else:
+        decision.reason = (f"already enrolled: this {event.entity_type} still has an unfinished run of "
+                           "the workflow (started by an earlier change)")
+
+
+def refused(runs: Iterable[WorkflowRun], made: set[int | None]) -> list[WorkflowRun]:
+    """Runs whose INSERT the unique enrollment index refused (another worker's run of the same
+    record came first): those holding a place whose pk was not found among the runs made."""
+    return [run for run in runs if run.holds_enrollment and run.pk not in made]
 
 
 def adopt_policy(*, workflow_id: int, policy: str) -> None:
-    """Bring a workflow's enrollment rows in line with its new policy."""
+    """Bring a workflow's enrollment rows and runs in line with its new policy."""
     rows = Enrollment.objects.filter(workflow_id=workflow_id)
-    if policy == Policy.EVERY_TIME:
-        rows.delete()
-        return
     runs = WorkflowRun.objects.filter(workflow_id=workflow_id)
-    unfinished = runs.filter(status=RunStatus.STARTED).values_list("event_id", flat=True)
-    if policy == Policy.NOT_WHILE_RUNNING:
-        rows.exclude(event_id__in=unfinished).delete()
-        rows.update(until_finished=True)
+    runs.filter(holds_enrollment=True).update(holds_enrollment=False)
+    if policy != Policy.ONCE:
+        rows.delete()
+    if policy == Policy.EVERY_TIME:
         return
-    rows.update(until_finished=False)  # once: every record that went through stays enrolled
-    seen: dict[UUID, int] = {}
+    if policy == Policy.NOT_WHILE_RUNNING:
+        # The earliest unfinished run of each record holds its place.
+        first: dict[UUID, int] = {}
+        for pk, entity_id in runs.filter(status__in=UNFINISHED).order_by("pk").values_list("pk", "trigger_entity_id"):
+            first.setdefault(entity_id, pk)
+        runs.filter(pk__in=first.values()).update(holds_enrollment=True)
+        return
+    seen: dict[UUID, int] = {}  # once: every record that went through stays enrolled
     for entity_id, event_id in runs.order_by("pk").values_list("trigger_entity_id", "event_id"):
         seen.setdefault(entity_id, event_id)
     Enrollment.objects.bulk_create(
-        [Enrollment(workflow_id=workflow_id, entity_id=e, event_id=ev, until_finished=False)
-         for e, ev in seen.items()], ignore_conflicts=True)
+        [Enrollment(workflow_id=workflow_id, entity_id=e, event_id=ev) for e, ev in seen.items()],
+        ignore_conflicts=True)

@@ -39,7 +39,7 @@ def claim_runs(run_ids: list[int]) -> tuple[str, list[WorkflowRun]]:
         Q(lease_until__isnull=True) | Q(lease_until__lt=now)
     ).update(lease_until=now + lease_length(), lease_owner=token, attempts=F("attempts") + 1)
     runs = list(WorkflowRun.objects.filter(pk__in=run_ids, lease_owner=token, status=RunStatus.STARTED)
-                .select_related("version", "event").order_by("pk"))
+                .select_related("version", "event", "workflow").order_by("pk"))
     return token, runs
 
 

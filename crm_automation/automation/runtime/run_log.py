@@ -21,7 +21,7 @@ from typing import Any
 
 from django.db import transaction
 
-from crm_automation.automation.models import RunStatus, WorkflowRun, WorkflowVersion
+from crm_automation.automation.models import RunStatus, WorkflowRun
 from crm_automation.automation.ops.kpis import failure_kind
 
 logger = logging.getLogger("crm_automation.runs")
@@ -48,8 +48,10 @@ def step_failed(run: WorkflowRun, *, node_id: str, action_type: str, attempt: in
 
 def _run_fields(run: WorkflowRun) -> dict[str, Any]:
     assert run.finished_at is not None, "only finished runs are logged"
-    fields = {"run_id": run.pk, "workflow_id": run.workflow_id, "version_id": run.version_id,
-              "organization_id": run.organization_id, "status": run.status, "trigger_type": run.trigger_type,
+    # (the version and the workflow are in memory wherever runs are executed: no query to log)
+    fields = {"run_id": run.pk, "workflow_id": run.workflow_id, "version": run.version.number,
+              "workflow": run.workflow.name, "organization_id": run.organization_id, "status": run.status,
+              "trigger_type": run.trigger_type,
               "duration_ms": round((run.finished_at - run.started_at).total_seconds() * 1000)}
     if run.status != RunStatus.COMPLETED:
         fields["error_kind"] = failure_kind(run.error)
@@ -57,10 +59,7 @@ def _run_fields(run: WorkflowRun) -> dict[str, Any]:
 
 
 def _write_runs(lines: list[dict[str, Any]]) -> None:
-    versions = {pk: (number, name) for pk, number, name in WorkflowVersion.objects.filter(
-        pk__in={f["version_id"] for f in lines}).values_list("pk", "number", "workflow__name")}
     for fields in lines:
-        fields["version"], fields["workflow"] = versions.get(fields.pop("version_id"), (None, ""))
         ok = fields["status"] == RunStatus.COMPLETED
         if not ok and not logger.isEnabledFor(logging.WARNING) or ok and not logger.isEnabledFor(logging.INFO):
             continue

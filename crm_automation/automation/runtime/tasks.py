@@ -8,6 +8,7 @@ periodic sweep pick up whatever a lost or dead task left behind.
 
 import logging
 import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -19,8 +20,8 @@ from crm_automation.automation.models import AutomationEvent, RunStatus, Workflo
 from crm_automation.automation.ops import alerts as alerting
 from crm_automation.automation.ops import breaker
 from crm_automation.automation.runtime import fairness
-from crm_automation.automation.runtime.dispatch import claim_events, dispatch_events, unclaimed_events
-from crm_automation.automation.runtime.engine import execute_runs
+from crm_automation.automation.runtime.dispatch import Dispatched, claim_events, dispatch, unclaimed_events
+from crm_automation.automation.runtime.engine import execute_leased, execute_runs
 from crm_automation.automation.runtime.leases import lease_length
 from crm_automation.automation.runtime.queue import enqueue_continue, enqueue_drain, enqueue_sweep
 from crm_automation.automation.services import impact
@@ -31,10 +32,11 @@ from crm_automation.workers import shutdown
 logger = logging.getLogger(__name__)
 
 
-def _execute(run_ids: list[int], *, budget: float, fan_out: bool) -> int:
-    """Execute runs; what the budget did not allow is continued by another task (in a worker)
-    or right here (when called directly, as tests and commands do)."""
-    report = execute_runs(run_ids, budget=budget)
+def _execute(runs: list[int] | Dispatched, *, budget: float, fan_out: bool) -> int:
+    """Execute runs (ids, or what a dispatch just made, leased); what the budget did not allow is
+    continued by another task (in a worker) or right here (when called directly, as tests and
+    commands do)."""
+    report = execute_runs(runs, budget=budget) if isinstance(runs, list) else execute_leased(runs, budget=budget)
     finished = len(report.finished)
     while report.handed_back:
         if fan_out:
@@ -69,9 +71,9 @@ def drain_events(fan_out: bool = True, *, stop_at: float | None = None) -> int:
         if not helper_queued and (len(events) == batch_size or fairness.others_waiting(events[0].organization_id)):
             enqueue_drain()
             helper_queued = True  # one helper per drain is enough; each helper fans out again
-        run_ids = dispatch_safely(events)
-        if run_ids:
-            executed += _execute(run_ids, budget=max(0.0, stop_at - time.monotonic()), fan_out=fan_out)
+        dispatched = dispatch_safely(events, token=uuid.uuid4().hex)
+        if dispatched.runs:
+            executed += _execute(dispatched, budget=max(0.0, stop_at - time.monotonic()), fan_out=fan_out)
         if time.monotonic() > stop_at:
             if fan_out:
                 enqueue_drain()
@@ -93,12 +95,12 @@ def continue_runs(run_ids: list[int]) -> int:
     return finished
 
 
-def dispatch_safely(events: list[AutomationEvent]) -> list[int]:
-    """Dispatch a batch; if it fails, dispatch its events one by one so that a single event
-    that cannot be dispatched (a bug, bad data) is marked with its error instead of blocking
-    the batch or being retried forever."""
+def dispatch_safely(events: list[AutomationEvent], *, token: str = "") -> Dispatched:
+    """Dispatch a batch (its runs leased to `token`, if given); if it fails, dispatch its events
+    one by one so that a single event that cannot be dispatched (a bug, bad data) is marked with
+    its error instead of blocking the batch or being retried forever."""
     try:
-        return dispatch_events(events)
+        return dispatch(events, token=token)
     except Exception as exc:
         if len(events) == 1:
             event = events[0]
@@ -107,8 +109,11 @@ def dispatch_safely(events: list[AutomationEvent]) -> list[int]:
                 processed_at=timezone.now(),
                 error=f"This change could not be matched to workflows ({type(exc).__name__}: {exc}); it was set "
                       "aside so the others go on. The worker log has the details."[:2000])
-            return []
-        return [run_id for event in events for run_id in dispatch_safely([event])]
+            return Dispatched(token=token)
+        made = Dispatched(token=token)
+        for event in events:
+            made.merge(dispatch_safely([event], token=token))
+        return made
 
 
 def abandoned_runs() -> QuerySet[WorkflowRun]:

@@ -9,14 +9,13 @@ back from its row.
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from crm_automation.automation.definition import graph
 from crm_automation.automation.models import (
-    Enrollment,
     RunStatus,
     StepStatus,
     Workflow,
@@ -27,7 +26,6 @@ from crm_automation.automation.nodes import REGISTRY, effect_key
 from crm_automation.automation.nodes import approval as questions
 from crm_automation.automation.nodes.base import step_name
 from crm_automation.automation.ops import paused_run_alerts as alerts
-from crm_automation.automation.runtime import enrollment
 from crm_automation.automation.runtime.engine import wake_parents
 from crm_automation.automation.runtime.queue import enqueue_continue
 from crm_automation.crm.models import EmailMessage
@@ -94,9 +92,9 @@ def run_cancel(*, run_id: int, by) -> WorkflowRun:
                     action_type=flow.nodes[node_id].type, error=skipped, finished_at=now)
                 position += 1
     run.status, run.error, run.finished_at = RunStatus.CANCELLED, f"The run was {reason}.", now
-    run.lease_until, run.lease_owner, run.wake_at = None, "", None
-    run.save(update_fields=["status", "error", "finished_at", "lease_until", "lease_owner", "wake_at"])
-    enrollment.release(runs=[run])
+    run.lease_until, run.lease_owner, run.wake_at, run.holds_enrollment = None, "", None, False
+    run.save(update_fields=["status", "error", "finished_at", "lease_until", "lease_owner", "wake_at",
+                            "holds_enrollment"])
     wake_parents([run])
     return run
 
@@ -137,12 +135,12 @@ def run_retry(*, run_id: int, by) -> WorkflowRun:
                 EmailMessage.objects.filter(pk=email.pk).update(status=EmailMessage.Status.QUEUED, error="")
     policy = run.version.definition.get("reenrollment", Workflow.Reenrollment.EVERY_TIME)
     if policy == Workflow.Reenrollment.NOT_WHILE_RUNNING:
-        holder = Enrollment.objects.filter(workflow_id=run.workflow_id, entity_id=run.trigger_entity_id).first()
-        if holder is not None and holder.event_id != run.event_id:
+        # Under the workflow's lock order: the unique index would refuse a second holder anyway.
+        if WorkflowRun.objects.filter(workflow_id=run.workflow_id, trigger_entity_id=run.trigger_entity_id,
+                                      holds_enrollment=True).exclude(pk=run.pk).exists():
             raise Refused(f"Run #{run.pk}: this {run.trigger_entity_type} is in another run of the workflow "
                           "now; retry when that one has finished.")
-        Enrollment.objects.get_or_create(workflow_id=run.workflow_id, entity_id=run.trigger_entity_id,
-                                         defaults={"event_id": run.event_id, "until_finished": True})
+        run.holds_enrollment = True
     WorkflowRunAction.objects.filter(pk__in=[r.pk for r in redo]).delete()
     # It ended once and was counted as not successful; it will be counted again when it ends.
     # (Never below zero: counters of runs written around the engine, an import, may not hold it.)
@@ -151,7 +149,13 @@ def run_retry(*, run_id: int, by) -> WorkflowRun:
     run.status, run.error, run.finished_at = RunStatus.STARTED, "", None
     run.attempts = 1  # counted as delivered before, so every effect is looked up before it is made
     run.lease_until, run.lease_owner = None, ""
-    run.save(update_fields=["status", "error", "finished_at", "attempts", "lease_until", "lease_owner"])
+    try:
+        with transaction.atomic():
+            run.save(update_fields=["status", "error", "finished_at", "attempts", "lease_until", "lease_owner",
+                                    "holds_enrollment"])
+    except IntegrityError:  # another run of the record took its place a moment ago
+        raise Refused(f"Run #{run.pk}: this {run.trigger_entity_type} is in another run of the workflow "
+                      "now; retry when that one has finished.") from None
     _nudge([run.pk])
     return run
 

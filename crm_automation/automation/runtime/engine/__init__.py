@@ -14,6 +14,7 @@ from crm_automation.automation.runtime.engine.runs import (
     SEGMENT_ROWS,
     SEGMENT_SECONDS,
     Report,
+    execute_leased,
     execute_runs,
     final_status,
     plan,
@@ -23,4 +24,4 @@ from crm_automation.automation.runtime.engine.simulate import walk_without_effec
 from crm_automation.automation.runtime.engine.walk import MAX_STEPS, RunState, StepRow
 
 __all__ = ["MAX_ATTEMPTS", "MAX_STEPS", "SEGMENT_ROWS", "SEGMENT_SECONDS", "Report", "RunState", "StepRow",
-           "execute_runs", "final_status", "plan", "wake_parents", "walk_without_effects"]
+           "execute_leased", "execute_runs", "final_status", "plan", "wake_parents", "walk_without_effects"]

@@ -17,6 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from django.conf import settings
@@ -34,7 +35,8 @@ from crm_automation.automation.models import (
 )
 from crm_automation.automation.nodes.sub_workflow import child_outcome
 from crm_automation.automation.ops import paused_run_alerts as alerts
-from crm_automation.automation.runtime import enrollment, fairness, leases, run_log
+from crm_automation.automation.runtime import fairness, leases, run_log
+from crm_automation.automation.runtime.dispatch import Dispatched
 from crm_automation.automation.runtime.engine.walk import (
     Groups,
     Place,
@@ -89,6 +91,26 @@ def execute_runs(run_ids: list[int], *, budget: float | None = None) -> Report:
     return report
 
 
+def execute_leased(dispatched: Dispatched, *, budget: float | None = None) -> Report:
+    """Execute the runs a dispatch just made, leased to its token, from what it has in memory:
+    no claim, no reading the runs, their records or their (empty) history back. Fresh runs of one
+    organization go together, as in `plan`; groups the budget leaves are handed back."""
+    stop_at = time.monotonic() + (budget if budget is not None else settings.AUTOMATION["RUN_TIME_BUDGET"])
+    report = Report()
+    by_org: dict[int, list[WorkflowRun]] = {}
+    for run in dispatched.runs:
+        by_org.setdefault(run.organization_id, []).append(run)
+    groups = list(by_org.items())
+    for i, (organization_id, runs) in enumerate(groups):
+        if shutdown.past(stop_at):
+            _hand_back(dispatched.token, [run.pk for run in runs], report)
+            continue
+        later = [org for org, _ in groups[i + 1:]]
+        report.merge(_run_group(dispatched.token, runs, stop_at, more_queued=bool(later),
+                                others_queued=any(org != organization_id for org in later), dispatched=dispatched))
+    return report
+
+
 def plan(run_ids: list[int]) -> list[tuple[int, list[int]]]:
     """Groups with their organization: fresh runs of one organization together (so each kind of
     action writes the whole group's effects with one bulk statement); a run delivered before
@@ -107,12 +129,21 @@ def plan(run_ids: list[int]) -> list[tuple[int, list[int]]]:
 
 def _execute_group(run_ids: list[int], stop_at: float, more_queued: bool, others_queued: bool) -> Report:
     token, runs = leases.claim_runs(run_ids)
-    report = Report()
     if not runs:
-        return report
+        return Report()
+    return _run_group(token, runs, stop_at, more_queued, others_queued)
+
+
+def _run_group(token: str, runs: list[WorkflowRun], stop_at: float, more_queued: bool, others_queued: bool,
+               dispatched: Dispatched | None = None) -> Report:
+    """Advance a leased group (`dispatched`: fresh runs, with what their dispatch loaded); if it
+    raises, retry its runs one by one."""
+    report = Report()
     with leases.heartbeat(token):
         try:
-            _advance_group(runs, token, stop_at, report, more_queued, others_queued)
+            states = (load_states(runs) if dispatched is None else
+                      load_states(runs, records=dispatched.records, slugs=dispatched.slugs, fresh=True))
+            _advance_group(runs, states, token, stop_at, report, more_queued, others_queued)
             return report
         except Exception:
             logger.exception("Executing runs %s failed", [r.pk for r in runs])
@@ -133,12 +164,11 @@ def _execute_group(run_ids: list[int], stop_at: float, more_queued: bool, others
     return report
 
 
-def _advance_group(runs: list[WorkflowRun], token: str, stop_at: float, report: Report, more_queued: bool,
-                   others_queued: bool) -> None:
+def _advance_group(runs: list[WorkflowRun], states: list[RunState], token: str, stop_at: float, report: Report,
+                   more_queued: bool, others_queued: bool) -> None:
     """Step, commit and deliver until the group's runs are done or must wait, taking turns.
     `more_queued`: other groups of this task wait behind this one; `others_queued`: some of
     them are other organizations'."""
-    states = load_states(runs)
     rows: Rows = {}
     organization_id = runs[0].organization_id
     slice_end = time.monotonic() + fairness.slice_seconds()
@@ -184,15 +214,22 @@ def _give_way(states: list[RunState], organization_id: int, others_queued: bool)
 
 
 # --- One segment --------------------------------------------------------------------------------
-def load_states(runs: list[WorkflowRun], *, simulating: bool = False) -> list[RunState]:
-    """Each run's state, rebuilt from its step rows by walking its graph from the trigger."""
+def load_states(runs: list[WorkflowRun], *, simulating: bool = False, records: dict[Any, Any] | None = None,
+                slugs: dict[int, str] | None = None, fresh: bool = False) -> list[RunState]:
+    """Each run's state, rebuilt from its step rows by walking its graph from the trigger.
+    `records` and `slugs`: what the caller loaded already (a dispatch); `fresh`: runs made just
+    now, with no step rows to read."""
     events = [r.event for r in runs]
-    records = context.load_records(events)
-    slugs = context.stage_slugs(events)
+    if records is None or any(r.trigger_entity_id not in records for r in runs if context.has_record(
+            r.trigger_entity_type)):
+        records = context.load_records(events)
+    if slugs is None:
+        slugs = context.stage_slugs(events)
     history: dict[int, dict[Place, StepRow]] = {}
-    for run_id, node_id, token, *values in WorkflowRunAction.objects.filter(
-            run_id__in=[r.pk for r in runs]).values_list("run_id", "node_id", "token", *StepRow._fields):
-        history.setdefault(run_id, {})[(node_id, token)] = StepRow(*values)
+    if not fresh:
+        for run_id, node_id, token, *values in WorkflowRunAction.objects.filter(
+                run_id__in=[r.pk for r in runs]).values_list("run_id", "node_id", "token", *StepRow._fields):
+            history.setdefault(run_id, {})[(node_id, token)] = StepRow(*values)
     graphs: dict[int, graph.Graph] = {}
     now = time.monotonic()
     states = []
@@ -325,40 +362,49 @@ def finish(states: list[RunState], token: str) -> dict[int, str]:
     done = [state for state, _ in endings.get("end", [])]
     if not done:
         return paused
-    ids = set(WorkflowRun.objects.select_for_update().filter(
-        pk__in=[s.run.pk for s in done], status=RunStatus.STARTED, lease_owner=token).values_list("pk", flat=True))
     now = timezone.now()
+    by_outcome: dict[tuple[str, str], list[WorkflowRun]] = {}
+    for state in done:
+        state.finished = True
+        run = state.run
+        status = final_status(state.outcomes, state.aborted)
+        error = "" if status == RunStatus.COMPLETED else (state.failure or state.halted)[:4000]
+        # An outage fails many runs with the same words: one UPDATE per (status, error).
+        by_outcome.setdefault((status, error), []).append(run)
+    # Guarded by the lease: a run whose lease expired and that someone else finished is not ours.
+    ids: set[int] = set()
+    for (status, error), runs in by_outcome.items():
+        values = {"status": status, "finished_at": now, "lease_until": None, "wake_at": None,
+                  "holds_enrollment": False}  # the record may enter the workflow again
+        if error:
+            values["error"] = error
+        mine = WorkflowRun.objects.filter(pk__in=[run.pk for run in runs], lease_owner=token)
+        if mine.filter(status=RunStatus.STARTED).update(**values) == len(runs):
+            ids.update(run.pk for run in runs)
+        else:  # (rare) some were not ours any more: those we finished carry our token and this time
+            ids.update(mine.filter(status=status, finished_at=now).values_list("pk", flat=True))
+        for run in runs:
+            if run.pk in ids:
+                run.status, run.finished_at, run.lease_until, run.holds_enrollment = status, now, None, False
+                if error:
+                    run.error = error
     finished: dict[int, str] = {}
     counters: dict[int, tuple[int, int]] = {}
     suppressed: list[int] = []
-    by_outcome: dict[tuple[str, str], list[int]] = {}
     for state in done:
-        state.finished = True
-        if state.run.pk not in ids:
-            continue  # our lease expired and someone else finished it
         run = state.run
-        run.status = final_status(state.outcomes, state.aborted)
-        run.finished_at, run.lease_until = now, None
+        if run.pk not in ids:
+            continue  # our lease expired and someone else finished it
         finished[run.pk] = run.status
-        if run.status != RunStatus.COMPLETED:
-            run.error = (state.failure or state.halted)[:4000]
-        # An outage fails many runs with the same words: one UPDATE per (status, error).
-        by_outcome.setdefault((run.status, run.error if run.status != RunStatus.COMPLETED else ""), []).append(run.pk)
         total, ok = counters.get(run.workflow_id, (0, 0))
         counters[run.workflow_id] = (total + 1, ok + (run.status == RunStatus.COMPLETED))
         if run.history_suppressed:
             suppressed.append(run.pk)
-    for (status, error), run_ids in by_outcome.items():
-        values = {"status": status, "finished_at": now, "lease_until": None, "wake_at": None}
-        if error:
-            values["error"] = error
-        WorkflowRun.objects.filter(pk__in=run_ids).update(**values)
     for workflow_id, (total, ok) in sorted(counters.items()):  # one lock order: no deadlocks
         Workflow.objects.filter(pk=workflow_id).update(
             run_count=F("run_count") + total, success_count=F("success_count") + ok,
             failure_count=F("failure_count") + (total - ok), last_run_at=now)
     ended = [s.run for s in done if s.run.pk in ids]
-    enrollment.release(runs=ended)
     wake_parents(ended)
     run_log.runs_finished(ended)
     if suppressed:
