@@ -54,6 +54,34 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return OneAtATime(config, log)
 
 
+# The files whose tests take 5-30 s each (they start processes, clusters or a fuzzer). Handed out
+# first within their group, they run beside the short ones instead of after them: the suite ends
+# on short tests on every worker, not on one rolling restart while the other workers wait.
+LONG_FILES = frozenset({"test_move_to_postgres.py", "test_rolling_restart.py", "test_e2e_qcluster.py",
+                        "test_api_fuzz.py", "test_deploy.py", "test_health.py", "test_broker_outages.py"})
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Any:
+    result = yield
+    # After pytest-django's order (no database, database, transactional) and within it: the long
+    # files first. A stable sort on the same groups, so that order is kept; browser tests stay last
+    # (tests/browser/conftest.py says why).
+    items.sort(key=lambda item: (Path(item.path).parent.name == "browser", _django_group(item),
+                                 Path(item.path).name not in LONG_FILES))
+    return result
+
+
+def _django_group(item: pytest.Item) -> int:
+    """pytest-django's order: 0 database tests, 1 transactional ones, 2 those without a database."""
+    marker = item.get_closest_marker("django_db")
+    fixtures = getattr(item, "fixturenames", [])
+    if (marker is not None and (marker.kwargs.get("transaction") or marker.kwargs.get("reset_sequences"))) or (
+            "transactional_db" in fixtures or "live_server" in fixtures):
+        return 1
+    return 0 if marker is not None or "db" in fixtures else 2
+
+
 def sqlite_pass_only(why: str):
     """CI runs the suite twice, on SQLite and on PostgreSQL. A slow test whose subject does not
     depend on the suite's database (it makes its own, or tests a broker or a process) runs in
