@@ -94,6 +94,9 @@ def report(calls: list[tuple[str, str]]) -> None:
     print(f"distinct project functions: {len(functions)}")
     print(f"file switches: {sum(switches.values())}")
     print(f"returns to a file already left: {returns}")
+    if os.environ.get("TRIGGER_PATH_SEQUENCE"):  # the files in call order, repeats folded
+        files = [f for f, _ in calls]
+        print(" > ".join(f for i, f in enumerate(files) if i == 0 or files[i - 1] != f))
     print("top 10 file switches (crm_automation/ left out):")
     for (before, after), count in sorted(switches.items(), key=lambda item: (-item[1], item[0]))[:10]:
         print(f"  {count:4d}  {before.removeprefix('crm_automation/')} -> {after.removeprefix('crm_automation/')}")

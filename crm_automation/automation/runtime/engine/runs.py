@@ -38,14 +38,13 @@ from crm_automation.automation.ops import paused_run_alerts as alerts
 from crm_automation.automation.runtime import fairness, leases, run_log
 from crm_automation.automation.runtime.dispatch import Dispatched
 from crm_automation.automation.runtime.engine.walk import (
-    Groups,
     Place,
     Rows,
     RunState,
     StepRow,
     Walk,
     deliver,
-    run_groups,
+    step_all,
 )
 from crm_automation.automation.runtime.queue import enqueue_continue
 from crm_automation.crm.models import Deal, Lead
@@ -53,7 +52,6 @@ from crm_automation.workers import shutdown
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
-SEGMENT_ROWS = 2_000
 SEGMENT_SECONDS = 1.0
 SUB_WORKFLOW = "sub_workflow"
 WRITTEN = ("action_type", "status", "result", "input", "error", "attempts", "position", "started_at", "finished_at")
@@ -280,39 +278,6 @@ def lock_records(states: list[RunState]) -> None:
             and record.converted_deal_id not in present)
         if gone:
             state.halted = f"the {state.run.trigger_entity_type} was deleted while the workflow was running"
-
-
-def step_all(states: list[RunState], rows: Rows, seconds: float | None = None) -> bool:
-    """Advance every run as far as it can go in this segment: until each one is done, waits for
-    a delivery after the commit, or waits for time to pass. With `seconds`, the segment also
-    ends once it has noted SEGMENT_ROWS step rows or has been writing for `seconds` (reading
-    finished steps back does not count: every segment makes progress). Returns True when it
-    stopped early with work left."""
-    walk = Walk(rows)  # one clock per pass: runs that wait alike wake alike (one UPDATE parks them)
-    writing_since = None
-    for state in states:
-        state.cut = False
-    while True:
-        if seconds is not None and rows:
-            writing_since = writing_since or time.monotonic()
-            if len(rows) >= SEGMENT_ROWS or time.monotonic() - writing_since >= seconds:
-                # What is left is in the runs' frontiers (and loops, merges), which the next
-                # segment walks on from, or which a new delivery rebuilds from the rows this
-                # segment commits. A run whose only other work is a wait is not parked yet: its
-                # loop may have iterations left.
-                for state in states:
-                    state.cut = not state.finished
-                return True
-        groups: Groups = {}
-        moved = False
-        for state in states:
-            if not state.finished:
-                moved |= walk.advance(state, groups)
-        run_groups(walk, groups)
-        if groups or moved:
-            continue
-        if not any([walk.settle(state) for state in states if not state.finished]):
-            return False
 
 
 def write_rows(rows: Rows) -> None:

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 from crm_automation.automation.models import RunStatus, StepStatus, WorkflowRun
-from crm_automation.automation.runtime.engine.runs import final_status, load_states, lock_records, step_all
-from crm_automation.automation.runtime.engine.walk import Rows, Walk
+from crm_automation.automation.runtime.engine.runs import final_status, load_states, lock_records
+from crm_automation.automation.runtime.engine.walk import Rows, Walk, step_all
 
 MAX_PASSES = 200
 

@@ -270,6 +270,7 @@ class RunState:
 
 
 MAX_STEPS = 5_000  # step rows per run
+SEGMENT_ROWS = 2_000  # step rows a segment notes at most before it commits
 ROUTER = "router"
 SUB_WORKFLOW = "sub_workflow"
 
@@ -562,6 +563,40 @@ class Walk:
             if (previous is None or previous.status not in FINISHED_STEPS) and not (
                     noted is not None and noted[2]["status"] in FINISHED_STEPS):
                 self._skip(state, place)
+
+
+# --- A segment's walk ------------------------------------------------------------------------------
+def step_all(states: list[RunState], rows: Rows, seconds: float | None = None) -> bool:
+    """Advance every run as far as it can go in this segment: until each one is done, waits for
+    a delivery after the commit, or waits for time to pass. With `seconds`, the segment also
+    ends once it has noted SEGMENT_ROWS step rows or has been writing for `seconds` (reading
+    finished steps back does not count: every segment makes progress). Returns True when it
+    stopped early with work left."""
+    walk = Walk(rows)  # one clock per pass: runs that wait alike wake alike (one UPDATE parks them)
+    writing_since = None
+    for state in states:
+        state.cut = False
+    while True:
+        if seconds is not None and rows:
+            writing_since = writing_since or time.monotonic()
+            if len(rows) >= SEGMENT_ROWS or time.monotonic() - writing_since >= seconds:
+                # What is left is in the runs' frontiers (and loops, merges), which the next
+                # segment walks on from, or which a new delivery rebuilds from the rows this
+                # segment commits. A run whose only other work is a wait is not parked yet: its
+                # loop may have iterations left.
+                for state in states:
+                    state.cut = not state.finished
+                return True
+        groups: Groups = {}
+        moved = False
+        for state in states:
+            if not state.finished:
+                moved |= walk.advance(state, groups)
+        run_groups(walk, groups)
+        if groups or moved:
+            continue
+        if not any([walk.settle(state) for state in states if not state.finished]):
+            return False
 
 
 # --- Tool calls ------------------------------------------------------------------------------------
