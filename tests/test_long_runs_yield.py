@@ -51,7 +51,7 @@ def clock(monkeypatch) -> Clock:
     for module in (runs, walk):
         monkeypatch.setattr(module, "time", fake_time)
     monkeypatch.setattr(shutdown, "time", fake_time)
-    monkeypatch.setattr(runs, "SEGMENT_ROWS", 10)
+    monkeypatch.setattr(walk, "SEGMENT_ROWS", 10)
     monkeypatch.setitem(settings.AUTOMATION, "GROUP_SLICE_SECONDS", 3)
     write_rows = runs.write_rows
 
