@@ -63,7 +63,7 @@ def test_each_check_says_why_in_words_and_in_the_previews_short_form(org, deal):
     trigger = {"type": "webhook", "endpoint": 7, "body": {}}
     webhook = {"trigger_type": "webhook", "trigger_config": {"endpoint": 8}}
     verdict = matching.match(event, webhook, trigger, lambda: {"trigger": trigger}, {})
-    assert verdict == ("stage_filter", "the webhook came to endpoint 7; the workflow listens to 8", "endpoint")
+    assert verdict == ("endpoint_filter", "the webhook came to endpoint 7; the workflow listens to 8", "endpoint")
     assert not verdict.matched and matching.SUMMARY[verdict.check] == "the webhook came to another endpoint"
     assert matching.match(event, {**webhook, "trigger_config": {"endpoint": 7}}, trigger,
                           lambda: {"trigger": trigger}, {}).matched

@@ -192,6 +192,7 @@ class WorkflowDecision(models.Model):
         MATCHED = "matched", "Matched: run started"
         MATCHED_UNLOGGED = "matched_unlogged", "Matched: ran without history (monthly quota)"
         STAGE_FILTER = "stage_filter", "Stage filter did not match"
+        ENDPOINT_FILTER = "endpoint_filter", "Webhook came to another endpoint"
         FIELD_FILTER = "field_filter", "Watched field did not change"
         CONDITION_FALSE = "condition_false", "Condition was false"
         PAUSED = "paused", "Workflow paused"

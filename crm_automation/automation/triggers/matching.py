@@ -96,8 +96,7 @@ def match(event: AutomationEvent, definition: dict, trigger: dict, load: Callabl
         return Verdict(Outcome.STAGE_FILTER, mismatch, STAGE)
     endpoint = config.get("endpoint")
     if endpoint and str(endpoint) != str(trigger.get("endpoint")):
-        # (recorded as a stage-filter outcome: the decisions' outcomes predate webhooks)
-        return Verdict(Outcome.STAGE_FILTER, f"the webhook came to endpoint {trigger.get('endpoint')}; the "
+        return Verdict(Outcome.ENDPOINT_FILTER, f"the webhook came to endpoint {trigger.get('endpoint')}; the "
                                              f"workflow listens to {endpoint}", ENDPOINT)
     trigger_type = definition.get("trigger_type") or event.kind
     updated = trigger_type in catalog.UPDATED
