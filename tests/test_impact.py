@@ -109,3 +109,30 @@ def test_a_changed_workflow_gets_a_new_preview_and_a_lost_task_is_handed_over_ag
     impact_preview(second.pk)  # a second delivery of the task does nothing
     second.refresh_from_db()
     assert second.status == "done" and second.result["entered"] == 1
+
+
+def test_contact_and_task_triggers_are_replayed_too_and_agree_with_real_runs(org, deal, owner):
+    """A workflow started by a new contact or a task done: its preview counts the recorded
+    changes as dispatch would (it used to say nothing would have started it)."""
+    from crm_automation.crm.models import Contact
+
+    hello = make_workflow(org, name="Hello", trigger_type="contact_created", trigger_config={},
+                          conditions={"combinator": "and", "rules": [
+                              {"field": "contact.email", "operator": "is_not_empty"}]},
+                          actions=[{"type": "send_email", "config": {"to": "{{contact.email}}", "subject": "Hi"}}])
+    done = make_workflow(org, name="Next", trigger_type="task_completed", trigger_config={},
+                         actions=[task("next", "Next for {{deal.title}}")])
+    Contact.objects.create(organization=org, first_name="Alan", email="alan@example.com")
+    Contact.objects.create(organization=org, first_name="No", email="")
+    first = Task.objects.create(organization=org, title="Send the proposal", deal=deal, assignee=owner)
+    first.status = "done"
+    first.save()
+    drain()
+    contacts = impact.preview(Workflow.objects.get(pk=hello.pk), days=30)
+    # The deal's contact, Alan, and one without an email: two started it, and two would have.
+    assert (contacts.events, contacts.entered) == (3, 2)
+    assert WorkflowRun.objects.filter(workflow=hello).count() == 2
+    assert contacts.skipped == {"the conditions were false": 1}
+    tasks = impact.preview(Workflow.objects.get(pk=done.pk), days=30)
+    assert tasks.entered == WorkflowRun.objects.filter(workflow=done).count() == 1
+    assert tasks.reached["next"] == 1

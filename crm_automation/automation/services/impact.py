@@ -85,6 +85,10 @@ def _count(flow: graph.Graph, trigger_type: str, ctx: dict, impact: Impact) -> N
                 impact.branches[(node_id, handle)] += 1
 
 
+# Started by a clock, a caller or a person, not by a change of a record: nothing to replay.
+NOT_REPLAYED = frozenset({catalog.SCHEDULE, catalog.WEBHOOK, *catalog.MANUAL})
+
+
 def preview(workflow: Workflow, *, days: int = 30, definition: dict | None = None) -> Impact:
     """Replay the last `days` of the organization's recorded changes through `definition` (the
     workflow as saved by default)."""
@@ -92,7 +96,7 @@ def preview(workflow: Workflow, *, days: int = 30, definition: dict | None = Non
     definition = definition or workflow.definition
     impact = Impact(days=days)
     kinds = [kind for kind, _ in catalog.TRIGGER_CHOICES if definition["trigger_type"] in catalog.listeners(kind)]
-    if not kinds or catalog.TRIGGER_ENTITY.get(definition["trigger_type"]) is None:
+    if not kinds or definition["trigger_type"] in NOT_REPLAYED:
         impact.seconds = time.monotonic() - started
         return impact  # schedules, webhooks, manual starts: no recorded changes to replay
     boundary = first_event_after(timezone.now() - timedelta(days=days))
