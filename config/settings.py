@@ -305,6 +305,9 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = _with_socket_timeouts(REDIS_URL)
 else:
     Q_CLUSTER["orm"] = "default"
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("Q_LISTEN", True):
+        # The ORM broker woken by LISTEN/NOTIFY instead of polling every `poll` (workers/pg_broker.py).
+        Q_CLUSTER["broker_class"] = "crm_automation.workers.pg_broker.ListeningORM"
 
 # --- Cache: API throttles and login lockouts, shared by every process -------------------------
 # Redis when REDIS_URL is set; else a table in the database (made by the api app's migration

@@ -1,0 +1,107 @@
+"""django-q2's ORM broker, woken by PostgreSQL's LISTEN/NOTIFY instead of polling.
+
+The stock ORM broker finds a new task by polling its table every `poll` seconds (0.05 here): on
+average half of that between a nudge and a worker starting it, and twenty queries a second per
+idle cluster. On PostgreSQL, `enqueue` also sends a notification (delivered when the INSERT
+commits) and an idle `dequeue` waits for one on a connection of its own, for at most
+WAIT_SECONDS: a task reaches a worker within a millisecond or two, and an idle cluster asks
+once a second. Nothing relies on a notification: a task is still a row, found by the next look
+if a notification is lost, and a task whose lock expired (a worker died) is found the same way.
+A pusher that cannot listen (the connection fails) polls as the stock broker does.
+
+Used when the ORM broker runs on PostgreSQL (settings.py); SQLite keeps the stock broker.
+"""
+
+import contextlib
+import logging
+import os
+import time
+from hashlib import sha1
+from typing import Any
+
+import psycopg
+from django.db import connections
+from django.utils import timezone
+from django_q.brokers.orm import ORM
+from django_q.conf import Conf
+from psycopg import sql
+
+logger = logging.getLogger(__name__)
+WAIT_SECONDS = 1.0  # the longest an idle pusher waits before it looks again (and sees a stop)
+RETRY_SECONDS = 30.0  # after a failed attempt to listen, poll this long before trying again
+
+
+def channel_of(list_key: str) -> str:
+    """A channel name for a queue (an identifier of at most 63 bytes whatever the cluster's name)."""
+    return "django_q_" + sha1(list_key.encode()).hexdigest()[:20]
+
+
+class ListeningORM(ORM):
+    def __init__(self, list_key: str = Conf.PREFIX) -> None:
+        super().__init__(list_key=list_key)
+        self._listener: psycopg.Connection[Any] | None = None
+        self._listener_pid: int | None = None
+        self._retry_at = 0.0
+
+    def enqueue(self, task: Any) -> Any:
+        pk = super().enqueue(task)
+        with connections[Conf.ORM].cursor() as cursor:  # sent when the INSERT commits
+            cursor.execute("SELECT pg_notify(%s, '')", [channel_of(self.list_key)])
+        return pk
+
+    def dequeue(self) -> Any:
+        listener = self._listening()
+        if listener is None:
+            return super().dequeue()  # looks, and sleeps `poll` if nothing is there
+        self._drain_notifications(listener)  # what came before this look is seen by it
+        tasks = self._take()
+        if tasks:
+            return tasks
+        try:
+            for _ in listener.notifies(timeout=WAIT_SECONDS, stop_after=1):
+                break
+        except psycopg.Error:
+            logger.warning("The task queue's listening connection failed; polling until it is back",
+                           exc_info=True)
+            self._close_listener()
+            self._retry_at = time.monotonic() + RETRY_SECONDS
+            time.sleep(Conf.POLL)
+        return self._take() or None
+
+    def _take(self) -> list[tuple[Any, Any]]:
+        """The stock broker's look without its sleep: lock up to `bulk` waiting tasks."""
+        tasks = self.get_connection().filter(key=self.list_key, lock__lt=timezone.now())[:Conf.BULK]
+        return [(task.pk, task.payload) for task in tasks
+                if self.get_connection().filter(id=task.id, lock=task.lock).update(lock=self.timeout(task))]
+
+    @staticmethod
+    def _drain_notifications(listener: psycopg.Connection[Any]) -> None:
+        with contextlib.suppress(psycopg.Error):  # the wait below finds a broken connection and says so
+            for _ in listener.notifies(timeout=0):
+                pass
+
+    def _listening(self) -> psycopg.Connection[Any] | None:
+        """This process's listening connection (a forked pusher opens its own), or None."""
+        if self._listener is not None and self._listener_pid == os.getpid() and not self._listener.closed:
+            return self._listener
+        self._listener = None
+        if time.monotonic() < self._retry_at:
+            return None
+        params = connections[Conf.ORM].get_connection_params()
+        for key in ("cursor_factory", "context", "prepare_threshold"):  # Django's own, not libpq's
+            params.pop(key, None)
+        try:
+            listener = psycopg.connect(**params, autocommit=True, connect_timeout=2)
+            listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel_of(self.list_key))))
+        except psycopg.Error:
+            logger.warning("Could not listen for new tasks; polling for %ss", RETRY_SECONDS, exc_info=True)
+            self._retry_at = time.monotonic() + RETRY_SECONDS
+            return None
+        self._listener, self._listener_pid = listener, os.getpid()
+        return listener
+
+    def _close_listener(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._listener.close()
+        self._listener = None
