@@ -44,3 +44,28 @@ def test_the_cluster_on_postgresql_uses_it(settings):
     if "redis" in settings.Q_CLUSTER:
         pytest.skip("the Redis broker is configured")
     assert settings.Q_CLUSTER["broker_class"] == "crm_automation.workers.pg_broker.ListeningORM"
+
+
+def test_a_pusher_that_cannot_listen_polls_instead_of_dying(monkeypatch):
+    def refused(**params):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(pg_broker.psycopg, "connect", refused)
+    broker = pg_broker.ListeningORM(list_key="listen-test")
+    OrmQ.objects.create(key="listen-test", payload=SignedPackage.dumps({"id": "polled"}), lock=timezone.now())
+    (task,) = broker.dequeue()
+    assert SignedPackage.loads(task[1]) == {"id": "polled"}
+    assert broker._listening() is None  # and it does not try again on every look
+
+
+def test_a_database_url_with_its_own_connect_timeout_still_listens(monkeypatch):
+    from django.db import connections
+
+    default = connections["default"]
+    params = default.get_connection_params()
+    monkeypatch.setattr(default, "get_connection_params", lambda: {**params, "connect_timeout": 7})
+    broker = pg_broker.ListeningORM(list_key="listen-test")
+    try:
+        assert broker._listening() is not None
+    finally:
+        broker._close_listener()

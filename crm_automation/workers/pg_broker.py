@@ -86,10 +86,12 @@ class ListeningORM(ORM):
         params = connections[Conf.ORM].get_connection_params()
         for key in ("cursor_factory", "context", "prepare_threshold"):  # Django's own, not libpq's
             params.pop(key, None)
+        params.setdefault("connect_timeout", 2)  # (unless the database URL sets its own)
+        params["autocommit"] = True
         try:
-            listener = psycopg.connect(**params, autocommit=True, connect_timeout=2)
+            listener = psycopg.connect(**params)
             listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel_of(self.list_key))))
-        except psycopg.Error:
+        except Exception:  # whatever stops it from listening, the pusher polls instead of dying
             logger.warning("Could not listen for new tasks; polling for %ss", RETRY_SECONDS, exc_info=True)
             self._retry_at = time.monotonic() + RETRY_SECONDS
             return None
