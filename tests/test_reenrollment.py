@@ -1,6 +1,7 @@
 """Re-enrollment: a record goes through a workflow again only when the workflow says so."""
 
 import pytest
+from django.utils.timezone import now as timezone_now
 
 from crm_automation.automation.models import Enrollment, WorkflowDecision, WorkflowRun
 from crm_automation.automation.runtime.dispatch import claim_events, dispatch_events
@@ -148,3 +149,21 @@ def test_switching_to_not_while_running_gives_the_place_to_the_earliest_unfinish
     assert first.holds_enrollment and not second.holds_enrollment
     bounce(org, deal, drain_between=True)
     assert WorkflowRun.objects.count() == 2  # the deal is in the workflow already
+
+
+def test_a_failed_run_is_not_retried_while_another_run_holds_its_record(org, deal):
+    from crm_automation.automation.services.runs import run_retry
+    from crm_automation.refusals import Refused
+
+    make_workflow(org, actions=WAIT_THEN_TASK)
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    failed = WorkflowRun.objects.get()
+    WorkflowRun.objects.filter(pk=failed.pk).update(status="failed", holds_enrollment=False, finished_at=timezone_now())
+    deal_move_to_stage(deal=deal, stage=stage(org, "negotiation"))
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()  # a second run now waits and holds the deal's place
+    with pytest.raises(Refused, match="is in another run of the workflow now"):
+        run_retry(run_id=failed.pk, by=None)
+    failed.refresh_from_db()
+    assert failed.status == "failed" and not failed.holds_enrollment  # nothing changed

@@ -22,8 +22,8 @@ from crm_automation.automation.models import (
     WorkflowRun,
     WorkflowStatus,
 )
-from crm_automation.automation.runtime.enrollment import Matched, enroll, holds, refuse, refused
-from crm_automation.automation.runtime.leases import lease_length
+from crm_automation.automation.runtime import leases
+from crm_automation.automation.runtime.enrollment import Matched, enroll, holds, insert_runs
 from crm_automation.automation.triggers import bulk, matching
 from crm_automation.crm.models import Organization, Stage
 
@@ -87,7 +87,7 @@ def _claim(limit: int, organization_id: int | None = None) -> list[AutomationEve
     quote = connection.ops.quote_name
     table = quote(AutomationEvent._meta.db_table)
     columns = ", ".join(quote(f.column) for f in AutomationEvent._meta.concrete_fields)
-    until = AutomationEvent._meta.get_field("claimed_until").get_db_prep_save(now + lease_length(), connection)
+    until = AutomationEvent._meta.get_field("claimed_until").get_db_prep_save(now + leases.lease_length(), connection)
     claimed = AutomationEvent.objects.raw(
         f"UPDATE {table} SET {quote('claimed_until')} = %s WHERE {quote('id')} IN ({select}) RETURNING {columns}",
         [until, *params])
@@ -211,9 +211,7 @@ def dispatch(events: list[AutomationEvent], *, token: str = "") -> Dispatched:
             if outcome == Outcome.MATCHED:
                 matched.append((event, wf, decisions[-1], _metadata(trigger, cache.get("full"))))
 
-    lease = {}
-    if token:
-        lease = {"lease_owner": token, "lease_until": timezone.now() + lease_length(), "attempts": 1}
+    lease = leases.leased_to(token) if token else {}
     with transaction.atomic():
         # A second dispatch of the same events (a worker that outlived its lease) waits here for
         # the first one and then finds nothing left to do.
@@ -225,8 +223,7 @@ def dispatch(events: list[AutomationEvent], *, token: str = "") -> Dispatched:
         per_org: dict[int, list[Matched]] = defaultdict(list)
         for item in matched:
             per_org[item[0].organization_id].append(item)
-        runs: list[WorkflowRun] = []
-        decision_of: dict[int, tuple[WorkflowDecision, AutomationEvent, Workflow]] = {}
+        matched_runs: list[tuple[WorkflowRun, WorkflowDecision]] = []
         for org_id, items in sorted(per_org.items()):  # one lock order for the usage rows
             keep = plans.reserve_history(organization=orgs[org_id], runs=len(items))
             for i, (event, wf, decision, meta) in enumerate(items):
@@ -235,31 +232,16 @@ def dispatch(events: list[AutomationEvent], *, token: str = "") -> Dispatched:
                     decision.outcome = Outcome.MATCHED_UNLOGGED
                     decision.reason = ("ran, but its history is not kept: the plan's monthly quota "
                                        "of logged runs is used up")
-                runs.append(WorkflowRun(
+                matched_runs.append((WorkflowRun(
                     organization_id=org_id, workflow=wf, version=wf.current_version, event=event,
                     trigger_type=event.kind, trigger_entity_type=event.entity_type,
                     trigger_entity_id=event.entity_id, metadata=meta, history_suppressed=suppressed,
                     holds_enrollment=holds(wf), **lease,
-                ))
-                decision_of[id(runs[-1])] = (decision, event, wf)
-        # Runs first: the unique enrollment index may refuse one (another worker's run of the same
-        # record came first), and its decision must then say so.
-        WorkflowRun.objects.bulk_create(runs, ignore_conflicts=True)
-        event_ids = [e.pk for e in events]
-        if runs:
-            # (ignore_conflicts returns no ids: one SELECT gives them, and tells which were made)
-            made = WorkflowRun.objects.filter(event_id__in=event_ids, status=RunStatus.STARTED)
-            if token:
-                made = made.filter(lease_owner=token)
-            ids = {(event_id, workflow_id): pk for pk, event_id, workflow_id in made.values_list(
-                "pk", "event_id", "workflow_id")}
-            for run in runs:
-                run.pk = ids.get((run.event_id, run.workflow_id))
-            for run in refused(runs, set(ids.values())):
-                refuse(*decision_of[id(run)])
-            runs = sorted((run for run in runs if run.pk is not None), key=lambda run: run.pk)
+                ), decision))
+        # Runs first: a refused one's decision must say so before the decisions are written.
+        runs = insert_runs(matched_runs) if matched_runs else []
         WorkflowDecision.objects.bulk_create(decisions, ignore_conflicts=True)
-        AutomationEvent.objects.filter(pk__in=event_ids, processed_at__isnull=True).update(
+        AutomationEvent.objects.filter(pk__in=[e.pk for e in events], processed_at__isnull=True).update(
             processed_at=timezone.now()
         )
     return Dispatched(runs=runs, records=records or {}, slugs=slugs, token=token)

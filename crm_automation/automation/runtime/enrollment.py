@@ -12,7 +12,6 @@ When a workflow's policy changes, its rows and runs are brought in line with the
 no record stays blocked by a rule that no longer applies.
 """
 
-from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
@@ -91,10 +90,24 @@ def refuse(decision: WorkflowDecision, event: AutomationEvent, workflow: Workflo
                            "the workflow (started by an earlier change)")
 
 
-def refused(runs: Iterable[WorkflowRun], made: set[int | None]) -> list[WorkflowRun]:
-    """Runs whose INSERT the unique enrollment index refused (another worker's run of the same
-    record came first): those holding a place whose pk was not found among the runs made."""
-    return [run for run in runs if run.holds_enrollment and run.pk not in made]
+def insert_runs(items: list[tuple[WorkflowRun, WorkflowDecision]]) -> list[WorkflowRun]:
+    """Insert the matched runs, each with its decision. The unique enrollment index may refuse a
+    run whose record another worker's run holds (it came first): its decision then says "already
+    enrolled". Made runs get their pk (ignore_conflicts returns none: one SELECT finds them).
+    Returns the runs made, in pk order."""
+    runs = [run for run, _ in items]
+    WorkflowRun.objects.bulk_create(runs, batch_size=1000, ignore_conflicts=True)
+    ids = {(event_id, workflow_id): pk for pk, event_id, workflow_id in WorkflowRun.objects.filter(
+        event_id__in={run.event_id for run in runs}, workflow_id__in={run.workflow_id for run in runs},
+        status=RunStatus.STARTED).values_list("pk", "event_id", "workflow_id")}
+    made = []
+    for run, decision in items:
+        run.pk = ids.get((run.event_id, run.workflow_id))
+        if run.pk is not None:
+            made.append(run)
+        elif run.holds_enrollment:
+            refuse(decision, run.event, run.workflow)
+    return sorted(made, key=lambda run: run.pk)
 
 
 def adopt_policy(*, workflow_id: int, policy: str) -> None:

@@ -43,6 +43,11 @@ def claim_runs(run_ids: list[int]) -> tuple[str, list[WorkflowRun]]:
     return token, runs
 
 
+def leased_to(token: str) -> dict[str, object]:
+    """The lease fields of a run inserted already claimed by `token` (its first claim: one attempt)."""
+    return {"lease_owner": token, "lease_until": timezone.now() + lease_length(), "attempts": 1}
+
+
 def hand_back(token: str, run_ids: list[int]) -> None:
     """Release runs we stop working on cleanly (time budget spent): free at once, and this
     claim is not counted as a failed attempt."""

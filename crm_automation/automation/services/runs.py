@@ -134,13 +134,9 @@ def run_retry(*, run_id: int, by) -> WorkflowRun:
             if email is not None and email.status == EmailMessage.Status.FAILED:
                 EmailMessage.objects.filter(pk=email.pk).update(status=EmailMessage.Status.QUEUED, error="")
     policy = run.version.definition.get("reenrollment", Workflow.Reenrollment.EVERY_TIME)
-    if policy == Workflow.Reenrollment.NOT_WHILE_RUNNING:
-        # Under the workflow's lock order: the unique index would refuse a second holder anyway.
-        if WorkflowRun.objects.filter(workflow_id=run.workflow_id, trigger_entity_id=run.trigger_entity_id,
-                                      holds_enrollment=True).exclude(pk=run.pk).exists():
-            raise Refused(f"Run #{run.pk}: this {run.trigger_entity_type} is in another run of the workflow "
-                          "now; retry when that one has finished.")
-        run.holds_enrollment = True
+    # The run takes its record's place again; the unique index refuses it (below) when another
+    # run of the workflow holds the record now.
+    run.holds_enrollment = policy == Workflow.Reenrollment.NOT_WHILE_RUNNING
     WorkflowRunAction.objects.filter(pk__in=[r.pk for r in redo]).delete()
     # It ended once and was counted as not successful; it will be counted again when it ends.
     # (Never below zero: counters of runs written around the engine, an import, may not hold it.)

@@ -29,7 +29,7 @@ from django.utils import timezone
 from crm_automation.automation import plans
 from crm_automation.automation.models import BulkHold, WorkflowDecision, WorkflowRun
 from crm_automation.automation.ops import paused_run_alerts as alerts
-from crm_automation.automation.runtime.enrollment import enroll, holds, refuse, refused
+from crm_automation.automation.runtime.enrollment import enroll, holds, insert_runs
 from crm_automation.automation.runtime.queue import enqueue_continue
 from crm_automation.crm.selectors import user_has_role
 from crm_automation.refusals import Refused
@@ -151,23 +151,16 @@ def bulk_hold_release(*, hold_id: int, by) -> int:
     for i, (event, _, decision, meta) in enumerate(matched):
         if i >= keep:
             decision.outcome = Outcome.MATCHED_UNLOGGED
-        runs.append(WorkflowRun(organization_id=workflow.organization_id, workflow=workflow,
-                                version=workflow.current_version, event=event, trigger_type=event.kind,
-                                trigger_entity_type=event.entity_type, trigger_entity_id=event.entity_id,
-                                metadata=meta, history_suppressed=i >= keep, holds_enrollment=holds(workflow)))
-    WorkflowRun.objects.bulk_create(runs, batch_size=1000, ignore_conflicts=True)
-    made = dict(WorkflowRun.objects.filter(workflow=workflow, event_id__in=[d.event_id for d in decisions],
-                                           status="started").values_list("event_id", "pk"))
-    for run, (event, *_) in zip(runs, matched, strict=True):
-        run.pk = made.get(event.pk)
-    by_event = {event.pk: (decision, event) for event, _, decision, _ in matched}
-    for run in refused(runs, set(made.values())):  # another run of the record came first
-        decision, event = by_event[run.event_id]
-        refuse(decision, event, workflow)
+        runs.append((WorkflowRun(organization_id=workflow.organization_id, workflow=workflow,
+                                 version=workflow.current_version, event=event, trigger_type=event.kind,
+                                 trigger_entity_type=event.entity_type, trigger_entity_id=event.entity_id,
+                                 metadata=meta, history_suppressed=i >= keep, holds_enrollment=holds(workflow)),
+                     decision))
+    made = insert_runs(runs) if runs else []  # before the decisions: a refused run's says so
     WorkflowDecision.objects.bulk_update(decisions, ["outcome", "reason"], batch_size=1000)
     BulkHold.objects.filter(pk=hold.pk).update(status=BulkHold.Status.RELEASED, decided_by=by,
                                                decided_at=timezone.now())
-    run_ids = sorted(made.values())
+    run_ids = [run.pk for run in made]
     if run_ids:
         transaction.on_commit(lambda: _start(run_ids))
     return len(run_ids)

@@ -15,9 +15,10 @@ any transaction. A group that raises is retried one run at a time.
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from django.conf import settings
@@ -76,16 +77,9 @@ class Report:
 def execute_runs(run_ids: list[int], *, budget: float | None = None) -> Report:
     """Execute (or resume) runs within a time budget. Groups never started because the budget
     was spent are handed back unclaimed."""
-    stop_at = time.monotonic() + (budget if budget is not None else settings.AUTOMATION["RUN_TIME_BUDGET"])
     report = Report()
-    groups = plan(run_ids)
-    for i, (organization_id, group) in enumerate(groups):
-        if shutdown.past(stop_at):
-            report.handed_back += group
-            continue
-        later = [org for org, _ in groups[i + 1:]]
-        report.merge(_execute_group(group, stop_at, more_queued=bool(later),
-                                    others_queued=any(org != organization_id for org in later)))
+    for group, stop_at, more_queued, others_queued in _in_turn(plan(run_ids), budget, report.handed_back):
+        report.merge(_execute_group(group, stop_at, more_queued, others_queued))
     return report
 
 
@@ -93,20 +87,31 @@ def execute_leased(dispatched: Dispatched, *, budget: float | None = None) -> Re
     """Execute the runs a dispatch just made, leased to its token, from what it has in memory:
     no claim, no reading the runs, their records or their (empty) history back. Fresh runs of one
     organization go together, as in `plan`; groups the budget leaves are handed back."""
-    stop_at = time.monotonic() + (budget if budget is not None else settings.AUTOMATION["RUN_TIME_BUDGET"])
     report = Report()
     by_org: dict[int, list[WorkflowRun]] = {}
     for run in dispatched.runs:
         by_org.setdefault(run.organization_id, []).append(run)
-    groups = list(by_org.items())
-    for i, (organization_id, runs) in enumerate(groups):
+    left: list[WorkflowRun] = []
+    for runs, stop_at, more_queued, others_queued in _in_turn(list(by_org.items()), budget, left):
+        report.merge(_run_group(dispatched.token, runs, stop_at, more_queued, others_queued, dispatched=dispatched))
+    _hand_back(dispatched.token, [run.pk for run in left], report)
+    return report
+
+
+Item = TypeVar("Item")
+
+
+def _in_turn(groups: list[tuple[int, list[Item]]], budget: float | None,
+             left: list[Item]) -> Iterator[tuple[list[Item], float, bool, bool]]:
+    """Each group in turn, with the task's deadline and whether others wait behind it (any, and
+    other organizations'), while the budget lasts; the groups it leaves go to `left`."""
+    stop_at = time.monotonic() + (budget if budget is not None else settings.AUTOMATION["RUN_TIME_BUDGET"])
+    for i, (organization_id, group) in enumerate(groups):
         if shutdown.past(stop_at):
-            _hand_back(dispatched.token, [run.pk for run in runs], report)
+            left += group
             continue
         later = [org for org, _ in groups[i + 1:]]
-        report.merge(_run_group(dispatched.token, runs, stop_at, more_queued=bool(later),
-                                others_queued=any(org != organization_id for org in later), dispatched=dispatched))
-    return report
+        yield group, stop_at, bool(later), any(org != organization_id for org in later)
 
 
 def plan(run_ids: list[int]) -> list[tuple[int, list[int]]]:
