@@ -13,6 +13,7 @@ A few examples per operation keep the file around a minute; for a longer hunt lo
     API_FUZZ_EXAMPLES=200 API_FUZZ_SEED=random VAR_DIR=/tmp/fuzz .venv/bin/python -m pytest tests/test_api_fuzz.py
 """
 
+import functools
 import os
 import traceback
 from datetime import timedelta
@@ -26,6 +27,9 @@ from django.utils import timezone
 from hypothesis import strategies as st
 from knox.models import AuthToken
 from schemathesis.checks import not_a_server_error
+from schemathesis.generation.feedback import FeedbackSources
+from schemathesis.pytest._test_builder import build_operation_test  # (no public equivalent)
+from schemathesis.python._constants.orchestrator import make_constants_value_source
 
 from config.wsgi import application
 from crm_automation.api.throttling import PerPerson
@@ -170,17 +174,35 @@ def server_errors():
             signal.connect(close_old_connections)
 
 
-@schema.parametrize()
-def test_no_input_gets_a_server_error(case, fuzz_org, server_errors):
-    del server_errors[:]
-    _coverage_reaches_records(case)
-    hook = case.operation.path.startswith("/api/v1/hooks/")  # no token: the signature is the authentication
-    with transaction.atomic():
-        response = case.call(headers={} if hook else {"Authorization": f"Token {fuzz_org}"})
-        transaction.set_rollback(True)
-    try:
-        case.validate_response(response, checks=[not_a_server_error])
-    except BaseExceptionGroup as failure:  # schemathesis's report (the request as curl), the server's traceback
-        raise AssertionError("\n".join([str(failure), *server_errors])) from None
-    if hook and case.method.upper() == "POST":  # nothing generated can carry a valid signature
-        assert 400 <= response.status_code < 500, (response.status_code, response.text)
+# The operations by label, and the hypothesis test of each one built only when it runs: built at
+# collection (schemathesis's `schema.parametrize()`), the coverage cases of all 72 operations were
+# made in every pytest-xdist worker, 5 s each, for the one worker that runs a given operation.
+OPERATIONS = {operation.label: operation for operation in (result.ok() for result in schema.get_all_operations())}
+
+
+@pytest.mark.parametrize("label", list(OPERATIONS))
+def test_no_input_gets_a_server_error(label, fuzz_org, server_errors):
+    operation = OPERATIONS[label]
+    hook = operation.path.startswith("/api/v1/hooks/")  # no token: the signature is the authentication
+
+    def check(case):
+        del server_errors[:]
+        _coverage_reaches_records(case)
+        with transaction.atomic():
+            response = case.call(headers={} if hook else {"Authorization": f"Token {fuzz_org}"})
+            transaction.set_rollback(True)
+        try:
+            case.validate_response(response, checks=[not_a_server_error])
+        except BaseExceptionGroup as failure:  # schemathesis's report (the request as curl), the server's traceback
+            raise AssertionError("\n".join([str(failure), *server_errors])) from None
+        if hook and case.method.upper() == "POST":  # nothing generated can carry a valid signature
+            assert 400 <= response.status_code < 500, (response.status_code, response.text)
+
+    # (schemathesis's own pytest plugin builds it the same way, with the same feedback sources)
+    build_operation_test(config=schema.config, operation=operation, test_func=check, given_kwargs={},
+                         feedback=FeedbackSources(constants_value_source=CONSTANTS()))()
+
+
+@functools.cache
+def CONSTANTS():  # noqa: N802 (a constant made once, on first use)
+    return make_constants_value_source(schema)

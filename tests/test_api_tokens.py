@@ -6,8 +6,10 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from knox.models import AuthToken
+from knox.settings import CONSTANTS
 from rest_framework.test import APIClient
 
 from crm_automation.crm.models import Membership
@@ -48,6 +50,23 @@ def test_an_expired_token_no_longer_works(owner):
     key = sign_in()["token"]
     AuthToken.objects.filter(user=owner).update(expiry=timezone.now() - timedelta(seconds=1))
     assert not works(key)
+    assert not AuthToken.objects.filter(user=owner).exists()  # deleted when it was tried
+
+
+def test_a_request_reads_only_its_own_token_and_a_sign_in_clears_the_expired_ones(owner):
+    """The other expired tokens of the person go at their next sign-in, not at every request
+    (knox's own authentication reads all of them each time)."""
+    stale, key = sign_in()["token"], sign_in()["token"]
+    AuthToken.objects.filter(user=owner, token_key=stale[:CONSTANTS.TOKEN_KEY_LENGTH]).update(
+        expiry=timezone.now() - timedelta(seconds=1))
+    with CaptureQueriesContext(connection) as queries:
+        assert works(key)
+    assert not any("knox_authtoken" in q["sql"] and "user_id" in q["sql"].split("WHERE")[-1]
+                   for q in queries.captured_queries), [q["sql"] for q in queries.captured_queries]
+    assert AuthToken.objects.filter(user=owner).count() == 2  # the stale one is still there ...
+    sign_in()
+    assert AuthToken.objects.filter(user=owner).count() == 2  # ... until the next sign-in
+    assert not works(stale) and works(key)
 
 
 def test_a_person_lists_and_revokes_their_own_tokens(owner, outsider):

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -100,12 +101,18 @@ def test_automation_status_reports_backlog_runs_and_live_workers(org, deal, sett
 
 @pytest.mark.slow
 @sqlite_pass_only("it makes its own SQLite database")
-def test_automation_status_on_code_newer_than_the_schema_says_which_migration_and_exits_1(tmp_path):
-    """A rolling upgrade's first step: the new code runs before `migrate` has added its table
-    (its last migration not applied: with a single one, none of the app's tables yet)."""
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+def test_automation_status_on_code_newer_than_the_schema_says_which_migration_and_exits_1(
+        tmp_path, db):
+    """A rolling upgrade's first step: the new code runs before `migrate` has applied its last
+    migration. A copy of the suite's migrated test database (instead of a `migrate` from nothing
+    in another process: a fifth of the time), taken back one migration."""
+    copy = tmp_path / "db.sqlite3"
+    source = sqlite3.connect(f"file:{connection.settings_dict['NAME']}?mode=ro", uri=True)
+    with sqlite3.connect(copy) as target:
+        source.backup(target)
+    source.close()
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{copy}"}
     migrations = sorted(p.stem for p in (ROOT / "crm_automation/automation/migrations").glob("0*.py"))
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
     before_last = migrations[-2] if len(migrations) > 1 else "zero"
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0", "automation", before_last], cwd=ROOT, env=env,
                    check=True, timeout=120)

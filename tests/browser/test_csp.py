@@ -10,7 +10,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from crm_automation.automation.models import WorkflowRun
 from crm_automation.crm.services import deal_move_to_stage
-from tests.browser.conftest import logged_in
+from tests.browser.conftest import logged_in, settle
 from tests.conftest import drain, make_workflow, stage
 
 pytestmark = pytest.mark.django_db(transaction=True)  # live_server sees only committed rows
@@ -60,7 +60,7 @@ def test_every_main_page_runs_under_the_policy_without_a_violation(page, live_se
             assert "unsafe-inline" not in policy, (address, policy)
         try:
             page.locator(shows).first.wait_for()
-            page.wait_for_load_state("networkidle")
+            settle(page)
         except PlaywrightTimeout:
             heard.append(f"{shows} never showed: its scripts did not run")
         heard += page.evaluate("window.__cspViolations || []")

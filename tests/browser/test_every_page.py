@@ -26,7 +26,7 @@ from pytest_django.live_server_helper import LiveServer
 from crm_automation.automation.models import BulkHold, Workflow, WorkflowRun
 from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organization, Task
 from crm_automation.crm.services import deal_move_to_stage, leads_import
-from tests.browser.conftest import PASSWORD, TIMEOUT_MS, chromium_available
+from tests.browser.conftest import PASSWORD, TIMEOUT_MS, chromium_available, settle, track
 from tests.browser.test_automation_pages import WIDEST
 from tests.conftest import drain, make_org, make_user, make_workflow, stage
 from tests.test_approvals import ASK
@@ -138,7 +138,7 @@ class Tabs:
         if role not in self.made:
             context = self.browser.new_context(viewport=WIDE)
             context.set_default_timeout(TIMEOUT_MS)
-            page = context.new_page()
+            page = track(context.new_page())
             page.goto(f"{self.url}/admin/login/?next=/admin/")
             page.fill("#id_username", role)
             page.fill("#id_password", PASSWORD)
@@ -237,7 +237,8 @@ def test_the_page_has_no_console_error_and_no_horizontal_scroll(site, tabs, role
     page.on("pageerror", pageerror)
     passed = False
     try:
-        response = page.goto(url + path_of(name, data), wait_until="networkidle")
+        response = page.goto(url + path_of(name, data))
+        settle(page)
         expected = 403 if (role, name) in REFUSED else 200
         assert response.status == expected, f"{page.url}: {response.status}, expected {expected}"
         if expected == 403:  # Chromium reports the refused document itself as a failed resource
