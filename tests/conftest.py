@@ -15,6 +15,7 @@ from crm_automation.automation.runtime.tasks import drain_events
 from crm_automation.automation.services.workflows import free_name, workflow_create, workflow_transition
 from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organization, Stage
 from tests.fake_ai import anthropic, model_server, openai  # noqa: F401 (fixtures of the AI tests)
+from tests.template_db import copy_from_template
 
 STAGES = ["new", "qualified", "proposal", "negotiation", "won", "lost"]
 # Redis databases the tests flush, one per pytest-xdist worker: 0 is the developer's, 12 to 15
@@ -87,6 +88,26 @@ def sqlite_pass_only(why: str):
     depend on the suite's database (it makes its own, or tests a broker or a process) runs in
     the SQLite pass only."""
     return pytest.mark.skipif(connection.vendor == "postgresql", reason=f"in the SQLite pass only: {why}")
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix) -> None:
+    """On SQLite, each worker's test database is a copy of a migrated template
+    (tests/template_db.py); pytest-django keeps it instead of migrating it (django_db_keepdb)."""
+    if connection.vendor == "sqlite" and not _own_database_settings():
+        copy_from_template(connection.settings_dict["TEST"]["NAME"])
+
+
+@pytest.fixture(scope="session")
+def django_db_keepdb(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getvalue("reuse_db")) or (
+        connection.vendor == "sqlite" and not _own_database_settings())
+
+
+def _own_database_settings() -> bool:
+    """An in-memory test database is left to pytest-django (`--create-db` migrates as before)."""
+    name = connection.settings_dict["TEST"].get("NAME")
+    return not name or name == ":memory:"
 
 
 @pytest.fixture(scope="session")
