@@ -31,20 +31,22 @@ def copy_from_template(test_database: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     template = folder / f"test-template-{_migrations_key()}.sqlite3"
     with open(folder / "test-template.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker migrates, the others wait for it
+        # One worker migrates, the others wait for it; and no run of other migrations deletes
+        # this template while a worker copies it (the copy takes some 50 ms).
+        fcntl.flock(lock, fcntl.LOCK_EX)
         if not template.exists():
             _migrate(template)
-    for leftover in (test_database, f"{test_database}-wal", f"{test_database}-shm"):
-        Path(leftover).unlink(missing_ok=True)
-    source = sqlite3.connect(f"file:{template}?mode=ro", uri=True)
-    with sqlite3.connect(test_database) as target:
-        source.backup(target)
-    source.close()
+        for leftover in (test_database, f"{test_database}-wal", f"{test_database}-shm"):
+            Path(leftover).unlink(missing_ok=True)
+        source = sqlite3.connect(f"file:{template}?mode=ro", uri=True)
+        with sqlite3.connect(test_database) as target:
+            source.backup(target)
+        source.close()
 
 
 def _migrate(template: Path) -> None:
-    for old in template.parent.glob("test-template-*.sqlite3"):
-        old.unlink()  # templates of migrations that have changed since
+    for old in template.parent.glob("test-template-*.sqlite3*"):
+        old.unlink()  # templates of migrations that have changed since (with their -wal, -shm)
     partial = template.with_suffix(".partial")
     partial.unlink(missing_ok=True)
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{partial}", "VAR_DIR": str(template.parent)}
