@@ -94,20 +94,20 @@ def sqlite_pass_only(why: str):
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix) -> None:
     """On SQLite, each worker's test database is a copy of a migrated template
     (tests/template_db.py); pytest-django keeps it instead of migrating it (django_db_keepdb)."""
-    if connection.vendor == "sqlite" and not _own_database_settings():
+    if _from_template():
         copy_from_template(connection.settings_dict["TEST"]["NAME"])
 
 
 @pytest.fixture(scope="session")
 def django_db_keepdb(request: pytest.FixtureRequest) -> bool:
-    return bool(request.config.getvalue("reuse_db")) or (
-        connection.vendor == "sqlite" and not _own_database_settings())
+    return bool(request.config.getvalue("reuse_db")) or _from_template()
 
 
-def _own_database_settings() -> bool:
-    """An in-memory test database is left to pytest-django (`--create-db` migrates as before)."""
+def _from_template() -> bool:
+    """A SQLite test database in a file (in memory, it is left to pytest-django; `--create-db`
+    migrates as before)."""
     name = connection.settings_dict["TEST"].get("NAME")
-    return not name or name == ":memory:"
+    return connection.vendor == "sqlite" and bool(name) and name != ":memory:"
 
 
 @pytest.fixture(scope="session")

@@ -38,10 +38,16 @@ def copy_from_template(test_database: str) -> None:
             _migrate(template)
         for leftover in (test_database, f"{test_database}-wal", f"{test_database}-shm"):
             Path(leftover).unlink(missing_ok=True)
-        source = sqlite3.connect(f"file:{template}?mode=ro", uri=True)
-        with sqlite3.connect(test_database) as target:
-            source.backup(target)
-        source.close()
+        copy_database(template, test_database)
+
+
+def copy_database(source: str | Path, target: str | Path) -> None:
+    """A consistent copy of a SQLite database, what its write-ahead log holds included (SQLite's
+    backup API); the source is opened read-only, so a missing one is an error, not a new file."""
+    reader = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    with sqlite3.connect(target) as writer:
+        reader.backup(writer)
+    reader.close()
 
 
 def _migrate(template: Path) -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from crm_automation.automation.ops import health
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, sqlite_pass_only, stage
 from tests.tcp_proxy import TcpProxy
+from tests.template_db import copy_database
 from tests.test_e2e_qcluster import ROOT, database_url
 
 REDIS = ("127.0.0.1", 6379)
@@ -107,10 +107,7 @@ def test_automation_status_on_code_newer_than_the_schema_says_which_migration_an
     migration. A copy of the suite's migrated test database (instead of a `migrate` from nothing
     in another process: a fifth of the time), taken back one migration."""
     copy = tmp_path / "db.sqlite3"
-    source = sqlite3.connect(f"file:{connection.settings_dict['NAME']}?mode=ro", uri=True)
-    with sqlite3.connect(copy) as target:
-        source.backup(target)
-    source.close()
+    copy_database(connection.settings_dict["NAME"], copy)
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{copy}"}
     migrations = sorted(p.stem for p in (ROOT / "crm_automation/automation/migrations").glob("0*.py"))
     before_last = migrations[-2] if len(migrations) > 1 else "zero"
