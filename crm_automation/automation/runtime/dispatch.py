@@ -94,6 +94,22 @@ def _claim(limit: int, organization_id: int | None = None) -> list[AutomationEve
     return sorted(claimed, key=lambda event: event.pk)
 
 
+def _mark_processed(event_ids: list[int]) -> set[int]:
+    """Mark the events processed and lock them (one UPDATE … RETURNING); returns those that were
+    not processed yet. Called first in the dispatch's transaction: if the transaction fails,
+    the mark goes with it and the events are claimed again after their lease."""
+    connection = connections[router.db_for_write(AutomationEvent)]
+    quote = connection.ops.quote_name
+    field = AutomationEvent._meta.get_field("processed_at")
+    now = field.get_db_prep_save(timezone.now(), connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(AutomationEvent._meta.db_table)} SET {quote(field.column)} = %s "
+            f"WHERE {quote('id')} IN ({', '.join(['%s'] * len(event_ids))}) AND {quote(field.column)} IS NULL "
+            f"RETURNING {quote('id')}", [now, *event_ids])
+        return {pk for (pk,) in cursor.fetchall()}
+
+
 def _decide(event: AutomationEvent, workflow: Workflow, org: Organization, trigger: dict[str, Any],
             load: Callable[[], dict[str, Any] | None], names: dict[str, str]) -> tuple[str, str] | None:
     """The decision for one candidate workflow; None for a draft that would not have run anyway
@@ -174,10 +190,11 @@ def dispatch(events: list[AutomationEvent], *, token: str = "") -> Dispatched:
         return Dispatched(token=token)
     workflows = _candidates(events)
     orgs = Organization.objects.in_bulk({e.organization_id for e in events})
-    slugs = context.stage_slugs(events)
+    slugs: dict[int, str] = {}  # every stage of these organizations: what the events' stage ids name
     stage_names: dict[int, dict[str, str]] = defaultdict(dict)
-    for org_id, slug, name in Stage.objects.filter(organization_id__in=orgs).values_list(
-            "organization_id", "slug", "name"):
+    for pk, org_id, slug, name in Stage.objects.filter(organization_id__in=orgs).values_list(
+            "pk", "organization_id", "slug", "name"):
+        slugs[pk] = slug
         stage_names[org_id][slug] = name
     records: dict[Any, Any] | None = None  # loaded only if some event gets past the cheap checks
 
@@ -215,9 +232,7 @@ def dispatch(events: list[AutomationEvent], *, token: str = "") -> Dispatched:
     with transaction.atomic():
         # A second dispatch of the same events (a worker that outlived its lease) waits here for
         # the first one and then finds nothing left to do.
-        pending = set(AutomationEvent.objects.select_for_update()
-                      .filter(pk__in=[e.pk for e in events], processed_at__isnull=True)
-                      .values_list("pk", flat=True))
+        pending = _mark_processed([e.pk for e in events])
         decisions = [d for d in decisions if d.event.pk in pending]
         matched = enroll(bulk.sort_out([m for m in matched if m[0].pk in pending]))
         per_org: dict[int, list[Matched]] = defaultdict(list)
@@ -241,7 +256,4 @@ def dispatch(events: list[AutomationEvent], *, token: str = "") -> Dispatched:
         # Runs first: a refused one's decision must say so before the decisions are written.
         runs = insert_runs(matched_runs) if matched_runs else []
         WorkflowDecision.objects.bulk_create(decisions, ignore_conflicts=True)
-        AutomationEvent.objects.filter(pk__in=[e.pk for e in events], processed_at__isnull=True).update(
-            processed_at=timezone.now()
-        )
     return Dispatched(runs=runs, records=records or {}, slugs=slugs, token=token)
