@@ -1,5 +1,6 @@
 """Settings for crm-automation, read from environment variables (see README)."""
 
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypedDict
@@ -272,9 +273,13 @@ Q_TIMEOUT = env_int("Q_TIMEOUT", 120, minimum=10)
 # A stalled SMTP server must not hold a worker until the task timeout: every socket operation
 # of the SMTP backend gives up after this many seconds.
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", min(10, Q_TIMEOUT // 4), minimum=1)
+# A worker waits for PostgreSQL about half of the time it drains (benchmarks/README.md, "Workers and
+# batches"): two per core keep the cores busy. SQLite takes one writer at a time: more would wait.
+DEFAULT_WORKERS = (2 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+                   else max(2, min(8, 2 * (os.cpu_count() or 1))))
 Q_CLUSTER: dict[str, Any] = {  # django-q2's settings (its keys and values are its own)
     "name": env_str("Q_CLUSTER_NAME", "crm-automation"),
-    "workers": env_int("Q_WORKERS", 2, minimum=1),
+    "workers": env_int("Q_WORKERS", DEFAULT_WORKERS, minimum=1),
     "timeout": Q_TIMEOUT,
     # The ORM broker hands a task out again after `retry` seconds, so it must exceed `timeout`
     # or a slow task would run twice at once.
@@ -355,7 +360,7 @@ AUTOMATION: AutomationSettings = {
     # Send a coalesced "events are waiting" task to the workers after commit. Off in tests,
     # which call the worker steps directly.
     "NUDGE": env_bool("AUTOMATION_NUDGE", True),
-    "EVENT_BATCH_SIZE": env_int("AUTOMATION_EVENT_BATCH", 50, minimum=1),
+    "EVENT_BATCH_SIZE": env_int("AUTOMATION_EVENT_BATCH", 200, minimum=1),
     # A run (or claimed event batch) whose worker vanished is free again after this; a live
     # worker renews its leases every third of it (a heartbeat), so long runs keep theirs.
     "LEASE_SECONDS": env_int("AUTOMATION_LEASE_SECONDS", 15, minimum=6),
