@@ -166,7 +166,12 @@ def test_serve_prod_serves_pages_and_static_files_and_stops_cleanly(tmp_path):
             # second; on a machine busy with the rest of the suite it has taken over 15 s.
             proc.wait(timeout=stop_seconds() + 5)
         except subprocess.TimeoutExpired:
-            for pid in [proc.pid, *children]:
+            # Each server runs in a session of its own and a qcluster forks again: kill the
+            # groups too, and whatever was started since the list was taken (a qcluster that
+            # outlived this once kept respawning workers against the deleted database).
+            for pid in {proc.pid, *children, *descendants(proc.pid)}:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             raise
