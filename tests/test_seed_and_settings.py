@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
@@ -47,3 +51,21 @@ def test_well_formed_values_are_read(monkeypatch):
     assert env.env_bool("X_FLAG", False) is True
     assert env.env_int("X_NUM", 1) == 7
     assert env.env_list("X_LIST", []) == ["a", "b"]
+
+
+@pytest.mark.parametrize(("database_url", "expected"), [
+    ("sqlite:////tmp/unused.sqlite3", 2),  # one writer at a time: more workers would only wait
+    ("postgres://postgres@127.0.0.1:5432/unused", max(2, min(8, 2 * (os.cpu_count() or 1)))),
+])
+def test_workers_default_to_two_per_core_on_postgresql_and_two_on_sqlite(database_url, expected, tmp_path):
+    """Q_WORKERS unset: a worker waits for PostgreSQL about half the time it drains, so two per
+    core (at most 8); set, it is taken as given."""
+    base = {k: v for k, v in os.environ.items() if k not in ("Q_WORKERS", "DATABASE_URL")}
+    code = "from django.conf import settings; print(settings.Q_CLUSTER['workers'])"
+    env = {**base, "DJANGO_SETTINGS_MODULE": "config.settings", "DATABASE_URL": database_url,
+           "VAR_DIR": str(tmp_path)}
+    unset = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert int(unset.stdout) == expected, unset.stderr
+    given = subprocess.run([sys.executable, "-c", code], env={**env, "Q_WORKERS": "3"}, capture_output=True,
+                           text=True, check=True)
+    assert int(given.stdout) == 3
