@@ -151,7 +151,7 @@ def _candidates(events: list[AutomationEvent]) -> dict[tuple[int, str], list[Wor
     for wf in (Workflow.objects.filter(organization_id__in={e.organization_id for e in events},
                                        trigger_type__in=kinds, status__in=statuses,
                                        current_version__isnull=False)
-               .select_related("current_version").order_by("pk")):
+               .select_related("current_version", "organization").order_by("pk")):
         found[(wf.organization_id, wf.trigger_type)].append(wf)
     return found
 
@@ -189,7 +189,8 @@ def dispatch(events: list[AutomationEvent], *, token: str = "") -> Dispatched:
     if not events:
         return Dispatched(token=token)
     workflows = _candidates(events)
-    orgs = Organization.objects.in_bulk({e.organization_id for e in events})
+    # The organizations come with their workflows: one with none has nothing to decide here.
+    orgs = {wf.organization_id: wf.organization for found in workflows.values() for wf in found}
     slugs: dict[int, str] = {}  # every stage of these organizations: what the events' stage ids name
     stage_names: dict[int, dict[str, str]] = defaultdict(dict)
     for pk, org_id, slug, name in Stage.objects.filter(organization_id__in=orgs).values_list(
