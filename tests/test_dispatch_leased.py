@@ -58,7 +58,8 @@ def test_one_event_from_claim_to_completed_run_costs_a_bounded_number_of_stateme
     """A guard against statements creeping back into the hot path (the count, not a time):
     claim, dispatch, two segments around the email's delivery, the empty look at the end (29
     statements, 16 of them writes, on both databases; 32 before the dispatch marked its events
-    with one UPDATE … RETURNING and read stages once and its organizations with the workflows, 45 before it leased its runs)."""
+    with one UPDATE … RETURNING and read the stages once and the organizations with the
+    workflows, 45 before it leased its runs)."""
     make_workflow(org)  # task, probability, email: the benchmark's three actions
     won_deals(org, 1)
     with CaptureQueriesContext(connection) as queries:
