@@ -197,6 +197,8 @@ def _pool_of(config: DBConfig) -> DBConfig:
 
 
 DATABASES = {"default": _database_from_env()}
+# The two databases the project runs on (_database_from_env refuses others).
+ON_POSTGRESQL = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -273,10 +275,10 @@ Q_TIMEOUT = env_int("Q_TIMEOUT", 120, minimum=10)
 # A stalled SMTP server must not hold a worker until the task timeout: every socket operation
 # of the SMTP backend gives up after this many seconds.
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", min(10, Q_TIMEOUT // 4), minimum=1)
-# A worker waits for PostgreSQL about half of the time it drains (benchmarks/README.md, "Workers and
-# batches"): two per core keep the cores busy. SQLite takes one writer at a time: more would wait.
-DEFAULT_WORKERS = (2 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
-                   else max(2, min(8, 2 * (os.cpu_count() or 1))))
+# A worker waits for PostgreSQL about half of the time it drains (benchmarks/README.md, "Workers,
+# batches and where a run's cost has its floor"): two per core keep the cores busy. SQLite takes
+# one writer at a time: more would wait.
+DEFAULT_WORKERS = max(2, min(8, 2 * (os.cpu_count() or 1))) if ON_POSTGRESQL else 2
 Q_CLUSTER: dict[str, Any] = {  # django-q2's settings (its keys and values are its own)
     "name": env_str("Q_CLUSTER_NAME", "crm-automation"),
     "workers": env_int("Q_WORKERS", DEFAULT_WORKERS, minimum=1),
@@ -310,7 +312,7 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = _with_socket_timeouts(REDIS_URL)
 else:
     Q_CLUSTER["orm"] = "default"
-    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("Q_LISTEN", True):
+    if ON_POSTGRESQL and env_bool("Q_LISTEN", True):
         # The ORM broker woken by LISTEN/NOTIFY instead of polling every `poll` (workers/pg_broker.py).
         Q_CLUSTER["broker_class"] = "crm_automation.workers.pg_broker.ListeningORM"
 
