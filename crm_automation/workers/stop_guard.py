@@ -84,11 +84,21 @@ class StopGuard:
 
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None
+        self._forcing = threading.Event()
+        self._forced = threading.Event()
 
     def start(self) -> None:
         if self._thread is None:  # a second signal changes nothing
             self._thread = threading.Thread(target=self._watch, name="stop-guard", daemon=True)
             self._thread.start()
+
+    def keep_forced_exit(self) -> None:
+        """Called once the cluster's sentinel has ended. Killing the sentinel frees the main thread,
+        which would then exit 0 while the killed processes are still dying: a forced stop instead
+        waits here for the guard, which exits 1 once they are gone."""
+        if self._forcing.is_set():
+            self._forced.wait(10)
+            os._exit(FORCED_EXIT)
 
     def _watch(self) -> None:
         give_up_at = time.monotonic() + settings.Q_CLUSTER["timeout"]
@@ -102,13 +112,41 @@ class StopGuard:
                             "workers could not hand their work back")
             time.sleep(PROBE_EVERY)
 
-    @staticmethod
-    def _force(reason: str) -> None:
+    def _force(self, reason: str) -> None:
+        self._forcing.set()
         logger.error("The worker cluster was asked to stop and %s: its processes are killed. Runs they held are "
                      "resumed by other workers once their leases expire.", reason)
-        for pid in descendants(os.getpid()):
+        killed = descendants(os.getpid())
+        for pid in killed:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        _wait_gone(killed)
         for handler in logging.getLogger().handlers:
             handler.flush()
+        self._forced.set()
         os._exit(FORCED_EXIT)  # the main thread may itself be waiting on the dead cluster
+
+
+def _wait_gone(pids: list[int], within: float = 5.0) -> None:
+    """Wait until the killed processes are gone, so that whoever restarts the cluster on our exit
+    never finds the old one still running beside the new: SIGKILL is delivered at once, but a
+    process takes a moment to die (its memory is released first). Our own children are reaped;
+    the workers, the sentinel's children, go to init when the sentinel dies."""
+    deadline = time.monotonic() + within
+    waiting = set(pids)
+    while waiting and time.monotonic() < deadline:
+        for pid in list(waiting):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            if _gone(pid):
+                waiting.discard(pid)
+        if waiting:
+            time.sleep(0.02)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2:].split()[0] in {"Z", "X"}  # dead, waiting only to be reaped

@@ -21,7 +21,10 @@ class Command(DjangoQCommand):
         if options.get("cluster_name"):
             os.environ["Q_CLUSTER_NAME"] = options["cluster_name"]
         cluster = Cluster()  # installs django-q2's SIGTERM/SIGINT handlers…
-        shutdown.chain_signal_handlers(StopGuard().start)  # …which now run after the flag is set
+        guard = StopGuard()
+        shutdown.chain_signal_handlers(guard.start)  # …which now run after the flag is set
         cluster.start()
         if options.get("run_once", False):
             cluster.stop()
+        cluster.sentinel.join()  # as the interpreter's exit would; a stop's signal handler runs in here
+        guard.keep_forced_exit()
