@@ -160,6 +160,8 @@ class DiffSerializer(serializers.Serializer):
     nodes_added = serializers.ListField(child=serializers.DictField())
     nodes_removed = serializers.ListField(child=serializers.DictField())
     nodes_changed = ChangedNodesField()
+    nodes_moved = serializers.ListField(child=serializers.CharField(), help_text=(
+        "Ids of nodes that only moved on the canvas (their position), doing the same as before."))
     edges_added = EdgeTuplesField()
     edges_removed = EdgeTuplesField()
     settings_changed = serializers.BooleanField()

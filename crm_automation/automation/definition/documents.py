@@ -200,6 +200,10 @@ def document_of(*, key: str, name: str, definition: dict, description: str = "",
     given = [trigger.get("label"), *(action.get("label") for action in definition["actions"])]
     used = {TRIGGER_ID, *(str(label).casefold() for label in given if label)}
     nodes = [_trigger_node(definition, used), *(_action_node(action, used) for action in definition["actions"])]
+    positions = (definition.get("graph") or {}).get("positions") or {}
+    for node in nodes:
+        if node["id"] in positions:
+            node["position"] = dict(positions[node["id"]])
     edges = [{k: edge[k] for k in ("source", "target", "sourceHandle") if edge.get(k)}
              for edge in graph.edges_of(definition)]
     document = {"id": key, "name": name}
@@ -347,6 +351,9 @@ def _check_nodes(nodes: list) -> tuple[list[tuple[str, str]], dict[str, dict]]:
         if not isinstance(data.get("config", {}), dict):
             errors.append((f"{place}.data.config", "must be a mapping"))
             continue
+        if "position" in node and graph.position_problem(node["position"]):
+            errors.append((f"{place}.position", graph.position_problem(node["position"])))
+            continue
         by_id[node_id] = node
     labels: dict[str, str] = {}
     for node_id, node in by_id.items():
@@ -411,7 +418,9 @@ def definition_from(document: dict) -> tuple[dict, list[tuple[str, str]]]:
     if not complete:
         return {}, header + errors
     _drop_automatic_labels(definition)
-    _keep_graph(definition, trigger_node, edges)
+    positions = {node_id: graph.position_of(node["position"]) for node_id, node in by_id.items()
+                 if node.get("position") is not None}
+    _keep_graph(definition, trigger_node, edges, positions)
     return definition, header + errors
 
 
@@ -467,9 +476,10 @@ def _action_of(node: dict) -> tuple[dict | None, list[tuple[str, str]]]:
     return {**action, "type": ACTIONS[tool], "config": config.get("defaults") or {}}, errors
 
 
-def _keep_graph(definition: dict, trigger_node: dict, edges: list[dict]) -> None:
-    """Only what a plain chain would not reproduce is kept: the trigger's own id and label, and
-    the edges when they are not the chain of the nodes in order."""
+def _keep_graph(definition: dict, trigger_node: dict, edges: list[dict], positions: dict[str, dict]) -> None:
+    """Only what a plain chain would not reproduce is kept: the trigger's own id and label, the
+    edges when they are not the chain of the nodes in order, and where the canvas placed each
+    node (no run reads it)."""
     graph_part: dict[str, Any] = {}
     label = trigger_node["data"]["label"].strip()
     if trigger_node["id"] != TRIGGER_ID or label != _trigger_label(definition["trigger_type"],
@@ -477,6 +487,8 @@ def _keep_graph(definition: dict, trigger_node: dict, edges: list[dict]) -> None
         graph_part["trigger"] = {"id": trigger_node["id"], "label": label}
     if edges != graph.chain_edges({**definition, "graph": graph_part}):
         graph_part["edges"] = edges
+    if positions:
+        graph_part["positions"] = positions
     if graph_part:
         definition["graph"] = graph_part
 
@@ -526,6 +538,11 @@ def place_in_document(where: str, definition: dict) -> str:
 
 
 # --- Comparing two documents --------------------------------------------------------------------
+def _unplaced(node: dict) -> dict:
+    """A node without its place on the canvas: moving a node changes nothing it does."""
+    return {k: v for k, v in node.items() if k != "position"}
+
+
 def compare(old: dict, new: dict) -> dict:
     """Nodes and edges added, removed and changed (by node id), and a unified text diff."""
     old_nodes = {n["id"]: n for n in old.get("nodes", [])}
@@ -538,7 +555,9 @@ def compare(old: dict, new: dict) -> dict:
         "nodes_added": [new_nodes[i] for i in new_nodes if i not in old_nodes],
         "nodes_removed": [old_nodes[i] for i in old_nodes if i not in new_nodes],
         "nodes_changed": [(old_nodes[i], new_nodes[i]) for i in new_nodes
-                          if i in old_nodes and old_nodes[i] != new_nodes[i]],
+                          if i in old_nodes and _unplaced(old_nodes[i]) != _unplaced(new_nodes[i])],
+        "nodes_moved": [i for i in new_nodes if i in old_nodes and _unplaced(old_nodes[i]) == _unplaced(new_nodes[i])
+                        and old_nodes[i].get("position") != new_nodes[i].get("position")],
         "edges_added": sorted(new_edges - old_edges, key=str),
         "edges_removed": sorted(old_edges - new_edges, key=str),
         "settings_changed": old.get("settings") != new.get("settings"),

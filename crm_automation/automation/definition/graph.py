@@ -196,6 +196,40 @@ def _handles(node: Node | None) -> set[str] | None:
             "user_input": {"approved", "rejected", "timed-out"}}.get(node.type, {""})
 
 
+MAX_COORDINATE = 1_000_000  # canvas pixels: far past any screen, short of absurd
+
+
+def position_problem(position: object) -> str | None:
+    """What is wrong with a node's place on the canvas ({x, y} in pixels), or None."""
+    if not isinstance(position, dict) or set(position) != {"x", "y"}:
+        return "must be a mapping of x and y (the node's place on the canvas, in pixels)"
+    for value in position.values():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value \
+                or abs(value) > MAX_COORDINATE:
+            return f"x and y must be numbers between -{MAX_COORDINATE:,} and {MAX_COORDINATE:,}"
+    return None
+
+
+def position_of(position: dict) -> dict:
+    """A checked place, in whole pixels (what a person can see; the YAML stays short)."""
+    return {"x": round(position["x"]), "y": round(position["y"])}
+
+
+def _position_problems(graph_part: dict, known: set[str]) -> list[tuple[str, str]]:
+    positions = graph_part.get("positions")
+    if positions is None:
+        return []
+    if not isinstance(positions, dict):
+        return [("graph.positions", "must be a mapping of node ids to {x, y}")]
+    errors = []
+    for node_id, position in positions.items():
+        if node_id not in known:
+            errors.append((f"graph.positions.{node_id}", "is not a node of this workflow"))
+        elif problem := position_problem(position):
+            errors.append((f"nodes[{node_id}].position", problem))
+    return errors
+
+
 def problems(definition: dict) -> list[tuple[str, str]]:
     """What is wrong with the shape of the graph, named by place (`edges[2].target`,
     `nodes[send-email]`); the nodes' own configs are checked elsewhere."""
@@ -210,7 +244,7 @@ def problems(definition: dict) -> list[tuple[str, str]]:
     edges = edges_of(definition)
     if not isinstance(edges, list):
         return [("edges", "must be a list")]
-    errors = []
+    errors = _position_problems(graph_part, {start, *ids})
     nodes = {node_id_at(a, i): Node(node_id_at(a, i), a.get("type") or "", a.get("config") or {}, "", i)
              for i, a in enumerate(actions) if isinstance(a, dict)}
     seen_ways: set[tuple[str, str]] = set()

@@ -334,6 +334,9 @@ def changes_in_words(old: dict, new: dict, names: dict[str, str]) -> tuple[list[
     changes += [Change("connected", _edge_sentence("Now goes from", e, labels)) for e in diff["edges_added"]]
     changes += [Change("disconnected", _edge_sentence("No longer goes from", e, labels))
                 for e in diff["edges_removed"]]
+    if diff["nodes_moved"]:
+        changes.append(Change("moved", "Moved on the canvas: " + ", ".join(labels[i] for i in diff["nodes_moved"])
+                              + " (what they do is unchanged)"))
     if diff["settings_changed"]:
         changes.append(Change("settings", "Changed the settings", _setting_details(old, new)))
     return changes, _diff_lines(diff["text"])
