@@ -6,7 +6,7 @@ PORT   ?= 8000
 SHELL  := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
-.PHONY: run prod test check install install-dev install-chaos lint bench chaos clean
+.PHONY: run prod test check install install-dev install-chaos lint bench chaos clean assets
 
 PIP    := $(PY) -m pip install --disable-pip-version-check --progress-bar on
 
@@ -87,3 +87,10 @@ chaos: install-chaos
 
 clean:
 	rm -rf var .pytest_cache
+
+# The canvas (static/web/canvas/: React Flow and dagre, built with esbuild) is committed, so
+# neither `make run` nor CI needs Node. After changing crm_automation/web/frontend/, rebuild it
+# with Node 18+ and npm: the versions are pinned in package.json and package-lock.json.
+FRONTEND := crm_automation/web/frontend
+assets:
+	cd $(FRONTEND) && npm ci --no-audit --no-fund && npm run build

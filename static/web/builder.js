@@ -1,7 +1,9 @@
-// The workflow builder: the workflow document (docs/product.md#documents) drawn as a vertical
-// flow of cards (trigger first), edited through typed forms, saved whole to the server, which
-// checks it and answers with errors at their place. No framework, no build step. The server is
-// the judge of what is valid; this script only makes the document easy to edit and shows the
+// The workflow builder: the workflow document (docs/product.md#documents) edited in two views of
+// the same document: a canvas (static/web/canvas/, React Flow, built by `make assets`) with a
+// palette, handles and the selected step's form beside it; and a vertical list of cards (trigger
+// first), the accessible view. Both edit through the same typed forms; the whole document is
+// saved to the server, which checks it and answers with errors at their place. The server is the
+// judge of what is valid; this script only makes the document easy to edit and shows the
 // server's answers at the right input.
 (function () {
   "use strict";
@@ -18,6 +20,12 @@
   let errors = [];
   let openNode = null;
   let dirty = false;
+  // Which view is shown: the canvas, or the list (also the fallback when the canvas did not load).
+  const CAN_DRAW = !!window.WorkflowCanvas;
+  let view = CAN_DRAW && readStored("crm-builder-view") !== "list" ? "canvas" : "list";
+  let canvas = null;
+  function readStored(key) { try { return window.localStorage.getItem(key); } catch (error) { return null; } }
+  function store(key, value) { try { window.localStorage.setItem(key, value); } catch (error) { /* private mode */ } }
 
   // --- What can be added ------------------------------------------------------------------------
   const KINDS = [
@@ -27,15 +35,22 @@
       config: () => ({ toolName: "crm/send_email", defaults: { to: entity() === "lead" ? "{{lead.email}}" : "{{deal.contact.email}}", subject: "", body: "" } }) },
     { key: "update_field", label: "Update a field", name: "Update field", subtype: "tool-call", tool: "crm/update_record",
       config: () => ({ toolName: "crm/update_record", defaults: { field: Object.keys(cat.updatable[entity() || "deal"] || {})[0] || "", value: "" } }) },
-    { key: "condition", label: "Branch: yes / no", name: "Check", subtype: "condition",
+    { key: "condition", label: "Branch: yes / no", name: "Check", subtype: "condition", group: "Flow",
       config: () => ({ combinator: "and", rules: [{ field: firstField("number"), operator: "gt", value: 0 }] }) },
-    { key: "wait", label: "Wait", name: "Wait", subtype: "wait", config: () => ({ delayAmount: 1, delayUnit: "days" }) },
+    { key: "wait", label: "Wait", name: "Wait", subtype: "wait", group: "Flow", config: () => ({ delayAmount: 1, delayUnit: "days" }) },
     { key: "user-input", label: "Ask for approval", name: "Approval", subtype: "user-input",
       config: () => ({ promptText: "", role: "admin", timeoutAmount: 2, timeoutUnit: "days" }) },
     { key: "notify", label: "Notify people", name: "Notify", subtype: "desktop-notification",
       config: () => ({ title: "", recipients: "admins" }) },
     { key: "sub-workflow", label: "Run another workflow", name: "Run workflow", subtype: "sub-workflow",
       config: () => ({ workflowId: (cat.workflows[0] || {}).value || "" }) },
+    { key: "http_request", label: "Call a webhook (HTTP)", name: "HTTP request", subtype: "tool-call", tool: "http/request",
+      config: () => ({ toolName: "http/request", defaults: { target: (cat.targets[0] || {}).value || "", method: "POST" } }) },
+    { key: "function", label: "Find records or compute", name: "Function", subtype: "function",
+      config: () => ({ functionRef: "crm/query_deals", args: {} }) },
+    { key: "loop", label: "Loop", name: "Loop", subtype: "loop", group: "Flow", config: () => ({ loopMode: "count", count: 3 }) },
+    { key: "parallel", label: "Parallel branches", name: "Parallel", subtype: "parallel", group: "Flow", config: () => ({}) },
+    { key: "merge", label: "Merge branches", name: "Merge", subtype: "merge", group: "Flow", config: () => ({ strategy: "wait-all" }) },
     // AI steps (automation/ai/nodes.py): the model writes text or JSON, or picks one of the routes.
     { key: "agent", label: "AI agent", name: "AI agent", subtype: "agent", group: "AI",
       config: () => ({ additionalPrompt: "", outputFormat: "text" }) },
@@ -55,6 +70,7 @@
     "crm/create_task": ["title", "task_id", "assignee"], "crm/send_email": ["to", "subject"],
     "crm/update_record": ["old", "new"], "http/request": ["status", "body"],
     "user-input": ["decision", "comment", "answered_by"], function: ["value"], "desktop-notification": ["count"],
+    loop: ["items", "count"], merge: ["arrived_from"],
     condition: ["passed"], router: ["route", "reason"],
   };
 
@@ -133,10 +149,50 @@
     while (taken.has(label.toLowerCase())) label = base + " " + n++;
     return label;
   }
-  function changed() {
+  // `structural`: a step added, removed, connected or moved (a checkpoint at once); typing
+  // becomes one checkpoint once it pauses.
+  function changed(structural) {
     dirty = true;
     const status = document.getElementById("save-state");
     if (status) status.textContent = "Unsaved changes";
+    clearTimeout(typing);
+    if (structural === true) checkpoint(); else typing = setTimeout(checkpoint, 700);
+    redraw();
+  }
+
+  // --- Undo and redo: snapshots of the whole document, taken at each checkpoint ------------------
+  const UNDO_DEPTH = 100;
+  let undoStack = [], redoStack = [], typing = null, lastText = JSON.stringify(doc);
+  function checkpoint() {
+    clearTimeout(typing);
+    typing = null;
+    const now = JSON.stringify(doc);
+    if (now === lastText) return;
+    undoStack.push(lastText);
+    if (undoStack.length > UNDO_DEPTH) undoStack.shift();
+    redoStack = [];
+    lastText = now;
+    redraw();
+  }
+  function travel(from, to) {
+    if (typing) checkpoint();
+    if (!from.length) return;
+    to.push(JSON.stringify(doc));
+    doc = JSON.parse(from.pop());
+    lastText = JSON.stringify(doc);
+    if (openNode && !node(openNode)) openNode = null;
+    dirty = true;
+    document.getElementById("save-state").textContent = "Unsaved changes";
+    render();
+  }
+  const undo = () => travel(undoStack, redoStack);
+  const redo = () => travel(redoStack, undoStack);
+  // The canvas is redrawn once per frame however many changes the frame had.
+  let redrawing = false;
+  function redraw() {
+    if (!canvas || redrawing) return;
+    redrawing = true;
+    window.requestAnimationFrame(() => { redrawing = false; canvas.refresh(); });
   }
 
   // Nodes no longer reachable from the trigger go (after a removal).
@@ -669,10 +725,67 @@
         form.push(templated("Classification prompt", n, c, "classificationPrompt", true));
         form.push(routesEditor(n, c));
         break;
+      case "http/request": {
+        form.push(fieldBox("Webhook target", select([{ value: "", label: "Choose…" }].concat((cat.targets || []).map((t) => ({ value: t.value, label: t.value + " (" + t.url + ")" }))), d.target || "", setter(n, d, "target")), { node: n.id, field: "target" },
+          (cat.targets || []).length ? "Targets hold the URL and the signing secret (admin: Webhook targets)." : "This organization has no webhook target yet: an admin creates one first (admin: Webhook targets)."));
+        form.push(fieldBox("Method", select((cat.methods || ["POST"]).map((m) => ({ value: m, label: m })), d.method || "POST", (v) => { d.method = v; if (["GET", "DELETE"].includes(v)) delete d.body; changed(); renderForm(n); }), { node: n.id, field: "method" }));
+        form.push(templated("URL (optional: the target's URL or a path below it)", n, d, "url"));
+        if (!["GET", "DELETE"].includes(d.method || "POST")) form.push(jsonField("Body (JSON object; texts may hold {{variables}})", n, d, "body", "{\n  \"deal\": \"{{deal.title}}\"\n}"));
+        form.push(jsonField("Headers (JSON object, optional)", n, d, "headers", "{\n  \"X-Source\": \"crm\"\n}"));
+        break;
+      }
+      case "function": {
+        const chosen = (cat.functions || []).find((f) => f.value === c.functionRef);
+        form.push(fieldBox("Function", select((cat.functions || []).map((f) => ({ value: f.value, label: (FUNCTION_WORDS[f.value] || f.value) + " (" + f.value + ")" })), c.functionRef, (v) => { c.functionRef = v; c.args = {}; changed(); renderForm(n); }), { node: n.id, field: "functionRef" }));
+        const hint = chosen && Object.keys(chosen.arguments).length ? "Takes " + Object.entries(chosen.arguments).map(([k, v]) => k + ": " + v).join("; ") + "." : "Takes no arguments.";
+        form.push(jsonField("Arguments (JSON object)", n, c, "args", "{}", hint));
+        break;
+      }
+      case "loop": {
+        const mode = c.loopMode || ("items" in c ? "for-each" : "count");
+        form.push(fieldBox("Repeat", select([{ value: "count", label: "A number of times" }, { value: "for-each", label: "For each item of a list" }], mode, (v) => {
+          c.loopMode = v;
+          if (v === "count") { delete c.items; c.count = c.count || 3; } else { delete c.count; c.items = c.items || ""; }
+          changed(); renderForm(n);
+        }), { node: n.id, field: "loopMode" }));
+        if (mode === "count") form.push(fieldBox("Times", number(c.count, setter(n, c, "count"), { min: 0, step: 1 }), { node: n.id, field: "count" }));
+        else form.push(templated("List to go over (one value in braces, e.g. {{Find deals.rows}})", n, c, "items"));
+        form.push(fieldBox("At most (iterations)", number(c.maxIterations, (v) => { if (v === "") delete c.maxIterations; else c.maxIterations = v; changed(); }, { min: 1, step: 1 }), { node: n.id, field: "maxIterations" }, "Optional: 100 when empty."));
+        form.push(el("p", { class: "hint", text: "“For each item” leads to the steps of one iteration (the last may lead back to this loop); “After the loop” goes on once every iteration is over." }));
+        break;
+      }
+      case "parallel":
+        form.push(el("p", { class: "hint", text: "Runs every branch side by side. Its branches are its ways out: draw an edge from each one (a new way out appears for the next). A Merge step brings them back together." }));
+        break;
+      case "merge":
+        form.push(fieldBox("Go on", select([{ value: "wait-all", label: "Once every branch has arrived" }, { value: "first", label: "With the first branch to arrive" }], c.strategy || "wait-all", setter(n, c, "strategy")), { node: n.id, field: "strategy" }));
+        break;
       default:
         form.push(el("p", { class: "hint", text: "This kind of step is edited in the YAML tab." }));
     }
     return form;
+  }
+
+  // A JSON object typed as text: the document changes only while the text is valid JSON (an
+  // empty box leaves the setting out); until then the box says what is wrong.
+  function jsonField(label, n, target, key, placeholder, hint) {
+    const box = el("textarea", { rows: 4, class: "json", placeholder: placeholder || "", spellcheck: "false" });
+    box.value = target[key] === undefined ? "" : JSON.stringify(target[key], null, 2);
+    const note = el("p", { class: "field-error", "aria-live": "polite" });
+    box.addEventListener("input", () => {
+      if (!box.value.trim()) { delete target[key]; note.textContent = ""; changed(); refreshSummary(n); return; }
+      try {
+        target[key] = JSON.parse(box.value);
+        note.textContent = "";
+        changed();
+        refreshSummary(n);
+      } catch (error) {
+        note.textContent = "Not valid JSON yet (" + error.message + "); the last valid value is kept.";
+      }
+    });
+    const field = fieldBox(label, box, { node: n.id, field: key }, hint);
+    field.append(note);
+    return field;
   }
 
   function renderForm(n) {
@@ -813,7 +926,28 @@
   }
 
   function render() {
-    const flow = document.getElementById("flow");
+    document.querySelectorAll("[data-view]").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.view === view)));
+    const flow = document.getElementById("flow"), drawn = document.getElementById("canvas-view");
+    if (view === "canvas") {
+      flow.hidden = true;
+      flow.replaceChildren();
+      drawn.hidden = false;
+      if (!canvas) canvas = window.WorkflowCanvas.mount(document.getElementById("canvas"), canvasApi);
+      else redraw();
+      renderPanel();
+      showGeneralErrors();
+      return;
+    }
+    drawn.hidden = true;
+    document.getElementById("node-panel").replaceChildren();
+    flow.hidden = false;
+    renderList(flow);
+  }
+  function showGeneralErrors() {
+    const general = errors.filter((e) => !e.node);
+    document.getElementById("builder-errors").replaceChildren(...general.map((e) => el("li", { text: (e.place ? e.place + ": " : "") + e.message })));
+  }
+  function renderList(flow) {
     const t = trigger();
     if (!t) { flow.replaceChildren(el("p", { class: "field-error", text: "This workflow has no trigger; fix it in the YAML tab." })); return; }
     const placed = new Set();
@@ -822,8 +956,145 @@
     const stray = nodes().filter((n) => !placed.has(n.id));
     if (stray.length) holder.append(el("p", { class: "field-error", text: "Not reachable from the trigger: " + stray.map((n) => n.data.label).join(", ") }));
     flow.replaceChildren(holder);
-    const general = errors.filter((e) => !e.node);
-    document.getElementById("builder-errors").replaceChildren(...general.map((e) => el("li", { text: (e.place ? e.place + ": " : "") + e.message })));
+    showGeneralErrors();
+  }
+
+  // --- The canvas ---------------------------------------------------------------------------------
+  // What the canvas draws: each node with its words, ways out and problems; the edges.
+  function picture() {
+    return {
+      editable: !!state.editable,
+      kinds: KINDS.map((k) => ({ key: k.key, label: k.label, group: k.group || "" })),
+      canUndo: undoStack.length > 0 || !!typing, canRedo: redoStack.length > 0, canPaste: !!clipboard(),
+      nodes: nodes().map((n) => {
+        const isTrigger = n === trigger();
+        return {
+          id: n.id, trigger: isTrigger, kind: isTrigger ? "When" : kindLabel(n),
+          title: isTrigger ? triggerWords() : n.data.label, summary: shorten(cardWords(n), SUMMARY_ROOM),
+          problems: errors.filter((e) => e.node === n.id && !e.field).map((e) => e.message),
+          fieldProblems: errors.filter((e) => e.node === n.id && e.field).length,
+          notice: AI_KINDS.includes(n.data.subtype) && cat.ai && !cat.ai.configured ? "AI is not set up: a draft only (see its form)" : "",
+          handles: waysOut(n), position: n.position || null, selected: openNode === n.id,
+        };
+      }),
+      edges: doc.edges.map((e) => ({ source: e.source, target: e.target, sourceHandle: e.sourceHandle || "" })),
+    };
+  }
+  // A node's ways out as the canvas's handles: a parallel node's branches and one more for the next.
+  function waysOut(n) {
+    const branches = branchesOf(n);
+    if (!branches) return null;
+    if (n.data.subtype !== "parallel") return branches.map(([id, words]) => ({ id: id, label: words }));
+    const made = branches.map(([id]) => ({ id: id, label: /^branch-\d+$/.test(id) ? "Branch " + (Number(id.slice(7)) + 1) : id }));
+    let next = 0;
+    while (made.some((h) => h.id === "branch-" + next)) next++;
+    made.push({ id: "branch-" + next, label: made.length ? "Another branch" : "Branch 1" });
+    return made;
+  }
+  // Nodes the document has no place for yet take the one the canvas laid them out at, so that
+  // once a person arranges anything the whole layout is kept.
+  function placeAll(positions) {
+    nodes().forEach((n) => { if (!n.position && positions && positions[n.id]) n.position = positions[n.id]; });
+  }
+  function addAt(kindKey, position, positions) {
+    const kind = KINDS.find((k) => k.key === kindKey);
+    if (!kind || !state.editable) return;
+    placeAll(positions);
+    const made = { id: freeId(kind.key.replace("_", "-")), type: "workflow", position: position,
+      data: { subtype: kind.subtype, label: freeLabel(kind.name), config: kind.config() } };
+    doc.nodes.push(made);
+    openNode = made.id;
+    changed(true);
+    render();
+  }
+  // An edge drawn from a way out: a way out leads to one step, so it replaces the one it had.
+  function connect(source, handle, target, positions) {
+    if (!node(source) || !node(target) || node(target) === trigger() || source === target) return;
+    placeAll(positions);
+    doc.edges = doc.edges.filter((e) => !(e.source === source && (e.sourceHandle || "") === (handle || "")));
+    doc.edges.push(edge(source, target, handle));
+    changed(true);
+    render();
+  }
+  function deleteParts(ids, cut) {
+    const gone = new Set(ids.filter((id) => node(id) && node(id) !== trigger()));
+    const same = (a, b) => a.source === b.source && a.target === b.target && (a.sourceHandle || "") === (b.sourceHandle || "");
+    doc.edges = doc.edges.filter((e) => !gone.has(e.source) && !gone.has(e.target) && !cut.some((c) => same(c, e)));
+    doc.nodes = doc.nodes.filter((n) => !gone.has(n.id));
+    if (openNode && !node(openNode)) openNode = null;
+    changed(true);
+    render();
+  }
+  function place(positions, tidied) {
+    nodes().forEach((n) => { if (positions[n.id]) n.position = positions[n.id]; });
+    changed(true);
+    if (tidied) window.requestAnimationFrame(() => canvas && canvas.fit());
+  }
+  function choose(ids) {
+    const chosen = ids.length ? ids[0] : null;
+    if (chosen === openNode) return;
+    openNode = chosen;
+    renderPanel();
+  }
+  // Copy and paste: the chosen steps and the edges between them, kept in this browser (another
+  // workflow's builder can paste them too); pasted with new ids and labels, a little lower.
+  const CLIP_KEY = "crm-builder-clipboard";
+  let clip = null;
+  function clipboard() {
+    if (clip) return clip;
+    try { const kept = JSON.parse(readStored(CLIP_KEY) || "null"); return kept && Array.isArray(kept.nodes) ? kept : null; } catch (error) { return null; }
+  }
+  function copySteps(ids) {
+    const chosen = nodes().filter((n) => ids.includes(n.id) && n !== trigger());
+    if (!chosen.length) return;
+    const ours = new Set(chosen.map((n) => n.id));
+    clip = { nodes: copy(chosen), edges: doc.edges.filter((e) => ours.has(e.source) && ours.has(e.target)).map(copy) };
+    store(CLIP_KEY, JSON.stringify(clip));
+    document.getElementById("save-state").textContent = "Copied " + chosen.length + " step" + (chosen.length > 1 ? "s" : "") + ": paste with Ctrl+V or Paste.";
+    redraw();
+  }
+  function paste(positions) {
+    const taken = clipboard();
+    if (!taken || !state.editable) return;
+    placeAll(positions);
+    const ids = {};
+    const centre = canvas ? canvas.centre() : { x: 0, y: 0 };
+    taken.nodes.forEach((n, i) => {
+      if (!n || typeof n !== "object" || !n.data) return;
+      const made = copy(n);
+      made.id = ids[n.id] = freeId(String(n.id || "step"));
+      made.data.label = freeLabel(String(n.data.label || "Step"));
+      made.position = n.position ? { x: n.position.x + 40, y: n.position.y + 40 } : { x: centre.x + 40 * i, y: centre.y + 40 * i };
+      doc.nodes.push(made);
+    });
+    (taken.edges || []).forEach((e) => { if (ids[e.source] && ids[e.target]) doc.edges.push(edge(ids[e.source], ids[e.target], e.sourceHandle)); });
+    taken.nodes.forEach((n) => { if (n && n.position) n.position = { x: n.position.x + 40, y: n.position.y + 40 }; });  // the next paste lands lower
+    changed(true);
+    render();
+  }
+  const canvasApi = { picture: picture, onAdd: addAt, onConnect: connect, onDelete: deleteParts, onPlace: place,
+    onSelect: choose, undo: undo, redo: redo, copy: copySteps, paste: paste };
+
+  // Beside the canvas: the selected step's form (or, read only, its settings).
+  function renderPanel() {
+    const panel = document.getElementById("node-panel");
+    const n = openNode ? node(openNode) : null;
+    if (!n) {
+      panel.replaceChildren(el("p", { class: "hint", text: state.editable
+        ? "Select a step to edit it. Drag steps from the palette onto the canvas and connect a way out (the dot under a step) to the top of the next step."
+        : "Select a step to read its settings." }));
+      return;
+    }
+    const isTrigger = n === trigger();
+    const problems = errors.filter((e) => e.node === n.id && !e.field);
+    panel.replaceChildren(
+      el("p", { class: "node-kind", text: isTrigger ? "When" : kindLabel(n) }),
+      el("h2", { "data-label": n.id, text: isTrigger ? triggerWords() : n.data.label }),
+      ...problems.map((e) => el("p", { class: "field-error", text: e.message })),
+      state.editable ? el("div", { class: "node-form", "data-form": n.id }) : settingsList(n) || el("p", { class: "hint", text: "No settings." }),
+      state.editable && !isTrigger ? el("div", { class: "node-tools" },
+        el("button", { type: "button", class: "danger", onclick: () => deleteParts([n.id], []), text: "Remove this step", "aria-label": "Remove " + n.data.label })) : null);
+    if (state.editable) renderForm(n);
   }
   function withSummary(holder, words) { putSummary(holder, words); return holder; }
   function focusCard(id) { const c = document.getElementById("node-" + id); if (c) c.focus(); }
@@ -860,6 +1131,7 @@
       if (state.save_url !== answer.url) { window.location.assign(answer.url + "?saved=1"); return; }
       doc = answer.document; delete doc._status;
       base = copy(doc);
+      lastText = JSON.stringify(doc);
       state.revision = answer.revision;
       hideConflict();
       render();
@@ -879,7 +1151,8 @@
     const first = errors.find((e) => e.node);
     if (first) openNode = first.node;
     render();
-    if (first) focusCard(first.node);
+    if (first && view === "canvas" && canvas) canvas.select(first.node);
+    else if (first) focusCard(first.node);
   }
 
   // --- Someone else saved meanwhile ------------------------------------------------------------------
@@ -910,6 +1183,7 @@
   }
   function adopt(document_, conflict) {  // the page now stands on what is saved (revision and all)
     doc = document_;
+    lastText = JSON.stringify(doc);
     base = copy(conflict.document);
     state.revision = conflict.revision;
     document.getElementById("wf-name").value = doc.name || "";
@@ -935,5 +1209,9 @@
       if (dirty && !window.confirm("Your changes are not saved. Go on without them?")) event.preventDefault(); else dirty = false;
     }));
   }
+  document.querySelectorAll("[data-view]").forEach((button) => {
+    if (!CAN_DRAW && button.dataset.view === "canvas") { button.disabled = true; button.title = "The canvas could not be loaded"; }
+    button.addEventListener("click", () => { view = button.dataset.view; store("crm-builder-view", view); render(); });
+  });
   render();
 })();

@@ -16,13 +16,21 @@ from crm_automation.automation.models import Workflow, WorkflowRun, WorkflowRunA
 from crm_automation.automation.triggers import schedules
 from crm_automation.crm.models import Deal, Task
 from crm_automation.crm.services import deal_move_to_stage
-from tests.browser.conftest import DESKTOP, PASSWORD, TIMEOUT_MS, logged_in
+from tests.browser.conftest import DESKTOP, PASSWORD, TIMEOUT_MS, logged_in, prefer_list_view
 from tests.conftest import drain, make_workflow, stage
 from tests.drafts import draft_actions
 from tests.test_approvals import SIDES
 from tests.test_graph_engine import win
 
 pytestmark = pytest.mark.django_db(transaction=True)  # live_server sees only committed rows
+
+
+@pytest.fixture(autouse=True)
+def _list_view(request):
+    """These tests use the builder's list view (conftest.prefer_list_view)."""
+    for name in ("page", "phone_page"):
+        if name in request.fixturenames:
+            prefer_list_view(request.getfixturevalue(name))
 
 LIST = "/crm/automation/"
 TASK_ONLY = [{"type": "create_task", "config": {"title": "Kick off {{deal.title}}", "assignee": "owner"}}]

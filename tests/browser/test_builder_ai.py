@@ -9,10 +9,19 @@ import pytest
 from playwright.sync_api import expect
 
 from crm_automation.automation.models import Workflow
+from tests.browser.conftest import prefer_list_view
 from tests.browser.test_automation_pages import LIST, Watcher, add_step, field_box, open_list, say
 from tests.drafts import draft_actions
 
 pytestmark = pytest.mark.django_db(transaction=True)  # live_server sees only committed rows
+
+
+@pytest.fixture(autouse=True)
+def _list_view(request):
+    """These tests use the builder's list view (conftest.prefer_list_view)."""
+    for name in ("page", "phone_page"):
+        if name in request.fixturenames:
+            prefer_list_view(request.getfixturevalue(name))
 NOT_SET_UP = "AI is not set up on this server: set AI_PROVIDER, AI_MODEL and AI_API_KEY"
 
 

@@ -11,12 +11,20 @@ from playwright.sync_api import expect
 
 from crm_automation.automation.models import Workflow
 from crm_automation.automation.services.versions import workflow_document
-from tests.browser.conftest import DESKTOP, PASSWORD, TIMEOUT_MS, logged_in
+from tests.browser.conftest import DESKTOP, LIST_VIEW, PASSWORD, TIMEOUT_MS, logged_in, prefer_list_view
 from tests.browser.test_automation_pages import say, watch  # noqa: F401 (the fixture)
 from tests.conftest import make_workflow
 from tests.drafts import draft_action, draft_actions
 
 pytestmark = pytest.mark.django_db(transaction=True)  # live_server sees only committed rows
+
+
+@pytest.fixture(autouse=True)
+def _list_view(request):
+    """These tests use the builder's list view (conftest.prefer_list_view)."""
+    for name in ("page", "phone_page"):
+        if name in request.fixturenames:
+            prefer_list_view(request.getfixturevalue(name))
 
 TASK = {"id": "kickoff", "type": "create_task", "label": "Kickoff call",
         "config": {"title": "Kick off {{deal.title}}", "assignee": "owner"}}
@@ -38,6 +46,7 @@ def two_tabs(browser, live_server, watch):  # noqa: F811
 
     def open_as(username: str, path: str):
         context = browser.new_context(viewport=DESKTOP)
+        context.add_init_script(LIST_VIEW)
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         page = watch.on(context.new_page())

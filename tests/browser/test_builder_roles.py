@@ -12,11 +12,19 @@ from playwright.sync_api import expect
 
 from crm_automation.automation.services.workflows import workflow_transition
 from crm_automation.webhooks.services import webhook_target_create
-from tests.browser.conftest import PASSWORD, logged_in
+from tests.browser.conftest import PASSWORD, logged_in, prefer_list_view
 from tests.browser.test_automation_pages import say, watch  # noqa: F401 (the fixture)
 from tests.conftest import make_workflow
 
 pytestmark = pytest.mark.django_db(transaction=True)  # live_server sees only committed rows
+
+
+@pytest.fixture(autouse=True)
+def _list_view(request):
+    """These tests use the builder's list view (conftest.prefer_list_view)."""
+    for name in ("page", "phone_page"):
+        if name in request.fixturenames:
+            prefer_list_view(request.getfixturevalue(name))
 
 TASK = {"type": "create_task", "label": "Kickoff call",
         "config": {"title": "Kick off {{deal.title}}", "assignee": "owner", "due_in_days": 2, "priority": "high"}}

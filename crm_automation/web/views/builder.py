@@ -26,6 +26,7 @@ from crm_automation.automation.definition.documents import DocumentError
 from crm_automation.automation.models import Workflow, WorkflowStatus
 from crm_automation.automation.nodes import approval as questions
 from crm_automation.automation.nodes import control
+from crm_automation.automation.nodes.function import FUNCTIONS
 from crm_automation.automation.nodes.notify import RECIPIENTS
 from crm_automation.automation.services.versions import (
     workflow_create_from_document,
@@ -40,6 +41,7 @@ from crm_automation.web.selectors import stage_names
 from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import forbidden, workflow_of
 from crm_automation.web.views.workflow_pages import is_stale, last_edit, tab_links
+from crm_automation.webhooks.action import METHODS as http_methods
 from crm_automation.webhooks.models import WebhookEndpoint, WebhookTarget
 
 EVENTS = list(catalog.TRIGGER_CHOICES)  # manual_* become subtype "manual" in the document (builder.js)
@@ -86,6 +88,8 @@ def builder_catalog(organization: Organization) -> dict:
         "priorities": [{"value": value, "label": label} for value, label in Task.Priority.choices],
         "recipients": list(RECIPIENTS), "roles": list(questions.ROLES), "units": list(control.UNITS),
         "later": sorted(catalog.LATER_NODES),
+        "functions": [{"value": ref, "arguments": dict(function.arguments)} for ref, function in FUNCTIONS.items()],
+        "methods": list(http_methods),
         "ai": {"configured": providers.configured() is not None, "notice": AI_NOT_SET_UP},
     }
 
