@@ -288,5 +288,7 @@ def test_a_loop_steps_input_is_its_item(org, deal):
     run = win(org, deal, [{"id": "each", "type": "loop", "config": {"items": [{"name": "Ada"}, {"name": "Bo"}]}},
                           task("step", "Hi {{loop.current.name}}")],
               [edge("trigger", "each"), edge("each", "step", "loop-body")])
-    assert run.actions.get(node_id="step", token="1").input == {"loop": {"current": {"name": "Bo"}, "index": 1}}
+    # …and, once it ran, its templated settings as they read for that item.
+    assert run.actions.get(node_id="step", token="1").input == {"loop": {"current": {"name": "Bo"}, "index": 1},
+                                                                "settings": {"title": "Hi Bo"}}
     assert sorted(Task.objects.values_list("title", flat=True)) == ["Hi Ada", "Hi Bo"]

@@ -351,8 +351,8 @@ def _check_nodes(nodes: list) -> tuple[list[tuple[str, str]], dict[str, dict]]:
         if not isinstance(data.get("config", {}), dict):
             errors.append((f"{place}.data.config", "must be a mapping"))
             continue
-        if "position" in node and graph.position_problem(node["position"]):
-            errors.append((f"{place}.position", graph.position_problem(node["position"])))
+        if "position" in node and (problem := graph.position_problem(node["position"])):
+            errors.append((f"{place}.position", problem))
             continue
         by_id[node_id] = node
     labels: dict[str, str] = {}

@@ -158,3 +158,33 @@ def _is_known_empty(context: dict, path: str) -> bool:
 
 def template_paths(template: str) -> list[str]:
     return [ph.path for ph in placeholders(template or "")]
+
+
+SETTING_ROOM = 2000  # characters of one rendered setting kept on the step (the output keeps what was sent)
+MAX_SETTINGS = 40
+
+
+def rendered_settings(config: dict, context: dict) -> dict[str, str]:
+    """The config's templated texts rendered against the run's values, by their place in the
+    config ("subject", "rules[0].value"), as a step's record of what it was given; a value the
+    run does not know renders empty (the step itself fails on it, and says so)."""
+    found: dict[str, str] = {}
+
+    def walk(value: object, where: str) -> None:
+        if len(found) >= MAX_SETTINGS:
+            return
+        if isinstance(value, str) and "{{" in value:
+            try:
+                text = render(value, context).text
+            except TemplateTooLong:
+                return
+            found[where] = text[:SETTING_ROOM]
+        elif isinstance(value, dict):
+            for key, inner in value.items():
+                walk(inner, f"{where}.{key}" if where else str(key))
+        elif isinstance(value, list):
+            for index, inner in enumerate(value):
+                walk(inner, f"{where}[{index}]")
+
+    walk(config, "")
+    return found

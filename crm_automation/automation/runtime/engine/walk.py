@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from crm_automation.automation.definition import catalog, context, error_policy, graph
 from crm_automation.automation.definition.graph import Node
+from crm_automation.automation.definition.templating import rendered_settings
 from crm_automation.automation.models import RunStatus, StepStatus, WorkflowRun
 from crm_automation.automation.nodes import REGISTRY, ActionFailed, ExecutionContext, effect_key
 from crm_automation.automation.nodes.base import Action, Result, step_name
@@ -43,6 +44,7 @@ from crm_automation.crm.models import Deal, Lead
 Place = tuple[str, str]  # (node id, token): one step row of a run
 logger = logging.getLogger(__name__)
 FINISHED_STEPS = {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED}
+SETTLED_STEPS = {*FINISHED_STEPS, StepStatus.WAITING}  # what the step was given is known by then
 OUTPUT_NODES = ("function", "sub_workflow", *catalog.AI_NODES)  # their output is result["output"]
 
 
@@ -113,10 +115,18 @@ class RunState:
         current = items[index] if index < len(items) else None
         return {**self.outputs, **self.template_context, "loop": {"current": current, "index": index}}
 
-    def step_input(self, place: Place) -> dict[str, Any]:
-        """What a step got besides its configuration (in the version): its loop item."""
-        loop = self.context_at(place).get("loop") if place[1] else None
-        return {"loop": loop} if loop else {}
+    def step_input(self, place: Place, settled: bool = False) -> dict[str, Any]:
+        """What a step got besides its configuration (in the version): its loop item; once it has
+        run (`settled`), its templated settings as they read for this run (`settings`, by place
+        in the config: {"subject": "Welcome, Ann"}), for the run's record."""
+        context = self.context_at(place)
+        loop = context.get("loop") if place[1] else None
+        found: dict[str, Any] = {"loop": loop} if loop else {}
+        if settled:
+            settings = rendered_settings(self.node(place[0]).config, context)
+            if settings:
+                found["settings"] = settings
+        return found
 
     def remember(self, place: Place, result: Result) -> None:
         """A node's output, for the templates of the nodes after it ({{Label.field}}, {{node-id}})."""
@@ -324,7 +334,8 @@ class Walk:
             first = previous.started_at if previous else now
         self.rows[(state.run.pk, place)] = (state, place, {
             "action_type": state.node(place[0]).type, "status": status, "result": result,
-            "input": state.step_input(place), "error": error[:4000], "attempts": attempts, "position": position,
+            "input": state.step_input(place, settled=status in SETTLED_STEPS), "error": error[:4000],
+            "attempts": attempts, "position": position,
             "started_at": started or first, "finished_at": now if status in FINISHED_STEPS else None})
 
     def follow(self, state: RunState, place: Place, handles: set[str] | None = None) -> None:
