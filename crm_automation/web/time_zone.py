@@ -52,7 +52,7 @@ class OrganizationTimeZoneMiddleware:
 
     def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> None:
         match = request.resolver_match
-        if match is not None and "api" in match.namespaces:
+        if (match is not None and "api" in match.namespaces) or getattr(view_func, "sessionless", False):
             return None
         zone = zone_of(request)
         if zone is not None:

@@ -1,7 +1,7 @@
 from django.urls import include, path
 
 from crm_automation.web import workflow_urls
-from crm_automation.web.views import approvals, builder, bulk_holds, history, notifications, records, workflows
+from crm_automation.web.views import approvals, builder, bulk_holds, history, live, notifications, records, workflows
 
 app_name = "web"
 ID = "<int:pk>"
@@ -22,6 +22,7 @@ urlpatterns = [
     path(f"runs/{ID}/", history.run_detail, name="run"),
     path(f"runs/{ID}/<slug:how>/", history.run_control, name="run-control"),
     path("approvals/", approvals.approvals, name="approvals"),
+    path("live/", live.probe, name="live"),
     path("notifications/", notifications.notifications, name="notifications"),
     path("notifications/read/", notifications.notifications_read, name="notifications-read"),
     path(f"approvals/{ID}/answer/", approvals.approval_answer, name="approval-answer"),

@@ -24,6 +24,14 @@
     }).finally(function () { target.removeAttribute("aria-busy"); });
   }
 
+  // A run that changed while its row is open: its steps are loaded again (live.js).
+  document.addEventListener("live:update", function () {
+    document.querySelectorAll("details.run[open][data-loaded]").forEach(function (details) {
+      delete details.dataset.loaded;
+      loadSteps(details);
+    });
+  });
+
   document.addEventListener("toggle", function (event) {
     const details = event.target;
     if (details.matches && details.matches("details.run")) loadSteps(details);

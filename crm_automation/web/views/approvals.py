@@ -10,6 +10,7 @@ from crm_automation.automation.selectors import open_approvals
 from crm_automation.automation.services.runs import run_answer
 from crm_automation.automation.wording import shorten
 from crm_automation.web import selectors
+from crm_automation.web.live import approvals_watch
 from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import attempt, back
 from crm_automation.web.words import moment
@@ -28,7 +29,8 @@ def approvals(request):
         step.asked_at = moment(result.get("asked_at"))
         step.due = moment(result["timeout_at"]) if result.get("timeout_at") else ""
         step.who = "admins" if result.get("role") == "admin" else "ops members and admins"
-    return render(request, "web/approvals.html", {"place": place, "section": "approvals", "steps": steps})
+    return render(request, "web/approvals.html", {"place": place, "section": "approvals", "steps": steps,
+                                                   "live": approvals_watch(place.organization.pk)})
 
 
 @require_POST

@@ -2,6 +2,7 @@
 one run's steps (loaded when a row is opened), and the run controls (retry, resume, cancel,
 bulk retry of failures). Without JavaScript, "load more" and a run's steps are plain pages."""
 
+import json
 from datetime import datetime, time
 
 from django.contrib import messages
@@ -15,6 +16,8 @@ from crm_automation.automation.nodes import approval as questions
 from crm_automation.automation.selectors import version_labels
 from crm_automation.automation.services.runs import run_cancel, run_resume, run_retry, runs_retry_failed
 from crm_automation.web import selectors
+from crm_automation.web.live import runs_watch
+from crm_automation.web.run_picture import run_picture
 from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import attempt, back, forbidden, run_of
 from crm_automation.web.words import duration, step_in_words
@@ -38,6 +41,7 @@ def history_context(request) -> dict:
     for problem in filters.errors:
         messages.error(request, f"Run filter ignored: {problem}.")
     return {"runs": runs, "after": after, "run_filters": filters, "run_statuses": RunStatus.choices,
+            "live": runs_watch(place.organization.pk, runs),
             "filter_workflows": Workflow.objects.filter(organization=place.organization).order_by("name")
             .values_list("pk", "name"), "controls": CONTROLS}
 
@@ -50,7 +54,7 @@ def run_history(request):
     filters = selectors.RunFilters.from_query(request.GET)
     runs, after = selectors.history_page(place.organization, filters, request.GET.get("after", ""))
     context = {"place": place, "runs": runs, "after": after, "run_filters": filters, "controls": CONTROLS,
-               "run_statuses": RunStatus.choices,
+               "run_statuses": RunStatus.choices, "live": runs_watch(place.organization.pk, runs),
                "filter_workflows": Workflow.objects.filter(organization=place.organization).order_by("name")
                .values_list("pk", "name")}
     if request.GET.get("fragment"):
@@ -76,11 +80,15 @@ def steps_of(run) -> list:
 def run_detail(request, pk: int):
     run = run_of(request, pk)
     selectors.name_records([run])
-    context = {"place": request.place, "run": run, "steps": steps_of(run), "controls": CONTROLS,
+    steps = steps_of(run)
+    context = {"place": request.place, "run": run, "steps": steps, "controls": CONTROLS,
                "took": duration(run.duration_ms)}
     if request.GET.get("fragment"):
         return render(request, "web/_run_steps.html", context)
-    return render(request, "web/run_detail.html", context)
+    picture = run_picture(run, steps)
+    return render(request, "web/run_detail.html", {
+        **context, "picture": picture, "live": runs_watch(request.place.organization.pk, [run]),
+        "payload": json.dumps(picture["payload"], indent=2, ensure_ascii=False, sort_keys=True)})
 
 
 CONTROL_CALLS = {

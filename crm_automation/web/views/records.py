@@ -9,6 +9,7 @@ from django.views.decorators.http import require_POST
 from crm_automation.automation.selectors import decisions_of_record, runs_of_record
 from crm_automation.automation.triggers.manual import manual_workflows, workflow_start
 from crm_automation.crm.models import Deal, Lead
+from crm_automation.web.live import runs_watch
 from crm_automation.web.rows import with_values
 from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import attempt, back, forbidden
@@ -36,6 +37,7 @@ def record_page(request, kind: str, pk):
     decisions = list(decisions_of_record(entity_id=record.pk, organization_id=record.organization_id)[:SHOWN])
     return render(request, "web/record.html", {
         "place": request.place, "record": record, "kind": kind, "runs": runs, "decisions": decisions,
+        "live": runs_watch(record.organization_id, runs),
         "startable": manual_workflows(record) if request.place.can_edit else [],
         "title": record.title if kind == "deal" else record.name})
 

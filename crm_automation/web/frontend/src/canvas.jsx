@@ -47,8 +47,9 @@ function StepNode({ id, data }) {
   return (
     <div className={cls.join(" ")} data-step={id} title={data.summary || ""}>
       {data.trigger ? null : <Handle type="target" position={Position.Top} isConnectable={data.editable} />}
-      <div className="canvas-node-kind">{data.kind}{data.status ? <span className="canvas-node-status">{data.statusWords || data.status}</span> : null}</div>
+      <div className="canvas-node-kind">{data.kind}</div>
       <div className="canvas-node-title">{data.title}</div>
+      {data.status ? <div className="canvas-node-status">{data.statusWords || data.status}</div> : null}
       {data.summary ? <div className="canvas-node-summary">{data.summary}</div> : null}
       {data.notice ? <div className="canvas-node-notice">{data.notice}</div> : null}
       {problems.map((p, i) => <div key={i} className="canvas-node-error">{p}</div>)}

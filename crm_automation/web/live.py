@@ -1,0 +1,93 @@
+"""Pages that show runs in progress update by themselves (static/web/live.js).
+
+A page that shows runs not yet over carries a *watch*: a signed token naming its organization and
+what it watches (these runs, or the organization's open approvals) and the *marker* of what it
+showed: a short text that changes whenever any of it changes (a run's status or wake-up time, a
+step added, started, finished, waiting). The script asks `/crm/automation/live/?t=<token>` for
+the marker every second; only when it differs does it fetch the page again and swap the parts
+that show runs (`data-live-region`), so an open page costs the server one indexed query a second
+and a full page only when something changed. It stops once every run it watches is over.
+
+The token is the probe's only credential: the probe reads no session and no user, which is what
+keeps it to one query. It names ids of the organization the page was rendered for, and the
+probe answers only with markers (statuses and times, nothing a person typed); a person whose
+membership ends meanwhile learns at most that those runs moved on, until the token expires.
+"""
+
+import hashlib
+from dataclasses import dataclass
+
+from django.core import signing
+from django.db.models import Count, Max, Min, Q
+
+from crm_automation.automation.models import RunStatus, StepStatus, WorkflowRun, WorkflowRunAction
+from crm_automation.automation.nodes import approval as questions
+
+SALT = "crm_automation.web.live"
+MAX_AGE = 12 * 3600  # a page open longer than this says so and stops updating (live.js)
+INTERVAL_MS = 1000
+OVER = {RunStatus.COMPLETED, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.CANCELLED}
+MAX_RUNS = 200  # what one page shows at most (the run list's page is 50)
+RUNS, APPROVALS = "runs", "approvals"
+
+
+@dataclass(frozen=True)
+class Watch:
+    organization_id: int
+    kind: str  # RUNS or APPROVALS
+    run_ids: tuple[int, ...] = ()
+
+    def token(self) -> str:
+        return signing.dumps({"o": self.organization_id, "k": self.kind, "r": list(self.run_ids)}, salt=SALT,
+                             compress=True)
+
+    @classmethod
+    def read(cls, token: str) -> "Watch":
+        """The watch a token names; signing.BadSignature (also when it expired) otherwise."""
+        data = signing.loads(token, salt=SALT, max_age=MAX_AGE)
+        ids = tuple(int(i) for i in data.get("r", [])[:MAX_RUNS])
+        return cls(organization_id=int(data["o"]), kind=str(data["k"]), run_ids=ids)
+
+    def state(self) -> tuple[str, bool]:
+        """(marker, over): one query. `over`: nothing watched can change by itself any more."""
+        if self.kind == APPROVALS:
+            return _approvals_marker(self.organization_id), False
+        return _runs_marker(self.organization_id, self.run_ids)
+
+
+def _digest(parts: list) -> str:
+    return hashlib.blake2b(repr(parts).encode(), digest_size=8).hexdigest()
+
+
+def _runs_marker(organization_id: int, run_ids: tuple[int, ...]) -> tuple[str, bool]:
+    moving = [StepStatus.PENDING, StepStatus.RUNNING, StepStatus.WAITING]
+    rows = list(WorkflowRun.objects.filter(pk__in=run_ids, organization_id=organization_id)
+                .values("pk", "status", "wake_at", "finished_at")
+                .annotate(steps=Count("actions"), last=Max("actions__id"), ended=Max("actions__finished_at"),
+                          begun=Max("actions__started_at"), open=Count("actions", filter=Q(actions__status__in=moving)),
+                          waits=Count("actions", filter=Q(actions__status=StepStatus.WAITING)))
+                .order_by("pk"))
+    over = all(row["status"] in OVER for row in rows)
+    return _digest([sorted(row.items()) for row in rows]), over
+
+
+def _approvals_marker(organization_id: int) -> str:
+    found = WorkflowRunAction.objects.filter(run__organization_id=organization_id, action_type=questions.USER_INPUT,
+                                             status=StepStatus.WAITING).aggregate(n=Count("id"), last=Max("id"),
+                                                                                  first=Min("id"))
+    return _digest(sorted(found.items()))
+
+
+def runs_watch(organization_id: int, runs) -> dict | None:
+    """What a page showing `runs` carries (template: web/_live.html): None when all are over."""
+    ids = tuple(run.pk for run in runs if run.status not in OVER)[:MAX_RUNS]
+    return _carried(Watch(organization_id, RUNS, ids)) if ids else None
+
+
+def approvals_watch(organization_id: int) -> dict:
+    return _carried(Watch(organization_id, APPROVALS))
+
+
+def _carried(watch: Watch) -> dict:
+    marker, _ = watch.state()
+    return {"token": watch.token(), "marker": marker, "interval": INTERVAL_MS}
