@@ -58,7 +58,15 @@ def run_picture(run: WorkflowRun, steps: list) -> dict[str, Any]:
         status = "taken" if went and by_node.get(target) else ("off-path" if over else "")
         edges.append({"source": source, "target": target, "sourceHandle": handle, "status": status})
     return {"editable": False, "kinds": [], "nodes": nodes, "edges": edges, "over": over,
-            "payload": run.event.payload if run.event_id else {}, "version": run.version.number}
+            "payload": trigger_data(run), "version": run.version.number}
+
+
+def trigger_data(run: WorkflowRun) -> dict[str, Any]:
+    """What started the run: the event, its record, what the run noted of it (stages, the title)
+    and the event's data as it was received (a webhook's body, what changed)."""
+    event = run.event
+    return {"event": event.kind, "record": {"type": run.trigger_entity_type, "id": str(run.trigger_entity_id)},
+            **(run.metadata or {}), "received": event.payload}
 
 
 def _status(is_trigger: bool, steps: list, over: bool) -> str:
