@@ -46,15 +46,18 @@ def waiting_run(org, deal):
     return run
 
 
+def found(pattern: str, html: str) -> str:
+    match = re.search(pattern, html, re.S)
+    assert match is not None, f"{pattern} is not in the page"
+    return match.group(1)
+
+
 def page_watch(html: str) -> tuple[str, str]:
-    token = re.search(r'data-live-token="([^"]+)"', html).group(1)
-    marker = re.search(r'data-live-marker="([^"]+)"', html).group(1)
-    return token, marker
+    return found(r'data-live-token="([^"]+)"', html), found(r'data-live-marker="([^"]+)"', html)
 
 
 def picture_of(html: str) -> dict:
-    return json.loads(re.search(r'<script id="run-graph-data" type="application/json">(.*?)</script>', html,
-                                re.S).group(1))
+    return json.loads(found(r'<script id="run-graph-data" type="application/json">(.*?)</script>', html))
 
 
 def test_the_run_page_draws_the_path_and_follows_the_run_with_one_query_a_second(
@@ -100,7 +103,9 @@ def test_the_run_page_draws_the_path_and_follows_the_run_with_one_query_a_second
 
 def waiting_run_contact_name(run) -> str:
     from crm_automation.crm.models import Deal
-    return Deal.objects.get(pk=run.trigger_entity_id).contact.first_name
+    contact = Deal.objects.get(pk=run.trigger_entity_id).contact
+    assert contact is not None
+    return contact.first_name
 
 
 def test_a_bad_or_foreign_token_learns_nothing(waiting_run, org, other_org):

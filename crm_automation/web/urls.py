@@ -1,7 +1,17 @@
 from django.urls import include, path
 
 from crm_automation.web import workflow_urls
-from crm_automation.web.views import approvals, builder, bulk_holds, history, live, notifications, records, workflows
+from crm_automation.web.views import (
+    approvals,
+    builder,
+    bulk_holds,
+    debugging,
+    history,
+    live,
+    notifications,
+    records,
+    workflows,
+)
 
 app_name = "web"
 ID = "<int:pk>"
@@ -12,6 +22,8 @@ urlpatterns = [
     path("workflows/describe/", workflows.workflow_describe, name="describe"),
     path("workflows/new/", builder.builder_new, name="new"),
     path(f"workflows/{ID}/edit/", builder.builder_edit, name="edit"),
+    path(f"workflows/{ID}/debug/", debugging.workflow_debug, name="debug"),
+    path("records/search/", debugging.record_search, name="record-search"),
     path("", include(workflow_urls)),
     path(f"workflows/{ID}/toggle/", workflows.workflow_toggle, name="toggle"),
     path(f"workflows/{ID}/clone/", workflows.workflow_clone_view, name="clone"),

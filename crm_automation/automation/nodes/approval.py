@@ -89,11 +89,16 @@ class UserInput(FlowNode):
         now = steps.now
         if previous is None or previous.status != StepStatus.WAITING:
             asked = ask(state.node(place[0]).config, state.context_at(place), now)
-            if state.simulating:  # nobody is asked: the approved side is shown
+            answer = state.assumed_answer(place[0])
+            if answer is not None:  # nobody is asked: the approved side (or the one chosen in debug) is shown
                 steps.record(state, place, StepStatus.COMPLETED,
-                             result={**asked, "decision": APPROVED, "simulated": "assumed approved",
+                             result={**asked, "decision": answer, "simulated": f"assumed {answer}",
                                      "answered_by": "(simulation)", "comment": "(simulated answer)"})
-                steps.follow(state, place, {APPROVED})
+                steps.follow(state, place, {answer})
+                return
+            if state.simulating:  # live debug stops here until the person answers
+                steps.record(state, place, StepStatus.WAITING, result=asked)
+                state.wait(place, deadline(asked))
                 return
             steps.record(state, place, StepStatus.WAITING, result=asked)
             alerts.question_asked(state.run, place, asked)

@@ -12,6 +12,9 @@ run list and the record's page like any run, and counts nowhere (workflow counte
 quota and the success rate are not touched).
 """
 
+import json
+from dataclasses import dataclass, field
+
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -20,6 +23,7 @@ from crm_automation.automation.definition import catalog
 from crm_automation.automation.models import (
     AiCall,
     AutomationEvent,
+    RunStatus,
     Workflow,
     WorkflowRun,
     WorkflowRunAction,
@@ -75,14 +79,64 @@ def _preview(row: dict) -> dict:
     return result
 
 
-def _walk(run: WorkflowRun) -> tuple[str, str, list[dict]]:
+@dataclass(frozen=True)
+class Debug:
+    """Live debug's choices, made as the person steps through: the waits to fast-forward (the run
+    stops at the others, as it would wait), the answers to questions (approved or rejected), and
+    typed sample answers of AI nodes (an agent's text, a router's route): the model is not asked."""
+
+    fast_forward: frozenset[str] = frozenset()
+    answers: dict[str, str] = field(default_factory=dict)
+    samples: dict[str, str] = field(default_factory=dict)
+
+    def as_metadata(self) -> dict:
+        return {"fast_forward": sorted(self.fast_forward), "answers": self.answers, "samples": self.samples}
+
+
+def _stand_in(definition: dict, debug: Debug | None):
+    """What an undelivered step returns: an AI node's typed sample answer in debug, else the
+    stand-in that says the model is not asked."""
+    configs = {action.get("id"): action.get("config") or {} for action in definition.get("actions") or []}
+
+    def stand_in(node_id: str, node_type: str, result: dict) -> dict:
+        sample = debug.samples.get(node_id) if debug is not None else None
+        if sample is not None and node_type == "agent":
+            output: object = sample
+            if configs.get(node_id, {}).get("outputFormat") == "json":
+                try:
+                    output = json.loads(sample)
+                except ValueError:
+                    output = sample
+            return {**result, "output": output, "note": "a sample answer typed in debug: the AI model was not asked"}
+        if sample is not None and node_type == "router":
+            routes = [r.get("label", "") if isinstance(r, dict) else "" for r in configs.get(node_id, {}).get("routes")
+                      or []]
+            index = next((i for i, label in enumerate(routes) if label.casefold() == sample.strip().casefold()), None)
+            if index is not None:
+                return {**result, "output": {"route": routes[index], "reason": "a sample answer typed in debug"},
+                        "handle": f"route-{index}", "note": "the route was chosen in debug: the AI model was not asked"}
+        return {**result, **AI_STAND_IN.get(node_type, {})}
+
+    return stand_in
+
+
+def _walk(run: WorkflowRun, debug: Debug | None = None) -> tuple[str, str, list[dict]]:
     """Execute the run to its end with the engine (inside the caller's transaction)."""
-    return engine.walk_without_effects(run, lambda node_type, result: {**result, **AI_STAND_IN.get(node_type, {})})
+    def prepare(state) -> None:
+        if debug is not None:
+            state.fast_forward = debug.fast_forward
+            state.answers = dict(debug.answers)
+
+    return engine.walk_without_effects(run, _stand_in(run.version.definition, debug), prepare)
 
 
-def simulate(*, workflow_id: int, by, record: Deal | Lead, version_number: int | None = None) -> WorkflowRun:
+def simulate(*, workflow_id: int, by, record: Deal | Lead, version_number: int | None = None,
+             debug: Debug | None = None, replacing: WorkflowRun | None = None) -> WorkflowRun:
     """Simulate a version (the latest by default) of a workflow against `record`; returns the
-    simulated run with its steps. Ops members and admins of the organization may."""
+    simulated run with its steps. Ops members and admins of the organization may.
+
+    `debug`: a live debug's choices (the run may stop at a wait or a question: its status is
+    then waiting); `replacing`: the debug run this one continues, whose steps it replaces."""
     workflow = Workflow.objects.get(pk=workflow_id)
     if by is not None and not user_has_role(by, workflow.organization_id, "ops"):
         raise PermissionDenied("Only ops members and admins of this organization can simulate workflows.")
@@ -109,19 +163,28 @@ def simulate(*, workflow_id: int, by, record: Deal | Lead, version_number: int |
         with transaction.atomic():
             run = _simulated_run(workflow, version, entity, record, payload, started, lease_owner="simulation")
             run = WorkflowRun.objects.select_related("version", "event").get(pk=run.pk)
-            status, error, rows = _walk(run)
+            status, error, rows = _walk(run, debug)
             outcome = {"status": status, "error": error, "rows": [{**row, "result": _preview(row)} for row in rows]}
             raise _Rollback
     except _Rollback:
         pass
-    return _record(workflow, version, entity, record, payload, started, outcome, by)
+    metadata = {"simulated_by": by.get_username() if by is not None else None}
+    if debug is not None:
+        metadata.update(debug=True, **debug.as_metadata())
+    return _record(workflow, version, entity, record, payload, started, outcome, metadata, replacing)
 
 
 @transaction.atomic
-def _record(workflow, version, entity, record, payload, started, outcome, by) -> WorkflowRun:
-    run = _simulated_run(workflow, version, entity, record, payload, started, status=outcome["status"],
-                         error=outcome["error"][:4000], finished_at=timezone.now(),
-                         metadata={"simulated_by": by.get_username() if by is not None else None})
+def _record(workflow, version, entity, record, payload, started, outcome, metadata, replacing=None) -> WorkflowRun:
+    over = outcome["status"] not in (RunStatus.WAITING, RunStatus.PAUSED)
+    fields = {"status": outcome["status"], "error": outcome["error"][:4000],
+              "finished_at": timezone.now() if over else None, "metadata": metadata}
+    if replacing is not None:  # the same debug run, gone further: its steps are what this walk wrote
+        WorkflowRun.objects.filter(pk=replacing.pk).update(version=version, **fields)
+        replacing.actions.all().delete()
+        run = WorkflowRun.objects.get(pk=replacing.pk)
+    else:
+        run = _simulated_run(workflow, version, entity, record, payload, started, **fields)
     WorkflowRunAction.objects.bulk_create([WorkflowRunAction(run=run, **row) for row in outcome["rows"]])
     return run
 
@@ -135,3 +198,17 @@ def _simulated_run(workflow, version, entity: str, record, payload: dict, starte
         organization_id=workflow.organization_id, workflow=workflow, version=version, event=event,
         trigger_type=workflow.trigger_type, trigger_entity_type=entity, trigger_entity_id=record.pk,
         simulated=True, **fields)
+
+
+def debug(*, workflow_id: int, by, record: Deal | Lead, choices: Debug, continuing: int | None = None) -> WorkflowRun:
+    """Live debug: the workflow's latest version walked on `record` in the sandbox of a
+    simulation, stopping at each wait and question it is not told to pass (`choices`). A run it
+    `continuing`s (the same workflow and record, a debug run) is walked again from the start with
+    the new choices and keeps its id: one debug run per session, kept to read, counted nowhere."""
+    replacing = None
+    if continuing is not None:
+        replacing = WorkflowRun.objects.filter(pk=continuing, workflow_id=workflow_id, simulated=True,
+                                               trigger_entity_id=record.pk, metadata__debug=True).first()
+        if replacing is None:
+            raise ValidationError("That debug run is not one of this workflow's on this record: start again.")
+    return simulate(workflow_id=workflow_id, by=by, record=record, debug=choices, replacing=replacing)

@@ -72,6 +72,11 @@ class RunState:
     history: dict[Place, StepRow] = field(default_factory=dict)  # read back, or written by this delivery
     next_position: int = 0
     simulating: bool = False  # waits fast-forward, questions assume "approved", nothing is sent
+    # Live debug (services/simulation.py): the waits that fast-forward (None: every one, as in a
+    # simulation; else those named, and the run stops at the others) and the answers a person
+    # gave to questions (others stop the run, as a real question does).
+    fast_forward: frozenset[str] | None = None
+    answers: dict[str, str] = field(default_factory=dict)
     # What the run has come to.
     outputs: dict[str, object] = field(default_factory=dict)  # finished nodes' results, by id and label
     outcomes: list[str] = field(default_factory=list)
@@ -92,6 +97,17 @@ class RunState:
     _loops: dict[Place, int] = field(default_factory=dict)  # loops running: their current iteration
 
     # --- What the run is ---------------------------------------------------------------------
+    def skips_wait(self, node_id: str) -> bool:
+        """A simulation's wait that is fast-forwarded rather than waited for."""
+        return self.simulating and (self.fast_forward is None or node_id in self.fast_forward)
+
+    def assumed_answer(self, node_id: str) -> str | None:
+        """A simulation's answer to a question: what the debugging person chose, else "approved"
+        in a simulation and none (the run stops there) in live debug."""
+        if not self.simulating:
+            return None
+        return self.answers.get(node_id) or ("approved" if self.fast_forward is None else None)
+
     @property
     def handling(self) -> str:
         """The workflow's error policy (stop | continue | pause), for steps without their own."""
