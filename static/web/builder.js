@@ -24,6 +24,7 @@
   const CAN_DRAW = !!window.WorkflowCanvas;
   let view = CAN_DRAW && readStored("crm-builder-view") !== "list" ? "canvas" : "list";
   let canvas = null;
+  let debugging = null;  // while Live Debug is open: the status of each node it reported
   function readStored(key) { try { return window.localStorage.getItem(key); } catch (error) { return null; } }
   function store(key, value) { try { window.localStorage.setItem(key, value); } catch (error) { /* private mode */ } }
 
@@ -966,6 +967,7 @@
       editable: !!state.editable,
       kinds: KINDS.map((k) => ({ key: k.key, label: k.label, group: k.group || "" })),
       canUndo: undoStack.length > 0 || !!typing, canRedo: redoStack.length > 0, canPaste: !!clipboard(),
+      canDebug: !!state.debug_url, debugging: !!debugging,
       nodes: nodes().map((n) => {
         const isTrigger = n === trigger();
         return {
@@ -975,6 +977,8 @@
           fieldProblems: errors.filter((e) => e.node === n.id && e.field).length,
           notice: AI_KINDS.includes(n.data.subtype) && cat.ai && !cat.ai.configured ? "AI is not set up: a draft only (see its form)" : "",
           handles: waysOut(n), position: n.position || null, selected: openNode === n.id,
+          status: debugging && debugging[n.id] ? debugging[n.id].status : "",
+          statusWords: debugging && debugging[n.id] ? debugging[n.id].statusWords : "",
         };
       }),
       edges: doc.edges.map((e) => ({ source: e.source, target: e.target, sourceHandle: e.sourceHandle || "" })),
@@ -1031,6 +1035,7 @@
     if (tidied) window.requestAnimationFrame(() => canvas && canvas.fit());
   }
   function choose(ids) {
+    if (debugging) return;  // the panel shows the debug until it is closed
     const chosen = ids.length ? ids[0] : null;
     if (chosen === openNode) return;
     openNode = chosen;
@@ -1073,10 +1078,34 @@
     render();
   }
   const canvasApi = { picture: picture, onAdd: addAt, onConnect: connect, onDelete: deleteParts, onPlace: place,
-    onSelect: choose, undo: undo, redo: redo, copy: copySteps, paste: paste };
+    onSelect: choose, undo: undo, redo: redo, copy: copySteps, paste: paste, onDebug: openDebug };
+
+  // Live Debug (builder_debug.js) in the panel beside the canvas; the canvas shows its statuses.
+  function openDebug() {
+    const entity = entity_();
+    if (!entity) {
+      document.getElementById("save-state").textContent = "Debug runs the workflow on a deal or a lead: this trigger starts on neither.";
+      return;
+    }
+    debugging = {};
+    openNode = null;
+    redraw();
+    window.BuilderDebug.start({
+      panel: document.getElementById("node-panel"), el: el, entity: entity, csrf: csrf,
+      searchUrl: state.search_url, debugUrl: state.debug_url, nodeIds: () => nodes().map((n) => n.id),
+      saveFirst: async () => !dirty || (await save()) === true,
+      show: (statuses) => { if (debugging) { debugging = Object.assign({}, statuses); redraw(); } },
+      onClose: () => { debugging = null; redraw(); renderPanel(); },
+    });
+  }
+  function entity_() {
+    const found = cat.events.find((e) => e.value === triggerType());
+    return found && ["deal", "lead"].includes(found.entity) ? found.entity : "";
+  }
 
   // Beside the canvas: the selected step's form (or, read only, its settings).
   function renderPanel() {
+    if (debugging) return;
     const panel = document.getElementById("node-panel");
     const n = openNode ? node(openNode) : null;
     if (!n) {
@@ -1135,7 +1164,7 @@
       state.revision = answer.revision;
       hideConflict();
       render();
-      return;
+      return true;
     }
     if (response.status === 409 && answer.conflict) {
       errors = [];

@@ -138,6 +138,8 @@ def _page(request, *, workflow: Workflow | None, document: dict):
         "tabs": tab_links(workflow) if workflow else [], "tab": "builder",
         "builder_data": {"document": document, "catalog": builder_catalog(request.place.organization),
                          "revision": workflow.draft_revision if workflow else None,
+                         "debug_url": reverse("web:debug", args=[workflow.pk]) if workflow and editable else None,
+                         "search_url": reverse("web:record-search"),
                          "save_url": request.path, "editable": editable,
                          "status": workflow.status if workflow else "draft"}})
 

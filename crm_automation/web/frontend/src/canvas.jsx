@@ -233,6 +233,10 @@ function Flow({ store, api, controller }) {
             <button type="button" onClick={() => api.onPlace(layout(picture.nodes, picture.edges, sizes()), true)} title="Lay the steps out from the trigger down">Tidy up</button>
             <button type="button" onClick={() => { const s = flow.getNodes().filter((n) => n.selected).map((n) => n.id); if (s.length) api.copy(s); }} title="Copy the selected steps (Ctrl+C)">Copy</button>
             <button type="button" onClick={() => api.paste(positions())} disabled={!picture.canPaste} title="Paste the copied steps (Ctrl+V)">Paste</button>
+            {picture.canDebug ? (
+              <button type="button" className="canvas-debug" onClick={() => api.onDebug()} aria-pressed={picture.debugging ? "true" : "false"}
+                title="Run it on a deal or lead in a sandbox: nothing is sent, no record changes">Debug</button>
+            ) : null}
           </div>
         ) : null}
         <ReactFlow
