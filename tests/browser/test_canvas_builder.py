@@ -1,7 +1,8 @@
 """The canvas builder in a real Chromium, by mouse: steps dragged from the palette, edges drawn
 from named handles, forms filled beside the canvas; the document saved, seen the same in the YAML
 tab (and a YAML save seen on the canvas), activated; a viewer gets the same canvas to read, with
-no handle to edit and no script error. Screenshots of each step are written (always: they are
+no handle to edit and no script error; triggered, its run's page lights up node by node without a
+reload. Screenshots of each step are written (always: they are
 what the issue's reviewer looks at), VAR_DIR/screenshots/<test>/.
 """
 
@@ -11,10 +12,13 @@ import pytest
 import yaml
 from playwright.sync_api import expect
 
-from crm_automation.automation.models import Workflow
+from crm_automation.automation.models import Workflow, WorkflowRun
+from crm_automation.automation.runtime.tasks import sweep
 from crm_automation.automation.services.versions import workflow_document
+from crm_automation.crm.services import deal_move_to_stage
 from tests.browser.conftest import PASSWORD, TIMEOUT_MS, logged_in
 from tests.browser.test_automation_pages import say, watch  # noqa: F401 (the fixture)
+from tests.conftest import drain, stage, time_passes
 
 pytestmark = pytest.mark.django_db(transaction=True)  # live_server sees only committed rows
 
@@ -86,7 +90,7 @@ class Canvas:
 
 
 def test_an_ops_manager_builds_the_missed_call_follow_up_by_mouse(
-        wide_page, watch, live_server, org, owner, viewer, shot, browser):  # noqa: F811
+        wide_page, watch, live_server, org, owner, viewer, deal, shot, browser):  # noqa: F811
     page = wide_page
     watch.on(page)
     logged_in(page, live_server, "owner", PASSWORD, next_url="/crm/automation/workflows/new/")
@@ -184,6 +188,30 @@ def test_an_ops_manager_builds_the_missed_call_follow_up_by_mouse(
     workflow.refresh_from_db()
     assert workflow.status == "activated"
     assert not watch.page_errors and not watch.console, say(watch, "script errors while building")
+
+    # Triggered: the run's page lights up node by node as the run goes on, without a reload.
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    run = WorkflowRun.objects.get(workflow=workflow)
+    page.goto(f"{live_server.url}/crm/automation/runs/{run.pk}/")
+    page.evaluate("window.sameDocument = true")  # gone if the page reloads
+
+    def on_run(node_id: str, status: str) -> None:
+        expect(page.locator(f'#run-graph .react-flow__node[data-id="{node_id}"] .canvas-node')).to_have_class(
+            re.compile(rf"\brun-{status}\b"))
+
+    for done in ("trigger", split, tell, call, join):
+        on_run(done, "completed")
+    on_run(pause, "waiting")
+    on_run(check, "pending")
+    shot(page, "run-waits", always=True)
+    time_passes()
+    sweep(fan_out=False)  # four hours later: the run goes on in the worker
+    on_run(check, "completed")
+    on_run(again, "completed")  # probability 10 is not over 50: "no", the second email…
+    on_run(nudge, "completed")  # …and the notification
+    assert page.evaluate("window.sameDocument") is True, say(watch, "the run's page reloaded")
+    shot(page, "run-completed", always=True)
 
     # A viewer: the same canvas, nothing to drag, connect or save, each step's settings to read.
     context = browser.new_context(viewport=WIDE)
