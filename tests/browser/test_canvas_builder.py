@@ -232,3 +232,28 @@ def test_an_ops_manager_builds_the_missed_call_follow_up_by_mouse(
         assert not watch.page_errors and not watch.console, say(watch, "script errors for the viewer")
     finally:
         context.close()
+
+
+@pytest.mark.parametrize(("who", "status"), [("teammate", "activated"), ("owner", "archived"), ("viewer", "draft")])
+def test_read_only_is_the_canvas_without_its_handles(page, watch, live_server, org, owner, teammate, viewer,  # noqa: F811
+                                                      who, status):
+    from crm_automation.automation.services.workflows import workflow_transition
+    from tests.conftest import make_workflow
+
+    workflow = make_workflow(org, activate=status != "draft", actions=[
+        {"type": "create_task", "label": "Kickoff call", "config": {"title": "Kick off {{deal.title}}"}},
+        {"type": "wait", "label": "A day", "config": {"delayAmount": 1, "delayUnit": "days"}}])
+    if status == "archived":
+        workflow_transition(workflow_id=workflow.pk, name="archive", by=None)
+    watch.on(page)
+    logged_in(page, live_server, who, PASSWORD, next_url=f"/crm/automation/workflows/{workflow.pk}/edit/")
+    expect(page.locator(".react-flow__node")).to_have_count(3)
+    expect(page.locator(".react-flow__edge")).to_have_count(2)
+    expect(page.locator(".canvas-palette, .canvas-toolbar, #save")).to_have_count(0)
+    expect(page.locator(".react-flow__node.draggable, .react-flow__handle.connectable")).to_have_count(0)
+    page.locator('.react-flow__node .canvas-node-title', has_text="Kickoff call").click()
+    expect(page.locator("#node-panel dl.node-settings")).to_contain_text("Kick off {{deal.title}}")
+    expect(page.locator("#node-panel").locator("input, select, textarea, button")).to_have_count(0)
+    page.keyboard.press("Delete")
+    expect(page.locator(".react-flow__node")).to_have_count(3)  # nothing to delete either
+    assert not watch.page_errors and not watch.console, say(watch, f"{who} on a {status} workflow")
