@@ -74,7 +74,8 @@ def test_the_run_page_draws_the_path_and_follows_the_run_with_one_query_a_second
     anonymous = Client()  # the token is the probe's credential: no session is read
     with django_assert_num_queries(1):
         answer = anonymous.get(PROBE, {"t": token}).json()
-    assert answer == {"marker": marker, "over": False}
+    assert answer == {"marker": marker, "over": False, "runs": {str(waiting_run.pk): {
+        "status": "waiting", "label": "Waiting", "marker": answer["runs"][str(waiting_run.pk)]["marker"]}}}
 
     time_passes()
     sweep(fan_out=False)

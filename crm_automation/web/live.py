@@ -6,7 +6,9 @@ showed: a short text that changes whenever any of it changes (a run's status or 
 step added, started, finished, waiting). The script asks `/crm/automation/live/?t=<token>` for
 the marker every second; only when it differs does it fetch the page again and swap the parts
 that show runs (`data-live-region`), so an open page costs the server one indexed query a second
-and a full page only when something changed. It stops once every run it watches is over.
+and a full page only when something changed (a page that only shows the runs' statuses, the run
+history, takes them from the probe's answer and fetches nothing else). It stops once every run
+it watches is over.
 
 The token is the probe's only credential: the probe reads no session and no user, which is what
 keeps it to one query. It names ids of the organization the page was rendered for, and the
@@ -50,8 +52,14 @@ class Watch:
 
     def state(self) -> tuple[str, bool]:
         """(marker, over): one query. `over`: nothing watched can change by itself any more."""
+        marker, over, _ = self.probe()
+        return marker, over
+
+    def probe(self) -> tuple[str, bool, dict[int, dict]]:
+        """(marker, over, each run's status and marker): one query. A page that only shows the
+        runs' statuses (the run history) updates them from this alone, whatever the traffic."""
         if self.kind == APPROVALS:
-            return _approvals_marker(self.organization_id), False
+            return _approvals_marker(self.organization_id), False, {}
         return _runs_marker(self.organization_id, self.run_ids)
 
 
@@ -59,7 +67,7 @@ def _digest(parts: list) -> str:
     return hashlib.blake2b(repr(parts).encode(), digest_size=8).hexdigest()
 
 
-def _runs_marker(organization_id: int, run_ids: tuple[int, ...]) -> tuple[str, bool]:
+def _runs_marker(organization_id: int, run_ids: tuple[int, ...]) -> tuple[str, bool, dict[int, dict]]:
     moving = [StepStatus.PENDING, StepStatus.RUNNING, StepStatus.WAITING]
     rows = list(WorkflowRun.objects.filter(pk__in=run_ids, organization_id=organization_id)
                 .values("pk", "status", "wake_at", "finished_at")
@@ -68,7 +76,9 @@ def _runs_marker(organization_id: int, run_ids: tuple[int, ...]) -> tuple[str, b
                           waits=Count("actions", filter=Q(actions__status=StepStatus.WAITING)))
                 .order_by("pk"))
     over = all(row["status"] in OVER for row in rows)
-    return _digest([sorted(row.items()) for row in rows]), over
+    runs = {row["pk"]: {"status": row["status"], "label": RunStatus(row["status"]).label,
+                        "marker": _digest(sorted(row.items()))} for row in rows}
+    return _digest([sorted(row.items()) for row in rows]), over, runs
 
 
 def _approvals_marker(organization_id: int) -> str:

@@ -25,8 +25,10 @@
   }
 
   // A run that changed while its row is open: its steps are loaded again (live.js).
-  document.addEventListener("live:update", function () {
+  document.addEventListener("live:update", function (event) {
+    const changed = (event.detail && event.detail.changed) || [];
     document.querySelectorAll("details.run[open][data-loaded]").forEach(function (details) {
+      if (!changed.includes(details.id.replace("run-", ""))) return;
       delete details.dataset.loaded;
       loadSteps(details);
     });

@@ -3,8 +3,9 @@
 // second, while the tab is visible, the probe answers with the marker now; when it differs, the
 // page is fetched again and each part marked `data-live-region` (by id) is swapped for its new
 // version: no reload, the scroll, open rows and what is typed elsewhere stay. A part that holds
-// the focus or typed text waits for the next change. When everything watched is over, the
-// page's last version has no watch, and the script stops.
+// the focus or typed text waits for the next change. A page with only runs' statuses to show
+// (`data-live-status`, the run history) takes them from the probe's answer and fetches nothing.
+// When everything watched is over, the page's last version has no watch, and the script stops.
 (function () {
   "use strict";
 
@@ -32,8 +33,15 @@
       return;
     }
     if (answer.marker !== w.dataset.liveMarker) {
-      const applied = await refresh();
-      if (!applied) { schedule(interval); return; }
+      const changed = statuses(answer.runs || {});
+      if (document.querySelector("[data-live-region]")) {
+        const applied = await refresh(changed);
+        if (!applied) { schedule(interval); return; }
+      } else {  // statuses only (the run history): the probe said it all
+        w.dataset.liveMarker = answer.marker;
+        document.dispatchEvent(new CustomEvent("live:update", { detail: { changed: changed } }));
+        if (answer.over) { w.remove(); return; }
+      }
     } else if (answer.over) {
       return;
     }
@@ -41,8 +49,24 @@
     if (watch()) schedule(interval);
   }
 
+  // Runs' statuses shown in place (`data-live-status="<run id>"`); the ids of runs that changed.
+  const seen = {};
+  function statuses(runs) {
+    const changed = [];
+    Object.entries(runs).forEach(([id, run]) => {
+      if (seen[id] !== undefined && seen[id] === run.marker) return;
+      changed.push(id);
+      seen[id] = run.marker;
+      document.querySelectorAll('[data-live-status="' + id + '"]').forEach((badge) => {
+        badge.textContent = run.label;
+        badge.className = "badge " + run.status;
+      });
+    });
+    return changed;
+  }
+
   // True when every part could be swapped (none held the focus or typed text).
-  async function refresh() {
+  async function refresh(changed) {
     let html;
     try {
       const response = await fetch(window.location.href, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } });
@@ -64,7 +88,7 @@
       if (w && nextWatch) w.replaceWith(document.importNode(nextWatch, true));
       else if (w) w.remove();
     }
-    document.dispatchEvent(new CustomEvent("live:update"));
+    document.dispatchEvent(new CustomEvent("live:update", { detail: { changed: changed || [] } }));
     return all;
   }
 

@@ -79,3 +79,27 @@ def test_the_record_page_follows_its_run(page, watch, live_server, org, owner, d
     assert page.evaluate("window.sameDocument") is True, say(watch, "the page reloaded")
     shot(page, "record-completed", always=True)
     assert not watch.page_errors and not watch.console, say(watch, "script errors on the record's page")
+
+
+def test_the_run_history_updates_statuses_from_the_probe_alone(page, watch, live_server, org, owner, deal,  # noqa: F811
+                                                                shot):
+    make_workflow(org, actions=BRANCHY, graph={"edges": EDGES})
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    run = WorkflowRun.objects.get()
+    watch.on(page)
+    logged_in(page, live_server, "owner", PASSWORD, next_url="/crm/automation/")
+    row = page.locator(f"#run-{run.pk}")
+    expect(row.locator("summary .badge")).to_have_text("Waiting")
+    row.locator("summary").click()  # its steps load when it is opened
+    expect(row.locator(".steps")).to_contain_text("Give it a day")
+    fetched = []
+    page.on("request", lambda request: fetched.append(request.url))
+    time_passes()
+    sweep(fan_out=False)
+    expect(row.locator("summary .badge")).to_have_text("Completed")
+    expect(row.locator(".steps")).to_contain_text("Thank them")  # the open row's steps, loaded again
+    pages = [url for url in fetched if "/live/" not in url and "fragment=1" not in url]
+    assert pages == [], say(watch, f"the history fetched more than the probe and the open row: {pages}")
+    shot(page, "history-completed", always=True)
+    assert not watch.page_errors and not watch.console, say(watch, "script errors on the run history")

@@ -15,8 +15,8 @@ def probe(request):
         watch = Watch.read(request.GET.get("t", ""))
     except (signing.BadSignature, KeyError, ValueError, TypeError):
         return JsonResponse({"error": "This page no longer updates by itself: reload it."}, status=403)
-    marker, over = watch.state()
-    response = JsonResponse({"marker": marker, "over": over})
+    marker, over, runs = watch.probe()
+    response = JsonResponse({"marker": marker, "over": over, "runs": {str(pk): run for pk, run in runs.items()}})
     response["Cache-Control"] = "no-store"
     return response
 
