@@ -12,6 +12,7 @@ from django.test import Client
 from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowRun
 from crm_automation.crm.models import Deal, EmailMessage, Task
 from tests.conftest import make_workflow
+from tests.fake_ai import model_server, openai  # noqa: F401 (fixtures)
 
 FLOW = [
     {"id": "first-task", "type": "create_task", "label": "Call back", "config": {"title": "Call {{deal.title}}"}},
@@ -129,3 +130,31 @@ def test_the_record_picker_searches_this_organizations_records(org, owner, outsi
     assert client.get("/crm/automation/records/search/", {"type": "spaceship"}).status_code == 400
     theirs = as_user(outsider).get("/crm/automation/records/search/", {"type": "deal", "q": deal.title}).json()
     assert theirs == {"results": []}
+
+
+def test_ai_nodes_take_the_answer_typed_in_debug_and_the_model_is_not_asked(org, owner, deal, openai,  # noqa: F811
+                                                                              model_server):  # noqa: F811
+    flow = [
+        {"id": "draft", "type": "agent", "label": "Draft", "config": {"additionalPrompt": "Thank {{deal.title}}"}},
+        {"id": "mood", "type": "router", "label": "Mood", "config": {
+            "classificationPrompt": "How is {{Draft}}?",
+            "routes": [{"id": "route-0", "label": "warm"}, {"id": "route-1", "label": "cold"}]}},
+        {"id": "hug", "type": "create_task", "label": "Hug", "config": {"title": "Send {{Draft}}"}},
+        {"id": "chill", "type": "create_task", "label": "Chill", "config": {"title": "Wait"}},
+    ]
+    edges = [{"source": "trigger", "target": "draft"}, {"source": "draft", "target": "mood"},
+             {"source": "mood", "target": "hug", "sourceHandle": "route-0"},
+             {"source": "mood", "target": "chill", "sourceHandle": "route-1"}]
+    workflow = make_workflow(org, activate=False, actions=flow, graph={"edges": edges})
+    client, record = as_user(owner), {"type": "deal", "id": str(deal.pk)}
+    first = post(client, workflow, {"record": record}).json()
+    # The model is not asked in debug: each AI node is a place to type the answer it would give
+    # (the agent's stand-in text lets the run reach the router, which needs a route to go on).
+    assert [(s["kind"], s["node"], s.get("routes")) for s in first["stopped"]] == [
+        ("agent", "draft", []), ("router", "mood", ["warm", "cold"])]
+    third = post(client, workflow, {"record": record, "samples": {"draft": "Thanks a lot!", "mood": "Cold"},
+                                    "continuing": first["run"]}).json()
+    assert third["status"] == "completed" and third["stopped"] == []
+    assert [s["node"] for s in third["steps"]] == ["draft", "mood", "chill"]  # the route typed: cold
+    assert third["steps"][0]["output"]["output"] == "Thanks a lot!"
+    assert model_server.requests == []  # a provider is set up, and it was never asked

@@ -111,7 +111,8 @@ class AiNode(QueuedRowAction[AiCall]):
 
     # --- Running ----------------------------------------------------------------------------
     def prepare(self, config: dict[str, Any], ctx: ExecutionContext) -> AiCall:
-        if providers.configured() is None:
+        # (A simulation never asks the model: it stands in for the answer, or debug types it.)
+        if providers.configured() is None and not ctx.simulating:
             raise ActionFailed(f"nothing was asked: {providers.not_configured_message()}")
         prompt = ctx.render(self.prompt_setting, config[self.prompt_setting]).strip()
         if not prompt:

@@ -57,6 +57,7 @@ class ExecutionContext:
     template_context: dict[str, Any]
     record: "Deal | Lead | None"  # the triggering deal or lead (None: an event with no record)
     notes: list[str] = field(default_factory=list)
+    simulating: bool = False  # inside a simulation or a live debug: nothing is delivered
 
     @property
     def key(self) -> str:

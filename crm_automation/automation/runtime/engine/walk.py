@@ -634,7 +634,8 @@ def context_of(state: RunState, place: Place) -> ExecutionContext:
     run = state.run
     return ExecutionContext(run_id=run.pk, step=state.step(place), organization_id=run.organization_id,
                             trigger_type=run.trigger_type, depth=run.event.depth,
-                            template_context=state.context_at(place), record=state.record)
+                            template_context=state.context_at(place), record=state.record,
+                            simulating=state.simulating)
 
 
 def run_groups(walk: Walk, groups: Groups) -> None:
