@@ -12,7 +12,7 @@ from django.test import Client
 from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowRun
 from crm_automation.crm.models import Deal, EmailMessage, Task
 from tests.conftest import make_workflow
-from tests.fake_ai import model_server, openai  # noqa: F401 (fixtures)
+from tests.fake_ai import chat, model_server, openai  # noqa: F401 (fixtures)
 
 FLOW = [
     {"id": "first-task", "type": "create_task", "label": "Call back", "config": {"title": "Call {{deal.title}}"}},
@@ -158,3 +158,22 @@ def test_ai_nodes_take_the_answer_typed_in_debug_and_the_model_is_not_asked(org,
     assert [s["node"] for s in third["steps"]] == ["draft", "mood", "chill"]  # the route typed: cold
     assert third["steps"][0]["output"]["output"] == "Thanks a lot!"
     assert model_server.requests == []  # a provider is set up, and it was never asked
+
+
+def test_debug_may_ask_the_model_and_shows_tokens_and_cost(org, owner, deal, openai):  # noqa: F811
+    flow = [{"id": "draft", "type": "agent", "label": "Draft", "config": {"additionalPrompt": "Thank {{deal.title}}"}},
+            {"id": "send", "type": "create_task", "label": "Send", "config": {"title": "{{Draft}}"}}]
+    workflow = make_workflow(org, activate=False, actions=flow)
+    openai.reply(200, chat("Thanks for choosing us!", prompt_tokens=1000, completion_tokens=100))
+    answer = post(as_user(owner), workflow, {"record": {"type": "deal", "id": str(deal.pk)},
+                                             "ask_model": True}).json()
+    assert answer["status"] == "completed" and answer["stopped"] == []
+    draft, send = answer["steps"]
+    assert draft["output"]["output"] == "Thanks for choosing us!"
+    assert draft["output"]["tokens"] == {"input": 1000, "output": 100}
+    assert draft["output"]["cost_usd"] == "0.00021"  # 1000 × 0.15 + 100 × 0.6 per million
+    assert send["output"]["would_create_task"]["title"] == "Thanks for choosing us!"
+    (asked,) = openai.requests
+    assert f"Thank {deal.title}" in str(asked["body"])
+    assert not Task.objects.exists()
+    assert "wrote “Thanks for choosing us!” · 1000 + 100 tokens, $0.00021" in draft["words"]

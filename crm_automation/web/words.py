@@ -157,7 +157,7 @@ def _asked_model(action_type: str, result: dict) -> SafeString:
         said = format_html("chose “{}”{}", output.get("route", ""),
                            format_html(" ({})", output["reason"]) if output.get("reason") else "")
     elif output is not None:
-        said = format_html("wrote “{}”", shown(output)[:300])
+        said = format_html("wrote {}", shown(output))  # (shown() quotes a text)
     else:
         said = format_html("asking the AI model ({})", result.get("status", "queued"))
     tokens = result.get("tokens")

@@ -1093,6 +1093,7 @@
     window.BuilderDebug.start({
       panel: document.getElementById("node-panel"), el: el, entity: entity, csrf: csrf,
       searchUrl: state.search_url, debugUrl: state.debug_url, nodeIds: () => nodes().map((n) => n.id),
+      aiConfigured: !!(cat.ai && cat.ai.configured),
       saveFirst: async () => !dirty || (await save()) === true,
       show: (statuses) => { if (debugging) { debugging = Object.assign({}, statuses); redraw(); } },
       onClose: () => { debugging = null; redraw(); renderPanel(); },

@@ -21,13 +21,16 @@
     const search = el("input", { type: "search", placeholder: "Search " + options.entity + "s by name…", "aria-label": "Find the " + options.entity + " to debug on", autocomplete: "off" });
     const picked = el("p", { class: "debug-picked" });
     const go = el("button", { type: "button", class: "primary", disabled: true, onclick: () => run_(true), text: "Debug" });
+    const askModel = el("input", { type: "checkbox", id: "debug-ask-model" });
+    const modelChoice = options.aiConfigured ? el("div", { class: "field" }, el("label", { class: "tick", for: "debug-ask-model" }, askModel,
+      " Ask the AI model at AI steps (it costs tokens; their count and cost are shown). Otherwise you type its answer.")) : null;
     const close = el("button", { type: "button", onclick: () => { options.show({}); options.onClose(); }, text: "Close debug" });
 
     panel.replaceChildren(
       el("p", { class: "node-kind", text: "Live debug" }),
       el("h2", { text: "Run it on a " + options.entity + ", safely" }),
-      el("p", { class: "hint", text: "The real engine walks the saved workflow on the " + options.entity + " you choose, in a sandbox: emails, tasks, field changes and webhook calls are shown, never made; no record changes. AI nodes are not sent to the model: you type the answer it would give. The debug run is kept to read and is never counted." }),
-      el("div", { class: "field" }, search), results, picked,
+      el("p", { class: "hint", text: "The real engine walks the saved workflow on the " + options.entity + " you choose, in a sandbox: emails, tasks, field changes and webhook calls are shown, never made; no record changes. AI steps take the answer you type (or, if you tick it below, ask the model). The debug run is kept to read and is never counted." }),
+      el("div", { class: "field" }, search), results, picked, modelChoice,
       el("div", { class: "node-tools" }, go, close), note, stops, log);
 
     let timer = null;
@@ -68,7 +71,7 @@
       try {
         const response = await fetch(options.debugUrl, { method: "POST", credentials: "same-origin",
           headers: { "Content-Type": "application/json", "X-CSRFToken": options.csrf() },
-          body: JSON.stringify(Object.assign({ record: { type: options.entity, id: record.id }, continuing: run }, choices)) });
+          body: JSON.stringify(Object.assign({ record: { type: options.entity, id: record.id }, continuing: run, ask_model: askModel.checked }, choices)) });
         answer = await response.json();
         if (!response.ok) throw new Error(answer.error || String(response.status));
       } catch (error) {

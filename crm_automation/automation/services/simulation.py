@@ -19,6 +19,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from crm_automation.automation.ai import providers
 from crm_automation.automation.definition import catalog
 from crm_automation.automation.models import (
     AiCall,
@@ -29,6 +30,7 @@ from crm_automation.automation.models import (
     WorkflowRunAction,
     WorkflowVersion,
 )
+from crm_automation.automation.nodes import REGISTRY, ActionFailed
 from crm_automation.automation.runtime import engine
 from crm_automation.crm.models import Deal, EmailMessage, Lead, Stage, Task
 from crm_automation.crm.selectors import user_has_role
@@ -71,7 +73,8 @@ def _preview(row: dict) -> dict:
                                            "due_date": task.due_date.isoformat() if task.due_date else None}
     if "ai_call_id" in result:
         call = AiCall.objects.filter(pk=result.pop("ai_call_id")).first()
-        if call is not None:
+        stood_in = any(result.get("output") == stand_in.get("output") for stand_in in AI_STAND_IN.values())
+        if call is not None and stood_in:  # (an answer typed or asked for in debug is shown as the answer)
             result["would_ask"] = {"prompt": call.request.get("prompt"), "routes": call.request.get("routes")}
     if "child_run" in result:
         result.pop("child_run")
@@ -88,9 +91,11 @@ class Debug:
     fast_forward: frozenset[str] = frozenset()
     answers: dict[str, str] = field(default_factory=dict)
     samples: dict[str, str] = field(default_factory=dict)
+    ask_model: bool = False  # AI nodes without a sample ask the configured model (tokens and cost shown)
 
     def as_metadata(self) -> dict:
-        return {"fast_forward": sorted(self.fast_forward), "answers": self.answers, "samples": self.samples}
+        return {"fast_forward": sorted(self.fast_forward), "answers": self.answers, "samples": self.samples,
+                "ask_model": self.ask_model}
 
 
 def _stand_in(definition: dict, debug: Debug | None):
@@ -115,9 +120,35 @@ def _stand_in(definition: dict, debug: Debug | None):
             if index is not None:
                 return {**result, "output": {"route": routes[index], "reason": "a sample answer typed in debug"},
                         "handle": f"route-{index}", "note": "the route was chosen in debug: the AI model was not asked"}
+        if debug is not None and debug.ask_model and node_type in AI_STAND_IN and "ai_call_id" in result:
+            return _asked(node_type, result)
         return {**result, **AI_STAND_IN.get(node_type, {})}
 
     return stand_in
+
+
+def _asked(node_type: str, result: dict) -> dict:
+    """Live debug asked for the model: the question the step prepared is asked now, and its
+    answer, tokens and cost are the step's (nothing else of the run is delivered)."""
+    provider = providers.configured()
+    call = AiCall.objects.get(pk=result["ai_call_id"])
+    if provider is None:
+        return {**result, **AI_STAND_IN[node_type], "note": providers.not_configured_message()}
+    request = call.request
+    try:
+        completion = providers.complete(provider, system=request["system"], prompt=request["prompt"],
+                                        max_tokens=request["max_tokens"], schema=request.get("schema"))
+        answer = REGISTRY[node_type].read(request, completion)  # type: ignore[attr-defined]
+    except (providers.ProviderError, ActionFailed) as exc:
+        return {**result, **AI_STAND_IN[node_type], "note": f"the AI model was asked and gave no answer: {exc}"}
+    usage = provider.usage(completion)
+    asked = {**result, "output": answer.get("output"), "model": usage["provider"],
+             "note": "asked the AI model in debug",
+             "tokens": {"input": usage["input_tokens"], "output": usage["output_tokens"]},
+             "cost_usd": str(usage["cost"].normalize())}
+    if "handle" in answer:
+        asked["handle"] = answer["handle"]
+    return asked
 
 
 def _walk(run: WorkflowRun, debug: Debug | None = None) -> tuple[str, str, list[dict]]:

@@ -115,10 +115,13 @@ def _read(body: object, organization_id: int, trigger_type: str) -> tuple[Debug,
     if not (isinstance(samples, dict) and all(isinstance(v, str) and len(v) <= MAX_SAMPLE for v in samples.values())
             and len(samples) <= MAX_CHOICES):
         raise ValidationError(f"samples must map node ids to texts of at most {MAX_SAMPLE} characters.")
+    ask_model = body.get("ask_model", False)
+    if not isinstance(ask_model, bool):
+        raise ValidationError("ask_model must be true or false.")
     continuing = body.get("continuing")
     if continuing is not None and not (isinstance(continuing, int) and not isinstance(continuing, bool)):
         raise ValidationError("continuing must be the id of the debug run to go on with.")
-    return Debug(frozenset(fast_forward), dict(answers), dict(samples)), record, continuing
+    return Debug(frozenset(fast_forward), dict(answers), dict(samples), ask_model), record, continuing
 
 
 def _stops(steps: list, definition: dict) -> list[dict]:
