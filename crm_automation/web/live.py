@@ -82,9 +82,11 @@ def _runs_marker(organization_id: int, run_ids: tuple[int, ...]) -> tuple[str, b
 
 
 def _approvals_marker(organization_id: int) -> str:
+    # Open questions, as the inbox lists them (selectors.open_approvals): an answer is on the
+    # step before its run goes on, so the answered ones are counted apart.
     found = WorkflowRunAction.objects.filter(run__organization_id=organization_id, action_type=questions.USER_INPUT,
-                                             status=StepStatus.WAITING).aggregate(n=Count("id"), last=Max("id"),
-                                                                                  first=Min("id"))
+                                             status=StepStatus.WAITING).aggregate(
+        n=Count("id"), last=Max("id"), first=Min("id"), answered=Count("id", filter=Q(result__has_key="decision")))
     return _digest(sorted(found.items()))
 
 

@@ -103,3 +103,28 @@ def test_the_run_history_updates_statuses_from_the_probe_alone(page, watch, live
     assert pages == [], say(watch, f"the history fetched more than the probe and the open row: {pages}")
     shot(page, "history-completed", always=True)
     assert not watch.page_errors and not watch.console, say(watch, "script errors on the run history")
+
+
+def test_an_approval_answered_elsewhere_leaves_the_inbox_by_itself(page, watch, live_server, org, owner,  # noqa: F811
+                                                                   teammate, deal, shot):
+    from crm_automation.automation.services.runs import run_answer
+    from tests.test_live_debug import EDGES as ASKING_EDGES
+    from tests.test_live_debug import FLOW as ASKING
+
+    make_workflow(org, actions=ASKING, graph={"edges": ASKING_EDGES})
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    time_passes()
+    sweep(fan_out=False)  # past the wait: the question is asked
+    run = WorkflowRun.objects.get()
+    watch.on(page)
+    logged_in(page, live_server, "owner", PASSWORD, next_url="/crm/automation/approvals/")
+    page.evaluate("window.sameDocument = true")
+    card = page.locator("#approval-list .card")
+    expect(card).to_have_count(1)
+    expect(card).to_contain_text(f"Email {deal.title}?")
+    run_answer(run_id=run.pk, by=owner, node_id="ask", decision="approved", comment="from another tab")
+    expect(card).to_have_count(0)
+    expect(page.locator("#approval-list")).to_contain_text("Nothing waits for your answer")
+    assert page.evaluate("window.sameDocument") is True, say(watch, "the inbox reloaded")
+    assert not watch.page_errors and not watch.console, say(watch, "script errors on the inbox")
