@@ -672,10 +672,18 @@
     const c = n.data.config = n.data.config || {};
     const d = n.data.subtype === "tool-call" ? (c.defaults = c.defaults || {}) : {};
     const name = n.data.label || "Name";
-    const reads = kindOf(n) === "agent" ? "Later steps use the answer as {{" + name + "}}" + (c.outputFormat === "json" ? " and its fields as {{" + name + ".field}}" : "") + "."
-      : kindOf(n) === "router" ? "Later steps can use the route taken and why as {{" + name + ".route}} and {{" + name + ".reason}}."
-        : "Later steps can use what this one made as {{" + name + ".…}}.";
-    const form = [fieldBox(STEP_NAME, text(n.data.label, (v) => { n.data.label = v; changed(); const h = document.querySelector('[data-label="' + n.id + '"]'); if (h) h.textContent = v; }), { node: n.id, field: "label" }, reads)];
+    const readsOf = (label) => kindOf(n) === "agent" ? "Later steps use the answer as {{" + label + "}}" + (c.outputFormat === "json" ? " and its fields as {{" + label + ".field}}" : "") + "."
+      : kindOf(n) === "router" ? "Later steps can use the route taken and why as {{" + label + ".route}} and {{" + label + ".reason}}."
+        : OUTPUTS[kindOf(n)] ? "Later steps can use what this one made as {{" + label + "." + OUTPUTS[kindOf(n)][0] + "}} …" : "";
+    const labelBox = fieldBox(STEP_NAME, text(n.data.label, (v) => {
+      n.data.label = v;
+      changed();
+      const h = document.querySelector('[data-label="' + n.id + '"]');
+      if (h) h.textContent = v;
+      const hint = labelBox.querySelector(".hint");
+      if (hint) hint.textContent = readsOf(v || "Name");  // the name later steps use follows as it is typed
+    }), { node: n.id, field: "label" }, readsOf(name));
+    const form = [labelBox];
     switch (kindOf(n)) {
       case "crm/create_task":
         form.push(templated("Task title", n, d, "title"));
