@@ -971,6 +971,8 @@
   // --- The canvas ---------------------------------------------------------------------------------
   // What the canvas draws: each node with its words, ways out and problems; the edges.
   function picture() {
+    const pasted = justPasted;
+    justPasted = new Set();
     return {
       editable: !!state.editable,
       kinds: KINDS.map((k) => ({ key: k.key, label: k.label, group: k.group || "" })),
@@ -984,7 +986,7 @@
           problems: errors.filter((e) => e.node === n.id && !e.field).map((e) => e.message),
           fieldProblems: errors.filter((e) => e.node === n.id && e.field).length,
           notice: AI_KINDS.includes(n.data.subtype) && cat.ai && !cat.ai.configured ? "AI is not set up: a draft only (see its form)" : "",
-          handles: waysOut(n), position: n.position || null, selected: openNode === n.id,
+          handles: waysOut(n), position: n.position || null, selected: openNode === n.id || pasted.has(n.id),
           status: debugging && debugging[n.id] ? debugging[n.id].status : "",
           statusWords: debugging && debugging[n.id] ? debugging[n.id].statusWords : "",
         };
@@ -1053,11 +1055,13 @@
   // workflow's builder can paste them too); pasted with new ids and labels, a little lower.
   const CLIP_KEY = "crm-builder-clipboard";
   let clip = null;
+  let justPasted = new Set();  // the copies a paste made: they come selected (and Delete removes them)
   function clipboard() {
     if (clip) return clip;
     try { const kept = JSON.parse(readStored(CLIP_KEY) || "null"); return kept && Array.isArray(kept.nodes) ? kept : null; } catch (error) { return null; }
   }
-  function copySteps(ids) {
+  function copySteps(ids, positions) {
+    placeAll(positions);  // (copies of steps never moved keep their places, a little lower)
     const chosen = nodes().filter((n) => ids.includes(n.id) && n !== trigger());
     if (!chosen.length) return;
     const ours = new Set(chosen.map((n) => n.id));
@@ -1082,6 +1086,8 @@
     });
     (taken.edges || []).forEach((e) => { if (ids[e.source] && ids[e.target]) doc.edges.push(edge(ids[e.source], ids[e.target], e.sourceHandle)); });
     taken.nodes.forEach((n) => { if (n && n.position) n.position = { x: n.position.x + 40, y: n.position.y + 40 }; });  // the next paste lands lower
+    justPasted = new Set(Object.values(ids));
+    if (justPasted.size) openNode = Object.values(ids)[0];
     changed(true);
     render();
   }

@@ -17,7 +17,7 @@ from crm_automation.automation.nodes.base import template_errors
 from crm_automation.automation.triggers import bulk, record_changes, relative_time, schedules
 from crm_automation.crm.selectors import shown, stage_slugs
 
-MAX_ACTIONS = 50
+MAX_ACTIONS = 200  # a canvas of a few hundred steps opens in well under a second (benchmarks/canvas_open.py)
 MAX_TEXT = 20_000
 TOO_LONG = "is longer than"
 # Settings that are one line a person reads (a subject, a title): a sensible length, and the

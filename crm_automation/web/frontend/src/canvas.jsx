@@ -125,7 +125,7 @@ function Flow({ store, api, controller }) {
     if (missing.length) automatic.current = layout(picture.nodes, picture.edges);
     setNodes((current) => {
       const before = new Map(current.map((n) => [n.id, n]));
-      // A step just added (or pasted) comes selected, alone.
+      // Steps just added (or pasted) come selected, and only they.
       const fresh = picture.nodes.some((p) => !before.has(p.id) && p.selected);
       return picture.nodes.map((p) => {
         const was = before.get(p.id);
@@ -214,7 +214,7 @@ function Flow({ store, api, controller }) {
     const selected = flow.getNodes().filter((n) => n.selected).map((n) => n.id);
     if (key === "z" && !event.shiftKey) api.undo();
     else if ((key === "z" && event.shiftKey) || key === "y") api.redo();
-    else if (key === "c" && selected.length) api.copy(selected);
+    else if (key === "c" && selected.length) api.copy(selected, positions());
     else if (key === "v") api.paste(positions());
     else return;
     event.preventDefault();
@@ -223,7 +223,7 @@ function Flow({ store, api, controller }) {
   return (
     <div className="canvas-frame">
       {editable ? <Palette kinds={picture.kinds} onAdd={(kind) => api.onAdd(kind, centre(), positions())} /> : null}
-      <div className="canvas-area" ref={wrapper} onKeyDown={onKeyDown}
+      <div className="canvas-area" ref={wrapper} onKeyDown={onKeyDown} tabIndex={-1}
         onDragOver={(event) => { if (editable) { event.preventDefault(); event.dataTransfer.dropEffect = "move"; } }}
         onDrop={onDrop}>
         {editable ? (
@@ -231,7 +231,7 @@ function Flow({ store, api, controller }) {
             <button type="button" onClick={() => api.undo()} disabled={!picture.canUndo} title="Undo (Ctrl+Z)">Undo</button>
             <button type="button" onClick={() => api.redo()} disabled={!picture.canRedo} title="Redo (Ctrl+Shift+Z)">Redo</button>
             <button type="button" onClick={() => api.onPlace(layout(picture.nodes, picture.edges, sizes()), true)} title="Lay the steps out from the trigger down">Tidy up</button>
-            <button type="button" onClick={() => { const s = flow.getNodes().filter((n) => n.selected).map((n) => n.id); if (s.length) api.copy(s); }} title="Copy the selected steps (Ctrl+C)">Copy</button>
+            <button type="button" onClick={() => { const s = flow.getNodes().filter((n) => n.selected).map((n) => n.id); if (s.length) api.copy(s, positions()); }} title="Copy the selected steps (Ctrl+C)">Copy</button>
             <button type="button" onClick={() => api.paste(positions())} disabled={!picture.canPaste} title="Paste the copied steps (Ctrl+V)">Paste</button>
             {picture.canDebug ? (
               <button type="button" className="canvas-debug" onClick={() => api.onDebug()} aria-pressed={picture.debugging ? "true" : "false"}
@@ -249,6 +249,7 @@ function Flow({ store, api, controller }) {
           onNodeClick={(event, node) => api.onSelect([node.id])}
           onPaneClick={() => api.onSelect([])}
           nodesDraggable={editable} nodesConnectable={editable} elementsSelectable
+          multiSelectionKeyCode={["Shift", "Control", "Meta"]}
           deleteKeyCode={editable ? ["Backspace", "Delete"] : null}
           minZoom={0.1} maxZoom={2}
           connectionLineType="smoothstep" proOptions={{ hideAttribution: false }}
