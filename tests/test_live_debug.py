@@ -177,3 +177,20 @@ def test_debug_may_ask_the_model_and_shows_tokens_and_cost(org, owner, deal, ope
     assert f"Thank {deal.title}" in str(asked["body"])
     assert not Task.objects.exists()
     assert "wrote “Thanks for choosing us!” · 1000 + 100 tokens, $0.00021" in draft["words"]
+
+
+def test_a_contacts_workflow_debugs_on_a_contact(org, owner, contact):
+    flow = [{"id": "hello", "type": "send_email", "label": "Hello",
+             "config": {"to": "{{contact.email}}", "subject": "Hi {{contact.first_name}}", "body": "Welcome"}}]
+    workflow = make_workflow(org, trigger_type="contact_created", trigger_config={}, actions=flow)
+    client = as_user(owner)
+    found = client.get("/crm/automation/records/search/", {"type": "contact", "q": contact.email[:3]}).json()
+    assert [r["id"] for r in found["results"]] == [str(contact.pk)]
+    answer = post(client, workflow, {"record": {"type": "contact", "id": str(contact.pk)}}).json()
+    assert answer["status"] == "completed"
+    (hello,) = answer["steps"]
+    assert hello["output"]["would_send"] == {"to": contact.email, "subject": f"Hi {contact.first_name}",
+                                             "body": "Welcome"}
+    assert not EmailMessage.objects.exists()
+    assert post(client, workflow, {"record": {"type": "contact", "id": "x"}}).json()["error"].startswith(
+        "Choose a contact")

@@ -1098,7 +1098,7 @@
   function openDebug() {
     const entity = entity_();
     if (!entity) {
-      document.getElementById("save-state").textContent = "Debug runs the workflow on a deal or a lead: this trigger starts on neither.";
+      document.getElementById("save-state").textContent = "Debug runs the workflow on a deal, a lead or a contact: this trigger starts on none of them.";
       return;
     }
     debugging = {};
@@ -1113,10 +1113,7 @@
       onClose: () => { debugging = null; redraw(); renderPanel(); },
     });
   }
-  function entity_() {
-    const found = cat.events.find((e) => e.value === triggerType());
-    return found && ["deal", "lead"].includes(found.entity) ? found.entity : "";
-  }
+  function entity_() { return (cat.debuggable || {})[triggerType()] || ""; }
 
   // Beside the canvas: the selected step's form (or, read only, its settings).
   function renderPanel() {

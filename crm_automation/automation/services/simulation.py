@@ -32,7 +32,8 @@ from crm_automation.automation.models import (
 )
 from crm_automation.automation.nodes import REGISTRY, ActionFailed
 from crm_automation.automation.runtime import engine
-from crm_automation.crm.models import Deal, EmailMessage, Lead, Stage, Task
+from crm_automation.crm import changes
+from crm_automation.crm.models import Contact, Deal, EmailMessage, Lead, Stage, Task, contact_snapshot
 from crm_automation.crm.selectors import user_has_role
 
 # The model is not asked in a simulation (it costs, and its answer differs each time): an agent's
@@ -46,9 +47,26 @@ class _Rollback(Exception):
     pass
 
 
+# What a simulation can replay: a deal's or a lead's workflows, and a contact's (the contact
+# travels in the event, as contact_snapshot writes it).
+ENTITIES = {**catalog.TRIGGER_ENTITY, changes.CONTACT_CREATED: "contact", changes.CONTACT_UPDATED: "contact"}
+
+
+def entity_of(record: Deal | Lead | Contact) -> str:
+    return "deal" if isinstance(record, Deal) else "lead" if isinstance(record, Lead) else "contact"
+
+
+def entity_id(record: Deal | Lead | Contact):
+    """The id an event names the record by (a contact's is a stand-in uuid)."""
+    return changes.stand_in("contact", record.pk) if isinstance(record, Contact) else record.pk
+
+
 def _payload(workflow_version: WorkflowVersion, record) -> dict:
     """The trigger's data as the real event would carry it for this record."""
     definition = workflow_version.definition
+    if isinstance(record, Contact):
+        return {"contact": contact_snapshot(record), **({"changed": {}} if definition.get("trigger_type") ==
+                                                         changes.CONTACT_UPDATED else {})}
     if not isinstance(record, Deal):
         return {}
     from_slug = (definition.get("trigger_config") or {}).get("from_stage")
@@ -161,7 +179,7 @@ def _walk(run: WorkflowRun, debug: Debug | None = None) -> tuple[str, str, list[
     return engine.walk_without_effects(run, _stand_in(run.version.definition, debug), prepare)
 
 
-def simulate(*, workflow_id: int, by, record: Deal | Lead, version_number: int | None = None,
+def simulate(*, workflow_id: int, by, record: Deal | Lead | Contact, version_number: int | None = None,
              debug: Debug | None = None, replacing: WorkflowRun | None = None) -> WorkflowRun:
     """Simulate a version (the latest by default) of a workflow against `record`; returns the
     simulated run with its steps. Ops members and admins of the organization may.
@@ -173,13 +191,13 @@ def simulate(*, workflow_id: int, by, record: Deal | Lead, version_number: int |
         raise PermissionDenied("Only ops members and admins of this organization can simulate workflows.")
     if record.organization_id != workflow.organization_id:
         raise ValidationError("That record belongs to another organization.")
-    entity = "deal" if isinstance(record, Deal) else "lead"
-    wanted = catalog.TRIGGER_ENTITY.get(workflow.trigger_type)
+    entity = entity_of(record)
+    wanted = ENTITIES.get(workflow.trigger_type)
     if wanted is None:
         started_by = dict(catalog.TRIGGER_CHOICES).get(workflow.trigger_type, workflow.trigger_type).lower()
-        raise ValidationError(f"“{workflow.name}” starts when {started_by}, not for a deal or a lead as it is now: "
-                              "a simulation replays a deal or a lead; the Impact tab shows what past changes would "
-                              "have done.")
+        raise ValidationError(f"“{workflow.name}” starts when {started_by}, not for a deal, a lead or a contact as it "
+                              "is now: a simulation replays one of those; the Impact tab shows what past changes "
+                              "would have done.")
     if wanted != entity:
         raise ValidationError(f"“{workflow.name}” runs for a {wanted}; choose a {wanted} to simulate it with.")
     versions = workflow.versions.order_by("-number")
@@ -224,14 +242,15 @@ def _simulated_run(workflow, version, entity: str, record, payload: dict, starte
     """A simulated run and the event it pretends came in (processed already: no worker takes it)."""
     event = AutomationEvent.objects.create(
         organization_id=workflow.organization_id, kind=workflow.trigger_type, entity_type=entity,
-        entity_id=record.pk, payload=payload, processed_at=started)
+        entity_id=entity_id(record), payload=payload, processed_at=started)
     return WorkflowRun.objects.create(
         organization_id=workflow.organization_id, workflow=workflow, version=version, event=event,
-        trigger_type=workflow.trigger_type, trigger_entity_type=entity, trigger_entity_id=record.pk,
+        trigger_type=workflow.trigger_type, trigger_entity_type=entity, trigger_entity_id=entity_id(record),
         simulated=True, **fields)
 
 
-def debug(*, workflow_id: int, by, record: Deal | Lead, choices: Debug, continuing: int | None = None) -> WorkflowRun:
+def debug(*, workflow_id: int, by, record: Deal | Lead | Contact, choices: Debug,
+          continuing: int | None = None) -> WorkflowRun:
     """Live debug: the workflow's latest version walked on `record` in the sandbox of a
     simulation, stopping at each wait and question it is not told to pass (`choices`). A run it
     `continuing`s (the same workflow and record, a debug run) is walked again from the start with
@@ -239,7 +258,7 @@ def debug(*, workflow_id: int, by, record: Deal | Lead, choices: Debug, continui
     replacing = None
     if continuing is not None:
         replacing = WorkflowRun.objects.filter(pk=continuing, workflow_id=workflow_id, simulated=True,
-                                               trigger_entity_id=record.pk, metadata__debug=True).first()
+                                               trigger_entity_id=entity_id(record), metadata__debug=True).first()
         if replacing is None:
             raise ValidationError("That debug run is not one of this workflow's on this record: start again.")
     return simulate(workflow_id=workflow_id, by=by, record=record, debug=choices, replacing=replacing)

@@ -28,6 +28,7 @@ from crm_automation.automation.nodes import approval as questions
 from crm_automation.automation.nodes import control
 from crm_automation.automation.nodes.function import FUNCTIONS
 from crm_automation.automation.nodes.notify import RECIPIENTS
+from crm_automation.automation.services.simulation import ENTITIES
 from crm_automation.automation.services.versions import (
     workflow_create_from_document,
     workflow_document,
@@ -91,6 +92,7 @@ def builder_catalog(organization: Organization) -> dict:
         "functions": [{"value": ref, "arguments": dict(function.arguments)} for ref, function in FUNCTIONS.items()],
         "methods": list(http_methods),
         "ai": {"configured": providers.configured() is not None, "notice": AI_NOT_SET_UP},
+        "debuggable": ENTITIES,  # trigger type → the record Live Debug replays it on
     }
 
 

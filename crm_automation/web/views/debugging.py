@@ -13,18 +13,17 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from crm_automation import bounded_reader
-from crm_automation.automation.definition import catalog
 from crm_automation.automation.models import StepStatus
 from crm_automation.automation.nodes import approval as questions
-from crm_automation.automation.services.simulation import AI_STAND_IN, Debug, debug
-from crm_automation.crm.models import Deal, Lead
+from crm_automation.automation.services.simulation import AI_STAND_IN, ENTITIES, Debug, debug
+from crm_automation.crm.models import Contact, Deal, Lead
 from crm_automation.web.run_picture import run_picture
 from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import workflow_of
 from crm_automation.web.views.history import steps_of
 from crm_automation.web.words import moment
 
-MODELS: dict[str, type[Deal] | type[Lead]] = {"deal": Deal, "lead": Lead}
+MODELS: dict[str, type[Deal] | type[Lead] | type[Contact]] = {"deal": Deal, "lead": Lead, "contact": Contact}
 FOUND = 10
 MAX_CHOICES = 200
 MAX_SAMPLE = 2000
@@ -37,11 +36,11 @@ def _refused(message: str, status: int = 400) -> JsonResponse:
 @require_GET
 @org_page
 def record_search(request):
-    """Deals or leads of the organization whose title, name, email or company holds `q`
-    (the most recently changed first; at most 10): the debug's record picker."""
+    """Deals, leads or contacts of the organization whose title, name, email or company holds
+    `q` (the most recently changed first; at most 10): the debug's record picker."""
     kind = request.GET.get("type", "")
     if kind not in MODELS:
-        return _refused("type must be deal or lead")
+        return _refused("type must be deal, lead or contact")
     words = request.GET.get("q", "").strip()[:100]
     records = MODELS[kind].objects.filter(organization=request.place.organization)
     if kind == "deal":
@@ -50,6 +49,12 @@ def record_search(request):
                                      | Q(contact__last_name__icontains=words) | Q(contact__email__icontains=words))
         found = [{"id": str(d.pk), "title": d.title, "detail": f"{d.stage.name} · {d.amount}"}
                  for d in records.select_related("stage").order_by("-updated_at")[:FOUND]]
+    elif kind == "contact":
+        if words:
+            records = records.filter(Q(first_name__icontains=words) | Q(last_name__icontains=words)
+                                     | Q(email__icontains=words) | Q(company__icontains=words))
+        found = [{"id": str(c.pk), "title": str(c), "detail": " · ".join(filter(None, [c.email, c.company]))}
+                 for c in records.order_by("-created_at")[:FOUND]]
     else:
         if words:
             records = records.filter(Q(name__icontains=words) | Q(email__icontains=words)
@@ -88,19 +93,15 @@ def workflow_debug(request, pk: int):
     })
 
 
-def _read(body: object, organization_id: int, trigger_type: str) -> tuple[Debug, Deal | Lead, int | None]:
+def _read(body: object, organization_id: int, trigger_type: str) -> tuple[Debug, Deal | Lead | Contact, int | None]:
     if not isinstance(body, dict):
         raise ValidationError("Send a JSON object: record, fast_forward, answers, samples.")
-    entity = catalog.TRIGGER_ENTITY.get(trigger_type)
+    entity = ENTITIES.get(trigger_type)
     if entity is None:
-        raise ValidationError("Debug replays a deal or a lead: this workflow starts on neither (the Impact tab "
-                              "shows what past events would have done).")
+        raise ValidationError("Debug replays a deal, a lead or a contact: this workflow starts on none of them (the "
+                              "Impact tab shows what past events would have done).")
     chosen = body.get("record") or {}
-    try:
-        record_id = uuid.UUID(str(chosen.get("id", ""))) if isinstance(chosen, dict) else None
-    except ValueError:
-        record_id = None
-    record = MODELS[entity].objects.filter(organization_id=organization_id, pk=record_id).first() if record_id else None
+    record = _record(entity, chosen.get("id") if isinstance(chosen, dict) else None, organization_id)
     if record is None:
         raise ValidationError(f"Choose a {entity} of your organization to debug on.")
     fast_forward = body.get("fast_forward") or []
@@ -122,6 +123,17 @@ def _read(body: object, organization_id: int, trigger_type: str) -> tuple[Debug,
     if continuing is not None and not (isinstance(continuing, int) and not isinstance(continuing, bool)):
         raise ValidationError("continuing must be the id of the debug run to go on with.")
     return Debug(frozenset(fast_forward), dict(answers), dict(samples), ask_model), record, continuing
+
+
+def _record(entity: str, given: object, organization_id: int) -> Deal | Lead | Contact | None:
+    """The organization's record of that kind with that id (a contact's is a number), or None."""
+    try:
+        if entity == "contact":
+            return Contact.objects.filter(organization_id=organization_id, pk=int(str(given))).first()
+        model = Deal if entity == "deal" else Lead
+        return model.objects.filter(organization_id=organization_id, pk=uuid.UUID(str(given))).first()
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
 def _stops(steps: list, definition: dict) -> list[dict]:
