@@ -26,12 +26,12 @@
       " Ask the AI model at AI steps (it costs tokens; their count and cost are shown). Otherwise you type its answer.")) : null;
     const close = el("button", { type: "button", onclick: () => { options.show({}); options.onClose(); }, text: "Close debug" });
 
-    panel.replaceChildren(
+    panel.replaceChildren(...[
       el("p", { class: "node-kind", text: "Live debug" }),
       el("h2", { text: "Run it on a " + options.entity + ", safely" }),
       el("p", { class: "hint", text: "The real engine walks the saved workflow on the " + options.entity + " you choose, in a sandbox: emails, tasks, field changes and webhook calls are shown, never made; no record changes. AI steps take the answer you type (or, if you tick it below, ask the model). The debug run is kept to read and is never counted." }),
       el("div", { class: "field" }, search), results, picked, modelChoice,
-      el("div", { class: "node-tools" }, go, close), note, stops, log);
+      el("div", { class: "node-tools" }, go, close), note, stops, log].filter(Boolean));
 
     let timer = null;
     search.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(find, 250); });
