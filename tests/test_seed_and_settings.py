@@ -22,7 +22,10 @@ def test_seed_demo_is_idempotent(db, monkeypatch, capsys):
     assert org.plan == "enterprise" and org.stages.count() == 6
     kickoff = Workflow.objects.get(organization=org, name="Won deal kickoff")
     assert kickoff.status == "activated" and len(kickoff.definition["actions"]) == 3
-    assert Workflow.objects.get(organization=org, trigger_type="lead_converted").status == "draft"
+    assert set(Workflow.objects.filter(organization=org, trigger_type="lead_converted").values_list(
+        "name", "status")) == {("Lead welcome email", "draft"), ("Referral thank-you", "draft")}
+    assert set(Lead.objects.filter(organization=org).exclude(source="").values_list("source", flat=True)) == {
+        "referral", "website", "event"}  # the "Lead source" condition has leads to tell apart
     assert Deal.objects.filter(organization=org).count() == 3
     # A trade-show import waits to be held for review by "New lead welcome" (once, not per seed).
     assert Lead.objects.filter(organization=org, company="Trade Show 2026").count() == 60

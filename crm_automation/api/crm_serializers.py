@@ -78,7 +78,7 @@ class LeadSerializer(RecordSerializer):
 
     class Meta:
         model = Lead
-        fields = ["id", "name", "email", "company", "status", "owner", "converted_at", "converted_contact",
+        fields = ["id", "name", "email", "company", "status", "source", "owner", "converted_at", "converted_contact",
                   "converted_deal", "created_at", "updated_at", "expected"]
         read_only_fields = ["converted_at", "converted_contact", "converted_deal", "created_at", "updated_at"]
 

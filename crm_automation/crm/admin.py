@@ -75,8 +75,8 @@ class DealAdmin(OrgScopedAdmin):
 
 @admin.register(Lead)
 class LeadAdmin(OrgScopedAdmin):
-    list_display = ("name", "email", "company", "status", "converted_at", "organization")
-    list_filter = ("status", "organization")
+    list_display = ("name", "email", "company", "status", "source", "converted_at", "organization")
+    list_filter = ("status", "source", "organization")
     search_fields = ("name", "email", "company")
     list_select_related = ("organization",)
     readonly_fields = ("converted_at", "converted_contact", "converted_deal")

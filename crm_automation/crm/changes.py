@@ -41,7 +41,7 @@ TASK_UPDATED = "task_updated"
 
 # The fields whose changes are announced (model field names; foreign keys by their column).
 DEAL_TRACKED = ("title", "amount", "probability", "close_date", "contact_id", "owner_id", "stage_id")
-LEAD_TRACKED = ("name", "email", "company", "status", "owner_id")
+LEAD_TRACKED = ("name", "email", "company", "status", "source", "owner_id")
 CONTACT_TRACKED = ("first_name", "last_name", "email", "phone", "company")
 # Not the description: free text of any length does not travel in events.
 TASK_TRACKED = ("title", "due_date", "priority", "status", "assignee_id")

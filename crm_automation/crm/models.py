@@ -238,12 +238,26 @@ class Lead(TenantOwned):
         CONVERTED = "converted", "Converted"
         LOST = "lost", "Lost"
 
+    class Source(models.TextChoices):
+        """Where a lead came from: the choices most CRMs ship with (empty: not known)."""
+        WEBSITE = "website", "Website"
+        REFERRAL = "referral", "Referral"
+        ADVERTISING = "advertising", "Advertising"
+        SOCIAL = "social", "Social media"
+        EMAIL = "email", "Email campaign"
+        EVENT = "event", "Event"
+        PARTNER = "partner", "Partner"
+        COLD_OUTREACH = "cold_outreach", "Cold outreach"
+        OTHER = "other", "Other"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="leads")
     name = models.CharField(max_length=200)
     email = models.EmailField(blank=True)
     company = models.CharField(max_length=200, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.NEW)
+    source = models.CharField(max_length=20, choices=Source.choices, blank=True, default="",
+                              help_text="Where the lead came from.")
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )

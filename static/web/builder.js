@@ -377,7 +377,10 @@
   }
   function ruleWords(r) {
     const op = cat.operators.find((o) => o.value === r.operator);
-    const value = cat.valueless.includes(r.operator) ? "" : " " + (fields()[r.field] === "stage" ? stageName(r.value) : JSON.stringify(r.value));
+    const kind = fields()[r.field];
+    const choices = { lead_source: cat.lead_sources, lead_status: cat.lead_statuses }[kind];
+    const chosen = choices && choices.find((c) => c.value === r.value);
+    const value = cat.valueless.includes(r.operator) ? "" : " " + (kind === "stage" ? stageName(r.value) : chosen ? chosen.label : JSON.stringify(r.value));
     return (r.field ? fieldLabel(r.field) : "…") + " " + (op ? op.label : r.operator) + value;
   }
   function triggerWords() {
@@ -516,6 +519,7 @@
     const attrs = { "aria-label": label };
     if (type === "stage") return select([{ value: "", label: "Choose a stage…" }].concat(cat.stages), value, onchange, attrs);
     if (type === "lead_status") return select(cat.lead_statuses, value, onchange, attrs);
+    if (type === "lead_source") return select([{ value: "", label: "Choose a source…" }].concat(cat.lead_sources || []), value, onchange, attrs);
     if (type === "number" || type === "percent") return number(value, onchange, Object.assign(attrs, type === "percent" ? { min: 0, max: 100 } : {}));
     if (type === "date") return text(value, onchange, Object.assign(attrs, { type: "date" }));
     if (type === "email") return text(value, onchange, Object.assign(attrs, { type: "text", inputmode: "email" }));

@@ -113,6 +113,7 @@ _LEAD_FIELDS = {
     "lead.email": "str",
     "lead.company": "str",
     "lead.status": "str",
+    "lead.source": "lead_source",
     "lead.owner.username": "str",
     "lead.owner.email": "str",
 }
@@ -231,7 +232,7 @@ VALUELESS_OPERATORS = {"is_empty", "is_not_empty"}
 UPDATABLE_FIELDS = {
     "deal": {"title": "str", "amount": "number", "probability": "percent", "close_date": "date",
              "stage": "stage"},
-    "lead": {"name": "str", "email": "email", "company": "str", "status": "lead_status"},
+    "lead": {"name": "str", "email": "email", "company": "str", "status": "lead_status", "source": "lead_source"},
 }
 # Fields a record cannot be without: update_field never writes an empty value into them.
 REQUIRED_FIELDS = {"deal": ("title",), "lead": ("name",)}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from crm_automation.automation.definition import catalog
 from crm_automation.automation.definition.coercion import comparable
 from crm_automation.automation.definition.templating import format_value, resolve
+from crm_automation.crm.models import Lead
 from crm_automation.crm.selectors import shown, stage_slugs
 
 EMPTY = {"combinator": "and", "rules": []}
@@ -84,6 +85,10 @@ def validate(conditions, trigger_type: str, *, organization_id: int | None = Non
                 comparable(kind, v)
             except ValueError as exc:
                 errors.append((f"{where}.value", str(exc)))
+                break
+            if kind == "lead_source" and str(v).casefold() not in {s.casefold() for s in Lead.Source.values}:
+                errors.append((f"{where}.value", f"{shown(v)} is not a lead source; use one of "
+                                                 f"{', '.join(Lead.Source.values)}"))
                 break
             if kind == "stage" and organization_id is not None:
                 stages = stage_slugs(organization_id) if stages is None else stages

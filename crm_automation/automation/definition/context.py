@@ -34,7 +34,7 @@ def deal_dict(deal: Deal) -> dict:
 def lead_dict(lead: Lead) -> dict:
     return {
         "id": str(lead.pk), "name": lead.name, "email": lead.email, "company": lead.company,
-        "status": lead.status, "owner": _person(lead.owner),
+        "status": lead.status, "source": lead.source, "owner": _person(lead.owner),
     }
 
 

@@ -54,6 +54,10 @@ def coerce(kind: str, value: object, *, organization_id: int) -> object:
         if value not in settable:
             raise ValueError(f"{shown(value)} is not a lead status; use one of {', '.join(settable)}")
         return value
+    if kind == "lead_source":
+        if value not in Lead.Source.values:
+            raise ValueError(f"{shown(value)} is not a lead source; use one of {', '.join(Lead.Source.values)}")
+        return value
     if kind == "stage":
         stage = Stage.objects.filter(organization_id=organization_id, slug=value).first()
         if stage is None:

@@ -86,6 +86,7 @@ def builder_catalog(organization: Organization) -> dict:
         "updatable": catalog.UPDATABLE_FIELDS,
         "watchable": {trigger: list(field_changes.FIELDS[entity]) for trigger, entity in catalog.UPDATED.items()},
         "lead_statuses": [{"value": value, "label": label} for value, label in Lead.Status.choices],
+        "lead_sources": [{"value": value, "label": label} for value, label in Lead.Source.choices],
         "priorities": [{"value": value, "label": label} for value, label in Task.Priority.choices],
         "recipients": list(RECIPIENTS), "roles": list(questions.ROLES), "units": list(control.UNITS),
         "later": sorted(catalog.LATER_NODES),

@@ -25,9 +25,9 @@ CONTACTS = [("Ada", "Lovelace", "ada@example.com", "Analytical Ltd"),
 DEALS = [("Analytical website redesign", "12000", "proposal", 0),
          ("Compiler Co brand refresh", "8500", "negotiation", 1),
          ("Bletchley SEO retainer", "3000", "qualified", 2)]
-LEADS = [("Katherine Johnson", "katherine@example.com", "Orbital Partners"),
-         ("Margaret Hamilton", "margaret@example.com", "Apollo Software"),
-         ("Edsger Dijkstra", "edsger@example.com", "Shortest Path BV")]
+LEADS = [("Katherine Johnson", "katherine@example.com", "Orbital Partners", "referral"),
+         ("Margaret Hamilton", "margaret@example.com", "Apollo Software", "website"),
+         ("Edsger Dijkstra", "edsger@example.com", "Shortest Path BV", "event")]
 
 
 LIVE_TEMPLATES = {"large-deal-approval", "lost-deal-feedback", "proposal-follow-up-3-touch", "weekly-pipeline-review"}
@@ -112,8 +112,9 @@ class Command(BaseCommand):
             for title, amount, stage, contact in DEALS:
                 Deal.objects.create(organization=org, title=title, amount=Decimal(amount),
                                     stage=stages[stage], contact=contacts[contact], owner=user)
-            for name, email, company in LEADS:
-                Lead.objects.create(organization=org, name=name, email=email, company=company, owner=user)
+            for name, email, company, source in LEADS:
+                Lead.objects.create(organization=org, name=name, email=email, company=company, source=source,
+                                    owner=user)
             self.step(f"{len(CONTACTS)} contacts, {len(DEALS)} deals, {len(LEADS)} leads")
         else:
             self.step("contacts, deals and leads exist")
@@ -148,6 +149,19 @@ class Command(BaseCommand):
                     "body": "Hi {{lead.name}}, great to start working with {{lead.company}}."}}],
             )
             self.step("workflow 'Lead welcome email' (draft)")
+        if not Workflow.objects.filter(organization=org, name="Referral thank-you").exists():
+            workflow_create(
+                organization=org, name="Referral thank-you", by=user,
+                description="Draft: a converted lead who came by referral gets the referral email.",
+                trigger_type="lead_converted",
+                actions=[{"id": "referred", "type": "condition", "label": "Came by referral", "config": {
+                            "combinator": "and", "rules": [{"field": "lead.source", "operator": "eq",
+                                                            "value": "referral"}]}},
+                         {"id": "thanks", "type": "send_email", "label": "Referral email", "config": {
+                            "to": "{{lead.email}}", "subject": "Thanks for coming to us by referral, {{lead.name}}",
+                            "body": "Hi {{lead.name}}, whoever sent you our way: thank them from us."}}],
+            )
+            self.step("workflow 'Referral thank-you' (draft: a condition on the lead's source)")
         self._graph_workflows(org, user)
         self._field_change_workflow(org, user)
         self._contact_change_workflow(org, user)
