@@ -4,7 +4,7 @@
 // their words, handles and problems; edges) and is told of every change a person makes here
 // (`api.onAdd`, `onConnect`, `onDelete`, `onPlace`, `onSelect` …), which it applies to the one
 // document the list view, the YAML tab and the server share. Built by `make assets`.
-import { StrictMode, useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
+import { StrictMode, useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
 import { createRoot } from "react-dom/client";
 import {
   Background, Controls, Handle, MarkerType, MiniMap, Position, ReactFlow, ReactFlowProvider,
@@ -144,8 +144,19 @@ function Flow({ store, api, controller }) {
       handleKeys.current[p.id] = key;
       return changed;
     }).map((p) => p.id);
-    if (moved.length) requestAnimationFrame(() => updateInternals(moved));
-  }, [picture, editable, updateInternals]);
+    moved.forEach((id) => remeasure.current.add(id));
+  }, [picture, editable]);
+
+  // A node whose ways out changed (a router's route, a parallel's next branch) is measured again
+  // once its new handles are in the page, before it is painted: an edge can be drawn from a new
+  // handle at once (measured earlier, React Flow would not know where it is).
+  const remeasure = useRef(new Set());
+  useLayoutEffect(() => {
+    if (!remeasure.current.size) return;
+    const ids = [...remeasure.current];
+    remeasure.current.clear();
+    updateInternals(ids);
+  }, [nodes, updateInternals]);
 
   // Once every node has its size, a layout made without sizes is made again with them.
   useEffect(() => {
