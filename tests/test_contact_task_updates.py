@@ -68,7 +68,7 @@ def test_a_contact_change_is_one_event_with_old_and_new_values_and_the_contact(o
                                         "phone": ["", "+44 20 7946 0000"]}
     assert event.payload["contact"] == {"id": contact.pk, "first_name": "Ada", "last_name": "Lovelace",
                                         "email": "ada@analytical.example", "phone": "+44 20 7946 0000",
-                                        "company": "Analytical"}
+                                        "company": "Analytical", "custom": {}}
     # The same contact as contact_created's event: enrollment and history see one record.
     assert event.entity_id == AutomationEvent.objects.get(kind="contact_created").entity_id
 
@@ -218,7 +218,7 @@ def test_templates_of_the_created_and_completed_triggers_are_offered():
 
 
 @pytest.mark.parametrize(("trigger_type", "allowed"), [
-    ("contact_updated", "first_name, last_name, email, phone, company"),
+    ("contact_updated", "first_name, last_name, email, phone, company, custom"),
     ("task_updated", "title, due_date, priority, status, assignee")])
 def test_an_unknown_field_is_refused_naming_the_allowed_ones(org, trigger_type, allowed):
     assert field_changes.validate(trigger_type, {"fields": ["colour"]}) == [
@@ -261,7 +261,7 @@ def test_the_api_refuses_an_unknown_field_with_its_place_and_saves_nothing(org, 
     assert refused.status_code == 400, refused.content
     (error,) = refused.json()["errors"]
     assert error["place"] == "nodes[trigger].data.config.fields" and error["line"] == 11
-    assert "first_name, last_name, email, phone, company" in error["message"]
+    assert "first_name, last_name, email, phone, company, custom" in error["message"]
     assert not Workflow.objects.exists()
     created = client.post("/api/v1/workflows/", CONTACT_YAML.format(event="contact.updated", fields="[email]"),
                           content_type="application/yaml")

@@ -56,7 +56,7 @@ class StageSerializer(RecordSerializer):
 class ContactSerializer(RecordSerializer):
     class Meta:
         model = Contact
-        fields = ["id", "first_name", "last_name", "email", "phone", "company", "source_lead", "created_at",
+        fields = ["id", "first_name", "last_name", "email", "phone", "company", "custom", "source_lead", "created_at",
                   "expected"]
         read_only_fields = ["source_lead", "created_at"]
 
@@ -68,7 +68,8 @@ class DealSerializer(RecordSerializer):
 
     class Meta:
         model = Deal
-        fields = ["id", "title", "amount", "stage", "probability", "contact", "owner", "close_date", "source_lead",
+        fields = ["id", "title", "amount", "stage", "probability", "contact", "owner", "close_date", "custom",
+                  "source_lead",
                   "created_at", "updated_at", "expected"]
         read_only_fields = ["source_lead", "created_at", "updated_at"]
 
@@ -78,7 +79,8 @@ class LeadSerializer(RecordSerializer):
 
     class Meta:
         model = Lead
-        fields = ["id", "name", "email", "company", "status", "source", "owner", "converted_at", "converted_contact",
+        fields = ["id", "name", "email", "company", "status", "source", "custom", "owner", "converted_at",
+                  "converted_contact",
                   "converted_deal", "created_at", "updated_at", "expected"]
         read_only_fields = ["converted_at", "converted_contact", "converted_deal", "created_at", "updated_at"]
 

@@ -1,13 +1,16 @@
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
 from crm_automation.crm.admin_scoping import OrgScopedAdmin, OwnRowsFilter
+from crm_automation.crm.custom_fields import used_by
 from crm_automation.crm.email_delivery import email_resend
 from crm_automation.crm.models import (
     Contact,
+    CustomField,
     Deal,
     EmailMessage,
     Lead,
@@ -55,6 +58,40 @@ class StageAdmin(OrgScopedAdmin):
     list_display = ("name", "slug", "organization", "order", "is_won", "is_lost")
     list_filter = ("organization",)
     edit_role = add_role = "admin"
+
+
+@admin.register(CustomField)
+class CustomFieldAdmin(OrgScopedAdmin):
+    """An organization's own fields on deals, leads and contacts (crm/custom_fields.py)."""
+
+    list_display = ("label", "entity", "key", "kind", "organization")
+    list_filter = ("entity", "kind", "organization")
+    search_fields = ("label", "key")
+    edit_role = add_role = "admin"
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        return [*fields, "entity", "key", "kind"] if obj is not None else fields
+
+    def delete_view(self, request, object_id, extra_context=None):
+        """A field a live workflow reads is not deleted: the page says which workflows."""
+        field = self.get_object(request, object_id)
+        users = used_by(field) if field is not None else []
+        if users:
+            self.message_user(request, f"“{field.label}” is used by the live workflow(s) {', '.join(users)}: change "
+                                       "them (or pause and archive them) first.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:crm_customfield_change", args=[field.pk]))
+        return super().delete_view(request, object_id, extra_context)
+
+    def delete_model(self, request, obj):
+        try:
+            obj.delete()
+        except ValidationError as exc:
+            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+
+    def delete_queryset(self, request, queryset):
+        for field in queryset:
+            self.delete_model(request, field)
 
 
 @admin.register(Contact)

@@ -40,9 +40,9 @@ CONTACT_UPDATED = "contact_updated"
 TASK_UPDATED = "task_updated"
 
 # The fields whose changes are announced (model field names; foreign keys by their column).
-DEAL_TRACKED = ("title", "amount", "probability", "close_date", "contact_id", "owner_id", "stage_id")
-LEAD_TRACKED = ("name", "email", "company", "status", "source", "owner_id")
-CONTACT_TRACKED = ("first_name", "last_name", "email", "phone", "company")
+DEAL_TRACKED = ("title", "amount", "probability", "close_date", "contact_id", "owner_id", "stage_id", "custom")
+LEAD_TRACKED = ("name", "email", "company", "status", "source", "owner_id", "custom")
+CONTACT_TRACKED = ("first_name", "last_name", "email", "phone", "company", "custom")
 # Not the description: free text of any length does not travel in events.
 TASK_TRACKED = ("title", "due_date", "priority", "status", "assignee_id")
 
@@ -57,8 +57,8 @@ def json_value(value, *, numbers: bool = False):
     names it too): dates and times as ISO text, ids as text; a Decimal as its exact text
     ("15000.00", so a change's old and new values read alike), or with `numbers` as a JSON number
     (a function node's output, which people compare and add up)."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
+    if value is None or isinstance(value, bool | int | float | str | dict | list):
+        return value  # (a record's own fields, `custom`, are JSON already)
     if isinstance(value, Decimal):
         return json_number(value) if numbers else str(value)
     if hasattr(value, "isoformat"):

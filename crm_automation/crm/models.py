@@ -86,8 +86,76 @@ class Stage(TenantOwned):
                                                 f"“{taken}”, and stage slugs are unique regardless of case."]})
 
 
+class CustomField(models.Model):
+    """A field of the organization's own on its deals, leads or contacts (crm/custom_fields.py
+    checks its definition and every value written; the values are in the record's `custom`)."""
+
+    class Entity(models.TextChoices):
+        DEAL = "deal", "Deal"
+        LEAD = "lead", "Lead"
+        CONTACT = "contact", "Contact"
+
+    class Kind(models.TextChoices):
+        TEXT = "text", "Text"
+        LONG_TEXT = "long_text", "Long text"
+        NUMBER = "number", "Number"
+        MONEY = "money", "Money"
+        DATE = "date", "Date"
+        DATETIME = "datetime", "Date and time"
+        BOOLEAN = "boolean", "Yes / no"
+        CHOICE = "choice", "One of"
+        CHOICES = "choices", "Several of"
+        USER = "user", "User"
+        URL = "url", "URL"
+        EMAIL = "email", "Email"
+        PHONE = "phone", "Phone"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="custom_fields")
+    entity = models.CharField(max_length=10, choices=Entity.choices)
+    key = models.SlugField(max_length=40, help_text="How workflows name it: {{deal.custom.<key>}}. It never "
+                                                    "changes; rename the label instead.")
+    label = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    choices = models.JSONField(default=list, blank=True, help_text="For one-of and several-of: the choices.")
+    help_text = models.CharField(max_length=200, blank=True)
+    position = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["organization_id", "entity", "position", "id"]
+        constraints = [models.UniqueConstraint(fields=["organization", "entity", "key"], name="uniq_custom_field_key")]
+
+    def __str__(self) -> str:
+        return f"{self.get_entity_display()} › {self.label}"
+
+    def clean(self) -> None:
+        from crm_automation.crm.custom_fields import check_definition
+
+        errors = check_definition(self)
+        if self.pk is not None:
+            stored = CustomField.objects.filter(pk=self.pk).values_list("key", "entity", "kind").first()
+            if stored is not None and stored[:2] != (self.key, self.entity):
+                errors.setdefault("key", []).append("workflows name the field by its key: it never changes (rename "
+                                                    "the label instead)")
+            elif stored is not None and stored[2] != self.kind:
+                errors.setdefault("kind", []).append("values are stored by kind: make a new field instead")
+        if errors:
+            raise ValidationError(errors)
+
+    def delete(self, *args, **kwargs):
+        """Refused while a live workflow reads it (the workflows are named)."""
+        from crm_automation.crm.custom_fields import used_by
+
+        users = used_by(self)
+        if users:
+            raise ValidationError(f"“{self.label}” is used by the live workflow(s) {', '.join(users)}: change them "
+                                  "(or pause and archive them) first.")
+        return super().delete(*args, **kwargs)
+
+
 class Contact(TenantOwned):
     tenant_links = ("source_lead",)
+    custom_entity = "contact"
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="contacts")
     first_name = models.CharField(max_length=100)
@@ -97,6 +165,7 @@ class Contact(TenantOwned):
     company = models.CharField(max_length=200, blank=True)
     source_lead = models.ForeignKey("Lead", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
                                     editable=False, help_text="The lead this contact was converted from.")
+    custom = models.JSONField(default=dict, blank=True, help_text="Values of the organization's own fields.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -139,6 +208,7 @@ def contact_change(contact: Contact, kind: str, payload: dict) -> changes.Record
 
 class Deal(TenantOwned):
     tenant_links = ("stage", "contact", "source_lead")
+    custom_entity = "deal"
     member_links = ("owner",)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -159,6 +229,7 @@ class Deal(TenantOwned):
     stage_entered_at = models.DateTimeField(default=timezone.now, editable=False)
     source_lead = models.ForeignKey("Lead", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
                                     editable=False, help_text="The lead this deal was converted from.")
+    custom = models.JSONField(default=dict, blank=True, help_text="Values of the organization's own fields.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -229,6 +300,7 @@ def deal_stage_change(deal: "Deal", from_stage_id: int, changed: dict | None = N
 
 class Lead(TenantOwned):
     tenant_links = ("converted_contact", "converted_deal")
+    custom_entity = "lead"
     member_links = ("owner",)
 
     class Status(models.TextChoices):
@@ -266,6 +338,7 @@ class Lead(TenantOwned):
         Contact, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     converted_deal = models.ForeignKey(Deal, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    custom = models.JSONField(default=dict, blank=True, help_text="Values of the organization's own fields.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -50,6 +50,8 @@ class TenantOwned(models.Model):
 
     def _remember_links(self) -> None:
         self._loaded_links = {a: self.__dict__.get(a) for a in self._link_attnames()}
+        if self.custom_entity:
+            self._loaded_custom = dict(self.__dict__.get("custom") or {})
 
     def _changed(self, attname: str, update_fields) -> bool:
         if update_fields is not None and attname not in update_fields and attname.removesuffix("_id") not in \
@@ -97,7 +99,18 @@ class TenantOwned(models.Model):
         if errors:
             raise ValidationError(errors)
 
+    # The record whose organization's own fields it carries in `custom` (crm/custom_fields.py).
+    custom_entity: ClassVar[str] = ""
+
     def check_links(self, update_fields=None) -> None:
+        """The links stay in the organization; the values of its own fields are of their kinds
+        (normalized here, on every path that saves)."""
         errors = self.link_errors(update_fields)
         if errors:
             raise ValidationError(errors)
+        if self.custom_entity and (update_fields is None or "custom" in update_fields):
+            custom = self.__dict__.get("custom")
+            if custom != getattr(self, "_loaded_custom", {}):
+                from crm_automation.crm.custom_fields import check_values
+
+                self.custom = check_values(self.organization_id, self.custom_entity, custom)

@@ -540,7 +540,10 @@
       row.append(select(fieldOptions, rule.field, (v) => { rule.field = v; changed(); renderForm(n); }, { "aria-label": "Field of condition " + (i + 1) }));
       if (rule.field) row.append(el("code", { class: "token muted", text: rule.field, title: "The same value in a text field: {{" + rule.field + "}}" }));
       row.append(select(cat.operators, rule.operator, (v) => { rule.operator = v; if (cat.valueless.includes(v)) delete rule.value; changed(); renderForm(n); }, { "aria-label": "Operator of condition " + (i + 1) }));
-      if (!cat.valueless.includes(rule.operator)) row.append(valueInput(fields()[rule.field], rule.value, (v) => { rule.value = v; changed(); refreshSummary(n); }, "Value of condition " + (i + 1)));
+      const ownChoices = (cat.custom_choices || {})[rule.field];  // an own field's one-of choices
+      if (!cat.valueless.includes(rule.operator)) row.append(ownChoices
+        ? select([{ value: "", label: "Choose…" }].concat(ownChoices.map((c) => ({ value: c, label: c }))), rule.value, (v) => { rule.value = v; changed(); refreshSummary(n); }, { "aria-label": "Value of condition " + (i + 1) })
+        : valueInput(fields()[rule.field], rule.value, (v) => { rule.value = v; changed(); refreshSummary(n); }, "Value of condition " + (i + 1)));
       row.append(el("button", { type: "button", class: "link", onclick: () => { config.rules.splice(i, 1); changed(); renderForm(n); }, text: "Remove", "aria-label": "Remove condition " + (i + 1) }));
       const problem = fieldError(where.node, where.field);
       box.append(row);

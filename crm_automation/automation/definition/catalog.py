@@ -106,6 +106,9 @@ _DEAL_FIELDS = {
     "deal.owner.username": "str",
     "deal.owner.email": "str",
     "deal.owner.first_name": "str",
+    # The organization's own fields (crm/custom_fields.py), by key: {{deal.custom.budget_code}}.
+    "deal.custom": "object",
+    "deal.contact.custom": "object",
 }
 _LEAD_FIELDS = {
     "lead.id": "str",
@@ -116,6 +119,7 @@ _LEAD_FIELDS = {
     "lead.source": "lead_source",
     "lead.owner.username": "str",
     "lead.owner.email": "str",
+    "lead.custom": "object",
 }
 
 
@@ -182,6 +186,7 @@ def fields_for(trigger_type: str) -> dict[str, str]:
     if trigger_type in (CONTACT_CREATED, CONTACT_UPDATED):
         fields.update({f"contact.{name}": "str" for name in ("id", "first_name", "last_name", "email", "phone",
                                                              "company")})
+        fields["contact.custom"] = OPEN
     if trigger_type in (TASK_COMPLETED, TASK_UPDATED):
         # The task's deal or lead, when it has one (conditions and templates on the other read as empty).
         fields.update(_DEAL_FIELDS)

@@ -25,16 +25,17 @@ def deal_dict(deal: Deal) -> dict:
         "close_date": deal.close_date,
         "contact": None if contact is None else {
             "first_name": contact.first_name, "last_name": contact.last_name,
-            "email": contact.email, "phone": contact.phone, "company": contact.company,
+            "email": contact.email, "phone": contact.phone, "company": contact.company, "custom": contact.custom,
         },
         "owner": _person(deal.owner),
+        "custom": deal.custom,  # the organization's own fields: {{deal.custom.<key>}}
     }
 
 
 def lead_dict(lead: Lead) -> dict:
     return {
         "id": str(lead.pk), "name": lead.name, "email": lead.email, "company": lead.company,
-        "status": lead.status, "source": lead.source, "owner": _person(lead.owner),
+        "status": lead.status, "source": lead.source, "owner": _person(lead.owner), "custom": lead.custom,
     }
 
 

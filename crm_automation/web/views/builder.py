@@ -36,7 +36,8 @@ from crm_automation.automation.services.versions import (
 )
 from crm_automation.automation.services.workflows import can_edit, check_edit, free_name, has_unpublished_changes
 from crm_automation.automation.triggers import record_changes as field_changes
-from crm_automation.crm.models import Lead, Membership, Organization, Task
+from crm_automation.crm import custom_fields
+from crm_automation.crm.models import CustomField, Lead, Membership, Organization, Task
 from crm_automation.refusals import Refused, StaleEdit
 from crm_automation.web.selectors import stage_names
 from crm_automation.web.tenancy import org_page
@@ -60,8 +61,32 @@ def starter_document(name: str = STARTER_NAME) -> dict:
             "edges": []}
 
 
+def own_fields(fields: dict, own: list[CustomField]) -> dict[str, str]:
+    """The organization's own fields a trigger's workflows read, by path, as conditions compare
+    them: a deal's on a deal's trigger, its contact's too, a lead's on a lead's, a contact's on a
+    contact's."""
+    found = {}
+    for field in own:
+        for head in (f"{field.entity}.", f"deal.{field.entity}.") if field.entity == "contact" else (
+                f"{field.entity}.",):
+            if f"{head}custom" in fields:
+                found[f"{head}custom.{field.key}"] = custom_fields.kind_of(field.kind)
+    return found
+
+
+def own_names(own: list[CustomField]) -> dict[str, str]:
+    names = {}
+    for field in own:
+        entity = field.get_entity_display()
+        names[f"{field.entity}.custom.{field.key}"] = f"{entity} › {field.label}"
+        if field.entity == "contact":
+            names[f"deal.contact.custom.{field.key}"] = f"Deal › Contact › {field.label}"
+    return names
+
+
 def builder_catalog(organization: Organization) -> dict:
     """Everything the builder's selects and the variable picker offer, for this organization."""
+    own = list(CustomField.objects.filter(organization=organization))
     members = (Membership.objects.filter(organization=organization).select_related("user")
                .order_by("user__username"))
     return {
@@ -77,10 +102,12 @@ def builder_catalog(organization: Organization) -> dict:
         "workflows": [{"value": key, "label": name} for key, name in Workflow.objects.filter(
             organization=organization).exclude(status=WorkflowStatus.ARCHIVED).order_by("name")
             .values_list("key", "name")],
-        "fields": {trigger: {path: kind for path, kind in catalog.fields_for(trigger).items()
-                             if not path.startswith("trigger.deal.") and not path.startswith("trigger.lead.")}
+        "fields": {trigger: {**{path: kind for path, kind in catalog.fields_for(trigger).items()
+                                if not path.startswith("trigger.deal.") and not path.startswith("trigger.lead.")},
+                             **own_fields(catalog.fields_for(trigger), own)}
                    for trigger in catalog.TRIGGER_TYPES},
-        "names": catalog.variable_names(),  # a variable's human name, the same on every page
+        "names": {**catalog.variable_names(), **own_names(own)},  # a variable's human name, the same everywhere
+        "custom_choices": {f"{f.entity}.custom.{f.key}": f.choices for f in own if f.kind == "choice"},
         "operators": [{"value": value, "label": label} for value, label in catalog.OPERATORS.items()],
         "ordering": sorted(catalog.ORDERING_OPERATORS), "valueless": sorted(catalog.VALUELESS_OPERATORS),
         "updatable": catalog.UPDATABLE_FIELDS,

@@ -8,7 +8,7 @@ from django.views.decorators.http import require_POST
 
 from crm_automation.automation.selectors import decisions_of_record, runs_of_record
 from crm_automation.automation.triggers.manual import manual_workflows, workflow_start
-from crm_automation.crm.models import Deal, Lead
+from crm_automation.crm.models import CustomField, Deal, Lead
 from crm_automation.web.live import runs_watch
 from crm_automation.web.rows import with_values
 from crm_automation.web.tenancy import org_page
@@ -38,6 +38,8 @@ def record_page(request, kind: str, pk):
     return render(request, "web/record.html", {
         "place": request.place, "record": record, "kind": kind, "runs": runs, "decisions": decisions,
         "live": runs_watch(record.organization_id, runs),
+        "own_fields": [(f.label, shown_value(record.custom.get(f.key))) for f in CustomField.objects.filter(
+            organization_id=record.organization_id, entity=kind)],
         "startable": manual_workflows(record) if request.place.can_edit else [],
         "title": record.title if kind == "deal" else record.name})
 
@@ -56,3 +58,14 @@ def record_start(request, kind: str, pk):
     attempt(request, lambda: workflow_start(workflow_id=chosen.pk, by=request.user, record=record),
             lambda run: f"Started “{chosen.name}” (run #{run.pk}); its steps appear below as it goes.")
     return back(request, reverse("web:record", args=[kind, record.pk]))
+
+
+def shown_value(value) -> str:
+    """An own field's value as a person reads it: yes/no, a list joined, empty as a dash."""
+    if value is None or value == "" or value == []:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)

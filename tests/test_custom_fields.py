@@ -1,0 +1,185 @@
+"""Fields of the organization's own (crm/custom_fields.py): defined per organization on deals,
+leads and contacts; every value checked by its kind on every write path (a model save, the
+API, the admin), stored normalized; read by workflows as {{deal.custom.<key>}} and in conditions;
+a change is part of the record's one event; a field a live workflow reads is not deleted."""
+
+import pytest
+from django.core.exceptions import ValidationError
+from rest_framework.test import APIClient
+
+from crm_automation.automation.models import AutomationEvent, WorkflowRun
+from crm_automation.crm.models import Contact, CustomField, Deal, EmailMessage, Lead, Task
+from crm_automation.crm.services import deal_move_to_stage
+from tests.conftest import drain, make_workflow, stage
+
+
+def field(org, entity, key, kind, **extra) -> CustomField:
+    made = CustomField(organization=org, entity=entity, key=key, label=extra.pop("label", key.title()), kind=kind,
+                       **extra)
+    made.full_clean()
+    made.save()
+    return made
+
+
+@pytest.mark.parametrize(("kind", "given", "stored"), [
+    ("text", "  Blue ", "Blue"),
+    ("number", "12", 12),
+    ("number", 2.5, 2.5),
+    ("money", "1200.456", "1200.46"),
+    ("date", "2026-12-24", "2026-12-24"),
+    ("datetime", "2026-12-24T09:30", "2026-12-24T09:30:00"),
+    ("boolean", "yes", True),
+    ("boolean", False, False),
+    ("url", "https://example.com/x", "https://example.com/x"),
+    ("email", "ada@example.com", "ada@example.com"),
+    ("phone", "+44 20 7946 0000", "+44 20 7946 0000"),
+])
+def test_values_are_stored_by_their_kind(org, deal, kind, given, stored):
+    field(org, "deal", "extra", kind)
+    deal.custom = {"extra": given}
+    deal.save()
+    deal.refresh_from_db()
+    assert deal.custom == {"extra": stored}
+
+
+@pytest.mark.parametrize(("kind", "given", "says"), [
+    ("number", "lots", "is not a number"),
+    ("number", True, "must be a number"),
+    ("date", "24/12/2026", "is not a date"),
+    ("boolean", "maybe", "must be yes or no"),
+    ("url", "javascript:alert(1)", "is not a web address"),
+    ("email", "not-an-email", "is not an email address"),
+    ("phone", "call me", "is not a phone number"),
+    ("text", "x" * 201, "at most 200"),
+])
+def test_a_value_of_the_wrong_kind_is_refused_and_nothing_is_saved(org, deal, kind, given, says):
+    field(org, "deal", "extra", kind)
+    deal.custom = {"extra": given}
+    with pytest.raises(ValidationError) as caught:
+        deal.save()
+    assert says in str(caught.value.message_dict["custom.extra"])
+    deal.refresh_from_db()
+    assert deal.custom == {}
+
+
+def test_choices_unknown_keys_users_and_other_organizations(org, other_org, owner, deal, outsider):
+    field(org, "deal", "tier", "choice", choices=["Gold", "Silver"])
+    field(org, "deal", "tags", "choices", choices=["urgent", "vip", "renewal"])
+    field(org, "deal", "manager", "user")
+    field(other_org, "deal", "secret", "text")  # theirs: not a field of ours
+    deal.custom = {"tier": "gold", "tags": ["renewal", "urgent", "urgent"], "manager": owner.username}
+    deal.save()
+    deal.refresh_from_db()
+    assert deal.custom == {"tier": "Gold", "tags": ["urgent", "renewal"], "manager": owner.username}
+    for values, place in (({"tier": "Bronze"}, "custom.tier"), ({"secret": "x"}, "custom.secret"),
+                          ({"manager": outsider.username}, "custom.manager")):
+        deal.custom = values
+        with pytest.raises(ValidationError) as caught:
+            deal.save()
+        assert place in caught.value.message_dict
+
+
+def test_a_definition_is_checked_and_its_key_and_kind_never_change(org):
+    for key, kind, choices, place in (("title", "text", [], "key"), ("Bad Key", "text", [], "key"),
+                                      ("tier", "choice", [], "choices"), ("note", "text", ["x"], "choices"),
+                                      ("tier", "choice", ["a", "A"], "choices")):
+        with pytest.raises(ValidationError) as caught:
+            field(org, "deal", key, kind, choices=choices)
+        assert place in caught.value.message_dict, (key, kind)
+    made = field(org, "deal", "budget", "money", label="Budget")
+    made.label = "Budget (EUR)"  # a rename: the key stays
+    made.full_clean()
+    made.save()
+    made.key = "budget_eur"
+    with pytest.raises(ValidationError, match="never changes"):
+        made.full_clean()
+
+
+def test_workflows_read_custom_fields_in_templates_and_conditions(org, owner, deal):
+    field(org, "deal", "budget", "money", label="Budget")
+    field(org, "contact", "nickname", "text")
+    deal.custom = {"budget": "25000"}
+    deal.save()
+    assert deal.contact is not None
+    deal.contact.custom = {"nickname": "Countess"}
+    deal.contact.save()
+    make_workflow(org, actions=[
+        {"id": "big", "type": "condition", "label": "Big budget", "config": {
+            "combinator": "and", "rules": [{"field": "deal.custom.budget", "operator": "gt", "value": 20000}]}},
+        {"id": "task", "type": "create_task", "label": "Call",
+         "config": {"title": "Call {{deal.contact.custom.nickname}} about {{deal.custom.budget}}"}}],
+        graph={"edges": [{"source": "trigger", "target": "big"},
+                         {"source": "big", "target": "task", "sourceHandle": "condition-true"}]})
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    assert WorkflowRun.objects.get().status == "completed"
+    assert list(Task.objects.values_list("title", flat=True)) == ["Call Countess about 25000.00"]
+
+
+def test_a_custom_change_is_part_of_the_records_one_event(org, deal):
+    field(org, "deal", "budget", "number")
+    before = AutomationEvent.objects.count()
+    deal.custom = {"budget": 10}
+    deal.title = "Website, phase 2"
+    deal.save()
+    (event,) = AutomationEvent.objects.all()[before:]
+    assert event.kind == "deal_updated"
+    assert event.payload["changed"]["custom"] == [{}, {"budget": 10}]
+    assert event.payload["changed"]["title"] == ["Website", "Website, phase 2"]
+
+
+def test_the_api_reads_and_writes_custom_values_and_names_a_bad_one(org, owner, deal):
+    field(org, "deal", "budget", "number")
+    client = APIClient()
+    client.force_authenticate(owner)
+    changed = client.patch(f"/api/v1/deals/{deal.pk}/", {"custom": {"budget": "12"}}, format="json")
+    assert changed.status_code == 200, changed.content
+    assert changed.json()["custom"] == {"budget": 12}
+    bad = client.patch(f"/api/v1/deals/{deal.pk}/", {"custom": {"budget": "many"}}, format="json")
+    assert bad.status_code == 400 and "is not a number" in str(bad.json())
+    assert Deal.objects.get(pk=deal.pk).custom == {"budget": 12}
+
+
+def test_a_field_a_live_workflow_reads_is_not_deleted_and_the_workflow_is_named(org, deal):
+    budget = field(org, "deal", "budget", "number")
+    spare = field(org, "deal", "spare", "text")
+    make_workflow(org, name="Budget check", actions=[
+        {"type": "create_task", "config": {"title": "Budget {{deal.custom.budget}}"}}])
+    with pytest.raises(ValidationError, match="used by the live workflow\\(s\\) Budget check"):
+        budget.delete()
+    spare.delete()
+    assert list(CustomField.objects.values_list("key", flat=True)) == ["budget"]
+
+
+def test_leads_and_contacts_have_their_own_fields(org, owner):
+    field(org, "lead", "referrer", "text")
+    field(org, "contact", "birthday", "date")
+    lead = Lead.objects.create(organization=org, name="Ada", custom={"referrer": "Bo"})
+    contact = Contact.objects.create(organization=org, first_name="Cy", custom={"birthday": "1990-02-03"})
+    assert (lead.custom, contact.custom) == ({"referrer": "Bo"}, {"birthday": "1990-02-03"})
+    with pytest.raises(ValidationError):
+        Lead.objects.create(organization=org, name="Di", custom={"birthday": "1990-02-03"})  # a contact's field
+    assert not EmailMessage.objects.exists()
+
+
+def test_the_builder_offers_own_fields_and_the_record_page_shows_them(org, owner, deal):
+    import json
+
+    from django.test import Client
+
+    field(org, "deal", "tier", "choice", choices=["Gold", "Silver"], label="Tier")
+    field(org, "contact", "nickname", "text", label="Nickname")
+    deal.custom = {"tier": "Gold"}
+    deal.save()
+    client = Client()
+    client.force_login(owner)
+    page = client.get("/crm/automation/workflows/new/").content.decode()
+    data = json.loads(page.split('<script id="builder-data" type="application/json">')[1].split("</script>")[0])
+    catalog = data["catalog"]
+    assert catalog["fields"]["deal_stage_change"]["deal.custom.tier"] == "str"
+    assert catalog["fields"]["deal_stage_change"]["deal.contact.custom.nickname"] == "str"
+    assert "deal.custom.tier" not in catalog["fields"]["lead_created"]
+    assert catalog["names"]["deal.custom.tier"] == "Deal › Tier"
+    assert catalog["custom_choices"] == {"deal.custom.tier": ["Gold", "Silver"]}
+    record = client.get(f"/crm/automation/records/deal/{deal.pk}/").content.decode()
+    assert "<dt>Tier</dt><dd>Gold</dd>" in record
