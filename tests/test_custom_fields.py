@@ -183,3 +183,20 @@ def test_the_builder_offers_own_fields_and_the_record_page_shows_them(org, owner
     assert catalog["custom_choices"] == {"deal.custom.tier": ["Gold", "Silver"]}
     record = client.get(f"/crm/automation/records/deal/{deal.pk}/").content.decode()
     assert "<dt>Tier</dt><dd>Gold</dd>" in record
+
+
+def test_the_admin_form_says_what_is_wrong_with_a_value(org, owner, deal):
+    from django.test import Client
+
+    field(org, "deal", "budget", "number")
+    client = Client()
+    client.force_login(owner)
+    url = f"/admin/crm/deal/{deal.pk}/change/"
+    form = {"title": deal.title, "amount": "100", "stage": deal.stage_id, "probability": "10",
+            "contact": deal.contact_id, "owner": owner.pk, "organization": org.pk, "custom": '{"budget": "lots"}'}
+    answer = client.post(url, form)
+    assert answer.status_code == 200 and "budget: Budget: “lots” is not a number" in answer.content.decode()
+    assert Deal.objects.get(pk=deal.pk).custom == {}
+    answer = client.post(url, {**form, "custom": '{"budget": "7"}'})
+    assert answer.status_code == 302, answer.content.decode()[:3000]
+    assert Deal.objects.get(pk=deal.pk).custom == {"budget": 7}

@@ -98,6 +98,14 @@ class TenantOwned(models.Model):
         errors = self.link_errors()
         if errors:
             raise ValidationError(errors)
+        if self.custom_entity and self.organization_id:  # a form's errors, at the field (save checks again)
+            from crm_automation.crm.custom_fields import check_values
+
+            try:
+                self.custom = check_values(self.organization_id, self.custom_entity, self.__dict__.get("custom"))
+            except ValidationError as exc:
+                raise ValidationError({"custom": [f"{place.removeprefix('custom.')}: {' '.join(messages)}"
+                                                  for place, messages in exc.message_dict.items()]}) from None
 
     # The record whose organization's own fields it carries in `custom` (crm/custom_fields.py).
     custom_entity: ClassVar[str] = ""
