@@ -200,3 +200,31 @@ def test_the_admin_form_says_what_is_wrong_with_a_value(org, owner, deal):
     answer = client.post(url, {**form, "custom": '{"budget": "7"}'})
     assert answer.status_code == 302, answer.content.decode()[:3000]
     assert Deal.objects.get(pk=deal.pk).custom == {"budget": 7}
+
+
+def test_the_api_lists_records_by_an_own_fields_value(org, owner, deal, other_org):
+    from crm_automation.crm.models import Stage
+
+    field(org, "deal", "tier", "choice", choices=["Gold", "Silver"])
+    field(org, "deal", "tags", "choices", choices=["urgent", "vip"])
+    field(org, "deal", "signed", "boolean")
+    other = Deal.objects.create(organization=org, title="Other", stage=Stage.objects.filter(organization=org).first(),
+                                custom={"tier": "Silver", "tags": ["vip"], "signed": False})
+    deal.custom = {"tier": "Gold", "tags": ["urgent", "vip"], "signed": True}
+    deal.save()
+    client = APIClient()
+    client.force_authenticate(owner)
+
+    def ids(**query) -> list[str]:
+        answer = client.get("/api/v1/deals/", query)
+        assert answer.status_code == 200, answer.content
+        return sorted(row["id"] for row in answer.json()["results"])
+
+    assert ids(**{"custom.tier": "gold"}) == [str(deal.pk)]  # as stored: "Gold"
+    assert ids(**{"custom.tags": "vip"}) == sorted([str(deal.pk), str(other.pk)])
+    assert ids(**{"custom.tags": "urgent", "custom.signed": "yes"}) == [str(deal.pk)]
+    assert ids(**{"custom.signed": "no"}) == [str(other.pk)]
+    bad = client.get("/api/v1/deals/", {"custom.tier": "Bronze"})
+    assert bad.status_code == 400 and "not one of its choices" in str(bad.json())
+    unknown = client.get("/api/v1/deals/", {"custom.nope": "x"})
+    assert unknown.status_code == 400 and "custom.nope" in str(unknown.json())

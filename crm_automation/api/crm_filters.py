@@ -1,9 +1,13 @@
 """Query parameters of the CRM lists: filters, search and ordering, each value checked first so
 a bad one is a 400 that names it (never a database error on a malformed UUID or a NUL)."""
 
+from django.db import connection
+from django.db.models import BooleanField
+from django.db.models.expressions import RawSQL
 from rest_framework import serializers
 from rest_framework.filters import OrderingFilter, SearchFilter
 
+from crm_automation.crm import custom_fields
 from crm_automation.crm.models import Lead, Task
 
 
@@ -73,3 +77,44 @@ class StableOrdering(OrderingFilter):
             parameter["description"] = (f"Sort by {fields}: one or more, comma-separated, “-” first for "
                                         f"descending (default {', '.join(view.ordering)}).")
         return parameters
+
+
+def own_field_filter(organization_id: int, entity: str, wanted: dict[str, str]) -> dict:
+    """`?custom.<key>=<value>` as the containment `custom @> {key: value}` (a GIN index answers it
+    on PostgreSQL): the value normalized as it is stored ("gold" finds "Gold", "yes" finds true,
+    one of a several-of field's choices finds the records that have it); 400 naming a bad one."""
+    fields = custom_fields.definitions(organization_id, entity)
+    contains: dict = {}
+    errors = {}
+    for name, raw in list(wanted.items())[:10]:
+        key = name.removeprefix("custom.")
+        field = fields.get(key)
+        if field is None:
+            errors[name] = [f"is not a field of this organization's {entity}s ({', '.join(sorted(fields)) or 'none'})"]
+            continue
+        try:
+            value = custom_fields.value_of(field, [raw] if field.kind == "choices" else raw, organization_id)
+        except ValueError as exc:
+            errors[name] = [str(exc)]
+            continue
+        contains[key] = value
+    if errors:
+        raise serializers.ValidationError(errors)
+    return contains
+
+
+def with_own_fields(queryset, contains: dict):
+    """Records whose own fields hold these values. PostgreSQL: one containment its GIN index
+    answers. SQLite (no containment on JSON): each key compared, a list searched with json_each."""
+    if connection.vendor == "postgresql":
+        return queryset.filter(custom__contains=contains)
+    table = queryset.model._meta.db_table
+    for key, value in contains.items():  # (keys are checked: letters, digits and underscores)
+        if isinstance(value, list):
+            for item in value:
+                queryset = queryset.filter(RawSQL(
+                    f'EXISTS (SELECT 1 FROM json_each("{table}"."custom", %s) WHERE json_each.value = %s)',
+                    (f"$.{key}", item), output_field=BooleanField()))
+        else:
+            queryset = queryset.filter(**{f"custom__{key}": value})
+    return queryset

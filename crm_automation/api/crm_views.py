@@ -24,6 +24,8 @@ from crm_automation.api.crm_filters import (
     LeadFilters,
     StableOrdering,
     TaskFilters,
+    own_field_filter,
+    with_own_fields,
 )
 from crm_automation.api.crm_serializers import (
     ContactSerializer,
@@ -84,6 +86,10 @@ class RecordViewSet(viewsets.ModelViewSet):
             filters = self.filters_class(data=self.request.query_params.dict())
             filters.is_valid(raise_exception=True)
             queryset = filters.apply(queryset)
+        entity = getattr(self.queryset.model, "custom_entity", "")
+        wanted = {name: value for name, value in self.request.query_params.items() if name.startswith("custom.")}
+        if entity and wanted:
+            queryset = with_own_fields(queryset, own_field_filter(organization_of(self.request).pk, entity, wanted))
         return queryset
 
     def perform_create(self, serializer) -> None:
