@@ -228,3 +228,26 @@ def test_the_api_lists_records_by_an_own_fields_value(org, owner, deal, other_or
     assert bad.status_code == 400 and "not one of its choices" in str(bad.json())
     unknown = client.get("/api/v1/deals/", {"custom.nope": "x"})
     assert unknown.status_code == 400 and "custom.nope" in str(unknown.json())
+
+
+def test_update_field_sets_an_own_field_and_keeps_the_others(org, owner, deal):
+    field(org, "deal", "tier", "choice", choices=["Gold", "Silver"])
+    field(org, "deal", "note", "text")
+    deal.custom = {"note": "keep me"}
+    deal.save()
+    make_workflow(org, actions=[
+        {"type": "update_field", "label": "Tier", "config": {"field": "custom.tier", "value": "gold"}},
+        {"type": "update_field", "label": "Note", "config": {"field": "custom.note", "value": "Won: {{deal.title}}"}}])
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()
+    assert WorkflowRun.objects.get().status == "completed"
+    deal.refresh_from_db()
+    assert deal.custom == {"note": f"Won: {deal.title}", "tier": "Gold"}
+    from crm_automation.automation.models import FieldChange
+    assert set(FieldChange.objects.values_list("field", "old_value", "new_value")) == {
+        ("custom.tier", None, "Gold"), ("custom.note", "keep me", f"Won: {deal.title}")}
+    for config, says in (({"field": "custom.tier", "value": "Bronze"}, "not one of its choices"),
+                         ({"field": "custom.nope", "value": "x"}, "is not a field of this organization's deals"),
+                         ({"field": "custom.tier", "value": "{{deal.title}}"}, "templates fill text fields only")):
+        with pytest.raises(ValidationError, match=says):
+            make_workflow(org, actions=[{"type": "update_field", "config": config}])

@@ -1,3 +1,4 @@
+import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -9,14 +10,21 @@ from crm_automation.automation.definition import catalog, coercion
 from crm_automation.automation.models import FieldChange
 from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, Result, template_errors
 from crm_automation.automation.runtime.cause import caused_by
+from crm_automation.crm import custom_fields
 from crm_automation.crm.models import Deal, Lead, Stage
 from crm_automation.crm.selectors import shown, stage_slugs
 from crm_automation.crm.services import deal_move_to_stage
 
+OWN = "custom."  # an organization's own field: "custom.budget" (crm/custom_fields.py)
+TEXTUAL_OWN = {"text", "long_text", "email", "url", "phone"}  # own fields a template may fill
+
 
 def _target(trigger_type: str, field: str) -> tuple[str, str]:
-    """("deal" | "lead", field name) for a config field such as "probability" or "deal.title"."""
+    """("deal" | "lead", field name) for a config field such as "probability", "deal.title" or
+    "custom.budget" (an own field keeps its "custom." prefix)."""
     entity = catalog.TRIGGER_ENTITY.get(trigger_type, "deal")
+    if field.startswith(OWN):
+        return entity, field
     if "." in field:
         prefix, _, name = field.partition(".")
         if prefix == "deal" and trigger_type == catalog.LEAD_CONVERTED:
@@ -83,6 +91,8 @@ class UpdateField(Action["Change"]):
         if not isinstance(config["field"], str):
             return [("config.field", "must be the name of a field, e.g. \"probability\"")]
         entity, name = _target(trigger_type, config["field"])
+        if name.startswith(OWN):
+            return self._own_problems(entity, name, config["value"], trigger_type, organization_id)
         fields = catalog.UPDATABLE_FIELDS.get(entity, {})
         if name not in fields:
             allowed = ", ".join(sorted(fields)) or "none"
@@ -98,9 +108,26 @@ class UpdateField(Action["Change"]):
             errors.append(("config.value", str(exc)))
         return errors
 
+    @staticmethod
+    def _own_problems(entity: str, name: str, value: object, trigger_type: str,
+                      organization_id: int) -> list[tuple[str, str]]:
+        field = custom_fields.definitions(organization_id, entity).get(name.removeprefix(OWN))
+        if field is None:
+            known = ", ".join(OWN + key for key in custom_fields.definitions(organization_id, entity)) or "none yet"
+            return [("config.field", f"“{name}” is not a field of this organization's {entity}s ({known})")]
+        if isinstance(value, str) and "{{" in value:
+            if field.kind not in TEXTUAL_OWN:
+                return [("config.value", f"templates fill text fields only; “{field.label}” is {field.kind}")]
+            return template_errors("config.value", value, trigger_type)
+        try:
+            custom_fields.value_of(field, value, organization_id)
+        except ValueError as exc:
+            return [("config.value", f"{field.label}: {exc}")]
+        return []
+
     def prepare(self, config: dict[str, Any], ctx: ExecutionContext) -> "Change":
         entity, name = _target(ctx.trigger_type, str(config["field"]))
-        kind = catalog.UPDATABLE_FIELDS[entity][name]
+        kind = "custom" if name.startswith(OWN) else catalog.UPDATABLE_FIELDS[entity][name]
         record = ctx.record
         if entity == "deal" and isinstance(record, Lead):
             record = record.converted_deal
@@ -116,7 +143,13 @@ class UpdateField(Action["Change"]):
                 raise ActionFailed(f"the new {entity} {name} rendered empty"
                                    + (f" ({why})" if why else "") + f"; the {name} was left unchanged")
         try:
-            value = coerce(kind, raw, organization_id=ctx.organization_id)
+            if kind == "custom":
+                field = custom_fields.definitions(ctx.organization_id, entity).get(name.removeprefix(OWN))
+                if field is None:
+                    raise ValueError("the organization no longer has this field")
+                value = custom_fields.value_of(field, raw, ctx.organization_id)
+            else:
+                value = coerce(kind, raw, organization_id=ctx.organization_id)
         except ValueError as exc:
             raise ActionFailed(f"{name}: {exc}") from None
         return Change(model=Deal if entity == "deal" else Lead, pk=record.pk, entity=entity, name=name,
@@ -148,6 +181,11 @@ class UpdateField(Action["Change"]):
                 old = row.stage.slug
                 with caused_by(ctx.run_id, ctx.depth):  # the move fires an event: mark its cause
                     deal_move_to_stage(deal=row, stage=change.value)
+            elif change.kind == "custom":  # one key of the record's own fields, the others kept
+                key = change.name.removeprefix(OWN)
+                old = row.custom.get(key)
+                row.custom = {k: v for k, v in {**row.custom, key: change.value}.items() if v is not None}
+                dirty.setdefault(change.model, {}).setdefault(row.pk, set()).add("custom")
             else:
                 old = getattr(row, change.name)
                 setattr(row, change.name, change.value)
@@ -162,13 +200,14 @@ class UpdateField(Action["Change"]):
         # share one UPDATE ... WHERE pk IN (...).
         now = timezone.now()
         for model, rows in dirty.items():
-            by_values: dict[tuple[tuple[str, object], ...], list[UUID]] = {}
+            by_values: dict[str, tuple[dict[str, object], list[UUID]]] = {}
             for pk, names in rows.items():
                 row = locked[(model, pk)]
-                values = tuple(sorted((name, getattr(row, name)) for name in names))
-                by_values.setdefault(values, []).append(pk)
-            for values, pks in by_values.items():
-                model.objects.filter(pk__in=pks).update(**dict(values), updated_at=now)
+                values = {name: getattr(row, name) for name in sorted(names)}
+                same = json.dumps({k: _as_json(v) for k, v in values.items()}, sort_keys=True, default=str)
+                by_values.setdefault(same, (values, []))[1].append(pk)
+            for values, pks in by_values.values():
+                model.objects.filter(pk__in=pks).update(**values, updated_at=now)
         FieldChange.objects.bulk_create(audit)
         return results
 

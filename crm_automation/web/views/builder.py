@@ -110,7 +110,10 @@ def builder_catalog(organization: Organization) -> dict:
         "custom_choices": {f"{f.entity}.custom.{f.key}": f.choices for f in own if f.kind == "choice"},
         "operators": [{"value": value, "label": label} for value, label in catalog.OPERATORS.items()],
         "ordering": sorted(catalog.ORDERING_OPERATORS), "valueless": sorted(catalog.VALUELESS_OPERATORS),
-        "updatable": catalog.UPDATABLE_FIELDS,
+        # Standard fields, then the organization's own ("custom.<key>"), as update_field names them.
+        "updatable": {entity: {**fields, **{f"custom.{f.key}": custom_fields.kind_of(f.kind) for f in own
+                                            if f.entity == entity}}
+                      for entity, fields in catalog.UPDATABLE_FIELDS.items()},
         "watchable": {trigger: list(field_changes.FIELDS[entity]) for trigger, entity in catalog.UPDATED.items()},
         "lead_statuses": [{"value": value, "label": label} for value, label in Lead.Status.choices],
         "lead_sources": [{"value": value, "label": label} for value, label in Lead.Source.choices],
