@@ -251,3 +251,20 @@ def test_update_field_sets_an_own_field_and_keeps_the_others(org, owner, deal):
                          ({"field": "custom.tier", "value": "{{deal.title}}"}, "templates fill text fields only")):
         with pytest.raises(ValidationError, match=says):
             make_workflow(org, actions=[{"type": "update_field", "config": config}])
+
+
+def test_a_condition_on_an_own_field_is_checked_by_its_kind(org):
+    field(org, "deal", "tier", "choice", choices=["Gold", "Silver"], label="Tier")
+    field(org, "deal", "note", "text")
+    field(org, "deal", "budget", "money")
+
+    def rule(field_path, operator, value):
+        return [{"id": "check", "type": "condition", "config": {"combinator": "and", "rules": [
+            {"field": field_path, "operator": operator, "value": value}]}}]
+
+    make_workflow(org, actions=rule("deal.custom.budget", "gt", 1000))  # a number: ordering is fine
+    make_workflow(org, actions=rule("deal.custom.tier", "eq", "gold"))
+    with pytest.raises(ValidationError, match="is not a choice of “Tier”; use one of Gold, Silver"):
+        make_workflow(org, actions=rule("deal.custom.tier", "eq", "Bronze"))
+    with pytest.raises(ValidationError, match="compares numbers or dates"):
+        make_workflow(org, actions=rule("deal.custom.note", "gt", 3))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from crm_automation.automation.definition import catalog
 from crm_automation.automation.definition.coercion import comparable
 from crm_automation.automation.definition.templating import format_value, resolve
+from crm_automation.crm import custom_fields
 from crm_automation.crm.models import Lead
 from crm_automation.crm.selectors import shown, stage_slugs
 
@@ -26,6 +27,20 @@ class Outcome:
 
 def _is_cheap(rule: dict) -> bool:
     return rule["field"].startswith("trigger.")
+
+
+def own_field(path: str, organization_id: int | None):
+    """The organization's own field a path such as "deal.custom.budget" or
+    "trigger.deal.contact.custom.nickname" names, or None."""
+    if organization_id is None:
+        return None
+    parts = path.removeprefix("trigger.").split(".")
+    if len(parts) < 3 or parts[-2] != "custom":
+        return None
+    entity = parts[-3]
+    if entity not in ("deal", "lead", "contact"):
+        return None
+    return custom_fields.definitions(organization_id, entity).get(parts[-1])
 
 
 def validate(conditions, trigger_type: str, *, organization_id: int | None = None) -> list[tuple[str, str]]:
@@ -61,6 +76,9 @@ def validate(conditions, trigger_type: str, *, organization_id: int | None = Non
                            f"unknown operator {shown(op)}; use one of {', '.join(catalog.OPERATORS)}"))
             continue
         kind = fields[field]
+        own = own_field(field, organization_id) if kind == "any" and ".custom." in field else None
+        if own is not None:  # the organization's own field: compared by its kind
+            kind = custom_fields.kind_of(own.kind)
         if op in catalog.VALUELESS_OPERATORS:
             continue
         if "value" not in rule:
@@ -85,6 +103,11 @@ def validate(conditions, trigger_type: str, *, organization_id: int | None = Non
                 comparable(kind, v)
             except ValueError as exc:
                 errors.append((f"{where}.value", str(exc)))
+                break
+            if own is not None and own.kind in ("choice", "choices") and \
+                    str(v).casefold() not in {str(c).casefold() for c in own.choices}:
+                errors.append((f"{where}.value", f"{shown(v)} is not a choice of “{own.label}”; use one of "
+                                                 f"{', '.join(map(str, own.choices))}"))
                 break
             if kind == "lead_source" and str(v).casefold() not in {s.casefold() for s in Lead.Source.values}:
                 errors.append((f"{where}.value", f"{shown(v)} is not a lead source; use one of "
