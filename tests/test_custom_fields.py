@@ -268,3 +268,19 @@ def test_a_condition_on_an_own_field_is_checked_by_its_kind(org):
         make_workflow(org, actions=rule("deal.custom.tier", "eq", "Bronze"))
     with pytest.raises(ValidationError, match="compares numbers or dates"):
         make_workflow(org, actions=rule("deal.custom.note", "gt", 3))
+
+
+def test_a_deal_updated_workflow_may_watch_one_own_field_and_cross_a_threshold(org, deal):
+    field(org, "deal", "budget", "number")
+    field(org, "deal", "note", "text")
+    make_workflow(org, trigger_type="deal_updated", trigger_config={"fields": ["custom.budget"], "crossing": True},
+                  conditions={"combinator": "and", "rules": [{"field": "deal.custom.budget", "operator": "gt",
+                                                             "value": 10000}]},
+                  actions=[{"type": "create_task", "config": {"title": "Budget {{deal.custom.budget}}"}}])
+    for custom in ({"note": "a"}, {"note": "a", "budget": 5000}, {"note": "a", "budget": 20000},
+                   {"note": "b", "budget": 20000}, {"note": "b", "budget": 30000}):
+        deal.custom = custom
+        deal.save()
+        drain()
+    # Only the save that took the budget over 10,000: not the note's, not the next one above it.
+    assert list(Task.objects.values_list("title", flat=True)) == ["Budget 20000"]

@@ -24,6 +24,7 @@ from decimal import Decimal, InvalidOperation
 
 from crm_automation.automation.definition import catalog, conditions
 from crm_automation.crm.changes import CONTACT_TRACKED, DEAL_TRACKED, LEAD_TRACKED, TASK_TRACKED
+from crm_automation.crm.custom_fields import KEY
 
 FIELDS = {entity: tuple(name.removesuffix("_id") for name in tracked) for entity, tracked in
           (("deal", DEAL_TRACKED), ("lead", LEAD_TRACKED), ("contact", CONTACT_TRACKED), ("task", TASK_TRACKED))}
@@ -36,8 +37,11 @@ def validate(trigger_type: str, config) -> list[tuple[str, str]]:
     known = FIELDS[catalog.UPDATED[trigger_type]]
     errors = []
     fields = config.get("fields", [])
-    if not isinstance(fields, list) or any(f not in known for f in fields):
-        errors.append(("config.fields", f"must be a list of these fields: {', '.join(known)}"))
+    own = "custom" in known  # one of the organization's own fields may be watched: "custom.<key>"
+    if not isinstance(fields, list) or any(f not in known and not (own and isinstance(f, str) and f.startswith(
+            "custom.") and KEY.fullmatch(f.removeprefix("custom."))) for f in fields):
+        errors.append(("config.fields", f"must be a list of these fields: {', '.join(known)}"
+                                        + (" (or one of your own: custom.<key>)" if own else "")))
     if not isinstance(config.get("crossing", False), bool):
         errors.append(("config.crossing", "must be true (only when the record starts to meet the conditions) "
                                           "or false"))
@@ -59,9 +63,20 @@ def changed_of(payload: dict) -> dict[str, list]:
     return changed if isinstance(changed, dict) else {}
 
 
+def with_own_keys(changed: dict) -> dict:
+    """`changed`, with each of the organization's own fields that changed named on its own
+    ("custom.budget"), so a workflow may watch one of them."""
+    old, new = changed.get("custom", [None, None]) if isinstance(changed.get("custom"), list) else (None, None)
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return changed
+    return {**changed, **{f"custom.{key}": [old.get(key), new.get(key)] for key in {*old, *new}
+                          if old.get(key) != new.get(key)}}
+
+
 def unwatched(config: dict, changed: dict) -> str | None:
     """Why the save does not concern the workflow (none of its fields changed), or None."""
     wanted = config.get("fields") or []
+    changed = with_own_keys(changed)
     if not changed:
         return "nothing the workflow watches changed"
     if wanted and not set(wanted) & set(changed):
