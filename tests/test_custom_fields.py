@@ -284,3 +284,31 @@ def test_a_deal_updated_workflow_may_watch_one_own_field_and_cross_a_threshold(o
         drain()
     # Only the save that took the budget over 10,000: not the note's, not the next one above it.
     assert list(Task.objects.values_list("title", flat=True)) == ["Budget 20000"]
+
+
+def test_the_api_defines_own_fields_for_admins_only_within_the_organization(org, owner, teammate, viewer, outsider):
+    def client(user):
+        made = APIClient()
+        made.force_authenticate(user)
+        return made
+
+    url = "/api/v1/custom-fields/"
+    created = client(owner).post(url, {"entity": "deal", "key": "tier", "label": "Tier", "kind": "choice",
+                                       "choices": ["Gold", "Silver"]}, format="json")
+    assert created.status_code == 201, created.content
+    field_id = created.json()["id"]
+    assert [f["key"] for f in client(viewer).get(url).json()["results"]] == ["tier"]  # members read them
+    assert client(teammate).post(url, {"entity": "deal", "key": "x", "label": "X", "kind": "text"},
+                                 format="json").status_code == 403  # ops members do not define them
+    assert client(outsider).get(f"{url}{field_id}/").status_code == 404
+    clash = client(owner).post(url, {"entity": "deal", "key": "title", "label": "T", "kind": "text"}, format="json")
+    assert clash.status_code == 400 and "standard field" in str(clash.json())
+    renamed = client(owner).patch(f"{url}{field_id}/", {"label": "Customer tier"}, format="json")
+    assert renamed.status_code == 200 and renamed.json()["label"] == "Customer tier"
+    rekeyed = client(owner).patch(f"{url}{field_id}/", {"key": "level"}, format="json")
+    assert rekeyed.status_code == 400 and "never changes" in str(rekeyed.json())
+    make_workflow(org, name="Gold care", actions=[
+        {"type": "create_task", "config": {"title": "Tier {{deal.custom.tier}}"}}])
+    refused = client(owner).delete(f"{url}{field_id}/")
+    assert refused.status_code == 409 and "Gold care" in str(refused.json())
+    assert CustomField.objects.filter(pk=field_id).exists()

@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from crm_automation.api.crm_fields import ContactLink, DealLink, LeadLink, MemberLink, StageLink
 from crm_automation.automation.models import WorkflowDecision, WorkflowRun
-from crm_automation.crm.models import Contact, Deal, Lead, Stage, Task
+from crm_automation.crm.models import Contact, CustomField, Deal, Lead, Stage, Task
 
 # Keys the browsable API's HTML forms add to a body: not fields of a record.
 FORM_KEYS = {"csrfmiddlewaretoken"}
@@ -126,3 +126,14 @@ class RecordAutomationSerializer(serializers.Serializer):
     runs = RecordRunSerializer(many=True, help_text="The runs the record triggered, newest first.")
     decisions = RecordDecisionSerializer(
         many=True, help_text="Why each candidate workflow ran or not, for each change of the record, newest first.")
+
+
+class CustomFieldSerializer(RecordSerializer):
+    """One of the organization's own fields. Its record, key and kind never change (workflows name
+    it by its key; values are stored by kind): rename the label instead."""
+
+    class Meta:
+        model = CustomField
+        fields = ["id", "entity", "key", "label", "kind", "choices", "help_text", "position", "created_at",
+                  "expected"]
+        read_only_fields = ["created_at"]

@@ -10,6 +10,7 @@ pipeline's stages.
 
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import ProtectedError, QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import status, viewsets
@@ -29,6 +30,7 @@ from crm_automation.api.crm_filters import (
 )
 from crm_automation.api.crm_serializers import (
     ContactSerializer,
+    CustomFieldSerializer,
     DealSerializer,
     LeadConvertSerializer,
     LeadSerializer,
@@ -40,7 +42,7 @@ from crm_automation.api.errors import Conflict
 from crm_automation.api.parsers import PARSERS
 from crm_automation.api.tenancy import organization_of, require_role
 from crm_automation.automation.selectors import decisions_of_record, runs_of_record
-from crm_automation.crm.models import Contact, Deal, Lead, Membership, Stage, Task
+from crm_automation.crm.models import Contact, CustomField, Deal, Lead, Membership, Stage, Task
 from crm_automation.crm.services import lead_convert, record_create, record_delete, record_update
 
 AUTOMATION_SHOWN = 100  # newest runs and decisions on a record's automation page
@@ -194,3 +196,22 @@ class StageViewSet(RecordViewSet):
     search_fields = ["name", "slug"]
     ordering_fields = ["order", "name", "slug"]
     ordering = ["order"]
+
+
+class CustomFieldViewSet(RecordViewSet):
+    """The organization's own fields on deals, leads and contacts. Members read them; admins
+    define, rename and delete them. A field a live workflow reads is not deleted (409 naming the
+    workflows)."""
+
+    queryset = CustomField.objects.all()
+    serializer_class = CustomFieldSerializer
+    write_role = Membership.Role.ADMIN
+    search_fields = ["label", "key"]
+    ordering_fields = ["entity", "position", "label", "key", "created_at"]
+    ordering = ["entity", "position"]
+
+    def perform_destroy(self, instance) -> None:
+        try:
+            record_delete(record=instance, by=self.request.user, role=self.delete_role)
+        except DjangoValidationError as exc:
+            raise Conflict(" ".join(exc.messages)) from None
