@@ -312,3 +312,33 @@ def test_the_api_defines_own_fields_for_admins_only_within_the_organization(org,
     refused = client(owner).delete(f"{url}{field_id}/")
     assert refused.status_code == 409 and "Gold care" in str(refused.json())
     assert CustomField.objects.filter(pk=field_id).exists()
+
+
+def test_the_fields_page_lets_admins_add_rename_and_delete_and_others_read(org, owner, teammate, viewer, deal):
+    from django.test import Client
+
+    def client(user):
+        made = Client()
+        made.force_login(user)
+        return made
+
+    admin = client(owner)
+    added = admin.post("/crm/automation/fields/", {"entity": "deal", "label": "Tier", "key": "tier",
+                                                   "kind": "choice", "choices": "Gold\nSilver\n"}, follow=True)
+    assert "Added “Tier”: workflows read it as {{deal.custom.tier}}" in added.content.decode()
+    tier = CustomField.objects.get(key="tier")
+    assert tier.choices == ["Gold", "Silver"]
+    clash = admin.post("/crm/automation/fields/", {"entity": "deal", "label": "T", "key": "title", "kind": "text"},
+                       follow=True)
+    assert "is a standard field of a deal" in clash.content.decode() and CustomField.objects.count() == 1
+    admin.post(f"/crm/automation/fields/{tier.pk}/rename/", {"label": "Customer tier"})
+    tier.refresh_from_db()
+    assert (tier.label, tier.key) == ("Customer tier", "tier")
+    make_workflow(org, name="Tier care", actions=[{"type": "create_task", "config": {"title": "{{deal.custom.tier}}"}}])
+    page = client(viewer).get("/crm/automation/fields/").content.decode()
+    assert "deal.custom.tier" in page and "Tier care" in page and "Add a field" not in page
+    assert client(teammate).post("/crm/automation/fields/", {"entity": "deal", "label": "X", "key": "x",
+                                                               "kind": "text"}).status_code == 403
+    assert client(viewer).post(f"/crm/automation/fields/{tier.pk}/delete/").status_code == 403
+    refused = admin.post(f"/crm/automation/fields/{tier.pk}/delete/", follow=True).content.decode()
+    assert "used by the live workflow(s) Tier care" in refused and CustomField.objects.filter(pk=tier.pk).exists()

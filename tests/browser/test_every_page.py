@@ -191,6 +191,7 @@ PAGES = {
     "approvals": "/crm/automation/approvals/",
     "notifications": "/crm/automation/notifications/",
     "bulk-holds": "/crm/automation/bulk-holds/",
+    "fields": "/crm/automation/fields/",
     "bulk-hold": "/crm/automation/bulk-holds/{hold}/",
     "record": "/crm/automation/records/deal/{deal}/",
     # The admin's main pages.
