@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from rest_framework.test import APIClient
 
-from crm_automation.automation.models import AutomationEvent, WorkflowRun
+from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowRun
 from crm_automation.crm.models import Contact, CustomField, Deal, EmailMessage, Lead, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage
@@ -342,3 +342,37 @@ def test_the_fields_page_lets_admins_add_rename_and_delete_and_others_read(org, 
     assert client(viewer).post(f"/crm/automation/fields/{tier.pk}/delete/").status_code == 403
     refused = admin.post(f"/crm/automation/fields/{tier.pk}/delete/", follow=True).content.decode()
     assert "used by the live workflow(s) Tier care" in refused and CustomField.objects.filter(pk=tier.pk).exists()
+
+
+def test_simulate_the_impact_preview_and_why_not_know_own_fields(org, owner, contact):
+    from crm_automation.automation.models import WorkflowDecision
+    from crm_automation.automation.services import impact
+    from crm_automation.automation.services.simulation import simulate
+    from crm_automation.crm.models import Stage
+
+    field(org, "deal", "budget", "number", label="Budget")
+    big = {"combinator": "and", "rules": [{"field": "deal.custom.budget", "operator": "gt", "value": 10000}]}
+    proposal = Stage.objects.get(organization=org, slug="proposal")
+    deals = [Deal.objects.create(organization=org, title=f"D{budget}", stage=proposal, contact=contact,
+                                 custom={"budget": budget}) for budget in (20000, 5000)]
+    workflow = make_workflow(org, activate=False, conditions=big, actions=[
+        {"type": "create_task", "config": {"title": "Budget {{deal.custom.budget}}"}}])
+    # Simulate: the rendered title, nothing made.
+    run = simulate(workflow_id=workflow.pk, by=owner, record=deals[0])
+    (step,) = run.actions.all()
+    assert step.result["would_create_task"]["title"] == "Budget 20000" and not Task.objects.exists()
+    # The impact preview of past changes: one of the two would have entered.
+    for deal in deals:
+        deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()  # (nothing listened then: the workflow is a draft)
+    result = impact.preview(Workflow.objects.get(pk=workflow.pk), days=30)
+    assert result.entered == 1 and result.skipped["the conditions were false"] == 1, result.skipped
+    # "Why not": the live workflow's decision on the small deal names the own field by its label.
+    from crm_automation.automation.services.workflows import workflow_transition
+    workflow_transition(workflow_id=workflow.pk, name="activate", by=None)
+    small = Deal.objects.get(title="D5000")
+    deal_move_to_stage(deal=small, stage=proposal)
+    deal_move_to_stage(deal=small, stage=stage(org, "won"))
+    drain()
+    decision = WorkflowDecision.objects.filter(workflow=workflow, entity_id=small.pk).latest("id")
+    assert decision.outcome != "matched" and "5000" in decision.reason, decision.reason
