@@ -249,6 +249,10 @@ class RunStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"  # by a person; counted neither as a success nor as a failure
 
 
+# A run in one of these is over: nothing more happens to it by itself (a paused run waits for a person).
+RUN_OVER = frozenset({RunStatus.COMPLETED, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
 class WorkflowRun(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="runs")

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from django.core import signing
 from django.db.models import Count, Max, Min, Q
 
-from crm_automation.automation.models import RunStatus, StepStatus, WorkflowRun, WorkflowRunAction
+from crm_automation.automation.models import RUN_OVER, RunStatus, StepStatus, WorkflowRun, WorkflowRunAction
 from crm_automation.automation.nodes import approval as questions
 
 SALT = "crm_automation.web.live"
 MAX_AGE = 12 * 3600  # a page open longer than this says so and stops updating (live.js)
 INTERVAL_MS = 1000
-OVER = {RunStatus.COMPLETED, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.CANCELLED}
+OVER = RUN_OVER
 MAX_RUNS = 200  # what one page shows at most (the run list's page is 50)
 RUNS, APPROVALS = "runs", "approvals"
 

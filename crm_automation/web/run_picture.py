@@ -11,12 +11,12 @@ went is read from what it recorded (a condition's `passed`, a router's `route`, 
 from typing import Any
 
 from crm_automation.automation.definition import compiled, graph
-from crm_automation.automation.models import RunStatus, StepStatus, WorkflowRun
+from crm_automation.automation.models import RUN_OVER, StepStatus, WorkflowRun
 from crm_automation.web.graph_picture import Names, handle_in_words, node_labels, node_words, type_in_words
 from crm_automation.web.selectors import stage_names
 from crm_automation.web.words import duration, moment
 
-OVER = {RunStatus.COMPLETED, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.CANCELLED}
+OVER = RUN_OVER
 # A node with several steps (a loop's body) shows the most telling of their statuses.
 PRECEDENCE = [StepStatus.RUNNING, StepStatus.WAITING, StepStatus.FAILED, StepStatus.PENDING, StepStatus.COMPLETED,
               StepStatus.SKIPPED]

@@ -22,12 +22,11 @@ from crm_automation.automation.models import Workflow
 from crm_automation.automation.services.versions import workflow_document
 from tests.browser.conftest import PASSWORD, TIMEOUT_MS, logged_in
 from tests.browser.test_automation_pages import say, watch  # noqa: F401 (the fixture)
-from tests.browser.test_canvas_builder import Canvas
+from tests.browser.test_canvas_builder import Canvas, wide_page  # noqa: F401 (the fixture)
 from tests.conftest import make_workflow
 
 pytestmark = pytest.mark.django_db(transaction=True)  # live_server sees only committed rows
 
-WIDE = {"width": 1600, "height": 1200}  # as test_canvas_builder: room for the flow beside the form
 ACTIONS = [
     {"type": "create_task", "config": {"title": "Call {{deal.title}}", "assignee": "owner"}},
     {"type": "send_email", "config": {"to": "{{deal.contact.email}}", "subject": "Hello", "body": "Hi there"}},
@@ -75,15 +74,6 @@ FREE_SPOT = """([left, right, above, below]) => {
     }
   return null;
 }"""
-
-
-@pytest.fixture
-def wide_page(browser):
-    context = browser.new_context(viewport=WIDE)
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    yield page
-    context.close()
 
 
 @pytest.fixture

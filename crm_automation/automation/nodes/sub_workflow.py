@@ -15,12 +15,12 @@ from django.utils import timezone
 
 from crm_automation.automation import plans
 from crm_automation.automation.definition import catalog
-from crm_automation.automation.models import AutomationEvent, RunStatus, Workflow, WorkflowRun, WorkflowStatus
+from crm_automation.automation.models import RUN_OVER, AutomationEvent, RunStatus, Workflow, WorkflowRun, WorkflowStatus
 from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, Result
 from crm_automation.automation.runtime.queue import enqueue_continue
 
 MAX_DEPTH = 5
-FINISHED = (RunStatus.COMPLETED, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.CANCELLED)
+FINISHED = RUN_OVER
 
 
 # A child run to start: its workflow and version, the parent run, its nesting level, whether the

@@ -135,6 +135,8 @@ class RunState:
         """What a step got besides its configuration (in the version): its loop item; once it has
         run (`settled`), its templated settings as they read for this run (`settings`, by place
         in the config: {"subject": "Welcome, Ann"}), for the run's record."""
+        if not (place[1] or settled):
+            return {}  # (the hot path: a step noted as it starts builds no context)
         context = self.context_at(place)
         loop = context.get("loop") if place[1] else None
         found: dict[str, Any] = {"loop": loop} if loop else {}
