@@ -197,6 +197,7 @@ PAGES = {
     # The admin's main pages.
     "admin-index": "/admin/",
     "admin-workflows": "/admin/automation/workflow/",
+    "admin-custom-fields": "/admin/crm/customfield/",
     "admin-workflow": "/admin/automation/workflow/{workflow}/change/",
     "admin-runs": "/admin/automation/workflowrun/",
     "admin-run": "/admin/automation/workflowrun/{run}/change/",
