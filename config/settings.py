@@ -443,6 +443,10 @@ WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS", [])
 WEBHOOK_TIMEOUT = env_int("WEBHOOK_TIMEOUT", 15, minimum=1)
 # Inbound: the largest body an endpoint accepts (bytes); larger ones get 413.
 WEBHOOK_MAX_BODY = env_int("WEBHOOK_MAX_BODY", 256 * 1024, minimum=1024)
+# Business events from other systems (crm/business_events.py): the largest `data` an event may carry
+# (bytes, as JSON), and the country a phone number without a country code is read in (ISO code).
+EVENT_MAX_DATA = env_int("EVENT_MAX_DATA", 32 * 1024, minimum=1024)
+PHONE_REGION = os.environ.get("PHONE_REGION", "US").strip().upper() or "US"
 # Receipts of inbound messages (replay protection and the admin's list) are deleted after these
 # many days by a daily django-q2 schedule; a replay older than 5 minutes fails its timestamp check.
 WEBHOOK_RECEIPT_DAYS = env_int("WEBHOOK_RECEIPT_DAYS", 30, minimum=1)

@@ -69,7 +69,7 @@ def test_the_record_search_and_the_probe_take_hostile_queries_calmly(org, owner,
     ({"entity": "deal", "key": "tier", "label": "Tier", "kind": "choice", "choices": DEEP}, "nests more than"),
     ({"entity": "deal", "key": "tier", "label": "Tier", "kind": "choice", "choices": ["x"] * 500}, "choices"),
     ({"entity": "deal", "key": "tier", "label": "T" * 5000, "kind": "text"}, "label"),
-    ({"entity": "project", "key": "tier", "label": "Tier", "kind": "text"}, "entity"),
+    ({"entity": "invoice", "key": "tier", "label": "Tier", "kind": "text"}, "entity"),
     ({"entity": "deal", "key": "tier", "label": "Tier", "kind": "spreadsheet"}, "kind"),
 ])
 def test_the_custom_field_api_refuses_hostile_definitions(org, owner, payload, says):

@@ -16,7 +16,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from crm_automation.api.tenancy import organization_of
-from crm_automation.crm.models import Contact, Deal, Lead, Stage
+from crm_automation.crm.models import Contact, Deal, Lead, Project, Stage
 
 LONGEST = 200  # no id, slug or username of ours is longer
 
@@ -100,6 +100,11 @@ class DealLink(InOrganization):
 @extend_schema_field(OpenApiTypes.UUID)
 class LeadLink(DealLink):
     model = Lead
+
+
+@extend_schema_field(OpenApiTypes.UUID)
+class ProjectLink(DealLink):
+    model = Project
 
 
 @extend_schema_field({"type": "string", "description": "The username of a member of the organization."})

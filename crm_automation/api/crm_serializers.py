@@ -6,9 +6,9 @@ from collections.abc import Mapping
 
 from rest_framework import serializers
 
-from crm_automation.api.crm_fields import ContactLink, DealLink, LeadLink, MemberLink, StageLink
+from crm_automation.api.crm_fields import ContactLink, DealLink, LeadLink, MemberLink, ProjectLink, StageLink
 from crm_automation.automation.models import WorkflowDecision, WorkflowRun
-from crm_automation.crm.models import Contact, CustomField, Deal, Lead, Stage, Task
+from crm_automation.crm.models import BusinessEvent, Contact, CustomField, Deal, EventType, Lead, Project, Stage, Task
 
 # Keys the browsable API's HTML forms add to a body: not fields of a record.
 FORM_KEYS = {"csrfmiddlewaretoken"}
@@ -89,12 +89,25 @@ class TaskSerializer(RecordSerializer):
     assignee = MemberLink(required=False, allow_null=True)
     deal = DealLink(required=False, allow_null=True)
     lead = LeadLink(required=False, allow_null=True)
+    project = ProjectLink(required=False, allow_null=True)
 
     class Meta:
         model = Task
         fields = ["id", "title", "description", "due_date", "priority", "status", "assignee", "deal", "lead",
-                  "automation_key", "created_at", "expected"]
+                  "project", "automation_key", "created_at", "expected"]
         read_only_fields = ["automation_key", "created_at"]
+
+
+class ProjectSerializer(RecordSerializer):
+    contact = ContactLink(required=False, allow_null=True)
+    deal = DealLink(required=False, allow_null=True)
+    owner = MemberLink(required=False, allow_null=True)
+
+    class Meta:
+        model = Project
+        fields = ["id", "name", "status", "service_type", "contact", "deal", "owner", "start_date", "end_date",
+                  "custom", "automation_key", "created_at", "updated_at", "expected"]
+        read_only_fields = ["automation_key", "created_at", "updated_at"]
 
 
 class LeadConvertSerializer(serializers.Serializer):
@@ -137,3 +150,24 @@ class CustomFieldSerializer(RecordSerializer):
         fields = ["id", "entity", "key", "label", "kind", "choices", "help_text", "position", "created_at",
                   "expected"]
         read_only_fields = ["created_at"]
+
+
+class EventTypeSerializer(RecordSerializer):
+    """An event of the organization's own catalog. Its name never changes (workflows and senders
+    name the event by it)."""
+
+    class Meta:
+        model = EventType
+        fields = ["id", "name", "description", "about", "fields", "created_at", "expected"]
+        read_only_fields = ["created_at"]
+
+
+class BusinessEventSerializer(serializers.ModelSerializer):
+    type = serializers.CharField(source="name", read_only=True)
+
+    class Meta:
+        model = BusinessEvent
+        fields = ["id", "type", "idempotency_key", "data", "contact", "deal", "lead", "project", "source",
+                  "received_at"]
+        read_only_fields = fields
+

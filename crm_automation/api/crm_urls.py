@@ -1,4 +1,4 @@
-"""CRM records over the API: deals, leads, contacts, tasks, stages."""
+"""CRM records over the API: deals, leads, contacts, projects, tasks, stages, own fields, events."""
 
 from rest_framework.routers import SimpleRouter
 
@@ -6,7 +6,10 @@ from crm_automation.api.crm_views import (
     ContactViewSet,
     CustomFieldViewSet,
     DealViewSet,
+    EventTypeViewSet,
+    EventViewSet,
     LeadViewSet,
+    ProjectViewSet,
     StageViewSet,
     TaskViewSet,
 )
@@ -18,5 +21,8 @@ router.register("contacts", ContactViewSet, basename="contact")
 router.register("tasks", TaskViewSet, basename="task")
 router.register("stages", StageViewSet, basename="stage")
 router.register("custom-fields", CustomFieldViewSet, basename="custom-field")
+router.register("projects", ProjectViewSet, basename="project")
+router.register("event-types", EventTypeViewSet, basename="event-type")
+router.register("events", EventViewSet, basename="event")
 
 urlpatterns = router.urls

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import ProtectedError, QuerySet
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -29,11 +30,14 @@ from crm_automation.api.crm_filters import (
     with_own_fields,
 )
 from crm_automation.api.crm_serializers import (
+    BusinessEventSerializer,
     ContactSerializer,
     CustomFieldSerializer,
     DealSerializer,
+    EventTypeSerializer,
     LeadConvertSerializer,
     LeadSerializer,
+    ProjectSerializer,
     RecordAutomationSerializer,
     StageSerializer,
     TaskSerializer,
@@ -42,7 +46,19 @@ from crm_automation.api.errors import Conflict
 from crm_automation.api.parsers import PARSERS
 from crm_automation.api.tenancy import organization_of, require_role
 from crm_automation.automation.selectors import decisions_of_record, runs_of_record
-from crm_automation.crm.models import Contact, CustomField, Deal, Lead, Membership, Stage, Task
+from crm_automation.crm import business_events
+from crm_automation.crm.models import (
+    BusinessEvent,
+    Contact,
+    CustomField,
+    Deal,
+    EventType,
+    Lead,
+    Membership,
+    Project,
+    Stage,
+    Task,
+)
 from crm_automation.crm.services import lead_convert, record_create, record_delete, record_update
 
 AUTOMATION_SHOWN = 100  # newest runs and decisions on a record's automation page
@@ -215,3 +231,73 @@ class CustomFieldViewSet(RecordViewSet):
             record_delete(record=instance, by=self.request.user, role=self.delete_role)
         except DjangoValidationError as exc:
             raise Conflict(" ".join(exc.messages)) from None
+
+
+class ProjectViewSet(AutomationOfRecord, RecordViewSet):
+    """Projects: the work sold in a won deal. Saves fire `project_created`, `project_updated` and,
+    when the status becomes completed, `project_completed`."""
+
+    queryset = Project.objects.all()
+    serializer_class = ProjectSerializer
+    related = ("owner",)
+    search_fields = ["name", "service_type"]
+    ordering_fields = ["created_at", "updated_at", "name", "status", "start_date", "end_date"]
+    ordering = ["-created_at"]
+
+
+class EventTypeViewSet(RecordViewSet):
+    """The organization's own events, next to the predeclared ones (`GET …/catalog/` lists them
+    all with their fields). Members read them; admins declare, describe and delete them. An event a
+    live workflow listens to is not deleted (409 naming the workflows)."""
+
+    queryset = EventType.objects.all()
+    serializer_class = EventTypeSerializer
+    write_role = Membership.Role.ADMIN
+    search_fields = ["name", "description"]
+    ordering_fields = ["name", "created_at"]
+    ordering = ["name"]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT},
+                   description="Every event of the organization's catalog: the predeclared ones and its own, each "
+                               "with the record it is about, its data's fields (key, kind, required) and the trigger "
+                               "type of the workflows it starts.")
+    @action(detail=False, methods=["get"])
+    def catalog(self, request):
+        known = business_events.catalog(organization_of(request).pk)
+        return Response({"results": [declaration.as_dict() for declaration in known.values()]})
+
+    def perform_destroy(self, instance) -> None:
+        try:
+            record_delete(record=instance, by=self.request.user, role=self.delete_role)
+        except DjangoValidationError as exc:
+            raise Conflict(" ".join(exc.messages)) from None
+
+
+class EventViewSet(viewsets.ReadOnlyModelViewSet):
+    """Events other systems sent. `POST` sends one (ops and admins): `{"type": "invoice.overdue",
+    "idempotency_key": "inv-7-overdue", "contact": {"phone": "+1 555 0100"}, "data": {"invoice":
+    {"number": "INV-7", "amount_due": "120.00", "due_date": "2026-12-01"}}}`. The contact is named by
+    id, email or phone (or `"contact": <id>`); `deal`, `lead` and `project` by id. It is checked against
+    the event's declaration (400 naming each field), stored and starts the workflows that listen to it
+    (201). The same idempotency key again answers 200 with the first event and runs nothing."""
+
+    permission_classes = [IsAuthenticated, HasRole]
+    parser_classes = PARSERS
+    serializer_class = BusinessEventSerializer
+    write_role = Membership.Role.OPS
+    delete_role = Membership.Role.ADMIN
+    queryset = BusinessEvent.objects.all()
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return BusinessEvent.objects.none()
+        return BusinessEvent.objects.filter(organization=organization_of(self.request)).order_by("-received_at")
+
+    @extend_schema(request={"application/json": OpenApiTypes.OBJECT},
+                   responses={201: BusinessEventSerializer, 200: BusinessEventSerializer})
+    def create(self, request):
+        event, created = business_events.event_receive(organization_id=organization_of(request).pk,
+                                                       body=request.data, source="api", by=request.user)
+        return Response(BusinessEventSerializer(event).data,
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+

@@ -9,14 +9,18 @@ from crm_automation.crm.admin_scoping import OrgScopedAdmin, OwnRowsFilter
 from crm_automation.crm.custom_fields import used_by
 from crm_automation.crm.email_delivery import email_resend
 from crm_automation.crm.models import (
+    BusinessEvent,
     Contact,
     CustomField,
     Deal,
     EmailMessage,
+    EventType,
     Lead,
     Membership,
+    Note,
     Notification,
     Organization,
+    Project,
     Stage,
     Task,
 )
@@ -144,10 +148,10 @@ class LeadAdmin(OrgScopedAdmin):
 
 @admin.register(Task)
 class TaskAdmin(OrgScopedAdmin):
-    list_display = ("title", "status", "priority", "due_date", "assignee", "deal_link", "organization")
+    list_display = ("title", "status", "priority", "due_date", "assignee", "deal_link", "project", "organization")
     list_filter = ("status", "priority", "organization")
     search_fields = ("title",)
-    list_select_related = ("assignee", "deal", "organization")
+    list_select_related = ("assignee", "deal", "project", "organization")
     readonly_fields = ("automation_key",)
 
     @admin.display(description="Deal")
@@ -156,6 +160,70 @@ class TaskAdmin(OrgScopedAdmin):
             return "-"
         return format_html("<a href='{}'>{}</a>", reverse("admin:crm_deal_change", args=[obj.deal_id]),
                            obj.deal.title)
+
+
+@admin.register(Project)
+class ProjectAdmin(OrgScopedAdmin):
+    list_display = ("name", "status", "service_type", "contact", "deal", "owner", "end_date", "organization")
+    list_filter = ("status", "organization")
+    search_fields = ("name", "service_type")
+    list_select_related = ("contact", "deal", "owner", "organization")
+    readonly_fields = ("automation_key",)
+
+
+@admin.register(Note)
+class NoteAdmin(OrgScopedAdmin):
+    list_display = ("__str__", "deal", "lead", "contact", "project", "author", "created_at", "organization")
+    search_fields = ("body",)
+    list_select_related = ("deal", "lead", "contact", "project", "author", "organization")
+    readonly_fields = ("automation_key",)
+
+
+class EventUsageGuard:
+    """A declaration a live workflow listens to is not deleted: the page says which workflows."""
+
+    def delete_model(self, request, obj):
+        try:
+            obj.delete()
+        except ValidationError as exc:
+            self.message_user(request, " ".join(exc.messages), messages.ERROR)  # type: ignore[attr-defined]
+
+    def delete_queryset(self, request, queryset):
+        for row in queryset:
+            self.delete_model(request, row)
+
+
+@admin.register(EventType)
+class EventTypeAdmin(EventUsageGuard, OrgScopedAdmin):
+    """The organization's own business events (crm/business_events.py); the predeclared ones are
+    listed on the Events page and by the API."""
+
+    list_display = ("name", "about", "description", "organization")
+    list_filter = ("about", "organization")
+    search_fields = ("name", "description")
+    edit_role = add_role = "admin"
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        return [*fields, "name"] if obj is not None else fields
+
+
+@admin.register(BusinessEvent)
+class BusinessEventAdmin(OrgScopedAdmin):
+    """Events other systems sent, as they were accepted (read-only)."""
+
+    list_display = ("name", "received_at", "source", "contact", "idempotency_key", "organization")
+    list_filter = ("name", "source", "organization")
+    search_fields = ("name", "idempotency_key")
+    list_select_related = ("contact", "organization")
+    readonly_fields = ("name", "idempotency_key", "data", "contact", "deal", "lead", "project", "source", "sent_by",
+                       "received_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(EmailMessage)

@@ -5,3 +5,8 @@ class CrmConfig(AppConfig):
     name = "crm_automation.crm"
     label = "crm"
     verbose_name = "CRM"
+
+    def ready(self) -> None:
+        from crm_automation.crm import deletions
+
+        deletions.connect()

@@ -9,6 +9,11 @@ are written. Arguments: ``changes``, a list of :class:`RecordChange`. It fires f
   (``lead_updated``),
 - a Contact created (``contact_created``; the payload holds the contact: no record to load) or
   saved with changed fields (``contact_updated``, the contact as saved and ``changed``),
+- a Project created (``project_created``), saved with changed fields (``project_updated``) or
+  with its status moved to completed (``project_completed``, offered to ``project_updated``
+  workflows too),
+- a Deal, Lead, Contact or Project deleted (``deal_deleted`` …; entity type ``deleted``, the
+  payload's ``record`` is the record as it was, in the shape workflows read),
 - a Task saved from open to done (``task_completed``; about its deal or lead when it has one,
   the payload holds the task) or saved with other changed fields (``task_updated``, about the same
   record; a completion is one ``task_completed`` whose ``changed`` lists what the save changed),
@@ -38,11 +43,24 @@ CONTACT_CREATED = "contact_created"
 TASK_COMPLETED = "task_completed"
 CONTACT_UPDATED = "contact_updated"
 TASK_UPDATED = "task_updated"
+PROJECT_CREATED = "project_created"
+PROJECT_UPDATED = "project_updated"
+PROJECT_COMPLETED = "project_completed"
+# A record deleted: the event carries the record as it was (`record`), since the row is gone.
+DEAL_DELETED = "deal_deleted"
+LEAD_DELETED = "lead_deleted"
+CONTACT_DELETED = "contact_deleted"
+PROJECT_DELETED = "project_deleted"
+DELETED = {"deal": DEAL_DELETED, "lead": LEAD_DELETED, "contact": CONTACT_DELETED, "project": PROJECT_DELETED}
+# The entity type of a deletion's event: no row to load (the record is in the payload).
+GONE = "deleted"
 
 # The fields whose changes are announced (model field names; foreign keys by their column).
 DEAL_TRACKED = ("title", "amount", "probability", "close_date", "contact_id", "owner_id", "stage_id", "custom")
 LEAD_TRACKED = ("name", "email", "company", "status", "source", "owner_id", "custom")
 CONTACT_TRACKED = ("first_name", "last_name", "email", "phone", "company", "custom")
+PROJECT_TRACKED = ("name", "status", "service_type", "start_date", "end_date", "contact_id", "deal_id", "owner_id",
+                   "custom")
 # Not the description: free text of any length does not travel in events.
 TASK_TRACKED = ("title", "due_date", "priority", "status", "assignee_id")
 
@@ -100,7 +118,7 @@ def written(tracked, update_fields) -> tuple[str, ...]:
 class RecordChange:
     kind: str
     organization_id: int
-    entity_type: str  # "deal", "lead", "contact" or "task"
+    entity_type: str  # "deal", "lead", "contact", "project", "task", "deleted" or "event"
     entity_id: uuid.UUID
     payload: dict = field(default_factory=dict)
 

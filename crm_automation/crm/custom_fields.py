@@ -1,4 +1,4 @@
-"""Fields of an organization's own on its deals, leads and contacts.
+"""Fields of an organization's own on its deals, leads, contacts and projects.
 
 A field is defined once (`CustomField`: the record it is on, a key that never changes, a label
 that may, a kind, choices for one-of and several-of); its values live in the record's `custom`
@@ -28,6 +28,8 @@ STANDARD = {
              "custom", "created_at", "updated_at"},
     "lead": {"id", "name", "email", "company", "status", "source", "owner", "custom", "created_at", "updated_at"},
     "contact": {"id", "first_name", "last_name", "email", "phone", "company", "custom", "created_at"},
+    "project": {"id", "name", "status", "service_type", "contact", "deal", "deal_id", "owner", "start_date",
+                "end_date", "custom", "created_at", "updated_at"},
 }
 # How a condition compares a kind (definition/coercion.py's kinds).
 CONDITION_KINDS = {"number": "number", "money": "number", "date": "date", "datetime": "str", "boolean": "str"}

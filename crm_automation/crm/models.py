@@ -87,13 +87,14 @@ class Stage(TenantOwned):
 
 
 class CustomField(models.Model):
-    """A field of the organization's own on its deals, leads or contacts (crm/custom_fields.py
+    """A field of the organization's own on its deals, leads, contacts or projects (crm/custom_fields.py
     checks its definition and every value written; the values are in the record's `custom`)."""
 
     class Entity(models.TextChoices):
         DEAL = "deal", "Deal"
         LEAD = "lead", "Lead"
         CONTACT = "contact", "Contact"
+        PROJECT = "project", "Project"
 
     class Kind(models.TextChoices):
         TEXT = "text", "Text"
@@ -162,11 +163,18 @@ class Contact(TenantOwned):
     last_name = models.CharField(max_length=100, blank=True)
     email = models.EmailField(blank=True)
     phone = models.CharField(max_length=40, blank=True)
+    # The phone in E.164 (crm/phones.py), written with every save: another system's event names
+    # a contact by phone in whatever form it has it, and finds it by this indexed value.
+    phone_e164 = models.CharField(max_length=20, blank=True, editable=False)
     company = models.CharField(max_length=200, blank=True)
     source_lead = models.ForeignKey("Lead", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
                                     editable=False, help_text="The lead this contact was converted from.")
     custom = models.JSONField(default=dict, blank=True, help_text="Values of the organization's own fields.")
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["organization", "phone_e164"], name="contact_phone_idx"),
+                   models.Index(fields=["organization", "email"], name="contact_email_idx")]
 
     def __str__(self) -> str:
         return f"{self.first_name} {self.last_name}".strip()
@@ -179,6 +187,11 @@ class Contact(TenantOwned):
         update_fields = kwargs.get("update_fields")
         fields = () if creating else changes.written(changes.CONTACT_TRACKED, update_fields)
         self.check_links(update_fields)  # before the transaction, as Deal.save does
+        from crm_automation.crm.phones import e164
+
+        self.phone_e164 = e164(self.phone)
+        if update_fields is not None and "phone" in update_fields:
+            kwargs["update_fields"] = {*update_fields, "phone_e164"}
         with transaction.atomic(using=kwargs.get("using"), savepoint=False):
             before = Contact.objects.select_for_update().filter(pk=self.pk).values(*fields).first() if fields \
                 else None
@@ -404,8 +417,100 @@ def lead_converted_change(lead: Lead) -> changes.RecordChange:
     )
 
 
+class Project(TenantOwned):
+    """The work sold in a won deal: created by hand, through the API or by a workflow
+    ("create a project from this deal"). Its saves announce project_created, project_updated
+    and project_completed as a deal's announce its changes."""
+
+    tenant_links = ("contact", "deal")
+    custom_entity = "project"
+    member_links = ("owner",)
+
+    class Status(models.TextChoices):
+        PLANNED = "planned", "Planned"
+        ACTIVE = "active", "Active"
+        COMPLETED = "completed", "Completed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="projects")
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PLANNED)
+    service_type = models.CharField(max_length=100, blank=True, help_text="The kind of work, e.g. Roof repair.")
+    contact = models.ForeignKey(Contact, on_delete=models.SET_NULL, null=True, blank=True, related_name="projects")
+    deal = models.ForeignKey(Deal, on_delete=models.SET_NULL, null=True, blank=True, related_name="projects",
+                             help_text="The deal that sold it.")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                              related_name="+")
+    start_date = models.DateField(null=True, blank=True)
+    end_date = models.DateField(null=True, blank=True, help_text="When it is due to end, or ended.")
+    custom = models.JSONField(default=dict, blank=True, help_text="Values of the organization's own fields.")
+    # Set when a workflow created it: "run:<run>:node:<node id>[:<token>]" (one project per step).
+    automation_key = models.CharField(max_length=100, null=True, blank=True, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["organization", "status"], name="project_status_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        """Save, and announce a creation, a completion (status to completed) or another change of
+        its tracked fields, decided under the row's lock against the stored values."""
+        creating = self._state.adding
+        update_fields = kwargs.get("update_fields")
+        fields = () if creating else changes.written(changes.PROJECT_TRACKED, update_fields)
+        self.check_links(update_fields)
+        with transaction.atomic(using=kwargs.get("using"), savepoint=False):
+            before = Project.objects.select_for_update().filter(pk=self.pk).values(*fields).first() if fields \
+                else None
+            super().save(*args, links_checked=True, **kwargs)
+            change = None
+            if creating:
+                change = changes.RecordChange(changes.PROJECT_CREATED, self.organization_id, "project", self.pk)
+            elif before is not None:
+                changed = changes.changed_fields(before, self, fields)
+                if changed:
+                    completed = changed.get("status", [None, None])[1] == self.Status.COMPLETED
+                    change = changes.RecordChange(changes.PROJECT_COMPLETED if completed else changes.PROJECT_UPDATED,
+                                                  self.organization_id, "project", self.pk, {"changed": changed})
+            if change is not None:
+                changes.records_changed.send(sender=Project, changes=[change])
+
+
+class Note(TenantOwned):
+    """A note on a deal, lead, contact or project: written by a person or by a workflow."""
+
+    tenant_links = ("deal", "lead", "contact", "project")
+    member_links = ("author",)
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="notes")
+    body = models.TextField()
+    deal = models.ForeignKey(Deal, on_delete=models.CASCADE, null=True, blank=True, related_name="notes")
+    lead = models.ForeignKey("Lead", on_delete=models.CASCADE, null=True, blank=True, related_name="notes")
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, null=True, blank=True, related_name="notes")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, null=True, blank=True, related_name="notes")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                               related_name="+")
+    automation_key = models.CharField(max_length=100, null=True, blank=True, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.body[:60]
+
+    def clean(self) -> None:
+        super().clean()
+        if not any((self.deal_id, self.lead_id, self.contact_id, self.project_id)):
+            raise ValidationError("A note is on a deal, a lead, a contact or a project: choose one.")
+
+
 class Task(TenantOwned):
-    tenant_links = ("deal", "lead")
+    tenant_links = ("deal", "lead", "project")
     member_links = ("assignee",)
 
     class Priority(models.TextChoices):
@@ -429,6 +534,7 @@ class Task(TenantOwned):
     )
     deal = models.ForeignKey(Deal, on_delete=models.CASCADE, null=True, blank=True, related_name="tasks")
     lead = models.ForeignKey(Lead, on_delete=models.CASCADE, null=True, blank=True, related_name="tasks")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, null=True, blank=True, related_name="tasks")
     # Set when a workflow created the task: "run:<run>:node:<node id>[:<loop iteration>]". Unique, so
     # a redelivered run can never create the same task twice.
     automation_key = models.CharField(max_length=100, null=True, blank=True, unique=True, editable=False)
@@ -455,12 +561,14 @@ class Task(TenantOwned):
 
 
 def task_change(task: Task, changed: dict) -> changes.RecordChange:
-    """`task_completed` for open → done, else `task_updated`; about the task's deal or lead."""
+    """`task_completed` for open → done, else `task_updated`; about the task's deal, lead or project."""
     done = changed.get("status") == [Task.Status.OPEN, Task.Status.DONE]
     if task.deal_id:
         entity, entity_id = "deal", task.deal_id
     elif task.lead_id:
         entity, entity_id = "lead", task.lead_id
+    elif task.project_id:
+        entity, entity_id = "project", task.project_id
     else:
         entity, entity_id = "task", changes.stand_in("task", task.pk)
     snapshot = {"id": task.pk, "title": task.title, "priority": task.priority, "status": task.status,
@@ -547,3 +655,87 @@ class Notification(TenantOwned):
     @property
     def is_read(self) -> bool:
         return self.read_at is not None
+
+
+class EventType(models.Model):
+    """An event of the organization's own catalog (crm/business_events.py), next to the
+    predeclared ones: its name, what it means, the record it is about, the fields of its data."""
+
+    class About(models.TextChoices):
+        NONE = "", "No record"
+        CONTACT = "contact", "A contact"
+        DEAL = "deal", "A deal"
+        LEAD = "lead", "A lead"
+        PROJECT = "project", "A project"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="event_types")
+    name = models.CharField(max_length=32, help_text="How workflows and senders name it, e.g. permit.approved. It "
+                                                     "never changes.")
+    description = models.CharField(max_length=300, blank=True)
+    about = models.CharField(max_length=10, choices=About.choices, blank=True,
+                             help_text="The record every event of this kind must name.")
+    fields = models.JSONField(default=list, blank=True,
+                              help_text='Its data, e.g. [{"key": "permit.number", "kind": "text", "required": true, '
+                                        '"label": "Permit number"}].')
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["organization_id", "name"]
+        constraints = [models.UniqueConstraint(fields=["organization", "name"], name="uniq_event_type_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from crm_automation.crm.business_events import check_declaration
+
+        errors = check_declaration(self)
+        if self.pk is not None:
+            stored = EventType.objects.filter(pk=self.pk).values_list("name", flat=True).first()
+            if stored is not None and stored != self.name:
+                errors.setdefault("name", []).append("workflows and senders name the event by it: it never changes")
+        if errors:
+            raise ValidationError(errors)
+
+    def delete(self, *args, **kwargs):
+        """Refused while a live workflow listens to it (the workflows are named)."""
+        from crm_automation.automation.models import Workflow, WorkflowStatus
+
+        users = list(Workflow.objects.filter(
+            organization_id=self.organization_id, trigger_type=f"event:{self.name}",
+            status__in=[WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED],
+        ).order_by("name").values_list("name", flat=True))
+        if users:
+            raise ValidationError(f"“{self.name}” starts the live workflow(s) {', '.join(users)}: change them (or "
+                                  "pause and archive them) first.")
+        return super().delete(*args, **kwargs)
+
+
+class BusinessEvent(TenantOwned):
+    """An event another system sent (crm/business_events.py), as it was accepted: kept so a
+    person sees what arrived, and unique per idempotency key so a resend runs nothing twice."""
+
+    tenant_links = ("contact", "deal", "lead", "project")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="business_events")
+    name = models.CharField(max_length=32)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    contact = models.ForeignKey(Contact, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    deal = models.ForeignKey(Deal, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    lead = models.ForeignKey(Lead, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    project = models.ForeignKey(Project, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    source = models.CharField(max_length=20, default="api", help_text="api, webhook or a command.")
+    sent_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                related_name="+")
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        constraints = [models.UniqueConstraint(fields=["organization", "idempotency_key"], name="uniq_event_key",
+                                               condition=models.Q(idempotency_key__isnull=False))]
+        indexes = [models.Index(fields=["organization", "-received_at"], name="business_event_org_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.received_at:%Y-%m-%d %H:%M:%S}" if self.received_at else self.name

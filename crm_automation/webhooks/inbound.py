@@ -24,11 +24,13 @@ import time
 from collections.abc import Mapping
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from crm_automation import bounded_reader
 from crm_automation.automation import plans
 from crm_automation.automation.runtime.outbox import record_changes
+from crm_automation.crm import business_events
 from crm_automation.crm.changes import RecordChange
 from crm_automation.webhooks import signing
 from crm_automation.webhooks.models import WebhookEndpoint, WebhookReceipt
@@ -103,8 +105,8 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-def webhook_receive(*, public_id, headers: Mapping[str, str], body: bytes, content_type: str) -> WebhookReceipt:
-    """Verify and record one inbound message (see the module's docstring); Refused if not."""
+def _verified(public_id, headers: Mapping[str, str], body: bytes, content_type: str):
+    """Checks 1 to 5 of the module's docstring: the endpoint, its headers and the parsed body."""
     endpoint = _endpoint(public_id)
     if len(body) > max_body():
         raise Refused(413, "too_large", f"the body is larger than {max_body() // 1024} KB")
@@ -122,7 +124,20 @@ def webhook_receive(*, public_id, headers: Mapping[str, str], body: bytes, conte
                                             "as v1,<signature>)")
     if not plans.includes_automation(endpoint.organization.plan):
         raise Refused(403, "plan", plans.refusal(endpoint.organization))
-    data = _parse(text)
+    return endpoint, found, _parse(text)
+
+
+def _replayed(endpoint: WebhookEndpoint, message_id: str) -> Refused:
+    earlier = WebhookReceipt.objects.filter(endpoint=endpoint, message_id=message_id).first()
+    if earlier is None:
+        raise IntegrityError(f"webhook {message_id} was refused by the database")
+    return Refused(409, "replayed", f"message {message_id} was already received at "
+                                    f"{earlier.received_at:%Y-%m-%d %H:%M:%S} UTC; it is not processed twice")
+
+
+def webhook_receive(*, public_id, headers: Mapping[str, str], body: bytes, content_type: str) -> WebhookReceipt:
+    """Verify and record one inbound message (see the module's docstring); Refused if not."""
+    endpoint, found, data = _verified(public_id, headers, body, content_type)
     try:
         with transaction.atomic():
             receipt = WebhookReceipt.objects.create(organization_id=endpoint.organization_id, endpoint=endpoint,
@@ -133,10 +148,31 @@ def webhook_receive(*, public_id, headers: Mapping[str, str], body: bytes, conte
                 kind=WEBHOOK, organization_id=endpoint.organization_id, entity_type=WEBHOOK,
                 entity_id=receipt.pk, payload=payload)])
     except IntegrityError:
-        earlier = WebhookReceipt.objects.filter(endpoint=endpoint, message_id=found["webhook-id"]).first()
-        if earlier is None:
-            raise
-        raise Refused(409, "replayed", f"message {found['webhook-id']} was already received at "
-                                       f"{earlier.received_at:%Y-%m-%d %H:%M:%S} UTC; it is not processed "
-                                       "twice") from None
+        raise _replayed(endpoint, found["webhook-id"]) from None
     return receipt
+
+
+class EventRefused(Refused):
+    """A signed message whose event does not pass its declaration: each place and its problem."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(400, "invalid_event", "; ".join(f"{place}: {' '.join(m)}" for place, m in errors.items()))
+        self.errors = errors
+
+
+def event_receive(*, public_id, headers: Mapping[str, str], body: bytes, content_type: str):
+    """Verify one message as webhook_receive does, and take its body as another system's business
+    event (crm/business_events.py: `{"type": "invoice.overdue", "contact": {"phone": …}, "data":
+    {…}}`). The receipt and the event commit together: a refused event leaves no receipt, so the
+    sender may fix it and send it again with the same webhook-id. Returns (BusinessEvent, created)."""
+    endpoint, found, data = _verified(public_id, headers, body, content_type)
+    try:
+        with transaction.atomic():
+            WebhookReceipt.objects.create(organization_id=endpoint.organization_id, endpoint=endpoint,
+                                          message_id=found["webhook-id"], size=len(body))
+            return business_events.event_receive(organization_id=endpoint.organization_id, body=data,
+                                                 source=f"webhook:{endpoint.name}"[:20])
+    except ValidationError as exc:
+        raise EventRefused(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}) from None
+    except IntegrityError:
+        raise _replayed(endpoint, found["webhook-id"]) from None

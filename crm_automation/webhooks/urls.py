@@ -10,4 +10,5 @@ urlpatterns = [
     path("webhook-endpoints/<uuid:public_id>/rotate/", views.EndpointRotateView.as_view(),
          name="webhook-endpoint-rotate"),
     path("hooks/<uuid:public_id>/", views.HookView.as_view(), name="webhook-hook"),
+    path("hooks/<uuid:public_id>/events/", views.HookEventView.as_view(), name="webhook-hook-events"),
 ]

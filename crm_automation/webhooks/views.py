@@ -118,6 +118,13 @@ Accepted = inline_serializer("WebhookAccepted", {"status": serializers.CharField
 RefusedBody = inline_serializer("WebhookRefused", {"detail": serializers.CharField(), "code": serializers.CharField()})
 
 
+SIGNATURE_HEADERS = [
+    OpenApiParameter(name, str, OpenApiParameter.HEADER, required=True, description=text) for name, text in (
+        ("webhook-id", "The message's id: the same on every retry of it (replays are refused)."),
+        ("webhook-timestamp", "Unix time in seconds when it was signed."),
+        ("webhook-signature", "v1,<base64 HMAC-SHA256>; several separated by spaces."))]
+
+
 class HookView(APIView):
     """POST a Standard Webhooks message to an endpoint: `webhook-id`, `webhook-timestamp` (Unix
     seconds, within 5 minutes) and `webhook-signature` (`v1,<base64 HMAC-SHA256 of
@@ -128,11 +135,7 @@ class HookView(APIView):
     permission_classes = [AllowAny]
     throttle_classes = [InboundWebhookThrottle]  # per sender address, not the people's API budget
 
-    @extend_schema(auth=[], request={"application/json": OpenApiTypes.OBJECT}, parameters=[
-        OpenApiParameter(name, str, OpenApiParameter.HEADER, required=True, description=text) for name, text in (
-            ("webhook-id", "The message's id: the same on every retry of it (replays are refused)."),
-            ("webhook-timestamp", "Unix time in seconds when it was signed."),
-            ("webhook-signature", "v1,<base64 HMAC-SHA256>; several separated by spaces."))],
+    @extend_schema(auth=[], request={"application/json": OpenApiTypes.OBJECT}, parameters=SIGNATURE_HEADERS,
                    responses={202: Accepted, **{code: OpenApiResponse(RefusedBody, description=why) for code, why in (
                        (400, "missing or malformed headers, or a body that is not JSON"),
                        (401, "bad signature, or a timestamp more than 5 minutes off"),
@@ -163,3 +166,28 @@ class HookView(APIView):
             raise inbound.Refused(413, "too_large", f"the body is larger than {limit // 1024} KB")
         stream = request.stream
         return stream.read(limit + 1) if stream is not None else b""
+
+
+class HookEventView(HookView):
+    """POST another system's business event to an endpoint, signed as any message to it (Standard
+    Webhooks): the body is `{"type": "invoice.overdue", "idempotency_key": "…", "contact": {"phone":
+    "+1 555 0100"}, "data": {"invoice": {"number": "INV-7", "amount_due": "120.00", …}}}`, checked
+    against the event's declaration (400 `invalid_event` with `errors` by place, nothing recorded).
+    Answers 202 with the event's id; the same idempotency key again answers with the first event
+    (`duplicate`: true) and runs nothing."""
+
+    @extend_schema(auth=[], request={"application/json": OpenApiTypes.OBJECT}, parameters=SIGNATURE_HEADERS,
+                   responses={202: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT})
+    def post(self, request, public_id):
+        try:
+            body = self._body(request)
+            event, created = inbound.event_receive(public_id=public_id, headers=request.headers, body=body,
+                                                   content_type=request.META.get("CONTENT_TYPE", ""))
+        except inbound.EventRefused as refused:
+            return Response({"detail": refused.message, "code": refused.code, "errors": refused.errors},
+                            status=refused.status)
+        except inbound.Refused as refused:
+            return Response({"detail": refused.message, "code": refused.code}, status=refused.status)
+        return Response({"status": "accepted", "event": event.pk, "type": event.name, "duplicate": not created},
+                        status=status.HTTP_202_ACCEPTED)
+

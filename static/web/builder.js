@@ -33,7 +33,7 @@
     { key: "create_task", label: "Create a task", name: "Create task", subtype: "tool-call", tool: "crm/create_task",
       config: () => ({ toolName: "crm/create_task", defaults: { title: "", assignee: "owner", priority: "normal" } }) },
     { key: "send_email", label: "Send an email", name: "Send email", subtype: "tool-call", tool: "crm/send_email",
-      config: () => ({ toolName: "crm/send_email", defaults: { to: entity() === "lead" ? "{{lead.email}}" : "{{deal.contact.email}}", subject: "", body: "" } }) },
+      config: () => ({ toolName: "crm/send_email", defaults: { to: entity() === "lead" ? "{{lead.email}}" : ["contact", "project"].includes(entity()) ? "{{trigger.contact.email}}" : "{{deal.contact.email}}", subject: "", body: "" } }) },
     { key: "update_field", label: "Update a field", name: "Update field", subtype: "tool-call", tool: "crm/update_record",
       config: () => ({ toolName: "crm/update_record", defaults: { field: Object.keys(cat.updatable[entity() || "deal"] || {})[0] || "", value: "" } }) },
     { key: "condition", label: "Branch: yes / no", name: "Check", subtype: "condition", group: "Flow",
@@ -378,7 +378,7 @@
   function ruleWords(r) {
     const op = cat.operators.find((o) => o.value === r.operator);
     const kind = fields()[r.field];
-    const choices = { lead_source: cat.lead_sources, lead_status: cat.lead_statuses }[kind];
+    const choices = { lead_source: cat.lead_sources, lead_status: cat.lead_statuses, project_status: cat.project_statuses }[kind];
     const chosen = choices && choices.find((c) => c.value === r.value);
     const value = cat.valueless.includes(r.operator) ? "" : " " + (kind === "stage" ? stageName(r.value) : chosen ? chosen.label : JSON.stringify(r.value));
     return (r.field ? fieldLabel(r.field) : "…") + " " + (op ? op.label : r.operator) + value;
@@ -520,6 +520,7 @@
     if (type === "stage") return select([{ value: "", label: "Choose a stage…" }].concat(cat.stages), value, onchange, attrs);
     if (type === "lead_status") return select(cat.lead_statuses, value, onchange, attrs);
     if (type === "lead_source") return select([{ value: "", label: "Choose a source…" }].concat(cat.lead_sources || []), value, onchange, attrs);
+    if (type === "project_status") return select([{ value: "", label: "Choose a status…" }].concat(cat.project_statuses || []), value, onchange, attrs);
     if (type === "number" || type === "percent") return number(value, onchange, Object.assign(attrs, type === "percent" ? { min: 0, max: 100 } : {}));
     if (type === "date") return text(value, onchange, Object.assign(attrs, { type: "date" }));
     if (type === "email") return text(value, onchange, Object.assign(attrs, { type: "text", inputmode: "email" }));

@@ -11,13 +11,20 @@ from contextvars import ContextVar
 
 from crm_automation.crm.changes import (
     CONTACT_CREATED,
+    CONTACT_DELETED,
     CONTACT_UPDATED,
     DEAL_CREATED,
+    DEAL_DELETED,
     DEAL_STAGE_CHANGE,
     DEAL_UPDATED,
     LEAD_CONVERTED,
     LEAD_CREATED,
+    LEAD_DELETED,
     LEAD_UPDATED,
+    PROJECT_COMPLETED,
+    PROJECT_CREATED,
+    PROJECT_DELETED,
+    PROJECT_UPDATED,
     TASK_COMPLETED,
     TASK_UPDATED,
 )
@@ -38,10 +45,12 @@ TRIGGER_CHOICES += [(WEBHOOK, "Inbound webhook")]
 # A record's fields change (field_changes.py): any save that changes a field, or only some
 # fields, optionally only when the record starts to meet the workflow's conditions.
 TRIGGER_CHOICES += [(DEAL_UPDATED, "A deal is updated"), (LEAD_UPDATED, "A lead is updated")]
-UPDATED = {DEAL_UPDATED: "deal", LEAD_UPDATED: "lead", CONTACT_UPDATED: "contact", TASK_UPDATED: "task"}
+UPDATED = {DEAL_UPDATED: "deal", LEAD_UPDATED: "lead", CONTACT_UPDATED: "contact", TASK_UPDATED: "task",
+           PROJECT_UPDATED: "project"}
 # Which workflows an event is for, by the event's kind: a stage change is also an update, and so
-# is a task's completion.
-LISTENERS = {DEAL_STAGE_CHANGE: (DEAL_STAGE_CHANGE, DEAL_UPDATED), TASK_COMPLETED: (TASK_COMPLETED, TASK_UPDATED)}
+# is a task's or a project's completion.
+LISTENERS = {DEAL_STAGE_CHANGE: (DEAL_STAGE_CHANGE, DEAL_UPDATED), TASK_COMPLETED: (TASK_COMPLETED, TASK_UPDATED),
+             PROJECT_COMPLETED: (PROJECT_COMPLETED, PROJECT_UPDATED)}
 
 
 def listeners(kind: str) -> tuple[str, ...]:
@@ -55,6 +64,50 @@ TRIGGER_CHOICES += [(CONTACT_CREATED, "A contact is created"), (TASK_COMPLETED, 
 # A contact's or a task's fields change (field_changes.py, as deal_updated): the contact or the
 # task travels in the event, a task's event is about its deal or lead.
 TRIGGER_CHOICES += [(CONTACT_UPDATED, "A contact is updated"), (TASK_UPDATED, "A task is updated")]
+
+# Projects (crm Project): created, completed (its status moves to completed) or updated.
+TRIGGER_CHOICES += [(PROJECT_CREATED, "A project is created"), (PROJECT_COMPLETED, "A project is completed"),
+                    (PROJECT_UPDATED, "A project is updated")]
+# A record is deleted: the event carries it as it was ({{deal.title}} reads the deleted deal).
+DELETED = {DEAL_DELETED: "deal", LEAD_DELETED: "lead", CONTACT_DELETED: "contact", PROJECT_DELETED: "project"}
+TRIGGER_CHOICES += [(DEAL_DELETED, "A deal is deleted"), (LEAD_DELETED, "A lead is deleted"),
+                    (CONTACT_DELETED, "A contact is deleted"), (PROJECT_DELETED, "A project is deleted")]
+
+# Business events from other systems (crm/business_events.py): the organization's catalog names
+# them; a workflow on `invoice.overdue` has the trigger type "event:invoice.overdue".
+EVENT_PREFIX = "event:"
+
+
+def is_event(trigger_type: object) -> bool:
+    return isinstance(trigger_type, str) and trigger_type.startswith(EVENT_PREFIX)
+
+
+def known_trigger(trigger_type: object) -> bool:
+    """A trigger type of the product, or a business event (whether the organization declared it
+    is validation's to check)."""
+    return trigger_type in TRIGGER_TYPES or is_event(trigger_type)
+
+
+def trigger_label(trigger_type: object) -> str:
+    if is_event(trigger_type):
+        return f"Event {str(trigger_type).removeprefix(EVENT_PREFIX)}"
+    return dict(TRIGGER_CHOICES).get(str(trigger_type), str(trigger_type))
+
+
+# The declared events' data fields ({trigger type: {path: type}}) of the organization whose
+# workflow is checked or built: set around validation (definition/validation.py) and the
+# builder, as node_scope sets a loop's variables.
+_declared: ContextVar[dict[str, dict[str, str]] | None] = ContextVar("declared_events", default=None)
+
+
+@contextmanager
+def declared_events(fields: dict[str, dict[str, str]]) -> Iterator[None]:
+    token = _declared.set(fields)
+    try:
+        yield
+    finally:
+        _declared.reset(token)
+
 
 # Relative time (relative_time.py): a deal's date comes up, or a deal stays in a stage.
 DATE_REACHED, IN_STAGE = "deal_date_reached", "deal_in_stage"
@@ -81,6 +134,9 @@ TRIGGER_ENTITY = {
     IN_STAGE: "deal",
     DEAL_UPDATED: "deal",
     LEAD_UPDATED: "lead",
+    PROJECT_CREATED: "project",
+    PROJECT_COMPLETED: "project",
+    PROJECT_UPDATED: "project",
     **MANUAL,
 }
 # Triggers whose config may name a from/to stage.
@@ -121,6 +177,30 @@ _LEAD_FIELDS = {
     "lead.owner.email": "str",
     "lead.custom": "object",
 }
+
+_CONTACT_FIELDS = {f"contact.{name}": "str" for name in ("id", "first_name", "last_name", "email", "phone", "company")}
+_CONTACT_FIELDS["contact.custom"] = "object"
+_PROJECT_FIELDS = {
+    "project.id": "str",
+    "project.name": "str",
+    "project.status": "project_status",
+    "project.service_type": "str",
+    "project.start_date": "date",
+    "project.end_date": "date",
+    "project.deal_id": "str",
+    "project.contact.first_name": "str",
+    "project.contact.last_name": "str",
+    "project.contact.email": "str",
+    "project.contact.phone": "str",
+    "project.contact.company": "str",
+    "project.contact.custom": "object",
+    "project.owner.username": "str",
+    "project.owner.email": "str",
+    "project.owner.first_name": "str",
+    "project.custom": "object",
+}
+# The fields of each record, for the triggers about it (a deleted record's, as it was).
+RECORD_FIELDS = {"deal": _DEAL_FIELDS, "lead": _LEAD_FIELDS, "contact": _CONTACT_FIELDS, "project": _PROJECT_FIELDS}
 
 
 OPEN = "object"  # a value whose sub-fields are not known in advance (a loop's current item)
@@ -179,14 +259,27 @@ def fields_for(trigger_type: str) -> dict[str, str]:
         fields.update(_DEAL_FIELDS)  # the deal the conversion created
     elif trigger_type in (LEAD_CREATED, MANUAL_LEAD, LEAD_UPDATED):
         fields.update(_LEAD_FIELDS)
+    elif TRIGGER_ENTITY.get(trigger_type) == "project":
+        # The project, its contact ({{trigger.contact.first_name}}) and the deal that sold it.
+        fields.update(_PROJECT_FIELDS)
+        fields.update(_CONTACT_FIELDS)
+        fields.update(_DEAL_FIELDS)
+    if trigger_type in DELETED:
+        fields.update(RECORD_FIELDS[DELETED[trigger_type]])
+    declared = (_declared.get() or {}).get(trigger_type, {})
+    if is_event(trigger_type) or declared:
+        # What the event names (its contact, deal, lead, project), what it is, and its data.
+        for entity in ("contact", "deal", "lead", "project"):
+            fields.update(RECORD_FIELDS[entity])
+        fields.update({"trigger.event.id": "str", "trigger.event.name": "str", "trigger.event.source": "str",
+                       "trigger.event.idempotency_key": "str"})
+        fields.update(declared)
     if trigger_type in MANUAL:
         fields["trigger.input"] = OPEN  # what the person or the API passed when starting it
     if trigger_type in (DATE_REACHED, IN_STAGE):
         fields["trigger.occasion"] = "str"
     if trigger_type in (CONTACT_CREATED, CONTACT_UPDATED):
-        fields.update({f"contact.{name}": "str" for name in ("id", "first_name", "last_name", "email", "phone",
-                                                             "company")})
-        fields["contact.custom"] = OPEN
+        fields.update(_CONTACT_FIELDS)
     if trigger_type in (TASK_COMPLETED, TASK_UPDATED):
         # The task's deal or lead, when it has one (conditions and templates on the other read as empty).
         fields.update(_DEAL_FIELDS)
@@ -205,8 +298,10 @@ def fields_for(trigger_type: str) -> dict[str, str]:
     # {{trigger}} (the whole payload, as JSON) and {{trigger.deal.title}}, the same field as
     # {{deal.title}} (docs/product.md#templates).
     fields.update({f"trigger.{name}": kind for name, kind in list(fields.items())
-                   if name.startswith(("deal.", "lead."))})
-    fields["trigger"] = "object"
+                   if name.startswith(("deal.", "lead.", "project.", "contact."))})
+    # (An event's data is declared: {{trigger.invoice.colour}} is a mistake the checks name, so its
+    # whole payload is a value of its own, not an open object whose every sub-path is known.)
+    fields["trigger"] = "payload" if is_event(trigger_type) else "object"
     return fields
 
 
@@ -238,13 +333,15 @@ UPDATABLE_FIELDS = {
     "deal": {"title": "str", "amount": "number", "probability": "percent", "close_date": "date",
              "stage": "stage"},
     "lead": {"name": "str", "email": "email", "company": "str", "status": "lead_status", "source": "lead_source"},
+    "project": {"name": "str", "status": "project_status", "service_type": "str", "start_date": "date",
+                "end_date": "date"},
 }
 # Fields a record cannot be without: update_field never writes an empty value into them.
-REQUIRED_FIELDS = {"deal": ("title",), "lead": ("name",)}
+REQUIRED_FIELDS = {"deal": ("title",), "lead": ("name",), "project": ("name",)}
 
 # Triggers on recorded changes of records: they may say what to do with bulk changes (bulk.py).
 CHANGE_TRIGGERS = {DEAL_STAGE_CHANGE, DEAL_CREATED, LEAD_CONVERTED, LEAD_CREATED, DEAL_UPDATED, LEAD_UPDATED,
-                   CONTACT_CREATED, TASK_COMPLETED, *UPDATED}
+                   CONTACT_CREATED, TASK_COMPLETED, *UPDATED, PROJECT_CREATED, PROJECT_COMPLETED, *DELETED}
 
 
 # --- Names a person reads -----------------------------------------------------------------------
@@ -254,7 +351,7 @@ CHANGE_TRIGGERS = {DEAL_STAGE_CHANGE, DEAL_CREATED, LEAD_CONVERTED, LEAD_CREATED
 SEPARATOR = " › "
 _WORDS = {"id": "ID", "url": "URL", "username": "Username"}
 # The first names of paths that are ours (a node's label keeps the case it was given).
-_HEADS = {"trigger", "deal", "lead", "contact", "loop", "task"}
+_HEADS = {"trigger", "deal", "lead", "contact", "loop", "task", "project"}
 
 
 def field_name(field: str) -> str:
@@ -273,7 +370,7 @@ def variable_name(path: str) -> str:
     if not isinstance(path, str) or not path.strip():
         return str(path or "")
     parts = path.strip().split(".")
-    if len(parts) > 2 and parts[0] == "trigger" and parts[1] in ("deal", "lead"):
+    if len(parts) > 2 and parts[0] == "trigger" and parts[1] in ("deal", "lead", "project", "contact"):
         parts = parts[1:]
     head = field_name(parts[0]) if parts[0].casefold() in _HEADS else parts[0]
     return SEPARATOR.join([head, *(field_name(part) for part in parts[1:])])

@@ -13,7 +13,7 @@ from crm_automation.automation.definition import catalog
 from crm_automation.automation.definition.coercion import comparable
 from crm_automation.automation.definition.templating import format_value, resolve
 from crm_automation.crm import custom_fields
-from crm_automation.crm.models import Lead
+from crm_automation.crm.models import Lead, Project
 from crm_automation.crm.selectors import shown, stage_slugs
 
 EMPTY = {"combinator": "and", "rules": []}
@@ -41,6 +41,10 @@ def own_field(path: str, organization_id: int | None):
     if entity not in ("deal", "lead", "contact"):
         return None
     return custom_fields.definitions(organization_id, entity).get(parts[-1])
+
+
+# Fields whose values are one of a standard set: what a value is called, and the set.
+CHOICE_KINDS = {"lead_source": ("lead source", Lead.Source), "project_status": ("project status", Project.Status)}
 
 
 def validate(conditions, trigger_type: str, *, organization_id: int | None = None) -> list[tuple[str, str]]:
@@ -109,9 +113,10 @@ def validate(conditions, trigger_type: str, *, organization_id: int | None = Non
                 errors.append((f"{where}.value", f"{shown(v)} is not a choice of “{own.label}”; use one of "
                                                  f"{', '.join(map(str, own.choices))}"))
                 break
-            if kind == "lead_source" and str(v).casefold() not in {s.casefold() for s in Lead.Source.values}:
-                errors.append((f"{where}.value", f"{shown(v)} is not a lead source; use one of "
-                                                 f"{', '.join(Lead.Source.values)}"))
+            named = CHOICE_KINDS.get(kind)
+            if named is not None and str(v).casefold() not in {c.casefold() for c in named[1].values}:
+                errors.append((f"{where}.value", f"{shown(v)} is not a {named[0]}; use one of "
+                                                 f"{', '.join(named[1].values)}"))
                 break
             if kind == "stage" and organization_id is not None:
                 stages = stage_slugs(organization_id) if stages is None else stages

@@ -1,42 +1,12 @@
 """Plain dicts of allow-listed values: what templates and conditions can see (invariant 9)."""
 
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from crm_automation.automation.models import AutomationEvent
-from crm_automation.crm.models import Deal, Lead, Stage
-
-
-def _person(user) -> dict | None:
-    if user is None:
-        return None
-    return {"username": user.username, "email": user.email, "first_name": user.first_name,
-            "last_name": user.last_name}
-
-
-def deal_dict(deal: Deal) -> dict:
-    contact = deal.contact
-    return {
-        "id": str(deal.pk),
-        "title": deal.title,
-        "amount": deal.amount,
-        "stage": deal.stage.slug,
-        "stage_name": deal.stage.name,
-        "probability": deal.probability,
-        "close_date": deal.close_date,
-        "contact": None if contact is None else {
-            "first_name": contact.first_name, "last_name": contact.last_name,
-            "email": contact.email, "phone": contact.phone, "company": contact.company, "custom": contact.custom,
-        },
-        "owner": _person(deal.owner),
-        "custom": deal.custom,  # the organization's own fields: {{deal.custom.<key>}}
-    }
-
-
-def lead_dict(lead: Lead) -> dict:
-    return {
-        "id": str(lead.pk), "name": lead.name, "email": lead.email, "company": lead.company,
-        "status": lead.status, "source": lead.source, "owner": _person(lead.owner), "custom": lead.custom,
-    }
+from crm_automation.crm.models import Contact, Deal, Lead, Project, Stage
+from crm_automation.crm.snapshots import contact_dict, deal_dict, lead_dict, project_dict
 
 
 def stage_slugs(events: list[AutomationEvent]) -> dict[int, str]:
@@ -46,12 +16,35 @@ def stage_slugs(events: list[AutomationEvent]) -> dict[int, str]:
     return dict(Stage.objects.filter(pk__in=ids).values_list("pk", "slug")) if ids else {}
 
 
-RECORD_ENTITIES = ("deal", "lead")
+RECORD_ENTITIES = ("deal", "lead", "project")
+GONE, EVENT = "deleted", "event"  # a deleted record's event; another system's business event
 
 
 def has_record(entity_type: str) -> bool:
-    """Whether events of this entity type are about a CRM record (an inbound webhook's is not)."""
+    """Whether events of this entity type are about a CRM record that must still exist (an
+    inbound webhook's, a deleted record's and a business event's are not)."""
     return entity_type in RECORD_ENTITIES
+
+
+@dataclass(frozen=True)
+class Linked:
+    """The records another system's event names (crm/business_events.py), as loaded."""
+
+    contact: Contact | None = None
+    deal: Deal | None = None
+    lead: Lead | None = None
+    project: Project | None = None
+
+    @property
+    def primary(self) -> Deal | Lead | Project | None:
+        """The record the run acts on (a task it creates links to it): the project, else the
+        deal, else the lead."""
+        return self.project or self.deal or self.lead
+
+
+def acted_on(record):
+    """The record a run acts on: the event's record, or the one a business event names first."""
+    return record.primary if isinstance(record, Linked) else record
 
 
 def trigger_dict(event: AutomationEvent, slugs: dict[int, str]) -> dict:
@@ -61,7 +54,11 @@ def trigger_dict(event: AutomationEvent, slugs: dict[int, str]) -> dict:
         "to_stage": slugs.get(event.payload.get("to_stage_id")),
         "occurred_at": event.created_at,
     }
-    if not has_record(event.entity_type):
+    if event.entity_type == EVENT:
+        # Another system's event: its data at the top ({{trigger.invoice.amount_due}}), what it is.
+        trigger.update(event.payload.get("data") or {})
+        trigger["event"] = event.payload.get("event") or {}
+    elif not has_record(event.entity_type):
         trigger.update(event.payload)  # an inbound webhook: {{trigger.body.x}}, {{trigger.endpoint}}
     if "input" in event.payload:  # a manual start's data: {{trigger.input.x}}
         trigger["input"] = event.payload["input"]
@@ -79,34 +76,78 @@ def trigger_dict(event: AutomationEvent, slugs: dict[int, str]) -> dict:
 
 
 _DEAL_RELATED = ("stage", "contact", "owner")
+_PROJECT_RELATED = ("contact", "owner", *(f"deal__{r}" for r in _DEAL_RELATED))
 
 
 def load_records(events: list[AutomationEvent]) -> dict:
-    """{entity id: Deal or Lead} for a batch of events, in two queries at most."""
-    deal_ids = [e.entity_id for e in events if e.entity_type == "deal"]
-    lead_ids = [e.entity_id for e in events if e.entity_type == "lead"]
+    """{entity id: Deal, Lead, Project or Linked} for a batch of events, a query per kind of
+    record at most."""
+    wanted: dict[str, set] = {"deal": set(), "lead": set(), "project": set(), "contact": set()}
+    for e in events:
+        if e.entity_type in RECORD_ENTITIES:
+            wanted[e.entity_type].add(e.entity_id)
+        elif e.entity_type == EVENT:
+            for kind, pk in (e.payload.get("links") or {}).items():
+                if kind in wanted and pk:
+                    wanted[kind].add(pk)
+    loaded: dict[str, dict] = {kind: {} for kind in wanted}
+    if wanted["deal"]:
+        loaded["deal"] = {d.pk: d for d in Deal.objects.filter(pk__in=wanted["deal"]).select_related(*_DEAL_RELATED)}
+    if wanted["lead"]:
+        leads = Lead.objects.filter(pk__in=wanted["lead"]).select_related(
+            "owner", *(f"converted_deal__{r}" for r in _DEAL_RELATED))
+        loaded["lead"] = {lead.pk: lead for lead in leads}
+    if wanted["project"]:
+        loaded["project"] = {p.pk: p for p in Project.objects.filter(pk__in=wanted["project"]).select_related(
+            *_PROJECT_RELATED)}
+    if wanted["contact"]:
+        loaded["contact"] = {c.pk: c for c in Contact.objects.filter(pk__in=wanted["contact"])}
     found: dict = {}
-    if deal_ids:
-        found.update({d.pk: d for d in Deal.objects.filter(pk__in=deal_ids).select_related(*_DEAL_RELATED)})
-    if lead_ids:
-        leads = Lead.objects.filter(pk__in=lead_ids).select_related(
-            "owner", *(f"converted_deal__{r}" for r in _DEAL_RELATED)
-        )
-        found.update({lead.pk: lead for lead in leads})
+    for kind in RECORD_ENTITIES:
+        found.update(loaded[kind])
+    for e in events:
+        if e.entity_type == EVENT:
+            links = e.payload.get("links") or {}
+            found[e.entity_id] = Linked(**{kind: loaded[kind].get(_key(kind, links.get(kind))) for kind in wanted})
     return found
 
 
+def _key(kind: str, value):
+    """A link as the loaded rows are keyed: contacts by their number, the others by uuid."""
+    if value is None:
+        return None
+    try:
+        return int(value) if kind == "contact" else uuid.UUID(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
 def full_context(event: AutomationEvent, record, trigger: dict) -> dict:
-    context = {"trigger": trigger}
-    if isinstance(record, Deal):
+    context: dict[str, Any] = {"trigger": trigger}
+    if isinstance(record, Linked):
+        for kind, shape in (("contact", contact_dict), ("deal", deal_dict), ("lead", lead_dict),
+                            ("project", project_dict)):
+            linked = getattr(record, kind)
+            if linked is not None:
+                context[kind] = shape(linked)
+    elif isinstance(record, Deal):
         context["deal"] = deal_dict(record)
     elif isinstance(record, Lead):
         context["lead"] = lead_dict(record)
         if record.converted_deal is not None:
             context["deal"] = deal_dict(record.converted_deal)
+    elif isinstance(record, Project):
+        context["project"] = project_dict(record)
+        if record.contact is not None:
+            context["contact"] = contact_dict(record.contact)  # {{trigger.contact.first_name}}
+        if record.deal is not None:
+            context["deal"] = deal_dict(record.deal)
+    if event.entity_type == GONE and isinstance(event.payload.get("record"), dict):
+        context[event.payload.get("entity") or "record"] = event.payload["record"]  # as it was
     if isinstance(trigger.get("contact"), dict) and record is None:
         context["contact"] = trigger["contact"]  # a new contact: {{contact.email}}
     # {{trigger.deal.title}} is {{deal.title}} (docs/product.md#templates): the trigger's payload
-    # holds its record too.
-    context["trigger"] = {**trigger, **{k: context[k] for k in ("deal", "lead") if k in context}}
+    # holds its records too.
+    context["trigger"] = {**trigger, **{k: context[k] for k in ("deal", "lead", "project", "contact")
+                                        if k in context}}
     return context

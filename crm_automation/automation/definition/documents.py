@@ -79,7 +79,8 @@ def _event_problems(config: dict) -> list[tuple[str, str]]:
 TRIGGER_NODES = {
     "chat-app": TriggerNode(keys=("event", "from_stage", "to_stage", "conditions", "endpoint", *RELATIVE_KEYS),
                             own=("event", "conditions"), type_of=lambda config: event_type(config.get("event")),
-                            config_of=lambda trigger_type: {"event": trigger_type}, check=_event_problems),
+                            config_of=lambda trigger_type: {"event": str(trigger_type).removeprefix(
+                                catalog.EVENT_PREFIX)}, check=_event_problems),
     "manual": TriggerNode(keys=("entity",), own=("entity",),
                           type_of=lambda config: f"manual_{config.get('entity', 'deal')}",
                           config_of=lambda trigger_type: {"entity": catalog.MANUAL.get(trigger_type)},
@@ -134,7 +135,7 @@ def with_node_ids(actions: list[dict]) -> list[dict]:
 
 # --- Definition → document ----------------------------------------------------------------------
 def _trigger_label(trigger_type: Any, config: dict) -> str:
-    label = dict(catalog.TRIGGER_CHOICES).get(trigger_type, trigger_type)
+    label = catalog.trigger_label(trigger_type)
     if config.get("to_stage"):
         label += f" to {config['to_stage']}"
     if config.get("from_stage"):
@@ -380,9 +381,15 @@ def _edges(document: dict) -> tuple[list[tuple[str, str]], list[dict]]:
 
 def event_type(event):
     """A chat-app node's `event` as a trigger type: ours (`contact_updated`, what exports write)
-    or the same event spelled with dots (`contact.updated`, `task.completed`)."""
-    if isinstance(event, str) and "." in event and event.replace(".", "_") in catalog.TRIGGER_TYPES:
+    or the same event spelled with dots (`contact.updated`, `task.completed`); any other name is
+    a business event of the organization's catalog (`invoice.overdue` → "event:invoice.overdue";
+    validation checks that it is declared)."""
+    if not isinstance(event, str) or event in catalog.TRIGGER_TYPES:
+        return event
+    if "." in event and event.replace(".", "_") in catalog.TRIGGER_TYPES:
         return event.replace(".", "_")
+    if event and not event.startswith(catalog.EVENT_PREFIX):
+        return catalog.EVENT_PREFIX + event
     return event
 
 

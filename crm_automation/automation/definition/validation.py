@@ -14,7 +14,7 @@ from crm_automation.automation.nodes import REGISTRY, control
 from crm_automation.automation.nodes import approval as questions
 from crm_automation.automation.nodes import function as functions
 from crm_automation.automation.nodes.base import template_errors
-from crm_automation.automation.triggers import bulk, record_changes, relative_time, schedules
+from crm_automation.automation.triggers import bulk, business_events, record_changes, relative_time, schedules
 from crm_automation.crm.selectors import shown, stage_slugs
 
 MAX_ACTIONS = 200  # a canvas of a few hundred steps opens in well under a second (benchmarks/canvas_open.py)
@@ -85,6 +85,9 @@ def validate_trigger(trigger_type, trigger_config, organization_id: int) -> list
 def _trigger_settings(trigger_type, trigger_config, organization_id: int) -> list[tuple[str, str]]:
     if trigger_type in catalog.LATER_TRIGGERS:
         return [] if isinstance(trigger_config or {}, dict) else [("trigger_config", "must be a mapping")]
+    if catalog.is_event(trigger_type):
+        return [("trigger_" + place, message) for place, message in business_events.validate(
+            trigger_type, trigger_config or {}, organization_id)]
     if not isinstance(trigger_type, str) or trigger_type not in catalog.TRIGGER_TYPES:
         return [("trigger_type", f"unknown trigger {shown(trigger_type)}; use one of "
                                  f"{', '.join(sorted(catalog.TRIGGER_TYPES))}")]
@@ -236,7 +239,8 @@ def validate_definition(definition: dict, organization_id: int) -> list[tuple[st
     long_texts = plain_data_errors(definition, "")
     if any(not message.startswith(TOO_LONG) for _, message in long_texts):
         return long_texts  # NUL, NaN, not JSON: nothing below may compare or store such a value
-    errors = _checked(definition, organization_id)
+    with catalog.declared_events(business_events.declared_fields(organization_id)):
+        errors = _checked(definition, organization_id)
     # A text that is too long is said once, at its place (not again by the template check).
     too_long = {place for place, _ in long_texts}
     return long_texts + [(place, message) for place, message in errors if place not in too_long]
@@ -248,7 +252,7 @@ def _checked(definition: dict, organization_id: int) -> list[tuple[str, str]]:
     if trigger_type in catalog.MANUAL and (definition.get("conditions") or {}).get("rules"):
         errors.append(("conditions", "a workflow started by a person has no trigger conditions; check what you "
                                      "need with a condition node after the trigger"))
-    if trigger_type in catalog.TRIGGER_TYPES:
+    if catalog.known_trigger(trigger_type):
         errors += conditions.validate(definition.get("conditions"), trigger_type, organization_id=organization_id)
     if definition.get("error_handling") not in Workflow.ErrorHandling.values:
         errors.append(("error_handling", "must be 'stop', 'continue' or 'pause'"))

@@ -6,7 +6,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, Result
-from crm_automation.crm.models import Deal, Lead, Membership, Task
+from crm_automation.crm.models import Deal, Lead, Membership, Project, Task
 
 OWNER = "owner"
 
@@ -20,6 +20,10 @@ def linked_deal(record: Deal | Lead | None) -> Deal | None:
 
 def linked_lead(record: Deal | Lead | None) -> Lead | None:
     return record if isinstance(record, Lead) else None
+
+
+def linked_project(record: object) -> Project | None:
+    return record if isinstance(record, Project) else None
 
 
 class CreateTask(Action[Task]):
@@ -74,6 +78,7 @@ class CreateTask(Action[Task]):
             assignee=self._assignee(config, ctx),
             deal=linked_deal(ctx.record),
             lead=linked_lead(ctx.record),
+            project=linked_project(ctx.record),
             automation_key=ctx.key,
         )
 

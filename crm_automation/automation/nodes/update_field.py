@@ -6,12 +6,12 @@ from uuid import UUID
 
 from django.utils import timezone
 
-from crm_automation.automation.definition import catalog, coercion
+from crm_automation.automation.definition import catalog, coercion, conditions
 from crm_automation.automation.models import FieldChange
 from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, Result, template_errors
 from crm_automation.automation.runtime.cause import caused_by
 from crm_automation.crm import custom_fields
-from crm_automation.crm.models import Deal, Lead, Stage
+from crm_automation.crm.models import Deal, Lead, Project, Stage
 from crm_automation.crm.selectors import shown, stage_slugs
 from crm_automation.crm.services import deal_move_to_stage
 
@@ -27,12 +27,25 @@ def _target(trigger_type: str, field: str) -> tuple[str, str]:
         return entity, field
     if "." in field:
         prefix, _, name = field.partition(".")
-        if prefix == "deal" and trigger_type == catalog.LEAD_CONVERTED:
-            return "deal", name
-        if prefix == entity:
-            return entity, name
+        if prefix == "deal" and (trigger_type == catalog.LEAD_CONVERTED or entity == "project"):
+            return "deal", name  # the deal the lead became, the deal that sold the project
+        if prefix == entity or (catalog.is_event(trigger_type) and prefix in catalog.UPDATABLE_FIELDS):
+            return prefix, name  # (an event's: the record it names)
         return "", field
     return entity, field
+
+
+MODELS: dict[str, type[Deal] | type[Lead] | type[Project]] = {"deal": Deal, "lead": Lead, "project": Project}
+
+
+def _record_of(entity: str, record):
+    """The record of that kind the run acts on: its own, the deal a lead became or a project
+    was sold in; None when there is none."""
+    if isinstance(record, MODELS[entity]):
+        return record
+    if entity == "deal":
+        return getattr(record, "converted_deal", None) if isinstance(record, Lead) else getattr(record, "deal", None)
+    return None
 
 
 # What the stored values allow: 200 characters of text, 12 digits before a money amount's cents.
@@ -62,9 +75,10 @@ def coerce(kind: str, value: object, *, organization_id: int) -> object:
         if value not in settable:
             raise ValueError(f"{shown(value)} is not a lead status; use one of {', '.join(settable)}")
         return value
-    if kind == "lead_source":
-        if value not in Lead.Source.values:
-            raise ValueError(f"{shown(value)} is not a lead source; use one of {', '.join(Lead.Source.values)}")
+    if kind in ("lead_source", "project_status"):
+        what, choices = conditions.CHOICE_KINDS[kind]
+        if value not in choices.values:
+            raise ValueError(f"{shown(value)} is not a {what}; use one of {', '.join(choices.values)}")
         return value
     if kind == "stage":
         stage = Stage.objects.filter(organization_id=organization_id, slug=value).first()
@@ -128,9 +142,7 @@ class UpdateField(Action["Change"]):
     def prepare(self, config: dict[str, Any], ctx: ExecutionContext) -> "Change":
         entity, name = _target(ctx.trigger_type, str(config["field"]))
         kind = "custom" if name.startswith(OWN) else catalog.UPDATABLE_FIELDS[entity][name]
-        record = ctx.record
-        if entity == "deal" and isinstance(record, Lead):
-            record = record.converted_deal
+        record = _record_of(entity, ctx.record)
         if record is None:
             raise ActionFailed(f"there is no {entity} to update")
         raw = config["value"]
@@ -152,23 +164,23 @@ class UpdateField(Action["Change"]):
                 value = coerce(kind, raw, organization_id=ctx.organization_id)
         except ValueError as exc:
             raise ActionFailed(f"{name}: {exc}") from None
-        return Change(model=Deal if entity == "deal" else Lead, pk=record.pk, entity=entity, name=name,
+        return Change(model=MODELS[entity], pk=record.pk, entity=entity, name=name,
                       kind=kind, value=value)
 
     def apply(self, items: list[tuple[ExecutionContext, "Change"]]) -> list[Result]:
         """Lock every touched row (in primary-key order, so two workers cannot deadlock), apply
         the changes in order (two changes to one record behave as if made one after the other),
         then write each model's rows back with one UPDATE per field set."""
-        locked: dict[tuple[type[Deal] | type[Lead], UUID], Deal | Lead] = {}
+        locked: dict[tuple[Any, UUID], Any] = {}
         models = {change.model for _, change in items}
-        for model in [m for m in (Lead, Deal) if m in models]:  # leads before deals, as everywhere
+        for model in [m for m in (Lead, Deal, Project) if m in models]:  # leads, deals, projects, as everywhere
             pks = sorted({c.pk for _, c in items if c.model is model})
             for found in model.objects.select_for_update().filter(pk__in=pks).select_related(
                     *(["stage"] if model is Deal else [])).order_by("pk"):
                 locked[(model, found.pk)] = found
         results: list[Result] = []
         audit: list[FieldChange] = []
-        dirty: dict[type[Deal] | type[Lead], dict[UUID, set[str]]] = {}
+        dirty: dict[Any, dict[UUID, set[str]]] = {}
         for ctx, change in items:
             row = locked.get((change.model, change.pk))
             if row is None:
@@ -219,7 +231,7 @@ class UpdateField(Action["Change"]):
 
 @dataclass
 class Change:
-    model: type[Deal] | type[Lead]
+    model: type[Deal] | type[Lead] | type[Project]
     pk: UUID
     entity: str
     name: str

@@ -23,11 +23,12 @@ import copy
 from decimal import Decimal, InvalidOperation
 
 from crm_automation.automation.definition import catalog, conditions
-from crm_automation.crm.changes import CONTACT_TRACKED, DEAL_TRACKED, LEAD_TRACKED, TASK_TRACKED
+from crm_automation.crm.changes import CONTACT_TRACKED, DEAL_TRACKED, LEAD_TRACKED, PROJECT_TRACKED, TASK_TRACKED
 from crm_automation.crm.custom_fields import KEY
 
 FIELDS = {entity: tuple(name.removesuffix("_id") for name in tracked) for entity, tracked in
-          (("deal", DEAL_TRACKED), ("lead", LEAD_TRACKED), ("contact", CONTACT_TRACKED), ("task", TASK_TRACKED))}
+          (("deal", DEAL_TRACKED), ("lead", LEAD_TRACKED), ("contact", CONTACT_TRACKED), ("task", TASK_TRACKED),
+           ("project", PROJECT_TRACKED))}
 SETTINGS = ("fields", "crossing")
 
 

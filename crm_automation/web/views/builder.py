@@ -35,9 +35,10 @@ from crm_automation.automation.services.versions import (
     workflow_update_from_document,
 )
 from crm_automation.automation.services.workflows import can_edit, check_edit, free_name, has_unpublished_changes
+from crm_automation.automation.triggers import business_events as event_triggers
 from crm_automation.automation.triggers import record_changes as field_changes
-from crm_automation.crm import custom_fields
-from crm_automation.crm.models import CustomField, Lead, Membership, Organization, Task
+from crm_automation.crm import business_events, custom_fields
+from crm_automation.crm.models import CustomField, Lead, Membership, Organization, Project, Task
 from crm_automation.refusals import Refused, StaleEdit
 from crm_automation.web.selectors import stage_names
 from crm_automation.web.tenancy import org_page
@@ -89,9 +90,16 @@ def builder_catalog(organization: Organization) -> dict:
     own = list(CustomField.objects.filter(organization=organization))
     members = (Membership.objects.filter(organization=organization).select_related("user")
                .order_by("user__username"))
+    # Another system's events, by the name a document's trigger gives (`event: invoice.overdue`);
+    # the ones that are the CRM's own changes too are already among the CRM's triggers.
+    declared = [d for d in business_events.catalog(organization.pk).values() if catalog.is_event(d.trigger_type)]
+    with catalog.declared_events(event_triggers.declared_fields(organization.pk)):
+        event_fields = {d.name: dict(catalog.fields_for(d.trigger_type)) for d in declared}
     return {
         "events": [{"value": value, "label": label, "entity": catalog.TRIGGER_ENTITY.get(value, "")}
-                   for value, label in EVENTS],
+                   for value, label in EVENTS] + [
+            {"value": d.name, "label": f"Event: {d.name}", "entity": d.about, "description": d.description}
+            for d in declared],
         "stages": [{"value": slug, "label": name} for slug, name in stage_names(organization.pk).items()],
         "members": [{"value": m.user.username, "label": m.user.get_full_name() or m.user.username} for m in members],
         "endpoints": list(WebhookEndpoint.objects.filter(organization=organization).order_by("name")
@@ -105,8 +113,11 @@ def builder_catalog(organization: Organization) -> dict:
         "fields": {trigger: {**{path: kind for path, kind in catalog.fields_for(trigger).items()
                                 if not path.startswith("trigger.deal.") and not path.startswith("trigger.lead.")},
                              **own_fields(catalog.fields_for(trigger), own)}
-                   for trigger in catalog.TRIGGER_TYPES},
-        "names": {**catalog.variable_names(), **own_names(own)},  # a variable's human name, the same everywhere
+                   for trigger in catalog.TRIGGER_TYPES} | {
+            name: {**fields, **own_fields(fields, own)} for name, fields in event_fields.items()},
+        # A variable's human name, the same everywhere.
+        "names": {**{path: catalog.variable_name(path) for fields in event_fields.values() for path in fields},
+                  **catalog.variable_names(), **own_names(own), **event_triggers.field_names(organization.pk)},
         "custom_choices": {f"{f.entity}.custom.{f.key}": f.choices for f in own if f.kind == "choice"},
         "operators": [{"value": value, "label": label} for value, label in catalog.OPERATORS.items()],
         "ordering": sorted(catalog.ORDERING_OPERATORS), "valueless": sorted(catalog.VALUELESS_OPERATORS),
@@ -117,6 +128,7 @@ def builder_catalog(organization: Organization) -> dict:
         "watchable": {trigger: list(field_changes.FIELDS[entity]) for trigger, entity in catalog.UPDATED.items()},
         "lead_statuses": [{"value": value, "label": label} for value, label in Lead.Status.choices],
         "lead_sources": [{"value": value, "label": label} for value, label in Lead.Source.choices],
+        "project_statuses": [{"value": value, "label": label} for value, label in Project.Status.choices],
         "priorities": [{"value": value, "label": label} for value, label in Task.Priority.choices],
         "recipients": list(RECIPIENTS), "roles": list(questions.ROLES), "units": list(control.UNITS),
         "later": sorted(catalog.LATER_NODES),

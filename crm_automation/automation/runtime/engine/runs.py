@@ -48,7 +48,7 @@ from crm_automation.automation.runtime.engine.walk import (
     step_all,
 )
 from crm_automation.automation.runtime.queue import enqueue_continue
-from crm_automation.crm.models import Deal, Lead
+from crm_automation.crm.models import Deal, Lead, Project
 from crm_automation.workers import shutdown
 
 logger = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ def load_states(runs: list[WorkflowRun], *, simulating: bool = False, records: d
     now, with no step rows to read."""
     events = [r.event for r in runs]
     if records is None or any(r.trigger_entity_id not in records for r in runs if context.has_record(
-            r.trigger_entity_type)):
+            r.trigger_entity_type) or r.trigger_entity_type == context.EVENT):
         records = context.load_records(events)
     if slugs is None:
         slugs = context.stage_slugs(events)
@@ -240,9 +240,10 @@ def load_states(runs: list[WorkflowRun], *, simulating: bool = False, records: d
         definition = run.version.definition
         if run.version_id not in graphs:
             graphs[run.version_id] = graph.build(definition)
-        record = records.get(run.trigger_entity_id)
-        missing = record is None and context.has_record(run.trigger_entity_type)
-        ctx = {} if missing else context.full_context(run.event, record, context.trigger_dict(run.event, slugs))
+        loaded = records.get(run.trigger_entity_id)
+        missing = loaded is None and context.has_record(run.trigger_entity_type)
+        ctx = {} if missing else context.full_context(run.event, loaded, context.trigger_dict(run.event, slugs))
+        record = context.acted_on(loaded)
         steps = history.get(run.pk, {})
         state = RunState(run=run, definition=definition, graph=graphs[run.version_id], record=record,
                          template_context=ctx, history=steps,
@@ -265,6 +266,7 @@ def lock_records(states: list[RunState]) -> None:
     active = [(s, s.record) for s in states if not s.done and not s.halted and s.record is not None]
     deal_ids: set[UUID] = set()
     lead_ids: set[UUID] = set()
+    project_ids: set[UUID] = set()
     for _, record in active:
         if isinstance(record, Deal):
             deal_ids.add(record.pk)
@@ -272,8 +274,11 @@ def lock_records(states: list[RunState]) -> None:
             lead_ids.add(record.pk)
             if record.converted_deal_id:
                 deal_ids.add(record.converted_deal_id)
+        elif isinstance(record, Project):
+            project_ids.add(record.pk)
     present: set[UUID] = set()
-    for model, ids in ((Lead, lead_ids), (Deal, deal_ids)):  # the order record_delete locks them in
+    # The order record_delete locks them in.
+    for model, ids in ((Lead, lead_ids), (Deal, deal_ids), (Project, project_ids)):
         if ids:
             present.update(model.objects.select_for_update(no_key=True).filter(pk__in=ids)
                            .order_by("pk").values_list("pk", flat=True))
@@ -282,7 +287,7 @@ def lock_records(states: list[RunState]) -> None:
             isinstance(record, Lead) and record.converted_deal_id
             and record.converted_deal_id not in present)
         if gone:
-            state.halted = f"the {state.run.trigger_entity_type} was deleted while the workflow was running"
+            state.halted = f"the {type(record).__name__.lower()} was deleted while the workflow was running"
 
 
 def write_rows(rows: Rows) -> None:
