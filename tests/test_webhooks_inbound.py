@@ -272,6 +272,6 @@ def test_a_signed_webhook_runs_the_workflows_listening_to_its_endpoint(hook, org
     drain()
     assert list(Task.objects.values_list("title", flat=True)) == ["Ship ord_1 (Shop)"]
     assert WorkflowRun.objects.get(workflow__name="Orders").status == "completed"
-    with pytest.raises(ValidationError, match="no deal or lead to update"):
+    with pytest.raises(ValidationError, match="no deal, lead or project to update"):
         make_workflow(org, name="Bad", trigger_type="webhook", trigger_config={},
                       actions=[{"type": "update_field", "config": {"field": "probability", "value": 1}}])

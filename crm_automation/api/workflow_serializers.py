@@ -6,6 +6,8 @@ import); the serializers here describe it for the OpenAPI schema, shape request 
 document, and look up the records a body names in the caller's organization.
 """
 
+import uuid
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -13,10 +15,11 @@ from crm_automation.automation.definition import catalog
 from crm_automation.automation.models import Workflow, WorkflowStatus
 from crm_automation.automation.services.versions import workflow_document
 from crm_automation.automation.services.workflows import has_unpublished_changes, name_problems
-from crm_automation.crm.models import Deal, Lead
+from crm_automation.crm.models import Contact, Deal, Lead, Project
 
 # What GET adds to the document: a body sent back as it was read is still a valid document.
-READ_ONLY = ("status", "trigger_type", "version", "draft_revision", "has_unpublished_changes", "run_count",
+READ_ONLY = ("status", "trigger_type", "version", "draft_revision", "has_unpublished_changes", "allows_deletion",
+             "run_count",
              "success_count", "failure_count", "success_rate", "median_duration_ms", "last_run_at",
              "created_at", "updated_at", "_status")
 
@@ -71,6 +74,8 @@ class WorkflowSerializer(serializers.Serializer):
         read_only=True, help_text="Send it back (or as If-Match) with a PATCH of the nodes: if someone saved "
                                   "other changes since, yours are refused instead of overwriting theirs.")
     has_unpublished_changes = serializers.BooleanField(read_only=True)
+    allows_deletion = serializers.BooleanField(read_only=True, help_text="An admin allowed its “Delete a record” "
+                                                                         "steps (POST …/allow-deletion/).")
     run_count = serializers.IntegerField(read_only=True)
     success_count = serializers.IntegerField(read_only=True)
     failure_count = serializers.IntegerField(read_only=True)
@@ -90,6 +95,7 @@ class WorkflowSerializer(serializers.Serializer):
             "id": workflow.pk, "key": key, **document,
             "status": workflow.status, "trigger_type": workflow.trigger_type, "version": workflow.version,
             "draft_revision": workflow.draft_revision, "has_unpublished_changes": has_unpublished_changes(workflow),
+            "allows_deletion": workflow.allows_deletion,
             "run_count": workflow.run_count, "success_count": workflow.success_count,
             "failure_count": workflow.failure_count, "success_rate": rate,
             "median_duration_ms": self.context.get("medians", {}).get(workflow.pk),
@@ -183,9 +189,32 @@ class RecordSerializer(serializers.Serializer):
         return {**attrs, "record": record}
 
 
-class TriggerSerializer(RecordSerializer):
+class TriggerSerializer(serializers.Serializer):
+    """The record a manual workflow starts on (a deal, lead, contact or project of the caller's
+    organization; none for a workflow started without a record) and its inputs."""
+
+    entity_type = serializers.ChoiceField(choices=["deal", "lead", "contact", "project"], required=False)
+    entity_id = serializers.CharField(required=False, max_length=64)
     input = serializers.DictField(required=False, help_text=(
-        "Optional data for this run, read by its templates and conditions as {{trigger.input.x}}."))
+        "The workflow's inputs (its trigger's `inputs`: checked by kind, defaults fill what is left out), read "
+        "as {{trigger.input.x}}."))
+
+    def validate(self, attrs):
+        kind = attrs.get("entity_type")
+        if kind is None:
+            if attrs.get("entity_id"):
+                raise serializers.ValidationError({"entity_type": "Say which kind of record entity_id is."})
+            return {**attrs, "record": None}
+        model = {"deal": Deal, "lead": Lead, "contact": Contact, "project": Project}[kind]
+        raw = str(attrs.get("entity_id") or "").strip()
+        try:
+            pk = int(raw) if kind == "contact" else uuid.UUID(raw)
+        except ValueError:
+            pk = None
+        record = model.objects.filter(pk=pk, organization=self.context["organization"]).first() if pk else None
+        if record is None:  # another organization's record is as unknown as one that never existed
+            raise serializers.ValidationError({"entity_id": f"No {kind} with this id in your organization."})
+        return {**attrs, "record": record}
 
 
 class RunTestSerializer(RecordSerializer):

@@ -59,6 +59,7 @@ from crm_automation.automation.services.versions import (
 )
 from crm_automation.automation.services.workflows import (
     check_edit,
+    workflow_allow_deletion,
     workflow_delete,
     workflow_publish,
     workflow_transition,
@@ -289,6 +290,18 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
     @action(detail=True, methods=["post"])
     def archive(self, request, pk=None):
         return self._transition("archive")
+
+    @extend_schema(summary="Allow (or stop allowing) the workflow's “Delete a record” steps to delete records",
+                   request=inline_serializer("AllowDeletion", {"allowed": serializers.BooleanField()}),
+                   description="Admins only: a workflow's document cannot grant itself deletions.")
+    @action(detail=True, methods=["post"], url_path="allow-deletion", parser_classes=JSON_ONLY)
+    def allow_deletion(self, request, pk=None):
+        workflow = self.get_object()
+        body = request.data if isinstance(request.data, dict) else {}
+        if not isinstance(body.get("allowed"), bool):
+            raise ValidationError({"allowed": ["true or false"]})
+        workflow = workflow_allow_deletion(workflow_id=workflow.pk, by=request.user, allowed=body["allowed"])
+        return self._respond(workflow)
 
     # --- Documents, testing, running ------------------------------------------------------------
     @extend_schema(summary="The workflow as a YAML file (the workflow document)",

@@ -47,6 +47,10 @@ class Workflow(models.Model):
     # publishing. The columns above and `trigger_type` are read from it when it is written
     # (Workflow.take_document), for the queries that need them.
     document = models.JSONField(help_text="The draft as a workflow document (what export writes).")
+    # A workflow may delete records (its "delete a record" steps) only once an admin allowed it
+    # (services.workflows.workflow_allow_deletion); the document cannot say so by itself.
+    allows_deletion = models.BooleanField(default=False, editable=False, help_text=(
+        "An admin allowed this workflow's “Delete a record” steps to delete records."))
     trigger_type = models.CharField(max_length=40, choices=catalog.TRIGGER_CHOICES)
     status = FSMField(default=WorkflowStatus.DRAFT, choices=WorkflowStatus.choices, protected=False)
     version = models.PositiveIntegerField(default=0, editable=False)

@@ -170,6 +170,8 @@ class Contact(TenantOwned):
     source_lead = models.ForeignKey("Lead", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
                                     editable=False, help_text="The lead this contact was converted from.")
     custom = models.JSONField(default=dict, blank=True, help_text="Values of the organization's own fields.")
+    # Set when a workflow created it: "run:<run>:node:<node id>[:<token>]" (one contact per step).
+    automation_key = models.CharField(max_length=100, null=True, blank=True, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -243,6 +245,7 @@ class Deal(TenantOwned):
     source_lead = models.ForeignKey("Lead", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
                                     editable=False, help_text="The lead this deal was converted from.")
     custom = models.JSONField(default=dict, blank=True, help_text="Values of the organization's own fields.")
+    automation_key = models.CharField(max_length=100, null=True, blank=True, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -53,6 +53,8 @@ def trigger_in_words(trigger_type: str, config: dict | None, stage_names: dict[s
             dict(catalog.TRIGGER_CHOICES)[trigger_type]
     if trigger_type == catalog.SCHEDULE:
         return schedules.describe(config, time_zone) if ("frequency" in config or "cron" in config) else "On a schedule"
+    if catalog.is_event(trigger_type):
+        return f"The event {trigger_type.removeprefix(catalog.EVENT_PREFIX)} arrives"
     return dict(catalog.TRIGGER_CHOICES).get(trigger_type, "Unknown trigger")
 
 
@@ -111,6 +113,13 @@ def _emailed(result: dict) -> SafeString:
         mail = result["would_send"]
         return format_html("would email {}: “{}”", mail.get("to", ""), mail.get("subject", ""))
     return format_html("emailed {}: “{}”{}", result.get("to", ""), result.get("subject", ""), state)
+
+
+def _record_name(record: object) -> str:
+    if not isinstance(record, dict):
+        return ""
+    return str(record.get("title") or record.get("name") or " ".join(
+        str(record[k]) for k in ("first_name", "last_name") if record.get(k)) or record.get("id") or "")
 
 
 def _task(result: dict) -> SafeString:
@@ -175,6 +184,15 @@ def step_in_words(action_type: str, result: dict | None, *, simulated: bool = Fa
         return _emailed(result)
     if "task_id" in result or "would_create_task" in result:
         return _task(result)
+    for kind in ("project", "contact", "deal"):
+        if f"{kind}_id" in result:
+            name = result.get("name") or result.get("first_name") or result.get("title") or ""
+            return format_html("created {} <a href=\"{}\">“{}”</a>", kind, _admin_link(kind, result[f"{kind}_id"]),
+                               name)
+    if "note_id" in result:
+        return format_html("added a note: “{}”", str(result.get("body", ""))[:80])
+    if "deleted" in result:
+        return format_html("deleted the {} “{}”", result["deleted"], _record_name(result.get("record")))
     if "field" in result and "new" in result:
         return _field(result, simulated)
     if action_type == questions.USER_INPUT:
@@ -292,6 +310,18 @@ def _http_words(config: dict, targets: dict[str, str]) -> str:
     return f"{method} to {host}" if host else f"{method} to the webhook target “{config.get('target') or '…'}”"
 
 
+# What a record step (automation/nodes/create_records.py) is set up to do.
+RECORD_STEPS = {
+    "create_project": lambda c, quote: f"Create the project {_quoted(c.get('name'), quote)}"
+                                       + (f" ({c['status']})" if c.get("status") else ""),
+    "create_contact": lambda c, quote: "Create the contact "
+                                       + (" ".join(str(c[k]) for k in ("first_name", "last_name") if c.get(k)) or "…"),
+    "create_deal": lambda c, quote: f"Create the deal {_quoted(c.get('title'), quote)}",
+    "create_note": lambda c, quote: f"Note: {_quoted(c.get('body'), quote)}",
+    "delete_record": lambda c, quote: f"Delete the {c.get('record') or 'run’s record'} (only if an admin allowed it)",
+}
+
+
 def step_settings_in_words(step_type: str, config: dict | None, stage_names: dict[str, str], *,
                            workflows: dict[str, str] | None = None, targets: dict[str, str] | None = None,
                            quote: int | None = None) -> str:
@@ -305,6 +335,8 @@ def step_settings_in_words(step_type: str, config: dict | None, stage_names: dic
     if step_type == "send_email":
         return f"Email {shorten(c.get('to') or '…', quote) if quote else c.get('to') or '…'}: " \
                f"{_quoted(c.get('subject'), quote)}"
+    if step_type in RECORD_STEPS:
+        return RECORD_STEPS[step_type](c, quote)
     if step_type == "update_field":
         field = str(c.get("field") or "…")
         value = _value_in_words(c.get("value"), stage_names, stage=field.split(".")[-1] == "stage")

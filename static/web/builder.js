@@ -36,6 +36,17 @@
       config: () => ({ toolName: "crm/send_email", defaults: { to: entity() === "lead" ? "{{lead.email}}" : ["contact", "project"].includes(entity()) ? "{{trigger.contact.email}}" : "{{deal.contact.email}}", subject: "", body: "" } }) },
     { key: "update_field", label: "Update a field", name: "Update field", subtype: "tool-call", tool: "crm/update_record",
       config: () => ({ toolName: "crm/update_record", defaults: { field: Object.keys(cat.updatable[entity() || "deal"] || {})[0] || "", value: "" } }) },
+    // Records a step makes or removes (automation/nodes/create_records.py).
+    { key: "create_project", label: "Create a project", name: "Create project", subtype: "tool-call", tool: "crm/create_project", group: "Records",
+      config: () => ({ toolName: "crm/create_project", defaults: { name: entity() === "deal" ? "{{deal.title}}" : "", status: "planned" } }) },
+    { key: "create_contact", label: "Create a contact", name: "Create contact", subtype: "tool-call", tool: "crm/create_contact", group: "Records",
+      config: () => ({ toolName: "crm/create_contact", defaults: { first_name: "", email: "" } }) },
+    { key: "create_deal", label: "Create a deal", name: "Create deal", subtype: "tool-call", tool: "crm/create_deal", group: "Records",
+      config: () => ({ toolName: "crm/create_deal", defaults: { title: "", amount: "0" } }) },
+    { key: "create_note", label: "Add a note", name: "Add note", subtype: "tool-call", tool: "crm/create_note", group: "Records",
+      config: () => ({ toolName: "crm/create_note", defaults: { body: "" } }) },
+    { key: "delete_record", label: "Delete a record", name: "Delete record", subtype: "tool-call", tool: "crm/delete_record", group: "Records",
+      config: () => ({ toolName: "crm/delete_record", defaults: {} }) },
     { key: "condition", label: "Branch: yes / no", name: "Check", subtype: "condition", group: "Flow",
       config: () => ({ combinator: "and", rules: [{ field: firstField("number"), operator: "gt", value: 0 }] }) },
     { key: "wait", label: "Wait", name: "Wait", subtype: "wait", group: "Flow", config: () => ({ delayAmount: 1, delayUnit: "days" }) },
@@ -69,6 +80,8 @@
   };
   const OUTPUTS = {  // what later nodes may read of a node, by kind ({{Label.key}})
     "crm/create_task": ["title", "task_id", "assignee"], "crm/send_email": ["to", "subject"],
+    "crm/create_project": ["project_id", "name"], "crm/create_contact": ["contact_id", "first_name"],
+    "crm/create_deal": ["deal_id", "title"], "crm/create_note": ["note_id", "body"], "crm/delete_record": ["deleted", "record"],
     "crm/update_record": ["old", "new"], "http/request": ["status", "body"],
     "user-input": ["decision", "comment", "answered_by"], function: ["value"], "desktop-notification": ["count"],
     loop: ["items", "count"], merge: ["arrived_from"],
@@ -320,6 +333,11 @@
       case "crm/send_email": return "Email " + (d.to || "…") + ": “" + (d.subject || "…") + "”";
       case "crm/update_record": return "Set " + (d.field || "…").split(".").pop().replace(/_/g, " ") + " → " + (d.field && d.field.split(".").pop() === "stage" ? stageName(d.value) : (given(d.value) ? d.value : "empty"));
       case "http/request": return httpWords(d);
+      case "crm/create_project": return "Create the project “" + (d.name || "…") + "”" + (d.status ? " (" + d.status + ")" : "");
+      case "crm/create_contact": return "Create the contact " + ([d.first_name, d.last_name].filter(given).join(" ") || "…");
+      case "crm/create_deal": return "Create the deal “" + (d.title || "…") + "”";
+      case "crm/create_note": return "Note: “" + short(d.body) + "”";
+      case "crm/delete_record": return "Delete the " + (d.record || "run's record") + " (only if an admin allowed it)";
       case "condition": return "Continue if " + ((c.rules || []).map(ruleWords).join(c.combinator === "or" ? " or " : " and ") || "…");
       case "wait": return waitWords(c);
       case "loop": return loopWords(c);
@@ -698,6 +716,29 @@
         form.push(fieldBox("Assign to", select([{ value: "owner", label: "The record's owner" }, { value: "", label: "Nobody" }].concat(cat.members), d.assignee || "", setter(n, d, "assignee")), { node: n.id, field: "assignee" }));
         form.push(fieldBox("Priority", select(cat.priorities, d.priority || "normal", setter(n, d, "priority")), { node: n.id, field: "priority" }));
         form.push(fieldBox("Due in (days)", number(d.due_in_days, (v) => { if (v === "") delete d.due_in_days; else d.due_in_days = v; changed(); }, { min: 0, max: 3650, step: 1 }), { node: n.id, field: "due_in_days" }));
+        break;
+      case "crm/create_project":
+        form.push(templated("Project name", n, d, "name"));
+        form.push(templated("Service type", n, d, "service_type"));
+        form.push(fieldBox("Status", select(cat.project_statuses || [], d.status || "planned", setter(n, d, "status")), { node: n.id, field: "status" }));
+        form.push(fieldBox("Owner", select([{ value: "", label: "The deal's owner" }, { value: "owner", label: "The record's owner" }].concat(cat.members), d.owner || "", setter(n, d, "owner")), { node: n.id, field: "owner" }));
+        form.push(fieldBox("Ends in (days)", number(d.ends_in_days, (v) => { if (v === "") delete d.ends_in_days; else d.ends_in_days = v; changed(); }, { min: 0, max: 3650, step: 1 }), { node: n.id, field: "ends_in_days" }, "It is linked to the run's deal and its contact."));
+        break;
+      case "crm/create_contact":
+        ["first_name", "last_name", "email", "phone", "company"].forEach((f) => form.push(templated(f.replace("_", " ").replace(/^./, (x) => x.toUpperCase()), n, d, f)));
+        break;
+      case "crm/create_deal":
+        form.push(templated("Deal title", n, d, "title"));
+        form.push(templated("Amount", n, d, "amount"));
+        form.push(fieldBox("Stage", select([{ value: "", label: "The first open stage" }].concat(cat.stages), d.stage || "", setter(n, d, "stage")), { node: n.id, field: "stage" }));
+        form.push(fieldBox("Owner", select([{ value: "", label: "Nobody" }, { value: "owner", label: "The record's owner" }].concat(cat.members), d.owner || "", setter(n, d, "owner")), { node: n.id, field: "owner" }, "Its contact is the run's contact."));
+        break;
+      case "crm/create_note":
+        form.push(templated("Note", n, d, "body", true));
+        break;
+      case "crm/delete_record":
+        form.push(fieldBox("Delete", select([{ value: "", label: "The record the run is about" }, { value: "deal", label: "Its deal" }, { value: "contact", label: "Its contact" }, { value: "project", label: "Its project" }, { value: "lead", label: "Its lead" }], d.record || "", setter(n, d, "record")), { node: n.id, field: "record" },
+          "Deletes only once an admin allowed this workflow to delete records; the run keeps what it deleted."));
         break;
       case "crm/send_email":
         form.push(templated("To", n, d, "to"));

@@ -192,6 +192,7 @@ PAGES = {
     "notifications": "/crm/automation/notifications/",
     "bulk-holds": "/crm/automation/bulk-holds/",
     "fields": "/crm/automation/fields/",
+    "events": "/crm/automation/events/",
     "bulk-hold": "/crm/automation/bulk-holds/{hold}/",
     "record": "/crm/automation/records/deal/{deal}/",
     # The admin's main pages.

@@ -35,10 +35,17 @@ TRIGGER_CHOICES = [
     (LEAD_CONVERTED, "Lead converted"),
     (LEAD_CREATED, "Lead created"),
 ]
-# Manual triggers (docs/product.md#triggers): a person starts the workflow on a deal or a lead.
+# Manual triggers (docs/product.md#triggers): a person starts the workflow on a deal, a lead, a
+# contact or a project (from its page), or on no record (from the workflow list), answering the
+# workflow's declared inputs ({{trigger.input.x}}, triggers/manual.py).
 MANUAL_DEAL, MANUAL_LEAD = "manual_deal", "manual_lead"
-MANUAL = {MANUAL_DEAL: "deal", MANUAL_LEAD: "lead"}
-TRIGGER_CHOICES += [(MANUAL_DEAL, "Started by a person on a deal"), (MANUAL_LEAD, "Started by a person on a lead")]
+MANUAL_CONTACT, MANUAL_PROJECT, MANUAL_NONE = "manual_contact", "manual_project", "manual"
+MANUAL = {MANUAL_DEAL: "deal", MANUAL_LEAD: "lead", MANUAL_CONTACT: "contact", MANUAL_PROJECT: "project",
+          MANUAL_NONE: ""}
+TRIGGER_CHOICES += [(MANUAL_DEAL, "Started by a person on a deal"), (MANUAL_LEAD, "Started by a person on a lead"),
+                    (MANUAL_CONTACT, "Started by a person on a contact"),
+                    (MANUAL_PROJECT, "Started by a person on a project"),
+                    (MANUAL_NONE, "Started by a person (no record)")]
 # An inbound webhook (crm_automation/webhooks): no record; its JSON is {{trigger.body}}.
 WEBHOOK = "webhook"
 TRIGGER_CHOICES += [(WEBHOOK, "Inbound webhook")]
@@ -134,10 +141,12 @@ TRIGGER_ENTITY = {
     IN_STAGE: "deal",
     DEAL_UPDATED: "deal",
     LEAD_UPDATED: "lead",
+    MANUAL_DEAL: "deal",
+    MANUAL_LEAD: "lead",
+    MANUAL_PROJECT: "project",
     PROJECT_CREATED: "project",
     PROJECT_COMPLETED: "project",
     PROJECT_UPDATED: "project",
-    **MANUAL,
 }
 # Triggers whose config may name a from/to stage.
 STAGE_CONFIG = {DEAL_STAGE_CHANGE: ("from_stage", "to_stage"), DEAL_CREATED: ("to_stage",)}
@@ -278,7 +287,7 @@ def fields_for(trigger_type: str) -> dict[str, str]:
         fields["trigger.input"] = OPEN  # what the person or the API passed when starting it
     if trigger_type in (DATE_REACHED, IN_STAGE):
         fields["trigger.occasion"] = "str"
-    if trigger_type in (CONTACT_CREATED, CONTACT_UPDATED):
+    if trigger_type in (CONTACT_CREATED, CONTACT_UPDATED, MANUAL_CONTACT):
         fields.update(_CONTACT_FIELDS)
     if trigger_type in (TASK_COMPLETED, TASK_UPDATED):
         # The task's deal or lead, when it has one (conditions and templates on the other read as empty).

@@ -34,7 +34,8 @@ from crm_automation.automation.nodes import control
 TRIGGER_ID = "trigger"
 MAX_NAME = wording.limit_of(Workflow, "name")
 TOOLS = {"send_email": "crm/send_email", "create_task": "crm/create_task", "update_field": "crm/update_record",
-         "http_request": "http/request"}
+         "http_request": "http/request", "create_project": "crm/create_project", "create_contact": "crm/create_contact",
+         "create_deal": "crm/create_deal", "create_note": "crm/create_note", "delete_record": "crm/delete_record"}
 ACTIONS = {tool: action for action, tool in TOOLS.items()}
 ERROR_POLICY = {"stop": "abort", "continue": "skip", "pause": "pause"}
 ERROR_HANDLING = {policy: handling for handling, policy in ERROR_POLICY.items()}
@@ -66,9 +67,17 @@ class TriggerNode:
     check: Callable[[dict], list[tuple[str, str]]] = lambda config: []  # (key, message): cannot be read
 
 
+MANUAL_ENTITIES = ("deal", "lead", "contact", "project", "none")
+
+
 def _entity_problems(config: dict) -> list[tuple[str, str]]:
-    return [] if config.get("entity", "deal") in ("deal", "lead") else [("entity", "must be deal or lead (what "
-                                                                                    "it starts on)")]
+    return [] if config.get("entity", "deal") in MANUAL_ENTITIES else [
+        ("entity", f"must be one of {', '.join(MANUAL_ENTITIES)} (what it starts on; none: from the workflow list)")]
+
+
+def _manual_type(config: dict) -> object:
+    entity = config.get("entity", "deal")
+    return catalog.MANUAL_NONE if entity == "none" else f"manual_{entity}"
 
 
 def _event_problems(config: dict) -> list[tuple[str, str]]:
@@ -81,9 +90,8 @@ TRIGGER_NODES = {
                             own=("event", "conditions"), type_of=lambda config: event_type(config.get("event")),
                             config_of=lambda trigger_type: {"event": str(trigger_type).removeprefix(
                                 catalog.EVENT_PREFIX)}, check=_event_problems),
-    "manual": TriggerNode(keys=("entity",), own=("entity",),
-                          type_of=lambda config: f"manual_{config.get('entity', 'deal')}",
-                          config_of=lambda trigger_type: {"entity": catalog.MANUAL.get(trigger_type)},
+    "manual": TriggerNode(keys=("entity", "inputs"), own=("entity",), type_of=_manual_type,
+                          config_of=lambda trigger_type: {"entity": catalog.MANUAL.get(trigger_type) or "none"},
                           check=_entity_problems),
     "schedule": TriggerNode(keys=None, own=("conditions",), type_of=lambda config: catalog.SCHEDULE,
                             config_of=lambda trigger_type: {}),
@@ -151,6 +159,8 @@ def _action_label(action: dict) -> str:
         return f"Call {str(config.get('functionRef', 'function')).replace('/', ' ')}"
     kind: Any = action.get("type")  # (a draft's node may have none)
     return {"send_email": "Send email", "create_task": "Create task", "notify": "Notify",
+            "create_project": "Create project", "create_contact": "Create contact", "create_deal": "Create deal",
+            "create_note": "Add a note", "delete_record": "Delete record",
             "http_request": "HTTP request",
             "user_input": "Ask", "sub_workflow": f"Run {config.get('workflowId', 'sub-workflow')}"}.get(kind, "Step")
 

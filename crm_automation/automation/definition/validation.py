@@ -15,6 +15,7 @@ from crm_automation.automation.nodes import approval as questions
 from crm_automation.automation.nodes import function as functions
 from crm_automation.automation.nodes.base import template_errors
 from crm_automation.automation.triggers import bulk, business_events, record_changes, relative_time, schedules
+from crm_automation.automation.triggers import manual as manual_inputs
 from crm_automation.crm.selectors import shown, stage_slugs
 
 MAX_ACTIONS = 200  # a canvas of a few hundred steps opens in well under a second (benchmarks/canvas_open.py)
@@ -29,7 +30,7 @@ DEFINITION_FIELDS = ("trigger_type", "trigger_config", "conditions", "error_hand
                      "timeout_seconds", "graph")
 LOOP_FIELDS = {"loop.index": "number", "loop.current": catalog.OPEN}
 FUNCTION = "function"
-RESERVED = {"trigger", "deal", "lead", "loop"}  # the first names of template paths
+RESERVED = {"trigger", "deal", "lead", "loop", "contact", "project"}  # the first names of template paths
 
 
 def plain_data_errors(value, where: str, depth: int = 0) -> list[tuple[str, str]]:
@@ -70,6 +71,8 @@ TRIGGER_SETTINGS: dict[str, Callable[[str, dict, int], Problems]] = {
     catalog.IN_STAGE: relative_time.validate,
     **dict.fromkeys(catalog.UPDATED, lambda trigger_type, config, organization_id: record_changes.validate(
         trigger_type, config)),
+    **dict.fromkeys(catalog.MANUAL, lambda trigger_type, config, organization_id: manual_inputs.validate(
+        trigger_type, config, organization_id)),
 }
 
 
@@ -145,9 +148,10 @@ def validate_action(action_type, config, *, trigger_type, organization_id, where
         found = functions.validate(config, organization_id=organization_id)
         found += _argument_templates(config.get("args"), "config.args", trigger_type)
         return [(f"{where}{loc}", msg) for loc, msg in found]
-    if action_type == "update_field" and catalog.TRIGGER_ENTITY.get(trigger_type) is None:
-        return [(f"{where}type", "an inbound webhook has no deal or lead to update; use a function, a task or an "
-                                 "HTTP request instead")]
+    if action_type == "update_field" and catalog.TRIGGER_ENTITY.get(trigger_type) is None and \
+            not catalog.is_event(trigger_type):
+        return [(f"{where}type", "this trigger has no deal, lead or project to update; use a function, a task or "
+                                 "an HTTP request instead")]
     action = REGISTRY.get(action_type) if isinstance(action_type, str) else None
     if action is None:
         choices = ", ".join([*REGISTRY, FUNCTION, questions.USER_INPUT, *control.LABELS])

@@ -5,6 +5,13 @@ from typing import Any
 
 from crm_automation.automation.nodes.ai import Agent, Router
 from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, effect_key, step_name
+from crm_automation.automation.nodes.create_records import (
+    CreateContact,
+    CreateDeal,
+    CreateNote,
+    CreateProject,
+    DeleteRecord,
+)
 from crm_automation.automation.nodes.create_task import CreateTask
 from crm_automation.automation.nodes.notify import Notify
 from crm_automation.automation.nodes.send_email import SendEmail
@@ -12,7 +19,8 @@ from crm_automation.automation.nodes.sub_workflow import SubWorkflow
 from crm_automation.automation.nodes.update_field import UpdateField
 from crm_automation.webhooks.action import HttpRequest
 
-REGISTRY: dict[str, Action[Any]] = {a.type: a for a in (SendEmail(), UpdateField(), CreateTask(), Notify(),
-                                                         SubWorkflow(), HttpRequest(), Agent(), Router())}
+REGISTRY: dict[str, Action[Any]] = {a.type: a for a in (
+    SendEmail(), UpdateField(), CreateTask(), Notify(), SubWorkflow(), HttpRequest(), Agent(), Router(),
+    CreateProject(), CreateContact(), CreateDeal(), CreateNote(), DeleteRecord())}
 
 __all__ = ["REGISTRY", "Action", "ActionFailed", "ExecutionContext", "effect_key", "step_name"]

@@ -380,6 +380,20 @@ def workflow_delete(*, workflow_id: int, by) -> None:
     workflow.delete()
 
 
+@transaction.atomic
+def workflow_allow_deletion(*, workflow_id: int, by, allowed: bool) -> Workflow:
+    """Allow (or stop allowing) the workflow's "Delete a record" steps to delete records. Only
+    admins of its organization may: a deleted record is gone, so an ops member's draft cannot
+    grant itself that."""
+    workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
+    if by is not None and not user_has_role(by, workflow.organization_id, "admin"):
+        raise PermissionDenied("Only admins of this organization can allow a workflow to delete records.")
+    if workflow.allows_deletion != bool(allowed):
+        workflow.allows_deletion = bool(allowed)
+        workflow.save(update_fields=["allows_deletion", "updated_at"])
+    return workflow
+
+
 def _starts(definition: dict, key: str) -> bool:
     """Whether a definition starts the workflow `key` as a sub-workflow."""
     return any(action.get("type") == "sub_workflow" and (action.get("config") or {}).get("workflowId") == key
