@@ -376,3 +376,25 @@ def test_simulate_the_impact_preview_and_why_not_know_own_fields(org, owner, con
     drain()
     decision = WorkflowDecision.objects.filter(workflow=workflow, entity_id=small.pk).latest("id")
     assert decision.outcome != "matched" and "5000" in decision.reason, decision.reason
+
+
+def test_the_record_page_edits_own_fields_by_kind_and_says_what_is_wrong_at_the_field(org, owner, teammate, viewer,
+                                                                                     deal):
+    from tests.test_web_builder import as_user
+    CustomField.objects.create(organization=org, entity="deal", key="tier", label="Tier", kind="choice",
+                               choices=["gold", "silver"])
+    CustomField.objects.create(organization=org, entity="deal", key="budget", label="Budget", kind="money")
+    url = f"/crm/automation/records/deal/{deal.pk}/fields/"
+    page = as_user(teammate).get(f"/crm/automation/records/deal/{deal.pk}/").content.decode()
+    assert 'name="custom.tier"' in page and 'name="custom.budget"' in page
+    bad = as_user(teammate).post(url, {"custom.tier": "bronze", "custom.budget": "lots"})
+    assert bad.status_code == 400
+    text = bad.content.decode()
+    assert "is not one of its choices" in text and "is not a number" in text and 'value="lots"' in text
+    deal.refresh_from_db()
+    assert deal.custom == {}
+    assert as_user(viewer).post(url, {"custom.tier": "gold"}).status_code == 403
+    saved = as_user(teammate).post(url, {"custom.tier": "Gold", "custom.budget": "1200.5"})
+    assert saved.status_code == 302
+    deal.refresh_from_db()
+    assert deal.custom == {"tier": "gold", "budget": "1200.50"}

@@ -240,3 +240,47 @@ def test_a_deleted_deal_starts_its_workflow_with_the_deal_as_it_was(org, owner):
     assert Notification.objects.get().title == "Big one (5000.00) was deleted"
     decision = WorkflowDecision.objects.get(event__kind="deal_deleted")
     assert decision.outcome == "matched"
+
+
+def test_simulate_runs_an_event_workflow_on_a_contact_with_sample_or_given_data(org, owner, ada, api):
+    from crm_automation.automation.services.simulation import simulate
+    workflow = make_workflow(org, trigger_type="event:invoice.overdue", trigger_config={}, actions=OVERDUE_EMAIL)
+    run = simulate(workflow_id=workflow.pk, by=owner, record=ada)
+    step = run.actions.get(node_id="remind")
+    assert step.result["would_send"]["subject"] == "Invoice Sample is overdue"  # the declaration's sample
+    answer = api.post(f"/api/v1/workflows/{workflow.pk}/run-test/", {
+        "entity_type": "contact", "entity_id": str(ada.pk),
+        "data": {"invoice": {"number": "INV-9", "amount_due": "10", "due_date": "2026-01-01"}}}, format="json")
+    assert answer.status_code == 200, answer.content
+    assert not EmailMessage.objects.exists()  # a simulation sends nothing
+    bad = api.post(f"/api/v1/workflows/{workflow.pk}/run-test/", {
+        "entity_type": "contact", "entity_id": str(ada.pk), "data": {"invoice": {"number": "INV-9"}}}, format="json")
+    assert bad.status_code == 400 and "is required" in str(bad.json())
+
+
+def test_simulate_a_deletion_workflow_and_a_project_workflow_on_records_as_they_are(org, owner, ada):
+    from crm_automation.automation.services.simulation import simulate
+    gone = make_workflow(org, name="Gone", trigger_type="contact_deleted", trigger_config={}, actions=[
+        {"type": "create_task", "label": "T", "config": {"title": "{{contact.first_name}} was deleted"}}])
+    run = simulate(workflow_id=gone.pk, by=owner, record=ada)
+    assert run.actions.get(node_id__startswith="create").result["would_create_task"]["title"] == "Ada was deleted"
+    assert Contact.objects.filter(pk=ada.pk).exists()
+    done = make_workflow(org, name="Done", trigger_type="project_completed", trigger_config={}, actions=[
+        {"type": "create_task", "label": "T", "config": {"title": "Review {{project.name}}"}}])
+    project = Project.objects.create(organization=org, name="Roof", contact=ada)
+    run = simulate(workflow_id=done.pk, by=owner, record=project)
+    assert run.actions.get(node_id__startswith="create").result["would_create_task"]["title"] == "Review Roof"
+
+
+def test_the_impact_preview_replays_past_events_of_the_workflows_event(org, owner, ada, api):
+    from crm_automation.automation.services import impact
+    body = {"type": "invoice.overdue", "contact": {"email": "ada@example.com"},
+            "data": {"invoice": {"number": "1", "amount_due": "50", "due_date": "2026-11-01", "days_overdue": 30}}}
+    assert api.post("/api/v1/events/", body, format="json").status_code == 201
+    assert api.post("/api/v1/events/", {**body, "data": {"invoice": {**body["data"]["invoice"], "days_overdue": 2}}},
+                    format="json").status_code == 201
+    workflow = make_workflow(org, trigger_type="event:invoice.overdue", trigger_config={}, conditions={
+        "combinator": "and", "rules": [{"field": "trigger.invoice.days_overdue", "operator": "gt", "value": 14}]},
+        actions=OVERDUE_EMAIL, activate=False)
+    found = impact.preview(workflow)
+    assert (found.events, found.entered) == (2, 1)

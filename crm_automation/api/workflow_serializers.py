@@ -174,19 +174,31 @@ class DiffSerializer(serializers.Serializer):
     text = serializers.CharField(help_text="A unified diff of the two YAML documents.")
 
 
-class RecordSerializer(serializers.Serializer):
-    """A deal or lead of the caller's organization (context: organization)."""
+RECORD_KINDS = {"deal": Deal, "lead": Lead, "contact": Contact, "project": Project}
 
-    entity_type = serializers.ChoiceField(choices=["deal", "lead"])
-    entity_id = serializers.UUIDField()
+
+def record_named(kind: str, raw: object, organization):
+    """The organization's record of that kind with this id (a contact's is a number), or a 400
+    at entity_id: another organization's record is as unknown as one that never existed."""
+    text = str(raw or "").strip()
+    try:
+        pk = (int(text) if kind == "contact" else uuid.UUID(text)) if text and len(text) <= 64 else None
+    except ValueError:
+        pk = None
+    record = RECORD_KINDS[kind].objects.filter(pk=pk, organization=organization).first() if pk else None
+    if record is None:
+        raise serializers.ValidationError({"entity_id": f"No {kind} with this id in your organization."})
+    return record
+
+
+class RecordSerializer(serializers.Serializer):
+    """A deal, lead, contact or project of the caller's organization (context: organization)."""
+
+    entity_type = serializers.ChoiceField(choices=list(RECORD_KINDS))
+    entity_id = serializers.CharField(max_length=64)
 
     def validate(self, attrs):
-        model = Deal if attrs["entity_type"] == "deal" else Lead
-        record = model.objects.filter(pk=attrs["entity_id"], organization=self.context["organization"]).first()
-        if record is None:  # another organization's record is as unknown as one that never existed
-            raise serializers.ValidationError({"entity_id": f"No {attrs['entity_type']} with this id in your "
-                                                            "organization."})
-        return {**attrs, "record": record}
+        return {**attrs, "record": record_named(attrs["entity_type"], attrs["entity_id"], self.context["organization"])}
 
 
 class TriggerSerializer(serializers.Serializer):
@@ -205,21 +217,14 @@ class TriggerSerializer(serializers.Serializer):
             if attrs.get("entity_id"):
                 raise serializers.ValidationError({"entity_type": "Say which kind of record entity_id is."})
             return {**attrs, "record": None}
-        model = {"deal": Deal, "lead": Lead, "contact": Contact, "project": Project}[kind]
-        raw = str(attrs.get("entity_id") or "").strip()
-        try:
-            pk = int(raw) if kind == "contact" else uuid.UUID(raw)
-        except ValueError:
-            pk = None
-        record = model.objects.filter(pk=pk, organization=self.context["organization"]).first() if pk else None
-        if record is None:  # another organization's record is as unknown as one that never existed
-            raise serializers.ValidationError({"entity_id": f"No {kind} with this id in your organization."})
-        return {**attrs, "record": record}
+        return {**attrs, "record": record_named(kind, attrs.get("entity_id"), self.context["organization"])}
 
 
 class RunTestSerializer(RecordSerializer):
     version = serializers.IntegerField(required=False, min_value=1, max_value=2**31 - 1,
                                        help_text="The version to simulate; the latest when left out.")
+    data = serializers.DictField(required=False, help_text=(
+        "A business event's data to simulate it with (its declaration's sample when left out)."))
 
 
 class CloneSerializer(serializers.Serializer):

@@ -325,7 +325,7 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
         body = RunTestSerializer(data=request.data, context={"organization": workflow.organization})
         body.is_valid(raise_exception=True)
         run = simulate(workflow_id=workflow.pk, by=request.user, record=body.validated_data["record"],
-                       version_number=body.validated_data.get("version"))
+                       version_number=body.validated_data.get("version"), sample=body.validated_data.get("data"))
         return Response(RunDetailSerializer(run, context={"labels": version_labels(run.version)}).data)
 
     @extend_schema(summary="Start an activated manual workflow on a record",

@@ -205,7 +205,7 @@ def check_declaration(row) -> dict[str, list[str]]:
 
 
 # --- Sending an event ---------------------------------------------------------------------------
-def _data_errors(declaration: Declaration, data: object, organization_id: int) -> tuple[dict, dict[str, str]]:
+def check_data(declaration: Declaration, data: object, organization_id: int) -> tuple[dict, dict[str, str]]:
     """The data as stored (each value normalized by its kind) and what is wrong, by place."""
     if data in (None, ""):
         data = {}
@@ -334,7 +334,7 @@ def event_send(*, organization_id: int, name: object, data: object = None, links
         shown = str(name)[:60] if isinstance(name, str | int) else type(name).__name__
         errors["type"] = f"“{shown}” is not an event of this organization's catalog ({', '.join(sorted(known))})"
         raise ValidationError(errors)
-    clean, problems = _data_errors(declaration, data, organization_id)
+    clean, problems = check_data(declaration, data, organization_id)
     errors.update(problems)
     records, problems = resolve_links(organization_id, links or {}, declaration.about)
     errors.update(problems)

@@ -729,7 +729,7 @@ class BusinessEvent(TenantOwned):
     deal = models.ForeignKey(Deal, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     lead = models.ForeignKey(Lead, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     project = models.ForeignKey(Project, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
-    source = models.CharField(max_length=20, default="api", help_text="api, webhook or a command.")
+    source = models.CharField(max_length=120, default="api", help_text="api, webhook:<endpoint> or a command.")
     sent_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
                                 related_name="+")
     received_at = models.DateTimeField(auto_now_add=True)

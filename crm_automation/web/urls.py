@@ -51,5 +51,6 @@ urlpatterns = [
     path(f"bulk-holds/{ID}/discard/", bulk_holds.bulk_hold_decide, {"how": "discard"}, name="bulk-hold-discard"),
     path("records/<slug:kind>/<str:pk>/", records.record_page, name="record"),
     path("records/<slug:kind>/<str:pk>/start/", records.record_start, name="record-start"),
+    path("records/<slug:kind>/<str:pk>/fields/", records.record_own_fields, name="record-fields"),
     path("start/", records.workflow_start_page, name="workflow-start"),
 ]

@@ -171,7 +171,7 @@ def event_receive(*, public_id, headers: Mapping[str, str], body: bytes, content
             WebhookReceipt.objects.create(organization_id=endpoint.organization_id, endpoint=endpoint,
                                           message_id=found["webhook-id"], size=len(body))
             return business_events.event_receive(organization_id=endpoint.organization_id, body=data,
-                                                 source=f"webhook:{endpoint.name}"[:20])
+                                                 source=f"webhook:{endpoint.name}")
     except ValidationError as exc:
         raise EventRefused(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}) from None
     except IntegrityError:

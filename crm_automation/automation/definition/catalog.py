@@ -290,9 +290,11 @@ def fields_for(trigger_type: str) -> dict[str, str]:
     if trigger_type in (CONTACT_CREATED, CONTACT_UPDATED, MANUAL_CONTACT):
         fields.update(_CONTACT_FIELDS)
     if trigger_type in (TASK_COMPLETED, TASK_UPDATED):
-        # The task's deal or lead, when it has one (conditions and templates on the other read as empty).
+        # The task's deal, lead or project, when it has one (conditions and templates on the others
+        # read as empty).
         fields.update(_DEAL_FIELDS)
         fields.update(_LEAD_FIELDS)
+        fields.update(_PROJECT_FIELDS)
         fields.update({"trigger.task.id": "number", "trigger.task.title": "str", "trigger.task.priority": "str",
                        "trigger.task.status": "str", "trigger.task.due_date": "date", "trigger.task.assignee": "str"})
     if trigger_type in UPDATED:

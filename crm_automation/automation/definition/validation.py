@@ -149,7 +149,7 @@ def validate_action(action_type, config, *, trigger_type, organization_id, where
         found += _argument_templates(config.get("args"), "config.args", trigger_type)
         return [(f"{where}{loc}", msg) for loc, msg in found]
     if action_type == "update_field" and catalog.TRIGGER_ENTITY.get(trigger_type) is None and \
-            not catalog.is_event(trigger_type):
+            not catalog.is_event(trigger_type) and trigger_type not in (catalog.TASK_COMPLETED, catalog.TASK_UPDATED):
         return [(f"{where}type", "this trigger has no deal, lead or project to update; use a function, a task or "
                                  "an HTTP request instead")]
     action = REGISTRY.get(action_type) if isinstance(action_type, str) else None

@@ -29,8 +29,9 @@ def _target(trigger_type: str, field: str) -> tuple[str, str]:
         prefix, _, name = field.partition(".")
         if prefix == "deal" and (trigger_type == catalog.LEAD_CONVERTED or entity == "project"):
             return "deal", name  # the deal the lead became, the deal that sold the project
-        if prefix == entity or (catalog.is_event(trigger_type) and prefix in catalog.UPDATABLE_FIELDS):
-            return prefix, name  # (an event's: the record it names)
+        if prefix == entity or (prefix in catalog.UPDATABLE_FIELDS and (
+                catalog.is_event(trigger_type) or trigger_type in (catalog.TASK_COMPLETED, catalog.TASK_UPDATED))):
+            return prefix, name  # (an event's: the record it names; a task's: its deal, lead or project)
         return "", field
     return entity, field
 
@@ -211,7 +212,17 @@ class UpdateField(Action["Change"]):
         # Rows that end with the same new values (the usual case: a constant in the config)
         # share one UPDATE ... WHERE pk IN (...).
         now = timezone.now()
+        causes = {(change.model, change.pk): ctx for ctx, change in items}
         for model, rows in dirty.items():
+            if model is Project:
+                # A project's status is its life cycle, as a deal's stage is: a workflow that
+                # completes a project starts the workflows on its completion (saved one by one,
+                # under the run's cause, so the loop guard counts it).
+                for pk, names in rows.items():
+                    ctx = causes[(model, pk)]
+                    with caused_by(ctx.run_id, ctx.depth):
+                        locked[(model, pk)].save(update_fields=[*sorted(names), "updated_at"])
+                continue
             by_values: dict[str, tuple[dict[str, object], list[UUID]]] = {}
             for pk, names in rows.items():
                 row = locked[(model, pk)]

@@ -96,6 +96,8 @@ def preview(workflow: Workflow, *, days: int = 30, definition: dict | None = Non
     definition = definition or workflow.definition
     impact = Impact(days=days)
     kinds = [kind for kind, _ in catalog.TRIGGER_CHOICES if definition["trigger_type"] in catalog.listeners(kind)]
+    if catalog.is_event(definition["trigger_type"]):
+        kinds = [definition["trigger_type"]]  # the events of that name other systems sent
     if not kinds or definition["trigger_type"] in NOT_REPLAYED:
         impact.seconds = time.monotonic() - started
         return impact  # schedules, webhooks, manual starts: no recorded changes to replay

@@ -32,8 +32,9 @@ from crm_automation.automation.models import (
 )
 from crm_automation.automation.nodes import REGISTRY, ActionFailed
 from crm_automation.automation.runtime import engine
-from crm_automation.crm import changes
-from crm_automation.crm.models import Contact, Deal, EmailMessage, Lead, Stage, Task, contact_snapshot
+from crm_automation.crm import business_events, changes
+from crm_automation.crm.models import Contact, Deal, EmailMessage, Lead, Project, Stage, Task, contact_snapshot
+from crm_automation.crm.snapshots import snapshot
 from crm_automation.crm.selectors import user_has_role
 
 # The model is not asked in a simulation (it costs, and its answer differs each time): an agent's
@@ -49,21 +50,50 @@ class _Rollback(Exception):
 
 # What a simulation can replay: a deal's or a lead's workflows, and a contact's (the contact
 # travels in the event, as contact_snapshot writes it).
-ENTITIES = {**catalog.TRIGGER_ENTITY, changes.CONTACT_CREATED: "contact", changes.CONTACT_UPDATED: "contact"}
+# A deleted record's workflows replay on a record as it is now (as if it were deleted now), and a
+# business event's on the record it is about, with sample data.
+ENTITIES = {**catalog.TRIGGER_ENTITY, changes.CONTACT_CREATED: "contact", changes.CONTACT_UPDATED: "contact",
+            catalog.MANUAL_CONTACT: "contact", **catalog.DELETED}
+Record = Deal | Lead | Contact | Project
 
 
-def entity_of(record: Deal | Lead | Contact) -> str:
-    return "deal" if isinstance(record, Deal) else "lead" if isinstance(record, Lead) else "contact"
+def entity_of(record: Record) -> str:
+    return {Deal: "deal", Lead: "lead", Contact: "contact", Project: "project"}[type(record)]
 
 
-def entity_id(record: Deal | Lead | Contact):
+def entity_id(record: Record):
     """The id an event names the record by (a contact's is a stand-in uuid)."""
     return changes.stand_in("contact", record.pk) if isinstance(record, Contact) else record.pk
+
+
+def replayed_entity(trigger_type: str, organization_id: int) -> str | None:
+    """The kind of record a simulation of a workflow on this trigger is run on; None when it has
+    none (a schedule, a webhook, a workflow started on no record)."""
+    if catalog.is_event(trigger_type):
+        declaration = business_events.catalog(organization_id).get(trigger_type.removeprefix(catalog.EVENT_PREFIX))
+        return (declaration.about or "contact") if declaration is not None else None
+    return ENTITIES.get(trigger_type) or None
+
+
+def _event_payload(workflow: Workflow, record: Record, sample: object) -> dict:
+    """A business event as it would arrive about `record`: its data checked against the
+    declaration (ValidationError naming each field), the sample data when none is given."""
+    name = workflow.trigger_type.removeprefix(catalog.EVENT_PREFIX)
+    declaration = business_events.catalog(workflow.organization_id)[name]
+    data, errors = business_events.check_data(declaration, business_events.sample_data(declaration)
+                                              if sample in (None, "", {}) else sample, workflow.organization_id)
+    if errors:
+        raise ValidationError(errors)
+    entity = entity_of(record)
+    return {"event": {"id": "simulated", "name": name, "idempotency_key": None, "source": "simulation"},
+            "data": data, "links": {entity: str(record.pk)}}
 
 
 def _payload(workflow_version: WorkflowVersion, record) -> dict:
     """The trigger's data as the real event would carry it for this record."""
     definition = workflow_version.definition
+    if definition.get("trigger_type") in catalog.DELETED:
+        return {"entity": entity_of(record), "record": snapshot(entity_of(record), record)}
     if isinstance(record, Contact):
         return {"contact": contact_snapshot(record), **({"changed": {}} if definition.get("trigger_type") ==
                                                          changes.CONTACT_UPDATED else {})}
@@ -179,25 +209,26 @@ def _walk(run: WorkflowRun, debug: Debug | None = None) -> tuple[str, str, list[
     return engine.walk_without_effects(run, _stand_in(run.version.definition, debug), prepare)
 
 
-def simulate(*, workflow_id: int, by, record: Deal | Lead | Contact, version_number: int | None = None,
-             debug: Debug | None = None, replacing: WorkflowRun | None = None) -> WorkflowRun:
+def simulate(*, workflow_id: int, by, record: Record, version_number: int | None = None,
+             debug: Debug | None = None, replacing: WorkflowRun | None = None, sample: object = None) -> WorkflowRun:
     """Simulate a version (the latest by default) of a workflow against `record`; returns the
     simulated run with its steps. Ops members and admins of the organization may.
 
     `debug`: a live debug's choices (the run may stop at a wait or a question: its status is
-    then waiting); `replacing`: the debug run this one continues, whose steps it replaces."""
+    then waiting); `replacing`: the debug run this one continues, whose steps it replaces;
+    `sample`: a business event's data (its declaration's sample when left out)."""
     workflow = Workflow.objects.get(pk=workflow_id)
     if by is not None and not user_has_role(by, workflow.organization_id, "ops"):
         raise PermissionDenied("Only ops members and admins of this organization can simulate workflows.")
     if record.organization_id != workflow.organization_id:
         raise ValidationError("That record belongs to another organization.")
     entity = entity_of(record)
-    wanted = ENTITIES.get(workflow.trigger_type)
+    wanted = replayed_entity(workflow.trigger_type, workflow.organization_id)
     if wanted is None:
-        started_by = dict(catalog.TRIGGER_CHOICES).get(workflow.trigger_type, workflow.trigger_type).lower()
-        raise ValidationError(f"“{workflow.name}” starts when {started_by}, not for a deal, a lead or a contact as it "
-                              "is now: a simulation replays one of those; the Impact tab shows what past changes "
-                              "would have done.")
+        started_by = catalog.trigger_label(workflow.trigger_type).lower()
+        raise ValidationError(f"“{workflow.name}” starts when {started_by}, not for a record as it is now: a "
+                              "simulation replays a deal, a lead, a contact or a project; the Impact tab shows what "
+                              "past changes would have done.")
     if wanted != entity:
         raise ValidationError(f"“{workflow.name}” runs for a {wanted}; choose a {wanted} to simulate it with.")
     versions = workflow.versions.order_by("-number")
@@ -206,7 +237,8 @@ def simulate(*, workflow_id: int, by, record: Deal | Lead | Contact, version_num
         which = f"version {version_number}" if version_number else "version"
         raise ValidationError(f"“{workflow.name}” has no {which} to simulate.")
     started = timezone.now()
-    payload = _payload(version, record)
+    payload = _event_payload(workflow, record, sample) if catalog.is_event(workflow.trigger_type) else \
+        _payload(version, record)
     outcome = {}
     try:
         with transaction.atomic():
@@ -239,7 +271,13 @@ def _record(workflow, version, entity, record, payload, started, outcome, metada
 
 
 def _simulated_run(workflow, version, entity: str, record, payload: dict, started, **fields) -> WorkflowRun:
-    """A simulated run and the event it pretends came in (processed already: no worker takes it)."""
+    """A simulated run and the event it pretends came in (processed already: no worker takes it).
+    A business event's and a deletion's are named as the real ones are (`event`, `deleted`), with
+    the record's id, so the record's page lists the simulation."""
+    if catalog.is_event(workflow.trigger_type):
+        entity = "event"
+    elif workflow.trigger_type in catalog.DELETED:
+        entity = changes.GONE
     event = AutomationEvent.objects.create(
         organization_id=workflow.organization_id, kind=workflow.trigger_type, entity_type=entity,
         entity_id=entity_id(record), payload=payload, processed_at=started)

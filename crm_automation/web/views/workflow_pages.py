@@ -3,6 +3,7 @@
 of its flow. Thin views: versioning, services and simulation do every write and every check;
 what is here turns their answers into words."""
 
+import json
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from crm_automation.automation.definition import catalog, cycles, documents, gra
 from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
 from crm_automation.automation.ops import kpis
 from crm_automation.automation.services import impact
-from crm_automation.automation.services.simulation import simulate
+from crm_automation.automation.services.simulation import replayed_entity, simulate
 from crm_automation.automation.services.versions import (
     versions_compare,
     workflow_document,
@@ -30,7 +31,8 @@ from crm_automation.automation.services.versions import (
     workflow_update_from_document,
 )
 from crm_automation.automation.services.workflows import can_edit, has_unpublished_changes, is_live, workflow_publish
-from crm_automation.crm.models import Deal, Lead
+from crm_automation.crm import business_events
+from crm_automation.crm.models import Contact, Deal, Lead, Project
 from crm_automation.crm.selectors import shown
 from crm_automation.refusals import Refused, StaleEdit, reasons
 from crm_automation.web import graph_picture
@@ -44,7 +46,8 @@ from crm_automation.webhooks.models import WebhookTarget
 
 MAX_YAML = 200_000  # characters; a workflow of 50 steps exports to well under 50 000
 RECENT_RECORDS = 200
-RECORD_MODELS: dict[str, type[Deal] | type[Lead]] = {"deal": Deal, "lead": Lead}
+RECORD_MODELS: dict[str, type[Deal] | type[Lead] | type[Contact] | type[Project]] = {
+    "deal": Deal, "lead": Lead, "contact": Contact, "project": Project}
 
 
 def _page(request, workflow: Workflow, tab: str, template: str, context: dict, status: int = 200):
@@ -435,13 +438,13 @@ def workflow_publish_view(request, pk: int):
 
 
 # --- Simulate -----------------------------------------------------------------------------------
-def _record_of(organization_id: int, entity: str, value: str) -> Deal | Lead | None:
-    """The organization's deal or lead with this id; None for an empty choice; 404 for an id
-    that is not one of its records (another organization's included)."""
+def _record_of(organization_id: int, entity: str, value: str):
+    """The organization's record of that kind with this id; None for an empty choice; 404 for an
+    id that is not one of its records (another organization's included)."""
     if not value.strip():
         return None
     try:
-        record_id = uuid.UUID(value.strip())
+        record_id = int(value.strip()) if entity == "contact" else uuid.UUID(value.strip())
     except ValueError:
         raise Http404(f"No such {entity} in your organization.") from None
     found = RECORD_MODELS[entity].objects.filter(organization_id=organization_id, pk=record_id).first()
@@ -450,18 +453,17 @@ def _record_of(organization_id: int, entity: str, value: str) -> Deal | Lead | N
     return found
 
 
-def _choices(organization_id: int, entity: str, chosen: Deal | Lead | None) -> list:
+def _choices(organization_id: int, entity: str, chosen) -> list:
     """The most recently changed records, the chosen one first when it is older than those."""
-    records: list[Deal | Lead]
+    model = RECORD_MODELS[entity]
+    records = model.objects.filter(organization_id=organization_id).order_by(
+        "-updated_at" if entity != "contact" else "-created_at")
     if entity == "deal":
-        records = list(Deal.objects.filter(organization_id=organization_id).order_by("-updated_at")
-                       .select_related("stage")[:RECENT_RECORDS])
-    else:
-        records = list(RECORD_MODELS[entity].objects.filter(organization_id=organization_id)
-                       .order_by("-updated_at")[:RECENT_RECORDS])
-    if chosen is not None and all(r.pk != chosen.pk for r in records):
-        records.insert(0, chosen)
-    return records
+        records = records.select_related("stage")
+    found = list(records[:RECENT_RECORDS])
+    if chosen is not None and all(r.pk != chosen.pk for r in found):
+        found.insert(0, chosen)
+    return found
 
 
 def _previews(run) -> list:
@@ -478,10 +480,15 @@ def _previews(run) -> list:
 @org_page
 def workflow_simulate(request, pk: int):
     workflow = workflow_of(request, pk)
-    entity = catalog.TRIGGER_ENTITY.get(workflow.trigger_type)
+    entity = replayed_entity(workflow.trigger_type, workflow.organization_id)
     context: dict = {"entity": entity, "versions": list(workflow.versions.order_by("-number"))}
-    if entity is None:  # a webhook or a schedule: no deal or lead to run it on
+    if entity is None:  # a webhook or a schedule: no record to run it on
         return _page(request, workflow, "simulate", "web/workflow_simulate.html", context)
+    if catalog.is_event(workflow.trigger_type):  # another system's event: its data, as a sample to edit
+        declaration = business_events.catalog(workflow.organization_id).get(
+            workflow.trigger_type.removeprefix(catalog.EVENT_PREFIX))
+        context["sample"] = request.POST.get("sample") or json.dumps(
+            business_events.sample_data(declaration) if declaration else {}, indent=2)
     organization_id = request.place.organization.pk
     chosen = _record_of(organization_id, entity, request.POST.get("record") or request.GET.get("record") or "")
     status = 200
@@ -500,8 +507,14 @@ def _simulate(request, workflow: Workflow, record, entity: str) -> tuple:
     if record is None:
         return None, [f"Choose the {entity} to simulate “{workflow.name}” on."]
     number = _number(request.POST.get("version", ""))
+    sample = None
+    if catalog.is_event(workflow.trigger_type):
+        try:
+            sample = bounded_reader.read_json(request.POST.get("sample") or "{}", bounded_reader.PAYLOAD)
+        except bounded_reader.InputRefused as exc:
+            return None, [f"The sample data is not JSON: {exc}"]
     try:
-        run = simulate(workflow_id=workflow.pk, by=request.user, record=record, version_number=number)
+        run = simulate(workflow_id=workflow.pk, by=request.user, record=record, version_number=number, sample=sample)
     except (ValidationError, PermissionDenied) as exc:
         return None, reasons(exc)
     return with_values(run, steps=_previews(run)), []

@@ -14,14 +14,18 @@ from crm_automation.automation import plans, workflow_templates
 from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowStatus
 from crm_automation.automation.services.workflows import workflow_create, workflow_transition
 from crm_automation.crm.changes import DEAL_STAGE_CHANGE
-from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organization, Stage
+from crm_automation.crm.models import Contact, Deal, EventType, Lead, Membership, Organization, Project, Stage, Task
 from crm_automation.crm.services import deal_move_to_stage, leads_import
+from crm_automation.webhooks.models import WebhookEndpoint
+from crm_automation.webhooks.services import webhook_endpoint_create
 
 STAGES = [("new", "New"), ("qualified", "Qualified"), ("proposal", "Proposal"),
           ("negotiation", "Negotiation"), ("won", "Won"), ("lost", "Lost")]
 CONTACTS = [("Ada", "Lovelace", "ada@example.com", "Analytical Ltd"),
             ("Grace", "Hopper", "grace@example.com", "Compiler Co"),
             ("Alan", "Turing", "alan@example.com", "Bletchley Digital")]
+# Ada's phone: `manage.py send_demo_event` (the billing system) names her by it, in another format.
+DEMO_PHONE = "+1 (555) 010-0100"
 DEALS = [("Analytical website redesign", "12000", "proposal", 0),
          ("Compiler Co brand refresh", "8500", "negotiation", 1),
          ("Bletchley SEO retainer", "3000", "qualified", 2)]
@@ -29,6 +33,52 @@ LEADS = [("Katherine Johnson", "katherine@example.com", "Orbital Partners", "ref
          ("Margaret Hamilton", "margaret@example.com", "Apollo Software", "website"),
          ("Edsger Dijkstra", "edsger@example.com", "Shortest Path BV", "event")]
 
+
+# name, description, trigger, its settings, steps: projects, events and a start by hand.
+DEMO_EVENT_WORKFLOWS = [
+    ("Open a project for a won deal", "A won deal becomes a project (its contact, its owner), with a note.",
+     "deal_stage_change", {"to_stage": "won"}, [
+         {"id": "open", "type": "create_project", "label": "Open the project", "config": {
+             "name": "{{deal.title}}", "status": "active", "ends_in_days": 30}},
+         {"id": "note", "type": "create_note", "label": "Note it", "config": {
+             "body": "Project opened by automation when the deal was won."}}]),
+    ("Complete a project after its final inspection", "The task 'Final inspection' done completes its project.",
+     "task_completed", {}, [
+         {"id": "inspected", "type": "condition", "label": "Final inspection", "config": {
+             "combinator": "and", "rules": [{"field": "trigger.task.title", "operator": "contains",
+                                             "value": "Final inspection"}]}},
+         {"id": "complete", "type": "update_field", "label": "Complete it", "config": {
+             "field": "project.status", "value": "completed"}}]),
+    ("Ask for a review when a project is completed", "Project completed: thank the client, ask for a review.",
+     "project_completed", {}, [
+         {"id": "thanks", "type": "send_email", "label": "Review request", "config": {
+             "to": "{{trigger.contact.email}}", "subject": "How did {{project.name}} go?",
+             "body": "Hi {{trigger.contact.first_name}},\n\n{{project.name}} is done. Would you leave us a "
+                     "review? It takes a minute and helps us a lot."}}]),
+    ("Overdue invoice reminder", "The billing system says an invoice is overdue: a polite reminder, and a task "
+                                 "when it is more than 14 days late.",
+     "event:invoice.overdue", {}, [
+         {"id": "remind", "type": "send_email", "label": "Reminder", "config": {
+             "to": "{{trigger.contact.email}}", "subject": "Invoice {{trigger.invoice.number}} is overdue",
+             "body": "Hi {{trigger.contact.first_name}},\n\nour invoice {{trigger.invoice.number}} over "
+                     "{{trigger.invoice.amount_due}} was due on {{trigger.invoice.due_date}}. "
+                     "{{trigger.invoice.url}}"}},
+         {"id": "late", "type": "condition", "label": "Very late", "config": {
+             "combinator": "and", "rules": [{"field": "trigger.invoice.days_overdue", "operator": "gt",
+                                             "value": 14}]}},
+         {"id": "call", "type": "create_task", "label": "Call about it", "config": {
+             "title": "Call {{trigger.contact.first_name}} about invoice {{trigger.invoice.number}}",
+             "priority": "high", "assignee": "owner"}}]),
+    ("Log a site visit", "Started by hand on a project: asks for the visit's date and notes, writes a note.",
+     "manual_project", {"inputs": [
+         {"key": "visited_on", "label": "Visited on", "kind": "date", "required": True},
+         {"key": "outcome", "label": "Outcome", "kind": "choice", "choices": ["on track", "delayed", "blocked"],
+          "default": "on track"},
+         {"key": "notes", "label": "Notes", "kind": "long_text"}]}, [
+         {"id": "log", "type": "create_note", "label": "Visit note", "config": {
+             "body": "Site visit on {{trigger.input.visited_on}}: {{trigger.input.outcome}}. "
+                     "{{trigger.input.notes}}"}}]),
+]
 
 LIVE_TEMPLATES = {"large-deal-approval", "lost-deal-feedback", "proposal-follow-up-3-touch", "weekly-pipeline-review"}
 
@@ -166,10 +216,42 @@ class Command(BaseCommand):
         self._field_change_workflow(org, user)
         self._contact_change_workflow(org, user)
         self._bulk_and_ai_workflows(org, user)
+        self._projects_and_events(org, user, stages)
         self._history(org, stages)
         self.stdout.write(self.style.SUCCESS("Demo data ready. Log in as 'demo' at /crm/automation/ "
                                              "(the admin, /admin/, is for records and settings)."))
         self.stdout.write(room_for_more(org))
+
+    def _projects_and_events(self, org, user, stages) -> None:
+        """Projects (one opened by a won deal's workflow, one finished by a task's workflow, whose
+        completion asks for a review), another system's events (an overdue invoice from the
+        billing system: `manage.py send_demo_event`), a declared event and a manual workflow
+        with inputs."""
+        ada = Contact.objects.filter(organization=org, email="ada@example.com").first()
+        if ada is not None and not ada.phone:
+            ada.phone = DEMO_PHONE
+            ada.save(update_fields=["phone"])
+        if not Project.objects.filter(organization=org).exists():
+            deal = Deal.objects.filter(organization=org, contact=ada).first()
+            project = Project.objects.create(organization=org, name="Analytical website build", contact=ada,
+                                             deal=deal, owner=user, status=Project.Status.ACTIVE,
+                                             service_type="Website build")
+            Task.objects.create(organization=org, title="Final inspection", project=project, assignee=user)
+            self.step("project 'Analytical website build' (active; its task 'Final inspection' completes it)")
+        EventType.objects.get_or_create(organization=org, name="permit.approved", defaults={
+            "description": "The city approved a building permit for a project.", "about": "project",
+            "fields": [{"key": "permit.number", "kind": "text", "required": True, "label": "Permit number"},
+                       {"key": "permit.approved_on", "kind": "date", "required": False, "label": "Approved on"}]})
+        if not WebhookEndpoint.objects.filter(organization=org, name="Billing system").exists():
+            webhook_endpoint_create(organization=org, name="Billing system", by=user)
+            self.step("webhook endpoint 'Billing system' (send_demo_event signs with its secret)")
+        for name, description, trigger, config, actions in DEMO_EVENT_WORKFLOWS:
+            if Workflow.objects.filter(organization=org, name=name).exists():
+                continue
+            workflow = workflow_create(organization=org, name=name, by=user, description=description,
+                                       trigger_type=trigger, trigger_config=config, actions=actions)
+            workflow_transition(workflow_id=workflow.pk, name="activate", by=user)
+            self.step(f"workflow '{name}' (activated)")
 
     def _field_change_workflow(self, org, user) -> None:
         """A record-updated trigger with crossing semantics: fires once when a deal's amount
