@@ -123,7 +123,7 @@
     const t = trigger();
     if (!t) return "";
     const config = t.data.config || {};
-    if (t.data.subtype === "manual") return "manual_" + (config.entity || "deal");
+    if (t.data.subtype === "manual") return config.entity === "none" ? "manual" : "manual_" + (config.entity || "deal");
     if (t.data.subtype === "schedule") return "schedule";
     return config.event || "";
   }
@@ -501,7 +501,11 @@
   }
   function variables(id) {
     const found = Object.entries(fields()).filter(([p, t]) => !p.startsWith("trigger.") && p !== "trigger" && t !== "object").map(([p]) => p);
-    if (triggerType().startsWith("manual_")) found.push("trigger.input.<name>");
+    if (triggerType().startsWith("manual")) {
+      const inputs = (trigger().data.config || {}).inputs;
+      if (Array.isArray(inputs) && inputs.length) inputs.forEach((i) => { if (i && i.key) found.push("trigger.input." + i.key); });
+      else found.push("trigger.input.<name>");
+    }
     if (triggerType() === "webhook") found.push("trigger.body.<field>");
     upstream(id).forEach((n) => {
       if (kindOf(n) === "agent") {  // the answer is {{Label}}; a JSON answer's fields are {{Label.field}}
@@ -599,7 +603,8 @@
     const c = n.data.config = n.data.config || {};
     const form = [];
     form.push(fieldBox("Starts when", select(cat.events, triggerType(), (v) => {
-      if (v.startsWith("manual_")) { n.data.subtype = "manual"; n.data.config = { entity: v.slice(7) }; }
+      if (v === "manual") { n.data.subtype = "manual"; n.data.config = { entity: "none" }; }
+      else if (v.startsWith("manual_")) { n.data.subtype = "manual"; n.data.config = { entity: v.slice(7) }; }
       else if (v === "schedule") { n.data.subtype = "schedule"; n.data.config = { frequency: "daily", time: "09:00" }; }
       else { n.data.subtype = "chat-app"; n.data.config = Object.assign({ event: v }, RELATIVE_DEFAULTS[v] ? RELATIVE_DEFAULTS[v]() : {}); }
       changed(); render();
@@ -616,6 +621,11 @@
       form.push(fieldBox("Endpoint", select([{ value: "", label: "Any endpoint" }].concat(cat.endpoints.map((e) => ({ value: e, label: e }))), c.endpoint || "", (v) => { if (v) c.endpoint = v; else delete c.endpoint; changed(); }), { node: n.id, field: "endpoint" }));
     }
     if (t === "schedule") form.push(...scheduleFields(n, c));
+    if (n.data.subtype === "manual") {
+      form.push(jsonField("Inputs asked before it starts (JSON list, optional)", n, c, "inputs",
+        '[\n  {"key": "reason", "label": "Reason", "kind": "text", "required": true},\n  {"key": "days", "kind": "number", "default": 3}\n]',
+        "Each: key, label, kind (text, long_text, number, money, date, datetime, boolean, choice, url, email, phone), required, default, choices. Steps read them as {{trigger.input.key}}."));
+    }
     if (t === "deal_date_reached") {
       const offset = c.offsetDays || 0;
       form.push(fieldBox("Which date", select([{ value: "close_date", label: "The close date" }, { value: "created_at", label: "The day it was created" }], c.field, setter(n, c, "field")), { node: n.id, field: "field" }));

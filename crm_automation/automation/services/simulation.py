@@ -34,8 +34,8 @@ from crm_automation.automation.nodes import REGISTRY, ActionFailed
 from crm_automation.automation.runtime import engine
 from crm_automation.crm import business_events, changes
 from crm_automation.crm.models import Contact, Deal, EmailMessage, Lead, Project, Stage, Task, contact_snapshot
-from crm_automation.crm.snapshots import snapshot
 from crm_automation.crm.selectors import user_has_role
+from crm_automation.crm.snapshots import snapshot
 
 # The model is not asked in a simulation (it costs, and its answer differs each time): an agent's
 # output reads as this text, and a router takes no route (what follows it is not simulated).
