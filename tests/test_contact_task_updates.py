@@ -70,7 +70,7 @@ def test_a_contact_change_is_one_event_with_old_and_new_values_and_the_contact(o
                                         "phone": ["", "+44 20 7946 0000"]}
     assert event.payload["contact"] == {"id": contact.pk, "first_name": "Ada", "last_name": "Lovelace",
                                         "email": "ada@analytical.example", "phone": "+44 20 7946 0000",
-                                        "company": "Analytical", "custom": {}}
+                                        "company": "Analytical", "custom": {}, "archived_at": None}
     # The same contact as contact_created's event: enrollment and history see one record.
     assert event.entity_id == AutomationEvent.objects.get(kind="contact_created").entity_id
 
@@ -220,7 +220,8 @@ def test_templates_of_the_created_and_completed_triggers_are_offered():
 
 
 @pytest.mark.parametrize(("trigger_type", "allowed"), [
-    ("contact_updated", "first_name, last_name, email, phone, company, custom (or one of your own: custom.<key>)"),
+    ("contact_updated", "first_name, last_name, email, phone, company, custom, archived_at (or one of your own: "
+                        "custom.<key>)"),
     ("task_updated", "title, due_date, priority, status, assignee")])
 def test_an_unknown_field_is_refused_naming_the_allowed_ones(org, trigger_type, allowed):
     assert field_changes.validate(trigger_type, {"fields": ["colour"]}) == [

@@ -131,3 +131,60 @@ def test_lead_converted_can_open_a_project_for_the_new_deal(org, owner):
     drain()
     project = Project.objects.get()
     assert project.deal_id == deal.pk and project.contact_id == deal.contact_id
+
+
+def test_a_step_archives_the_record_once_and_the_api_and_admin_filter_and_restore_it(org, owner, teammate, deal):
+    from crm_automation.crm.services import records_archive
+    make_workflow(org, trigger_config={"to_stage": "lost"}, actions=[
+        {"id": "archive", "type": "archive_record", "label": "Archive", "config": {}}])
+    watcher = make_workflow(org, name="Watch", trigger_type="deal_updated", trigger_config={"fields": ["archived_at"]},
+                            actions=[{"type": "create_task", "label": "T",
+                                      "config": {"title": "{{deal.title}} archived"}}])
+    deal_move_to_stage(deal=deal, stage=Stage.objects.get(organization=org, slug="lost"))
+    drain()
+    drain()
+    deal.refresh_from_db()
+    assert deal.archived_at is not None and Deal.objects.filter(pk=deal.pk).exists()
+    step = WorkflowRunAction.objects.get(node_id="archive")
+    assert step.result["archived"] == "deal" and step.result["already"] is False
+    assert WorkflowRun.objects.filter(workflow=watcher, status="completed").count() == 1
+    client = APIClient()
+    client.force_authenticate(teammate)
+    archived = client.get("/api/v1/deals/?archived=true").json()["results"]
+    assert [d["id"] for d in archived] == [str(deal.pk)] and archived[0]["archived_at"]
+    assert client.get("/api/v1/deals/?archived=false").json()["results"] == []
+    assert client.get("/api/v1/deals/?archived=maybe").status_code == 400
+    assert client.patch(f"/api/v1/deals/{deal.pk}/", {"archived_at": None}, format="json").status_code == 200
+    deal.refresh_from_db()
+    assert deal.archived_at is not None  # read-only in the API: restoring is the admin's action
+    assert records_archive(model=Deal, organization_id=org.pk, ids=[deal.pk], by=teammate, archived=False) == 1
+    deal.refresh_from_db()
+    assert deal.archived_at is None
+
+
+def test_the_admin_archives_and_restores_selected_records(org, owner, deal, client):
+    client.force_login(owner)
+    answer = client.post("/admin/crm/deal/", {"action": "archive_selected", "_selected_action": [str(deal.pk)]})
+    assert answer.status_code == 302
+    deal.refresh_from_db()
+    assert deal.archived_at is not None
+    listing = client.get("/admin/crm/deal/?archived=no").content.decode()
+    assert deal.title not in listing
+    client.post("/admin/crm/deal/", {"action": "restore_selected", "_selected_action": [str(deal.pk)]})
+    deal.refresh_from_db()
+    assert deal.archived_at is None
+
+
+def test_the_admin_allows_a_workflow_to_delete_and_an_ops_member_cannot(org, owner, teammate, client):
+    workflow = make_workflow(org, trigger_config={"to_stage": "lost"}, actions=[
+        {"type": "delete_record", "label": "Delete", "config": {}}])
+    client.force_login(teammate)
+    client.post("/admin/automation/workflow/", {"action": "allow_deletion_selected",
+                                                "_selected_action": [str(workflow.pk)]})
+    workflow.refresh_from_db()
+    assert workflow.allows_deletion is False
+    client.force_login(owner)
+    client.post("/admin/automation/workflow/", {"action": "allow_deletion_selected",
+                                                "_selected_action": [str(workflow.pk)]})
+    workflow.refresh_from_db()
+    assert workflow.allows_deletion is True

@@ -56,9 +56,9 @@ class StageSerializer(RecordSerializer):
 class ContactSerializer(RecordSerializer):
     class Meta:
         model = Contact
-        fields = ["id", "first_name", "last_name", "email", "phone", "company", "custom", "source_lead", "created_at",
-                  "expected"]
-        read_only_fields = ["source_lead", "created_at"]
+        fields = ["id", "first_name", "last_name", "email", "phone", "company", "custom", "source_lead", "archived_at",
+                  "created_at", "expected"]
+        read_only_fields = ["source_lead", "archived_at", "created_at"]
 
 
 class DealSerializer(RecordSerializer):
@@ -69,9 +69,9 @@ class DealSerializer(RecordSerializer):
     class Meta:
         model = Deal
         fields = ["id", "title", "amount", "stage", "probability", "contact", "owner", "close_date", "custom",
-                  "source_lead",
+                  "source_lead", "archived_at",
                   "created_at", "updated_at", "expected"]
-        read_only_fields = ["source_lead", "created_at", "updated_at"]
+        read_only_fields = ["source_lead", "archived_at", "created_at", "updated_at"]
 
 
 class LeadSerializer(RecordSerializer):
@@ -81,8 +81,9 @@ class LeadSerializer(RecordSerializer):
         model = Lead
         fields = ["id", "name", "email", "company", "status", "source", "custom", "owner", "converted_at",
                   "converted_contact",
-                  "converted_deal", "created_at", "updated_at", "expected"]
-        read_only_fields = ["converted_at", "converted_contact", "converted_deal", "created_at", "updated_at"]
+                  "converted_deal", "archived_at", "created_at", "updated_at", "expected"]
+        read_only_fields = ["converted_at", "converted_contact", "converted_deal", "archived_at", "created_at",
+                            "updated_at"]
 
 
 class TaskSerializer(RecordSerializer):
@@ -106,8 +107,8 @@ class ProjectSerializer(RecordSerializer):
     class Meta:
         model = Project
         fields = ["id", "name", "status", "service_type", "contact", "deal", "owner", "start_date", "end_date",
-                  "custom", "automation_key", "created_at", "updated_at", "expected"]
-        read_only_fields = ["automation_key", "created_at", "updated_at"]
+                  "custom", "archived_at", "automation_key", "created_at", "updated_at", "expected"]
+        read_only_fields = ["archived_at", "automation_key", "created_at", "updated_at"]
 
 
 class LeadConvertSerializer(serializers.Serializer):

@@ -16,6 +16,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 from rest_framework.response import Response
 
@@ -104,6 +105,11 @@ class RecordViewSet(viewsets.ModelViewSet):
             filters = self.filters_class(data=self.request.query_params.dict())
             filters.is_valid(raise_exception=True)
             queryset = filters.apply(queryset)
+        archived = self.request.query_params.get("archived")
+        if archived is not None and hasattr(self.queryset.model, "archived_at"):
+            if archived not in ("true", "false"):
+                raise ValidationError({"archived": ["true (only archived records) or false (only the others)"]})
+            queryset = queryset.filter(archived_at__isnull=archived == "false")
         entity = getattr(self.queryset.model, "custom_entity", "")
         wanted = {name: value for name, value in self.request.query_params.items() if name.startswith("custom.")}
         if entity and wanted:

@@ -25,7 +25,7 @@ from crm_automation.crm.models import (
     Task,
 )
 from crm_automation.crm.selectors import user_has_role, user_org_roles
-from crm_automation.crm.services import leads_convert_bulk, notifications_mark_read
+from crm_automation.crm.services import leads_convert_bulk, notifications_mark_read, records_archive
 
 
 class StageFilter(OwnRowsFilter):
@@ -40,6 +40,45 @@ class StageFilter(OwnRowsFilter):
 
     def label(self, row, several_orgs: bool) -> str:
         return f"{row.name} ({row.organization.name})" if several_orgs else row.name
+
+class ArchivedFilter(admin.SimpleListFilter):
+    """Records in use, archived ones, or all."""
+
+    title, parameter_name = "archived", "archived"
+
+    def lookups(self, request, model_admin):
+        return [("no", "Not archived"), ("yes", "Archived")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(archived_at__isnull=self.value() == "no")
+        return queryset
+
+
+class Archivable:
+    """Admin actions that archive and restore the selected records (crm/services.records_archive,
+    per organization the person may change)."""
+
+    actions = ["archive_selected", "restore_selected"]
+
+    def _archive(self, request, queryset, archived: bool) -> None:
+        done = 0
+        for org_id in set(queryset.values_list("organization_id", flat=True)):
+            if user_has_role(request.user, org_id, "ops"):
+                done += records_archive(model=queryset.model, organization_id=org_id, by=request.user,
+                                        ids=list(queryset.filter(organization_id=org_id).values_list("pk", flat=True)),
+                                        archived=archived)
+        self.message_user(request, f"{'Archived' if archived else 'Restored'} {done} record(s).",  # type: ignore[attr-defined]
+                          messages.SUCCESS)
+
+    @admin.action(description="Archive the selected records")
+    def archive_selected(self, request, queryset) -> None:
+        self._archive(request, queryset, True)
+
+    @admin.action(description="Restore the selected archived records")
+    def restore_selected(self, request, queryset) -> None:
+        self._archive(request, queryset, False)
+
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
@@ -99,29 +138,32 @@ class CustomFieldAdmin(OrgScopedAdmin):
 
 
 @admin.register(Contact)
-class ContactAdmin(OrgScopedAdmin):
+class ContactAdmin(Archivable, OrgScopedAdmin):
     list_display = ("__str__", "email", "company", "organization")
+    list_filter = (ArchivedFilter, "organization")
+    readonly_fields = ("archived_at",)
     search_fields = ("first_name", "last_name", "email", "company")
     list_select_related = ("organization",)
 
 
 @admin.register(Deal)
-class DealAdmin(OrgScopedAdmin):
+class DealAdmin(Archivable, OrgScopedAdmin):
     list_display = ("title", "stage", "amount", "probability", "contact", "owner", "organization")
-    list_filter = (StageFilter, "organization")
+    list_filter = (StageFilter, ArchivedFilter, "organization")
+    readonly_fields = ("archived_at",)
     search_fields = ("title",)
     list_select_related = ("stage", "contact", "owner", "organization")
     show_full_result_count = False
 
 
 @admin.register(Lead)
-class LeadAdmin(OrgScopedAdmin):
+class LeadAdmin(Archivable, OrgScopedAdmin):
     list_display = ("name", "email", "company", "status", "source", "converted_at", "organization")
-    list_filter = ("status", "source", "organization")
+    list_filter = ("status", "source", ArchivedFilter, "organization")
     search_fields = ("name", "email", "company")
     list_select_related = ("organization",)
-    readonly_fields = ("converted_at", "converted_contact", "converted_deal")
-    actions = ["convert_leads"]
+    readonly_fields = ("converted_at", "converted_contact", "converted_deal", "archived_at")
+    actions = ["convert_leads", *Archivable.actions]
 
     def get_readonly_fields(self, request, obj=None):
         fields = super().get_readonly_fields(request, obj)
@@ -163,12 +205,12 @@ class TaskAdmin(OrgScopedAdmin):
 
 
 @admin.register(Project)
-class ProjectAdmin(OrgScopedAdmin):
+class ProjectAdmin(Archivable, OrgScopedAdmin):
     list_display = ("name", "status", "service_type", "contact", "deal", "owner", "end_date", "organization")
-    list_filter = ("status", "organization")
+    list_filter = ("status", ArchivedFilter, "organization")
     search_fields = ("name", "service_type")
     list_select_related = ("contact", "deal", "owner", "organization")
-    readonly_fields = ("automation_key",)
+    readonly_fields = ("automation_key", "archived_at")
 
 
 @admin.register(Note)

@@ -263,7 +263,8 @@ def _contact(organization_id: int, value: object) -> tuple[Any, str]:
         return None, f"the contact's {how} must be text"
     text = str(given).strip()
     if how == "id":
-        found = contacts.filter(pk=int(text)).first() if text.isdigit() and len(text) < 19 else None
+        found = contacts.filter(pk=int(text)).first() if text.isascii() and text.isdigit() and len(text) < 19 \
+            else None
     elif how == "email":
         found = contacts.filter(email__iexact=text).order_by("pk").first()
     else:

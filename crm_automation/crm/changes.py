@@ -56,11 +56,12 @@ DELETED = {"deal": DEAL_DELETED, "lead": LEAD_DELETED, "contact": CONTACT_DELETE
 GONE = "deleted"
 
 # The fields whose changes are announced (model field names; foreign keys by their column).
-DEAL_TRACKED = ("title", "amount", "probability", "close_date", "contact_id", "owner_id", "stage_id", "custom")
-LEAD_TRACKED = ("name", "email", "company", "status", "source", "owner_id", "custom")
-CONTACT_TRACKED = ("first_name", "last_name", "email", "phone", "company", "custom")
+DEAL_TRACKED = ("title", "amount", "probability", "close_date", "contact_id", "owner_id", "stage_id", "custom",
+                "archived_at")
+LEAD_TRACKED = ("name", "email", "company", "status", "source", "owner_id", "custom", "archived_at")
+CONTACT_TRACKED = ("first_name", "last_name", "email", "phone", "company", "custom", "archived_at")
 PROJECT_TRACKED = ("name", "status", "service_type", "start_date", "end_date", "contact_id", "deal_id", "owner_id",
-                   "custom")
+                   "custom", "archived_at")
 # Not the description: free text of any length does not travel in events.
 TASK_TRACKED = ("title", "due_date", "priority", "status", "assignee_id")
 

@@ -23,7 +23,7 @@ from django.core.validators import EmailValidator, URLValidator
 KEY = re.compile(r"[a-z][a-z0-9_]{0,39}")
 MAX_TEXT, MAX_LONG_TEXT, MAX_CHOICES = 200, 5000, 50
 # The standard fields of each record, which a custom key may not shadow ({{deal.title}} is one).
-STANDARD = {
+STANDARD = {  # (each has archived_at too: added below)
     "deal": {"id", "title", "amount", "stage", "stage_name", "probability", "close_date", "contact", "owner",
              "custom", "created_at", "updated_at"},
     "lead": {"id", "name", "email", "company", "status", "source", "owner", "custom", "created_at", "updated_at"},
@@ -31,6 +31,8 @@ STANDARD = {
     "project": {"id", "name", "status", "service_type", "contact", "deal", "deal_id", "owner", "start_date",
                 "end_date", "custom", "created_at", "updated_at"},
 }
+for _names in STANDARD.values():
+    _names.add("archived_at")
 # How a condition compares a kind (definition/coercion.py's kinds).
 CONDITION_KINDS = {"number": "number", "money": "number", "date": "date", "datetime": "str", "boolean": "str"}
 

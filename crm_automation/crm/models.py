@@ -170,6 +170,9 @@ class Contact(TenantOwned):
     source_lead = models.ForeignKey("Lead", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
                                     editable=False, help_text="The lead this contact was converted from.")
     custom = models.JSONField(default=dict, blank=True, help_text="Values of the organization's own fields.")
+    # Archived: kept with its history, out of the way (the admin's and the API's lists filter on it);
+    # a person or a workflow's "Archive a record" step archives it, the admin restores it.
+    archived_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Set when a workflow created it: "run:<run>:node:<node id>[:<token>]" (one contact per step).
     automation_key = models.CharField(max_length=100, null=True, blank=True, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -245,6 +248,7 @@ class Deal(TenantOwned):
     source_lead = models.ForeignKey("Lead", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
                                     editable=False, help_text="The lead this deal was converted from.")
     custom = models.JSONField(default=dict, blank=True, help_text="Values of the organization's own fields.")
+    archived_at = models.DateTimeField(null=True, blank=True, editable=False)
     automation_key = models.CharField(max_length=100, null=True, blank=True, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -355,6 +359,7 @@ class Lead(TenantOwned):
     )
     converted_deal = models.ForeignKey(Deal, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     custom = models.JSONField(default=dict, blank=True, help_text="Values of the organization's own fields.")
+    archived_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -448,6 +453,7 @@ class Project(TenantOwned):
     start_date = models.DateField(null=True, blank=True)
     end_date = models.DateField(null=True, blank=True, help_text="When it is due to end, or ended.")
     custom = models.JSONField(default=dict, blank=True, help_text="Values of the organization's own fields.")
+    archived_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Set when a workflow created it: "run:<run>:node:<node id>[:<token>]" (one project per step).
     automation_key = models.CharField(max_length=100, null=True, blank=True, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)

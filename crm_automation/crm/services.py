@@ -233,6 +233,21 @@ def record_update(*, record, by, changes: dict, expected: dict | None = None, ro
 
 
 @transaction.atomic
+def records_archive(*, model, organization_id: int, ids: list, by, archived: bool = True) -> int:
+    """Archive (or restore) these records of the organization: kept with their history, out of
+    the lists' way. Each save announces the change (archived_at), as any edit does. Returns how
+    many changed."""
+    _check_role(by, organization_id, "ops", "archive")
+    changed = 0
+    for record in model._default_manager.select_for_update().filter(organization_id=organization_id, pk__in=ids,
+                                                                    archived_at__isnull=archived).order_by("pk"):
+        record.archived_at = timezone.now() if archived else None
+        record.save(update_fields=["archived_at"])
+        changed += 1
+    return changed
+
+
+@transaction.atomic
 def record_delete(*, record, by, role: str = "admin") -> None:
     """Delete a CRM record after locking it, so a workflow run that is writing rows linked to it
     finishes first and its rows are deleted with it (instead of the delete failing at commit)."""

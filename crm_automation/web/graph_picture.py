@@ -66,7 +66,7 @@ def handle_in_words(handle: str) -> str:
     if handle in HANDLE_WORDS:
         return HANDLE_WORDS[handle]
     for prefix, word in (("branch-", "branch"), ("route-", "route")):
-        if handle.startswith(prefix) and handle[len(prefix):].isdigit():
+        if handle.startswith(prefix) and handle[len(prefix):].isascii() and handle[len(prefix):].isdigit():
             return f"{word} {int(handle[len(prefix):]) + 1}"
     return handle
 

@@ -191,6 +191,9 @@ def step_in_words(action_type: str, result: dict | None, *, simulated: bool = Fa
                                name)
     if "note_id" in result:
         return format_html("added a note: “{}”", str(result.get("body", ""))[:80])
+    if "archived" in result:
+        already = " (it was already)" if result.get("already") else ""
+        return format_html("archived the {}{}", result["archived"], already)
     if "deleted" in result:
         return format_html("deleted the {} “{}”", result["deleted"], _record_name(result.get("record")))
     if "field" in result and "new" in result:
@@ -319,6 +322,7 @@ RECORD_STEPS = {
     "create_deal": lambda c, quote: f"Create the deal {_quoted(c.get('title'), quote)}",
     "create_note": lambda c, quote: f"Note: {_quoted(c.get('body'), quote)}",
     "delete_record": lambda c, quote: f"Delete the {c.get('record') or 'run’s record'} (only if an admin allowed it)",
+    "archive_record": lambda c, quote: f"Archive the {c.get('record') or 'run’s record'}",
 }
 
 

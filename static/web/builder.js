@@ -45,6 +45,8 @@
       config: () => ({ toolName: "crm/create_deal", defaults: { title: "", amount: "0" } }) },
     { key: "create_note", label: "Add a note", name: "Add note", subtype: "tool-call", tool: "crm/create_note", group: "Records",
       config: () => ({ toolName: "crm/create_note", defaults: { body: "" } }) },
+    { key: "archive_record", label: "Archive a record", name: "Archive record", subtype: "tool-call", tool: "crm/archive_record", group: "Records",
+      config: () => ({ toolName: "crm/archive_record", defaults: {} }) },
     { key: "delete_record", label: "Delete a record", name: "Delete record", subtype: "tool-call", tool: "crm/delete_record", group: "Records",
       config: () => ({ toolName: "crm/delete_record", defaults: {} }) },
     { key: "condition", label: "Branch: yes / no", name: "Check", subtype: "condition", group: "Flow",
@@ -81,7 +83,7 @@
   const OUTPUTS = {  // what later nodes may read of a node, by kind ({{Label.key}})
     "crm/create_task": ["title", "task_id", "assignee"], "crm/send_email": ["to", "subject"],
     "crm/create_project": ["project_id", "name"], "crm/create_contact": ["contact_id", "first_name"],
-    "crm/create_deal": ["deal_id", "title"], "crm/create_note": ["note_id", "body"], "crm/delete_record": ["deleted", "record"],
+    "crm/create_deal": ["deal_id", "title"], "crm/create_note": ["note_id", "body"], "crm/delete_record": ["deleted", "record"], "crm/archive_record": ["archived"],
     "crm/update_record": ["old", "new"], "http/request": ["status", "body"],
     "user-input": ["decision", "comment", "answered_by"], function: ["value"], "desktop-notification": ["count"],
     loop: ["items", "count"], merge: ["arrived_from"],
@@ -338,6 +340,7 @@
       case "crm/create_deal": return "Create the deal “" + (d.title || "…") + "”";
       case "crm/create_note": return "Note: “" + short(d.body) + "”";
       case "crm/delete_record": return "Delete the " + (d.record || "run's record") + " (only if an admin allowed it)";
+      case "crm/archive_record": return "Archive the " + (d.record || "run's record");
       case "condition": return "Continue if " + ((c.rules || []).map(ruleWords).join(c.combinator === "or" ? " or " : " and ") || "…");
       case "wait": return waitWords(c);
       case "loop": return loopWords(c);
@@ -745,6 +748,10 @@
         break;
       case "crm/create_note":
         form.push(templated("Note", n, d, "body", true));
+        break;
+      case "crm/archive_record":
+        form.push(fieldBox("Archive", select([{ value: "", label: "The record the run is about" }, { value: "deal", label: "Its deal" }, { value: "contact", label: "Its contact" }, { value: "project", label: "Its project" }, { value: "lead", label: "Its lead" }], d.record || "", setter(n, d, "record")), { node: n.id, field: "record" },
+          "Archived records keep their history; an admin can restore them."));
         break;
       case "crm/delete_record":
         form.push(fieldBox("Delete", select([{ value: "", label: "The record the run is about" }, { value: "deal", label: "Its deal" }, { value: "contact", label: "Its contact" }, { value: "project", label: "Its project" }, { value: "lead", label: "Its lead" }], d.record || "", setter(n, d, "record")), { node: n.id, field: "record" },

@@ -26,7 +26,7 @@ from tests.conftest import drain, make_workflow, stage
 pytestmark = pytest.mark.django_db(transaction=True)  # live_server sees only committed rows
 
 NEW = "/crm/automation/workflows/new/"
-RECORDS = ["Create a project", "Create a contact", "Create a deal", "Add a note", "Delete a record"]
+RECORDS = ["Create a project", "Create a contact", "Create a deal", "Add a note", "Archive a record", "Delete a record"]
 VISIT_INPUTS = [
     {"key": "visited_on", "label": "Visited on", "kind": "date", "required": True},
     {"key": "outcome", "label": "Outcome", "kind": "choice", "choices": ["on track", "delayed"], "default": "on track"},

@@ -58,7 +58,7 @@ class WorkflowLaunchViews(_Views):
             number = request.POST.get("version") or None
             try:
                 run = simulate(workflow_id=workflow.pk, by=request.user, record=record,
-                               version_number=int(number) if number and number.isdigit() else None)
+                               version_number=int(number) if number and number.isascii() and number.isdigit() else None)
             except PermissionDenied as exc:
                 raise PermissionDenied(str(exc)) from None
             except ValidationError as exc:

@@ -15,6 +15,7 @@ from crm_automation.automation.services.versions import workflow_export_yaml
 from crm_automation.automation.services.workflows import (
     EDITABLE_FIELDS,
     can_edit,
+    workflow_allow_deletion,
     workflow_create,
     workflow_transition,
     workflow_update,
@@ -61,12 +62,13 @@ class WorkflowAdmin(WorkflowLaunchViews, WorkflowDocumentViews, FSMAdminMixin, O
     search_fields = ("name", "description")
     list_select_related = ("organization",)
     readonly_fields = ("status", "version", "run_count", "success_count", "failure_count", "last_run_at",
-                       "created_by", "created_at", "updated_at", "authoring_help", "flow", "document_yaml")
+                       "created_by", "created_at", "updated_at", "authoring_help", "flow", "document_yaml",
+                       "allows_deletion")
     inlines = [WorkflowVersionInline]
     fieldsets = [
         (None, {"fields": ("organization", "name", "description", "status", "version", "base_revision")}),
         ("Trigger", {"fields": ("trigger_type", "trigger_config", "conditions", "authoring_help")}),
-        ("Execution", {"fields": ("error_handling", "reenrollment", "timeout_seconds")}),
+        ("Execution", {"fields": ("error_handling", "reenrollment", "timeout_seconds", "allows_deletion")}),
         ("Actions", {"fields": ("steps",)}),
         ("Flow", {"fields": ("flow",)}),
         ("Graph", {"fields": ("graph",), "classes": ("collapse",), "description": (
@@ -216,7 +218,29 @@ class WorkflowAdmin(WorkflowLaunchViews, WorkflowDocumentViews, FSMAdminMixin, O
     def activate_selected(self, request, queryset) -> None:
         self._bulk_transition(request, queryset, "activate")
 
-    actions = ["activate_selected", "pause_selected"]
+    @admin.action(description="Allow the selected workflows to delete records (their “Delete a record” steps)")
+    def allow_deletion_selected(self, request, queryset) -> None:
+        self._allow_deletion(request, queryset, True)
+
+    @admin.action(description="Stop the selected workflows from deleting records")
+    def forbid_deletion_selected(self, request, queryset) -> None:
+        self._allow_deletion(request, queryset, False)
+
+    def _allow_deletion(self, request, queryset, allowed: bool) -> None:
+        done, refused = 0, []
+        for workflow in queryset:
+            try:
+                workflow_allow_deletion(workflow_id=workflow.pk, by=request.user, allowed=allowed)
+                done += 1
+            except PermissionDenied as exc:
+                refused.append(f"{workflow.name}: {exc}")
+        if done:
+            may = "may now" if allowed else "may no longer"
+            self.message_user(request, f"{done} workflow(s) {may} delete records.", messages.SUCCESS)
+        if refused:
+            self.message_user(request, " ".join(refused), messages.ERROR)
+
+    actions = ["activate_selected", "pause_selected", "allow_deletion_selected", "forbid_deletion_selected"]
 
     def _bulk_transition(self, request, queryset, name) -> None:
         done, problems = 0, []

@@ -35,7 +35,8 @@ TRIGGER_ID = "trigger"
 MAX_NAME = wording.limit_of(Workflow, "name")
 TOOLS = {"send_email": "crm/send_email", "create_task": "crm/create_task", "update_field": "crm/update_record",
          "http_request": "http/request", "create_project": "crm/create_project", "create_contact": "crm/create_contact",
-         "create_deal": "crm/create_deal", "create_note": "crm/create_note", "delete_record": "crm/delete_record"}
+         "create_deal": "crm/create_deal", "create_note": "crm/create_note", "delete_record": "crm/delete_record",
+         "archive_record": "crm/archive_record"}
 ACTIONS = {tool: action for action, tool in TOOLS.items()}
 ERROR_POLICY = {"stop": "abort", "continue": "skip", "pause": "pause"}
 ERROR_HANDLING = {policy: handling for handling, policy in ERROR_POLICY.items()}
@@ -160,7 +161,7 @@ def _action_label(action: dict) -> str:
     kind: Any = action.get("type")  # (a draft's node may have none)
     return {"send_email": "Send email", "create_task": "Create task", "notify": "Notify",
             "create_project": "Create project", "create_contact": "Create contact", "create_deal": "Create deal",
-            "create_note": "Add a note", "delete_record": "Delete record",
+            "create_note": "Add a note", "delete_record": "Delete record", "archive_record": "Archive record",
             "http_request": "HTTP request",
             "user_input": "Ask", "sub_workflow": f"Run {config.get('workflowId', 'sub-workflow')}"}.get(kind, "Step")
 
@@ -296,7 +297,7 @@ def line_of(tree: yaml.Node | None, place: str) -> int | None:
 
 
 def _item(sequence: yaml.SequenceNode, index: str):
-    if index.isdigit():
+    if index.isascii() and index.isdigit():
         return sequence.value[int(index)] if int(index) < len(sequence.value) else None
     for item in sequence.value:  # nodes[<id>]: the item whose `id` is that
         if isinstance(item, yaml.MappingNode) and any(

@@ -269,7 +269,7 @@ def problems(definition: dict) -> list[tuple[str, str]]:
             assert node is not None, "the trigger's way out is the plain one"
             prefix = "route-" if node.type == "router" else "branch-"
             routes = node.config.get("routes") if node.type == "router" else None
-            if not (handle.startswith(prefix) and handle[len(prefix):].isdigit()):
+            if not (handle.startswith(prefix) and handle[len(prefix):].isascii() and handle[len(prefix):].isdigit()):
                 errors.append((f"{place}.sourceHandle", f"a {node.type} node's ways out are {prefix}0, {prefix}1, …"))
             elif isinstance(routes, list) and int(handle[len(prefix):]) >= len(routes):
                 errors.append((f"{place}.sourceHandle", f"router “{source}” has {len(routes)} routes "

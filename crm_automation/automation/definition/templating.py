@@ -72,7 +72,7 @@ def lookup(context: dict, path: str):
     for i, part in enumerate(path.split(".")):
         if i == 0 and part not in value:
             part = part.strip().casefold()  # a node's label, in any case
-        if isinstance(value, list | tuple) and part.isdigit() and int(part) < len(value):
+        if isinstance(value, list | tuple) and part.isascii() and part.isdigit() and int(part) < len(value):
             value = value[int(part)]
             continue
         if not isinstance(value, dict) or part not in value:

@@ -6,6 +6,7 @@ from typing import Any
 from crm_automation.automation.nodes.ai import Agent, Router
 from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, effect_key, step_name
 from crm_automation.automation.nodes.create_records import (
+    ArchiveRecord,
     CreateContact,
     CreateDeal,
     CreateNote,
@@ -21,6 +22,6 @@ from crm_automation.webhooks.action import HttpRequest
 
 REGISTRY: dict[str, Action[Any]] = {a.type: a for a in (
     SendEmail(), UpdateField(), CreateTask(), Notify(), SubWorkflow(), HttpRequest(), Agent(), Router(),
-    CreateProject(), CreateContact(), CreateDeal(), CreateNote(), DeleteRecord())}
+    CreateProject(), CreateContact(), CreateDeal(), CreateNote(), ArchiveRecord(), DeleteRecord())}
 
 __all__ = ["REGISTRY", "Action", "ActionFailed", "ExecutionContext", "effect_key", "step_name"]

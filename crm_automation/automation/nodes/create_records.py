@@ -69,7 +69,7 @@ def run_contact(ctx: ExecutionContext) -> Contact | None:
     if contact_id in (None, ""):
         return None
     return Contact.objects.filter(organization_id=ctx.organization_id, pk=int(contact_id)).first() \
-        if str(contact_id).isdigit() else None
+        if str(contact_id).isascii() and str(contact_id).isdigit() else None
 
 
 def _days(config: dict, name: str) -> list[tuple[str, str]]:
@@ -254,9 +254,22 @@ class CreateNote(CreateRecord):
 DELETABLE = ("deal", "lead", "contact", "project")
 
 
-class DeleteRecord(Action[Any]):
-    type = "delete_record"
-    label = "Delete a record"
+def _target(config: dict, ctx: ExecutionContext) -> tuple[str, Any]:
+    """(kind, record) a step names with `record` (default: the run's own record, else its contact)."""
+    wanted = config.get("record") or ""
+    record = ctx.record
+    if wanted == "contact" or (not wanted and record is None):
+        return "contact", run_contact(ctx)
+    if wanted == "deal":
+        return "deal", record.deal if isinstance(record, Project) else linked_deal(record)
+    if wanted:
+        return wanted, record if type(record).__name__.lower() == wanted else None
+    return type(record).__name__.lower(), record
+
+
+class RecordStep(Action[Any]):
+    """A step on one record: the run's own (default) or its deal, contact, project or lead."""
+
     optional = ("record",)
 
     def validate(self, config: object, *, trigger_type: str, organization_id: int) -> list[tuple[str, str]]:
@@ -267,24 +280,56 @@ class DeleteRecord(Action[Any]):
             errors.append(("config.record", f"must be one of {', '.join(DELETABLE)} (default: the run's record)"))
         return errors
 
+
+class ArchiveRecord(RecordStep):
+    """Archive the run's record (or its deal, contact, project): kept with its history, out of
+    the way; its save announces the change (archived_at) like any other. The step's key is kept
+    on a FieldChange row, so it happens once."""
+
+    type = "archive_record"
+    label = "Archive a record"
+
+    def prepare(self, config: dict[str, Any], ctx: ExecutionContext) -> tuple[str, Any]:
+        entity, target = _target(config, ctx)
+        if target is None:
+            raise ActionFailed(f"there is no {entity or 'record'} to archive")
+        return entity, target
+
+    def apply(self, items: list[tuple[ExecutionContext, Any]]) -> list[Result]:
+        results = []
+        for ctx, (entity, target) in items:
+            model = type(target)
+            entity_id = target.pk if entity != "contact" else changes.stand_in("contact", target.pk)
+            with caused_by(ctx.run_id, ctx.depth), transaction.atomic():
+                row = model.objects.select_for_update().get(pk=target.pk)
+                already = row.archived_at is not None
+                if not already:
+                    row.archived_at = timezone.now()
+                    row.save(update_fields=["archived_at"])
+                FieldChange.objects.create(organization_id=ctx.organization_id, entity_type=entity,
+                                           entity_id=entity_id, field="archived_at", old_value=None,
+                                           new_value=row.archived_at.isoformat(), run_id=ctx.run_id,
+                                           automation_key=ctx.key)
+            results.append({"archived": entity, "id": str(target.pk), "already": already})
+        return results
+
+    def existing(self, keys: list[str]) -> dict[str, Result]:
+        return {c.automation_key: {"archived": c.entity_type, "repeated_delivery": True}
+                for c in FieldChange.objects.filter(automation_key__in=keys, field="archived_at")}
+
+
+class DeleteRecord(RecordStep):
+    type = "delete_record"
+    label = "Delete a record"
+
     def prepare(self, config: dict[str, Any], ctx: ExecutionContext) -> tuple[str, Any]:
         allowed = WorkflowRun.objects.filter(pk=ctx.run_id).values_list("workflow__allows_deletion", flat=True).first()
         if not allowed and not ctx.simulating:
             raise ActionFailed("this workflow may not delete records: an admin has to allow it first (the "
                                "workflow's “Allow deleting records”); nothing was deleted")
-        wanted = config.get("record") or ""
-        record = ctx.record
-        if wanted == "contact" or (not wanted and record is None):
-            target = run_contact(ctx)
-            wanted = "contact"
-        elif wanted == "deal":
-            target = record.deal if isinstance(record, Project) else linked_deal(record)
-        elif wanted:
-            target = record if type(record).__name__.lower() == wanted else None
-        else:
-            target, wanted = record, type(record).__name__.lower()
+        wanted, target = _target(config, ctx)
         if target is None:
-            raise ActionFailed(f"there is no {wanted} to delete")
+            raise ActionFailed(f"there is no {wanted or 'record'} to delete")
         return wanted, target
 
     def apply(self, items: list[tuple[ExecutionContext, Any]]) -> list[Result]:

@@ -82,8 +82,8 @@ def _event_payload(workflow: Workflow, record: Record, sample: object) -> dict:
     declaration = business_events.catalog(workflow.organization_id)[name]
     data, errors = business_events.check_data(declaration, business_events.sample_data(declaration)
                                               if sample in (None, "", {}) else sample, workflow.organization_id)
-    if errors:
-        raise ValidationError(errors)
+    if errors:  # each at its place in the data, as the API's and the webhook's answers name it
+        raise ValidationError([f"{place}: {message}" for place, message in errors.items()])
     entity = entity_of(record)
     return {"event": {"id": "simulated", "name": name, "idempotency_key": None, "source": "simulation"},
             "data": data, "links": {entity: str(record.pk)}}

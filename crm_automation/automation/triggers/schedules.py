@@ -60,7 +60,8 @@ def parse_time(value) -> tuple[int, int] | None:
     if not isinstance(value, str) or len(value) != 5 or value[2] != ":":
         return None
     hours, minutes = value[:2], value[3:]
-    if not (hours.isdigit() and minutes.isdigit()) or int(hours) > 23 or int(minutes) > 59:
+    digits = hours + minutes
+    if not (digits.isascii() and hours.isdigit() and minutes.isdigit()) or int(hours) > 23 or int(minutes) > 59:
         return None
     return int(hours), int(minutes)
 

@@ -167,7 +167,7 @@ def _errors(exc: Exception, document: dict | None = None) -> list[dict]:
                     break
         elif place.startswith("edges[") and "]" in place and isinstance(edges, list):
             index = place[len("edges["):place.index("]")]
-            edge = edges[int(index)] if index.isdigit() and int(index) < len(edges) else None
+            edge = edges[int(index)] if index.isascii() and index.isdigit() and int(index) < len(edges) else None
             if isinstance(edge, dict) and isinstance(edge.get("source"), str) and edge["source"] in node_ids:
                 node = edge["source"]
         shown.append({"place": place, "message": message, "node": node, "field": field})

@@ -122,7 +122,7 @@ def runs_bulk_retry(request):
         return forbidden(request, "Viewers cannot retry runs.")
     workflow_id = request.POST.get("workflow", "")
     workflow = (Workflow.objects.filter(pk=int(workflow_id), organization=request.place.organization).first()
-                if workflow_id.isdigit() and len(workflow_id) < 18 else None)
+                if workflow_id.isascii() and workflow_id.isdigit() and len(workflow_id) < 18 else None)
     filters = selectors.RunFilters.from_query({"since": request.POST.get("since", "")})
     if workflow is None:
         messages.error(request, "Choose the workflow whose failed runs to retry.")

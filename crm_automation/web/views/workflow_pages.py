@@ -353,7 +353,7 @@ def _diff_lines(text: str) -> list[dict]:
 
 # --- Versions and rollback ------------------------------------------------------------------------
 def _number(value: str) -> int | None:
-    return int(value) if value.isdigit() and len(value) < 9 else None
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 9 else None
 
 
 def _comparison(request, workflow: Workflow, numbers: list[int]) -> dict:
@@ -497,6 +497,9 @@ def workflow_simulate(request, pk: int):
             return forbidden(request, "Only ops members and admins of this organization simulate workflows.")
         context["run"], context["errors"] = _simulate(request, workflow, chosen, entity)
         status = 400 if context["errors"] else 200
+        # What is wrong is the event's data (not the record chosen): the data is marked, not the select.
+        context["bad_sample"] = "sample" in context and any(
+            error.startswith(("data", "The sample data")) for error in context["errors"])
     version = _number(request.POST.get("version", ""))
     context.update(records=_choices(organization_id, entity, chosen), chosen=chosen, version=version)
     return _page(request, workflow, "simulate", "web/workflow_simulate.html", context, status=status)
