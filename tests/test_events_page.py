@@ -133,3 +133,23 @@ def test_an_event_a_live_workflow_listens_to_is_not_deleted_and_an_unused_one_is
     deleted = unescape(admin.post(f"{URL}{unused.pk}/delete/", follow=True).content.decode())
     assert "Deleted “permit.denied”" in deleted
     assert list(EventType.objects.values_list("name", flat=True)) == ["permit.approved"]
+
+
+def test_the_received_events_say_which_workflows_ran_and_why_the_others_did_not(org, owner):
+    from crm_automation.automation.models import WorkflowRun
+    from crm_automation.crm.business_events import event_receive
+    from crm_automation.crm.models import Contact
+    from tests.conftest import drain, make_workflow
+    Contact.objects.create(organization=org, first_name="Ada", email="ada@example.com")
+    make_workflow(org, name="Big ones", trigger_type="event:invoice.overdue", trigger_config={}, conditions={
+        "combinator": "and", "rules": [{"field": "trigger.invoice.days_overdue", "operator": "gt", "value": 14}]},
+        actions=[{"type": "create_task", "label": "T", "config": {"title": "Call"}}])
+    event, _ = event_receive(organization_id=org.pk, source="api", body={
+        "type": "invoice.overdue", "contact": {"email": "ada@example.com"},
+        "data": {"invoice": {"number": "1", "amount_due": "5", "due_date": "2026-11-01", "days_overdue": 3}}})
+    drain()
+    assert not WorkflowRun.objects.exists()
+    client = Client()
+    client.force_login(owner)
+    page = client.get("/crm/automation/events/").content.decode()
+    assert "Big ones" in page and "was false" in page and f"?record={event.pk}" in page

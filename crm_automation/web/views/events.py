@@ -13,6 +13,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
+from crm_automation.automation.models import WorkflowDecision
 from crm_automation.crm import business_events
 from crm_automation.crm.models import BusinessEvent, EventType
 from crm_automation.crm.services import record_create, record_delete
@@ -105,8 +106,15 @@ def events_page(request: PageRequest) -> HttpResponse:
                for declaration in business_events.catalog(place.organization.pk).values()]
     received = list(BusinessEvent.objects.filter(organization=place.organization)
                     .select_related("contact").order_by("-received_at")[:RECEIVED])
+    # What each event did: every candidate workflow's decision with its reason ("why not"), one query.
+    decided: dict = {}
+    for decision in WorkflowDecision.objects.filter(
+            entity_id__in=[event.pk for event in received], event__organization_id=place.organization.pk,
+    ).select_related("workflow").order_by("workflow__name"):
+        decided.setdefault(decision.entity_id, []).append(decision)
     for event in received:
-        with_values(event, data_json=json.dumps(event.data, indent=2, ensure_ascii=False))
+        with_values(event, data_json=json.dumps(event.data, indent=2, ensure_ascii=False),
+                    decisions=decided.get(event.pk, []))
     return render(request, "web/events.html", {
         "place": place, "section": "events", "catalog": catalog, "received": received,
         "shown": RECEIVED, "abouts": EventType.About.choices, "typed": typed, "errors": errors,
