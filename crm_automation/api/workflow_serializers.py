@@ -7,6 +7,7 @@ document, and look up the records a body names in the caller's organization.
 """
 
 import uuid
+from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -174,7 +175,7 @@ class DiffSerializer(serializers.Serializer):
     text = serializers.CharField(help_text="A unified diff of the two YAML documents.")
 
 
-RECORD_KINDS = {"deal": Deal, "lead": Lead, "contact": Contact, "project": Project}
+RECORD_KINDS: dict[str, Any] = {"deal": Deal, "lead": Lead, "contact": Contact, "project": Project}
 
 
 def record_named(kind: str, raw: object, organization):
@@ -223,7 +224,7 @@ class TriggerSerializer(serializers.Serializer):
 class RunTestSerializer(RecordSerializer):
     version = serializers.IntegerField(required=False, min_value=1, max_value=2**31 - 1,
                                        help_text="The version to simulate; the latest when left out.")
-    data = serializers.DictField(required=False, help_text=(
+    data = serializers.DictField(required=False, help_text=(  # type: ignore[assignment]
         "A business event's data to simulate it with (its declaration's sample when left out)."))
 
 

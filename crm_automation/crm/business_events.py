@@ -324,7 +324,7 @@ def event_send(*, organization_id: int, name: object, data: object = None, links
     if idempotency_key not in (None, "") and (not isinstance(idempotency_key, str) or len(idempotency_key) > MAX_KEY
                                               or "\x00" in idempotency_key):
         errors["idempotency_key"] = f"must be text of at most {MAX_KEY} characters"
-    key = idempotency_key or None
+    key = idempotency_key if isinstance(idempotency_key, str) and idempotency_key else None
     if key and not errors:
         earlier = BusinessEvent.objects.filter(organization_id=organization_id, idempotency_key=key).first()
         if earlier is not None:

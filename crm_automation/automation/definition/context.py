@@ -42,7 +42,7 @@ class Linked:
         return self.project or self.deal or self.lead
 
 
-def acted_on(record):
+def acted_on(record: Any) -> Any:
     """The record a run acts on: the event's record, or the one a business event names first."""
     return record.primary if isinstance(record, Linked) else record
 

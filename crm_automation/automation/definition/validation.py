@@ -256,7 +256,7 @@ def _checked(definition: dict, organization_id: int) -> list[tuple[str, str]]:
     if trigger_type in catalog.MANUAL and (definition.get("conditions") or {}).get("rules"):
         errors.append(("conditions", "a workflow started by a person has no trigger conditions; check what you "
                                      "need with a condition node after the trigger"))
-    if catalog.known_trigger(trigger_type):
+    if isinstance(trigger_type, str) and catalog.known_trigger(trigger_type):
         errors += conditions.validate(definition.get("conditions"), trigger_type, organization_id=organization_id)
     if definition.get("error_handling") not in Workflow.ErrorHandling.values:
         errors.append(("error_handling", "must be 'stop', 'continue' or 'pause'"))

@@ -32,7 +32,7 @@ from crm_automation.crm.snapshots import snapshot
 OWNER = "owner"
 
 
-def _member(config: dict, ctx: ExecutionContext, name: str = "owner"):
+def _member(config: dict[str, Any], ctx: ExecutionContext, name: str = "owner") -> Any:
     """A member named in the config ("owner": the run's record's owner), or None."""
     wanted = config.get(name)
     if not wanted:
@@ -45,7 +45,7 @@ def _member(config: dict, ctx: ExecutionContext, name: str = "owner"):
     return user
 
 
-def _member_problems(config: dict, organization_id: int, name: str = "owner") -> list[tuple[str, str]]:
+def _member_problems(config: dict[str, Any], organization_id: int, name: str = "owner") -> list[tuple[str, str]]:
     wanted = config.get(name)
     if wanted in (None, "", OWNER):
         return []
@@ -57,8 +57,8 @@ def _member_problems(config: dict, organization_id: int, name: str = "owner") ->
 
 def run_contact(ctx: ExecutionContext) -> Contact | None:
     """The contact the run is about: its record's, or the one its event names or carries."""
-    record = ctx.record
-    contact_id = None
+    record: object = ctx.record
+    contact_id: object = None
     if isinstance(record, Deal | Project):
         contact_id = record.contact_id
     elif isinstance(record, Lead):
@@ -66,20 +66,20 @@ def run_contact(ctx: ExecutionContext) -> Contact | None:
     if contact_id is None:
         carried = ctx.template_context.get("contact")
         contact_id = carried.get("id") if isinstance(carried, dict) else None
-    if contact_id in (None, ""):
+    text = str(contact_id) if contact_id is not None else ""
+    if not (text.isascii() and text.isdigit()):
         return None
-    return Contact.objects.filter(organization_id=ctx.organization_id, pk=int(contact_id)).first() \
-        if str(contact_id).isascii() and str(contact_id).isdigit() else None
+    return Contact.objects.filter(organization_id=ctx.organization_id, pk=int(text)).first()
 
 
-def _days(config: dict, name: str) -> list[tuple[str, str]]:
+def _days(config: dict[str, Any], name: str) -> list[tuple[str, str]]:
     value = config.get(name)
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 3650):
         return [(f"config.{name}", "must be a whole number of days from 0 to 3650")]
     return []
 
 
-def _in_days(config: dict, name: str):
+def _in_days(config: dict[str, Any], name: str) -> Any:
     value = config.get(name)
     return None if value is None else timezone.localdate() + timedelta(days=value)
 
@@ -90,10 +90,10 @@ class CreateRecord(Action[Any]):
     model: Any = None
     shown = "name"
 
-    def made(self, record) -> Result:
+    def made(self, record: Any) -> Result:
         return {f"{self.model._meta.model_name}_id": str(record.pk), self.shown: getattr(record, self.shown)}
 
-    def checked(self, record) -> None:
+    def checked(self, record: Any) -> None:
         """The model's own checks (links in the organization, own fields, formats): a step's
         record is as valid as one a person saves."""
         try:
@@ -231,7 +231,7 @@ class CreateNote(CreateRecord):
     required = ("body",)
     templated = ("body",)
 
-    def made(self, record) -> Result:
+    def made(self, record: Any) -> Result:
         return {"note_id": record.pk, "body": record.body[:200]}
 
     def prepare(self, config: dict[str, Any], ctx: ExecutionContext) -> Note:
@@ -254,7 +254,7 @@ class CreateNote(CreateRecord):
 DELETABLE = ("deal", "lead", "contact", "project")
 
 
-def _target(config: dict, ctx: ExecutionContext) -> tuple[str, Any]:
+def _target(config: dict[str, Any], ctx: ExecutionContext) -> tuple[str, Any]:
     """(kind, record) a step names with `record` (default: the run's own record, else its contact)."""
     wanted = config.get("record") or ""
     record = ctx.record

@@ -39,7 +39,7 @@ def _target(trigger_type: str, field: str) -> tuple[str, str]:
 MODELS: dict[str, type[Deal] | type[Lead] | type[Project]] = {"deal": Deal, "lead": Lead, "project": Project}
 
 
-def _record_of(entity: str, record):
+def _record_of(entity: str, record: object) -> Any:
     """The record of that kind the run acts on: its own, the deal a lead became or a project
     was sold in; None when there is none."""
     if isinstance(record, MODELS[entity]):

@@ -143,12 +143,12 @@ def checked_input(definition: dict, given: object, organization_id: int) -> dict
     return clean
 
 
-def manual_workflows(record, organization_id: int | None = None) -> list[Workflow]:
+def manual_workflows(record: Any, organization_id: int | None = None) -> list[Workflow]:
     """The activated workflows a person may start on this record (None: on no record, in the
     organization)."""
     entity = ENTITY_OF.get(type(record), "") if record is not None else ""
     trigger = next(t for t, e in catalog.MANUAL.items() if e == entity)
-    org_id = record.organization_id if record is not None else organization_id
+    org_id: int = record.organization_id if record is not None else int(organization_id or 0)
     return list(Workflow.objects.filter(organization_id=org_id, trigger_type=trigger,
                                         status=WorkflowStatus.ACTIVATED).select_related("current_version")
                 .order_by("name"))

@@ -3,6 +3,7 @@ triggered, why each workflow ran or not, and "Run workflow…" for the workflows
 (views/starts.py asks for their inputs)."""
 
 import uuid
+from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -30,10 +31,13 @@ KINDS: dict[str, type[Deal] | type[Lead] | type[Contact] | type[Project]] = {
 SHOWN = 20
 
 
-def record_of(request, kind: str, pk: str):
-    model = KINDS.get(kind)
+def record_of(request, kind: str, pk: str) -> Any:
+    model: Any = KINDS.get(kind)
+    key: Any = None
     try:
-        key = (int(pk) if kind == "contact" else uuid.UUID(pk)) if model else None
+        if model is not None:
+            key = int(pk) if kind == "contact" and pk.isascii() and pk.isdigit() and len(pk) < 19 else \
+                None if kind == "contact" else uuid.UUID(pk)
     except ValueError:
         key = None
     found = model.objects.filter(pk=key, organization=request.place.organization).first() if key else None

@@ -3,6 +3,8 @@ project) or the workflow list (a workflow started on no record). A workflow that
 asks for them first, each as a field of its kind, with its default filled in; what is wrong is
 said at the field and nothing starts (triggers/manual.py checks and starts)."""
 
+from typing import Any
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponse
@@ -17,7 +19,7 @@ INPUT_TYPES = {"number": "number", "money": "number", "date": "date", "datetime"
                "email": "email", "url": "url", "phone": "tel"}
 
 
-def _fields(workflow, posted: dict[str, str], errors: dict[str, list[str]]) -> list[dict]:
+def _fields(workflow: Any, posted: dict[str, str], errors: dict[str, list[str]]) -> list[dict]:
     fields = []
     for spec in inputs_of(workflow.current_version.definition):
         value = posted.get(spec.key, "" if spec.default is None else str(spec.default))
@@ -33,8 +35,9 @@ def start_page(request, *, record, organization_id: int, here: str, title: str) 
     if not request.place.can_edit:
         return forbidden(request, "Viewers cannot start workflows.")
     workflow_id = request.POST.get("workflow") or request.GET.get("workflow") or ""
-    chosen = next((w for w in manual_workflows(record, organization_id) if str(w.pk) == workflow_id), None)
-    if chosen is None:
+    chosen = next((w for w in manual_workflows(record, organization_id)
+                   if str(w.pk) == workflow_id and w.current_version is not None), None)
+    if chosen is None or chosen.current_version is None:
         raise Http404("No activated workflow of yours starts by hand here.")
     posted = {key.removeprefix("input."): value for key, value in request.POST.items() if key.startswith("input.")}
     errors: dict[str, list[str]] = {}

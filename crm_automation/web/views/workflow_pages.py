@@ -443,11 +443,15 @@ def _record_of(organization_id: int, entity: str, value: str):
     id that is not one of its records (another organization's included)."""
     if not value.strip():
         return None
+    text = value.strip()
+    record_id: Any = None
     try:
-        record_id = int(value.strip()) if entity == "contact" else uuid.UUID(value.strip())
+        record_id = (int(text) if text.isascii() and text.isdigit() and len(text) < 19 else None) \
+            if entity == "contact" else uuid.UUID(text)
     except ValueError:
-        raise Http404(f"No such {entity} in your organization.") from None
-    found = RECORD_MODELS[entity].objects.filter(organization_id=organization_id, pk=record_id).first()
+        record_id = None
+    model: Any = RECORD_MODELS[entity]
+    found = model.objects.filter(organization_id=organization_id, pk=record_id).first() if record_id else None
     if found is None:
         raise Http404(f"No such {entity} in your organization.")
     return found
@@ -455,11 +459,11 @@ def _record_of(organization_id: int, entity: str, value: str):
 
 def _choices(organization_id: int, entity: str, chosen) -> list:
     """The most recently changed records, the chosen one first when it is older than those."""
-    model = RECORD_MODELS[entity]
+    model: Any = RECORD_MODELS[entity]
     records = model.objects.filter(organization_id=organization_id).order_by(
         "-updated_at" if entity != "contact" else "-created_at")
     if entity == "deal":
-        records = records.select_related("stage")
+        records = Deal.objects.filter(organization_id=organization_id).order_by("-updated_at").select_related("stage")
     found = list(records[:RECENT_RECORDS])
     if chosen is not None and all(r.pk != chosen.pk for r in found):
         found.insert(0, chosen)

@@ -4,6 +4,7 @@ import os
 import secrets
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -35,7 +36,7 @@ LEADS = [("Katherine Johnson", "katherine@example.com", "Orbital Partners", "ref
 
 
 # name, description, trigger, its settings, steps: projects, events and a start by hand.
-DEMO_EVENT_WORKFLOWS = [
+DEMO_EVENT_WORKFLOWS: list[tuple[str, str, str, dict[str, Any], list[dict[str, Any]]]] = [
     ("Open a project for a won deal", "A won deal becomes a project (its contact, its owner), with a note.",
      "deal_stage_change", {"to_stage": "won"}, [
          {"id": "open", "type": "create_project", "label": "Open the project", "config": {
