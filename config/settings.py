@@ -558,3 +558,9 @@ HEALTH = {
     # Workers touch their heartbeat row this often; one unseen for 3 beats is gone.
     "HEARTBEAT_SECONDS": env_int("AUTOMATION_HEARTBEAT_SECONDS", 30, minimum=1),
 }
+
+# --- SMS (crm_automation/crm/sms) ------------------------------------------------------------------
+# Twilio's REST API (tests point it at a local stand-in); status callbacks and replies come back to
+# SITE_URL. The test provider ("fake", the demo's) sends nothing and answers at once.
+TWILIO_API_BASE = env_str("TWILIO_API_BASE", "https://api.twilio.com").rstrip("/")
+SMS_TIMEOUT = env_int("SMS_TIMEOUT", 15, minimum=1)

@@ -99,8 +99,8 @@ def test_importing_makes_a_draft_and_production_goes_through_the_activation_chec
 
 
 @pytest.mark.parametrize(("change", "place", "line", "message"), [
-    (("toolName: crm/send_email", "toolName: crm/send_sms"), "nodes[welcome-email].data.config.toolName", 33,
-     "“crm/send_sms” is not a tool"),
+    (("toolName: crm/send_email", "toolName: crm/send_fax"), "nodes[welcome-email].data.config.toolName", 33,
+     "“crm/send_fax” is not a tool"),
     (("title: Kick off {{deal.title}}", "title: Kick off {{deal.titel}}"),
      "nodes[kickoff-task].data.config.defaults.title", 25, "did you mean deal.title?"),
     (("to_stage: won", "to_stage: closed"), "nodes[trigger].data.config.to_stage", 16,

@@ -1,3 +1,6 @@
+import secrets
+
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseRedirect
@@ -5,6 +8,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from crm_automation.crm.admin_forms import ConcurrentEditForm
 from crm_automation.crm.admin_scoping import OrgScopedAdmin, OwnRowsFilter
 from crm_automation.crm.custom_fields import used_by
 from crm_automation.crm.email_delivery import email_resend
@@ -21,11 +25,15 @@ from crm_automation.crm.models import (
     Notification,
     Organization,
     Project,
+    SmsInbound,
+    SmsMessage,
+    SmsSettings,
     Stage,
     Task,
 )
 from crm_automation.crm.selectors import user_has_role, user_org_roles
 from crm_automation.crm.services import leads_convert_bulk, notifications_mark_read, records_archive
+from crm_automation.crm.sms.providers import callback_url as sms_callback_url
 
 
 class StageFilter(OwnRowsFilter):
@@ -267,6 +275,75 @@ class BusinessEventAdmin(OrgScopedAdmin):
     list_select_related = ("contact", "organization")
     readonly_fields = ("name", "idempotency_key", "data", "contact", "deal", "lead", "project", "source", "sent_by",
                        "received_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class SmsSettingsForm(ConcurrentEditForm):
+    """The auth token is written, never shown: an empty box keeps the one stored."""
+
+    token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                            label="Auth token", help_text="Twilio: the account's auth token (it also checks the "
+                                                          "signatures of what Twilio sends back). Stored encrypted; "
+                                                          "leave empty to keep the current one.")
+
+    class Meta:
+        model = SmsSettings
+        fields = ["organization", "provider", "from_number", "account_sid", "quiet_start", "quiet_end"]
+
+
+@admin.register(SmsSettings)
+class SmsSettingsAdmin(OrgScopedAdmin):
+    """An organization's SMS sender (crm/sms): admins set it; the URLs to give the provider are shown."""
+
+    form = SmsSettingsForm
+    list_display = ("organization", "provider", "from_number", "quiet_start", "quiet_end")
+    readonly_fields = ("callback_urls",)
+    edit_role = add_role = "admin"
+
+    @admin.display(description="Give the provider these URLs")
+    def callback_urls(self, obj) -> str:
+        if obj is None or obj.pk is None:
+            return "Shown once saved."
+        return format_html("Status callback: <code>{}</code><br>Incoming messages: <code>{}</code>",
+                           sms_callback_url(obj), sms_callback_url(obj).replace("/status/", "/inbound/"))
+
+    def save_model(self, request, obj, form, change) -> None:
+        token = form.cleaned_data.get("token")
+        if token:
+            obj.auth_token = token
+        elif not obj.auth_token:  # the test provider signs its callbacks with one of its own
+            obj.auth_token = secrets.token_urlsafe(24)
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(SmsMessage)
+class SmsMessageAdmin(OrgScopedAdmin):
+    list_display = ("to", "status", "delivery", "segments", "sent_at", "created_at", "organization")
+    list_filter = ("status", "delivery", "organization")
+    search_fields = ("to", "body", "provider_id")
+    list_select_related = ("organization",)
+    readonly_fields = ("to", "from_number", "body", "segments", "encoding", "status", "delivery", "provider_id",
+                       "error", "attempts", "sent_at", "contact", "deal", "lead", "project", "automation_key")
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False  # the outbox is a log: SMS come from workflows
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(SmsInbound)
+class SmsInboundAdmin(OrgScopedAdmin):
+    list_display = ("from_number", "kind", "body", "received_at", "organization")
+    list_filter = ("kind", "organization")
+    search_fields = ("from_number", "body")
+    readonly_fields = ("provider_id", "from_number", "body", "kind", "received_at")
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -126,6 +126,9 @@ PREDECLARED = {d.name: d for d in (
     Declaration("appointment.booked", "The contact booked an appointment.", "contact",
                 (_f("appointment.starts_at", "datetime", True, "Starts at"), _f("appointment.kind", "text"),
                  _f("appointment.location", "text"), _f("appointment.notes", "long_text"))),
+    Declaration("sms.received", "An SMS arrived that no workflow was waiting for (from a contact when the "
+                                "number is known).", "",
+                (_f("sms.body", "long_text", label="Text"), _f("sms.from_number", "phone", True, "From"))),
     Declaration("contract.signed", "The client signed the contract of a deal.", "deal",
                 (_f("contract.number", "text", True), _f("contract.amount", "money"), _f("contract.signed_on", "date"),
                  _f("contract.url", "url", label="Link"))),

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from crm_automation.crm import changes
 from crm_automation.crm.tenancy import TenantOwned
+from crm_automation.webhooks.fields import EncryptedSecretField
 
 
 def validate_time_zone(value: str) -> None:
@@ -170,6 +171,10 @@ class Contact(TenantOwned):
     source_lead = models.ForeignKey("Lead", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
                                     editable=False, help_text="The lead this contact was converted from.")
     custom = models.JSONField(default=dict, blank=True, help_text="Values of the organization's own fields.")
+    # The contact replied STOP (or UNSUBSCRIBE …) to an SMS: later SMS are refused with that reason
+    # until they reply START (crm/sms/inbound.py).
+    sms_opted_out_at = models.DateTimeField(null=True, blank=True, editable=False,
+                                            help_text="When the contact asked for no more SMS (STOP).")
     # Archived: kept with its history, out of the way (the admin's and the API's lists filter on it);
     # a person or a workflow's "Archive a record" step archives it, the admin restores it.
     archived_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -748,3 +753,119 @@ class BusinessEvent(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.name} at {self.received_at:%Y-%m-%d %H:%M:%S}" if self.received_at else self.name
+
+
+class SmsSettings(models.Model):
+    """An organization's SMS sender: the provider, the number messages come from, its credentials
+    (the token encrypted at rest, as webhook secrets are) and its quiet hours (no SMS goes out
+    between quiet_start and quiet_end in the organization's time zone: it waits for the next
+    allowed minute)."""
+
+    class Provider(models.TextChoices):
+        FAKE = "fake", "Test provider (nothing leaves this server)"
+        TWILIO = "twilio", "Twilio"
+
+    organization = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="sms_settings")
+    # In the URLs the provider calls back (status callbacks, replies): not guessable, not the org's id.
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    provider = models.CharField(max_length=10, choices=Provider.choices, default=Provider.FAKE)
+    from_number = models.CharField(max_length=20, help_text="The number SMS are sent from, e.g. +15550100 "
+                                                            "(stored in E.164).")
+    account_sid = models.CharField(max_length=64, blank=True, help_text="Twilio: the account's SID (AC…).")
+    auth_token = EncryptedSecretField(blank=True, editable=False)
+    quiet_start = models.TimeField(null=True, blank=True, help_text="No SMS from this time (e.g. 21:00) …")
+    quiet_end = models.TimeField(null=True, blank=True, help_text="… until this time (e.g. 08:00).")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "SMS settings"
+
+    def __str__(self) -> str:
+        return f"SMS for {self.organization}: {self.get_provider_display()} from {self.from_number}"
+
+    def clean(self) -> None:
+        from crm_automation.crm.phones import e164
+
+        errors: dict[str, str] = {}
+        number = e164(self.from_number)
+        if not number:
+            errors["from_number"] = "is not a phone number; write it with its country code, e.g. +1 555 010 0100"
+        else:
+            self.from_number = number
+        if self.provider == self.Provider.TWILIO and not self.account_sid.startswith("AC"):
+            errors["account_sid"] = "Twilio's account SID starts with AC (the Twilio console shows it)"
+        if (self.quiet_start is None) != (self.quiet_end is None):
+            errors["quiet_end"] = "give both the start and the end of the quiet hours, or neither"
+        elif self.quiet_start is not None and self.quiet_start == self.quiet_end:
+            errors["quiet_end"] = "the quiet hours end when they start: leave both empty for none"
+        if errors:
+            raise ValidationError(errors)
+
+
+class SmsMessage(TenantOwned):
+    """An SMS outbox row (crm/sms/delivery.py): queued → sending → sent | failed | unknown, as an
+    email; a message whose outcome is unknown is never sent again automatically. The provider's
+    later word on it (delivered, undelivered) is `delivery`, from its signed status callbacks."""
+
+    tenant_links = ("contact", "deal", "lead", "project")
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed (not sent)"
+        UNKNOWN = "unknown", "Outcome unknown"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="sms_messages")
+    to = models.CharField(max_length=20, help_text="E.164")
+    from_number = models.CharField(max_length=20)
+    body = models.TextField()
+    segments = models.PositiveSmallIntegerField(default=1)
+    encoding = models.CharField(max_length=5, default="gsm7", help_text="gsm7 or ucs2")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    delivery = models.CharField(max_length=20, blank=True, help_text="The provider's word after sending: "
+                                                                     "delivered, undelivered, failed …")
+    provider_id = models.CharField(max_length=64, blank=True, db_index=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0, editable=False)
+    sending_since = models.DateTimeField(null=True, blank=True, editable=False)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    contact = models.ForeignKey(Contact, on_delete=models.SET_NULL, null=True, blank=True, related_name="sms")
+    deal = models.ForeignKey(Deal, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    lead = models.ForeignKey(Lead, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    project = models.ForeignKey(Project, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    automation_key = models.CharField(max_length=150, null=True, blank=True, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["sending_since"], name="sms_sending_idx",
+                                condition=models.Q(status="sending"))]
+
+    def __str__(self) -> str:
+        return f"SMS to {self.to}: {self.body[:40]}"
+
+
+class SmsInbound(models.Model):
+    """A message the provider passed on to us (crm/sms/inbound.py): taken once per MessageSid."""
+
+    class Kind(models.TextChoices):
+        REPLY = "reply", "Reply"
+        STOP = "stop", "Opt-out (STOP)"
+        START = "start", "Opt-in (START)"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    provider_id = models.CharField(max_length=64)
+    from_number = models.CharField(max_length=20)
+    body = models.TextField(blank=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.REPLY)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["organization", "provider_id"], name="uniq_sms_inbound")]
+        indexes = [models.Index(fields=["organization", "from_number", "-received_at"], name="sms_inbound_from_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} from {self.from_number}"
+

@@ -189,6 +189,12 @@ def step_in_words(action_type: str, result: dict | None, *, simulated: bool = Fa
             name = result.get("name") or result.get("first_name") or result.get("title") or ""
             return format_html("created {} <a href=\"{}\">“{}”</a>", kind, _admin_link(kind, result[f"{kind}_id"]),
                                name)
+    if "sms_id" in result or "would_text" in result:
+        sms = result.get("would_text") or result
+        state = {"sent": " (sent)", "queued": " (queued)", "failed": " (not sent)", "unknown": " (outcome unknown)",
+                 }.get(str(result.get("delivery", "")), "")
+        verb = "would text" if "would_text" in result else "texted"
+        return format_html("{} {}: “{}”{}", verb, sms.get("to", ""), str(sms.get("body", ""))[:80], state)
     if "note_id" in result:
         return format_html("added a note: “{}”", str(result.get("body", ""))[:80])
     if "archived" in result:
@@ -323,6 +329,7 @@ RECORD_STEPS = {
     "create_note": lambda c, quote: f"Note: {_quoted(c.get('body'), quote)}",
     "delete_record": lambda c, quote: f"Delete the {c.get('record') or 'run’s record'} (only if an admin allowed it)",
     "archive_record": lambda c, quote: f"Archive the {c.get('record') or 'run’s record'}",
+    "send_sms": lambda c, quote: f"Text {c.get('to') or '…'}: {_quoted(c.get('body'), quote)}",
 }
 
 

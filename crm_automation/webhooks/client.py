@@ -26,6 +26,7 @@ class Answer:
     location: str = ""
     error: str = ""
     refused: bool = False
+    not_sent: bool = False  # no connection was made (refused, or the connect failed): nothing went out
     duration_ms: int = 0
 
 
@@ -73,6 +74,10 @@ def call(*, method: str, url: str, headers: dict[str, str], body: bytes | None, 
             answer.status = response.status_code
             answer.location = response.headers.get("location", "")[:500]
             answer.text, answer.data = _decode(response, raw, answer.truncated)
+    except httpx.ConnectTimeout:  # before anything was sent
+        answer.error, answer.not_sent = f"no answer within {timeout:g} s (timed out)", True
+    except httpx.ConnectError as exc:
+        answer.error, answer.not_sent = f"the request failed: {type(exc).__name__}: {exc}"[:1000], True
     except httpx.TimeoutException:
         answer.error = f"no answer within {timeout:g} s (timed out)"
     except httpx.HTTPError as exc:

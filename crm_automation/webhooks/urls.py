@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from crm_automation.webhooks import views
+from crm_automation.webhooks import sms_views, views
 
 urlpatterns = [
     path("webhook-endpoints/", views.EndpointListView.as_view(), name="webhook-endpoint-list"),
@@ -11,4 +11,6 @@ urlpatterns = [
          name="webhook-endpoint-rotate"),
     path("hooks/<uuid:public_id>/", views.HookView.as_view(), name="webhook-hook"),
     path("hooks/<uuid:public_id>/events/", views.HookEventView.as_view(), name="webhook-hook-events"),
+    path("sms/<uuid:public_id>/status/", sms_views.SmsStatusView.as_view(), name="sms-status"),
+    path("sms/<uuid:public_id>/inbound/", sms_views.SmsInboundView.as_view(), name="sms-inbound"),
 ]

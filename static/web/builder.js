@@ -34,6 +34,8 @@
       config: () => ({ toolName: "crm/create_task", defaults: { title: "", assignee: "owner", priority: "normal" } }) },
     { key: "send_email", label: "Send an email", name: "Send email", subtype: "tool-call", tool: "crm/send_email",
       config: () => ({ toolName: "crm/send_email", defaults: { to: entity() === "lead" ? "{{lead.email}}" : ["contact", "project"].includes(entity()) ? "{{trigger.contact.email}}" : "{{deal.contact.email}}", subject: "", body: "" } }) },
+    { key: "send_sms", label: "Send an SMS", name: "Send SMS", subtype: "tool-call", tool: "crm/send_sms",
+      config: () => ({ toolName: "crm/send_sms", defaults: { to: entity() === "deal" ? "{{deal.contact.phone}}" : "{{trigger.contact.phone}}", body: "" } }) },
     { key: "update_field", label: "Update a field", name: "Update field", subtype: "tool-call", tool: "crm/update_record",
       config: () => ({ toolName: "crm/update_record", defaults: { field: Object.keys(cat.updatable[entity() || "deal"] || {})[0] || "", value: "" } }) },
     // Records a step makes or removes (automation/nodes/create_records.py).
@@ -83,7 +85,7 @@
   const OUTPUTS = {  // what later nodes may read of a node, by kind ({{Label.key}})
     "crm/create_task": ["title", "task_id", "assignee"], "crm/send_email": ["to", "subject"],
     "crm/create_project": ["project_id", "name"], "crm/create_contact": ["contact_id", "first_name"],
-    "crm/create_deal": ["deal_id", "title"], "crm/create_note": ["note_id", "body"], "crm/delete_record": ["deleted", "record"], "crm/archive_record": ["archived"],
+    "crm/create_deal": ["deal_id", "title"], "crm/create_note": ["note_id", "body"], "crm/delete_record": ["deleted", "record"], "crm/archive_record": ["archived"], "crm/send_sms": ["to", "body"],
     "crm/update_record": ["old", "new"], "http/request": ["status", "body"],
     "user-input": ["decision", "comment", "answered_by"], function: ["value"], "desktop-notification": ["count"],
     loop: ["items", "count"], merge: ["arrived_from"],
@@ -333,6 +335,7 @@
       case "chat-app": case "manual": case "schedule": return triggerWords();
       case "crm/create_task": return taskWords(d);
       case "crm/send_email": return "Email " + (d.to || "…") + ": “" + (d.subject || "…") + "”";
+      case "crm/send_sms": return "Text " + (d.to || "…") + ": “" + short(d.body) + "”";
       case "crm/update_record": return "Set " + (d.field || "…").split(".").pop().replace(/_/g, " ") + " → " + (d.field && d.field.split(".").pop() === "stage" ? stageName(d.value) : (given(d.value) ? d.value : "empty"));
       case "http/request": return httpWords(d);
       case "crm/create_project": return "Create the project “" + (d.name || "…") + "”" + (d.status ? " (" + d.status + ")" : "");
@@ -532,6 +535,20 @@
     }, { class: "picker", "aria-label": "Insert a variable into the field above" });
     return s;
   }
+  // An SMS's length as carriers count it (crm/sms/segments.py says the same): GSM-7, 160 characters
+  // or 153 a part (€ [ ] { } … take two); any other character makes it Unicode, 70 or 67 a part.
+  const GSM = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
+  const GSM_EXTENDED = "^{}\\[~]|€\f";
+  function smsLength(textValue) {
+    const chars = Array.from(textValue || "");
+    const gsm = chars.every((c) => GSM.includes(c) || GSM_EXTENDED.includes(c));
+    const units = gsm ? chars.reduce((n, c) => n + (GSM_EXTENDED.includes(c) ? 2 : 1), 0)
+      : chars.reduce((n, c) => n + (c.codePointAt(0) > 0xFFFF ? 2 : 1), 0);
+    const [single, part] = gsm ? [160, 153] : [70, 67];
+    const parts = units <= single ? 1 : Math.ceil(units / part);
+    return units + " characters, " + parts + " SMS (" + (gsm ? "GSM-7" : "Unicode: an emoji or a special character makes each SMS shorter") + ")" + ((textValue || "").includes("{{") ? "; {{variables}} are counted as written" : "");
+  }
+
   function templated(label, n, target, key, multiline) {
     const input = multiline ? area(target[key], setter(n, target, key)) : text(target[key], setter(n, target, key));
     const box = fieldBox(label, input, { node: n.id, field: key });
@@ -757,6 +774,18 @@
         form.push(fieldBox("Delete", select([{ value: "", label: "The record the run is about" }, { value: "deal", label: "Its deal" }, { value: "contact", label: "Its contact" }, { value: "project", label: "Its project" }, { value: "lead", label: "Its lead" }], d.record || "", setter(n, d, "record")), { node: n.id, field: "record" },
           "Deletes only once an admin allowed this workflow to delete records; the run keeps what it deleted."));
         break;
+      case "crm/send_sms": {
+        form.push(templated("To (a phone number)", n, d, "to"));
+        const message = templated("Message", n, d, "body", true);
+        const count = el("p", { class: "hint", "aria-live": "polite", "data-sms-length": "" });
+        const area_ = message.querySelector("textarea");
+        const show = () => { count.textContent = smsLength(area_ ? area_.value : d.body || ""); };
+        if (area_) area_.addEventListener("input", show);
+        show();
+        message.append(count);
+        form.push(message);
+        break;
+      }
       case "crm/send_email":
         form.push(templated("To", n, d, "to"));
         form.push(templated("Subject", n, d, "subject"));

@@ -37,6 +37,15 @@ class ActionFailed(Exception):
     """An action could not do its work; the message is shown to the ops user."""
 
 
+class NotYet(Exception):
+    """An action cannot do its work now but can later (an SMS in the organization's quiet hours):
+    the run waits, holding nothing, until `until`, and the step is tried again then."""
+
+    def __init__(self, until: datetime, reason: str) -> None:
+        super().__init__(reason)
+        self.until, self.reason = until, reason
+
+
 def describe_missing(path: str) -> str:
     """"deal.contact" → "the deal has no contact"; "deal.contact.email" → "the deal's contact
     has no email"."""

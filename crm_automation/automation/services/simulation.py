@@ -33,7 +33,17 @@ from crm_automation.automation.models import (
 from crm_automation.automation.nodes import REGISTRY, ActionFailed
 from crm_automation.automation.runtime import engine
 from crm_automation.crm import business_events, changes
-from crm_automation.crm.models import Contact, Deal, EmailMessage, Lead, Project, Stage, Task, contact_snapshot
+from crm_automation.crm.models import (
+    Contact,
+    Deal,
+    EmailMessage,
+    Lead,
+    Project,
+    SmsMessage,
+    Stage,
+    Task,
+    contact_snapshot,
+)
 from crm_automation.crm.selectors import user_has_role
 from crm_automation.crm.snapshots import snapshot
 
@@ -112,6 +122,11 @@ def _preview(row: dict) -> dict:
         email = EmailMessage.objects.filter(pk=result.pop("email_id")).first()
         if email is not None:
             result["would_send"] = {"to": email.to, "subject": email.subject, "body": email.body}
+        result["delivery"] = "not sent: simulation"
+    if "sms_id" in result:
+        sms = SmsMessage.objects.filter(pk=result.pop("sms_id")).first()
+        if sms is not None:
+            result["would_text"] = {"to": sms.to, "body": sms.body, "segments": sms.segments}
         result["delivery"] = "not sent: simulation"
     if "task_id" in result:
         task = Task.objects.filter(pk=result.pop("task_id")).select_related("assignee").first()

@@ -2,6 +2,7 @@
 
 import os
 import secrets
+from datetime import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,18 @@ from crm_automation.automation import plans, workflow_templates
 from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowStatus
 from crm_automation.automation.services.workflows import workflow_create, workflow_transition
 from crm_automation.crm.changes import DEAL_STAGE_CHANGE
-from crm_automation.crm.models import Contact, Deal, EventType, Lead, Membership, Organization, Project, Stage, Task
+from crm_automation.crm.models import (
+    Contact,
+    Deal,
+    EventType,
+    Lead,
+    Membership,
+    Organization,
+    Project,
+    SmsSettings,
+    Stage,
+    Task,
+)
 from crm_automation.crm.services import deal_move_to_stage, leads_import
 from crm_automation.webhooks.models import WebhookEndpoint
 from crm_automation.webhooks.services import webhook_endpoint_create
@@ -56,6 +68,12 @@ DEMO_EVENT_WORKFLOWS: list[tuple[str, str, str, dict[str, Any], list[dict[str, A
              "to": "{{trigger.contact.email}}", "subject": "How did {{project.name}} go?",
              "body": "Hi {{trigger.contact.first_name}},\n\n{{project.name}} is done. Would you leave us a "
                      "review? It takes a minute and helps us a lot."}}]),
+    ("Text the client when a project is completed", "Project completed: a short thank-you by SMS.",
+     "project_completed", {}, [
+         {"id": "text", "type": "send_sms", "label": "Thank-you SMS", "config": {
+             "to": "{{trigger.contact.phone}}",
+             "body": "Hi {{trigger.contact.first_name}}, {{project.name}} is done. Thank you! "
+                     "Reply STOP to opt out."}}]),
     ("Overdue invoice reminder", "The billing system says an invoice is overdue: a polite reminder, and a task "
                                  "when it is more than 14 days late.",
      "event:invoice.overdue", {}, [
@@ -243,6 +261,10 @@ class Command(BaseCommand):
             "description": "The city approved a building permit for a project.", "about": "project",
             "fields": [{"key": "permit.number", "kind": "text", "required": True, "label": "Permit number"},
                        {"key": "permit.approved_on", "kind": "date", "required": False, "label": "Approved on"}]})
+        if not SmsSettings.objects.filter(organization=org).exists():
+            SmsSettings.objects.create(organization=org, from_number="+15550000100", quiet_start=time(21),
+                                       quiet_end=time(8), auth_token=secrets.token_urlsafe(24))
+            self.step("SMS settings (the test provider: nothing leaves the server; quiet hours 21:00–08:00)")
         if not WebhookEndpoint.objects.filter(organization=org, name="Billing system").exists():
             webhook_endpoint_create(organization=org, name="Billing system", by=user)
             self.step("webhook endpoint 'Billing system' (send_demo_event signs with its secret)")

@@ -34,7 +34,7 @@ from crm_automation.automation.definition.graph import Node
 from crm_automation.automation.definition.templating import rendered_settings
 from crm_automation.automation.models import RunStatus, StepStatus, WorkflowRun
 from crm_automation.automation.nodes import REGISTRY, ActionFailed, ExecutionContext, effect_key
-from crm_automation.automation.nodes.base import Action, Result, step_name
+from crm_automation.automation.nodes.base import Action, NotYet, Result, step_name
 from crm_automation.automation.nodes.control import FLOW
 from crm_automation.automation.nodes.loop import Loop
 from crm_automation.automation.nodes.sub_workflow import child_outcome
@@ -410,6 +410,14 @@ class Walk:
                     new_attempt=new_attempt)
         self._after_failure(state, place, decision.policy, failure_text(state, place, error))
 
+    def later(self, state: RunState, place: Place, until: datetime, reason: str, *, ctx: Any = None,
+              started: datetime | None = None) -> None:
+        """The step can be done at `until`, not now: it waits (as a retry does) and is tried then."""
+        state.handled(place)
+        self.record(state, place, StepStatus.WAITING, result={"retry_at": until.isoformat(), "waiting_for": reason},
+                    ctx=ctx, started=started)
+        state.wait(place, until)
+
     @overload
     def due(self, state: RunState, previous: StepRow, at: datetime) -> datetime: ...
 
@@ -664,6 +672,8 @@ def _run_group(walk: Walk, action: Action[Any], group: list[tuple[RunState, Plac
             continue
         try:
             items.append((state, place, ctx, action.prepare(state.node(place[0]).config, ctx)))
+        except NotYet as later:  # (quiet hours): the run waits for the time the step can be done
+            walk.later(state, place, later.until, later.reason, ctx=ctx, started=started)
         except Exception as exc:  # fails this run's step only; the group goes on
             if not isinstance(exc, ActionFailed):
                 logger.exception("Preparing step %s of run %s crashed", ctx.step, state.run.pk)

@@ -1,0 +1,144 @@
+"""Send an SMS (`crm/send_sms`): `to` (a template, usually {{trigger.contact.phone}}) and `body`.
+
+The message is an outbox row committed with the run's other steps and delivered after the commit
+by crm/sms/delivery.py (at most once: a message whose outcome is unknown is never sent again).
+Refused before anything is queued: SMS not set up, a number that is not one, a contact who replied
+STOP. In the organization's quiet hours the step waits (the run holds nothing) for the next
+allowed minute and is done then.
+"""
+
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.utils import timezone
+
+from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, NotYet, Outcome, Result
+from crm_automation.automation.nodes.create_records import run_contact
+from crm_automation.automation.nodes.create_task import linked_deal, linked_lead, linked_project
+from crm_automation.crm.models import Contact, Organization, SmsMessage, SmsSettings
+from crm_automation.crm.phones import e164
+from crm_automation.crm.sms.delivery import sms_deliver, sms_in_flight, sms_mark_unknown
+from crm_automation.crm.sms.segments import MAX_SEGMENTS, length
+
+Status = SmsMessage.Status
+
+
+def quiet_until(sms_settings: SmsSettings, now: datetime, zone: str) -> datetime | None:
+    """The end of the quiet hours `now` falls in (the organization's time zone), else None."""
+    start, end = sms_settings.quiet_start, sms_settings.quiet_end
+    if start is None or end is None:
+        return None
+    local = now.astimezone(ZoneInfo(zone))
+    clock = local.time().replace(tzinfo=None)
+    inside = start <= clock < end if start < end else (clock >= start or clock < end)
+    if not inside:
+        return None
+    day = local.date() if clock < end else local.date() + timedelta(days=1)
+    return datetime.combine(day, time(end.hour, end.minute), tzinfo=ZoneInfo(zone))
+
+
+class SendSms(Action[SmsMessage]):
+    type = "send_sms"
+    label = "Send SMS"
+    external = True
+    required = ("to", "body")
+    templated = ("to", "body")
+
+    def validate(self, config: object, *, trigger_type: str, organization_id: int) -> list[tuple[str, str]]:
+        errors = super().validate(config, trigger_type=trigger_type, organization_id=organization_id)
+        if not isinstance(config, dict):
+            return errors
+        to, body = config.get("to"), config.get("body")
+        if isinstance(to, str) and to and "{{" not in to and not e164(to):
+            errors.append(("config.to", f"“{to[:40]}” is not a phone number (write it with its country code)"))
+        if isinstance(body, str) and "{{" not in body and length(body).segments > MAX_SEGMENTS:
+            errors.append(("config.body", f"is {length(body)}; at most {MAX_SEGMENTS} SMS"))
+        return errors
+
+    def prepare(self, config: dict[str, Any], ctx: ExecutionContext) -> SmsMessage:
+        sms_settings = SmsSettings.objects.filter(organization_id=ctx.organization_id).first()
+        if sms_settings is None:
+            raise ActionFailed("SMS is not set up for this organization: an admin sets the sender in the admin "
+                               "(SMS settings); nothing was sent")
+        raw = ctx.render("to", config["to"]).strip()
+        number = e164(raw)
+        if not number:
+            why = ctx.why_empty(config["to"]) if not raw else None
+            raise ActionFailed(f"{why}, so there is no number to text" if why else
+                               f"“{raw[:40]}” is not a phone number; nothing was sent")
+        body = ctx.render("body", config["body"]).strip()
+        if not body:
+            raise ActionFailed("the message rendered empty; nothing was sent")
+        size = length(body)
+        if size.segments > MAX_SEGMENTS:
+            raise ActionFailed(f"the message is {size}; at most {MAX_SEGMENTS} SMS: nothing was sent")
+        contact = run_contact(ctx)
+        if contact is None or contact.phone_e164 != number:
+            contact = Contact.objects.filter(organization_id=ctx.organization_id, phone_e164=number).order_by(
+                "pk").first()
+        if contact is not None and contact.sms_opted_out_at is not None:
+            raise ActionFailed(f"{contact} asked for no more SMS (replied STOP on "
+                               f"{contact.sms_opted_out_at:%Y-%m-%d}); SMS to them are refused until they reply "
+                               "START; nothing was sent")
+        if not ctx.simulating:
+            zone = Organization.objects.filter(pk=ctx.organization_id).values_list("time_zone", flat=True).first()
+            until = quiet_until(sms_settings, timezone.now(), zone or "UTC")
+            if until is not None:
+                raise NotYet(until, f"the organization's quiet hours ({sms_settings.quiet_start:%H:%M}–"
+                                    f"{sms_settings.quiet_end:%H:%M}): it is sent at {until:%H:%M}")
+        record = ctx.record
+        return SmsMessage(organization_id=ctx.organization_id, to=number, from_number=sms_settings.from_number,
+                          body=body, segments=size.segments, encoding=size.encoding, contact=contact,
+                          deal=linked_deal(record), lead=linked_lead(record), project=linked_project(record),
+                          status=Status.QUEUED, automation_key=ctx.key)
+
+    @staticmethod
+    def _result(message: SmsMessage) -> Result:
+        return {"sms_id": message.pk, "to": message.to, "body": message.body, "segments": message.segments}
+
+    def apply(self, items: list[tuple[ExecutionContext, SmsMessage]]) -> list[Result]:
+        return [self._result(m) for m in SmsMessage.objects.bulk_create([message for _, message in items])]
+
+    def existing(self, keys: list[str]) -> dict[str, Result]:
+        return {m.automation_key: self._result(m) for m in SmsMessage.objects.filter(automation_key__in=keys)
+                if m.automation_key is not None}
+
+    @staticmethod
+    def outcome(result: Result, message: SmsMessage) -> Outcome | None:
+        result = {**result, "delivery": message.status}
+        if message.status == Status.SENT:
+            return True, result, ""
+        if message.status in (Status.QUEUED, Status.SENDING):
+            return None
+        if message.status == Status.UNKNOWN:
+            return False, result, f"SMS outcome unknown: {message.error}"
+        return False, result, f"SMS not sent: {message.error}"
+
+    def deliver(self, items: list[tuple[ExecutionContext, Result]], deadline: float | None = None
+                ) -> list[Outcome | None]:
+        sent = sms_deliver(sms_ids=[result["sms_id"] for _, result in items], deadline=deadline)
+        return [None if result["sms_id"] not in sent else self.outcome(result, sent[result["sms_id"]])
+                for _, result in items]
+
+    def in_flight(self, organization_id: int, since: datetime) -> bool:
+        return sms_in_flight(organization_id=organization_id, since=since)
+
+    def retry(self, key: str) -> bool:
+        """A refused SMS goes back to the queue; one whose outcome is unknown is never sent again."""
+        if SmsMessage.objects.filter(automation_key=key, status__in=[Status.UNKNOWN, Status.SENDING]).exists():
+            return False
+        SmsMessage.objects.filter(automation_key=key, status=Status.FAILED).update(status=Status.QUEUED, error="")
+        return True
+
+    def cancel(self, key: str, reason: str) -> None:
+        SmsMessage.objects.filter(automation_key=key, status=Status.QUEUED).update(
+            status=Status.FAILED, error=f"not sent because the run stopped: {reason}")
+        for sms_id in SmsMessage.objects.filter(automation_key=key, status=Status.SENDING).values_list("pk", flat=True):
+            sms_mark_unknown(sms_id=sms_id)
+
+    def settle_existing(self, result: Result) -> Outcome | None:
+        message = SmsMessage.objects.get(pk=result["sms_id"])
+        if message.status == Status.SENDING:  # left by a worker that is gone: unknown, never re-sent
+            message = sms_mark_unknown(sms_id=message.pk)
+        return self.outcome(result, message)
