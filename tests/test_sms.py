@@ -208,3 +208,88 @@ def test_without_sms_settings_the_step_fails_saying_so(org, owner, ada):
     make_workflow(org, actions=TEXT)
     won(org, ada, owner)
     assert "SMS is not set up for this organization" in WorkflowRun.objects.get().error
+
+
+WAIT = [{"id": "ask", "type": "send_sms", "label": "Ask", "config": {
+    "to": "{{deal.contact.phone}}", "body": "Happy with {{deal.title}}? Reply YES or NO.", "wait_for_reply": True,
+    "reply_timeout_hours": 48}},
+        {"id": "happy", "type": "condition", "label": "Happy", "config": {"combinator": "and", "rules": [
+            {"field": "Ask.reply", "operator": "contains", "value": "yes"}]}},
+        {"id": "thanks", "type": "create_task", "label": "Thanks", "config": {"title": "Happy: {{Ask.reply}}"}},
+        {"id": "call", "type": "create_task", "label": "Call", "config": {
+            "title": "Call them (timed out: {{Ask.timed_out}})"}}]
+WAIT_GRAPH = {"edges": [{"source": "trigger", "target": "ask"}, {"source": "ask", "target": "happy"},
+                        {"source": "happy", "target": "thanks", "sourceHandle": "condition-true"},
+                        {"source": "happy", "target": "call", "sourceHandle": "condition-false"}]}
+
+
+def test_a_run_waits_for_the_reply_holding_nothing_and_goes_on_with_it(org, owner, sms, ada):
+    from crm_automation.automation.runtime.tasks import continue_runs
+    from crm_automation.crm.models import Task
+    make_workflow(org, actions=WAIT, graph=WAIT_GRAPH)
+    won(org, ada, owner)
+    run = WorkflowRun.objects.get()
+    step = WorkflowRunAction.objects.get(node_id="ask")
+    assert run.status == "waiting" and run.lease_owner == "" and step.status == "waiting"
+    assert SmsMessage.objects.get().status == "sent" and "timeout_at" in step.result
+    answer = signed_post(Client(), sms, "inbound", {"MessageSid": "SMr1", "From": "+15550100100", "Body": "Yes, great"})
+    assert answer.status_code == 200
+    run.refresh_from_db()
+    assert run.status == "started"  # woken by the reply
+    continue_runs([run.pk])
+    run.refresh_from_db()
+    step.refresh_from_db()
+    assert run.status == "completed" and step.result["reply"] == "Yes, great" and step.result["timed_out"] is False
+    assert list(Task.objects.values_list("title", flat=True)) == ["Happy: Yes, great"]
+    assert not BusinessEvent.objects.filter(name="sms.received").exists()  # awaited: not an event
+
+
+def test_no_reply_in_time_goes_on_timed_out_and_an_older_wait_is_told_why(org, owner, sms, ada):
+    from crm_automation.crm.models import Task
+    make_workflow(org, actions=WAIT, graph=WAIT_GRAPH)
+    won(org, ada, owner, title="Roof")
+    won(org, ada, owner, title="Deck")  # a second run waits on the same contact
+    older, newer = WorkflowRun.objects.order_by("pk")
+    signed_post(Client(), sms, "inbound", {"MessageSid": "SMr2", "From": "+15550100100", "Body": "yes"})
+    from crm_automation.automation.runtime.tasks import continue_runs
+    continue_runs([newer.pk])  # woken by the reply
+    time_passes()
+    sweep(fan_out=False)
+    older.refresh_from_db()
+    newer.refresh_from_db()
+    assert (older.status, newer.status) == ("completed", "completed")
+    old_step = WorkflowRunAction.objects.get(run=older, node_id="ask")
+    assert old_step.result["timed_out"] is True and "went to a later message" in old_step.result["no_reply_because"]
+    assert WorkflowRunAction.objects.get(run=newer, node_id="ask").result["reply"] == "yes"
+    assert sorted(Task.objects.values_list("title", flat=True)) == ["Call them (timed out: yes)", "Happy: yes"]
+
+
+def test_a_forged_reply_wakes_nothing(org, owner, sms, ada):
+    make_workflow(org, actions=WAIT, graph=WAIT_GRAPH)
+    won(org, ada, owner)
+    answer = signed_post(Client(), sms, "inbound", {"MessageSid": "SMr3", "From": "+15550100100", "Body": "yes"},
+                         token="forged")
+    assert answer.status_code == 401
+    assert WorkflowRun.objects.get().status == "waiting" and SmsMessage.objects.get().replied_at is None
+
+
+def test_simulate_and_debug_take_no_reply_or_the_one_typed(org, owner, sms, ada):
+    from crm_automation.automation.services.simulation import Debug, debug, simulate
+    workflow = make_workflow(org, actions=WAIT, graph=WAIT_GRAPH)
+    deal = Deal.objects.create(organization=org, title="Roof", contact=ada, owner=owner,
+                               stage=Stage.objects.get(organization=org, slug="new"))
+    run = simulate(workflow_id=workflow.pk, by=owner, record=deal)
+    assert run.actions.get(node_id="ask").result["timed_out"] is True
+    assert run.actions.filter(node_id="call").exists() and not SmsMessage.objects.exists()
+    typed = debug(workflow_id=workflow.pk, by=owner, record=deal, choices=Debug(samples={"ask": "yes please"}))
+    assert typed.actions.get(node_id="ask").result["reply"] == "yes please"
+    assert typed.actions.filter(node_id="thanks").exists()
+
+
+def test_reply_settings_are_checked(org):
+    from django.core.exceptions import ValidationError
+    with pytest.raises(ValidationError) as caught:
+        make_workflow(org, actions=[{"type": "send_sms", "label": "T", "config": {
+            "to": "+15550100100", "body": "x", "wait_for_reply": "yes", "reply_timeout_hours": 0}}])
+    text = " ".join(caught.value.messages)
+    assert "wait_for_reply: must be true" in text and "reply_timeout_hours: must be a number of hours" in text

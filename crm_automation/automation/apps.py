@@ -30,6 +30,10 @@ class AutomationConfig(AppConfig):
 
         # A module-level function: no weak-reference surprises, but be explicit anyway.
         records_changed.connect(record_changes, weak=False, dispatch_uid="automation-record-changes")
+        from crm_automation.automation.runtime.replies import wake_on_reply
+        from crm_automation.crm.sms.inbound import sms_replied
+
+        sms_replied.connect(wake_on_reply, weak=False, dispatch_uid="automation-sms-replied")
         post_migrate.connect(ensure_sweep_schedule, sender=self, weak=False)
 
         from crm_automation.automation.ops.retention import ensure_prune_schedule

@@ -835,12 +835,22 @@ class SmsMessage(TenantOwned):
     lead = models.ForeignKey(Lead, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     project = models.ForeignKey(Project, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     automation_key = models.CharField(max_length=150, null=True, blank=True, unique=True, editable=False)
+    # A step that waits for the reply (wait_for_reply): its run, until when, and what came back.
+    run_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    reply_by = models.DateTimeField(null=True, blank=True, help_text="The run waits for a reply until then.")
+    reply = models.TextField(blank=True)
+    replied_at = models.DateTimeField(null=True, blank=True)
+    no_reply_because = models.CharField(max_length=300, blank=True, help_text="Why no reply came to this "
+                                                                              "message (another run got it).")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["sending_since"], name="sms_sending_idx",
-                                condition=models.Q(status="sending"))]
+                                condition=models.Q(status="sending")),
+                   # An incoming reply finds the messages waiting for it: the organization's, to that number.
+                   models.Index(fields=["organization", "to", "-created_at"], name="sms_awaiting_reply_idx",
+                                condition=models.Q(reply_by__isnull=False, replied_at__isnull=True))]
 
     def __str__(self) -> str:
         return f"SMS to {self.to}: {self.body[:40]}"

@@ -194,7 +194,12 @@ def step_in_words(action_type: str, result: dict | None, *, simulated: bool = Fa
         state = {"sent": " (sent)", "queued": " (queued)", "failed": " (not sent)", "unknown": " (outcome unknown)",
                  }.get(str(result.get("delivery", "")), "")
         verb = "would text" if "would_text" in result else "texted"
-        return format_html("{} {}: “{}”{}", verb, sms.get("to", ""), str(sms.get("body", ""))[:80], state)
+        reply = ""
+        if result.get("timed_out"):
+            reply = f"; no reply ({result.get('no_reply_because') or 'none came in time'})"
+        elif result.get("reply") is not None:
+            reply = f"; they replied “{str(result['reply'])[:120]}”"
+        return format_html("{} {}: “{}”{}{}", verb, sms.get("to", ""), str(sms.get("body", ""))[:80], state, reply)
     if "note_id" in result:
         return format_html("added a note: “{}”", str(result.get("body", ""))[:80])
     if "archived" in result:
@@ -329,7 +334,8 @@ RECORD_STEPS = {
     "create_note": lambda c, quote: f"Note: {_quoted(c.get('body'), quote)}",
     "delete_record": lambda c, quote: f"Delete the {c.get('record') or 'run’s record'} (only if an admin allowed it)",
     "archive_record": lambda c, quote: f"Archive the {c.get('record') or 'run’s record'}",
-    "send_sms": lambda c, quote: f"Text {c.get('to') or '…'}: {_quoted(c.get('body'), quote)}",
+    "send_sms": lambda c, quote: f"Text {c.get('to') or '…'}: {_quoted(c.get('body'), quote)}" + (
+        f", then wait up to {c.get('reply_timeout_hours', 48)} h for the reply" if c.get("wait_for_reply") else ""),
 }
 
 

@@ -85,7 +85,7 @@
   const OUTPUTS = {  // what later nodes may read of a node, by kind ({{Label.key}})
     "crm/create_task": ["title", "task_id", "assignee"], "crm/send_email": ["to", "subject"],
     "crm/create_project": ["project_id", "name"], "crm/create_contact": ["contact_id", "first_name"],
-    "crm/create_deal": ["deal_id", "title"], "crm/create_note": ["note_id", "body"], "crm/delete_record": ["deleted", "record"], "crm/archive_record": ["archived"], "crm/send_sms": ["to", "body"],
+    "crm/create_deal": ["deal_id", "title"], "crm/create_note": ["note_id", "body"], "crm/delete_record": ["deleted", "record"], "crm/archive_record": ["archived"], "crm/send_sms": ["reply", "timed_out", "to", "body"],
     "crm/update_record": ["old", "new"], "http/request": ["status", "body"],
     "user-input": ["decision", "comment", "answered_by"], function: ["value"], "desktop-notification": ["count"],
     loop: ["items", "count"], merge: ["arrived_from"],
@@ -335,7 +335,7 @@
       case "chat-app": case "manual": case "schedule": return triggerWords();
       case "crm/create_task": return taskWords(d);
       case "crm/send_email": return "Email " + (d.to || "…") + ": “" + (d.subject || "…") + "”";
-      case "crm/send_sms": return "Text " + (d.to || "…") + ": “" + short(d.body) + "”";
+      case "crm/send_sms": return "Text " + (d.to || "…") + ": “" + short(d.body) + "”" + (d.wait_for_reply ? ", then wait up to " + (d.reply_timeout_hours || 48) + " h for the reply" : "");
       case "crm/update_record": return "Set " + (d.field || "…").split(".").pop().replace(/_/g, " ") + " → " + (d.field && d.field.split(".").pop() === "stage" ? stageName(d.value) : (given(d.value) ? d.value : "empty"));
       case "http/request": return httpWords(d);
       case "crm/create_project": return "Create the project “" + (d.name || "…") + "”" + (d.status ? " (" + d.status + ")" : "");
@@ -784,6 +784,17 @@
         show();
         message.append(count);
         form.push(message);
+        const waits = el("input", { type: "checkbox", checked: !!d.wait_for_reply, id: "reply-" + n.id });
+        waits.addEventListener("change", () => {
+          if (waits.checked) d.wait_for_reply = true; else { delete d.wait_for_reply; delete d.reply_timeout_hours; }
+          changed(); renderForm(n);
+        });
+        form.push(el("div", { class: "field" }, el("label", { class: "tick", for: "reply-" + n.id }, waits,
+          " Wait for the reply (later steps read it as {{" + (n.data.label || "Send SMS") + ".reply}}, or {{" + (n.data.label || "Send SMS") + ".timed_out}})")));
+        if (d.wait_for_reply) {
+          form.push(fieldBox("Wait up to (hours)", number(d.reply_timeout_hours === undefined ? 48 : d.reply_timeout_hours, (v) => { if (v === "") delete d.reply_timeout_hours; else d.reply_timeout_hours = v; changed(); refreshSummary(n); }, { min: 0.0167, max: 720, step: "any" }), { node: n.id, field: "reply_timeout_hours" },
+            "The run waits, holding nothing; a reply wakes it. 0.0167 is one minute."));
+        }
         break;
       }
       case "crm/send_email":

@@ -149,6 +149,16 @@ class Action(Generic[Prepared]):
         None when it is made but not delivered yet."""
         raise NotImplementedError
 
+    def awaiting(self, result: Result) -> datetime | None:
+        """After its effect was delivered, the step waits until then for an answer (an SMS's
+        reply), the run holding nothing; None: the step is done."""
+        return None
+
+    def answered(self, result: Result, *, over: bool) -> Result | None:
+        """The step's result once the answer it waits for came, or once the wait is `over` without
+        one (`timed_out`); None while it keeps waiting."""
+        return {**result, "timed_out": True} if over else None
+
     def in_flight(self, organization_id: int, since: datetime) -> bool:
         """Whether a message of this kind of the organization is in a provider's hands right now
         (handed over at or after `since`): a worker is waiting on that provider (fairness.py).

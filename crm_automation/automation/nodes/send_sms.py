@@ -1,4 +1,8 @@
-"""Send an SMS (`crm/send_sms`): `to` (a template, usually {{trigger.contact.phone}}) and `body`.
+"""Send an SMS (`crm/send_sms`): `to` (a template, usually {{trigger.contact.phone}}) and `body`;
+with `wait_for_reply: true` the step then waits (the run holding nothing, woken by the reply) up
+to `reply_timeout_hours` (48 by default) for the contact's answer: {{Send SMS.reply}} is its text,
+or null with {{Send SMS.timed_out}} true when none came (crm/sms/inbound.py matches a reply to
+the most recent message waiting for that number).
 
 The message is an outbox row committed with the run's other steps and delivered after the commit
 by crm/sms/delivery.py (at most once: a message whose outcome is unknown is never sent again).
@@ -22,6 +26,7 @@ from crm_automation.crm.sms.delivery import sms_deliver, sms_in_flight, sms_mark
 from crm_automation.crm.sms.segments import MAX_SEGMENTS, length
 
 Status = SmsMessage.Status
+DEFAULT_WAIT_HOURS, MIN_WAIT_HOURS, MAX_WAIT_HOURS = 48, 1 / 60, 720
 
 
 def quiet_until(sms_settings: SmsSettings, now: datetime, zone: str) -> datetime | None:
@@ -43,6 +48,7 @@ class SendSms(Action[SmsMessage]):
     label = "Send SMS"
     external = True
     required = ("to", "body")
+    optional = ("wait_for_reply", "reply_timeout_hours")
     templated = ("to", "body")
 
     def validate(self, config: object, *, trigger_type: str, organization_id: int) -> list[tuple[str, str]]:
@@ -54,6 +60,15 @@ class SendSms(Action[SmsMessage]):
             errors.append(("config.to", f"“{to[:40]}” is not a phone number (write it with its country code)"))
         if isinstance(body, str) and "{{" not in body and length(body).segments > MAX_SEGMENTS:
             errors.append(("config.body", f"is {length(body)}; at most {MAX_SEGMENTS} SMS"))
+        if not isinstance(config.get("wait_for_reply", False), bool):
+            errors.append(("config.wait_for_reply", "must be true (wait for the contact's reply) or false"))
+        hours = config.get("reply_timeout_hours")
+        if hours is not None and (isinstance(hours, bool) or not isinstance(hours, int | float)
+                                  or not MIN_WAIT_HOURS <= hours <= MAX_WAIT_HOURS):
+            errors.append(("config.reply_timeout_hours", f"must be a number of hours from {MIN_WAIT_HOURS:.3f} "
+                                                         f"(a minute) to {MAX_WAIT_HOURS} (30 days)"))
+        elif hours is not None and not config.get("wait_for_reply"):
+            errors.append(("config.reply_timeout_hours", "is how long to wait for a reply: set wait_for_reply too"))
         return errors
 
     def prepare(self, config: dict[str, Any], ctx: ExecutionContext) -> SmsMessage:
@@ -88,14 +103,36 @@ class SendSms(Action[SmsMessage]):
                 raise NotYet(until, f"the organization's quiet hours ({sms_settings.quiet_start:%H:%M}–"
                                     f"{sms_settings.quiet_end:%H:%M}): it is sent at {until:%H:%M}")
         record = ctx.record
+        reply_by = None
+        if config.get("wait_for_reply"):
+            hours = config.get("reply_timeout_hours", DEFAULT_WAIT_HOURS)
+            reply_by = timezone.now() + timedelta(seconds=round(hours * 3600))
         return SmsMessage(organization_id=ctx.organization_id, to=number, from_number=sms_settings.from_number,
                           body=body, segments=size.segments, encoding=size.encoding, contact=contact,
                           deal=linked_deal(record), lead=linked_lead(record), project=linked_project(record),
-                          status=Status.QUEUED, automation_key=ctx.key)
+                          status=Status.QUEUED, automation_key=ctx.key, run_id=ctx.run_id, reply_by=reply_by)
 
     @staticmethod
     def _result(message: SmsMessage) -> Result:
-        return {"sms_id": message.pk, "to": message.to, "body": message.body, "segments": message.segments}
+        result: Result = {"sms_id": message.pk, "to": message.to, "body": message.body, "segments": message.segments}
+        if message.reply_by is not None:
+            result["reply_by"] = message.reply_by.isoformat()
+        return result
+
+    def awaiting(self, result: Result) -> datetime | None:
+        return datetime.fromisoformat(result["reply_by"]) if result.get("reply_by") else None
+
+    def answered(self, result: Result, *, over: bool) -> Result | None:
+        """The reply, once it came; when the wait is over without one, `timed_out` and, when
+        another run's message took the contact's reply, why none came here."""
+        message = SmsMessage.objects.filter(pk=int(result.get("sms_id") or 0)).first()
+        if message is not None and message.replied_at is not None:
+            return {**result, "reply": message.reply, "timed_out": False, "replied_at": message.replied_at.isoformat()}
+        if not over:
+            return None
+        why = message.no_reply_because if message is not None and message.no_reply_because else \
+            "no reply came in time"
+        return {**result, "reply": None, "timed_out": True, "no_reply_because": why}
 
     def apply(self, items: list[tuple[ExecutionContext, SmsMessage]]) -> list[Result]:
         return [self._result(m) for m in SmsMessage.objects.bulk_create([message for _, message in items])]

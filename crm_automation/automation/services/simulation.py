@@ -183,6 +183,10 @@ def _stand_in(definition: dict, debug: Debug | None):
             if index is not None:
                 return {**result, "output": {"route": routes[index], "reason": "a sample answer typed in debug"},
                         "handle": f"route-{index}", "note": "the route was chosen in debug: the AI model was not asked"}
+        if node_type == "send_sms" and result.get("reply_by"):  # no one replies in a simulation …
+            if sample is not None:  # … but in debug, the reply typed stands for the contact's
+                return {**result, "reply": sample, "timed_out": False, "note": "a reply typed in debug"}
+            return {**result, "reply": None, "timed_out": True, "no_reply_because": "no one replies in a simulation"}
         if debug is not None and debug.ask_model and node_type in AI_STAND_IN and "ai_call_id" in result:
             return _asked(node_type, result)
         return {**result, **AI_STAND_IN.get(node_type, {})}

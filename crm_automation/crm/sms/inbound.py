@@ -6,7 +6,8 @@ every field name and value in name order).
   (`delivery`: delivered, undelivered, failed …), for the organization whose URL it came to only.
 - An inbound message (MessageSid, From, To, Body): STOP, UNSUBSCRIBE, CANCEL, END, QUIT, STOPALL
   or OPTOUT opt the sender's contacts out (later SMS to them are refused with that reason);
-  START, UNSTOP, YES or OPTIN opt them back in; anything else is a reply. Each inbound message is
+  START, UNSTOP, YES or OPTIN opt them back in (from someone opted out: otherwise "YES" is a
+  reply); anything else is a reply. Each inbound message is
   taken once (its MessageSid is unique per organization): a provider's retry changes nothing.
   A reply nobody waits for becomes the business event `sms.received`, which can start workflows.
 """
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from crm_automation.crm.models import Contact, SmsInbound, SmsMessage, SmsSettings
@@ -88,14 +90,16 @@ def receive(sms_settings: SmsSettings, fields: Mapping[str, str]) -> SmsInbound:
     if not sid or not number:
         raise Refused(400, "missing_fields", "an inbound message has MessageSid and a From number")
     org_id = sms_settings.organization_id
+    contacts = Contact.objects.filter(organization_id=org_id, phone_e164=number)
     kind = keyword(body)
+    if kind == "start" and not contacts.filter(sms_opted_out_at__isnull=False).exists():
+        kind = ""  # "YES" from someone who never opted out answers a question: a reply
     try:
         with transaction.atomic():
             inbound = SmsInbound.objects.create(organization_id=org_id, provider_id=sid[:64], from_number=number,
                                                 body=body[:MAX_FIELD], kind=kind or SmsInbound.Kind.REPLY)
     except IntegrityError:  # the provider sent it again: taken once
         return SmsInbound.objects.get(organization_id=org_id, provider_id=sid[:64])
-    contacts = Contact.objects.filter(organization_id=org_id, phone_e164=number)
     if kind == "stop":
         for contact in contacts.filter(sms_opted_out_at__isnull=True):
             contact.sms_opted_out_at = timezone.now()
@@ -104,9 +108,34 @@ def receive(sms_settings: SmsSettings, fields: Mapping[str, str]) -> SmsInbound:
         for contact in contacts.exclude(sms_opted_out_at__isnull=True):
             contact.sms_opted_out_at = None
             contact.save(update_fields=["sms_opted_out_at"])
-    else:
+    elif not _awaited_reply(inbound):
         _unawaited_reply(inbound, contacts.order_by("pk").first())
     return inbound
+
+
+# Sent (in the reply's transaction) with the id of the run whose message got a reply: automation
+# wakes it (automation/runtime/replies.py). The CRM never imports automation.
+sms_replied = Signal()
+
+
+def _awaited_reply(inbound: SmsInbound) -> bool:
+    """Give a reply to the most recent of the organization's messages to that number that waits
+    for one; the older ones waiting are told why they got none. False when none waits."""
+    waiting = list(SmsMessage.objects.select_for_update().filter(
+        organization_id=inbound.organization_id, to=inbound.from_number, reply_by__isnull=False,
+        replied_at__isnull=True, reply_by__gt=timezone.now()).order_by("-created_at", "-pk"))
+    if not waiting:
+        return False
+    latest, *older = waiting
+    latest.reply, latest.replied_at = inbound.body, timezone.now()
+    latest.save(update_fields=["reply", "replied_at"])
+    for message in older:
+        message.no_reply_because = (f"the contact's reply went to a later message to them (SMS {latest.pk}, run "
+                                    f"{latest.run_id}): a reply goes to the most recent one waiting")[:300]
+        message.save(update_fields=["no_reply_because"])
+    if latest.run_id is not None:
+        sms_replied.send(sender=SmsMessage, run_id=latest.run_id)
+    return True
 
 
 def _unawaited_reply(inbound: SmsInbound, contact: Contact | None) -> None:

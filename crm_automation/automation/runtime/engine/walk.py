@@ -463,6 +463,10 @@ class Walk:
                 flow.run(self, state, place, previous)
                 continue
             if previous is not None and previous.status == StepStatus.WAITING:
+                if "timeout_at" in (previous.result or {}) and node.type in REGISTRY:  # waits for an answer
+                    state.handled(place)
+                    self._awaited(state, place, previous)
+                    continue
                 if node.type == SUB_WORKFLOW and "child_run" in (previous.result or {}):
                     state.handled(place)
                     self._child_step(state, place, previous)
@@ -492,6 +496,30 @@ class Walk:
                 state.reach(place)  # wait-all, but nothing else can arrive: go on with what came
                 return True
         return any(Loop.go_on(self, state, place, index) for place, index in state.running_loops())
+
+    def delivered(self, state: RunState, place: Place, result: Result, **record: Any) -> None:
+        """An external effect was delivered: the step is done, or waits for its answer (an SMS's
+        reply) until the action's time, holding nothing."""
+        until = REGISTRY[state.node(place[0]).type].awaiting(result)
+        if until is None:
+            self.record(state, place, StepStatus.COMPLETED, result=result, **record)
+            self.finished(state, place, result)
+            return
+        self.record(state, place, StepStatus.WAITING, result={**result, "timeout_at": until.isoformat()}, **record)
+        state.wait(place, until)
+
+    def _awaited(self, state: RunState, place: Place, previous: StepRow) -> None:
+        """A step waiting for an answer: go on with it once it came, or without one once the wait
+        is over (`timed_out`); else keep waiting."""
+        action = REGISTRY[state.node(place[0]).type]
+        until = datetime.fromisoformat(previous.result["timeout_at"])
+        result = action.answered(previous.result, over=self.due(state, previous, until) <= self.now)
+        if result is None:
+            state.wait(place, until)
+            return
+        state.stop_waiting(place)
+        self.record(state, place, StepStatus.COMPLETED, result=result, new_attempt=False)
+        self.finished(state, place, result)
 
     def made(self, state: RunState, place: Place, result: Result, **record: Any) -> None:
         """A tool call's effect was made: the step is done, unless it is a sub-workflow this run
@@ -730,6 +758,10 @@ def _reuse(walk: Walk, action: Action[Any], state: RunState, place: Place, ctx: 
     if not ok:
         walk.fail(state, place, error, result=result, started=started, made_effect=True)
         return
+    if action.external:  # (delivered before: done, or waiting for its answer)
+        state.handled(place)
+        walk.delivered(state, place, result, started=started)
+        return
     walk.made(state, place, result, started=started)
 
 
@@ -750,8 +782,7 @@ def deliver(walk: Walk, states: list[RunState], deadline: float) -> int:
             ok, result, error = outcome
             ctx = state.delivered(place)
             if ok:
-                walk.record(state, place, StepStatus.COMPLETED, result=result, ctx=ctx, new_attempt=False)
-                walk.finished(state, place, result)
+                walk.delivered(state, place, result, ctx=ctx, new_attempt=False)
             else:
                 walk.fail(state, place, error, result=result, ctx=ctx, new_attempt=False, made_effect=True)
             settled += 1
