@@ -564,3 +564,5 @@ HEALTH = {
 # SITE_URL. The test provider ("fake", the demo's) sends nothing and answers at once.
 TWILIO_API_BASE = env_str("TWILIO_API_BASE", "https://api.twilio.com").rstrip("/")
 SMS_TIMEOUT = env_int("SMS_TIMEOUT", 15, minimum=1)
+# Slack's Web API, for channels posted to with a bot token (tests point it at a local stand-in).
+SLACK_API_BASE = env_str("SLACK_API_BASE", "https://slack.com").rstrip("/")

@@ -31,6 +31,7 @@ class Workflow(models.Model):
         STOP = "stop", "Stop at the first failed action"
         CONTINUE = "continue", "Continue with the next action"
         PAUSE = "pause", "Pause the run and notify the admins"
+        FALLBACK = "fallback", "Go on along the failed step's error edge (its fallback)"
 
     class Reenrollment(models.TextChoices):
         NOT_WHILE_RUNNING = "not_while_running", "Not while the record has an unfinished run of it"

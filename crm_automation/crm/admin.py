@@ -318,7 +318,9 @@ class SmsSettingsAdmin(OrgScopedAdmin):
             obj.auth_token = token
         elif not obj.auth_token:  # the test provider signs its callbacks with one of its own
             obj.auth_token = secrets.token_urlsafe(24)
-        super().save_model(request, obj, form, change)
+        # (The token is not a form field: the whole row is saved, by an admin of its organization.)
+        obj.full_clean()
+        obj.save()
 
 
 @admin.register(SmsMessage)

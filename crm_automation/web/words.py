@@ -154,6 +154,9 @@ def _question(result: dict) -> SafeString:
 def _webhook(result: dict) -> SafeString:
     answer = format_html(" → {}", result["status"]) if result.get("status") else format_html(
         " ({})", result.get("delivery", "queued"))
+    kind, _, channel = str(result.get("url", "")).partition(":")
+    if kind in ("slack", "teams") and not channel.startswith("//"):  # a chat post names its channel
+        return format_html("posted to {} {}{}", "Slack" if kind == "slack" else "Teams", channel, answer)
     return format_html("{} {}{}", str(result.get("method", "POST")).upper(), result.get("url", ""), answer)
 
 
@@ -334,6 +337,8 @@ RECORD_STEPS = {
     "create_note": lambda c, quote: f"Note: {_quoted(c.get('body'), quote)}",
     "delete_record": lambda c, quote: f"Delete the {c.get('record') or 'run’s record'} (only if an admin allowed it)",
     "archive_record": lambda c, quote: f"Archive the {c.get('record') or 'run’s record'}",
+    "post_slack": lambda c, quote: f"Post to Slack #{c.get('channel') or '…'}: {_quoted(c.get('text'), quote)}",
+    "post_teams": lambda c, quote: f"Post to Teams {c.get('channel') or '…'}: {_quoted(c.get('text'), quote)}",
     "send_sms": lambda c, quote: f"Text {c.get('to') or '…'}: {_quoted(c.get('body'), quote)}" + (
         f", then wait up to {c.get('reply_timeout_hours', 48)} h for the reply" if c.get("wait_for_reply") else ""),
 }

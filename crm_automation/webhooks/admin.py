@@ -11,8 +11,9 @@ from django.utils.html import format_html
 from crm_automation.automation import plans
 from crm_automation.crm.admin_scoping import OrgScopedAdmin, OwnRowsFilter, ReadOnlyInline, ReadOnlyOrgScopedAdmin
 from crm_automation.crm.models import Membership
-from crm_automation.webhooks import services
+from crm_automation.webhooks import guard, services
 from crm_automation.webhooks.models import (
+    ChatChannel,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
@@ -217,3 +218,56 @@ class WebhookDeliveryAdmin(ReadOnlyOrgScopedAdmin):
             return "—"
         return format_html("<a href='{}'>run #{}</a>", reverse("admin:automation_workflowrun_change",
                                                                args=[obj.run_id]), obj.run_id)
+
+
+class ChatChannelForm(forms.ModelForm):
+    """The webhook URL and the bot token are written, never shown: empty keeps what is stored."""
+
+    new_webhook_url = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                                      label="Incoming webhook URL", help_text=(
+                                          "Slack's https://hooks.slack.com/services/… or Teams' incoming webhook. "
+                                          "Stored encrypted; leave empty to keep the current one."))
+    new_bot_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                                    label="Slack bot token", help_text="xoxb-… (with the channel's id below), "
+                                                                       "instead of a webhook URL.")
+
+    class Meta:
+        model = ChatChannel
+        fields = ["organization", "name", "kind", "slack_channel", "username", "active"]
+
+    def clean(self):
+        data = super().clean()
+        url, token = data.get("new_webhook_url", ""), data.get("new_bot_token", "")
+        stored = self.instance if self.instance.pk else None
+        has_url = bool(url or (stored and stored.webhook_url))
+        has_token = bool(token or (stored and stored.bot_token))
+        if url:
+            try:
+                guard.parse(url)
+            except guard.Refused as exc:
+                self.add_error("new_webhook_url", str(exc))
+        if data.get("kind") == ChatChannel.Kind.TEAMS and not has_url:
+            self.add_error("new_webhook_url", "Teams posts go to an incoming webhook URL: paste it here")
+        if data.get("kind") == ChatChannel.Kind.SLACK and not (has_url or has_token):
+            self.add_error("new_webhook_url", "give Slack's incoming webhook URL, or a bot token and a channel")
+        if token and not data.get("slack_channel"):
+            self.add_error("slack_channel", "a bot posts to a channel: give its id (C0123…) or #name")
+        return data
+
+
+@admin.register(ChatChannel)
+class ChatChannelAdmin(AdminsOnly):
+    """Slack and Teams channels workflows post to (crm/post_slack, crm/post_teams)."""
+
+    form = ChatChannelForm
+    list_display = ("name", "kind", "slack_channel", "active", "organization")
+    list_filter = ("kind", "active", "organization")
+
+    def save_model(self, request, obj, form, change) -> None:
+        if form.cleaned_data.get("new_webhook_url"):
+            obj.webhook_url = form.cleaned_data["new_webhook_url"]
+        if form.cleaned_data.get("new_bot_token"):
+            obj.bot_token = form.cleaned_data["new_bot_token"]
+        # (Credentials are not form fields: the whole row is saved, by an admin of its organization.)
+        obj.full_clean()
+        obj.save()

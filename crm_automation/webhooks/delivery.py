@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from crm_automation.webhooks import guard, signing
 from crm_automation.webhooks.client import Answer, call
-from crm_automation.webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookTarget
+from crm_automation.webhooks.models import ChatChannel, DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookTarget
 from crm_automation.workers import shutdown
 
 Status = DeliveryStatus
@@ -65,15 +65,21 @@ def _failure(answer: Answer, target: WebhookTarget) -> str:
 @transaction.atomic
 def _record(delivery: WebhookDelivery, target: WebhookTarget, answer: Answer, started) -> None:
     error = _failure(answer, target)
+    if answer.status == 410:
+        WebhookTarget.objects.filter(pk=target.pk, active=True).update(
+            active=False, disabled_at=timezone.now(),
+            disabled_reason=f"the receiver answered 410 Gone to {delivery.url} (delivery {delivery.pk})"[:500])
+    _record_try(delivery, answer, started, error)
+
+
+@transaction.atomic
+def _record_try(delivery: WebhookDelivery, answer: Answer, started, error: str) -> None:
+    """One attempt row, and the delivery's outcome."""
     number = WebhookAttempt.objects.filter(delivery=delivery).count() + 1
     WebhookAttempt.objects.create(
         delivery=delivery, number=number, started_at=started, duration_ms=answer.duration_ms,
         address=answer.address, status_code=answer.status, response_body=answer.text[:ATTEMPT_TEXT],
         error=error, succeeded=not error)
-    if answer.status == 410:
-        WebhookTarget.objects.filter(pk=target.pk, active=True).update(
-            active=False, disabled_at=timezone.now(),
-            disabled_reason=f"the receiver answered 410 Gone to {delivery.url} (delivery {delivery.pk})"[:500])
     # The truth wins: written from `sending`, or from `queued` if a resumed run gave up on us.
     WebhookDelivery.objects.filter(pk=delivery.pk, status__in=[Status.SENDING, Status.QUEUED]).update(
         status=Status.FAILED if error else Status.SUCCEEDED, error=error, attempts=number,
@@ -88,7 +94,44 @@ def _under(url: str, base: str) -> bool:
         return True  # the guard refuses it when it is tried, with its reason, on the attempt row
 
 
+def chat_request(channel: ChatChannel) -> tuple[str, dict[str, str]]:
+    """Where a post to the channel goes and the credentials it carries: Slack's API with the bot
+    token, or the channel's incoming webhook URL (itself the credential)."""
+    if channel.kind == ChatChannel.Kind.SLACK and channel.bot_token:
+        return f"{settings.SLACK_API_BASE}/api/chat.postMessage", {"authorization": f"Bearer {channel.bot_token}"}
+    return channel.webhook_url, {}
+
+
+def _chat_failure(answer: Answer) -> str:
+    """Slack's API answers 200 with {"ok": false, "error": …} when it refuses a post."""
+    if answer.error or answer.status is None or not 200 <= answer.status < 300:
+        return answer.error or f"the chat service answered {answer.status}: {' '.join(answer.text.split())[:200]}"
+    if isinstance(answer.data, dict) and answer.data.get("ok") is False:
+        return f"Slack refused the post: {answer.data.get('error', 'no reason given')}"
+    return ""
+
+
+def _send_chat(delivery: WebhookDelivery) -> None:
+    channel = delivery.channel
+    if channel is None or not channel.active:
+        _settle(delivery, Status.FAILED, "its chat channel was deleted or disabled")
+        return
+    url, headers = chat_request(channel)
+    if not url:
+        _settle(delivery, Status.FAILED, f"chat channel “{channel.name}” has no webhook URL or bot token")
+        return
+    started = timezone.now()
+    answer = call(method="POST", url=url, body=delivery.body.encode(), timeout=settings.WEBHOOK_TIMEOUT,
+                  headers={**headers, "content-type": "application/json"})
+    # The webhook URL is the channel's secret: what is kept of the try never quotes it.
+    answer.error = answer.error.replace(url, f"<{channel.name}'s URL>")
+    _record_try(delivery, answer, started, _chat_failure(answer))
+
+
 def _send(delivery: WebhookDelivery) -> None:
+    if delivery.channel_id is not None:
+        _send_chat(delivery)
+        return
     target = delivery.target
     if target is None:
         _settle(delivery, Status.FAILED, "its webhook target was deleted, so there is no secret to sign with")
@@ -122,7 +165,7 @@ def deliveries_send(*, delivery_ids: list[int], deadline: float | None = None) -
         if shutdown.past(deadline):
             break
         if _claim(delivery_id):
-            _send(WebhookDelivery.objects.select_related("target").get(pk=delivery_id))
+            _send(WebhookDelivery.objects.select_related("target", "channel").get(pk=delivery_id))
         delivery = WebhookDelivery.objects.get(pk=delivery_id)
         if delivery.status in (Status.SUCCEEDED, Status.FAILED):
             done[delivery_id] = delivery

@@ -107,6 +107,34 @@ class WebhookTarget(SecretHolder):
         return self.name
 
 
+class ChatChannel(models.Model):
+    """A Slack or Microsoft Teams channel workflows post to (`crm/post_slack`, `crm/post_teams`,
+    `channel: sales-wins`): an incoming webhook URL, or for Slack a bot token and the channel's id.
+    The URL and the token are credentials: encrypted at rest, written and never shown again."""
+
+    class Kind(models.TextChoices):
+        SLACK = "slack", "Slack"
+        TEAMS = "teams", "Microsoft Teams"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    name = models.SlugField(max_length=60, help_text="How workflows refer to it (config `channel`).")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    webhook_url = EncryptedSecretField(blank=True, editable=False)
+    bot_token = EncryptedSecretField(blank=True, editable=False)
+    slack_channel = models.CharField(max_length=80, blank=True, help_text="Slack with a bot token: the channel's "
+                                                                          "id (C0123…) or #name.")
+    username = models.CharField(max_length=80, blank=True, help_text="Slack: the name posts show (optional).")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["organization", "name"], name="uniq_chat_channel_name")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display()})"
+
+
 class DeliveryStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     SENDING = "sending", "Sending"
@@ -121,6 +149,10 @@ class WebhookDelivery(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     target = models.ForeignKey(WebhookTarget, on_delete=models.SET_NULL, null=True, blank=True,
                                related_name="deliveries")
+    # A post to Slack or Teams (nodes/post_chat.py): its URL is the channel's secret, so `url`
+    # only names it ("slack:sales-wins").
+    channel = models.ForeignKey(ChatChannel, on_delete=models.SET_NULL, null=True, blank=True,
+                                related_name="deliveries")
     automation_key = models.CharField(max_length=100, unique=True)
     run_id = models.BigIntegerField(null=True, blank=True)
     method = models.CharField(max_length=10)

@@ -36,6 +36,10 @@
       config: () => ({ toolName: "crm/send_email", defaults: { to: entity() === "lead" ? "{{lead.email}}" : ["contact", "project"].includes(entity()) ? "{{trigger.contact.email}}" : "{{deal.contact.email}}", subject: "", body: "" } }) },
     { key: "send_sms", label: "Send an SMS", name: "Send SMS", subtype: "tool-call", tool: "crm/send_sms",
       config: () => ({ toolName: "crm/send_sms", defaults: { to: entity() === "deal" ? "{{deal.contact.phone}}" : "{{trigger.contact.phone}}", body: "" } }) },
+    { key: "post_slack", label: "Post to Slack", name: "Post to Slack", subtype: "tool-call", tool: "crm/post_slack",
+      config: () => ({ toolName: "crm/post_slack", defaults: { channel: ((cat.chat_channels || []).find((c) => c.kind === "slack") || {}).value || "", text: "" } }) },
+    { key: "post_teams", label: "Post to Teams", name: "Post to Teams", subtype: "tool-call", tool: "crm/post_teams",
+      config: () => ({ toolName: "crm/post_teams", defaults: { channel: ((cat.chat_channels || []).find((c) => c.kind === "teams") || {}).value || "", text: "" } }) },
     { key: "update_field", label: "Update a field", name: "Update field", subtype: "tool-call", tool: "crm/update_record",
       config: () => ({ toolName: "crm/update_record", defaults: { field: Object.keys(cat.updatable[entity() || "deal"] || {})[0] || "", value: "" } }) },
     // Records a step makes or removes (automation/nodes/create_records.py).
@@ -85,7 +89,7 @@
   const OUTPUTS = {  // what later nodes may read of a node, by kind ({{Label.key}})
     "crm/create_task": ["title", "task_id", "assignee"], "crm/send_email": ["to", "subject"],
     "crm/create_project": ["project_id", "name"], "crm/create_contact": ["contact_id", "first_name"],
-    "crm/create_deal": ["deal_id", "title"], "crm/create_note": ["note_id", "body"], "crm/delete_record": ["deleted", "record"], "crm/archive_record": ["archived"], "crm/send_sms": ["reply", "timed_out", "to", "body"],
+    "crm/create_deal": ["deal_id", "title"], "crm/create_note": ["note_id", "body"], "crm/delete_record": ["deleted", "record"], "crm/archive_record": ["archived"], "crm/send_sms": ["reply", "timed_out", "to", "body"], "crm/post_slack": ["status", "body"], "crm/post_teams": ["status", "body"],
     "crm/update_record": ["old", "new"], "http/request": ["status", "body"],
     "user-input": ["decision", "comment", "answered_by"], function: ["value"], "desktop-notification": ["count"],
     loop: ["items", "count"], merge: ["arrived_from"],
@@ -115,7 +119,16 @@
       return made;
     }
     if (n.data.subtype === "parallel") return used.map((h) => [h, h]);
+    if (fallsBack(n)) return [["", "Done"], ["error", "On error"]];
     return null;
+  }
+  // A step that falls back when it fails has a second way out, its "error" edge (error_policy.py).
+  const NO_FALLBACK = ["condition", "loop", "parallel", "merge", "wait", "router", "user-input"];
+  function fallsBack(n) {
+    if (!n || NO_FALLBACK.includes(n.data.subtype) || ["chat-app", "manual", "schedule"].includes(n.data.subtype)) return false;
+    const rule = n.data.onError;
+    if (rule && typeof rule === "object") return rule.policy === "fallback" || (rule.policy === "retry" && rule.then === "fallback");
+    return ((doc.settings || {}).errorPolicy) === "fallback";
   }
   // The way out a step inserted before `target` takes to it (the first branch of a branching node).
   function firstHandle(n) {
@@ -335,6 +348,8 @@
       case "chat-app": case "manual": case "schedule": return triggerWords();
       case "crm/create_task": return taskWords(d);
       case "crm/send_email": return "Email " + (d.to || "…") + ": “" + (d.subject || "…") + "”";
+      case "crm/post_slack": return "Post to Slack " + (d.channel || "…") + ": “" + short(d.text) + "”";
+      case "crm/post_teams": return "Post to Teams " + (d.channel || "…") + ": “" + short(d.text) + "”";
       case "crm/send_sms": return "Text " + (d.to || "…") + ": “" + short(d.body) + "”" + (d.wait_for_reply ? ", then wait up to " + (d.reply_timeout_hours || 48) + " h for the reply" : "");
       case "crm/update_record": return "Set " + (d.field || "…").split(".").pop().replace(/_/g, " ") + " → " + (d.field && d.field.split(".").pop() === "stage" ? stageName(d.value) : (given(d.value) ? d.value : "empty"));
       case "http/request": return httpWords(d);
@@ -684,7 +699,7 @@
       form.push(rules);
     }
     const s = doc.settings = doc.settings || {};
-    form.push(fieldBox("When a step fails", select([{ value: "abort", label: "Stop the run" }, { value: "skip", label: "Skip the step and go on" }, { value: "pause", label: "Pause the run and tell the admins" }], s.errorPolicy || "abort", (v) => { s.errorPolicy = v; changed(); })));
+    form.push(fieldBox("When a step fails", select([{ value: "abort", label: "Stop the run" }, { value: "skip", label: "Skip the step and go on" }, { value: "pause", label: "Pause the run and tell the admins" }, { value: "fallback", label: "Go on along the step's “On error” way (its fallback)" }], s.errorPolicy || "abort", (v) => { s.errorPolicy = v; changed(); render(); })));
     form.push(fieldBox("A record may go through it", select([{ value: "not_while_running", label: "again, but not while its last run is unfinished" }, { value: "once", label: "only once, ever" }, { value: "every_time", label: "every time the trigger fires" }], s.reenrollment || "not_while_running", (v) => { s.reenrollment = v; changed(); })));
     return form;
   }
@@ -740,6 +755,16 @@
       if (hint) hint.textContent = readsOf(v || "Name");  // the name later steps use follows as it is typed
     }), { node: n.id, field: "label" }, readsOf(name));
     const form = [labelBox];
+    if (!NO_FALLBACK.includes(n.data.subtype)) {  // this step's own error policy (the workflow's by default)
+      const rule = n.data.onError && typeof n.data.onError === "object" ? n.data.onError : null;
+      const chosen = rule ? (rule.policy === "retry" ? "retry" : rule.policy) : "";
+      const choices = [{ value: "", label: "As the workflow says" }, { value: "fallback", label: "Go on along its “On error” way (a fallback)" }, { value: "skip", label: "Skip it and go on" }, { value: "pause", label: "Pause the run" }, { value: "abort", label: "Stop the run" }];
+      if (chosen === "retry") choices.push({ value: "retry", label: "Try again (as set in YAML)" });
+      form.push(fieldBox("When this step fails", select(choices, chosen, (v) => {
+        if (!v) delete n.data.onError; else if (v !== "retry") n.data.onError = { policy: v };
+        changed(); render();
+      }), { node: n.id, field: "onError" }, fallsBack(n) ? "Draw its “On error” way to the step to run instead; that step reads the failure as {{" + (n.data.label || "Step") + ".error}}." : ""));
+    }
     switch (kindOf(n)) {
       case "crm/create_task":
         form.push(templated("Task title", n, d, "title"));
@@ -774,6 +799,15 @@
         form.push(fieldBox("Delete", select([{ value: "", label: "The record the run is about" }, { value: "deal", label: "Its deal" }, { value: "contact", label: "Its contact" }, { value: "project", label: "Its project" }, { value: "lead", label: "Its lead" }], d.record || "", setter(n, d, "record")), { node: n.id, field: "record" },
           "Deletes only once an admin allowed this workflow to delete records; the run keeps what it deleted."));
         break;
+      case "crm/post_slack": case "crm/post_teams": {
+        const kind = kindOf(n) === "crm/post_slack" ? "slack" : "teams";
+        const channels = (cat.chat_channels || []).filter((c) => c.kind === kind);
+        form.push(fieldBox("Channel", select([{ value: "", label: "Choose…" }].concat(channels), d.channel || "", setter(n, d, "channel")), { node: n.id, field: "channel" },
+          channels.length ? "Channels hold the webhook URL or bot token (admin: Chat channels)." : "This organization has no " + (kind === "slack" ? "Slack" : "Teams") + " channel yet: an admin adds one first (admin: Chat channels)."));
+        form.push(templated("Title (optional)", n, d, "title"));
+        form.push(templated("Message", n, d, "text", true));
+        break;
+      }
       case "crm/send_sms": {
         form.push(templated("To (a phone number)", n, d, "to"));
         const message = templated("Message", n, d, "body", true);

@@ -36,9 +36,10 @@ MAX_NAME = wording.limit_of(Workflow, "name")
 TOOLS = {"send_email": "crm/send_email", "create_task": "crm/create_task", "update_field": "crm/update_record",
          "http_request": "http/request", "create_project": "crm/create_project", "create_contact": "crm/create_contact",
          "create_deal": "crm/create_deal", "create_note": "crm/create_note", "delete_record": "crm/delete_record",
-         "archive_record": "crm/archive_record", "send_sms": "crm/send_sms"}
+         "archive_record": "crm/archive_record", "send_sms": "crm/send_sms", "post_slack": "crm/post_slack",
+         "post_teams": "crm/post_teams"}
 ACTIONS = {tool: action for action, tool in TOOLS.items()}
-ERROR_POLICY = {"stop": "abort", "continue": "skip", "pause": "pause"}
+ERROR_POLICY = {"stop": "abort", "continue": "skip", "pause": "pause", "fallback": "fallback"}
 ERROR_HANDLING = {policy: handling for handling, policy in ERROR_POLICY.items()}
 STATUS_OUT = {"draft": "draft", "activated": "production", "paused": "paused", "archived": "archive"}
 STATUS_IN = {"draft": "draft", "production": "activated", "paused": "paused", "archive": "archived"}
@@ -162,7 +163,7 @@ def _action_label(action: dict) -> str:
     return {"send_email": "Send email", "create_task": "Create task", "notify": "Notify",
             "create_project": "Create project", "create_contact": "Create contact", "create_deal": "Create deal",
             "create_note": "Add a note", "delete_record": "Delete record", "archive_record": "Archive record",
-            "send_sms": "Send SMS",
+            "send_sms": "Send SMS", "post_slack": "Post to Slack", "post_teams": "Post to Teams",
             "http_request": "HTTP request",
             "user_input": "Ask", "sub_workflow": f"Run {config.get('workflowId', 'sub-workflow')}"}.get(kind, "Step")
 

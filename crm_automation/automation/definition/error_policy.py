@@ -17,19 +17,25 @@ A node's `onError` (in YAML, `data.onError`; in a definition, the action's `on_e
 - skip: the failure is recorded and the run goes on after the step (the run ends partial);
 - pause: the run is paused and the organization's admins are notified; a person retries the
   step, skips it, or cancels the run;
-- abort: the run stops; the steps left are skipped with the reason (the run fails).
+- abort: the run stops; the steps left are skipped with the reason (the run fails);
+- fallback: the run goes on along the node's `error` edge instead (the node to run in its place:
+  a backup provider, a task for the ops team), whose steps read the failure as
+  {{<failed step>.error}}; the failure and the fallback are both on the run's record (the run
+  ends partial). A fallback without an error edge stops the run, saying so.
 
-The workflow's policy (`settings.errorPolicy`) is abort, skip or pause: today's "stop at the
-first failed action" and "continue with the next action" are abort and skip.
+The workflow's policy (`settings.errorPolicy`) is abort, skip, pause or fallback (every failed
+node without a policy of its own follows its error edge): "stop at the first failed action" and
+"continue with the next action" are abort and skip.
 """
 
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-POLICIES = ("retry", "skip", "pause", "abort")
-FINAL = ("skip", "pause", "abort")
-WORKFLOW_POLICY = {"stop": "abort", "continue": "skip", "pause": "pause"}
+POLICIES = ("retry", "skip", "pause", "abort", "fallback")
+FINAL = ("skip", "pause", "abort", "fallback")
+WORKFLOW_POLICY = {"stop": "abort", "continue": "skip", "pause": "pause", "fallback": "fallback"}
+ERROR_HANDLE = "error"  # the edge a fallback follows
 MAX_TRIES = 10
 DEFAULT_RETRY = {"maxAttempts": 4, "baseSeconds": 5, "factor": 5}
 SCHEDULES = {"standard-webhooks": [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]}

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 TRIGGER = "trigger"
 TRUE, FALSE = "condition-true", "condition-false"
+ERROR = "error"  # a failed step's fallback (definition/error_policy.py)
 BODY, DONE = "loop-body", "loop-done"
 CONTROL_TYPES = ("wait", "condition", "parallel", "merge", "loop")
 MAX_ITERATIONS = 1000
@@ -193,7 +194,8 @@ def _handles(node: Node | None) -> set[str] | None:
     if node is None:  # the trigger
         return {""}
     return {"condition": {TRUE, FALSE}, "loop": {BODY, DONE}, "parallel": None, "router": None,
-            "user_input": {"approved", "rejected", "timed-out"}}.get(node.type, {""})
+            "user_input": {"approved", "rejected", "timed-out"}, "wait": {""}, "merge": {""}}.get(
+        node.type, {"", ERROR})  # (a step that can fail may have an `error` edge: its fallback)
 
 
 MAX_COORDINATE = 1_000_000  # canvas pixels: far past any screen, short of absurd
@@ -227,6 +229,34 @@ def _position_problems(graph_part: dict, known: set[str]) -> list[tuple[str, str
             errors.append((f"graph.positions.{node_id}", "is not a node of this workflow"))
         elif problem := position_problem(position):
             errors.append((f"nodes[{node_id}].position", problem))
+    return errors
+
+
+def _falls_back(definition: dict, action: dict) -> bool:
+    """Whether the node's failure follows its error edge (its own policy, or the workflow's)."""
+    rule = action.get("on_error")
+    if isinstance(rule, dict):
+        return rule.get("policy") == "fallback" or (rule.get("policy") == "retry" and rule.get("then") == "fallback")
+    return definition.get("error_handling") == "fallback"
+
+
+def _fallback_problems(definition: dict, edges: list, nodes: dict) -> list[tuple[str, str]]:
+    """An error edge belongs to a node that falls back; a node whose own policy is fallback has one."""
+    errors = []
+    with_error_edge = {e["source"] for e in edges if isinstance(e, dict) and e.get("sourceHandle") == ERROR}
+    actions = {node_id_at(a, i): a for i, a in enumerate(definition.get("actions") or []) if isinstance(a, dict)}
+    for i, edge in enumerate(edges):
+        if isinstance(edge, dict) and edge.get("sourceHandle") == ERROR and edge.get("source") in actions \
+                and not _falls_back(definition, actions[edge["source"]]):
+            errors.append((f"edges[{i}].sourceHandle", f"“{edge['source']}” has an error edge but does not fall back "
+                                                       "on failure: set its onError policy (or the workflow's) to "
+                                                       "fallback, or remove the edge"))
+    for node_id, action in actions.items():
+        rule = action.get("on_error")
+        if isinstance(rule, dict) and (rule.get("policy") == "fallback" or rule.get("then") == "fallback") \
+                and node_id not in with_error_edge and node_id in nodes:
+            errors.append((f"nodes[{node_id}].data.onError", "a fallback runs the node its “error” edge leads to: "
+                                                            "draw that edge (sourceHandle: error)"))
     return errors
 
 
@@ -283,6 +313,7 @@ def problems(definition: dict) -> list[tuple[str, str]]:
             errors.append((place, f"a second edge out of “{source}”{f' ({handle})' if handle else ''}: "
                                   "to run steps side by side, use a parallel node"))
         seen_ways.add((source, handle))
+    errors += _fallback_problems(definition, edges, nodes)
     if errors:
         return errors
     graph = build(definition)

@@ -259,7 +259,7 @@ def _checked(definition: dict, organization_id: int) -> list[tuple[str, str]]:
     if isinstance(trigger_type, str) and catalog.known_trigger(trigger_type):
         errors += conditions.validate(definition.get("conditions"), trigger_type, organization_id=organization_id)
     if definition.get("error_handling") not in Workflow.ErrorHandling.values:
-        errors.append(("error_handling", "must be 'stop', 'continue' or 'pause'"))
+        errors.append(("error_handling", "must be 'stop', 'continue', 'pause' or 'fallback'"))
     if definition.get("reenrollment", Workflow.Reenrollment.EVERY_TIME) not in Workflow.Reenrollment.values:
         errors.append(("reenrollment", f"must be one of {', '.join(Workflow.Reenrollment.values)}"))
     timeout = definition.get("timeout_seconds")

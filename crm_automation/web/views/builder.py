@@ -45,7 +45,7 @@ from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import forbidden, workflow_of
 from crm_automation.web.views.workflow_pages import is_stale, last_edit, tab_links
 from crm_automation.webhooks.action import METHODS as http_methods
-from crm_automation.webhooks.models import WebhookEndpoint, WebhookTarget
+from crm_automation.webhooks.models import ChatChannel, WebhookEndpoint, WebhookTarget
 
 EVENTS = list(catalog.TRIGGER_CHOICES)  # manual_* become subtype "manual" in the document (builder.js)
 STARTER_NAME = "New workflow"
@@ -105,6 +105,9 @@ def builder_catalog(organization: Organization) -> dict:
         "endpoints": list(WebhookEndpoint.objects.filter(organization=organization).order_by("name")
                           .values_list("name", flat=True)),
         # Webhook targets by name, with their URL: an HTTP step's card says the host it calls.
+        "chat_channels": [{"value": name, "label": f"{name} ({kind.title()})", "kind": kind}
+                          for name, kind in ChatChannel.objects.filter(organization=organization, active=True)
+                          .order_by("name").values_list("name", "kind")],
         "targets": [{"value": name, "url": url} for name, url in WebhookTarget.objects.filter(
             organization=organization).order_by("name").values_list("name", "url")],
         "workflows": [{"value": key, "label": name} for key, name in Workflow.objects.filter(

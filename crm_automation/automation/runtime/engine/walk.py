@@ -393,6 +393,8 @@ class Walk:
         decision = error_policy.decide(node.on_error, state.handling, attempt=attempt, retry_safe=safe,
                                        now=timezone.now(), simulating=state.simulating)
         info = {**(result or {}), "policy": decision.policy}
+        if decision.policy == "fallback":  # what the fallback's steps read: {{<this step>.error}}
+            info["error"] = error
         if not state.simulating:
             run_log.step_failed(state.run, node_id=place[0], action_type=node.type, attempt=attempt,
                                 policy=decision.policy, error=error)
@@ -408,6 +410,8 @@ class Walk:
             return
         self.record(state, place, StepStatus.FAILED, result=info, error=error, ctx=ctx, started=started,
                     new_attempt=new_attempt)
+        if decision.policy == "fallback":
+            state.remember(place, info)  # its fallback reads the failure: {{<this step>.error}}
         self._after_failure(state, place, decision.policy, failure_text(state, place, error))
 
     def later(self, state: RunState, place: Place, until: datetime, reason: str, *, ctx: Any = None,
@@ -552,12 +556,15 @@ class Walk:
         not the run's first failure (an earlier step may have failed and been skipped)."""
         if policy == "skip":
             self.follow(state, place, self._ways_past(state, place))
+        elif policy == "fallback" and state.graph.targets(place[0], {graph.ERROR}):
+            self.follow(state, place, {graph.ERROR})  # (the run ends partial: the failure is on its record)
         elif policy == "pause":
             state.paused = state.paused or failure
         else:
             state.aborted = True
             if not state.halted:
-                state.halted = f"skipped: step {state.node(place[0]).index + 1} failed and the workflow stops on errors"
+                why = "has no error edge to fall back to" if policy == "fallback" else "the workflow stops on errors"
+                state.halted = f"skipped: step {state.node(place[0]).index + 1} failed and {why}"
             self.follow(state, place)
 
     @staticmethod
@@ -581,6 +588,8 @@ class Walk:
             if not state.failure:
                 state.failure = failure_text(state, place, previous.error)
             policy = result.get("policy") or error_policy.WORKFLOW_POLICY.get(state.handling, "abort")
+            if policy == "fallback":
+                state.remember(place, result)
             self._after_failure(state, place, policy, failure_text(state, place, previous.error))
             return
         state.remember(place, result)
