@@ -566,3 +566,6 @@ TWILIO_API_BASE = env_str("TWILIO_API_BASE", "https://api.twilio.com").rstrip("/
 SMS_TIMEOUT = env_int("SMS_TIMEOUT", 15, minimum=1)
 # Slack's Web API, for channels posted to with a bot token (tests point it at a local stand-in).
 SLACK_API_BASE = env_str("SLACK_API_BASE", "https://slack.com").rstrip("/")
+# A workflow with a response node answers the inbound webhook's caller: how long the request waits
+# for the reply (then 202 with the run's id; the reply stays on the run).
+WEBHOOK_RESPONSE_SECONDS = env_float("WEBHOOK_RESPONSE_SECONDS", 10.0, low=0.0, high=30.0)

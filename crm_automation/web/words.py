@@ -339,6 +339,7 @@ RECORD_STEPS = {
     "archive_record": lambda c, quote: f"Archive the {c.get('record') or 'run’s record'}",
     "post_slack": lambda c, quote: f"Post to Slack #{c.get('channel') or '…'}: {_quoted(c.get('text'), quote)}",
     "post_teams": lambda c, quote: f"Post to Teams {c.get('channel') or '…'}: {_quoted(c.get('text'), quote)}",
+    "response": lambda c, quote: f"Reply {c.get('statusCode', 200)}: {_quoted(c.get('responseTemplate'), quote)}",
     "send_sms": lambda c, quote: f"Text {c.get('to') or '…'}: {_quoted(c.get('body'), quote)}" + (
         f", then wait up to {c.get('reply_timeout_hours', 48)} h for the reply" if c.get("wait_for_reply") else ""),
 }

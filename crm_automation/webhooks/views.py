@@ -1,6 +1,7 @@
 """Webhooks over the API: admins manage inbound endpoints; anyone with an endpoint's secret posts
 to it (no session, no token: the signature is the authentication)."""
 
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -11,7 +12,7 @@ from rest_framework.views import APIView
 
 from crm_automation.api.pagination import Pages
 from crm_automation.api.tenancy import require_role
-from crm_automation.webhooks import inbound
+from crm_automation.webhooks import inbound, replies
 from crm_automation.webhooks.models import WebhookEndpoint
 from crm_automation.webhooks.services import (
     webhook_endpoint_create,
@@ -151,8 +152,14 @@ class HookView(APIView):
                                               content_type=request.META.get("CONTENT_TYPE", ""))
         except inbound.Refused as refused:
             return Response({"detail": refused.message, "code": refused.code}, status=refused.status)
-        return Response({"status": "accepted", "id": receipt.pk, "webhook_id": receipt.message_id},
-                        status=status.HTTP_202_ACCEPTED)
+        accepted = {"status": "accepted", "id": receipt.pk, "webhook_id": receipt.message_id}
+        if replies.replies_expected(receipt):  # a workflow answers the caller: wait for its reply, a while
+            reply, run_ids = replies.await_reply(receipt)
+            if reply is not None:
+                return HttpResponse(reply.body, status=reply.status, content_type=reply.content_type,
+                                    headers={"X-Run-Id": str(reply.run_id)})
+            accepted["runs"] = run_ids  # the reply, when it comes, is on its run: GET /api/v1/runs/<id>/
+        return Response(accepted, status=status.HTTP_202_ACCEPTED)
 
     @staticmethod
     def _body(request) -> bytes:

@@ -66,6 +66,8 @@
       config: () => ({ workflowId: (cat.workflows[0] || {}).value || "" }) },
     { key: "http_request", label: "Call a webhook (HTTP)", name: "HTTP request", subtype: "tool-call", tool: "http/request",
       config: () => ({ toolName: "http/request", defaults: { target: (cat.targets[0] || {}).value || "", method: "POST" } }) },
+    { key: "response", label: "Reply to the caller", name: "Reply", subtype: "response",
+      config: () => ({ responseTemplate: triggerType() === "webhook" ? "{\"received\": \"{{trigger.webhook_id}}\"}" : "", statusCode: 200 }) },
     { key: "function", label: "Find records or compute", name: "Function", subtype: "function",
       config: () => ({ functionRef: "crm/query_deals", args: {} }) },
     { key: "loop", label: "Loop", name: "Loop", subtype: "loop", group: "Flow", config: () => ({ loopMode: "count", count: 3 }) },
@@ -89,7 +91,7 @@
   const OUTPUTS = {  // what later nodes may read of a node, by kind ({{Label.key}})
     "crm/create_task": ["title", "task_id", "assignee"], "crm/send_email": ["to", "subject"],
     "crm/create_project": ["project_id", "name"], "crm/create_contact": ["contact_id", "first_name"],
-    "crm/create_deal": ["deal_id", "title"], "crm/create_note": ["note_id", "body"], "crm/delete_record": ["deleted", "record"], "crm/archive_record": ["archived"], "crm/send_sms": ["reply", "timed_out", "to", "body"], "crm/post_slack": ["status", "body"], "crm/post_teams": ["status", "body"],
+    "crm/create_deal": ["deal_id", "title"], "crm/create_note": ["note_id", "body"], "crm/delete_record": ["deleted", "record"], "crm/archive_record": ["archived"], "crm/send_sms": ["reply", "timed_out", "to", "body"], "crm/post_slack": ["status", "body"], response: ["response", "status"], "crm/post_teams": ["status", "body"],
     "crm/update_record": ["old", "new"], "http/request": ["status", "body"],
     "user-input": ["decision", "comment", "answered_by"], function: ["value"], "desktop-notification": ["count"],
     loop: ["items", "count"], merge: ["arrived_from"],
@@ -348,6 +350,7 @@
       case "chat-app": case "manual": case "schedule": return triggerWords();
       case "crm/create_task": return taskWords(d);
       case "crm/send_email": return "Email " + (d.to || "…") + ": “" + (d.subject || "…") + "”";
+      case "response": return "Reply " + (c.statusCode || 200) + ": “" + short(c.responseTemplate) + "”";
       case "crm/post_slack": return "Post to Slack " + (d.channel || "…") + ": “" + short(d.text) + "”";
       case "crm/post_teams": return "Post to Teams " + (d.channel || "…") + ": “" + short(d.text) + "”";
       case "crm/send_sms": return "Text " + (d.to || "…") + ": “" + short(d.body) + "”" + (d.wait_for_reply ? ", then wait up to " + (d.reply_timeout_hours || 48) + " h for the reply" : "");
@@ -798,6 +801,11 @@
       case "crm/delete_record":
         form.push(fieldBox("Delete", select([{ value: "", label: "The record the run is about" }, { value: "deal", label: "Its deal" }, { value: "contact", label: "Its contact" }, { value: "project", label: "Its project" }, { value: "lead", label: "Its lead" }], d.record || "", setter(n, d, "record")), { node: n.id, field: "record" },
           "Deletes only once an admin allowed this workflow to delete records; the run keeps what it deleted."));
+        break;
+      case "response":
+        form.push(templated("Reply", n, c, "responseTemplate", true));
+        form.push(fieldBox("HTTP status", number(c.statusCode === undefined ? 200 : c.statusCode, (v) => { if (v === "") delete c.statusCode; else c.statusCode = v; changed(); refreshSummary(n); }, { min: 200, max: 599, step: 1 }), { node: n.id, field: "statusCode" },
+          triggerType() === "webhook" ? "The webhook's caller gets it as the answer when the run gets here in time; else 202 and the reply stays on the run." : "Recorded on the run."));
         break;
       case "crm/post_slack": case "crm/post_teams": {
         const kind = kindOf(n) === "crm/post_slack" ? "slack" : "teams";

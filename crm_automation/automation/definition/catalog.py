@@ -128,7 +128,7 @@ TRIGGER_TYPES = {value for value, _ in TRIGGER_CHOICES}
 # Parts of the workflow format (docs/product.md#nodes) that do not run yet: a workflow using them
 # is kept as a draft (import, export, edit), and activation says why it cannot run yet.
 LATER_TRIGGERS: dict[str, str] = {}
-LATER_NODES = {"response": "response nodes come with inbound webhooks"}
+LATER_NODES: dict[str, str] = {}
 # Nodes that ask the language model (ai/nodes.py): a workflow with one is published only when
 # a provider is set up.
 AI_NODES = ("agent", "router")

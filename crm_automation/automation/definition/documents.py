@@ -45,7 +45,8 @@ STATUS_OUT = {"draft": "draft", "activated": "production", "paused": "paused", "
 STATUS_IN = {"draft": "draft", "production": "activated", "paused": "paused", "archive": "archived"}
 # Node subtypes whose config is the step's config as it is (no toolName / defaults wrapping).
 PLAIN = {"desktop-notification": "notify", "function": "function", "user-input": "user_input",
-         "sub-workflow": "sub_workflow", **{node: node for node in (*catalog.LATER_NODES, *catalog.AI_NODES)}}
+         "sub-workflow": "sub_workflow", "response": "response",
+         **{node: node for node in (*catalog.LATER_NODES, *catalog.AI_NODES)}}
 # The settings of relative-time (relative_time.py) and record-updated (record_changes.py)
 # triggers, on a chat-app trigger node.
 RELATIVE_KEYS = ("field", "offsetDays", "time", "stage", "days", "fields", "crossing", "bulk")

@@ -305,7 +305,8 @@ def problems(definition: dict) -> list[tuple[str, str]]:
                 errors.append((f"{place}.sourceHandle", f"router “{source}” has {len(routes)} routes "
                                                         f"(route-0 to route-{len(routes) - 1})"))
         elif handle not in allowed:
-            ways = ", ".join(sorted(h for h in allowed if h)) or "one way out and takes no handle"
+            ways = "one way out (and “error”, the way it falls back on when it fails)" if allowed == {"", ERROR} \
+                else ", ".join(sorted(h for h in allowed if h)) or "one way out and takes no handle"
             what = f"this {node.type} node's ways out are {ways}" if node and "" not in allowed else \
                 f"“{handle}”: this node has {ways}"
             errors.append((f"{place}.sourceHandle", what))

@@ -16,6 +16,7 @@ from crm_automation.automation.nodes.create_records import (
 from crm_automation.automation.nodes.create_task import CreateTask
 from crm_automation.automation.nodes.notify import Notify
 from crm_automation.automation.nodes.post_chat import PostSlack, PostTeams
+from crm_automation.automation.nodes.response import Response
 from crm_automation.automation.nodes.send_email import SendEmail
 from crm_automation.automation.nodes.send_sms import SendSms
 from crm_automation.automation.nodes.sub_workflow import SubWorkflow
@@ -25,6 +26,6 @@ from crm_automation.webhooks.action import HttpRequest
 REGISTRY: dict[str, Action[Any]] = {a.type: a for a in (
     SendEmail(), UpdateField(), CreateTask(), Notify(), SubWorkflow(), HttpRequest(), Agent(), Router(),
     CreateProject(), CreateContact(), CreateDeal(), CreateNote(), ArchiveRecord(), DeleteRecord(), SendSms(),
-    PostSlack(), PostTeams())}
+    PostSlack(), PostTeams(), Response())}
 
 __all__ = ["REGISTRY", "Action", "ActionFailed", "ExecutionContext", "effect_key", "step_name"]
