@@ -164,7 +164,7 @@ def _action_label(action: dict) -> str:
     return {"send_email": "Send email", "create_task": "Create task", "notify": "Notify",
             "create_project": "Create project", "create_contact": "Create contact", "create_deal": "Create deal",
             "create_note": "Add a note", "delete_record": "Delete record", "archive_record": "Archive record",
-            "send_sms": "Send SMS", "post_slack": "Post to Slack", "post_teams": "Post to Teams",
+            "send_sms": "SMS", "post_slack": "Post to Slack", "post_teams": "Post to Teams",
             "http_request": "HTTP request",
             "user_input": "Ask", "sub_workflow": f"Run {config.get('workflowId', 'sub-workflow')}"}.get(kind, "Step")
 

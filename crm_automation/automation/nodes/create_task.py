@@ -1,3 +1,4 @@
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -30,8 +31,10 @@ class CreateTask(Action[Task]):
     type = "create_task"
     label = "Create task"
     required = ("title",)
-    optional = ("description", "due_in_days", "priority", "assignee")
-    templated = ("title", "description")
+    # project_id: the product documents' way to name the task's project ({{trigger.project.id}});
+    # without it the task links to the run's own deal, lead or project.
+    optional = ("description", "due_in_days", "priority", "assignee", "project_id")
+    templated = ("title", "description", "project_id")
 
     def validate(self, config: object, *, trigger_type: str, organization_id: int) -> list[tuple[str, str]]:
         errors = super().validate(config, trigger_type=trigger_type, organization_id=organization_id)
@@ -78,9 +81,23 @@ class CreateTask(Action[Task]):
             assignee=self._assignee(config, ctx),
             deal=linked_deal(ctx.record),
             lead=linked_lead(ctx.record),
-            project=linked_project(ctx.record),
+            project=self._project(config, ctx),
             automation_key=ctx.key,
         )
+
+    @staticmethod
+    def _project(config: dict[str, Any], ctx: ExecutionContext) -> Project | None:
+        """The project named by `project_id` (one of the organization's), else the run's own."""
+        if not config.get("project_id"):
+            return linked_project(ctx.record)
+        text = ctx.render("project_id", config["project_id"]).strip()
+        try:
+            found = Project.objects.filter(organization_id=ctx.organization_id, pk=uuid.UUID(text)).first()
+        except ValueError:
+            found = None
+        if found is None:
+            raise ActionFailed(f"project_id “{text[:60]}” is not a project of this organization")
+        return found
 
     @staticmethod
     def _result(task: Task) -> Result:
