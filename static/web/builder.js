@@ -593,8 +593,7 @@
     const box = el("fieldset", { class: "rules" }, el("legend", { text: "Continue only if" }));
     box.append(fieldBox("Match", select([{ value: "and", label: "all of these are true" }, { value: "or", label: "any of these is true" }],
       config.combinator || "and", (v) => { config.combinator = v; changed(); refreshSummary(n); })));
-    const fieldOptions = Object.entries(fields()).filter(([p, t]) => !p.startsWith("trigger.") && p !== "trigger" && t !== "object")
-      .map(([p]) => ({ value: p, label: fieldLabel(p) }));
+    const fieldOptions = ruleFields(n).map((p) => ({ value: p, label: fieldLabel(p) }));
     config.rules.forEach((rule, i) => {
       const row = el("div", { class: "rule" });
       const where = { node: n.id, field: (prefix || "") + "rules[" + i + "]" };
@@ -612,6 +611,22 @@
     });
     box.append(el("button", { type: "button", onclick: () => { config.rules.push({ field: firstField("str"), operator: "eq", value: "" }); changed(); renderForm(n); }, text: "Add a condition" }));
     return box;
+  }
+
+  // What a condition may compare: the record's fields, an event's declared data, and (in a condition
+  // step) what the steps before it gave ({{Ask.reply}}, {{Find deals.count}}, an agent's answer).
+  const GENERIC_TRIGGER = /^trigger\.(event|type|from_stage|to_stage|deal|lead|project|contact|changed|source|bulk|occurred_at)(\.|$)/;
+  function ruleFields(n) {
+    const event = !!(cat.events.find((e) => e.value === triggerType()) || {}).description;
+    const found = Object.entries(fields()).filter(([p, t]) => t !== "object" && p !== "trigger" &&
+      (!p.startsWith("trigger.") || (event && !GENERIC_TRIGGER.test(p)))).map(([p]) => p);
+    if (n && !["chat-app", "manual", "schedule"].includes(n.data.subtype)) {
+      upstream(n.id).forEach((u) => {
+        if (kindOf(u) === "agent") { if (u.data.label) found.push(u.data.label); return; }
+        (OUTPUTS[kindOf(u)] || []).forEach((k) => { if (u.data.label) found.push(u.data.label + "." + k); });
+      });
+    }
+    return found;
   }
 
   // A router's routes: the words the model answers with, each a branch of the flow.

@@ -24,7 +24,7 @@ from crm_automation.automation import wording
 from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, Outcome, Result
 from crm_automation.automation.nodes.create_task import linked_deal, linked_lead
 from crm_automation.crm.email_delivery import email_mark_unknown, emails_deliver, emails_in_flight
-from crm_automation.crm.models import Deal, EmailMessage, Lead, Membership, Notification
+from crm_automation.crm.models import Deal, EmailMessage, Lead, Membership, Notification, Project
 
 ADMINS, MEMBERS, OWNER = "admins", "members", "owner"
 RECIPIENTS = (ADMINS, MEMBERS, OWNER)
@@ -38,12 +38,12 @@ class Prepared:
     emails: list[EmailMessage] = field(default_factory=list)  # the copies (emailCopy)
 
 
-def _entity(record: Deal | Lead | None) -> str:
-    return "deal" if isinstance(record, Deal) else "lead"
+def _entity(record: object) -> str:
+    return type(record).__name__.lower() if isinstance(record, Deal | Lead | Project) else "lead"
 
 
-def record_link(record: Deal | Lead | None) -> str:
-    """The admin page of the triggering deal or lead (a path of this site); none for a webhook."""
+def record_link(record: Deal | Lead | Project | None) -> str:
+    """The admin page of the run's deal, lead or project (a path of this site); none for a webhook."""
     return reverse(f"admin:crm_{_entity(record)}_change", args=[record.pk]) if record is not None else ""
 
 

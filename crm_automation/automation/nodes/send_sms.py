@@ -131,7 +131,7 @@ class SendSms(Action[SmsMessage]):
         if not over:
             return None
         why = message.no_reply_because if message is not None and message.no_reply_because else \
-            "no reply came in time"
+            "none came in time"
         return {**result, "reply": None, "timed_out": True, "no_reply_because": why}
 
     def apply(self, items: list[tuple[ExecutionContext, SmsMessage]]) -> list[Result]:

@@ -35,6 +35,13 @@ def wake_time(config: dict[str, Any], context: dict[str, Any], now: datetime) ->
         return now + timedelta(seconds=config["delayAmount"] * UNITS[config["delayUnit"]])
     path = template_paths(config["until"])[0]
     value = resolve(context, path)
+    if isinstance(value, str):  # a date carried as text (an event's data, a snapshot): ISO, as stored
+        try:
+            value = datetime.fromisoformat(value) if "T" in value else date.fromisoformat(value)
+        except ValueError:
+            value = None
+    if isinstance(value, datetime) and timezone.is_naive(value):
+        value = timezone.make_aware(value)
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, date):
