@@ -293,3 +293,18 @@ def test_reply_settings_are_checked(org):
             "to": "+15550100100", "body": "x", "wait_for_reply": "yes", "reply_timeout_hours": 0}}])
     text = " ".join(caught.value.messages)
     assert "wait_for_reply: must be true" in text and "reply_timeout_hours: must be a number of hours" in text
+
+
+def test_a_reply_that_comes_while_its_run_is_busy_is_read_at_the_next_sweep(org, owner, sms, ada):
+    """The reply arrives before the run parked (it was not woken): the sweep finds it, unread."""
+    from crm_automation.crm.models import Task
+    make_workflow(org, actions=WAIT, graph=WAIT_GRAPH)
+    won(org, ada, owner)
+    run = WorkflowRun.objects.get()
+    WorkflowRun.objects.filter(pk=run.pk).update(status="started")  # as if its segment were still going
+    signed_post(Client(), sms, "inbound", {"MessageSid": "SMr9", "From": "+15550100100", "Body": "yes indeed"})
+    WorkflowRun.objects.filter(pk=run.pk).update(status="waiting")  # … and then parked, unaware
+    sweep(fan_out=False)
+    run.refresh_from_db()
+    assert run.status == "completed", run.error
+    assert Task.objects.get().title == "Happy: yes indeed" and SmsMessage.objects.get().reply_seen

@@ -35,7 +35,10 @@ Scenarios (--only takes numbers or keys, e.g. 1,3 or 1-redis):
      N's triggers wait in the outbox when the cluster starts (a restart, or busy workers);
   9  a noisy organization H starts 30 runs of about 5,000 steps in two bulk actions and
      posts 600 signed inbound webhooks while a normal one N saves a deal every second: each of
-     N's runs finishes at most 5 s later than the same saves on the idle cluster (long_runs.py).
+     N's runs finishes at most 5 s later than the same saves on the idle cluster (long_runs.py);
+  10 kill -9 of a worker while it hands SMS to a Twilio stand-in (0.3 s per message), each
+     deal's run waiting for its contact's reply, the replies arriving while it is dead: no SMS
+     sent twice, at most one unknown per killed worker, no reply lost (sms_scenario.py).
 
 Columns (per row, over the organizations the scenario owns):
   events lost      events never processed or set aside with an error, plus stage changes
@@ -110,6 +113,7 @@ def scenarios() -> dict[str, tuple[str, Callable]]:
     from benchmarks.chaos import scenarios as s
     from benchmarks.chaos.admin_race import admin_race
     from benchmarks.chaos.long_runs import long_runs_neighbour
+    from benchmarks.chaos.sms_scenario import kill_mid_sms
 
     return {
         "1-orm": ("1 kill -9 one worker (orm)", partial(s.kill_one_worker, broker="orm")),
@@ -124,6 +128,7 @@ def scenarios() -> dict[str, tuple[str, Callable]]:
         "8-live": ("8 hostile neighbour, live", partial(s.hostile_neighbour, backlog=False)),
         "8-backlog": ("8 hostile neighbour, backlog", partial(s.hostile_neighbour, backlog=True)),
         "9": ("9 long runs neighbour", long_runs_neighbour),
+        "10": ("10 kill -9 worker mid-SMS, replies during the kill", kill_mid_sms),
     }
 
 

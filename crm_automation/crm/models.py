@@ -840,6 +840,9 @@ class SmsMessage(TenantOwned):
     reply_by = models.DateTimeField(null=True, blank=True, help_text="The run waits for a reply until then.")
     reply = models.TextField(blank=True)
     replied_at = models.DateTimeField(null=True, blank=True)
+    # The run's step read the reply: a reply that came while its run was busy (and so not woken)
+    # is found by the sweep until then (automation/runtime/replies.py).
+    reply_seen = models.BooleanField(default=False, editable=False)
     no_reply_because = models.CharField(max_length=300, blank=True, help_text="Why no reply came to this "
                                                                               "message (another run got it).")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -850,7 +853,9 @@ class SmsMessage(TenantOwned):
                                 condition=models.Q(status="sending")),
                    # An incoming reply finds the messages waiting for it: the organization's, to that number.
                    models.Index(fields=["organization", "to", "-created_at"], name="sms_awaiting_reply_idx",
-                                condition=models.Q(reply_by__isnull=False, replied_at__isnull=True))]
+                                condition=models.Q(reply_by__isnull=False, replied_at__isnull=True)),
+                   models.Index(fields=["run_id"], name="sms_reply_unseen_idx",
+                                condition=models.Q(replied_at__isnull=False, reply_seen=False))]
 
     def __str__(self) -> str:
         return f"SMS to {self.to}: {self.body[:40]}"

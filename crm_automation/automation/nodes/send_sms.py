@@ -127,6 +127,8 @@ class SendSms(Action[SmsMessage]):
         another run's message took the contact's reply, why none came here."""
         message = SmsMessage.objects.filter(pk=int(result.get("sms_id") or 0)).first()
         if message is not None and message.replied_at is not None:
+            if not message.reply_seen:
+                SmsMessage.objects.filter(pk=message.pk).update(reply_seen=True)
             return {**result, "reply": message.reply, "timed_out": False, "replied_at": message.replied_at.isoformat()}
         if not over:
             return None

@@ -24,6 +24,7 @@ from crm_automation.automation.runtime.dispatch import Dispatched, claim_events,
 from crm_automation.automation.runtime.engine import execute_leased, execute_runs
 from crm_automation.automation.runtime.leases import lease_length
 from crm_automation.automation.runtime.queue import enqueue_continue, enqueue_drain, enqueue_sweep
+from crm_automation.automation.runtime.replies import wake_replied_runs
 from crm_automation.automation.services import impact
 from crm_automation.automation.triggers import relative_time, schedules
 from crm_automation.crm.email_delivery import emails_mark_stale_unknown
@@ -151,8 +152,8 @@ def sweep(fan_out: bool = True) -> dict[str, Any]:
     stop_at = time.monotonic() + settings.AUTOMATION["DRAIN_TIME_BUDGET"]
     # Due schedules and relative-time occasions: their events are drained below with any others.
     scheduled = schedules.fire_due() + relative_time.fire_due()
-    woken = wake_due_runs(WAKE_BATCH)
-    if fan_out and len(woken) == WAKE_BATCH:
+    woken = wake_due_runs(WAKE_BATCH) + wake_replied_runs()
+    if fan_out and len(woken) >= WAKE_BATCH:
         enqueue_sweep()  # more are due: another worker helps, as a full event batch does for drains
     stuck = abandoned_runs().exclude(pk__in=woken).order_by("pk").values_list("pk", flat=True)[:500]
     abandoned = [*woken, *stuck]

@@ -44,6 +44,11 @@ class Watch:
             return True  # a worker died
         if WorkflowRun.objects.filter(status=RunStatus.WAITING, wake_at__lte=now).exists():
             return True  # a wait is over
+        from crm_automation.crm.models import SmsMessage
+
+        if WorkflowRun.objects.filter(status=RunStatus.WAITING, pk__in=SmsMessage.objects.filter(
+                replied_at__isnull=False, reply_seen=False, run_id__isnull=False).values("run_id")).exists():
+            return True  # a reply came while its run was busy (so it was not woken)
         event = forgotten_events().order_by("pk").values_list("pk", flat=True).first()
         run = abandoned_runs().filter(lease_until__isnull=True).order_by("pk").values_list("pk", flat=True).first()
         stuck = (event is not None and event == self.last_event) or (run is not None and run == self.last_run)
