@@ -97,3 +97,28 @@ def test_bad_settings_are_refused(org):
             "responseTemplate": "{{deal.nope}}", "statusCode": 700}}])
     text = " ".join(caught.value.messages)
     assert "statusCode: must be an HTTP status" in text and "{{deal.nope}} is not a field" in text
+
+
+def test_a_reply_with_a_target_is_also_posted_there_signed_once(org, owner, settings):
+    from crm_automation.crm.models import Deal, Stage
+    from crm_automation.crm.services import deal_move_to_stage
+    from crm_automation.webhooks.models import WebhookDelivery
+    from crm_automation.webhooks.services import webhook_target_create
+    from tests.http_receiver import Receiver
+    settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
+    server = Receiver()
+    try:
+        webhook_target_create(organization=org, name="caller", url=f"http://127.0.0.1:{server.port}/replies", by=None)
+        make_workflow(org, actions=[{"id": "reply", "type": "response", "label": "Reply", "config": {
+            "responseTemplate": "{{deal.title}} is won", "target": "caller"}}])
+        deal = Deal.objects.create(organization=org, title="Roof", owner=owner,
+                                   stage=Stage.objects.get(organization=org, slug="new"))
+        deal_move_to_stage(deal=deal, stage=Stage.objects.get(organization=org, slug="won"))
+        drain()
+        request = server.requests[0]
+        assert json.loads(request["body"])["response"] == "Roof is won" and request["headers"]["webhook-signature"]
+        step = WorkflowRunAction.objects.get(node_id="reply")
+        assert step.status == "completed" and step.result["posted"]["delivery"] == "succeeded"
+        assert WebhookDelivery.objects.count() == 1
+    finally:
+        server.close()

@@ -821,6 +821,8 @@
         form.push(templated("Reply", n, c, "responseTemplate", true));
         form.push(fieldBox("HTTP status", number(c.statusCode === undefined ? 200 : c.statusCode, (v) => { if (v === "") delete c.statusCode; else c.statusCode = v; changed(); refreshSummary(n); }, { min: 200, max: 599, step: 1 }), { node: n.id, field: "statusCode" },
           triggerType() === "webhook" ? "The webhook's caller gets it as the answer when the run gets here in time; else 202 and the reply stays on the run." : "Recorded on the run."));
+        form.push(fieldBox("Also post it to (optional)", select([{ value: "", label: "Nobody" }].concat((cat.targets || []).map((t) => ({ value: t.value, label: t.value + " (" + t.url + ")" }))), c.target || "", (v) => { if (v) c.target = v; else delete c.target; changed(); }), { node: n.id, field: "target" },
+          "A webhook target: the reply is posted there, signed, once."));
         break;
       case "crm/post_slack": case "crm/post_teams": {
         const kind = kindOf(n) === "crm/post_slack" ? "slack" : "teams";
