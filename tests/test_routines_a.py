@@ -10,7 +10,6 @@ from datetime import datetime, time, timedelta
 
 import pytest
 import yaml
-from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from crm_automation.automation import workflow_templates
@@ -544,10 +543,6 @@ def test_appointment_without_a_project_stops_at_the_first_wait_saying_why(org, o
 
 
 # --- What the documents ask for and the product cannot do yet -----------------------------------
-@pytest.mark.xfail(raises=ValidationError, strict=True, reason=(
-    "wait.py validates `until` as one field of kind “date” only: an event's datetime field "
-    "(appointment.starts_at, kind datetime, typed “str” for conditions) is refused, so appointment-reminder "
-    "waits on the linked project's start date"))
 def test_a_wait_until_24_hours_before_the_appointment(org):
     workflow_create(organization=org, name="Reminder", trigger_type="event:appointment.booked", trigger_config={},
                     actions=[{"id": "day-before", "type": "wait", "config": {

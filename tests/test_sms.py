@@ -308,3 +308,25 @@ def test_a_reply_that_comes_while_its_run_is_busy_is_read_at_the_next_sweep(org,
     run.refresh_from_db()
     assert run.status == "completed", run.error
     assert Task.objects.get().title == "Happy: yes indeed" and SmsMessage.objects.get().reply_seen
+
+
+def test_hostile_callbacks_get_a_clear_4xx_and_change_nothing(org, owner, sms, ada):
+    import uuid as uuid_module
+    client = Client()
+    unknown = client.post(f"/api/v1/sms/{uuid_module.uuid4()}/inbound/", "From=%2B1&Body=STOP&MessageSid=x",
+                          content_type="application/x-www-form-urlencoded", HTTP_X_TWILIO_SIGNATURE="x")
+    assert unknown.status_code == 404
+    not_form = client.post(f"/api/v1/sms/{sms.public_id}/inbound/", '{"Body": "STOP"}',
+                           content_type="application/json", HTTP_X_TWILIO_SIGNATURE="x")
+    assert not_form.status_code == 415
+    huge = client.post(f"/api/v1/sms/{sms.public_id}/inbound/", "Body=" + "x" * 20000,
+                       content_type="application/x-www-form-urlencoded", HTTP_X_TWILIO_SIGNATURE="x")
+    assert huge.status_code == 413
+    long_field = signed_post(client, sms, "inbound", {"MessageSid": "SMh", "From": "+15550100100",
+                                                      "Body": "STOP" + "\x00"})
+    assert long_field.status_code == 400
+    unsigned = client.post(f"/api/v1/sms/{sms.public_id}/inbound/", "From=%2B15550100100&Body=STOP&MessageSid=y",
+                           content_type="application/x-www-form-urlencoded")
+    assert unsigned.status_code == 401
+    ada.refresh_from_db()
+    assert ada.sms_opted_out_at is None and not SmsInbound.objects.exists()

@@ -115,7 +115,7 @@ def test_waiting_runs_are_woken_by_one_query_however_many(org, deal, django_asse
     ({"delayAmount": -1, "delayUnit": "hours"}, "0 or more"),
     ({"delayAmount": 2, "delayUnit": "weeks"}, "must be one of seconds"),
     ({"delayAmount": 400, "delayUnit": "days"}, "at most 366 days"),
-    ({"until": "{{deal.title}}"}, "must be one date field"),
+    ({"until": "{{deal.title}}"}, "must be one date (or date and time) field"),
 ])
 def test_bad_waits_are_refused(org, config, message):
     from crm_automation.automation.definition.validation import validate_action

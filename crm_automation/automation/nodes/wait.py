@@ -67,9 +67,12 @@ class Wait(FlowNode):
             until = config["until"]
             paths = template_paths(until) if isinstance(until, str) and len(until) <= 200 else []
             fields = catalog.fields_for(trigger_type)
-            if len(paths) != 1 or until.strip() != f"{{{{{paths[0]}}}}}" or fields.get(paths[0]) != "date":
-                dates = ", ".join(f"{{{{{f}}}}}" for f, kind in fields.items() if kind == "date") or "none"
-                errors.append(("config.until", f"must be one date field of the record; this trigger has {dates}"))
+            if len(paths) != 1 or until.strip() != f"{{{{{paths[0]}}}}}" or fields.get(paths[0]) not in (
+                    "date", "datetime"):
+                dates = ", ".join(f"{{{{{f}}}}}" for f, kind in fields.items() if kind in ("date", "datetime")) \
+                    or "none"
+                errors.append(("config.until", f"must be one date (or date and time) field of the record or the "
+                                               f"event; this trigger has {dates}"))
             amount, unit = config.get("offsetAmount", 0), config.get("offsetUnit", "days")
             if not whole(amount) or unit not in UNITS:
                 errors.append(("config.offsetAmount", f"must be a whole number (negative for before) of {units}"))

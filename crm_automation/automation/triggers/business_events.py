@@ -13,7 +13,9 @@ from crm_automation.crm.custom_fields import kind_of
 
 def declared_fields(organization_id: int) -> dict[str, dict[str, str]]:
     """{trigger type: {"trigger.invoice.amount_due": "number", …}} for the organization's catalog."""
-    return {declaration.trigger_type: {f"trigger.{f.key}": kind_of(f.kind) for f in declaration.fields}
+    # (A date and time stays one: a wait may be "until" it, ± an offset; conditions compare it as text.)
+    return {declaration.trigger_type: {f"trigger.{f.key}": "datetime" if f.kind == "datetime" else kind_of(f.kind)
+                                       for f in declaration.fields}
             for declaration in business_events.catalog(organization_id).values()}
 
 
