@@ -284,3 +284,14 @@ def test_the_impact_preview_replays_past_events_of_the_workflows_event(org, owne
         actions=OVERDUE_EMAIL, activate=False)
     found = impact.preview(workflow)
     assert (found.events, found.entered) == (2, 1)
+
+
+def test_the_service_itself_refuses_a_viewer_and_an_outsider(org, viewer, outsider, ada):
+    from django.core.exceptions import PermissionDenied
+
+    from crm_automation.crm.business_events import event_send
+    for who in (viewer, outsider):
+        with pytest.raises(PermissionDenied):
+            event_send(organization_id=org.pk, name="invoice.paid", by=who, links={"contact": ada.pk},
+                       data={"invoice": {"number": "1", "amount_paid": 5}})
+    assert not BusinessEvent.objects.exists()

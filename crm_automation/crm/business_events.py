@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 
 from crm_automation.crm import changes
@@ -322,7 +322,10 @@ def event_send(*, organization_id: int, name: object, data: object = None, links
     ValidationError maps each place (type, data.invoice.amount_due, contact, idempotency_key) to
     what is wrong; nothing is stored then."""
     from crm_automation.crm.models import BusinessEvent
+    from crm_automation.crm.selectors import user_has_role
 
+    if by is not None and getattr(by, "pk", None) and not user_has_role(by, organization_id, "ops"):
+        raise PermissionDenied("Only ops members and admins of this organization can send events.")
     errors: dict[str, str] = {}
     if idempotency_key not in (None, "") and (not isinstance(idempotency_key, str) or len(idempotency_key) > MAX_KEY
                                               or "\x00" in idempotency_key):
