@@ -118,3 +118,27 @@ def test_the_admin_writes_credentials_and_never_shows_them(org, owner, client):
     refused = client.post("/admin/webhooks/chatchannel/add/", {
         "organization": org.pk, "name": "bot", "kind": "slack", "new_bot_token": "xoxb-1", "active": "on"})
     assert refused.status_code == 200 and "a bot posts to a channel" in refused.content.decode()
+
+
+def test_only_an_organizations_admins_set_its_sms_and_chat_credentials(org, other_org, teammate, viewer, outsider,
+                                                                      client):
+    from crm_automation.crm.models import SmsSettings
+    theirs = ChatChannel.objects.create(organization=other_org, name="theirs", kind="slack",
+                                        webhook_url="https://hooks.slack.com/x")
+    for who in (teammate, viewer):
+        client.force_login(who)
+        added = client.post("/admin/webhooks/chatchannel/add/", {
+            "organization": org.pk, "name": "x", "kind": "slack", "new_webhook_url": "https://hooks.slack.com/y",
+            "active": "on"})
+        assert added.status_code == 403
+        sms = client.post("/admin/crm/smssettings/add/", {"organization": org.pk, "provider": "fake",
+                                                          "from_number": "+15550100"})
+        assert sms.status_code == 403
+    client.force_login(outsider)  # an admin, of another organization
+    assert client.get(f"/admin/webhooks/chatchannel/{theirs.pk}/change/").status_code == 200  # (theirs is theirs)
+    client.force_login(teammate)
+    assert client.get(f"/admin/webhooks/chatchannel/{theirs.pk}/change/").status_code in (302, 403, 404)
+    huge = {"organization": org.pk, "name": "big", "kind": "teams", "new_webhook_url": "https://x.test/" + "a" * 100000,
+            "active": "on"}
+    assert client.post("/admin/webhooks/chatchannel/add/", huge).status_code in (400, 403)
+    assert not ChatChannel.objects.filter(organization=org).exists() and not SmsSettings.objects.exists()

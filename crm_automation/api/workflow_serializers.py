@@ -6,8 +6,6 @@ import); the serializers here describe it for the OpenAPI schema, shape request 
 document, and look up the records a body names in the caller's organization.
 """
 
-import uuid
-from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -16,7 +14,7 @@ from crm_automation.automation.definition import catalog
 from crm_automation.automation.models import Workflow, WorkflowStatus
 from crm_automation.automation.services.versions import workflow_document
 from crm_automation.automation.services.workflows import has_unpublished_changes, name_problems
-from crm_automation.crm.models import Contact, Deal, Lead, Project
+from crm_automation.crm.selectors import RECORD_MODELS, record_in
 
 # What GET adds to the document: a body sent back as it was read is still a valid document.
 READ_ONLY = ("status", "trigger_type", "version", "draft_revision", "has_unpublished_changes", "allows_deletion",
@@ -175,18 +173,10 @@ class DiffSerializer(serializers.Serializer):
     text = serializers.CharField(help_text="A unified diff of the two YAML documents.")
 
 
-RECORD_KINDS: dict[str, Any] = {"deal": Deal, "lead": Lead, "contact": Contact, "project": Project}
-
-
 def record_named(kind: str, raw: object, organization):
     """The organization's record of that kind with this id (a contact's is a number), or a 400
     at entity_id: another organization's record is as unknown as one that never existed."""
-    text = str(raw or "").strip()
-    try:
-        pk = (int(text) if kind == "contact" else uuid.UUID(text)) if text and len(text) <= 64 else None
-    except ValueError:
-        pk = None
-    record = RECORD_KINDS[kind].objects.filter(pk=pk, organization=organization).first() if pk else None
+    record = record_in(organization.pk, kind, raw)
     if record is None:
         raise serializers.ValidationError({"entity_id": f"No {kind} with this id in your organization."})
     return record
@@ -195,7 +185,7 @@ def record_named(kind: str, raw: object, organization):
 class RecordSerializer(serializers.Serializer):
     """A deal, lead, contact or project of the caller's organization (context: organization)."""
 
-    entity_type = serializers.ChoiceField(choices=list(RECORD_KINDS))
+    entity_type = serializers.ChoiceField(choices=list(RECORD_MODELS))
     entity_id = serializers.CharField(max_length=64)
 
     def validate(self, attrs):

@@ -118,8 +118,23 @@ class StageAdmin(OrgScopedAdmin):
     edit_role = add_role = "admin"
 
 
+class InUseGuard:
+    """Rows whose delete() refuses while a live workflow uses them (an organization's own field, an
+    event it declared): kept, and the page says which workflows."""
+
+    def delete_model(self, request, obj):
+        try:
+            obj.delete()
+        except ValidationError as exc:
+            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+
+    def delete_queryset(self, request, queryset):
+        for row in queryset:
+            self.delete_model(request, row)
+
+
 @admin.register(CustomField)
-class CustomFieldAdmin(OrgScopedAdmin):
+class CustomFieldAdmin(InUseGuard, OrgScopedAdmin):
     """An organization's own fields on deals, leads and contacts (crm/custom_fields.py)."""
 
     list_display = ("label", "entity", "key", "kind", "organization")
@@ -141,15 +156,6 @@ class CustomFieldAdmin(OrgScopedAdmin):
             return HttpResponseRedirect(reverse("admin:crm_customfield_change", args=[field.pk]))
         return super().delete_view(request, object_id, extra_context)
 
-    def delete_model(self, request, obj):
-        try:
-            obj.delete()
-        except ValidationError as exc:
-            self.message_user(request, " ".join(exc.messages), messages.ERROR)
-
-    def delete_queryset(self, request, queryset):
-        for field in queryset:
-            self.delete_model(request, field)
 
 
 @admin.register(Contact)
@@ -236,22 +242,8 @@ class NoteAdmin(OrgScopedAdmin):
     readonly_fields = ("automation_key",)
 
 
-class EventUsageGuard:
-    """A declaration a live workflow listens to is not deleted: the page says which workflows."""
-
-    def delete_model(self, request, obj):
-        try:
-            obj.delete()
-        except ValidationError as exc:
-            self.message_user(request, " ".join(exc.messages), messages.ERROR)
-
-    def delete_queryset(self, request, queryset):
-        for row in queryset:
-            self.delete_model(request, row)
-
-
 @admin.register(EventType)
-class EventTypeAdmin(EventUsageGuard, OrgScopedAdmin):
+class EventTypeAdmin(InUseGuard, OrgScopedAdmin):
     """The organization's own business events (crm/business_events.py); the predeclared ones are
     listed on the Events page and by the API."""
 

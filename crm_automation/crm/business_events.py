@@ -15,7 +15,6 @@ nothing twice) and announced like a record's change, so the workflows that liste
 
 import json
 import re
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -280,12 +279,10 @@ def _contact(organization_id: int, value: object) -> tuple[Any, str]:
     return found, ""
 
 
-def _record(model, organization_id: int, value: object) -> tuple[Any, str]:
-    try:
-        pk = uuid.UUID(str(value)) if isinstance(value, str) else None
-    except ValueError:
-        pk = None
-    found = model.objects.filter(organization_id=organization_id, pk=pk).first() if pk else None
+def _record(kind: str, organization_id: int, value: object) -> tuple[Any, str]:
+    from crm_automation.crm.selectors import record_in
+
+    found = record_in(organization_id, kind, value) if isinstance(value, str) else None
     if found is None:
         return None, f"“{str(value)[:80]}” was not found in this organization"
     return found, ""
@@ -293,7 +290,6 @@ def _record(model, organization_id: int, value: object) -> tuple[Any, str]:
 
 def resolve_links(organization_id: int, links: dict[str, object], about: str) -> tuple[dict, dict[str, str]]:
     """The records an event names ({kind: record}) and what is wrong, by place."""
-    from crm_automation.crm.models import Deal, Lead, Project
 
     found: dict[str, Any] = {}
     errors: dict[str, str] = {}
@@ -303,7 +299,7 @@ def resolve_links(organization_id: int, links: dict[str, object], about: str) ->
         if kind == "contact":
             record, problem = _contact(organization_id, value)
         else:
-            record, problem = _record({"deal": Deal, "lead": Lead, "project": Project}[kind], organization_id, value)
+            record, problem = _record(kind, organization_id, value)
         if problem:
             errors[kind] = problem
         else:

@@ -10,16 +10,15 @@ An organization deleted with everything in it announces nothing: nobody is left 
 from django.db.models.signals import pre_delete
 
 from crm_automation.crm import changes
-from crm_automation.crm.models import Contact, Deal, Lead, Organization, Project
+from crm_automation.crm.models import Organization
+from crm_automation.crm.selectors import RECORD_MODELS, record_kind
 from crm_automation.crm.snapshots import snapshot
-
-ENTITIES = {Deal: "deal", Lead: "lead", Contact: "contact", Project: "project"}
 
 
 def record_deleted(sender, instance, origin=None, **kwargs) -> None:
     if isinstance(origin, Organization):
         return
-    entity = ENTITIES[sender]
+    entity = record_kind(instance)
     entity_id = instance.pk if entity != "contact" else changes.stand_in("contact", instance.pk)
     change = changes.RecordChange(changes.DELETED[entity], instance.organization_id, changes.GONE, entity_id,
                                   {"entity": entity, "record": snapshot(entity, instance)})
@@ -27,5 +26,5 @@ def record_deleted(sender, instance, origin=None, **kwargs) -> None:
 
 
 def connect() -> None:
-    for model in ENTITIES:
+    for model in RECORD_MODELS.values():
         pre_delete.connect(record_deleted, sender=model, dispatch_uid=f"crm-deleted-{model.__name__}")

@@ -1,8 +1,36 @@
 """Reads about who may see and do what in which organization."""
 
+import uuid
 from decimal import Decimal
+from typing import Any
 
-from crm_automation.crm.models import Membership, Stage
+from crm_automation.crm.models import Contact, Deal, Lead, Membership, Project, Stage
+
+# The records workflows run on, by the name events, pages and the API give their kind.
+RECORD_MODELS: dict[str, Any] = {"deal": Deal, "lead": Lead, "contact": Contact, "project": Project}
+
+
+def record_kind(record: object) -> str:
+    """"deal", "lead", "contact" or "project" for a record of one of those models, else ""."""
+    return next((kind for kind, model in RECORD_MODELS.items() if isinstance(record, model)), "")
+
+
+def record_in(organization_id: int, kind: str, raw: object) -> Any:
+    """The organization's record of that kind with this id (a contact's is a number, the others' a
+    uuid), or None: for an id that cannot be one, a record that does not exist, or another
+    organization's (as unknown as one that never existed)."""
+    model = RECORD_MODELS.get(kind)
+    text = str(raw).strip() if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+    if model is None or not text or len(text) > 64:
+        return None
+    if kind == "contact":
+        key: Any = int(text) if text.isascii() and text.isdigit() and len(text) < 19 else None
+    else:
+        try:
+            key = uuid.UUID(text)
+        except ValueError:
+            key = None
+    return model.objects.filter(organization_id=organization_id, pk=key).first() if key is not None else None
 
 ROLE_RANK: dict[str, int] = {Membership.Role.VIEWER: 0, Membership.Role.OPS: 1, Membership.Role.ADMIN: 2}
 

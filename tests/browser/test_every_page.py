@@ -25,7 +25,7 @@ from playwright.sync_api import Browser, Page, ViewportSize
 from pytest_django.live_server_helper import LiveServer
 
 from crm_automation.automation.models import BulkHold, Workflow, WorkflowRun
-from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organization, Task
+from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organization, Project, Task
 from crm_automation.crm.services import deal_move_to_stage, leads_import
 from tests.browser.conftest import PASSWORD, TIMEOUT_MS, chromium_available, settle, track
 from tests.browser.test_automation_pages import WIDEST
@@ -53,6 +53,9 @@ class Data:
     run: WorkflowRun
     deal: Deal
     hold: BulkHold
+    contact: Contact
+    project: Project
+    manual: Workflow  # started by hand on a project, with inputs
 
 
 def build() -> Data:
@@ -93,7 +96,14 @@ def build() -> Data:
                           actions=[task("hello", "Welcome {{deal.title}} " + LONG_WORD[:80])])
     Task.objects.create(organization=org, title=LONG_WORD + " " + LONG_WORD[:90], deal=deal)
     Lead.objects.create(organization=org, name=LONG_WORD, email=LONG_EMAIL, company=LONG_WORD)
-    return Data(workflow=workflow, draft=draft, run=run, deal=deal, hold=BulkHold.objects.get(workflow=held))
+    project = Project.objects.create(organization=org, name=LONG_WORD, service_type=LONG_WORD[:100], contact=contact,
+                                     deal=deal, owner=users["admin"], status="active")
+    manual = make_workflow(org, name=f"Visit {LONG_NAME[:150]}", trigger_type="manual_project", trigger_config={
+        "inputs": [{"key": "visited_on", "label": LONG_WORD[:100], "kind": "date", "required": True},
+                   {"key": "outcome", "kind": "choice", "choices": ["on track", LONG_WORD[:90]]},
+                   {"key": "notes", "kind": "long_text"}]}, actions=[task("note", "Visit {{project.name}}")])
+    return Data(workflow=workflow, draft=draft, run=run, deal=deal, hold=BulkHold.objects.get(workflow=held),
+                contact=contact, project=project, manual=manual)
 
 
 def ensure_test_database(stack: ExitStack) -> None:
@@ -195,6 +205,9 @@ PAGES = {
     "events": "/crm/automation/events/",
     "bulk-hold": "/crm/automation/bulk-holds/{hold}/",
     "record": "/crm/automation/records/deal/{deal}/",
+    "record-contact": "/crm/automation/records/contact/{contact}/",
+    "record-project": "/crm/automation/records/project/{project}/",
+    "start": "/crm/automation/records/project/{project}/start/?workflow={manual}",
     # The admin's main pages.
     "admin-index": "/admin/",
     "admin-workflows": "/admin/automation/workflow/",
@@ -208,6 +221,9 @@ PAGES = {
     "admin-leads": "/admin/crm/lead/",
     "admin-contacts": "/admin/crm/contact/",
     "admin-tasks": "/admin/crm/task/",
+    "admin-projects": "/admin/crm/project/",
+    "admin-project": "/admin/crm/project/{project}/change/",
+    "admin-business-events": "/admin/crm/businessevent/",
     "admin-task-add": "/admin/crm/task/add/",  # a form with the date and link widgets' scripts
     # The API's pages: the docs (Swagger UI, its inline script and style carrying the request's
     # nonce) and a browsable page.
@@ -217,7 +233,7 @@ PAGES = {
 # What a page shows only once its scripts ran (the others render on the server).
 SHOWS = {"graph": "svg", "api-docs": ".swagger-ui .info"}
 # Pages a role may not use answer 403 with a page saying why (and are checked like any other).
-REFUSED = {("viewer", "describe"), ("viewer", "new"), ("viewer", "admin-task-add")}
+REFUSED = {("viewer", "describe"), ("viewer", "new"), ("viewer", "admin-task-add"), ("viewer", "start")}
 # Pages known to fail because of work under way elsewhere, each with the reason (none at the
 # moment).
 KNOWN: dict[tuple[str, str], str] = {}
@@ -238,7 +254,8 @@ def cases():
 
 def path_of(name: str, data: Data) -> str:
     return PAGES[name].format(workflow=data.workflow.pk, draft=data.draft.pk, run=data.run.pk,
-                              hold=data.hold.pk, deal=data.deal.pk)
+                              hold=data.hold.pk, deal=data.deal.pk, contact=data.contact.pk, project=data.project.pk,
+                              manual=data.manual.pk)
 
 
 @pytest.mark.skipif(not chromium_available(), reason="no Chromium")

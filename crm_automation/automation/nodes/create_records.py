@@ -280,6 +280,22 @@ class RecordStep(Action[Any]):
             errors.append(("config.record", f"must be one of {', '.join(DELETABLE)} (default: the run's record)"))
         return errors
 
+    verb = ""  # what the step does to the record, for its refusal
+
+    def prepare(self, config: dict[str, Any], ctx: ExecutionContext) -> tuple[str, Any]:
+        entity, target = _target(config, ctx)
+        if target is None:
+            raise ActionFailed(f"there is no {entity or 'record'} to {self.verb}")
+        return entity, target
+
+    @staticmethod
+    def keep(ctx: ExecutionContext, entity: str, target: Any, field: str, old: Any, new: Any) -> None:
+        """The step's key on a FieldChange row, with what it did: it happens once."""
+        entity_id = target.pk if entity != "contact" else changes.stand_in("contact", target.pk)
+        FieldChange.objects.create(organization_id=ctx.organization_id, entity_type=entity, entity_id=entity_id,
+                                   field=field, old_value=old, new_value=new, run_id=ctx.run_id,
+                                   automation_key=ctx.key)
+
 
 class ArchiveRecord(RecordStep):
     """Archive the run's record (or its deal, contact, project): kept with its history, out of
@@ -288,28 +304,18 @@ class ArchiveRecord(RecordStep):
 
     type = "archive_record"
     label = "Archive a record"
-
-    def prepare(self, config: dict[str, Any], ctx: ExecutionContext) -> tuple[str, Any]:
-        entity, target = _target(config, ctx)
-        if target is None:
-            raise ActionFailed(f"there is no {entity or 'record'} to archive")
-        return entity, target
+    verb = "archive"
 
     def apply(self, items: list[tuple[ExecutionContext, Any]]) -> list[Result]:
         results = []
         for ctx, (entity, target) in items:
-            model = type(target)
-            entity_id = target.pk if entity != "contact" else changes.stand_in("contact", target.pk)
             with caused_by(ctx.run_id, ctx.depth), transaction.atomic():
-                row = model.objects.select_for_update().get(pk=target.pk)
+                row = type(target).objects.select_for_update().get(pk=target.pk)
                 already = row.archived_at is not None
                 if not already:
                     row.archived_at = timezone.now()
                     row.save(update_fields=["archived_at"])
-                FieldChange.objects.create(organization_id=ctx.organization_id, entity_type=entity,
-                                           entity_id=entity_id, field="archived_at", old_value=None,
-                                           new_value=row.archived_at.isoformat(), run_id=ctx.run_id,
-                                           automation_key=ctx.key)
+                self.keep(ctx, entity, target, "archived_at", None, row.archived_at.isoformat())
             results.append({"archived": entity, "id": str(target.pk), "already": already})
         return results
 
@@ -321,27 +327,22 @@ class ArchiveRecord(RecordStep):
 class DeleteRecord(RecordStep):
     type = "delete_record"
     label = "Delete a record"
+    verb = "delete"
 
     def prepare(self, config: dict[str, Any], ctx: ExecutionContext) -> tuple[str, Any]:
         allowed = WorkflowRun.objects.filter(pk=ctx.run_id).values_list("workflow__allows_deletion", flat=True).first()
         if not allowed and not ctx.simulating:
             raise ActionFailed("this workflow may not delete records: an admin has to allow it first (the "
                                "workflow's “Allow deleting records”); nothing was deleted")
-        wanted, target = _target(config, ctx)
-        if target is None:
-            raise ActionFailed(f"there is no {wanted or 'record'} to delete")
-        return wanted, target
+        return super().prepare(config, ctx)
 
     def apply(self, items: list[tuple[ExecutionContext, Any]]) -> list[Result]:
         results = []
         for ctx, (entity, target) in items:
             kept = snapshot(entity, target)
-            entity_id = target.pk if entity != "contact" else changes.stand_in("contact", target.pk)
             with caused_by(ctx.run_id, ctx.depth), transaction.atomic():
                 record_delete(record=target, by=None)
-                FieldChange.objects.create(organization_id=ctx.organization_id, entity_type=entity,
-                                           entity_id=entity_id, field="deleted", old_value=kept, new_value=None,
-                                           run_id=ctx.run_id, automation_key=ctx.key)
+                self.keep(ctx, entity, target, "deleted", kept, None)
             results.append({"deleted": entity, "id": str(target.pk), "record": kept})
         return results
 

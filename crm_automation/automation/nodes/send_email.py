@@ -4,15 +4,16 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
-from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, Outcome, Result
+from crm_automation.automation.nodes.base import ActionFailed, ExecutionContext, Result
 from crm_automation.automation.nodes.create_task import linked_deal, linked_lead
+from crm_automation.automation.nodes.outbox import OutboxAction
 from crm_automation.crm.email_delivery import email_mark_unknown, emails_deliver, emails_in_flight
 from crm_automation.crm.models import EmailMessage
 
 Status = EmailMessage.Status
 
 
-class SendEmail(Action[EmailMessage]):
+class SendEmail(OutboxAction):
     """Writes a queued outbox row (committed with the run's other steps); after the commit the
     engine delivers it through `email_delivery`, one message at a time, each outcome recorded as
     it happens. A run resumed after a crash sends what is still queued and reports a message
@@ -20,7 +21,7 @@ class SendEmail(Action[EmailMessage]):
 
     type = "send_email"
     label = "Send email"
-    external = True
+    model, id_key, what = EmailMessage, "email_id", "email"
     required = ("to", "subject")
     optional = ("body",)
     templated = ("to", "subject", "body")
@@ -69,50 +70,11 @@ class SendEmail(Action[EmailMessage]):
                 for email in EmailMessage.objects.filter(automation_key__in=keys)
                 if email.automation_key is not None}  # (none is None: filtered on)
 
-    @staticmethod
-    def outcome(result: Result, email: EmailMessage) -> Outcome | None:
-        """(ok, result, error) for a settled email; None while it still waits to be sent."""
-        result = {**result, "delivery": email.status}
-        if email.status == Status.SENT:
-            return True, result, ""
-        if email.status in (Status.QUEUED, Status.SENDING):  # not settled yet
-            return None
-        if email.status == Status.UNKNOWN:
-            return False, result, f"email outcome unknown: {email.error}"
-        return False, result, f"email not sent: {email.error}"
+    def mark_unknown(self, pk: int) -> Any:
+        return email_mark_unknown(email_id=pk)
 
-    def deliver(self, items: list[tuple[ExecutionContext, Result]], deadline: float | None = None
-                ) -> list[Outcome | None]:
-        """Send each waiting email (outside any transaction); None for those the deadline left
-        unsent: they stay queued and the run is continued by another task."""
-        ids = [result["email_id"] for _, result in items]
-        sent = emails_deliver(email_ids=ids, deadline=deadline)
-        return [None if result["email_id"] not in sent else self.outcome(result, sent[result["email_id"]])
-                for _, result in items]
+    def deliver_rows(self, ids: list[int], deadline: float | None) -> dict[int, Any]:
+        return emails_deliver(email_ids=ids, deadline=deadline)
 
-    def in_flight(self, organization_id: int, since: datetime) -> bool:
+    def in_flight_rows(self, organization_id: int, since: datetime) -> bool:
         return emails_in_flight(organization_id=organization_id, since=since)
-
-    def retry(self, key: str) -> bool:
-        """A refused email goes back to the queue; one whose outcome is unknown is never re-sent."""
-        if EmailMessage.objects.filter(automation_key=key, status__in=[Status.UNKNOWN, Status.SENDING]).exists():
-            return False
-        EmailMessage.objects.filter(automation_key=key, status=Status.FAILED).update(status=Status.QUEUED, error="")
-        return True
-
-    def cancel(self, key: str, reason: str) -> None:
-        """A queued email of a run that stopped is never sent: say why; one caught mid-handover
-        is unknown, as on any resume."""
-        EmailMessage.objects.filter(automation_key=key, status=Status.QUEUED).update(
-            status=Status.FAILED, error=f"not sent because the run stopped: {reason}")
-        for email_id in EmailMessage.objects.filter(automation_key=key, status=Status.SENDING).values_list(
-                "pk", flat=True):
-            email_mark_unknown(email_id=email_id)
-
-    def settle_existing(self, result: Result) -> Outcome | None:
-        """A resumed run found this step's email. The run's lease is ours, so an email still in
-        `sending` was left by a worker that is gone: its outcome is unknown, never re-sent."""
-        email = EmailMessage.objects.get(pk=result["email_id"])
-        if email.status == Status.SENDING:
-            email = email_mark_unknown(email_id=email.pk)
-        return self.outcome(result, email)

@@ -17,9 +17,10 @@ from zoneinfo import ZoneInfo
 
 from django.utils import timezone
 
-from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, NotYet, Outcome, Result
+from crm_automation.automation.nodes.base import ActionFailed, ExecutionContext, NotYet, Result
 from crm_automation.automation.nodes.create_records import run_contact
 from crm_automation.automation.nodes.create_task import linked_deal, linked_lead, linked_project
+from crm_automation.automation.nodes.outbox import OutboxAction
 from crm_automation.crm.models import Contact, Organization, SmsMessage, SmsSettings
 from crm_automation.crm.phones import e164
 from crm_automation.crm.sms.delivery import sms_deliver, sms_in_flight, sms_mark_unknown
@@ -43,10 +44,10 @@ def quiet_until(sms_settings: SmsSettings, now: datetime, zone: str) -> datetime
     return datetime.combine(day, time(end.hour, end.minute), tzinfo=ZoneInfo(zone))
 
 
-class SendSms(Action[SmsMessage]):
+class SendSms(OutboxAction):
     type = "send_sms"
     label = "Send SMS"
-    external = True
+    model, id_key, what = SmsMessage, "sms_id", "SMS"
     required = ("to", "body")
     optional = ("wait_for_reply", "reply_timeout_hours")
     templated = ("to", "body")
@@ -143,41 +144,11 @@ class SendSms(Action[SmsMessage]):
         return {m.automation_key: self._result(m) for m in SmsMessage.objects.filter(automation_key__in=keys)
                 if m.automation_key is not None}
 
-    @staticmethod
-    def outcome(result: Result, message: SmsMessage) -> Outcome | None:
-        result = {**result, "delivery": message.status}
-        if message.status == Status.SENT:
-            return True, result, ""
-        if message.status in (Status.QUEUED, Status.SENDING):
-            return None
-        if message.status == Status.UNKNOWN:
-            return False, result, f"SMS outcome unknown: {message.error}"
-        return False, result, f"SMS not sent: {message.error}"
+    def mark_unknown(self, pk: int) -> Any:
+        return sms_mark_unknown(sms_id=pk)
 
-    def deliver(self, items: list[tuple[ExecutionContext, Result]], deadline: float | None = None
-                ) -> list[Outcome | None]:
-        sent = sms_deliver(sms_ids=[result["sms_id"] for _, result in items], deadline=deadline)
-        return [None if result["sms_id"] not in sent else self.outcome(result, sent[result["sms_id"]])
-                for _, result in items]
+    def deliver_rows(self, ids: list[int], deadline: float | None) -> dict[int, Any]:
+        return sms_deliver(sms_ids=ids, deadline=deadline)
 
-    def in_flight(self, organization_id: int, since: datetime) -> bool:
+    def in_flight_rows(self, organization_id: int, since: datetime) -> bool:
         return sms_in_flight(organization_id=organization_id, since=since)
-
-    def retry(self, key: str) -> bool:
-        """A refused SMS goes back to the queue; one whose outcome is unknown is never sent again."""
-        if SmsMessage.objects.filter(automation_key=key, status__in=[Status.UNKNOWN, Status.SENDING]).exists():
-            return False
-        SmsMessage.objects.filter(automation_key=key, status=Status.FAILED).update(status=Status.QUEUED, error="")
-        return True
-
-    def cancel(self, key: str, reason: str) -> None:
-        SmsMessage.objects.filter(automation_key=key, status=Status.QUEUED).update(
-            status=Status.FAILED, error=f"not sent because the run stopped: {reason}")
-        for sms_id in SmsMessage.objects.filter(automation_key=key, status=Status.SENDING).values_list("pk", flat=True):
-            sms_mark_unknown(sms_id=sms_id)
-
-    def settle_existing(self, result: Result) -> Outcome | None:
-        message = SmsMessage.objects.get(pk=result["sms_id"])
-        if message.status == Status.SENDING:  # left by a worker that is gone: unknown, never re-sent
-            message = sms_mark_unknown(sms_id=message.pk)
-        return self.outcome(result, message)

@@ -44,7 +44,7 @@ from crm_automation.crm.models import (
     Task,
     contact_snapshot,
 )
-from crm_automation.crm.selectors import user_has_role
+from crm_automation.crm.selectors import record_kind, user_has_role
 from crm_automation.crm.snapshots import snapshot
 
 # The model is not asked in a simulation (it costs, and its answer differs each time): an agent's
@@ -68,7 +68,7 @@ Record = Deal | Lead | Contact | Project
 
 
 def entity_of(record: Record) -> str:
-    return {Deal: "deal", Lead: "lead", Contact: "contact", Project: "project"}[type(record)]
+    return record_kind(record)
 
 
 def entity_id(record: Record):

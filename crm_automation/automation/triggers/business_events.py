@@ -11,18 +11,19 @@ from crm_automation.crm import business_events
 from crm_automation.crm.custom_fields import kind_of
 
 
-def declared_fields(organization_id: int) -> dict[str, dict[str, str]]:
-    """{trigger type: {"trigger.invoice.amount_due": "number", …}} for the organization's catalog."""
+def declared_fields(organization_id: int, known: dict | None = None) -> dict[str, dict[str, str]]:
+    """{trigger type: {"trigger.invoice.amount_due": "number", …}} for the organization's catalog
+    (`known`: the catalog, when the caller has read it already)."""
     # (A date and time stays one: a wait may be "until" it, ± an offset; conditions compare it as text.)
     return {declaration.trigger_type: {f"trigger.{f.key}": "datetime" if f.kind == "datetime" else kind_of(f.kind)
                                        for f in declaration.fields}
-            for declaration in business_events.catalog(organization_id).values()}
+            for declaration in (known or business_events.catalog(organization_id)).values()}
 
 
-def field_names(organization_id: int) -> dict[str, str]:
+def field_names(organization_id: int, known: dict | None = None) -> dict[str, str]:
     """Each declared field's path with the name a person reads ("Invoice › Amount due")."""
     names = {}
-    for declaration in business_events.catalog(organization_id).values():
+    for declaration in (known or business_events.catalog(organization_id)).values():
         for f in declaration.fields:
             head = f.key.split(".")[0].replace("_", " ").capitalize()
             names[f"trigger.{f.key}"] = f"{head}{catalog.SEPARATOR}{f.label}"

@@ -28,17 +28,15 @@ from crm_automation.automation.models import (
     WorkflowStatus,
 )
 from crm_automation.automation.runtime.queue import enqueue_continue
-from crm_automation.crm import changes
+from crm_automation.crm import business_events, changes
 from crm_automation.crm.custom_fields import value_of
-from crm_automation.crm.models import Contact, Deal, Lead, Project
-from crm_automation.crm.selectors import user_has_role
+from crm_automation.crm.selectors import record_kind, user_has_role
 from crm_automation.crm.snapshots import snapshot
 from crm_automation.refusals import Refused
 
 KEY = re.compile(r"[a-z][a-z0-9_]{0,39}")
-KINDS = ("text", "long_text", "number", "money", "date", "datetime", "boolean", "choice", "url", "email", "phone")
+KINDS = business_events.KINDS  # the kinds an input may be: those of an event's data
 MAX_INPUTS = 20
-ENTITY_OF = {Deal: "deal", Lead: "lead", Contact: "contact", Project: "project"}
 
 
 @dataclass(frozen=True)
@@ -146,7 +144,7 @@ def checked_input(definition: dict, given: object, organization_id: int) -> dict
 def manual_workflows(record: Any, organization_id: int | None = None) -> list[Workflow]:
     """The activated workflows a person may start on this record (None: on no record, in the
     organization)."""
-    entity = ENTITY_OF.get(type(record), "") if record is not None else ""
+    entity = record_kind(record)
     trigger = next(t for t, e in catalog.MANUAL.items() if e == entity)
     org_id: int = record.organization_id if record is not None else int(organization_id or 0)
     return list(Workflow.objects.filter(organization_id=org_id, trigger_type=trigger,
@@ -164,7 +162,7 @@ def workflow_start(*, workflow_id: int, by, record=None, input: dict | None = No
         raise PermissionDenied("Only ops members and admins of this organization can start workflows.")
     if record is not None and record.organization_id != workflow.organization_id:
         raise ValidationError("That record belongs to another organization.")
-    entity = ENTITY_OF.get(type(record), "") if record is not None else ""
+    entity = record_kind(record)
     if workflow.trigger_type not in catalog.MANUAL or catalog.MANUAL[workflow.trigger_type] != entity:
         how = catalog.trigger_label(workflow.trigger_type).lower()
         on = f"on a {entity}" if entity else "without a record"

@@ -92,8 +92,9 @@ def builder_catalog(organization: Organization) -> dict:
                .order_by("user__username"))
     # Another system's events, by the name a document's trigger gives (`event: invoice.overdue`);
     # the ones that are the CRM's own changes too are already among the CRM's triggers.
-    declared = [d for d in business_events.catalog(organization.pk).values() if catalog.is_event(d.trigger_type)]
-    with catalog.declared_events(event_triggers.declared_fields(organization.pk)):
+    known = business_events.catalog(organization.pk)  # (read once: the events, their fields and names)
+    declared = [d for d in known.values() if catalog.is_event(d.trigger_type)]
+    with catalog.declared_events(event_triggers.declared_fields(organization.pk, known)):
         event_fields = {d.name: dict(catalog.fields_for(d.trigger_type)) for d in declared}
     return {
         "events": [{"value": value, "label": label, "entity": catalog.TRIGGER_ENTITY.get(value, "")}
@@ -120,7 +121,7 @@ def builder_catalog(organization: Organization) -> dict:
             name: {**fields, **own_fields(fields, own)} for name, fields in event_fields.items()},
         # A variable's human name, the same everywhere.
         "names": {**{path: catalog.variable_name(path) for fields in event_fields.values() for path in fields},
-                  **catalog.variable_names(), **own_names(own), **event_triggers.field_names(organization.pk)},
+                  **catalog.variable_names(), **own_names(own), **event_triggers.field_names(organization.pk, known)},
         "custom_choices": {f"{f.entity}.custom.{f.key}": f.choices for f in own if f.kind == "choice"},
         "operators": [{"value": value, "label": label} for value, label in catalog.OPERATORS.items()],
         "ordering": sorted(catalog.ORDERING_OPERATORS), "valueless": sorted(catalog.VALUELESS_OPERATORS),

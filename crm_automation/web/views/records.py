@@ -2,7 +2,6 @@
 triggered, why each workflow ran or not, and "Run workflow…" for the workflows started by hand
 (views/starts.py asks for their inputs)."""
 
-import uuid
 from typing import Any
 
 from django.contrib import messages
@@ -16,7 +15,8 @@ from crm_automation.automation.selectors import decisions_of_record, runs_of_rec
 from crm_automation.automation.triggers.manual import manual_workflows
 from crm_automation.crm import custom_fields
 from crm_automation.crm.changes import stand_in
-from crm_automation.crm.models import Contact, CustomField, Deal, Lead, Membership, Project
+from crm_automation.crm.models import Contact, CustomField, Membership
+from crm_automation.crm.selectors import record_in
 from crm_automation.crm.services import record_update
 from crm_automation.refusals import Refused, StaleEdit
 from crm_automation.web.live import runs_watch
@@ -26,21 +26,11 @@ from crm_automation.web.views.common import forbidden, refusal_text
 from crm_automation.web.views.starts import start_page
 from crm_automation.web.words import duration
 
-KINDS: dict[str, type[Deal] | type[Lead] | type[Contact] | type[Project]] = {
-    "deal": Deal, "lead": Lead, "contact": Contact, "project": Project}
 SHOWN = 20
 
 
 def record_of(request, kind: str, pk: str) -> Any:
-    model: Any = KINDS.get(kind)
-    key: Any = None
-    try:
-        if model is not None:
-            key = int(pk) if kind == "contact" and pk.isascii() and pk.isdigit() and len(pk) < 19 else \
-                None if kind == "contact" else uuid.UUID(pk)
-    except ValueError:
-        key = None
-    found = model.objects.filter(pk=key, organization=request.place.organization).first() if key else None
+    found = record_in(request.place.organization.pk, kind, pk)
     if found is None:
         raise Http404("No such record in your organization.")
     return found

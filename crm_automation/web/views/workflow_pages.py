@@ -5,7 +5,6 @@ what is here turns their answers into words."""
 
 import json
 import re
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +31,8 @@ from crm_automation.automation.services.versions import (
 )
 from crm_automation.automation.services.workflows import can_edit, has_unpublished_changes, is_live, workflow_publish
 from crm_automation.crm import business_events
-from crm_automation.crm.models import Contact, Deal, Lead, Project
-from crm_automation.crm.selectors import shown
+from crm_automation.crm.models import Deal
+from crm_automation.crm.selectors import RECORD_MODELS, record_in, shown
 from crm_automation.refusals import Refused, StaleEdit, reasons
 from crm_automation.web import graph_picture
 from crm_automation.web.rows import with_values
@@ -46,8 +45,6 @@ from crm_automation.webhooks.models import WebhookTarget
 
 MAX_YAML = 200_000  # characters; a workflow of 50 steps exports to well under 50 000
 RECENT_RECORDS = 200
-RECORD_MODELS: dict[str, type[Deal] | type[Lead] | type[Contact] | type[Project]] = {
-    "deal": Deal, "lead": Lead, "contact": Contact, "project": Project}
 
 
 def _page(request, workflow: Workflow, tab: str, template: str, context: dict, status: int = 200):
@@ -443,15 +440,7 @@ def _record_of(organization_id: int, entity: str, value: str):
     id that is not one of its records (another organization's included)."""
     if not value.strip():
         return None
-    text = value.strip()
-    record_id: Any = None
-    try:
-        record_id = (int(text) if text.isascii() and text.isdigit() and len(text) < 19 else None) \
-            if entity == "contact" else uuid.UUID(text)
-    except ValueError:
-        record_id = None
-    model: Any = RECORD_MODELS[entity]
-    found = model.objects.filter(organization_id=organization_id, pk=record_id).first() if record_id else None
+    found = record_in(organization_id, entity, value)
     if found is None:
         raise Http404(f"No such {entity} in your organization.")
     return found
