@@ -9,7 +9,13 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_q.models import Schedule
 
-from crm_automation.automation.models import AutomationEvent, WorkflowDecision, WorkflowRun, WorkflowRunAction
+from crm_automation.automation.models import (
+    AutomationEvent,
+    LifecycleEvent,
+    WorkflowDecision,
+    WorkflowRun,
+    WorkflowRunAction,
+)
 from crm_automation.automation.ops import retention
 from crm_automation.crm.models import Deal, Organization
 from crm_automation.crm.services import deal_move_to_stage
@@ -22,6 +28,7 @@ def age(days: int) -> None:
     WorkflowRun.objects.update(started_at=then, finished_at=then)
     WorkflowDecision.objects.update(created_at=then)
     AutomationEvent.objects.update(created_at=then)
+    LifecycleEvent.objects.update(occurred_at=then)
 
 
 def won(org, deal) -> None:
@@ -39,11 +46,13 @@ def test_history_past_the_plans_days_goes_and_newer_history_stays(org, deal, set
     assert WorkflowRun.objects.count() == 2
     removed = retention.prune_history()
     assert removed["runs"] == 1 and removed["decisions"] >= 1 and removed["events"] >= 1
+    assert removed["lifecycle_events"] >= 2  # the old run's started and completed; today's stay
+    assert LifecycleEvent.objects.filter(run_id=WorkflowRun.objects.get().pk).count() == 2
     (kept,) = WorkflowRun.objects.all()
     assert kept.started_at > timezone.now() - timedelta(days=1)
     assert WorkflowRunAction.objects.filter(run=kept).exists()
     assert not WorkflowRunAction.objects.exclude(run=kept).exists()
-    assert retention.prune_history() == {"runs": 0, "decisions": 0, "events": 0}
+    assert retention.prune_history() == {"runs": 0, "decisions": 0, "events": 0, "lifecycle_events": 0}
 
 
 def test_unfinished_runs_and_their_events_stay_however_old(org, deal):

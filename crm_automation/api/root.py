@@ -16,6 +16,7 @@ RESOURCES = (
     ("workflows", "workflow-list"), ("runs", "run-list"), ("approvals", "approval-list"),
     ("deals", "deal-list"), ("leads", "lead-list"), ("contacts", "contact-list"), ("tasks", "task-list"),
     ("stages", "stage-list"), ("webhook_endpoints", "webhook-endpoint-list"),
+    ("lifecycle_events", "lifecycle-event-list"), ("event_subscriptions", "event-subscription-list"),
 )
 
 

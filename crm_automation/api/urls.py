@@ -23,4 +23,5 @@ urlpatterns += [
     path("", include("crm_automation.api.crm_urls")),
     path("", include("crm_automation.api.workflow_urls")),
     path("", include("crm_automation.webhooks.urls")),
+    path("", include("crm_automation.api.lifecycle_urls")),
 ]

@@ -610,3 +610,46 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.host} pid {self.pid}"
+
+
+class LifecycleType(models.TextChoices):
+    """What other systems hear about (docs/product.md#lifecycle-events)."""
+
+    WORKFLOW_CREATED = "workflow.created", "Workflow created"
+    WORKFLOW_UPDATED = "workflow.updated", "Workflow updated"
+    WORKFLOW_PUBLISHED = "workflow.published", "Workflow published"
+    WORKFLOW_ACTIVATED = "workflow.activated", "Workflow activated"
+    WORKFLOW_PAUSED = "workflow.paused", "Workflow paused"
+    WORKFLOW_ARCHIVED = "workflow.archived", "Workflow archived"
+    WORKFLOW_DELETED = "workflow.deleted", "Workflow deleted"
+    RUN_STARTED = "run.started", "Run started"
+    RUN_COMPLETED = "run.completed", "Run completed"
+    RUN_FAILED = "run.failed", "Run failed"
+    RUN_PAUSED = "run.paused", "Run paused"
+    RUN_CANCELLED = "run.cancelled", "Run cancelled"
+    HIGH_FAILURE_RATE = "workflow.high_failure_rate", "High failure rate"
+    BREAKER_OPENED = "workflow.breaker_opened", "Circuit breaker opened"
+    BREAKER_CLOSED = "workflow.breaker_closed", "Circuit breaker closed"
+
+
+class LifecycleEvent(models.Model):
+    """One thing that happened to a workflow or a run, written in the transaction that made it
+    happen (lifecycle.py), listed by the API with a cursor and delivered to the organization's
+    event subscriptions (webhooks/subscriptions.py). The id is the cursor: it only grows."""
+
+    id = models.BigAutoField(primary_key=True)
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+", db_index=False)
+    type = models.CharField(max_length=40, choices=LifecycleType.choices)
+    # Plain ids, not foreign keys: a deleted workflow's events stay, and a run's are written in bulk.
+    workflow_id = models.BigIntegerField(null=True, blank=True)
+    run_id = models.BigIntegerField(null=True, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    occurred_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-id"]
+        # One index: listing and pruning go by id (retention finds the cut-off's id by bisection).
+        indexes = [models.Index(fields=["organization", "id"], name="lifecycle_org_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.type} #{self.pk}"

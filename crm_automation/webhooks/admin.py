@@ -9,11 +9,13 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from crm_automation.automation import plans
+from crm_automation.automation.models import LifecycleType
 from crm_automation.crm.admin_scoping import OrgScopedAdmin, OwnRowsFilter, ReadOnlyInline, ReadOnlyOrgScopedAdmin
 from crm_automation.crm.models import Membership
 from crm_automation.webhooks import guard, services
 from crm_automation.webhooks.models import (
     ChatChannel,
+    EventSubscription,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
@@ -166,6 +168,53 @@ class WebhookTargetAdmin(AdminsOnly):
     def disable(self, request, queryset) -> None:
         self._each(request, queryset, lambda t: services.webhook_target_disable(target_id=t.pk, by=request.user),
                    "Disabled {count} target(s).")
+
+
+class SubscriptionForm(forms.ModelForm):
+    event_types = forms.MultipleChoiceField(
+        choices=LifecycleType.choices, required=False, widget=forms.CheckboxSelectMultiple,
+        help_text="The events sent to the target; none ticked: every event.")
+
+    class Meta:
+        model = EventSubscription
+        fields = ["organization", "target", "event_types", "active"]
+
+    def clean(self) -> dict:
+        data = super().clean() or {}
+        organization, target = data.get("organization"), data.get("target")
+        if organization is not None and target is not None and target.organization_id != organization.pk:
+            self.add_error("target", "that target belongs to another organization")
+        return data
+
+
+@admin.register(EventSubscription)
+class EventSubscriptionAdmin(AdminsOnly):
+    """Lifecycle events (run failed, workflow activated …) sent to a webhook target, signed."""
+
+    form = SubscriptionForm
+    list_display = ("target", "organization", "types", "active", "cursor", "created_at")
+    list_filter = ("active", "organization")
+    list_select_related = ("target", "organization")
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("organization", "target", "cursor") if obj is not None else ()
+
+    @admin.display(description="events")
+    def types(self, obj) -> str:
+        return ", ".join(obj.event_types) or "all"
+
+    def save_model(self, request, obj, form, change) -> None:
+        types = form.cleaned_data.get("event_types") or []
+        if change:
+            services.event_subscription_update(subscription_id=obj.pk, by=request.user, event_types=types,
+                                               active=form.cleaned_data.get("active"))
+            return
+        made, _ = services.event_subscription_create(organization=obj.organization, by=request.user,
+                                                     target_name=obj.target.name, event_types=types)
+        obj.pk = made.pk
+
+    def delete_model(self, request, obj) -> None:
+        services.event_subscription_delete(subscription_id=obj.pk, by=request.user)
 
 
 class EndpointFilter(OwnRowsFilter):

@@ -32,3 +32,6 @@ class WebhooksConfig(AppConfig):
         from crm_automation.webhooks.maintenance import ensure_prune_schedule
 
         post_migrate.connect(ensure_prune_schedule, sender=self, weak=False)
+        from crm_automation.webhooks.subscriptions import ensure_delivery_schedule
+
+        post_migrate.connect(ensure_delivery_schedule, sender=self, weak=False)

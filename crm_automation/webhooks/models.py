@@ -135,6 +135,31 @@ class ChatChannel(models.Model):
         return f"{self.name} ({self.get_kind_display()})"
 
 
+class EventSubscription(models.Model):
+    """Lifecycle events (automation/lifecycle.py) sent to one of the organization's webhook targets,
+    signed with its secret (Standard Webhooks): every type, or those listed. `cursor` is the id of
+    the last event it has taken into its deliveries (subscriptions.py); a new subscription starts
+    at the newest event, so it hears of what happens from now on."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    target = models.ForeignKey(WebhookTarget, on_delete=models.CASCADE, related_name="subscriptions")
+    event_types = models.JSONField(default=list, blank=True, help_text="The types it wants; empty: all of them.")
+    active = models.BooleanField(default=True)
+    cursor = models.BigIntegerField(default=0, editable=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+", editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.target} ← {', '.join(self.event_types) or 'every event'}"
+
+    def wants(self, type: str) -> bool:
+        return not self.event_types or type in self.event_types
+
+
 class DeliveryStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     SENDING = "sending", "Sending"
@@ -153,6 +178,9 @@ class WebhookDelivery(models.Model):
     # only names it ("slack:sales-wins").
     channel = models.ForeignKey(ChatChannel, on_delete=models.SET_NULL, null=True, blank=True,
                                 related_name="deliveries")
+    # A lifecycle event's delivery to a subscription (subscriptions.py); retried on its schedule.
+    subscription = models.ForeignKey(EventSubscription, on_delete=models.CASCADE, null=True, blank=True,
+                                     related_name="deliveries")
     automation_key = models.CharField(max_length=100, unique=True)
     run_id = models.BigIntegerField(null=True, blank=True)
     method = models.CharField(max_length=10)

@@ -1,4 +1,4 @@
-"""Writes to webhook endpoints and targets: every surface (admin, API) goes through these.
+"""Writes to webhook endpoints, targets and event subscriptions: every surface (admin, API) goes through these.
 
 Only organization admins manage them, and inbound endpoints only on a plan that includes
 automation (Free does not: there they can be neither made nor changed, only deleted). A new or
@@ -12,11 +12,12 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from crm_automation.automation import plans
+from crm_automation.automation import lifecycle, plans
+from crm_automation.automation.models import LifecycleEvent, LifecycleType
 from crm_automation.crm.models import Organization
 from crm_automation.crm.selectors import user_has_role
 from crm_automation.webhooks import guard, signing
-from crm_automation.webhooks.models import SecretHolder, WebhookEndpoint, WebhookTarget
+from crm_automation.webhooks.models import EventSubscription, SecretHolder, WebhookEndpoint, WebhookTarget
 
 MAX_GRACE_HOURS = 7 * 24
 
@@ -156,3 +157,74 @@ def webhook_target_update(*, target_id: int, by, url: str) -> WebhookTarget:
     target.url = _target_url(url)
     target.save(update_fields=["url"])
     return target
+
+
+# --- Event subscriptions (lifecycle events to a target) ------------------------------------------
+def _event_types(value) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValidationError({"event_types": ["must be a list of event types (an empty list: all of them)"]})
+    known = set(LifecycleType.values)
+    unknown = [item for item in value if item not in known]
+    if unknown:
+        raise ValidationError({"event_types": [f"unknown event type “{unknown[0][:60]}”; known: "
+                                               f"{', '.join(sorted(known))}"]})
+    return sorted(set(value))
+
+
+@transaction.atomic
+def event_subscription_create(*, organization: Organization, by, target_name: str | None = None,
+                              url: str | None = None, event_types: list[str] | None = None,
+                              ) -> tuple[EventSubscription, str | None]:
+    """Send the organization's lifecycle events (those listed, or all) to a webhook target: an
+    existing one by name, or a new one made from `target_name` and `url` (its secret is returned,
+    once). It hears of what happens from now on."""
+    _check_admin(by, organization.pk)
+    types = _event_types(event_types)
+    secret = None
+    if url is not None:
+        target, secret = webhook_target_create(organization=organization, name=target_name or "", url=url, by=by)
+    else:
+        found = WebhookTarget.objects.filter(organization=organization, name=target_name or "").first()
+        if found is None:
+            raise ValidationError({"target": [f"no webhook target “{str(target_name)[:60]}” in this organization; "
+                                              "give a url to make one"]})
+        target = found
+    newest = LifecycleEvent.objects.filter(organization=organization).order_by("-id").values_list("id", flat=True)
+    subscription = EventSubscription.objects.create(
+        organization=organization, target=target, event_types=types, cursor=newest.first() or 0,
+        created_by=by if getattr(by, "pk", None) else None)
+    transaction.on_commit(lifecycle.forget_subscribers)
+    return subscription, secret
+
+
+@transaction.atomic
+def event_subscription_update(*, subscription_id: int, by, event_types: list[str] | None = None,
+                              active: bool | None = None) -> EventSubscription:
+    """Change what it wants, or switch it off and on. Switched on again, it goes on from now:
+    what happened while it was off is in GET /api/v1/lifecycle-events/."""
+    subscription = EventSubscription.objects.select_for_update().get(pk=subscription_id)
+    _check_admin(by, subscription.organization_id)
+    fields = []
+    if event_types is not None:
+        subscription.event_types = _event_types(event_types)
+        fields.append("event_types")
+    if active is not None and active != subscription.active:
+        subscription.active = active
+        fields.append("active")
+        if active:
+            subscription.cursor = (LifecycleEvent.objects.filter(organization_id=subscription.organization_id)
+                                   .order_by("-id").values_list("id", flat=True).first() or 0)
+            fields.append("cursor")
+    if fields:
+        subscription.save(update_fields=fields)
+    transaction.on_commit(lifecycle.forget_subscribers)
+    return subscription
+
+
+@transaction.atomic
+def event_subscription_delete(*, subscription_id: int, by) -> None:
+    subscription = EventSubscription.objects.select_for_update().get(pk=subscription_id)
+    _check_admin(by, subscription.organization_id)
+    subscription.delete()

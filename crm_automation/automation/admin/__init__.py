@@ -1,1 +1,8 @@
-from crm_automation.automation.admin import ai_calls, bulk_holds, history, record_panels, workflows  # noqa: F401,E501  (registers)
+from crm_automation.automation.admin import (  # noqa: F401  (registers)
+    ai_calls,
+    bulk_holds,
+    history,
+    lifecycle_events,
+    record_panels,
+    workflows,
+)

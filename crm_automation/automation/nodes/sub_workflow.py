@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from crm_automation.automation import plans
+from crm_automation.automation import lifecycle, plans
 from crm_automation.automation.definition import catalog
 from crm_automation.automation.models import RUN_OVER, AutomationEvent, RunStatus, Workflow, WorkflowRun, WorkflowStatus
 from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, Result
@@ -85,6 +85,7 @@ class SubWorkflow(Action[Child]):
                 parent_run=parent, parent_key=ctx.key, history_suppressed=i >= logged,
                 metadata={"sub_depth": prepared["depth"], "await": prepared["await"]}))
         WorkflowRun.objects.bulk_create(runs)
+        lifecycle.runs_started(runs)
         if settings.AUTOMATION["NUDGE"]:
             ids = [r.pk for r in runs]
             transaction.on_commit(lambda: enqueue_continue(ids))

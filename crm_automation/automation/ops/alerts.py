@@ -24,9 +24,11 @@ from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from crm_automation.automation import lifecycle
 from crm_automation.automation.models import (
     AlertIncident,
     AutomationEvent,
+    LifecycleType,
     RunStatus,
     Workflow,
     WorkflowRun,
@@ -61,21 +63,31 @@ def _tell(incident: AlertIncident, title: str, link: str) -> None:
             logger.exception("Could not email the alert %s", incident.pk)
 
 
+def _announce(workflow: Workflow | None, kind: str, level: str, detail: str, figures: dict | None) -> None:
+    """A failure-rate incident opened or turned critical is also a lifecycle event (in its transaction)."""
+    if kind == SUCCESS and workflow is not None:
+        lifecycle.workflow_event(LifecycleType.HIGH_FAILURE_RATE, workflow, level=level, detail=detail,
+                                 **(figures or {}))
+
+
 def _open(organization_id: int, workflow: Workflow | None, kind: str, level: str, detail: str,
-          title: str, link: str, now: datetime) -> None:
+          title: str, link: str, now: datetime, figures: dict | None = None) -> None:
     """Open the incident, or raise its level; tell the admins when either happens."""
     found = AlertIncident.objects.filter(organization_id=organization_id, workflow=workflow, kind=kind,
                                          closed_at__isnull=True).first()
     if found is not None:
         if found.level == WARNING and level == CRITICAL:
-            found.level, found.detail = CRITICAL, detail
-            found.save(update_fields=["level", "detail"])
+            with transaction.atomic():
+                found.level, found.detail = CRITICAL, detail
+                found.save(update_fields=["level", "detail"])
+                _announce(workflow, kind, level, detail, figures)
             _tell(found, title, link)
         return
     try:
         with transaction.atomic():
             incident = AlertIncident.objects.create(organization_id=organization_id, workflow=workflow, kind=kind,
                                                     level=level, detail=detail, opened_at=now)
+            _announce(workflow, kind, level, detail, figures)
     except IntegrityError:
         return  # another sweep opened it at the same moment
     _tell(incident, title, link)
@@ -115,7 +127,9 @@ def _watch_workflows(now: datetime) -> None:
                           f"({100 * rate:.0f} %; {level} below {100 * conf['WARNING_SUCCESS_RATE']:.0f} % / "
                           f"{100 * conf['CRITICAL_SUCCESS_RATE']:.0f} %).")
                 _open(workflow.organization_id, workflow, SUCCESS, level, detail,
-                      f"{level.capitalize()}: “{workflow.name}” succeeds in {100 * rate:.0f} % of its runs", link, now)
+                      f"{level.capitalize()}: “{workflow.name}” succeeds in {100 * rate:.0f} % of its runs", link, now,
+                      figures={"runs": row["runs"], "failed": row["runs"] - row["ok"],
+                               "failure_rate": round(1 - rate, 3)})
             else:
                 _close(workflow.organization_id, workflow.pk, SUCCESS, now)
             _watch_speed(workflow, since, now, link)  # only with enough runs to say anything

@@ -22,7 +22,15 @@ from django.db.models import Count, Max, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from crm_automation.automation.models import CircuitBreak, RunStatus, Workflow, WorkflowRun, WorkflowStatus
+from crm_automation.automation import lifecycle
+from crm_automation.automation.models import (
+    CircuitBreak,
+    LifecycleType,
+    RunStatus,
+    Workflow,
+    WorkflowRun,
+    WorkflowStatus,
+)
 from crm_automation.automation.ops.paused_run_alerts import notify_admins
 from crm_automation.automation.services.workflows import workflow_transition
 from crm_automation.refusals import Refused
@@ -59,6 +67,9 @@ def _trip(workflow_id: int, runs: int, failures: int, now: datetime) -> CircuitB
                                           opened_at=workflow.updated_at, reason=reason, runs=runs, failures=failures,
                                           closes_at=now + cooldown)
         _notify(workflow, brk)
+        lifecycle.workflow_event(LifecycleType.WORKFLOW_PAUSED, workflow, reason=f"circuit breaker: {reason}")
+        lifecycle.workflow_event(LifecycleType.BREAKER_OPENED, workflow, reason=reason, runs=runs, failures=failures,
+                                 closes_at=brk.closes_at.isoformat())
     logger.warning("Circuit breaker paused workflow %s: %s", workflow_id, reason)
     return brk
 
@@ -102,8 +113,11 @@ def try_again(now: datetime | None = None) -> list[CircuitBreak]:
                 brk.outcome = "activated again on trial"
             except Refused as exc:  # the plan's limit, the definition, a circle: it stays paused
                 brk.outcome = "left paused: " + exc.message
-        brk.closed_at = now
-        brk.save(update_fields=["closed_at", "outcome"])
+        with transaction.atomic():
+            brk.closed_at = now
+            brk.save(update_fields=["closed_at", "outcome"])
+            workflow.refresh_from_db()
+            lifecycle.workflow_event(LifecycleType.BREAKER_CLOSED, workflow, outcome=brk.outcome)
         closed.append(brk)
     return closed
 

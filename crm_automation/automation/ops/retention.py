@@ -7,7 +7,8 @@ What goes, per organization, oldest first:
 1. finished runs that started before the cut-off, with their steps (an unfinished run stays,
    however old: a wait of a year is still work to do);
 2. the decisions ("why it did or did not run") made before the cut-off;
-3. the processed events before the cut-off that no remaining run needs.
+3. the processed events before the cut-off that no remaining run needs;
+4. the lifecycle events (lifecycle.py) before the cut-off.
 Workflow counters, versions, effects (tasks, emails) and their audit rows are not history and stay.
 """
 
@@ -20,7 +21,7 @@ from django.db import transaction
 from django.db.models import Max, Min
 from django.utils import timezone
 
-from crm_automation.automation.models import AutomationEvent, WorkflowDecision, WorkflowRun
+from crm_automation.automation.models import AutomationEvent, LifecycleEvent, WorkflowDecision, WorkflowRun
 from crm_automation.crm.models import Organization
 
 logger = logging.getLogger(__name__)
@@ -42,18 +43,21 @@ def _batches(queryset, budget_end: float) -> int:
     return removed
 
 
-def first_event_after(cutoff: datetime) -> int | None:
+def first_event_after(cutoff: datetime, model: type[AutomationEvent] | type[LifecycleEvent] = AutomationEvent,
+                      field: str = "created_at") -> int | None:
     """The id of the first event created at or after `cutoff`, by binary search on the primary
-    key (ids grow with time; the outbox has no index on created_at, on purpose)."""
-    bounds = AutomationEvent.objects.aggregate(low=Min("pk"), high=Max("pk"))
+    key (ids grow with time; the outbox and the lifecycle events have no index on their time, on
+    purpose: every run writes them)."""
+    objects = model.objects
+    bounds = objects.aggregate(low=Min("pk"), high=Max("pk"))
     low, high = bounds["low"], bounds["high"]
     if low is None:
         return None
     high += 1
     while low < high:
         mid = (low + high) // 2
-        row = AutomationEvent.objects.filter(pk__gte=mid).order_by("pk").values("pk", "created_at").first()
-        if row is None or row["created_at"] >= cutoff:
+        row = objects.filter(pk__gte=mid).order_by("pk").values("pk", field).first()
+        if row is None or row[field] >= cutoff:
             high = mid
         else:
             low = row["pk"] + 1
@@ -75,7 +79,11 @@ def prune_organization(organization: Organization, now: datetime, budget_end: fl
         old = (AutomationEvent.objects.filter(organization=organization, pk__lt=boundary, processed_at__isnull=False)
                .exclude(pk__in=WorkflowRun.objects.filter(event_id__lt=boundary).values("event_id")))
         events = _batches(old, budget_end)
-    return {"runs": runs, "decisions": decisions, "events": events}
+    lifecycle = 0
+    boundary = first_event_after(cutoff, LifecycleEvent, "occurred_at")
+    if boundary is not None:
+        lifecycle = _batches(LifecycleEvent.objects.filter(organization=organization, pk__lt=boundary), budget_end)
+    return {"runs": runs, "decisions": decisions, "events": events, "lifecycle_events": lifecycle}
 
 
 def prune_history(now: datetime | None = None, budget_seconds: float = 600) -> dict[str, int]:
@@ -83,7 +91,7 @@ def prune_history(now: datetime | None = None, budget_seconds: float = 600) -> d
     one call; what is left goes the next day."""
     now = now or timezone.now()
     budget_end = time.monotonic() + budget_seconds
-    total = {"runs": 0, "decisions": 0, "events": 0}
+    total = {"runs": 0, "decisions": 0, "events": 0, "lifecycle_events": 0}
     for organization in Organization.objects.order_by("pk"):
         for key, count in prune_organization(organization, now, budget_end).items():
             total[key] += count

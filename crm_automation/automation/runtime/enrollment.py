@@ -15,6 +15,7 @@ no record stays blocked by a rule that no longer applies.
 from typing import Any
 from uuid import UUID
 
+from crm_automation.automation import lifecycle
 from crm_automation.automation.models import (
     AutomationEvent,
     Enrollment,
@@ -107,7 +108,9 @@ def insert_runs(items: list[tuple[WorkflowRun, WorkflowDecision]]) -> list[Workf
             made.append(run)
         elif run.holds_enrollment:
             refuse(decision, run.event, run.workflow)
-    return sorted(made, key=lambda run: run.pk)
+    made.sort(key=lambda run: run.pk)
+    lifecycle.runs_started(made)
+    return made
 
 
 def adopt_policy(*, workflow_id: int, policy: str) -> None:

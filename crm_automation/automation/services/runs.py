@@ -14,6 +14,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from crm_automation.automation import lifecycle
 from crm_automation.automation.definition import graph
 from crm_automation.automation.models import (
     RunStatus,
@@ -96,6 +97,7 @@ def run_cancel(*, run_id: int, by) -> WorkflowRun:
     run.save(update_fields=["status", "error", "finished_at", "lease_until", "lease_owner", "wake_at",
                             "holds_enrollment"])
     wake_parents([run])
+    lifecycle.runs_ended([run])
     return run
 
 

@@ -15,7 +15,7 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.text import slugify
 
-from crm_automation.automation import plans, wording
+from crm_automation.automation import lifecycle, plans, wording
 from crm_automation.automation.definition import cycles, documents
 from crm_automation.automation.definition.validation import (
     DEFINITION_FIELDS,
@@ -23,7 +23,14 @@ from crm_automation.automation.definition.validation import (
     raise_if_invalid,
     validate_definition,
 )
-from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowRun, WorkflowStatus, WorkflowVersion
+from crm_automation.automation.models import (
+    AutomationEvent,
+    LifecycleType,
+    Workflow,
+    WorkflowRun,
+    WorkflowStatus,
+    WorkflowVersion,
+)
 from crm_automation.automation.runtime import enrollment
 from crm_automation.crm.concurrency import conflicts
 from crm_automation.crm.models import Organization
@@ -213,6 +220,7 @@ def workflow_create(*, organization: Organization, name: str, trigger_type: str,
     _write_draft(workflow, {**definition, "actions": _with_ids(actions)}, name=name, description=description)
     _save_named(workflow)
     workflow_snapshot(workflow=workflow, by=by)
+    lifecycle.workflow_event(LifecycleType.WORKFLOW_CREATED, workflow, by)
     return workflow
 
 
@@ -255,7 +263,11 @@ def workflow_update(*, workflow_id: int, by=None, changes: dict | None = None, a
         workflow.edited_by, workflow.edited_at = by, timezone.now()
         _write_draft(workflow, definition, name=name, description=description)
         _save_named(workflow, update_fields=[*DRAFT_COLUMNS, "draft_revision", "edited_by", "edited_at", "updated_at"])
-    if not is_live(workflow):
+        if not is_live(workflow):
+            workflow_snapshot(workflow=workflow, by=by)
+        lifecycle.workflow_event(LifecycleType.WORKFLOW_UPDATED, workflow, by, revision=workflow.draft_revision,
+                                 changed=sorted({*changes, *(["actions"] if actions is not None else [])}))
+    elif not is_live(workflow):
         workflow_snapshot(workflow=workflow, by=by)
     return workflow
 
@@ -294,6 +306,7 @@ def workflow_publish(*, workflow_id: int, by, acknowledge_cycle: bool = False) -
     if problems:
         raise Refused(f"Cannot publish “{workflow.name}”: " + "; ".join(problems) + ".")
     workflow_snapshot(workflow=workflow, by=by)
+    lifecycle.workflow_event(LifecycleType.WORKFLOW_PUBLISHED, workflow, by)
     return workflow
 
 
@@ -348,6 +361,7 @@ def workflow_transition(*, workflow_id: int, name: str, by, acknowledge_cycle: b
             raise Refused(f"Cannot activate “{workflow.name}”: " + "; ".join(problems) + ".")
     getattr(workflow, name)()
     workflow.save(update_fields=["status", "updated_at"])
+    lifecycle.workflow_event(lifecycle.VERB_TYPES[name], workflow, by)
     return workflow
 
 
@@ -376,6 +390,7 @@ def workflow_delete(*, workflow_id: int, by) -> None:
     # Simulated runs hold their own events (and versions, protected); the current version is
     # protected by the workflow's own pointer to it.
     AutomationEvent.objects.filter(pk__in=list(runs.values_list("event_id", flat=True))).delete()
+    lifecycle.workflow_event(LifecycleType.WORKFLOW_DELETED, workflow, by)
     Workflow.objects.filter(pk=workflow.pk).update(current_version=None)
     workflow.delete()
 

@@ -18,7 +18,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from crm_automation.automation import plans
+from crm_automation.automation import lifecycle, plans
 from crm_automation.automation.definition import catalog
 from crm_automation.automation.models import (
     AutomationEvent,
@@ -191,6 +191,7 @@ def workflow_start(*, workflow_id: int, by, record=None, input: dict | None = No
         organization_id=workflow.organization_id, workflow=workflow, version=workflow.current_version, event=event,
         trigger_type=workflow.trigger_type, trigger_entity_type=entity_type, trigger_entity_id=entity_id,
         metadata={"started_by": who}, history_suppressed=not logged)
+    lifecycle.runs_started([run])
     if settings.AUTOMATION["NUDGE"]:
         transaction.on_commit(lambda: enqueue_continue([run.pk]))
     return run

@@ -26,6 +26,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from crm_automation.automation import lifecycle
 from crm_automation.automation.definition import context, graph
 from crm_automation.automation.models import (
     RunStatus,
@@ -382,6 +383,7 @@ def finish(states: list[RunState], token: str) -> dict[int, str]:
     ended = [s.run for s in done if s.run.pk in ids]
     wake_parents(ended)
     run_log.runs_finished(ended)
+    lifecycle.runs_ended(ended)
     if suppressed:
         WorkflowRun.objects.filter(pk__in=suppressed).delete()
     return {**paused, **finished}
@@ -416,8 +418,10 @@ def _pause(states: list[RunState], token: str) -> dict[int, str]:
             run.metadata = {**(run.metadata or {}), "pauses": (run.metadata or {}).get("pauses", 0) + 1}
             WorkflowRun.objects.filter(pk=run.pk).update(status=RunStatus.PAUSED, error=run.error, lease_until=None,
                                                          lease_owner="", attempts=0, metadata=run.metadata)
+            run.status = RunStatus.PAUSED
             paused.append((run, state.paused))
     alerts.run_paused(paused)
+    lifecycle.runs_ended([run for run, _ in paused])
     return {run.pk: RunStatus.PAUSED for run, _ in paused}
 
 

@@ -1,0 +1,135 @@
+"""Lifecycle events (docs/product.md#lifecycle-events): what happened to a workflow or a run, as
+other systems hear of it.
+
+Each event is one `LifecycleEvent` row written inside the transaction that made the change (a
+service's for a workflow's verbs, the engine's segment for a run), so an event exists exactly when
+its change committed. Runs are written in bulk: one INSERT for all the runs a dispatch starts or a
+segment ends. A run whose history is not kept (the plan's history quota is used up) has none.
+
+Delivery is separate and after the commit (webhooks/subscriptions.py): the events carry a growing
+id, each subscription keeps a cursor over them. The commit pokes a worker only in an organization
+that has subscriptions (known to each process for a few seconds); the minute schedule finds
+anything else.
+"""
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from crm_automation.automation.models import (
+    LifecycleEvent,
+    LifecycleType,
+    RunStatus,
+    Workflow,
+    WorkflowRun,
+)
+
+Type = LifecycleType
+
+RUN_ENDINGS: dict[str, str] = {
+    RunStatus.COMPLETED: Type.RUN_COMPLETED,
+    RunStatus.PARTIAL: Type.RUN_COMPLETED,  # it went on past a failed step: over, with its status in data
+    RunStatus.FAILED: Type.RUN_FAILED,
+    RunStatus.PAUSED: Type.RUN_PAUSED,
+    RunStatus.CANCELLED: Type.RUN_CANCELLED,
+}
+VERB_TYPES = {"activate": Type.WORKFLOW_ACTIVATED, "pause": Type.WORKFLOW_PAUSED, "archive": Type.WORKFLOW_ARCHIVED}
+SUBSCRIBERS_TTL = 5.0  # seconds a process trusts its list of organizations with subscriptions
+
+_subscribers: tuple[float, frozenset[int]] = (0.0, frozenset())
+
+
+def who(by: Any) -> str | None:
+    return by.get_username() if by is not None else None
+
+
+def workflow_data(workflow: Workflow, by: Any = None, **more: Any) -> dict[str, Any]:
+    version = workflow.current_version.number if workflow.current_version_id and workflow.current_version else None
+    return {"workflow": {"id": workflow.pk, "key": workflow.key, "name": workflow.name, "status": workflow.status,
+                         "version": version, "trigger_type": workflow.trigger_type},
+            "by": who(by), **more}
+
+
+def workflow_event(type: str, workflow: Workflow, by: Any = None, **more: Any) -> LifecycleEvent:
+    """One event about a workflow, in the caller's transaction."""
+    event = LifecycleEvent.objects.create(
+        organization_id=workflow.organization_id, type=type, workflow_id=workflow.pk,
+        data=workflow_data(workflow, by, **more), occurred_at=timezone.now())
+    _poke([workflow.organization_id])
+    return event
+
+
+def _run_data(run: WorkflowRun, status: str) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "run": {"id": run.pk, "status": status, "workflow_id": run.workflow_id, "version_id": run.version_id,
+                "trigger_type": run.trigger_type, "record": {"type": run.trigger_entity_type,
+                                                             "id": str(run.trigger_entity_id)},
+                "started_at": run.started_at.isoformat() if run.started_at else None,
+                "finished_at": run.finished_at.isoformat() if run.finished_at else None}}
+    if run.error and status != RunStatus.COMPLETED:
+        data["run"]["error"] = run.error[:500]
+    if "workflow" in run._state.fields_cache:  # loaded already: name it (no query for it)
+        data["workflow"] = {"id": run.workflow.pk, "key": run.workflow.key, "name": run.workflow.name}
+    return data
+
+
+def _runs_events(typed: Iterable[tuple[str, WorkflowRun]]) -> int:
+    """One event per (type, run), all in one INSERT in the caller's transaction; runs whose
+    history is not kept and simulated runs have none."""
+    now = timezone.now()
+    events = [LifecycleEvent(organization_id=run.organization_id, type=type, workflow_id=run.workflow_id,
+                             run_id=run.pk, data=_run_data(run, run.status), occurred_at=now)
+              for type, run in typed if not run.history_suppressed and not run.simulated]
+    if events:
+        LifecycleEvent.objects.bulk_create(events)
+        _poke({event.organization_id for event in events})
+    return len(events)
+
+
+def runs_started(runs: Iterable[WorkflowRun]) -> int:
+    return _runs_events((Type.RUN_STARTED, run) for run in runs)
+
+
+def runs_ended(runs: Iterable[WorkflowRun]) -> int:
+    """run.completed / failed / paused / cancelled, by each run's status."""
+    return _runs_events((RUN_ENDINGS[run.status], run) for run in runs if run.status in RUN_ENDINGS)
+
+
+# --- Waking the delivery ----------------------------------------------------------------------------
+
+def subscribed_organizations() -> frozenset[int]:
+    """The organizations with an active subscription, as this process last read them (at most
+    SUBSCRIBERS_TTL seconds ago): one query every few seconds, never one per event."""
+    global _subscribers
+    read_at, organizations = _subscribers
+    if time.monotonic() - read_at > SUBSCRIBERS_TTL:
+        from crm_automation.webhooks.models import EventSubscription
+
+        organizations = frozenset(EventSubscription.objects.filter(active=True)
+                                  .values_list("organization_id", flat=True).distinct())
+        _subscribers = (time.monotonic(), organizations)
+    return organizations
+
+
+def forget_subscribers() -> None:
+    """A subscription was made or changed in this process: read them again at the next event."""
+    global _subscribers
+    _subscribers = (0.0, frozenset())
+
+
+def _poke(organization_ids: Iterable[int]) -> None:
+    if not settings.AUTOMATION["NUDGE"]:
+        return  # (tests call the delivery themselves; the minute schedule still runs it)
+    wanted = sorted(set(organization_ids) & subscribed_organizations())
+    if wanted:
+        from crm_automation.webhooks.subscriptions import enqueue_delivery
+
+        def enqueue() -> None:
+            for organization_id in wanted:
+                enqueue_delivery(organization_id)
+
+        transaction.on_commit(enqueue)
