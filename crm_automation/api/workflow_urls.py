@@ -1,7 +1,9 @@
 """Workflows, runs and approvals over the API."""
 
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
+from crm_automation.api.rollout_views import RolloutView
 from crm_automation.api.run_views import ApprovalViewSet, RunViewSet
 from crm_automation.api.workflow_views import WorkflowViewSet
 
@@ -10,4 +12,5 @@ router.register("workflows", WorkflowViewSet, basename="workflow")
 router.register("runs", RunViewSet, basename="run")
 router.register("approvals", ApprovalViewSet, basename="approval")
 
-urlpatterns = router.urls
+urlpatterns = [path("workflows/<int:pk>/rollout/", RolloutView.as_view(), name="workflow-rollout"),
+               *router.urls]

@@ -163,8 +163,17 @@ class AcknowledgeSerializer(serializers.Serializer):
                                  "a once-only rule stops (a guarded cycle; an unguarded one is always refused).")
 
 
+class PublishSerializer(AcknowledgeSerializer):
+    share = serializers.IntegerField(default=100, min_value=1, max_value=100, help_text=(
+        "Release to this share of the records first (the same record always on the same version); 100: all."))
+    steps = serializers.ListField(child=serializers.DictField(), required=False, max_length=10, help_text=(
+        "Raise it on a schedule: [{\"percent\": 50, \"after_hours\": 24}, {\"percent\": 100, \"after_hours\": 24}]."))
+    margin = serializers.IntegerField(required=False, min_value=0, max_value=100, help_text=(
+        "Hold it when its failure rate exceeds the previous version's by this many points (default 10)."))
+
+
 def _transition_schema(name: str):
-    request = AcknowledgeSerializer if name in ("publish", "activate") else None
+    request = PublishSerializer if name == "publish" else AcknowledgeSerializer if name == "activate" else None
     return extend_schema(summary=f"{name.title()} the workflow", description=TRANSITION_DOC[name], request=request,
                          responses={200: WorkflowSerializer, 403: FORBIDDEN, 404: NOT_YOURS, 409: CONFLICT})
 
@@ -259,11 +268,14 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
     # --- Transitions ----------------------------------------------------------------------------
     def _transition(self, name: str) -> Response:
         workflow = self.get_object()
-        body = AcknowledgeSerializer(data=self.request.data if isinstance(self.request.data, dict) else {})
+        given = self.request.data if isinstance(self.request.data, dict) else {}
+        body = (PublishSerializer if name == "publish" else AcknowledgeSerializer)(data=given)
         body.is_valid(raise_exception=True)
         acknowledged = body.validated_data["acknowledge_cycle"]
         if name == "publish":
-            workflow = workflow_publish(workflow_id=workflow.pk, by=self.request.user, acknowledge_cycle=acknowledged)
+            workflow = workflow_publish(workflow_id=workflow.pk, by=self.request.user, acknowledge_cycle=acknowledged,
+                                        share=body.validated_data["share"], steps=body.validated_data.get("steps"),
+                                        margin=body.validated_data.get("margin"))
         elif name == "activate":
             workflow = workflow_transition(workflow_id=workflow.pk, name=name, by=self.request.user,
                                            acknowledge_cycle=acknowledged)

@@ -65,6 +65,9 @@ class Workflow(models.Model):
     current_version = models.ForeignKey(
         "WorkflowVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+", editable=False
     )
+    # A version being released to a share of the records (rollouts.py); the others run current_version.
+    rollout = models.ForeignKey("Rollout", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+                                editable=False)
     run_count = models.PositiveIntegerField(default=0, editable=False)
     success_count = models.PositiveIntegerField(default=0, editable=False)
     failure_count = models.PositiveIntegerField(default=0, editable=False)
@@ -653,3 +656,43 @@ class LifecycleEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} #{self.pk}"
+
+
+class Rollout(models.Model):
+    """A published version released to a share of the records (docs/product.md#gradual-rollout).
+
+    A record is in the share when its bucket (a hash of workflow and record, 0-99) is below
+    `percent`, so it stays on one version while the share only grows. The workflow points at its
+    rollout while it is active or held; at 100 % the version becomes the workflow's current one."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Rolling out"
+        HELD = "held", "Held"
+        COMPLETED = "completed", "Completed: every record"
+        ABORTED = "aborted", "Called off: back to the previous version"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="rollouts")
+    version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="+")
+    previous = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="+")
+    percent = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    # What is left of the schedule: [{"percent": 50, "at": iso}, …]; raised by the watch task.
+    steps = models.JSONField(default=list, blank=True)
+    margin = models.PositiveSmallIntegerField(default=10, help_text="Held when the new version's failure rate "
+                                                                    "exceeds the previous one's by this many points.")
+    min_runs = models.PositiveSmallIntegerField(default=10, help_text="Runs of the new version before comparing.")
+    held_reason = models.TextField(blank=True)
+    log = models.JSONField(default=list, blank=True, help_text="Each change: when, the share, who, why.")
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["status"], name="rollout_open_idx",
+                                condition=models.Q(status__in=["active", "held"]))]
+
+    def __str__(self) -> str:
+        return f"version {self.version_id} at {self.percent} % ({self.status})"

@@ -17,6 +17,7 @@ from crm_automation.automation import lifecycle, plans
 from crm_automation.automation.definition import catalog
 from crm_automation.automation.models import RUN_OVER, AutomationEvent, RunStatus, Workflow, WorkflowRun, WorkflowStatus
 from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, Result
+from crm_automation.automation.runtime import rollout
 from crm_automation.automation.runtime.queue import enqueue_continue
 
 MAX_DEPTH = 5
@@ -63,8 +64,9 @@ class SubWorkflow(Action[Child]):
         depth = (parent.metadata or {}).get("sub_depth", 0) + 1
         if depth > MAX_DEPTH:
             raise ActionFailed(f"sub-workflows nest at most {MAX_DEPTH} deep; “{child.name}” would be level {depth}")
-        return {"child": child, "version_id": child.current_version_id, "parent": parent, "depth": depth,
-                "await": config.get("awaitResponse", True)}
+        version, _ = rollout.version_for(child, parent.trigger_entity_id)  # the record's version of the child
+        return {"child": child, "version_id": version.pk if version else child.current_version_id, "parent": parent,
+                "depth": depth, "await": config.get("awaitResponse", True)}
 
     def apply(self, items: list[tuple[ExecutionContext, Child]]) -> list[Result]:
         now = timezone.now()

@@ -21,8 +21,9 @@ from crm_automation.automation.models import (
     WorkflowDecision,
     WorkflowRun,
     WorkflowStatus,
+    WorkflowVersion,
 )
-from crm_automation.automation.runtime import leases
+from crm_automation.automation.runtime import leases, rollout
 from crm_automation.automation.runtime.enrollment import Matched, enroll, holds, insert_runs
 from crm_automation.automation.triggers import bulk, matching
 from crm_automation.crm.models import Organization, Stage
@@ -110,12 +111,12 @@ def _mark_processed(event_ids: list[int]) -> set[int]:
         return {pk for (pk,) in cursor.fetchall()}
 
 
-def _decide(event: AutomationEvent, workflow: Workflow, org: Organization, trigger: dict[str, Any],
-            load: Callable[[], dict[str, Any] | None], names: dict[str, str]) -> tuple[str, str] | None:
-    """The decision for one candidate workflow; None for a draft that would not have run anyway
-    (drafts are listed only when they are the answer to "why didn't it run?")."""
-    version = workflow.current_version
-    assert version is not None, "_candidates takes workflows with a version only"
+def _decide(event: AutomationEvent, workflow: Workflow, version: WorkflowVersion, org: Organization,
+            trigger: dict[str, Any], load: Callable[[], dict[str, Any] | None],
+            names: dict[str, str]) -> tuple[str, str] | None:
+    """The decision for one candidate workflow on the version the record runs; None for a draft
+    that would not have run anyway (drafts are listed only when they are the answer to "why
+    didn't it run?")."""
     if workflow.status == WorkflowStatus.DRAFT:
         if not plans.includes_automation(org.plan):
             return None
@@ -151,7 +152,7 @@ def _candidates(events: list[AutomationEvent]) -> dict[tuple[int, str], list[Wor
     for wf in (Workflow.objects.filter(organization_id__in={e.organization_id for e in events},
                                        trigger_type__in=kinds, status__in=statuses,
                                        current_version__isnull=False)
-               .select_related("current_version", "organization").order_by("pk")):
+               .select_related("current_version", "organization", "rollout__version").order_by("pk")):
         found[(wf.organization_id, wf.trigger_type)].append(wf)
     return found
 
@@ -219,12 +220,16 @@ def dispatch(events: list[AutomationEvent], *, token: str = "") -> Dispatched:
         for wf in candidates:
             if not matching.offered(event, wf.pk):
                 continue  # a due time or an occasion belongs to its own workflow: the others are not candidates
-            decided = _decide(event, wf, orgs[event.organization_id], trigger, load,
+            version, rolling = rollout.version_for(wf, event.entity_id)
+            assert version is not None, "_candidates takes workflows with a version only"
+            decided = _decide(event, wf, version, orgs[event.organization_id], trigger, load,
                               stage_names[event.organization_id])
             if decided is None:
                 continue
             outcome, reason = decided
-            decisions.append(WorkflowDecision(event=event, workflow=wf, version=wf.current_version,
+            if rolling:
+                reason = f"{reason} ({rolling})"
+            decisions.append(WorkflowDecision(event=event, workflow=wf, version=version,
                                               entity_id=event.entity_id, outcome=outcome, reason=reason[:2000]))
             if outcome == Outcome.MATCHED:
                 matched.append((event, wf, decisions[-1], _metadata(trigger, cache.get("full"))))
@@ -249,7 +254,7 @@ def dispatch(events: list[AutomationEvent], *, token: str = "") -> Dispatched:
                     decision.reason = ("ran, but its history is not kept: the plan's monthly quota "
                                        "of logged runs is used up")
                 matched_runs.append((WorkflowRun(
-                    organization_id=org_id, workflow=wf, version=wf.current_version, event=event,
+                    organization_id=org_id, workflow=wf, version=decision.version, event=event,
                     trigger_type=event.kind, trigger_entity_type=event.entity_type,
                     trigger_entity_id=event.entity_id, metadata=meta, history_suppressed=suppressed,
                     holds_enrollment=holds(wf), **lease,

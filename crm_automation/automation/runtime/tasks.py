@@ -25,7 +25,7 @@ from crm_automation.automation.runtime.engine import execute_leased, execute_run
 from crm_automation.automation.runtime.leases import lease_length
 from crm_automation.automation.runtime.queue import enqueue_continue, enqueue_drain, enqueue_sweep
 from crm_automation.automation.runtime.replies import wake_replied_runs
-from crm_automation.automation.services import impact
+from crm_automation.automation.services import impact, rollouts
 from crm_automation.automation.triggers import relative_time, schedules
 from crm_automation.crm.email_delivery import emails_mark_stale_unknown
 from crm_automation.workers import shutdown
@@ -173,6 +173,7 @@ def watch() -> None:
     and would slow every sweep): the circuit breaker, then the alerts."""
     breaker.check()  # pause workflows failing too much, try cooled-down ones again
     alerting.check()  # tell admins about low success rates, slowness, a backlog (once per incident)
+    rollouts.check()  # hold rollouts whose new version fails more, raise those whose next step is due
     impact.requeue_lost()  # impact previews whose task the broker lost
 
 

@@ -26,12 +26,14 @@ from crm_automation.automation.definition.validation import (
 from crm_automation.automation.models import (
     AutomationEvent,
     LifecycleType,
+    Rollout,
     Workflow,
     WorkflowRun,
     WorkflowStatus,
     WorkflowVersion,
 )
 from crm_automation.automation.runtime import enrollment
+from crm_automation.automation.services import rollouts
 from crm_automation.crm.concurrency import conflicts
 from crm_automation.crm.models import Organization
 from crm_automation.crm.selectors import shown, user_has_role
@@ -157,9 +159,16 @@ def is_live(workflow: Workflow) -> bool:
     return workflow.status in (WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED)
 
 
+def published_version(workflow: Workflow) -> WorkflowVersion | None:
+    """The newest published version: the one rolling out, or the current one."""
+    if workflow.rollout_id is not None and workflow.rollout is not None:
+        return workflow.rollout.version
+    return workflow.current_version
+
+
 def has_unpublished_changes(workflow: Workflow) -> bool:
-    return (is_live(workflow) and workflow.current_version is not None
-            and workflow.definition != workflow.current_version.definition)
+    published = published_version(workflow)
+    return is_live(workflow) and published is not None and workflow.definition != published.definition
 
 
 def can_edit(user, workflow: Workflow) -> bool:
@@ -289,9 +298,12 @@ def stale(workflow: Workflow, found: dict[str, str] | None = None) -> StaleEdit:
 
 
 @transaction.atomic
-def workflow_publish(*, workflow_id: int, by, acknowledge_cycle: bool = False) -> Workflow:
+def workflow_publish(*, workflow_id: int, by, acknowledge_cycle: bool = False, share: int = 100,
+                     steps: list | None = None, margin: int | None = None) -> Workflow:
     """Make a live workflow's saved edits the version new triggers run. Org admins may.
-    A cycle with other workflows is refused (cycles.py); a guarded one only if not acknowledged."""
+    A cycle with other workflows is refused (cycles.py); a guarded one only if not acknowledged.
+    With `share` below 100 the version rolls out to that share of the records first (rollouts.py;
+    `steps` raises it on a schedule, `margin` is when it is held); 100 ends any rollout."""
     workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
     if by is not None and not user_has_role(by, workflow.organization_id, "admin"):
         raise PermissionDenied("Only admins of this organization can publish workflows.")
@@ -305,7 +317,23 @@ def workflow_publish(*, workflow_id: int, by, acknowledge_cycle: bool = False) -
         problems.append(circle)
     if problems:
         raise Refused(f"Cannot publish “{workflow.name}”: " + "; ".join(problems) + ".")
-    workflow_snapshot(workflow=workflow, by=by)
+    previous = workflow.current_version
+    if share != 100:
+        published = published_version(workflow)
+        if previous is None or published is None or published.definition == workflow.definition:
+            raise Refused(f"“{workflow.name}” has no unpublished changes to roll out.")
+    version = workflow_snapshot(workflow=workflow, by=by)
+    if share != 100:
+        assert previous is not None
+        started = rollouts.start(workflow=workflow, version=version, previous=previous, by=by, share=share,
+                                 steps=steps, margin=margin)
+        lifecycle.workflow_event(LifecycleType.WORKFLOW_PUBLISHED, workflow, by, rollout={
+            "version": version.number, "percent": started.percent, "steps": started.steps})
+        return workflow
+    rolling = workflow.rollout if workflow.rollout_id else None
+    if rolling is not None:
+        done = Rollout.Status.COMPLETED if rolling.version_id == version.pk else Rollout.Status.ABORTED
+        rollouts.close_open(workflow, by, done, f"version {version.number} published to every record")
     lifecycle.workflow_event(LifecycleType.WORKFLOW_PUBLISHED, workflow, by)
     return workflow
 
@@ -361,6 +389,8 @@ def workflow_transition(*, workflow_id: int, name: str, by, acknowledge_cycle: b
             raise Refused(f"Cannot activate “{workflow.name}”: " + "; ".join(problems) + ".")
     getattr(workflow, name)()
     workflow.save(update_fields=["status", "updated_at"])
+    if name == "archive":
+        rollouts.close_open(workflow, by, Rollout.Status.ABORTED, "the workflow was archived")
     lifecycle.workflow_event(lifecycle.VERB_TYPES[name], workflow, by)
     return workflow
 

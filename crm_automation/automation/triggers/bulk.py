@@ -152,7 +152,9 @@ def bulk_hold_release(*, hold_id: int, by) -> int:
         if i >= keep:
             decision.outcome = Outcome.MATCHED_UNLOGGED
         runs.append((WorkflowRun(organization_id=workflow.organization_id, workflow=workflow,
-                                 version=workflow.current_version, event=event, trigger_type=event.kind,
+                                 # the version its dispatch chose (a rollout's share, or the current one)
+                                 version=decision.version or workflow.current_version, event=event,
+                                 trigger_type=event.kind,
                                  trigger_entity_type=event.entity_type, trigger_entity_id=event.entity_id,
                                  metadata=meta, history_suppressed=i >= keep, holds_enrollment=holds(workflow)),
                      decision))
