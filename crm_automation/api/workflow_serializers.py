@@ -193,14 +193,19 @@ class RecordSerializer(serializers.Serializer):
 
 
 class TriggerSerializer(serializers.Serializer):
-    """The record a manual workflow starts on (a deal, lead, contact or project of the caller's
-    organization; none for a workflow started without a record) and its inputs."""
+    """The record a workflow starts on (a deal, lead, contact or project of the caller's
+    organization; none for a workflow started without a record or on a schedule), its inputs and
+    why it is started now."""
 
     entity_type = serializers.ChoiceField(choices=["deal", "lead", "contact", "project"], required=False)
     entity_id = serializers.CharField(required=False, max_length=64)
     input = serializers.DictField(required=False, help_text=(
         "The workflow's inputs (its trigger's `inputs`: checked by kind, defaults fill what is left out), read "
-        "as {{trigger.input.x}}."))
+        "as {{trigger.input.x}}; for a business event's workflow, the event's data (checked against its "
+        "declaration)."))
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=500, help_text=(
+        "Why it is started now (kept with the run: metadata.reason). Required for a workflow that is not started "
+        "by a person."))
 
     def validate(self, attrs):
         kind = attrs.get("entity_type")

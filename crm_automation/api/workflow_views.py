@@ -328,9 +328,15 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
                        version_number=body.validated_data.get("version"), sample=body.validated_data.get("data"))
         return Response(RunDetailSerializer(run, context={"labels": version_labels(run.version)}).data)
 
-    @extend_schema(summary="Start an activated manual workflow on a record",
-                   description="For workflows whose trigger is “started by a person”. The run is queued; follow "
-                               "it at /runs/{id}/. Ops members and admins.",
+    @extend_schema(summary="Start an activated workflow on a record now",
+                   description="A workflow whose trigger is “started by a person”: ops members and admins, with "
+                               "its inputs. Any other activated workflow (a record's change, a date, a business "
+                               "event, a schedule): admins only, with a `reason`, on a record of the kind its "
+                               "trigger is about (a schedule's on none); it runs as if its trigger fired for the "
+                               "record now, without requiring the trigger's own checks (the run's "
+                               "`metadata.trigger_check` says what they say). Re-enrollment rules and the quota "
+                               "apply. The run is queued; follow it at /runs/{id}/ (`metadata.started_by`, "
+                               "`metadata.reason`).",
                    request=TriggerSerializer, responses={202: RunSerializer, 400: BAD_INPUT, 403: FORBIDDEN,
                                                          404: NOT_YOURS, 409: CONFLICT})
     @action(detail=True, methods=["post"], parser_classes=JSON_ONLY)
@@ -339,7 +345,7 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
         body = TriggerSerializer(data=request.data, context={"organization": workflow.organization})
         body.is_valid(raise_exception=True)
         run = workflow_start(workflow_id=workflow.pk, by=request.user, record=body.validated_data["record"],
-                             input=body.validated_data.get("input"))
+                             input=body.validated_data.get("input"), reason=body.validated_data.get("reason", ""))
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(summary="The workflow's health: success rates, durations, runs per day, failures by kind, "

@@ -153,15 +153,23 @@ def manual_workflows(record: Any, organization_id: int | None = None) -> list[Wo
 
 
 @transaction.atomic
-def workflow_start(*, workflow_id: int, by, record=None, input: dict | None = None) -> WorkflowRun:
+def workflow_start(*, workflow_id: int, by, record=None, input: dict | None = None, reason: str = "") -> WorkflowRun:
     """Start the workflow on `record` (None: a workflow started on no record) now, with its
-    inputs (checked, defaults applied; templates read {{trigger.input.x}}). Ops members and
-    admins of its organization may."""
+    inputs (checked, defaults applied; templates read {{trigger.input.x}}) and, optionally, why.
+    Ops members and admins of its organization may start a workflow started by a person; an
+    admin may start any other activated workflow too, with a reason (triggers/on_demand.py)."""
     workflow = Workflow.objects.select_related("organization", "current_version").get(pk=workflow_id)
     if by is not None and not user_has_role(by, workflow.organization_id, "ops"):
         raise PermissionDenied("Only ops members and admins of this organization can start workflows.")
     if record is not None and record.organization_id != workflow.organization_id:
         raise ValidationError("That record belongs to another organization.")
+    if workflow.trigger_type not in catalog.MANUAL:
+        from crm_automation.automation.triggers import on_demand  # (it imports the simulation, which imports this)
+
+        return on_demand.start(workflow, by=by, record=record, input=input, reason=reason)
+    reason = (reason or "").strip()
+    if len(reason) > 500:
+        raise ValidationError({"reason": ["At most 500 characters."]})
     entity = record_kind(record)
     if workflow.trigger_type not in catalog.MANUAL or catalog.MANUAL[workflow.trigger_type] != entity:
         how = catalog.trigger_label(workflow.trigger_type).lower()
@@ -186,11 +194,11 @@ def workflow_start(*, workflow_id: int, by, record=None, input: dict | None = No
     WorkflowDecision.objects.create(
         event=event, workflow=workflow, version=workflow.current_version, entity_id=entity_id,
         outcome=WorkflowDecision.Outcome.MATCHED if logged else WorkflowDecision.Outcome.MATCHED_UNLOGGED,
-        reason=f"started by {who}")
+        reason=f"started by {who}: {reason}"[:2000] if reason else f"started by {who}")
     run = WorkflowRun.objects.create(
         organization_id=workflow.organization_id, workflow=workflow, version=workflow.current_version, event=event,
         trigger_type=workflow.trigger_type, trigger_entity_type=entity_type, trigger_entity_id=entity_id,
-        metadata={"started_by": who}, history_suppressed=not logged)
+        metadata={"started_by": who, **({"reason": reason} if reason else {})}, history_suppressed=not logged)
     if settings.AUTOMATION["NUDGE"]:
         transaction.on_commit(lambda: enqueue_continue([run.pk]))
     return run

@@ -1,0 +1,133 @@
+"""An admin starts any activated workflow on a named record now (the seeds' `trigger` verb): the
+run is made as if its trigger fired for the record, says who started it and why (API, run page,
+the decision), skips the trigger's own checks but says what they say, and keeps the enrollment
+rules; ops members, viewers, outsiders and paused workflows are refused and nothing is written."""
+
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+from rest_framework.test import APIClient
+
+from crm_automation.automation.models import AutomationEvent, WorkflowDecision, WorkflowRun
+from crm_automation.automation.runtime.tasks import continue_runs
+from crm_automation.automation.services.workflows import workflow_transition
+from crm_automation.automation.triggers.manual import workflow_start
+from crm_automation.crm.models import Deal, Task
+from crm_automation.refusals import Refused
+from tests.conftest import make_workflow, stage
+from tests.test_web_builder import as_user
+
+TITLE = [{"type": "create_task", "label": "Follow", "config": {
+    "title": "{{trigger.deal.title}} moved to {{trigger.to_stage}} ({{trigger.input.note}})"}}]
+
+
+def api(user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def written() -> tuple[int, int, int]:
+    """What a start writes: runs, events (saving a record writes one too) and decisions."""
+    return WorkflowRun.objects.count(), AutomationEvent.objects.count(), WorkflowDecision.objects.count()
+
+
+def test_an_admin_starts_a_stage_change_workflow_on_a_deal_and_the_run_says_who_and_why(org, owner, deal):
+    workflow = make_workflow(org, actions=TITLE)  # listens for a move to Won; the deal is in Proposal
+    answer = api(owner).post(f"/api/v1/workflows/{workflow.pk}/trigger/", {
+        "entity_type": "deal", "entity_id": str(deal.pk), "reason": "Customer signed on paper",
+        "input": {"note": "by hand"}}, format="json")
+    assert answer.status_code == 202, answer.json()
+    run = WorkflowRun.objects.get()
+    continue_runs([run.pk])
+    run.refresh_from_db()
+    assert run.status == "completed", run.error
+    assert Task.objects.get().title == "Website moved to proposal (by hand)"
+    detail = api(owner).get(f"/api/v1/runs/{run.pk}/").json()
+    assert detail["metadata"]["started_by"] == "owner"
+    assert detail["metadata"]["reason"] == "Customer signed on paper"
+    assert "the workflow listens for “Won”" in detail["metadata"]["trigger_check"]
+    assert run.event.decisions.get().reason == "started by owner: Customer signed on paper"
+    page = as_user(owner).get(f"/crm/automation/runs/{run.pk}/").content.decode()
+    assert "Started by hand by <strong>owner</strong>: “Customer signed on paper”" in page
+
+
+def test_a_reason_is_required_and_the_record_must_be_of_the_triggers_kind(org, owner, deal, lead):
+    workflow = make_workflow(org, actions=TITLE)
+    before = written()
+    client = api(owner)
+    url = f"/api/v1/workflows/{workflow.pk}/trigger/"
+    no_reason = client.post(url, {"entity_type": "deal", "entity_id": str(deal.pk)}, format="json")
+    assert no_reason.status_code == 400 and "reason" in no_reason.json()
+    a_lead = client.post(url, {"entity_type": "lead", "entity_id": str(lead.pk), "reason": "x"}, format="json")
+    assert a_lead.status_code == 400 and "runs on a deal" in str(a_lead.json())
+    assert written() == before
+
+
+def test_an_ops_member_may_not_and_a_viewer_may_not(org, teammate, viewer, deal):
+    workflow = make_workflow(org, actions=TITLE)
+    before = written()
+    body = {"entity_type": "deal", "entity_id": str(deal.pk), "reason": "try"}
+    assert api(teammate).post(f"/api/v1/workflows/{workflow.pk}/trigger/", body, format="json").status_code == 403
+    assert api(viewer).post(f"/api/v1/workflows/{workflow.pk}/trigger/", body, format="json").status_code == 403
+    with pytest.raises(PermissionDenied, match="Only admins"):
+        workflow_start(workflow_id=workflow.pk, by=teammate, record=deal, reason="try")
+    assert written() == before
+
+
+def test_another_organizations_record_or_workflow_is_unknown(org, other_org, owner, outsider, deal):
+    workflow = make_workflow(org, actions=TITLE)
+    theirs = Deal.objects.create(organization=other_org, title="Theirs", stage=stage(other_org, "proposal"))
+    before = written()
+    mine = api(owner).post(f"/api/v1/workflows/{workflow.pk}/trigger/", {
+        "entity_type": "deal", "entity_id": str(theirs.pk), "reason": "x"}, format="json")
+    assert mine.status_code == 400 and "No deal with this id" in str(mine.json())
+    assert api(outsider).post(f"/api/v1/workflows/{workflow.pk}/trigger/", {
+        "entity_type": "deal", "entity_id": str(deal.pk), "reason": "x"}, format="json").status_code == 404
+    with pytest.raises(ValidationError):
+        workflow_start(workflow_id=workflow.pk, by=owner, record=theirs, reason="x")
+    assert written() == before
+
+
+def test_a_paused_workflow_is_refused(org, owner, deal):
+    workflow = make_workflow(org, actions=TITLE)
+    workflow_transition(workflow_id=workflow.pk, name="pause", by=None)
+    before = written()
+    answer = api(owner).post(f"/api/v1/workflows/{workflow.pk}/trigger/", {
+        "entity_type": "deal", "entity_id": str(deal.pk), "reason": "x"}, format="json")
+    assert answer.status_code == 409 and "paused" in answer.json()["detail"]
+    assert written() == before
+
+
+def test_once_only_workflows_take_a_record_once_even_by_hand(org, owner, deal):
+    workflow = make_workflow(org, actions=TITLE, reenrollment="once")
+    workflow_start(workflow_id=workflow.pk, by=owner, record=deal, reason="first")
+    with pytest.raises(Refused, match="went through the workflow before"):
+        workflow_start(workflow_id=workflow.pk, by=owner, record=deal, reason="again")
+    assert WorkflowRun.objects.count() == 1
+
+
+def test_a_schedule_workflow_starts_on_no_record_and_a_webhook_one_is_refused(org, owner, deal):
+    weekly = make_workflow(org, name="Weekly", trigger_type="schedule",
+                           trigger_config={"frequency": "daily", "time": "09:00"},
+                           actions=[{"type": "create_task", "label": "T", "config": {"title": "Weekly review"}}])
+    run = workflow_start(workflow_id=weekly.pk, by=owner, reason="Catch up today")
+    continue_runs([run.pk])
+    run.refresh_from_db()
+    assert run.status == "completed", run.error
+    assert Task.objects.get().title == "Weekly review"
+    with pytest.raises(ValidationError, match="runs on no record"):
+        workflow_start(workflow_id=weekly.pk, by=owner, record=deal, reason="x")
+    hook = make_workflow(org, name="Hook", trigger_type="webhook", trigger_config={}, actions=[
+        {"type": "create_task", "label": "T", "config": {"title": "Hook"}}])
+    with pytest.raises(Refused, match="its webhook is called"):
+        workflow_start(workflow_id=hook.pk, by=owner, reason="x")
+
+
+def test_the_manual_start_keeps_its_roles_and_takes_an_optional_reason(org, teammate, deal):
+    workflow = make_workflow(org, trigger_type="manual_deal", trigger_config={}, actions=[
+        {"type": "create_task", "label": "T", "config": {"title": "Call about {{deal.title}}"}}])
+    run = workflow_start(workflow_id=workflow.pk, by=teammate, record=deal)
+    assert run.metadata == {"started_by": "teammate"}
+    second = workflow_start(workflow_id=workflow.pk, by=teammate, record=deal, reason="Asked again")
+    assert second.metadata["reason"] == "Asked again"
+    assert second.event.decisions.get().reason == "started by teammate: Asked again"
