@@ -45,7 +45,7 @@ def test_an_admin_starts_a_stage_change_workflow_on_a_deal_and_the_run_says_who_
     detail = api(owner).get(f"/api/v1/runs/{run.pk}/").json()
     assert detail["metadata"]["started_by"] == "owner"
     assert detail["metadata"]["reason"] == "Customer signed on paper"
-    assert "the workflow listens for “Won”" in detail["metadata"]["trigger_check"]
+    assert "the deal is in “Proposal”; the workflow listens for a move to “Won”" in detail["metadata"]["trigger_check"]
     assert run.event.decisions.get().reason == "started by owner: Customer signed on paper"
     page = as_user(owner).get(f"/crm/automation/runs/{run.pk}/").content.decode()
     assert "Started by hand by <strong>owner</strong>: “Customer signed on paper”" in page

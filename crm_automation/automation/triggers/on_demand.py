@@ -43,7 +43,7 @@ from crm_automation.automation.services.simulation import (
     record_payload,
     replayed_entity,
 )
-from crm_automation.automation.triggers import matching, relative_time, schedules
+from crm_automation.automation.triggers import manual, matching, relative_time, schedules
 from crm_automation.crm.models import Stage
 from crm_automation.crm.selectors import record_kind, user_has_role
 from crm_automation.refusals import Refused
@@ -124,6 +124,10 @@ def start(workflow: Workflow, *, by, record: Any, input: dict | None, reason: st
     wanted = kind_of(workflow)
     if wanted is None:
         raise Refused(_unstartable(workflow))
+    if workflow.status != WorkflowStatus.ACTIVATED or workflow.current_version is None:
+        raise Refused(f"“{workflow.name}” is {workflow.get_status_display().lower()}: activate it first.")
+    if not plans.includes_automation(workflow.organization.plan):
+        raise Refused(f"The {workflow.organization.get_plan_display()} plan does not include automation.")
     given = record_kind(record)
     if given != wanted:
         raise ValidationError({"entity_type": [f"“{workflow.name}” runs on a {wanted}: choose one of your "
@@ -134,22 +138,19 @@ def start(workflow: Workflow, *, by, record: Any, input: dict | None, reason: st
                                           "run)."]})
     if len(reason) > MAX_REASON:
         raise ValidationError({"reason": [f"At most {MAX_REASON} characters."]})
-    if workflow.status != WorkflowStatus.ACTIVATED or workflow.current_version is None:
-        raise Refused(f"“{workflow.name}” is {workflow.get_status_display().lower()}: activate it first.")
-    if not plans.includes_automation(workflow.organization.plan):
-        raise Refused(f"The {workflow.organization.get_plan_display()} plan does not include automation.")
-    if input not in (None, "") and not isinstance(input, dict):
-        raise ValidationError({"input": ["must be an object"]})
     version = workflow.current_version
     who = by.get_username()
-    # For a business event, `input` is the event's data (checked against its declaration).
+    # For a business event, `input` is the event's data (checked against its declaration); for the
+    # others, plain data read as {{trigger.input.x}} (checked as a manual start's undeclared input).
     on_event = catalog.is_event(workflow.trigger_type)
+    if not on_event:
+        input = manual.checked_input(version.definition, input, workflow.organization_id) or None
     event = event_for(workflow, version, record, input=None if on_event else input, who=who,
                       data=input if on_event else None)
     slugs, names = stage_maps(workflow.organization_id)
     trigger = context.trigger_dict(event, slugs)
     full = matching.record_context(event, context.load_records([event]).get(event.entity_id), trigger)
-    verdict = matching.match(event, version.definition, trigger, lambda: full, names)
+    verdict = matching.match(event, version.definition, trigger, lambda: full, names, as_now=True)
     event.save()
     decision = WorkflowDecision(event=event, workflow=workflow, version=version, entity_id=event.entity_id,
                                 outcome=Outcome.MATCHED, reason=f"started by {who}: {reason}"[:2000])
