@@ -131,3 +131,42 @@ def test_the_manual_start_keeps_its_roles_and_takes_an_optional_reason(org, team
     second = workflow_start(workflow_id=workflow.pk, by=teammate, record=deal, reason="Asked again")
     assert second.metadata["reason"] == "Asked again"
     assert second.event.decisions.get().reason == "started by teammate: Asked again"
+
+
+def test_a_business_event_workflow_starts_on_a_contact_with_the_events_data(org, owner, contact):
+    workflow = make_workflow(org, trigger_type="event:invoice.overdue", trigger_config={}, actions=[
+        {"type": "create_task", "label": "T", "config": {
+            "title": "{{trigger.contact.first_name}}: invoice {{trigger.invoice.number}} ({{trigger.event.source}})"}}])
+    url = f"/api/v1/workflows/{workflow.pk}/trigger/"
+    body = {"entity_type": "contact", "entity_id": str(contact.pk), "reason": "Sent by phone"}
+    missing = api(owner).post(url, {**body, "input": {"invoice": {"number": "INV-7"}}}, format="json")
+    assert missing.status_code == 400 and "data.invoice.amount_due" in str(missing.json())
+    started = api(owner).post(url, {**body, "input": {"invoice": {"number": "INV-7", "amount_due": 120.5,
+                                                                  "due_date": "2026-11-30"}}}, format="json")
+    assert started.status_code == 202, started.json()
+    continue_runs([started.json()["id"]])
+    assert Task.objects.get().title == "Ada: invoice INV-7 (started by owner)"
+
+
+def test_the_run_on_a_record_page_is_for_admins_and_says_what_is_wrong(org, other_org, owner, teammate, outsider,
+                                                                       deal):
+    workflow = make_workflow(org, actions=TITLE)
+    url = f"/crm/automation/workflows/{workflow.pk}/run-now/"
+    admin = as_user(owner)
+    assert "Run on a record…" in admin.get("/crm/automation/").content.decode()
+    page = admin.get(url).content.decode()
+    assert "Run it now" in page and "Website (Proposal)" in page
+    before = written()
+    no_reason = admin.post(url, {"record": str(deal.pk), "reason": " "})
+    assert no_reason.status_code == 400 and "Say why it is started by hand now" in no_reason.content.decode()
+    assert written() == before
+    theirs = Deal.objects.create(organization=other_org, title="Theirs", stage=stage(other_org, "proposal"))
+    before = written()
+    assert admin.post(url, {"record": str(theirs.pk), "reason": "x"}).status_code == 404
+    assert as_user(teammate).post(url, {"record": str(deal.pk), "reason": "x"}).status_code == 403
+    assert as_user(outsider).get(url).status_code == 404
+    assert written() == before
+    started = admin.post(url, {"record": str(deal.pk), "reason": "Signed on paper"})
+    run = WorkflowRun.objects.get()
+    assert started.status_code == 302 and started["Location"] == f"/crm/automation/runs/{run.pk}/"
+    assert run.metadata["reason"] == "Signed on paper" and run.metadata["started_by"] == "owner"

@@ -62,7 +62,8 @@ def kind_of(workflow: Workflow) -> str | None:
     return replayed_entity(workflow.trigger_type, workflow.organization_id)
 
 
-def _unstartable(workflow: Workflow) -> str:
+def unstartable(workflow: Workflow) -> str:
+    """Why this workflow is not started by hand this way, in words."""
     how = catalog.trigger_label(workflow.trigger_type).lower()
     if workflow.trigger_type in catalog.DELETED:
         return f"“{workflow.name}” runs when a record is deleted ({how}); it is not started on one that still exists."
@@ -123,7 +124,7 @@ def start(workflow: Workflow, *, by, record: Any, input: dict | None, reason: st
                                "person.")
     wanted = kind_of(workflow)
     if wanted is None:
-        raise Refused(_unstartable(workflow))
+        raise Refused(unstartable(workflow))
     if workflow.status != WorkflowStatus.ACTIVATED or workflow.current_version is None:
         raise Refused(f"“{workflow.name}” is {workflow.get_status_display().lower()}: activate it first.")
     if not plans.includes_automation(workflow.organization.plan):
