@@ -170,3 +170,27 @@ def test_the_run_on_a_record_page_is_for_admins_and_says_what_is_wrong(org, othe
     run = WorkflowRun.objects.get()
     assert started.status_code == 302 and started["Location"] == f"/crm/automation/runs/{run.pk}/"
     assert run.metadata["reason"] == "Signed on paper" and run.metadata["started_by"] == "owner"
+
+
+@pytest.mark.parametrize(("trigger_type", "config", "kind", "title"), [
+    ("lead_created", {}, "lead", "{{lead.name}}"),
+    ("lead_updated", {"fields": ["email"]}, "lead", "{{trigger.lead.name}}"),
+    ("project_completed", {}, "project", "{{project.name}} for {{trigger.contact.first_name}}"),
+    ("contact_updated", {}, "contact", "{{trigger.contact.first_name}}"),
+    ("deal_in_stage", {"stage": "won", "days": 3}, "deal", "{{deal.title}}"),
+    ("deal_date_reached", {"field": "close_date", "offsetDays": -3}, "deal", "{{deal.title}}"),
+])
+def test_every_family_starts_on_a_record_of_its_kind(org, owner, deal, lead, contact, trigger_type, config, kind,
+                                                     title):
+    from crm_automation.crm.models import Project
+
+    project = Project.objects.create(organization=org, name="Roof", contact=contact, owner=owner)
+    record = {"deal": deal, "lead": lead, "contact": contact, "project": project}[kind]
+    workflow = make_workflow(org, trigger_type=trigger_type, trigger_config=config, actions=[
+        {"type": "create_task", "label": "T", "config": {"title": title}}])
+    run = workflow_start(workflow_id=workflow.pk, by=owner, record=record, reason="By hand")
+    continue_runs([run.pk])
+    run.refresh_from_db()
+    assert run.status == "completed", run.error
+    assert Task.objects.get().title == {"deal": "Website", "lead": "Grace Hopper", "contact": "Ada",
+                                        "project": "Roof for Ada"}[kind]
