@@ -156,6 +156,9 @@ def test_the_run_on_a_record_page_is_for_admins_and_says_what_is_wrong(org, othe
     assert "Run on a record…" in admin.get("/crm/automation/").content.decode()
     page = admin.get(url).content.decode()
     assert "Run it now" in page and "Website (Proposal)" in page
+    record_page = admin.get(f"/crm/automation/records/deal/{deal.pk}/").content.decode()
+    assert f"{url}?record={deal.pk}" in record_page  # the record's page offers it to admins …
+    assert url not in as_user(teammate).get(f"/crm/automation/records/deal/{deal.pk}/").content.decode()  # … only
     before = written()
     no_reason = admin.post(url, {"record": str(deal.pk), "reason": " "})
     assert no_reason.status_code == 400 and "Say why it is started by hand now" in no_reason.content.decode()

@@ -62,6 +62,15 @@ def kind_of(workflow: Workflow) -> str | None:
     return replayed_entity(workflow.trigger_type, workflow.organization_id)
 
 
+def startable_on(record: Any) -> list[Workflow]:
+    """The activated workflows not started by a person that an admin may start on this record now
+    (those whose trigger is about its kind), by name."""
+    kind = record_kind(record)
+    live = Workflow.objects.filter(organization_id=record.organization_id, status=WorkflowStatus.ACTIVATED,
+                                   current_version__isnull=False).exclude(trigger_type__in=list(catalog.MANUAL))
+    return [workflow for workflow in live.order_by("name") if kind_of(workflow) == kind]
+
+
 def unstartable(workflow: Workflow) -> str:
     """Why this workflow is not started by hand this way, in words."""
     how = catalog.trigger_label(workflow.trigger_type).lower()
