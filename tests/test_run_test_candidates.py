@@ -121,3 +121,32 @@ def test_a_viewer_is_refused_and_an_outsider_finds_nothing(org, who, request):
     answer = run_test(request.getfixturevalue(who), workflow)
     assert answer.status_code == (403 if who == "viewer" else 404)
     assert "candidates" not in str(answer.content) and not WorkflowRun.objects.exists()
+
+
+def test_the_candidates_cost_no_query_per_record(org, owner, django_assert_max_num_queries):
+    from crm_automation.automation.services.candidates import workflow_candidates
+
+    workflow = make_workflow(org, activate=False, trigger_config={"from_stage": "proposal", "to_stage": "won"},
+                             conditions={"combinator": "and", "rules": [
+                                 {"field": "deal.contact.email", "operator": "is_not_empty"}]}, actions=TASK)
+    Deal.objects.bulk_create([Deal(organization=org, title=f"d{i}", amount=i, stage=stage(org, "won"))
+                              for i in range(120)])
+    with django_assert_max_num_queries(12):  # a page and the totals: a few queries per 500 records
+        found = workflow_candidates(workflow_id=workflow.pk, by=owner)
+    assert len(found.entries) == 50 and found.records == found.scanned == 120 and found.would_start == 0
+    assert found.entries[0]["reason"] == ("condition “Deal › Contact › Email is not empty” was false: "
+                                          "Deal › Contact › Email is empty")
+
+
+def test_a_business_events_candidates_are_the_contacts_it_would_start_for(org, owner, contact):
+    from crm_automation.crm.models import Contact
+
+    Contact.objects.create(organization=org, first_name="Nomail")
+    workflow = make_workflow(org, activate=False, trigger_type="event:invoice.overdue", trigger_config={},
+                             conditions={"combinator": "and", "rules": [
+                                 {"field": "contact.email", "operator": "is_not_empty"}]}, actions=TASK)
+    answer = run_test(owner, workflow).json()
+    found = by_title(answer)
+    assert found["Ada Lovelace"]["would_start"] and not found["Nomail"]["would_start"]
+    assert "sample data" in answer["candidates_note"]
+    assert answer["simulation"] == "run on the first candidate that would start it: contact “Ada Lovelace”"

@@ -99,7 +99,8 @@ def _evaluate(workflow: Workflow, version: WorkflowVersion, records: list, maps)
     """Each record's entry: {record: {kind, id, title}, would_start, reason}."""
     slugs, names = maps
     definition = _as_now(workflow, version.definition)
-    events = [on_demand.event_for(workflow, version, record) for record in records]
+    shared = {"stage_ids": {slug: pk for pk, slug in slugs.items()}}  # (no query per record)
+    events = [on_demand.event_for(workflow, version, record, shared=shared) for record in records]
     loaded = context.load_records(events)
     held = _held(workflow, definition.get("reenrollment", Workflow.Reenrollment.EVERY_TIME),
                  [event.entity_id for event in events])

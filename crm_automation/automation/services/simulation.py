@@ -102,9 +102,10 @@ def event_payload(workflow: Workflow, record: Record, sample: object, *, source:
             "data": data, "links": {entity: str(record.pk)}}
 
 
-def record_payload(workflow_version: WorkflowVersion, record) -> dict:
+def record_payload(workflow_version: WorkflowVersion, record, stage_ids: dict[str, int] | None = None) -> dict:
     """The trigger's data as the real event would carry it for this record (a stage change: from
-    the trigger's `from` stage, or none, to the deal's stage now)."""
+    the trigger's `from` stage, or none, to the deal's stage now). `stage_ids`: the organization's
+    {slug: id}, when the caller asks for many records (else the `from` stage is looked up)."""
     definition = workflow_version.definition
     if definition.get("trigger_type") in catalog.DELETED:
         return {"entity": entity_of(record), "record": snapshot(entity_of(record), record)}
@@ -114,6 +115,8 @@ def record_payload(workflow_version: WorkflowVersion, record) -> dict:
     if not isinstance(record, Deal):
         return {}
     from_slug = (definition.get("trigger_config") or {}).get("from_stage")
+    if stage_ids is not None:
+        return {"from_stage_id": stage_ids.get(from_slug) if from_slug else None, "to_stage_id": record.stage_id}
     from_stage = Stage.objects.filter(organization_id=record.organization_id, slug=from_slug).first() \
         if from_slug else None
     return {"from_stage_id": from_stage.pk if from_stage else None, "to_stage_id": record.stage_id}

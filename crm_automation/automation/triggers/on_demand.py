@@ -82,12 +82,14 @@ def unstartable(workflow: Workflow) -> str:
 
 
 def event_for(workflow: Workflow, version: WorkflowVersion, record: Any, *, input: dict | None = None,
-              who: str = "", data: object = None) -> AutomationEvent:
+              who: str = "", data: object = None, shared: dict[str, Any] | None = None) -> AutomationEvent:
     """The event (not saved) the workflow's trigger would carry for `record` now: a stage
     change's from its `from` stage (or none) to the deal's stage, a contact's with the contact, a
     business event's with `data` checked against its declaration (ValidationError by field), a
     relative time's or a schedule's addressed to the workflow. `who`: a start by hand's person
-    (the payload's `started_by`); "" for an evaluation that starts nothing."""
+    (the payload's `started_by`); "" for an evaluation that starts nothing. `shared`: a caller
+    asking for many records keeps what is the same for each here (`stage_ids`: {slug: id}; a
+    business event's checked data), so no record costs a query."""
     now = timezone.now()
     trigger_type = workflow.trigger_type
     payload: dict[str, Any]
@@ -96,11 +98,16 @@ def event_for(workflow: Workflow, version: WorkflowVersion, record: Any, *, inpu
                    "fired_at": now.isoformat()}
         entity, key = catalog.SCHEDULE, schedules.record_id(workflow.pk)
     elif catalog.is_event(trigger_type):
-        payload = event_payload(workflow, record, data, source=f"started by {who}" if who else "evaluation",
-                                sample_when_empty=not who)
+        if shared is not None and "event" in shared:  # the same data, about this record
+            payload = {**shared["event"], "links": {record_kind(record): str(record.pk)}}
+        else:
+            payload = event_payload(workflow, record, data, source=f"started by {who}" if who else "evaluation",
+                                    sample_when_empty=not who)
+            if shared is not None:
+                shared["event"] = payload
         entity, key = event_entity(trigger_type, record_kind(record)), entity_id(record)
     else:
-        payload = record_payload(version, record)
+        payload = record_payload(version, record, None if shared is None else shared.get("stage_ids"))
         if trigger_type in relative_time.TRIGGERS:  # addressed to this workflow, as the sweep's are
             payload.update(workflow_id=workflow.pk, occasion=now.date().isoformat())
         entity, key = event_entity(trigger_type, record_kind(record)), entity_id(record)
