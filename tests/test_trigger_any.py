@@ -197,3 +197,14 @@ def test_every_family_starts_on_a_record_of_its_kind(org, owner, deal, lead, con
     assert run.status == "completed", run.error
     assert Task.objects.get().title == {"deal": "Website", "lead": "Grace Hopper", "contact": "Ada",
                                         "project": "Roof for Ada"}[kind]
+
+
+def test_the_demo_shows_a_workflow_started_by_hand_with_a_reason(db):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    call_command("seed_demo", stdout=StringIO())
+    run = WorkflowRun.objects.get(workflow__name="Won deal kickoff", metadata__started_by="demo")
+    assert run.metadata["reason"] == "Signed on paper; the stage follows once finance confirms"
+    assert "the workflow listens for a move to “Won”" in run.metadata["trigger_check"]
