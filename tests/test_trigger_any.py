@@ -208,3 +208,20 @@ def test_the_demo_shows_a_workflow_started_by_hand_with_a_reason(db):
     run = WorkflowRun.objects.get(workflow__name="Won deal kickoff", metadata__started_by="demo")
     assert run.metadata["reason"] == "Signed on paper; the stage follows once finance confirms"
     assert "the workflow listens for a move to “Won”" in run.metadata["trigger_check"]
+
+
+def test_the_quota_counts_a_start_by_hand_and_the_free_plan_starts_nothing(org, owner, deal):
+    from crm_automation.automation import plans
+    from crm_automation.automation.models import MonthlyUsage
+
+    workflow = make_workflow(org, actions=TITLE)
+    MonthlyUsage.objects.create(organization=org, month=plans.month_start(), logged_runs=500)  # Pro's is used up
+    run = workflow_start(workflow_id=workflow.pk, by=owner, record=deal, reason="Over the quota")
+    assert run.history_suppressed and run.event.decisions.get().outcome == "matched_unlogged"
+    assert MonthlyUsage.objects.get().suppressed_runs == 1
+    org.plan = "free"
+    org.save()
+    before = written()
+    with pytest.raises(Refused, match="plan does not include automation"):
+        workflow_start(workflow_id=workflow.pk, by=owner, record=deal, reason="x")
+    assert written() == before
