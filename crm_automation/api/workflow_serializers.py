@@ -193,14 +193,19 @@ class RecordSerializer(serializers.Serializer):
 
 
 class TriggerSerializer(serializers.Serializer):
-    """The record a manual workflow starts on (a deal, lead, contact or project of the caller's
-    organization; none for a workflow started without a record) and its inputs."""
+    """The record a workflow starts on (a deal, lead, contact or project of the caller's
+    organization; none for a workflow started without a record or on a schedule), its inputs and
+    why it is started now."""
 
     entity_type = serializers.ChoiceField(choices=["deal", "lead", "contact", "project"], required=False)
     entity_id = serializers.CharField(required=False, max_length=64)
     input = serializers.DictField(required=False, help_text=(
         "The workflow's inputs (its trigger's `inputs`: checked by kind, defaults fill what is left out), read "
-        "as {{trigger.input.x}}."))
+        "as {{trigger.input.x}}; for a business event's workflow, the event's data (checked against its "
+        "declaration)."))
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=500, help_text=(
+        "Why it is started now (kept with the run: metadata.reason). Required for a workflow that is not started "
+        "by a person."))
 
     def validate(self, attrs):
         kind = attrs.get("entity_type")
@@ -212,10 +217,29 @@ class TriggerSerializer(serializers.Serializer):
 
 
 class RunTestSerializer(RecordSerializer):
+    """The record to simulate on (optional: the first record that would start the workflow now,
+    when left out), the version, a business event's data, and the page of candidates."""
+
+    entity_type = serializers.ChoiceField(choices=list(RECORD_MODELS), required=False)
+    entity_id = serializers.CharField(max_length=64, required=False)
+    candidates_cursor = serializers.CharField(required=False, allow_blank=True, max_length=64, help_text=(
+        "The candidates' next page: `candidates_page.next_cursor` of the previous answer."))
+    candidates_limit = serializers.IntegerField(required=False, min_value=1, max_value=50, default=50,
+                                                help_text="Candidates per page (at most 50).")
     version = serializers.IntegerField(required=False, min_value=1, max_value=2**31 - 1,
                                        help_text="The version to simulate; the latest when left out.")
     data = serializers.DictField(required=False, help_text=(  # type: ignore[assignment]
         "A business event's data to simulate it with (its declaration's sample when left out)."))
+
+    def validate(self, attrs):
+        kind, given = attrs.get("entity_type"), attrs.get("entity_id")
+        if kind is None and not given:
+            return {**attrs, "record": None}
+        if kind is None:
+            raise serializers.ValidationError({"entity_type": "Say which kind of record entity_id is."})
+        if not given:
+            raise serializers.ValidationError({"entity_id": "Say which record (or leave entity_type out too)."})
+        return super().validate(attrs)
 
 
 class CloneSerializer(serializers.Serializer):

@@ -48,6 +48,7 @@ from crm_automation.automation.models import Workflow
 from crm_automation.automation.ops import kpis
 from crm_automation.automation.selectors import median_durations, version_labels
 from crm_automation.automation.services import impact
+from crm_automation.automation.services.candidates import workflow_candidates
 from crm_automation.automation.services.simulation import simulate
 from crm_automation.automation.services.versions import (
     versions_compare,
@@ -65,6 +66,7 @@ from crm_automation.automation.services.workflows import (
     workflow_transition,
 )
 from crm_automation.automation.triggers.manual import workflow_start
+from crm_automation.crm.selectors import record_in
 
 JSON_ONLY = [BoundedJSONParser]  # bodies that are not a document
 ID = r"\d{1,18}"  # a longer number is no id of ours (and would overflow the database's integer)
@@ -325,10 +327,17 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
         return Response(workflow_document(workflow),
                         headers={"Content-Disposition": f'attachment; filename="{workflow.key}.yaml"'})
 
-    @extend_schema(summary="Simulate the workflow on a record: nothing is sent or changed",
+    @extend_schema(summary="Simulate the workflow on a record (nothing is sent or changed), and which records "
+                           "would start it now",
                    description="Every node runs as it would on the record as it is now, inside a transaction "
                                "that is rolled back; the simulated run (counted nowhere) shows what each step "
-                               "would do. Ops members and admins.",
+                               "would do. Beside it, `candidates`: the organization's records of the trigger's "
+                               "kind as they are now, each `{record: {kind, id, title}, would_start, reason}` "
+                               "(the trigger's `to` stage and conditions by the one matching rule, then the "
+                               "re-enrollment rules), a page at a time (`candidates_cursor`, at most 50), with "
+                               "`candidates_totals`. Without a record, the first candidate of the page that would "
+                               "start is simulated (`simulation` says which, or why none was). Ops members and "
+                               "admins.",
                    request=RunTestSerializer, responses={200: RunDetailSerializer, 400: BAD_INPUT, 403: FORBIDDEN,
                                                          404: NOT_YOURS})
     @action(detail=True, methods=["post"], url_path="run-test", parser_classes=JSON_ONLY)
@@ -336,13 +345,31 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
         workflow = self.get_object()
         body = RunTestSerializer(data=request.data, context={"organization": workflow.organization})
         body.is_valid(raise_exception=True)
-        run = simulate(workflow_id=workflow.pk, by=request.user, record=body.validated_data["record"],
-                       version_number=body.validated_data.get("version"), sample=body.validated_data.get("data"))
-        return Response(RunDetailSerializer(run, context={"labels": version_labels(run.version)}).data)
+        given = body.validated_data
+        found = workflow_candidates(workflow_id=workflow.pk, by=request.user, version_number=given.get("version"),
+                                    cursor=given.get("candidates_cursor", ""), limit=given["candidates_limit"])
+        record, said = given["record"], ""
+        if record is None:
+            first = next((entry for entry in found.entries if entry["would_start"]), None)
+            if first is None:
+                return Response({"simulation": "not run: no record was given and no record on this page of "
+                                               "candidates would start the workflow now", **found.as_dict()})
+            record = record_in(workflow.organization_id, first["record"]["kind"], first["record"]["id"])
+            said = f"run on the first candidate that would start it: {first['record']['kind']} “{record}”"
+        run = simulate(workflow_id=workflow.pk, by=request.user, record=record,
+                       version_number=given.get("version"), sample=given.get("data"))
+        answer = RunDetailSerializer(run, context={"labels": version_labels(run.version)}).data
+        return Response({**answer, "simulation": said or "run on the record given", **found.as_dict()})
 
-    @extend_schema(summary="Start an activated manual workflow on a record",
-                   description="For workflows whose trigger is “started by a person”. The run is queued; follow "
-                               "it at /runs/{id}/. Ops members and admins.",
+    @extend_schema(summary="Start an activated workflow on a record now",
+                   description="A workflow whose trigger is “started by a person”: ops members and admins, with "
+                               "its inputs. Any other activated workflow (a record's change, a date, a business "
+                               "event, a schedule): admins only, with a `reason`, on a record of the kind its "
+                               "trigger is about (a schedule's on none); it runs as if its trigger fired for the "
+                               "record now, without requiring the trigger's own checks (the run's "
+                               "`metadata.trigger_check` says what they say). Re-enrollment rules and the quota "
+                               "apply. The run is queued; follow it at /runs/{id}/ (`metadata.started_by`, "
+                               "`metadata.reason`).",
                    request=TriggerSerializer, responses={202: RunSerializer, 400: BAD_INPUT, 403: FORBIDDEN,
                                                          404: NOT_YOURS, 409: CONFLICT})
     @action(detail=True, methods=["post"], parser_classes=JSON_ONLY)
@@ -351,7 +378,7 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
         body = TriggerSerializer(data=request.data, context={"organization": workflow.organization})
         body.is_valid(raise_exception=True)
         run = workflow_start(workflow_id=workflow.pk, by=request.user, record=body.validated_data["record"],
-                             input=body.validated_data.get("input"))
+                             input=body.validated_data.get("input"), reason=body.validated_data.get("reason", ""))
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(summary="The workflow's health: success rates, durations, runs per day, failures by kind, "

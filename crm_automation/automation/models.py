@@ -96,6 +96,12 @@ class Workflow(models.Model):
         return self.name
 
     @property
+    def started_by_a_person(self) -> bool:
+        """Whether its trigger is "started by a person" (any other is started by hand only by an
+        admin, with a reason: triggers/on_demand.py)."""
+        return self.trigger_type in catalog.MANUAL
+
+    @property
     def definition(self) -> dict:
         """The draft's definition (compiled from `document`): what a new version would run."""
         from crm_automation.automation.definition import compiled  # (it reads documents, which read this module)

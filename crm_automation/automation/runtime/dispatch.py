@@ -136,7 +136,9 @@ def _decide(event: AutomationEvent, workflow: Workflow, version: WorkflowVersion
     return outcome, reason
 
 
-def _metadata(trigger: dict[str, Any], full: dict[str, Any] | None) -> dict[str, Any]:
+def run_metadata(trigger: dict[str, Any], full: dict[str, Any] | None) -> dict[str, Any]:
+    """What a run shows of its trigger in lists (the stages, the record's title): dispatch's and a
+    start by hand's (triggers/on_demand.py)."""
     meta = {"from_stage": trigger.get("from_stage"), "to_stage": trigger.get("to_stage")}
     if full and "deal" in full:
         meta["deal_title"] = full["deal"]["title"]
@@ -232,7 +234,7 @@ def dispatch(events: list[AutomationEvent], *, token: str = "") -> Dispatched:
             decisions.append(WorkflowDecision(event=event, workflow=wf, version=version,
                                               entity_id=event.entity_id, outcome=outcome, reason=reason[:2000]))
             if outcome == Outcome.MATCHED:
-                matched.append((event, wf, decisions[-1], _metadata(trigger, cache.get("full"))))
+                matched.append((event, wf, decisions[-1], run_metadata(trigger, cache.get("full"))))
 
     lease = leases.leased_to(token) if token else {}
     with transaction.atomic():

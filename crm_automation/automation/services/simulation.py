@@ -85,22 +85,27 @@ def replayed_entity(trigger_type: str, organization_id: int) -> str | None:
     return ENTITIES.get(trigger_type) or None
 
 
-def _event_payload(workflow: Workflow, record: Record, sample: object) -> dict:
+def event_payload(workflow: Workflow, record: Record, sample: object, *, source: str = "simulation",
+                  sample_when_empty: bool = True) -> dict:
     """A business event as it would arrive about `record`: its data checked against the
-    declaration (ValidationError naming each field), the sample data when none is given."""
+    declaration (ValidationError naming each field), the sample data when none is given (a
+    simulation; a real start by hand checks what it is given: `sample_when_empty=False`)."""
     name = workflow.trigger_type.removeprefix(catalog.EVENT_PREFIX)
     declaration = business_events.catalog(workflow.organization_id)[name]
-    data, errors = business_events.check_data(declaration, business_events.sample_data(declaration)
-                                              if sample in (None, "", {}) else sample, workflow.organization_id)
+    given = business_events.sample_data(declaration) if sample in (None, "", {}) and sample_when_empty else sample
+    data, errors = business_events.check_data(declaration, given or {}, workflow.organization_id)
     if errors:  # each at its place in the data, as the API's and the webhook's answers name it
         raise ValidationError([f"{place}: {message}" for place, message in errors.items()])
     entity = entity_of(record)
-    return {"event": {"id": "simulated", "name": name, "idempotency_key": None, "source": "simulation"},
+    return {"event": {"id": "simulated" if source == "simulation" else "started-by-hand", "name": name,
+                      "idempotency_key": None, "source": source},
             "data": data, "links": {entity: str(record.pk)}}
 
 
-def _payload(workflow_version: WorkflowVersion, record) -> dict:
-    """The trigger's data as the real event would carry it for this record."""
+def record_payload(workflow_version: WorkflowVersion, record, stage_ids: dict[str, int] | None = None) -> dict:
+    """The trigger's data as the real event would carry it for this record (a stage change: from
+    the trigger's `from` stage, or none, to the deal's stage now). `stage_ids`: the organization's
+    {slug: id}, when the caller asks for many records (else the `from` stage is looked up)."""
     definition = workflow_version.definition
     if definition.get("trigger_type") in catalog.DELETED:
         return {"entity": entity_of(record), "record": snapshot(entity_of(record), record)}
@@ -110,6 +115,8 @@ def _payload(workflow_version: WorkflowVersion, record) -> dict:
     if not isinstance(record, Deal):
         return {}
     from_slug = (definition.get("trigger_config") or {}).get("from_stage")
+    if stage_ids is not None:
+        return {"from_stage_id": stage_ids.get(from_slug) if from_slug else None, "to_stage_id": record.stage_id}
     from_stage = Stage.objects.filter(organization_id=record.organization_id, slug=from_slug).first() \
         if from_slug else None
     return {"from_stage_id": from_stage.pk if from_stage else None, "to_stage_id": record.stage_id}
@@ -256,8 +263,8 @@ def simulate(*, workflow_id: int, by, record: Record, version_number: int | None
         which = f"version {version_number}" if version_number else "version"
         raise ValidationError(f"“{workflow.name}” has no {which} to simulate.")
     started = timezone.now()
-    payload = _event_payload(workflow, record, sample) if catalog.is_event(workflow.trigger_type) else \
-        _payload(version, record)
+    payload = event_payload(workflow, record, sample) if catalog.is_event(workflow.trigger_type) else \
+        record_payload(version, record)
     outcome = {}
     try:
         with transaction.atomic():
@@ -289,14 +296,21 @@ def _record(workflow, version, entity, record, payload, started, outcome, metada
     return run
 
 
+def event_entity(trigger_type: str, entity: str) -> str:
+    """The entity type an event of this trigger about a record of kind `entity` carries: a business
+    event's and a deletion's are named as the real ones are (`event`, `deleted`)."""
+    if catalog.is_event(trigger_type):
+        return "event"
+    if trigger_type in catalog.DELETED:
+        return changes.GONE
+    return entity
+
+
 def _simulated_run(workflow, version, entity: str, record, payload: dict, started, **fields) -> WorkflowRun:
-    """A simulated run and the event it pretends came in (processed already: no worker takes it).
-    A business event's and a deletion's are named as the real ones are (`event`, `deleted`), with
-    the record's id, so the record's page lists the simulation."""
-    if catalog.is_event(workflow.trigger_type):
-        entity = "event"
-    elif workflow.trigger_type in catalog.DELETED:
-        entity = changes.GONE
+    """A simulated run and the event it pretends came in (processed already: no worker takes it),
+    named as the real one is (event_entity), with the record's id, so the record's page lists the
+    simulation."""
+    entity = event_entity(workflow.trigger_type, entity)
     event = AutomationEvent.objects.create(
         organization_id=workflow.organization_id, kind=workflow.trigger_type, entity_type=entity,
         entity_id=entity_id(record), payload=payload, processed_at=started)

@@ -27,6 +27,7 @@ from crm_automation.automation.models import (
     WorkflowRun,
     WorkflowStatus,
 )
+from crm_automation.automation.runtime import rollout
 from crm_automation.automation.runtime.queue import enqueue_continue
 from crm_automation.crm import business_events, changes
 from crm_automation.crm.custom_fields import value_of
@@ -153,15 +154,23 @@ def manual_workflows(record: Any, organization_id: int | None = None) -> list[Wo
 
 
 @transaction.atomic
-def workflow_start(*, workflow_id: int, by, record=None, input: dict | None = None) -> WorkflowRun:
+def workflow_start(*, workflow_id: int, by, record=None, input: dict | None = None, reason: str = "") -> WorkflowRun:
     """Start the workflow on `record` (None: a workflow started on no record) now, with its
-    inputs (checked, defaults applied; templates read {{trigger.input.x}}). Ops members and
-    admins of its organization may."""
+    inputs (checked, defaults applied; templates read {{trigger.input.x}}) and, optionally, why.
+    Ops members and admins of its organization may start a workflow started by a person; an
+    admin may start any other activated workflow too, with a reason (triggers/on_demand.py)."""
     workflow = Workflow.objects.select_related("organization", "current_version").get(pk=workflow_id)
     if by is not None and not user_has_role(by, workflow.organization_id, "ops"):
         raise PermissionDenied("Only ops members and admins of this organization can start workflows.")
     if record is not None and record.organization_id != workflow.organization_id:
         raise ValidationError("That record belongs to another organization.")
+    if workflow.trigger_type not in catalog.MANUAL:
+        from crm_automation.automation.triggers import on_demand  # (it imports the simulation, which imports this)
+
+        return on_demand.start(workflow, by=by, record=record, input=input, reason=reason)
+    reason = (reason or "").strip()
+    if len(reason) > 500:
+        raise ValidationError({"reason": ["At most 500 characters."]})
     entity = record_kind(record)
     if workflow.trigger_type not in catalog.MANUAL or catalog.MANUAL[workflow.trigger_type] != entity:
         how = catalog.trigger_label(workflow.trigger_type).lower()
@@ -172,25 +181,28 @@ def workflow_start(*, workflow_id: int, by, record=None, input: dict | None = No
     if not plans.includes_automation(workflow.organization.plan):
         raise Refused(f"The {workflow.organization.get_plan_display()} plan does not include automation.")
     who = by.get_username() if by is not None else "the system"
-    values = checked_input(workflow.current_version.definition, input, workflow.organization_id)
+    entity_type = entity if entity in ("deal", "lead", "project") else "contact" if entity else "manual"
+    entity_id = (changes.stand_in("contact", record.pk) if entity == "contact" else record.pk) if record is not None \
+        else changes.stand_in("manual", f"{workflow.pk}:{timezone.now().timestamp()}")
+    version, rolling = rollout.version_for(workflow, entity_id)  # a rollout's share, or the current version
+    assert version is not None
+    values = checked_input(version.definition, input, workflow.organization_id)
     logged = plans.reserve_history(organization=workflow.organization, runs=1)  # counts like any run
     payload: dict[str, Any] = {"started_by": who, "input": values}
     if entity == "contact":  # a contact travels in its event, as a contact's triggers carry it
         payload["contact"] = snapshot("contact", record)
-    entity_type = entity if entity in ("deal", "lead", "project") else "contact" if entity else "manual"
-    entity_id = (changes.stand_in("contact", record.pk) if entity == "contact" else record.pk) if record is not None \
-        else changes.stand_in("manual", f"{workflow.pk}:{timezone.now().timestamp()}")
     event = AutomationEvent.objects.create(
         organization_id=workflow.organization_id, kind=workflow.trigger_type, entity_type=entity_type,
         entity_id=entity_id, payload=payload, processed_at=timezone.now())
     WorkflowDecision.objects.create(
-        event=event, workflow=workflow, version=workflow.current_version, entity_id=entity_id,
+        event=event, workflow=workflow, version=version, entity_id=entity_id,
         outcome=WorkflowDecision.Outcome.MATCHED if logged else WorkflowDecision.Outcome.MATCHED_UNLOGGED,
-        reason=f"started by {who}")
+        reason=(f"started by {who}: {reason}" if reason else f"started by {who}")
+        + (f" ({rolling})" if rolling else ""))
     run = WorkflowRun.objects.create(
-        organization_id=workflow.organization_id, workflow=workflow, version=workflow.current_version, event=event,
+        organization_id=workflow.organization_id, workflow=workflow, version=version, event=event,
         trigger_type=workflow.trigger_type, trigger_entity_type=entity_type, trigger_entity_id=entity_id,
-        metadata={"started_by": who}, history_suppressed=not logged)
+        metadata={"started_by": who, **({"reason": reason} if reason else {})}, history_suppressed=not logged)
     lifecycle.runs_started([run])
     if settings.AUTOMATION["NUDGE"]:
         transaction.on_commit(lambda: enqueue_continue([run.pk]))

@@ -13,6 +13,10 @@ that fails decides:
 6. `crossing`: for a record-updated trigger with `crossing`, that the record did not meet the
    conditions before the save.
 
+Asked about a record as it is now (`as_now`: the run-test's candidates), nothing changed: the
+checks about a change (the `from` stage, watched fields, crossing) are not asked, the `to` stage
+is the record's stage now, and the conditions are asked as for any event.
+
 Before any of them, `offered` tells whether the event is for the workflow at all: an event
 addressed to one workflow (a due time, an occasion, a schedule's tick) is not a candidate of the
 others, which get no decision. What a workflow's state adds (paused, a draft, the plan, the loop
@@ -69,29 +73,32 @@ def record_context(event: AutomationEvent, record, trigger: dict) -> dict | None
     return context.full_context(event, record, trigger)
 
 
-def stage_mismatch(trigger_config: dict, trigger: dict, names: dict[str, str]) -> str | None:
+def stage_mismatch(trigger_config: dict, trigger: dict, names: dict[str, str], *, as_now: bool = False) -> str | None:
     """Why the trigger's from/to stages do not match the workflow's, or None if they do (in
-    the stages' names, as people know them)."""
-    for key in ("from_stage", "to_stage"):
+    the stages' names, as people know them). `as_now`: only the `to` stage, the deal's now."""
+    for key in ("to_stage",) if as_now else ("from_stage", "to_stage"):
         wanted = trigger_config.get(key)
         if wanted and trigger.get(key) != wanted:
             label = key.replace("_", " ")
             slug: Any = trigger.get(key)  # (None: a change that names no stage)
             moved, listens = names.get(slug, slug), names.get(wanted, wanted)
+            if as_now:
+                return f"the deal is in “{moved}”; the workflow listens for a move to “{listens}”"
             return f"the deal moved {label.split()[0]} “{moved}”; the workflow listens for “{listens}”"
     return None
 
 
 def match(event: AutomationEvent, definition: dict, trigger: dict, load: Callable[[], dict | None],
-          names: dict[str, str]) -> Verdict:
+          names: dict[str, str], *, as_now: bool = False) -> Verdict:
     """Whether `definition` (a version's) starts for `event`, whose trigger data is `trigger`.
 
     `load` gives the event's record_context and is called only when a check needs the record
     (callers cache it per event and load records per batch); `names` maps the organization's
     stage slugs to their names. No query of its own: dispatch calls it per event and candidate.
+    `as_now`: the event stands for a record as it is now, not a change (see above).
     """
     config = definition.get("trigger_config") or {}
-    mismatch = stage_mismatch(config, trigger, names)
+    mismatch = stage_mismatch(config, trigger, names, as_now=as_now)
     if mismatch:
         return Verdict(Outcome.STAGE_FILTER, mismatch, STAGE)
     endpoint = config.get("endpoint")
@@ -99,7 +106,7 @@ def match(event: AutomationEvent, definition: dict, trigger: dict, load: Callabl
         return Verdict(Outcome.ENDPOINT_FILTER, f"the webhook came to endpoint {trigger.get('endpoint')}; the "
                                              f"workflow listens to {endpoint}", ENDPOINT)
     trigger_type = definition.get("trigger_type") or event.kind
-    updated = trigger_type in catalog.UPDATED
+    updated = trigger_type in catalog.UPDATED and not as_now
     changed = record_changes.changed_of(event.payload)
     if updated:
         why = record_changes.unwatched(config, changed)

@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from crm_automation.automation.selectors import decisions_of_record, runs_of_record
+from crm_automation.automation.triggers import on_demand
 from crm_automation.automation.triggers.manual import manual_workflows
 from crm_automation.crm import custom_fields
 from crm_automation.crm.changes import stand_in
@@ -78,6 +79,7 @@ def _show(request, record, kind: str, posted: dict | None = None, errors: dict |
         "live": runs_watch(record.organization_id, runs),
         "own_fields": own_fields(record, kind, posted, errors),
         "startable": manual_workflows(record) if request.place.can_edit else [],
+        "runnable": on_demand.startable_on(record) if request.place.can_manage else [],
         "members": list(Membership.objects.filter(organization_id=record.organization_id)
                         .values_list("user__username", flat=True).order_by("user__username")),
         "title": title_of(record)}, status=status)

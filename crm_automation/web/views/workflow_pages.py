@@ -435,7 +435,7 @@ def workflow_publish_view(request, pk: int):
 
 
 # --- Simulate -----------------------------------------------------------------------------------
-def _record_of(organization_id: int, entity: str, value: str):
+def chosen_record(organization_id: int, entity: str, value: str):
     """The organization's record of that kind with this id; None for an empty choice; 404 for an
     id that is not one of its records (another organization's included)."""
     if not value.strip():
@@ -446,7 +446,7 @@ def _record_of(organization_id: int, entity: str, value: str):
     return found
 
 
-def _choices(organization_id: int, entity: str, chosen) -> list:
+def recent_records(organization_id: int, entity: str, chosen) -> list:
     """The most recently changed records, the chosen one first when it is older than those."""
     model: Any = RECORD_MODELS[entity]
     records = model.objects.filter(organization_id=organization_id).order_by(
@@ -483,7 +483,7 @@ def workflow_simulate(request, pk: int):
         context["sample"] = request.POST.get("sample") or json.dumps(
             business_events.sample_data(declaration) if declaration else {}, indent=2)
     organization_id = request.place.organization.pk
-    chosen = _record_of(organization_id, entity, request.POST.get("record") or request.GET.get("record") or "")
+    chosen = chosen_record(organization_id, entity, request.POST.get("record") or request.GET.get("record") or "")
     status = 200
     if request.method == "POST":
         if not request.place.can_edit:
@@ -494,7 +494,7 @@ def workflow_simulate(request, pk: int):
         context["bad_sample"] = "sample" in context and any(
             error.startswith(("data", "The sample data")) for error in context["errors"])
     version = _number(request.POST.get("version", ""))
-    context.update(records=_choices(organization_id, entity, chosen), chosen=chosen, version=version)
+    context.update(records=recent_records(organization_id, entity, chosen), chosen=chosen, version=version)
     return _page(request, workflow, "simulate", "web/workflow_simulate.html", context, status=status)
 
 

@@ -9,12 +9,14 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from crm_automation.automation import plans, workflow_templates
 from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowStatus
 from crm_automation.automation.services.workflows import workflow_create, workflow_transition
+from crm_automation.automation.triggers.manual import workflow_start
 from crm_automation.crm.changes import DEAL_STAGE_CHANGE
 from crm_automation.crm.models import (
     Contact,
@@ -29,6 +31,7 @@ from crm_automation.crm.models import (
     Task,
 )
 from crm_automation.crm.services import deal_move_to_stage, leads_import
+from crm_automation.refusals import Refused, reasons
 from crm_automation.webhooks.models import WebhookEndpoint
 from crm_automation.webhooks.services import webhook_endpoint_create
 
@@ -236,7 +239,7 @@ class Command(BaseCommand):
         self._contact_change_workflow(org, user)
         self._bulk_and_ai_workflows(org, user)
         self._projects_and_events(org, user, stages)
-        self._history(org, stages)
+        self._history(org, stages, user)
         self.stdout.write(self.style.SUCCESS("Demo data ready. Log in as 'demo' at /crm/automation/ "
                                              "(the admin, /admin/, is for records and settings)."))
         self.stdout.write(room_for_more(org))
@@ -351,7 +354,7 @@ class Command(BaseCommand):
                                  {"source": "review-odds", "target": "call-client", "sourceHandle": "route-1"}]})
             self.step("workflow 'AI follow-up' (agent and router nodes, draft)")
 
-    def _history(self, org, stages) -> None:
+    def _history(self, org, stages, user) -> None:
         """A first history for the run-history accordion and the approvals inbox: three deals
         move (won, a large one to negotiation, lost) the first time the demo is seeded. They
         are real stage changes: the worker `make run` starts runs their workflows."""
@@ -364,6 +367,19 @@ class Command(BaseCommand):
             if deal is not None and deal.stage.slug != slug:
                 deal_move_to_stage(deal=deal, stage=stages[slug])
         self.step("3 deals moved (won, negotiation, lost): their runs appear once the worker starts")
+        # An admin starts a workflow that is not started by a person, by hand, with a reason: its run
+        # page says who and why, and what the trigger's own checks say (the deal is not won yet).
+        kickoff = Workflow.objects.filter(organization=org, name="Won deal kickoff",
+                                          status=WorkflowStatus.ACTIVATED).first()
+        signed = Deal.objects.filter(organization=org, title="Analytical website redesign").first()
+        if kickoff is not None and signed is not None:
+            try:
+                workflow_start(workflow_id=kickoff.pk, by=user, record=signed,
+                               reason="Signed on paper; the stage follows once finance confirms")
+            except (Refused, ValidationError) as exc:
+                self.step(f"'Won deal kickoff' not started by hand: {' '.join(reasons(exc))}")
+            else:
+                self.step("'Won deal kickoff' started by hand on “Analytical website redesign”, with a reason")
 
     def _graph_workflows(self, org, user) -> None:
         """The flow engine's capabilities, each in a workflow: the shipped templates (waits,
