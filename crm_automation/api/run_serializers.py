@@ -17,12 +17,18 @@ class RunSerializer(serializers.ModelSerializer):
     entity_type = serializers.CharField(source="trigger_entity_type")
     entity_id = serializers.UUIDField(source="trigger_entity_id")
     duration_ms = serializers.IntegerField(allow_null=True)
+    shadow = serializers.SerializerMethodField()
 
     class Meta:
         model = WorkflowRun
         fields = ["id", "workflow", "workflow_name", "version", "status", "trigger_type", "entity_type", "entity_id",
-                  "simulated", "attempts", "error", "parent_run", "started_at", "finished_at", "duration_ms"]
+                  "simulated", "shadow", "attempts", "error", "parent_run", "started_at", "finished_at",
+                  "duration_ms"]
         read_only_fields = fields
+
+    def get_shadow(self, run) -> bool:
+        """A shadow-mode run: a real event walked as a simulation (every effect previewed)."""
+        return bool(run.simulated and (run.metadata or {}).get("shadow"))
 
     def get_workflow_name(self, run) -> str:
         return getattr(run, "workflow_name", None) or run.workflow.name

@@ -5,6 +5,7 @@ from rest_framework.routers import SimpleRouter
 
 from crm_automation.api.rollout_views import RolloutView
 from crm_automation.api.run_views import ApprovalViewSet, RunViewSet
+from crm_automation.api.shadow_views import ModeView
 from crm_automation.api.workflow_views import WorkflowViewSet
 
 router = SimpleRouter()
@@ -13,4 +14,5 @@ router.register("runs", RunViewSet, basename="run")
 router.register("approvals", ApprovalViewSet, basename="approval")
 
 urlpatterns = [path("workflows/<int:pk>/rollout/", RolloutView.as_view(), name="workflow-rollout"),
+               path("workflows/<int:pk>/mode/", ModeView.as_view(), name="workflow-mode"),
                *router.urls]

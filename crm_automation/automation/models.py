@@ -52,6 +52,13 @@ class Workflow(models.Model):
     # (services.workflows.workflow_allow_deletion); the document cannot say so by itself.
     allows_deletion = models.BooleanField(default=False, editable=False, help_text=(
         "An admin allowed this workflow's “Delete a record” steps to delete records."))
+    class Mode(models.TextChoices):
+        EXECUTE = "execute", "Execute: runs do what they say"
+        SHADOW = "shadow", "Shadow: runs on real events, every effect previewed, nothing sent"
+
+    # Shadow mode (docs/product.md#shadow-mode): an admin's choice, like allows_deletion; not in the document.
+    mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.EXECUTE, editable=False)
+    shadow_since = models.DateTimeField(null=True, blank=True, editable=False)
     trigger_type = models.CharField(max_length=40, choices=catalog.TRIGGER_CHOICES)
     status = FSMField(default=WorkflowStatus.DRAFT, choices=WorkflowStatus.choices, protected=False)
     version = models.PositiveIntegerField(default=0, editable=False)

@@ -160,7 +160,9 @@ def history_page(organization: Organization, filters: RunFilters, after: str = "
     The cursor is the last run's id: its (started_at, id) position is read back (scoped to the
     organization, so another organization's id just starts from the top) and the page is an
     index range from there."""
-    runs = filters.apply(runs_of_organization(organization_id=organization.pk).filter(simulated=False))
+    # Simulations are not history; a shadow-mode run is (a real event), shown with its badge.
+    runs = filters.apply(runs_of_organization(organization_id=organization.pk).filter(
+        Q(simulated=False) | Q(metadata__shadow=True)))
     if after.isdigit() and len(after) < 18:
         last = WorkflowRun.objects.filter(pk=int(after), organization=organization).values(
             "started_at", "id").first()

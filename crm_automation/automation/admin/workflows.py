@@ -11,6 +11,7 @@ from crm_automation.automation.admin.workflow_documents import WorkflowDocumentV
 from crm_automation.automation.admin.workflow_launch import WorkflowLaunchViews
 from crm_automation.automation.definition import catalog, graph
 from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
+from crm_automation.automation.services.shadow import workflow_set_mode
 from crm_automation.automation.services.versions import workflow_export_yaml
 from crm_automation.automation.services.workflows import (
     EDITABLE_FIELDS,
@@ -93,7 +94,8 @@ class WorkflowAdmin(WorkflowLaunchViews, WorkflowDocumentViews, FSMAdminMixin, O
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj) -> str:
-        return badge(obj.status, obj.get_status_display())
+        shown = badge(obj.status, obj.get_status_display())
+        return format_html("{} {}", shown, badge("simulated", "Shadow")) if obj.mode == "shadow" else shown
 
     @admin.display(description="Actions")
     def action_count(self, obj) -> int:
@@ -240,7 +242,26 @@ class WorkflowAdmin(WorkflowLaunchViews, WorkflowDocumentViews, FSMAdminMixin, O
         if refused:
             self.message_user(request, " ".join(refused), messages.ERROR)
 
-    actions = ["activate_selected", "pause_selected", "allow_deletion_selected", "forbid_deletion_selected"]
+    @admin.action(description="Switch to shadow mode (real events, every effect previewed, nothing sent)")
+    def shadow_selected(self, request, queryset) -> None:
+        self._set_mode(request, queryset, "shadow")
+
+    @admin.action(description="Switch to execute mode (says what shadow mode saw)")
+    def execute_selected(self, request, queryset) -> None:
+        self._set_mode(request, queryset, "execute")
+
+    def _set_mode(self, request, queryset, mode: str) -> None:
+        for workflow in queryset:
+            try:
+                workflow, seen = workflow_set_mode(workflow_id=workflow.pk, by=request.user, mode=mode)
+            except (PermissionDenied, ValidationError) as exc:
+                self.message_user(request, f"{workflow.name}: {' '.join(reasons(exc))}", messages.ERROR)
+                continue
+            said = f" {seen.words()}" if mode == "execute" else " Its runs preview every effect; nothing is sent."
+            self.message_user(request, f"“{workflow.name}” is in {mode} mode.{said}", messages.SUCCESS)
+
+    actions = ["activate_selected", "pause_selected", "allow_deletion_selected", "forbid_deletion_selected",
+               "shadow_selected", "execute_selected"]
 
     def _bulk_transition(self, request, queryset, name) -> None:
         done, problems = 0, []

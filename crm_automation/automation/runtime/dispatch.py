@@ -242,7 +242,10 @@ def dispatch(events: list[AutomationEvent], *, token: str = "") -> Dispatched:
         # the first one and then finds nothing left to do.
         pending = _mark_processed([e.pk for e in events])
         decisions = [d for d in decisions if d.event.pk in pending]
-        matched = enroll(bulk.sort_out([m for m in matched if m[0].pk in pending]))
+        matched = [m for m in matched if m[0].pk in pending]
+        # Shadow mode: a previewed run holds no enrollment, counts against no quota, is never held.
+        shadows = [m for m in matched if m[1].mode == Workflow.Mode.SHADOW]
+        matched = enroll(bulk.sort_out([m for m in matched if m[1].mode != Workflow.Mode.SHADOW]))
         per_org: dict[int, list[Matched]] = defaultdict(list)
         for item in matched:
             per_org[item[0].organization_id].append(item)
@@ -261,6 +264,12 @@ def dispatch(events: list[AutomationEvent], *, token: str = "") -> Dispatched:
                     trigger_entity_id=event.entity_id, metadata=meta, history_suppressed=suppressed,
                     holds_enrollment=holds(wf), **lease,
                 ), decision))
+        for event, wf, decision, meta in shadows:
+            decision.reason = f"{decision.reason} (shadow mode: every effect previewed, nothing sent)"[:2000]
+            matched_runs.append((WorkflowRun(
+                organization_id=event.organization_id, workflow=wf, version=decision.version, event=event,
+                trigger_type=event.kind, trigger_entity_type=event.entity_type, trigger_entity_id=event.entity_id,
+                metadata={**meta, "shadow": True}, simulated=True, holds_enrollment=False, **lease), decision))
         # Runs first: a refused one's decision must say so before the decisions are written.
         runs = insert_runs(matched_runs) if matched_runs else []
         WorkflowDecision.objects.bulk_create(decisions, ignore_conflicts=True)

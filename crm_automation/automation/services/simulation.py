@@ -333,3 +333,28 @@ def debug(*, workflow_id: int, by, record: Deal | Lead | Contact, choices: Debug
         if replacing is None:
             raise ValidationError("That debug run is not one of this workflow's on this record: start again.")
     return simulate(workflow_id=workflow_id, by=by, record=record, debug=choices, replacing=replacing)
+
+
+def shadow_run(run_id: int, token: str) -> str:
+    """Execute a shadow-mode run (a real event, a real record): walked as a simulation is, in a
+    transaction rolled back, so every effect is a preview on its steps and nothing is sent or
+    changed; then its steps and outcome are written under its lease. Returns its status."""
+    run = WorkflowRun.objects.select_related("version", "event", "workflow").get(pk=run_id)
+    outcome: dict = {}
+    try:
+        with transaction.atomic():
+            status, error, rows = _walk(run)
+            outcome = {"status": status, "error": error, "rows": [{**row, "result": _preview(row)} for row in rows]}
+            raise _Rollback
+    except _Rollback:
+        pass
+    with transaction.atomic():
+        over = outcome["status"] not in (RunStatus.WAITING, RunStatus.PAUSED)
+        mine = WorkflowRun.objects.filter(pk=run.pk, lease_owner=token, status=RunStatus.STARTED).update(
+            status=outcome["status"], error=outcome["error"][:4000], finished_at=timezone.now() if over else None,
+            lease_until=None, lease_owner="")
+        if not mine:
+            return run.status  # our lease ran out and someone else did it
+        run.actions.all().delete()  # (a walk cut short by a crash wrote none, but be sure)
+        WorkflowRunAction.objects.bulk_create([WorkflowRunAction(run=run, **row) for row in outcome["rows"]])
+    return str(outcome["status"])

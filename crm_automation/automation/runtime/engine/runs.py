@@ -141,8 +141,17 @@ def _execute_group(run_ids: list[int], stop_at: float, more_queued: bool, others
 def _run_group(token: str, runs: list[WorkflowRun], stop_at: float, more_queued: bool, others_queued: bool,
                dispatched: Dispatched | None = None) -> Report:
     """Advance a leased group (`dispatched`: fresh runs, with what their dispatch loaded); if it
-    raises, retry its runs one by one."""
+    raises, retry its runs one by one. Shadow-mode runs are walked in the simulation's sandbox."""
     report = Report()
+    shadows = [run for run in runs if run.simulated]
+    if shadows:
+        from crm_automation.automation.services.simulation import shadow_run  # (it imports the engine)
+
+        for run in shadows:
+            report.finished[run.pk] = shadow_run(run.pk, token)
+        runs = [run for run in runs if not run.simulated]
+        if not runs:
+            return report
     with leases.heartbeat(token):
         try:
             states = (load_states(runs) if dispatched is None else
