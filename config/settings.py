@@ -391,6 +391,10 @@ AUTOMATION["ALERTS"] = {
 }
 # The address links in emails start with (alerts, notifications).
 SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Web pages (scheme://host[:port], or host:* for any port) whose scripts may call the MCP server at
+# /mcp besides the site itself (api/mcp_server/http.py); a browser's request from any other Origin
+# is refused (DNS rebinding protection). Desktop and server clients send no Origin.
+MCP_ALLOWED_ORIGINS = env_list("MCP_ALLOWED_ORIGINS", [])
 AUTOMATION["BREAKER_COOLDOWN_SECONDS"] = env_int("AUTOMATION_BREAKER_COOLDOWN_SECONDS", 900, minimum=60)
 # An organization's runs deliver for this long at a time; when other organizations' work waits
 # they then hand the rest to another task (automation/fairness.py): a slow provider or a stalling
