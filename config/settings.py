@@ -548,7 +548,9 @@ LOGGING: dict[str, Any] = {
     # Django's own "django" logger has a console handler of its own; without propagate=False
     # every request warning would be printed twice (once by it, once by the root).
     # httpx logs every request at INFO (webhook and AI calls): their outcome is on the step.
+    # The MCP SDK logs each request's session start and end at INFO (crm_automation.mcp logs the call).
     "loggers": {"django-q": {"level": env_str("Q_LOG_LEVEL", "WARNING")}, "httpx": {"level": "WARNING"},
+                "mcp": {"level": "WARNING"},
                 "django": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO"), "propagate": False}},
 }
 
