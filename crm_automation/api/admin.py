@@ -18,6 +18,5 @@ class McpCallAdmin(ReadOnlyOrgScopedAdmin):
     date_hierarchy = "created_at"
     paginator = CappedCountPaginator
     show_full_result_count = False
-    fields = ["created_at", "organization", "user", "token_id", "transport", "tool", "arguments", "outcome",
-              "message", "duration_ms"]
-    readonly_fields = fields
+    fields = readonly_fields = ("created_at", "organization", "user", "token_id", "transport", "tool", "arguments",
+                                "outcome", "message", "duration_ms")

@@ -13,13 +13,16 @@ from crm_automation.api.tenancy import require_role
 
 
 class McpCallSerializer(serializers.ModelSerializer):
-    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    user = serializers.SerializerMethodField(help_text="Who called (their username); empty once they are deleted.")
 
     class Meta:
         model = McpCall
         fields = ["id", "created_at", "user", "token_id", "transport", "tool", "arguments", "outcome", "message",
                   "duration_ms"]
         read_only_fields = fields
+
+    def get_user(self, call: McpCall) -> str | None:
+        return call.user.get_username() if call.user is not None else None
 
 
 class NewestCallsFirst(CursorPagination):

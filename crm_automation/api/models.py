@@ -49,7 +49,8 @@ class McpCall(models.Model):
                                      help_text="The organization the call acted in (none: it named none of "
                                                "several, or nothing was found).")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="mcp_calls")
-    token_id = models.CharField(max_length=16, blank=True, help_text="The token's id (tokens.token_id), not the secret.")
+    token_id = models.CharField(max_length=16, blank=True,
+                                help_text="The token's id (tokens.token_id), not the secret.")
     transport = models.CharField(max_length=8, choices=Transport.choices)
     tool = models.CharField(max_length=64)
     arguments = models.JSONField(default=dict, help_text="As sent, with secrets and long texts cut.")

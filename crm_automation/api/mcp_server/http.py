@@ -26,6 +26,7 @@ from django.views.decorators.csrf import csrf_exempt
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from rest_framework.exceptions import AuthenticationFailed
+from starlette.types import Message
 
 from crm_automation.api.mcp_server.caller import Caller, authenticate
 from crm_automation.api.mcp_server.server import build_server
@@ -76,7 +77,7 @@ async def _answer(caller: Caller, scope: dict[str, Any], body: bytes,
     sent: dict[str, Any] = {"status": 500, "headers": [], "body": bytearray()}
     given = False
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         nonlocal given
         if not given:
             given = True
@@ -84,7 +85,7 @@ async def _answer(caller: Caller, scope: dict[str, Any], body: bytes,
         await anyio.sleep_forever()  # the client stays connected until the answer is sent
         raise AssertionError("unreachable")
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         if message["type"] == "http.response.start":
             sent["status"], sent["headers"] = message["status"], list(message.get("headers", []))
         elif message["type"] == "http.response.body":
@@ -101,10 +102,10 @@ async def _answer(caller: Caller, scope: dict[str, Any], body: bytes,
 @csrf_exempt
 def mcp_endpoint(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
-        response = JsonResponse({"error": "method_not_allowed", "detail": "Send MCP messages with POST (this "
-                                 "server is stateless: no event stream, no sessions)."}, status=405)
-        response["Allow"] = "POST"
-        return response
+        refused = JsonResponse({"error": "method_not_allowed", "detail": "Send MCP messages with POST (this "
+                                "server is stateless: no event stream, no sessions)."}, status=405)
+        refused["Allow"] = "POST"
+        return refused
     found = AUTHORIZATION.fullmatch(request.headers.get("Authorization", ""))
     if found is None:
         return _unauthorized("Send your API token: Authorization: Bearer <token> (or Token <token>).")

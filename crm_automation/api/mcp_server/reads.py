@@ -72,7 +72,7 @@ def run_detail(run: WorkflowRun) -> dict[str, Any]:
 
 # --- search and fetch (ChatGPT connectors) --------------------------------------------------------
 
-SEARCHED = {
+SEARCHED: dict[str, tuple[Any, tuple[str, ...]]] = {
     "deal": (Deal, ("title",)),
     "lead": (Lead, ("name", "email", "company")),
     "contact": (Contact, ("first_name", "last_name", "email", "company")),
