@@ -29,11 +29,12 @@ from rest_framework.exceptions import AuthenticationFailed
 from starlette.types import Message
 
 from crm_automation.api.mcp_server.caller import Caller, authenticate
+from crm_automation.bounded_reader import PAYLOAD, InputRefused, read_json
 from crm_automation.api.mcp_server.server import build_server
 from crm_automation.api.models import McpCall
 
 AUTHORIZATION = re.compile(r"(?:Token|Bearer)\s+(\S+)\s*", re.IGNORECASE)
-MAX_BODY = 1_000_000  # one JSON-RPC message (the SDK answers 413 above); a YAML document is at most 200,000 bytes
+MAX_BODY = 1_000_000  # one JSON-RPC message; a YAML document in it is at most 200,000 bytes
 
 
 def _unauthorized(message: str) -> JsonResponse:
@@ -93,7 +94,7 @@ async def _answer(caller: Caller, scope: dict[str, Any], body: bytes,
 
     manager = StreamableHTTPSessionManager(app=build_server(lambda: caller, McpCall.Transport.HTTP), stateless=True,
                                            json_response=True, security_settings=security,
-                                           max_request_body_size=MAX_BODY)
+                                           max_request_body_size=MAX_BODY + 1)  # (checked before)
     async with manager.run():
         await manager.handle_request(scope, receive, send)
     return sent["status"], sent["headers"], bytes(sent["body"])
@@ -113,7 +114,17 @@ def mcp_endpoint(request: HttpRequest) -> HttpResponse:
         caller = authenticate(found.group(1), transport=McpCall.Transport.HTTP, base_url=settings.SITE_URL)
     except AuthenticationFailed as exc:
         return _unauthorized(f"{exc.detail} Make a token: POST /api/v1/auth/token/.")
-    status, headers, body = async_to_sync(_answer)(caller, _scope(request), request.body, security_settings(request))
+    body = request.body
+    if len(body) > MAX_BODY:
+        return JsonResponse({"error": "too_large", "detail": f"A message is at most {MAX_BODY:,} bytes."}, status=413)
+    try:
+        # The SDK's parser gives up on deep nesting with a RecursionError (a 500): the bounded
+        # reader refuses it, and too many values, first. The SDK reads the body again.
+        read_json(body, PAYLOAD)
+    except InputRefused as exc:
+        return JsonResponse({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": str(exc)}},
+                            status=400)
+    status, headers, body = async_to_sync(_answer)(caller, _scope(request), body, security_settings(request))
     response = HttpResponse(body, status=status)
     for name, value in headers:
         if name.lower() not in (b"content-length", b"connection"):

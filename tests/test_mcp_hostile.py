@@ -1,0 +1,72 @@
+"""What a hostile or broken client sends to /mcp gets a clear 4xx and changes nothing: a body that
+is not JSON or not a JSON-RPC message, the wrong content type, a body over the limit, a header
+that is not a token, arguments of the wrong shape, an id that is no id."""
+
+import httpx
+import pytest
+from mcp import ClientSession
+
+from crm_automation.api.models import McpCall
+from crm_automation.api.tokens import token_create
+from crm_automation.automation.models import Workflow
+from tests.mcp_client import over_http, refusal
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ACCEPT = "application/json, text/event-stream"
+
+
+@pytest.fixture
+def post(live_server, teammate):
+    key = token_create(user=teammate, scopes=["read", "draft", "run"])[1]
+
+    def send(content: bytes, content_type: str = "application/json", **headers: str) -> httpx.Response:
+        return httpx.post(f"{live_server.url}/mcp", content=content, headers={
+            "Authorization": f"Bearer {key}", "Accept": ACCEPT, "Content-Type": content_type, **headers})
+
+    return send
+
+
+def test_bodies_that_are_no_message_are_a_4xx(post, org):
+    assert post(b"{not json").status_code == 400
+    assert post(b'{"jsonrpc": "2.0", "method": 7}').status_code == 400
+    assert post(b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}', "text/plain").status_code == 400
+    assert post(b"[" * 100_000).status_code == 400
+    assert post(b'"' + b"x" * 1_100_000 + b'"').status_code == 413
+    assert not McpCall.objects.exists()
+
+
+def test_a_header_that_is_not_a_token_is_a_401(live_server, org):
+    for value in ("Bearer", "Bearer a b", "Basic dXNlcjpwdw==", "Bearer " + "é" * 64, "Token 12\x01"):
+        response = httpx.post(f"{live_server.url}/mcp", content=b"{}",
+                              headers={"Authorization": value.encode("latin-1"), "Accept": ACCEPT,
+                                       "Content-Type": "application/json"})
+        assert response.status_code == 401, value
+
+
+def test_arguments_of_the_wrong_shape_and_ids_that_are_no_ids_are_refused(live_server, org, teammate):
+    key = token_create(user=teammate, scopes=["read", "draft", "run"])[1]
+
+    async def hostile(session: ClientSession):
+        return [refusal(await session.call_tool(name, args)) for name, args in (
+            ("fetch", {"id": "workflow:99999999999999999999999"}),
+            ("fetch", {"id": "deal:not-a-uuid"}),
+            ("fetch", {"id": "user:1"}),
+            ("get_run", {"run_id": True}),
+            ("why", {"entity_type": "task", "entity_id": "1"}),
+            ("create_draft", {"yaml": "a: &x [1]\nb: *x\n"}),
+            ("create_draft", {"yaml": "x", "description": "y"}),
+            ("search", {"query": "x", "extra": 1}),
+        )]
+
+    answers = over_http(f"{live_server.url}/mcp", key, hostile)
+    assert answers[0] == "No workflow 99999999999999999999999 in your organizations." or \
+        answers[0].startswith("No workflow")
+    assert answers[1] == "No deal 'not-a-uuid' in your organizations."
+    assert answers[2].startswith("No 'user:1'")
+    assert answers[3].startswith("Invalid arguments (run_id)")
+    assert answers[4].startswith("Invalid arguments (entity_type)")
+    assert answers[5].startswith("The document has problems")
+    assert answers[6].startswith("Give either `yaml`")
+    assert answers[7].startswith("Invalid arguments: Additional properties are not allowed")
+    assert not Workflow.objects.exists()
+    assert set(McpCall.objects.values_list("outcome", flat=True)) == {"refused"}
