@@ -19,8 +19,8 @@ def cleaned(value: Any, depth: int = 0) -> Any:
     if depth > 4:
         return "…"
     if isinstance(value, dict):
-        return {str(k).replace("\x00", "")[:64]: "(removed)" if any(w in str(k).lower() for w in SECRET_WORDS) else cleaned(v, depth + 1)
-                for k, v in list(value.items())[:MAX_ITEMS]}
+        return {str(k).replace("\x00", "")[:64]: "(removed)" if any(w in str(k).lower() for w in SECRET_WORDS)
+                else cleaned(v, depth + 1) for k, v in list(value.items())[:MAX_ITEMS]}
     if isinstance(value, list):
         return [cleaned(v, depth + 1) for v in value[:MAX_ITEMS]]
     if isinstance(value, str):

@@ -9,9 +9,10 @@ body once and a `send` that collects the answer. The tools run back on this requ
 
 Refused before the SDK sees the request: no or a wrong token (401, `WWW-Authenticate`), GET and
 DELETE (405: in stateless mode there is no stream to open and no session to end; the SDK's client
-copes). Refused by the SDK's TransportSecuritySettings (DNS rebinding protection): a Host that
-is not one of ALLOWED_HOSTS (421) and an Origin that is not one of MCP_ALLOWED_ORIGINS or the
-site's own (403).
+copes), a person over the API's request budget (429, counted with their API requests), a body
+over 1 MB (413) or nested too deep (400). Refused by the SDK's TransportSecuritySettings (DNS
+rebinding protection): a Host that is not one of ALLOWED_HOSTS (421; Django's own check answers
+400 first for most) and an Origin that is not one of MCP_ALLOWED_ORIGINS or the site's own (403).
 """
 
 import re
@@ -26,12 +27,15 @@ from django.views.decorators.csrf import csrf_exempt
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.request import Request
+from rest_framework.views import APIView
 from starlette.types import Message
 
 from crm_automation.api.mcp_server.caller import Caller, authenticate
-from crm_automation.bounded_reader import PAYLOAD, InputRefused, read_json
 from crm_automation.api.mcp_server.server import build_server
 from crm_automation.api.models import McpCall
+from crm_automation.api.throttling import PerPerson
+from crm_automation.bounded_reader import PAYLOAD, InputRefused, read_json
 
 AUTHORIZATION = re.compile(r"(?:Token|Bearer)\s+(\S+)\s*", re.IGNORECASE)
 MAX_BODY = 1_000_000  # one JSON-RPC message; a YAML document in it is at most 200,000 bytes
@@ -114,6 +118,14 @@ def mcp_endpoint(request: HttpRequest) -> HttpResponse:
         caller = authenticate(found.group(1), transport=McpCall.Transport.HTTP, base_url=settings.SITE_URL)
     except AuthenticationFailed as exc:
         return _unauthorized(f"{exc.detail} Make a token: POST /api/v1/auth/token/.")
+    counted = Request(request)
+    counted.user = caller.user  # the throttle counts per person: the API's budget, shared with it
+    throttle = PerPerson()
+    if not throttle.allow_request(counted, APIView()):
+        busy = JsonResponse({"error": "throttled", "detail": "Too many requests: this budget is shared with the "
+                             "API (API_THROTTLE_RATE); try again later."}, status=429)
+        busy["Retry-After"] = str(int(throttle.wait() or 1))
+        return busy
     body = request.body
     if len(body) > MAX_BODY:
         return JsonResponse({"error": "too_large", "detail": f"A message is at most {MAX_BODY:,} bytes."}, status=413)

@@ -9,7 +9,7 @@ from typing import Any
 from django.db.models import Q
 
 from crm_automation.api.mcp_server.caller import Call, NotFound
-from crm_automation.api.mcp_server.registry import ID, LIMIT, RECORD_ID, RECORD_KIND, tool
+from crm_automation.api.mcp_server.registry import ID, LIMIT, RECORD_ID, RECORD_KIND, plain, tool
 from crm_automation.api.run_serializers import RunDetailSerializer, RunSerializer
 from crm_automation.automation.models import RunStatus, Workflow, WorkflowRun, WorkflowStatus
 from crm_automation.automation.nodes import approval as questions
@@ -125,14 +125,14 @@ def fetch(call: Call, args: dict[str, Any]) -> dict[str, Any]:
         run = call.run(raw)
         detail = run_detail(run)
         return {"id": f"run:{run.pk}", "title": f"Run #{run.pk} of “{run.workflow.name}”",
-                "text": json.dumps(detail, indent=1, default=str), "url": call.caller.link("web:run", run.pk),
+                "text": json.dumps(detail, indent=1, default=plain), "url": call.caller.link("web:run", run.pk),
                 "metadata": {"workflow": run.workflow_id, "status": run.status, "simulated": run.simulated}}
     if kind in SEARCHED:
         record = call.record(kind, raw)
         fields = record_fields(record)
         automation = why_of(record)
         return {"id": f"{kind}:{record.pk}", "title": record_title(record),
-                "text": json.dumps({**fields, **automation}, indent=1, default=str),
+                "text": json.dumps({**fields, **automation}, indent=1, default=plain),
                 "url": call.caller.link("web:record", kind, str(record.pk)), "metadata": fields}
     raise NotFound(f"No {args['id']!r}: an id looks like workflow:12, run:34 or deal:<uuid> (as search gives it).")
 

@@ -37,6 +37,12 @@ def tool(name: str, *, scope: str, description: str, properties: dict[str, Any] 
     return register
 
 
+def plain(value: object) -> str:
+    """JSON for what json cannot write itself: times in ISO 8601, uuids and decimals as text."""
+    isoformat = getattr(value, "isoformat", None)
+    return isoformat() if callable(isoformat) else str(value)
+
+
 # Pieces of schemas the tools share.
 ID = {"type": ["integer", "string"], "description": "The id (a number)."}
 RECORD_KIND = {"type": "string", "enum": ["deal", "lead", "contact", "project"],

@@ -26,9 +26,10 @@ from rest_framework.exceptions import AuthenticationFailed
 from crm_automation.api.mcp_server import reads, writes  # noqa: F401 (they register their tools)
 from crm_automation.api.mcp_server.audit import record_call
 from crm_automation.api.mcp_server.caller import Call, Caller, MissingScope, NotFound
-from crm_automation.api.mcp_server.registry import TOOLS, Tool
+from crm_automation.api.mcp_server.registry import TOOLS, Tool, plain
 from crm_automation.api.models import McpCall
 from crm_automation.automation.definition.documents import DocumentError
+from crm_automation.crm.sources import API, changes_from
 from crm_automation.refusals import Refused
 
 log = logging.getLogger("crm_automation.mcp")
@@ -94,7 +95,8 @@ def call_tool(get_caller: Callable[[], Caller], transport: str, name: str, argum
             if tool is None:
                 raise NotFound(f"No tool “{name}”: the tools are {', '.join(sorted(TOOLS))}.")
             _checked(tool, caller, arguments)
-            result = json.loads(json.dumps(tool.handler(call, arguments), default=str))
+            with changes_from(API):  # records changed by a call say they came from an integration
+                result = json.loads(json.dumps(tool.handler(call, arguments), default=plain))
         finally:
             organization_id = call.organization_id
     except AuthenticationFailed as exc:
