@@ -75,6 +75,11 @@ def test_the_admin_shows_the_log_read_only_to_the_organizations_admins(client, o
     assert client.get("/admin/api/mcpcall/").status_code == 403
 
 
+def test_the_api_root_says_where_the_mcp_server_is(db):
+    mcp = APIClient().get("/api/v1/").json()["mcp"]
+    assert mcp["url"] == "http://testserver/mcp" and mcp["calls"] == "http://testserver/api/v1/mcp-calls/"
+
+
 def test_secrets_and_long_texts_are_not_kept():
     kept = cleaned({"password": "hunter2", "input": {"api_key": "k", "note": "n" * 600}, "yaml": "a\x00b"})
     assert kept["password"] == "(removed)" and kept["input"]["api_key"] == "(removed)"
