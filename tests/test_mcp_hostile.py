@@ -2,10 +2,13 @@
 is not JSON or not a JSON-RPC message, the wrong content type, a body over the limit, a header
 that is not a token, arguments of the wrong shape, an id that is no id."""
 
+import dataclasses
+
 import httpx
 import pytest
 from mcp import ClientSession
 
+from crm_automation.api.mcp_server.registry import TOOLS
 from crm_automation.api.models import McpCall
 from crm_automation.api.tokens import token_create
 from crm_automation.automation.models import Workflow
@@ -70,3 +73,20 @@ def test_arguments_of_the_wrong_shape_and_ids_that_are_no_ids_are_refused(live_s
     assert answers[7].startswith("Invalid arguments: Additional properties are not allowed")
     assert not Workflow.objects.exists()
     assert set(McpCall.objects.values_list("outcome", flat=True)) == {"refused"}
+
+
+def test_a_fault_of_ours_is_a_tool_error_without_a_traceback_and_is_logged(live_server, org, teammate,
+                                                                           monkeypatch):
+    def broken(call, args):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setitem(TOOLS, "list_workflows", dataclasses.replace(TOOLS["list_workflows"], handler=broken))
+    key = token_create(user=teammate)[1]
+
+    async def call(session: ClientSession):
+        return refusal(await session.call_tool("list_workflows", {}))
+
+    said = over_http(f"{live_server.url}/mcp", key, call)
+    assert said.startswith("list_workflows failed because of a fault on our side; it was logged.")
+    assert "secret internals" not in said and "Traceback" not in said
+    assert McpCall.objects.get().outcome == "error"

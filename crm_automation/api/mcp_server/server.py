@@ -57,6 +57,8 @@ def _reason(exc: Exception) -> str:
         return "Not found in your organizations."
     if isinstance(exc, Refused):
         return exc.message
+    if isinstance(exc, jsonschema.ValidationError):
+        return exc.message
     return str(exc)
 
 
@@ -102,12 +104,13 @@ def call_tool(get_caller: Callable[[], Caller], transport: str, name: str, argum
     except AuthenticationFailed as exc:
         outcome, message = McpCall.Outcome.REFUSED, f"The token is not valid any more ({exc.detail}): make a new one."
     except REFUSALS as exc:
-        outcome, message = McpCall.Outcome.REFUSED, _reason(exc) if not isinstance(
-            exc, jsonschema.ValidationError) else exc.message
+        outcome, message = McpCall.Outcome.REFUSED, _reason(exc)
     except Exception:
         log.exception("MCP tool %s failed", name)
+        # Each tool makes at most one change, through one service transaction: it was made or not.
         outcome, message = McpCall.Outcome.ERROR, (f"{name} failed because of a fault on our side; it was logged. "
-                                                   "Nothing was left half done: try again later.")
+                                                   "Look at what it acts on (get_run, get_workflow) before trying "
+                                                   "again.")
     record_call(user=user, token_id=token, transport=transport, tool=name, arguments=arguments, outcome=outcome,
                 message=message, duration_ms=int((time.monotonic() - started) * 1000),
                 organization_id=organization_id)
