@@ -84,3 +84,14 @@ def test_secrets_and_long_texts_are_not_kept():
     kept = cleaned({"password": "hunter2", "input": {"api_key": "k", "note": "n" * 600}, "yaml": "a\x00b"})
     assert kept["password"] == "(removed)" and kept["input"]["api_key"] == "(removed)"
     assert kept["input"]["note"].endswith("… (600 characters)") and kept["yaml"] == "ab"
+
+
+def test_a_token_made_with_scopes_only_reads_on_the_rest_api(owner, org):
+    scoped = APIClient().post(TOKEN, {"username": "owner", "password": "pw-123456", "scopes": ["read", "run"]},
+                              format="json").json()
+    body = {"name": "Lead", "email": "l@example.com"}
+    assert as_token(scoped["token"]).get("/api/v1/leads/").status_code == 200
+    refused = as_token(scoped["token"]).post("/api/v1/leads/", body, format="json")
+    assert refused.status_code == 403 and "made with MCP scopes" in refused.json()["detail"]
+    assert as_token(sign_in()["token"]).post("/api/v1/leads/", body, format="json").status_code == 201
+    assert as_token(scoped["token"]).delete(f"{TOKENS}{scoped['id']}/").status_code == 204  # it may end itself

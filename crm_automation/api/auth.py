@@ -8,9 +8,10 @@ DELETE /api/v1/auth/tokens/{id}/ revokes one, DELETE /api/v1/auth/tokens/ all of
 
 Scopes (models.SCOPES: read, draft, run) say what an MCP client may do with a token; sign-in and
 POST /api/v1/auth/tokens/ (a new token for the signed-in person) take them as `scopes`. A token
-made without scopes reads only, over MCP; the REST API acts with the person's role whatever the
-scopes. A token may only make tokens with scopes it holds itself, so a leaked read-only token
-cannot make a token that starts runs.
+made without scopes reads only over MCP and acts with the person's role on the REST API, as
+before; a token made with scopes only reads on the REST API (token_auth.py). A token may only
+make tokens with scopes it holds itself, so a leaked read-only token cannot make a token that
+starts runs.
 """
 
 from django.conf import settings
@@ -60,8 +61,8 @@ class ScopesField(serializers.JSONField):
             raise serializers.ValidationError(f"Must be {exc}.") from None
 
 
-SCOPES_HELP = (f"What an MCP client may do with the token, some of {', '.join(SCOPES)} (left out: read only, over "
-               "MCP; the REST API is not limited by scopes).")
+SCOPES_HELP = (f"What an MCP client may do with the token, some of {', '.join(SCOPES)}. Left out: read only over "
+               "MCP, the person's role on the REST API; given: the REST API only reads with the token.")
 
 
 class NewTokenRequest(serializers.Serializer):

@@ -11,7 +11,8 @@ from knox.models import get_token_model
 # organization is checked on top, by the services.
 SCOPES = ("read", "draft", "run")
 # A token made without scopes (every token made before scopes existed, and the sign-in that asks
-# for none): the REST API is as it was, the MCP server only reads.
+# for none): the REST API is as it was, the MCP server only reads. A token made with scopes only
+# reads on the REST API (token_auth.py).
 DEFAULT_MCP_SCOPES = ("read",)
 
 
