@@ -90,3 +90,22 @@ def test_a_fault_of_ours_is_a_tool_error_without_a_traceback_and_is_logged(live_
     assert said.startswith("list_workflows failed because of a fault on our side; it was logged.")
     assert "secret internals" not in said and "Traceback" not in said
     assert McpCall.objects.get().outcome == "error"
+
+
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+
+
+@pytest.mark.parametrize("origin, allowed, status", [
+    ("https://crm.example.com", [], 200),  # the site itself, on a host of ".example.com"
+    ("https://other.example.com", [], 403),
+    ("https://app.example.org", ["https://app.example.org"], 200),  # MCP_ALLOWED_ORIGINS
+    ("https://app.example.org:8443", ["https://app.example.org:*"], 200),
+    ("null", ["https://app.example.org"], 403),
+])
+def test_origins_are_the_sites_own_or_the_configured_ones(client, settings, teammate, origin, allowed, status):
+    settings.ALLOWED_HOSTS, settings.MCP_ALLOWED_ORIGINS = [".example.com"], allowed
+    key = token_create(user=teammate)[1]
+    response = client.post("/mcp", INITIALIZE, content_type="application/json", HTTP_HOST="crm.example.com",
+                           HTTP_ORIGIN=origin, HTTP_AUTHORIZATION=f"Bearer {key}", HTTP_ACCEPT=ACCEPT)
+    assert response.status_code == status, response.content
