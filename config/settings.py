@@ -391,6 +391,10 @@ AUTOMATION["ALERTS"] = {
 }
 # The address links in emails start with (alerts, notifications).
 SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Web pages (scheme://host[:port], or host:* for any port) whose scripts may call the MCP server at
+# /mcp besides the site itself (api/mcp_server/http.py); a browser's request from any other Origin
+# is refused (DNS rebinding protection). Desktop and server clients send no Origin.
+MCP_ALLOWED_ORIGINS = env_list("MCP_ALLOWED_ORIGINS", [])
 AUTOMATION["BREAKER_COOLDOWN_SECONDS"] = env_int("AUTOMATION_BREAKER_COOLDOWN_SECONDS", 900, minimum=60)
 # An organization's runs deliver for this long at a time; when other organizations' work waits
 # they then hand the rest to another task (automation/fairness.py): a slow provider or a stalling
@@ -544,7 +548,9 @@ LOGGING: dict[str, Any] = {
     # Django's own "django" logger has a console handler of its own; without propagate=False
     # every request warning would be printed twice (once by it, once by the root).
     # httpx logs every request at INFO (webhook and AI calls): their outcome is on the step.
+    # The MCP SDK logs each request's session start and end at INFO (crm_automation.mcp logs the call).
     "loggers": {"django-q": {"level": env_str("Q_LOG_LEVEL", "WARNING")}, "httpx": {"level": "WARNING"},
+                "mcp": {"level": "WARNING"},
                 "django": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO"), "propagate": False}},
 }
 

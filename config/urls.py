@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.decorators.cache import cache_control
 from django.views.generic import RedirectView
 
+from crm_automation.api.mcp_server.http import mcp_endpoint
 from crm_automation.web.views import health, metrics
 
 
@@ -19,6 +20,7 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/crm/automation/", permanent=False)),  # where ops teams start
     path("admin/", admin.site.urls),
     path("api/v1/", include("crm_automation.api.urls")),
+    path("mcp", mcp_endpoint, name="mcp"),  # the MCP server over streamable HTTP (api/mcp_server/)
     path("crm/automation", RedirectView.as_view(url="/crm/automation/", permanent=False)),
     path("crm/automation/", include("crm_automation.web.urls")),
     path("metrics", metrics.metrics, name="metrics"),

@@ -43,4 +43,7 @@ class ApiRootView(APIView):
                 "me": link("me"),
             },
             "resources": {name: link(url_name) for name, url_name in RESOURCES},
+            "mcp": {"url": request.build_absolute_uri("/mcp"), "calls": link("mcp-calls"),
+                    "how": "The MCP server (streamable HTTP; `manage.py mcp_stdio` for stdio): send "
+                           "`Authorization: Bearer <key>` of a token made with `scopes` (read, draft, run)."},
         })

@@ -1,7 +1,8 @@
 """Where a change comes from (docs/product.md#bulk-operations): every recorded change carries its
 source, and a change made as part of a bulk operation carries the operation and its size.
 
-Sources: ``user`` (a person in the admin or the pages), ``api`` (the REST API), ``import`` and
+Sources: ``user`` (a person in the admin or the pages), ``api`` (the REST API and the MCP
+server's tools), ``import`` and
 ``bulk`` (an import command or a bulk service/admin action), ``workflow`` (a workflow's step;
 also a run a schedule started), ``system`` (anything else: the shell, migrations).
 

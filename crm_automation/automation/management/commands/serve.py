@@ -76,6 +76,7 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"\nReady: http://{addr}/crm/automation/  {self._login_hint()}"))
         self.stdout.write(f"Records and settings (Django admin): http://{addr}/admin/")
         self.stdout.write(f"API: http://{addr}/api/v1/ (docs: http://{addr}/api/v1/docs/)")
+        self.stdout.write(f"MCP server for AI assistants: http://{addr}/mcp (README: MCP)")
         self.stdout.write("Web server and workers are running. Press Ctrl-C to stop both.\n")
 
     @staticmethod
