@@ -15,7 +15,13 @@ from django.db import transaction
 
 from crm_automation.automation import plans, workflow_templates
 from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowStatus
-from crm_automation.automation.services.workflows import workflow_create, workflow_transition
+from crm_automation.automation.services.shadow import workflow_set_mode
+from crm_automation.automation.services.workflows import (
+    workflow_create,
+    workflow_publish,
+    workflow_transition,
+    workflow_update,
+)
 from crm_automation.automation.triggers.manual import workflow_start
 from crm_automation.crm.changes import DEAL_STAGE_CHANGE
 from crm_automation.crm.models import (
@@ -239,6 +245,7 @@ class Command(BaseCommand):
         self._contact_change_workflow(org, user)
         self._bulk_and_ai_workflows(org, user)
         self._projects_and_events(org, user, stages)
+        self._rollout_and_shadow(org, user)
         self._history(org, stages, user)
         self.stdout.write(self.style.SUCCESS("Demo data ready. Log in as 'demo' at /crm/automation/ "
                                              "(the admin, /admin/, is for records and settings)."))
@@ -278,6 +285,32 @@ class Command(BaseCommand):
                                        trigger_type=trigger, trigger_config=config, actions=actions)
             workflow_transition(workflow_id=workflow.pk, name="activate", by=user)
             self.step(f"workflow '{name}' (activated)")
+
+    def _rollout_and_shadow(self, org, user) -> None:
+        """A new version of "Big deal alert" rolling out to a quarter of the deals (raised on a
+        schedule), and a workflow trying itself out in shadow mode (every effect previewed)."""
+        alert = Workflow.objects.filter(organization=org, name="Big deal alert").first()
+        if alert is not None and not alert.rollouts.exists():
+            actions = [{**action, "config": {**action["config"], "title": "Big deal: {{deal.title}} is now "
+                                                                       "{{deal.amount}}"}}
+                       if action["type"] == "notify" else action for action in alert.definition["actions"]]
+            workflow_update(workflow_id=alert.pk, by=user, actions=actions)
+            workflow_publish(workflow_id=alert.pk, by=user, share=25,
+                             steps=[{"percent": 50, "after_hours": 24}, {"percent": 100, "after_hours": 24}])
+            self.step("'Big deal alert' version 2 rolling out to 25 % of the deals (50 % tomorrow, all the day after)")
+        if not Workflow.objects.filter(organization=org, name="Lost deal follow-up").exists():
+            lost = workflow_create(
+                organization=org, name="Lost deal follow-up", by=user,
+                description="Trying itself out in shadow mode: what it would do to each lost deal is previewed.",
+                trigger_type="deal_stage_change", trigger_config={"to_stage": "lost"},
+                actions=[{"type": "create_task", "label": "Ask why", "config": {
+                    "title": "Ask {{deal.contact.first_name}} why we lost {{deal.title}}", "assignee": "owner"}},
+                         {"type": "send_email", "label": "Keep in touch", "config": {
+                             "to": "{{deal.contact.email}}", "subject": "Thank you for considering us",
+                             "body": "Hi {{deal.contact.first_name}}, we would love to stay in touch."}}])
+            workflow_transition(workflow_id=lost.pk, name="activate", by=user)
+            workflow_set_mode(workflow_id=lost.pk, by=user, mode="shadow")
+            self.step("workflow 'Lost deal follow-up' (activated, in shadow mode: nothing is sent)")
 
     def _field_change_workflow(self, org, user) -> None:
         """A record-updated trigger with crossing semantics: fires once when a deal's amount
