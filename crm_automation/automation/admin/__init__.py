@@ -1,1 +1,1 @@
-from crm_automation.automation.admin import ai_calls, bulk_holds, history, record_panels, workflows  # noqa: F401,E501  (registers)
+from crm_automation.automation.admin import ai_calls, bulk_holds, history, prices, record_panels, workflows  # noqa: F401,E501  (registers)

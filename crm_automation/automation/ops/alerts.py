@@ -6,7 +6,8 @@ Checked every minute (tasks.watch, its own schedule), from recent runs only (the
   95 % a warning, below 80 % critical (a warning that turns critical is told again);
 - slowness: the median duration of that hour more than twice the workflow's baseline (the
   median of up to 1,000 runs before the hour);
-- backlog: more than 1,000 events of an organization waiting to be processed.
+- backlog: more than 1,000 events of an organization waiting to be processed;
+- slow runs, a day's volume, the error rate of the last ten minutes: run_alerts.py.
 
 An incident stays open while its condition holds (one AlertIncident row, unique while open) and
 closes by itself when it no longer does; the list page shows the open ones.
@@ -156,7 +157,10 @@ def _watch_backlog(now: datetime) -> None:
 
 
 def check(now: datetime | None = None) -> None:
-    """One pass (the sweep's)."""
+    """One pass (the sweep's): these alerts, then run_alerts' (slow runs, volume, error rate)."""
+    from crm_automation.automation.ops import run_alerts  # (it builds on this module)
+
     now = now or timezone.now()
     _watch_workflows(now)
     _watch_backlog(now)
+    run_alerts.check(now)
