@@ -14,7 +14,7 @@ from crm_automation.api.parsers import BoundedJSONParser
 from crm_automation.api.refusals import BAD_INPUT, FORBIDDEN
 from crm_automation.api.tenancy import organization_of
 from crm_automation.automation.models import UnitPrices
-from crm_automation.automation.ops.costs import prices_of
+from crm_automation.automation.ops.costs import plain, prices_of
 from crm_automation.automation.services.monitoring import PRICE_FIELDS, unit_prices_set
 
 
@@ -30,7 +30,7 @@ class PricesSerializer(serializers.Serializer):
 
 
 def _shown(prices: UnitPrices) -> dict:
-    return {**{name: str(getattr(prices, name)) for name in PRICE_FIELDS},
+    return {**{name: plain(getattr(prices, name)) for name in PRICE_FIELDS},
             "updated_at": prices.updated_at.isoformat() if prices.updated_at else None}
 
 

@@ -80,6 +80,11 @@ class Month:
                 "costs": {**self.costs, "total": self.total_cost}}
 
 
+def plain(price: Decimal | int) -> str:
+    """A price as people write it: 0.01, not 0.010000 (the column's places) nor 1E+2."""
+    return format(Decimal(price).normalize(), "f")
+
+
 def prices_of(organization_id: int) -> UnitPrices:
     """The organization's unit prices; all 0 until an admin sets them (not saved here)."""
     return UnitPrices.objects.filter(organization_id=organization_id).first() or UnitPrices(

@@ -29,11 +29,6 @@ def usage_rows(usage: costs.Usage, cost: dict[str, Decimal]) -> list[tuple[str, 
     return [(label, getattr(usage, kind), cost[kind]) for kind, label in USAGE_LABELS.items()]
 
 
-def plain(price: Decimal) -> str:
-    """0.01, not 0.010000 (the column's places) nor 1E+2 (normalize's)."""
-    return format(price.normalize(), "f")
-
-
 @require_http_methods(["GET", "POST"])
 @org_page
 def prices_page(request):
@@ -49,7 +44,7 @@ def prices_page(request):
     month = costs.organization_month(organization)
     return render(request, "web/prices.html", {
         "place": request.place, "section": "prices", "month": month, "rows": usage_rows(month.usage, month.costs),
-        "prices": [(name, PRICE_LABELS[name], plain(getattr(prices, name))) for name in PRICE_FIELDS]})
+        "prices": [(name, PRICE_LABELS[name], costs.plain(getattr(prices, name))) for name in PRICE_FIELDS]})
 
 
 @require_POST
