@@ -176,3 +176,19 @@ def test_an_email_step_records_its_run(org, owner, deal):
     drain()
     run = WorkflowRun.objects.get(workflow=workflow)
     assert EmailMessage.objects.get(automation_key__startswith=f"run:{run.pk}:").run_id == run.pk
+
+
+def test_admins_set_prices_in_the_admin_ops_read_them(org, owner, teammate):
+    url = "/admin/automation/unitprices/add/"
+    assert page(teammate).get(url).status_code == 403
+    form = {"organization": org.pk, "email": "-1", "sms_segment": "0", "ai_1k_tokens": "0", "webhook_call": "0"}
+    answer = page(owner).post(url, form)
+    assert answer.status_code == 200 and "must not be negative" in answer.content.decode()
+    assert not UnitPrices.objects.exists()
+    page(owner).post(url, {**form, "email": "0.02"})
+    prices = UnitPrices.objects.get()
+    assert (prices.email, prices.updated_by) == (Decimal("0.02"), owner)
+    assert page(teammate).get(f"/admin/automation/unitprices/{prices.pk}/change/").status_code == 200
+    page(teammate).post(f"/admin/automation/unitprices/{prices.pk}/change/", {**form, "email": "5"})
+    prices.refresh_from_db()
+    assert prices.email == Decimal("0.02")

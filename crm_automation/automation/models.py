@@ -72,7 +72,7 @@ class Workflow(models.Model):
     last_run_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Reporting, not behaviour (so not in the document, not versioned): the minutes of manual
     # work one completed run replaces (ops/costs.py counts hours saved); 0 counts nothing.
-    minutes_saved = models.PositiveIntegerField(default=0, db_default=0, editable=False, help_text=(
+    minutes_saved = models.PositiveIntegerField(default=0, db_default=0, help_text=(
         "Minutes of manual work one completed run replaces (0: not counted)."))
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",

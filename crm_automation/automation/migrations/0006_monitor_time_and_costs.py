@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='workflow',
             name='minutes_saved',
-            field=models.PositiveIntegerField(db_default=0, default=0, editable=False, help_text='Minutes of manual work one completed run replaces (0: not counted).'),
+            field=models.PositiveIntegerField(db_default=0, default=0, help_text='Minutes of manual work one completed run replaces (0: not counted).'),
         ),
         migrations.CreateModel(
             name='UnitPrices',
