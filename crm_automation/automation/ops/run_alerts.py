@@ -1,5 +1,5 @@
-"""The rest of the ops guide's alert thresholds (seed 003: "execution time > 30 seconds", "daily
-executions > 150 % of normal volume", "error rate > 50 % over 10 minutes"), raised and told as
+"""The rest of the alert thresholds of docs/product.md#kpis-and-alerts (a run longer than 30 s, a
+day above 150 % of the normal volume, an error rate over 50 % in 10 minutes), raised and told as
 alerts.py's are (an AlertIncident, an in-app notification and an email to each admin), on the same
 minute's schedule (tasks.watch), from recent runs only:
 
