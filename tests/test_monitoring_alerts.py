@@ -133,6 +133,23 @@ def test_a_day_above_150_percent_of_the_normal_warns_once(workflow, owner, setti
     assert told(owner) == 1
 
 
+def test_a_volume_alert_is_raised_once_a_day(workflow, owner, settings):
+    alert_settings(settings, VOLUME_MIN_RUNS=1)
+    _history(workflow, per_day=10)
+    make_runs(workflow, 16, started=timezone.now())
+    alerting.check()
+    alert_settings(settings, VOLUME_MIN_RUNS=1, VOLUME_FACTOR=2.0)  # 16 is no longer a spike: it closes
+    alerting.check()
+    assert AlertIncident.objects.get().closed_at is not None
+    alert_settings(settings, VOLUME_FACTOR=1.5)  # and is one again, the same day
+    alerting.check()
+    assert AlertIncident.objects.count() == 1 and told(owner) == 1
+    yesterday = run_alerts._day_start(timezone.now(), "UTC") - timedelta(seconds=1)
+    AlertIncident.objects.update(opened_at=yesterday)  # as if it had been yesterday's
+    alerting.check()
+    assert AlertIncident.objects.filter(closed_at__isnull=True).count() == 1 and told(owner) == 2
+
+
 def test_too_little_history_is_no_normal(workflow, settings):
     alert_settings(settings, VOLUME_MIN_RUNS=1)
     _history(workflow, per_day=10, days=6)  # ran on 6 of the 14 days: fewer than VOLUME_MIN_DAYS (7)

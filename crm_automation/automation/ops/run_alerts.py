@@ -5,7 +5,8 @@ minute's schedule (tasks.watch), from recent runs only:
 
 - slow_run (critical): runs started in the last hour that took more than SLOW_RUN_SECONDS
   (30 s) from start to finish, leaving out runs that parked by design (a wait, a question to a
-  person, a sub-workflow, an SMS waiting for its reply): their time is waiting, not work;
+  person, a sub-workflow, an SMS waiting for its reply): their time is waiting, not work. A
+  step's retries after failures do count: whoever waits on the run waited for them;
 - volume (warning): today's runs (the organization's day) above VOLUME_FACTOR (150 %) of the
   median of the previous 14 days' daily counts. Only workflows that ran on at least
   VOLUME_MIN_DAYS (7) of those days have a "normal" to compare with, and a day of fewer than
@@ -15,8 +16,9 @@ minute's schedule (tasks.watch), from recent runs only:
   ERROR_WINDOW_SECONDS (10 minutes) failed, once at least ERROR_MIN_RUNS (10) of them finished.
 
 Once per window, no storms: an incident stays open while its condition holds (alerts.py), and
-after it closes the same alert about the same workflow is not raised again until its window has
-passed since it was last opened (an hour, a day, ten minutes).
+after it closes the same alert about the same workflow is not raised again within its window: an
+hour since it was last opened (slow runs), ten minutes (the error rate), the same day of the
+organization (volume).
 """
 
 import statistics
@@ -47,12 +49,12 @@ PARKING_TYPES = ("wait", USER_INPUT, "sub_workflow")  # steps that park their ru
 FAILED = (RunStatus.FAILED, RunStatus.PARTIAL)
 
 
-def _raise(workflow: Workflow, kind: str, level: str, window: timedelta, detail: str, title: str,
+def _raise(workflow: Workflow, kind: str, level: str, window_start: datetime, detail: str, title: str,
            link: str, now: datetime) -> None:
-    """Open the incident unless one about the same workflow and kind was opened within the window
+    """Open the incident unless one about the same workflow and kind was opened in this window
     (closed since, or still open: then alerts._open leaves it as it is)."""
     recent = AlertIncident.objects.filter(organization_id=workflow.organization_id, workflow=workflow, kind=kind,
-                                          opened_at__gt=now - window, closed_at__isnull=False)
+                                          opened_at__gt=window_start, closed_at__isnull=False)
     if not recent.exists():
         _open(workflow.organization_id, workflow, kind, level, detail, title, link, now)
 
@@ -85,7 +87,7 @@ def _watch_slow_runs(now: datetime) -> None:
                       slow.filter(workflow=workflow).values_list("started_at", "finished_at")[:1000] if finished)
         detail = (f"{count} run(s) of “{workflow.name}” in the last hour took longer than {limit.seconds} s "
                   f"(the slowest {slowest:.0f} s).")
-        _raise(workflow, SLOW_RUN, CRITICAL, SLOW_WINDOW, detail,
+        _raise(workflow, SLOW_RUN, CRITICAL, now - SLOW_WINDOW, detail,
                f"Critical: runs of “{workflow.name}” take longer than {limit.seconds} s", _runs_link(workflow), now)
 
 
@@ -137,7 +139,7 @@ def _watch_volume(now: datetime) -> None:
         detail = (f"“{workflow.name}” has run {count:,} times or more today, above "
                   f"{100 * conf['VOLUME_FACTOR']:.0f} % of its normal {normal:g} runs a day (the median of the "
                   f"previous {HISTORY_DAYS} days).")
-        _raise(workflow, VOLUME, WARNING, VOLUME_WINDOW, detail,
+        _raise(workflow, VOLUME, WARNING, today, detail,
                f"Warning: “{workflow.name}” runs far more often than usual today", _runs_link(workflow), now)
 
 
@@ -159,7 +161,7 @@ def _watch_error_rate(now: datetime) -> None:
         rate = row["failed"] / row["runs"]
         detail = (f"{row['failed']} of the {row['runs']} runs of “{workflow.name}” in the last {minutes} minutes "
                   f"failed ({100 * rate:.0f} %, more than {100 * conf['ERROR_RATE']:.0f} %).")
-        _raise(workflow, ERROR_RATE, CRITICAL, window, detail,
+        _raise(workflow, ERROR_RATE, CRITICAL, now - window, detail,
                f"Critical: {100 * rate:.0f} % of the runs of “{workflow.name}” fail", _runs_link(workflow, "failed"),
                now)
 
