@@ -160,6 +160,8 @@ def test_the_costs_page(owner, viewer, outsider, org, workflow, month):
     html = page(viewer).get("/crm/automation/costs/").content.decode()
     assert "3.0 hours saved" in html and "<strong>4.28</strong>" in html  # with Other's email: 0.01 more
     assert 'name="email"' not in html
+    kickoff = html.index(f'/crm/automation/workflows/{workflow.pk}/health/">Kickoff</a></td><td>3.0</td><td>4.27<')
+    assert kickoff < html.index(">Other</a></td><td>0.0</td><td>0.01<")  # most saved first
     assert "3.0 hours saved" in page(viewer).get("/crm/automation/").content.decode()
     assert "0.0 hours saved" in page(outsider).get("/crm/automation/costs/").content.decode()  # their own: nothing
 
@@ -192,3 +194,16 @@ def test_admins_set_prices_in_the_admin_ops_read_them(org, owner, teammate):
     page(teammate).post(f"/admin/automation/unitprices/{prices.pk}/change/", {**form, "email": "5"})
     prices.refresh_from_db()
     assert prices.email == Decimal("0.02")
+
+
+def test_the_minutes_are_set_in_the_workflow_admin_too(org, owner):
+    from tests.admin_helpers import workflow_form_data
+
+    workflow = make_workflow(org, name="Kickoff")  # live: its document is not touched by this
+    client = page(owner)
+    url = f"/admin/automation/workflow/{workflow.pk}/change/"
+    assert client.post(url, workflow_form_data(client, workflow, minutes_saved="-3")).status_code == 200  # refused
+    assert Workflow.objects.get(pk=workflow.pk).minutes_saved == 0
+    assert client.post(url, workflow_form_data(client, workflow, minutes_saved="25")).status_code == 302
+    saved = Workflow.objects.get(pk=workflow.pk)
+    assert (saved.minutes_saved, saved.draft_revision, saved.version) == (25, workflow.draft_revision, 1)

@@ -136,26 +136,48 @@ def workflow_month(workflow: Workflow, now: datetime | None = None) -> Month:
 
 
 @dataclass
+class WorkflowShare:
+    workflow_id: int
+    name: str
+    hours_saved: Decimal
+    cost: Decimal
+
+
+@dataclass
 class OrganizationMonth:
     since: datetime
     hours_saved: Decimal
     usage: Usage
     costs: dict[str, Decimal]
+    workflows: list[WorkflowShare] = field(default_factory=list)  # those that saved or cost something
 
     @property
     def total_cost(self) -> Decimal:
         return sum(self.costs.values(), Decimal("0.00"))
 
 
+def _hours(minutes: int) -> Decimal:
+    return (Decimal(minutes) / 60).quantize(Decimal("0.1"))
+
+
 def organization_month(organization: Organization, now: datetime | None = None) -> OrganizationMonth:
-    """All the organization's workflows together this month."""
+    """All the organization's workflows together this month, and each one's share (most first)."""
     since = month_start(organization, now)
+    prices = prices_of(organization.pk)
     minutes = dict(Workflow.objects.filter(organization=organization).filter(~Q(minutes_saved=0))
                    .values_list("pk", "minutes_saved"))
-    saved = sum(n * minutes.get(workflow_id, 0) for workflow_id, n in _completed_runs(organization.pk, since).items())
+    saved = {workflow_id: n * minutes.get(workflow_id, 0)
+             for workflow_id, n in _completed_runs(organization.pk, since).items()}
+    used = usage_by_workflow(organization.pk, since)
     usage = Usage()
-    for each in usage_by_workflow(organization.pk, since).values():
+    for each in used.values():
         for kind in KINDS:
             setattr(usage, kind, getattr(usage, kind) + getattr(each, kind))
-    return OrganizationMonth(since=since, hours_saved=(Decimal(saved) / 60).quantize(Decimal("0.1")), usage=usage,
-                             costs=usage.costs(prices_of(organization.pk)))
+    names = dict(Workflow.objects.filter(organization=organization, pk__in=set(saved) | set(used))
+                 .values_list("pk", "name"))
+    shares = [WorkflowShare(workflow_id, name, _hours(saved.get(workflow_id, 0)),
+                            sum(used.get(workflow_id, Usage()).costs(prices).values(), Decimal("0.00")))
+              for workflow_id, name in names.items()]
+    shares.sort(key=lambda share: (-share.hours_saved, -share.cost, share.name))
+    return OrganizationMonth(since=since, hours_saved=_hours(sum(saved.values())), usage=usage,
+                             costs=usage.costs(prices), workflows=shares)
