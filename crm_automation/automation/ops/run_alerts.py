@@ -39,7 +39,7 @@ from crm_automation.automation.models import (
     WorkflowStatus,
 )
 from crm_automation.automation.nodes.approval import USER_INPUT
-from crm_automation.automation.ops.alerts import CRITICAL, WARNING, _close, _conf, _open
+from crm_automation.automation.ops.alerts import CRITICAL, WARNING, alert_conf, close_incident, open_incident
 
 SLOW_RUN, VOLUME, ERROR_RATE = "slow_run", "volume", "error_rate"
 SLOW_WINDOW = timedelta(hours=1)
@@ -52,11 +52,11 @@ FAILED = (RunStatus.FAILED, RunStatus.PARTIAL)
 def _raise(workflow: Workflow, kind: str, level: str, window_start: datetime, detail: str, title: str,
            link: str, now: datetime) -> None:
     """Open the incident unless one about the same workflow and kind was opened in this window
-    (closed since, or still open: then alerts._open leaves it as it is)."""
+    (closed since, or still open: then alerts.open_incident leaves it as it is)."""
     recent = AlertIncident.objects.filter(organization_id=workflow.organization_id, workflow=workflow, kind=kind,
                                           opened_at__gt=window_start, closed_at__isnull=False)
     if not recent.exists():
-        _open(workflow.organization_id, workflow, kind, level, detail, title, link, now)
+        open_incident(workflow.organization_id, workflow, kind, level, detail, title, link, now)
 
 
 def _runs_link(workflow: Workflow, status: str = "") -> str:
@@ -70,7 +70,7 @@ def _open_about(kind: str) -> set[int]:
 
 # --- Slow runs ----------------------------------------------------------------------------------
 def _watch_slow_runs(now: datetime) -> None:
-    limit = timedelta(seconds=_conf()["SLOW_RUN_SECONDS"])
+    limit = timedelta(seconds=alert_conf()["SLOW_RUN_SECONDS"])
     parked = WorkflowRunAction.objects.filter(run=OuterRef("pk")).filter(
         Q(action_type__in=PARKING_TYPES) | Q(action_type="send_sms", result__has_key="reply_by"))
     slow = (WorkflowRun.objects.filter(started_at__gte=now - SLOW_WINDOW, finished_at__isnull=False, simulated=False,
@@ -81,7 +81,7 @@ def _watch_slow_runs(now: datetime) -> None:
     for workflow in Workflow.objects.filter(pk__in=set(counts) | _open_about(SLOW_RUN)):
         count = counts.get(workflow.pk, 0)
         if not count:
-            _close(workflow.organization_id, workflow.pk, SLOW_RUN, now)
+            close_incident(workflow.organization_id, workflow.pk, SLOW_RUN, now)
             continue
         slowest = max((finished - started).total_seconds() for started, finished in
                       slow.filter(workflow=workflow).values_list("started_at", "finished_at")[:1000] if finished)
@@ -113,11 +113,11 @@ def normal_daily_runs(workflow: Workflow, today: datetime) -> float | None:
         per_day = [row["n"] for row in rows]
         found = {"days": len(per_day), "median": statistics.median(per_day + [0] * (HISTORY_DAYS - len(per_day)))}
         cache.set(key, found, timeout=int(VOLUME_WINDOW.total_seconds()))
-    return found["median"] if found["days"] >= _conf()["VOLUME_MIN_DAYS"] else None
+    return found["median"] if found["days"] >= alert_conf()["VOLUME_MIN_DAYS"] else None
 
 
 def _watch_volume(now: datetime) -> None:
-    conf = _conf()
+    conf = alert_conf()
     candidates = (Workflow.objects.filter(status=WorkflowStatus.ACTIVATED, last_run_at__gte=now - VOLUME_WINDOW)
                   .select_related("organization"))
     watched = {w.pk: w for w in candidates}
@@ -128,13 +128,13 @@ def _watch_volume(now: datetime) -> None:
         normal = normal_daily_runs(workflow, today)
         above = max(conf["VOLUME_MIN_RUNS"], int(conf["VOLUME_FACTOR"] * normal) + 1) if normal else None
         if above is None:
-            _close(workflow.organization_id, workflow.pk, VOLUME, now)
+            close_incident(workflow.organization_id, workflow.pk, VOLUME, now)
             continue
         # Counted up to the threshold only: a day of a million runs costs what one at the threshold does.
         count = (WorkflowRun.objects.filter(workflow=workflow, simulated=False, started_at__gte=today)
                  .values("pk")[:above].count())
         if count < above:
-            _close(workflow.organization_id, workflow.pk, VOLUME, now)
+            close_incident(workflow.organization_id, workflow.pk, VOLUME, now)
             continue
         detail = (f"“{workflow.name}” has run {count:,} times or more today, above "
                   f"{100 * conf['VOLUME_FACTOR']:.0f} % of its normal {normal:g} runs a day (the median of the "
@@ -145,7 +145,7 @@ def _watch_volume(now: datetime) -> None:
 
 # --- Error rate ---------------------------------------------------------------------------------
 def _watch_error_rate(now: datetime) -> None:
-    conf = _conf()
+    conf = alert_conf()
     window = timedelta(seconds=conf["ERROR_WINDOW_SECONDS"])
     finished = (WorkflowRun.objects.filter(started_at__gte=now - window, finished_at__isnull=False, simulated=False,
                                            workflow__status=WorkflowStatus.ACTIVATED)
@@ -156,7 +156,7 @@ def _watch_error_rate(now: datetime) -> None:
     for workflow in Workflow.objects.filter(pk__in=set(stats) | _open_about(ERROR_RATE)):
         row = stats.get(workflow.pk, {"runs": 0, "failed": 0})
         if row["runs"] < conf["ERROR_MIN_RUNS"] or row["failed"] / row["runs"] <= conf["ERROR_RATE"]:
-            _close(workflow.organization_id, workflow.pk, ERROR_RATE, now)
+            close_incident(workflow.organization_id, workflow.pk, ERROR_RATE, now)
             continue
         rate = row["failed"] / row["runs"]
         detail = (f"{row['failed']} of the {row['runs']} runs of “{workflow.name}” in the last {minutes} minutes "
