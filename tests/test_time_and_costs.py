@@ -207,3 +207,15 @@ def test_the_minutes_are_set_in_the_workflow_admin_too(org, owner):
     assert client.post(url, workflow_form_data(client, workflow, minutes_saved="25")).status_code == 302
     saved = Workflow.objects.get(pk=workflow.pk)
     assert (saved.minutes_saved, saved.draft_revision, saved.version) == (25, workflow.draft_revision, 1)
+
+
+def test_emails_written_before_the_column_get_their_run_from_their_key(org):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("crm_automation.crm.migrations.0012_monitor_email_run_id")
+    made = [EmailMessage.objects.create(organization=org, to="a@example.com", subject="s", automation_key=key)
+            for key in ("run:42:node:send", "run:x:node:send", None)]
+    migration.backfill(apps, None)
+    assert [EmailMessage.objects.get(pk=e.pk).run_id for e in made] == [42, None, None]

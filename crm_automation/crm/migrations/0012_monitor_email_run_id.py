@@ -13,10 +13,9 @@ def backfill(apps, schema_editor):
                     .order_by("pk").values_list("pk", "automation_key")[:BATCH])
         if not rows:
             return
-        for pk, key in rows:
-            run = key.split(":")[1]
-            if run.isdigit():
-                EmailMessage.objects.filter(pk=pk).update(run_id=int(run))
+        found = [EmailMessage(pk=pk, run_id=int(key.split(":")[1])) for pk, key in rows
+                 if key.split(":")[1].isdigit()]
+        EmailMessage.objects.bulk_update(found, ["run_id"])  # one UPDATE a batch
         last = rows[-1][0]
 
 
