@@ -337,6 +337,13 @@ class AlertSettings(TypedDict):
     CRITICAL_SUCCESS_RATE: float
     SLOW_FACTOR: float
     BACKLOG: int
+    SLOW_RUN_SECONDS: int
+    VOLUME_FACTOR: float
+    VOLUME_MIN_DAYS: int
+    VOLUME_MIN_RUNS: int
+    ERROR_WINDOW_SECONDS: int
+    ERROR_RATE: float
+    ERROR_MIN_RUNS: int
 
 
 class AutomationSettings(TypedDict, total=False):
@@ -388,6 +395,18 @@ AUTOMATION["ALERTS"] = {
     "CRITICAL_SUCCESS_RATE": env_float("AUTOMATION_ALERT_CRITICAL_SUCCESS_RATE", 0.80),
     "SLOW_FACTOR": env_float("AUTOMATION_ALERT_SLOW_FACTOR", 2.0, low=1.0, high=100.0),
     "BACKLOG": env_int("AUTOMATION_ALERT_BACKLOG", 1000, minimum=1),
+    # automation/ops/run_alerts.py: a run at work longer than this (critical);
+    "SLOW_RUN_SECONDS": env_int("AUTOMATION_ALERT_SLOW_RUN_SECONDS", 30, minimum=1),
+    # today's runs above this × the median of the previous 14 days' daily counts (warning), for
+    # workflows that ran on at least VOLUME_MIN_DAYS of those days, once today's reach VOLUME_MIN_RUNS;
+    "VOLUME_FACTOR": env_float("AUTOMATION_ALERT_VOLUME_FACTOR", 1.5, low=1.0, high=100.0),
+    "VOLUME_MIN_DAYS": env_int("AUTOMATION_ALERT_VOLUME_MIN_DAYS", 7, minimum=1),
+    "VOLUME_MIN_RUNS": env_int("AUTOMATION_ALERT_VOLUME_MIN_RUNS", 20, minimum=1),
+    # more than ERROR_RATE of the runs started in the last ERROR_WINDOW_SECONDS failed, of at
+    # least ERROR_MIN_RUNS finished (critical).
+    "ERROR_WINDOW_SECONDS": env_int("AUTOMATION_ALERT_ERROR_WINDOW_SECONDS", 600, minimum=60),
+    "ERROR_RATE": env_float("AUTOMATION_ALERT_ERROR_RATE", 0.5, low=0.0, high=1.0),
+    "ERROR_MIN_RUNS": env_int("AUTOMATION_ALERT_ERROR_MIN_RUNS", 10, minimum=1),
 }
 # The address links in emails start with (alerts, notifications).
 SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")

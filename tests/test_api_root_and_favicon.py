@@ -18,7 +18,8 @@ def test_the_api_root_lists_the_docs_and_every_resource_without_a_login():
     assert root["schema"] == "http://testserver/api/v1/schema/"
     assert root["authentication"]["token"] == "http://testserver/api/v1/auth/token/"
     assert set(root["resources"]) == {"workflows", "runs", "approvals", "deals", "leads", "contacts", "tasks",
-                                      "stages", "webhook_endpoints", "lifecycle_events", "event_subscriptions"}
+                                      "stages", "webhook_endpoints", "lifecycle_events", "event_subscriptions",
+                                      "prices"}
     assert root["resources"]["workflows"] == "http://testserver/api/v1/workflows/"
 
 

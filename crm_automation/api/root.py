@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 RESOURCES = (
     ("workflows", "workflow-list"), ("runs", "run-list"), ("approvals", "approval-list"),
     ("deals", "deal-list"), ("leads", "lead-list"), ("contacts", "contact-list"), ("tasks", "task-list"),
-    ("stages", "stage-list"), ("webhook_endpoints", "webhook-endpoint-list"),
+    ("stages", "stage-list"), ("webhook_endpoints", "webhook-endpoint-list"), ("prices", "prices"),
     ("lifecycle_events", "lifecycle-event-list"), ("event_subscriptions", "event-subscription-list"),
 )
 

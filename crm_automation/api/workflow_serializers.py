@@ -18,7 +18,7 @@ from crm_automation.crm.selectors import RECORD_MODELS, record_in
 
 # What GET adds to the document: a body sent back as it was read is still a valid document.
 READ_ONLY = ("status", "trigger_type", "version", "draft_revision", "has_unpublished_changes", "allows_deletion",
-             "run_count",
+             "minutes_saved", "run_count",
              "success_count", "failure_count", "success_rate", "median_duration_ms", "last_run_at",
              "created_at", "updated_at", "_status")
 
@@ -75,6 +75,8 @@ class WorkflowSerializer(serializers.Serializer):
     has_unpublished_changes = serializers.BooleanField(read_only=True)
     allows_deletion = serializers.BooleanField(read_only=True, help_text="An admin allowed its “Delete a record” "
                                                                          "steps (POST …/allow-deletion/).")
+    minutes_saved = serializers.IntegerField(read_only=True, help_text="Minutes of manual work one completed run "
+                                                                       "replaces (POST …/time-saved/); 0: not counted.")
     run_count = serializers.IntegerField(read_only=True)
     success_count = serializers.IntegerField(read_only=True)
     failure_count = serializers.IntegerField(read_only=True)
@@ -94,7 +96,7 @@ class WorkflowSerializer(serializers.Serializer):
             "id": workflow.pk, "key": key, **document,
             "status": workflow.status, "trigger_type": workflow.trigger_type, "version": workflow.version,
             "draft_revision": workflow.draft_revision, "has_unpublished_changes": has_unpublished_changes(workflow),
-            "allows_deletion": workflow.allows_deletion,
+            "allows_deletion": workflow.allows_deletion, "minutes_saved": workflow.minutes_saved,
             "run_count": workflow.run_count, "success_count": workflow.success_count,
             "failure_count": workflow.failure_count, "success_rate": rate,
             "median_duration_ms": self.context.get("medians", {}).get(workflow.pk),

@@ -45,9 +45,9 @@ from crm_automation.api.workflow_serializers import (
 )
 from crm_automation.automation.ai import authoring
 from crm_automation.automation.models import Workflow
-from crm_automation.automation.ops import kpis
+from crm_automation.automation.ops import costs, kpis
 from crm_automation.automation.selectors import median_durations, version_labels
-from crm_automation.automation.services import impact
+from crm_automation.automation.services import impact, monitoring
 from crm_automation.automation.services.candidates import workflow_candidates
 from crm_automation.automation.services.simulation import simulate
 from crm_automation.automation.services.versions import (
@@ -109,6 +109,31 @@ class FailureKindSerializer(serializers.Serializer):
         return {"kind": kind, "runs": runs}
 
 
+class UsageSerializer(serializers.Serializer):
+    emails = serializers.IntegerField(help_text="Emails sent.")
+    sms_segments = serializers.IntegerField(help_text="SMS segments sent.")
+    ai_tokens = serializers.IntegerField(help_text="AI tokens (prompt and answer).")
+    webhook_calls = serializers.IntegerField(help_text="Webhook and HTTP requests made (each try).")
+
+
+class CostsSerializer(serializers.Serializer):
+    emails = serializers.DecimalField(max_digits=14, decimal_places=2)
+    sms_segments = serializers.DecimalField(max_digits=14, decimal_places=2)
+    ai_tokens = serializers.DecimalField(max_digits=14, decimal_places=2)
+    webhook_calls = serializers.DecimalField(max_digits=14, decimal_places=2)
+    total = serializers.DecimalField(max_digits=14, decimal_places=2)
+
+
+class MonthSerializer(serializers.Serializer):
+    month_start = serializers.DateTimeField()
+    completed_runs = serializers.IntegerField()
+    minutes_saved_per_run = serializers.IntegerField()
+    hours_saved = serializers.DecimalField(max_digits=14, decimal_places=1,
+                                           help_text="Completed runs × the minutes one replaces, in hours.")
+    usage = UsageSerializer()
+    costs = CostsSerializer()
+
+
 class HealthSerializer(serializers.Serializer):
     runs = serializers.IntegerField(help_text="Runs of all time (the workflow's counter).")
     success_rate_all_time = serializers.FloatField(allow_null=True)
@@ -123,6 +148,8 @@ class HealthSerializer(serializers.Serializer):
     retry_success_rate = serializers.FloatField(allow_null=True)
     backlog = serializers.IntegerField(help_text="The organization's changes waiting to be processed.")
     oldest_waiting_seconds = serializers.FloatField(allow_null=True)
+    month = MonthSerializer(help_text="This month (from the 1st, in the organization's time zone): hours saved "
+                                      "and what the runs used and cost at the organization's unit prices.")
 
 
 class ImpactQuerySerializer(serializers.Serializer):
@@ -385,8 +412,26 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
                            "retries, the organization's backlog", responses={200: HealthSerializer, 404: NOT_YOURS})
     @action(detail=True, methods=["get"])
     def health(self, request, pk=None):
-        figures = kpis.workflow_health(self.get_object())
-        return Response(HealthSerializer({**asdict(figures), "retry_success_rate": figures.retry_success_rate}).data)
+        workflow = self.get_object()
+        figures = kpis.workflow_health(workflow)
+        return Response(HealthSerializer({**asdict(figures), "retry_success_rate": figures.retry_success_rate,
+                                          "month": costs.workflow_month(workflow).as_data()}).data)
+
+    @extend_schema(summary="Set the minutes of manual work one completed run of the workflow replaces",
+                   request=inline_serializer("TimeSaved", {"minutes_saved": serializers.IntegerField(
+                       min_value=0, max_value=monitoring.MAX_MINUTES)}),
+                   description="Ops members and admins; 0 counts nothing. The health shows the hours saved this "
+                               "month.", responses={200: WorkflowSerializer, 400: BAD_INPUT, 403: FORBIDDEN,
+                                                    404: NOT_YOURS})
+    @action(detail=True, methods=["post"], url_path="time-saved", parser_classes=JSON_ONLY)
+    def time_saved(self, request, pk=None):
+        workflow = self.get_object()
+        body = request.data if isinstance(request.data, dict) else {}
+        if "minutes_saved" not in body:
+            raise ValidationError({"minutes_saved": ["required: a whole number of minutes (0: not counted)"]})
+        workflow = monitoring.workflow_set_minutes_saved(workflow_id=workflow.pk, by=request.user,
+                                                         minutes=body["minutes_saved"])
+        return self._respond(workflow)
 
     @extend_schema(summary="What the workflow as saved would have done over the last days' recorded changes "
                            "(nothing is sent). Worked out by a worker: 202 while it is (ask again after "

@@ -3,6 +3,7 @@
 from functools import cached_property
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models.functions import Lower, Now
 from django_fsm import FSMField, transition
@@ -79,6 +80,10 @@ class Workflow(models.Model):
     success_count = models.PositiveIntegerField(default=0, editable=False)
     failure_count = models.PositiveIntegerField(default=0, editable=False)
     last_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Reporting, not behaviour (so not in the document, not versioned): the minutes of manual
+    # work one completed run replaces (ops/costs.py counts hours saved); 0 counts nothing.
+    minutes_saved = models.PositiveIntegerField(default=0, db_default=0, help_text=(
+        "Minutes of manual work one completed run replaces (0: not counted)."))
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
         editable=False,
@@ -484,7 +489,7 @@ class AlertIncident(models.Model):
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, null=True, blank=True, related_name="incidents")
-    kind = models.CharField(max_length=20)  # success_rate, slow, backlog
+    kind = models.CharField(max_length=20)  # success_rate, slow, backlog; slow_run, volume, error_rate
     level = models.CharField(max_length=10)  # warning, critical
     detail = models.TextField()
     opened_at = models.DateTimeField()
@@ -497,6 +502,31 @@ class AlertIncident(models.Model):
 
     def __str__(self) -> str:
         return f"{self.level} {self.kind} ({'open' if self.closed_at is None else 'closed'}): {self.detail}"
+
+
+def _price(help_text: str) -> models.DecimalField:
+    return models.DecimalField(max_digits=12, decimal_places=6, default=0, help_text=help_text,
+                               validators=[MinValueValidator(0, "must not be negative")])
+
+
+class UnitPrices(models.Model):
+    """What an organization pays per unit of what its workflows use (ops/costs.py prices each
+    workflow's month with them). Set by its admins (services/monitoring.py); none set: all 0."""
+
+    organization = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="+")
+    email = _price("Per email sent.")
+    sms_segment = _price("Per SMS segment sent.")
+    ai_1k_tokens = _price("Per 1,000 AI tokens (prompt and answer).")
+    webhook_call = _price("Per webhook or HTTP request made (each try).")
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+", editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "unit prices"
+
+    def __str__(self) -> str:
+        return f"Unit prices of {self.organization}"
 
 
 class AiCallStatus(models.TextChoices):

@@ -616,6 +616,8 @@ class EmailMessage(TenantOwned):
     deal = models.ForeignKey(Deal, on_delete=models.SET_NULL, null=True, blank=True, related_name="emails")
     lead = models.ForeignKey(Lead, on_delete=models.SET_NULL, null=True, blank=True, related_name="emails")
     automation_key = models.CharField(max_length=150, null=True, blank=True, unique=True, editable=False)
+    # The run whose step wrote it (as an SMS's): its workflow's costs count it (automation/ops/costs.py).
+    run_id = models.BigIntegerField(null=True, blank=True, editable=False)
     sending_since = models.DateTimeField(null=True, blank=True, editable=False)
     attempts = models.PositiveSmallIntegerField(default=0, editable=False,
                                                 help_text="How many times it was handed to the provider.")

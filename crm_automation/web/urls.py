@@ -5,6 +5,7 @@ from crm_automation.web.views import (
     approvals,
     builder,
     bulk_holds,
+    costs,
     debugging,
     events,
     fields,
@@ -53,4 +54,6 @@ urlpatterns = [
     path("records/<slug:kind>/<str:pk>/start/", records.record_start, name="record-start"),
     path("records/<slug:kind>/<str:pk>/fields/", records.record_own_fields, name="record-fields"),
     path("start/", records.workflow_start_page, name="workflow-start"),
+    path("costs/", costs.prices_page, name="prices"),
+    path(f"workflows/{ID}/time-saved/", costs.workflow_time_saved, name="time-saved"),
 ]

@@ -3,6 +3,7 @@ from crm_automation.automation.admin import (  # noqa: F401  (registers)
     bulk_holds,
     history,
     lifecycle_events,
+    prices,
     record_panels,
     workflows,
 )

@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from crm_automation.automation.definition import catalog
 from crm_automation.automation.definition.validation import DEFINITION_FIELDS, MAX_ACTIONS, validate_definition
 from crm_automation.automation.models import Workflow, WorkflowStatus
+from crm_automation.automation.services.monitoring import MAX_MINUTES
 from crm_automation.automation.services.workflows import STALE_ACTIONS, editable_values, name_problems
 from crm_automation.crm.admin_forms import ConcurrentEditForm, SafeJSONField
 
@@ -46,6 +47,10 @@ class WorkflowForm(ConcurrentEditForm):
         label="Re-enrollment", choices=Workflow.Reenrollment.choices, initial=Workflow.Reenrollment.NOT_WHILE_RUNNING,
         help_text="Whether a record that already went through this workflow may go through it again.")
     timeout_seconds = forms.IntegerField(initial=60)
+    # Not part of the document (reporting, not behaviour): services.monitoring sets it.
+    minutes_saved = forms.IntegerField(
+        label="Minutes saved per run", min_value=0, max_value=MAX_MINUTES, initial=0, required=False,
+        help_text="Minutes of manual work one completed run replaces (0: not counted); the Health tab adds them up.")
     steps = SafeJSONField(label="Actions", required=False, initial=list, widget=_json_area(12), help_text=STEPS_HELP)
     graph = SafeJSONField(required=False, initial=dict, widget=_json_area(6), help_text=(
         'For workflows that branch: {"trigger": {"id": "trigger", "label": "…"}, "edges": [{"source": "trigger", '
@@ -60,7 +65,8 @@ class WorkflowForm(ConcurrentEditForm):
         super().__init__(*args, **kwargs)
         self.fields["base_revision"].initial = self.instance.draft_revision
         if self.instance.pk:
-            self.initial.update({**editable_values(self.instance), "steps": self.instance.definition["actions"]})
+            self.initial.update({**editable_values(self.instance), "steps": self.instance.definition["actions"],
+                                 "minutes_saved": self.instance.minutes_saved})
         # No maxlength in the page: a browser would cut a longer pasted name without a word;
         # the form refuses it and says how long it is.
         if "name" in self.fields:  # (not on a read-only page)

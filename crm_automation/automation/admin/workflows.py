@@ -11,6 +11,7 @@ from crm_automation.automation.admin.workflow_documents import WorkflowDocumentV
 from crm_automation.automation.admin.workflow_launch import WorkflowLaunchViews
 from crm_automation.automation.definition import catalog, graph
 from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
+from crm_automation.automation.services.monitoring import workflow_set_minutes_saved
 from crm_automation.automation.services.shadow import workflow_set_mode
 from crm_automation.automation.services.versions import workflow_export_yaml
 from crm_automation.automation.services.workflows import (
@@ -69,7 +70,8 @@ class WorkflowAdmin(WorkflowLaunchViews, WorkflowDocumentViews, FSMAdminMixin, O
     fieldsets = [
         (None, {"fields": ("organization", "name", "description", "status", "version", "base_revision")}),
         ("Trigger", {"fields": ("trigger_type", "trigger_config", "conditions", "authoring_help")}),
-        ("Execution", {"fields": ("error_handling", "reenrollment", "timeout_seconds", "allows_deletion")}),
+        ("Execution", {"fields": ("error_handling", "reenrollment", "timeout_seconds", "allows_deletion",
+                                  "minutes_saved")}),
         ("Actions", {"fields": ("steps",)}),
         ("Flow", {"fields": ("flow",)}),
         ("Graph", {"fields": ("graph",), "classes": ("collapse",), "description": (
@@ -180,10 +182,14 @@ class WorkflowAdmin(WorkflowLaunchViews, WorkflowDocumentViews, FSMAdminMixin, O
             changes = {name: value for name, value in form.changes().items() if name in EDITABLE_FIELDS}
             expected = {name: value for name, value in form.expected().items() if name in changes}
             actions = form.cleaned_data["steps"] if "steps" in form.changed_data else None
-            if not changes and actions is None:
-                return
-            workflow = workflow_update(workflow_id=form.instance.pk, by=by, changes=changes, actions=actions,
-                                       expected=expected, expected_revision=form.cleaned_data.get("base_revision"))
+            workflow = form.instance
+            if changes or actions is not None:
+                workflow = workflow_update(workflow_id=form.instance.pk, by=by, changes=changes, actions=actions,
+                                           expected=expected,
+                                           expected_revision=form.cleaned_data.get("base_revision"))
+        if "minutes_saved" in form.changed_data:
+            workflow = workflow_set_minutes_saved(workflow_id=workflow.pk, by=by,
+                                                  minutes=form.cleaned_data["minutes_saved"] or 0)
         form.instance.__dict__.update({k: v for k, v in workflow.__dict__.items() if k != "_state"})
         form.instance._state.adding = False
 

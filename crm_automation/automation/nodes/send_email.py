@@ -55,7 +55,7 @@ class SendEmail(OutboxAction):
             organization_id=ctx.organization_id, to=to, subject=subject[:300],
             body=ctx.render("body", config.get("body", "")),
             deal=linked_deal(ctx.record), lead=linked_lead(ctx.record),
-            status=Status.QUEUED, automation_key=ctx.key,
+            status=Status.QUEUED, automation_key=ctx.key, run_id=ctx.run_id,
         )
 
     @staticmethod

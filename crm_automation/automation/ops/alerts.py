@@ -6,7 +6,8 @@ Checked every minute (tasks.watch, its own schedule), from recent runs only (the
   95 % a warning, below 80 % critical (a warning that turns critical is told again);
 - slowness: the median duration of that hour more than twice the workflow's baseline (the
   median of up to 1,000 runs before the hour);
-- backlog: more than 1,000 events of an organization waiting to be processed.
+- backlog: more than 1,000 events of an organization waiting to be processed;
+- slow runs, a day's volume, the error rate of the last ten minutes: run_alerts.py.
 
 An incident stays open while its condition holds (one AlertIncident row, unique while open) and
 closes by itself when it no longer does; the list page shows the open ones.
@@ -43,10 +44,12 @@ logger = logging.getLogger(__name__)
 
 WARNING, CRITICAL = "warning", "critical"
 SUCCESS, SLOW, BACKLOG = "success_rate", "slow", "backlog"
+# Incidents about a workflow failing too much: each opening is also a workflow.high_failure_rate event.
+FAILURE_KINDS = frozenset({SUCCESS, "error_rate"})
 BASELINE_RUNS = 1000
 
 
-def _conf() -> "AlertSettings":
+def alert_conf() -> "AlertSettings":
     return settings.AUTOMATION["ALERTS"]
 
 
@@ -65,13 +68,13 @@ def _tell(incident: AlertIncident, title: str, link: str) -> None:
 
 def _announce(workflow: Workflow | None, kind: str, level: str, detail: str, figures: dict | None) -> None:
     """A failure-rate incident opened or turned critical is also a lifecycle event (in its transaction)."""
-    if kind == SUCCESS and workflow is not None:
+    if kind in FAILURE_KINDS and workflow is not None:
         lifecycle.workflow_event(LifecycleType.HIGH_FAILURE_RATE, workflow, level=level, detail=detail,
                                  **(figures or {}))
 
 
-def _open(organization_id: int, workflow: Workflow | None, kind: str, level: str, detail: str,
-          title: str, link: str, now: datetime, figures: dict | None = None) -> None:
+def open_incident(organization_id: int, workflow: Workflow | None, kind: str, level: str, detail: str,
+                  title: str, link: str, now: datetime, figures: dict | None = None) -> None:
     """Open the incident, or raise its level; tell the admins when either happens."""
     found = AlertIncident.objects.filter(organization_id=organization_id, workflow=workflow, kind=kind,
                                          closed_at__isnull=True).first()
@@ -93,7 +96,7 @@ def _open(organization_id: int, workflow: Workflow | None, kind: str, level: str
     _tell(incident, title, link)
 
 
-def _close(organization_id: int, workflow_id: int | None, kind: str, now: datetime) -> None:
+def close_incident(organization_id: int, workflow_id: int | None, kind: str, now: datetime) -> None:
     # (None, an organization's own incident, is IS NULL: a Q, as the type checker's lookups leave None out)
     AlertIncident.objects.filter(Q(workflow_id=workflow_id), organization_id=organization_id, kind=kind,
                                  closed_at__isnull=True).update(closed_at=now)
@@ -105,7 +108,7 @@ def _median_seconds(runs) -> float | None:
 
 
 def _watch_workflows(now: datetime) -> None:
-    conf = _conf()
+    conf = alert_conf()
     since = now - timedelta(seconds=conf["WINDOW_SECONDS"])
     finished = (WorkflowRun.objects.filter(started_at__gte=since, finished_at__isnull=False, simulated=False,
                                            workflow__status=WorkflowStatus.ACTIVATED)
@@ -126,20 +129,20 @@ def _watch_workflows(now: datetime) -> None:
                 detail = (f"{row['ok']} of the {row['runs']} runs of “{workflow.name}” in the last hour succeeded "
                           f"({100 * rate:.0f} %; {level} below {100 * conf['WARNING_SUCCESS_RATE']:.0f} % / "
                           f"{100 * conf['CRITICAL_SUCCESS_RATE']:.0f} %).")
-                _open(workflow.organization_id, workflow, SUCCESS, level, detail,
-                      f"{level.capitalize()}: “{workflow.name}” succeeds in {100 * rate:.0f} % of its runs", link, now,
-                      figures={"runs": row["runs"], "failed": row["runs"] - row["ok"],
-                               "failure_rate": round(1 - rate, 3)})
+                open_incident(workflow.organization_id, workflow, SUCCESS, level, detail,
+                              f"{level.capitalize()}: “{workflow.name}” succeeds in {100 * rate:.0f} % of its runs",
+                              link, now, figures={"runs": row["runs"], "failed": row["runs"] - row["ok"],
+                                                  "failure_rate": round(1 - rate, 3)})
             else:
-                _close(workflow.organization_id, workflow.pk, SUCCESS, now)
+                close_incident(workflow.organization_id, workflow.pk, SUCCESS, now)
             _watch_speed(workflow, since, now, link)  # only with enough runs to say anything
         elif row["runs"] == 0:
-            _close(workflow.organization_id, workflow.pk, SUCCESS, now)
-            _close(workflow.organization_id, workflow.pk, SLOW, now)
+            close_incident(workflow.organization_id, workflow.pk, SUCCESS, now)
+            close_incident(workflow.organization_id, workflow.pk, SLOW, now)
 
 
 def _watch_speed(workflow: Workflow, since: datetime, now: datetime, link: str) -> None:
-    conf = _conf()
+    conf = alert_conf()
     runs = WorkflowRun.objects.filter(workflow=workflow, finished_at__isnull=False, simulated=False).order_by(
         "-started_at").values_list("started_at", "finished_at")
     recent = _median_seconds(runs.filter(started_at__gte=since)[:BASELINE_RUNS])
@@ -149,28 +152,31 @@ def _watch_speed(workflow: Workflow, since: datetime, now: datetime, link: str) 
     if recent > conf["SLOW_FACTOR"] * baseline:
         detail = (f"Runs of “{workflow.name}” in the last hour took {recent:.1f} s (median), "
                   f"{recent / baseline:.1f}× their usual {baseline:.1f} s.")
-        _open(workflow.organization_id, workflow, SLOW, WARNING, detail,
+        open_incident(workflow.organization_id, workflow, SLOW, WARNING, detail,
               f"Warning: “{workflow.name}” runs {recent / baseline:.1f}× slower than usual", link, now)
     else:
-        _close(workflow.organization_id, workflow.pk, SLOW, now)
+        close_incident(workflow.organization_id, workflow.pk, SLOW, now)
 
 
 def _watch_backlog(now: datetime) -> None:
-    limit = _conf()["BACKLOG"]
+    limit = alert_conf()["BACKLOG"]
     waiting = dict(AutomationEvent.objects.filter(processed_at__isnull=True).values("organization_id")
                    .annotate(n=Count("id")).values_list("organization_id", "n"))
     for organization_id, count in waiting.items():
         if count > limit:
-            _open(organization_id, None, BACKLOG, WARNING,
+            open_incident(organization_id, None, BACKLOG, WARNING,
                   f"{count:,} changes wait to be processed (more than {limit:,}): the workers are behind or stopped.",
                   f"Warning: {count:,} changes wait for the automation", reverse("web:workflows"), now)
     for organization_id in AlertIncident.objects.filter(kind=BACKLOG, closed_at__isnull=True).exclude(
             organization_id__in=[o for o, n in waiting.items() if n > limit]).values_list("organization_id", flat=True):
-        _close(organization_id, None, BACKLOG, now)
+        close_incident(organization_id, None, BACKLOG, now)
 
 
 def check(now: datetime | None = None) -> None:
-    """One pass (the sweep's)."""
+    """One pass (the sweep's): these alerts, then run_alerts' (slow runs, volume, error rate)."""
+    from crm_automation.automation.ops import run_alerts  # (it builds on this module)
+
     now = now or timezone.now()
     _watch_workflows(now)
     _watch_backlog(now)
+    run_alerts.check(now)

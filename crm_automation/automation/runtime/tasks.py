@@ -172,7 +172,7 @@ def watch() -> None:
     sweep, which the watchdogs also start whenever work waits: these read the last hour's runs
     and would slow every sweep): the circuit breaker, then the alerts."""
     breaker.check()  # pause workflows failing too much, try cooled-down ones again
-    alerting.check()  # tell admins about low success rates, slowness, a backlog (once per incident)
+    alerting.check()  # tell admins about success rates, slowness, slow runs, volume, errors, a backlog
     rollouts.check()  # hold rollouts whose new version fails more, raise those whose next step is due
     impact.requeue_lost()  # impact previews whose task the broker lost
 

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from crm_automation import bounded_reader
 from crm_automation.automation.definition import catalog, cycles, documents, graph
 from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
-from crm_automation.automation.ops import kpis
+from crm_automation.automation.ops import costs, kpis
 from crm_automation.automation.services import impact
 from crm_automation.automation.services.simulation import replayed_entity, simulate
 from crm_automation.automation.services.versions import (
@@ -39,6 +39,7 @@ from crm_automation.web.rows import with_values
 from crm_automation.web.selectors import stage_names
 from crm_automation.web.tenancy import org_page
 from crm_automation.web.views.common import attempt, forbidden, workflow_of
+from crm_automation.web.views.costs import usage_rows
 from crm_automation.web.views.history import steps_of
 from crm_automation.web.words import moment
 from crm_automation.webhooks.models import WebhookTarget
@@ -558,10 +559,11 @@ def tab_links(workflow: Workflow) -> list[tuple[str, str, str]]:
 # --- Health -------------------------------------------------------------------------------------
 @org_page
 def workflow_health(request, pk: int):
-    """The workflow's figures (kpis.py) and its open alerts."""
+    """The workflow's figures (kpis.py), this month's time saved and costs (costs.py), its open alerts."""
     workflow = workflow_of(request, pk)
+    month = costs.workflow_month(workflow)
     return _page(request, workflow, "health", "web/workflow_health.html", {
-        "health": kpis.workflow_health(workflow),
+        "health": kpis.workflow_health(workflow), "month": month, "usage": usage_rows(month.usage, month.costs),
         "alerts": list(workflow.incidents.filter(closed_at__isnull=True)),
         "breaks": list(workflow.breaks.all()[:5])})
 

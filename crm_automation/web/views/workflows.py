@@ -12,6 +12,7 @@ from crm_automation.automation.ai import authoring, providers
 from crm_automation.automation.definition import catalog
 from crm_automation.automation.definition.documents import DocumentError
 from crm_automation.automation.models import AlertIncident, WorkflowStatus
+from crm_automation.automation.ops import costs
 from crm_automation.automation.services.versions import workflow_clone
 from crm_automation.automation.services.workflows import workflow_delete, workflow_transition
 from crm_automation.web import selectors
@@ -35,6 +36,7 @@ def workflow_list(request):
         "status_filters": STATUS_FILTERS,
         "trigger_choices": [(value, label) for value, label in catalog.TRIGGER_CHOICES],
         "usage": selectors.usage(place.organization),
+        "month": costs.organization_month(place.organization),  # hours saved and costs, all workflows
         "alerts": list(AlertIncident.objects.filter(organization=place.organization, closed_at__isnull=True)
                        .select_related("workflow")[:10]),
         **history_context(request),

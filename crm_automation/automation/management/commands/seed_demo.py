@@ -14,7 +14,8 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from crm_automation.automation import plans, workflow_templates
-from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowStatus
+from crm_automation.automation.models import AutomationEvent, UnitPrices, Workflow, WorkflowStatus
+from crm_automation.automation.services.monitoring import unit_prices_set, workflow_set_minutes_saved
 from crm_automation.automation.services.shadow import workflow_set_mode
 from crm_automation.automation.services.workflows import (
     workflow_create,
@@ -217,6 +218,15 @@ class Command(BaseCommand):
             )
             workflow_transition(workflow_id=kickoff.pk, name="activate", by=user)
             self.step("workflow 'Won deal kickoff' (activated)")
+        # What the Health tab's "this month" and the Costs page price: a kickoff by hand takes about
+        # 20 minutes; prices near an email provider's, an SMS carrier's and a small model's.
+        kickoff = Workflow.objects.get(organization=org, name="Won deal kickoff")
+        if not kickoff.minutes_saved:
+            workflow_set_minutes_saved(workflow_id=kickoff.pk, by=user, minutes=20)
+        if not UnitPrices.objects.filter(organization=org).exists():
+            unit_prices_set(organization_id=org.pk, by=user, values={
+                "email": "0.001", "sms_segment": "0.0079", "ai_1k_tokens": "0.003", "webhook_call": "0.0001"})
+        self.step("time saved (20 minutes a kickoff run) and unit prices (the Costs page)")
         if not Workflow.objects.filter(organization=org, name="Lead welcome email").exists():
             workflow_create(
                 organization=org, name="Lead welcome email", by=user,
