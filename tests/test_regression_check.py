@@ -6,7 +6,13 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from crm_automation.automation.models import FieldChange, ImpactPreview, WorkflowRun
+from crm_automation.automation.models import (
+    AutomationEvent,
+    FieldChange,
+    ImpactPreview,
+    WorkflowRun,
+    WorkflowVersion,
+)
 
 from crm_automation.automation.runtime.tasks import regression_check
 from crm_automation.automation.services import regression
@@ -63,7 +69,7 @@ def edited(workflow, owner, **change):
 
 def counts() -> tuple[int, ...]:
     return (EmailMessage.objects.count(), Task.objects.count(), WorkflowRun.objects.count(),
-            FieldChange.objects.count())
+            FieldChange.objects.count(), AutomationEvent.objects.count(), WorkflowVersion.objects.count())
 
 
 def test_a_stricter_condition_lists_exactly_the_runs_it_diverts(live, owner):
@@ -200,3 +206,15 @@ def test_an_outsider_gets_404_and_a_viewer_cannot_start_one(live, owner, viewer,
     regression_check(ImpactPreview.objects.get().pk)
     assert ask(viewer, live).json()["differ"] == 2  # a viewer reads what ops or an admin started
     assert ask(outsider, live).status_code == 404
+
+
+def test_removed_steps_and_a_dead_end_are_named(live, owner):
+    workflow_update(workflow_id=live.pk, by=owner, actions=steps(over=20000)[:2],
+                    changes={"graph": {"edges": EDGES[:2]}})  # only Big deal? → Send welcome is left
+    result = regression.check(type(live).objects.get(pk=live.pk))
+    reasons = {d["about"]: d["reasons"] for d in result["differences"]}
+    assert reasons == {
+        "D1000": ["no longer reaches Create task"],
+        "D8000": ["condition `Deal › Amount is greater than 20000` now false: stops before Send welcome"],
+        "D15000": ["condition `Deal › Amount is greater than 20000` now false: stops before Send welcome"],
+        "D30000": ["no longer reaches Update field"]}

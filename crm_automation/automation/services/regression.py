@@ -168,8 +168,6 @@ def _path_reason(live_flow: graph.Graph, draft_flow: graph.Graph, live: Walked, 
     at = 0
     while at < min(len(live.path), len(draft.path)) and live.path[at] == draft.path[at]:
         at += 1
-    before = _label(live_flow, live.path[at][0]) if at < len(live.path) else ""
-    after = _label(draft_flow, draft.path[at][0]) if at < len(draft.path) else ""
     if at < len(live.path) and at < len(draft.path) and live.path[at][0] == draft.path[at][0]:
         node_id = live.path[at][0]  # the same step takes another way: a condition (or a route)
         side = draft.path[at][1].removeprefix("condition-")
@@ -181,9 +179,12 @@ def _path_reason(live_flow: graph.Graph, draft_flow: graph.Graph, live: Walked, 
         if not nxt_draft:
             return f"{head}: stops before {nxt_live}" if nxt_live else head
         return f"{head}: goes to {nxt_draft}" + (f" instead of {nxt_live}" if nxt_live else "")
-    if not after:
-        return f"stops before {before}"
-    return f"goes to {after}" + (f" instead of {before}" if before else "")
+    live_ids, draft_ids = [n for n, _ in live.path], [n for n, _ in draft.path]
+    gone = [_label(live_flow, n) for n in dict.fromkeys(live_ids) if n not in draft_ids]
+    new = [_label(draft_flow, n) for n in dict.fromkeys(draft_ids) if n not in live_ids]
+    words = ([f"no longer reaches {', '.join(gone)}"] if gone else []) + \
+        ([f"now also reaches {', '.join(new)}"] if new else [])
+    return "; ".join(words) or "takes the same steps in another order"
 
 
 def compare(live_flow: graph.Graph, draft_flow: graph.Graph, live: Walked, draft: Walked,
@@ -246,11 +247,21 @@ def check(workflow: Workflow, *, runs: int | None = None) -> dict[str, Any]:
             differences.append({
                 "run": run.pk, "started_at": run.started_at.isoformat(), "reasons": reasons,
                 "live_path": path_in_words(live_flow, live), "draft_path": path_in_words(draft_flow, draft),
-                "record": "as it is now" if context.has_record(event.entity_type) else "as recorded in the event"})
+                "about": str(context.acted_on(records.get(event.entity_id)) or ""), "record": _read_as(event)})
     return {"runs": runs, "checked": len(recent), "differ": len(differences), "same": len(recent) - len(differences),
             "live_version": live_version.number, "revision": workflow.draft_revision,
             "last_run": recent[0].pk if recent else None, "differences": differences,
             "seconds": time.monotonic() - started}
+
+
+def _read_as(event: AutomationEvent) -> str:
+    """How a replay read the run's record: what the event carries is as recorded; a record it
+    only names is loaded as it is now."""
+    if context.has_record(event.entity_type):
+        return "as it is now"
+    if event.entity_type == context.EVENT:
+        return "the event's data as recorded, the records it names as they are now"
+    return "as recorded in the event"
 
 
 def _condition_words(flow: graph.Graph, node_id: str) -> str:
