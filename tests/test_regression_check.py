@@ -13,7 +13,6 @@ from crm_automation.automation.models import (
     WorkflowRun,
     WorkflowVersion,
 )
-
 from crm_automation.automation.runtime.tasks import regression_check
 from crm_automation.automation.services import regression
 from crm_automation.automation.services.workflows import workflow_update
