@@ -217,3 +217,22 @@ def test_removed_steps_and_a_dead_end_are_named(live, owner):
         "D8000": ["condition `Deal › Amount is greater than 20000` now false: stops before Send welcome"],
         "D15000": ["condition `Deal › Amount is greater than 20000` now false: stops before Send welcome"],
         "D30000": ["no longer reaches Update field"]}
+
+
+def test_the_demo_shows_it(db, monkeypatch):
+    from django.core.management import call_command
+
+    from crm_automation.automation.models import Workflow
+
+    monkeypatch.setenv("DEMO_PASSWORD", "demo-pass-123")
+    call_command("seed_demo")
+    drain()  # the worker runs the demo's history
+    kickoff = Workflow.objects.get(name="Won deal kickoff")
+    check = regression.check_request(kickoff)
+    assert check is not None
+    regression_check(check.pk)
+    check.refresh_from_db()
+    assert check.result is not None and check.result["differ"] == check.result["checked"] == 1
+    assert check.result["differences"][0]["reasons"] == [
+        "email subject changed: ‘Welcome aboard: Compiler Co brand refresh’ → ‘Welcome to the team: Compiler Co "
+        "brand refresh’"]

@@ -14,7 +14,7 @@ from django.db import transaction
 
 from crm_automation.automation import plans, workflow_templates
 from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowStatus
-from crm_automation.automation.services.workflows import workflow_create, workflow_transition
+from crm_automation.automation.services.workflows import workflow_create, workflow_transition, workflow_update
 from crm_automation.crm.changes import DEAL_STAGE_CHANGE
 from crm_automation.crm.models import (
     Contact,
@@ -207,7 +207,14 @@ class Command(BaseCommand):
                 ],
             )
             workflow_transition(workflow_id=kickoff.pk, name="activate", by=user)
-            self.step("workflow 'Won deal kickoff' (activated)")
+            # A saved edit waiting to be published: the Publish page shows which recent runs it
+            # would change (the regression check), once the worker has run the demo's history.
+            edits = [dict(action) for action in Workflow.objects.get(pk=kickoff.pk).definition["actions"]]
+            for action in edits:
+                if action["type"] == "send_email":
+                    action["config"] = {**action["config"], "subject": "Welcome to the team: {{deal.title}}"}
+            workflow_update(workflow_id=kickoff.pk, by=user, actions=edits)
+            self.step("workflow 'Won deal kickoff' (activated; an edit of its email waits on Publish)")
         if not Workflow.objects.filter(organization=org, name="Lead welcome email").exists():
             workflow_create(
                 organization=org, name="Lead welcome email", by=user,
