@@ -15,7 +15,7 @@ from crm_automation.automation.models import (
 )
 from crm_automation.automation.runtime.tasks import regression_check
 from crm_automation.automation.services import regression
-from crm_automation.automation.services.workflows import workflow_update
+from crm_automation.automation.services.workflows import workflow_publish, workflow_update
 from crm_automation.crm.models import Deal, EmailMessage, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage
@@ -236,3 +236,24 @@ def test_the_demo_shows_it(db, monkeypatch):
     assert check.result["differences"][0]["reasons"] == [
         "email subject changed: ‘Welcome aboard: Compiler Co brand refresh’ → ‘Welcome to the team: Compiler Co "
         "brand refresh’"]
+
+
+def test_a_new_run_or_a_publish_makes_it_stale(live, owner, viewer, contact, org, django_capture_on_commit_callbacks):
+    edited(live, owner, over=20000)
+    with django_capture_on_commit_callbacks(execute=False):
+        ask(owner, live)
+    regression_check(ImpactPreview.objects.get().pk)
+    assert ask(owner, live).status_code == 200  # kept: nothing changed
+    deal = Deal.objects.create(organization=org, title="D9000", amount=9000, stage=stage(org, "proposal"),
+                               contact=contact)
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    drain()  # a new run of the live version
+    stale = ask(viewer, live)  # a viewer reads the latest, marked as not current
+    assert stale.status_code == 200 and stale.json()["current"] is False and stale.json()["checked"] == 4
+    with django_capture_on_commit_callbacks(execute=False):
+        assert ask(owner, live).status_code == 202
+    regression_check(ImpactPreview.objects.get(status="queued").pk)
+    fresh = ask(owner, live).json()
+    assert (fresh["checked"], fresh["differ"], fresh["current"]) == (5, 3, True)
+    workflow_publish(workflow_id=live.pk, by=owner)
+    assert ask(owner, live).status_code == 409  # published: nothing left to check

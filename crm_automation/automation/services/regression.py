@@ -69,7 +69,8 @@ class Walked:
     status: str = ""
     error: str = ""
     path: list[tuple[str, str]] = field(default_factory=list)  # (node id, branch taken) in order
-    effects: dict[str, dict[str, Any]] = field(default_factory=dict)  # node id → {"type", "settings"}
+    # node id (and loop token) → {"node", "type", "settings" by place, "status"}
+    effects: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _flat(value: object, where: str, found: dict[str, str]) -> None:
@@ -89,11 +90,10 @@ def _listens(definition: dict, event: AutomationEvent) -> bool:
     return trigger_type == event.kind or trigger_type in catalog.listeners(event.kind)
 
 
-def _walk(workflow: Workflow, version: WorkflowVersion | None, definition: dict, event: AutomationEvent,
-          number: int) -> Walked:
+def _walk(workflow: Workflow, version: WorkflowVersion | None, definition: dict, flow: graph.Graph,
+          event: AutomationEvent, number: int) -> Walked:
     """Walk `version` (None: the draft, as version `number`) on a copy of `event` with the engine,
     in a savepoint rolled back."""
-    flow = graph.build(definition)
     walked = Walked(started=True)
     try:
         with transaction.atomic():
@@ -117,19 +117,22 @@ def _walk(workflow: Workflow, version: WorkflowVersion | None, definition: dict,
                     settings_read: dict[str, str] = {}
                     _flat(node.config, "", settings_read)
                     settings_read.update((row["input"] or {}).get("settings") or {})
-                    walked.effects[node.id] = {"type": node.type, "settings": settings_read,
-                                               "status": row["status"]}
+                    # (a step in a loop's body runs once per item: each is an effect of its own)
+                    place = f"{node.id}[{row['token']}]" if row.get("token") else node.id
+                    walked.effects[place] = {"node": node.id, "type": node.type, "settings": settings_read,
+                                             "status": row["status"]}
             raise _Rollback  # nothing of the walk stays: no run, event, email, task or field change
     except _Rollback:
         pass
     return walked
 
 
-def _replay(workflow: Workflow, version: WorkflowVersion | None, definition: dict, event: AutomationEvent,
-            trigger: dict, full: dict | None, names: dict[str, str], number: int) -> Walked:
+def _replay(workflow: Workflow, version: WorkflowVersion | None, definition: dict, flow: graph.Graph,
+            event: AutomationEvent, trigger: dict, full: dict | None, names: dict[str, str], number: int) -> Walked:
+    """Whether `definition` starts for `event` (the one matching rule) and, if it does, its walk."""
     if not _listens(definition, event):
         listens = catalog.trigger_label(definition["trigger_type"]).lower()
-        return Walked(started=False, why_not=f"it now starts on “{listens}”")
+        return Walked(started=False, why_not=f"it now starts on another trigger: “{listens}”")
     if event.kind not in catalog.MANUAL:  # a start by hand matches nothing: a person chose the record
 
         def load(full: dict | None = full) -> dict | None:
@@ -138,7 +141,7 @@ def _replay(workflow: Workflow, version: WorkflowVersion | None, definition: dic
         verdict = matching.match(event, definition, trigger, load, names)
         if not verdict.matched:
             return Walked(started=False, why_not=verdict.reason)
-    return _walk(workflow, version, definition, event, number)
+    return _walk(workflow, version, definition, flow, event, number)
 
 
 def _label(flow: graph.Graph, node_id: str) -> str:
@@ -199,13 +202,14 @@ def compare(live_flow: graph.Graph, draft_flow: graph.Graph, live: Walked, draft
     reasons = []
     if live.path != draft.path:
         reasons.append(_path_reason(live_flow, draft_flow, live, draft, explanations or {}))
-    for node_id, before in live.effects.items():
-        after = draft.effects.get(node_id)
+    for place, before in live.effects.items():
+        after = draft.effects.get(place)
         if after is None:
             continue  # (not reached: the path's reason says so)
-        noun = NOUNS.get(before["type"], _label(live_flow, node_id))
+        label = _label(live_flow, before["node"])
+        noun = NOUNS.get(before["type"], label)
         if after["type"] != before["type"]:
-            reasons.append(f"“{_label(live_flow, node_id)}” is now a {NOUNS.get(after['type'], after['type'])}")
+            reasons.append(f"“{label}” is now a {NOUNS.get(after['type'], after['type'])}")
             continue
         for place in sorted(set(before["settings"]) | set(after["settings"])):
             old, new = before["settings"].get(place, ""), after["settings"].get(place, "")
@@ -223,7 +227,7 @@ def check(workflow: Workflow, *, runs: int | None = None) -> dict[str, Any]:
     """Replay the last `runs` real runs of `workflow` through its live version and its draft;
     the result as the API gives it."""
     started = time.monotonic()
-    runs = runs or runs_checked()
+    runs = min(runs or runs_checked(), MAX_RUNS)
     live_version = workflow.current_version
     assert live_version is not None, "a live workflow has its version"
     live_definition, draft_definition = live_version.definition, workflow.definition
@@ -238,18 +242,25 @@ def check(workflow: Workflow, *, runs: int | None = None) -> dict[str, Any]:
         event = run.event
         trigger = context.trigger_dict(event, slugs)
         full = matching.record_context(event, records.get(event.entity_id), trigger)
-        live = _replay(workflow, live_version, live_definition, event, trigger, full, names, number)
-        draft = _replay(workflow, None, draft_definition, event, trigger, full, names, number)
-        explanations = {node_id: _condition_words(draft_flow, node_id) for node_id, _ in draft.path
-                        if draft_flow.nodes[node_id].type == control.CONDITION}
-        reasons = compare(live_flow, draft_flow, live, draft, explanations)
+        try:
+            live = _replay(workflow, live_version, live_definition, live_flow, event, trigger, full, names, number)
+            draft = _replay(workflow, None, draft_definition, draft_flow, event, trigger, full, names, number)
+        except Exception as exc:  # one run the sandbox cannot replay is listed, not the whole check lost
+            logger.exception("Regression check of workflow %s could not replay run %s", workflow.pk, run.pk)
+            live = draft = Walked(started=False)
+            reasons = [f"could not be replayed: {type(exc).__name__}: {exc}"[:500]]
+        else:
+            explanations = {node_id: _condition_words(draft_flow, node_id) for node_id, _ in draft.path
+                            if draft_flow.nodes[node_id].type == control.CONDITION}
+            reasons = compare(live_flow, draft_flow, live, draft, explanations)
         if reasons:
             differences.append({
                 "run": run.pk, "started_at": run.started_at.isoformat(), "reasons": reasons,
                 "live_path": path_in_words(live_flow, live), "draft_path": path_in_words(draft_flow, draft),
                 "about": str(context.acted_on(records.get(event.entity_id)) or ""), "record": _read_as(event)})
     return {"runs": runs, "checked": len(recent), "differ": len(differences), "same": len(recent) - len(differences),
-            "live_version": live_version.number, "revision": workflow.draft_revision,
+            "live_version": live_version.number, "live_version_id": live_version.pk,
+            "revision": workflow.draft_revision,
             "last_run": recent[0].pk if recent else None, "differences": differences,
             "seconds": time.monotonic() - started}
 
@@ -295,7 +306,7 @@ def is_current(made: ImpactPreview, workflow: Workflow, last_run: int | None) ->
     """Whether a finished check still answers for `workflow`: the same saved edits, the same live
     version and no run since."""
     result = made.result or {}
-    return (made.revision == workflow.draft_revision and result.get("live_version") == workflow.version
+    return (made.revision == workflow.draft_revision and result.get("live_version_id") == workflow.current_version_id
             and result.get("last_run") == last_run)
 
 
