@@ -14,7 +14,7 @@ from crm_automation.automation.models import (
     WorkflowVersion,
 )
 from crm_automation.automation.runtime.tasks import regression_check
-from crm_automation.automation.services import regression
+from crm_automation.automation.services import impact, regression
 from crm_automation.automation.services.workflows import workflow_publish, workflow_update
 from crm_automation.crm.models import Deal, EmailMessage, Task
 from crm_automation.crm.services import deal_move_to_stage
@@ -257,3 +257,23 @@ def test_a_new_run_or_a_publish_makes_it_stale(live, owner, viewer, contact, org
     assert (fresh["checked"], fresh["differ"], fresh["current"]) == (5, 3, True)
     workflow_publish(workflow_id=live.pk, by=owner)
     assert ask(owner, live).status_code == 409  # published: nothing left to check
+
+
+def test_a_check_that_fails_says_why_and_the_next_ask_after_a_while_tries_again(live, owner, monkeypatch,
+                                                                             django_capture_on_commit_callbacks):
+    edited(live, owner, over=20000)
+    with django_capture_on_commit_callbacks(execute=False):
+        ask(owner, live)
+
+    def broken(workflow, **kwargs):
+        raise RuntimeError("the sandbox broke")
+
+    monkeypatch.setattr(regression, "check", broken)
+    regression_check(ImpactPreview.objects.get().pk)
+    failed = ask(owner, live)
+    assert failed.status_code == 409 and "RuntimeError: the sandbox broke" in failed.json()["detail"]
+    assert "could not be worked out: RuntimeError: the sandbox broke" in publish_page(owner, live)
+    ImpactPreview.objects.update(finished_at=ImpactPreview.objects.get().finished_at - impact.FAILED_FOR)
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        assert ask(owner, live).status_code == 202
+    assert len(queued) == 1 and ImpactPreview.objects.filter(status="queued").count() == 1
