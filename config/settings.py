@@ -363,6 +363,7 @@ class AutomationSettings(TypedDict, total=False):
     BREAKER_COOLDOWN_SECONDS: int
     GROUP_SLICE_SECONDS: int
     STEP_ASIDE_SECONDS: int
+    REGRESSION_RUNS: int
 
 
 AUTOMATION: AutomationSettings = {
@@ -379,6 +380,9 @@ AUTOMATION: AutomationSettings = {
     # A task stops starting new work after this and hands the rest to a new task, so it always
     # ends well before Q_TIMEOUT kills it (even with a slow email provider).
     "DRAIN_TIME_BUDGET": env_int("AUTOMATION_DRAIN_SECONDS", max(1, min(30, Q_TIMEOUT // 4)), minimum=1),
+    # The regression check at publish replays this many of a workflow's latest runs (at most 200:
+    # automation/services/regression.py).
+    "REGRESSION_RUNS": min(env_int("AUTOMATION_REGRESSION_RUNS", 50, minimum=1), 200),
 }
 AUTOMATION["RUN_TIME_BUDGET"] = AUTOMATION["DRAIN_TIME_BUDGET"]
 # The circuit breaker (automation/breaker.py): a workflow whose runs fail more than this share

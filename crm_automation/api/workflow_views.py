@@ -47,7 +47,7 @@ from crm_automation.automation.ai import authoring
 from crm_automation.automation.models import Workflow
 from crm_automation.automation.ops import costs, kpis
 from crm_automation.automation.selectors import median_durations, version_labels
-from crm_automation.automation.services import impact, monitoring
+from crm_automation.automation.services import impact, monitoring, regression
 from crm_automation.automation.services.candidates import workflow_candidates
 from crm_automation.automation.services.simulation import simulate
 from crm_automation.automation.services.versions import (
@@ -173,6 +173,29 @@ class ImpactSerializer(serializers.Serializer):
     revision = serializers.IntegerField(help_text="The workflow's saved revision the preview replayed.")
     current = serializers.BooleanField(help_text="False when the workflow was saved since (a viewer reads the "
                                                  "latest preview; ops and admins get a new one).")
+    finished_at = serializers.DateTimeField()
+
+
+class RegressionDifferenceSerializer(serializers.Serializer):
+    run = serializers.IntegerField(help_text="The run replayed (/runs/{id}/).")
+    started_at = serializers.DateTimeField()
+    reasons = serializers.ListField(child=serializers.CharField(), help_text="Each difference in words.")
+    live_path = serializers.CharField(help_text="The steps the live version takes, in order, with the ways taken.")
+    draft_path = serializers.CharField(help_text="The steps the saved edits would take.")
+    record = serializers.CharField(help_text="Whether the record was read as recorded in the event or as it is now.")
+
+
+class RegressionSerializer(serializers.Serializer):
+    runs = serializers.IntegerField(help_text="How many of the latest runs a check replays.")
+    checked = serializers.IntegerField(help_text="Runs replayed (fewer when the workflow has run less).")
+    same = serializers.IntegerField()
+    differ = serializers.IntegerField()
+    differences = RegressionDifferenceSerializer(many=True)
+    live_version = serializers.IntegerField(help_text="The live version compared with the saved edits.")
+    revision = serializers.IntegerField(help_text="The workflow's saved revision checked.")
+    current = serializers.BooleanField(help_text="False when the workflow was saved or ran since (a viewer reads "
+                                                 "the latest check; ops and admins get a new one).")
+    seconds = serializers.FloatField()
     finished_at = serializers.DateTimeField()
 
 
@@ -458,6 +481,31 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
         # Being worked out by a worker (GitHub's statistics API does the same): ask again shortly.
         return Response({"status": made.status, "detail": "The preview is being worked out; ask again in a few "
                                                           "seconds."}, status=status.HTTP_202_ACCEPTED,
+                        headers={"Retry-After": "2"})
+
+    @extend_schema(summary="The regression check of the saved edits of a live workflow: its last runs (50 by "
+                           "default) replayed through the live version and the edits, and the runs whose start, path "
+                           "or effects would differ (nothing is sent). Worked out by a worker: 202 while it is, then "
+                           "200, the same answer until the workflow is saved, published or runs again. Ops and "
+                           "admins start one; a viewer joins one under way or reads the latest (403 when there is "
+                           "none). 409 when there are no saved edits to check",
+                   responses={200: RegressionSerializer, 202: OpenApiTypes.OBJECT, 403: FORBIDDEN, 404: NOT_YOURS,
+                              409: CONFLICT})
+    @action(detail=True, methods=["get"])
+    def regression(self, request, pk=None):
+        workflow = self.get_object()
+        made = regression.check_request(workflow, by=request.user)
+        if made is None:
+            raise PermissionDenied("No regression check of these edits has been worked out yet; starting one needs "
+                                   f"the {impact.START_ROLE} role.")
+        if made.status == made.Status.DONE:
+            last_run = regression.latest_run_id(workflow)
+            return Response(RegressionSerializer({**made.result, "finished_at": made.finished_at,
+                                                  "current": regression.is_current(made, workflow, last_run)}).data)
+        if made.status == made.Status.FAILED:
+            raise Conflict(f"The regression check could not be worked out: {made.error}. Ask again to try again.")
+        return Response({"status": made.status, "detail": "The regression check is being worked out; ask again in a "
+                                                          "few seconds."}, status=status.HTTP_202_ACCEPTED,
                         headers={"Retry-After": "2"})
 
     @extend_schema(summary="Copy the workflow into a new draft", request=CloneSerializer,

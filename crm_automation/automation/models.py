@@ -568,9 +568,15 @@ class AiCall(models.Model):
 
 
 class ImpactPreview(models.Model):
-    """An impact preview (impact.py) worked out by a worker: replaying 100,000 changes takes
-    seconds, too long for a page or an API request to wait for. A finished one is shown again
-    for the same workflow, days and saved revision for a few minutes."""
+    """A replay worked out by a worker, too long for a page or an API request to wait for: an
+    impact preview (impact.py: the last days' changes through the saved workflow; shown again for
+    the same workflow, days and saved revision for a few minutes) or a regression check
+    (regression.py: the last runs through the live version and the saved edits; shown again
+    while the edits, the live version and the latest run are the same)."""
+
+    class Kind(models.TextChoices):
+        IMPACT = "impact", "Impact preview"
+        REGRESSION = "regression", "Regression check"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -580,7 +586,9 @@ class ImpactPreview(models.Model):
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="impact_previews")
-    days = models.PositiveSmallIntegerField()
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.IMPACT, db_default=Kind.IMPACT)
+    days = models.PositiveSmallIntegerField(help_text="The days an impact preview replays; 0 for a regression "
+                                                      "check, which replays runs, not days.")
     revision = models.PositiveIntegerField(help_text="The workflow's draft revision the preview replayed.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     result = models.JSONField(null=True, blank=True)
@@ -593,11 +601,13 @@ class ImpactPreview(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["workflow", "days", "-created_at"])]
-        # One replay in flight per workflow and window: asks that race each other join one row.
-        constraints = [models.UniqueConstraint(fields=["workflow", "days"], name="uniq_impact_in_flight",
+        # One replay in flight per workflow, kind and window: asks that race each other join one row.
+        constraints = [models.UniqueConstraint(fields=["workflow", "kind", "days"], name="uniq_replay_in_flight",
                                                condition=models.Q(status__in=["queued", "running"]))]
 
     def __str__(self) -> str:
+        if self.kind == self.Kind.REGRESSION:
+            return f"regression check of workflow {self.workflow_id} ({self.status})"
         return f"impact of workflow {self.workflow_id} over {self.days} days ({self.status})"
 
 

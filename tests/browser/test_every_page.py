@@ -24,7 +24,9 @@ from django.test.utils import override_settings, setup_databases, teardown_datab
 from playwright.sync_api import Browser, Page, ViewportSize
 from pytest_django.live_server_helper import LiveServer
 
-from crm_automation.automation.models import BulkHold, Workflow, WorkflowRun
+from crm_automation.automation.models import BulkHold, ImpactPreview, Workflow, WorkflowRun
+from crm_automation.automation.services import regression
+from crm_automation.automation.services.workflows import workflow_update
 from crm_automation.crm.models import Contact, Deal, Lead, Membership, Organization, Project, Task
 from crm_automation.crm.services import deal_move_to_stage, leads_import
 from tests.browser.conftest import PASSWORD, TIMEOUT_MS, chromium_available, settle, track
@@ -83,6 +85,15 @@ def build() -> Data:
     assert Workflow.objects.get(pk=workflow.pk).name == LONG_NAME  # kept whole, not cut
     run = WorkflowRun.objects.get(workflow=workflow)
     assert run.status == "completed", (run.status, run.error)
+    # Saved edits waiting to be published, and their regression check done: the Publish page
+    # lists the run, its reason and both paths (long words in each).
+    edits = Workflow.objects.get(pk=workflow.pk).definition["actions"]
+    edits[2] = {**edits[2], "config": {**edits[2]["config"], "subject": "Hello {{deal.title}} " + LONG_WORD[:80]}}
+    workflow_update(workflow_id=workflow.pk, by=None, actions=edits)
+    check = regression.check_request(Workflow.objects.get(pk=workflow.pk))
+    assert check is not None
+    regression.check_run(check.pk)
+    assert (ImpactPreview.objects.get(pk=check.pk).result or {}).get("differ") == 1
     assert WorkflowRun.objects.filter(status="waiting").exists()  # the approval waits
 
     held = make_workflow(org, name=f"Welcome {LONG_NAME[:150]}", trigger_type="lead_created",

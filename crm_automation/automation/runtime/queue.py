@@ -8,6 +8,7 @@ CONTINUE_TASK = "crm_automation.automation.runtime.tasks.continue_runs"
 SWEEP_TASK = "crm_automation.automation.runtime.tasks.sweep"
 WATCH_TASK = "crm_automation.automation.runtime.tasks.watch"  # the circuit breaker and the alerts, every minute
 IMPACT_TASK = "crm_automation.automation.runtime.tasks.impact_preview"
+REGRESSION_TASK = "crm_automation.automation.runtime.tasks.regression_check"
 
 
 def enqueue_drain() -> None:
@@ -24,3 +25,7 @@ def enqueue_sweep() -> None:
 
 def enqueue_impact(preview_id: int) -> None:
     async_task(IMPACT_TASK, preview_id, save=False, group="automation-impact")
+
+
+def enqueue_regression(check_id: int) -> None:
+    async_task(REGRESSION_TASK, check_id, save=False, group="automation-regression")

@@ -25,7 +25,7 @@ from crm_automation.automation.runtime.engine import execute_leased, execute_run
 from crm_automation.automation.runtime.leases import lease_length
 from crm_automation.automation.runtime.queue import enqueue_continue, enqueue_drain, enqueue_sweep
 from crm_automation.automation.runtime.replies import wake_replied_runs
-from crm_automation.automation.services import impact, rollouts
+from crm_automation.automation.services import impact, regression, rollouts
 from crm_automation.automation.triggers import relative_time, schedules
 from crm_automation.crm.email_delivery import emails_mark_stale_unknown
 from crm_automation.workers import shutdown
@@ -175,8 +175,14 @@ def watch() -> None:
     alerting.check()  # tell admins about success rates, slowness, slow runs, volume, errors, a backlog
     rollouts.check()  # hold rollouts whose new version fails more, raise those whose next step is due
     impact.requeue_lost()  # impact previews whose task the broker lost
+    regression.requeue_lost()  # and regression checks
 
 
 def impact_preview(preview_id: int) -> None:
     """Work out one impact preview (impact.preview_run)."""
     impact.preview_run(preview_id)
+
+
+def regression_check(check_id: int) -> None:
+    """Work out one regression check (regression.check_run)."""
+    regression.check_run(check_id)

@@ -178,7 +178,7 @@ def preview_request(workflow: Workflow, *, days: int, by=None) -> ImpactPreview 
     if days not in WINDOWS:
         raise ValueError(f"days must be one of {', '.join(map(str, WINDOWS))}, not {days!r}")
     now = timezone.now()
-    mine = ImpactPreview.objects.filter(workflow=workflow, days=days)
+    mine = ImpactPreview.objects.filter(workflow=workflow, kind=ImpactPreview.Kind.IMPACT, days=days)
     fresh = (mine.filter(revision=workflow.draft_revision)
              .filter(Q(status=ImpactPreview.Status.DONE, finished_at__gte=now - FRESH_FOR)
                      | Q(status=ImpactPreview.Status.FAILED, finished_at__gte=now - FAILED_FOR)).first())
@@ -211,7 +211,8 @@ def _enqueue(preview_id: int) -> None:
 
 def preview_run(preview_id: int) -> None:
     """The worker's part: claim the preview, replay, store the result (or the error)."""
-    if not ImpactPreview.objects.filter(pk=preview_id, status=ImpactPreview.Status.QUEUED).update(
+    if not ImpactPreview.objects.filter(pk=preview_id, kind=ImpactPreview.Kind.IMPACT,
+                                        status=ImpactPreview.Status.QUEUED).update(
             status=ImpactPreview.Status.RUNNING):
         return  # done or taken by another worker
     made = ImpactPreview.objects.select_related("workflow").get(pk=preview_id)
@@ -227,7 +228,7 @@ def preview_run(preview_id: int) -> None:
 def requeue_lost() -> int:
     """Previews whose task never reached a worker, or whose worker died, are handed over again."""
     now = timezone.now()
-    lost = ImpactPreview.objects.filter(
+    lost = ImpactPreview.objects.filter(kind=ImpactPreview.Kind.IMPACT).filter(
         Q(status=ImpactPreview.Status.QUEUED, created_at__lt=now - LOST_AFTER)
         | Q(status=ImpactPreview.Status.RUNNING, created_at__lt=now - LOST_AFTER * 5))
     ids = list(lost.values_list("pk", flat=True)[:100])

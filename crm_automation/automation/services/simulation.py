@@ -168,7 +168,7 @@ class Debug:
                 "ask_model": self.ask_model}
 
 
-def _stand_in(definition: dict, debug: Debug | None):
+def stand_in_for(definition: dict, debug: Debug | None):
     """What an undelivered step returns: an AI node's typed sample answer in debug, else the
     stand-in that says the model is not asked."""
     configs = {action.get("id"): action.get("config") or {} for action in definition.get("actions") or []}
@@ -232,7 +232,7 @@ def _walk(run: WorkflowRun, debug: Debug | None = None) -> tuple[str, str, list[
             state.fast_forward = debug.fast_forward
             state.answers = dict(debug.answers)
 
-    return engine.walk_without_effects(run, _stand_in(run.version.definition, debug), prepare)
+    return engine.walk_without_effects(run, stand_in_for(run.version.definition, debug), prepare)
 
 
 def simulate(*, workflow_id: int, by, record: Record, version_number: int | None = None,

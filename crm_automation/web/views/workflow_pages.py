@@ -20,7 +20,7 @@ from crm_automation import bounded_reader
 from crm_automation.automation.definition import catalog, cycles, documents, graph
 from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
 from crm_automation.automation.ops import costs, kpis
-from crm_automation.automation.services import impact
+from crm_automation.automation.services import impact, regression
 from crm_automation.automation.services.simulation import replayed_entity, simulate
 from crm_automation.automation.services.versions import (
     versions_compare,
@@ -431,8 +431,17 @@ def workflow_publish_view(request, pk: int):
         changes, lines = changes_in_words(live, workflow_document(workflow), stage_names(workflow.organization_id))
     # Guarded circles the person may acknowledge (an unguarded one is refused whatever they tick).
     circles = [c for c in cycles.find(workflow, workflow.definition) if c.guarded]
-    return _page(request, workflow, "publish", "web/workflow_publish.html", {
-        "pending": pending, "changes": changes, "lines": lines, "live": is_live(workflow), "circles": circles})
+    context: dict[str, Any] = {"pending": pending, "changes": changes, "lines": lines, "live": is_live(workflow),
+                               "circles": circles}
+    if pending:
+        # The last runs replayed through the live version and the edits, by a worker: asked for
+        # as the page opens (ops and admins start it; a viewer reads the latest), the page
+        # refreshing itself until it is done (regression.py).
+        check = regression.check_request(workflow, by=request.user)
+        context.update(check=check, can_start=impact.may_start(request.user, workflow))
+        if check is not None and check.status == check.Status.DONE:
+            context["check_current"] = regression.is_current(check, workflow, regression.latest_run_id(workflow))
+    return _page(request, workflow, "publish", "web/workflow_publish.html", context)
 
 
 # --- Simulate -----------------------------------------------------------------------------------

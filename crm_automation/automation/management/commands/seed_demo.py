@@ -217,7 +217,14 @@ class Command(BaseCommand):
                 ],
             )
             workflow_transition(workflow_id=kickoff.pk, name="activate", by=user)
-            self.step("workflow 'Won deal kickoff' (activated)")
+            # A saved edit waiting to be published: the Publish page shows which recent runs it
+            # would change (the regression check), once the worker has run the demo's history.
+            edits = [dict(action) for action in Workflow.objects.get(pk=kickoff.pk).definition["actions"]]
+            for action in edits:
+                if action["type"] == "send_email":
+                    action["config"] = {**action["config"], "subject": "Welcome to the team: {{deal.title}}"}
+            workflow_update(workflow_id=kickoff.pk, by=user, actions=edits)
+            self.step("workflow 'Won deal kickoff' (activated; an edit of its email waits on Publish)")
         # What the Health tab's "this month" and the Costs page price: a kickoff by hand takes about
         # 20 minutes; prices near an email provider's, an SMS carrier's and a small model's.
         kickoff = Workflow.objects.get(organization=org, name="Won deal kickoff")
