@@ -212,3 +212,28 @@ def test_an_admin_rolls_out_over_the_api_and_others_cannot(org, owner, teammate,
     again = client.post(f"/api/v1/workflows/{workflow.pk}/rollout/", {"action": "abort"},
                         content_type="application/json")
     assert again.status_code == 409 and "no rollout under way" in again.json()["detail"]
+
+
+# --- The Publish page -----------------------------------------------------------------------------
+def test_the_publish_page_releases_to_a_share_and_raises_holds_or_calls_it_off(org, owner, viewer, workflow,
+                                                                               client):
+    client.force_login(owner)
+    page = client.get(f"/crm/automation/workflows/{workflow.pk}/publish/").content.decode()
+    assert "one record in ten (10 %) first" in page
+    client.post(f"/crm/automation/workflows/{workflow.pk}/publish/", {"share": "10", "scheduled": "1"})
+    rollout = Rollout.objects.get()
+    assert rollout.percent == 10 and [step["percent"] for step in rollout.steps] == [50, 100]
+    page = client.get(f"/crm/automation/workflows/{workflow.pk}/publish/").content.decode()
+    assert "Version 2 is rolling out: 10 % of the records" in page and "Raise to 50 %" in page
+    client.post(f"/crm/automation/workflows/{workflow.pk}/publish/", {"rollout": "raise", "percent": "50"})
+    assert Rollout.objects.get().percent == 50
+    client.post(f"/crm/automation/workflows/{workflow.pk}/publish/", {"rollout": "hold"})
+    assert Rollout.objects.get().status == "held"
+    client.force_login(viewer)
+    page = client.get(f"/crm/automation/workflows/{workflow.pk}/publish/").content.decode()
+    assert "(held)" in page and "Only admins of" in page and "Call it off" not in page
+    assert client.post(f"/crm/automation/workflows/{workflow.pk}/publish/", {"rollout": "abort"}).status_code == 403
+    client.force_login(owner)
+    client.post(f"/crm/automation/workflows/{workflow.pk}/publish/", {"rollout": "abort"})
+    assert Rollout.objects.get().status == "aborted"
+    assert Workflow.objects.get(pk=workflow.pk).current_version.number == 1

@@ -3,7 +3,7 @@
 
 from django.urls import path
 
-from crm_automation.web.views import run_now
+from crm_automation.web.views import publishing, run_now
 from crm_automation.web.views import workflow_pages as pages
 
 ID = "<int:pk>"
@@ -12,7 +12,7 @@ urlpatterns = [
     path(f"workflows/{ID}/yaml/", pages.workflow_yaml, name="yaml"),
     path(f"workflows/{ID}/versions/", pages.workflow_versions, name="versions"),
     path(f"workflows/{ID}/rollback/", pages.workflow_rollback_view, name="rollback"),
-    path(f"workflows/{ID}/publish/", pages.workflow_publish_view, name="publish"),
+    path(f"workflows/{ID}/publish/", publishing.workflow_publish_view, name="publish"),
     path(f"workflows/{ID}/simulate/", pages.workflow_simulate, name="simulate"),
     path(f"workflows/{ID}/graph/", pages.workflow_graph, name="graph"),
     path(f"workflows/{ID}/health/", pages.workflow_health, name="health"),

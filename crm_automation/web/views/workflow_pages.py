@@ -17,10 +17,10 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
 
 from crm_automation import bounded_reader
-from crm_automation.automation.definition import catalog, cycles, documents, graph
+from crm_automation.automation.definition import catalog, documents, graph
 from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
 from crm_automation.automation.ops import costs, kpis
-from crm_automation.automation.services import impact, regression
+from crm_automation.automation.services import impact
 from crm_automation.automation.services.simulation import replayed_entity, simulate
 from crm_automation.automation.services.versions import (
     versions_compare,
@@ -29,7 +29,7 @@ from crm_automation.automation.services.versions import (
     workflow_rollback,
     workflow_update_from_document,
 )
-from crm_automation.automation.services.workflows import can_edit, has_unpublished_changes, is_live, workflow_publish
+from crm_automation.automation.services.workflows import can_edit, has_unpublished_changes, is_live
 from crm_automation.crm import business_events
 from crm_automation.crm.models import Deal
 from crm_automation.crm.selectors import RECORD_MODELS, record_in, shown
@@ -406,42 +406,6 @@ def workflow_rollback_view(request, pk: int):
 
     attempt(request, lambda: workflow_rollback(workflow_id=workflow.pk, by=request.user, number=number), said)
     return redirect("web:versions", pk=workflow.pk)
-
-
-# --- Publish ------------------------------------------------------------------------------------
-@require_http_methods(["GET", "POST"])
-@org_page
-def workflow_publish_view(request, pk: int):
-    """GET: what publishing would change (the live version → the saved edits); POST: publish."""
-    workflow = workflow_of(request, pk)
-    if request.method == "POST":
-        if not request.place.can_manage:
-            return forbidden(request, "Only admins of this organization publish workflows.")
-        acknowledged = request.POST.get("acknowledge_cycle") == "1"
-        attempt(request, lambda: workflow_publish(workflow_id=workflow.pk, by=request.user,
-                                                  acknowledge_cycle=acknowledged),
-                lambda done: f"Published: version {done.version} of “{done.name}” runs for new triggers; runs "
-                             "already under way finish on the version they started with.")
-        return redirect("web:publish", pk=workflow.pk)
-    changes: list[Change] = []
-    lines: list[dict] = []
-    pending = has_unpublished_changes(workflow)
-    if pending:
-        live = workflow_document(workflow, workflow.current_version)
-        changes, lines = changes_in_words(live, workflow_document(workflow), stage_names(workflow.organization_id))
-    # Guarded circles the person may acknowledge (an unguarded one is refused whatever they tick).
-    circles = [c for c in cycles.find(workflow, workflow.definition) if c.guarded]
-    context: dict[str, Any] = {"pending": pending, "changes": changes, "lines": lines, "live": is_live(workflow),
-                               "circles": circles}
-    if pending:
-        # The last runs replayed through the live version and the edits, by a worker: asked for
-        # as the page opens (ops and admins start it; a viewer reads the latest), the page
-        # refreshing itself until it is done (regression.py).
-        check = regression.check_request(workflow, by=request.user)
-        context.update(check=check, can_start=impact.may_start(request.user, workflow))
-        if check is not None and check.status == check.Status.DONE:
-            context["check_current"] = regression.is_current(check, workflow, regression.latest_run_id(workflow))
-    return _page(request, workflow, "publish", "web/workflow_publish.html", context)
 
 
 # --- Simulate -----------------------------------------------------------------------------------
