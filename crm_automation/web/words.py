@@ -163,7 +163,9 @@ def _webhook(result: dict) -> SafeString:
 def _asked_model(action_type: str, result: dict) -> SafeString:
     """"AI chose “negative” (no reply for weeks) · 200 + 20 tokens, $0.0009"."""
     if "would_ask" in result:
-        return format_html("would ask the AI model: “{}”", result["would_ask"].get("prompt") or "")
+        tools = ", ".join(str(t) for t in result.get("would_use_tools") or [])
+        return format_html("would ask the AI model: “{}”{}", result["would_ask"].get("prompt") or "",
+                           format_html(" (it may call {})", tools) if tools else "")
     output = result.get("output")
     if action_type == "router" and isinstance(output, dict):
         said = format_html("chose “{}”{}", output.get("route", ""),
@@ -175,6 +177,11 @@ def _asked_model(action_type: str, result: dict) -> SafeString:
     tokens = result.get("tokens")
     cost = format_html(" · {} + {} tokens, ${}", tokens["input"], tokens["output"], result.get("cost_usd", "0")) \
         if tokens else ""
+    calls = result.get("tool_calls")
+    if calls:  # an agent with tools: each call in a word, a refused one marked
+        listed = format_html_join(", ", "{}{}", ((str(c.get("name", "")), " (refused)" if "error" in c else "")
+                                                 for c in calls if isinstance(c, dict)))
+        cost = format_html(" · called {}{}", listed, cost)
     return format_html("{}{}", said, cost)
 
 
