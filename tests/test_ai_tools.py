@@ -15,7 +15,7 @@ from crm_automation.automation.services.simulation import simulate
 from crm_automation.automation.services.workflows import workflow_create
 from crm_automation.crm.models import Contact, Deal, EmailMessage, Task
 from tests.conftest import make_workflow, stage, time_passes
-from tests.fake_ai import anthropic, chat, model_server, openai  # noqa: F401 (fixtures)
+from tests.fake_ai import chat
 from tests.test_api_workflows import api
 from tests.test_graph_engine import edge, task, win
 from tests.test_live_debug import as_user, post
@@ -138,7 +138,7 @@ def test_arguments_are_values_not_templates(org, deal, openai):
     assert not Task.objects.exists()
 
 
-def test_anthropic_tool_use_and_tool_results(org, deal, anthropic):  # noqa: F811
+def test_anthropic_tool_use_and_tool_results(org, deal, anthropic):
     anthropic.reply(200, {"id": "msg_1", "model": "claude-test", "role": "assistant", "content": [
         {"type": "text", "text": "Let me add a task."},
         {"type": "tool_use", "id": "toolu_9", "name": "create_task", "input": {"title": "Send the invoice"}}],
@@ -157,7 +157,8 @@ def test_anthropic_tool_use_and_tool_results(org, deal, anthropic):  # noqa: F81
                                        "input": {"title": "Send the invoice"}}
     assert results["role"] == "user" and results["content"][0]["tool_use_id"] == "toolu_9"
     step = run.actions.get()
-    assert step.result["tokens"] == {"input": 700, "output": 45} and step.result["cost_usd"] == "0.002775"  # 700 × 3 + 45 × 15 per million
+    assert step.result["tokens"] == {"input": 700, "output": 45}
+    assert step.result["cost_usd"] == "0.002775"  # 700 × 3 + 45 × 15 per million
 
 
 def test_the_api_and_the_run_page_show_each_call(org, deal, owner, outsider, viewer, client, openai):

@@ -3,6 +3,7 @@
 from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from crm_automation.api.ai_budget import AiBudgetView
 from crm_automation.api.auth import TokenDetailView, TokenListView, TokenView
 from crm_automation.api.me import MeView
 from crm_automation.api.root import ApiRootView
@@ -15,6 +16,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("auth/tokens/", TokenListView.as_view(), name="token-list"),
     re_path(r"^auth/tokens/(?P<public_id>[0-9a-f]{16})/$", TokenDetailView.as_view(), name="token-detail"),
     path("me/", MeView.as_view(), name="me"),
+    path("ai-budget/", AiBudgetView.as_view(), name="ai-budget"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

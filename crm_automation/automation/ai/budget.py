@@ -8,12 +8,16 @@ one query per step, not one per model call."""
 
 from dataclasses import dataclass
 from datetime import date, datetime, time
+from typing import Any
 
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
 from crm_automation.automation.models import AiCall
 from crm_automation.crm.models import Organization
+from crm_automation.crm.selectors import user_has_role
 
 
 @dataclass(frozen=True)
@@ -58,3 +62,22 @@ def refusal(organization_id: int) -> str | None:
         return None
     return (f"the organization's monthly AI budget of {budget:,} tokens is spent ({spent.tokens:,} used since "
             f"{spent.since:%-d %B}); raise it or wait until {spent.renews:%-d %B}; nothing was asked")
+
+
+MAX_BUDGET = 10**12  # tokens; beyond any month's use, and within the column
+
+
+@transaction.atomic
+def ai_budget_set(*, organization_id: int, by: Any, tokens: object) -> Organization:
+    """Set (or with None clear) the organization's monthly AI budget in tokens: admins only.
+    ValidationError names `budget_tokens` for a value that is not a whole number of tokens."""
+    if by is None or not user_has_role(by, organization_id, "admin"):
+        raise PermissionDenied("Only an admin of the organization sets its monthly AI budget.")
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int)
+                               or not 0 <= tokens <= MAX_BUDGET):
+        raise ValidationError({"budget_tokens": f"must be a whole number of tokens from 0 to {MAX_BUDGET:,}, or null "
+                                                "for no budget"})
+    organization = Organization.objects.select_for_update().get(pk=organization_id)
+    organization.ai_monthly_token_budget = tokens
+    organization.save(update_fields=["ai_monthly_token_budget"])
+    return organization
