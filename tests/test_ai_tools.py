@@ -9,7 +9,8 @@ import json
 import pytest
 from django.core.exceptions import ValidationError
 
-from crm_automation.automation.models import AiCall, FieldChange
+from crm_automation.automation.ai import tool_calling
+from crm_automation.automation.models import AiCall, FieldChange, WorkflowRun
 from crm_automation.automation.runtime.tasks import sweep
 from crm_automation.automation.services.simulation import simulate
 from crm_automation.automation.services.workflows import workflow_create
@@ -17,6 +18,7 @@ from crm_automation.crm.models import Contact, Deal, EmailMessage, Task
 from tests.conftest import make_workflow, stage, time_passes
 from tests.fake_ai import chat
 from tests.test_api_workflows import api
+from tests.test_engine import dispatched_run, execute_run, expire_leases
 from tests.test_graph_engine import edge, task, win
 from tests.test_live_debug import as_user, post
 
@@ -85,6 +87,37 @@ def test_a_retried_step_replays_its_conversation_and_makes_nothing_twice(org, de
     assert len(openai.requests) == 3  # the first reply was read back, not asked for again
     step = run.actions.get(node_id="helper")
     assert step.result["output"] == "Done." and step.result["tool_calls"][0]["result"]["repeated_delivery"] is True
+
+
+def test_a_worker_that_dies_mid_conversation_leaves_nothing_to_repeat(org, deal, openai, monkeypatch):
+    """The model's first reply was kept and both tools were called, then the worker died while
+    asking again: the resumed run reads the reply and finds the effects; only the rest is asked."""
+    openai.reply(200, calls(*FOLLOW_UP))
+    openai.reply(200, chat("Done."))
+    make_workflow(org, actions=[tool_agent()], graph={"edges": [edge("trigger", "helper")]})
+    run_id = dispatched_run(org, deal)
+    real, asked = tool_calling.converse, []
+
+    def die_on_the_second_question(*args, **kwargs):
+        asked.append(1)
+        if len(asked) == 2:
+            raise KeyboardInterrupt("worker killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tool_calling, "converse", die_on_the_second_question)
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(run_id)
+    monkeypatch.undo()
+    assert AiCall.objects.get(automation_key=f"run:{run_id}:node:helper").status == "sending"
+    assert Task.objects.count() == 1 and FieldChange.objects.count() == 1
+    expire_leases()
+    sweep(fan_out=False)
+    run = WorkflowRun.objects.get(pk=run_id)
+    assert run.status == "completed", run.error
+    assert Task.objects.count() == 1 and FieldChange.objects.count() == 1
+    assert len(openai.requests) == 2  # the first reply was read back; the second asked once
+    step = run.actions.get(node_id="helper")
+    assert step.result["output"] == "Done." and step.result["model_calls"] == 2
 
 
 def test_a_tool_the_step_may_not_call_is_refused_and_recorded(org, deal, contact, openai):

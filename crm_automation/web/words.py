@@ -319,6 +319,8 @@ def _loop_words(config: dict) -> str:
     if config.get("loopMode", "for-each" if "items" in config else "count") == "count":
         count = config.get("count", 0)
         return "Repeat once" if count == 1 else f"Repeat {count} times"
+    if config.get("loopMode") == "ask-orchestrator":
+        return f"Repeat while the AI model says so (at most {config.get('maxIterations', '…')})"
     items = config.get("items")
     if isinstance(items, list):
         return f"For each of {len(items)} items"
