@@ -5,12 +5,14 @@ holding; another organization's records out of reach; every call on the step's r
 API and the run page; simulate and live debug making nothing."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from django.core.exceptions import ValidationError
 
 from crm_automation.automation.ai import tool_calling
 from crm_automation.automation.models import AiCall, FieldChange, WorkflowRun
+from crm_automation.automation.nodes import ai_conversation
 from crm_automation.automation.runtime.tasks import sweep
 from crm_automation.automation.services.simulation import simulate
 from crm_automation.automation.services.workflows import workflow_create
@@ -118,6 +120,24 @@ def test_a_worker_that_dies_mid_conversation_leaves_nothing_to_repeat(org, deal,
     assert len(openai.requests) == 2  # the first reply was read back; the second asked once
     step = run.actions.get(node_id="helper")
     assert step.result["output"] == "Done." and step.result["model_calls"] == 2
+
+
+def test_a_stopping_worker_hands_the_conversation_back_between_model_calls(org, deal, openai, monkeypatch):
+    openai.reply(200, calls(FOLLOW_UP[0]))
+    openai.reply(200, chat("Done."))
+    make_workflow(org, actions=[tool_agent()], graph={"edges": [edge("trigger", "helper")]})
+    run_id = dispatched_run(org, deal)
+    # The cluster starts stopping once the first question is asked (as the conversation sees it).
+    monkeypatch.setattr(ai_conversation, "shutdown", SimpleNamespace(past=lambda deadline: True))
+    execute_run(run_id)
+    monkeypatch.undo()
+    assert WorkflowRun.objects.get(pk=run_id).status == "started" and len(openai.requests) == 1
+    assert AiCall.objects.get(automation_key=f"run:{run_id}:node:helper").status == "queued"
+    expire_leases()
+    sweep(fan_out=False)
+    run = WorkflowRun.objects.get(pk=run_id)
+    assert run.status == "completed", run.error
+    assert Task.objects.count() == 1 and len(openai.requests) == 2
 
 
 def test_a_tool_the_step_may_not_call_is_refused_and_recorded(org, deal, contact, openai):

@@ -146,18 +146,18 @@ class AiNode(QueuedRowAction[AiCall]):
             call_id = result["ai_call_id"]
             if AiCall.objects.filter(pk=call_id, status=Status.QUEUED).update(
                     status=Status.SENDING, attempts=F("attempts") + 1):
-                self._ask(AiCall.objects.get(pk=call_id), ctx)
+                self._ask(AiCall.objects.get(pk=call_id), ctx, deadline)
             outcomes.append(self.outcome(AiCall.objects.get(pk=call_id)))
         return outcomes
 
-    def _ask(self, call: AiCall, ctx: ExecutionContext) -> None:
+    def _ask(self, call: AiCall, ctx: ExecutionContext, deadline: float | None = None) -> None:
         provider = providers.configured()
         started = time.monotonic()
         fields: dict[str, Any] = {"finished_at": None}
         if provider is None:
             fields.update(status=Status.FAILED, error=f"nothing was asked: {providers.not_configured_message()}")
         elif call.request.get("tools"):
-            fields.update(ai_conversation.Conversation(call, ctx, provider).run())
+            fields.update(ai_conversation.Conversation(call, ctx, provider).run(deadline))
         else:
             request = call.request
             try:
@@ -172,7 +172,8 @@ class AiNode(QueuedRowAction[AiCall]):
                     fields.update(status=Status.SUCCEEDED, answer=self.read(call.request, completion), error="")
                 except ActionFailed as exc:
                     fields.update(status=Status.FAILED, error=str(exc), answer={"raw": completion.text[:2000]})
-        fields.update(finished_at=timezone.now(), duration_ms=int((time.monotonic() - started) * 1000))
+        fields.update(finished_at=None if fields.get("status") == Status.QUEUED else timezone.now(),
+                      duration_ms=int((time.monotonic() - started) * 1000))
         AiCall.objects.filter(pk=call.pk, status=Status.SENDING).update(**fields)
 
     # settle_existing, retry and cancel: QueuedRowAction (a question left `sending` by a worker

@@ -23,6 +23,7 @@ from django.utils import timezone
 from crm_automation.automation.ai import providers, tool_calling, tools
 from crm_automation.automation.models import AiCall, AiCallStatus
 from crm_automation.automation.nodes.base import ActionFailed, ExecutionContext
+from crm_automation.workers import shutdown
 
 Status = AiCallStatus
 DEFAULT_TOOL_CALLS, MAX_TOOL_CALLS = 5, 20
@@ -51,10 +52,14 @@ class Conversation:
         self.usage: dict[str, Any] = {"input": 0, "output": 0, "cost": Decimal(0), "model_calls": 0}
         self.first: dict[str, Any] = {}  # the first reply, kept on the step's row
 
-    def run(self) -> dict[str, Any]:
-        """The step's row's fields once the conversation is over (answered or failed)."""
+    def run(self, deadline: float | None = None) -> dict[str, Any]:
+        """The step's row's fields once the conversation is over (answered or failed); past the
+        `deadline` (the worker stops or its turn is over) between two model calls, the row queued
+        again: the run is handed back and the next delivery goes on from the rows."""
         turn = 0
         while True:
+            if turn and shutdown.past(deadline):
+                return {"status": Status.QUEUED}
             try:
                 reply = self._reply(turn)
             except (providers.ProviderError, ActionFailed) as exc:
