@@ -16,9 +16,11 @@ from crm_automation.automation.nodes import ai_conversation
 from crm_automation.automation.runtime.tasks import sweep
 from crm_automation.automation.services.simulation import simulate
 from crm_automation.automation.services.workflows import workflow_create
-from crm_automation.crm.models import Contact, Deal, EmailMessage, Task
+from crm_automation.crm.models import Contact, Deal, EmailMessage, Project, SmsMessage, SmsSettings, Task
+from crm_automation.webhooks.models import ChatChannel
 from tests.conftest import make_workflow, stage, time_passes
 from tests.fake_ai import chat
+from tests.http_receiver import Receiver
 from tests.test_api_workflows import api
 from tests.test_engine import dispatched_run, execute_run, expire_leases
 from tests.test_graph_engine import edge, task, win
@@ -181,6 +183,49 @@ def test_another_organizations_records_are_out_of_reach(org, other_org, deal, op
     assert email["error"].startswith("“eve@rival.example” is not the address of one of the organization's")
     assert Deal.objects.get(pk=rival.pk).title == "Rival secret" and Deal.objects.get(pk=deal.pk).title == "Website"
     assert not EmailMessage.objects.exists()
+
+
+def test_search_records_finds_the_organizations_records_of_each_kind(org, deal, contact, lead, openai):
+    Project.objects.create(organization=org, name="Roof repair", contact=contact)
+    openai.reply(200, calls(("search_records", {"kind": "contact", "text": "ada"}),
+                            ("search_records", {"kind": "lead", "text": "grace@"}),
+                            ("search_records", {"kind": "project", "text": "roof"}),
+                            ("search_records", {"kind": "deal", "text": "web"}),
+                            ("search_records", {"kind": "invoice", "text": "x"})))
+    openai.reply(200, chat("Found them."))
+    run = win(org, deal, [tool_agent(tools=["search_records"], maxToolCalls=5)], [edge("trigger", "helper")])
+    found = run.actions.get().result["tool_calls"]
+    assert [r["name"] for r in found[0]["result"]["found"]] == ["Ada Lovelace"]
+    assert [r["email"] for r in found[1]["result"]["found"]] == ["grace@example.com"]
+    assert [r["name"] for r in found[2]["result"]["found"]] == ["Roof repair"]
+    assert [r["title"] for r in found[3]["result"]["found"]] == ["Website"]
+    assert found[4]["error"] == "kind must be deal, lead, contact or project"
+
+
+def test_an_sms_and_a_slack_post_are_sent_once_through_their_nodes_code(org, deal, contact, openai, settings):
+    slack = Receiver()
+    try:
+        settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
+        SmsSettings.objects.create(organization=org, from_number="+15550009999", auth_token="t")
+        Contact.objects.filter(pk=contact.pk).update(phone="+15550100100", phone_e164="+15550100100")
+        ChatChannel.objects.create(organization=org, name="sales-wins", kind="slack",
+                                   webhook_url=f"http://127.0.0.1:{slack.port}/services/T1/B1/secret")
+        openai.reply(200, calls(("send_sms", {"to": "+1 555 010 0100", "body": "Thanks Ada!"}),
+                                ("post_slack", {"channel": "sales-wins", "text": "Website is won"}),
+                                ("send_sms", {"to": "+15550199999", "body": "Hi stranger"})))
+        openai.reply(200, chat("Texted and posted."))
+        run = win(org, deal, [tool_agent(tools=["send_sms", "post_slack"])], [edge("trigger", "helper")])
+        assert run.status == "completed", run.error
+        texted, posted, stranger = run.actions.get().result["tool_calls"]
+        sms = SmsMessage.objects.get()
+        assert (sms.to, sms.body, sms.status, sms.automation_key) == (
+            "+15550100100", "Thanks Ada!", "sent", f"run:{run.pk}:node:helper:call:1")
+        assert texted["result"]["delivery"] == "sent"
+        assert json.loads(slack.requests[0]["body"]) == {"text": "Website is won"}
+        assert posted["result"]["delivery"] == "succeeded" and "secret" not in json.dumps(posted)
+        assert stranger["error"].startswith("“+15550199999” is not the number of one of the organization's")
+    finally:
+        slack.close()
 
 
 def test_arguments_are_values_not_templates(org, deal, openai):
