@@ -6,7 +6,9 @@ with the reason; a simulation runs one iteration and says why it stopped."""
 import json
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
+from django.test import Client
 
 from crm_automation.automation.models import AiCall
 from crm_automation.automation.runtime.tasks import sweep
@@ -40,6 +42,12 @@ def titles() -> list[str]:
     return sorted(Task.objects.values_list("title", flat=True))
 
 
+def client_page(run) -> str:
+    client = Client()
+    client.force_login(User.objects.get(username="owner"))
+    return client.get(f"/crm/automation/runs/{run.pk}/").content.decode()
+
+
 def test_the_loop_stops_when_the_model_says_stop(org, deal, openai):
     openai.reply(200, decision(True, "no reply yet"))
     openai.reply(200, decision(False, "two follow-ups are enough"))
@@ -50,6 +58,7 @@ def test_the_loop_stops_when_the_model_says_stop(org, deal, openai):
     assert loop.result["count"] == 2 and "stopped" not in loop.result
     assert [(d["after"], d["continue"], d["reason"]) for d in loop.result["decisions"]] == [
         (1, True, "no reply yet"), (2, False, "two follow-ups are enough")]
+    assert "2 iterations; the AI model stopped it: “two follow-ups are enough”" in client_page(run)
     assert sorted(AiCall.objects.values_list("automation_key", flat=True)) == [
         f"run:{run.pk}:node:again:decide:0", f"run:{run.pk}:node:again:decide:1"]
     asked = json.loads(openai.requests[0]["body"])

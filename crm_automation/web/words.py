@@ -236,6 +236,11 @@ def step_in_words(action_type: str, result: dict | None, *, simulated: bool = Fa
                            ("would_wait_until", "would wait until {}")):
             if key in result:
                 return format_html(words, moment(result[key]))
+    if action_type == control.LOOP and "decisions" in result:  # ask-orchestrator: why it stopped
+        last = (result["decisions"] or [{}])[-1]
+        why = "at maxIterations" if result.get("stopped") else (
+            f"the AI model stopped it: “{last.get('reason', '')}”" if last.get("continue") is False else "")
+        return f"{result.get('count', 0)} iterations" + (f"; {why}" if why else "")
     if action_type == control.LOOP:
         return f"{result.get('count', 0)} items"
     if action_type == control.PARALLEL:
