@@ -3,6 +3,7 @@
 from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from crm_automation.api.ai_budget import AiBudgetView
 from crm_automation.api.auth import TokenDetailView, TokenListView, TokenView
 from crm_automation.api.mcp_calls import McpCallList
 from crm_automation.api.me import MeView
@@ -17,6 +18,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     re_path(r"^auth/tokens/(?P<public_id>[0-9a-f]{16})/$", TokenDetailView.as_view(), name="token-detail"),
     path("me/", MeView.as_view(), name="me"),
     path("mcp-calls/", McpCallList.as_view(), name="mcp-calls"),
+    path("ai-budget/", AiBudgetView.as_view(), name="ai-budget"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

@@ -544,7 +544,7 @@ class AiCall(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     automation_key = models.CharField(max_length=100, unique=True)
     run_id = models.BigIntegerField(null=True, blank=True)
-    node_type = models.CharField(max_length=20)  # agent | router
+    node_type = models.CharField(max_length=20)  # agent | router | loop (an ask-orchestrator loop's question)
     request = models.JSONField(help_text="What is asked: the system and user prompts, the routes or format.")
     status = models.CharField(max_length=10, choices=AiCallStatus.choices, default=AiCallStatus.QUEUED)
     attempts = models.PositiveSmallIntegerField(default=0)

@@ -97,7 +97,7 @@ class Archivable:
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "plan", "created_at")
+    list_display = ("name", "slug", "plan", "ai_monthly_token_budget", "created_at")
     list_filter = ("plan",)
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}

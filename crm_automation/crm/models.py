@@ -32,6 +32,11 @@ class Organization(models.Model):
     # Pages show times in it (with seconds); an IANA name such as "Europe/Berlin".
     time_zone = models.CharField(max_length=64, default="UTC", validators=[validate_time_zone],
                                  help_text="The time zone pages show times in, e.g. Europe/Berlin.")
+    # AI steps stop (with the reason) once this month's AI calls used this many tokens
+    # (automation/ai/budget.py); empty: no budget.
+    ai_monthly_token_budget = models.PositiveBigIntegerField(
+        null=True, blank=True, verbose_name="monthly AI budget (tokens)",
+        help_text="AI steps fail with the reason once this month's AI use reaches it; empty for no budget.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -163,7 +163,9 @@ def _webhook(result: dict) -> SafeString:
 def _asked_model(action_type: str, result: dict) -> SafeString:
     """"AI chose “negative” (no reply for weeks) · 200 + 20 tokens, $0.0009"."""
     if "would_ask" in result:
-        return format_html("would ask the AI model: “{}”", result["would_ask"].get("prompt") or "")
+        tools = ", ".join(str(t) for t in result.get("would_use_tools") or [])
+        return format_html("would ask the AI model: “{}”{}", result["would_ask"].get("prompt") or "",
+                           format_html(" (it may call {})", tools) if tools else "")
     output = result.get("output")
     if action_type == "router" and isinstance(output, dict):
         said = format_html("chose “{}”{}", output.get("route", ""),
@@ -175,6 +177,11 @@ def _asked_model(action_type: str, result: dict) -> SafeString:
     tokens = result.get("tokens")
     cost = format_html(" · {} + {} tokens, ${}", tokens["input"], tokens["output"], result.get("cost_usd", "0")) \
         if tokens else ""
+    calls = result.get("tool_calls")
+    if calls:  # an agent with tools: each call in a word, a refused one marked
+        listed = format_html_join(", ", "{}{}", ((str(c.get("name", "")), " (refused)" if "error" in c else "")
+                                                 for c in calls if isinstance(c, dict)))
+        cost = format_html(" · called {}{}", listed, cost)
     return format_html("{}{}", said, cost)
 
 
@@ -229,6 +236,11 @@ def step_in_words(action_type: str, result: dict | None, *, simulated: bool = Fa
                            ("would_wait_until", "would wait until {}")):
             if key in result:
                 return format_html(words, moment(result[key]))
+    if action_type == control.LOOP and "decisions" in result:  # ask-orchestrator: why it stopped
+        last = (result["decisions"] or [{}])[-1]
+        why = "at maxIterations" if result.get("stopped") else (
+            f"the AI model stopped it: “{last.get('reason', '')}”" if last.get("continue") is False else "")
+        return f"{result.get('count', 0)} iterations" + (f"; {why}" if why else "")
     if action_type == control.LOOP:
         return f"{result.get('count', 0)} items"
     if action_type == control.PARALLEL:
@@ -312,6 +324,8 @@ def _loop_words(config: dict) -> str:
     if config.get("loopMode", "for-each" if "items" in config else "count") == "count":
         count = config.get("count", 0)
         return "Repeat once" if count == 1 else f"Repeat {count} times"
+    if config.get("loopMode") == "ask-orchestrator":
+        return f"Repeat while the AI model says so (at most {config.get('maxIterations', '…')})"
     items = config.get("items")
     if isinstance(items, list):
         return f"For each of {len(items)} items"

@@ -80,6 +80,9 @@
       config: () => ({ classificationPrompt: "", routes: [{ id: "route-0", label: "positive" }, { id: "route-1", label: "negative" }] }) },
   ];
   const AI_KINDS = ["agent", "router"];
+  // An agent's CRM tools (automation/ai/tools.py), in the order they are offered.
+  const AGENT_TOOLS = [["search_records", "Search records"], ["create_task", "Create a task"], ["update_field", "Update a field of the record"],
+    ["send_email", "Send an email (to a contact or lead)"], ["send_sms", "Send an SMS (to a contact)"], ["post_slack", "Post to Slack"]];
   const STEP_NAME = "Name of this step";
   const MAX_ROUTES = 20, MIN_ROUTES = 2;
   const routeId = (i) => "route-" + i;
@@ -389,6 +392,7 @@
   }
   function loopWords(c) {
     if ((c.loopMode || ("items" in c ? "for-each" : "count")) === "count") return Number(c.count) === 1 ? "Repeat once" : "Repeat " + (c.count || 0) + " times";
+    if (c.loopMode === "ask-orchestrator") return "Repeat while the AI model says so (at most " + (c.maxIterations || "…") + ")";
     return Array.isArray(c.items) ? "For each of " + c.items.length + " items" : "For each of " + pathWords(c.items || "…");
   }
   function httpWords(c) {
@@ -894,6 +898,25 @@
           c.outputFormat === "json" ? "The model answers with one JSON object; later steps read its fields as {{" + name + ".field}}." : "The model answers with text; later steps read it as {{" + name + "}}."));
         form.push(fieldBox("Max tokens", number(c.maxTokens, (v) => { if (v === "") delete c.maxTokens; else c.maxTokens = v; changed(); }, { min: 1, max: 4000, step: 1 }), { node: n.id, field: "maxTokens" },
           "Optional: the longest answer, 1 to 4000 tokens (500 when empty)."));
+        {  // the CRM tools the model may call (none ticked: it only writes)
+          const box = el("fieldset", { class: "rules" }, el("legend", { text: "Tools the model may call (none ticked: it only answers)" }));
+          AGENT_TOOLS.forEach(([tool, words]) => {
+            const tick = el("input", { type: "checkbox", checked: (c.tools || []).includes(tool) });
+            tick.addEventListener("change", () => {
+              const chosen = new Set(c.tools || []);
+              if (tick.checked) chosen.add(tool); else chosen.delete(tool);
+              const tools = AGENT_TOOLS.map(([t]) => t).filter((t) => chosen.has(t));
+              if (tools.length) c.tools = tools; else { delete c.tools; delete c.maxToolCalls; }
+              changed(); renderForm(n);
+            });
+            box.append(el("label", { class: "tick" }, tick, " " + words));
+          });
+          const problem = fieldError(n.id, "tools");
+          if (problem) box.append(el("p", { class: "field-error", text: problem }));
+          form.push(box);
+          if (c.tools) form.push(fieldBox("At most (tool calls)", number(c.maxToolCalls, (v) => { if (v === "") delete c.maxToolCalls; else c.maxToolCalls = v; changed(); }, { min: 1, max: 20, step: 1 }), { node: n.id, field: "maxToolCalls" },
+            "Optional: 5 when empty, at most 20. A model that asks for more fails the step."));
+        }
         break;
       case "router":
         form.push(templated("Classification prompt", n, c, "classificationPrompt", true));
@@ -917,12 +940,16 @@
       }
       case "loop": {
         const mode = c.loopMode || ("items" in c ? "for-each" : "count");
-        form.push(fieldBox("Repeat", select([{ value: "count", label: "A number of times" }, { value: "for-each", label: "For each item of a list" }], mode, (v) => {
+        form.push(fieldBox("Repeat", select([{ value: "count", label: "A number of times" }, { value: "for-each", label: "For each item of a list" }, { value: "ask-orchestrator", label: "Until the AI model says stop" }], mode, (v) => {
           c.loopMode = v;
-          if (v === "count") { delete c.items; c.count = c.count || 3; } else { delete c.count; c.items = c.items || ""; }
+          delete c.items; delete c.count; delete c.orchestratorPrompt;
+          if (v === "count") c.count = 3;
+          else if (v === "for-each") c.items = "";
+          else { c.orchestratorPrompt = ""; c.maxIterations = c.maxIterations || 5; }
           changed(); renderForm(n);
         }), { node: n.id, field: "loopMode" }));
         if (mode === "count") form.push(fieldBox("Times", number(c.count, setter(n, c, "count"), { min: 0, step: 1 }), { node: n.id, field: "count" }));
+        else if (mode === "ask-orchestrator") form.push(templated("What the model decides by (asked after each iteration)", n, c, "orchestratorPrompt", true));
         else form.push(templated("List to go over (one value in braces, e.g. {{Find deals.rows}})", n, c, "items"));
         form.push(fieldBox("At most (iterations)", number(c.maxIterations, (v) => { if (v === "") delete c.maxIterations; else c.maxIterations = v; changed(); }, { min: 1, step: 1 }), { node: n.id, field: "maxIterations" }, "Optional: 100 when empty."));
         form.push(el("p", { class: "hint", text: "“For each item” leads to the steps of one iteration (the last may lead back to this loop); “After the loop” goes on once every iteration is over." }));

@@ -101,6 +101,16 @@ def complete(provider: Provider, *, system: str, prompt: str, max_tokens: int, s
     answer, parsed into `data`). Raises ProviderError with a message for the step."""
     request = _anthropic if provider.kind == ANTHROPIC else _openai
     url, headers, body, read = request(provider, system, prompt, max_tokens, schema)
+    answer = post_json(provider, url, headers, body, timeout)
+    try:
+        return read(answer, schema is not None)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ProviderError(f"the AI provider's answer has an unexpected shape ({type(exc).__name__}: {exc})"[:500]) \
+            from None
+
+
+def post_json(provider: Provider, url: str, headers: dict, body: dict, timeout: float | None) -> dict:
+    """One request to the provider; its JSON answer, or ProviderError with a message for the step."""
     limit = min(provider.timeout, timeout) if timeout else provider.timeout
     try:
         with httpx.Client(timeout=httpx.Timeout(limit), trust_env=False, follow_redirects=False) as client:
@@ -115,11 +125,9 @@ def complete(provider: Provider, *, system: str, prompt: str, max_tokens: int, s
         answer = response.json()
     except ValueError:
         raise ProviderError("the AI provider's answer is not JSON") from None
-    try:
-        return read(answer, schema is not None)
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise ProviderError(f"the AI provider's answer has an unexpected shape ({type(exc).__name__}: {exc})"[:500]) \
-            from None
+    if not isinstance(answer, dict):
+        raise ProviderError("the AI provider's answer is not a JSON object")
+    return answer
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -147,7 +155,7 @@ def _openai(provider, system, prompt, max_tokens, schema):
             raise ProviderError(f"the model refused: {message['refusal'][:300]}")
         text = message.get("content") or ""
         usage = answer.get("usage") or {}
-        return Completion(text=text, data=_parse(text) if structured else None,
+        return Completion(text=text, data=parse_json(text) if structured else None,
                           input_tokens=int(usage.get("prompt_tokens") or 0),
                           output_tokens=int(usage.get("completion_tokens") or 0), model=answer.get("model") or
                           provider.model)
@@ -178,12 +186,12 @@ def _anthropic(provider, system, prompt, max_tokens, schema):
                     raise ProviderError(f"the AI provider's answer cannot be used: {exc}") from None
                 return Completion(text=json.dumps(data, ensure_ascii=False), data=data, **tokens)
         text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
-        return Completion(text=text, data=_parse(text) if structured else None, **tokens)
+        return Completion(text=text, data=parse_json(text) if structured else None, **tokens)
 
     return f"{provider.base_url}/v1/messages", headers, body, read
 
 
-def _parse(text: str):
+def parse_json(text: str):
     """A structured answer given as text: JSON, possibly in a ``` fence (local models do that);
     None when it is not JSON (the caller says so, with the tokens it cost)."""
     cleaned = text.strip()

@@ -302,7 +302,8 @@ def activation_problems(definition: dict, organization_id: int) -> list[str]:
             problems.append(f"node “{graph.node_id_at(action, i)}” cannot run yet: "
                             f"{catalog.LATER_NODES[action['type']]}")
     asks_model = [graph.node_id_at(a, i) for i, a in enumerate(definition.get("actions") or [])
-                  if isinstance(a, dict) and a.get("type") in catalog.AI_NODES]
+                  if isinstance(a, dict) and (a.get("type") in catalog.AI_NODES or (
+                      a.get("type") == "loop" and (a.get("config") or {}).get("loopMode") == "ask-orchestrator"))]
     if asks_model and providers.configured() is None:
         names = ", ".join(f"“{node}”" for node in asks_model)
         problems.append(f"AI node{'s' if len(asks_model) > 1 else ''} {names} cannot run: "

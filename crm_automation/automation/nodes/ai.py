@@ -33,9 +33,10 @@ from typing import Any
 from django.db.models import F
 from django.utils import timezone
 
-from crm_automation.automation.ai import providers
+from crm_automation.automation.ai import budget, providers, tools
 from crm_automation.automation.definition.templating import format_value
 from crm_automation.automation.models import AiCall, AiCallStatus
+from crm_automation.automation.nodes import ai_conversation
 from crm_automation.automation.nodes.base import ActionFailed, ExecutionContext, Outcome, Result
 from crm_automation.automation.nodes.queued import QueuedRowAction
 from crm_automation.workers import shutdown
@@ -80,11 +81,16 @@ def result_of(call: AiCall) -> Result:
     result: Result = {"ai_call_id": call.pk, "status": call.status}
     if call.provider:
         result["model"] = call.provider
+    answer = call.answer or {}
     if call.attempts:
         result.update(tokens={"input": call.input_tokens, "output": call.output_tokens},
                       cost_usd=str(call.cost.normalize() if call.cost else Decimal(0)), duration_ms=call.duration_ms)
+    if "tool_calls" in answer:  # an agent with tools: every call, and what all its model calls cost
+        usage = answer.get("usage") or {}
+        result.update(tool_calls=answer["tool_calls"], model_calls=usage.get("model_calls", 0),
+                      tokens={"input": usage.get("input", 0), "output": usage.get("output", 0)},
+                      cost_usd=usage.get("cost", "0"))
     if call.status == Status.SUCCEEDED:
-        answer = call.answer or {}
         result["output"] = answer.get("output")
         if "handle" in answer:
             result["handle"] = answer["handle"]
@@ -114,6 +120,9 @@ class AiNode(QueuedRowAction[AiCall]):
         # (A simulation never asks the model: it stands in for the answer, or debug types it.)
         if providers.configured() is None and not ctx.simulating:
             raise ActionFailed(f"nothing was asked: {providers.not_configured_message()}")
+        spent = budget.refusal(ctx.organization_id)
+        if spent is not None:
+            raise ActionFailed(spent)
         prompt = ctx.render(self.prompt_setting, config[self.prompt_setting]).strip()
         if not prompt:
             raise ActionFailed(f"{self.prompt_setting} rendered empty; nothing was asked")
@@ -130,23 +139,25 @@ class AiNode(QueuedRowAction[AiCall]):
         """Ask each question outside any transaction, one at a time, until the deadline: those not
         reached keep waiting (their run is handed back)."""
         outcomes: list[Outcome | None] = []
-        for _, result in items:
+        for ctx, result in items:
             if shutdown.past(deadline):
                 outcomes.append(None)
                 continue
             call_id = result["ai_call_id"]
             if AiCall.objects.filter(pk=call_id, status=Status.QUEUED).update(
                     status=Status.SENDING, attempts=F("attempts") + 1):
-                self._ask(AiCall.objects.get(pk=call_id))
+                self._ask(AiCall.objects.get(pk=call_id), ctx, deadline)
             outcomes.append(self.outcome(AiCall.objects.get(pk=call_id)))
         return outcomes
 
-    def _ask(self, call: AiCall) -> None:
+    def _ask(self, call: AiCall, ctx: ExecutionContext, deadline: float | None = None) -> None:
         provider = providers.configured()
         started = time.monotonic()
         fields: dict[str, Any] = {"finished_at": None}
         if provider is None:
             fields.update(status=Status.FAILED, error=f"nothing was asked: {providers.not_configured_message()}")
+        elif call.request.get("tools"):
+            fields.update(ai_conversation.Conversation(call, ctx, provider).run(deadline))
         else:
             request = call.request
             try:
@@ -161,7 +172,8 @@ class AiNode(QueuedRowAction[AiCall]):
                     fields.update(status=Status.SUCCEEDED, answer=self.read(call.request, completion), error="")
                 except ActionFailed as exc:
                     fields.update(status=Status.FAILED, error=str(exc), answer={"raw": completion.text[:2000]})
-        fields.update(finished_at=timezone.now(), duration_ms=int((time.monotonic() - started) * 1000))
+        fields.update(finished_at=None if fields.get("status") == Status.QUEUED else timezone.now(),
+                      duration_ms=int((time.monotonic() - started) * 1000))
         AiCall.objects.filter(pk=call.pk, status=Status.SENDING).update(**fields)
 
     # settle_existing, retry and cancel: QueuedRowAction (a question left `sending` by a worker
@@ -183,19 +195,35 @@ class Agent(AiNode):
     type = "agent"
     label = "AI agent"
     required = ("additionalPrompt",)
-    optional = ("outputFormat", "maxTokens")
+    optional = ("outputFormat", "maxTokens", "tools", "maxToolCalls")
     templated = ("additionalPrompt",)
     prompt_setting = "additionalPrompt"
 
     def validate(self, config: object, *, trigger_type: str, organization_id: int) -> list[tuple[str, str]]:
         errors = super().validate(config, trigger_type=trigger_type, organization_id=organization_id)
-        if isinstance(config, dict) and config.get("outputFormat", "text") not in AGENT_TASKS:
+        if not isinstance(config, dict):
+            return errors
+        if config.get("outputFormat", "text") not in AGENT_TASKS:
             errors.append(("config.outputFormat", "must be text (the answer as text) or json (a JSON object whose "
                                                   "fields later steps read as {{Label.field}})"))
+        if "tools" in config:
+            problem = tools.check_config(config["tools"])
+            if problem:
+                errors.append(("config.tools", problem))
+        if "maxToolCalls" in config:
+            value, top = config["maxToolCalls"], ai_conversation.MAX_TOOL_CALLS
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
+                errors.append(("config.maxToolCalls", f"must be a whole number from 1 to {top}"))
+            elif "tools" not in config:
+                errors.append(("config.maxToolCalls", "limits the calls of the agent's tools: set tools too"))
         return errors
 
     def question(self, config: dict[str, Any], context: str) -> dict[str, Any]:
         output = config.get("outputFormat", "text")
+        if config.get("tools"):
+            return {"format": output, "system": ai_conversation.system_prompt(output, context),
+                    "tools": list(config["tools"]),
+                    "max_tool_calls": config.get("maxToolCalls", ai_conversation.DEFAULT_TOOL_CALLS)}
         request: dict[str, Any] = {"format": output, "system": SYSTEM.format(task=AGENT_TASKS[output], context=context)}
         if output == "json":
             request["schema"] = providers.ANY_OBJECT

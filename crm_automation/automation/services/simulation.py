@@ -23,6 +23,7 @@ from crm_automation.automation.ai import providers
 from crm_automation.automation.definition import catalog
 from crm_automation.automation.models import (
     AiCall,
+    AiCallStatus,
     AutomationEvent,
     RunStatus,
     Workflow,
@@ -30,7 +31,9 @@ from crm_automation.automation.models import (
     WorkflowRunAction,
     WorkflowVersion,
 )
-from crm_automation.automation.nodes import REGISTRY, ActionFailed
+from crm_automation.automation.nodes import REGISTRY, ActionFailed, ai_conversation
+from crm_automation.automation.nodes.ai import result_of
+from crm_automation.automation.nodes.base import ExecutionContext
 from crm_automation.automation.runtime import engine
 from crm_automation.crm import business_events, changes
 from crm_automation.crm.models import (
@@ -173,7 +176,7 @@ def stand_in_for(definition: dict, debug: Debug | None):
     stand-in that says the model is not asked."""
     configs = {action.get("id"): action.get("config") or {} for action in definition.get("actions") or []}
 
-    def stand_in(node_id: str, node_type: str, result: dict) -> dict:
+    def stand_in(node_id: str, node_type: str, result: dict, ctx: ExecutionContext) -> dict:
         sample = debug.samples.get(node_id) if debug is not None else None
         if sample is not None and node_type == "agent":
             output: object = sample
@@ -195,20 +198,33 @@ def stand_in_for(definition: dict, debug: Debug | None):
                 return {**result, "reply": sample, "timed_out": False, "note": "a reply typed in debug"}
             return {**result, "reply": None, "timed_out": True, "no_reply_because": "no one replies in a simulation"}
         if debug is not None and debug.ask_model and node_type in AI_STAND_IN and "ai_call_id" in result:
-            return _asked(node_type, result)
+            return _asked(node_type, result, ctx)
+        tools = configs.get(node_id, {}).get("tools") if node_type == "agent" else None
+        if tools:  # the model is not asked, so it calls no tool: say which it could have called
+            return {**result, **AI_STAND_IN[node_type], "would_use_tools": tools}
         return {**result, **AI_STAND_IN.get(node_type, {})}
 
     return stand_in
 
 
-def _asked(node_type: str, result: dict) -> dict:
+def _asked(node_type: str, result: dict, ctx: ExecutionContext) -> dict:
     """Live debug asked for the model: the question the step prepared is asked now, and its
-    answer, tokens and cost are the step's (nothing else of the run is delivered)."""
+    answer, tokens and cost are the step's (nothing else of the run is delivered). An agent's
+    tool calls are made inside the debug's transaction (rolled back) and shown as previews."""
     provider = providers.configured()
     call = AiCall.objects.get(pk=result["ai_call_id"])
     if provider is None:
         return {**result, **AI_STAND_IN[node_type], "note": providers.not_configured_message()}
     request = call.request
+    if request.get("tools"):
+        fields = ai_conversation.Conversation(call, ctx, provider, preview=tool_preview).run()
+        AiCall.objects.filter(pk=call.pk).update(**fields)
+        asked = {**result, **result_of(AiCall.objects.get(pk=call.pk)), "note": "asked the AI model in debug; its "
+                 "tool calls were previewed, nothing was created or sent"}
+        asked.pop("ai_call_id", None)  # (read, so _preview does not show the question as unasked)
+        if fields["status"] != AiCallStatus.SUCCEEDED:
+            asked.update(AI_STAND_IN[node_type], note=f"the AI model was asked and gave no answer: {fields['error']}")
+        return asked
     try:
         completion = providers.complete(provider, system=request["system"], prompt=request["prompt"],
                                         max_tokens=request["max_tokens"], schema=request.get("schema"))
@@ -223,6 +239,13 @@ def _asked(node_type: str, result: dict) -> dict:
     if "handle" in answer:
         asked["handle"] = answer["handle"]
     return asked
+
+
+def tool_preview(made: dict) -> dict:
+    """What an agent's tool call would have made, read before the rollback (as a step's)."""
+    if "delivery_id" in made:  # a Slack post: what would be posted where
+        return {"would_post": made.get("url"), "delivery": "not sent: simulation"}
+    return _preview({"result": made})
 
 
 def _walk(run: WorkflowRun, debug: Debug | None = None) -> tuple[str, str, list[dict]]:

@@ -17,6 +17,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
 
 from crm_automation import bounded_reader
+from crm_automation.automation.ai import budget
 from crm_automation.automation.definition import catalog, documents, graph
 from crm_automation.automation.models import Workflow, WorkflowStatus, WorkflowVersion
 from crm_automation.automation.ops import costs, kpis
@@ -535,8 +536,10 @@ def workflow_health(request, pk: int):
     """The workflow's figures (kpis.py), this month's time saved and costs (costs.py), its open alerts."""
     workflow = workflow_of(request, pk)
     month = costs.workflow_month(workflow)
+    organization = request.place.organization
     return _page(request, workflow, "health", "web/workflow_health.html", {
         "health": kpis.workflow_health(workflow), "month": month, "usage": usage_rows(month.usage, month.costs),
+        "ai_use": budget.use(organization.pk, organization.ai_monthly_token_budget),
         "alerts": list(workflow.incidents.filter(closed_at__isnull=True)),
         "breaks": list(workflow.breaks.all()[:5])})
 

@@ -403,6 +403,35 @@ class Command(BaseCommand):
                                  {"source": "review-odds", "target": "ask-review", "sourceHandle": "route-0"},
                                  {"source": "review-odds", "target": "call-client", "sourceHandle": "route-1"}]})
             self.step("workflow 'AI follow-up' (agent and router nodes, draft)")
+        if not Workflow.objects.filter(organization=org, name="AI deal assistant").exists():
+            # A draft, like the one above: it is activated once an AI provider is set, so a
+            # demo without an API key still starts.
+            workflow_create(
+                organization=org, name="AI deal assistant", by=user,
+                description="When a deal reaches negotiation: an agent that may look up records, add a task and "
+                            "set the deal's probability; then a loop of check-in tasks for as long as the model "
+                            "thinks they help (at most 3).",
+                trigger_type="deal_stage_change", trigger_config={"to_stage": "negotiation"},
+                actions=[
+                    {"id": "assistant", "type": "agent", "label": "Assistant", "config": {
+                        "additionalPrompt": "The deal {{deal.title}} ({{deal.amount}}) is in negotiation. Look up "
+                                            "the client's other deals, add one follow-up task for the owner, set the "
+                                            "deal's probability to your estimate, and say what you did.",
+                        "tools": ["search_records", "create_task", "update_field"], "maxToolCalls": 5}},
+                    {"id": "check-ins", "type": "loop", "label": "Check-ins", "config": {
+                        "loopMode": "ask-orchestrator", "maxIterations": 3,
+                        "orchestratorPrompt": "Plan check-ins on {{deal.title}}: go on while another one would "
+                                              "help close it."}},
+                    {"id": "check-in", "type": "create_task", "label": "Check In", "config": {
+                        "title": "Check in {{loop.index}} on {{deal.title}}", "due_in_days": 2,
+                        "assignee": "owner"}}],
+                graph={"edges": [{"source": "trigger", "target": "assistant"},
+                                 {"source": "assistant", "target": "check-ins"},
+                                 {"source": "check-ins", "target": "check-in", "sourceHandle": "loop-body"}]})
+            self.step("workflow 'AI deal assistant' (an agent with CRM tools, an ask-orchestrator loop, draft)")
+        if org.ai_monthly_token_budget is None:
+            Organization.objects.filter(pk=org.pk).update(ai_monthly_token_budget=200_000)
+            self.step("a monthly AI budget of 200,000 tokens (shown on each workflow's Health tab)")
 
     def _history(self, org, stages, user) -> None:
         """A first history for the run-history accordion and the approvals inbox: three deals

@@ -8,11 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 from crm_automation.automation.models import RunStatus, StepStatus, WorkflowRun
+from crm_automation.automation.nodes.base import ExecutionContext
 from crm_automation.automation.runtime.engine.runs import final_status, load_states, lock_records
 from crm_automation.automation.runtime.engine.walk import Rows, RunState, Walk, step_all
 
 MAX_PASSES = 200
-StandIn = Callable[[str, str, dict[str, Any]], dict[str, Any]]  # (node id, node type, result) → result
+# (node id, node type, result, the step's context) → result
+StandIn = Callable[[str, str, dict[str, Any], ExecutionContext], dict[str, Any]]
 
 
 def walk_without_effects(run: WorkflowRun, stand_in: StandIn, prepare: Callable[[RunState], None] | None = None
@@ -33,7 +35,7 @@ def walk_without_effects(run: WorkflowRun, stand_in: StandIn, prepare: Callable[
         for place, (ctx, result) in state.to_deliver():  # nothing is delivered
             state.delivered(place)
             node = state.node(place[0])
-            result = stand_in(node.id, node.type, result)
+            result = stand_in(node.id, node.type, result, ctx)
             walk.record(state, place, StepStatus.COMPLETED, result=result, ctx=ctx, new_attempt=False)
             walk.finished(state, place, result)
     noted = [{"node_id": place[0], "token": place[1], **values} for _, place, values in rows.values()]

@@ -34,6 +34,7 @@ from crm_automation.automation.definition.graph import Node
 from crm_automation.automation.definition.templating import rendered_settings
 from crm_automation.automation.models import RunStatus, StepStatus, WorkflowRun
 from crm_automation.automation.nodes import REGISTRY, ActionFailed, ExecutionContext, effect_key
+from crm_automation.automation.nodes import loop_orchestrator as orchestrator
 from crm_automation.automation.nodes.base import Action, NotYet, Result, step_name
 from crm_automation.automation.nodes.control import FLOW
 from crm_automation.automation.nodes.loop import Loop
@@ -81,6 +82,8 @@ class RunState:
     outputs: dict[str, object] = field(default_factory=dict)  # finished nodes' results, by id and label
     outcomes: list[str] = field(default_factory=list)
     loop_items: dict[Place, list[Any]] = field(default_factory=dict)
+    # ask-orchestrator loops: the model's decision after each iteration, as read or asked
+    loop_decisions: dict[tuple[Place, int], dict[str, Any]] = field(default_factory=dict)
     aborted: bool = False  # a step failed under the abort policy
     paused: str = ""  # a step failed under the pause policy: why (the run waits for a person)
     halted: str = ""  # why the rest of the run is skipped
@@ -231,8 +234,12 @@ class RunState:
         return self._external[place]
 
     def delivering_kinds(self) -> set[str]:
-        """The node types of the effects waiting to be delivered."""
-        return {self.node(place[0]).type for place in self._external}
+        """The node types of the effects waiting to be delivered (not a loop's question to the
+        model, which no provider's fairness counts)."""
+        return {self.node(place[0]).type for place in self._external if self.node(place[0]).type in REGISTRY}
+
+    def delivering_at(self, place: Place) -> bool:
+        return place in self._external
 
     @property
     def delivering(self) -> bool:
@@ -783,6 +790,12 @@ def deliver(walk: Walk, states: list[RunState], deadline: float) -> int:
     for state in states:
         for place, _ in state.to_deliver():
             waiting.setdefault(state.node(place[0]).type, []).append((state, place))
+    questions = waiting.pop(Loop.type, [])  # a loop's question whether to go on: read by the loop itself
+    for (state, place), settled_now in zip(questions, orchestrator.deliver(
+            [state.handed_over(place) for state, place in questions], deadline), strict=True):
+        if settled_now:
+            state.delivered(place)
+            settled += 1
     for action_type, group in waiting.items():
         outcomes = REGISTRY[action_type].deliver([s.handed_over(p) for s, p in group], deadline)
         for (state, place), outcome in zip(group, outcomes, strict=True):
