@@ -5,10 +5,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Max
-from django.urls import reverse
 from django.utils.html import format_html
 
 from crm_automation.automation import plans
+from crm_automation.automation.admin.links import run_link
 from crm_automation.automation.models import LifecycleType
 from crm_automation.crm.admin_scoping import OrgScopedAdmin, OwnRowsFilter, ReadOnlyInline, ReadOnlyOrgScopedAdmin
 from crm_automation.crm.models import Membership
@@ -263,10 +263,7 @@ class WebhookDeliveryAdmin(ReadOnlyOrgScopedAdmin):
 
     @admin.display(description="run")
     def run_link(self, obj) -> str:
-        if not obj.run_id:
-            return "—"
-        return format_html("<a href='{}'>run #{}</a>", reverse("admin:automation_workflowrun_change",
-                                                               args=[obj.run_id]), obj.run_id)
+        return run_link(obj.run_id)
 
 
 class ChatChannelForm(forms.ModelForm):

@@ -2,9 +2,8 @@
 tokens and cost, linked to the step's run (the organization's AI bill, call by call)."""
 
 from django.contrib import admin
-from django.urls import reverse
-from django.utils.html import format_html
 
+from crm_automation.automation.admin.links import run_link
 from crm_automation.automation.models import AiCall
 from crm_automation.crm.admin_scoping import ReadOnlyOrgScopedAdmin
 
@@ -30,7 +29,4 @@ class AiCallAdmin(ReadOnlyOrgScopedAdmin):
 
     @admin.display(description="run")
     def run_link(self, obj) -> str:
-        if not obj.run_id:
-            return "—"
-        return format_html("<a href='{}'>run #{}</a>", reverse("admin:automation_workflowrun_change",
-                                                               args=[obj.run_id]), obj.run_id)
+        return run_link(obj.run_id)

@@ -5,6 +5,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
+from crm_automation.automation.admin.links import run_link
 from crm_automation.automation.models import LifecycleEvent
 from crm_automation.crm.admin_scoping import ReadOnlyOrgScopedAdmin
 
@@ -27,7 +28,4 @@ class LifecycleEventAdmin(ReadOnlyOrgScopedAdmin):
 
     @admin.display(description="run")
     def run_link(self, obj) -> str:
-        if not obj.run_id:
-            return "—"
-        return format_html("<a href='{}'>run #{}</a>", reverse("admin:automation_workflowrun_change",
-                                                               args=[obj.run_id]), obj.run_id)
+        return run_link(obj.run_id)
