@@ -206,3 +206,23 @@ def test_a_foreign_origin_or_host_is_refused(live_server, org, owner):
     assert own.status_code == 200
     rebound = httpx.post(url(live_server), json=body, headers={**sent, "Host": "evil.example"})
     assert rebound.status_code == 400  # Django's ALLOWED_HOSTS, before the SDK's own check (421)
+
+
+def test_an_admin_triggers_any_workflow_on_a_record_with_a_reason(live_server, org, owner, deal):
+    """The seed's `trigger` verb over MCP: a stage-change workflow started now on a deal that has
+    not moved, by an admin, with the reason kept on the run; without a reason it is refused."""
+    from tests.conftest import make_workflow
+
+    workflow = make_workflow(org, name="Kickoff")
+    key = key_of(owner, ["read", "draft", "run"])
+    start = {"workflow_id": workflow.pk, "entity_type": "deal", "entity_id": str(deal.pk), "dry_run": False,
+             "confirm": True}
+
+    async def trigger(session: ClientSession):
+        return (refusal(await session.call_tool("start_workflow", start)),
+                answer(await session.call_tool("start_workflow", {**start, "reason": "the client asked again"})))
+
+    unexplained, started = over_http(url(live_server), key, trigger)
+    assert "reason" in unexplained
+    run = WorkflowRun.objects.get(pk=started["id"])
+    assert run.metadata["started_by"] == "owner" and run.metadata["reason"] == "the client asked again"

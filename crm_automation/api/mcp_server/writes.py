@@ -72,6 +72,9 @@ def simulate(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     "`run` scope and the ops or admin role; the run is queued and its id returned (follow it with get_run)."),
     properties={"workflow_id": ID, "entity_type": RECORD_KIND, "entity_id": RECORD_ID,
                 "input": {"type": "object", "description": "The workflow's declared inputs ({{trigger.input.x}})."},
+                "reason": {"type": "string", "maxLength": 500, "description": (
+                    "Why it is started now: required when an admin starts a workflow whose trigger is not "
+                    "“started by a person” (kept on the run).")},
                 "dry_run": {"type": "boolean", "default": True},
                 "confirm": {"type": "boolean", "default": False,
                             "description": "Must be true for a real start: the person has agreed to it."}})
@@ -89,7 +92,8 @@ def start(call: Call, args: dict[str, Any]) -> dict[str, Any]:
     record = None
     if args.get("entity_type") is not None or args.get("entity_id") is not None:
         record = call.record(args.get("entity_type"), args.get("entity_id"))
-    run = workflow_start(workflow_id=workflow.pk, by=call.caller.user, record=record, input=args.get("input"))
+    run = workflow_start(workflow_id=workflow.pk, by=call.caller.user, record=record, input=args.get("input"),
+                         reason=args.get("reason") or "")
     run = WorkflowRun.objects.select_related("workflow", "version").get(pk=run.pk)
     return {"dry_run": False, **run_detail(run), "url": call.caller.link("web:run", run.pk)}
 
