@@ -93,6 +93,20 @@ def test_a_retried_step_replays_its_conversation_and_makes_nothing_twice(org, de
     assert step.result["output"] == "Done." and step.result["tool_calls"][0]["result"]["repeated_delivery"] is True
 
 
+def test_a_retried_step_whose_first_model_call_failed_asks_again(org, deal, openai):
+    openai.reply(503, {"error": {"message": "overloaded"}})
+    openai.reply(200, calls(*FOLLOW_UP))
+    openai.reply(200, chat("Done."))
+    run = win(org, deal, [{**tool_agent(), "on_error": {"policy": "retry", "maxAttempts": 2, "baseSeconds": 60}}],
+              [edge("trigger", "helper")])
+    assert run.status == "waiting" and "503" in run.actions.get(node_id="helper").error
+    time_passes()
+    sweep(fan_out=False)
+    run.refresh_from_db()
+    assert run.status == "completed", run.error
+    assert Task.objects.count() == 1 and len(openai.requests) == 3
+
+
 def test_a_worker_that_dies_mid_conversation_leaves_nothing_to_repeat(org, deal, openai, monkeypatch):
     """The model's first reply was kept and both tools were called, then the worker died while
     asking again: the resumed run reads the reply and finds the effects; only the rest is asked."""

@@ -210,3 +210,29 @@ def test_an_admin_subscribes_in_the_admin_and_reads_the_events(org, owner, other
     assert "workflow.activated" in page and "Kickoff" in page
     event = LifecycleEvent.objects.get(type="workflow.activated")
     assert client.get(f"/admin/automation/lifecycleevent/{event.pk}/change/").status_code == 200
+
+
+def test_no_event_is_passed_over_while_an_earlier_id_may_still_commit(org, owner, receiver, client):
+    """Ids are taken at INSERT: an id below one already seen may commit later (another worker's
+    transaction). The cursor waits at such a hole until it fills, or is old enough to be a
+    rolled-back insert."""
+    from crm_automation.automation import lifecycle
+
+    subscription, _ = subscribe(org, owner, receiver)
+    for number in range(3):
+        make_workflow(org, activate=False, name=f"Flow {number}")  # workflow.created × 3
+    first, hole, last = LifecycleEvent.objects.filter(organization=org).order_by("id").values_list("id", flat=True)
+    LifecycleEvent.objects.filter(pk=hole).delete()  # as if its transaction had not committed yet
+    subscriptions.deliver(org.pk)
+    assert [json.loads(r["body"])["id"] for r in receiver.requests] == [first]
+    subscription.refresh_from_db()
+    assert subscription.cursor == first
+    client.force_login(owner)  # a consumer catching up with `after` stops at the hole too
+    listed = client.get(f"/api/v1/lifecycle-events/?after={first - 1}").json()["results"]
+    assert [e["id"] for e in listed] == [first]
+    # A minute later the hole is a rolled-back insert: the cursor goes past it.
+    LifecycleEvent.objects.filter(pk=last).update(
+        occurred_at=timezone.now() - timedelta(seconds=lifecycle.SETTLE_SECONDS + 1))
+    subscriptions.deliver(org.pk)
+    assert [json.loads(r["body"])["id"] for r in receiver.requests] == [first, last]
+    assert [e["id"] for e in client.get(f"/api/v1/lifecycle-events/?after={first}").json()["results"]] == [last]

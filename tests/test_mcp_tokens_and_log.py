@@ -41,6 +41,18 @@ def test_a_token_makes_tokens_with_only_the_scopes_it_holds(owner):
     assert from_session.json()["scopes"] == ["read", "draft", "run"]
 
 
+def test_a_scoped_token_cannot_make_an_unscoped_one_nor_revoke_every_token(owner):
+    scoped = APIClient().post(TOKEN, {"username": "owner", "password": "pw-123456", "scopes": ["read"]},
+                              format="json").json()["token"]
+    made = as_token(scoped).post(TOKENS, {}, format="json")  # asks for no scopes: gets its maker's, not none
+    assert made.status_code == 200 and made.json()["scopes"] == ["read"]
+    assert as_token(made.json()["token"]).post("/api/v1/workflows/", {}, format="json").status_code == 403
+    before = owner.auth_token_set.count()
+    refused = as_token(scoped).delete(TOKENS)
+    assert refused.status_code == 403 and "revokes only itself" in refused.json()["detail"]
+    assert owner.auth_token_set.count() == before
+
+
 def log(org, user, tool="search", outcome="ok"):
     return McpCall.objects.create(organization=org, user=user, token_id="abc", transport="http", tool=tool,
                                   arguments={"query": "x"}, outcome=outcome)

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime as parse
 
 from crm_automation.automation.models import Rollout, Workflow, WorkflowDecision, WorkflowRun
 from crm_automation.automation.runtime.rollout import bucket
@@ -237,3 +238,48 @@ def test_the_publish_page_releases_to_a_share_and_raises_holds_or_calls_it_off(o
     client.post(f"/crm/automation/workflows/{workflow.pk}/publish/", {"rollout": "abort"})
     assert Rollout.objects.get().status == "aborted"
     assert Workflow.objects.get(pk=workflow.pk).current_version.number == 1
+
+
+def test_a_held_rollouts_schedule_waits_and_goes_on_from_its_raise(org, owner, workflow):
+    workflow_publish(workflow_id=workflow.pk, by=owner, share=10,
+                     steps=[{"percent": 50, "after_hours": 24}, {"percent": 100, "after_hours": 24}])
+    rollouts.rollout_hold(workflow_id=workflow.pk, by=owner, reason="looking at a complaint")
+    rollout = Rollout.objects.get()
+    # Three days held, then raised a little: the rest of the schedule starts again from now.
+    held_at = timezone.now() - timedelta(days=3)
+    rollout.log[-1]["at"] = held_at.isoformat()
+    Rollout.objects.filter(pk=rollout.pk).update(log=rollout.log)
+    rollouts.rollout_raise(workflow_id=workflow.pk, by=owner, percent=20)
+    assert rollouts.check() == {"held": 0, "raised": 0}
+    rollout.refresh_from_db()
+    assert rollout.percent == 20 and rollout.status == "active"
+    assert all(timedelta(hours=23) < parse(step["at"]) - timezone.now() for step in rollout.steps)
+
+
+def test_a_business_events_record_stays_on_its_version(org, owner, contact):
+    """Another system's event about a contact: every event of that contact runs the same version
+    (the bucket is the contact, not the event)."""
+    from crm_automation.crm.business_events import event_send
+
+    made = make_workflow(org, trigger_type="event:invoice.paid", trigger_config={}, actions=ACTIONS,
+                         reenrollment="every_time", name="Paid")
+    workflow_update(workflow_id=made.pk, by=owner, actions=NEW)
+    workflow_publish(workflow_id=made.pk, by=owner, share=50)
+    for number in range(6):
+        event_send(organization_id=org.pk, name="invoice.paid", by=owner, links={"contact": contact.pk},
+                   data={"invoice": {"number": f"INV-{number}", "amount_paid": "10.00"}})
+    while drain():
+        pass
+    assert WorkflowRun.objects.filter(workflow=made).count() == 6
+    assert len(set(WorkflowRun.objects.filter(workflow=made).values_list("version__number", flat=True))) == 1
+
+
+def test_a_workflow_on_no_record_or_with_new_timing_goes_to_everyone_at_once(org, owner):
+    scheduled = make_workflow(org, trigger_type="schedule", trigger_config={"frequency": "daily", "time": "09:00"},
+                              actions=[{"id": "task", "type": "create_task", "config": {"title": "Daily"}}],
+                              name="Daily")
+    workflow_update(workflow_id=scheduled.pk, by=owner,
+                    actions=[{"id": "task", "type": "create_task", "config": {"title": "Every day"}}])
+    with pytest.raises(Refused, match="runs on no record"):
+        workflow_publish(workflow_id=scheduled.pk, by=owner, share=10)
+    assert not Rollout.objects.exists()

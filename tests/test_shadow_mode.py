@@ -106,3 +106,19 @@ def test_only_admins_switch_modes_and_bad_modes_change_nothing(org, owner, teamm
                        content_type="application/json")
     assert done.status_code == 200 and done.json()["mode"] == "execute"
     assert done.json()["detail"] == "In shadow mode it did not run."
+
+
+def test_a_shadow_run_that_cannot_be_walked_fails_alone(org, owner, deal, shadowed, monkeypatch):
+    from crm_automation.automation.services import simulation
+
+    real = make_workflow(org, name="Real kickoff", actions=KICKOFF_ACTIONS)
+
+    def broken(run, debug=None):
+        raise RuntimeError("the record vanished under a template")
+
+    monkeypatch.setattr(simulation, "_walk", broken)
+    won(org, deal)
+    shadow_run = WorkflowRun.objects.get(workflow=shadowed)
+    assert shadow_run.status == "failed" and "could not be walked" in shadow_run.error
+    assert shadow_run.lease_owner == ""
+    assert WorkflowRun.objects.get(workflow=real).status == "completed"  # the real run beside it went on

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate, user_logged_in
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import APIException, NotFound
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -26,7 +26,7 @@ from rest_framework.views import APIView
 
 from crm_automation.api.document_formats import BoundedJSONParser
 from crm_automation.api.login_guard import lockout_message
-from crm_automation.api.models import SCOPES
+from crm_automation.api.models import SCOPES, TokenScopes
 from crm_automation.api.tokens import (
     checked_scopes,
     scopes_of,
@@ -137,6 +137,12 @@ def _new(instance, key: str) -> Response:
                      "scopes": scopes_of(instance)})
 
 
+def _scoped(request) -> bool:
+    """Whether the request came with a token made with MCP scopes."""
+    return (request.auth is not None and hasattr(request.auth, "digest")
+            and TokenScopes.objects.filter(token=request.auth).exists())
+
+
 class TokenListView(APIView):
     """The caller's live tokens; POST makes another (e.g. for an MCP client, with scopes); DELETE
     ends all of them (signs out every client)."""
@@ -150,6 +156,8 @@ class TokenListView(APIView):
         body = NewTokenRequest(data=request.data)
         body.is_valid(raise_exception=True)
         scopes = body.validated_data.get("scopes")
+        if scopes is None and _scoped(request):
+            scopes = scopes_of(request.auth)  # within its own scopes: never a token that writes on the REST API
         if request.auth is not None and hasattr(request.auth, "digest"):
             # Made with a token (not a signed-in session): no scope the token itself lacks.
             held = scopes_of(request.auth)
@@ -167,6 +175,9 @@ class TokenListView(APIView):
 
     @extend_schema(operation_id="auth_tokens_revoke_all", tags=["auth"], responses={204: None})
     def delete(self, request):
+        if _scoped(request):
+            raise PermissionDenied("A token made with MCP scopes revokes only itself "
+                                   "(DELETE /api/v1/auth/tokens/{its id}/), not every token of its person.")
         tokens_revoke_all(user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

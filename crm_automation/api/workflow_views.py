@@ -87,7 +87,7 @@ def _if_match(request) -> int | None:
     value = request.headers.get("If-Match", "").strip().removeprefix("W/").strip('"')
     if value in ("", "*"):
         return None
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise ValidationError({"If-Match": "must be the draft_revision the change was made from, e.g. \"3\"."})
     return int(value)
 
@@ -264,7 +264,7 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
         if getattr(self, "swagger_fake_view", False):
             return Workflow.objects.none()
         return (Workflow.objects.filter(organization=organization_of(self.request))
-                .select_related("current_version"))
+                .select_related("current_version", "rollout__version"))
 
     def _respond(self, workflow: Workflow, code: int = status.HTTP_200_OK) -> Response:
         workflow = self.get_queryset().get(pk=workflow.pk)  # fresh, with what the serializer reads

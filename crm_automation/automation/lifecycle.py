@@ -12,8 +12,10 @@ that has subscriptions (known to each process for a few seconds); the minute sch
 anything else.
 """
 
+import logging
 import time
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -29,6 +31,7 @@ from crm_automation.automation.models import (
 )
 
 Type = LifecycleType
+logger = logging.getLogger(__name__)
 
 RUN_ENDINGS: dict[str, str] = {
     RunStatus.COMPLETED: Type.RUN_COMPLETED,
@@ -99,6 +102,42 @@ def runs_ended(runs: Iterable[WorkflowRun]) -> int:
     return _runs_events((RUN_ENDINGS[run.status], run) for run in runs if run.status in RUN_ENDINGS)
 
 
+# --- Reading them in order ------------------------------------------------------------------------
+SETTLE_SECONDS = 60  # no transaction that writes an event stays open this long (segments are ~1 s)
+
+
+def settled(after: int, ids: list[int]) -> int:
+    """How far past `after` a reader may move its cursor over `ids` (ascending ids of one
+    organization's events after it): the last of them below which no id can still appear.
+
+    Ids are taken at INSERT, not at commit: on PostgreSQL a transaction that took id 100 may commit
+    after one that took 101, so a reader that saw 101 must not pass 100 yet. Every id of the table
+    (all organizations) up to a point being present means nothing below it is still to come; a hole
+    older than SETTLE_SECONDS is an insert that rolled back. One COUNT per look, a few when there is
+    a hole (bisection)."""
+    if not ids:
+        return after
+
+    def whole(upto: int) -> bool:
+        return LifecycleEvent.objects.filter(id__gt=after, id__lte=upto).count() == upto - after
+
+    while ids:
+        if whole(ids[-1]):
+            return ids[-1]
+        low, high = -1, len(ids) - 1  # whole up to ids[low] (after itself for -1), not up to ids[high]
+        while high - low > 1:
+            middle = (low + high) // 2
+            if whole(ids[middle]):
+                low = middle
+            else:
+                high = middle
+        past_hole = LifecycleEvent.objects.filter(pk=ids[high]).values_list("occurred_at", flat=True).first()
+        if past_hole is None or past_hole > timezone.now() - timedelta(seconds=SETTLE_SECONDS):
+            return ids[low] if low >= 0 else after  # the hole may still fill: wait at its edge
+        after, ids = ids[high], ids[high + 1:]  # an old hole: a rolled-back insert; go on past it
+    return after
+
+
 # --- Waking the delivery ----------------------------------------------------------------------------
 
 def subscribed_organizations() -> frozenset[int]:
@@ -129,7 +168,11 @@ def _poke(organization_ids: Iterable[int]) -> None:
         from crm_automation.webhooks.subscriptions import enqueue_delivery
 
         def enqueue() -> None:
-            for organization_id in wanted:
-                enqueue_delivery(organization_id)
+            try:
+                for organization_id in wanted:
+                    enqueue_delivery(organization_id)
+            except Exception:  # noqa: BLE001 (the change committed; the minute schedule delivers what a lost poke did not)
+                logger.warning("Could not poke the lifecycle delivery for %s; the minute schedule will", wanted,
+                               exc_info=True)
 
         transaction.on_commit(enqueue)

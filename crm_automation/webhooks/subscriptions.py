@@ -1,6 +1,7 @@
 """Lifecycle events delivered to event subscriptions (docs/product.md#lifecycle-events).
 
-A subscription's cursor walks the organization's `LifecycleEvent` ids. Each pass, under the
+A subscription's cursor walks the organization's `LifecycleEvent` ids, never past an id an
+unfinished transaction may still commit (lifecycle.settled). Each pass, under the
 subscription's row lock: the events after the cursor that it wants become `WebhookDelivery` rows
 (one per event, keyed `evt_<event>_sub_<subscription>`, which is also the Standard Webhooks
 `webhook-id`, so a receiver deduplicates a retry) and the cursor moves past them, in one
@@ -25,6 +26,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from crm_automation.automation import lifecycle
 from crm_automation.automation.models import LifecycleEvent
 from crm_automation.webhooks.delivery import deliveries_send
 from crm_automation.webhooks.models import DeliveryStatus, EventSubscription, WebhookDelivery
@@ -62,6 +64,9 @@ def _take(subscription_id: int) -> int:
             return 0  # another worker holds it, or it was switched off
         events = list(LifecycleEvent.objects.filter(organization_id=subscription.organization_id,
                                                     id__gt=subscription.cursor).order_by("id")[:BATCH])
+        # Only as far as no earlier id can still commit (lifecycle.settled): none is ever passed over.
+        upto = lifecycle.settled(subscription.cursor, [event.pk for event in events])
+        events = [event for event in events if event.pk <= upto]
         if not events:
             return 0
         wanted = [event for event in events if subscription.wants(event.type)]

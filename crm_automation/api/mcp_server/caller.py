@@ -70,8 +70,9 @@ class Call:
         self.organization_id = organization_id
 
     def number(self, raw: object, what: str) -> int:
-        if isinstance(raw, bool) or not isinstance(raw, int | str) or not str(raw).strip().isdigit() \
-                or len(str(raw).strip()) > 18:
+        text = str(raw).strip()
+        if isinstance(raw, bool) or not isinstance(raw, int | str) or not (text.isascii() and text.isdigit()) \
+                or len(text) > 18:
             raise NotFound(f"No {what} {raw!r} in your organizations.")
         return int(str(raw).strip())
 

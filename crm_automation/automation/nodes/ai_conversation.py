@@ -91,7 +91,7 @@ class Conversation:
         """The model's reply at `turn`: read from its row when given before, else asked now."""
         if turn == 0:
             row = self.call
-            kept = (row.answer or {}).get("reply")
+            kept = (row.answer or {}).get("reply") or None  # ({} when the first call failed: ask again)
         else:
             key = turn_key(self.call, turn)
             if len(key) > 100:
@@ -149,7 +149,7 @@ class Conversation:
 
     def _end(self, status: str, *, output: Any = None, error: str = "") -> dict[str, Any]:
         usage = {**self.usage, "cost": str(self.usage["cost"].normalize())}
-        answer: dict[str, Any] = {"reply": self.first, "tool_calls": self.records, "usage": usage}
+        answer: dict[str, Any] = {"reply": self.first or None, "tool_calls": self.records, "usage": usage}
         if status == Status.SUCCEEDED:
             answer["output"] = output
         return {"status": status, "answer": answer, "error": error[:2000]}

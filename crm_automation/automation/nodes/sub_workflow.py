@@ -54,7 +54,8 @@ class SubWorkflow(Action[Child]):
         return errors
 
     def prepare(self, config: dict[str, Any], ctx: ExecutionContext) -> Child:
-        child = Workflow.objects.filter(organization_id=ctx.organization_id, key=config["workflowId"]).first()
+        child = (Workflow.objects.filter(organization_id=ctx.organization_id, key=config["workflowId"])
+                 .select_related("current_version", "rollout__version").first())
         if child is None:
             raise ActionFailed(f"the sub-workflow “{config['workflowId']}” no longer exists")
         if child.status != WorkflowStatus.ACTIVATED or child.current_version_id is None:

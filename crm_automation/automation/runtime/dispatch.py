@@ -222,7 +222,7 @@ def dispatch(events: list[AutomationEvent], *, token: str = "") -> Dispatched:
         for wf in candidates:
             if not matching.offered(event, wf.pk):
                 continue  # a due time or an occasion belongs to its own workflow: the others are not candidates
-            version, rolling = rollout.version_for(wf, event.entity_id)
+            version, rolling = rollout.version_for(wf, rollout.record_of(event))
             assert version is not None, "_candidates takes workflows with a version only"
             decided = _decide(event, wf, version, orgs[event.organization_id], trigger, load,
                               stage_names[event.organization_id])

@@ -8,7 +8,8 @@ The rollout comes with the workflow (`select_related("rollout__version")`): no r
 import hashlib
 from typing import Any
 
-from crm_automation.automation.models import Rollout, Workflow, WorkflowVersion
+from crm_automation.automation.models import AutomationEvent, Rollout, Workflow, WorkflowVersion
+from crm_automation.crm import changes
 
 OPEN = (Rollout.Status.ACTIVE, Rollout.Status.HELD)
 
@@ -16,6 +17,22 @@ OPEN = (Rollout.Status.ACTIVE, Rollout.Status.HELD)
 def bucket(workflow_id: int, entity_id: Any) -> int:
     digest = hashlib.sha256(f"{workflow_id}:{entity_id}".encode()).digest()
     return int.from_bytes(digest[:4], "big") % 100
+
+
+def record_of(event: AutomationEvent) -> Any:
+    """The id that names the record an event's run is about, as a start by hand names it: another
+    system's event by the record it links (a project, deal or lead first, else its contact), every
+    other event by its own entity id. (A business event's own id is new each time: bucketing on it
+    would move a record between versions.)"""
+    if event.entity_type != "event":
+        return event.entity_id
+    links = (event.payload or {}).get("links") or {}
+    for kind in ("project", "deal", "lead"):
+        if links.get(kind):
+            return links[kind]
+    if links.get("contact"):
+        return changes.stand_in("contact", links["contact"])
+    return event.entity_id
 
 
 def version_for(workflow: Workflow, entity_id: Any) -> tuple[WorkflowVersion | None, str]:

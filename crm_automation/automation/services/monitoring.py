@@ -21,7 +21,7 @@ MAX_PRICE = Decimal("999999.999999")  # what the columns hold (12 digits, 6 afte
 
 
 def _minutes(value: Any) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_MINUTES:
         raise ValidationError({"minutes_saved": f"a whole number of minutes from 0 to {MAX_MINUTES:,} "

@@ -36,7 +36,7 @@ from crm_automation.automation.runtime import engine
 from crm_automation.automation.runtime.queue import enqueue_regression
 from crm_automation.automation.services import impact
 from crm_automation.automation.services.simulation import stand_in_for
-from crm_automation.automation.services.workflows import has_unpublished_changes
+from crm_automation.automation.services.workflows import has_unpublished_changes, published_version
 from crm_automation.automation.triggers import matching
 from crm_automation.crm.models import Stage
 from crm_automation.refusals import Refused
@@ -228,7 +228,7 @@ def check(workflow: Workflow, *, runs: int | None = None) -> dict[str, Any]:
     the result as the API gives it."""
     started = time.monotonic()
     runs = min(runs or runs_checked(), MAX_RUNS)
-    live_version = workflow.current_version
+    live_version = published_version(workflow)  # (a rollout's version, while one is under way)
     assert live_version is not None, "a live workflow has its version"
     live_definition, draft_definition = live_version.definition, workflow.definition
     live_flow, draft_flow = graph.build(live_definition), graph.build(draft_definition)
@@ -306,7 +306,8 @@ def is_current(made: ImpactPreview, workflow: Workflow, last_run: int | None) ->
     """Whether a finished check still answers for `workflow`: the same saved edits, the same live
     version and no run since."""
     result = made.result or {}
-    return (made.revision == workflow.draft_revision and result.get("live_version_id") == workflow.current_version_id
+    live = published_version(workflow)
+    return (made.revision == workflow.draft_revision and result.get("live_version_id") == (live.pk if live else None)
             and result.get("last_run") == last_run)
 
 

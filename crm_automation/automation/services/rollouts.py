@@ -16,12 +16,23 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from crm_automation.automation.models import Rollout, RunStatus, Workflow, WorkflowRun, WorkflowVersion
+from crm_automation.automation import lifecycle
+from crm_automation.automation.definition import catalog
+from crm_automation.automation.models import (
+    LifecycleType,
+    Rollout,
+    RunStatus,
+    Workflow,
+    WorkflowRun,
+    WorkflowVersion,
+)
 from crm_automation.automation.ops.paused_run_alerts import notify_admins
 from crm_automation.crm.selectors import user_has_role
 from crm_automation.refusals import Refused
 
 OPEN = (Rollout.Status.ACTIVE, Rollout.Status.HELD)
+NO_RECORD = {catalog.SCHEDULE, catalog.WEBHOOK}  # runs on no record: no share of records to give it to
+TIMED = {catalog.DATE_REACHED, catalog.IN_STAGE}  # when they fire is worked out from the current version
 FAILED = (RunStatus.FAILED, RunStatus.PARTIAL)
 MAX_MARGIN = 100
 
@@ -75,8 +86,15 @@ def start(*, workflow: Workflow, version: WorkflowVersion, previous: WorkflowVer
     if margin is not None and (isinstance(margin, bool) or not isinstance(margin, int)
                                or not 0 <= margin <= MAX_MARGIN):
         raise ValidationError({"margin": ["must be a whole number of percentage points from 0 to 100"]})
-    if version.definition.get("trigger_type") != previous.definition.get("trigger_type"):
+    trigger = version.definition.get("trigger_type")
+    if trigger != previous.definition.get("trigger_type"):
         raise Refused("A version with another trigger goes to every record at once: publish it to 100 %.")
+    if trigger in NO_RECORD:
+        raise Refused(f"“{workflow.name}” runs on no record ({catalog.trigger_label(trigger).lower()}), so there is "
+                      "no share of records to give it to: publish it to 100 %.")
+    if trigger in TIMED and version.definition.get("trigger_config") != previous.definition.get("trigger_config"):
+        raise Refused("When it fires is worked out from one version for every record: a version that changes "
+                      "its timing goes to every record at once (publish it to 100 %).")
     close_open(workflow, by, Rollout.Status.ABORTED, f"replaced by version {version.number}")
     rollout = Rollout(organization_id=workflow.organization_id, workflow=workflow, version=version,
                       previous=previous, percent=share, steps=planned, started_by=by if getattr(by, "pk", None)
@@ -119,6 +137,8 @@ def _complete(workflow: Workflow, rollout: Rollout, by: Any, why: str) -> None:
     Workflow.objects.filter(pk=workflow.pk).update(version=rollout.version.number, current_version=rollout.version,
                                                    rollout=None)
     workflow.version, workflow.current_version, workflow.rollout = rollout.version.number, rollout.version, None
+    lifecycle.workflow_event(LifecycleType.WORKFLOW_PUBLISHED, workflow, by, rollout={
+        "version": rollout.version.number, "percent": 100, "status": rollout.status, "why": why})
 
 
 @transaction.atomic
@@ -130,6 +150,8 @@ def rollout_raise(*, workflow_id: int, by: Any, percent: int) -> Rollout:
     if percent <= rollout.percent:
         raise ValidationError({"percent": [f"must be above the current share ({rollout.percent} %); to go back, "
                                            "call the rollout off"]})
+    if rollout.status == Rollout.Status.HELD:
+        rollout.steps = _shifted(rollout)  # the schedule waited while it was held: it goes on from now
     rollout.steps = [step for step in rollout.steps if step["percent"] > percent]
     if percent == 100:
         _complete(workflow, rollout, by, f"raised to 100 % by {_who(by)}")
@@ -140,13 +162,29 @@ def rollout_raise(*, workflow_id: int, by: Any, percent: int) -> Rollout:
     return rollout
 
 
+def _held_since(rollout: Rollout) -> datetime | None:
+    for entry in reversed(rollout.log):
+        if str(entry.get("what", "")).startswith("held"):
+            return parse_datetime(entry["at"])
+    return None
+
+
+def _shifted(rollout: Rollout) -> list[dict[str, Any]]:
+    """The remaining steps moved later by the time it was held, so none falls due at once."""
+    since = _held_since(rollout)
+    if since is None:
+        return rollout.steps
+    pause = timezone.now() - since
+    return [{**step, "at": ((parse_datetime(step["at"]) or since) + pause).isoformat()} for step in rollout.steps]
+
+
 @transaction.atomic
 def rollout_hold(*, workflow_id: int, by: Any, reason: str = "") -> Rollout:
     """Stop raising it (the schedule waits); the records in the share keep the new version."""
     _, rollout = _locked(workflow_id, by)
     rollout.status = Rollout.Status.HELD
     rollout.held_reason = (reason or f"held by {_who(by)}")[:1000]
-    _note(rollout, by, rollout.held_reason)
+    _note(rollout, by, f"held: {rollout.held_reason}")
     rollout.save(update_fields=["status", "held_reason", "log"])
     return rollout
 
@@ -157,6 +195,9 @@ def rollout_abort(*, workflow_id: int, by: Any) -> Rollout:
     workflow, rollout = _locked(workflow_id, by)
     close_open(workflow, by, Rollout.Status.ABORTED, f"called off by {_who(by)}")
     rollout.refresh_from_db()
+    lifecycle.workflow_event(LifecycleType.WORKFLOW_PUBLISHED, workflow, by, rollout={
+        "version": rollout.version.number, "percent": 0, "status": rollout.status,
+        "why": f"called off: every record runs version {rollout.previous.number} again"})
     return rollout
 
 
@@ -196,6 +237,8 @@ def check(now: datetime | None = None) -> dict[str, int]:
                                                                                        "workflow"):
         reason = _worse(rollout)
         with transaction.atomic():
+            # The workflow's row first, then the rollout's: the order publishing and a person's raise take.
+            workflow = Workflow.objects.select_for_update().get(pk=rollout.workflow_id)
             current = Rollout.objects.select_for_update().filter(pk=rollout.pk, status=Rollout.Status.ACTIVE).first()
             if current is None:
                 continue  # a person changed it meanwhile
@@ -212,7 +255,6 @@ def check(now: datetime | None = None) -> dict[str, int]:
                 continue
             due = [step for step in current.steps if (parse_datetime(step["at"]) or now) <= now]
             if due:
-                workflow = Workflow.objects.select_for_update().get(pk=rollout.workflow_id)
                 percent = due[-1]["percent"]
                 current.steps = [step for step in current.steps if step not in due]
                 if percent >= 100:

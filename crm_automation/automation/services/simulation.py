@@ -13,6 +13,7 @@ quota and the success rate are not touched).
 """
 
 import json
+import logging
 from dataclasses import dataclass, field
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -55,6 +56,9 @@ from crm_automation.crm.snapshots import snapshot
 AI_STAND_IN: dict[str, dict[str, object]] = {"agent": {"output": "(written by the AI model when the workflow runs)"},
                "router": {"output": {"route": "", "reason": "not simulated"},
                           "note": "the AI model chooses the route when the workflow runs; the simulation stops here"}}
+
+
+logger = logging.getLogger(__name__)
 
 
 class _Rollback(Exception):
@@ -371,6 +375,9 @@ def shadow_run(run_id: int, token: str) -> str:
             raise _Rollback
     except _Rollback:
         pass
+    except Exception as exc:  # noqa: BLE001 (one shadow run that cannot be walked fails alone, once)
+        logger.exception("Shadow run %s could not be walked", run_id)
+        outcome = {"status": RunStatus.FAILED, "error": f"the shadow run could not be walked: {exc}", "rows": []}
     with transaction.atomic():
         over = outcome["status"] not in (RunStatus.WAITING, RunStatus.PAUSED)
         mine = WorkflowRun.objects.filter(pk=run.pk, lease_owner=token, status=RunStatus.STARTED).update(

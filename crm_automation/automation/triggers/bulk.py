@@ -29,6 +29,7 @@ from django.utils import timezone
 from crm_automation.automation import plans
 from crm_automation.automation.models import BulkHold, WorkflowDecision, WorkflowRun
 from crm_automation.automation.ops import paused_run_alerts as alerts
+from crm_automation.automation.runtime import rollout
 from crm_automation.automation.runtime.enrollment import enroll, holds, insert_runs
 from crm_automation.automation.runtime.queue import enqueue_continue
 from crm_automation.crm.selectors import user_has_role
@@ -152,8 +153,8 @@ def bulk_hold_release(*, hold_id: int, by) -> int:
         if i >= keep:
             decision.outcome = Outcome.MATCHED_UNLOGGED
         runs.append((WorkflowRun(organization_id=workflow.organization_id, workflow=workflow,
-                                 # the version its dispatch chose (a rollout's share, or the current one)
-                                 version=decision.version or workflow.current_version, event=event,
+                                 # the record's version now (a rollout may have moved on since the hold)
+                                 version=rollout.version_for(workflow, rollout.record_of(event))[0], event=event,
                                  trigger_type=event.kind,
                                  trigger_entity_type=event.entity_type, trigger_entity_id=event.entity_id,
                                  metadata=meta, history_suppressed=i >= keep, holds_enrollment=holds(workflow)),

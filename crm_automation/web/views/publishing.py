@@ -36,7 +36,8 @@ def workflow_publish_view(request, pk: int):
             _change_rollout(request, workflow)
             return redirect("web:publish", pk=workflow.pk)
         acknowledged = request.POST.get("acknowledge_cycle") == "1"
-        share = int(request.POST.get("share", "100")) if request.POST.get("share", "100").isdigit() else 0
+        given = request.POST.get("share", "100")
+        share = int(given) if given.isascii() and given.isdigit() and len(given) < 4 else 0  # 0: refused, said why
         steps = ROLLOUT_SCHEDULE if share < 100 and request.POST.get("scheduled") == "1" else None
         attempt(request, lambda: workflow_publish(workflow_id=workflow.pk, by=request.user,
                                                   acknowledge_cycle=acknowledged, share=share, steps=steps),
@@ -91,7 +92,7 @@ def _rollout_of(workflow) -> dict[str, Any] | None:
 
 def _change_rollout(request, workflow) -> None:
     action, percent = request.POST.get("rollout"), request.POST.get("percent", "")
-    if action == "raise" and percent.isdigit():
+    if action == "raise" and percent.isascii() and percent.isdigit() and len(percent) < 4:
         attempt(request, lambda: rollouts.rollout_raise(workflow_id=workflow.pk, by=request.user,
                                                         percent=int(percent)),
                 lambda done: f"The new version now runs for {done.percent} % of the records."
