@@ -174,3 +174,22 @@ def test_the_breaker_opening_and_closing_and_a_high_failure_rate_are_events(org)
     assert types(workflow_id=workflow.pk)[-2:] == ["workflow.activated", "workflow.breaker_closed"]
     closed = LifecycleEvent.objects.get(type="workflow.breaker_closed")
     assert closed.data["outcome"] == "activated again on trial" and closed.data["workflow"]["status"] == "activated"
+
+
+def test_a_run_whose_worker_died_has_one_start_and_one_end(org, deal, monkeypatch):
+    """Delivered twice (the first worker killed mid-run, the lease expired, the sweep resumed it):
+    still one run.started (written with the run) and one run.completed (with the run's end)."""
+    from crm_automation.automation.nodes import REGISTRY
+    from crm_automation.automation.runtime.tasks import sweep
+    from tests.test_engine import EMAIL_FIRST, die, dispatched_run, execute_run, expire_leases
+
+    make_workflow(org, actions=EMAIL_FIRST)
+    run_id = dispatched_run(org, deal)
+    monkeypatch.setattr(REGISTRY["create_task"], "apply", die)
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(run_id)
+    monkeypatch.undo()
+    assert types(run_id=run_id) == ["run.started"]
+    expire_leases()
+    assert sweep(fan_out=False)["resumed"] == 1
+    assert types(run_id=run_id) == ["run.started", "run.completed"]
