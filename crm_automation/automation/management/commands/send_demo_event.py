@@ -4,6 +4,7 @@ server, as another system would (`--direct` records it in-process instead, for a
 not running)."""
 
 import json
+import os
 import time
 import uuid
 from datetime import timedelta
@@ -22,7 +23,8 @@ class Command(BaseCommand):
     help = "Send the demo organization an invoice.overdue event, as its billing system would."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--url", default="http://127.0.0.1:8000", help="The running server (make run's).")
+        parser.add_argument("--url", default=f"http://127.0.0.1:{os.environ.get('PORT', '8000')}",
+                            help="The running server (make run's; PORT as for make run).")
         parser.add_argument("--days", type=int, default=21, help="How many days the invoice is overdue.")
         parser.add_argument("--direct", action="store_true", help="Record it in-process, without HTTP.")
 

@@ -26,6 +26,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, addr: str, **options) -> None:
         manage = [sys.executable, "manage.py"]
+        # Links in emails, alerts and MCP answers name this server unless SITE_URL says otherwise.
+        os.environ.setdefault("SITE_URL", f"http://{addr}")
         self.stdout.write("Starting the web server and the worker cluster…")
         children = [
             subprocess.Popen([*manage, "qcluster"], start_new_session=True),
