@@ -143,6 +143,8 @@ def test_the_list_filters_by_type_workflow_and_run_and_refuses_nonsense(org, dea
     assert bad_type.status_code == 400 and "run.exploded" in bad_type.json()["type"][0]
     bad_after = client.get("/api/v1/lifecycle-events/?after=1;DROP")
     assert bad_after.status_code == 400 and "after" in bad_after.json()
+    for odd in ("²", "٣", "-1"):  # digits to str.isdigit(), not to int(): a 400, not a 500
+        assert client.get(f"/api/v1/lifecycle-events/?after={odd}").status_code == 400
 
 
 def test_no_one_outside_reads_events_without_signing_in(client):
