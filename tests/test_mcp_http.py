@@ -209,7 +209,7 @@ def test_a_foreign_origin_or_host_is_refused(live_server, org, owner):
 
 
 def test_an_admin_triggers_any_workflow_on_a_record_with_a_reason(live_server, org, owner, deal):
-    """The seed's `trigger` verb over MCP: a stage-change workflow started now on a deal that has
+    """The `trigger` verb over MCP: a stage-change workflow started now on a deal that has
     not moved, by an admin, with the reason kept on the run; without a reason it is refused."""
     from tests.conftest import make_workflow
 
