@@ -108,7 +108,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = EventSubscription
-        fields = ["id", "target", "url", "secret_hint", "target_active", "event_types", "active", "cursor",
+        fields = ["id", "target", "url", "secret_hint", "target_active", "event_types", "active",
                   "created_at"]
 
 

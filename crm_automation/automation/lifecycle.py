@@ -6,10 +6,9 @@ service's for a workflow's verbs, the engine's segment for a run), so an event e
 its change committed. Runs are written in bulk: one INSERT for all the runs a dispatch starts or a
 segment ends. A run whose history is not kept (the plan's history quota is used up) has none.
 
-Delivery is separate and after the commit (webhooks/subscriptions.py): the events carry a growing
-id, each subscription keeps a cursor over them. The commit pokes a worker only in an organization
-that has subscriptions (known to each process for a few seconds); the minute schedule finds
-anything else.
+In an organization with event subscriptions (each process knows which for a few seconds), the
+events' deliveries are written in the same transaction (webhooks/subscriptions.py) and the commit
+pokes a worker to send them; the minute schedule sends anything a lost poke left.
 """
 
 import logging
@@ -62,7 +61,7 @@ def workflow_event(type: str, workflow: Workflow, by: Any = None, **more: Any) -
     event = LifecycleEvent.objects.create(
         organization_id=workflow.organization_id, type=type, workflow_id=workflow.pk,
         data=workflow_data(workflow, by, **more), occurred_at=timezone.now())
-    _poke([workflow.organization_id])
+    _fan_out([event])
     return event
 
 
@@ -88,8 +87,8 @@ def _runs_events(typed: Iterable[tuple[str, WorkflowRun]]) -> int:
                              run_id=run.pk, data=_run_data(run, run.status), occurred_at=now)
               for type, run in typed if not run.history_suppressed and not run.simulated]
     if events:
-        LifecycleEvent.objects.bulk_create(events)
-        _poke({event.organization_id for event in events})
+        LifecycleEvent.objects.bulk_create(events)  # (with their ids, on both databases)
+        _fan_out(events)
     return len(events)
 
 
@@ -103,7 +102,7 @@ def runs_ended(runs: Iterable[WorkflowRun]) -> int:
 
 
 # --- Reading them in order ------------------------------------------------------------------------
-SETTLE_SECONDS = 60  # no transaction that writes an event stays open this long (segments are ~1 s)
+SETTLE_SECONDS = 10  # no transaction that writes an event stays open this long after it (segments are ~1 s)
 
 
 def settled(after: int, ids: list[int]) -> int:
@@ -113,7 +112,8 @@ def settled(after: int, ids: list[int]) -> int:
     Ids are taken at INSERT, not at commit: on PostgreSQL a transaction that took id 100 may commit
     after one that took 101, so a reader that saw 101 must not pass 100 yet. Every id of the table
     (all organizations) up to a point being present means nothing below it is still to come; a hole
-    older than SETTLE_SECONDS is an insert that rolled back. One COUNT per look, a few when there is
+    followed by an event older than SETTLE_SECONDS is an insert that rolled back (an event is
+    written at the end of its transaction, which commits within a second or so). One COUNT per look, a few when there is
     a hole (bisection)."""
     if not ids:
         return after
@@ -160,19 +160,24 @@ def forget_subscribers() -> None:
     _subscribers = (0.0, frozenset())
 
 
-def _poke(organization_ids: Iterable[int]) -> None:
-    if not settings.AUTOMATION["NUDGE"]:
-        return  # (tests call the delivery themselves; the minute schedule still runs it)
-    wanted = sorted(set(organization_ids) & subscribed_organizations())
-    if wanted:
-        from crm_automation.webhooks.subscriptions import enqueue_delivery
+def _fan_out(events: list[LifecycleEvent]) -> None:
+    """The events' deliveries to subscriptions, in their transaction; a worker poked after it."""
+    subscribed = subscribed_organizations()
+    events = [event for event in events if event.organization_id in subscribed]
+    if not events:
+        return  # (nearly always: no query at all)
+    from crm_automation.webhooks.subscriptions import deliveries_for, enqueue_delivery
 
-        def enqueue() -> None:
-            try:
-                for organization_id in wanted:
-                    enqueue_delivery(organization_id)
-            except Exception:  # noqa: BLE001 (the change committed; the minute schedule delivers what a lost poke did not)
-                logger.warning("Could not poke the lifecycle delivery for %s; the minute schedule will", wanted,
-                               exc_info=True)
+    if not deliveries_for(events) or not settings.AUTOMATION["NUDGE"]:
+        return  # (tests send them themselves; the minute schedule does too)
+    wanted = sorted({event.organization_id for event in events})
 
-        transaction.on_commit(enqueue)
+    def enqueue() -> None:
+        try:
+            for organization_id in wanted:
+                enqueue_delivery(organization_id)
+        except Exception:  # noqa: BLE001 (the change committed; the minute schedule sends what a lost poke did not)
+            logger.warning("Could not poke the lifecycle delivery for %s; the minute schedule will", wanted,
+                           exc_info=True)
+
+    transaction.on_commit(enqueue)

@@ -192,12 +192,12 @@ class EventSubscriptionAdmin(AdminsOnly):
     """Lifecycle events (run failed, workflow activated …) sent to a webhook target, signed."""
 
     form = SubscriptionForm
-    list_display = ("target", "organization", "types", "active", "cursor", "created_at")
+    list_display = ("target", "organization", "types", "active", "created_at")
     list_filter = ("active", "organization")
     list_select_related = ("target", "organization")
 
     def get_readonly_fields(self, request, obj=None):
-        return ("organization", "target", "cursor") if obj is not None else ()
+        return ("organization", "target") if obj is not None else ()
 
     @admin.display(description="events")
     def types(self, obj) -> str:

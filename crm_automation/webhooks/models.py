@@ -137,15 +137,14 @@ class ChatChannel(models.Model):
 
 class EventSubscription(models.Model):
     """Lifecycle events (automation/lifecycle.py) sent to one of the organization's webhook targets,
-    signed with its secret (Standard Webhooks): every type, or those listed. `cursor` is the id of
-    the last event it has taken into its deliveries (subscriptions.py); a new subscription starts
-    at the newest event, so it hears of what happens from now on."""
+    signed with its secret (Standard Webhooks): every type, or those listed. Each event's delivery
+    is written in the event's own transaction (subscriptions.py), so it hears of what happens from
+    the moment it exists (within the few seconds each process takes to learn of it)."""
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     target = models.ForeignKey(WebhookTarget, on_delete=models.CASCADE, related_name="subscriptions")
     event_types = models.JSONField(default=list, blank=True, help_text="The types it wants; empty: all of them.")
     active = models.BooleanField(default=True)
-    cursor = models.BigIntegerField(default=0, editable=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
                                    related_name="+", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)

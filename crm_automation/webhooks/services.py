@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from crm_automation.automation import lifecycle, plans
-from crm_automation.automation.models import LifecycleEvent, LifecycleType
+from crm_automation.automation.models import LifecycleType
 from crm_automation.crm.models import Organization
 from crm_automation.crm.selectors import user_has_role
 from crm_automation.webhooks import guard, signing
@@ -191,18 +191,18 @@ def event_subscription_create(*, organization: Organization, by, target_name: st
             raise ValidationError({"target": [f"no webhook target “{str(target_name)[:60]}” in this organization; "
                                               "give a url to make one"]})
         target = found
-    newest = LifecycleEvent.objects.filter(organization=organization).order_by("-id").values_list("id", flat=True)
     subscription = EventSubscription.objects.create(
-        organization=organization, target=target, event_types=types, cursor=newest.first() or 0,
+        organization=organization, target=target, event_types=types,
         created_by=by if getattr(by, "pk", None) else None)
-    transaction.on_commit(lifecycle.forget_subscribers)
+    lifecycle.forget_subscribers()  # this process at once (its own transaction sees the row) …
+    transaction.on_commit(lifecycle.forget_subscribers)  # … and again once it is committed
     return subscription, secret
 
 
 @transaction.atomic
 def event_subscription_update(*, subscription_id: int, by, event_types: list[str] | None = None,
                               active: bool | None = None) -> EventSubscription:
-    """Change what it wants, or switch it off and on. Switched on again, it goes on from now:
+    """Change what it wants, or switch it off and on. Switched on again, it goes on from then:
     what happened while it was off is in GET /api/v1/lifecycle-events/."""
     subscription = EventSubscription.objects.select_for_update().get(pk=subscription_id)
     _check_admin(by, subscription.organization_id)
@@ -213,13 +213,10 @@ def event_subscription_update(*, subscription_id: int, by, event_types: list[str
     if active is not None and active != subscription.active:
         subscription.active = active
         fields.append("active")
-        if active:
-            subscription.cursor = (LifecycleEvent.objects.filter(organization_id=subscription.organization_id)
-                                   .order_by("-id").values_list("id", flat=True).first() or 0)
-            fields.append("cursor")
     if fields:
         subscription.save(update_fields=fields)
-    transaction.on_commit(lifecycle.forget_subscribers)
+    lifecycle.forget_subscribers()  # this process at once (its own transaction sees the row) …
+    transaction.on_commit(lifecycle.forget_subscribers)  # … and again once it is committed
     return subscription
 
 

@@ -1,18 +1,18 @@
 """Lifecycle events delivered to event subscriptions (docs/product.md#lifecycle-events).
 
-A subscription's cursor walks the organization's `LifecycleEvent` ids, never past an id an
-unfinished transaction may still commit (lifecycle.settled). Each pass, under the
-subscription's row lock: the events after the cursor that it wants become `WebhookDelivery` rows
-(one per event, keyed `evt_<event>_sub_<subscription>`, which is also the Standard Webhooks
-`webhook-id`, so a receiver deduplicates a retry) and the cursor moves past them, in one
-transaction. The deliveries are then sent outside it, one at a time, as a workflow's HTTP
+Each event's deliveries are written in the event's own transaction (`deliveries_for`, called by
+lifecycle.py for the organizations with subscriptions): one `WebhookDelivery` per event and
+subscription that wants it, keyed `evt_<event>_sub_<subscription>` (also the Standard Webhooks
+`webhook-id`, so a receiver deduplicates a retry). So a delivery exists exactly when its event
+committed: none is passed over however transactions interleave, and a rolled-back change leaves
+none. The deliveries are then sent outside any transaction, one at a time, as a workflow's HTTP
 requests are (delivery.py: signed with the target's secret, one attempt row per try, 410 disables
 the target).
 
 A failed delivery is tried again after RETRY_AFTER[attempts] (1 min, 5 min, 30 min, 2 h, 8 h: six
 tries in about 11 hours), then left failed. One left `sending` by a worker that died is tried
-again after STUCK_AFTER. Passes run after the commit of any event in an organization with
-subscriptions (lifecycle._poke) and every minute (the schedule below).
+again after STUCK_AFTER. A pass runs after the commit of any event with deliveries
+(lifecycle._fan_out) and every minute (the schedule below).
 """
 
 import json
@@ -21,12 +21,10 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from crm_automation.automation import lifecycle
 from crm_automation.automation.models import LifecycleEvent
 from crm_automation.webhooks.delivery import deliveries_send
 from crm_automation.webhooks.models import DeliveryStatus, EventSubscription, WebhookDelivery
@@ -34,7 +32,7 @@ from crm_automation.webhooks.models import DeliveryStatus, EventSubscription, We
 logger = logging.getLogger(__name__)
 
 DELIVER_TASK = "crm_automation.webhooks.subscriptions.deliver"
-BATCH = 200  # events taken into deliveries per subscription and pass
+BATCH = 200  # deliveries sent per pass, at most
 RETRY_AFTER = [timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2),
                timedelta(hours=8)]
 MAX_ATTEMPTS = len(RETRY_AFTER) + 1
@@ -43,7 +41,7 @@ STUCK_AFTER = timedelta(minutes=5)
 
 def message(event: LifecycleEvent) -> dict:
     """The body a receiver gets: Standard Webhooks' {type, timestamp, data}, plus the event's id
-    (the cursor of GET /api/v1/lifecycle-events/)."""
+    (as GET /api/v1/lifecycle-events/ lists it)."""
     return {"type": event.type, "timestamp": event.occurred_at.isoformat(), "id": event.pk, "data": event.data}
 
 
@@ -55,29 +53,20 @@ def enqueue_delivery(organization_id: int) -> None:
     async_task(DELIVER_TASK, organization_id, save=False, group="lifecycle-delivery")
 
 
-def _take(subscription_id: int) -> int:
-    """Turn the events after the subscription's cursor into deliveries, and move the cursor."""
-    with transaction.atomic():
-        subscription = (EventSubscription.objects.select_for_update(skip_locked=True)
-                        .select_related("target").filter(pk=subscription_id, active=True).first())
-        if subscription is None:
-            return 0  # another worker holds it, or it was switched off
-        events = list(LifecycleEvent.objects.filter(organization_id=subscription.organization_id,
-                                                    id__gt=subscription.cursor).order_by("id")[:BATCH])
-        # Only as far as no earlier id can still commit (lifecycle.settled): none is ever passed over.
-        upto = lifecycle.settled(subscription.cursor, [event.pk for event in events])
-        events = [event for event in events if event.pk <= upto]
-        if not events:
-            return 0
-        wanted = [event for event in events if subscription.wants(event.type)]
-        WebhookDelivery.objects.bulk_create([
-            WebhookDelivery(organization_id=subscription.organization_id, target=subscription.target,
+def deliveries_for(events: list[LifecycleEvent]) -> int:
+    """The deliveries of `events` (saved, with their ids) to their organizations' active
+    subscriptions that want them, in the caller's transaction. Returns how many were written."""
+    subscriptions = list(EventSubscription.objects.filter(
+        organization_id__in={event.organization_id for event in events}, active=True).select_related("target"))
+    rows = [WebhookDelivery(organization_id=event.organization_id, target=subscription.target,
                             subscription=subscription, automation_key=key_of(event.pk, subscription.pk),
                             run_id=event.run_id, method="POST", url=subscription.target.url,
                             body=json.dumps(message(event), separators=(",", ":"), sort_keys=True))
-            for event in wanted], ignore_conflicts=True)
-        EventSubscription.objects.filter(pk=subscription.pk).update(cursor=events[-1].pk)
-        return len(events)
+            for event in events for subscription in subscriptions
+            if subscription.organization_id == event.organization_id and subscription.wants(event.type)]
+    if rows:
+        WebhookDelivery.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
 
 
 def _due(subscription_ids: list[int], now) -> list[int]:
@@ -107,9 +96,6 @@ def deliver(organization_id: int | None = None, *, budget: float | None = None) 
     ids = list(subscriptions.values_list("pk", flat=True))
     if not ids:
         return 0
-    for subscription_id in ids:
-        while _take(subscription_id) == BATCH and time.monotonic() < deadline:
-            pass
     done = deliveries_send(delivery_ids=_due(ids, timezone.now()), deadline=deadline)
     if done:
         logger.info("Delivered %s lifecycle event messages", len(done))
