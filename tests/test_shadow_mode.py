@@ -122,3 +122,18 @@ def test_a_shadow_run_that_cannot_be_walked_fails_alone(org, owner, deal, shadow
     assert shadow_run.status == "failed" and "could not be walked" in shadow_run.error
     assert shadow_run.lease_owner == ""
     assert WorkflowRun.objects.get(workflow=real).status == "completed"  # the real run beside it went on
+
+
+def test_an_admin_switches_modes_on_the_workflow_list(org, owner, viewer, deal, shadowed, client):
+    won(org, deal)
+    client.force_login(viewer)
+    assert "Execute for real" not in client.get("/crm/automation/").content.decode()
+    assert client.post(f"/crm/automation/workflows/{shadowed.pk}/mode/").status_code == 403
+    assert Workflow.objects.get(pk=shadowed.pk).mode == "shadow"
+    client.force_login(owner)
+    page = client.get("/crm/automation/").content.decode()
+    assert "Execute for real" in page and ">Shadow<" in page
+    done = client.post(f"/crm/automation/workflows/{shadowed.pk}/mode/", follow=True).content.decode()
+    assert "executes again. In shadow mode it ran 1 time" in done
+    assert Workflow.objects.get(pk=shadowed.pk).mode == "execute"
+    assert "Shadow mode" in client.get("/crm/automation/").content.decode()

@@ -29,6 +29,7 @@ urlpatterns = [
     path("records/search/", debugging.record_search, name="record-search"),
     path("", include(workflow_urls)),
     path(f"workflows/{ID}/toggle/", workflows.workflow_toggle, name="toggle"),
+    path(f"workflows/{ID}/mode/", workflows.workflow_mode, name="mode"),
     path(f"workflows/{ID}/clone/", workflows.workflow_clone_view, name="clone"),
     path(f"workflows/{ID}/archive/", workflows.workflow_archive, name="archive"),
     path(f"workflows/{ID}/delete/", workflows.workflow_delete_view, name="delete"),

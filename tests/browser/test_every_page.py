@@ -229,6 +229,9 @@ PAGES = {
     "admin-run": "/admin/automation/workflowrun/{run}/change/",
     "admin-events": "/admin/automation/automationevent/",
     "admin-prices": "/admin/automation/unitprices/",
+    "admin-lifecycle-events": "/admin/automation/lifecycleevent/",
+    "admin-event-subscriptions": "/admin/webhooks/eventsubscription/",
+    "admin-event-subscription-add": "/admin/webhooks/eventsubscription/add/",
     "admin-deals": "/admin/crm/deal/",
     "admin-deal": "/admin/crm/deal/{deal}/change/",
     "admin-leads": "/admin/crm/lead/",
@@ -246,7 +249,10 @@ PAGES = {
 # What a page shows only once its scripts ran (the others render on the server).
 SHOWS = {"graph": "svg", "api-docs": ".swagger-ui .info"}
 # Pages a role may not use answer 403 with a page saying why (and are checked like any other).
-REFUSED = {("viewer", "describe"), ("viewer", "new"), ("viewer", "admin-task-add"), ("viewer", "start")}
+REFUSED = {("viewer", "describe"), ("viewer", "new"), ("viewer", "admin-task-add"), ("viewer", "start"),
+           # event subscriptions hold webhook targets (secrets): organization admins only
+           *((role, page) for role in ("ops", "viewer")
+             for page in ("admin-event-subscriptions", "admin-event-subscription-add"))}
 # Pages known to fail because of work under way elsewhere, each with the reason (none at the
 # moment).
 KNOWN: dict[tuple[str, str], str] = {}

@@ -11,8 +11,9 @@ from crm_automation.automation import workflow_templates as templates
 from crm_automation.automation.ai import authoring, providers
 from crm_automation.automation.definition import catalog
 from crm_automation.automation.definition.documents import DocumentError
-from crm_automation.automation.models import AlertIncident, WorkflowStatus
+from crm_automation.automation.models import AlertIncident, Workflow, WorkflowStatus
 from crm_automation.automation.ops import costs
+from crm_automation.automation.services.shadow import workflow_set_mode
 from crm_automation.automation.services.versions import workflow_clone
 from crm_automation.automation.services.workflows import workflow_delete, workflow_transition
 from crm_automation.web import selectors
@@ -56,6 +57,22 @@ def workflow_toggle(request, pk: int):
     attempt(request, lambda: workflow_transition(workflow_id=workflow.pk, name=name, by=request.user,
                                                  acknowledge_cycle=acknowledged),
             f"“{workflow.name}” is {'paused: it no longer starts runs' if name == 'pause' else 'active'}.")
+    return back(request)
+
+
+@require_POST
+@org_page
+def workflow_mode(request, pk: int):
+    """Shadow mode on or off (admins): leaving it says what it saw (services/shadow.py)."""
+    workflow = workflow_of(request, pk)
+    if not request.place.can_manage:
+        return forbidden(request, "Only admins of this organization switch a workflow between shadow and execute "
+                                  "mode.")
+    mode = Workflow.Mode.EXECUTE if workflow.mode == Workflow.Mode.SHADOW else Workflow.Mode.SHADOW
+    attempt(request, lambda: workflow_set_mode(workflow_id=workflow.pk, by=request.user, mode=mode),
+            lambda done: (f"“{workflow.name}” is in shadow mode: it runs on real events, every effect is previewed "
+                          "and nothing is sent." if mode == Workflow.Mode.SHADOW else
+                          f"“{workflow.name}” executes again. {done[1].words()}"))
     return back(request)
 
 
