@@ -320,7 +320,9 @@ class WorkflowViewSet(DestroyModelMixin, GenericViewSet):
     # --- Transitions ----------------------------------------------------------------------------
     def _transition(self, name: str) -> Response:
         workflow = self.get_object()
-        given = self.request.data if isinstance(self.request.data, dict) else {}
+        given = self.request.data
+        if not isinstance(given, dict):  # (a form's QueryDict is one too; `[1, 2]` is not a request)
+            raise ValidationError({"non_field_errors": ["The body must be a JSON object, e.g. {\"share\": 10}."]})
         body = (PublishSerializer if name == "publish" else AcknowledgeSerializer)(data=given)
         body.is_valid(raise_exception=True)
         acknowledged = body.validated_data["acknowledge_cycle"]
