@@ -1,13 +1,12 @@
 """A workflow's gradual rollout over the API: read it (any member), raise, hold or call it off
 (admins). Publishing to a share is `POST /workflows/{id}/publish/` with `share`."""
 
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crm_automation.api.tenancy import organization_of
+from crm_automation.api.tenancy import workflow_of
 from crm_automation.automation.models import Rollout, Workflow
 from crm_automation.automation.services import rollouts
 
@@ -42,9 +41,6 @@ class RolloutChange(serializers.Serializer):
 
 
 class RolloutView(APIView):
-    def _workflow(self, request, pk: int) -> Workflow:
-        return get_object_or_404(Workflow, organization=organization_of(request), pk=pk)
-
     def _latest(self, workflow: Workflow) -> dict | None:
         rollout = workflow.rollouts.select_related("version", "previous").order_by("-started_at", "-pk").first()
         return RolloutSerializer(rollout).data if rollout is not None else None
@@ -52,12 +48,12 @@ class RolloutView(APIView):
     @extend_schema(summary="The workflow's latest rollout (null when it never had one)",
                    responses={200: RolloutSerializer})
     def get(self, request, pk: int):
-        return Response({"rollout": self._latest(self._workflow(request, pk))})
+        return Response({"rollout": self._latest(workflow_of(request, pk))})
 
     @extend_schema(summary="Raise the share, hold it, or call it off (admins)", request=RolloutChange,
                    responses={200: RolloutSerializer})
     def post(self, request, pk: int):
-        workflow = self._workflow(request, pk)
+        workflow = workflow_of(request, pk)
         body = RolloutChange(data=request.data)
         body.is_valid(raise_exception=True)
         action = body.validated_data["action"]

@@ -3,13 +3,12 @@ between shadow and execute mode (admins)."""
 
 from dataclasses import asdict
 
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from crm_automation.api.tenancy import organization_of
+from crm_automation.api.tenancy import workflow_of
 from crm_automation.automation.models import Workflow
 from crm_automation.automation.services import shadow
 
@@ -27,19 +26,16 @@ class ModeChange(serializers.Serializer):
 
 
 class ModeView(APIView):
-    def _workflow(self, request, pk: int) -> Workflow:
-        return get_object_or_404(Workflow, organization=organization_of(request), pk=pk)
-
     @extend_schema(summary="The workflow's mode, and what shadow mode saw", responses={200: ModeAnswer})
     def get(self, request, pk: int):
-        workflow = self._workflow(request, pk)
+        workflow = workflow_of(request, pk)
         seen = shadow.summary(workflow)
         return Response({"mode": workflow.mode, "shadow": asdict(seen), "detail": seen.words()})
 
     @extend_schema(summary="Switch between shadow and execute mode (admins); says what shadow mode saw",
                    request=ModeChange, responses={200: ModeAnswer})
     def post(self, request, pk: int):
-        workflow = self._workflow(request, pk)
+        workflow = workflow_of(request, pk)
         body = ModeChange(data=request.data)
         body.is_valid(raise_exception=True)
         workflow, seen = shadow.workflow_set_mode(workflow_id=workflow.pk, by=request.user,

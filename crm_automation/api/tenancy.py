@@ -5,8 +5,10 @@ they belong to several. Everything an endpoint reads is scoped to it; an id of a
 organization is simply not found (404, never 403: ids must not leak what exists elsewhere).
 """
 
+from django.shortcuts import get_object_or_404
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 
+from crm_automation.automation.models import Workflow
 from crm_automation.crm.models import Membership, Organization
 from crm_automation.crm.selectors import user_has_role
 
@@ -45,3 +47,8 @@ def require_role(request, minimum: str) -> Organization:
     if not user_has_role(request.user, organization.pk, minimum):
         raise PermissionDenied(f"This needs the {minimum} role in {organization.name}.")
     return organization
+
+
+def workflow_of(request, pk: int) -> Workflow:
+    """The request organization's workflow `pk`; another organization's is a 404 like a missing one."""
+    return get_object_or_404(Workflow, organization=organization_of(request), pk=pk)
