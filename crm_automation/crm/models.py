@@ -597,19 +597,24 @@ def task_change(task: Task, changed: dict) -> changes.RecordChange:
                                 entity, entity_id, {"task": snapshot, "changed": changed})
 
 
+class OutboxStatus(models.TextChoices):
+    """Where a message handed to a provider at most once stands (emails and SMS alike)."""
+
+    QUEUED = "queued", "Queued"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed (not sent)"
+    # The sender stopped while the provider had the message: it may or may not have gone out.
+    # Never re-sent automatically; resending it is an explicit, warned choice.
+    UNKNOWN = "unknown", "Outcome unknown"
+
+
 class EmailMessage(TenantOwned):
     """An outbox row. Delivery goes through Django's email backend (SMTP, anymail, file...)."""
 
     tenant_links = ("deal", "lead")
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        SENDING = "sending", "Sending"
-        SENT = "sent", "Sent"
-        FAILED = "failed", "Failed (not sent)"
-        # The sender stopped while the provider had the message: it may or may not have gone out.
-        # Never re-sent automatically; resending it is an explicit, warned choice.
-        UNKNOWN = "unknown", "Outcome unknown"
+    Status = OutboxStatus
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="emails")
     to = models.EmailField()
@@ -816,12 +821,7 @@ class SmsMessage(TenantOwned):
 
     tenant_links = ("contact", "deal", "lead", "project")
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        SENDING = "sending", "Sending"
-        SENT = "sent", "Sent"
-        FAILED = "failed", "Failed (not sent)"
-        UNKNOWN = "unknown", "Outcome unknown"
+    Status = OutboxStatus
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="sms_messages")
     to = models.CharField(max_length=20, help_text="E.164")
