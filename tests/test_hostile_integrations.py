@@ -1,4 +1,4 @@
-"""Hostile input at the endpoints issue 23's parts added: event subscriptions, a workflow's
+"""Hostile input at the endpoints for integrations and releases: event subscriptions, a workflow's
 rollout and mode, publishing to a share, the lifecycle list. Deep nesting, a huge body, another
 organization's ids and a viewer's role each get a clear 4xx, and nothing changes."""
 
