@@ -28,6 +28,7 @@ from crm_automation.automation.models import (
     Workflow,
     WorkflowRun,
 )
+from crm_automation.bulk_insert import bulk_insert
 
 Type = LifecycleType
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def _runs_events(typed: Iterable[tuple[str, WorkflowRun]]) -> int:
                              run_id=run.pk, data=_run_data(run, run.status), occurred_at=now)
               for type, run in typed if not run.history_suppressed and not run.simulated]
     if events:
-        LifecycleEvent.objects.bulk_create(events)  # (with their ids, on both databases)
+        bulk_insert(events)  # (with their ids, on both databases)
         _fan_out(events)
     return len(events)
 

@@ -7,6 +7,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, Result
+from crm_automation.bulk_insert import bulk_insert
 from crm_automation.crm.models import Deal, Lead, Membership, Project, Task
 
 OWNER = "owner"
@@ -105,7 +106,7 @@ class CreateTask(Action[Task]):
                 "assignee": task.assignee.username if task.assignee is not None else None}
 
     def apply(self, items: list[tuple[ExecutionContext, Task]]) -> list[Result]:
-        tasks = Task.objects.bulk_create([task for _, task in items])
+        tasks = bulk_insert([task for _, task in items])
         return [self._result(task) for task in tasks]
 
     def existing(self, keys: list[str]) -> dict[str, Result]:

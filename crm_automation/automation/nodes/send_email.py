@@ -7,6 +7,7 @@ from django.core.validators import validate_email
 from crm_automation.automation.nodes.base import ActionFailed, ExecutionContext, Result
 from crm_automation.automation.nodes.create_task import linked_deal, linked_lead
 from crm_automation.automation.nodes.outbox import OutboxAction
+from crm_automation.bulk_insert import bulk_insert
 from crm_automation.crm.email_delivery import email_mark_unknown, emails_deliver, emails_in_flight
 from crm_automation.crm.models import EmailMessage
 
@@ -63,7 +64,7 @@ class SendEmail(OutboxAction):
         return {"email_id": email.pk, "to": email.to, "subject": email.subject}
 
     def apply(self, items: list[tuple[ExecutionContext, EmailMessage]]) -> list[Result]:
-        return [self._result(e) for e in EmailMessage.objects.bulk_create([email for _, email in items])]
+        return [self._result(e) for e in bulk_insert([email for _, email in items])]
 
     def existing(self, keys: list[str]) -> dict[str, Result]:
         return {email.automation_key: self._result(email)

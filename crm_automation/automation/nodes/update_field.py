@@ -10,6 +10,7 @@ from crm_automation.automation.definition import catalog, coercion, conditions
 from crm_automation.automation.models import FieldChange
 from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, Result, template_errors
 from crm_automation.automation.runtime.cause import caused_by
+from crm_automation.bulk_insert import bulk_insert
 from crm_automation.crm import custom_fields
 from crm_automation.crm.models import Deal, Lead, Project, Stage
 from crm_automation.crm.selectors import shown, stage_slugs
@@ -231,7 +232,7 @@ class UpdateField(Action["Change"]):
                 by_values.setdefault(same, (values, []))[1].append(pk)
             for values, pks in by_values.values():
                 model.objects.filter(pk__in=pks).update(**values, updated_at=now)
-        FieldChange.objects.bulk_create(audit)
+        bulk_insert(audit)
         return results
 
     def existing(self, keys: list[str]) -> dict[str, Result]:

@@ -26,6 +26,7 @@ from crm_automation.automation.models import (
 from crm_automation.automation.runtime import leases, rollout
 from crm_automation.automation.runtime.enrollment import Matched, enroll, holds, insert_runs
 from crm_automation.automation.triggers import bulk, matching
+from crm_automation.bulk_insert import bulk_insert
 from crm_automation.crm.models import Organization, Stage
 
 logger = logging.getLogger(__name__)
@@ -272,5 +273,5 @@ def dispatch(events: list[AutomationEvent], *, token: str = "") -> Dispatched:
                 metadata={**meta, "shadow": True}, simulated=True, holds_enrollment=False, **lease), decision))
         # Runs first: a refused one's decision must say so before the decisions are written.
         runs = insert_runs(matched_runs) if matched_runs else []
-        WorkflowDecision.objects.bulk_create(decisions, ignore_conflicts=True)
+        bulk_insert(decisions, ignore_conflicts=True)
     return Dispatched(runs=runs, records=records or {}, slugs=slugs, token=token)

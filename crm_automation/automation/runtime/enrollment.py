@@ -24,6 +24,7 @@ from crm_automation.automation.models import (
     WorkflowDecision,
     WorkflowRun,
 )
+from crm_automation.bulk_insert import bulk_insert
 
 Policy = Workflow.Reenrollment
 Outcome = WorkflowDecision.Outcome
@@ -97,7 +98,7 @@ def insert_runs(items: list[tuple[WorkflowRun, WorkflowDecision]]) -> list[Workf
     enrolled". Made runs get their pk (ignore_conflicts returns none: one SELECT finds them).
     Returns the runs made, in pk order."""
     runs = [run for run, _ in items]
-    WorkflowRun.objects.bulk_create(runs, batch_size=1000, ignore_conflicts=True)
+    bulk_insert(runs, ignore_conflicts=True)
     ids = {(event_id, workflow_id): pk for pk, event_id, workflow_id in WorkflowRun.objects.filter(
         event_id__in={run.event_id for run in runs}, workflow_id__in={run.workflow_id for run in runs},
         status=RunStatus.STARTED).values_list("pk", "event_id", "workflow_id")}

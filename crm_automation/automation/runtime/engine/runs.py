@@ -49,6 +49,7 @@ from crm_automation.automation.runtime.engine.walk import (
     step_all,
 )
 from crm_automation.automation.runtime.queue import enqueue_continue
+from crm_automation.bulk_insert import bulk_insert
 from crm_automation.crm.models import Deal, Lead, Project
 from crm_automation.workers import shutdown
 
@@ -313,9 +314,7 @@ def write_rows(rows: Rows) -> None:
                for state, place, values in entries]
     try:
         with transaction.atomic():
-            WorkflowRunAction.objects.bulk_create(objects, update_conflicts=True,
-                                                  unique_fields=["run", "node_id", "token"],
-                                                  update_fields=list(WRITTEN))
+            bulk_insert(objects, unique_fields=["run", "node_id", "token"], update_fields=list(WRITTEN))
     except DatabaseError:
         logger.exception("Could not write run history; the actions themselves are unaffected")
         return

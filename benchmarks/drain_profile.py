@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+"""Where a worker's CPU goes: n waiting stage changes drained in this one process under cProfile.
+
+    .venv/bin/python benchmarks/drain_profile.py [--n 2000] [--top 40] [--sort tottime]
+
+PostgreSQL (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/crm_profile, created
+and dropped here), Django's in-memory email, no broker: `drain_events(fan_out=False)` claims,
+dispatches and executes every run right here. Prints the process CPU per run with the profiler
+off (a first drain) and on (a second one), the statements per run, and the profile's top rows.
+"""
+
+import argparse
+import cProfile
+import os
+import pstats
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--n", type=int, default=2000)
+parser.add_argument("--top", type=int, default=40)
+parser.add_argument("--repeat", type=int, default=3, help="drains without the profiler (the median is printed)")
+parser.add_argument("--sort", default="tottime", choices=["tottime", "cumulative"])
+parser.add_argument("--callers", default="", help="also print the callers of functions matching this regex")
+ARGS = parser.parse_args()
+
+DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crm_profile")
+DB_NAME = DB_URL.rsplit("/", 1)[1]
+for key in [k for k in os.environ if k.startswith(("AUTOMATION_", "EMAIL_", "REDIS_", "DATABASE_"))]:
+    del os.environ[key]
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ.update(LOG_LEVEL="WARNING", DATABASE_URL=DB_URL,
+                  DB_POOL="0", EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend")
+
+import psycopg  # noqa: E402
+
+with psycopg.connect(DB_URL.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+    admin.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+    admin.execute(f'CREATE DATABASE "{DB_NAME}"')
+
+import django  # noqa: E402
+
+django.setup()
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+
+call_command("migrate", verbosity=0)
+
+from crm_automation.automation.models import WorkflowRun  # noqa: E402
+from crm_automation.automation.runtime.tasks import drain_events  # noqa: E402
+from crm_automation.automation.services.workflows import workflow_create, workflow_transition  # noqa: E402
+from crm_automation.crm.models import Contact, Deal, Organization, Stage  # noqa: E402
+from crm_automation.crm.services import deal_move_to_stage  # noqa: E402
+
+THREE_ACTIONS = [
+    {"type": "create_task", "config": {"title": "Kick off {{deal.title}}", "due_in_days": 2}},
+    {"type": "update_field", "config": {"field": "probability", "value": 100}},
+    {"type": "send_email", "config": {"to": "{{deal.contact.email}}", "subject": "Welcome {{deal.title}}",
+                                      "body": "Hi {{deal.contact.first_name}}"}},
+]
+
+
+def backlog(slug: str, n: int) -> Organization:
+    org = Organization.objects.create(name=slug, slug=slug, plan="enterprise")
+    stages = {s: Stage.objects.create(organization=org, slug=s, name=s, order=i, is_won=s == "won")
+              for i, s in enumerate(["new", "proposal", "won"])}
+    wf = workflow_create(organization=org, name="kickoff", trigger_type="deal_stage_change",
+                         trigger_config={"to_stage": "won"}, actions=THREE_ACTIONS)
+    workflow_transition(workflow_id=wf.pk, name="activate", by=None)
+    contact = Contact.objects.create(organization=org, first_name="Ada", email="ada@example.com")
+    Deal.objects.bulk_create([Deal(organization=org, title=f"Deal {i}", stage=stages["proposal"], contact=contact)
+                              for i in range(n)], batch_size=1000)
+    for deal in Deal.objects.filter(organization=org).select_related("stage"):
+        deal_move_to_stage(deal=deal, stage=stages["won"])
+    return org
+
+
+def drained(org: Organization, n: int, profiler: cProfile.Profile | None) -> tuple[float, int]:
+    cpu = time.process_time()
+    statements = [0]
+
+    def count(execute, sql, params, many, context):
+        statements[0] += 1
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(count):
+        if profiler:
+            profiler.enable()
+        drain_events(fan_out=False, stop_at=time.monotonic() + 3600)
+        if profiler:
+            profiler.disable()
+    cpu = time.process_time() - cpu
+    done = WorkflowRun.objects.filter(organization=org, status="completed").count()
+    if done != n:
+        raise SystemExit(f"{done} of {n} runs completed")
+    return cpu, statements[0]
+
+
+warm = backlog("warm-up", 50)
+drained(warm, 50, None)
+costs = []
+for i in range(ARGS.repeat):
+    plain = backlog(f"plain-{i}", ARGS.n)
+    cpu, statements = drained(plain, ARGS.n, None)
+    costs.append(1000 * cpu / ARGS.n)
+print(f"profiler off: {ARGS.n} runs a drain, CPU ms per run {', '.join(f'{c:.2f}' for c in costs)} → median "
+      f"{statistics.median(costs):.2f}; {statements / ARGS.n:.1f} statements per run")
+profiled = backlog("profiled", ARGS.n)
+profiler = cProfile.Profile(time.process_time)  # CPU only: waiting for PostgreSQL is not counted
+cpu, _ = drained(profiled, ARGS.n, profiler)
+print(f"profiler on:  {1000 * cpu / ARGS.n:.2f} ms CPU per run\n")
+stats = pstats.Stats(profiler).sort_stats(ARGS.sort)
+stats.print_stats(ARGS.top)
+if ARGS.callers:
+    stats.print_callers(ARGS.callers)
+connection.close()
+with psycopg.connect(DB_URL.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+    admin.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')

@@ -1,0 +1,142 @@
+"""Multi-row INSERTs for the rows a worker writes on every run, without the ORM's cost per value.
+
+`QuerySet.bulk_create` prepares every value through its field and, on PostgreSQL, sends each
+column as a text array that psycopg quotes character by character in Python (JSON columns are
+all quotes). In a drain that was half of a worker's CPU per run (benchmarks/drain_profile.py).
+Here a model's INSERT is written once per (model, conflict clause): each column goes as one
+binary array (`INSERT … SELECT * FROM unnest(%b::type[], …) RETURNING id`), values are read
+straight off the instances, and the statement's text never changes, so psycopg keeps it
+parsed and PostgreSQL keeps it prepared. On SQLite this is `bulk_create` itself.
+
+It takes what the hot path writes: new instances of plain models (no pk set, no database
+defaults). Anything else goes to `bulk_create`, which stays the general tool.
+"""
+
+import enum
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any, TypeVar
+
+import psycopg
+from django.db import connection, models
+from django.db.models import Value
+from django.db.models.expressions import DatabaseDefault
+
+M = TypeVar("M", bound=models.Model)
+_TYPMOD = re.compile(r"\(.*?\)")
+
+
+@dataclass(frozen=True)
+class _Column:
+    field: models.Field
+    values: Callable[[Sequence[models.Model]], list]
+
+
+@dataclass(frozen=True)
+class _Statement:
+    columns: tuple[_Column, ...]
+    sql: str
+
+
+_STATEMENTS: dict[tuple, _Statement | None] = {}
+
+
+def bulk_insert(objs: Sequence[M], *, ignore_conflicts: bool = False, unique_fields: Sequence[str] = (),
+                update_fields: Sequence[str] = ()) -> list[M]:
+    """Insert `objs` (one model) in one statement and give each its pk, as `bulk_create` does.
+
+    `ignore_conflicts`: rows the unique constraints refuse are left out and keep no pk (as with
+    `bulk_create`). `unique_fields` + `update_fields`: ON CONFLICT (unique) DO UPDATE those
+    fields; every row gets the pk of the row it inserted or updated."""
+    if not objs:
+        return list(objs)
+    model = type(objs[0])
+    if ignore_conflicts and update_fields:
+        raise ValueError("ignore_conflicts and update_fields exclude each other")
+    statement = _statement(model, ignore_conflicts, tuple(unique_fields), tuple(update_fields))
+    if statement is None or any(obj.pk is not None for obj in objs):
+        return model._default_manager.bulk_create(
+            objs, ignore_conflicts=ignore_conflicts, update_conflicts=bool(update_fields),
+            unique_fields=unique_fields or None, update_fields=update_fields or None)
+    arrays = [column.values(objs) for column in statement.columns]
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        # A cursor that binds on the server: Django's own binds on the client (text, quoted in Python).
+        cursor = connection._prepare_cursor(psycopg.Cursor(connection.connection))  # type: ignore[attr-defined]
+    with cursor:
+        cursor.execute(statement.sql, arrays)
+        returned = cursor.fetchall()
+    if not ignore_conflicts:  # one row back per row sent, in order
+        for obj, (pk,) in zip(objs, returned, strict=True):
+            obj.pk = pk
+    for obj in objs:
+        obj._state.adding = False
+        obj._state.db = connection.alias
+    return list(objs)
+
+
+def _statement(model: type[models.Model], ignore: bool, unique: tuple[str, ...],
+               update: tuple[str, ...]) -> _Statement | None:
+    key = (model, ignore, unique, update)
+    if key not in _STATEMENTS:
+        _STATEMENTS[key] = _write_statement(model, ignore, unique, update) if connection.vendor == "postgresql" \
+            else None
+    return _STATEMENTS[key]
+
+
+def _write_statement(model: type[models.Model], ignore: bool, unique: tuple[str, ...],
+                     update: tuple[str, ...]) -> _Statement | None:
+    meta = model._meta
+    fields = [f for f in meta.concrete_fields if not (f.primary_key and isinstance(f, models.AutoField))
+              and not getattr(f, "generated", False)]
+    readers = [_reader(f) for f in fields]
+    if not isinstance(meta.pk, models.AutoField) or any(read is None for read in readers):
+        return None
+    columns = tuple(_Column(f, read) for f, read in zip(fields, readers, strict=True) if read is not None)
+    quote = connection.ops.quote_name
+    # No length in the cast (varchar, not varchar(40)): an explicit cast would cut a long value,
+    # where the INSERT's own assignment refuses it, as the ORM's statement does.
+    arrays = ", ".join(f"%b::{_TYPMOD.sub('', f.db_type(connection) or '')}[]" for f in fields)
+    sql = (f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+           f"SELECT * FROM unnest({arrays})")
+    if ignore:
+        sql += " ON CONFLICT DO NOTHING"
+    elif update:
+        targets = ", ".join(quote(_column(meta, name)) for name in unique)
+        sets = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in (_column(meta, n) for n in update))
+        sql += f" ON CONFLICT ({targets}) DO UPDATE SET {sets}"
+    return _Statement(columns, f"{sql} RETURNING {quote(meta.pk.column)}")
+
+
+def _column(meta: Any, name: str) -> str:
+    field = meta.get_field(name)
+    assert isinstance(field, models.Field) and field.column, f"{name} is not a column"
+    return field.column
+
+
+def _reader(field: models.Field) -> Callable[[Sequence[models.Model]], list] | None:
+    """How a column's values are read off the instances, decided once per field (None: leave the
+    model to bulk_create). One comprehension per column: no Python call per value."""
+    get = attrgetter(field.attname)
+    if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+        return lambda objs: [field.pre_save(obj, True) for obj in objs]
+    default: Any = DatabaseDefault  # a value no instance holds: no database default to stand in for
+    if field.has_db_default():  # type: ignore[attr-defined]  # (Django 5; the stubs lag)
+        default = field.db_default  # an instance not given the field holds DatabaseDefault()
+        if hasattr(default, "resolve_expression"):
+            if not isinstance(default, Value):  # a database expression: bulk_create writes it
+                return None
+            default = default.value
+    if isinstance(field, models.JSONField):
+        # As text, cast to jsonb by the statement; None is SQL NULL, as the ORM stores it.
+        encoder = field.encoder
+        if default is not DatabaseDefault:
+            return None
+        return lambda objs: [None if v is None else json.dumps(v, cls=encoder) for v in map(get, objs)]
+    if default is DatabaseDefault:
+        return lambda objs: [v.value if isinstance(v, enum.Enum) else v for v in map(get, objs)]
+    return lambda objs: [default if isinstance(v, DatabaseDefault) else v.value if isinstance(v, enum.Enum) else v
+                         for v in map(get, objs)]

@@ -1,0 +1,135 @@
+"""bulk_insert: the worker's multi-row INSERT writes what bulk_create would, on both databases."""
+
+import uuid
+
+import pytest
+from django.db import DataError, IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from crm_automation.automation.models import (
+    AutomationEvent,
+    FieldChange,
+    LifecycleEvent,
+    LifecycleType,
+    RunStatus,
+    StepStatus,
+    WorkflowRun,
+    WorkflowRunAction,
+)
+from crm_automation.bulk_insert import bulk_insert
+from crm_automation.crm.models import Contact
+from tests.conftest import make_workflow
+
+
+@pytest.fixture
+def run(org, owner):
+    workflow = make_workflow(org, name="Kickoff")
+    event = AutomationEvent.objects.create(organization=org, kind="deal_stage_change", entity_type="deal",
+                                           entity_id=str(uuid.uuid4()), payload={})
+    return WorkflowRun.objects.create(organization=org, workflow=workflow, version=workflow.current_version,
+                                      event=event, trigger_type="deal_stage_change", trigger_entity_type="deal",
+                                      trigger_entity_id=event.entity_id)
+
+
+def step(run, node_id: str, **values) -> WorkflowRunAction:
+    return WorkflowRunAction(run=run, node_id=node_id, position=values.pop("position", 1),
+                             action_type="create_task", **values)
+
+
+def test_rows_get_their_pks_in_order_and_read_back_as_the_orm_writes_them(run):
+    moment = timezone.now()
+    odd = {"quote": 'say "hi"\n\\', "none": None, "list": [1, "{x,y}", None], "é": "ü"}
+    rows = bulk_insert([
+        step(run, "a", status=StepStatus.COMPLETED, input=odd, result={"task_id": 7}, started_at=moment),
+        step(run, "b", position=2, status="failed", error="Boom, it's broken", attempts=3),
+    ])
+    assert [r.pk for r in rows] == sorted(r.pk for r in rows) and all(r.pk for r in rows)
+    assert not any(r._state.adding for r in rows)
+    a, b = WorkflowRunAction.objects.filter(run=run).order_by("position")
+    assert (a.pk, b.pk) == (rows[0].pk, rows[1].pk)
+    assert a.status == "completed" and a.result == {"task_id": 7} and a.started_at == moment
+    assert a.input == odd
+    assert (b.status, b.error, b.attempts, b.input, b.started_at) == ("failed", "Boom, it's broken", 3, {}, None)
+
+
+def test_a_field_left_to_its_database_default_gets_it(run):
+    row = WorkflowRunAction(run=run, position=1, action_type="create_task")  # node_id, token: db_default ""
+    bulk_insert([row])
+    stored = WorkflowRunAction.objects.get(pk=row.pk)
+    assert (stored.node_id, stored.token) == ("", "")
+
+
+def test_auto_now_add_is_set_and_none_in_a_json_field_is_sql_null(org, run):
+    before = timezone.now()
+    change = FieldChange(organization=org, entity_type="deal", entity_id=uuid.uuid4(), field="probability",
+                         old_value=None, new_value=100, run_id=run.pk, automation_key="k-1")
+    bulk_insert([change])
+    stored = FieldChange.objects.get(pk=change.pk)
+    assert stored.created_at >= before and stored.old_value is None and stored.new_value == 100
+    assert FieldChange.objects.filter(pk=change.pk, old_value__isnull=True).exists()
+
+
+def test_choices_are_written_as_their_values(org, run):
+    event = LifecycleEvent(organization=org, type=LifecycleType.RUN_STARTED, run_id=run.pk,
+                           occurred_at=timezone.now())
+    bulk_insert([event])
+    assert LifecycleEvent.objects.filter(pk=event.pk, type="run.started").exists()
+
+
+def test_update_conflicts_updates_the_row_and_gives_its_pk(run):
+    first = bulk_insert([step(run, "email", status=StepStatus.RUNNING)])[0]
+    again = bulk_insert([step(run, "email", status=StepStatus.COMPLETED, result={"email_id": 1}),
+                         step(run, "next", position=2)],
+                        unique_fields=["run", "node_id", "token"], update_fields=["status", "result"])
+    assert again[0].pk == first.pk and again[1].pk not in (None, first.pk)
+    stored = WorkflowRunAction.objects.get(pk=first.pk)
+    assert (stored.status, stored.result) == ("completed", {"email_id": 1})
+    assert WorkflowRunAction.objects.filter(run=run).count() == 2
+
+
+def test_ignore_conflicts_leaves_the_refused_rows_out(run):
+    bulk_insert([step(run, "a")])
+    bulk_insert([step(run, "a", status="failed"), step(run, "b", position=2)], ignore_conflicts=True)
+    assert dict(WorkflowRunAction.objects.filter(run=run).values_list("node_id", "status")) == {
+        "a": "pending", "b": "pending"}
+
+
+def test_a_refused_row_is_djangos_integrity_error_and_writes_nothing(run):
+    bulk_insert([step(run, "a")])
+    with pytest.raises(IntegrityError), transaction.atomic():
+        bulk_insert([step(run, "z"), step(run, "a")])
+    assert list(WorkflowRunAction.objects.filter(run=run).values_list("node_id", flat=True)) == ["a"]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite keeps any length, through the ORM too")
+def test_a_value_too_long_is_refused_not_cut(run):
+    with pytest.raises(DataError, match="too long"), transaction.atomic():
+        bulk_insert([step(run, "x" * 61)])  # node_id is 60 at most
+    assert not WorkflowRunAction.objects.filter(run=run).exists()
+
+
+def test_one_statement_seen_by_djangos_query_log(run):
+    with CaptureQueriesContext(connection) as queries:
+        bulk_insert([step(run, str(i), position=i) for i in range(1, 51)])
+    assert len(queries.captured_queries) == 1
+    assert WorkflowRunAction.objects.filter(run=run).count() == 50
+
+
+def test_a_model_it_does_not_take_goes_to_bulk_create(org):
+    contacts = bulk_insert([Contact(organization=org, first_name="Ada", email="ada@example.com")])  # uuid pk
+    assert Contact.objects.filter(pk=contacts[0].pk, first_name="Ada").exists()
+    assert bulk_insert([]) == []
+
+
+def test_runs_refused_by_the_enrollment_index_keep_no_pk(run):
+    WorkflowRun.objects.filter(pk=run.pk).update(holds_enrollment=True)
+    later = AutomationEvent.objects.create(organization_id=run.organization_id, kind="deal_stage_change",
+                                           entity_type="deal", entity_id=run.trigger_entity_id, payload={})
+    rival, other = (WorkflowRun(organization_id=run.organization_id, workflow=run.workflow, version=run.version,
+                                event=later, trigger_type=run.trigger_type, trigger_entity_type="deal",
+                                trigger_entity_id=entity, status=RunStatus.STARTED, holds_enrollment=True)
+                    for entity in (run.trigger_entity_id, str(uuid.uuid4())))
+    bulk_insert([rival, other], ignore_conflicts=True)
+    assert WorkflowRun.objects.filter(workflow=run.workflow).count() == 2
+    assert str(WorkflowRun.objects.filter(event=later).get().trigger_entity_id) == other.trigger_entity_id
