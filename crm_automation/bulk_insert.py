@@ -15,7 +15,7 @@ defaults). Anything else goes to `bulk_create`, which stays the general tool.
 import enum
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, TypeVar
@@ -44,23 +44,32 @@ class _Statement:
 _STATEMENTS: dict[tuple, _Statement | None] = {}
 
 
-def bulk_insert(objs: Sequence[M], *, ignore_conflicts: bool = False, unique_fields: Sequence[str] = (),
-                update_fields: Sequence[str] = ()) -> list[M]:
+def bulk_insert(objs: Sequence[M], *, ignore_conflicts: bool = False, match_on: Sequence[str] = (),
+                unique_fields: Sequence[str] = (), update_fields: Sequence[str] = ()) -> list[M]:
     """Insert `objs` (one model) in one statement and give each its pk, as `bulk_create` does.
 
     `ignore_conflicts`: rows the unique constraints refuse are left out and keep no pk (as with
-    `bulk_create`). `unique_fields` + `update_fields`: ON CONFLICT (unique) DO UPDATE those
+    `bulk_create`); with `match_on` (attnames that tell the rows apart) the rows made get their
+    pk: on PostgreSQL from the INSERT itself, elsewhere from one SELECT of the rows holding
+    those values. `unique_fields` + `update_fields`: ON CONFLICT (unique) DO UPDATE those
     fields; every row gets the pk of the row it inserted or updated."""
     if not objs:
         return list(objs)
     model = type(objs[0])
     if ignore_conflicts and update_fields:
         raise ValueError("ignore_conflicts and update_fields exclude each other")
-    statement = _statement(model, ignore_conflicts, tuple(unique_fields), tuple(update_fields))
+    if match_on and not ignore_conflicts:
+        raise ValueError("match_on is for ignore_conflicts: otherwise every row gets its pk")
+    statement = _statement(model, ignore_conflicts, tuple(match_on), tuple(unique_fields), tuple(update_fields))
     if statement is None or any(obj.pk is not None for obj in objs):
-        return model._default_manager.bulk_create(
+        made = model._default_manager.bulk_create(
             objs, ignore_conflicts=ignore_conflicts, update_conflicts=bool(update_fields),
             unique_fields=unique_fields or None, update_fields=update_fields or None)
+        if match_on:
+            rows = model._default_manager.filter(**{f"{name}__in": {getattr(obj, name) for obj in objs}
+                                                    for name in match_on}).values_list("pk", *match_on)
+            _match(objs, match_on, rows)
+        return made
     arrays = [column.values(objs) for column in statement.columns]
     connection.ensure_connection()
     with connection.wrap_database_errors:
@@ -69,7 +78,9 @@ def bulk_insert(objs: Sequence[M], *, ignore_conflicts: bool = False, unique_fie
     with cursor:
         cursor.execute(statement.sql, arrays)
         returned = cursor.fetchall()
-    if not ignore_conflicts:  # one row back per row sent, in order
+    if match_on:
+        _match(objs, match_on, returned)
+    elif not ignore_conflicts:  # one row back per row sent, in order
         for obj, (pk,) in zip(objs, returned, strict=True):
             obj.pk = pk
     for obj in objs:
@@ -78,16 +89,24 @@ def bulk_insert(objs: Sequence[M], *, ignore_conflicts: bool = False, unique_fie
     return list(objs)
 
 
-def _statement(model: type[models.Model], ignore: bool, unique: tuple[str, ...],
+def _match(objs: Sequence[models.Model], match_on: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Give each object the pk of the row (pk, *match_on values) that holds its values."""
+    pks = {tuple(row[1:]): row[0] for row in rows}
+    key = attrgetter(*match_on) if len(match_on) > 1 else lambda obj: (getattr(obj, match_on[0]),)
+    for obj in objs:
+        obj.pk = pks.get(tuple(v.value if isinstance(v, enum.Enum) else v for v in key(obj)))
+
+
+def _statement(model: type[models.Model], ignore: bool, match: tuple[str, ...], unique: tuple[str, ...],
                update: tuple[str, ...]) -> _Statement | None:
-    key = (model, ignore, unique, update)
+    key = (model, ignore, match, unique, update)
     if key not in _STATEMENTS:
-        _STATEMENTS[key] = _write_statement(model, ignore, unique, update) if connection.vendor == "postgresql" \
-            else None
+        _STATEMENTS[key] = _write_statement(model, ignore, match, unique, update) \
+            if connection.vendor == "postgresql" else None
     return _STATEMENTS[key]
 
 
-def _write_statement(model: type[models.Model], ignore: bool, unique: tuple[str, ...],
+def _write_statement(model: type[models.Model], ignore: bool, match: tuple[str, ...], unique: tuple[str, ...],
                      update: tuple[str, ...]) -> _Statement | None:
     meta = model._meta
     fields = [f for f in meta.concrete_fields if not (f.primary_key and isinstance(f, models.AutoField))
@@ -108,7 +127,8 @@ def _write_statement(model: type[models.Model], ignore: bool, unique: tuple[str,
         targets = ", ".join(quote(_column(meta, name)) for name in unique)
         sets = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in (_column(meta, n) for n in update))
         sql += f" ON CONFLICT ({targets}) DO UPDATE SET {sets}"
-    return _Statement(columns, f"{sql} RETURNING {quote(meta.pk.column)}")
+    returning = ", ".join(quote(c) for c in (meta.pk.column, *(_column(meta, name) for name in match)))
+    return _Statement(columns, f"{sql} RETURNING {returning}")
 
 
 def _column(meta: Any, name: str) -> str:

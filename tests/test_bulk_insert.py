@@ -124,12 +124,24 @@ def test_a_model_it_does_not_take_goes_to_bulk_create(org):
 
 def test_runs_refused_by_the_enrollment_index_keep_no_pk(run):
     WorkflowRun.objects.filter(pk=run.pk).update(holds_enrollment=True)
-    later = AutomationEvent.objects.create(organization_id=run.organization_id, kind="deal_stage_change",
-                                           entity_type="deal", entity_id=run.trigger_entity_id, payload={})
-    rival, other = (WorkflowRun(organization_id=run.organization_id, workflow=run.workflow, version=run.version,
-                                event=later, trigger_type=run.trigger_type, trigger_entity_type="deal",
-                                trigger_entity_id=entity, status=RunStatus.STARTED, holds_enrollment=True)
-                    for entity in (run.trigger_entity_id, str(uuid.uuid4())))
-    bulk_insert([rival, other], ignore_conflicts=True)
+
+    def later_run(entity_id: str) -> WorkflowRun:  # one run per event and workflow, as dispatch makes them
+        event = AutomationEvent.objects.create(organization_id=run.organization_id, kind="deal_stage_change",
+                                               entity_type="deal", entity_id=entity_id, payload={})
+        return WorkflowRun(organization_id=run.organization_id, workflow=run.workflow, version=run.version,
+                           event=event, trigger_type=run.trigger_type, trigger_entity_type="deal",
+                           trigger_entity_id=entity_id, status=RunStatus.STARTED, holds_enrollment=True)
+
+    rival, other = later_run(run.trigger_entity_id), later_run(str(uuid.uuid4()))
+    bulk_insert([rival, other], ignore_conflicts=True, match_on=("event_id", "workflow_id", "status"))
     assert WorkflowRun.objects.filter(workflow=run.workflow).count() == 2
-    assert str(WorkflowRun.objects.filter(event=later).get().trigger_entity_id) == other.trigger_entity_id
+    made = WorkflowRun.objects.get(event=other.event)
+    assert str(made.trigger_entity_id) == other.trigger_entity_id
+    assert (rival.pk, other.pk) == (None, made.pk)  # the refused run has none, the made one its own
+
+
+def test_without_match_on_rows_kept_out_by_ignore_conflicts_give_no_pks(run):
+    rows = bulk_insert([step(run, "a"), step(run, "b", position=2)], ignore_conflicts=True)
+    assert [r.pk for r in rows] == [None, None]
+    with pytest.raises(ValueError, match="match_on"):
+        bulk_insert([step(run, "c")], match_on=("node_id",))

@@ -59,7 +59,8 @@ def test_one_event_from_claim_to_completed_run_costs_a_bounded_number_of_stateme
     claim, dispatch, two segments around the email's delivery, the empty look at the end (31
     statements, 18 of them writes, on both databases, two of them the run's lifecycle events,
     run.started with the dispatch and run.completed with the end: one INSERT each for all the runs
-    of a batch; 29 and 16 before those, 32 before the dispatch marked its events
+    of a batch; 29 and 16 before those. On PostgreSQL the runs' INSERT returns their ids: 30
+    statements; elsewhere one SELECT finds them. 32 before the dispatch marked its events
     with one UPDATE … RETURNING and read the stages once and the organizations with the
     workflows, 45 before it leased its runs)."""
     make_workflow(org)  # task, probability, email: the benchmark's three actions
@@ -69,5 +70,5 @@ def test_one_event_from_claim_to_completed_run_costs_a_bounded_number_of_stateme
     statements = [q["sql"] for q in queries.captured_queries
                   if q["sql"].split()[0] not in ("SAVEPOINT", "RELEASE", "ROLLBACK")]  # (the test's own too)
     writes = [s for s in statements if s.split()[0] in ("INSERT", "UPDATE", "DELETE")]
-    assert len(statements) <= 31, "\n".join(statements)
+    assert len(statements) <= (30 if connection.vendor == "postgresql" else 31), "\n".join(statements)
     assert len(writes) <= 18, "\n".join(writes)

@@ -20,6 +20,7 @@ class TenantOwned(models.Model):
     tenant_links: ClassVar[tuple[str, ...]] = ()
     member_links: ClassVar[tuple[str, ...]] = ()
     organization_id: int  # every subclass has an `organization` foreign key
+    _link_attnames_of_class: ClassVar[list[str]]
 
 
     class Meta:
@@ -45,8 +46,12 @@ class TenantOwned(models.Model):
         return field
 
     def _link_attnames(self) -> list[str]:
-        names = ["organization", *self.tenant_links, *self.member_links]
-        return [self._link(name).attname for name in names]
+        # Once per class: every row loaded remembers its links (a worker loads several per run).
+        cls = type(self)
+        if "_link_attnames_of_class" not in cls.__dict__:
+            names = ["organization", *self.tenant_links, *self.member_links]
+            cls._link_attnames_of_class = [self._link(name).attname for name in names]
+        return cls._link_attnames_of_class
 
     def _remember_links(self) -> None:
         self._loaded_links = {a: self.__dict__.get(a) for a in self._link_attnames()}

@@ -95,16 +95,11 @@ def refuse(decision: WorkflowDecision, event: AutomationEvent, workflow: Workflo
 def insert_runs(items: list[tuple[WorkflowRun, WorkflowDecision]]) -> list[WorkflowRun]:
     """Insert the matched runs, each with its decision. The unique enrollment index may refuse a
     run whose record another worker's run holds (it came first): its decision then says "already
-    enrolled". Made runs get their pk (ignore_conflicts returns none: one SELECT finds them).
-    Returns the runs made, in pk order."""
-    runs = [run for run, _ in items]
-    bulk_insert(runs, ignore_conflicts=True)
-    ids = {(event_id, workflow_id): pk for pk, event_id, workflow_id in WorkflowRun.objects.filter(
-        event_id__in={run.event_id for run in runs}, workflow_id__in={run.workflow_id for run in runs},
-        status=RunStatus.STARTED).values_list("pk", "event_id", "workflow_id")}
+    enrolled". Made runs get their pk (a run is one per event and workflow). Returns the runs
+    made, in pk order."""
+    bulk_insert([run for run, _ in items], ignore_conflicts=True, match_on=("event_id", "workflow_id", "status"))
     made = []
     for run, decision in items:
-        run.pk = ids.get((run.event_id, run.workflow_id))
         if run.pk is not None:
             made.append(run)
         elif run.holds_enrollment:
