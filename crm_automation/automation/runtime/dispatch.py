@@ -27,6 +27,7 @@ from crm_automation.automation.runtime import leases, rollout
 from crm_automation.automation.runtime.enrollment import Matched, enroll, holds, insert_runs
 from crm_automation.automation.triggers import bulk, matching
 from crm_automation.bulk_insert import bulk_insert
+from crm_automation.compiled_query import CompiledQuery
 from crm_automation.crm.models import Organization, Stage
 
 logger = logging.getLogger(__name__)
@@ -64,14 +65,45 @@ def unclaimed_events(now: datetime | None = None) -> QuerySet[AutomationEvent]:
             .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)))
 
 
-def _next_organization() -> int | None:
-    """The organization of the oldest waiting event, preferring those no worker is busy with."""
-    now = timezone.now()
+def _free_first(now: datetime) -> QuerySet[AutomationEvent, Any]:
+    """The oldest waiting event of an organization no worker is busy with (runs leased, events claimed)."""
     leased = WorkflowRun.objects.filter(status=RunStatus.STARTED, lease_until__gt=now).values("organization_id")
     claimed = AutomationEvent.objects.filter(processed_at__isnull=True, claimed_until__gte=now).values(
         "organization_id")
-    oldest = unclaimed_events(now).order_by("id").values_list("organization_id", flat=True)
-    return oldest.exclude(organization_id__in=leased).exclude(organization_id__in=claimed).first() or oldest.first()
+    return (unclaimed_events(now).exclude(organization_id__in=leased).exclude(organization_id__in=claimed)
+            .order_by("id").values("organization_id")[:1])
+
+
+# Built and compiled once per process (compiled_query.py): a drain asks these at least twice.
+_FREE_FIRST = CompiledQuery(_free_first, now=datetime)
+_OLDEST = CompiledQuery(lambda now: unclaimed_events(now).order_by("id").values("organization_id")[:1], now=datetime)
+_WAITING: dict[tuple[int, bool], CompiledQuery] = {}  # (limit, of one organization): the claim's look
+
+
+def _waiting(limit: int, of_one_organization: bool) -> CompiledQuery:
+    """The ids of the oldest `limit` waiting events (the LIMIT is in the SQL: one query per size)."""
+    key = (limit, of_one_organization)
+    if key not in _WAITING:
+        if of_one_organization:
+            _WAITING[key] = CompiledQuery(lambda now, organization: unclaimed_events(now).filter(
+                organization_id=organization).order_by("id").values("id")[:limit], now=datetime, organization=int)
+        else:
+            _WAITING[key] = CompiledQuery(
+                lambda now: unclaimed_events(now).order_by("id").values("id")[:limit], now=datetime)
+    return _WAITING[key]
+
+
+def _next_organization() -> int | None:
+    """The organization of the oldest waiting event, preferring those no worker is busy with:
+    one statement (the second look runs only if the first finds nothing)."""
+    now = timezone.now()
+    free, free_params = _FREE_FIRST.sql(now=now)
+    oldest, oldest_params = _OLDEST.sql(now=now)
+    connection = connections[router.db_for_read(AutomationEvent)]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COALESCE(({free}), ({oldest}))", [*free_params, *oldest_params])
+        found: int | None = cursor.fetchone()[0]
+        return found
 
 
 def _claim(limit: int, organization_id: int | None = None) -> list[AutomationEvent]:
@@ -79,11 +111,11 @@ def _claim(limit: int, organization_id: int | None = None) -> list[AutomationEve
     (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING …). PostgreSQL skips rows another worker
     is claiming; SQLite runs one writing statement at a time."""
     now = timezone.now()
-    pending = unclaimed_events(now)
     if organization_id is not None:
-        pending = pending.filter(organization_id=organization_id)
+        select, params = _waiting(limit, True).sql(now=now, organization=organization_id)
+    else:
+        select, params = _waiting(limit, False).sql(now=now)
     connection = connections[router.db_for_write(AutomationEvent)]
-    select, params = pending.order_by("id").values("id")[:limit].query.sql_with_params()
     if connection.features.has_select_for_update_skip_locked:
         select += " FOR UPDATE SKIP LOCKED"
     quote = connection.ops.quote_name
