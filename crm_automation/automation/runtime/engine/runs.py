@@ -310,7 +310,7 @@ def write_rows(rows: Rows) -> None:
     rows.clear()
     if not entries:
         return
-    objects = [WorkflowRunAction(run=state.run, node_id=place[0], token=place[1], **values)
+    objects = [WorkflowRunAction(run_id=state.run.pk, node_id=place[0], token=place[1], **values)
                for state, place, values in entries]
     try:
         with transaction.atomic():
