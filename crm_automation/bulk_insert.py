@@ -8,8 +8,9 @@ binary array (`INSERT … SELECT * FROM unnest(%b::type[], …) RETURNING id`), 
 straight off the instances, and the statement's text never changes, so psycopg keeps it
 parsed and PostgreSQL keeps it prepared. On SQLite this is `bulk_create` itself.
 
-It takes what the hot path writes: new instances of plain models (no pk set, no database
-defaults). Anything else goes to `bulk_create`, which stays the general tool.
+It takes what the hot path writes: new instances of models with an integer pk (none set yet)
+whose database defaults, if any, are plain values. Anything else goes to `bulk_create`, which
+stays the general tool.
 """
 
 import enum
