@@ -30,15 +30,13 @@ M = TypeVar("M", bound=models.Model)
 _TYPMOD = re.compile(r"\(.*?\)")
 
 
-@dataclass(frozen=True)
-class _Column:
-    field: models.Field
-    values: Callable[[Sequence[models.Model]], list]
+# How one column's values are read off the instances (one comprehension per column).
+_ColumnReader = Callable[[Sequence[models.Model]], list]
 
 
 @dataclass(frozen=True)
 class _Statement:
-    columns: tuple[_Column, ...]
+    columns: tuple[_ColumnReader, ...]
     sql: str
 
 
@@ -71,7 +69,7 @@ def bulk_insert(objs: Sequence[M], *, ignore_conflicts: bool = False, match_on: 
                                                     for name in match_on}).values_list("pk", *match_on)
             _match(objs, match_on, rows)
         return made
-    arrays = [column.values(objs) for column in statement.columns]
+    arrays = [values_of(objs) for values_of in statement.columns]
     connection.ensure_connection()
     with connection.wrap_database_errors:
         # A cursor that binds on the server: Django's own binds on the client (text, quoted in Python).
@@ -115,7 +113,7 @@ def _write_statement(model: type[models.Model], ignore: bool, match: tuple[str, 
     readers = [_reader(f) for f in fields]
     if not isinstance(meta.pk, models.AutoField) or any(read is None for read in readers):
         return None
-    columns = tuple(_Column(f, read) for f, read in zip(fields, readers, strict=True) if read is not None)
+    columns = tuple(read for read in readers if read is not None)
     quote = connection.ops.quote_name
     # No length in the cast (varchar, not varchar(40)): an explicit cast would cut a long value,
     # where the INSERT's own assignment refuses it, as the ORM's statement does.
@@ -138,7 +136,7 @@ def _column(meta: Any, name: str) -> str:
     return field.column
 
 
-def _reader(field: models.Field) -> Callable[[Sequence[models.Model]], list] | None:
+def _reader(field: models.Field) -> _ColumnReader | None:
     """How a column's values are read off the instances, decided once per field (None: leave the
     model to bulk_create). One comprehension per column: no Python call per value."""
     get = attrgetter(field.attname)
