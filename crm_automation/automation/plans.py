@@ -50,7 +50,7 @@ def reserve_history(*, organization: Organization, runs: int) -> int:
     if limit is None and runs and MonthlyUsage.objects.filter(organization=organization, month=month).update(
             logged_runs=F("logged_runs") + runs):
         return runs  # no limit: one UPDATE (its row lock orders two workers), nothing to read
-    usage, _ = MonthlyUsage.objects.select_for_update().get_or_create(organization=organization, month=month)
+    usage, _ = MonthlyUsage.objects.select_for_update(no_key=True).get_or_create(organization=organization, month=month)
     logged = runs if limit is None else max(0, min(runs, limit - usage.logged_runs))
     usage.logged_runs += logged
     usage.suppressed_runs += runs - logged

@@ -99,7 +99,7 @@ class ConcurrentEditForm(forms.ModelForm):
             return data
         # Locked until the admin's transaction ends: nobody can change the row between this
         # check and the save.
-        current = type(self.instance)._default_manager.select_for_update().get(pk=self.instance.pk)
+        current = type(self.instance)._default_manager.select_for_update(no_key=True).get(pk=self.instance.pk)
         now = self.stored_values(current, self.changed_data)
         seen_now = {}
         for name in self.changed_data:

@@ -208,8 +208,8 @@ class Contact(TenantOwned):
         if update_fields is not None and "phone" in update_fields:
             kwargs["update_fields"] = {*update_fields, "phone_e164"}
         with transaction.atomic(using=kwargs.get("using"), savepoint=False):
-            before = Contact.objects.select_for_update().filter(pk=self.pk).values(*fields).first() if fields \
-                else None
+            before = (Contact.objects.select_for_update(no_key=True).filter(pk=self.pk).values(*fields).first()
+                      if fields else None)
             super().save(*args, links_checked=True, **kwargs)
             change = None
             if creating:
@@ -290,7 +290,7 @@ class Deal(TenantOwned):
             if not creating and fields:
                 # The stored values, under the row's lock: what changed is decided against them,
                 # never against this instance's possibly stale copy.
-                before = Deal.objects.select_for_update().filter(pk=self.pk).values(*fields).first()
+                before = Deal.objects.select_for_update(no_key=True).filter(pk=self.pk).values(*fields).first()
                 if before is not None and before.get("stage_id", self.stage_id) != self.stage_id:
                     self.stage_entered_at = timezone.now()
                     if update_fields is not None:
@@ -404,7 +404,7 @@ class Lead(TenantOwned):
         with transaction.atomic(using=kwargs.get("using"), savepoint=False):
             before = None
             if not creating and fields:
-                before = Lead.objects.select_for_update().filter(pk=self.pk).values(*fields).first()
+                before = Lead.objects.select_for_update(no_key=True).filter(pk=self.pk).values(*fields).first()
             super().save(*args, links_checked=True, **kwargs)
             found = []
             if creating:
@@ -483,8 +483,8 @@ class Project(TenantOwned):
         fields = () if creating else changes.written(changes.PROJECT_TRACKED, update_fields)
         self.check_links(update_fields)
         with transaction.atomic(using=kwargs.get("using"), savepoint=False):
-            before = Project.objects.select_for_update().filter(pk=self.pk).values(*fields).first() if fields \
-                else None
+            before = (Project.objects.select_for_update(no_key=True).filter(pk=self.pk).values(*fields).first()
+                      if fields else None)
             super().save(*args, links_checked=True, **kwargs)
             change = None
             if creating:
@@ -572,7 +572,8 @@ class Task(TenantOwned):
         fields = () if self._state.adding else changes.written(changes.TASK_TRACKED, update_fields)
         self.check_links(update_fields)  # before the transaction: a refused link leaves no broken one
         with transaction.atomic(using=kwargs.get("using"), savepoint=False):
-            before = Task.objects.select_for_update().filter(pk=self.pk).values(*fields).first() if fields else None
+            before = (Task.objects.select_for_update(no_key=True).filter(pk=self.pk).values(*fields).first()
+                      if fields else None)
             super().save(*args, links_checked=True, **kwargs)
             changed = changes.changed_fields(before, self, fields) if before is not None else {}
             if changed:

@@ -40,7 +40,8 @@ def deal_move_to_stage(*, deal: Deal, stage: Stage) -> Deal:
     moved = seen != stage.pk and Deal.objects.filter(pk=deal.pk, stage_id=seen).update(
         stage=stage, updated_at=now, stage_entered_at=now)
     if not moved:
-        current = Deal.objects.select_for_update().filter(pk=deal.pk).values_list("stage_id", flat=True).first()
+        current = (Deal.objects.select_for_update(no_key=True).filter(pk=deal.pk)
+                   .values_list("stage_id", flat=True).first())
         if current is None:
             raise ValidationError({"deal": "This deal no longer exists."})
         if current == stage.pk:  # already there (someone else moved it): nothing happened
@@ -70,7 +71,7 @@ def lead_convert(*, lead: Lead, stage: Stage | None = None, amount: Decimal = De
     """Convert a lead: create its Contact and Deal, link them, fire `lead_converted`.
 
     `by`: the person asking (ops or admin of the lead's organization); None for the system."""
-    lead = Lead.objects.select_for_update().get(pk=lead.pk)
+    lead = Lead.objects.select_for_update(no_key=True).get(pk=lead.pk)
     _check_role(by, lead.organization_id, "ops", "convert")
     if lead.converted_at is not None:
         raise Refused("This lead is already converted.")
@@ -99,7 +100,7 @@ def leads_convert_bulk(*, organization_id: int, lead_ids: list) -> int:
     Returns how many leads were converted (already converted ones are left alone).
     """
     leads = list(
-        Lead.objects.select_for_update()
+        Lead.objects.select_for_update(no_key=True)
         .filter(organization_id=organization_id, pk__in=lead_ids, converted_at__isnull=True)
         .order_by("pk")
     )
@@ -211,7 +212,7 @@ def record_update(*, record, by, changes: dict, expected: dict | None = None, ro
     The stage of a deal is written through `Deal.save`, which decides the stage change under
     the same lock. Returns the saved record."""
     model = type(record)
-    current = model._default_manager.select_for_update().get(pk=record.pk)
+    current = model._default_manager.select_for_update(no_key=True).get(pk=record.pk)
     _check_role(by, current.organization_id, role, "change")
     found = conflicts(current, expected, changes)
     if found:
@@ -239,8 +240,8 @@ def records_archive(*, model, organization_id: int, ids: list, by, archived: boo
     many changed."""
     _check_role(by, organization_id, "ops", "archive")
     changed = 0
-    for record in model._default_manager.select_for_update().filter(organization_id=organization_id, pk__in=ids,
-                                                                    archived_at__isnull=archived).order_by("pk"):
+    for record in model._default_manager.select_for_update(no_key=True).filter(
+            organization_id=organization_id, pk__in=ids, archived_at__isnull=archived).order_by("pk"):
         record.archived_at = timezone.now() if archived else None
         record.save(update_fields=["archived_at"])
         changed += 1

@@ -71,7 +71,7 @@ def webhook_endpoint_create(*, organization: Organization, name: str, by,
 @transaction.atomic
 def webhook_endpoint_rotate(*, endpoint_id: int, by, grace_hours: int = 24) -> tuple[WebhookEndpoint, str]:
     """A new secret; the old one keeps verifying for `grace_hours` (0: it stops at once)."""
-    endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id)
+    endpoint = WebhookEndpoint.objects.select_for_update(no_key=True).get(pk=endpoint_id)
     _check_admin(by, endpoint.organization_id)
     plans.require_automation(endpoint.organization)
     return endpoint, _rotate(endpoint, grace_hours)
@@ -80,7 +80,7 @@ def webhook_endpoint_rotate(*, endpoint_id: int, by, grace_hours: int = 24) -> t
 @transaction.atomic
 def webhook_endpoint_update(*, endpoint_id: int, by, name: str | None = None,
                             active: bool | None = None) -> WebhookEndpoint:
-    endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id)
+    endpoint = WebhookEndpoint.objects.select_for_update(no_key=True).get(pk=endpoint_id)
     _check_admin(by, endpoint.organization_id)
     plans.require_automation(endpoint.organization)
     if name is not None:
@@ -125,7 +125,7 @@ def webhook_target_create(*, organization: Organization, name: str, url: str, by
 @transaction.atomic
 def webhook_target_rotate(*, target_id: int, by, grace_hours: int = 24) -> tuple[WebhookTarget, str]:
     """A new signing secret; requests are signed with both while the old one's grace lasts."""
-    target = WebhookTarget.objects.select_for_update().get(pk=target_id)
+    target = WebhookTarget.objects.select_for_update(no_key=True).get(pk=target_id)
     _check_admin(by, target.organization_id)
     return target, _rotate(target, grace_hours)
 
@@ -133,7 +133,7 @@ def webhook_target_rotate(*, target_id: int, by, grace_hours: int = 24) -> tuple
 @transaction.atomic
 def webhook_target_enable(*, target_id: int, by) -> WebhookTarget:
     """Send through a target again (after a 410 disabled it, or a person did)."""
-    target = WebhookTarget.objects.select_for_update().get(pk=target_id)
+    target = WebhookTarget.objects.select_for_update(no_key=True).get(pk=target_id)
     _check_admin(by, target.organization_id)
     target.active, target.disabled_at, target.disabled_reason = True, None, ""
     target.save(update_fields=["active", "disabled_at", "disabled_reason"])
@@ -142,7 +142,7 @@ def webhook_target_enable(*, target_id: int, by) -> WebhookTarget:
 
 @transaction.atomic
 def webhook_target_disable(*, target_id: int, by, reason: str = "disabled by a person") -> WebhookTarget:
-    target = WebhookTarget.objects.select_for_update().get(pk=target_id)
+    target = WebhookTarget.objects.select_for_update(no_key=True).get(pk=target_id)
     _check_admin(by, target.organization_id)
     target.active, target.disabled_at, target.disabled_reason = False, timezone.now(), reason[:500]
     target.save(update_fields=["active", "disabled_at", "disabled_reason"])
@@ -152,7 +152,7 @@ def webhook_target_disable(*, target_id: int, by, reason: str = "disabled by a p
 @transaction.atomic
 def webhook_target_update(*, target_id: int, by, url: str) -> WebhookTarget:
     """A target's URL (its name is what workflows refer to, so it does not change)."""
-    target = WebhookTarget.objects.select_for_update().get(pk=target_id)
+    target = WebhookTarget.objects.select_for_update(no_key=True).get(pk=target_id)
     _check_admin(by, target.organization_id)
     target.url = _target_url(url)
     target.save(update_fields=["url"])
@@ -204,7 +204,7 @@ def event_subscription_update(*, subscription_id: int, by, event_types: list[str
                               active: bool | None = None) -> EventSubscription:
     """Change what it wants, or switch it off and on. Switched on again, it goes on from then:
     what happened while it was off is in GET /api/v1/lifecycle-events/."""
-    subscription = EventSubscription.objects.select_for_update().get(pk=subscription_id)
+    subscription = EventSubscription.objects.select_for_update(no_key=True).get(pk=subscription_id)
     _check_admin(by, subscription.organization_id)
     fields = []
     if event_types is not None:

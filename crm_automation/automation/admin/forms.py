@@ -124,6 +124,7 @@ class WorkflowForm(ConcurrentEditForm):
         if not steps and self.instance.status == WorkflowStatus.ACTIVATED:
             self.add_error("steps", "An activated workflow needs at least one action; pause it first.")
         seen = self.data.get("base_revision")
-        now = Workflow.objects.select_for_update().values_list("draft_revision", flat=True).get(pk=self.instance.pk)
+        now = (Workflow.objects.select_for_update(no_key=True).values_list("draft_revision", flat=True)
+               .get(pk=self.instance.pk))
         if seen not in (None, "") and str(now) != str(seen):
             self.add_error("steps", STALE_ACTIONS)  # the services' words for the same refusal

@@ -77,7 +77,7 @@ def ai_budget_set(*, organization_id: int, by: Any, tokens: object) -> Organizat
                                or not 0 <= tokens <= MAX_BUDGET):
         raise ValidationError({"budget_tokens": f"must be a whole number of tokens from 0 to {MAX_BUDGET:,}, or null "
                                                 "for no budget"})
-    organization = Organization.objects.select_for_update().get(pk=organization_id)
+    organization = Organization.objects.select_for_update(no_key=True).get(pk=organization_id)
     organization.ai_monthly_token_budget = tokens
     organization.save(update_fields=["ai_monthly_token_budget"])
     return organization

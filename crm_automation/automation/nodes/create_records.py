@@ -176,7 +176,8 @@ class CreateContact(CreateRecord):
             if isinstance(record, Deal | Project):
                 model = type(record)
                 with caused_by(ctx.run_id, ctx.depth):
-                    row = model.objects.select_for_update().filter(pk=record.pk, contact__isnull=True).first()
+                    row = (model.objects.select_for_update(no_key=True)
+                           .filter(pk=record.pk, contact__isnull=True).first())
                     if row is not None:
                         row.contact = contact
                         row.save(update_fields=["contact"])
@@ -310,7 +311,7 @@ class ArchiveRecord(RecordStep):
         results = []
         for ctx, (entity, target) in items:
             with caused_by(ctx.run_id, ctx.depth), transaction.atomic():
-                row = type(target).objects.select_for_update().get(pk=target.pk)
+                row = type(target).objects.select_for_update(no_key=True).get(pk=target.pk)
                 already = row.archived_at is not None
                 if not already:
                     row.archived_at = timezone.now()

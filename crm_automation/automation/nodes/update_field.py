@@ -177,7 +177,7 @@ class UpdateField(Action["Change"]):
         models = {change.model for _, change in items}
         for model in [m for m in (Lead, Deal, Project) if m in models]:  # leads, deals, projects, as everywhere
             pks = sorted({c.pk for _, c in items if c.model is model})
-            for found in model.objects.select_for_update().filter(pk__in=pks).select_related(
+            for found in model.objects.select_for_update(no_key=True).filter(pk__in=pks).select_related(
                     *(["stage"] if model is Deal else [])).order_by("pk"):
                 locked[(model, found.pk)] = found
         results: list[Result] = []

@@ -56,7 +56,7 @@ def _notify(workflow: Workflow, brk: CircuitBreak) -> None:
 def _trip(workflow_id: int, runs: int, failures: int, now: datetime) -> CircuitBreak | None:
     rate, window, _, cooldown = _settings()
     with transaction.atomic():
-        workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
+        workflow = Workflow.objects.select_for_update(no_key=True).get(pk=workflow_id)
         if workflow.status != WorkflowStatus.ACTIVATED:
             return None  # paused meanwhile (by a person or another sweep)
         workflow.pause()

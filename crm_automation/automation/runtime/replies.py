@@ -15,7 +15,7 @@ from crm_automation.crm.models import SmsMessage
 
 
 def wake_on_reply(sender: object, run_id: int, **kwargs: object) -> None:
-    run = WorkflowRun.objects.select_for_update().filter(pk=run_id, status=RunStatus.WAITING).first()
+    run = WorkflowRun.objects.select_for_update(no_key=True).filter(pk=run_id, status=RunStatus.WAITING).first()
     if run is None:
         return
     run.status, run.wake_at, run.lease_until, run.lease_owner = RunStatus.STARTED, timezone.now(), None, ""

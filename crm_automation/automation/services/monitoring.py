@@ -32,7 +32,7 @@ def _minutes(value: Any) -> int:
 @transaction.atomic
 def workflow_set_minutes_saved(*, workflow_id: int, by, minutes: Any) -> Workflow:
     """Set how many minutes of manual work one completed run of the workflow replaces."""
-    workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
+    workflow = Workflow.objects.select_for_update(no_key=True).get(pk=workflow_id)
     if by is not None and not user_has_role(by, workflow.organization_id, "ops"):
         raise PermissionDenied("Only ops members and admins of this organization can set the time a workflow saves.")
     value = _minutes(minutes)
@@ -80,7 +80,7 @@ def unit_prices_set(*, organization_id: int, by, values: dict[str, Any]) -> Unit
             clean[name] = price
     if errors:
         raise ValidationError(errors)
-    prices, _ = UnitPrices.objects.select_for_update().get_or_create(organization_id=organization_id)
+    prices, _ = UnitPrices.objects.select_for_update(no_key=True).get_or_create(organization_id=organization_id)
     changed = [name for name, price in clean.items() if getattr(prices, name) != price]
     for name in changed:
         setattr(prices, name, clean[name])

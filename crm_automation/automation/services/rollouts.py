@@ -109,7 +109,7 @@ def start(*, workflow: Workflow, version: WorkflowVersion, previous: WorkflowVer
 
 def close_open(workflow: Workflow, by: Any, status: str, why: str) -> None:
     """End the workflow's open rollout, if any (a new publish, an archive)."""
-    for rollout in Rollout.objects.select_for_update().filter(workflow=workflow, status__in=OPEN):
+    for rollout in Rollout.objects.select_for_update(no_key=True).filter(workflow=workflow, status__in=OPEN):
         rollout.status, rollout.finished_at = status, timezone.now()
         _note(rollout, by, why)
         rollout.save(update_fields=["status", "finished_at", "log"])
@@ -119,10 +119,11 @@ def close_open(workflow: Workflow, by: Any, status: str, why: str) -> None:
 
 
 def _locked(workflow_id: int, by: Any) -> tuple[Workflow, Rollout]:
-    workflow = Workflow.objects.select_for_update(of=("self",)).select_related("current_version").get(pk=workflow_id)
+    workflow = (Workflow.objects.select_for_update(of=("self",), no_key=True).select_related("current_version")
+                .get(pk=workflow_id))
     if by is not None and not user_has_role(by, workflow.organization_id, "admin"):
         raise PermissionDenied("Only admins of this organization can change a rollout.")
-    rollout = Rollout.objects.select_for_update().select_related("version").filter(
+    rollout = Rollout.objects.select_for_update(of=("self",), no_key=True).select_related("version").filter(
         workflow=workflow, status__in=OPEN).first()
     if rollout is None:
         raise Refused(f"“{workflow.name}” has no rollout under way.")
@@ -238,8 +239,9 @@ def check(now: datetime | None = None) -> dict[str, int]:
         reason = _worse(rollout)
         with transaction.atomic():
             # The workflow's row first, then the rollout's: the order publishing and a person's raise take.
-            workflow = Workflow.objects.select_for_update().get(pk=rollout.workflow_id)
-            current = Rollout.objects.select_for_update().filter(pk=rollout.pk, status=Rollout.Status.ACTIVE).first()
+            workflow = Workflow.objects.select_for_update(no_key=True).get(pk=rollout.workflow_id)
+            current = (Rollout.objects.select_for_update(no_key=True)
+                       .filter(pk=rollout.pk, status=Rollout.Status.ACTIVE).first())
             if current is None:
                 continue  # a person changed it meanwhile
             if reason:

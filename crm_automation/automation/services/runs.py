@@ -39,7 +39,7 @@ FINISHED = (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED)
 
 
 def _locked(run_id: int, by) -> WorkflowRun:
-    run = WorkflowRun.objects.select_for_update().select_related("version").get(pk=run_id)
+    run = WorkflowRun.objects.select_for_update(of=("self",), no_key=True).select_related("version").get(pk=run_id)
     if by is not None and not user_has_role(by, run.organization_id, "ops"):
         raise PermissionDenied("Only ops members and admins of this organization can change runs.")
     return run
@@ -167,7 +167,7 @@ def open_questions(run: WorkflowRun) -> list[WorkflowRunAction]:
 def run_answer(*, run_id: int, by, node_id: str, token: str = "", decision: str, comment: str = "") -> WorkflowRun:
     """Answer a run's question (a user-input step): approved or rejected, with a comment. Only
     people with the step's role in the run's organization may; the run goes on at once."""
-    run = WorkflowRun.objects.select_for_update().get(pk=run_id)
+    run = WorkflowRun.objects.select_for_update(no_key=True).get(pk=run_id)
     row = run.actions.filter(node_id=node_id, token=token, action_type=questions.USER_INPUT).first()
     if row is None or row.status != StepStatus.WAITING or (row.result or {}).get("decision"):
         raise Refused(f"Run #{run.pk} has no open question “{node_id}” (answered, timed out or cancelled).")

@@ -66,7 +66,7 @@ def workflow_set_mode(*, workflow_id: int, by: Any, mode: str) -> tuple[Workflow
     leaving it, what the person is told)."""
     if mode not in Workflow.Mode.values:
         raise ValidationError({"mode": [f"must be one of {', '.join(Workflow.Mode.values)}"]})
-    workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
+    workflow = Workflow.objects.select_for_update(no_key=True).get(pk=workflow_id)
     if by is not None and not user_has_role(by, workflow.organization_id, "admin"):
         raise PermissionDenied("Only admins of this organization can switch a workflow between shadow and "
                                "execute mode.")

@@ -246,7 +246,7 @@ def workflow_update(*, workflow_id: int, by=None, changes: dict | None = None, a
     is written (StaleEdit). `expected_revision` does the same for the actions.
     """
     changes = dict(changes or {})
-    workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
+    workflow = Workflow.objects.select_for_update(no_key=True).get(pk=workflow_id)
     check_edit(by, workflow)
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if "organization" in unknown or "organization_id" in unknown:
@@ -304,7 +304,7 @@ def workflow_publish(*, workflow_id: int, by, acknowledge_cycle: bool = False, s
     A cycle with other workflows is refused (cycles.py); a guarded one only if not acknowledged.
     With `share` below 100 the version rolls out to that share of the records first (rollouts.py;
     `steps` raises it on a schedule, `margin` is when it is held); 100 ends any rollout."""
-    workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
+    workflow = Workflow.objects.select_for_update(no_key=True).get(pk=workflow_id)
     if by is not None and not user_has_role(by, workflow.organization_id, "admin"):
         raise PermissionDenied("Only admins of this organization can publish workflows.")
     if not is_live(workflow):
@@ -356,12 +356,18 @@ def workflow_transition(*, workflow_id: int, name: str, by, acknowledge_cycle: b
     The organization row is locked first, so two concurrent activations cannot both pass the
     plan's limit, and the workflow row is re-read under the lock, so a stale page cannot apply
     a transition from a state the workflow has already left.
+
+    Both locks are FOR NO KEY UPDATE, as every lock on these rows is except a delete's: a drain
+    inserts rows that reference them, and PostgreSQL checks those (deferred) foreign keys at
+    commit with a KEY SHARE lock, which FOR UPDATE blocks. A drain holding the workflow's
+    counters and waiting at commit on the organization, while this waits on the workflow,
+    was a deadlock (an admin's Pause answered 500).
     """
     if name not in TRANSITIONS:
         raise ValidationError(f"Unknown transition {shown(name)}; use one of {', '.join(TRANSITIONS)}.")
     organization_id = Workflow.objects.values_list("organization_id", flat=True).get(pk=workflow_id)
-    organization = Organization.objects.select_for_update().get(pk=organization_id)
-    workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
+    organization = Organization.objects.select_for_update(no_key=True).get(pk=organization_id)
+    workflow = Workflow.objects.select_for_update(no_key=True).get(pk=workflow_id)
     if by is not None and not user_has_role(by, organization.pk, "admin"):
         raise PermissionDenied(f"Only admins of {organization.name} can {name} workflows.")
     refused = _REFUSED.get((name, workflow.status))
@@ -403,7 +409,7 @@ def workflow_delete(*, workflow_id: int, by) -> None:
     simulations (run-test), which go with it; a draft another workflow starts as a sub-workflow
     stays, so that workflow does not fail later on a missing child.
     """
-    workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
+    workflow = Workflow.objects.select_for_update(no_key=True).get(pk=workflow_id)
     if by is not None and not user_has_role(by, workflow.organization_id, "ops"):
         raise PermissionDenied("Only ops members and admins of this organization can delete workflows.")
     if workflow.status != WorkflowStatus.DRAFT:
@@ -430,7 +436,7 @@ def workflow_allow_deletion(*, workflow_id: int, by, allowed: bool) -> Workflow:
     """Allow (or stop allowing) the workflow's "Delete a record" steps to delete records. Only
     admins of its organization may: a deleted record is gone, so an ops member's draft cannot
     grant itself that."""
-    workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
+    workflow = Workflow.objects.select_for_update(no_key=True).get(pk=workflow_id)
     if by is not None and not user_has_role(by, workflow.organization_id, "admin"):
         raise PermissionDenied("Only admins of this organization can allow a workflow to delete records.")
     if workflow.allows_deletion != bool(allowed):

@@ -93,7 +93,8 @@ def _sort_group(workflow, operation_id: str, items: list) -> list:
         workflow=workflow, operation=operation_id,
         defaults={"organization_id": workflow.organization_id, "source": source, "size": size, "mode": mode,
                   "status": BulkHold.Status.PENDING if mode == HOLD else BulkHold.Status.DIGESTED})
-    hold = BulkHold.objects.select_for_update().get(pk=hold.pk)  # dispatches of the same operation take turns
+    # Dispatches of the same operation take turns.
+    hold = BulkHold.objects.select_for_update(no_key=True).get(pk=hold.pk)
     what = f"{WORDS.get(source, source)} of {size:,} records"
     kept = []
     if hold.mode == DIGEST and hold.count == 0:

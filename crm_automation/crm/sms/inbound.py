@@ -121,7 +121,7 @@ sms_replied = Signal()
 def _awaited_reply(inbound: SmsInbound) -> bool:
     """Give a reply to the most recent of the organization's messages to that number that waits
     for one; the older ones waiting are told why they got none. False when none waits."""
-    waiting = list(SmsMessage.objects.select_for_update().filter(
+    waiting = list(SmsMessage.objects.select_for_update(no_key=True).filter(
         organization_id=inbound.organization_id, to=inbound.from_number, reply_by__isnull=False,
         replied_at__isnull=True, reply_by__gt=timezone.now()).order_by("-created_at", "-pk"))
     if not waiting:

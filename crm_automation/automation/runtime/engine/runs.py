@@ -415,7 +415,7 @@ def _pause(states: list[RunState], token: str) -> dict[int, str]:
     retries the step, skips it or cancels the run; the organization's admins are told."""
     if not states:
         return {}
-    ids = set(WorkflowRun.objects.select_for_update().filter(
+    ids = set(WorkflowRun.objects.select_for_update(no_key=True).filter(
         pk__in=[s.run.pk for s in states], status=RunStatus.STARTED, lease_owner=token).values_list("pk", flat=True))
     paused = []
     for state in states:

@@ -14,7 +14,7 @@ class Command(BaseCommand):
         count = 0
         with transaction.atomic():
             for model in (WebhookEndpoint, WebhookTarget):
-                for holder in model.objects.select_for_update().order_by("pk"):
+                for holder in model.objects.select_for_update(no_key=True).order_by("pk"):
                     holder.save(update_fields=["secret", "previous_secret"])  # read plain, written encrypted
                     count += 1
         self.stdout.write(f"Re-encrypted the secrets of {count} webhook endpoints and targets.")
