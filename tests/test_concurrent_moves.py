@@ -5,8 +5,11 @@ import threading
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from crm_automation.automation.models import AutomationEvent, WorkflowRun
+from crm_automation.automation.runtime.outbox import record_changes
+from crm_automation.crm.changes import records_changed
 from crm_automation.crm.models import Deal, Task
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage
@@ -88,3 +91,47 @@ def test_a_move_from_a_stale_copy_that_already_arrived_records_nothing(org, deal
     deal_move_to_stage(deal=stale, stage=stage(org, "won"))
     assert len(stage_changes()) == 1
     assert stale.stage.slug == "won"  # the caller's copy caught up
+
+
+def test_a_move_and_its_event_are_one_statement_on_postgresql(org, deal, django_capture_on_commit_callbacks,
+                                                                 settings):
+    """The stage move and the event it announces are written together (PostgreSQL: one
+    statement; SQLite: two), the event as a plain save's, and the workers are nudged after commit."""
+    settings.AUTOMATION = {**settings.AUTOMATION, "NUDGE": True}  # (the callbacks are only collected)
+    proposal, won = stage(org, "proposal"), stage(org, "won")
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks() as nudges:
+        deal_move_to_stage(deal=deal, stage=won)
+    writes = [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith(("UPDATE", "WITH",
+                                                                                                  "INSERT"))]
+    assert len(writes) == (1 if connection.vendor == "postgresql" else 2), writes
+    assert stage_changes() == [{"from_stage_id": proposal.pk, "to_stage_id": won.pk,
+                                "changed": {"stage": [proposal.pk, won.pk]}}]
+    event = AutomationEvent.objects.get(kind="deal_stage_change")
+    assert (event.organization_id, event.entity_type, event.entity_id, event.depth) == (org.pk, "deal", deal.pk, 0)
+    assert event.payload["source"] == "system"  # (no person, no import: a service called directly)
+    assert len(nudges) == 1
+    deal.refresh_from_db()
+    assert deal.stage_id == won.pk and deal.stage_entered_at is not None
+
+
+def test_a_move_with_automation_off_writes_no_event(org, deal):
+    records_changed.disconnect(record_changes, dispatch_uid="automation-record-changes")
+    try:
+        deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    finally:
+        records_changed.connect(record_changes, weak=False, dispatch_uid="automation-record-changes")
+    assert Deal.objects.get(pk=deal.pk).stage.slug == "won"
+    assert stage_changes() == []
+
+
+def test_a_move_that_finds_the_deal_moved_meanwhile_writes_no_event_of_its_own(org, deal):
+    """The joined INSERT reads the UPDATE's rows: when the conditional UPDATE matches nothing
+    (someone moved the deal), nothing is inserted and the locked path records the true move."""
+    stale = Deal.objects.get(pk=deal.pk)
+    deal_move_to_stage(deal=deal, stage=stage(org, "negotiation"))
+    deal_move_to_stage(deal=stale, stage=stage(org, "won"))
+    negotiation, won, proposal = (stage(org, s).pk for s in ("negotiation", "won", "proposal"))
+    assert stage_changes() == [
+        {"from_stage_id": proposal, "to_stage_id": negotiation, "changed": {"stage": [proposal, negotiation]}},
+        {"from_stage_id": negotiation, "to_stage_id": won, "changed": {"stage": [negotiation, won]}},
+    ]

@@ -25,11 +25,18 @@ old and new, as JSON values; related records by id).
 from ``Model.save()`` (admin, shell, services) and from the bulk services in ``services.py``.
 It does not fire for ``QuerySet.update()`` or a plain ``bulk_create()``: use the services.
 Receivers must only record the change (one INSERT); they must not do the work.
+
+A sender may instead ask before writing, with ``joined=True``: each receiver then writes nothing
+and returns a :class:`JoinedInsert` (or None), and the sender writes the change and those rows
+in one statement (``deal_move_to_stage`` on PostgreSQL: a stage move is one round trip, not two),
+calling each ``written`` only if the change was made.
 """
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from django.dispatch import Signal
 
@@ -125,6 +132,23 @@ class RecordChange:
 
 
 records_changed = Signal(use_caching=True)  # sent on every save: cache the receiver lookup
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedInsert:
+    """A receiver's answer to ``joined=True``: the row it would insert for the change, for the
+    sender to write in the change's own statement; `written` is called once it was (inside the
+    sender's transaction, where the receiver would have run)."""
+    table: str
+    columns: tuple[str, ...]
+    values: tuple[Any, ...]
+    written: Callable[[], None]
+
+
+def joined_inserts(sender: type, change: RecordChange) -> list[JoinedInsert]:
+    """Ask the receivers for their rows of `change`, not yet written (``joined=True``)."""
+    answers: list[Any] = [answer for _, answer in records_changed.send(sender=sender, changes=[change], joined=True)]
+    return [answer for answer in answers if isinstance(answer, JoinedInsert)]
 
 
 STAND_IN = uuid.UUID("2b0c6e0e-94d5-4c45-9a8e-5f2f3c1d7a60")

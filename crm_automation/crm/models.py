@@ -322,10 +322,13 @@ def deal_created_change(deal: "Deal") -> changes.RecordChange:
                                 {"to_stage_id": deal.stage_id})
 
 
-def deal_stage_change(deal: "Deal", from_stage_id: int, changed: dict | None = None) -> changes.RecordChange:
+def deal_stage_change(deal: "Deal", from_stage_id: int, changed: dict | None = None,
+                      to_stage_id: int | None = None) -> changes.RecordChange:
+    """The change of a deal moved from `from_stage_id` to `to_stage_id` (by default, its stage now)."""
+    to_stage_id = deal.stage_id if to_stage_id is None else to_stage_id
     return changes.RecordChange(changes.DEAL_STAGE_CHANGE, deal.organization_id, "deal", deal.pk,
-                                {"from_stage_id": from_stage_id, "to_stage_id": deal.stage_id,
-                                 "changed": changed or {"stage": [from_stage_id, deal.stage_id]}})
+                                {"from_stage_id": from_stage_id, "to_stage_id": to_stage_id,
+                                 "changed": changed or {"stage": [from_stage_id, to_stage_id]}})
 
 
 class Lead(TenantOwned):

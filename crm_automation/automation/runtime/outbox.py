@@ -10,12 +10,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from crm_automation.automation.models import AutomationEvent
 from crm_automation.automation.runtime.cause import current_cause
 from crm_automation.automation.runtime.nudger import nudger
 from crm_automation.crm import sources
-from crm_automation.crm.changes import RecordChange
+from crm_automation.crm.changes import JoinedInsert, RecordChange
 
 _EVENT_COLUMNS = ("organization_id", "kind", "entity_type", "entity_id", "payload", "depth", "caused_by_run_id")
 _INSERT_EVENT = "INSERT INTO {} ({}) VALUES ({})".format(
@@ -25,21 +26,32 @@ _ENTITY_ID = AutomationEvent._meta.get_field("entity_id")
 _PAYLOAD = AutomationEvent._meta.get_field("payload")
 
 
-def _insert_event(change: RecordChange, payload: dict[str, Any], depth: int, run_id: int | None) -> None:
+def _event_values(change: RecordChange, payload: dict[str, Any], depth: int, run_id: int | None,
+                  connection: BaseDatabaseWrapper) -> tuple[Any, ...]:
+    """One event's column values (_EVENT_COLUMNS): the UUID and JSON prepared by their fields,
+    as the ORM would; created_at is the database's default."""
+    return (change.organization_id, change.kind, change.entity_type,
+            _ENTITY_ID.get_db_prep_save(change.entity_id, connection),
+            _PAYLOAD.get_db_prep_save(payload, connection), depth, run_id)
+
+
+def _insert_event(values: tuple[Any, ...], connection: BaseDatabaseWrapper) -> None:
     """One plain INSERT, no RETURNING and no model machinery: this runs on every save and the
-    ORM's per-row overhead was a third of the whole cost (see benchmarks/run.py, part a).
-    The UUID and JSON values are prepared by their fields, as the ORM would; created_at is
-    the database's default."""
-    connection = connections[router.db_for_write(AutomationEvent)]
-    params = (change.organization_id, change.kind, change.entity_type,
-              _ENTITY_ID.get_db_prep_save(change.entity_id, connection),
-              _PAYLOAD.get_db_prep_save(payload, connection), depth, run_id)
+    ORM's per-row overhead was a third of the whole cost (see benchmarks/run.py, part a)."""
     with connection.cursor() as cursor:
-        cursor.execute(_INSERT_EVENT, params)
+        cursor.execute(_INSERT_EVENT, values)
 
 
-def record_changes(sender: object, changes: Sequence[RecordChange], **kwargs: object) -> None:
-    """Receiver of `crm.changes.records_changed`: write the changes to the outbox."""
+def _nudge() -> None:
+    if settings.AUTOMATION["NUDGE"]:
+        transaction.on_commit(nudger.poke)
+
+
+def record_changes(sender: object, changes: Sequence[RecordChange], joined: bool = False,
+                   **kwargs: object) -> JoinedInsert | None:
+    """Receiver of `crm.changes.records_changed`: write the changes to the outbox. With
+    `joined` (one change, not written yet), return the event's row for the sender to write
+    with the change itself instead."""
     cause = current_cause()
     depth = 0 if cause is None else cause.depth + 1
     run_id = None if cause is None else cause.run_id
@@ -47,7 +59,11 @@ def record_changes(sender: object, changes: Sequence[RecordChange], **kwargs: ob
     # started the run; an import or bulk action adds its operation and size.
     source = {"source": sources.WORKFLOW} if cause is not None else sources.current_source().as_payload()
     if len(changes) == 1:
-        _insert_event(changes[0], {**changes[0].payload, **source}, depth, run_id)
+        connection = connections[router.db_for_write(AutomationEvent)]
+        values = _event_values(changes[0], {**changes[0].payload, **source}, depth, run_id, connection)
+        if joined:
+            return JoinedInsert(AutomationEvent._meta.db_table, _EVENT_COLUMNS, values, written=_nudge)
+        _insert_event(values, connection)
     else:
         AutomationEvent.objects.bulk_create(
             [AutomationEvent(organization_id=c.organization_id, kind=c.kind, entity_type=c.entity_type,
@@ -56,5 +72,5 @@ def record_changes(sender: object, changes: Sequence[RecordChange], **kwargs: ob
              for c in changes],
             batch_size=1000,
         )
-    if settings.AUTOMATION["NUDGE"]:
-        transaction.on_commit(nudger.poke)
+    _nudge()
+    return None
