@@ -409,7 +409,7 @@ def workflow_delete(*, workflow_id: int, by) -> None:
     simulations (run-test), which go with it; a draft another workflow starts as a sub-workflow
     stays, so that workflow does not fail later on a missing child.
     """
-    workflow = Workflow.objects.select_for_update(no_key=True).get(pk=workflow_id)
+    workflow = Workflow.objects.select_for_update().get(pk=workflow_id)
     if by is not None and not user_has_role(by, workflow.organization_id, "ops"):
         raise PermissionDenied("Only ops members and admins of this organization can delete workflows.")
     if workflow.status != WorkflowStatus.DRAFT:

@@ -123,8 +123,8 @@ def _sort_group(workflow, operation_id: str, items: list) -> list:
 
 # --- A person decides -----------------------------------------------------------------------------
 def _decidable(hold_id: int, by) -> BulkHold:
-    hold = BulkHold.objects.select_for_update(of=("self",)).select_related("workflow", "workflow__current_version").get(
-        pk=hold_id)
+    hold = (BulkHold.objects.select_for_update(of=("self",), no_key=True)
+            .select_related("workflow", "workflow__current_version").get(pk=hold_id))
     if by is not None and not user_has_role(by, hold.organization_id, "admin"):
         raise PermissionDenied("Only admins of this organization can release or discard held runs.")
     if hold.status != BulkHold.Status.PENDING:

@@ -148,8 +148,9 @@ def fire_due(now: datetime | None = None) -> int:
     _sync(now)
     fired = 0
     with transaction.atomic():
-        for row in (RelativeTrigger.objects.select_for_update(skip_locked=True).select_related("version")
-                    .filter(checked_until__lt=now).order_by("workflow_id")):
+        # (of=self: the version rows, shared by every trigger of a workflow, stay unlocked)
+        for row in (RelativeTrigger.objects.select_for_update(skip_locked=True, of=("self",), no_key=True)
+                    .select_related("version").filter(checked_until__lt=now).order_by("workflow_id")):
             config = row.version.definition.get("trigger_config") or {}
             if validate(row.trigger_type, config, row.organization_id):
                 continue

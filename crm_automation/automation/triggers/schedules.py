@@ -231,7 +231,7 @@ def fire_due(now: datetime | None = None, limit: int = 500) -> int:
     _sync(now)
     fired = 0
     with transaction.atomic():
-        rows = list(WorkflowSchedule.objects.select_for_update(skip_locked=True)
+        rows = list(WorkflowSchedule.objects.select_for_update(skip_locked=True, no_key=True)
                     .filter(next_due_at__lte=now).order_by("next_due_at")[:limit])
         for row in rows:
             fired += _fire(row, now)
