@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from django.db import connection, models
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Value
 from django.db.models.expressions import DatabaseDefault
 
@@ -70,11 +71,7 @@ def bulk_insert(objs: Sequence[M], *, ignore_conflicts: bool = False, match_on: 
             _match(objs, match_on, rows)
         return made
     arrays = [values_of(objs) for values_of in statement.columns]
-    connection.ensure_connection()
-    with connection.wrap_database_errors:
-        # A cursor that binds on the server: Django's own binds on the client (text, quoted in Python).
-        cursor = connection._prepare_cursor(psycopg.Cursor(connection.connection))  # type: ignore[attr-defined]
-    with cursor:
+    with server_bound_cursor(connection) as cursor:
         cursor.execute(statement.sql, arrays)
         returned = cursor.fetchall()
     if match_on:
@@ -86,6 +83,16 @@ def bulk_insert(objs: Sequence[M], *, ignore_conflicts: bool = False, match_on: 
         obj._state.adding = False
         obj._state.db = connection.alias
     return list(objs)
+
+
+def server_bound_cursor(connection: BaseDatabaseWrapper) -> Any:
+    """A Django cursor (execute wrappers, query log, error translation) over a psycopg cursor that
+    binds its parameters on the server: Django's own binds on the client, quoting each value
+    in Python, which costs most for JSON. PostgreSQL only; the statement is prepared by the
+    server once it has run a few times (psycopg's prepare_threshold)."""
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        return connection._prepare_cursor(psycopg.Cursor(connection.connection))  # type: ignore[attr-defined]
 
 
 def _match(objs: Sequence[models.Model], match_on: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

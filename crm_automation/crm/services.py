@@ -9,6 +9,7 @@ from django.db import IntegrityError, connections, router, transaction
 from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
+from crm_automation.bulk_insert import server_bound_cursor
 from crm_automation.crm import changes, sources
 from crm_automation.crm.concurrency import conflicts
 from crm_automation.crm.models import (
@@ -75,7 +76,7 @@ def _move_and_announce(deal: Deal, seen: int, stage: Stage, now) -> bool:
                            f"({', '.join(quote(c) for c in join.columns)}) "
                            f"SELECT {', '.join(['%s'] * len(join.values))} FROM moved)")
             params.extend(join.values)
-        with connection.cursor() as cursor:
+        with server_bound_cursor(connection) as cursor:  # (the payload's JSON is not quoted in Python)
             cursor.execute(
                 f"WITH moved AS (UPDATE {table} SET {stage_column} = %s, {quote('updated_at')} = %s, "
                 f"{quote('stage_entered_at')} = %s WHERE {quote(Deal._meta.pk.column)} = %s AND {stage_column} = %s "
