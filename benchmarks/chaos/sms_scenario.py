@@ -53,8 +53,11 @@ class TwilioStandIn:
                 self.send_response(201)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the worker sending it was killed mid-request (the scenario's point)
 
             def log_message(self, *args) -> None:
                 pass
