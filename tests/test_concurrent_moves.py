@@ -9,8 +9,8 @@ from django.test.utils import CaptureQueriesContext
 
 from crm_automation.automation.models import AutomationEvent, WorkflowRun
 from crm_automation.automation.runtime.outbox import record_changes
-from crm_automation.crm.changes import records_changed
-from crm_automation.crm.models import Deal, Task
+from crm_automation.crm.changes import joined_inserts, records_changed
+from crm_automation.crm.models import Deal, Task, deal_stage_change
 from crm_automation.crm.services import deal_move_to_stage
 from tests.conftest import drain, make_workflow, stage
 
@@ -135,3 +135,15 @@ def test_a_move_that_finds_the_deal_moved_meanwhile_writes_no_event_of_its_own(o
         {"from_stage_id": proposal, "to_stage_id": negotiation, "changed": {"stage": [proposal, negotiation]}},
         {"from_stage_id": negotiation, "to_stage_id": won, "changed": {"stage": [negotiation, won]}},
     ]
+
+
+def test_a_joined_ask_takes_one_change_and_writes_nothing(org, deal):
+    """`joined=True` returns the event's row instead of writing it; with more than one change
+    it refuses rather than write them before the sender's own statement."""
+    change = deal_stage_change(deal, stage(org, "proposal").pk, to_stage_id=stage(org, "won").pk)
+    before = AutomationEvent.objects.count()
+    (joined,) = joined_inserts(Deal, change)
+    assert joined.table == AutomationEvent._meta.db_table and AutomationEvent.objects.count() == before
+    with pytest.raises(ValueError, match="one change"):
+        record_changes(Deal, [change, change], joined=True)
+    assert AutomationEvent.objects.count() == before

@@ -48,10 +48,7 @@ def deal_move_to_stage(*, deal: Deal, stage: Stage) -> Deal:
         if current == stage.pk:  # already there (someone else moved it): nothing happened
             deal.stage, deal._loaded_stage_id = stage, stage.pk
             return deal
-        Deal.objects.filter(pk=deal.pk).update(stage=stage, updated_at=now, stage_entered_at=now)
-        seen = current
-        deal.stage, deal.updated_at, deal.stage_entered_at, deal._loaded_stage_id = stage, now, now, stage.pk
-        changes.records_changed.send(sender=Deal, changes=[deal_stage_change(deal, seen)])
+        _move_and_announce(deal, current, stage, now)  # from the stage it is in: under the lock, it moves
     return deal
 
 

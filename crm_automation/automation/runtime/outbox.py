@@ -61,6 +61,8 @@ def record_changes(sender: object, changes: Sequence[RecordChange], joined: bool
     # Where the change came from (crm/sources.py): a run's change is a workflow's, whatever
     # started the run; an import or bulk action adds its operation and size.
     source = {"source": sources.WORKFLOW} if cause is not None else sources.current_source().as_payload()
+    if joined and len(changes) != 1:
+        raise ValueError("joined=True takes one change: its row is written with it, or not at all")
     if len(changes) == 1:
         connection = connections[router.db_for_write(AutomationEvent)]
         values = _event_values(changes[0], {**changes[0].payload, **source}, depth, run_id, connection)
