@@ -2,11 +2,16 @@
 """Where a worker's CPU goes: n waiting stage changes drained in this one process under cProfile.
 
     .venv/bin/python benchmarks/drain_profile.py [--n 2000] [--top 40] [--sort tottime]
+    .venv/bin/python benchmarks/drain_profile.py --single 150     # one change at a time instead
 
 PostgreSQL (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/crm_profile, created
 and dropped here), Django's in-memory email, no broker: `drain_events(fan_out=False)` claims,
 dispatches and executes every run right here. Prints the process CPU per run with the profiler
 off (a first drain) and on (a second one), the statements per run, and the profile's top rows.
+
+`--single K`: the light-load case instead, K times one stage change and then its drain (a
+worker woken for that one event), and the median wall time, CPU and statements of those drains:
+what a single change pays between "claimed" and "run completed" before any broker or process hop.
 """
 
 import argparse
@@ -27,6 +32,7 @@ parser.add_argument("--top", type=int, default=40)
 parser.add_argument("--repeat", type=int, default=3, help="drains without the profiler (the median is printed)")
 parser.add_argument("--sort", default="tottime", choices=["tottime", "cumulative"])
 parser.add_argument("--callers", default="", help="also print the callers of functions matching this regex")
+parser.add_argument("--single", type=int, default=0, help="time K drains of one event each instead")
 ARGS = parser.parse_args()
 
 DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crm_profile")
@@ -103,6 +109,48 @@ def drained(org: Organization, n: int, profiler: cProfile.Profile | None) -> tup
 
 warm = backlog("warm-up", 50)
 drained(warm, 50, None)
+
+
+def single_drains(k: int) -> None:
+    """K times: a deal moves back and on to "won" (one event), then a drain of that one event."""
+    org = backlog("single", k)
+    stages = {s.slug: s for s in Stage.objects.filter(organization=org)}
+    drain_events(fan_out=False, stop_at=time.monotonic() + 3600)
+    costs: list[tuple[float, float, int]] = []
+    statements = [0]
+
+    def count(execute, sql, params, many, context):
+        statements[0] += 1
+        return execute(sql, params, many, context)
+
+    for deal in Deal.objects.filter(organization=org).select_related("stage"):
+        deal_move_to_stage(deal=deal, stage=stages["proposal"])
+        drain_events(fan_out=False, stop_at=time.monotonic() + 3600)  # (the move back matches nothing)
+        deal.refresh_from_db()
+        deal_move_to_stage(deal=deal, stage=stages["won"])
+        statements[0] = 0
+        wall, cpu = time.perf_counter(), time.thread_time()
+        with connection.execute_wrapper(count):
+            drain_events(fan_out=False, stop_at=time.monotonic() + 3600)
+        costs.append((1000 * (time.perf_counter() - wall), 1000 * (time.thread_time() - cpu), statements[0]))
+    done = WorkflowRun.objects.filter(organization=org, status="completed").count()
+    if done != 2 * k:
+        raise SystemExit(f"{done} of {2 * k} runs completed")
+    print(f"one event a drain, {k} drains: median wall {statistics.median(c[0] for c in costs):.2f} ms, "
+          f"CPU {statistics.median(c[1] for c in costs):.2f} ms, {statistics.median(c[2] for c in costs):.0f} "
+          "statements")
+
+
+def drop_database() -> None:
+    connection.close()
+    with psycopg.connect(DB_URL.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+
+
+if ARGS.single:
+    single_drains(ARGS.single)
+    drop_database()
+    raise SystemExit(0)
 costs = []
 for i in range(ARGS.repeat):
     plain = backlog(f"plain-{i}", ARGS.n)
@@ -118,6 +166,4 @@ stats = pstats.Stats(profiler).sort_stats(ARGS.sort)
 stats.print_stats(ARGS.top)
 if ARGS.callers:
     stats.print_callers(ARGS.callers)
-connection.close()
-with psycopg.connect(DB_URL.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
-    admin.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+drop_database()

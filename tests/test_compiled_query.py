@@ -1,13 +1,18 @@
 """CompiledQuery: a queryset compiled once answers as the queryset built anew would, whatever values it is given."""
 
 from datetime import datetime, timedelta
+from uuid import UUID, uuid4
 
 import pytest
 from django.db import connection
+from django.db.models import F
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from crm_automation.automation.models import AutomationEvent
-from crm_automation.compiled_query import CompiledQuery
+from crm_automation.compiled_query import CompiledQuery, CompiledUpdate
+from crm_automation.crm.models import Deal
+from tests.conftest import stage
 
 
 def events_of(org, ages_minutes: list[int]) -> list[AutomationEvent]:
@@ -51,3 +56,53 @@ def test_a_stand_in_the_query_does_not_use_is_refused():
                           now=datetime, organization=int)
     with pytest.raises(ValueError, match="organization"):
         query.sql(now=timezone.now(), organization=1)
+
+
+def deal_in(org, contact, owner, title: str):
+    return Deal.objects.create(organization=org, title=title, amount=100, stage=stage(org, "proposal"),
+                               contact=contact, owner=owner)
+
+
+def test_objects_come_back_as_the_queryset_gives_them_with_their_related_ones(org, contact, owner):
+    deals = [deal_in(org, contact, owner, f"Deal {i}") for i in range(3)]
+    Deal.objects.filter(pk=deals[1].pk).update(custom={"floors": 3}, probability=40)
+
+    def build(ids):
+        return Deal.objects.filter(pk__in=ids).select_related("stage", "contact", "owner").order_by("title")
+
+    query = CompiledQuery(build, ids=list[UUID])
+    for ids in ([deals[1].pk], [deals[0].pk, deals[2].pk], [d.pk for d in deals], [deals[1].pk, deals[1].pk]):
+        made, expected = query.models(ids=ids), list(build(ids))
+        assert [(d.pk, d.title, d.custom, d.probability, d.amount, d.created_at) for d in made] == [
+            (d.pk, d.title, d.custom, d.probability, d.amount, d.created_at) for d in expected]
+        with CaptureQueriesContext(connection) as queries:  # the related ones came with them
+            assert [(d.stage.slug, d.contact.email, d.owner.username) for d in made] == [
+                (d.stage.slug, d.contact.email, d.owner.username) for d in expected]
+        assert not queries.captured_queries
+        assert all(not d._state.adding and d._state.db == "default" for d in made)
+    assert query.models(ids=[]) == []
+    assert query.models(ids=[uuid4()]) == []
+
+
+def test_rows_are_converted_as_values_list_converts_them(org, contact, owner):
+    deal = deal_in(org, contact, owner, "Roof")
+    query = CompiledQuery(lambda ids, title: Deal.objects.filter(pk__in=ids, title=title).values_list(
+        "pk", "created_at", "custom", "stage__slug"), ids=list[UUID], title=str)
+    assert query.rows(ids=[deal.pk], title="Roof") == list(Deal.objects.filter(pk=deal.pk).values_list(
+        "pk", "created_at", "custom", "stage__slug"))
+    assert query.rows(ids=[deal.pk], title="Porch") == []
+
+
+def test_an_update_changes_the_rows_the_queryset_would_and_counts_them(org, contact, owner):
+    deals = [deal_in(org, contact, owner, f"Deal {i}") for i in range(3)]
+    moment = timezone.now() - timedelta(days=3)
+    query = CompiledUpdate(lambda ids, step, now, title: (
+        Deal.objects.filter(pk__in=ids, organization=org), {"probability": F("probability") + step,
+                                                             "updated_at": now, "title": title}),
+        ids=list[UUID], step=int, now=datetime, title=str)
+    assert query.run(ids=[deals[0].pk, deals[2].pk], step=7, now=moment, title="Won") == 2
+    assert query.run(ids=[deals[0].pk], step=1, now=moment, title="Won again") == 1
+    assert query.run(ids=[], step=1, now=moment, title="none") == 0
+    got = {d.pk: (d.probability, d.updated_at, d.title) for d in Deal.objects.filter(organization=org)}
+    assert got == {deals[0].pk: (18, moment, "Won again"), deals[1].pk: (10, deals[1].updated_at, "Deal 1"),
+                   deals[2].pk: (17, moment, "Won")}

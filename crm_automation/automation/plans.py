@@ -1,11 +1,14 @@
 """What each plan allows (docs/product.md#plans): Free hides automation, Pro has limits,
 Enterprise none."""
 
+from datetime import date
+
 from django.core.exceptions import PermissionDenied
 from django.db.models import F
 from django.utils import timezone
 
 from crm_automation.automation.models import MonthlyUsage
+from crm_automation.compiled_query import CompiledUpdate
 from crm_automation.crm.models import Organization
 
 Plan = Organization.Plan
@@ -39,6 +42,12 @@ def month_start(now=None):
     return now.replace(day=1)
 
 
+# Compiled once per process (compiled_query.py): every dispatch that makes runs asks.
+_COUNT_UNLIMITED = CompiledUpdate(lambda organization, month, runs: (
+    MonthlyUsage.objects.filter(organization_id=organization, month=month),
+    {"logged_runs": F("logged_runs") + runs}), organization=int, month=date, runs=int)
+
+
 def reserve_history(*, organization: Organization, runs: int) -> int:
     """Count `runs` against this month's quota; return how many of them may keep history.
 
@@ -47,8 +56,7 @@ def reserve_history(*, organization: Organization, runs: int) -> int:
     """
     limit = MONTHLY_LOGGED_RUNS.get(organization.plan)
     month = month_start()
-    if limit is None and runs and MonthlyUsage.objects.filter(organization=organization, month=month).update(
-            logged_runs=F("logged_runs") + runs):
+    if limit is None and runs and _COUNT_UNLIMITED.run(organization=organization.pk, month=month, runs=runs):
         return runs  # no limit: one UPDATE (its row lock orders two workers), nothing to read
     usage, _ = MonthlyUsage.objects.select_for_update(no_key=True).get_or_create(organization=organization, month=month)
     logged = runs if limit is None else max(0, min(runs, limit - usage.logged_runs))

@@ -16,7 +16,7 @@ import logging
 import smtplib
 import socket
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from time import monotonic
 
 from django.core import mail
@@ -24,6 +24,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import connections, router
 from django.utils import timezone
 
+from crm_automation.compiled_query import CompiledQuery
 from crm_automation.crm.models import EmailMessage
 from crm_automation.crm.selectors import user_has_role
 from crm_automation.workers import shutdown
@@ -212,6 +213,13 @@ def email_deliver(*, email_id: int) -> EmailMessage:
     return emails_deliver(email_ids=[email_id]).get(email_id) or EmailMessage.objects.get(pk=email_id)
 
 
+# Compiled once per process (compiled_query.py): every step that sends an email asks both.
+_EMAILS = CompiledQuery(lambda ids: EmailMessage.objects.filter(pk__in=ids), ids=list[int])
+_IN_FLIGHT = CompiledQuery(lambda organization, since: EmailMessage.objects.filter(
+    status=Status.SENDING, organization_id=organization, sending_since__gte=since).values_list("pk")[:1],
+    organization=int, since=datetime)
+
+
 def emails_deliver(*, email_ids: Iterable[int], deadline: float | None = None) -> dict[int, EmailMessage]:
     """Deliver emails one at a time over one connection, until done or `deadline` passes.
 
@@ -220,7 +228,9 @@ def emails_deliver(*, email_ids: Iterable[int], deadline: float | None = None) -
     more than one message in `sending` at any instant. Returns {id: row} for the emails
     attempted; the others stay queued.
     """
-    waiting = [e for e in map(EmailMessage.objects.in_bulk(list(email_ids)).get, email_ids) if e is not None]
+    email_ids = list(email_ids)
+    found = {email.pk: email for email in _EMAILS.models(ids=email_ids)}
+    waiting = [e for e in map(found.get, email_ids) if e is not None]
     done: dict[int, EmailMessage] = {}
 
     def in_time() -> bool:
@@ -256,8 +266,7 @@ def emails_deliver(*, email_ids: Iterable[int], deadline: float | None = None) -
 def emails_in_flight(*, organization_id: int, since) -> bool:
     """Whether one of the organization's emails is being handed to the provider right now (an
     indexed look at the few `sending` rows; one claimed before `since` is a sender that died)."""
-    return EmailMessage.objects.filter(status=Status.SENDING, organization_id=organization_id,
-                                       sending_since__gte=since).exists()
+    return bool(_IN_FLIGHT.rows(organization=organization_id, since=since))
 
 
 def email_mark_unknown(*, email_id: int) -> EmailMessage:

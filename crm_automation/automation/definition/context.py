@@ -3,8 +3,10 @@
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from crm_automation.automation.models import AutomationEvent
+from crm_automation.compiled_query import CompiledQuery
 from crm_automation.crm.models import Contact, Deal, Lead, Project, Stage
 from crm_automation.crm.snapshots import contact_dict, deal_dict, lead_dict, project_dict
 
@@ -77,31 +79,33 @@ def trigger_dict(event: AutomationEvent, slugs: dict[int, str]) -> dict:
 
 _DEAL_RELATED = ("stage", "contact", "owner")
 _PROJECT_RELATED = ("contact", "owner", *(f"deal__{r}" for r in _DEAL_RELATED))
+# Compiled once per process (compiled_query.py): every dispatch that gets past the cheap checks asks.
+_LOADS = {
+    "deal": CompiledQuery(lambda ids: Deal.objects.filter(pk__in=ids).select_related(*_DEAL_RELATED), ids=list[UUID]),
+    "lead": CompiledQuery(lambda ids: Lead.objects.filter(pk__in=ids).select_related(
+        "owner", *(f"converted_deal__{r}" for r in _DEAL_RELATED)), ids=list[UUID]),
+    "project": CompiledQuery(lambda ids: Project.objects.filter(pk__in=ids).select_related(*_PROJECT_RELATED),
+                             ids=list[UUID]),
+    "contact": CompiledQuery(lambda ids: Contact.objects.filter(pk__in=ids), ids=list[int]),
+}
 
 
 def load_records(events: list[AutomationEvent]) -> dict:
     """{entity id: Deal, Lead, Project or Linked} for a batch of events, a query per kind of
     record at most."""
-    wanted: dict[str, set] = {"deal": set(), "lead": set(), "project": set(), "contact": set()}
+    wanted: dict[str, set] = {kind: set() for kind in _LOADS}
     for e in events:
         if e.entity_type in RECORD_ENTITIES:
-            wanted[e.entity_type].add(e.entity_id)
+            wanted[e.entity_type].add(_key(e.entity_type, e.entity_id))
         elif e.entity_type == EVENT:
             for kind, pk in (e.payload.get("links") or {}).items():
                 if kind in wanted and pk:
-                    wanted[kind].add(pk)
+                    wanted[kind].add(_key(kind, pk))
     loaded: dict[str, dict] = {kind: {} for kind in wanted}
-    if wanted["deal"]:
-        loaded["deal"] = {d.pk: d for d in Deal.objects.filter(pk__in=wanted["deal"]).select_related(*_DEAL_RELATED)}
-    if wanted["lead"]:
-        leads = Lead.objects.filter(pk__in=wanted["lead"]).select_related(
-            "owner", *(f"converted_deal__{r}" for r in _DEAL_RELATED))
-        loaded["lead"] = {lead.pk: lead for lead in leads}
-    if wanted["project"]:
-        loaded["project"] = {p.pk: p for p in Project.objects.filter(pk__in=wanted["project"]).select_related(
-            *_PROJECT_RELATED)}
-    if wanted["contact"]:
-        loaded["contact"] = {c.pk: c for c in Contact.objects.filter(pk__in=wanted["contact"])}
+    for kind, ids in wanted.items():
+        ids.discard(None)  # (a link that names no record of that kind)
+        if ids:
+            loaded[kind] = {record.pk: record for record in _LOADS[kind].models(ids=sorted(ids, key=str))}
     found: dict = {}
     for kind in RECORD_ENTITIES:
         found.update(loaded[kind])

@@ -11,6 +11,7 @@ from crm_automation.automation.models import FieldChange
 from crm_automation.automation.nodes.base import Action, ActionFailed, ExecutionContext, Result, template_errors
 from crm_automation.automation.runtime.cause import caused_by
 from crm_automation.bulk_insert import bulk_insert
+from crm_automation.compiled_query import CompiledQuery
 from crm_automation.crm import custom_fields
 from crm_automation.crm.models import Deal, Lead, Project, Stage
 from crm_automation.crm.selectors import shown, stage_slugs
@@ -53,6 +54,10 @@ def _record_of(entity: str, record: object) -> Any:
 # What the stored values allow: 200 characters of text, 12 digits before a money amount's cents.
 TEXT_LIMIT, AMOUNT_DIGITS = 200, 12
 CENTS = Decimal("0.01")
+# The rows a change is applied to, locked (compiled once per process: compiled_query.py).
+_LOCKED = {model: CompiledQuery(lambda ids, model=model: model.objects.select_for_update(no_key=True).filter(
+    pk__in=ids).select_related(*(["stage"] if model is Deal else [])).order_by("pk"), ids=list[UUID])
+    for model in (Lead, Deal, Project)}
 
 
 def coerce(kind: str, value: object, *, organization_id: int) -> object:
@@ -177,8 +182,7 @@ class UpdateField(Action["Change"]):
         models = {change.model for _, change in items}
         for model in [m for m in (Lead, Deal, Project) if m in models]:  # leads, deals, projects, as everywhere
             pks = sorted({c.pk for _, c in items if c.model is model})
-            for found in model.objects.select_for_update(no_key=True).filter(pk__in=pks).select_related(
-                    *(["stage"] if model is Deal else [])).order_by("pk"):
+            for found in _LOCKED[model].models(ids=pks):
                 locked[(model, found.pk)] = found
         results: list[Result] = []
         audit: list[FieldChange] = []

@@ -180,14 +180,20 @@ def run_metadata(trigger: dict[str, Any], full: dict[str, Any] | None) -> dict[s
     return meta
 
 
+_CANDIDATES = CompiledQuery(
+    lambda organizations, kinds: Workflow.objects.filter(
+        organization_id__in=organizations, trigger_type__in=kinds, current_version__isnull=False,
+        status__in=[WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED, WorkflowStatus.DRAFT],
+    ).select_related("current_version", "organization", "rollout__version").order_by("pk"),
+    organizations=list[int], kinds=list[str])
+_STAGES = CompiledQuery(lambda organizations: Stage.objects.filter(organization_id__in=organizations).values_list(
+    "pk", "organization_id", "slug", "name"), organizations=list[int])
+
+
 def _candidates(events: list[AutomationEvent]) -> dict[tuple[int, str], list[Workflow]]:
     found: dict[tuple[int, str], list[Workflow]] = defaultdict(list)
-    statuses = [WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED, WorkflowStatus.DRAFT]
-    kinds = {trigger_type for e in events for trigger_type in catalog.listeners(e.kind)}
-    for wf in (Workflow.objects.filter(organization_id__in={e.organization_id for e in events},
-                                       trigger_type__in=kinds, status__in=statuses,
-                                       current_version__isnull=False)
-               .select_related("current_version", "organization", "rollout__version").order_by("pk")):
+    kinds = sorted({trigger_type for e in events for trigger_type in catalog.listeners(e.kind)})
+    for wf in _CANDIDATES.models(organizations=sorted({e.organization_id for e in events}), kinds=kinds):
         found[(wf.organization_id, wf.trigger_type)].append(wf)
     return found
 
@@ -229,8 +235,7 @@ def dispatch(events: list[AutomationEvent], *, token: str = "") -> Dispatched:
     orgs = {wf.organization_id: wf.organization for found in workflows.values() for wf in found}
     slugs: dict[int, str] = {}  # every stage of these organizations: what the events' stage ids name
     stage_names: dict[int, dict[str, str]] = defaultdict(dict)
-    for pk, org_id, slug, name in Stage.objects.filter(organization_id__in=orgs).values_list(
-            "pk", "organization_id", "slug", "name"):
+    for pk, org_id, slug, name in _STAGES.rows(organizations=sorted(orgs)):
         slugs[pk] = slug
         stage_names[org_id][slug] = name
     records: dict[Any, Any] | None = None  # loaded only if some event gets past the cheap checks

@@ -25,6 +25,7 @@ from crm_automation.automation.models import (
     WorkflowRun,
 )
 from crm_automation.bulk_insert import bulk_insert
+from crm_automation.compiled_query import CompiledQuery
 
 Policy = Workflow.Reenrollment
 Outcome = WorkflowDecision.Outcome
@@ -45,6 +46,12 @@ def holds(workflow: Workflow) -> bool:
     return policy_of(workflow) == Policy.NOT_WHILE_RUNNING
 
 
+# Compiled once per process (compiled_query.py): every dispatch of a workflow that holds its records asks.
+_HELD = CompiledQuery(lambda workflows, records: WorkflowRun.objects.filter(
+    holds_enrollment=True, workflow_id__in=workflows, trigger_entity_id__in=records).values_list(
+    "workflow_id", "trigger_entity_id"), workflows=list[int], records=list[UUID])
+
+
 def enroll(matched: list[Matched]) -> list[Matched]:
     """Keep the matched (event, workflow, decision, metadata) items that may enroll their
     record; the others get the decision "already enrolled"."""
@@ -62,9 +69,8 @@ def enroll(matched: list[Matched]) -> list[Matched]:
         ).values_list("workflow_id", "entity_id", "event_id")})
     held: set[tuple[int, UUID]] = set()
     if exclusive:
-        held = set(WorkflowRun.objects.filter(
-            holds_enrollment=True, workflow_id__in={w for w, _ in exclusive},
-            trigger_entity_id__in={e for _, e in exclusive}).values_list("workflow_id", "trigger_entity_id"))
+        held = set(_HELD.rows(workflows=sorted({w for w, _ in exclusive}),
+                              records=sorted({e for _, e in exclusive}, key=str)))
     kept = []
     for item in sorted(matched, key=lambda m: m[0].pk):  # a record's earlier event goes first
         event, wf, decision, _ = item

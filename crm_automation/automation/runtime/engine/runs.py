@@ -50,6 +50,7 @@ from crm_automation.automation.runtime.engine.walk import (
 )
 from crm_automation.automation.runtime.queue import enqueue_continue
 from crm_automation.bulk_insert import bulk_insert
+from crm_automation.compiled_query import CompiledQuery, CompiledUpdate
 from crm_automation.crm.models import Deal, Lead, Project
 from crm_automation.workers import shutdown
 
@@ -270,6 +271,10 @@ def load_states(runs: list[WorkflowRun], *, simulating: bool = False, records: d
     return states
 
 
+_LOCKS = {model: CompiledQuery(lambda ids, model=model: model.objects.select_for_update(no_key=True).filter(
+    pk__in=ids).order_by("pk").values_list("pk"), ids=list[UUID]) for model in (Lead, Deal, Project)}
+
+
 def lock_records(states: list[RunState]) -> None:
     """Lock the deals and leads the unfinished runs act on (in key order: no deadlocks), and
     halt the runs whose record is gone. A user's delete (services.record_delete locks first)
@@ -291,8 +296,7 @@ def lock_records(states: list[RunState]) -> None:
     # The order record_delete locks them in.
     for model, ids in ((Lead, lead_ids), (Deal, deal_ids), (Project, project_ids)):
         if ids:
-            present.update(model.objects.select_for_update(no_key=True).filter(pk__in=ids)
-                           .order_by("pk").values_list("pk", flat=True))
+            present.update(pk for (pk,) in _LOCKS[model].rows(ids=sorted(ids)))
     for state, record in active:
         gone = record.pk not in present or (
             isinstance(record, Lead) and record.converted_deal_id
@@ -334,6 +338,24 @@ def final_status(outcomes: list[str], aborted: bool) -> str:
     return RunStatus.PARTIAL
 
 
+def _finished(ids: list[int], token: str, status: str, now: datetime, error: str | None = None) -> Any:
+    """The UPDATE that ends a run we hold (guarded by the lease), with or without an error."""
+    values = {"status": status, "finished_at": now, "lease_until": None, "wake_at": None,
+              "holds_enrollment": False}  # the record may enter the workflow again
+    if error is not None:
+        values["error"] = error
+    return WorkflowRun.objects.filter(pk__in=ids, lease_owner=token, status=RunStatus.STARTED), values
+
+
+# Compiled once per process (compiled_query.py): every segment that ends a run asks.
+_FINISH = CompiledUpdate(_finished, ids=list[int], token=str, status=str, now=datetime)
+_FINISH_FAILED = CompiledUpdate(_finished, ids=list[int], token=str, status=str, now=datetime, error=str)
+_COUNT = CompiledUpdate(lambda pk, total, ok, failed, now: (Workflow.objects.filter(pk=pk), {
+    "run_count": F("run_count") + total, "success_count": F("success_count") + ok,
+    "failure_count": F("failure_count") + failed, "last_run_at": now}), pk=int, total=int, ok=int, failed=int,
+    now=datetime)
+
+
 def finish(states: list[RunState], token: str) -> dict[int, str]:
     """Park, pause or finish the runs that are done with this delivery. Returns the final
     status of each run that ended (paused included)."""
@@ -358,15 +380,14 @@ def finish(states: list[RunState], token: str) -> dict[int, str]:
     # Guarded by the lease: a run whose lease expired and that someone else finished is not ours.
     ids: set[int] = set()
     for (status, error), runs in by_outcome.items():
-        values = {"status": status, "finished_at": now, "lease_until": None, "wake_at": None,
-                  "holds_enrollment": False}  # the record may enter the workflow again
-        if error:
-            values["error"] = error
-        mine = WorkflowRun.objects.filter(pk__in=[run.pk for run in runs], lease_owner=token)
-        if mine.filter(status=RunStatus.STARTED).update(**values) == len(runs):
-            ids.update(run.pk for run in runs)
+        ours = [run.pk for run in runs]
+        changed = (_FINISH_FAILED.run(ids=ours, token=token, status=status, now=now, error=error) if error
+                   else _FINISH.run(ids=ours, token=token, status=status, now=now))
+        if changed == len(runs):
+            ids.update(ours)
         else:  # (rare) some were not ours any more: those we finished carry our token and this time
-            ids.update(mine.filter(status=status, finished_at=now).values_list("pk", flat=True))
+            ids.update(WorkflowRun.objects.filter(pk__in=ours, lease_owner=token, status=status, finished_at=now)
+                       .values_list("pk", flat=True))
         for run in runs:
             if run.pk in ids:
                 run.status, run.finished_at, run.lease_until, run.holds_enrollment = status, now, None, False
@@ -385,9 +406,7 @@ def finish(states: list[RunState], token: str) -> dict[int, str]:
         if run.history_suppressed:
             suppressed.append(run.pk)
     for workflow_id, (total, ok) in sorted(counters.items()):  # one lock order: no deadlocks
-        Workflow.objects.filter(pk=workflow_id).update(
-            run_count=F("run_count") + total, success_count=F("success_count") + ok,
-            failure_count=F("failure_count") + (total - ok), last_run_at=now)
+        _COUNT.run(pk=workflow_id, total=total, ok=ok, failed=total - ok, now=now)
     ended = [s.run for s in done if s.run.pk in ids]
     wake_parents(ended)
     run_log.runs_finished(ended)
