@@ -6,7 +6,8 @@ all quotes). In a drain that was half of a worker's CPU per run (benchmarks/drai
 Here a model's INSERT is written once per (model, conflict clause): each column goes as one
 binary array (`INSERT … SELECT * FROM unnest(%b::type[], …) RETURNING id`), values are read
 straight off the instances, and the statement's text never changes, so psycopg keeps it
-parsed and PostgreSQL keeps it prepared. On SQLite this is `bulk_create` itself.
+parsed and PostgreSQL keeps it prepared. A single row goes as scalars (`VALUES (%b::type, …)`).
+On SQLite this is `bulk_create` itself.
 
 It takes what the hot path writes: new instances of models with an integer pk (none set yet)
 whose database defaults, if any, are plain values. Anything else goes to `bulk_create`, which
@@ -39,6 +40,7 @@ _ColumnReader = Callable[[Sequence[models.Model]], list]
 class _Statement:
     columns: tuple[_ColumnReader, ...]
     sql: str
+    one_row_sql: str  # (VALUES: one row's values go as scalars, cheaper to dump than one-element arrays)
 
 
 _STATEMENTS: dict[tuple, _Statement | None] = {}
@@ -72,7 +74,10 @@ def bulk_insert(objs: Sequence[M], *, ignore_conflicts: bool = False, match_on: 
         return made
     arrays = [values_of(objs) for values_of in statement.columns]
     with server_bound_cursor(connection) as cursor:
-        cursor.execute(statement.sql, arrays)
+        if len(objs) == 1:
+            cursor.execute(statement.one_row_sql, [values[0] for values in arrays])
+        else:
+            cursor.execute(statement.sql, arrays)
         returned = cursor.fetchall()
     if match_on:
         _match(objs, match_on, returned)
@@ -124,17 +129,19 @@ def _write_statement(model: type[models.Model], ignore: bool, match: tuple[str, 
     quote = connection.ops.quote_name
     # No length in the cast (varchar, not varchar(40)): an explicit cast would cut a long value,
     # where the INSERT's own assignment refuses it, as the ORM's statement does.
-    arrays = ", ".join(f"%b::{_TYPMOD.sub('', f.db_type(connection) or '')}[]" for f in fields)
-    sql = (f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-           f"SELECT * FROM unnest({arrays})")
+    types = [_TYPMOD.sub("", f.db_type(connection) or "") for f in fields]
+    into = f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)})"
+    tail = ""
     if ignore:
-        sql += " ON CONFLICT DO NOTHING"
+        tail = " ON CONFLICT DO NOTHING"
     elif update:
         targets = ", ".join(quote(_column(meta, name)) for name in unique)
         sets = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in (_column(meta, n) for n in update))
-        sql += f" ON CONFLICT ({targets}) DO UPDATE SET {sets}"
+        tail = f" ON CONFLICT ({targets}) DO UPDATE SET {sets}"
     returning = ", ".join(quote(c) for c in (meta.pk.column, *(_column(meta, name) for name in match)))
-    return _Statement(columns, f"{sql} RETURNING {returning}")
+    tail += f" RETURNING {returning}"
+    return _Statement(columns, f"{into} SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in types)}){tail}",
+                      f"{into} VALUES ({', '.join(f'%b::{t}' for t in types)}){tail}")
 
 
 def _column(meta: Any, name: str) -> str:

@@ -53,6 +53,22 @@ def test_rows_get_their_pks_in_order_and_read_back_as_the_orm_writes_them(run):
     assert (b.status, b.error, b.attempts, b.input, b.started_at) == ("failed", "Boom, it's broken", 3, {}, None)
 
 
+def test_one_row_alone_reads_back_as_in_a_batch(run):
+    """(A single row goes as scalars, a batch as arrays: the same values either way.)"""
+    moment = timezone.now()
+    odd = {"quote": 'say "hi"\n\\', "none": None, "list": [1, "{x,y}", None], "é": "ü"}
+    (alone,) = bulk_insert([step(run, "a", status=StepStatus.COMPLETED, input=odd, result={"n": 1.5},
+                                 started_at=moment, attempts=2)])
+    batch = bulk_insert([step(run, "b", status=StepStatus.COMPLETED, input=odd, result={"n": 1.5},
+                              started_at=moment, attempts=2), step(run, "c")])
+    stored = {row.node_id: row for row in WorkflowRunAction.objects.filter(run=run)}
+    assert stored["a"].pk == alone.pk and stored["b"].pk == batch[0].pk
+    for node in "ab":
+        row = stored[node]
+        assert (row.status, row.input, row.result, row.started_at, row.attempts, row.error) == (
+            "completed", odd, {"n": 1.5}, moment, 2, "")
+
+
 def test_a_field_left_to_its_database_default_gets_it(run):
     row = WorkflowRunAction(run=run, position=1, action_type="create_task")  # node_id, token: db_default ""
     bulk_insert([row])
