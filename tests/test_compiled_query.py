@@ -9,10 +9,12 @@ from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from crm_automation.automation.models import AutomationEvent
+from crm_automation import compiled_query
+from crm_automation.automation.models import AutomationEvent, WorkflowRun
 from crm_automation.compiled_query import CompiledQuery, CompiledUpdate
 from crm_automation.crm.models import Deal
-from tests.conftest import stage
+from crm_automation.crm.services import deal_move_to_stage
+from tests.conftest import drain, make_workflow, stage
 
 
 def events_of(org, ages_minutes: list[int]) -> list[AutomationEvent]:
@@ -106,3 +108,31 @@ def test_an_update_changes_the_rows_the_queryset_would_and_counts_them(org, cont
     got = {d.pk: (d.probability, d.updated_at, d.title) for d in Deal.objects.filter(organization=org)}
     assert got == {deals[0].pk: (18, moment, "Won again"), deals[1].pk: (10, deals[1].updated_at, "Deal 1"),
                    deals[2].pk: (17, moment, "Won")}
+
+
+def test_after_warm_up_a_single_change_compiles_only_queries_made_since(org, deal, monkeypatch):
+    """What a worker does when it starts: its first change then waits for no compiling, but
+    for the few queries made on first use (the claim's, one per batch size)."""
+    make_workflow(org, actions=[
+        {"type": "create_task", "config": {"title": "Kick off {{deal.title}}", "due_in_days": 2}},
+        {"type": "update_field", "config": {"field": "probability", "value": 100}},
+        {"type": "send_email", "config": {"to": "{{deal.contact.email}}", "subject": "Won", "body": "Hi"}}])
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    assert compiled_query.warm_up() >= 10
+    warmed = list(compiled_query._MADE)
+    compiled: list[CompiledQuery] = []
+    real = CompiledQuery._compile
+
+    def compile_and_note(self, lengths):
+        compiled.append(self)
+        return real(self, lengths)
+
+    monkeypatch.setattr(CompiledQuery, "_compile", compile_and_note)
+    with monkeypatch.context() as m:  # (as a fresh worker: nothing compiled but by warm_up)
+        for query in warmed:
+            m.setattr(query, "_compiled", {})
+        compiled_query.warm_up()
+        compiled.clear()
+        assert drain() == 1
+    assert WorkflowRun.objects.get(workflow__organization=org).status == "completed"
+    assert not [query for query in compiled if any(query is w for w in warmed)]

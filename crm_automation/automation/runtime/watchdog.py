@@ -56,12 +56,26 @@ class Watch:
         return stuck
 
 
+def _warm_up() -> None:
+    """Compile the drain's queries here, beside the worker, so that the first change it takes
+    after starting (or after django-q2 recycles it) does not wait for them (compiled_query.py)."""
+    from crm_automation import compiled_query
+    from crm_automation.automation.runtime import tasks  # noqa: F401  (the modules that define them)
+
+    try:
+        compiled = compiled_query.warm_up()
+        logger.debug("Compiled %s queries ahead of the first change", compiled)
+    except Exception:  # an outage: they are compiled on first use instead
+        logger.warning("Could not compile the drain's queries ahead of time", exc_info=True)
+
+
 def _watch(interval: float) -> None:
     from crm_automation.automation.ops.health import heartbeat
     from crm_automation.automation.runtime.queue import enqueue_sweep
 
     watch = Watch()
     started_at, beat_every, next_beat = timezone.now(), settings.HEALTH["HEARTBEAT_SECONDS"], 0.0
+    _warm_up()
     while True:
         # Jitter spreads the workers' checks, so N workers do not all ask at the same instant.
         time.sleep(interval * random.uniform(0.8, 1.2))
