@@ -7,14 +7,15 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowRun
+from crm_automation.automation.models import AutomationEvent, Workflow, WorkflowRun, WorkflowRunAction
 from crm_automation.automation.nodes import REGISTRY, ActionFailed
 from crm_automation.automation.runtime import dispatch, engine, leases, tasks, watchdog
 from crm_automation.automation.runtime.dispatch import claim_events
 from crm_automation.automation.runtime.engine import runs
-from crm_automation.crm.models import Task
+from crm_automation.crm.models import Deal, Task
 from tests.conftest import make_workflow
 from tests.test_concurrent_moves import race
 from tests.test_isolation import dispatched, won_deals
@@ -44,6 +45,50 @@ def test_a_bulk_write_that_fails_falls_back_to_one_by_one_and_fails_only_the_bad
     report = engine.execute_runs(dispatched())
     assert sorted(report.finished.values()) == ["completed", "completed", "failed"]
     assert sorted(Task.objects.values_list("title", flat=True)) == ["Kick off Deal 0", "Kick off Deal 2"]
+
+
+def test_a_write_the_database_refuses_undoes_the_segment_and_it_is_done_again_write_by_write(org, monkeypatch):
+    """Without a savepoint per write (walk.without_savepoints), a refused statement aborts the
+    whole transaction on PostgreSQL: the segment is undone and done again with savepoints, so the
+    bad item fails alone and the others' effects and step rows are written once."""
+    make_workflow(org, actions=[*TASK_ONLY, {"type": "update_field", "config": {"field": "probability",
+                                                                                 "value": 90}}])
+    deals = won_deals(org, 3)
+    apply = REGISTRY["create_task"].apply
+    calls = []
+
+    def refused_when_bad(items):
+        calls.append(len(items))
+        if any(prepared.title.endswith("1") for _, prepared in items):
+            with connection.cursor() as cursor:  # a statement the database itself refuses
+                cursor.execute("SELECT * FROM no_such_table")
+        return apply(items)
+
+    monkeypatch.setattr(REGISTRY["create_task"], "apply", refused_when_bad)
+    report = engine.execute_runs(dispatched())
+    assert calls == [3, 3, 1, 1, 1]  # without savepoints, again with them, then one by one
+    assert sorted(report.finished.values()) == ["completed", "completed", "failed"]
+    assert sorted(Task.objects.values_list("title", flat=True)) == ["Kick off Deal 0", "Kick off Deal 2"]
+    probability = dict(Deal.objects.filter(pk__in=[d.pk for d in deals]).values_list("title", "probability"))
+    assert (probability["Deal 0"], probability["Deal 2"]) == (90, 90) and probability["Deal 1"] != 90
+    steps = WorkflowRunAction.objects.filter(run__workflow__organization=org)
+    assert steps.filter(action_type="update_field", status="completed").count() == 2  # written once each
+    assert steps.filter(action_type="create_task", status="failed").count() == 1
+
+
+def test_a_segment_sends_no_savepoint_per_write_unless_a_write_fails(org, monkeypatch):
+    make_workflow(org)  # three actions: a task, a field, an email
+    won_deals(org, 2)
+    first, second = dispatched()
+
+    def savepoints_sent(run_id) -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert engine.execute_runs([run_id]).finished == {run_id: "completed"}
+        return sum(q["sql"].startswith("SAVEPOINT") for q in queries.captured_queries)
+
+    fewer = savepoints_sent(first)
+    monkeypatch.setattr(runs, "without_savepoints", contextlib.nullcontext)  # (the old way)
+    assert savepoints_sent(second) - fewer == 5  # one per kind of action, one per write of step rows
 
 
 def test_a_worker_that_lost_its_lease_does_not_finish_the_run(org, monkeypatch):

@@ -41,12 +41,15 @@ from crm_automation.automation.runtime import fairness, leases, run_log
 from crm_automation.automation.runtime.dispatch import Dispatched
 from crm_automation.automation.runtime.engine.walk import (
     Place,
+    Replay,
     Rows,
     RunState,
     StepRow,
     Walk,
     deliver,
+    savepoints,
     step_all,
+    without_savepoints,
 )
 from crm_automation.automation.runtime.queue import enqueue_continue
 from crm_automation.bulk_insert import bulk_insert
@@ -188,11 +191,20 @@ def _advance_group(runs: list[WorkflowRun], states: list[RunState], token: str, 
     organization_id = runs[0].organization_id
     slice_end = time.monotonic() + fairness.slice_seconds()
     while True:
-        with transaction.atomic():
-            lock_records(states)
-            cut = step_all(states, rows, SEGMENT_SECONDS)
-            write_rows(rows)
-            finished = finish(states, token)
+        try:
+            with transaction.atomic(), without_savepoints():
+                cut, finished = _segment(states, rows, token)
+        except Replay:
+            # A write failed and took the segment with it: do the segment again from the rows
+            # committed so far, each write in a savepoint of its own, so the one that fails
+            # fails alone (as a continuation would resume the runs).
+            logger.info("A write of runs %s failed; doing their segment again write by write",
+                        [s.run.pk for s in states if not s.finished], exc_info=True)
+            rows.clear()
+            states = [*(s for s in states if s.finished),
+                      *load_states([s.run for s in states if not s.finished])]
+            with transaction.atomic():
+                cut, finished = _segment(states, rows, token)
         report.finished.update(finished)  # only once committed
         waiting = [s.run.pk for s in states if not s.finished and s.delivering]
         unfinished = [s.run.pk for s in states if not s.finished]
@@ -212,6 +224,15 @@ def _advance_group(runs: list[WorkflowRun], states: list[RunState], token: str, 
             # the step rows committed so far.
             _hand_back(token, unfinished, report)
             return
+
+
+def _segment(states: list[RunState], rows: Rows, token: str) -> tuple[bool, dict[int, str]]:
+    """One transaction's work (inside it): lock the records, step, write the step rows, finish
+    the runs that are done. Returns whether the time cut it short, and the runs that ended."""
+    lock_records(states)
+    cut = step_all(states, rows, SEGMENT_SECONDS)
+    write_rows(rows)
+    return cut, finish(states, token)
 
 
 def _hand_back(token: str, run_ids: list[int], report: Report) -> None:
@@ -317,9 +338,14 @@ def write_rows(rows: Rows) -> None:
     objects = [WorkflowRunAction(run_id=state.run.pk, node_id=place[0], token=place[1], **values)
                for state, place, values in entries]
     try:
-        with transaction.atomic():
+        if savepoints():
+            with transaction.atomic():
+                bulk_insert(objects, unique_fields=["run", "node_id", "token"], update_fields=list(WRITTEN))
+        else:
             bulk_insert(objects, unique_fields=["run", "node_id", "token"], update_fields=list(WRITTEN))
-    except DatabaseError:
+    except DatabaseError as exc:
+        if not savepoints():
+            raise Replay from exc
         logger.exception("Could not write run history; the actions themselves are unaffected")
         return
     for row, (state, place, values) in zip(objects, entries, strict=True):

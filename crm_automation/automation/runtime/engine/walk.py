@@ -22,6 +22,8 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, overload
@@ -727,15 +729,44 @@ def _run_group(walk: Walk, action: Action[Any], group: list[tuple[RunState, Plac
         _apply(walk, action, items, started)
 
 
+class Replay(Exception):  # noqa: N818 (an instruction to the caller, not an error of its own)
+    """A write failed in a segment done without a savepoint per write (`without_savepoints`): the
+    segment is undone, and its caller does it again with them, so the write that fails fails alone."""
+
+
+_SAVEPOINTS: ContextVar[bool] = ContextVar("savepoints", default=True)
+
+
+@contextmanager
+def without_savepoints() -> Iterator[None]:
+    """No SAVEPOINT/RELEASE around each kind of action's writes and the step rows (two round trips
+    each, ten for a three-action run): a failing write raises Replay instead of failing alone."""
+    token = _SAVEPOINTS.set(False)
+    try:
+        yield
+    finally:
+        _SAVEPOINTS.reset(token)
+
+
+def savepoints() -> bool:
+    """Whether each write of a segment goes in a savepoint of its own (`without_savepoints`)."""
+    return _SAVEPOINTS.get()
+
+
 def _apply(walk: Walk, action: Action[Any], items: list[Item], started: datetime) -> None:
     """Apply one action for many runs with bulk writes; if that fails, one by one, so a single
-    bad item fails its own step and nothing else."""
+    bad item fails its own step and nothing else (without savepoints: Replay)."""
     try:
-        with transaction.atomic():
+        if savepoints():
+            with transaction.atomic():
+                results = action.apply([(ctx, prepared) for _, _, ctx, prepared in items])
+        else:
             results = action.apply([(ctx, prepared) for _, _, ctx, prepared in items])
         outcomes = [(state, place, ctx, True, result, "")
                     for (state, place, ctx, _), result in zip(items, results, strict=True)]
-    except Exception:
+    except Exception as exc:
+        if not savepoints():
+            raise Replay from exc
         outcomes = [_apply_one(action, item) for item in items]
     for state, place, ctx, ok, result, error in outcomes:
         if ok and action.external:
