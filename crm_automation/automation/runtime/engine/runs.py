@@ -201,8 +201,10 @@ def _advance_group(runs: list[WorkflowRun], states: list[RunState], token: str, 
             logger.info("A write of runs %s failed; doing their segment again write by write",
                         [s.run.pk for s in states if not s.finished], exc_info=True)
             rows.clear()
-            states = [*(s for s in states if s.finished),
-                      *load_states([s.run for s in states if not s.finished])]
+            again = load_states([s.run for s in states if not s.finished])
+            for state in again:  # (a step row that failed to write in an earlier segment is not there)
+                state.effects_may_exist = True
+            states = [*(s for s in states if s.finished), *again]
             with transaction.atomic():
                 cut, finished = _segment(states, rows, token)
         report.finished.update(finished)  # only once committed

@@ -92,6 +92,9 @@ class RunState:
     failure: str = ""  # the first thing that went wrong, in words, for the run's error
     finished: bool = False
     cut: bool = False  # its segment ended early: a loop or a merge may still go on
+    # Its effects may exist without step rows (read back after a Replay, where an earlier
+    # segment's step rows may have failed to write): each step looks for its effect first.
+    effects_may_exist: bool = False
     # Where the work is (private: see the methods).
     _frontier: deque[Place] = field(default_factory=deque)  # places reached, not yet handled
     _queued: set[Place] = field(default_factory=set)  # places in the frontier or handed to a group of steps
@@ -708,7 +711,7 @@ def _run_group(walk: Walk, action: Action[Any], group: list[tuple[RunState, Plac
     # Only a step that may have begun before needs the lookup: one with a history row, or any
     # step of a run that crashed before or keeps no history (over the quota).
     maybe_begun = [contexts[(s.run.pk, p)].key for s, p in group
-                   if p in s.history or s.run.attempts > 1 or s.run.history_suppressed]
+                   if p in s.history or s.run.attempts > 1 or s.run.history_suppressed or s.effects_may_exist]
     found = action.existing(maybe_begun) if maybe_begun else {}
     items: list[Item] = []
     for state, place in group:
