@@ -205,7 +205,7 @@ def _advance_group(runs: list[WorkflowRun], states: list[RunState], token: str, 
             for state in again:  # (a step row that failed to write in an earlier segment is not there)
                 state.effects_may_exist = True
             states = [*(s for s in states if s.finished), *again]
-            with transaction.atomic():
+            with transaction.atomic(), without_savepoints(False):
                 cut, finished = _segment(states, rows, token)
         report.finished.update(finished)  # only once committed
         waiting = [s.run.pk for s in states if not s.finished and s.delivering]

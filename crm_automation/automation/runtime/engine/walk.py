@@ -741,10 +741,11 @@ _SAVEPOINTS: ContextVar[bool] = ContextVar("savepoints", default=True)
 
 
 @contextmanager
-def without_savepoints() -> Iterator[None]:
+def without_savepoints(without: bool = True) -> Iterator[None]:
     """No SAVEPOINT/RELEASE around each kind of action's writes and the step rows (two round trips
-    each, ten for a three-action run): a failing write raises Replay instead of failing alone."""
-    token = _SAVEPOINTS.set(False)
+    each, ten for a three-action run): a failing write raises Replay instead of failing alone.
+    (`without=False`: with them, whatever an enclosing block said.)"""
+    token = _SAVEPOINTS.set(not without)
     try:
         yield
     finally:
