@@ -105,7 +105,7 @@ def load_records(events: list[AutomationEvent]) -> dict:
     for kind, ids in wanted.items():
         ids.discard(None)  # (a link that names no record of that kind)
         if ids:
-            loaded[kind] = {record.pk: record for record in _LOADS[kind].models(ids=sorted(ids, key=str))}
+            loaded[kind] = {record.pk: record for record in _LOADS[kind].models(ids=list(ids))}
     found: dict = {}
     for kind in RECORD_ENTITIES:
         found.update(loaded[kind])

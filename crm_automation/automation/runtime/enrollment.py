@@ -69,8 +69,7 @@ def enroll(matched: list[Matched]) -> list[Matched]:
         ).values_list("workflow_id", "entity_id", "event_id")})
     held: set[tuple[int, UUID]] = set()
     if exclusive:
-        held = set(_HELD.rows(workflows=sorted({w for w, _ in exclusive}),
-                              records=sorted({e for _, e in exclusive}, key=str)))
+        held = set(_HELD.rows(workflows=[w for w, _ in exclusive], records=[e for _, e in exclusive]))
     kept = []
     for item in sorted(matched, key=lambda m: m[0].pk):  # a record's earlier event goes first
         event, wf, decision, _ = item

@@ -47,6 +47,7 @@ from crm_automation.automation.runtime.engine.walk import (
     StepRow,
     Walk,
     deliver,
+    per_write,
     savepoints,
     step_all,
     without_savepoints,
@@ -340,10 +341,7 @@ def write_rows(rows: Rows) -> None:
     objects = [WorkflowRunAction(run_id=state.run.pk, node_id=place[0], token=place[1], **values)
                for state, place, values in entries]
     try:
-        if savepoints():
-            with transaction.atomic():
-                bulk_insert(objects, unique_fields=["run", "node_id", "token"], update_fields=list(WRITTEN))
-        else:
+        with per_write():
             bulk_insert(objects, unique_fields=["run", "node_id", "token"], update_fields=list(WRITTEN))
     except DatabaseError as exc:
         if not savepoints():

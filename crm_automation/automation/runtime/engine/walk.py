@@ -22,7 +22,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -757,14 +757,16 @@ def savepoints() -> bool:
     return _SAVEPOINTS.get()
 
 
+def per_write() -> AbstractContextManager[Any]:
+    """Around one write of a segment: its own savepoint, unless `without_savepoints`."""
+    return transaction.atomic() if savepoints() else nullcontext()
+
+
 def _apply(walk: Walk, action: Action[Any], items: list[Item], started: datetime) -> None:
     """Apply one action for many runs with bulk writes; if that fails, one by one, so a single
     bad item fails its own step and nothing else (without savepoints: Replay)."""
     try:
-        if savepoints():
-            with transaction.atomic():
-                results = action.apply([(ctx, prepared) for _, _, ctx, prepared in items])
-        else:
+        with per_write():
             results = action.apply([(ctx, prepared) for _, _, ctx, prepared in items])
         outcomes = [(state, place, ctx, True, result, "")
                     for (state, place, ctx, _), result in zip(items, results, strict=True)]
