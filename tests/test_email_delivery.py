@@ -1,6 +1,7 @@
 """Email delivery: each message claimed, sent and recorded on its own; unknown outcomes are
 never re-sent silently; a slow provider never holds a task past its budget."""
 
+import json
 import smtplib
 import socket
 import threading
@@ -296,3 +297,70 @@ def test_the_connection_is_opened_before_a_message_is_claimed(org, monkeypatch):
     assert len(opens) == 3
     assert {e.status for e in done.values()} == {"failed"}
     assert all(e.error.startswith("could not connect to the email provider") for e in done.values())
+
+
+@pytest.fixture
+def smtp_server(tmp_path, settings):
+    """The fault harness's SMTP server, in a thread: it logs each accepted message with the
+    client port it came over (one port: one connection)."""
+    from benchmarks.chaos.smtp_sink import SinkConfig, SinkServer
+
+    server = SinkServer(SinkConfig(log=tmp_path / "smtp.jsonl"))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", server.server_address[1], 2
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    yield SimpleNamespace(connections=lambda: [json.loads(line)["peer"]
+                                               for line in (tmp_path / "smtp.jsonl").read_text().splitlines()])
+    server.shutdown()
+    server.server_close()
+    email_delivery._kept.connection = None  # (another test's server is another key anyway)
+
+
+def deliver_one(org, n: int) -> EmailMessage:
+    email = EmailMessage.objects.create(organization=org, to=f"client{n}@example.com", subject=f"Hi {n}")
+    return email_delivery.email_deliver(email_id=email.pk)
+
+
+def test_the_next_delivery_reuses_the_smtp_connection(org, smtp_server):
+    assert [deliver_one(org, n).status for n in range(3)] == ["sent"] * 3
+    assert len(set(smtp_server.connections())) == 1  # one connect for three deliveries
+
+
+def test_a_kept_connection_the_server_dropped_is_replaced_before_a_message_is_claimed(org, smtp_server):
+    assert deliver_one(org, 1).status == "sent"
+    email_delivery._kept.connection.connection.sock.shutdown(socket.SHUT_RDWR)  # as an idle timeout does
+    assert deliver_one(org, 2).status == "sent"  # not "failed": the NOOP found it dead first
+    assert len(set(smtp_server.connections())) == 2
+
+
+def test_an_idle_or_worn_connection_is_not_reused(org, smtp_server, monkeypatch):
+    monkeypatch.setattr(email_delivery, "KEEP_MESSAGES", 2)
+    for n in range(3):
+        assert deliver_one(org, n).status == "sent"
+    monkeypatch.setattr(email_delivery, "KEEP_IDLE_SECONDS", 0.0)
+    assert deliver_one(org, 3).status == "sent"
+    first, second, third, fourth = smtp_server.connections()
+    assert first == second != third != fourth  # two messages a connection, then idle too long
+
+
+def test_a_connection_is_not_kept_after_an_uncertain_handover(org, smtp_server, monkeypatch):
+    assert deliver_one(org, 1).status == "sent"
+    kept = email_delivery._kept.connection
+    monkeypatch.setattr(kept.connection, "unwatched_data", lambda msg: (_ for _ in ()).throw(
+        smtplib.SMTPServerDisconnected("gone mid-message")))
+    assert deliver_one(org, 2).status == "unknown"
+    assert email_delivery._kept.connection is None  # its state is unknown: closed, not kept
+    monkeypatch.undo()
+    assert deliver_one(org, 3).status == "sent"
+
+
+def test_a_kept_connection_to_a_server_that_hangs_fails_the_message_after_one_timeout(org, smtp_server, monkeypatch):
+    assert deliver_one(org, 1).status == "sent"
+    opened = []
+    monkeypatch.setattr(email_delivery._kept.connection.connection, "noop", lambda: (_ for _ in ()).throw(
+        TimeoutError("timed out")))
+    monkeypatch.setattr(mail.get_connection().__class__, "open", lambda self: opened.append(1))
+    email = deliver_one(org, 2)
+    assert (email.status, opened) == ("failed", [])  # not a second wait on a new connection
+    assert email.error.startswith("could not connect to the email provider: TimeoutError")

@@ -161,6 +161,29 @@ def test_the_heartbeat_keeps_a_long_runs_lease(org, settings):
         time.sleep(1.0)  # longer than the lease: without a beat it would have expired
         renewed = WorkflowRun.objects.get(pk=run.pk).lease_until
     assert renewed > first + timedelta(seconds=0.3)
+    last = WorkflowRun.objects.get(pk=run.pk).lease_until
+    time.sleep(0.5)  # the block is over: no beat renews the lease any more
+    assert WorkflowRun.objects.get(pk=run.pk).lease_until == last
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_one_keeper_thread_renews_every_lease_held_in_the_process(org, settings):
+    settings.AUTOMATION = {**settings.AUTOMATION, "LEASE_SECONDS": 0.6}
+    make_workflow(org, actions=TASK_ONLY)
+    won_deals(org, 2)
+    run_ids = dispatched()
+    first_token, (first,) = leases.claim_runs(run_ids[:1])
+    second_token, (second,) = leases.claim_runs(run_ids[1:])
+    before = {run.pk: WorkflowRun.objects.get(pk=run.pk).lease_until for run in (first, second)}
+    threads = threading.active_count()
+    with leases.heartbeat(first_token), leases.heartbeat(second_token):
+        time.sleep(1.0)
+        after = {run.pk: WorkflowRun.objects.get(pk=run.pk).lease_until for run in (first, second)}
+        assert threading.active_count() <= threads + 1  # (+1: the keeper, the first time in this process)
+    with leases.heartbeat(first_token):  # a later execution: no new thread
+        assert threading.active_count() <= threads + 1
+    assert all(after[pk] > before[pk] + timedelta(seconds=0.3) for pk in before)
 
 
 def test_the_sweep_finds_abandoned_runs_and_forgotten_events(org):

@@ -13,14 +13,19 @@ connection while the provider had the message means we cannot know (`unknown`).
 
 import contextlib
 import logging
+import os
 import smtplib
 import socket
+import threading
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from time import monotonic
+from typing import Any
 
+from django.conf import settings
 from django.core import mail
 from django.core.exceptions import PermissionDenied
+from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.db import connections, router
 from django.utils import timezone
 
@@ -45,9 +50,73 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:2000] or type(exc).__name__
 
 
+# A connection to an SMTP server outlives the delivery that opened it, in this thread, for the
+# next one: a single change's email then skips the connect, greeting, STARTTLS and login (with a
+# real provider, tens of milliseconds of round trips and a TLS handshake). It is checked with a
+# NOOP before any message is claimed, and not reused once idle or worn (servers drop idle
+# connections and cap the messages per connection).
+KEEP_IDLE_SECONDS = 30.0
+KEEP_MESSAGES = 50
+
+
+class _Kept(threading.local):
+    connection: Any = None
+    key: tuple = ()
+    pid = 0
+    idle_since = 0.0
+    messages = 0
+
+
+_kept = _Kept()
+
+
+def _backend_key() -> tuple:
+    """What a kept connection was opened with: another backend or server means a new one."""
+    return (settings.EMAIL_BACKEND, settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_HOST_USER,
+            settings.EMAIL_HOST_PASSWORD, settings.EMAIL_USE_TLS, settings.EMAIL_USE_SSL, settings.EMAIL_TIMEOUT)
+
+
+def _close_quietly(connection) -> None:
+    with contextlib.suppress(Exception):  # closing a broken connection may fail too
+        connection.close()
+
+
+def _take_kept() -> tuple[Any, int]:
+    """(the connection this thread kept, its messages so far) if it still answers; else (None, 0).
+    Raises TimeoutError if the server does not answer at all."""
+    connection, _kept.connection = _kept.connection, None
+    if connection is None:
+        return None, 0
+    if _kept.pid != os.getpid():  # inherited through a fork: the parent's socket, not ours to use or close
+        return None, 0
+    if (_kept.key != _backend_key() or monotonic() - _kept.idle_since > KEEP_IDLE_SECONDS
+            or _kept.messages >= KEEP_MESSAGES):
+        _close_quietly(connection)
+        return None, 0
+    try:
+        answer = connection.connection.noop()[0]
+    except TimeoutError:  # the server hangs: a new connection would too (one timeout per message at most)
+        _close_quietly(connection)
+        raise
+    except Exception:  # noqa: BLE001 (dropped by the server: a new one is opened)
+        answer = None
+    if answer != 250:
+        _close_quietly(connection)
+        return None, 0
+    return connection, _kept.messages
+
+
+def _keep(connection, messages: int) -> None:
+    if _kept.connection is not None:  # (a delivery inside a delivery: keep one)
+        _close_quietly(_kept.connection)
+    _kept.connection, _kept.key, _kept.pid = connection, _backend_key(), os.getpid()
+    _kept.idle_since, _kept.messages = monotonic(), messages
+
+
 class Provider:
     """One lazily opened connection to the email backend, reused for a batch of messages and
-    dropped after an error (the next message opens a fresh one).
+    dropped after an error (the next message opens a fresh one). An SMTP connection is kept
+    for this thread's next delivery when the batch ends cleanly (`_keep`).
 
     With Django's SMTP backend it also knows whether the current message reached the DATA
     command: an error before that (a recipient the server stalls on, say) means the message was
@@ -56,13 +125,17 @@ class Provider:
     def __init__(self) -> None:
         self._connection = None
         self._watching = False
+        self._messages = 0  # sent over this connection, its earlier deliveries included
+        self.sending = False  # a message is being handed over: the connection is mid-conversation
         self.handed_over: bool | None = None  # None: this backend cannot tell
         self.open_error: Exception | None = None  # the last connect (before a claim) failed: why
 
     def open(self):
         if self._connection is None:
-            connection = mail.get_connection(fail_silently=False)
-            connection.open()
+            connection, self._messages = _take_kept()
+            if connection is None:
+                connection = mail.get_connection(fail_silently=False)
+                connection.open()
             self._watch_data(connection)
             self._connection = connection
         self.handed_over = False if self._watching else None
@@ -72,21 +145,30 @@ class Provider:
         smtp = getattr(connection, "connection", None)
         self._watching = smtp is not None and callable(getattr(smtp, "data", None))
         if smtp is not None and self._watching:
-            data = smtp.data
+            data = getattr(smtp, "unwatched_data", smtp.data)  # a kept connection: not wrapped twice
+            smtp.unwatched_data = data
 
             def data_and_note(msg):
                 self.handed_over = True
+                self._messages += 1
                 return data(msg)
 
             smtp.data = data_and_note
 
     def discard(self) -> None:
         if self._connection is not None:
-            with contextlib.suppress(Exception):  # closing a broken connection may fail too
-                self._connection.close()
+            _close_quietly(self._connection)
             self._connection = None
 
-    close = discard
+    def close(self) -> None:
+        """The batch is over: keep an SMTP connection in a known state for the next one."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        if isinstance(connection, SMTPBackend) and connection.connection is not None and not self.sending:
+            _keep(connection, self._messages)
+        else:
+            _close_quietly(connection)
 
 
 # --- State changes: the hot path, one plain statement each (as the outbox insert) ---------------
@@ -178,9 +260,11 @@ def _hand_over(email: EmailMessage, provider: Provider) -> tuple[str, str]:
         provider.discard()
         logger.warning("Email %s not sent: %s", email.pk, _log_reason(exc))
         return Status.FAILED, f"could not connect to the email provider: {_describe(exc)}"
+    provider.sending = True
     try:
         _message(email, connection).send()
     except Exception as exc:
+        provider.sending = False
         provider.discard()
         if isinstance(exc, NOT_SENT) or provider.handed_over is False:
             logger.warning("Email %s not sent: %s", email.pk, _log_reason(exc))
@@ -188,6 +272,7 @@ def _hand_over(email: EmailMessage, provider: Provider) -> tuple[str, str]:
         logger.warning("Email %s outcome unknown: %s", email.pk, _log_reason(exc))  # it had the message
         return Status.UNKNOWN, (f"the email provider did not confirm it ({_describe(exc)}); "
                                 "it may or may not have been sent")
+    provider.sending = False
     return Status.SENT, ""
 
 

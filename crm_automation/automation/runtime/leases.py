@@ -11,7 +11,9 @@ because the task's time was up is not counted against the give-up limit.
 """
 
 import logging
+import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,34 +71,85 @@ def back_off(token: str, run_ids: list[int], attempts: int) -> None:
         lease_until=timezone.now() + delay)
 
 
-def renew(token: str) -> int:
-    return WorkflowRun.objects.filter(lease_owner=token, status=RunStatus.STARTED).update(
+def renew(*tokens: str) -> int:
+    return WorkflowRun.objects.filter(lease_owner__in=tokens, status=RunStatus.STARTED).update(
         lease_until=timezone.now() + lease_length())
+
+
+class _Keeper:
+    """One thread per process renews the leases of every token held in that process.
+
+    A thread started and joined per execution cost two thread hand-overs each time: 1–3 ms
+    of a single change's drain, for a renewal that almost never happens. This one is started
+    once (again after a fork: django-q2 forks its workers) and sleeps until a held token is due."""
+
+    def __init__(self) -> None:
+        self._due: dict[str, tuple[float, float]] = {}  # token → (next renewal, interval), monotonic
+        self._changed = threading.Condition()
+        self._renewing = threading.Lock()  # held while a renewal is in flight
+        self._starting = threading.Lock()
+        self._pid: int | None = None
+
+    def hold(self, token: str, interval: float) -> None:
+        if self._pid != os.getpid():  # first hold in this process (or after a fork)
+            with self._starting:
+                if self._pid != os.getpid():
+                    self._changed = threading.Condition()
+                    self._renewing = threading.Lock()
+                    self._due = {}
+                    threading.Thread(target=self._loop, args=(self._changed,), name="lease-heartbeat",
+                                     daemon=True).start()
+                    self._pid = os.getpid()
+        with self._changed:
+            self._due[token] = (time.monotonic() + interval, interval)
+            self._changed.notify()
+
+    def release(self, token: str) -> None:
+        """After this returns, no renewal of the token is in flight or to come: a late beat must
+        not overwrite what the caller writes next (a hand-back, a step aside)."""
+        got = self._renewing.acquire(timeout=2)
+        try:
+            with self._changed:
+                self._due.pop(token, None)
+        finally:
+            if got:
+                self._renewing.release()
+
+    def _loop(self, changed: threading.Condition) -> None:
+        while True:
+            with changed:
+                now = time.monotonic()
+                soonest = min((due for due, _ in self._due.values()), default=None)
+                if soonest is None or soonest > now:
+                    changed.wait(None if soonest is None else soonest - now)
+                    continue
+            with self._renewing:
+                with changed:
+                    now = time.monotonic()
+                    tokens = [token for token, (due, _) in self._due.items() if due <= now]
+                    for token in tokens:
+                        self._due[token] = (now + self._due[token][1], self._due[token][1])
+                if not tokens:
+                    continue  # released meanwhile
+                try:
+                    renew(*tokens)
+                except Exception:  # the next beat tries again; the lease is long enough for one miss
+                    logger.warning("Could not renew run leases", exc_info=True)
+                finally:
+                    connections.close_all()  # this thread's own connection: renewals are rare
+
+
+_keeper = _Keeper()
 
 
 @contextmanager
 def heartbeat(token: str) -> Iterator[None]:
     """Renew the token's leases every third of the lease while the block runs.
 
-    The thread touches the database only once a third of the lease has passed, so short
-    executions (almost all) cost nothing; it uses its own connection and closes it."""
-    stop = threading.Event()
-    interval = settings.AUTOMATION["LEASE_SECONDS"] / 3
-
-    def beat() -> None:
-        try:
-            while not stop.wait(interval):
-                try:
-                    renew(token)
-                except Exception:  # the next beat tries again; the lease is long enough for one miss
-                    logger.warning("Could not renew run leases", exc_info=True)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=beat, name=f"lease-heartbeat-{token[:8]}", daemon=True)
-    thread.start()
+    The process's keeper thread touches the database only once a third of the lease has
+    passed, so short executions (almost all) cost nothing; it uses its own connection."""
+    _keeper.hold(token, settings.AUTOMATION["LEASE_SECONDS"] / 3)
     try:
         yield
     finally:
-        stop.set()
-        thread.join(timeout=2)  # a beat in flight must not overwrite what the caller writes next
+        _keeper.release(token)
