@@ -10,7 +10,8 @@ dispatches and executes every run right here. Prints the process CPU per run wit
 off (a first drain) and on (a second one), the statements per run, and the profile's top rows.
 
 `--single K`: the light-load case instead, K times one stage change and then its drain (a
-worker woken for that one event), and the median wall time, CPU and statements of those drains:
+worker woken for that one event, `fan_out=True` as in a worker; one event queues no other
+task), and the median wall time, CPU and statements of those drains:
 what a single change pays between "claimed" and "run completed" before any broker or process hop.
 """
 
@@ -130,8 +131,8 @@ def single_drains(k: int) -> None:
         deal_move_to_stage(deal=deal, stage=stages["won"])
         statements[0] = 0
         wall, cpu = time.perf_counter(), time.thread_time()
-        with connection.execute_wrapper(count):
-            drain_events(fan_out=False, stop_at=time.monotonic() + 3600)
+        with connection.execute_wrapper(count):  # as a worker drains (one event: nothing is enqueued)
+            drain_events(fan_out=True, stop_at=time.monotonic() + 3600)
         costs.append((1000 * (time.perf_counter() - wall), 1000 * (time.thread_time() - cpu), statements[0]))
     done = WorkflowRun.objects.filter(organization=org, status="completed").count()
     if done != 2 * k:

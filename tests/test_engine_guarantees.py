@@ -247,3 +247,25 @@ def test_the_watchdog_sweeps_at_once_for_a_dead_worker_and_after_two_looks_for_a
     leases.claim_runs(run_ids)
     WorkflowRun.objects.update(lease_until=timezone.now() - timedelta(seconds=1))  # its worker died
     assert watchdog.Watch().work_is_stuck()  # at the first look
+
+
+def test_a_workers_drain_that_took_all_that_waited_ends_without_looking_again(org, other_org, monkeypatch):
+    """One event: the pick of the organization says no other waits, so the drain ends after its
+    batch (2 statements to claim, none to look again). Another organization's change waiting:
+    a helper is queued and the drain goes on until nothing is left, as before."""
+    make_workflow(org, actions=TASK_ONLY)
+    make_workflow(other_org, actions=TASK_ONLY)
+    queued = []
+    monkeypatch.setattr(tasks, "enqueue_drain", lambda: queued.append("drain"))
+    won_deals(org, 1)
+    with CaptureQueriesContext(connection) as seen:
+        assert tasks.drain_events(fan_out=True) == 1
+    looks = [q["sql"] for q in seen.captured_queries if "COALESCE" in q["sql"]]
+    assert len(looks) == 1 and "EXISTS" in looks[0]  # the pick, which also asked about the others
+    assert queued == []
+
+    won_deals(org, 1, prefix="Next")
+    won_deals(other_org, 1)
+    assert tasks.drain_events(fan_out=True) == 2  # both organizations' runs, in this one drain
+    assert queued == ["drain"]  # and a helper for the other organization
+    assert not AutomationEvent.objects.filter(processed_at__isnull=True).exists()

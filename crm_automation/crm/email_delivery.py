@@ -202,19 +202,23 @@ def _when(value):
     return EmailMessage._meta.get_field("sent_at").get_db_prep_value(value, connection)
 
 
-def _claim(email: EmailMessage) -> bool:
-    """queued → sending: once committed, a crash leaves this one message unknown."""
+# The claims return the claimed row (UPDATE … RETURNING): a delivery reads no message beforehand.
+_RETURNING = " RETURNING " + ", ".join(f'"{f.column}"' for f in EmailMessage._meta.concrete_fields)
+
+
+def _claim(email_id: int) -> EmailMessage | None:
+    """queued → sending: once committed, a crash leaves this one message unknown. Returns the
+    claimed row; None if the message is not queued (someone else has it, or it is settled)."""
     now = timezone.now()
-    if not _execute(_CLAIM, [Status.SENDING, _when(now), email.pk, Status.QUEUED]):
-        return False
-    email.status, email.sending_since, email.error, email.attempts = Status.SENDING, now, "", email.attempts + 1
-    return True
+    claimed = list(EmailMessage.objects.raw(_CLAIM + _RETURNING, [Status.SENDING, _when(now), email_id, Status.QUEUED]))
+    return claimed[0] if claimed else None
 
 
-def _record(email: EmailMessage, status: str, error: str = "", *, then_claim: EmailMessage | None = None) -> bool:
-    """Write a message's outcome and, in the same statement, claim the next one. Returns whether
-    `then_claim` was claimed. The outcome is written from `sending`, or from `unknown` if someone
-    gave up on us meanwhile: the truth wins."""
+def _record(email: EmailMessage, status: str, error: str = "", *, then_claim: int | None = None
+            ) -> EmailMessage | None:
+    """Write a message's outcome and, in the same statement, claim the next one. Returns the
+    claimed row of `then_claim`, if it was claimed. The outcome is written from `sending`, or
+    from `unknown` if someone gave up on us meanwhile: the truth wins."""
     now = timezone.now()
     sent_at = _when(now) if status == Status.SENT else None
     mine = [email.pk, Status.SENDING, Status.UNKNOWN]
@@ -223,18 +227,12 @@ def _record(email: EmailMessage, status: str, error: str = "", *, then_claim: Em
         email.sent_at = now
     if then_claim is None:
         _execute(_RECORD, [status, error, sent_at, *mine])
-        return False
-    nxt = then_claim.pk
-    updated = _execute(_RECORD_AND_CLAIM, [
+        return None
+    nxt = then_claim
+    rows = EmailMessage.objects.raw(_RECORD_AND_CLAIM + _RETURNING, [
         email.pk, status, Status.SENDING, email.pk, error, email.pk, sent_at, nxt, _when(now), nxt,
         *mine, nxt, Status.QUEUED])
-    # Our own message is always ours to settle, so a second row means the next one is claimed.
-    claimed = updated == 2 or (updated == 1 and EmailMessage.objects.filter(
-        pk=nxt, status=Status.SENDING, sending_since=now).exists())
-    if claimed:
-        then_claim.status, then_claim.sending_since, then_claim.error = Status.SENDING, now, ""
-        then_claim.attempts += 1
-    return claimed
+    return next((row for row in rows if row.pk == nxt), None)
 
 
 def _message(email: EmailMessage, connection) -> mail.EmailMessage:
@@ -298,8 +296,7 @@ def email_deliver(*, email_id: int) -> EmailMessage:
     return emails_deliver(email_ids=[email_id]).get(email_id) or EmailMessage.objects.get(pk=email_id)
 
 
-# Compiled once per process (compiled_query.py): every step that sends an email asks both.
-_EMAILS = CompiledQuery(lambda ids: EmailMessage.objects.filter(pk__in=ids), ids=list[int])
+# Compiled once per process (compiled_query.py): every delivery step of the engine asks it.
 _IN_FLIGHT = CompiledQuery(lambda organization, since: EmailMessage.objects.filter(
     status=Status.SENDING, organization_id=organization, sending_since__gte=since).values_list("pk")[:1],
     organization=int, since=datetime)
@@ -313,20 +310,24 @@ def emails_deliver(*, email_ids: Iterable[int], deadline: float | None = None) -
     more than one message in `sending` at any instant. Returns {id: row} for the emails
     attempted; the others stay queued.
     """
-    email_ids = list(email_ids)
-    found = {email.pk: email for email in _EMAILS.models(ids=email_ids)}
-    waiting = [e for e in map(found.get, email_ids) if e is not None]
+    waiting = list(email_ids)
     done: dict[int, EmailMessage] = {}
 
     def in_time() -> bool:
         return not shutdown.requested() and (deadline is None or monotonic() < deadline)
 
+    def not_claimed(email_id: int) -> None:
+        """Someone else has it, or it is settled (or it does not exist: left out)."""
+        row = EmailMessage.objects.filter(pk=email_id).first()
+        if row is not None:
+            done[email_id] = row
+
     def claim_next() -> EmailMessage | None:
         while waiting and in_time():
-            email = waiting.pop(0)
-            if _claim(email):
+            email_id = waiting.pop(0)
+            if (email := _claim(email_id)) is not None:
                 return email
-            done[email.pk] = EmailMessage.objects.get(pk=email.pk)  # someone else has it, or it is settled
+            not_claimed(email_id)
         return None
 
     provider = Provider()
@@ -340,9 +341,9 @@ def emails_deliver(*, email_ids: Iterable[int], deadline: float | None = None) -
                 _connect_first(provider)
             claimed = _record(current, status, error, then_claim=following)
             done[current.pk] = current
-            if following is not None and not claimed:
-                done[following.pk] = EmailMessage.objects.get(pk=following.pk)
-            current = following if claimed else claim_next()
+            if following is not None and claimed is None:
+                not_claimed(following)
+            current = claimed or claim_next()
     finally:
         provider.close()
     return done

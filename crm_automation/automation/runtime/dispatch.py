@@ -48,14 +48,22 @@ def claim_events(limit: int, *, fair: bool = False) -> list[AutomationEvent]:
     A dispatch that outlives its lease is harmless: decisions and runs are unique per
     (event, workflow), so a second dispatch of the same events adds nothing.
     """
-    if fair:
-        organization_id = _next_organization()
-        if organization_id is None:
-            return []  # nothing waits unclaimed
-        events = _claim(limit, organization_id)
-        if events:
-            return events
-    return _claim(limit)  # nobody waits, or another worker took that organization's events first
+    return claim_fairly(limit, ask_others=False)[0] if fair else _claim(limit)
+
+
+def claim_fairly(limit: int, *, ask_others: bool) -> tuple[list[AutomationEvent], bool | None]:
+    """`claim_events(fair=True)`, and with `ask_others` whether another organization's events
+    were waiting too (None when not asked): the drain's question, answered by the statement that
+    picks the organization instead of one more round trip."""
+    organization_id, others = _next_organization(ask_others)
+    if organization_id is None:
+        return [], others  # nothing waits unclaimed
+    events = _claim(limit, organization_id)
+    if events:
+        return events, others
+    # Another worker took that organization's events first: any organization's, and whether
+    # others wait is no longer known for sure (so it is said they do: the drain looks again).
+    return _claim(limit), (True if ask_others else None)
 
 
 def unclaimed_events(now: datetime | None = None) -> QuerySet[AutomationEvent]:
@@ -77,6 +85,7 @@ def _free_first(now: datetime) -> QuerySet[AutomationEvent, Any]:
 # Built and compiled once per process (compiled_query.py): a drain asks these at least twice.
 _FREE_FIRST = CompiledQuery(_free_first, now=datetime)
 _OLDEST = CompiledQuery(lambda now: unclaimed_events(now).order_by("id").values("organization_id")[:1], now=datetime)
+_WAITING_ORGANIZATIONS = CompiledQuery(lambda now: unclaimed_events(now).values("organization_id"), now=datetime)
 _WAITING: dict[tuple[int, bool], CompiledQuery] = {}  # (limit, of one organization): the claim's look
 
 
@@ -93,17 +102,24 @@ def _waiting(limit: int, of_one_organization: bool) -> CompiledQuery:
     return _WAITING[key]
 
 
-def _next_organization() -> int | None:
-    """The organization of the oldest waiting event, preferring those no worker is busy with:
-    one statement (the second look runs only if the first finds nothing)."""
+def _next_organization(ask_others: bool = False) -> tuple[int | None, bool | None]:
+    """The organization of the oldest waiting event, preferring those no worker is busy with,
+    and (`ask_others`) whether another organization's events wait: one statement (the second
+    look runs only if the first finds nothing)."""
     now = timezone.now()
     free, free_params = _FREE_FIRST.sql(now=now)
     oldest, oldest_params = _OLDEST.sql(now=now)
+    picked = f"SELECT COALESCE(({free}), ({oldest})) AS org"
     connection = connections[router.db_for_read(AutomationEvent)]
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT COALESCE(({free}), ({oldest}))", [*free_params, *oldest_params])
-        found: int | None = cursor.fetchone()[0]
-        return found
+        if not ask_others:
+            cursor.execute(picked, [*free_params, *oldest_params])
+            return cursor.fetchone()[0], None
+        waiting, waiting_params = _WAITING_ORGANIZATIONS.sql(now=now)
+        cursor.execute(f"SELECT picked.org, EXISTS(SELECT 1 FROM ({waiting}) w WHERE w.organization_id <> picked.org) "
+                       f"FROM ({picked}) picked", [*waiting_params, *free_params, *oldest_params])
+        found, others = cursor.fetchone()
+        return found, bool(others)
 
 
 def _claim(limit: int, organization_id: int | None = None) -> list[AutomationEvent]:

@@ -19,8 +19,7 @@ from django.utils import timezone
 from crm_automation.automation.models import AutomationEvent, RunStatus, WorkflowRun
 from crm_automation.automation.ops import alerts as alerting
 from crm_automation.automation.ops import breaker
-from crm_automation.automation.runtime import fairness
-from crm_automation.automation.runtime.dispatch import Dispatched, claim_events, dispatch, unclaimed_events
+from crm_automation.automation.runtime.dispatch import Dispatched, claim_fairly, dispatch, unclaimed_events
 from crm_automation.automation.runtime.engine import execute_leased, execute_runs
 from crm_automation.automation.runtime.leases import lease_length
 from crm_automation.automation.runtime.queue import enqueue_continue, enqueue_drain, enqueue_sweep
@@ -54,7 +53,10 @@ def drain_events(fan_out: bool = True, *, stop_at: float | None = None) -> int:
     Each batch is one organization's events (dispatch.claim_events). With `fan_out` (in a
     worker), a full batch or another organization's waiting events mean more is waiting: one
     more drain task is queued first, so every worker of the cluster helps with a burst; and a
-    drain that runs out of time queues its own continuation. Returns the number of runs finished.
+    drain that runs out of time queues its own continuation. A worker's drain whose batch took
+    everything that was waiting ends without looking again: a change made since then was
+    nudged on its own (a single change's drain saves two round trips). Called directly (as
+    tests and commands do), it drains until nothing is left. Returns the number of runs finished.
     """
     batch_size = settings.AUTOMATION["EVENT_BATCH_SIZE"]
     if stop_at is None:
@@ -66,10 +68,11 @@ def drain_events(fan_out: bool = True, *, stop_at: float | None = None) -> int:
             if fan_out:
                 enqueue_drain()
             return executed
-        events = claim_events(batch_size, fair=True)  # one organization's (dispatch.claim_events)
+        # One organization's (dispatch.claim_events), and whether others wait (until a helper is queued).
+        events, others = claim_fairly(batch_size, ask_others=not helper_queued)
         if not events:
             return executed
-        if not helper_queued and (len(events) == batch_size or fairness.others_waiting(events[0].organization_id)):
+        if not helper_queued and (len(events) == batch_size or others):
             enqueue_drain()
             helper_queued = True  # one helper per drain is enough; each helper fans out again
         dispatched = dispatch_safely(events, token=uuid.uuid4().hex)
@@ -79,6 +82,8 @@ def drain_events(fan_out: bool = True, *, stop_at: float | None = None) -> int:
             if fan_out:
                 enqueue_drain()
             return executed
+        if others is False and len(events) < batch_size:
+            return executed  # all that waited was this batch
 
 
 def continue_runs(run_ids: list[int]) -> int:
