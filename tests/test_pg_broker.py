@@ -69,3 +69,45 @@ def test_a_database_url_with_its_own_connect_timeout_still_listens(monkeypatch):
         assert broker._listening() is not None
     finally:
         broker._close_listener()
+
+
+def test_a_look_takes_the_waiting_tasks_in_one_statement_and_never_a_locked_one():
+    from django.test.utils import CaptureQueriesContext
+
+    later = timezone.now() + timezone.timedelta(seconds=60)
+    OrmQ.objects.create(key="take-test", payload="held", lock=later)  # another pusher holds it
+    ids = [OrmQ.objects.create(key="take-test", payload=f"p{i}", lock=timezone.now()).pk for i in range(3)]
+    OrmQ.objects.create(key="another-cluster", payload="theirs", lock=timezone.now())
+    broker = pg_broker.ListeningORM(list_key="take-test")
+    with CaptureQueriesContext(connection) as seen:
+        taken = broker._take()
+    assert taken == [(pk, f"p{i}") for i, pk in enumerate(ids)]  # oldest first
+    assert len(seen.captured_queries) == 1
+    assert broker._take() == []  # now locked (for the retry time)
+    assert all(lock > timezone.now() for lock in OrmQ.objects.filter(pk__in=ids).values_list("lock", flat=True))
+
+
+def test_two_pushers_looking_at_once_never_share_a_task():
+    for i in range(40):
+        OrmQ.objects.create(key="race-test", payload=f"p{i}", lock=timezone.now())
+    taken: list[list] = [[], []]
+    start = threading.Barrier(2)
+
+    def look(n: int) -> None:
+        from django.db import connections
+
+        broker = pg_broker.ListeningORM(list_key="race-test")
+        start.wait()
+        try:
+            while got := broker._take():
+                taken[n] += [pk for pk, _ in got]
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=look, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not set(taken[0]) & set(taken[1])
+    assert len(taken[0]) + len(taken[1]) == 40

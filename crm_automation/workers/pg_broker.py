@@ -25,11 +25,17 @@ from django.db import connections
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
+from django_q.models import OrmQ
 from psycopg import sql
 
 logger = logging.getLogger(__name__)
 WAIT_SECONDS = 1.0  # the longest an idle pusher waits before it looks again (and sees a stop)
 RETRY_SECONDS = 30.0  # after a failed attempt to listen, poll this long before trying again
+
+
+_TAKE = (f'UPDATE "{OrmQ._meta.db_table}" SET "lock" = %s WHERE "id" IN (SELECT "id" FROM "{OrmQ._meta.db_table}" '
+         'WHERE "key" = %s AND "lock" < %s ORDER BY "id" LIMIT %s FOR UPDATE SKIP LOCKED) AND "lock" < %s '
+         'RETURNING "id", "payload"')
 
 
 def channel_of(list_key: str) -> str:
@@ -65,10 +71,15 @@ class ListeningORM(ORM):
         return self._take() or None
 
     def _take(self) -> list[tuple[Any, Any]]:
-        """The stock broker's look without its sleep: lock up to `bulk` waiting tasks."""
-        tasks = self.get_connection().filter(key=self.list_key, lock__lt=timezone.now())[:Conf.BULK]
-        return [(task.pk, task.payload) for task in tasks
-                if self.get_connection().filter(id=task.id, lock=task.lock).update(lock=self.timeout(task))]
+        """The stock broker's look without its sleep, in one statement: lock up to `bulk` waiting
+        tasks, oldest first, and return them. The stock look reads them, then locks each with a
+        conditional UPDATE of its own (two round trips for a task). SKIP LOCKED and the
+        re-checked `lock` do what its condition did: a task is never handed to two pushers."""
+        self.get_connection()  # (as the stock broker: stale connections closed first)
+        now = timezone.now()
+        with connections[Conf.ORM].cursor() as cursor:
+            cursor.execute(_TAKE, [self.timeout(None), self.list_key, now, Conf.BULK, now])
+            return sorted(cursor.fetchall())
 
     @staticmethod
     def _drain_notifications(listener: psycopg.Connection[Any]) -> None:
