@@ -8,7 +8,8 @@ and an idle `dequeue` waits for one on a connection of its own, for at most WAIT
 task reaches a worker within a few milliseconds, and an idle cluster looks once a second.
 Nothing relies on a notification: a task is still a row, found by the next look if a
 notification is lost, and a task whose lock expired (a worker died) is found the same way. A
-pusher that cannot listen (the connection fails) polls as the stock broker does.
+pusher that cannot listen (the connection fails) polls as the stock broker does. A look locks
+and returns its tasks in one statement (`_take`).
 
 Used when the ORM broker runs on PostgreSQL (settings.py, Q_LISTEN); SQLite keeps the stock broker.
 """
