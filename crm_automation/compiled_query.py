@@ -24,15 +24,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from itertools import product
-from typing import Any, get_args, get_origin
+from typing import Any, TypeVar, get_args, get_origin
 from uuid import NAMESPACE_OID, UUID, uuid5
 
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators  # type: ignore[attr-defined]  # (not in the stubs)
 from django.db.models.sql import UpdateQuery
 
+M = TypeVar("M", bound=Model)
 _MADE: list["CompiledQuery"] = []  # every one made (they are module constants): what warm_up() compiles
+
+
+def updated_rows(model: type[M], update: str, params: list[Any], *, using: str) -> list[M]:
+    """Run a hand-written `UPDATE` of the model's table and return the rows it changed as objects
+    (RETURNING every column; PostgreSQL, and SQLite since 3.35): a claim and the read of what it
+    claimed in one round trip."""
+    quote = connections[using].ops.quote_name
+    columns = ", ".join(quote(f.column) for f in model._meta.concrete_fields)
+    return list(model._default_manager.db_manager(using).raw(f"{update} RETURNING {columns}", params))
 
 
 def warm_up() -> int:

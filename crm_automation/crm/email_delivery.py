@@ -29,7 +29,7 @@ from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.db import connections, router
 from django.utils import timezone
 
-from crm_automation.compiled_query import CompiledQuery
+from crm_automation.compiled_query import CompiledQuery, updated_rows
 from crm_automation.crm.models import EmailMessage
 from crm_automation.crm.selectors import user_has_role
 from crm_automation.workers import shutdown
@@ -126,7 +126,6 @@ class Provider:
         self._connection = None
         self._watching = False
         self._messages = 0  # sent over this connection, its earlier deliveries included
-        self.sending = False  # a message is being handed over: the connection is mid-conversation
         self.handed_over: bool | None = None  # None: this backend cannot tell
         self.open_error: Exception | None = None  # the last connect (before a claim) failed: why
 
@@ -161,11 +160,12 @@ class Provider:
             self._connection = None
 
     def close(self) -> None:
-        """The batch is over: keep an SMTP connection in a known state for the next one."""
+        """The batch ended normally (an error while sending discarded the connection already):
+        keep an SMTP connection for the next one."""
         connection, self._connection = self._connection, None
         if connection is None:
             return
-        if isinstance(connection, SMTPBackend) and connection.connection is not None and not self.sending:
+        if isinstance(connection, SMTPBackend) and connection.connection is not None:
             _keep(connection, self._messages)
         else:
             _close_quietly(connection)
@@ -202,15 +202,15 @@ def _when(value):
     return EmailMessage._meta.get_field("sent_at").get_db_prep_value(value, connection)
 
 
-# The claims return the claimed row (UPDATE … RETURNING): a delivery reads no message beforehand.
-_RETURNING = " RETURNING " + ", ".join(f'"{f.column}"' for f in EmailMessage._meta.concrete_fields)
+def _updated(sql: str, params: list) -> list[EmailMessage]:
+    """The rows a claim changed (UPDATE … RETURNING): a delivery reads no message beforehand."""
+    return updated_rows(EmailMessage, sql, params, using=router.db_for_write(EmailMessage))
 
 
 def _claim(email_id: int) -> EmailMessage | None:
     """queued → sending: once committed, a crash leaves this one message unknown. Returns the
     claimed row; None if the message is not queued (someone else has it, or it is settled)."""
-    now = timezone.now()
-    claimed = list(EmailMessage.objects.raw(_CLAIM + _RETURNING, [Status.SENDING, _when(now), email_id, Status.QUEUED]))
+    claimed = _updated(_CLAIM, [Status.SENDING, _when(timezone.now()), email_id, Status.QUEUED])
     return claimed[0] if claimed else None
 
 
@@ -229,7 +229,7 @@ def _record(email: EmailMessage, status: str, error: str = "", *, then_claim: in
         _execute(_RECORD, [status, error, sent_at, *mine])
         return None
     nxt = then_claim
-    rows = EmailMessage.objects.raw(_RECORD_AND_CLAIM + _RETURNING, [
+    rows = _updated(_RECORD_AND_CLAIM, [
         email.pk, status, Status.SENDING, email.pk, error, email.pk, sent_at, nxt, _when(now), nxt,
         *mine, nxt, Status.QUEUED])
     return next((row for row in rows if row.pk == nxt), None)
@@ -258,11 +258,9 @@ def _hand_over(email: EmailMessage, provider: Provider) -> tuple[str, str]:
         provider.discard()
         logger.warning("Email %s not sent: %s", email.pk, _log_reason(exc))
         return Status.FAILED, f"could not connect to the email provider: {_describe(exc)}"
-    provider.sending = True
     try:
         _message(email, connection).send()
     except Exception as exc:
-        provider.sending = False
         provider.discard()
         if isinstance(exc, NOT_SENT) or provider.handed_over is False:
             logger.warning("Email %s not sent: %s", email.pk, _log_reason(exc))
@@ -270,7 +268,6 @@ def _hand_over(email: EmailMessage, provider: Provider) -> tuple[str, str]:
         logger.warning("Email %s outcome unknown: %s", email.pk, _log_reason(exc))  # it had the message
         return Status.UNKNOWN, (f"the email provider did not confirm it ({_describe(exc)}); "
                                 "it may or may not have been sent")
-    provider.sending = False
     return Status.SENT, ""
 
 
@@ -344,8 +341,10 @@ def emails_deliver(*, email_ids: Iterable[int], deadline: float | None = None) -
             if following is not None and claimed is None:
                 not_claimed(following)
             current = claimed or claim_next()
-    finally:
-        provider.close()
+    except BaseException:  # (a stop mid-conversation too): the connection's state is unknown
+        provider.discard()
+        raise
+    provider.close()
     return done
 
 

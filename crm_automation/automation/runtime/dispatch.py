@@ -27,7 +27,7 @@ from crm_automation.automation.runtime import leases, rollout
 from crm_automation.automation.runtime.enrollment import Matched, enroll, holds, insert_runs
 from crm_automation.automation.triggers import bulk, matching
 from crm_automation.bulk_insert import bulk_insert
-from crm_automation.compiled_query import CompiledQuery
+from crm_automation.compiled_query import CompiledQuery, updated_rows
 from crm_automation.crm.models import Organization, Stage
 
 logger = logging.getLogger(__name__)
@@ -136,11 +136,9 @@ def _claim(limit: int, organization_id: int | None = None) -> list[AutomationEve
         select += " FOR UPDATE SKIP LOCKED"
     quote = connection.ops.quote_name
     table = quote(AutomationEvent._meta.db_table)
-    columns = ", ".join(quote(f.column) for f in AutomationEvent._meta.concrete_fields)
     until = AutomationEvent._meta.get_field("claimed_until").get_db_prep_save(now + leases.lease_length(), connection)
-    claimed = AutomationEvent.objects.raw(
-        f"UPDATE {table} SET {quote('claimed_until')} = %s WHERE {quote('id')} IN ({select}) RETURNING {columns}",
-        [until, *params])
+    claimed = updated_rows(AutomationEvent, f"UPDATE {table} SET {quote('claimed_until')} = %s "
+                           f"WHERE {quote('id')} IN ({select})", [until, *params], using=connection.alias)
     return sorted(claimed, key=lambda event: event.pk)
 
 

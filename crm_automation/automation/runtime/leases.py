@@ -128,7 +128,8 @@ class _Keeper:
                     now = time.monotonic()
                     tokens = [token for token, (due, _) in self._due.items() if due <= now]
                     for token in tokens:
-                        self._due[token] = (now + self._due[token][1], self._due[token][1])
+                        interval = self._due[token][1]
+                        self._due[token] = (now + interval, interval)
                 if not tokens:
                     continue  # released meanwhile
                 try:
