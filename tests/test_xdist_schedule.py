@@ -3,6 +3,7 @@ played out with two stand-in workers: each runs a test only while it holds the n
 pytest-xdist worker does) or once told to shut down, one test per turn."""
 
 from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
@@ -30,7 +31,8 @@ class Config:
 
 class Worker:
     def __init__(self, name: str) -> None:
-        self.name, self.shutting_down, self.ran = name, False, []
+        self.name, self.shutting_down = name, False
+        self.ran: list[str] = []
         self.gateway = SimpleNamespace(id=name)
 
     def send_runtest_some(self, indices: list[int]) -> None:
@@ -41,7 +43,7 @@ class Worker:
 
 
 def play(markexpr: str) -> tuple[Worker, Worker]:
-    scheduler = OneAtATime(Config(markexpr), log=SimpleNamespace(loadsched=lambda *args: None))
+    scheduler = OneAtATime(cast(pytest.Config, Config(markexpr)), log=SimpleNamespace(loadsched=lambda *args: None))
     workers = Worker("gw0"), Worker("gw1")
     for worker in workers:
         scheduler.add_node(worker)
