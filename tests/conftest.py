@@ -248,7 +248,6 @@ def time_passes(**runs) -> None:
     waiting.update(wake_at=past)
 
 
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool:
     """Each test's body runs with a data stack chunk of its own to grow in (tests/roomy_stack.py):

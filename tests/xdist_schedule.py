@@ -37,7 +37,7 @@ class OneAtATime(LoadScheduling):
         # `make check` (-m "not e2e and …") selects none of the tests that wait, only a few quick ones
         # of their files. Given to a lane, those took it to the end of the collection, where it then
         # had nothing left to take: one worker ran 1,734 of 1,940 tests while the other waited 70 s.
-        self.lanes = "not e2e" not in (config.getoption("markexpr") or "")
+        self.wants_lane = "not e2e" not in (config.getoption("markexpr") or "")
         self.last: dict[WorkerController, int] = {}  # the furthest test each worker was given
 
     def check_schedule(self, node: WorkerController, duration: float = 0) -> None:
@@ -66,7 +66,7 @@ class OneAtATime(LoadScheduling):
             node.send_runtest_some(chosen)
 
     def _next_for(self, node: WorkerController) -> int | None:
-        if self.lanes and self.lane is None and len(self.nodes) > 1 and _sqlite_pass():
+        if self.wants_lane and self.lane is None and len(self.nodes) > 1 and _sqlite_pass():
             self.lane = node
         if node is self.lane:
             waiting = next((i for i in self.pending if self.collection[i].startswith(WAITING_FILES)), None)
