@@ -136,3 +136,31 @@ def test_after_warm_up_a_single_change_compiles_only_queries_made_since(org, dea
         assert drain() == 1
     assert WorkflowRun.objects.get(workflow__organization=org).status == "completed"
     assert not [query for query in compiled if any(query is w for w in warmed)]
+
+
+def test_updated_rows_are_the_objects_a_fresh_read_gives(org):
+    """An UPDATE … RETURNING made into objects (the claims of events and emails): every field as
+    the ORM reads it (the JSON payload, the aware datetimes), and with `only`, just that row."""
+    first, second, untouched = events_of(org, [3, 2, 1])
+    AutomationEvent.objects.filter(pk=first.pk).update(payload={"changed": {"stage": ["a", "b"]}, "n": 1.5})
+    table = connection.ops.quote_name(AutomationEvent._meta.db_table)
+    until = timezone.now() + timedelta(minutes=5)
+    claim = f"UPDATE {table} SET claimed_until = %s WHERE id IN (%s, %s)"
+    params = [AutomationEvent._meta.get_field("claimed_until").get_db_prep_save(until, connection),
+              first.pk, second.pk]
+
+    made = compiled_query.updated_rows(AutomationEvent, claim, params, using="default")
+
+    fields = [f.attname for f in AutomationEvent._meta.concrete_fields]
+    fresh = {e.pk: e for e in AutomationEvent.objects.filter(pk__in=[first.pk, second.pk])}
+    assert sorted(e.pk for e in made) == sorted(fresh)
+    for event in made:
+        assert isinstance(event, AutomationEvent) and not event._state.adding and event._state.db == "default"
+        assert {f: getattr(event, f) for f in fields} == {f: getattr(fresh[event.pk], f) for f in fields}
+    assert next(e for e in made if e.pk == first.pk).payload == {"changed": {"stage": ["a", "b"]}, "n": 1.5}
+    assert all(e.claimed_until == until for e in made)
+    assert AutomationEvent.objects.get(pk=untouched.pk).claimed_until is None
+
+    only = compiled_query.updated_rows(AutomationEvent, claim, params, using="default", only=second.pk)
+    assert [e.pk for e in only] == [second.pk]
+    assert compiled_query.updated_rows(AutomationEvent, claim, [params[0], -1, -2], using="default") == []

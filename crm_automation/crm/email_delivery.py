@@ -202,9 +202,9 @@ def _when(value):
     return EmailMessage._meta.get_field("sent_at").get_db_prep_value(value, connection)
 
 
-def _updated(sql: str, params: list) -> list[EmailMessage]:
+def _updated(sql: str, params: list, *, only: int | None = None) -> list[EmailMessage]:
     """The rows a claim changed (UPDATE … RETURNING): a delivery reads no message beforehand."""
-    return updated_rows(EmailMessage, sql, params, using=router.db_for_write(EmailMessage))
+    return updated_rows(EmailMessage, sql, params, using=router.db_for_write(EmailMessage), only=only)
 
 
 def _claim(email_id: int) -> EmailMessage | None:
@@ -231,8 +231,8 @@ def _record(email: EmailMessage, status: str, error: str = "", *, then_claim: in
     nxt = then_claim
     rows = _updated(_RECORD_AND_CLAIM, [
         email.pk, status, Status.SENDING, email.pk, error, email.pk, sent_at, nxt, _when(now), nxt,
-        *mine, nxt, Status.QUEUED])
-    return next((row for row in rows if row.pk == nxt), None)
+        *mine, nxt, Status.QUEUED], only=nxt)
+    return rows[0] if rows else None
 
 
 def _message(email: EmailMessage, connection) -> mail.EmailMessage:
