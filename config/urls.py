@@ -1,11 +1,11 @@
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.templatetags.static import static
 from django.urls import include, path
 from django.views.decorators.cache import cache_control
+from django.views.decorators.csrf import csrf_exempt
 from django.views.generic import RedirectView
 
-from crm_automation.api.mcp_server.http import mcp_endpoint
 from crm_automation.web.views import health, metrics
 
 
@@ -16,11 +16,21 @@ def favicon(request: HttpRequest) -> HttpResponseRedirect:
     return HttpResponseRedirect(static("favicon.ico"))
 
 
+@csrf_exempt
+def mcp(request: HttpRequest) -> HttpResponse:
+    """The MCP server over streamable HTTP (api/mcp_server/http.py), imported at its first request:
+    the MCP SDK costs a third of a second of CPU to import, which every process that loads these
+    URLs paid (each web worker, each command), most of them never serving /mcp."""
+    from crm_automation.api.mcp_server.http import mcp_endpoint
+
+    return mcp_endpoint(request)
+
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/crm/automation/", permanent=False)),  # where ops teams start
     path("admin/", admin.site.urls),
     path("api/v1/", include("crm_automation.api.urls")),
-    path("mcp", mcp_endpoint, name="mcp"),  # the MCP server over streamable HTTP (api/mcp_server/)
+    path("mcp", mcp, name="mcp"),
     path("crm/automation", RedirectView.as_view(url="/crm/automation/", permanent=False)),
     path("crm/automation/", include("crm_automation.web.urls")),
     path("metrics", metrics.metrics, name="metrics"),
