@@ -8,7 +8,7 @@ import httpx
 import pytest
 from mcp import ClientSession
 
-from crm_automation.api.mcp_server.registry import TOOLS
+from crm_automation.api.mcp_server.server import TOOLS  # (where the tools are registered: reads, writes)
 from crm_automation.api.models import McpCall
 from crm_automation.api.tokens import token_create
 from crm_automation.automation.models import Workflow
