@@ -32,7 +32,7 @@ from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators  # type: ignore[attr-defined]  # (not in the stubs)
 from django.db.models.sql import UpdateQuery
 
-from crm_automation.bulk_insert import server_bound_cursor
+from crm_automation.bulk_insert import bound_cursor
 
 M = TypeVar("M", bound=Model)
 _MADE: list["CompiledQuery"] = []  # every one made (they are module constants): what warm_up() compiles
@@ -51,21 +51,23 @@ def updated_rows(model: type[M], update: str, params: list[Any], *, using: str, 
     if shape is None:
         shape = _RETURNING[model, connection.vendor] = _returning(model, connection)
     sql, attnames, pk_at, converters = shape
-    # (PostgreSQL: its parameters bound on the server, the statement prepared once it repeats)
-    with server_bound_cursor(connection) if connection.vendor == "postgresql" else connection.cursor() as cursor:
+    with bound_cursor(connection) as cursor:
         cursor.execute(f"{update} RETURNING {sql}", params)
-        rows = cursor.fetchall()
-    if only is not None:
-        rows = [row for row in rows if row[pk_at] == only]
-    made = []
+        rows = [list(row) for row in cursor.fetchall() if only is None or row[pk_at] == only]
+    return [model.from_db(using, attnames, row) for row in _converted(rows, converters, connection)]
+
+
+def _converted(rows: list[list[Any]], converters: list[tuple[int, tuple[list[Any], Any]]],
+               connection: Any) -> list[list[Any]]:
+    """The rows (changed in place) with each column's converters applied, as a query's compiler
+    applies them: the database's values as Python's."""
     for row in rows:
-        if converters:
-            row = list(row)
-            for i, (functions, expression) in converters:
-                for convert in functions:
-                    row[i] = convert(row[i], expression, connection)
-        made.append(model.from_db(using, attnames, row))
-    return made
+        for position, (functions, expression) in converters:
+            value = row[position]
+            for convert in functions:
+                value = convert(value, expression, connection)
+            row[position] = value
+    return rows
 
 
 # (model, vendor) → the RETURNING list (every column, in the order `Model.from_db` takes them), its
@@ -242,13 +244,7 @@ class CompiledQuery:
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, self._params(compiled, values))
             rows = [list(row) for row in cursor.fetchall()]
-        for row in rows:
-            for position, (functions, expression) in compiled.converters:
-                value = row[position]
-                for convert in functions:
-                    value = convert(value, expression, connection)
-                row[position] = value
-        return rows
+        return _converted(rows, compiled.converters, connection)
 
     @staticmethod
     def _adapt(value: Any) -> Any:

@@ -15,7 +15,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from crm_automation.automation.models import AutomationEvent
 from crm_automation.automation.runtime.cause import current_cause
 from crm_automation.automation.runtime.nudger import nudger
-from crm_automation.bulk_insert import server_bound_cursor
+from crm_automation.bulk_insert import bound_cursor
 from crm_automation.crm import sources
 from crm_automation.crm.changes import JoinedInsert, RecordChange
 
@@ -40,8 +40,7 @@ def _insert_event(values: tuple[Any, ...], connection: BaseDatabaseWrapper) -> N
     """One plain INSERT, no RETURNING and no model machinery: this runs on every save and the
     ORM's per-row overhead was a third of the whole cost (see benchmarks/run.py, part a). On
     PostgreSQL it binds on the server: the payload's JSON is not quoted in Python."""
-    postgresql = connection.vendor == "postgresql"
-    with server_bound_cursor(connection) if postgresql else connection.cursor() as cursor:
+    with bound_cursor(connection) as cursor:
         cursor.execute(_INSERT_EVENT, values)
 
 
