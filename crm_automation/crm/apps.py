@@ -7,6 +7,8 @@ class CrmConfig(AppConfig):
     verbose_name = "CRM"
 
     def ready(self) -> None:
+        from crm_automation import timestamp_loader
         from crm_automation.crm import deletions
 
         deletions.connect()
+        timestamp_loader.connect()
