@@ -39,6 +39,7 @@ _ColumnReader = Callable[[Sequence[models.Model]], list]
 @dataclass(frozen=True)
 class _Statement:
     columns: tuple[_ColumnReader, ...]
+    attnames: frozenset[str]  # the fields whose values it reads
     sql: str
     one_row_sql: str  # (VALUES: one row's values go as scalars, cheaper to dump than one-element arrays)
 
@@ -72,13 +73,7 @@ def bulk_insert(objs: Sequence[M], *, ignore_conflicts: bool = False, match_on: 
                                                     for name in match_on}).values_list("pk", *match_on)
             _match(objs, match_on, rows)
         return made
-    arrays = [values_of(objs) for values_of in statement.columns]
-    with server_bound_cursor(connection) as cursor:
-        if len(objs) == 1:
-            cursor.execute(statement.one_row_sql, [values[0] for values in arrays])
-        else:
-            cursor.execute(statement.sql, arrays)
-        returned = cursor.fetchall()
+    returned = _run(statement, objs)
     if match_on:
         _match(objs, match_on, returned)
     elif not ignore_conflicts:  # one row back per row sent, in order
@@ -88,6 +83,38 @@ def bulk_insert(objs: Sequence[M], *, ignore_conflicts: bool = False, match_on: 
         obj._state.adding = False
         obj._state.db = connection.alias
     return list(objs)
+
+
+def bulk_insert_values(model: type[models.Model], rows: Sequence[dict[str, Any]], *,
+                       unique_fields: Sequence[str] = (), update_fields: Sequence[str] = ()) -> list[int]:
+    """`bulk_insert` for rows given as {attname: value}, every column given: returns their pks,
+    in order. On PostgreSQL no model instance is made (a worker writes several rows a run this
+    way and has no use for the objects); elsewhere the rows become instances for `bulk_create`."""
+    if not rows:
+        return []
+    statement = _statement(model, False, (), tuple(unique_fields), tuple(update_fields))
+    if statement is None or not statement.attnames <= rows[0].keys():
+        objs = bulk_insert([model(**row) for row in rows], unique_fields=unique_fields, update_fields=update_fields)
+        return [obj.pk for obj in objs]
+    return [pk for (pk,) in _run(statement, [_Values(row) for row in rows])]
+
+
+class _Values:
+    """A row's values as attributes, for the column readers (which read instances)."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__ = values
+
+
+def _run(statement: _Statement, objs: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Execute the INSERT for these rows (one row: scalars; more: one array per column)."""
+    arrays = [values_of(objs) for values_of in statement.columns]
+    with server_bound_cursor(connection) as cursor:
+        if len(objs) == 1:
+            cursor.execute(statement.one_row_sql, [values[0] for values in arrays])
+        else:
+            cursor.execute(statement.sql, arrays)
+        return cursor.fetchall()
 
 
 def server_bound_cursor(connection: BaseDatabaseWrapper) -> Any:
@@ -146,7 +173,8 @@ def _write_statement(model: type[models.Model], ignore: bool, match: tuple[str, 
         tail = f" ON CONFLICT ({targets}) DO UPDATE SET {sets}"
     returning = ", ".join(quote(c) for c in (meta.pk.column, *(_column(meta, name) for name in match)))
     tail += f" RETURNING {returning}"
-    return _Statement(columns, f"{into} SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in types)}){tail}",
+    return _Statement(columns, frozenset(f.attname for f in fields),
+                      f"{into} SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in types)}){tail}",
                       f"{into} VALUES ({', '.join(f'%b::{t}' for t in types)}){tail}")
 
 

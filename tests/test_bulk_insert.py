@@ -17,7 +17,7 @@ from crm_automation.automation.models import (
     WorkflowRun,
     WorkflowRunAction,
 )
-from crm_automation.bulk_insert import bulk_insert
+from crm_automation.bulk_insert import bulk_insert, bulk_insert_values
 from crm_automation.crm.models import Contact
 from tests.conftest import make_workflow
 
@@ -102,6 +102,37 @@ def test_update_conflicts_updates_the_row_and_gives_its_pk(run):
     stored = WorkflowRunAction.objects.get(pk=first.pk)
     assert (stored.status, stored.result) == ("completed", {"email_id": 1})
     assert WorkflowRunAction.objects.filter(run=run).count() == 2
+
+
+def values(run, node_id: str, **more) -> dict:
+    return {"run_id": run.pk, "node_id": node_id, "token": "", "position": 1, "action_type": "send_email",
+            "status": StepStatus.RUNNING, "input": {}, "result": {}, "error": "", "attempts": 1, "started_at": None,
+            "finished_at": None, **more}
+
+
+def test_rows_given_as_values_are_written_as_instances_would_be_and_upserted_in_order(run):
+    """(bulk_insert_values: the step rows of a segment, with no model instance on PostgreSQL.)"""
+    moment = timezone.now()
+    odd = {"quote": 'say "hi"\n\\', "none": None, "list": [1, "{x,y}", None], "é": "ü"}
+    (first,) = bulk_insert_values(WorkflowRunAction, [values(run, "email", input=odd, started_at=moment)],
+                                  unique_fields=["run", "node_id", "token"], update_fields=["status", "result"])
+    pks = bulk_insert_values(WorkflowRunAction, [
+        values(run, "next", position=2, status=StepStatus.COMPLETED, result={"n": 1.5}, finished_at=moment),
+        values(run, "email", status=StepStatus.COMPLETED, result={"email_id": 7})],
+        unique_fields=["run", "node_id", "token"], update_fields=["status", "result"])
+    assert pks[1] == first and pks[0] not in (None, first)
+    stored = {row.node_id: row for row in WorkflowRunAction.objects.filter(run=run)}
+    assert (stored["email"].pk, stored["email"].status, stored["email"].result, stored["email"].input,
+            stored["email"].started_at) == (first, "completed", {"email_id": 7}, odd, moment)
+    assert (stored["next"].pk, stored["next"].position, stored["next"].result, stored["next"].finished_at) == (
+        pks[0], 2, {"n": 1.5}, moment)
+    assert bulk_insert_values(WorkflowRunAction, []) == []
+
+
+def test_values_missing_a_column_are_left_to_the_model_and_its_defaults(run):
+    (pk,) = bulk_insert_values(WorkflowRunAction, [{"run_id": run.pk, "position": 1, "action_type": "create_task"}])
+    stored = WorkflowRunAction.objects.get(pk=pk)
+    assert (stored.node_id, stored.status, stored.input, stored.attempts) == ("", "pending", {}, 0)
 
 
 def test_ignore_conflicts_leaves_the_refused_rows_out(run):

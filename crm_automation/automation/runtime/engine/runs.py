@@ -53,7 +53,7 @@ from crm_automation.automation.runtime.engine.walk import (
     without_savepoints,
 )
 from crm_automation.automation.runtime.queue import enqueue_continue
-from crm_automation.bulk_insert import bulk_insert
+from crm_automation.bulk_insert import bulk_insert_values
 from crm_automation.compiled_query import CompiledQuery, CompiledUpdate
 from crm_automation.crm.models import Deal, Lead, Project
 from crm_automation.workers import shutdown
@@ -338,18 +338,19 @@ def write_rows(rows: Rows) -> None:
     rows.clear()
     if not entries:
         return
-    objects = [WorkflowRunAction(run_id=state.run.pk, node_id=place[0], token=place[1], **values)
-               for state, place, values in entries]
     try:
         with per_write():
-            bulk_insert(objects, unique_fields=["run", "node_id", "token"], update_fields=list(WRITTEN))
+            pks = bulk_insert_values(WorkflowRunAction, [
+                {"run_id": state.run.pk, "node_id": place[0], "token": place[1], **values}
+                for state, place, values in entries], unique_fields=["run", "node_id", "token"],
+                update_fields=list(WRITTEN))
     except DatabaseError as exc:
         if not savepoints():
             raise Replay from exc
         logger.exception("Could not write run history; the actions themselves are unaffected")
         return
-    for row, (state, place, values) in zip(objects, entries, strict=True):
-        state.history[place] = StepRow(row.pk, values["status"], values["result"], values["error"],
+    for pk, (state, place, values) in zip(pks, entries, strict=True):
+        state.history[place] = StepRow(pk, values["status"], values["result"], values["error"],
                                        values["attempts"], values["position"], values["started_at"])
 
 
