@@ -284,6 +284,27 @@ def test_the_seeds_trigger_spellings_render(org, deal):
     assert made.title == "Website moved to won" and '"to_stage": "won"' in made.description
 
 
+def test_a_steps_recorded_settings_are_the_texts_it_rendered_once(org, deal, monkeypatch):
+    """The record of a step's settings reuses what the step rendered (ExecutionContext.rendered):
+    each template of a step is rendered once, not again for the record."""
+    from crm_automation.automation.definition import templating
+    from crm_automation.automation.nodes import base
+
+    rendered: list[str] = []
+
+    def counted(template, context):
+        rendered.append(template)
+        return templating_render(template, context)
+
+    templating_render = templating.render
+    monkeypatch.setattr(templating, "render", counted)
+    monkeypatch.setattr(base, "render", counted)
+    run = win(org, deal, [task("made", "Kickoff: {{trigger.deal.title}}")], [edge("trigger", "made")])
+    assert run.actions.get(node_id="made").input == {"settings": {"title": "Kickoff: Website"}}
+    assert Task.objects.get().title == "Kickoff: Website"
+    assert rendered.count("Kickoff: {{trigger.deal.title}}") == 1
+
+
 def test_a_loop_steps_input_is_its_item(org, deal):
     run = win(org, deal, [{"id": "each", "type": "loop", "config": {"items": [{"name": "Ada"}, {"name": "Bo"}]}},
                           task("step", "Hi {{loop.current.name}}")],

@@ -10,7 +10,7 @@ by 5,000 spaces), and a template longer than MAX_TEMPLATE is refused before it i
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -164,20 +164,24 @@ SETTING_ROOM = 2000  # characters of one rendered setting kept on the step (the 
 MAX_SETTINGS = 40
 
 
-def rendered_settings(config: dict, context: dict) -> dict[str, str]:
+def rendered_settings(config: dict, context: dict, known: Mapping[str, str] | None = None) -> dict[str, str]:
     """The config's templated texts rendered against the run's values, by their place in the
     config ("subject", "rules[0].value"), as a step's record of what it was given; a value the
-    run does not know renders empty (the step itself fails on it, and says so)."""
+    run does not know renders empty (the step itself fails on it, and says so). `known`: texts
+    the step rendered already, by template (taken as they are, not rendered again)."""
     found: dict[str, str] = {}
+    known = known or {}
 
     def walk(value: object, where: str) -> None:
         if len(found) >= MAX_SETTINGS:
             return
         if isinstance(value, str) and "{{" in value:
-            try:
-                text = render(value, context).text
-            except TemplateTooLong:
-                return
+            text = known.get(value)
+            if text is None:
+                try:
+                    text = render(value, context).text
+                except TemplateTooLong:
+                    return
             found[where] = text[:SETTING_ROOM]
         elif isinstance(value, dict):
             for key, inner in value.items():

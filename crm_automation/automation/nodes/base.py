@@ -67,6 +67,9 @@ class ExecutionContext:
     record: "Deal | Lead | None"  # the triggering deal or lead (None: an event with no record)
     notes: list[str] = field(default_factory=list)
     simulating: bool = False  # inside a simulation or a live debug: nothing is delivered
+    # Template → its text as rendered here: the step's record of its settings reuses what the
+    # step itself rendered (the same template against the same values) instead of rendering again.
+    rendered: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -86,6 +89,7 @@ class ExecutionContext:
             self.notes.append(f"{name}: {{{{{path}}}}} is not a known value and rendered empty")
         if rendered.truncated:
             self.notes.append(f"{name}: output was cut to {len(rendered.text)} characters")
+        self.rendered[template] = rendered.text
         return rendered.text
 
     def why_empty(self, template: str) -> str | None:

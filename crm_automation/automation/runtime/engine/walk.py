@@ -21,7 +21,7 @@ never made again. External effects are delivered after the commit (`deliver`), o
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -139,17 +139,19 @@ class RunState:
         current = items[index] if index < len(items) else None
         return {**self.outputs, **self.template_context, "loop": {"current": current, "index": index}}
 
-    def step_input(self, place: Place, settled: bool = False) -> dict[str, Any]:
+    def step_input(self, place: Place, settled: bool = False, known: Mapping[str, str] | None = None
+                   ) -> dict[str, Any]:
         """What a step got besides its configuration (in the version): its loop item; once it has
         run (`settled`), its templated settings as they read for this run (`settings`, by place
-        in the config: {"subject": "Welcome, Ann"}), for the run's record."""
+        in the config: {"subject": "Welcome, Ann"}), for the run's record. `known`: the texts the
+        step rendered itself, by template (ExecutionContext.rendered)."""
         if not (place[1] or settled):
             return {}  # (the hot path: a step noted as it starts builds no context)
         context = self.context_at(place)
         loop = context.get("loop") if place[1] else None
         found: dict[str, Any] = {"loop": loop} if loop else {}
         if settled:
-            settings = rendered_settings(self.node(place[0]).config, context)
+            settings = rendered_settings(self.node(place[0]).config, context, known)
             if settings:
                 found["settings"] = settings
         return found
@@ -364,7 +366,8 @@ class Walk:
             first = previous.started_at if previous else now
         self.rows[(state.run.pk, place)] = (state, place, {
             "action_type": state.node(place[0]).type, "status": status, "result": result,
-            "input": state.step_input(place, settled=status in SETTLED_STEPS), "error": error[:4000],
+            "input": state.step_input(place, settled=status in SETTLED_STEPS,
+                                      known=ctx.rendered if ctx is not None else None), "error": error[:4000],
             "attempts": attempts, "position": position,
             "started_at": started or first, "finished_at": now if status in FINISHED_STEPS else None})
 
