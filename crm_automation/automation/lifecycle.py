@@ -28,7 +28,7 @@ from crm_automation.automation.models import (
     Workflow,
     WorkflowRun,
 )
-from crm_automation.bulk_insert import bulk_insert
+from crm_automation.bulk_insert import bulk_insert_values
 
 Type = LifecycleType
 logger = logging.getLogger(__name__)
@@ -84,13 +84,16 @@ def _runs_events(typed: Iterable[tuple[str, WorkflowRun]]) -> int:
     """One event per (type, run), all in one INSERT in the caller's transaction; runs whose
     history is not kept and simulated runs have none."""
     now = timezone.now()
-    events = [LifecycleEvent(organization_id=run.organization_id, type=type, workflow_id=run.workflow_id,
-                             run_id=run.pk, data=_run_data(run, run.status), occurred_at=now)
-              for type, run in typed if not run.history_suppressed and not run.simulated]
-    if events:
-        bulk_insert(events)  # (with their ids, on both databases)
-        _fan_out(events)
-    return len(events)
+    rows = [{"organization_id": run.organization_id, "type": type, "workflow_id": run.workflow_id, "run_id": run.pk,
+             "data": _run_data(run, run.status), "occurred_at": now}
+            for type, run in typed if not run.history_suppressed and not run.simulated]
+    if rows:
+        pks = bulk_insert_values(LifecycleEvent, rows)  # (with their ids, on both databases)
+        subscribed = subscribed_organizations()
+        # Objects only for the events someone subscribes to (nearly always none): what _fan_out reads.
+        _fan_out([LifecycleEvent(pk=pk, **row) for pk, row in zip(pks, rows, strict=True)
+                  if row["organization_id"] in subscribed])
+    return len(rows)
 
 
 def runs_started(runs: Iterable[WorkflowRun]) -> int:
