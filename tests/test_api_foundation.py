@@ -4,6 +4,8 @@ and the OpenAPI schema with its docs served from this site."""
 import re
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from crm_automation.api.throttling import PerPerson
@@ -40,6 +42,21 @@ def test_someone_in_two_organizations_names_one_and_never_reaches_a_stranger(org
     stranger.set_password("pw-123456")
     stranger.save()
     assert token_client("stranger").get("/api/v1/me/", HTTP_X_ORGANIZATION=org.slug).status_code == 404
+
+
+def test_a_request_reads_the_callers_memberships_once(org, other_org, owner):
+    """The organization a request acts in and the caller's role there come from one read of the
+    memberships, in either organization of a two-organization member, with or without a role check."""
+    owner.set_password("pw-123456")
+    owner.save()
+    Membership.objects.create(user=owner, organization=other_org, role=Membership.Role.VIEWER)
+    client = token_client("owner")
+    for slug, path, status in ((org.slug, "/api/v1/deals/", 200), (other_org.slug, "/api/v1/deals/", 200),
+                               (other_org.slug, "/api/v1/workflows/", 200), (org.slug, "/api/v1/me/", 200)):
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(path, HTTP_X_ORGANIZATION=slug).status_code == status
+        reads = [q["sql"] for q in queries.captured_queries if 'FROM "crm_membership"' in q["sql"]]
+        assert len(reads) == 1, (path, slug, reads)
 
 
 def test_too_many_requests_get_429_with_retry_after(org, owner, monkeypatch):

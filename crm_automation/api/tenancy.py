@@ -9,8 +9,8 @@ from django.shortcuts import get_object_or_404
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 
 from crm_automation.automation.models import Workflow
-from crm_automation.crm.models import Membership, Organization
-from crm_automation.crm.selectors import user_has_role
+from crm_automation.crm.models import Organization
+from crm_automation.crm.selectors import memberships_of, user_has_role
 
 HEADER = "HTTP_X_ORGANIZATION"
 
@@ -21,16 +21,16 @@ def organization_of(request) -> Organization:
     if cached is not None:
         return cached
     slug = request.META.get(HEADER, "").strip()
-    memberships = Membership.objects.filter(user=request.user).select_related("organization")
+    memberships = memberships_of(request.user)  # (with the roles require_role reads next: one query for both)
     if slug:
-        membership = memberships.filter(organization__slug=slug).first()
+        membership = next((m for m in memberships if m.organization.slug == slug), None)
         if membership is None and not request.user.is_superuser:
             raise NotFound(f"No organization “{slug}” of yours.")
         organization = membership.organization if membership else Organization.objects.filter(slug=slug).first()
         if organization is None:
             raise NotFound(f"No organization “{slug}”.")
     else:
-        found = [m.organization for m in memberships[:2]]
+        found = [m.organization for m in memberships]
         if not found:
             raise PermissionDenied("You are not a member of any organization.")
         if len(found) > 1:

@@ -46,6 +46,14 @@ def user_org_roles(user) -> dict[int, str]:
     return cached
 
 
+def memberships_of(user) -> list[Membership]:
+    """Every membership of the user with its organization, in one query; their roles are kept
+    for the request as `user_org_roles` keeps them (the API reads both on every request)."""
+    memberships = list(Membership.objects.filter(user=user).select_related("organization"))
+    user._org_roles_cache = {m.organization_id: m.role for m in memberships}
+    return memberships
+
+
 def user_has_role(user, organization_id: int, minimum: str) -> bool:
     if getattr(user, "is_superuser", False):
         return True
