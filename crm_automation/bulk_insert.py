@@ -10,8 +10,9 @@ parsed and PostgreSQL keeps it prepared. A single row goes as scalars (`VALUES (
 On SQLite this is `bulk_create` itself.
 
 It takes what the hot path writes: new instances of models with an integer pk (none set yet)
-whose database defaults, if any, are plain values. Anything else goes to `bulk_create`, which
-stays the general tool.
+whose database defaults, if any, are plain values, or (`bulk_insert_values`) the same rows as
+dicts of every column's value, with no instance made at all. Anything else goes to
+`bulk_create`, which stays the general tool.
 """
 
 import enum

@@ -200,7 +200,7 @@ def test_failing_to_write_history_does_not_block_the_actions(org, deal, monkeypa
     def broken(*args, **kwargs):
         raise DatabaseError("history table unavailable")
 
-    monkeypatch.setattr(runs, "bulk_insert", broken)  # the step rows' only writer, on both databases
+    monkeypatch.setattr(runs, "bulk_insert_values", broken)  # the step rows' only writer, on both databases
     win(org, deal)
     drain()
     assert effects(deal) == (1, 1, 1)
