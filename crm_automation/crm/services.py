@@ -64,20 +64,11 @@ def _move_and_announce(deal: Deal, seen: int, stage: Stage, now) -> bool:
         moved = Deal.objects.filter(pk=deal.pk, stage_id=seen).update(stage=stage, updated_at=now,
                                                                       stage_entered_at=now)
     else:
-        quote = connection.ops.quote_name
-        table, params = quote(Deal._meta.db_table), [stage.pk, now, now, deal.pk, seen]
-        stage_column = quote(Deal._meta.get_field("stage").column)
-        inserts = []
-        for n, join in enumerate(joins):
-            inserts.append(f", joined_{n} AS (INSERT INTO {quote(join.table)} "
-                           f"({', '.join(quote(c) for c in join.columns)}) "
-                           f"SELECT {', '.join(['%s'] * len(join.values))} FROM moved)")
+        params = [stage.pk, now, now, deal.pk, seen]
+        for join in joins:
             params.extend(join.values)
         with server_bound_cursor(connection) as cursor:  # (the payload's JSON is not quoted in Python)
-            cursor.execute(
-                f"WITH moved AS (UPDATE {table} SET {stage_column} = %s, {quote('updated_at')} = %s, "
-                f"{quote('stage_entered_at')} = %s WHERE {quote(Deal._meta.pk.column)} = %s AND {stage_column} = %s "
-                f"RETURNING 1){''.join(inserts)} SELECT count(*) FROM moved", params)
+            cursor.execute(_move_sql(joins, connection), params)
             moved = cursor.fetchone()[0]
     if not moved:
         return False
@@ -88,6 +79,26 @@ def _move_and_announce(deal: Deal, seen: int, stage: Stage, now) -> bool:
         for join in joins:
             join.written()
     return True
+
+
+_MOVE_SQL: dict[tuple[tuple[str, tuple[str, ...]], ...], str] = {}  # by the joined rows' tables and columns
+
+
+def _move_sql(joins: list[changes.JoinedInsert], connection) -> str:
+    """The move's statement with these joined rows (written once per shape: it runs on every move)."""
+    shape = tuple((join.table, join.columns) for join in joins)
+    sql = _MOVE_SQL.get(shape)
+    if sql is None:
+        quote = connection.ops.quote_name
+        table, stage_column = quote(Deal._meta.db_table), quote(Deal._meta.get_field("stage").column)
+        inserts = "".join(f", joined_{n} AS (INSERT INTO {quote(join.table)} "
+                          f"({', '.join(quote(c) for c in join.columns)}) "
+                          f"SELECT {', '.join(['%s'] * len(join.values))} FROM moved)" for n, join in enumerate(joins))
+        sql = _MOVE_SQL[shape] = (
+            f"WITH moved AS (UPDATE {table} SET {stage_column} = %s, {quote('updated_at')} = %s, "
+            f"{quote('stage_entered_at')} = %s WHERE {quote(Deal._meta.pk.column)} = %s AND {stage_column} = %s "
+            f"RETURNING 1){inserts} SELECT count(*) FROM moved")
+    return sql
 
 
 def _first_stage(organization_id: int) -> Stage:
