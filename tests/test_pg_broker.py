@@ -111,3 +111,28 @@ def test_two_pushers_looking_at_once_never_share_a_task():
         thread.join()
     assert not set(taken[0]) & set(taken[1])
     assert len(taken[0]) + len(taken[1]) == 40
+
+
+def test_putting_tasks_on_the_queue_keeps_the_callers_connection():
+    """django-q2 makes a broker per task and closes the caller's connection first: with the pool
+    that was a connection handed back and borrowed again (a health check, Django's set-up) for
+    every nudge. The process's broker (runtime/queue.py) and ListeningORM.enqueue keep it."""
+    from django.db.backends.signals import connection_created
+
+    from crm_automation.automation.runtime import queue
+
+    queue.enqueue_drain()  # (the broker is made, the connection opened)
+    opened: list[object] = []
+
+    def count(sender, connection, **kwargs):
+        opened.append(connection)
+
+    connection_created.connect(count)
+    try:
+        for _ in range(3):
+            queue.enqueue_drain()
+    finally:
+        connection_created.disconnect(count)
+    assert opened == []
+    assert OrmQ.objects.count() == 4
+    assert queue.broker() is queue.broker()

@@ -23,9 +23,9 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
-from django_q.tasks import async_task
 
 from crm_automation.automation.models import LifecycleEvent
+from crm_automation.automation.runtime.queue import async_task
 from crm_automation.webhooks.delivery import deliveries_send
 from crm_automation.webhooks.models import DeliveryStatus, EventSubscription, WebhookDelivery
 

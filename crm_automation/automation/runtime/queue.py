@@ -1,7 +1,29 @@
 """What we put on the django-q2 broker. Kept apart from the task bodies so that the save
 path's nudger can enqueue without importing the engine."""
 
-from django_q.tasks import async_task
+import os
+from typing import Any
+
+from django_q.brokers import Broker, get_broker
+from django_q.tasks import async_task as _async_task
+
+_broker: tuple[int, Broker] | None = None
+
+
+def broker() -> Broker:
+    """This process's broker for the tasks it puts on the queue, made once. django-q2 makes one
+    for every task it is given: a new Redis client each time, and with the ORM broker its
+    connection is handed back and borrowed again (on PostgreSQL, a pooled connection's health
+    check and Django's set-up), which the save path's nudger paid on every nudge."""
+    global _broker
+    if _broker is None or _broker[0] != os.getpid():  # (a forked worker makes its own)
+        _broker = (os.getpid(), get_broker())
+    return _broker[1]
+
+
+def async_task(func: str, *args: Any, **kwargs: Any) -> Any:
+    """django-q2's `async_task` through this process's broker."""
+    return _async_task(func, *args, broker=broker(), **kwargs)
 
 DRAIN_TASK = "crm_automation.automation.runtime.tasks.drain_events"
 CONTINUE_TASK = "crm_automation.automation.runtime.tasks.continue_runs"
