@@ -137,3 +137,67 @@ def test_pages_with_runs_in_progress_carry_a_watch_and_over_runs_none(waiting_ru
     assert Watch.read(token).kind == APPROVALS
     WorkflowRun.objects.filter(pk=waiting_run.pk).update(status="completed")
     assert "data-live-token" not in client.get(f"/crm/automation/records/deal/{deal.pk}/").content.decode()
+
+
+@pytest.mark.django_db(transaction=True)  # the worker's change commits on a connection of its own
+@pytest.mark.parametrize("url", ["/crm/automation/runs/{run}/", "/crm/automation/", "/crm/automation/runs/",
+                                 "/crm/automation/records/deal/{deal}/"])
+def test_a_run_that_ends_while_its_page_is_drawn_is_the_next_probes_change(url, waiting_run, owner, deal,
+                                                                            monkeypatch):
+    """The worker finishes the run after the page read the run but before it read its marker:
+    the page shows the run waiting, so its marker must be that of the run waiting, or the probe
+    answers "no change, all over" and the open page shows a waiting run for good."""
+    import threading
+
+    from django.db import connection
+
+    read_marker = Watch.probe
+
+    def worker_finishes_the_run_meanwhile(watch):
+        def finish():
+            WorkflowRun.objects.filter(pk=waiting_run.pk).update(status="completed")
+            connection.close()
+        thread = threading.Thread(target=finish)
+        thread.start()
+        thread.join()
+        return read_marker(watch)
+
+    monkeypatch.setattr(Watch, "probe", worker_finishes_the_run_meanwhile)
+    html = as_user(owner).get(url.format(run=waiting_run.pk, deal=deal.pk)).content.decode()
+    monkeypatch.setattr(Watch, "probe", read_marker)
+    assert WorkflowRun.objects.get().status == "completed"  # the worker's change is in
+    token, marker = page_watch(html)
+    answer = Client().get(PROBE, {"t": token}).json()
+    assert answer["over"] is True
+    assert answer["marker"] != marker, "the page would never show the run's end"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_question_answered_while_the_inbox_is_drawn_is_the_next_probes_change(org, deal, owner, monkeypatch):
+    import threading
+
+    from django.db import connection
+
+    from crm_automation.automation.services.runs import run_answer
+    from crm_automation.web.views import approvals as inbox
+    from tests.test_approvals import SIDES
+    from tests.test_graph_engine import win
+
+    run = win(org, deal, *SIDES)
+    name_records = inbox.selectors.name_records
+
+    def answered_meanwhile(runs):  # after the inbox read its questions
+        def answer():
+            run_answer(run_id=run.pk, by=owner, node_id="ask", decision="approved")
+            connection.close()
+        thread = threading.Thread(target=answer)
+        thread.start()
+        thread.join()
+        return name_records(runs)
+
+    monkeypatch.setattr(inbox.selectors, "name_records", answered_meanwhile)
+    html = as_user(owner).get("/crm/automation/approvals/").content.decode()
+    monkeypatch.setattr(inbox.selectors, "name_records", name_records)
+    assert "Approve the terms of Website?" in html  # the page shows the question still open
+    token, marker = page_watch(html)
+    assert Client().get(PROBE, {"t": token}).json()["marker"] != marker, "the answer would not show"

@@ -31,6 +31,7 @@ INTERVAL_MS = 1000
 OVER = RUN_OVER
 MAX_RUNS = 200  # what one page shows at most (the run list's page is 50)
 RUNS, APPROVALS = "runs", "approvals"
+STALE = "stale"  # what a page carries when it is older than its watch (runs_watch): never a digest
 
 
 @dataclass(frozen=True)
@@ -91,15 +92,32 @@ def _approvals_marker(organization_id: int) -> str:
 
 
 def runs_watch(organization_id: int, runs) -> dict | None:
-    """What a page showing `runs` carries (template: web/_live.html): None when all are over."""
-    ids = tuple(run.pk for run in runs if run.status not in OVER)[:MAX_RUNS]
-    return _carried(Watch(organization_id, RUNS, ids)) if ids else None
+    """What a page showing `runs` carries (template: web/_live.html): None when all are over.
+
+    The page read its runs before this reads their marker. A run that moved on in between (the
+    worker finished it while the page was drawn) would leave the page showing it as it was,
+    with the marker of after: the probe would answer "no change, all over" and the page would
+    stay as it is for good. So when a run's status now is not the one the page read, the page
+    carries a marker no probe gives (STALE), and its first probe fetches it again. (A step
+    that moved on in between while its run's status did not is the next change's to show: a
+    run not over changes again.)"""
+    shown = {run.pk: run.status for run in runs if run.status not in OVER}
+    ids = tuple(shown)[:MAX_RUNS]
+    if not ids:
+        return None
+    watch = Watch(organization_id, RUNS, ids)
+    marker, _, now = watch.probe()
+    if any(now.get(pk, {}).get("status") != shown[pk] for pk in ids):
+        marker = STALE
+    return _carried(watch, marker)
 
 
 def approvals_watch(organization_id: int) -> dict:
-    return _carried(Watch(organization_id, APPROVALS))
+    """Read before the page reads its questions (it names no ids): a change after it is then
+    the next probe's."""
+    watch = Watch(organization_id, APPROVALS)
+    return _carried(watch, watch.state()[0])
 
 
-def _carried(watch: Watch) -> dict:
-    marker, _ = watch.state()
+def _carried(watch: Watch, marker: str) -> dict:
     return {"token": watch.token(), "marker": marker, "interval": INTERVAL_MS}

@@ -21,6 +21,7 @@ SHOWN = 100
 @org_page
 def approvals(request):
     place = request.place
+    live = approvals_watch(place.organization.pk)  # first: what changes while the page is drawn is the probe's
     steps = list(open_approvals(organization_id=place.organization.pk, user=request.user)[:SHOWN])
     selectors.name_records([step.run for step in steps])
     for step in steps:
@@ -30,7 +31,7 @@ def approvals(request):
         step.due = moment(result["timeout_at"]) if result.get("timeout_at") else ""
         step.who = "admins" if result.get("role") == "admin" else "ops members and admins"
     return render(request, "web/approvals.html", {"place": place, "section": "approvals", "steps": steps,
-                                                   "live": approvals_watch(place.organization.pk)})
+                                                   "live": live})
 
 
 @require_POST
