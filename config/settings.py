@@ -167,30 +167,9 @@ def _database_from_env() -> DBConfig:
         config["TEST"] = {"NAME": str(VAR_DIR / "test_crm.sqlite3")}
     elif engine != "django.db.backends.postgresql":
         raise ImproperlyConfigured(f"DATABASE_URL engine {engine} is not supported; use sqlite or postgres.")
-    else:
-        config["OPTIONS"] = {**config.get("OPTIONS", {}), **_prepared_statements()}
-        if env_bool("DB_POOL", True):
-            config.update(_pool_of(config))
+    elif env_bool("DB_POOL", True):
+        config.update(_pool_of(config))
     return config
-
-
-def _prepared_statements() -> dict[str, int | None]:
-    """Statements bound on the server (the workers' and the stage move's, bulk_insert.py) are
-    prepared once a connection has sent them DB_PREPARE_THRESHOLD times, so PostgreSQL parses
-    and plans each of them once per connection instead of on every call. Django leaves it off
-    for PgBouncer in transaction mode before 1.21, which cannot keep a statement prepared on
-    one server connection: DB_PREPARE_THRESHOLD=off there. (The ORM's own statements are bound
-    in Python and are not prepared either way.)"""
-    value = env_str("DB_PREPARE_THRESHOLD", "5").strip().lower()
-    if value in ("off", "none", ""):
-        return {"prepare_threshold": None}
-    try:
-        threshold = int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"DB_PREPARE_THRESHOLD must be a whole number or off, not {value!r}.") from None
-    if threshold < 0:
-        raise ImproperlyConfigured(f"DB_PREPARE_THRESHOLD must be 0 or more (or off), not {threshold}.")
-    return {"prepare_threshold": threshold}
 
 
 def _pool_of(config: DBConfig) -> DBConfig:

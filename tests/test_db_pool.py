@@ -29,11 +29,10 @@ SETTINGS = ("import json; from django.conf import settings; d = settings.DATABAS
 postgresql_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="pools are PostgreSQL's")
 
 
-def settings_with(script: str = SETTINGS, **env: str) -> subprocess.CompletedProcess:
-    """What `script` prints with the settings of a PostgreSQL deployment and `env`."""
+def settings_with(**env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("DB_")}
     environ.update(DATABASE_URL="postgres://crm:pw@db.invalid:5432/crm", **env)
-    return subprocess.run([sys.executable, "manage.py", "shell", "--no-imports", "-c", script], cwd=ROOT,
+    return subprocess.run([sys.executable, "manage.py", "shell", "--no-imports", "-c", SETTINGS], cwd=ROOT,
                           env=environ, capture_output=True, text=True, timeout=60)
 
 
