@@ -121,8 +121,9 @@ def _run(statement: _Statement, objs: Sequence[Any]) -> list[tuple[Any, ...]]:
 def server_bound_cursor(connection: BaseDatabaseWrapper) -> Any:
     """A Django cursor (execute wrappers, query log, error translation) over a psycopg cursor that
     binds its parameters on the server: Django's own binds on the client, quoting each value
-    in Python, which costs most for JSON. PostgreSQL only; the statement is prepared by the
-    server once it has run a few times (psycopg's prepare_threshold)."""
+    in Python, which costs most for JSON. PostgreSQL only. Its statement is not prepared:
+    Django turns psycopg's prepared statements off, and turned on they made the workers slower
+    (benchmarks/README.md, "Prepared statements")."""
     connection.ensure_connection()
     with connection.wrap_database_errors:
         return connection._prepare_cursor(psycopg.Cursor(connection.connection))  # type: ignore[attr-defined]
