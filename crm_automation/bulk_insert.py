@@ -122,8 +122,8 @@ def server_bound_cursor(connection: BaseDatabaseWrapper) -> Any:
     """A Django cursor (execute wrappers, query log, error translation) over a psycopg cursor that
     binds its parameters on the server: Django's own binds on the client, quoting each value
     in Python, which costs most for JSON. PostgreSQL only. Its statement is not prepared:
-    Django turns psycopg's prepared statements off, and turned on, two comparisons of the
-    workers disagreed (benchmarks/README.md, "Prepared statements")."""
+    Django turns psycopg's prepared statements off, and turned on, the workers were slower in
+    two comparisons of three (benchmarks/README.md, "Prepared statements")."""
     connection.ensure_connection()
     with connection.wrap_database_errors:
         return connection._prepare_cursor(psycopg.Cursor(connection.connection))  # type: ignore[attr-defined]
