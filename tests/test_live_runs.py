@@ -56,6 +56,22 @@ def page_watch(html: str) -> tuple[str, str]:
     return found(r'data-live-token="([^"]+)"', html), found(r'data-live-marker="([^"]+)"', html)
 
 
+def elsewhere(change) -> None:
+    """`change` made and committed on a connection of its own (another process's, as the
+    worker's would be), while the caller's page is still being drawn."""
+    import threading
+
+    from django.db import connection
+
+    def made() -> None:
+        change()
+        connection.close()
+
+    thread = threading.Thread(target=made)
+    thread.start()
+    thread.join()
+
+
 def picture_of(html: str) -> dict:
     return json.loads(found(r'<script id="run-graph-data" type="application/json">(.*?)</script>', html))
 
@@ -147,19 +163,10 @@ def test_a_run_that_ends_while_its_page_is_drawn_is_the_next_probes_change(url, 
     """The worker finishes the run after the page read the run but before it read its marker:
     the page shows the run waiting, so its marker must be that of the run waiting, or the probe
     answers "no change, all over" and the open page shows a waiting run for good."""
-    import threading
-
-    from django.db import connection
-
     read_marker = Watch.probe
 
     def worker_finishes_the_run_meanwhile(watch):
-        def finish():
-            WorkflowRun.objects.filter(pk=waiting_run.pk).update(status="completed")
-            connection.close()
-        thread = threading.Thread(target=finish)
-        thread.start()
-        thread.join()
+        elsewhere(lambda: WorkflowRun.objects.filter(pk=waiting_run.pk).update(status="completed"))
         return read_marker(watch)
 
     monkeypatch.setattr(Watch, "probe", worker_finishes_the_run_meanwhile)
@@ -174,10 +181,6 @@ def test_a_run_that_ends_while_its_page_is_drawn_is_the_next_probes_change(url, 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_question_answered_while_the_inbox_is_drawn_is_the_next_probes_change(org, deal, owner, monkeypatch):
-    import threading
-
-    from django.db import connection
-
     from crm_automation.automation.services.runs import run_answer
     from crm_automation.web.views import approvals as inbox
     from tests.test_approvals import SIDES
@@ -187,12 +190,7 @@ def test_a_question_answered_while_the_inbox_is_drawn_is_the_next_probes_change(
     name_records = inbox.selectors.name_records
 
     def answered_meanwhile(runs):  # after the inbox read its questions
-        def answer():
-            run_answer(run_id=run.pk, by=owner, node_id="ask", decision="approved")
-            connection.close()
-        thread = threading.Thread(target=answer)
-        thread.start()
-        thread.join()
+        elsewhere(lambda: run_answer(run_id=run.pk, by=owner, node_id="ask", decision="approved"))
         return name_records(runs)
 
     monkeypatch.setattr(inbox.selectors, "name_records", answered_meanwhile)
