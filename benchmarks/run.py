@@ -456,6 +456,7 @@ HOPS = [  # (name, from, to): the moments one trigger passes, medians of their d
     ("save: call → returned (committed)", "call", "returned"),
     ("commit → nudge enqueued", "returned", "enqueued"),
     ("enqueued → drain task started", "enqueued", "picked"),
+    ("commit → drain task started", "returned", "picked"),
     ("task started → events claimed", "picked", "claimed"),
     ("claimed → run created", "claimed", "created"),
     ("run created → run completed", "created", "finished"),
@@ -522,10 +523,12 @@ def hops_of(moments: list[dict], enqueued: list[tuple[float, float]], drain_star
         m["created"], m["finished"] = row["started_at"].timestamp(), row["finished_at"].timestamp()
         if row["event__claimed_until"] is not None:
             m["claimed"] = row["event__claimed_until"].timestamp() - lease
-        # the first nudge sent after the call, and the first drain a worker started after that
+        # the first nudge sent after the call, and the first drain a worker started after that;
+        # with no nudge (the listening broker: the event's commit wakes the pusher), the first
+        # drain started after the call returned
         m["enqueued"] = next((end for start, end in sorted(enqueued) if start >= m["call"]), None)
-        if m["enqueued"] is not None:
-            m["picked"] = next((t for t in starts if t >= m["enqueued"] - 0.001), None)
+        after = m["enqueued"] if m["enqueued"] is not None else m["returned"]
+        m["picked"] = next((t for t in starts if t >= after - 0.001), None)
         for name, a, b in HOPS:
             if m.get(a) is not None and m.get(b) is not None:
                 spans[name].append((m[b] - m[a]) * 1000)

@@ -350,6 +350,7 @@ class AutomationSettings(TypedDict, total=False):
     """AUTOMATION's keys and their types, for the type checker (every key is set below)."""
 
     NUDGE: bool
+    EVENTS_NOTIFY: bool
     EVENT_BATCH_SIZE: int
     LEASE_SECONDS: int
     WATCHDOG_SECONDS: int
@@ -370,6 +371,9 @@ AUTOMATION: AutomationSettings = {
     # Send a coalesced "events are waiting" task to the workers after commit. Off in tests,
     # which call the worker steps directly.
     "NUDGE": env_bool("AUTOMATION_NUDGE", True),
+    # With the listening ORM broker, the outbox's own commit wakes the clusters (a trigger's NOTIFY,
+    # workers/pg_broker.py): the save path then sends no nudge.
+    "EVENTS_NOTIFY": Q_CLUSTER.get("broker_class") == "crm_automation.workers.pg_broker.ListeningORM",
     "EVENT_BATCH_SIZE": env_int("AUTOMATION_EVENT_BATCH", 200, minimum=1),
     # A run (or claimed event batch) whose worker vanished is free again after this; a live
     # worker renews its leases every third of it (a heartbeat), so long runs keep theirs.

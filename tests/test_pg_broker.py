@@ -1,6 +1,7 @@
 """The ORM broker on PostgreSQL is woken by LISTEN/NOTIFY (crm_automation/workers/pg_broker.py):
 an idle pusher waiting for work is handed a task as soon as it is enqueued, and a task that came
-without a notification is still found by the next look."""
+without a notification is still found by the next look. Events written to the outbox wake it
+too: it hands its workers a drain itself, with no task on the queue."""
 
 import threading
 
@@ -10,6 +11,8 @@ from django.utils import timezone
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
+from crm_automation.automation.models import AutomationEvent
+from crm_automation.automation.runtime.queue import DRAIN_TASK
 from crm_automation.workers import pg_broker
 
 pytestmark = [pytest.mark.django_db(transaction=True),
@@ -44,6 +47,116 @@ def test_the_cluster_on_postgresql_uses_it(settings):
     if "redis" in settings.Q_CLUSTER:
         pytest.skip("the Redis broker is configured")
     assert settings.Q_CLUSTER["broker_class"] == "crm_automation.workers.pg_broker.ListeningORM"
+    assert settings.AUTOMATION["EVENTS_NOTIFY"]  # so the save path sends no nudge of its own
+
+
+def write_event(org_id: int, n: int = 1) -> None:
+    """Events as any save writes them (committed: these tests run outside a transaction)."""
+    AutomationEvent.objects.bulk_create([AutomationEvent(organization_id=org_id, kind="deal_updated",
+                                                         entity_type="deal", entity_id="1", payload={})
+                                         for _ in range(n)])
+
+
+def drains(tasks) -> list[dict]:
+    """The drains among a look's tasks: handed out with no queue row (ack id None)."""
+    loaded = [(ack, SignedPackage.loads(payload)) for ack, payload in tasks or []]
+    assert all(task["func"] == DRAIN_TASK for ack, task in loaded if ack is None), loaded
+    return [task for ack, task in loaded if ack is None]
+
+
+def test_events_written_while_a_pusher_waits_hand_it_a_drain_at_once_with_no_task_on_the_queue(org, monkeypatch):
+    monkeypatch.setattr(pg_broker, "WAIT_SECONDS", 30)  # it returns when notified, not when this is up
+    broker = pg_broker.ListeningORM(list_key="listen-test")
+    broker._listening()  # (from here on)
+    written = threading.Timer(0.3, write_event, args=(org.pk,))
+    written.start()
+    try:
+        (drain,) = drains(broker.dequeue())  # one call: nothing when it looked, then woken by the commit
+    finally:
+        written.join()
+        broker._close_listener()
+    assert drain["save"] is False and drain["group"] == "automation-drain" and drain["args"] == ()
+    assert OrmQ.objects.count() == 0
+
+
+def test_a_burst_of_events_is_one_drain_now_and_one_when_the_interval_ends(org, monkeypatch):
+    """As the save path's nudger did: a drain ends when it finds nothing more, so events written
+    after one started are owed another, however many they are: exactly one, after the interval."""
+    monkeypatch.setattr(pg_broker, "WAIT_SECONDS", 0.3)
+    monkeypatch.setattr(pg_broker, "DRAIN_INTERVAL", 0.2)
+    broker = pg_broker.ListeningORM(list_key="listen-test")
+    try:
+        broker._listening()
+        write_event(org.pk)
+        assert len(drains(broker.dequeue())) == 1
+        for _ in range(5):  # five saves, five commits
+            write_event(org.pk)
+        handed = [drains(broker.dequeue()) for _ in range(4)]  # each look waits out the interval at most
+    finally:
+        broker._close_listener()
+    assert sum(len(d) for d in handed) == 1, handed
+
+
+def test_a_bulk_write_of_events_is_one_notification(org):
+    from psycopg import connect
+
+    params = {k: v for k, v in connection.get_connection_params().items()
+              if k not in ("cursor_factory", "context", "prepare_threshold")}
+    with connect(**params, autocommit=True) as listener:
+        listener.execute("LISTEN crm_automation_events")
+        write_event(org.pk, 500)
+        heard = list(listener.notifies(timeout=0.5))
+    assert [n.channel for n in heard] == ["crm_automation_events"]
+
+
+def test_a_pusher_that_cannot_listen_hands_out_a_drain_every_second(org, monkeypatch):
+    def refused(**params):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(pg_broker.psycopg, "connect", refused)
+    monkeypatch.setattr(pg_broker, "POLLED_DRAIN_SECONDS", 0.3)
+    broker = pg_broker.ListeningORM(list_key="listen-test")
+    assert len(drains(broker.dequeue())) == 1  # nobody tells it about events: it looks for them
+    assert drains(broker.dequeue()) == []
+    import time
+
+    time.sleep(0.3)
+    assert len(drains(broker.dequeue())) == 1
+
+
+def test_the_pusher_puts_the_drain_on_the_workers_queue_and_it_runs_the_change(org, deal, monkeypatch):
+    """django-q2's own pusher loop with this broker: the drain it hands over is a task like any
+    other (signed, with the cluster's name) whose ack id is None (nothing on the queue to remove);
+    run as a worker runs it, it runs the workflow of the change."""
+    import queue as queues
+    from multiprocessing import Event
+    from pydoc import locate  # (how a django-q2 worker finds a task's function)
+
+    from django_q.pusher import pusher
+
+    from crm_automation.automation.models import WorkflowRun
+    from crm_automation.crm.services import deal_move_to_stage
+    from tests.conftest import make_workflow, stage
+
+    monkeypatch.setattr(pg_broker, "WAIT_SECONDS", 0.2)
+    workflow = make_workflow(org)
+    broker = pg_broker.ListeningORM(list_key="listen-test")
+    broker._listening()
+    AutomationEvent.objects.update(processed_at=timezone.now())  # (the set-up's own events: not this test's)
+    handed: queues.Queue = queues.Queue()
+    stop = Event()
+    pushing = threading.Thread(target=pusher, args=(handed, stop, broker))
+    pushing.start()
+    try:
+        deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+        task = handed.get(timeout=5)
+    finally:
+        stop.set()
+        pushing.join()
+        broker._close_listener()
+    assert task["func"] == DRAIN_TASK and task["ack_id"] is None and task["cluster"]
+    locate(task["func"])(*task["args"], **task["kwargs"])
+    assert WorkflowRun.objects.get(workflow=workflow).status == "completed"
 
 
 def test_a_pusher_that_cannot_listen_polls_instead_of_dying(monkeypatch):
@@ -53,7 +166,7 @@ def test_a_pusher_that_cannot_listen_polls_instead_of_dying(monkeypatch):
     monkeypatch.setattr(pg_broker.psycopg, "connect", refused)
     broker = pg_broker.ListeningORM(list_key="listen-test")
     OrmQ.objects.create(key="listen-test", payload=SignedPackage.dumps({"id": "polled"}), lock=timezone.now())
-    (task,) = broker.dequeue()
+    task, _drain = broker.dequeue()  # (and a drain: below)
     assert SignedPackage.loads(task[1]) == {"id": "polled"}
     assert broker._listening() is None  # and it does not try again on every look
 

@@ -27,11 +27,17 @@ from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 from django_q.models import OrmQ
+from django_q.signing import SignedPackage
 from psycopg import sql
+
+from crm_automation.automation.runtime.queue import drain_task
 
 logger = logging.getLogger(__name__)
 WAIT_SECONDS = 1.0  # the longest an idle pusher waits before it looks again (and sees a stop)
 RETRY_SECONDS = 30.0  # after a failed attempt to listen, poll this long before trying again
+EVENTS_CHANNEL = "crm_automation_events"  # notified when events are written (automation migration 0011)
+DRAIN_INTERVAL = 0.02  # at most one drain handed out this often (the save path's nudger's interval)
+POLLED_DRAIN_SECONDS = 1.0  # a pusher that cannot listen hands out a drain this often
 
 
 _TAKE = (f'UPDATE "{OrmQ._meta.db_table}" SET "lock" = %s WHERE "id" IN (SELECT "id" FROM "{OrmQ._meta.db_table}" '
@@ -51,25 +57,57 @@ class ListeningORM(ORM):
         self._listener: psycopg.Connection[Any] | None = None
         self._listener_pid: int | None = None
         self._retry_at = 0.0
+        self._drain_owed = False  # events were written since the last drain handed out
+        self._drained_at = -DRAIN_INTERVAL  # when the last one was (time.monotonic())
 
     def dequeue(self) -> Any:
         listener = self._listening()
         if listener is None:
-            return super().dequeue()  # looks, and sleeps `poll` if nothing is there
-        self._drain_notifications(listener)  # what came before this look is seen by it
+            # Nobody tells a pusher that cannot listen about new events: a drain every
+            # POLLED_DRAIN_SECONDS, the watchdog's job otherwise (AUTOMATION WATCHDOG_SECONDS).
+            self._drain_owed |= time.monotonic() - self._drained_at >= POLLED_DRAIN_SECONDS
+            return self._with_drain(super().dequeue())  # looks, and sleeps `poll` if nothing is there
+        self._hear(listener, timeout=0)  # what came before this look is seen by it
         tasks = self._take()
-        if tasks:
-            return tasks
+        if not tasks and not self._drain_due():
+            wait = WAIT_SECONDS if not self._drain_owed else self._drained_at + DRAIN_INTERVAL - time.monotonic()
+            if self._hear(listener, timeout=max(0.0, wait), stop_after=1):
+                tasks = self._take()
+        return self._with_drain(tasks)
+
+    def _hear(self, listener: psycopg.Connection[Any], *, timeout: float, stop_after: int | None = None) -> bool:
+        """Take the notifications that came (waiting up to `timeout` for the first if none has):
+        new events make a drain owed. True if the queue's channel was among them."""
+        queue = False
         try:
-            for _ in listener.notifies(timeout=WAIT_SECONDS, stop_after=1):
-                break
+            for notify in listener.notifies(timeout=timeout, stop_after=stop_after):
+                if notify.channel == EVENTS_CHANNEL:
+                    self._drain_owed = True
+                else:
+                    queue = True
         except psycopg.Error:
             logger.warning("The task queue's listening connection failed; polling until it is back",
                            exc_info=True)
             self._close_listener()
             self._retry_at = time.monotonic() + RETRY_SECONDS
+            self._drain_owed = True  # (events may have come unheard)
             time.sleep(Conf.POLL)
-        return self._take() or None
+            return True  # look again
+        return queue
+
+    def _drain_due(self) -> bool:
+        return self._drain_owed and time.monotonic() - self._drained_at >= DRAIN_INTERVAL
+
+    def _with_drain(self, tasks: list[tuple[Any, Any]] | None) -> list[tuple[Any, Any]] | None:
+        """The tasks taken, and a drain of the outbox if one is due: handed to the workers
+        straight from here (no row, no acknowledgement: the ack id is None), at most one per
+        DRAIN_INTERVAL, as the save path's nudger sends them. One owed meanwhile is handed out
+        when the interval ends: a drain ends when it finds nothing more (runtime/tasks.py), so
+        every event written after a drain looked must be followed by another one."""
+        if not self._drain_due():
+            return tasks or None
+        self._drain_owed, self._drained_at = False, time.monotonic()
+        return [*(tasks or []), (None, SignedPackage.dumps(drain_task()))]
 
     def enqueue(self, task: Any) -> Any:
         """The stock enqueue without its `close_old_connections()` first: with the pool and
@@ -92,12 +130,6 @@ class ListeningORM(ORM):
             cursor.execute(_TAKE, [self.timeout(None), self.list_key, now, Conf.BULK, now])
             return sorted(cursor.fetchall())
 
-    @staticmethod
-    def _drain_notifications(listener: psycopg.Connection[Any]) -> None:
-        with contextlib.suppress(psycopg.Error):  # the wait below finds a broken connection and says so
-            for _ in listener.notifies(timeout=0):
-                pass
-
     def _listening(self) -> psycopg.Connection[Any] | None:
         """This process's listening connection (a forked pusher opens its own), or None."""
         if self._listener is not None and self._listener_pid == os.getpid() and not self._listener.closed:
@@ -112,7 +144,8 @@ class ListeningORM(ORM):
         params["autocommit"] = True
         try:
             listener = psycopg.connect(**params)
-            listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel_of(self.list_key))))
+            for channel in (channel_of(self.list_key), EVENTS_CHANNEL):
+                listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         except Exception:  # whatever stops it from listening, the pusher polls instead of dying
             logger.warning("Could not listen for new tasks; polling for %ss", RETRY_SECONDS, exc_info=True)
             self._retry_at = time.monotonic() + RETRY_SECONDS

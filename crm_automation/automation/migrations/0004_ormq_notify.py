@@ -5,6 +5,8 @@ costs no extra statement and every enqueue notifies, whoever makes it. The chann
 
 from django.db import migrations
 
+from crm_automation.automation.migrations._on_postgresql import on_postgresql
+
 CREATE = """
 CREATE OR REPLACE FUNCTION django_q_ormq_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -19,13 +21,6 @@ DROP = """
 DROP TRIGGER IF EXISTS django_q_ormq_notify ON django_q_ormq;
 DROP FUNCTION IF EXISTS django_q_ormq_notify();
 """
-
-
-def on_postgresql(sql: str):
-    def run(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(sql)
-    return run
 
 
 class Migration(migrations.Migration):

@@ -2,7 +2,8 @@
 
 The receiver adds one INSERT to the change's own transaction (a bulk INSERT for bulk
 services). After commit it pokes the in-process nudger, which tells the workers from a
-background thread, so a request never waits for the broker.
+background thread, so a request never waits for the broker. With the listening ORM broker on
+PostgreSQL the commit itself tells them (a trigger's NOTIFY, workers/pg_broker.py): no nudge.
 """
 
 from collections.abc import Sequence
@@ -45,7 +46,7 @@ def _insert_event(values: tuple[Any, ...], connection: BaseDatabaseWrapper) -> N
 
 
 def _nudge() -> None:
-    if settings.AUTOMATION["NUDGE"]:
+    if settings.AUTOMATION["NUDGE"] and not settings.AUTOMATION["EVENTS_NOTIFY"]:
         transaction.on_commit(nudger.poke)
 
 

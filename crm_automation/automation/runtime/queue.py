@@ -4,7 +4,9 @@ path's nudger can enqueue without importing the engine."""
 import os
 from typing import Any
 
+from django.utils import timezone
 from django_q.brokers import Broker, get_broker
+from django_q.humanhash import uuid
 from django_q.tasks import async_task as _async_task
 
 _broker: tuple[int, Broker] | None = None
@@ -34,7 +36,18 @@ REGRESSION_TASK = "crm_automation.automation.runtime.tasks.regression_check"
 
 
 def enqueue_drain() -> None:
-    async_task(DRAIN_TASK, save=False, group="automation-drain")
+    async_task(DRAIN_TASK, **DRAIN_OPTIONS)
+
+
+DRAIN_OPTIONS: dict[str, Any] = {"save": False, "group": "automation-drain"}
+
+
+def drain_task() -> dict[str, Any]:
+    """A drain task as `enqueue_drain` puts it on the queue (django-q2's `async_task` package),
+    for a pusher that hands it to its workers without a queue (workers/pg_broker.py)."""
+    name, task_id = uuid()
+    return {"id": task_id, "name": name, "func": DRAIN_TASK, "args": (), **DRAIN_OPTIONS, "kwargs": {},
+            "started": timezone.now()}
 
 
 def enqueue_continue(run_ids: list[int]) -> None:
