@@ -34,6 +34,9 @@ parser.add_argument("--repeat", type=int, default=3, help="drains without the pr
 parser.add_argument("--sort", default="tottime", choices=["tottime", "cumulative"])
 parser.add_argument("--callers", default="", help="also print the callers of functions matching this regex")
 parser.add_argument("--single", type=int, default=0, help="time K drains of one event each instead")
+parser.add_argument("--statements", action="store_true",
+                    help="with --single: list the last drain's statements, each with its round trip and the "
+                         "Python time before it")
 ARGS = parser.parse_args()
 
 DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crm_profile")
@@ -119,10 +122,15 @@ def single_drains(k: int) -> None:
     drain_events(fan_out=False, stop_at=time.monotonic() + 3600)
     costs: list[tuple[float, float, int]] = []
     statements = [0]
+    trace: list[tuple[float, float, str]] = []  # (start, end, statement) of the current drain
 
     def count(execute, sql, params, many, context):
         statements[0] += 1
-        return execute(sql, params, many, context)
+        start = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            trace.append((start, time.perf_counter(), " ".join(sql.split())))
 
     for deal in Deal.objects.filter(organization=org).select_related("stage"):
         deal_move_to_stage(deal=deal, stage=stages["proposal"])
@@ -130,16 +138,25 @@ def single_drains(k: int) -> None:
         deal.refresh_from_db()
         deal_move_to_stage(deal=deal, stage=stages["won"])
         statements[0] = 0
+        trace.clear()
         wall, cpu = time.perf_counter(), time.thread_time()
         with connection.execute_wrapper(count):  # as a worker drains (one event: nothing is enqueued)
             drain_events(fan_out=True, stop_at=time.monotonic() + 3600)
         costs.append((1000 * (time.perf_counter() - wall), 1000 * (time.thread_time() - cpu), statements[0]))
+        end = time.perf_counter()
     done = WorkflowRun.objects.filter(organization=org, status="completed").count()
     if done != 2 * k:
         raise SystemExit(f"{done} of {2 * k} runs completed")
     print(f"one event a drain, {k} drains: median wall {statistics.median(c[0] for c in costs):.2f} ms, "
           f"CPU {statistics.median(c[1] for c in costs):.2f} ms, {statistics.median(c[2] for c in costs):.0f} "
           "statements")
+    if ARGS.statements:
+        print(f"\nthe last drain ({1000 * (end - wall):.2f} ms): Python before the statement, its round trip, ms")
+        before = wall
+        for start, stop, sql in trace:
+            print(f"  {1000 * (start - before):6.2f} {1000 * (stop - start):6.2f}  {sql[:110]}")
+            before = stop
+        print(f"  {1000 * (end - before):6.2f}         (after the last statement)")
 
 
 def drop_database() -> None:

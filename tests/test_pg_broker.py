@@ -4,6 +4,7 @@ without a notification is still found by the next look. Events written to the ou
 too: it hands its workers a drain itself, with no task on the queue."""
 
 import threading
+import uuid
 
 import pytest
 from django.db import connection
@@ -53,7 +54,7 @@ def test_the_cluster_on_postgresql_uses_it(settings):
 def write_event(org_id: int, n: int = 1) -> None:
     """Events as any save writes them (committed: these tests run outside a transaction)."""
     AutomationEvent.objects.bulk_create([AutomationEvent(organization_id=org_id, kind="deal_updated",
-                                                         entity_type="deal", entity_id="1", payload={})
+                                                         entity_type="deal", entity_id=uuid.uuid4(), payload={})
                                          for _ in range(n)])
 
 

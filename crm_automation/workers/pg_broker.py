@@ -11,6 +11,12 @@ notification is lost, and a task whose lock expired (a worker died) is found the
 pusher that cannot listen (the connection fails) polls as the stock broker does. A look locks
 and returns its tasks in one statement (`_take`).
 
+The pusher also listens for new events: a trigger on the outbox notifies EVENTS_CHANNEL when
+events commit (migration automation 0011), and the pusher hands its workers a drain task of its
+own making (`_with_drain`), so a saved change reaches a worker without a nudge through the queue
+(the save path sends none: settings AUTOMATION["EVENTS_NOTIFY"]). A pusher that cannot listen
+hands out a drain every POLLED_DRAIN_SECONDS instead.
+
 Used when the ORM broker runs on PostgreSQL (settings.py, Q_LISTEN); SQLite keeps the stock broker.
 """
 
