@@ -250,3 +250,46 @@ def test_putting_tasks_on_the_queue_keeps_the_callers_connection():
     assert opened == []
     assert OrmQ.objects.count() == 4
     assert queue.broker() is queue.broker()
+
+
+def test_events_alone_never_make_the_pusher_look_at_its_queue(org, monkeypatch):
+    """Under load every run's commit writes events (its own changes) and notifies: a look of the
+    queue for each was a query a run. The pusher looks when its queue's channel speaks, after a
+    full batch, or once a WAIT_SECONDS; events only make a drain owed."""
+    monkeypatch.setattr(pg_broker, "WAIT_SECONDS", 1.0)
+    monkeypatch.setattr(pg_broker, "DRAIN_INTERVAL", 0.05)
+    broker = pg_broker.ListeningORM(list_key="listen-test")
+    looks: list[int] = []
+    take = broker._take
+
+    def counted():
+        looks.append(1)
+        return take()
+
+    monkeypatch.setattr(broker, "_take", counted)
+    try:
+        broker._listening()
+        assert drains(broker.dequeue()) == []  # a look, a WAIT_SECONDS of quiet, a look
+        looks.clear()
+        handed = 0
+        for _ in range(8):
+            write_event(org.pk)
+            handed += len(drains(broker.dequeue()))
+    finally:
+        broker._close_listener()
+    assert handed >= 1
+    assert looks == []
+
+
+def test_a_look_that_filled_a_batch_looks_again_without_a_notification(monkeypatch):
+    monkeypatch.setattr(pg_broker.Conf, "BULK", 2)
+    broker = pg_broker.ListeningORM(list_key="listen-test")
+    try:
+        broker._listening()
+        for i in range(3):
+            OrmQ.objects.create(key="listen-test", payload=SignedPackage.dumps({"id": f"t{i}"}), lock=timezone.now())
+        first, second = broker.dequeue(), broker.dequeue()  # the three notifications are all heard by the first
+    finally:
+        broker._close_listener()
+    assert [SignedPackage.loads(p)["id"] for _, p in first] == ["t0", "t1"]
+    assert [SignedPackage.loads(p)["id"] for _, p in second] == ["t2"]

@@ -65,6 +65,8 @@ class ListeningORM(ORM):
         self._retry_at = 0.0
         self._drain_owed = False  # events were written since the last drain handed out
         self._drained_at = -DRAIN_INTERVAL  # when the last one was (time.monotonic())
+        self._looked_at = -WAIT_SECONDS  # when the queue was last looked at (time.monotonic())
+        self._full = False  # and that look took a whole batch: more may wait
 
     def dequeue(self) -> Any:
         listener = self._listening()
@@ -73,13 +75,25 @@ class ListeningORM(ORM):
             # POLLED_DRAIN_SECONDS, the watchdog's job otherwise (AUTOMATION WATCHDOG_SECONDS).
             self._drain_owed |= time.monotonic() - self._drained_at >= POLLED_DRAIN_SECONDS
             return self._with_drain(super().dequeue())  # looks, and sleeps `poll` if nothing is there
-        self._hear(listener, timeout=0)  # what came before this look is seen by it
-        tasks = self._take()
-        if not tasks and not self._drain_due():
-            wait = WAIT_SECONDS if not self._drain_owed else self._drained_at + DRAIN_INTERVAL - time.monotonic()
-            if self._hear(listener, timeout=max(0.0, wait), stop_after=1):
-                tasks = self._take()
+        # Look when the queue's channel spoke (what came before this look is seen by it), when
+        # the last look filled a batch, or once a WAIT_SECONDS: a task whose notification was
+        # lost, or whose worker died, is found. Events alone never make it look: under load a
+        # notification comes with every run's commit, and each would have cost a query.
+        tasks = self._take() if self._hear(listener, timeout=0) or self._look_due() else []
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not tasks and not self._drain_due() and self._listener is not None:
+            until = min(deadline, self._drained_at + DRAIN_INTERVAL) if self._drain_owed else deadline
+            wait = until - time.monotonic()
+            if wait <= 0:
+                if not self._drain_owed:
+                    tasks = self._take()  # waited WAIT_SECONDS for nothing: look anyway
+                break
+            if self._hear(listener, timeout=wait, stop_after=1) and self._listener is not None:
+                tasks = self._take()  # (if listening failed, the next dequeue polls)
         return self._with_drain(tasks)
+
+    def _look_due(self) -> bool:
+        return self._full or time.monotonic() - self._looked_at >= WAIT_SECONDS
 
     def _hear(self, listener: psycopg.Connection[Any], *, timeout: float, stop_after: int | None = None) -> bool:
         """Take the notifications that came (waiting up to `timeout` for the first if none has):
@@ -134,7 +148,9 @@ class ListeningORM(ORM):
         now = timezone.now()
         with connections[Conf.ORM].cursor() as cursor:
             cursor.execute(_TAKE, [self.timeout(None), self.list_key, now, Conf.BULK, now])
-            return sorted(cursor.fetchall())
+            taken = sorted(cursor.fetchall())
+        self._looked_at, self._full = time.monotonic(), len(taken) >= Conf.BULK
+        return taken
 
     def _listening(self) -> psycopg.Connection[Any] | None:
         """This process's listening connection (a forked pusher opens its own), or None."""
