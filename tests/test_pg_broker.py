@@ -24,6 +24,8 @@ def test_a_waiting_pusher_takes_a_task_enqueued_while_it_waits(monkeypatch):
     monkeypatch.setattr(pg_broker, "WAIT_SECONDS", 30)  # it returns when notified, not when this is up
     broker = pg_broker.ListeningORM(list_key="listen-test")
     assert broker._take() == []
+    broker._listening()
+    assert len(drains(broker.dequeue())) == 1  # (a new listener's first drain: below)
     enqueued = threading.Timer(0.3, lambda: broker.enqueue(SignedPackage.dumps({"id": "t1"})))
     enqueued.start()
     try:
@@ -38,7 +40,7 @@ def test_a_task_without_a_notification_is_found_by_the_next_look():
     broker = pg_broker.ListeningORM(list_key="listen-test")
     OrmQ.objects.create(key="listen-test", payload=SignedPackage.dumps({"id": "quiet"}), lock=timezone.now())
     try:
-        (task,) = broker.dequeue()
+        (task,) = [t for t in broker.dequeue() if t[0] is not None]  # (and a new listener's drain)
     finally:
         broker._close_listener()
     assert SignedPackage.loads(task[1]) == {"id": "quiet"}
@@ -69,6 +71,7 @@ def test_events_written_while_a_pusher_waits_hand_it_a_drain_at_once_with_no_tas
     monkeypatch.setattr(pg_broker, "WAIT_SECONDS", 30)  # it returns when notified, not when this is up
     broker = pg_broker.ListeningORM(list_key="listen-test")
     broker._listening()  # (from here on)
+    assert len(drains(broker.dequeue())) == 1  # the one a new listener hands out at once (below)
     written = threading.Timer(0.3, write_event, args=(org.pk,))
     written.start()
     try:
@@ -96,6 +99,20 @@ def test_a_burst_of_events_is_one_drain_now_and_one_when_the_interval_ends(org, 
     finally:
         broker._close_listener()
     assert sum(len(d) for d in handed) == 1, handed
+
+
+def test_events_written_while_nobody_listened_are_drained_as_soon_as_a_pusher_listens(org, monkeypatch):
+    """The cluster was down (or its listening connection had failed) while changes were saved:
+    their notifications reached no one. A pusher that starts listening hands out a drain at once
+    instead of leaving them to the watchdog."""
+    monkeypatch.setattr(pg_broker, "WAIT_SECONDS", 30)  # (a drain that came only after a wait fails the test)
+    write_event(org.pk)
+    broker = pg_broker.ListeningORM(list_key="listen-test")
+    try:
+        (drain,) = drains(broker.dequeue())
+    finally:
+        broker._close_listener()
+    assert drain["func"] == DRAIN_TASK
 
 
 def test_a_bulk_write_of_events_is_one_notification(org):
@@ -144,6 +161,7 @@ def test_the_pusher_puts_the_drain_on_the_workers_queue_and_it_runs_the_change(o
     broker = pg_broker.ListeningORM(list_key="listen-test")
     broker._listening()
     AutomationEvent.objects.update(processed_at=timezone.now())  # (the set-up's own events: not this test's)
+    assert len(drains(broker.dequeue())) == 1  # (a new listener's: taken here, not by the pusher below)
     handed: queues.Queue = queues.Queue()
     stop = Event()
     pushing = threading.Thread(target=pusher, args=(handed, stop, broker))
@@ -269,7 +287,8 @@ def test_events_alone_never_make_the_pusher_look_at_its_queue(org, monkeypatch):
     monkeypatch.setattr(broker, "_take", counted)
     try:
         broker._listening()
-        assert drains(broker.dequeue()) == []  # a look, a WAIT_SECONDS of quiet, a look
+        assert len(drains(broker.dequeue())) == 1  # (a new listener's) and the queue's first look
+        assert len(looks) == 1
         looks.clear()
         handed = 0
         for _ in range(8):
@@ -291,5 +310,5 @@ def test_a_look_that_filled_a_batch_looks_again_without_a_notification(monkeypat
         first, second = broker.dequeue(), broker.dequeue()  # the three notifications are all heard by the first
     finally:
         broker._close_listener()
-    assert [SignedPackage.loads(p)["id"] for _, p in first] == ["t0", "t1"]
-    assert [SignedPackage.loads(p)["id"] for _, p in second] == ["t2"]
+    queued = [[SignedPackage.loads(p)["id"] for ack, p in look if ack is not None] for look in (first, second)]
+    assert queued == [["t0", "t1"], ["t2"]]  # (the first look also has a new listener's drain)

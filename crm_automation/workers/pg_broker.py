@@ -173,6 +173,9 @@ class ListeningORM(ORM):
             self._retry_at = time.monotonic() + RETRY_SECONDS
             return None
         self._listener, self._listener_pid = listener, os.getpid()
+        # Events written while nobody listened (the cluster was down, the connection had failed)
+        # notified no one: one drain looks for them now, not the watchdog seconds later.
+        self._drain_owed = True
         return listener
 
     def _close_listener(self) -> None:
