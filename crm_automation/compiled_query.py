@@ -89,12 +89,17 @@ def _returning(model: type[Model], connection: Any) -> _Shape:
 def warm_up() -> int:
     """Compile every query made so far as a single change asks it (lists of one, two or four
     items: an event's kinds of trigger are up to four): a worker calls this when it starts, so
-    its first change does not pay for compiling. Returns how many statements it compiled."""
+    its first change does not pay for compiling. Returns how many statements it compiled.
+
+    In a transaction, as they run: Django refuses to compile a SELECT … FOR UPDATE (the record
+    locks) in autocommit, and a worker's watchdog thread calls this in autocommit. (Nothing is
+    sent to the database: the transaction has no statement, and its commit none either.)"""
     compiled = 0
-    for query in list(_MADE):
-        for lengths in product((1, 2, 4), repeat=len(query._lists)):
-            query._for({name: [None] * length for name, length in zip(query._lists, lengths, strict=True)})
-            compiled += 1
+    with transaction.atomic():
+        for query in list(_MADE):
+            for lengths in product((1, 2, 4), repeat=len(query._lists)):
+                query._for({name: [None] * length for name, length in zip(query._lists, lengths, strict=True)})
+                compiled += 1
     return compiled
 
 

@@ -164,3 +164,17 @@ def test_updated_rows_are_the_objects_a_fresh_read_gives(org):
     only = compiled_query.updated_rows(AutomationEvent, claim, params, using="default", only=second.pk)
     assert [e.pk for e in only] == [second.pk]
     assert compiled_query.updated_rows(AutomationEvent, claim, [params[0], -1, -2], using="default") == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_warms_up_in_autocommit_the_record_locks_included(org, deal):
+    """A worker's watchdog thread warms up outside any transaction; Django compiles a SELECT … FOR
+    UPDATE only inside one (on PostgreSQL): the warm-up stopped at the first lock, in every worker,
+    and its first change compiled the rest."""
+    make_workflow(org, actions=[
+        {"type": "create_task", "config": {"title": "Kick off {{deal.title}}", "due_in_days": 2}},
+        {"type": "update_field", "config": {"field": "probability", "value": 100}}])
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    assert connection.get_autocommit()
+    assert compiled_query.warm_up() >= 10  # (raised TransactionManagementError on PostgreSQL)
+    assert connection.get_autocommit()
