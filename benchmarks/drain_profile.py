@@ -34,6 +34,9 @@ parser.add_argument("--repeat", type=int, default=3, help="drains without the pr
 parser.add_argument("--sort", default="tottime", choices=["tottime", "cumulative"])
 parser.add_argument("--callers", default="", help="also print the callers of functions matching this regex")
 parser.add_argument("--single", type=int, default=0, help="time K drains of one event each instead")
+parser.add_argument("--plans", action="store_true",
+                    help="with --single: then one more drain with each statement's EXPLAIN ANALYZE (planning "
+                         "and execution on the server), on this warm connection, rolled back")
 parser.add_argument("--statements", action="store_true",
                     help="with --single: list the last drain's statements, each with its round trip and the "
                          "Python time before it")
@@ -157,6 +160,54 @@ def single_drains(k: int) -> None:
             print(f"  {1000 * (start - before):6.2f} {1000 * (stop - start):6.2f}  {sql[:110]}")
             before = stop
         print(f"  {1000 * (end - before):6.2f}         (after the last statement)")
+    if ARGS.plans:
+        server_times(org, stages)
+
+
+class _Undo(Exception):
+    pass
+
+
+def server_times(org: Organization, stages: dict[str, Stage]) -> None:
+    """One more single-change drain, each statement first run under EXPLAIN ANALYZE in a savepoint
+    rolled back: what PostgreSQL spends planning and executing it, against the round trips above.
+    All in one transaction, rolled back at the end (the drain's own commits become savepoints)."""
+    import re
+
+    from django.db import transaction
+
+    timed: list[tuple[float, float, str]] = []
+
+    def explain(execute, sql, params, many, context):
+        if sql.lstrip()[:6].upper() in ("SELECT", "UPDATE", "INSERT", "DELETE") or sql.lstrip()[:4].upper() == "WITH":
+            with connection.cursor() as cursor:
+                cursor.execute("SAVEPOINT plan_probe")
+                try:
+                    cursor.execute("EXPLAIN (ANALYZE, SUMMARY) " + sql, params)
+                    out = "\n".join(row[0] for row in cursor.fetchall())
+                    timed.append((float(re.search(r"Planning Time: ([\d.]+)", out).group(1)),
+                                  float(re.search(r"Execution Time: ([\d.]+)", out).group(1)), " ".join(sql.split())))
+                finally:
+                    cursor.execute("ROLLBACK TO SAVEPOINT plan_probe")
+        return execute(sql, params, many, context)
+
+    deal = Deal.objects.filter(organization=org).select_related("stage").first()
+    try:
+        with transaction.atomic():
+            deal_move_to_stage(deal=deal, stage=stages["proposal"])
+            drain_events(fan_out=False, stop_at=time.monotonic() + 3600)
+            deal.refresh_from_db()
+            deal_move_to_stage(deal=deal, stage=stages["won"])
+            with connection.execute_wrapper(explain):
+                drain_events(fan_out=True, stop_at=time.monotonic() + 3600)
+            raise _Undo
+    except _Undo:
+        pass
+    print(f"\nthe same drain on the server (EXPLAIN ANALYZE, warm connection): planning "
+          f"{sum(t[0] for t in timed):.2f} ms, execution {sum(t[1] for t in timed):.2f} ms for {len(timed)} "
+          "statements; each: planning, execution, ms")
+    for plan, run, sql in timed:
+        print(f"  {plan:6.3f} {run:6.3f}  {sql[:110]}")
 
 
 def drop_database() -> None:
