@@ -191,7 +191,7 @@ def server_times(org: Organization, stages: dict[str, Stage]) -> None:
                     cursor.execute("ROLLBACK TO SAVEPOINT plan_probe")
         return execute(sql, params, many, context)
 
-    deal = Deal.objects.filter(organization=org).select_related("stage").first()
+    deal = Deal.objects.filter(organization=org).select_related("stage")[0]
     try:
         with transaction.atomic():
             deal_move_to_stage(deal=deal, stage=stages["proposal"])
