@@ -19,6 +19,7 @@ import argparse
 import cProfile
 import os
 import pstats
+import re
 import statistics
 import sys
 import time
@@ -60,7 +61,7 @@ import django  # noqa: E402
 
 django.setup()
 from django.core.management import call_command  # noqa: E402
-from django.db import connection  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
 
 call_command("migrate", verbosity=0)
 
@@ -172,10 +173,6 @@ def server_times(org: Organization, stages: dict[str, Stage]) -> None:
     """One more single-change drain, each statement first run under EXPLAIN ANALYZE in a savepoint
     rolled back: what PostgreSQL spends planning and executing it, against the round trips above.
     All in one transaction, rolled back at the end (the drain's own commits become savepoints)."""
-    import re
-
-    from django.db import transaction
-
     timed: list[tuple[float, float, str]] = []
 
     def explain(execute, sql, params, many, context):

@@ -308,13 +308,14 @@ def _with_socket_timeouts(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+LISTENING_BROKER = "crm_automation.workers.pg_broker.ListeningORM"
 if REDIS_URL:
     Q_CLUSTER["redis"] = _with_socket_timeouts(REDIS_URL)
 else:
     Q_CLUSTER["orm"] = "default"
     if ON_POSTGRESQL and env_bool("Q_LISTEN", True):
         # The ORM broker woken by LISTEN/NOTIFY instead of polling every `poll` (workers/pg_broker.py).
-        Q_CLUSTER["broker_class"] = "crm_automation.workers.pg_broker.ListeningORM"
+        Q_CLUSTER["broker_class"] = LISTENING_BROKER
 
 # --- Cache: API throttles and login lockouts, shared by every process -------------------------
 # Redis when REDIS_URL is set; else a table in the database (made by the api app's migration
@@ -373,7 +374,7 @@ AUTOMATION: AutomationSettings = {
     "NUDGE": env_bool("AUTOMATION_NUDGE", True),
     # With the listening ORM broker, the outbox's own commit wakes the clusters (a trigger's NOTIFY,
     # workers/pg_broker.py): the save path then sends no nudge.
-    "EVENTS_NOTIFY": Q_CLUSTER.get("broker_class") == "crm_automation.workers.pg_broker.ListeningORM",
+    "EVENTS_NOTIFY": Q_CLUSTER.get("broker_class") == LISTENING_BROKER,
     "EVENT_BATCH_SIZE": env_int("AUTOMATION_EVENT_BATCH", 200, minimum=1),
     # A run (or claimed event batch) whose worker vanished is free again after this; a live
     # worker renews its leases every third of it (a heartbeat), so long runs keep theirs.

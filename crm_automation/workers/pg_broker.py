@@ -36,13 +36,14 @@ from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 from psycopg import sql
 
+from crm_automation.automation.runtime.nudger import Nudger
 from crm_automation.automation.runtime.queue import drain_task
 
 logger = logging.getLogger(__name__)
 WAIT_SECONDS = 1.0  # the longest an idle pusher waits before it looks again (and sees a stop)
 RETRY_SECONDS = 30.0  # after a failed attempt to listen, poll this long before trying again
 EVENTS_CHANNEL = "crm_automation_events"  # notified when events are written (automation migration 0011)
-DRAIN_INTERVAL = 0.02  # at most one drain handed out this often (the save path's nudger's interval)
+DRAIN_INTERVAL = Nudger.interval  # at most one drain handed out this often, as the nudger sends them
 POLLED_DRAIN_SECONDS = 1.0  # a pusher that cannot listen hands out a drain this often
 
 
