@@ -241,6 +241,10 @@ class Sink:
     def messages(self) -> list[dict]:
         return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
 
+    def hurry(self) -> None:
+        """No more --delay: the messages still to come are answered at once."""
+        self.proc.send_signal(signal.SIGUSR1)
+
     def stop(self) -> None:
         PROCESSES.kill(self.proc)
 

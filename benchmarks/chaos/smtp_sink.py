@@ -12,6 +12,8 @@ Modes:
   are in flight long enough for a worker to be killed in the middle of one. The message is
   recorded before the reply, as a real server commits before it confirms: a client killed
   while waiting for the 250 leaves a message that *was* delivered (the "unknown" case).
+  SIGUSR1 drops the delay from then on: a test whose faults are over has the rest delivered at
+  full speed instead of waiting out the slow server it needed while they happened.
 - `--stall-domain D`: a RCPT TO at domain D is never answered (until the client gives up and
   closes, or `--stall-seconds`), like a provider stuck on one recipient's domain.
 - `--hang`: accept connections and never say anything (no greeting). Also used by the harness
@@ -21,6 +23,7 @@ Modes:
 import argparse
 import json
 import select
+import signal
 import socket
 import socketserver
 import sys
@@ -169,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     config = SinkConfig(log=args.log, delay=args.delay, stall_domain=args.stall_domain.lower(),
                         stall_seconds=args.stall_seconds, hang=args.hang)
     server = SinkServer(config, args.port)
+    signal.signal(signal.SIGUSR1, lambda *_: setattr(config, "delay", 0.0))
     print(f"PORT {server.server_address[1]}", flush=True)
     sys.stdout.close()
     server.serve_forever()
