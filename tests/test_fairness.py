@@ -182,3 +182,22 @@ def test_a_drain_turns_to_the_organizations_no_worker_is_busy_with(org, other_or
     won_deals(other_org, 1)
     assert {e.organization_id for e in claim_events(100, fair=True)} == {other_org.pk}
     assert {e.organization_id for e in claim_events(100, fair=True)} == {org.pk}  # nobody else waits: taken
+
+
+def test_a_drain_hears_whether_other_organizations_wait_with_its_claim(org, other_org):
+    from crm_automation.automation.runtime.dispatch import claim_fairly
+
+    won_deals(org, 2)
+    won_deals(other_org, 1)
+    events, others = claim_fairly(100, ask_others=True)
+    assert {e.organization_id for e in events} == {org.pk} and others is True
+    assert len(events) == AutomationEvent.objects.filter(organization=org).count()  # (its contacts' events too)
+    assert [e.pk for e in events] == sorted(e.pk for e in events)
+    assert all(e.claimed_until is not None and e.claimed_until > timezone.now() for e in events)
+    assert set(AutomationEvent.objects.filter(claimed_until__isnull=False).values_list("pk", flat=True)) == {
+        e.pk for e in events}
+    events, others = claim_fairly(100, ask_others=True)
+    assert {e.organization_id for e in events} == {other_org.pk} and others is False
+    assert claim_fairly(100, ask_others=True) == ([], False)
+    assert claim_fairly(100, ask_others=False) == ([], None)
+
