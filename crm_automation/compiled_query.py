@@ -32,7 +32,7 @@ from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators  # type: ignore[attr-defined]  # (not in the stubs)
 from django.db.models.sql import UpdateQuery
 
-from crm_automation.bulk_insert import prepared_cursor
+from crm_automation.bulk_insert import bound_cursor
 
 M = TypeVar("M", bound=Model)
 _MADE: list["CompiledQuery"] = []  # every one made (they are module constants): what warm_up() compiles
@@ -51,7 +51,7 @@ def updated_rows(model: type[M], update: str, params: list[Any], *, using: str, 
     if shape is None:
         shape = _RETURNING[model, connection.vendor] = _returning(model, connection)
     sql, attnames, pk_at, converters = shape
-    with prepared_cursor(connection) as cursor:
+    with bound_cursor(connection) as cursor:
         cursor.execute(f"{update} RETURNING {sql}", params)
         rows = [list(row) for row in cursor.fetchall() if only is None or row[pk_at] == only]
     return [model.from_db(using, attnames, row) for row in _converted(rows, converters, connection)]
@@ -246,7 +246,7 @@ class CompiledQuery:
         return params
 
     def _fetch(self, compiled: _Compiled, values: dict[str, Any]) -> list[list[Any]]:
-        with prepared_cursor(connection) as cursor:
+        with connection.cursor() as cursor:
             cursor.execute(compiled.sql, self._params(compiled, values))
             rows = [list(row) for row in cursor.fetchall()]
         return _converted(rows, compiled.converters, connection)

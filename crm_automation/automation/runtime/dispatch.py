@@ -26,7 +26,7 @@ from crm_automation.automation.models import (
 from crm_automation.automation.runtime import leases, rollout
 from crm_automation.automation.runtime.enrollment import Matched, enroll, holds, insert_runs
 from crm_automation.automation.triggers import bulk, matching
-from crm_automation.bulk_insert import bulk_insert, prepared_cursor
+from crm_automation.bulk_insert import bulk_insert
 from crm_automation.compiled_query import CompiledQuery, updated_rows
 from crm_automation.crm.models import Organization, Stage
 
@@ -111,7 +111,7 @@ def _next_organization(ask_others: bool = False) -> tuple[int | None, bool | Non
     oldest, oldest_params = _OLDEST.sql(now=now)
     picked = f"SELECT COALESCE(({free}), ({oldest})) AS org"
     connection = connections[router.db_for_read(AutomationEvent)]
-    with prepared_cursor(connection) as cursor:
+    with connection.cursor() as cursor:
         if not ask_others:
             cursor.execute(picked, [*free_params, *oldest_params])
             return cursor.fetchone()[0], None
