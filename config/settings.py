@@ -199,6 +199,9 @@ def _pool_of(config: DBConfig) -> DBConfig:
 DATABASES = {"default": _database_from_env()}
 # The two databases the project runs on (_database_from_env refuses others).
 ON_POSTGRESQL = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+# PostgreSQL keeps the workers' hot looks prepared per connection (bulk_insert.prepared_cursor);
+# 0 for a PgBouncer in transaction mode that cannot keep statements prepared.
+DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -24,6 +24,7 @@ from operator import attrgetter
 from typing import Any, TypeVar
 
 import psycopg
+from django.conf import settings
 from django.db import connection, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Value
@@ -127,6 +128,55 @@ def server_bound_cursor(connection: BaseDatabaseWrapper) -> Any:
     connection.ensure_connection()
     with connection.wrap_database_errors:
         return connection._prepare_cursor(psycopg.Cursor(connection.connection))  # type: ignore[attr-defined]
+
+
+class _PreparingCursor(psycopg.Cursor):
+    """Asks PostgreSQL to keep every statement it runs prepared on its connection (psycopg names
+    it on first use and sends only the name and the values after)."""
+
+    def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None,
+                binary: bool | None = None) -> Any:
+        super().execute(query, params, prepare=True if prepare is None else prepare, binary=binary)
+        if self._query is None and isinstance(query, str):
+            # psycopg keeps no text of a prepared statement, where Django's query log (and
+            # CaptureQueriesContext) reads it: the statement as written, its placeholders in.
+            self._query = _Written(query.encode())  # type: ignore[assignment]
+        return self
+
+
+@dataclass(frozen=True)
+class _Written:
+    query: bytes
+
+
+def prepared_cursor(connection: BaseDatabaseWrapper) -> Any:
+    """`bound_cursor`, and on PostgreSQL its statements are prepared once per connection. For the
+    looks between a drain's start and its runs' creation (the organization's pick, the events'
+    claim, the candidate workflows, the stages, the records), which PostgreSQL otherwise parses
+    and plans on every call: their planning was the larger part of the server's time in a
+    single change's drain. Preparing them took 0.6–2.7 ms off those two hops in three
+    interleaved comparisons (benchmarks/README.md, "Prepared statements"). Not the run's own
+    statements: prepared too, they made its hop slower in two comparisons of three (a generic
+    plan is not always the one PostgreSQL would have chosen for the values). Django's own
+    statements and the batch INSERTs, whose text changes with their number of rows, stay
+    unprepared.
+
+    `DB_PREPARED_STATEMENTS=0` turns it off, for a PgBouncer in transaction mode that cannot
+    keep a statement prepared (before 1.21, or without `max_prepared_statements`)."""
+    if connection.vendor != "postgresql":
+        return connection.cursor()
+    if not settings.DB_PREPARED_STATEMENTS:
+        return server_bound_cursor(connection)
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw.prepare_threshold is None:  # Django's default; psycopg then ignores prepare=True too
+        raw.prepare_threshold = _ONLY_WHEN_ASKED
+    with connection.wrap_database_errors:
+        return connection._prepare_cursor(_PreparingCursor(raw))  # type: ignore[attr-defined]
+
+
+# A threshold no statement reaches: psycopg prepares what a cursor asks it to, and nothing by count.
+_ONLY_WHEN_ASKED = 2**62
 
 
 def bound_cursor(connection: BaseDatabaseWrapper) -> Any:

@@ -32,26 +32,28 @@ from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators  # type: ignore[attr-defined]  # (not in the stubs)
 from django.db.models.sql import UpdateQuery
 
-from crm_automation.bulk_insert import bound_cursor
+from crm_automation.bulk_insert import bound_cursor, prepared_cursor
 
 M = TypeVar("M", bound=Model)
 _MADE: list["CompiledQuery"] = []  # every one made (they are module constants): what warm_up() compiles
 
 
-def updated_rows(model: type[M], update: str, params: list[Any], *, using: str, only: Any = None) -> list[M]:
+def updated_rows(model: type[M], update: str, params: list[Any], *, using: str, only: Any = None,
+                 prepared: bool = False) -> list[M]:
     """Run a hand-written `UPDATE` of the model's table and return the rows it changed as objects
     (RETURNING every column; PostgreSQL, and SQLite since 3.35): a claim and the read of what it
     claimed in one round trip. `only`: of the rows changed, make an object of the one with this
     pk alone (a statement that also settled another row, say).
 
     Not `Manager.raw()`: it works out which column is which field on every call, and that was
-    a fifth of a worker's CPU per email (benchmarks/drain_profile.py)."""
+    a fifth of a worker's CPU per email (benchmarks/drain_profile.py). `prepared`: PostgreSQL
+    keeps the statement prepared (bulk_insert.prepared_cursor)."""
     connection = connections[using]
     shape = _RETURNING.get((model, connection.vendor))
     if shape is None:
         shape = _RETURNING[model, connection.vendor] = _returning(model, connection)
     sql, attnames, pk_at, converters = shape
-    with bound_cursor(connection) as cursor:
+    with prepared_cursor(connection) if prepared else bound_cursor(connection) as cursor:
         cursor.execute(f"{update} RETURNING {sql}", params)
         rows = [list(row) for row in cursor.fetchall() if only is None or row[pk_at] == only]
     return [model.from_db(using, attnames, row) for row in _converted(rows, converters, connection)]
@@ -130,8 +132,10 @@ class _Compiled:
 class CompiledQuery:
     """`CompiledQuery(build, **types)` where `build(**stand_ins)` returns the queryset."""
 
-    def __init__(self, build: Callable[..., Any], **types: Any) -> None:
+    def __init__(self, build: Callable[..., Any], *, prepared: bool = False, **types: Any) -> None:
+        """`prepared`: PostgreSQL keeps the statement prepared (bulk_insert.prepared_cursor)."""
         self._build = build
+        self._prepared = prepared
         self._types = types
         self._lists = sorted(name for name, kind in types.items() if get_origin(kind) is list)
         self._compiled: dict[tuple[str, tuple[int, ...]], _Compiled] = {}
@@ -246,7 +250,7 @@ class CompiledQuery:
         return params
 
     def _fetch(self, compiled: _Compiled, values: dict[str, Any]) -> list[list[Any]]:
-        with connection.cursor() as cursor:
+        with prepared_cursor(connection) if self._prepared else connection.cursor() as cursor:
             cursor.execute(compiled.sql, self._params(compiled, values))
             rows = [list(row) for row in cursor.fetchall()]
         return _converted(rows, compiled.converters, connection)

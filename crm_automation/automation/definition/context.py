@@ -79,14 +79,17 @@ def trigger_dict(event: AutomationEvent, slugs: dict[int, str]) -> dict:
 
 _DEAL_RELATED = ("stage", "contact", "owner")
 _PROJECT_RELATED = ("contact", "owner", *(f"deal__{r}" for r in _DEAL_RELATED))
-# Compiled once per process (compiled_query.py): every dispatch that gets past the cheap checks asks.
+# Compiled once per process (compiled_query.py): every dispatch that gets past the cheap checks
+# asks. Prepared on PostgreSQL: the deal with its relations was among the statements it took
+# longest to plan (bulk_insert.prepared_cursor).
 _LOADS = {
-    "deal": CompiledQuery(lambda ids: Deal.objects.filter(pk__in=ids).select_related(*_DEAL_RELATED), ids=list[UUID]),
+    "deal": CompiledQuery(lambda ids: Deal.objects.filter(pk__in=ids).select_related(*_DEAL_RELATED), ids=list[UUID],
+                          prepared=True),
     "lead": CompiledQuery(lambda ids: Lead.objects.filter(pk__in=ids).select_related(
-        "owner", *(f"converted_deal__{r}" for r in _DEAL_RELATED)), ids=list[UUID]),
+        "owner", *(f"converted_deal__{r}" for r in _DEAL_RELATED)), ids=list[UUID], prepared=True),
     "project": CompiledQuery(lambda ids: Project.objects.filter(pk__in=ids).select_related(*_PROJECT_RELATED),
-                             ids=list[UUID]),
-    "contact": CompiledQuery(lambda ids: Contact.objects.filter(pk__in=ids), ids=list[int]),
+                             ids=list[UUID], prepared=True),
+    "contact": CompiledQuery(lambda ids: Contact.objects.filter(pk__in=ids), ids=list[int], prepared=True),
 }
 
 

@@ -26,7 +26,7 @@ from crm_automation.automation.models import (
 from crm_automation.automation.runtime import leases, rollout
 from crm_automation.automation.runtime.enrollment import Matched, enroll, holds, insert_runs
 from crm_automation.automation.triggers import bulk, matching
-from crm_automation.bulk_insert import bulk_insert
+from crm_automation.bulk_insert import bulk_insert, prepared_cursor
 from crm_automation.compiled_query import CompiledQuery, updated_rows
 from crm_automation.crm.models import Organization, Stage
 
@@ -111,7 +111,7 @@ def _next_organization(ask_others: bool = False) -> tuple[int | None, bool | Non
     oldest, oldest_params = _OLDEST.sql(now=now)
     picked = f"SELECT COALESCE(({free}), ({oldest})) AS org"
     connection = connections[router.db_for_read(AutomationEvent)]
-    with connection.cursor() as cursor:
+    with prepared_cursor(connection) as cursor:
         if not ask_others:
             cursor.execute(picked, [*free_params, *oldest_params])
             return cursor.fetchone()[0], None
@@ -138,7 +138,8 @@ def _claim(limit: int, organization_id: int | None = None) -> list[AutomationEve
     table = quote(AutomationEvent._meta.db_table)
     until = AutomationEvent._meta.get_field("claimed_until").get_db_prep_save(now + leases.lease_length(), connection)
     claimed = updated_rows(AutomationEvent, f"UPDATE {table} SET {quote('claimed_until')} = %s "
-                           f"WHERE {quote('id')} IN ({select})", [until, *params], using=connection.alias)
+                           f"WHERE {quote('id')} IN ({select})", [until, *params], using=connection.alias,
+                           prepared=True)
     return sorted(claimed, key=lambda event: event.pk)
 
 
@@ -199,9 +200,9 @@ _CANDIDATES = CompiledQuery(
         organization_id__in=organizations, trigger_type__in=kinds, current_version__isnull=False,
         status__in=[WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED, WorkflowStatus.DRAFT],
     ).select_related("current_version", "organization", "rollout__version").order_by("pk"),
-    organizations=list[int], kinds=list[str])
+    organizations=list[int], kinds=list[str], prepared=True)
 _STAGES = CompiledQuery(lambda organizations: Stage.objects.filter(organization_id__in=organizations).values_list(
-    "pk", "organization_id", "slug", "name"), organizations=list[int])
+    "pk", "organization_id", "slug", "name"), organizations=list[int], prepared=True)
 
 
 def _candidates(events: list[AutomationEvent]) -> dict[tuple[int, str], list[Workflow]]:
