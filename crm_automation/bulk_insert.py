@@ -154,10 +154,10 @@ def prepared_cursor(connection: BaseDatabaseWrapper) -> Any:
     looks between a drain's start and its runs' creation (the organization's pick, the events'
     claim, the candidate workflows, the stages, the records), which PostgreSQL otherwise parses
     and plans on every call: their planning was the larger part of the server's time in a
-    single change's drain. Preparing them took 0.6–2.7 ms off those two hops in three
-    interleaved comparisons (benchmarks/README.md, "Prepared statements"). Not the run's own
-    statements: prepared too, they made its hop slower in two comparisons of three (a generic
-    plan is not always the one PostgreSQL would have chosen for the values). Django's own
+    single change's drain. Preparing them took 1.6–2.3 ms off those two hops in two interleaved
+    comparisons (benchmarks/README.md, "Prepared statements"). Not the run's own statements:
+    prepared too, they made its hop slower in two comparisons of three (a generic plan is not
+    always the one PostgreSQL would have chosen for the values). Django's own
     statements and the batch INSERTs, whose text changes with their number of rows, stay
     unprepared.
 
