@@ -119,15 +119,14 @@ def _run(statement: _Statement, objs: Sequence[Any]) -> list[tuple[Any, ...]]:
         return cursor.fetchall()
 
 
-def server_bound_cursor(connection: BaseDatabaseWrapper) -> Any:
+def server_bound_cursor(connection: BaseDatabaseWrapper, kind: type[psycopg.Cursor] = psycopg.Cursor) -> Any:
     """A Django cursor (execute wrappers, query log, error translation) over a psycopg cursor that
     binds its parameters on the server: Django's own binds on the client, quoting each value
-    in Python, which costs most for JSON. PostgreSQL only. Its statement is not prepared:
-    Django turns psycopg's prepared statements off, and turned on, the workers were slower in
-    two comparisons of three (benchmarks/README.md, "Prepared statements")."""
+    in Python, which costs most for JSON. PostgreSQL only. Its statement is not prepared
+    (Django turns psycopg's prepared statements off) unless it is a `prepared_cursor`."""
     connection.ensure_connection()
     with connection.wrap_database_errors:
-        return connection._prepare_cursor(psycopg.Cursor(connection.connection))  # type: ignore[attr-defined]
+        return connection._prepare_cursor(kind(connection.connection))  # type: ignore[attr-defined]
 
 
 class _PreparingCursor(psycopg.Cursor):
@@ -157,9 +156,8 @@ def prepared_cursor(connection: BaseDatabaseWrapper) -> Any:
     single change's drain. Preparing them took 1.6–2.3 ms off those two hops in two interleaved
     comparisons (benchmarks/README.md, "Prepared statements"). Not the run's own statements:
     prepared too, they made its hop slower in two comparisons of three (a generic plan is not
-    always the one PostgreSQL would have chosen for the values). Django's own
-    statements and the batch INSERTs, whose text changes with their number of rows, stay
-    unprepared.
+    always the one PostgreSQL would have chosen for the values). Django's own statements and
+    the batch INSERTs, whose text changes with their number of rows, stay unprepared.
 
     `DB_PREPARED_STATEMENTS=0` turns it off, for a PgBouncer in transaction mode that cannot
     keep a statement prepared (before 1.21, or without `max_prepared_statements`)."""
@@ -167,12 +165,10 @@ def prepared_cursor(connection: BaseDatabaseWrapper) -> Any:
         return connection.cursor()
     if not settings.DB_PREPARED_STATEMENTS:
         return server_bound_cursor(connection)
-    connection.ensure_connection()
-    raw = connection.connection
-    if raw.prepare_threshold is None:  # Django's default; psycopg then ignores prepare=True too
-        raw.prepare_threshold = _ONLY_WHEN_ASKED
-    with connection.wrap_database_errors:
-        return connection._prepare_cursor(_PreparingCursor(raw))  # type: ignore[attr-defined]
+    cursor = server_bound_cursor(connection, _PreparingCursor)
+    if connection.connection.prepare_threshold is None:  # Django's default; psycopg then ignores prepare=True too
+        connection.connection.prepare_threshold = _ONLY_WHEN_ASKED
+    return cursor
 
 
 # A threshold no statement reaches: psycopg prepares what a cursor asks it to, and nothing by count.
