@@ -41,6 +41,8 @@ parser.add_argument("--plans", action="store_true",
 parser.add_argument("--statements", action="store_true",
                     help="with --single: list the last drain's statements, each with its round trip and the "
                          "Python time before it")
+parser.add_argument("--profile", action="store_true",
+                    help="with --single: the drains under cProfile, and the profile's top rows (--top, --sort)")
 ARGS = parser.parse_args()
 
 DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/crm_profile")
@@ -136,6 +138,7 @@ def single_drains(k: int) -> None:
         finally:
             trace.append((start, time.perf_counter(), " ".join(sql.split())))
 
+    profiler = cProfile.Profile() if ARGS.profile else None
     for deal in Deal.objects.filter(organization=org).select_related("stage"):
         deal_move_to_stage(deal=deal, stage=stages["proposal"])
         drain_events(fan_out=False, stop_at=time.monotonic() + 3600)  # (the move back matches nothing)
@@ -145,7 +148,11 @@ def single_drains(k: int) -> None:
         trace.clear()
         wall, cpu = time.perf_counter(), time.thread_time()
         with connection.execute_wrapper(count):  # as a worker drains (one event: nothing is enqueued)
+            if profiler:
+                profiler.enable()
             drain_events(fan_out=True, stop_at=time.monotonic() + 3600)
+            if profiler:
+                profiler.disable()
         costs.append((1000 * (time.perf_counter() - wall), 1000 * (time.thread_time() - cpu), statements[0]))
         end = time.perf_counter()
     done = WorkflowRun.objects.filter(organization=org, status="completed").count()
@@ -161,6 +168,12 @@ def single_drains(k: int) -> None:
             print(f"  {1000 * (start - before):6.2f} {1000 * (stop - start):6.2f}  {sql[:110]}")
             before = stop
         print(f"  {1000 * (end - before):6.2f}         (after the last statement)")
+    if profiler:
+        print(f"\nthe {k} drains under cProfile (the figures above include its overhead), by {ARGS.sort}:")
+        stats = pstats.Stats(profiler)
+        stats.sort_stats(ARGS.sort).print_stats(ARGS.top)
+        if ARGS.callers:
+            stats.print_callers(ARGS.callers)
     if ARGS.plans:
         server_times(org, stages)
 

@@ -11,8 +11,9 @@
     CPU, commits and rows written per run), and the same changes made one by one while it runs;
 (c) bulk: 5,000 leads converted in one operation → time until all their runs complete (and the
     cost per run, the conversion included);
-(d) latency: trigger → run completed, p50 and p99, at light load, and the median of each hop
-    (save, nudge, broker, claim, run);
+(d) latency: trigger → run completed (the run's finished_at), p50 and p99, at light load, the
+    same as the bench saw it (it looks every 5 ms), and the median of each hop (save, nudge,
+    broker, claim, run);
 (e) admin: the run list and a run's page with 1,000,000 runs in the table (--only e);
 (f) waits: 100,000 runs waiting cost one indexed query per wake-up pass (time and queries of a
     pass with nothing due, and with 200 due); 10,000 runs that wait 1 s then run 2 actions;
@@ -495,16 +496,25 @@ def bench_latency(drain_starts: Path | None, samples: int = 60, gap: float = 0.2
             moments.append({"deal": deal.pk, "call": call, "returned": returned, "seen": time.time()})
     finally:
         queue.enqueue_drain = enqueue_drain
+    spans = spans_of(moments, enqueued, drain_starts)
+    done = spans.get("trigger → run completed", [])  # (the run's finished_at, written by the worker)
+    seen = [value * 1000 for value in latencies]
     print(f"\n(d) latency, trigger → run completed, {samples} changes {gap}s apart")
-    print(f"    p50 {statistics.median(latencies) * 1000:.0f} ms   p99 {pct(latencies, 99) * 1000:.0f} ms"
-          f"   max {max(latencies) * 1000:.0f} ms")
-    RESULTS["d"] = {"p50 ms": statistics.median(latencies) * 1000, "p99 ms": pct(latencies, 99) * 1000,
-                    "max ms": max(latencies) * 1000, "hops": hops_of(moments, enqueued, drain_starts)}
+    if done:
+        print(f"    p50 {statistics.median(done):.1f} ms   p99 {pct(done, 99):.1f} ms   max {max(done):.1f} ms"
+              "   (call → the run's finished_at)")
+    print(f"    p50 {statistics.median(seen):.1f} ms   p99 {pct(seen, 99):.1f} ms   max {max(seen):.1f} ms"
+          "   (call → the bench saw it done: it looks every 5 ms)")
+    RESULTS["d"] = {"p50 ms": statistics.median(done) if done else None, "p99 ms": pct(done, 99) if done else None,
+                    "seen p50 ms": statistics.median(seen), "seen p99 ms": pct(seen, 99), "max ms": max(seen),
+                    "hops": {name: statistics.median(values) for name, values in spans.items() if values}}
     for name, value in RESULTS["d"]["hops"].items():
         print(f"    {name:<38} median {value:7.1f} ms")
 
 
-def hops_of(moments: list[dict], enqueued: list[tuple[float, float]], drain_starts: Path | None) -> dict:
+def spans_of(moments: list[dict], enqueued: list[tuple[float, float]], drain_starts: Path | None
+             ) -> dict[str, list[float]]:
+    """Each hop's durations (ms), one per change that passed both of its moments."""
     from django.conf import settings
 
     lease = settings.AUTOMATION["LEASE_SECONDS"]
@@ -532,7 +542,7 @@ def hops_of(moments: list[dict], enqueued: list[tuple[float, float]], drain_star
         for name, a, b in HOPS:
             if m.get(a) is not None and m.get(b) is not None:
                 spans[name].append((m[b] - m[a]) * 1000)
-    return {name: statistics.median(values) for name, values in spans.items() if values}
+    return spans
 
 
 def insert_runs(org, deal, wf, total: int, *, status: str, finished: bool) -> None:
