@@ -278,6 +278,9 @@ Q_TIMEOUT = env_int("Q_TIMEOUT", 120, minimum=10)
 # A stalled SMTP server must not hold a worker until the task timeout: every socket operation
 # of the SMTP backend gives up after this many seconds.
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", min(10, Q_TIMEOUT // 4), minimum=1)
+# The outbox sends each message's envelope in one write when the server offers PIPELINING
+# (crm/smtp_pipelining.py): two round trips a message instead of four.
+EMAIL_PIPELINING = env_bool("EMAIL_PIPELINING", True)
 # A worker waits for PostgreSQL about half of the time it drains (benchmarks/README.md, "Workers,
 # batches and where a run's cost has its floor"): two per core keep the cores busy. SQLite takes
 # one writer at a time: more would wait.

@@ -2,8 +2,9 @@
 
     python -m benchmarks.chaos.smtp_sink --log FILE [--delay 0.3] [--stall-domain slow.example] [--hang]
 
-It prints `PORT <n>` on its first line of output once it listens, then serves until killed.
-Each accepted message is appended to --log as one JSON line, flushed at once:
+It prints `PORT <n>` on its first line of output once it listens, then serves until killed. It
+offers ESMTP PIPELINING, as common servers do. Each accepted message is appended to --log as one
+JSON line, flushed at once:
 {"t": epoch seconds, "message_id": "<...>", "rcpt": ["a@b"], "peer": 51234}; a stalled
 recipient as {"t": ..., "stalled_rcpt": "a@slow.example", "peer": ...}.
 
@@ -105,7 +106,9 @@ class Session(socketserver.StreamRequestHandler):
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             verb, _, argument = line.partition(" ")
             verb = verb.upper()
-            if verb in ("EHLO", "HELO"):
+            if verb == "EHLO":  # (its commands are read one line at a time: a pipelined envelope is fine)
+                self.reply("250-chaos-sink\r\n250 PIPELINING")
+            elif verb == "HELO":
                 self.reply("250 chaos-sink")
             elif verb == "MAIL":
                 recipients = []

@@ -30,6 +30,7 @@ from django.db import connections, router
 from django.utils import timezone
 
 from crm_automation.compiled_query import CompiledQuery, updated_rows
+from crm_automation.crm import smtp_pipelining
 from crm_automation.crm.models import EmailMessage
 from crm_automation.crm.selectors import user_has_role
 from crm_automation.workers import shutdown
@@ -133,7 +134,7 @@ class Provider:
         if self._connection is None:
             connection, self._messages = _take_kept()
             if connection is None:
-                connection = mail.get_connection(fail_silently=False)
+                connection = smtp_pipelining.get_connection(fail_silently=False)
                 connection.open()
             self._watch_data(connection)
             self._connection = connection
@@ -141,18 +142,27 @@ class Provider:
         return self._connection
 
     def _watch_data(self, connection) -> None:
+        """Note when the message itself starts going out: smtplib's `data` (DATA, then the
+        message), or `send_content` (the message after a pipelined envelope's DATA)."""
         smtp = getattr(connection, "connection", None)
         self._watching = smtp is not None and callable(getattr(smtp, "data", None))
-        if smtp is not None and self._watching:
-            data = getattr(smtp, "unwatched_data", smtp.data)  # a kept connection: not wrapped twice
-            smtp.unwatched_data = data
+        if smtp is None or not self._watching:
+            return
+        for name in ("data", "send_content"):
+            if not callable(getattr(smtp, name, None)):
+                continue
+            unwatched = f"unwatched_{name}"
+            send = getattr(smtp, unwatched, getattr(smtp, name))  # a kept connection: not wrapped twice
+            setattr(smtp, unwatched, send)
+            setattr(smtp, name, self._noting_handover(send))
 
-            def data_and_note(msg):
-                self.handed_over = True
-                self._messages += 1
-                return data(msg)
+    def _noting_handover(self, send):
+        def send_and_note(msg):
+            self.handed_over = True
+            self._messages += 1
+            return send(msg)
 
-            smtp.data = data_and_note
+        return send_and_note
 
     def discard(self) -> None:
         if self._connection is not None:

@@ -1,0 +1,119 @@
+"""Django's SMTP backend, sending each message's envelope in one write (ESMTP PIPELINING, RFC 2920).
+
+smtplib waits for the server's answer to MAIL FROM, then to each RCPT TO, then to DATA, before
+it sends the message: four round trips a message. Every server in common use (Postfix, Exim,
+Amazon SES, SendGrid, Postmark, Mailgun) offers PIPELINING, which lets a client send MAIL FROM,
+the RCPT TOs and DATA together and read their answers after: two round trips a message. With a
+provider 20 ms away that is 40 ms less per email; with a server on the same machine it is
+two wake-ups fewer for the worker and the server.
+
+The message itself (what follows DATA's 354) goes only once every answer has been read, so
+"handed over" means the same as before: a refusal or a stall in the envelope leaves the message
+not sent (email_delivery.Provider watches `send_content`). A server that does not offer
+PIPELINING, any MAIL/RCPT options or a message given as text (Django gives bytes) gets smtplib's
+own exchange. `EMAIL_PIPELINING=0` turns
+it off.
+
+The outbox (email_delivery.py) opens its connections here when EMAIL_BACKEND is Django's SMTP
+backend; other mail (password resets, admin errors) goes through Django's backend unchanged.
+"""
+
+import re
+import smtplib
+from typing import Any
+
+from django.conf import settings
+from django.core import mail
+from django.core.mail.backends.smtp import EmailBackend as DjangoSMTPBackend
+
+DJANGO_SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+CRLF = b"\r\n"
+
+
+class _Pipelining:
+    """The PIPELINING `sendmail` for smtplib.SMTP and smtplib.SMTP_SSL: the same arguments, the
+    same return value (the refused recipients) and the same exceptions as smtplib's."""
+
+    def sendmail(self, from_addr, to_addrs, msg, mail_options=(), rcpt_options=()):
+        smtp: Any = self
+        smtp.ehlo_or_helo_if_needed()
+        if (mail_options or rcpt_options or isinstance(msg, str) or not smtp.does_esmtp
+                or not smtp.has_extn("pipelining") or not settings.EMAIL_PIPELINING):
+            return super().sendmail(from_addr, to_addrs, msg, mail_options, rcpt_options)
+        if isinstance(to_addrs, str):
+            to_addrs = [to_addrs]
+        size = f" SIZE={len(msg)}" if smtp.has_extn("size") else ""
+        envelope = [f"MAIL FROM:{smtplib.quoteaddr(from_addr)}{size}",
+                    *(f"RCPT TO:{smtplib.quoteaddr(to)}" for to in to_addrs), "DATA"]
+        if any("\r" in line or "\n" in line for line in envelope):
+            raise ValueError("prohibited newline characters in an SMTP command")
+        smtp.send("".join(f"{line}\r\n" for line in envelope))
+
+        # The answers, in order. A 421 means the server is closing: nothing more will come.
+        code, resp = smtp.getreply()
+        if code == 421:
+            smtp.close()
+            raise smtplib.SMTPSenderRefused(code, resp, from_addr)
+        refused: dict[str, tuple[int, bytes]] = {}
+        for to in to_addrs:
+            rcpt_code, rcpt_resp = smtp.getreply()
+            if rcpt_code not in (250, 251):
+                refused[to] = (rcpt_code, rcpt_resp)
+            if rcpt_code == 421:
+                smtp.close()
+                raise smtplib.SMTPRecipientsRefused(refused)
+        data_code, data_resp = smtp.getreply()
+        if code != 250 or len(refused) == len(to_addrs) or data_code != 354:
+            if data_code == 354:  # a server that took DATA anyway gets an empty message's end (RFC 2920)
+                smtp.send(b"." + CRLF)
+                smtp.getreply()
+            if data_code == 421:
+                smtp.close()
+            else:
+                smtp._rset()
+            if code != 250:
+                raise smtplib.SMTPSenderRefused(code, resp, from_addr)
+            if len(refused) == len(to_addrs):
+                raise smtplib.SMTPRecipientsRefused(refused)
+            raise smtplib.SMTPDataError(data_code, data_resp)
+        code, resp = self.send_content(msg)
+        if code != 250:
+            if code == 421:
+                smtp.close()
+            else:
+                smtp._rset()
+            raise smtplib.SMTPDataError(code, resp)
+        return refused
+
+    def send_content(self, msg: bytes) -> tuple[int, bytes]:
+        """The message after DATA's 354, dot-stuffed and ended (the handover), and the answer."""
+        smtp: Any = self
+        content = _LEADING_DOT.sub(b"..", msg)
+        if not content.endswith(CRLF):
+            content += CRLF
+        smtp.send(content + b"." + CRLF)
+        return smtp.getreply()
+
+
+class PipeliningSMTP(_Pipelining, smtplib.SMTP):
+    pass
+
+
+class PipeliningSMTPSSL(_Pipelining, smtplib.SMTP_SSL):
+    pass
+
+
+class EmailBackend(DjangoSMTPBackend):
+    """Django's SMTP backend (the same settings and behaviour) over the connections above."""
+
+    @property
+    def connection_class(self):
+        return PipeliningSMTPSSL if self.use_ssl else PipeliningSMTP
+
+
+def get_connection(**kwargs: Any) -> Any:
+    """`mail.get_connection()`, with this backend in place of Django's SMTP backend."""
+    if settings.EMAIL_BACKEND == DJANGO_SMTP_BACKEND:
+        return EmailBackend(**kwargs)
+    return mail.get_connection(**kwargs)
