@@ -18,8 +18,10 @@ The outbox (email_delivery.py) opens its connections here when EMAIL_BACKEND is 
 backend; other mail (password resets, admin errors) goes through Django's backend unchanged.
 """
 
+import contextlib
 import re
 import smtplib
+import socket
 from typing import Any
 
 from django.conf import settings
@@ -29,6 +31,7 @@ from django.core.mail.backends.smtp import EmailBackend as DjangoSMTPBackend
 DJANGO_SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 CRLF = b"\r\n"
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # (Linux only)
 
 
 class _Pipelining:
@@ -51,19 +54,19 @@ class _Pipelining:
         smtp.send("".join(f"{line}\r\n" for line in envelope))
 
         # The answers, in order. A 421 means the server is closing: nothing more will come.
-        code, resp = smtp.getreply()
+        code, resp = self._answer()
         if code == 421:
             smtp.close()
             raise smtplib.SMTPSenderRefused(code, resp, from_addr)
         refused: dict[str, tuple[int, bytes]] = {}
         for to in to_addrs:
-            rcpt_code, rcpt_resp = smtp.getreply()
+            rcpt_code, rcpt_resp = self._answer()
             if rcpt_code not in (250, 251):
                 refused[to] = (rcpt_code, rcpt_resp)
             if rcpt_code == 421:
                 smtp.close()
                 raise smtplib.SMTPRecipientsRefused(refused)
-        data_code, data_resp = smtp.getreply()
+        data_code, data_resp = self._answer()
         if code != 250 or len(refused) == len(to_addrs) or data_code != 354:
             if data_code == 354:  # a server that took DATA anyway gets an empty message's end (RFC 2920)
                 smtp.send(b"." + CRLF)
@@ -85,6 +88,18 @@ class _Pipelining:
                 smtp._rset()
             raise smtplib.SMTPDataError(code, resp)
         return refused
+
+    def _answer(self) -> tuple[int, bytes]:
+        """The next answer to the envelope. Each one is acknowledged at once (Linux): a server
+        that writes its answers one by one with Nagle's algorithm on holds the second until the
+        first is acknowledged, and a delayed acknowledgement waits up to 40 ms. Measured with
+        such a server (benchmarks/chaos/smtp_sink.py before it batched): 54 ms a message instead
+        of 10."""
+        smtp: Any = self
+        if _QUICKACK is not None and smtp.sock is not None:
+            with contextlib.suppress(OSError):
+                smtp.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        return smtp.getreply()
 
     def send_content(self, msg: bytes) -> tuple[int, bytes]:
         """The message after DATA's 354, dot-stuffed and ended (the handover), and the answer."""
