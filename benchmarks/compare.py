@@ -77,6 +77,7 @@ def run_once(label: str, tree: Path, rnd: int, args: argparse.Namespace, out: Pa
     """One run.py against `tree`, its output shown as it goes and kept in out/<label>-<round>.log."""
     result = out / f"{label}-{rnd}.json"
     cmd = [sys.executable, str(HERE / "run.py"), "--tree", str(tree), "--only", args.only, "--n", str(args.n),
+           "--latency-samples", str(args.latency_samples),
            "--workers", str(args.workers), "--broker", args.broker, "--email", args.email, "--json", str(result)]
     env = {**os.environ, "BENCH_DATABASE_URL": f"{DB_BASE}/crm_cmp_{label}", "PYTHONPATH": str(tree)}
     print(f"\n=== {label}, round {rnd} ({tree}); 1-minute load {load()} ===", flush=True)
@@ -143,6 +144,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", default="a,b,c,d")
     parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--latency-samples", type=int, default=60,
+                        help="(d): changes one at a time (a run of the same code against itself differed by "
+                             "up to 10 %% in p50 with 60)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--broker", choices=["orm", "redis"], default="orm")
     parser.add_argument("--email", choices=["smtp", "locmem"], default="smtp")

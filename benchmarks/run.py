@@ -51,6 +51,7 @@ def parse_args() -> argparse.Namespace:
                         help="any of a,b,c,d,e,f,g,h,p,r,t (e: admin, h: API run list, p: pages, with 1M runs; "
                              "r: relative-time triggers over 100,000 deals; i: impact preview over 100,000 events)")
     parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--latency-samples", type=int, default=60, help="(d): changes made one at a time")
     parser.add_argument("--workers", type=int, default=int(os.environ.get("Q_WORKERS", "2")))
     parser.add_argument("--broker", choices=["orm", "redis"], default="orm")
     parser.add_argument("--email", choices=["smtp", "locmem"], default="smtp",
@@ -1056,7 +1057,7 @@ def run_benchmarks(only: set[str]) -> None:
         cluster, _ = ready_cluster(drain_starts)
         try:
             if "d" in only:
-                bench_latency(drain_starts)
+                bench_latency(drain_starts, samples=ARGS.latency_samples)
             if "b" in only:
                 bench_throughput_live(ARGS.n)
             if "f" in only:
