@@ -109,6 +109,7 @@ def main() -> None:
     sink = subprocess.Popen([sys.executable, "-m", "benchmarks.chaos.smtp_sink", "--log", str(log)],
                             cwd=HERE.parent, stdout=subprocess.PIPE, text=True)
     try:
+        assert sink.stdout is not None
         port = int(sink.stdout.readline().split()[1])
         print(f"one message over a kept connection to benchmarks/chaos/smtp_sink.py (it offers PIPELINING); "
               f"{args.rounds} interleaved rounds, the median of each round in parentheses")

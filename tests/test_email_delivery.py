@@ -21,6 +21,7 @@ from crm_automation.crm import email_delivery
 from crm_automation.crm.models import EmailMessage
 from crm_automation.workers import shutdown
 from tests.conftest import make_workflow
+from tests.smtp_server import ScriptedSMTP
 from tests.test_engine import expire_leases
 from tests.test_isolation import dispatched, won_deals
 
@@ -211,61 +212,12 @@ def test_a_stalling_organization_gets_a_slice_and_the_next_one_goes_on(org, othe
         WorkflowRun.objects.filter(organization=org).values_list("pk", flat=True))
 
 
-class StallingSMTP:
-    """A real SMTP server on 127.0.0.1 that answers the greeting, EHLO and MAIL FROM, then
-    stalls on RCPT TO (or, with stall_on="data", after the message's final dot)."""
-
-    def __init__(self, stall_on: str) -> None:
-        self.stall_on, self.sessions = stall_on, list[socket.socket]()
-        self.server = socket.socket()
-        self.server.bind(("127.0.0.1", 0))
-        self.server.listen(5)
-        self.port = self.server.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            self.sessions.append(conn)
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
-
-    def _session(self, conn) -> None:
-        reader = conn.makefile("rb")
-        conn.sendall(b"220 stall.test ESMTP\r\n")
-        in_data = False
-        for line in reader:
-            if in_data:
-                if line == b".\r\n":
-                    return  # stall_on == "data": the message is in, the answer never comes
-                continue
-            command = line[:4].upper()
-            if command in (b"EHLO", b"HELO"):
-                conn.sendall(b"250 stall.test\r\n")
-            elif command == b"MAIL":
-                conn.sendall(b"250 ok\r\n")
-            elif command == b"RCPT":
-                if self.stall_on == "rcpt":
-                    return
-                conn.sendall(b"250 ok\r\n")
-            elif command == b"DATA":
-                conn.sendall(b"354 go on\r\n")
-                in_data = True
-            else:
-                conn.sendall(b"250 ok\r\n")
-
-    def close(self) -> None:
-        self.server.close()
-        for conn in self.sessions:
-            conn.close()
-
-
 @pytest.mark.slow
+@pytest.mark.parametrize("pipelining", [False, True], ids=["one-at-a-time", "pipelined"])
 @pytest.mark.parametrize(("stall_on", "status"), [("rcpt", "failed"), ("data", "unknown")])
-def test_a_real_smtp_stall_is_failed_before_the_handover_and_unknown_after(org, settings, stall_on, status):
-    server = StallingSMTP(stall_on)
+def test_a_real_smtp_stall_is_failed_before_the_handover_and_unknown_after(org, settings, stall_on, status,
+                                                                            pipelining):
+    server = ScriptedSMTP(stall_on=stall_on, pipelining=pipelining)
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", server.port, 1
     try:
