@@ -3,7 +3,7 @@
     python -m benchmarks.chaos.smtp_sink --log FILE [--delay 0.3] [--stall-domain slow.example] [--hang]
 
 It prints `PORT <n>` on its first line of output once it listens, then serves until killed. It
-offers ESMTP PIPELINING, as common servers do. Each accepted message is appended to --log as one
+offers ESMTP PIPELINING, as Postfix and Exim do. Each accepted message is appended to --log as one
 JSON line, flushed at once:
 {"t": epoch seconds, "message_id": "<...>", "rcpt": ["a@b"], "peer": 51234}; a stalled
 recipient as {"t": ..., "stalled_rcpt": "a@slow.example", "peer": ...}.

@@ -1,18 +1,17 @@
 """Django's SMTP backend, sending each message's envelope in one write (ESMTP PIPELINING, RFC 2920).
 
 smtplib waits for the server's answer to MAIL FROM, then to each RCPT TO, then to DATA, before
-it sends the message: four round trips a message. Every server in common use (Postfix, Exim,
-Amazon SES, SendGrid, Postmark, Mailgun) offers PIPELINING, which lets a client send MAIL FROM,
-the RCPT TOs and DATA together and read their answers after: two round trips a message. With a
-provider 20 ms away that is 40 ms less per email; with a server on the same machine it is
-two wake-ups fewer for the worker and the server.
+it sends the message: four round trips a message. A server that offers PIPELINING (Postfix and
+Exim do by default, as do many providers' SMTP endpoints) lets a client send MAIL FROM, the RCPT
+TOs and DATA together and read their answers after: two round trips a message. With a server
+20 ms away that is 40 ms less per email; with one on the same machine, two wake-ups fewer for
+the worker and the server.
 
 The message itself (what follows DATA's 354) goes only once every answer has been read, so
 "handed over" means the same as before: a refusal or a stall in the envelope leaves the message
 not sent (email_delivery.Provider watches `send_content`). A server that does not offer
 PIPELINING, any MAIL/RCPT options or a message given as text (Django gives bytes) gets smtplib's
-own exchange. `EMAIL_PIPELINING=0` turns
-it off.
+own exchange. `EMAIL_PIPELINING=0` turns it off.
 
 The outbox (email_delivery.py) opens its connections here when EMAIL_BACKEND is Django's SMTP
 backend; other mail (password resets, admin errors) goes through Django's backend unchanged.
