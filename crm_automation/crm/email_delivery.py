@@ -119,9 +119,10 @@ class Provider:
     dropped after an error (the next message opens a fresh one). An SMTP connection is kept
     for this thread's next delivery when the batch ends cleanly (`_keep`).
 
-    With Django's SMTP backend it also knows whether the current message reached the DATA
-    command: an error before that (a recipient the server stalls on, say) means the message was
-    never handed over, so it is "failed" and safe to send again, not "unknown"."""
+    With Django's SMTP backend it also knows whether the current message itself started going
+    out (after DATA, or after a pipelined envelope's answers): an error before that (a
+    recipient the server stalls on, say) means the message was never handed over, so it is
+    "failed" and safe to send again, not "unknown"."""
 
     def __init__(self) -> None:
         self._connection = None
