@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """One email over a kept SMTP connection: its envelope pipelined (EMAIL_PIPELINING=1) against one
-command at a time (0), interleaved, in this process, to the fault harness's SMTP server.
+command at a time (0), and the project's backend against the same one making its addresses and
+bytes as Django does (crm/smtp_message.py), interleaved, in this process, to the fault
+harness's SMTP server.
 
     .venv/bin/python benchmarks/smtp_send.py [--messages 2000] [--rounds 2] [--rtt-ms 0 20]
 
@@ -31,9 +33,16 @@ import django  # noqa: E402
 
 django.setup()
 from django.core import mail  # noqa: E402
+from django.core.mail.backends.smtp import EmailBackend as DjangoSMTPBackend  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
 
 from crm_automation.crm import smtp_pipelining  # noqa: E402
+
+
+class DjangoBytes(smtp_pipelining.EmailBackend):
+    """The project's backend with Django's own `_send` (sanitize_address and as_bytes each time)."""
+
+    _send = DjangoSMTPBackend._send  # type: ignore[attr-defined]  # (private: not in the stubs)
 
 
 class Distance:
@@ -79,11 +88,17 @@ class Distance:
             sink.sendall(chunk)
 
 
-def timed(port: int, pipelining: bool, messages: int) -> tuple[float, float]:
+DJANGO_BYTES = "pipelined, Django's bytes"
+MODES = {"one command at a time": (False, smtp_pipelining.EmailBackend),
+         "pipelined": (True, smtp_pipelining.EmailBackend),
+         DJANGO_BYTES: (True, DjangoBytes)}
+
+
+def timed(port: int, mode: str, messages: int) -> tuple[float, float]:
     """(median wall ms, CPU ms) per message, over one connection opened beforehand."""
+    pipelining, backend = MODES[mode]
     with override_settings(EMAIL_PIPELINING=pipelining):
-        connection = smtp_pipelining.EmailBackend(host="127.0.0.1", port=port, use_tls=False, username="",
-                                                  password="", timeout=10)
+        connection = backend(host="127.0.0.1", port=port, use_tls=False, username="", password="", timeout=10)
         connection.open()
         walls = []
         cpu = time.process_time()
@@ -113,23 +128,28 @@ def main() -> None:
         port = int(sink.stdout.readline().split()[1])
         print(f"one message over a kept connection to benchmarks/chaos/smtp_sink.py (it offers PIPELINING); "
               f"{args.rounds} interleaved rounds, the median of each round in parentheses")
-        print(f"{'round trip':>10}  {'envelope':<22} {'wall ms/message':<24} {'client CPU ms/message':<24}")
+        print(f"{'round trip':>10}  {'envelope':<26} {'wall ms/message':<24} {'client CPU ms/message':<24}")
         for rtt in args.rtt_ms:
             target = port if rtt == 0 else Distance(port, rtt / 2000).port
             n = args.messages if rtt == 0 else max(20, min(args.messages, int(4000 / rtt)))
-            results: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+            results: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
             for rnd in range(args.rounds):
-                for pipelining in ((False, True) if rnd % 2 == 0 else (True, False)):
-                    timed(target, pipelining, max(5, n // 10))  # (warm-up)
-                    results[pipelining].append(timed(target, pipelining, n))
-            for pipelining, label in ((False, "one command at a time"), (True, "pipelined")):
-                walls = [w for w, _ in results[pipelining]]
-                cpus = [c for _, c in results[pipelining]]
+                for mode in (list(MODES) if rnd % 2 == 0 else list(MODES)[::-1]):
+                    timed(target, mode, max(5, n // 10))  # (warm-up)
+                    results[mode].append(timed(target, mode, n))
+            for mode in MODES:
+                walls = [w for w, _ in results[mode]]
+                cpus = [c for _, c in results[mode]]
                 wall = f"{statistics.median(walls):.2f} ({', '.join(f'{w:.2f}' for w in walls)})"
                 cpu = f"{statistics.median(cpus):.3f} ({', '.join(f'{c:.3f}' for c in cpus)})"
-                print(f"{rtt:>8.0f} ms  {label:<22} {wall:<24} {cpu:<24}")
-            ratio = statistics.median(w for w, _ in results[True]) / statistics.median(w for w, _ in results[False])
-            print(f"{'':>10}  pipelined ÷ one at a time, wall: {ratio:.2f}")
+                print(f"{rtt:>8.0f} ms  {mode:<26} {wall:<24} {cpu:<24}")
+
+            def ratio(mode: str, other: str, column: int, results: dict = results) -> float:
+                return (statistics.median(r[column] for r in results[mode])
+                        / statistics.median(r[column] for r in results[other]))
+
+            print(f"{'':>10}  pipelined ÷ one at a time, wall: {ratio('pipelined', 'one command at a time', 0):.2f}; "
+                  f"smtp_message ÷ Django's bytes, CPU: {ratio('pipelined', DJANGO_BYTES, 1):.2f}")
     finally:
         sink.terminate()
         sink.wait()

@@ -27,6 +27,8 @@ from django.conf import settings
 from django.core import mail
 from django.core.mail.backends.smtp import EmailBackend as DjangoSMTPBackend
 
+from crm_automation.crm import smtp_message
+
 DJANGO_SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 CRLF = b"\r\n"
@@ -45,8 +47,8 @@ class PipeliningSMTP(smtplib.SMTP):
         if isinstance(to_addrs, str):
             to_addrs = [to_addrs]
         size = f" SIZE={len(msg)}" if self.has_extn("size") else ""
-        envelope = [f"MAIL FROM:{smtplib.quoteaddr(from_addr)}{size}",
-                    *(f"RCPT TO:{smtplib.quoteaddr(to)}" for to in to_addrs), "DATA"]
+        envelope = [f"MAIL FROM:{smtp_message.quoted(from_addr)}{size}",
+                    *(f"RCPT TO:{smtp_message.quoted(to)}" for to in to_addrs), "DATA"]
         if any("\r" in line or "\n" in line for line in envelope):
             raise ValueError("prohibited newline characters in an SMTP command")
         self.send("".join(f"{line}\r\n" for line in envelope))
@@ -113,11 +115,31 @@ class PipeliningSMTPSSL(PipeliningSMTP, smtplib.SMTP_SSL):
 
 
 class EmailBackend(DjangoSMTPBackend):
-    """Django's SMTP backend (the same settings and behaviour) over the connections above."""
+    """Django's SMTP backend (the same settings and behaviour) over the connections above, its
+    addresses and bytes made by smtp_message.py (the same result, for less CPU)."""
 
     @property
     def connection_class(self):
         return PipeliningSMTPSSL if self.use_ssl else PipeliningSMTP
+
+    def _send(self, email_message: mail.EmailMessage) -> bool:
+        # Django 5.2's `_send`, with smtp_message's `sanitized` and `as_bytes` in place of
+        # `sanitize_address` and `message.as_bytes(linesep="\r\n")`.
+        if not email_message.recipients():
+            return False
+        encoding = email_message.encoding or settings.DEFAULT_CHARSET
+        from_email = smtp_message.sanitized(email_message.from_email, encoding)
+        recipients = [smtp_message.sanitized(addr, encoding) for addr in email_message.recipients()]
+        message = email_message.message()
+        try:
+            # (send_messages opened the connection before calling this, as in Django)
+            self.connection.sendmail(  # type: ignore[union-attr]
+                from_email, recipients, smtp_message.as_bytes(message))
+        except smtplib.SMTPException:
+            if not self.fail_silently:
+                raise
+            return False
+        return True
 
 
 def get_connection(**kwargs: Any) -> Any:
