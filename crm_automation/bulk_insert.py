@@ -9,10 +9,11 @@ straight off the instances, and the statement's text never changes, so psycopg k
 parsed and PostgreSQL keeps it prepared. A single row goes as scalars (`VALUES (%b::type, …)`).
 On SQLite this is `bulk_create` itself.
 
-It takes what the hot path writes: new instances of models with an integer pk (none set yet)
-whose database defaults, if any, are plain values, or (`bulk_insert_values`) the same rows as
-dicts of every column's value, with no instance made at all. Anything else goes to
-`bulk_create`, which stays the general tool.
+It takes what the hot path and the bulk services write: new instances of models with an
+integer pk (none set yet) or a pk each instance makes for itself (a uuid4), whose database
+defaults, if any, are plain values, or (`bulk_insert_values`) the same rows as dicts of their
+columns' values, with no instance made at all. Anything else goes to `bulk_create`, which stays
+the general tool.
 """
 
 import enum
@@ -44,29 +45,38 @@ class _Statement:
     attnames: frozenset[str]  # the fields whose values it reads
     sql: str
     one_row_sql: str  # (VALUES: one row's values go as scalars, cheaper to dump than one-element arrays)
+    pk_from_database: bool  # an auto-incremented pk (else each instance holds its own: a uuid4)
 
 
 _STATEMENTS: dict[tuple, _Statement | None] = {}
+# Rows a statement for the bulk services (thousands of records at once): a few MB of arrays.
+BULK_BATCH = 5000
 
 
 def bulk_insert(objs: Sequence[M], *, ignore_conflicts: bool = False, match_on: Sequence[str] = (),
-                unique_fields: Sequence[str] = (), update_fields: Sequence[str] = ()) -> list[M]:
+                unique_fields: Sequence[str] = (), update_fields: Sequence[str] = (),
+                batch_size: int | None = None) -> list[M]:
     """Insert `objs` (one model) in one statement and give each its pk, as `bulk_create` does.
 
     `ignore_conflicts`: rows the unique constraints refuse are left out and keep no pk (as with
     `bulk_create`); with `match_on` (attnames that tell the rows apart) the rows made get their
     pk: on PostgreSQL from the INSERT itself, elsewhere from one SELECT of the rows holding
     those values. `unique_fields` + `update_fields`: ON CONFLICT (unique) DO UPDATE those
-    fields; every row gets the pk of the row it inserted or updated."""
+    fields; every row gets the pk of the row it inserted or updated. `batch_size`: at most that
+    many rows a statement."""
     if not objs:
         return list(objs)
+    if batch_size is not None and len(objs) > batch_size:
+        return [obj for start in range(0, len(objs), batch_size) for obj in bulk_insert(
+            objs[start:start + batch_size], ignore_conflicts=ignore_conflicts, match_on=match_on,
+            unique_fields=unique_fields, update_fields=update_fields)]
     model = type(objs[0])
     if ignore_conflicts and update_fields:
         raise ValueError("ignore_conflicts and update_fields exclude each other")
     if match_on and not ignore_conflicts:
         raise ValueError("match_on is for ignore_conflicts: otherwise every row gets its pk")
     statement = _statement(model, ignore_conflicts, tuple(match_on), tuple(unique_fields), tuple(update_fields))
-    if statement is None or any(obj.pk is not None for obj in objs):
+    if statement is None or (statement.pk_from_database and any(obj.pk is not None for obj in objs)):
         made = model._default_manager.bulk_create(
             objs, ignore_conflicts=ignore_conflicts, update_conflicts=bool(update_fields),
             unique_fields=unique_fields or None, update_fields=update_fields or None)
@@ -88,13 +98,20 @@ def bulk_insert(objs: Sequence[M], *, ignore_conflicts: bool = False, match_on: 
 
 
 def bulk_insert_values(model: type[models.Model], rows: Sequence[dict[str, Any]], *,
-                       unique_fields: Sequence[str] = (), update_fields: Sequence[str] = ()) -> list[int]:
-    """`bulk_insert` for rows given as {attname: value}, every column given: returns their pks,
-    in order. On PostgreSQL no model instance is made (a worker writes several rows a run this
-    way and has no use for the objects); elsewhere the rows become instances for `bulk_create`."""
+                       unique_fields: Sequence[str] = (), update_fields: Sequence[str] = (),
+                       batch_size: int | None = None) -> list[int]:
+    """`bulk_insert` for rows given as {attname: value}, every row with the same columns: returns
+    their pks, in order. A column may be left out where the database fills it as the ORM would
+    (it has a database default, or it is nullable with no default of its own: NULL). On
+    PostgreSQL no model instance is made (a worker writes several rows a run this way and has
+    no use for the objects); elsewhere the rows become instances for `bulk_create`. `batch_size`:
+    at most that many rows a statement."""
     if not rows:
         return []
-    statement = _statement(model, False, (), tuple(unique_fields), tuple(update_fields))
+    if batch_size is not None and len(rows) > batch_size:
+        return [pk for start in range(0, len(rows), batch_size) for pk in bulk_insert_values(
+            model, rows[start:start + batch_size], unique_fields=unique_fields, update_fields=update_fields)]
+    statement = _statement(model, False, (), tuple(unique_fields), tuple(update_fields), frozenset(rows[0]))
     if statement is None or not statement.attnames <= rows[0].keys():
         objs = bulk_insert([model(**row) for row in rows], unique_fields=unique_fields, update_fields=update_fields)
         return [obj.pk for obj in objs]
@@ -190,21 +207,30 @@ def _match(objs: Sequence[models.Model], match_on: Sequence[str], rows: Iterable
 
 
 def _statement(model: type[models.Model], ignore: bool, match: tuple[str, ...], unique: tuple[str, ...],
-               update: tuple[str, ...]) -> _Statement | None:
-    key = (model, ignore, match, unique, update)
+               update: tuple[str, ...], given: frozenset[str] | None = None) -> _Statement | None:
+    key = (model, ignore, match, unique, update, given)
     if key not in _STATEMENTS:
-        _STATEMENTS[key] = _write_statement(model, ignore, match, unique, update) \
+        _STATEMENTS[key] = _write_statement(model, ignore, match, unique, update, given) \
             if connection.vendor == "postgresql" else None
     return _STATEMENTS[key]
 
 
 def _write_statement(model: type[models.Model], ignore: bool, match: tuple[str, ...], unique: tuple[str, ...],
-                     update: tuple[str, ...]) -> _Statement | None:
+                     update: tuple[str, ...], given: frozenset[str] | None = None) -> _Statement | None:
+    """`given` (rows as dicts): the attnames the rows hold; the other columns are left to the
+    database, if it fills them as the ORM would (None: no statement)."""
     meta = model._meta
-    fields = [f for f in meta.concrete_fields if not (f.primary_key and isinstance(f, models.AutoField))
+    pk_from_database = isinstance(meta.pk, models.AutoField)
+    if not pk_from_database and not (meta.pk is not None and callable(meta.pk.default)):
+        return None  # a pk neither generated by the database nor by Python (uuid4) on each instance
+    fields = [f for f in meta.concrete_fields if not (f.primary_key and pk_from_database)
               and not getattr(f, "generated", False)]
+    if given is not None:
+        if not all(f.attname in given or _filled_by_database(f) for f in fields):
+            return None
+        fields = [f for f in fields if f.attname in given]
     readers = [_reader(f) for f in fields]
-    if not isinstance(meta.pk, models.AutoField) or any(read is None for read in readers):
+    if any(read is None for read in readers):
         return None
     columns = tuple(read for read in readers if read is not None)
     quote = connection.ops.quote_name
@@ -223,7 +249,15 @@ def _write_statement(model: type[models.Model], ignore: bool, match: tuple[str, 
     tail += f" RETURNING {returning}"
     return _Statement(columns, frozenset(f.attname for f in fields),
                       f"{into} SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in types)}){tail}",
-                      f"{into} VALUES ({', '.join(f'%b::{t}' for t in types)}){tail}")
+                      f"{into} VALUES ({', '.join(f'%b::{t}' for t in types)}){tail}", pk_from_database)
+
+
+def _filled_by_database(field: models.Field) -> bool:
+    """Whether leaving the column out of an INSERT gives what the ORM would write for a row that
+    does not set it: its database default, or NULL for a nullable column with no default."""
+    if field.has_db_default():  # type: ignore[attr-defined]  # (Django 5; the stubs lag)
+        return True
+    return field.null and not field.has_default()
 
 
 def _column(meta: Any, name: str) -> str:

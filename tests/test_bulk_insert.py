@@ -1,9 +1,11 @@
 """bulk_insert: the worker's multi-row INSERT writes what bulk_create would, on both databases."""
 
 import uuid
+from decimal import Decimal
 
 import pytest
 from django.db import DataError, IntegrityError, connection, transaction
+from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -18,8 +20,8 @@ from crm_automation.automation.models import (
     WorkflowRunAction,
 )
 from crm_automation.bulk_insert import bulk_insert, bulk_insert_values
-from crm_automation.crm.models import Contact
-from tests.conftest import make_workflow
+from crm_automation.crm.models import Deal
+from tests.conftest import make_workflow, stage
 
 
 @pytest.fixture
@@ -164,9 +166,68 @@ def test_one_statement_seen_by_djangos_query_log(run):
 
 
 def test_a_model_it_does_not_take_goes_to_bulk_create(org):
-    contacts = bulk_insert([Contact(organization=org, first_name="Ada", email="ada@example.com")])  # uuid pk
-    assert Contact.objects.filter(pk=contacts[0].pk, first_name="Ada").exists()
+    # (created_at is the database's Now(): an expression, which bulk_create writes)
+    events = bulk_insert([AutomationEvent(organization=org, kind="deal_created", entity_type="deal",
+                                          entity_id=uuid.uuid4(), payload={"a": 1})])
+    stored = AutomationEvent.objects.get(pk=events[0].pk)
+    assert stored.payload == {"a": 1} and stored.created_at is not None
     assert bulk_insert([]) == []
+
+
+def test_instances_that_make_their_own_uuid_pk_keep_it_and_read_back_as_bulk_create_writes_them(org, contact):
+    def made(n: int) -> list[Deal]:
+        return [Deal(organization=org, title=f"O'Neil \\ \"{i}\" {{Acme, Inc}}", amount=Decimal("1234.50"),
+                     stage=stage(org, "proposal"), contact=contact, custom={"size": i, "tags": ["a", None]})
+                for i in range(n)]
+
+    ours, theirs = made(3), made(3)
+    with CaptureQueriesContext(connection) as queries:
+        kept = bulk_insert(ours)
+    assert [d.pk for d in kept] == [d.pk for d in ours] and all(isinstance(d.pk, uuid.UUID) for d in kept)
+    assert len(queries.captured_queries) == 1 and not any(d._state.adding for d in kept)
+    Deal.objects.bulk_create(theirs)
+
+    def stored(deals):
+        moments = ("created_at", "updated_at", "stage_entered_at")  # (set when each was made)
+        assert not Deal.objects.filter(pk__in=[d.pk for d in deals]).filter(
+            Q(created_at=None) | Q(updated_at=None) | Q(stage_entered_at=None)).exists()
+        fields = [f.attname for f in Deal._meta.concrete_fields if f.attname not in ("id", *moments)]
+        rows = {d["id"]: d for d in Deal.objects.filter(pk__in=[d.pk for d in deals]).values("id", *fields)}
+        return [{k: v for k, v in rows[d.pk].items() if k != "id"} for d in deals]
+
+    assert stored(ours) == stored(theirs)
+
+
+def test_values_may_leave_out_the_columns_the_database_fills(org):
+    rows = [{"organization_id": org.pk, "kind": "deal_created", "entity_type": "deal", "entity_id": uuid.uuid4(),
+             "payload": {"n": i, "quote": 'say "hi"'}, "depth": 0, "caused_by_run_id": None} for i in range(3)]
+    with CaptureQueriesContext(connection) as queries:
+        pks = bulk_insert_values(AutomationEvent, rows)
+    assert len(queries.captured_queries) == 1
+    stored = list(AutomationEvent.objects.filter(pk__in=pks).order_by("pk"))
+    assert [e.pk for e in stored] == pks and [e.payload["n"] for e in stored] == [0, 1, 2]
+    assert all(e.created_at is not None and e.processed_at is None and e.claimed_until is None and e.error == ""
+               for e in stored)
+
+
+def test_a_column_the_database_cannot_fill_gets_the_models_default(org):
+    """(payload has a Python default, {}: left out, the row goes through the model.)"""
+    (pk,) = bulk_insert_values(AutomationEvent, [{"organization_id": org.pk, "kind": "deal_created",
+                                                  "entity_type": "deal", "entity_id": uuid.uuid4()}])
+    assert AutomationEvent.objects.get(pk=pk).payload == {}
+
+
+def test_batch_size_splits_the_statement_and_keeps_the_order(run):
+    with CaptureQueriesContext(connection) as queries:
+        rows = bulk_insert([step(run, str(i), position=i) for i in range(1, 8)], batch_size=3)
+    assert [r.position for r in rows] == list(range(1, 8)) and [r.pk for r in rows] == sorted(r.pk for r in rows)
+    pks = bulk_insert_values(WorkflowRunAction, [
+        {"run_id": run.pk, "node_id": f"v{i}", "token": "", "position": i, "action_type": "create_task"}
+        for i in range(5)], batch_size=2)
+    assert list(WorkflowRunAction.objects.filter(pk__in=pks).order_by("pk").values_list("position", flat=True)) == [
+        0, 1, 2, 3, 4]
+    if connection.vendor == "postgresql":
+        assert len(queries.captured_queries) == 3
 
 
 def test_runs_refused_by_the_enrollment_index_keep_no_pk(run):

@@ -9,7 +9,7 @@ from django.db import IntegrityError, connections, router, transaction
 from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
-from crm_automation.bulk_insert import server_bound_cursor
+from crm_automation.bulk_insert import BULK_BATCH, bulk_insert, server_bound_cursor
 from crm_automation.crm import changes, sources
 from crm_automation.crm.concurrency import conflicts
 from crm_automation.crm.models import (
@@ -160,13 +160,13 @@ def leads_convert_bulk(*, organization_id: int, lead_ids: list) -> int:
         first, last = _split_name(lead.name)
         contacts.append(Contact(organization_id=organization_id, first_name=first, last_name=last,
                                 email=lead.email, company=lead.company, source_lead_id=lead.pk))
-    contacts = Contact.objects.bulk_create(contacts, batch_size=1000)
+    contacts = bulk_insert(contacts, batch_size=BULK_BATCH)  # (bulk_insert.py: a fraction of bulk_create's CPU)
     deals = [
         Deal(organization_id=organization_id, title=lead.company or lead.name, stage=stage,
              contact=contact, owner_id=lead.owner_id, source_lead_id=lead.pk)
         for lead, contact in zip(leads, contacts, strict=True)
     ]
-    Deal.objects.bulk_create(deals, batch_size=1000)
+    bulk_insert(deals, batch_size=BULK_BATCH)
     # One set-based UPDATE links every lead to what it became (bulk_update's per-row CASE
     # took seconds for thousands of leads).
     Lead.objects.filter(pk__in=[lead.pk for lead in leads]).update(
