@@ -211,7 +211,7 @@ def leads_import(*, organization_id: int, rows: list[dict], by=None, owner=None)
     if problems:
         raise ValidationError(["Nothing was imported.", *problems[:50]])
     with transaction.atomic():
-        made = Lead.objects.bulk_create(leads, batch_size=1000)
+        made = bulk_insert(leads, batch_size=BULK_BATCH)
         found = [changes.RecordChange(changes.LEAD_CREATED, organization_id, "lead", lead.pk) for lead in made]
         with sources.bulk_operation(sources.IMPORT, size=len(made)):
             changes.records_changed.send(sender=Lead, changes=found)
