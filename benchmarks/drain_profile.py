@@ -5,7 +5,8 @@
     .venv/bin/python benchmarks/drain_profile.py --single 150     # one change at a time instead
 
 PostgreSQL (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/crm_profile, created
-and dropped here), Django's in-memory email, no broker: `drain_events(fan_out=False)` claims,
+and dropped here), Django's in-memory email (`--email smtp`: to the benchmarks' SMTP server, as
+in (b)), no broker: `drain_events(fan_out=False)` claims,
 dispatches and executes every run right here. Prints the process CPU per run with the profiler
 off (a first drain) and on (a second one), the statements per run, and the profile's top rows.
 
@@ -16,12 +17,14 @@ what a single change pays between "claimed" and "run completed" before any broke
 """
 
 import argparse
+import atexit
 import cProfile
 import os
 import pstats
 import re
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,6 +44,9 @@ parser.add_argument("--plans", action="store_true",
 parser.add_argument("--statements", action="store_true",
                     help="with --single: list the last drain's statements, each with its round trip and the "
                          "Python time before it")
+parser.add_argument("--email", choices=["locmem", "smtp"], default="locmem",
+                    help="locmem: Django's in-memory backend (default); smtp: to the benchmarks' SMTP server in a "
+                         "process of its own, as in run.py's (b) (locmem copies every message: CPU (b) does not spend)")
 parser.add_argument("--profile", action="store_true",
                     help="with --single: the drains under cProfile, and the profile's top rows (--top, --sort)")
 ARGS = parser.parse_args()
@@ -52,6 +58,13 @@ for key in [k for k in os.environ if k.startswith(("AUTOMATION_", "EMAIL_", "RED
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.update(LOG_LEVEL="WARNING", DATABASE_URL=DB_URL,
                   DB_POOL="0", EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend")
+if ARGS.email == "smtp":
+    from benchmarks.instruments import SmtpSink
+
+    SINK = SmtpSink(Path(tempfile.mkdtemp(prefix="drain-profile-")) / "smtp.jsonl")
+    atexit.register(SINK.stop)
+    os.environ.update(EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend", EMAIL_HOST="127.0.0.1",
+                      EMAIL_PORT=str(SINK.port), EMAIL_TIMEOUT="5")
 
 import psycopg  # noqa: E402
 

@@ -194,3 +194,40 @@ def test_an_event_that_cannot_be_dispatched_is_set_aside_with_its_error(org, dea
     broken.refresh_from_db()
     assert broken.processed_at is not None and "corrupt payload" in broken.error
     assert AutomationEvent.objects.filter(processed_at__isnull=True).count() == 0
+
+
+def test_an_event_no_workflow_listens_to_is_settled_by_its_claim_alone(org, other_org, deal, contact):
+    """The claim marks processed, in the same UPDATE, every event no draft, paused or activated
+    workflow of its organization listens to (one row write, no dispatch, no decision); the
+    others wait for their dispatch."""
+    make_workflow(other_org, trigger_type="contact_created", trigger_config={},  # another organization's
+                  actions=[{"type": "create_task", "config": {"title": "Call"}}])
+    archived = make_workflow(org, name="Old", trigger_type="deal_created", trigger_config={})
+    workflow_transition(workflow_id=archived.pk, name="archive", by=None)
+    updates = make_workflow(org, name="On any deal change", activate=False, trigger_type="deal_updated",
+                            trigger_config={})  # a draft listening to stage moves too (catalog.LISTENERS)
+    AutomationEvent.objects.all().delete()
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))
+    for kind, entity_type in (("contact_created", "contact"), ("deal_created", "deal")):
+        AutomationEvent.objects.create(organization=org, kind=kind, entity_type=entity_type, entity_id=deal.pk)
+    claimed = claim_events(10)
+    assert [(e.kind, e.processed_at is None) for e in claimed] == [
+        ("deal_stage_change", True), ("contact_created", False), ("deal_created", False)]
+    assert not AutomationEvent.objects.filter(processed_at__isnull=True, kind__in=["contact_created",
+                                                                                  "deal_created"]).exists()
+    dispatch_events(claimed)
+    assert list(WorkflowDecision.objects.values_list("workflow", "event__kind", "outcome")) == [
+        (updates.pk, "deal_stage_change", "draft")]
+    assert not AutomationEvent.objects.filter(processed_at__isnull=True).exists()
+
+
+def test_a_drain_goes_on_past_full_batches_of_events_nobody_listens_to(org, deal, settings):
+    settings.AUTOMATION = {**settings.AUTOMATION, "EVENT_BATCH_SIZE": 2}
+    wf = make_workflow(org)
+    AutomationEvent.objects.all().delete()
+    for _ in range(5):
+        AutomationEvent.objects.create(organization=org, kind="deal_created", entity_type="deal", entity_id=deal.pk)
+    deal_move_to_stage(deal=deal, stage=stage(org, "won"))  # behind them
+    assert drain() == 1
+    assert WorkflowRun.objects.get().workflow == wf
+    assert not AutomationEvent.objects.filter(processed_at__isnull=True).exists()

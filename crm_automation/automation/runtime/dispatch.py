@@ -137,10 +137,40 @@ def _claim(limit: int, organization_id: int | None = None) -> list[AutomationEve
     quote = connection.ops.quote_name
     table = quote(AutomationEvent._meta.db_table)
     until = AutomationEvent._meta.get_field("claimed_until").get_db_prep_save(now + leases.lease_length(), connection)
-    claimed = updated_rows(AutomationEvent, f"UPDATE {table} SET {quote('claimed_until')} = %s "
-                           f"WHERE {quote('id')} IN ({select})", [until, *params], using=connection.alias,
-                           prepared=True)
+    done = AutomationEvent._meta.get_field("processed_at").get_db_prep_save(now, connection)
+    listened, listened_params = _listened(connection)
+    claimed = updated_rows(AutomationEvent, f"UPDATE {table} SET {quote('claimed_until')} = %s, "
+                           f"{quote('processed_at')} = CASE WHEN {listened} THEN NULL ELSE %s END "
+                           f"WHERE {quote('id')} IN ({select})", [until, *listened_params, done, *params],
+                           using=connection.alias, prepared=True)
     return sorted(claimed, key=lambda event: event.pk)
+
+
+_LISTENED: dict[str, tuple[str, list[Any]]] = {}  # by database vendor
+
+
+def _listened(connection: Any) -> tuple[str, list[Any]]:
+    """SQL that is true for an event (the claim's row) that some workflow of its organization
+    may be started by: a candidate of `_candidates` (a draft, paused or activated workflow with
+    a version, of a trigger type that listens to the event's kind). The claim marks every other
+    event processed at once: nothing could decide on it (most saves are of this kind when few
+    workflows listen), so it costs one row write, not two, and no dispatch."""
+    if connection.vendor not in _LISTENED:
+        quote = connection.ops.quote_name
+        event, workflow = quote(AutomationEvent._meta.db_table), quote(Workflow._meta.db_table)
+        kind, trigger_type = f"{event}.{quote('kind')}", f"w.{quote('trigger_type')}"
+        mapped = sorted(catalog.LISTENERS.items())
+        listens = " OR ".join([
+            f"({trigger_type} = {kind} AND {kind} NOT IN ({', '.join(['%s'] * len(mapped))}))",
+            *(f"({kind} = %s AND {trigger_type} IN ({', '.join(['%s'] * len(types))}))" for _, types in mapped)])
+        statuses = [WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED, WorkflowStatus.DRAFT]
+        _LISTENED[connection.vendor] = (
+            f"EXISTS (SELECT 1 FROM {workflow} w "
+            f"WHERE w.{quote('organization_id')} = {event}.{quote('organization_id')} "
+            f"AND w.{quote('current_version_id')} IS NOT NULL "
+            f"AND w.{quote('status')} IN ({', '.join(['%s'] * len(statuses))}) AND ({listens}))",
+            [*(str(s) for s in statuses), *(k for k, _ in mapped), *(v for k, types in mapped for v in (k, *types))])
+    return _LISTENED[connection.vendor]
 
 
 def _mark_processed(event_ids: list[int]) -> set[int]:
@@ -243,6 +273,7 @@ def dispatch(events: list[AutomationEvent], *, token: str = "") -> Dispatched:
     counted as an attempt), so the caller executes them without another UPDATE; a caller that
     dies leaves them to the watchdog one lease later, as a claim would.
     """
+    events = [e for e in events if e.processed_at is None]  # (the claim settled those no workflow listens to)
     if not events:
         return Dispatched(token=token)
     workflows = _candidates(events)
