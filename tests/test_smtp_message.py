@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from crm_automation.crm import smtp_message
 
 pytestmark = pytest.mark.fuzz  # hundreds of generated cases (`make check` leaves them out)
-FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The same cases on every run (as the API fuzz): `make test` passes or fails the same way each time.
+FAST = settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 # Header text as people write it: mostly printable ASCII, with what makes folding do something.
 _WORDS = st.text(st.sampled_from("abcdefghij XYZ:<>@.,;\"'()=?_-"), max_size=120)
@@ -67,10 +68,12 @@ def test_an_html_message_with_an_attachment_has_the_same_bytes():
 @given(address=st.one_of(
     st.emails(), st.builds(lambda n, e: f"{n} <{e}>", st.text(max_size=40), st.emails()),
     st.text(max_size=60)), encoding=st.sampled_from(["utf-8", "iso-8859-1"]))
+@example(address=". <a@b.c>", encoding="utf-8")  # (the email package's parser fails on it: AttributeError)
+@example(address="Zoë <zoe@bücher.example>", encoding="iso-8859-1")
 def test_an_address_is_sanitized_as_django_does_and_a_bad_one_refused_every_time(address, encoding):
     try:
         expected = sanitize_address(address, encoding)
-    except ValueError as refused:
+    except Exception as refused:  # noqa: BLE001 (whatever Django raises, it is raised again, every time)
         for _ in range(2):  # not remembered as a success the second time
             with pytest.raises(type(refused)) as raised:
                 smtp_message.sanitized(address, encoding)
