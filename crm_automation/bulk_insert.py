@@ -42,7 +42,6 @@ _ColumnReader = Callable[[Sequence[models.Model]], list]
 @dataclass(frozen=True)
 class _Statement:
     columns: tuple[_ColumnReader, ...]
-    attnames: frozenset[str]  # the fields whose values it reads
     sql: str
     one_row_sql: str  # (VALUES: one row's values go as scalars, cheaper to dump than one-element arrays)
     pk_from_database: bool  # an auto-incremented pk (else each instance holds its own: a uuid4)
@@ -112,7 +111,7 @@ def bulk_insert_values(model: type[models.Model], rows: Sequence[dict[str, Any]]
         return [pk for start in range(0, len(rows), batch_size) for pk in bulk_insert_values(
             model, rows[start:start + batch_size], unique_fields=unique_fields, update_fields=update_fields)]
     statement = _statement(model, False, (), tuple(unique_fields), tuple(update_fields), frozenset(rows[0]))
-    if statement is None or not statement.attnames <= rows[0].keys():
+    if statement is None:  # (a statement reads only the columns the rows hold)
         objs = bulk_insert([model(**row) for row in rows], unique_fields=unique_fields, update_fields=update_fields)
         return [obj.pk for obj in objs]
     return [pk for (pk,) in _run(statement, [_Values(row) for row in rows])]
@@ -247,7 +246,7 @@ def _write_statement(model: type[models.Model], ignore: bool, match: tuple[str, 
         tail = f" ON CONFLICT ({targets}) DO UPDATE SET {sets}"
     returning = ", ".join(quote(c) for c in (meta.pk.column, *(_column(meta, name) for name in match)))
     tail += f" RETURNING {returning}"
-    return _Statement(columns, frozenset(f.attname for f in fields),
+    return _Statement(columns,
                       f"{into} SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in types)}){tail}",
                       f"{into} VALUES ({', '.join(f'%b::{t}' for t in types)}){tail}", pk_from_database)
 

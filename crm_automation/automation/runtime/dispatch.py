@@ -147,6 +147,8 @@ def _claim(limit: int, organization_id: int | None = None) -> list[AutomationEve
 
 
 _LISTENED: dict[str, tuple[str, list[Any]]] = {}  # by database vendor
+# The workflows an event is decided for (`_candidates`), and so the ones the claim asks about.
+CANDIDATE_STATUSES = [WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED, WorkflowStatus.DRAFT]
 
 
 def _listened(connection: Any) -> tuple[str, list[Any]]:
@@ -163,7 +165,7 @@ def _listened(connection: Any) -> tuple[str, list[Any]]:
         listens = " OR ".join([
             f"({trigger_type} = {kind} AND {kind} NOT IN ({', '.join(['%s'] * len(mapped))}))",
             *(f"({kind} = %s AND {trigger_type} IN ({', '.join(['%s'] * len(types))}))" for _, types in mapped)])
-        statuses = [WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED, WorkflowStatus.DRAFT]
+        statuses = CANDIDATE_STATUSES
         _LISTENED[connection.vendor] = (
             f"EXISTS (SELECT 1 FROM {workflow} w "
             f"WHERE w.{quote('organization_id')} = {event}.{quote('organization_id')} "
@@ -228,7 +230,7 @@ def run_metadata(trigger: dict[str, Any], full: dict[str, Any] | None) -> dict[s
 _CANDIDATES = CompiledQuery(
     lambda organizations, kinds: Workflow.objects.filter(
         organization_id__in=organizations, trigger_type__in=kinds, current_version__isnull=False,
-        status__in=[WorkflowStatus.ACTIVATED, WorkflowStatus.PAUSED, WorkflowStatus.DRAFT],
+        status__in=CANDIDATE_STATUSES,
     ).select_related("current_version", "organization", "rollout__version").order_by("pk"),
     organizations=list[int], kinds=list[str], prepared=True)
 _STAGES = CompiledQuery(lambda organizations: Stage.objects.filter(organization_id__in=organizations).values_list(
